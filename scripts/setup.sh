@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Sets up everything the project needs on a Debian machine; safe to run again (does only what is missing).
+#   scripts/setup.sh          Debian packages, Docker engine, .venv with the project, kernel images
+#   scripts/setup.sh --test   the same plus the test tools
+set -euo pipefail
+cd "$(dirname "$0")/.."
+want_test=0
+[[ "${1:-}" == "--test" ]] && want_test=1
+SUDO=""
+[[ $(id -u) -eq 0 ]] || SUDO="sudo"
+
+say() { echo "[setup] $*" >&2; }
+
+# 1. Debian packages
+pkgs=(docker.io debootstrap python3-venv ca-certificates)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if ((${#missing[@]})); then
+  say "installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# 2. Docker engine
+if ! docker info >/dev/null 2>&1; then
+  say "starting the Docker engine"
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-system-running >/dev/null 2>&1; then
+    $SUDO systemctl start docker || true
+  fi
+  if ! docker info >/dev/null 2>&1; then
+    $SUDO setsid nohup dockerd >/var/log/dockerd.log 2>&1 </dev/null &
+  fi
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+  docker info >/dev/null 2>&1 || { say "the Docker engine did not start; see /var/log/dockerd.log"; exit 1; }
+fi
+
+# 3. Virtualenv with the project installed (reinstalled when pyproject.toml changes)
+PY=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+  say "creating .venv"
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.installed-$( (cat pyproject.toml; echo "test=$want_test") | sha256sum | cut -c1-12)
+if [[ ! -f "$stamp" ]]; then
+  say "installing the project into .venv"
+  .venv/bin/pip install -q --upgrade pip >/dev/null
+  if ((want_test)); then
+    .venv/bin/pip install -q -e '.[test]'
+  else
+    .venv/bin/pip install -q -e .
+  fi
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi
+
+# 4. Kernel images
+for img in python; do
+  bash scripts/build-image.sh "$img"
+done

@@ -1,0 +1,52 @@
+"""The agent's configuration (``agent.toml``), validated with pydantic."""
+
+from __future__ import annotations
+
+import socket
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class AgentSection(_Section):
+    id: str = Field(default_factory=lambda: f"i-{socket.gethostname()}")
+    rpc_listen_host: str = Field("127.0.0.1", alias="rpc-listen-host")
+    rpc_listen_port: int = Field(6001, alias="rpc-listen-port", ge=1, le=65535)
+    # The address the manager uses to reach this agent (defaults to the listen address).
+    advertised_addr: str = Field("", alias="advertised-addr")
+    scaling_group: str = Field("default", alias="scaling-group")
+    manager_url: str = Field("http://127.0.0.1:8081", alias="manager-url")
+    cluster_secret: str = Field("change-me-cluster-secret", alias="cluster-secret", min_length=8)
+    heartbeat_interval: float = Field(3.0, alias="heartbeat-interval", gt=0)
+    region: str = "local"
+
+
+class ContainerSection(_Section):
+    kernel_uid: int = Field(1000, alias="kernel-uid", ge=1)
+    kernel_gid: int = Field(1000, alias="kernel-gid", ge=1)
+    scratch_root: str = Field("./.backend.ai/scratches", alias="scratch-root")
+    network: str = "bai-kernels"
+    pids_limit: int = Field(1024, alias="pids-limit", ge=16)
+    shm_size: str = Field("64m", alias="shm-size")
+    flush_timeout: float = Field(1.0, alias="flush-timeout", gt=0)
+
+
+class ResourceSection(_Section):
+    # Capacity offered to the scheduler; 0 means "detect from the host".
+    cpu: float = Field(0, ge=0)
+    mem: str = "0"
+    reserved_mem: str = Field("512m", alias="reserved-mem")
+
+
+class AgentConfig(_Section):
+    agent: AgentSection = Field(default_factory=AgentSection)  # type: ignore[arg-type]
+    container: ContainerSection = Field(default_factory=ContainerSection)  # type: ignore[arg-type]
+    resource: ResourceSection = Field(default_factory=ResourceSection)  # type: ignore[arg-type]
+
+    def rpc_addr(self) -> str:
+        if self.agent.advertised_addr:
+            return self.agent.advertised_addr
+        return f"http://{self.agent.rpc_listen_host}:{self.agent.rpc_listen_port}"

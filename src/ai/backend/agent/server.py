@@ -1,0 +1,181 @@
+"""The agent's RPC server (for the manager) and its heartbeat loop."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hmac
+import logging
+import platform
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from ai.backend.common.config import ConfigError, load_config
+from ai.backend.common.problems import PROBLEM_BASE, AuthorizationFailed, InvalidAPIParameters, ProblemError
+
+from .config import AgentConfig
+from .docker_backend import DockerBackend
+from .resources import detect_capacity
+
+log = logging.getLogger("ai.backend.agent")
+SECRET_HEADER = "X-BackendAI-Cluster-Secret"
+VERSION = "0.1.0"
+
+
+class Agent:
+    """Glue between the backend, the manager and the RPC app."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.capacity = detect_capacity(config.resource)
+        self.http = httpx.AsyncClient(base_url=config.agent.manager_url, timeout=10.0,
+                                      headers={SECRET_HEADER: config.agent.cluster_secret})
+        self.backend = DockerBackend(config, self.on_kernel_exit)
+
+    async def on_kernel_exit(self, kernel_id: str, reason: str, exit_code: int | None) -> None:
+        log.info("kernel %s ended: %s (exit code %s)", kernel_id, reason, exit_code)
+        for attempt in range(5):
+            try:
+                r = await self.http.post("/internal/kernel-events",
+                                         json={"kernel_id": kernel_id, "reason": reason, "exit_code": exit_code})
+                if r.status_code < 500:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.5 * (attempt + 1))
+
+    async def heartbeat_once(self) -> None:
+        body = {
+            "id": self.config.agent.id, "addr": self.config.rpc_addr(),
+            "scaling_group": self.config.agent.scaling_group, "region": self.config.agent.region,
+            "available_slots": self.capacity.to_json(), "version": VERSION,
+            "architecture": platform.machine(), "images": await self.backend.list_images(),
+            "kernels": list(self.backend.kernels),
+        }
+        r = await self.http.post("/internal/heartbeat", json=body)
+        if r.status_code >= 400:
+            log.warning("heartbeat refused by the manager (%s): %s", r.status_code, r.text[:200])
+
+    async def heartbeat_loop(self) -> None:
+        while True:
+            try:
+                await self.heartbeat_once()
+            except httpx.HTTPError as e:
+                log.warning("cannot reach the manager at %s: %s", self.config.agent.manager_url, type(e).__name__)
+            await asyncio.sleep(self.config.agent.heartbeat_interval)
+
+
+def create_app(config: AgentConfig) -> FastAPI:
+    """The agent's RPC application."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        agent = Agent(config)
+        app.state.agent = agent
+        await agent.backend.start()
+        hb = asyncio.create_task(agent.heartbeat_loop())
+        try:
+            yield
+        finally:
+            hb.cancel()
+            with suppress(asyncio.CancelledError):
+                await hb
+            await agent.backend.close()
+            await agent.http.aclose()
+
+    app = FastAPI(title="Backend.AI agent RPC", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+
+    @app.exception_handler(ProblemError)
+    async def _problem(_: Request, exc: ProblemError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, media_type="application/problem+json")
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"type": PROBLEM_BASE + "agent-error", "title": "Agent error",
+                             "detail": f"{type(exc).__name__}: {exc}"}, status_code=500,
+                            media_type="application/problem+json")
+
+    @app.middleware("http")
+    async def _auth(request: Request, call_next: Any) -> Any:
+        if not hmac.compare_digest(request.headers.get(SECRET_HEADER, ""), config.agent.cluster_secret):
+            exc = AuthorizationFailed("Bad or missing cluster secret.")
+            return JSONResponse(exc.body(), status_code=401, media_type="application/problem+json")
+        return await call_next(request)
+
+    def backend(request: Request) -> DockerBackend:
+        b: DockerBackend = request.app.state.agent.backend
+        return b
+
+    @app.get("/v1/health")
+    async def health(request: Request) -> dict[str, Any]:
+        return {"id": config.agent.id, "kernels": len(backend(request).kernels)}
+
+    @app.post("/v1/kernels")
+    async def create_kernel(request: Request) -> dict[str, Any]:
+        spec = await request.json()
+        if not isinstance(spec, dict) or "kernel_id" not in spec or "image" not in spec:
+            raise InvalidAPIParameters("kernel spec needs kernel_id and image")
+        return await backend(request).create_kernel(spec)
+
+    @app.delete("/v1/kernels/{kid}")
+    async def destroy_kernel(kid: str, request: Request) -> dict[str, Any]:
+        return {"stats": await backend(request).destroy_kernel(kid)}
+
+    @app.post("/v1/kernels/{kid}/execute")
+    async def execute(kid: str, request: Request) -> dict[str, Any]:
+        body = await request.json()
+        return await backend(request).runner_request(
+            kid, "execute", mode=body.get("mode", "query"), run_id=body.get("run_id"),
+            code=body.get("code", ""), opts=body.get("opts"),
+        )
+
+    @app.post("/v1/kernels/{kid}/interrupt")
+    async def interrupt(kid: str, request: Request) -> dict[str, Any]:
+        return await backend(request).runner_request(kid, "interrupt")
+
+    @app.post("/v1/kernels/{kid}/complete")
+    async def complete(kid: str, request: Request) -> dict[str, Any]:
+        body = await request.json()
+        return await backend(request).runner_request(kid, "complete", code=body.get("code", ""),
+                                                     opts=body.get("opts") or {})
+
+    @app.post("/v1/kernels/{kid}/restart")
+    async def restart(kid: str, request: Request) -> dict[str, Any]:
+        return await backend(request).runner_request(kid, "restart")
+
+    @app.get("/v1/kernels/{kid}/logs")
+    async def logs(kid: str, request: Request) -> dict[str, Any]:
+        return {"logs": await backend(request).logs(kid)}
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the agent: ``python -m ai.backend.agent.server [-f agent.toml]``."""
+    import uvicorn
+
+    parser = argparse.ArgumentParser(prog="backend.ai-agent")
+    parser.add_argument("-f", "--config", help="path to agent.toml")
+    parser.add_argument("--debug", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(AgentConfig, "agent", args.config)
+    except ConfigError as e:
+        print(f"agent: {e}", file=sys.stderr)
+        sys.exit(2)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(config), host=config.agent.rpc_listen_host, port=config.agent.rpc_listen_port,
+                log_level="debug" if args.debug else "warning", access_log=args.debug)
+
+
+if __name__ == "__main__":
+    main()

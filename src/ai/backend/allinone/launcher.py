@@ -1,0 +1,186 @@
+"""Starting, stopping and checking the all-in-one cluster.
+
+State lives under one directory (default ``./.backend.ai``; ``--state-dir`` or ``BACKENDAI_HOME``):
+``manager.toml``, ``agent.toml``, the SQLite database, scratch directories, logs and pid files.
+``up`` is idempotent: it reuses running processes and existing files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from ai.backend.manager.fixtures import ADMIN, USER
+
+MANAGER_PORT = 8091
+AGENT_PORT = 6011
+SECRET_HEADER = "X-BackendAI-Cluster-Secret"
+
+
+def _state_dir(arg: str | None) -> Path:
+    return Path(arg or os.environ.get("BACKENDAI_HOME") or ".backend.ai").resolve()
+
+
+def _write_configs(state: Path) -> str:
+    """Write manager.toml/agent.toml once; returns the cluster secret (kept across runs)."""
+    state.mkdir(parents=True, exist_ok=True)
+    secret_file = state / "cluster-secret"
+    if not secret_file.exists():
+        secret_file.write_text(secrets.token_urlsafe(32))
+        secret_file.chmod(0o600)
+    secret = secret_file.read_text().strip()
+    mgr = state / "manager.toml"
+    if not mgr.exists():
+        mgr.write_text(
+            "[manager]\n"
+            f'service-addr-host = "127.0.0.1"\nservice-addr-port = {MANAGER_PORT}\n'
+            f'cluster-secret = "{secret}"\nstate-dir = "{state}"\n\n'
+            f'[db]\nurl = "sqlite+aiosqlite:///{state}/manager.db"\n'
+        )
+    ag = state / "agent.toml"
+    if not ag.exists():
+        ag.write_text(
+            "[agent]\n"
+            f'id = "i-local"\nrpc-listen-host = "127.0.0.1"\nrpc-listen-port = {AGENT_PORT}\n'
+            f'manager-url = "http://127.0.0.1:{MANAGER_PORT}"\ncluster-secret = "{secret}"\n'
+            'heartbeat-interval = 3.0\n\n'
+            f'[container]\nscratch-root = "{state}/scratches"\n'
+        )
+    return secret
+
+
+def _pid_alive(pidfile: Path) -> int | None:
+    try:
+        pid = int(pidfile.read_text())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def _spawn(state: Path, name: str, module: str, config: Path) -> None:
+    pidfile = state / f"{name}.pid"
+    if _pid_alive(pidfile):
+        print(f"∙ {name} is already running (pid {pidfile.read_text().strip()})", file=sys.stderr)
+        return
+    logdir = state / "logs"
+    logdir.mkdir(exist_ok=True)
+    log = open(logdir / f"{name}.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", module, "-f", str(config)], stdout=log, stderr=log,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    pidfile.write_text(str(proc.pid))
+    print(f"∙ started {name} (pid {proc.pid}, log {logdir / f'{name}.log'})", file=sys.stderr)
+
+
+def _status(secret: str) -> dict[str, object] | None:
+    req = urllib.request.Request(f"http://127.0.0.1:{MANAGER_PORT}/internal/status", headers={SECRET_HEADER: secret})
+    try:
+        with urllib.request.urlopen(req, timeout=2) as resp:
+            data: dict[str, object] = json.load(resp)
+            return data
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def _write_env_files(where: Path) -> None:
+    endpoint = f"http://127.0.0.1:{MANAGER_PORT}"
+    for fname, spec in (("env-local-admin-api.sh", ADMIN), ("env-local-user-api.sh", USER)):
+        (where / fname).write_text(
+            f"# Source this file to use the local cluster as {spec['email']}.\n"
+            f"export BACKEND_ENDPOINT={endpoint}\nexport BACKEND_ENDPOINT_TYPE=api\n"
+            f"export BACKEND_ACCESS_KEY={spec['access_key']}\nexport BACKEND_SECRET_KEY={spec['secret_key']}\n"
+        )
+
+
+def up(state: Path, env_dir: Path, timeout: float) -> int:
+    """Start the cluster (or reuse the running one) and wait until it can run a session."""
+    secret = _write_configs(state)
+    from ai.backend.manager.cli import main as mgr
+
+    for args in (["schema", "oneshot"], ["fixture", "populate"]):
+        try:
+            mgr(["-f", str(state / "manager.toml"), *args], standalone_mode=False)
+        except Exception as e:  # noqa: BLE001 - report one line, not a traceback
+            print(f"✘ manager {' '.join(args)} failed: {e}", file=sys.stderr)
+            return 1
+    _spawn(state, "manager", "ai.backend.manager.server", state / "manager.toml")
+    _spawn(state, "agent", "ai.backend.agent.server", state / "agent.toml")
+    _write_env_files(env_dir)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = _status(secret)
+        if st and st.get("agents_alive") and st.get("image_aliases"):
+            print(f"✔ The cluster is up at http://127.0.0.1:{MANAGER_PORT} "
+                  f"(images: {', '.join(map(str, st['image_aliases']))}).", file=sys.stderr)  # type: ignore[arg-type]
+            print(f"∙ source {env_dir / 'env-local-user-api.sh'} (or env-local-admin-api.sh) to use it.",
+                  file=sys.stderr)
+            return 0
+        for name in ("manager", "agent"):
+            if not _pid_alive(state / f"{name}.pid"):
+                tail = (state / "logs" / f"{name}.log").read_text(errors="replace").splitlines()[-15:]
+                print(f"✘ the {name} exited during start-up; last log lines:\n" + "\n".join(tail), file=sys.stderr)
+                return 1
+        time.sleep(0.3)
+    print("✘ the cluster did not become ready in time: no agent or no kernel image registered "
+          f"(see {state / 'logs'}).", file=sys.stderr)
+    return 1
+
+
+def down(state: Path) -> int:
+    """Stop the manager and the agent (kernel containers keep running and are re-attached on ``up``)."""
+    for name in ("agent", "manager"):
+        pidfile = state / f"{name}.pid"
+        pid = _pid_alive(pidfile)
+        if pid is None:
+            pidfile.unlink(missing_ok=True)
+            continue
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):
+            if not _pid_alive(pidfile):
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(pid, signal.SIGKILL)
+        pidfile.unlink(missing_ok=True)
+        print(f"✔ stopped {name} (pid {pid})", file=sys.stderr)
+    return 0
+
+
+def status(state: Path) -> int:
+    """Print whether the processes run and what the manager reports; exit 0 only if all is up."""
+    ok = True
+    for name in ("manager", "agent"):
+        pid = _pid_alive(state / f"{name}.pid")
+        ok &= pid is not None
+        print(f"{name}: {'running (pid %d)' % pid if pid else 'stopped'}")
+    secret_file = state / "cluster-secret"
+    st = _status(secret_file.read_text().strip()) if secret_file.exists() else None
+    print(f"endpoint: http://127.0.0.1:{MANAGER_PORT} ({'ready' if st else 'not answering'})")
+    if st:
+        print(f"agents alive: {st['agents_alive']}; images: {', '.join(map(str, st['image_aliases']))}")  # type: ignore[arg-type]
+    return 0 if ok and st else 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="backend.ai server", description="The all-in-one local cluster.")
+    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("--state-dir", default=None, help="where state lives (default ./.backend.ai)")
+    parser.add_argument("--env-dir", default=".", help="where env-local-*.sh are written (default .)")
+    parser.add_argument("--timeout", type=float, default=120.0)
+    args = parser.parse_args(argv)
+    state = _state_dir(args.state_dir)
+    if args.command == "up":
+        sys.exit(up(state, Path(args.env_dir).resolve(), args.timeout))
+    elif args.command == "down":
+        sys.exit(down(state))
+    else:
+        sys.exit(status(state))

@@ -1,0 +1,1 @@
+"""API function classes (``ComputeSession``, ``Admin``, ``System``) bound to the current session."""

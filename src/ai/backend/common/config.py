@@ -1,0 +1,98 @@
+"""Config loading for every component: TOML search paths, environment overrides, pydantic checks.
+
+A component ``NAME`` reads the first file that exists of: the explicit ``-f`` path, ``./NAME.toml``,
+``~/.config/backend.ai/NAME.toml``, ``/etc/backend.ai/NAME.toml``. Then any environment variable
+``BACKENDAI_<NAME>__<SECTION>__<KEY>`` overrides ``[section].key`` (dashes in keys are written as
+underscores; values are parsed as TOML scalars when they can be, else kept as strings).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+__all__ = ["ConfigError", "config_search_paths", "load_config", "read_config_dict"]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ConfigError(Exception):
+    """A config file is missing, unparsable or invalid; the message is one line for the operator."""
+
+
+def config_search_paths(name: str) -> list[Path]:
+    """The default places a component's TOML file is looked for, in order."""
+    return [
+        Path.cwd() / f"{name}.toml",
+        Path.home() / ".config" / "backend.ai" / f"{name}.toml",
+        Path("/etc/backend.ai") / f"{name}.toml",
+    ]
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _apply_env(data: dict[str, Any], name: str, environ: Mapping[str, str]) -> None:
+    prefix = f"BACKENDAI_{name.upper().replace('-', '_')}__"
+    for key, raw in environ.items():
+        if not key.startswith(prefix):
+            continue
+        parts = [p.lower() for p in key[len(prefix) :].split("__") if p]
+        if not parts:
+            continue
+        node = data
+        for part in parts[:-1]:
+            node = node.setdefault(part.replace("_", "-"), {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key}: [{part}] is not a table in the config")
+        node[parts[-1].replace("_", "-")] = _parse_env_value(raw)
+
+
+def read_config_dict(
+    name: str, path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> tuple[dict[str, Any], Path | None]:
+    """Read the raw config mapping of component ``name`` and the file it came from (None: defaults)."""
+    environ = os.environ if environ is None else environ
+    found: Path | None = None
+    if path is not None:
+        found = Path(path)
+        if not found.is_file():
+            raise ConfigError(f"config file not found: {found}")
+    else:
+        found = next((p for p in config_search_paths(name) if p.is_file()), None)
+    data: dict[str, Any] = {}
+    if found is not None:
+        try:
+            data = tomllib.loads(found.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{found}: invalid TOML: {e}") from None
+        except OSError as e:
+            raise ConfigError(f"{found}: cannot read: {e.strerror}") from None
+    _apply_env(data, name, environ)
+    return data, found
+
+
+def load_config(
+    model: type[M],
+    name: str,
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> M:
+    """Load and validate component ``name``'s config into ``model``, raising :class:`ConfigError`."""
+    data, found = read_config_dict(name, path, environ)
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        where = str(found) if found else f"{name} config"
+        first = e.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{where}: {loc}: {first['msg']}") from None

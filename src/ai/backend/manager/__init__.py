@@ -1,0 +1,1 @@
+"""The manager: API gateway, session registry, scheduler and the source of truth for cluster state."""

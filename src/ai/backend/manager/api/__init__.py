@@ -1,0 +1,1 @@
+"""HTTP routers of the manager, one module per resource."""

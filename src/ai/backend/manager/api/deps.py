@@ -1,0 +1,43 @@
+"""Shared FastAPI dependencies: authentication and reading JSON bodies leniently."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import Request
+
+from ai.backend.common.problems import InvalidAPIParameters
+
+from ..auth import AuthContext, authenticate
+from ..registry import SessionRegistry
+
+
+async def auth_required(request: Request) -> AuthContext:
+    """Dependency: the verified caller, or a 401/400 problem."""
+    ctx: AuthContext | None = getattr(request.state, "auth", None)
+    if ctx is None:
+        ctx = await authenticate(request)
+        request.state.auth = ctx
+    return ctx
+
+
+def registry(request: Request) -> SessionRegistry:
+    reg: SessionRegistry = request.app.state.registry
+    return reg
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    """The JSON object body (empty for none); query-string parameters fill in for GET-style calls."""
+    raw = await request.body()
+    data: Any = {}
+    if raw.strip():
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise InvalidAPIParameters(f"The request body is not valid JSON: {e}.") from None
+    if not isinstance(data, dict):
+        raise InvalidAPIParameters("The request body must be a JSON object.")
+    for k, v in request.query_params.items():
+        data.setdefault(k, v)
+    return data

@@ -1,0 +1,90 @@
+"""Agent-facing endpoints: heartbeats (registration, capacity, images) and kernel events."""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from sqlalchemy import select
+
+from ai.backend.common.problems import AuthorizationFailed, InvalidAPIParameters
+from ai.backend.common.types import ResourceSlot, SlotTypeError
+
+from ..agent_client import SECRET_HEADER
+from ..images import register_images
+from ..models import Agent, Kernel, ScalingGroup
+from ..models.base import utcnow
+from .deps import json_body
+
+router = APIRouter(prefix="/internal")
+
+
+def _check_secret(request: Request) -> None:
+    given = request.headers.get(SECRET_HEADER, "")
+    if not hmac.compare_digest(given, request.app.state.config.manager.cluster_secret):
+        raise AuthorizationFailed("Bad or missing cluster secret.")
+
+
+@router.post("/heartbeat")
+async def heartbeat(request: Request) -> dict[str, Any]:
+    """Register or refresh an agent: its address, capacity, scaling group and local images."""
+    _check_secret(request)
+    body = await json_body(request)
+    try:
+        agent_id = str(body["id"])
+        addr = str(body["addr"])
+        sgroup = str(body.get("scaling_group", "default"))
+        slots = ResourceSlot.from_user_input(body["available_slots"]).to_json()
+    except (KeyError, SlotTypeError) as e:
+        raise InvalidAPIParameters(f"Malformed heartbeat: {e}.") from None
+    reg = request.app.state.registry
+    joined = False
+    async with reg.db() as db:
+        if await db.get(ScalingGroup, sgroup) is None:
+            raise InvalidAPIParameters(f"Unknown scaling group {sgroup!r}.")
+        agent = await db.get(Agent, agent_id)
+        now = utcnow()
+        if agent is None:
+            agent = Agent(id=agent_id, addr=addr, scaling_group=sgroup, first_contact=now, occupied_slots={})
+            db.add(agent)
+            joined = True
+        elif agent.status != "ALIVE" or agent.addr != addr:
+            joined = True
+        if agent.status != "ALIVE":
+            agent.status_changed = now
+        agent.status = "ALIVE"
+        agent.addr = addr
+        agent.scaling_group = sgroup
+        agent.available_slots = slots
+        agent.last_heartbeat = now
+        agent.lost_at = None
+        agent.version = body.get("version")
+        agent.architecture = body.get("architecture", "x86_64")
+        agent.region = body.get("region")
+        if "images" in body:
+            await register_images(db, body["images"])
+        await db.commit()
+    if joined:
+        reg.schedule_event.set()
+    return {"ok": True}
+
+
+@router.post("/kernel-events")
+async def kernel_event(request: Request) -> Response:
+    """An agent reports that a kernel's container ended by itself (exit, crash or OOM kill)."""
+    _check_secret(request)
+    body = await json_body(request)
+    try:
+        kernel_id = uuid.UUID(str(body["kernel_id"]))
+    except (KeyError, ValueError):
+        raise InvalidAPIParameters("kernel_id is missing or not a UUID.") from None
+    reason = str(body.get("reason") or "self-terminated")
+    exit_code = body.get("exit_code")
+    reg = request.app.state.registry
+    async with reg.db() as db:
+        kernel = (await db.execute(select(Kernel).where(Kernel.id == kernel_id))).scalar_one_or_none()
+    if kernel is not None:
+        await reg.mark_terminated(kernel.session_id, reason, exit_code=exit_code)
+    return Response(status_code=204)

@@ -1,0 +1,198 @@
+"""``/session`` endpoints: create, info, destroy, restart, execute, interrupt and complete."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+
+from ai.backend.common.problems import InvalidAPIParameters
+from ai.backend.common.types import ResourceSlot
+
+from ..auth import AuthContext
+from ..models import SessionRow
+from ..registry import SessionRegistry, session_age_ms
+from ..session_params import parse_create_params
+from .deps import auth_required, json_body, registry
+
+router = APIRouter()
+
+EXEC_MODES = {"query", "continue", "input", "user-input", "batch"}
+
+
+def session_info(session: SessionRow, queries: int = 0) -> dict[str, Any]:
+    """The session info document: documented keys plus the upstream ones clients read."""
+    slots = ResourceSlot.from_json(session.occupying_slots or session.requested_slots)
+    mem = int(slots.get("mem", 0))
+    phases = (session.status_data or {}).get("phases", {})
+    return {
+        "sessionId": str(session.id),
+        "sessionName": session.name,
+        "lang": session.image,
+        "image": session.image,
+        "registry": "local",
+        "tag": session.tag,
+        "type": session.session_type,
+        "domainName": session.domain_name,
+        "groupId": str(session.group_id),
+        "userId": str(session.user_uuid),
+        "ownerAccessKey": session.access_key,
+        "status": session.status,
+        "statusInfo": session.status_info,
+        "statusData": session.status_data,
+        "statusHistory": session.status_history,
+        "creationPhases": phases,
+        "age": session_age_ms(session),
+        "creationTime": session.created_at.isoformat(),
+        "terminationTime": session.terminated_at.isoformat() if session.terminated_at else None,
+        "startsAt": session.starts_at.isoformat() if session.starts_at else None,
+        "memoryLimit": mem // 1024,
+        "occupiedSlots": session.occupying_slots,
+        "requestedSlots": session.requested_slots,
+        "environ": session.environ,
+        "numQueriesExecuted": session.num_queries + queries,
+        "cpuCreditUsed": 0,
+        "result": session.result,
+        "clusterSize": session.cluster_size,
+        "clusterMode": session.cluster_mode,
+    }
+
+
+async def _find(
+    reg: SessionRegistry, ctx: AuthContext, ref: str, request: Request, *, alive_only: bool = False
+) -> SessionRow:
+    owner = await reg.resolve_owner(ctx, request.query_params.get("owner_access_key"))
+    async with reg.db() as db:
+        return await reg.find_session(db, ref, owner, alive_only=alive_only)
+
+
+@router.post("/session")
+@router.post("/session/create")
+async def create(
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
+    reg: SessionRegistry = Depends(registry),
+) -> JSONResponse:
+    """Create a session (or return the existing one of the same name and image)."""
+    body = await json_body(request)
+    params = parse_create_params(body)
+    created, row = await reg.create_session(ctx, params)
+    status = row.status
+    if created and not params.enqueue_only:
+        status = await reg.wait_for_start(row.id, params.max_wait)
+    async with reg.db() as db:
+        fresh = await db.get(SessionRow, row.id)
+        assert fresh is not None
+        kernel = await reg.main_kernel(db, fresh)
+    if status != "TIMEOUT":
+        status = fresh.status
+    payload: dict[str, Any] = {
+        "sessionId": str(fresh.id),
+        "sessionName": fresh.name,
+        "sessId": fresh.name,
+        "status": status,
+        "statusInfo": fresh.status_info,
+        "servicePorts": kernel.service_ports if status == "RUNNING" else [],
+        "created": created,
+    }
+    if fresh.status == "ERROR":
+        payload["statusData"] = fresh.status_data
+    return JSONResponse(payload, status_code=201 if created else 200)
+
+
+@router.get("/session/{ref}")
+async def get_info(
+    ref: str, request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
+) -> dict[str, Any]:
+    """Information about one session of the caller."""
+    session = await _find(reg, ctx, ref, request)
+    return session_info(session, reg.pending_count(session))
+
+
+@router.delete("/session/{ref}")
+async def destroy(
+    ref: str, request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
+) -> dict[str, Any]:
+    """Destroy a session; answers the kernel's last stats."""
+    session = await _find(reg, ctx, ref, request, alive_only=True)
+    stats = await reg.destroy(session)
+    return {"stats": stats}
+
+
+@router.patch("/session/{ref}")
+async def restart(
+    ref: str, request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
+) -> Response:
+    """Restart the session's kernel: globals are reset, files in the working directory stay."""
+    session = await _find(reg, ctx, ref, request, alive_only=True)
+    await reg.kernel_call(session, "POST", "/restart")
+    return Response(status_code=204)
+
+
+@router.post("/session/{ref}")
+async def execute(
+    ref: str, request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
+) -> dict[str, Any]:
+    """Execute code in the session (query or batch mode) and answer the Execution Result Object."""
+    body = await json_body(request)
+    mode = body.get("mode", "query")
+    if mode not in EXEC_MODES:
+        raise InvalidAPIParameters(f"'mode' must be one of {', '.join(sorted(EXEC_MODES))}, got {mode!r}.")
+    code = body.get("code", "")
+    if code is None:
+        code = ""
+    if not isinstance(code, str):
+        raise InvalidAPIParameters("'code' must be a string.")
+    run_id = body.get("runId")
+    if run_id is not None and (not isinstance(run_id, str) or len(run_id) > 64):
+        raise InvalidAPIParameters("'runId' must be a string of at most 64 characters.")
+    opts = body.get("options")
+    if opts is not None and not isinstance(opts, dict):
+        raise InvalidAPIParameters("'options' must be an object.")
+    session = await _find(reg, ctx, ref, request, alive_only=True)
+    reg.count_query(session)
+    result = await reg.kernel_call(
+        session, "POST", "/execute", json={"mode": mode, "code": code, "run_id": run_id, "opts": opts}
+    )
+    killed = result.pop("killed", None) if isinstance(result, dict) else None
+    if killed and killed.get("oom"):
+        # The kernel's memory limit was hit: the session ends and says so.
+        asyncio.get_running_loop().create_task(reg.destroy(session, reason="oom-killed"))
+    return {"result": result}
+
+
+@router.post("/session/{ref}/interrupt")
+async def interrupt(
+    ref: str, request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
+) -> Response:
+    session = await _find(reg, ctx, ref, request, alive_only=True)
+    await reg.kernel_call(session, "POST", "/interrupt")
+    return Response(status_code=204)
+
+
+@router.post("/session/{ref}/complete")
+async def complete(
+    ref: str, request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
+) -> dict[str, Any]:
+    body = await json_body(request)
+    code = body.get("code", "")
+    if not isinstance(code, str):
+        raise InvalidAPIParameters("'code' must be a string.")
+    opts = body.get("options") or {}
+    if not isinstance(opts, dict):
+        raise InvalidAPIParameters("'options' must be an object.")
+    session = await _find(reg, ctx, ref, request, alive_only=True)
+    res = await reg.kernel_call(session, "POST", "/complete", json={"code": code, "opts": opts})
+    return {"result": res.get("result", [])}
+
+
+@router.get("/session/{ref}/logs")
+async def logs(
+    ref: str, request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
+) -> dict[str, Any]:
+    """The container's console log."""
+    session = await _find(reg, ctx, ref, request, alive_only=True)
+    res = await reg.kernel_call(session, "GET", "/logs")
+    return {"result": {"logs": res.get("logs", "")}}

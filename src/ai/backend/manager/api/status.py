@@ -1,0 +1,23 @@
+"""``GET /internal/status``: readiness for operators and the all-in-one launcher (cluster secret)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from sqlalchemy import func, select
+
+from ..models import Agent, ImageAlias
+from .internal import _check_secret
+
+router = APIRouter(prefix="/internal")
+
+
+@router.get("/status")
+async def status(request: Request) -> dict[str, Any]:
+    """How many agents are alive and which image aliases are known."""
+    _check_secret(request)
+    async with request.app.state.registry.db() as db:
+        alive = (await db.execute(select(func.count()).select_from(Agent).where(Agent.status == "ALIVE"))).scalar_one()
+        aliases = (await db.execute(select(ImageAlias.alias))).scalars().all()
+    return {"agents_alive": alive, "image_aliases": sorted(aliases)}

@@ -1,0 +1,136 @@
+"""Keypair authentication of API requests (HMAC signatures, date window, version header)."""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from dateutil.parser import isoparse
+from dateutil.parser import parse as parse_date
+from fastapi import Request
+from sqlalchemy import select
+
+from ai.backend.common.auth import AuthHeaderError, make_signature, parse_authorization
+from ai.backend.common.problems import AuthorizationFailed, InvalidAuthParameters
+
+from .models import KeyPair, User
+
+
+@dataclass(frozen=True)
+class AuthContext:
+    """Who is calling: the keypair's owner and what it may do."""
+
+    access_key: str
+    user_uuid: uuid.UUID
+    email: str
+    role: str
+    domain_name: str
+    is_admin: bool
+    resource_policy: str
+    api_version: str
+
+    @property
+    def is_superadmin(self) -> bool:
+        return self.role == "superadmin"
+
+
+def _parse_date(raw: str) -> datetime:
+    try:
+        try:
+            d = isoparse(raw)
+        except ValueError:
+            d = parse_date(raw)
+    except (ValueError, OverflowError):
+        raise InvalidAuthParameters(f"The date header is not a valid date: {raw!r}.") from None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=timezone.utc)
+    return d
+
+
+def _header(request: Request, *names: str) -> tuple[str, str] | None:
+    for name in names:
+        value = request.headers.get(name)
+        if value is not None:
+            return name, value
+    return None
+
+
+async def authenticate(request: Request) -> AuthContext:
+    """Verify the request's signature and return its :class:`AuthContext`, or raise a 4xx problem."""
+    auth_value = request.headers.get("authorization")
+    if not auth_value:
+        raise AuthorizationFailed("Authorization header is missing.")
+    try:
+        parsed = parse_authorization(auth_value)
+    except AuthHeaderError as e:
+        raise InvalidAuthParameters(f"Malformed Authorization header. {e}") from None
+    date_hdr = _header(request, "date", "x-backendai-date", "x-sorna-date")
+    if date_hdr is None:
+        raise InvalidAuthParameters("Date or X-BackendAI-Date header is missing.")
+    version_hdr = _header(request, "x-backendai-version", "x-sorna-version")
+    if version_hdr is None:
+        raise InvalidAuthParameters("X-BackendAI-Version header is missing.")
+    date = _parse_date(date_hdr[1])
+    skew = timedelta(seconds=request.app.state.config.manager.allowed_date_skew)
+    now = datetime.now(timezone.utc)
+    if not (now - skew < date < now + skew):
+        raise AuthorizationFailed(
+            f"The request date {date_hdr[1]!r} is outside the allowed window of ±{int(skew.total_seconds())} s "
+            "around the server time; check your clock."
+        )
+    async with request.app.state.db() as db:
+        row = (
+            await db.execute(
+                select(KeyPair, User)
+                .join(User, User.uuid == KeyPair.user)
+                .where(KeyPair.access_key == parsed.access_key)
+            )
+        ).first()
+    if row is None:
+        raise AuthorizationFailed("Unknown access key.")
+    keypair, user = row
+    if not keypair.is_active or user.status != "active":
+        raise AuthorizationFailed("The keypair or its user is inactive.")
+    scope = request.scope
+    raw_path = scope.get("raw_path") or scope["path"].encode()
+    path_with_query = raw_path.decode("latin-1")
+    if scope.get("query_string"):
+        path_with_query += "?" + scope["query_string"].decode("latin-1")
+    host = request.headers.get("host", "")
+    fwd = request.headers.get("x-forwarded-url")
+    if fwd:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(fwd)
+        host = parts.netloc
+        path_with_query = parts.path + (f"?{parts.query}" if parts.query else "")
+    body = await request.body() if request.method not in ("GET", "HEAD") else b""
+    expected = make_signature(
+        method=request.method,
+        path_with_query=path_with_query,
+        date_header=date_hdr[1],
+        date=date,
+        host=host,
+        content_type=request.headers.get("content-type", ""),
+        version=version_hdr[1],
+        secret_key=keypair.secret_key,
+        hash_type=parsed.hash_type,
+        body=body,
+        version_header_name=version_hdr[0].lower(),
+    )
+    if not hmac.compare_digest(expected, parsed.signature):
+        raise AuthorizationFailed("Signature mismatch: check the secret key and the signed headers.")
+    role = user.role
+    is_admin = keypair.is_admin and role in ("superadmin", "admin")
+    return AuthContext(
+        access_key=keypair.access_key,
+        user_uuid=user.uuid,
+        email=user.email,
+        role=role,
+        domain_name=user.domain_name,
+        is_admin=is_admin,
+        resource_policy=keypair.resource_policy,
+        api_version=version_hdr[1],
+    )

@@ -1,0 +1,81 @@
+"""Image catalogue: learning images reported by agents and resolving names and aliases."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ai.backend.common.problems import ImageNotFound
+from ai.backend.common.types import ResourceSlot, SlotTypeError
+
+from .models import Image, ImageAlias
+
+LABEL_MIN_PREFIX = "ai.backend.resource.min."
+
+
+def image_min_slots(image: Image) -> ResourceSlot:
+    """The minimum resource slots an image declares with ``ai.backend.resource.min.*`` labels."""
+    mins: dict[str, Any] = {}
+    for key, value in (image.labels or {}).items():
+        if key.startswith(LABEL_MIN_PREFIX):
+            mins[key[len(LABEL_MIN_PREFIX) :]] = value
+    try:
+        slots = ResourceSlot.from_user_input(mins)
+    except SlotTypeError:
+        slots = ResourceSlot()
+    return slots.filled({"cpu": Decimal(1), "mem": Decimal(256 * 1024 * 1024)})
+
+
+async def register_images(db: AsyncSession, reported: list[dict[str, Any]]) -> None:
+    """Upsert images an agent reported (``{"ref", "digest", "labels", "size"}``) and their aliases.
+
+    ``repo:latest`` becomes an alias of the newest other tag of the same repository, and the bare
+    repository name (``python``) an alias of that same image, unless an operator set it already.
+    """
+    by_digest: dict[str, list[str]] = {}
+    for item in reported:
+        labels = item.get("labels") or {}
+        if "ai.backend.kernelspec" not in labels:
+            continue
+        by_digest.setdefault(item["digest"], []).append(item["ref"])
+        ref: str = item["ref"]
+        repo, _, tag = ref.rpartition(":")
+        if tag == "latest":
+            continue
+        row = await db.get(Image, ref)
+        if row is None:
+            row = Image(name=ref, tag=tag, registry_name="local", config_digest=item["digest"])
+            db.add(row)
+        row.config_digest = item["digest"]
+        row.labels = labels
+        row.size_bytes = int(item.get("size") or 0)
+        row.architecture = item.get("architecture") or "x86_64"
+    await db.flush()
+    for refs in by_digest.values():
+        canon = next((r for r in refs if not r.endswith(":latest")), None)
+        if canon is None:
+            continue
+        repo = canon.rpartition(":")[0]
+        for alias in {repo, *[r for r in refs if r.endswith(":latest")]}:
+            if await db.get(ImageAlias, alias) is None:
+                db.add(ImageAlias(alias=alias, image=canon))
+    await db.flush()
+
+
+async def resolve_image(db: AsyncSession, ref: str) -> Image:
+    """Find an image by canonical name or alias, raising a 404 problem naming what was asked for."""
+    row = await db.get(Image, ref)
+    if row is None:
+        alias = await db.get(ImageAlias, ref)
+        if alias is not None:
+            row = await db.get(Image, alias.image)
+    if row is None and ":" not in ref:
+        row = (await db.execute(select(Image).where(Image.name.like(f"{ref}:%")).limit(1))).scalar_one_or_none()
+    if row is None:
+        known = (await db.execute(select(ImageAlias.alias))).scalars().all()
+        hint = f" Known aliases: {', '.join(sorted(known))}." if known else " No images are registered yet."
+        raise ImageNotFound(f"Unknown image {ref!r}.{hint}")
+    return row

@@ -1,0 +1,72 @@
+"""Compute sessions and their kernels (containers)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .base import GUID, Base, UTCDateTime, utcnow
+
+# Statuses in which a session still holds (or waits for) resources.
+ACTIVE_STATUSES = frozenset(
+    {"PENDING", "SCHEDULED", "PREPARING", "PULLING", "RUNNING", "RESTARTING", "RUNNING_DEGRADED", "TERMINATING"}
+)
+DEAD_STATUSES = frozenset({"TERMINATED", "CANCELLED", "ERROR"})
+
+
+class SessionRow(Base):
+    __tablename__ = "sessions"
+    id: Mapped[uuid.UUID] = mapped_column(GUID, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    session_type: Mapped[str] = mapped_column(String(32), default="interactive")
+    access_key: Mapped[str] = mapped_column(ForeignKey("keypairs.access_key"), index=True)
+    user_uuid: Mapped[uuid.UUID] = mapped_column(GUID, index=True)
+    domain_name: Mapped[str] = mapped_column(String(64))
+    group_id: Mapped[uuid.UUID] = mapped_column(GUID)
+    scaling_group: Mapped[str] = mapped_column(String(64))
+    image: Mapped[str] = mapped_column(String(256))
+    status: Mapped[str] = mapped_column(String(32), default="PENDING", index=True)
+    status_info: Mapped[str | None] = mapped_column(String(256))
+    status_data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status_changed: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    status_history: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    terminated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    starts_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    startup_command: Mapped[str | None] = mapped_column(Text)
+    bootstrap_script: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[str] = mapped_column(String(16), default="UNDEFINED")
+    tag: Mapped[str | None] = mapped_column(String(64))
+    cluster_mode: Mapped[str] = mapped_column(String(16), default="single-node")
+    cluster_size: Mapped[int] = mapped_column(Integer, default=1)
+    requested_slots: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    occupying_slots: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    environ: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    resource_opts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    num_queries: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Kernel(Base):
+    __tablename__ = "kernels"
+    id: Mapped[uuid.UUID] = mapped_column(GUID, primary_key=True, default=uuid.uuid4)
+    session_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    cluster_role: Mapped[str] = mapped_column(String(16), default="main")
+    cluster_idx: Mapped[int] = mapped_column(Integer, default=1)
+    cluster_hostname: Mapped[str] = mapped_column(String(64), default="main1")
+    image: Mapped[str] = mapped_column(String(256))
+    agent: Mapped[str | None] = mapped_column(String(64), index=True)
+    agent_addr: Mapped[str | None] = mapped_column(String(128))
+    container_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(32), default="PENDING", index=True)
+    status_info: Mapped[str | None] = mapped_column(String(256))
+    status_changed: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    terminated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    occupied_slots: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    service_ports: Mapped[list[Any]] = mapped_column(default=list)
+    last_stat: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    exit_code: Mapped[int | None] = mapped_column(Integer)

@@ -1,0 +1,443 @@
+"""The session registry: creating, finding, executing in and destroying compute sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+import uuid
+from collections import defaultdict
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ai.backend.common.problems import (
+    Forbidden,
+    InvalidAPIParameters,
+    NotFound,
+    QuotaExceeded,
+    ServiceUnavailable,
+    SessionAlreadyExists,
+    SessionNotFound,
+    TooManyRequests,
+)
+from ai.backend.common.types import ResourceSlot
+
+from .agent_client import AgentRPC
+from .auth import AuthContext
+from .events import Event, EventBus
+from .images import image_min_slots, resolve_image
+from .models import Agent, Group, Kernel, KeyPair, KeyPairResourcePolicy, SessionRow, User, group_members
+from .models.base import utcnow
+from .models.sessions import ACTIVE_STATUSES
+from .session_params import CreateParams
+
+log = logging.getLogger(__name__)
+
+FINAL_STATUSES = frozenset({"RUNNING", "ERROR", "TERMINATED", "CANCELLED"})
+
+
+def new_session_name() -> str:
+    return f"sess-{secrets.token_hex(5)}"
+
+
+class SessionRegistry:
+    """Owns the session lifecycle; the scheduler calls :meth:`start_session` for placed sessions."""
+
+    def __init__(self, db: async_sessionmaker[AsyncSession], rpc: AgentRPC, bus: EventBus) -> None:
+        self.db = db
+        self.rpc = rpc
+        self.bus = bus
+        self.schedule_event = asyncio.Event()
+        self._query_counts: dict[uuid.UUID, int] = defaultdict(int)
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ---- lookup -------------------------------------------------------------------------------
+
+    async def resolve_owner(self, ctx: AuthContext, owner_access_key: str | None) -> str:
+        """The access key a request acts for: the caller's, or another one for admins."""
+        if owner_access_key is None or owner_access_key == ctx.access_key:
+            return ctx.access_key
+        if not ctx.is_admin:
+            raise Forbidden("Only administrators may act on behalf of another access key (owner_access_key).")
+        async with self.db() as db:
+            row = (
+                await db.execute(
+                    select(KeyPair, User).join(User, User.uuid == KeyPair.user)
+                    .where(KeyPair.access_key == owner_access_key)
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"No such access key: {owner_access_key}.")
+        if not ctx.is_superadmin and row[1].domain_name != ctx.domain_name:
+            raise Forbidden("Domain admins may act only for users of their own domain.")
+        return owner_access_key
+
+    async def find_session(
+        self, db: AsyncSession, ref: str, access_key: str, *, alive_only: bool = False
+    ) -> SessionRow:
+        """Find a session of ``access_key`` by UUID or name (the newest one when names repeat)."""
+        cond = [SessionRow.access_key == access_key]
+        try:
+            sid = uuid.UUID(ref)
+            cond.append(or_(SessionRow.id == sid, SessionRow.name == ref))
+        except ValueError:
+            cond.append(SessionRow.name == ref)
+        q = select(SessionRow).where(*cond).order_by(
+            (SessionRow.status.in_(ACTIVE_STATUSES)).desc(), SessionRow.created_at.desc()
+        ).limit(1)
+        row = (await db.execute(q)).scalar_one_or_none()
+        if row is None or (alive_only and row.status not in ACTIVE_STATUSES):
+            raise SessionNotFound(f"Session {ref!r} does not exist or is not yours.")
+        return row
+
+    async def main_kernel(self, db: AsyncSession, session: SessionRow) -> Kernel:
+        row = (
+            await db.execute(
+                select(Kernel).where(Kernel.session_id == session.id, Kernel.cluster_role == "main")
+            )
+        ).scalar_one_or_none()
+        if row is None:
+            raise SessionNotFound(f"Session {session.name!r} has no main kernel.")
+        return row
+
+    # ---- creation -----------------------------------------------------------------------------
+
+    async def create_session(self, ctx: AuthContext, p: CreateParams) -> tuple[bool, SessionRow]:
+        """Create (or reuse) a session; returns ``(created, row)``. Validation errors are 4xx problems."""
+        owner_ak = await self.resolve_owner(ctx, p.owner_access_key)
+        async with self.db() as db:
+            owner_kp = await db.get(KeyPair, owner_ak)
+            assert owner_kp is not None
+            owner = await db.get(User, owner_kp.user)
+            assert owner is not None
+            if p.name is None:
+                p.name = new_session_name()
+            existing = (
+                await db.execute(
+                    select(SessionRow).where(
+                        SessionRow.access_key == owner_ak,
+                        SessionRow.name == p.name,
+                        SessionRow.status.in_(ACTIVE_STATUSES),
+                    )
+                )
+            ).scalar_one_or_none()
+            image = await resolve_image(db, p.image)
+            if existing is not None:
+                if p.reuse and existing.image == image.name:
+                    return False, existing
+                raise SessionAlreadyExists(
+                    f"A session named {p.name!r} already exists"
+                    + (" with another image." if existing.image != image.name else ".")
+                )
+            if p.domain != owner.domain_name:
+                raise Forbidden(f"The user does not belong to domain {p.domain!r}.")
+            group = (
+                await db.execute(
+                    select(Group).join(group_members, group_members.c.group_id == Group.id).where(
+                        Group.name == p.group,
+                        Group.domain_name == p.domain,
+                        group_members.c.user_id == owner.uuid,
+                    )
+                )
+            ).scalar_one_or_none()
+            if group is None:
+                raise NotFound(f"No project (group) {p.group!r} in domain {p.domain!r} that the user belongs to.")
+            if not group.is_active:
+                raise Forbidden(f"The project {p.group!r} is inactive.")
+            policy = await db.get(KeyPairResourcePolicy, owner_kp.resource_policy)
+            assert policy is not None
+            if p.cluster_size > max(policy.max_containers_per_session, 1):
+                raise QuotaExceeded(
+                    f"clusterSize {p.cluster_size} exceeds the policy limit of "
+                    f"{policy.max_containers_per_session} container(s) per session."
+                )
+            if p.cluster_size != 1:
+                raise InvalidAPIParameters("Multi-container sessions are not available yet on this server.")
+            mins = image_min_slots(image)
+            requested = p.resources.filled(mins)
+            unknown = [k for k in requested if k not in ("cpu", "mem")]
+            if unknown:
+                raise InvalidAPIParameters(f"Unknown resource slot(s): {', '.join(sorted(unknown))}.")
+            below = [k for k, v in mins.items() if requested.get(k, Decimal(0)) < v]
+            if below:
+                raise InvalidAPIParameters(
+                    "Requested resources are below the image minimum: "
+                    + ", ".join(f"{k}={requested.to_json()[k]} < {mins.to_json()[k]}" for k in below)
+                )
+            limit = ResourceSlot.from_json(policy.total_resource_slots)
+            over = requested.exceeding(limit)
+            if over:
+                raise QuotaExceeded(
+                    "Requested resources exceed the keypair resource policy: "
+                    + ", ".join(f"{k}={requested.to_json()[k]} > {limit.to_json()[k]}" for k in over)
+                )
+            active_count = (
+                await db.execute(
+                    select(func.count()).select_from(SessionRow).where(
+                        SessionRow.access_key == owner_ak, SessionRow.status.in_(ACTIVE_STATUSES)
+                    )
+                )
+            ).scalar_one()
+            if active_count >= policy.max_concurrent_sessions:
+                raise TooManyRequests(
+                    f"You already have {active_count} active sessions, the most your policy allows."
+                )
+            sgroup = p.scaling_group or "default"
+            agents = (
+                await db.execute(select(Agent).where(Agent.scaling_group == sgroup))
+            ).scalars().all()
+            if not agents:
+                raise ServiceUnavailable(f"No agent has ever joined the scaling group {sgroup!r}.")
+            if not any(requested.fits_in(ResourceSlot.from_json(a.available_slots)) for a in agents):
+                biggest = max(agents, key=lambda a: Decimal(str(a.available_slots.get("mem", 0))))
+                raise QuotaExceeded(
+                    "The request can never fit on any agent of scaling group "
+                    f"{sgroup!r}: asked {requested.to_json()}, the largest agent has "
+                    f"{ResourceSlot.from_json(biggest.available_slots).to_json()}."
+                )
+            now = utcnow()
+            row = SessionRow(
+                id=uuid.uuid4(), name=p.name, session_type=p.session_type, access_key=owner_ak,
+                user_uuid=owner.uuid, domain_name=p.domain, group_id=group.id, scaling_group=sgroup,
+                image=image.name, status="PENDING", status_changed=now, created_at=now,
+                status_history={"PENDING": now.isoformat()}, starts_at=p.starts_at,
+                startup_command=p.startup_command, bootstrap_script=p.bootstrap_script, tag=p.tag,
+                cluster_mode=p.cluster_mode, cluster_size=p.cluster_size,
+                requested_slots=requested.to_json(), environ=p.environ, resource_opts=p.resource_opts,
+            )
+            db.add(row)
+            await db.flush()
+            db.add(Kernel(session_id=row.id, image=image.name, status="PENDING", created_at=now))
+            await db.commit()
+        self.bus.publish(Event("session_enqueued", str(row.id), {"sessionName": row.name}))
+        self.schedule_event.set()
+        return True, row
+
+    async def wait_for_start(self, session_id: uuid.UUID, timeout: float) -> str:
+        """Wait until the session is RUNNING or failed; ``"TIMEOUT"`` when ``timeout`` (>0) passes."""
+        deadline = time.monotonic() + timeout if timeout > 0 else None
+        async with self.bus.subscribe() as q:
+            while True:
+                async with self.db() as db:
+                    status = (
+                        await db.execute(select(SessionRow.status).where(SessionRow.id == session_id))
+                    ).scalar_one()
+                if status in FINAL_STATUSES:
+                    return status
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return "TIMEOUT"
+                try:
+                    while True:
+                        ev = await asyncio.wait_for(q.get(), timeout=min(remaining or 5.0, 5.0))
+                        if ev.session_id == str(session_id):
+                            break
+                except asyncio.TimeoutError:
+                    pass
+
+    # ---- status transitions --------------------------------------------------------------------
+
+    async def set_status(
+        self, db: AsyncSession, session: SessionRow, status: str, info: str | None = None, **data: Any
+    ) -> None:
+        now = utcnow()
+        session.status = status
+        session.status_changed = now
+        if info is not None:
+            session.status_info = info
+        history = dict(session.status_history or {})
+        history[status] = now.isoformat()
+        session.status_history = history
+        if data:
+            sd = dict(session.status_data or {})
+            sd.update(data)
+            session.status_data = sd
+        if status in ("TERMINATED", "CANCELLED", "ERROR"):
+            session.terminated_at = now
+
+    async def _release(self, db: AsyncSession, kernel: Kernel) -> None:
+        """Give a kernel's occupied slots back to its agent."""
+        if not kernel.agent or not kernel.occupied_slots:
+            return
+        agent = await db.get(Agent, kernel.agent, with_for_update=True)
+        if agent is not None:
+            occ = ResourceSlot.from_json(agent.occupied_slots) - ResourceSlot.from_json(kernel.occupied_slots)
+            agent.occupied_slots = ResourceSlot({k: max(v, Decimal(0)) for k, v in occ.items()}).to_json()
+        kernel.occupied_slots = {}
+
+    def _publish(self, name: str, session: SessionRow, reason: str | None = None, **extra: Any) -> None:
+        data = {
+            "sessionId": str(session.id), "sessionName": session.name, "ownerAccessKey": session.access_key,
+            "reason": reason or "", **extra,
+        }
+        self.bus.publish(Event(name, str(session.id), data))
+
+    async def start_session(self, session_id: uuid.UUID) -> None:
+        """Create the main kernel on its scheduled agent and mark the session RUNNING or ERROR."""
+        t0 = time.monotonic()
+        async with self.db() as db:
+            session = await db.get(SessionRow, session_id)
+            assert session is not None
+            kernel = await self.main_kernel(db, session)
+            await self.set_status(db, session, "PREPARING")
+            kernel.status = "PREPARING"
+            await db.commit()
+        self._publish("session_preparing", session)
+        self._publish("session_creating", session)
+        spec = {
+            "kernel_id": str(kernel.id), "session_id": str(session.id), "session_name": session.name,
+            "image": kernel.image, "slots": kernel.occupied_slots, "environ": session.environ,
+            "session_type": session.session_type, "startup_command": session.startup_command,
+            "bootstrap_script": session.bootstrap_script, "access_key": session.access_key,
+            "cluster_hostname": kernel.cluster_hostname, "cluster_role": kernel.cluster_role,
+            "cluster_idx": kernel.cluster_idx, "cluster_size": session.cluster_size,
+        }
+        try:
+            assert kernel.agent_addr is not None
+            info = await self.rpc.call(kernel.agent_addr, "POST", "/v1/kernels", json=spec, timeout=300)
+        except Exception as e:  # noqa: BLE001 - any failure becomes the session's ERROR status
+            detail = getattr(e, "detail", None) or str(e) or type(e).__name__
+            log.warning("kernel creation failed for session %s: %s", session_id, detail)
+            async with self.db() as db:
+                session = await db.get(SessionRow, session_id)
+                kernel = await self.main_kernel(db, session)  # type: ignore[arg-type]
+                assert session is not None
+                await self._release(db, kernel)
+                kernel.status = "ERROR"
+                kernel.status_info = "creation-failed"
+                await self.set_status(db, session, "ERROR", "creation-failed", error=detail)
+                await db.commit()
+            self._publish("session_failure", session, "creation-failed", error=detail)
+            self.schedule_event.set()
+            return
+        async with self.db() as db:
+            session = await db.get(SessionRow, session_id)
+            kernel = await self.main_kernel(db, session)  # type: ignore[arg-type]
+            assert session is not None
+            kernel.container_id = info.get("container_id")
+            kernel.service_ports = info.get("service_ports", [])
+            if session.status in ("TERMINATING", "TERMINATED", "CANCELLED"):
+                # Destroyed while it was being created: the destroyer could not reach the container.
+                await db.commit()
+                self._spawn(self._destroy_kernel_quietly(kernel))
+                return
+            kernel.status = "RUNNING"
+            phases = dict(info.get("phases") or {})
+            phases["total"] = round(time.monotonic() - t0, 4)
+            await self.set_status(db, session, "RUNNING", "", phases=phases)
+            await db.commit()
+        self._publish("session_started", session)
+
+    async def _destroy_kernel_quietly(self, kernel: Kernel) -> None:
+        if kernel.agent_addr:
+            try:
+                await self.rpc.call(kernel.agent_addr, "DELETE", f"/v1/kernels/{kernel.id}")
+            except Exception as e:  # noqa: BLE001
+                log.warning("could not destroy kernel %s: %s", kernel.id, e)
+
+    async def destroy(self, session: SessionRow, reason: str = "user-requested") -> dict[str, Any]:
+        """Destroy a session: cancel it if still pending, else kill its kernels and free resources."""
+        stats: dict[str, Any] = {}
+        async with self.db() as db:
+            session = await db.get(SessionRow, session.id, with_for_update=True)  # type: ignore[assignment]
+            assert session is not None
+            kernel = await self.main_kernel(db, session)
+            if session.status in ("PENDING", "SCHEDULED"):
+                await self._release(db, kernel)
+                kernel.status = "CANCELLED"
+                await self.set_status(db, session, "CANCELLED", reason)
+                await db.commit()
+                self._publish("session_cancelled", session, reason)
+                self.schedule_event.set()
+                return stats
+            if session.status not in ACTIVE_STATUSES:
+                return stats
+            was_preparing = session.status in ("PREPARING", "PULLING")
+            await self.set_status(db, session, "TERMINATING", reason)
+            kernel.status = "TERMINATING"
+            await db.commit()
+        self._publish("session_terminating", session, reason)
+        if not was_preparing and kernel.agent_addr:
+            try:
+                res = await self.rpc.call(kernel.agent_addr, "DELETE", f"/v1/kernels/{kernel.id}")
+                stats = (res or {}).get("stats", {})
+            except Exception as e:  # noqa: BLE001 - the container may already be gone
+                log.warning("destroying kernel %s failed: %s", kernel.id, e)
+        await self.mark_terminated(session.id, reason, stats=stats)
+        return stats
+
+    async def mark_terminated(
+        self, session_id: uuid.UUID, reason: str, *, stats: dict[str, Any] | None = None,
+        exit_code: int | None = None,
+    ) -> None:
+        """Record the end of a session's kernel and free its resources (idempotent)."""
+        async with self.db() as db:
+            session = await db.get(SessionRow, session_id)
+            if session is None or session.status in ("TERMINATED", "CANCELLED"):
+                return
+            kernel = await self.main_kernel(db, session)
+            await self._release(db, kernel)
+            kernel.status = "TERMINATED"
+            kernel.status_info = reason
+            kernel.terminated_at = utcnow()
+            kernel.exit_code = exit_code
+            if stats:
+                kernel.last_stat = stats
+            if session.session_type == "batch" and exit_code is not None:
+                session.result = "SUCCESS" if exit_code == 0 else "FAILURE"
+            await self.set_status(db, session, "TERMINATED", reason, exit_code=exit_code)
+            await db.commit()
+        self._publish("session_terminated", session, reason, result=session.result)
+        self.schedule_event.set()
+
+    # ---- kernel interaction -------------------------------------------------------------------
+
+    async def kernel_call(
+        self, session: SessionRow, method: str, op: str, json: Any = None, timeout: float | None = 600
+    ) -> Any:
+        """Forward a call to the session's main kernel on its agent."""
+        if session.status != "RUNNING":
+            raise InvalidAPIParameters(
+                f"Session {session.name!r} is {session.status}, not RUNNING; it cannot take this request."
+            )
+        async with self.db() as db:
+            kernel = await self.main_kernel(db, session)
+        if not kernel.agent_addr:
+            raise SessionNotFound(f"Session {session.name!r} has no running kernel.")
+        return await self.rpc.call(kernel.agent_addr, method, f"/v1/kernels/{kernel.id}{op}", json=json,
+                                   timeout=timeout)
+
+    def count_query(self, session: SessionRow) -> None:
+        self._query_counts[session.id] += 1
+
+    async def flush_query_counts(self) -> None:
+        """Write the execute counters kept in memory (one write per interval, not per execute)."""
+        counts, self._query_counts = self._query_counts, defaultdict(int)
+        if not counts:
+            return
+        async with self.db() as db:
+            for sid, n in counts.items():
+                await db.execute(
+                    update(SessionRow).where(SessionRow.id == sid).values(num_queries=SessionRow.num_queries + n)
+                )
+            await db.commit()
+
+    def pending_count(self, session: SessionRow) -> int:
+        return self._query_counts.get(session.id, 0)
+
+
+def session_age_ms(session: SessionRow) -> int:
+    start = session.status_history.get("RUNNING") if session.status_history else None
+    begin = datetime.fromisoformat(start) if start else session.created_at
+    end = session.terminated_at or datetime.now(timezone.utc)
+    return max(int((end - begin).total_seconds() * 1000), 0)

@@ -1,0 +1,195 @@
+"""The manager's HTTP server: app factory, error handling, URL compatibility and background tasks."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import re
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+from datetime import timedelta
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ai.backend.common.config import ConfigError, load_config
+from ai.backend.common.problems import PROBLEM_BASE, ProblemError
+
+from .agent_client import AgentRPC
+from .api import graphql, internal, root, session, status
+from .config import ManagerConfig
+from .db import create_engine, session_factory
+from .events import EventBus
+from .models import Agent
+from .models.base import utcnow
+from .registry import SessionRegistry
+from .scheduler import Scheduler
+
+log = logging.getLogger("ai.backend.manager")
+
+_VERSION_PREFIX = re.compile(r"^/v(\d+)(?=/|$)")
+SUPPORTED_MAJORS = range(1, 9)
+
+
+class CompatPathMiddleware:
+    """Maps the legacy URL spellings onto the current routes without touching ``raw_path``.
+
+    ``/vN/...`` prefixes (404 for unsupported majors), ``/kernel/...`` for ``/session/...``,
+    ``/kernel/create`` and ``X-Method-Override``. Signatures are checked against ``raw_path``.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            m = _VERSION_PREFIX.match(path)
+            if m is not None:
+                if int(m.group(1)) not in SUPPORTED_MAJORS:
+                    await _problem_response(404, "not-found", "Not found",
+                                            f"API major version v{m.group(1)} is not supported.")(scope, receive, send)
+                    return
+                path = path[m.end():] or "/"
+            if path == "/kernel" or path.startswith("/kernel/"):
+                path = "/session" + path[len("/kernel"):]
+            if path != scope["path"]:
+                scope = dict(scope, path=path)
+            for name, value in scope.get("headers", []):
+                if name == b"x-method-override":
+                    scope = dict(scope, method=value.decode("latin-1").upper())
+                    break
+        await self.app(scope, receive, send)
+
+
+def _problem_response(status: int, slug: str, title: str, detail: str) -> JSONResponse:
+    return JSONResponse(
+        {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail},
+        status_code=status, media_type="application/problem+json",
+    )
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ProblemError)
+    async def _problem(_: Request, exc: ProblemError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, media_type="application/problem+json")
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = ".".join(str(p) for p in first.get("loc", ()))
+        return _problem_response(400, "invalid-api-params", "Invalid API parameters",
+                                 f"{loc}: {first.get('msg', 'invalid value')}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        titles = {404: ("not-found", "Not found"), 405: ("method-not-allowed", "Method not allowed")}
+        slug, title = titles.get(exc.status_code, ("http-error", "HTTP error"))
+        return _problem_response(exc.status_code, slug, title, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _problem_response(500, "internal-error", "Internal server error",
+                                 "The server failed to handle this request; the error was logged.")
+
+
+async def _periodic(interval: float, fn: Callable[[], Awaitable[Any]]) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await fn()
+        except Exception:  # noqa: BLE001 - keep the housekeeping loop alive
+            log.exception("periodic task %s failed", getattr(fn, "__name__", fn))
+
+
+async def _check_agents(app: FastAPI) -> None:
+    """Mark agents whose heartbeats stopped as LOST so nothing new is scheduled on them."""
+    cfg: ManagerConfig = app.state.config
+    cutoff = utcnow() - timedelta(seconds=cfg.manager.heartbeat_timeout)
+    async with app.state.db() as db:
+        stale = (
+            await db.execute(select(Agent).where(Agent.status == "ALIVE", Agent.last_heartbeat < cutoff))
+        ).scalars().all()
+        for agent in stale:
+            agent.status = "LOST"
+            agent.lost_at = utcnow()
+            agent.status_changed = agent.lost_at
+            log.warning("agent %s stopped sending heartbeats; marked LOST", agent.id)
+        await db.commit()
+
+
+def create_app(config: ManagerConfig) -> FastAPI:
+    """Build the manager application for ``config``."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(config.db_url())
+        app.state.engine = engine
+        app.state.db = session_factory(engine)
+        app.state.rpc = AgentRPC(config.manager.cluster_secret)
+        app.state.bus = EventBus()
+        app.state.registry = SessionRegistry(app.state.db, app.state.rpc, app.state.bus)
+        tasks = [
+            asyncio.create_task(Scheduler(app.state.registry).run()),
+            asyncio.create_task(_periodic(2.0, app.state.registry.flush_query_counts)),
+            asyncio.create_task(_periodic(5.0, lambda: _check_agents(app))),
+        ]
+        app.state.registry.schedule_event.set()
+        try:
+            yield
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with suppress(asyncio.CancelledError):
+                    await t
+            await app.state.registry.flush_query_counts()
+            await app.state.rpc.close()
+            await engine.dispose()
+
+    app = FastAPI(title="Backend.AI manager (open implementation)", version=root.MANAGER_VERSION,
+                  lifespan=lifespan, docs_url="/spec/docs", openapi_url="/spec/openapi.json", redoc_url=None)
+    app.state.config = config
+    _install_error_handlers(app)
+    for r in (root.router, session.router, graphql.router, internal.router, status.router):
+        app.include_router(r)
+    app.add_middleware(CompatPathMiddleware)
+
+    @app.middleware("http")
+    async def _common_headers(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+        resp = await call_next(request)
+        resp.headers.setdefault("Content-Language", "en")
+        return resp
+
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the manager: ``python -m ai.backend.manager.server [-f manager.toml]``."""
+    import uvicorn
+
+    parser = argparse.ArgumentParser(prog="backend.ai-manager")
+    parser.add_argument("-f", "--config", help="path to manager.toml")
+    parser.add_argument("--debug", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(ManagerConfig, "manager", args.config)
+    except ConfigError as e:
+        print(f"manager: {e}", file=sys.stderr)
+        sys.exit(2)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(config), host=config.manager.service_addr_host, port=config.manager.service_addr_port,
+                log_level="debug" if args.debug else "warning", access_log=args.debug, loop="auto", http="auto")
+
+
+if __name__ == "__main__":
+    main()
