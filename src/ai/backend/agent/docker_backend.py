@@ -187,7 +187,6 @@ class DockerBackend:
                 "SecurityOpt": ["no-new-privileges"],
                 "NetworkMode": cc.network,
                 "ShmSize": int(BinarySize.parse(cc.shm_size)),
-                "Ulimits": [{"Name": "nofile", "Soft": 65536, "Hard": 65536}],
                 "AutoRemove": False,
             },
         }
@@ -202,7 +201,7 @@ class DockerBackend:
             phases["container_start"] = round(time.monotonic() - t, 4)
         except DockerError as e:
             self.kernels.pop(kid, None)
-            shutil.rmtree(scratch, ignore_errors=True)
+            await self._remove(f"bai-kernel-{kid}", scratch)
             raise KernelCreationFailed(f"Docker refused to run the kernel: {e.message}") from None
         t = time.monotonic()
         try:
@@ -241,9 +240,13 @@ class DockerBackend:
                     except (RunnerConnectionError, OSError, asyncio.TimeoutError):
                         raise RunnerUnavailable(f"Cannot connect to the runner of kernel {kid}.") from None
         try:
-            return await state.runner.request(op, **fields)
+            resp = await state.runner.request(op, **fields)
         except RunnerConnectionError as e:
             raise RunnerUnavailable(f"The runner of kernel {kid} went away: {e}.") from None
+        resp.pop("id", None)
+        if "error" in resp:
+            raise InvalidAPIParameters(f"The kernel refused the request: {resp['error']}")
+        return resp
 
     async def logs(self, kid: str) -> str:
         return await self._logs(self._get(kid).container_id)

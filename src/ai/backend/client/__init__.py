@@ -13,10 +13,12 @@ __version__ = "0.1.0"
 
 __all__ = (
     "APIConfig",
+    "APIVersionWarning",
     "AsyncSession",
     "BackendAPIError",
     "BackendClientError",
     "BackendError",
+    "BaseSession",
     "Session",
     "__version__",
     "get_user_agent",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any, Literal, NamedTuple
@@ -179,7 +179,7 @@ class Request:
         else:
             headers["Content-Type"] = self.content_type
             req = client.build_request(self.method, url, headers=headers, content=self._content)
-        self.date = datetime.now(timezone.utc)
+        self.date = datetime.now(UTC)
         if self.config.endpoint_type == "api" and not self.config.is_anonymous and not anonymous:
             signed = sign_request_headers(
                 method=self.method,
@@ -353,7 +353,9 @@ class FetchContextManager:
                     f"Timed out while waiting for the API endpoint {endpoint}: {_describe(e)}"
                 ) from e
             except httpx.HTTPError as e:
-                raise BackendClientError(f"Request to the API endpoint {endpoint} failed: {_describe(e)}") from e
+                raise BackendClientError(
+                    f"Request to the API endpoint {endpoint} failed: {_describe(e)}"
+                ) from e
         raise BackendClientError("No API endpoint is configured")
 
     async def __aenter__(self) -> Response:

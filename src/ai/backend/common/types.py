@@ -57,7 +57,10 @@ def _normalize_value(name: str, value: Any) -> Decimal:
     kind = SLOT_TYPES.get(name, "bytes" if name.endswith(".mem") else "count")
     try:
         if kind == "bytes":
-            return Decimal(int(BinarySize.parse(value)))
+            try:
+                return Decimal(int(BinarySize.parse(value)))
+            except SlotTypeError as e:
+                raise SlotTypeError(f"slot {name!r}: {e}") from None
         if isinstance(value, bool):
             raise SlotTypeError(f"slot {name!r}: not a number: {value!r}")
         if isinstance(value, str) and value.strip().lower() == "infinity":

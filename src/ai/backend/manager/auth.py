@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 from dateutil.parser import isoparse
 from dateutil.parser import parse as parse_date
-from fastapi import Request
+from starlette.requests import HTTPConnection, Request
 from sqlalchemy import select
 
 from ai.backend.common.auth import AuthHeaderError, make_signature, parse_authorization
@@ -49,7 +49,7 @@ def _parse_date(raw: str) -> datetime:
     return d
 
 
-def _header(request: Request, *names: str) -> tuple[str, str] | None:
+def _header(request: HTTPConnection, *names: str) -> tuple[str, str] | None:
     for name in names:
         value = request.headers.get(name)
         if value is not None:
@@ -57,7 +57,7 @@ def _header(request: Request, *names: str) -> tuple[str, str] | None:
     return None
 
 
-async def authenticate(request: Request) -> AuthContext:
+async def authenticate(request: HTTPConnection) -> AuthContext:
     """Verify the request's signature and return its :class:`AuthContext`, or raise a 4xx problem."""
     auth_value = request.headers.get("authorization")
     if not auth_value:
@@ -106,14 +106,17 @@ async def authenticate(request: Request) -> AuthContext:
         parts = urlsplit(fwd)
         host = parts.netloc
         path_with_query = parts.path + (f"?{parts.query}" if parts.query else "")
-    body = await request.body() if request.method not in ("GET", "HEAD") else b""
+    method = request.scope.get("method", "GET")  # WebSocket handshakes are signed as GET
+    body = await request.body() if isinstance(request, Request) and method not in ("GET", "HEAD") else b""
     expected = make_signature(
-        method=request.method,
+        method=method,
         path_with_query=path_with_query,
         date_header=date_hdr[1],
         date=date,
         host=host,
-        content_type=request.headers.get("content-type", ""),
+        # Like aiohttp (the reference server), a missing Content-Type reads as application/octet-stream;
+        # the upstream client signs WebSocket handshakes that way.
+        content_type=request.headers.get("content-type") or "application/octet-stream",
         version=version_hdr[1],
         secret_key=keypair.secret_key,
         hash_type=parsed.hash_type,

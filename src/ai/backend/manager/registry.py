@@ -16,6 +16,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ai.backend.common.problems import (
+    Conflict,
     Forbidden,
     InvalidAPIParameters,
     NotFound,
@@ -37,6 +38,10 @@ from .models.sessions import ACTIVE_STATUSES
 from .session_params import CreateParams
 
 log = logging.getLogger(__name__)
+
+
+class SessionNotRunning(Conflict):
+    slug, title = "session-not-running", "The session is not running"
 
 FINAL_STATUSES = frozenset({"RUNNING", "ERROR", "TERMINATED", "CANCELLED"})
 
@@ -383,7 +388,7 @@ class SessionRegistry:
         """Record the end of a session's kernel and free its resources (idempotent)."""
         async with self.db() as db:
             session = await db.get(SessionRow, session_id)
-            if session is None or session.status in ("TERMINATED", "CANCELLED"):
+            if session is None or session.status in ("TERMINATED", "CANCELLED", "ERROR"):
                 return
             kernel = await self.main_kernel(db, session)
             await self._release(db, kernel)
@@ -407,7 +412,7 @@ class SessionRegistry:
     ) -> Any:
         """Forward a call to the session's main kernel on its agent."""
         if session.status != "RUNNING":
-            raise InvalidAPIParameters(
+            raise SessionNotRunning(
                 f"Session {session.name!r} is {session.status}, not RUNNING; it cannot take this request."
             )
         async with self.db() as db:

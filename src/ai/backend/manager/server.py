@@ -23,7 +23,7 @@ from ai.backend.common.config import ConfigError, load_config
 from ai.backend.common.problems import PROBLEM_BASE, ProblemError
 
 from .agent_client import AgentRPC
-from .api import graphql, internal, root, session, status
+from .api import graphql, internal, root, session, status, stream
 from .config import ManagerConfig
 from .db import create_engine, session_factory
 from .events import EventBus
@@ -49,11 +49,11 @@ class CompatPathMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] in ("http", "websocket"):
             path: str = scope["path"]
             m = _VERSION_PREFIX.match(path)
             if m is not None:
-                if int(m.group(1)) not in SUPPORTED_MAJORS:
+                if int(m.group(1)) not in SUPPORTED_MAJORS and scope["type"] == "http":
                     await _problem_response(404, "not-found", "Not found",
                                             f"API major version v{m.group(1)} is not supported.")(scope, receive, send)
                     return
@@ -159,7 +159,7 @@ def create_app(config: ManagerConfig) -> FastAPI:
                   lifespan=lifespan, docs_url="/spec/docs", openapi_url="/spec/openapi.json", redoc_url=None)
     app.state.config = config
     _install_error_handlers(app)
-    for r in (root.router, session.router, graphql.router, internal.router, status.router):
+    for r in (root.router, session.router, graphql.router, internal.router, status.router, stream.router):
         app.include_router(r)
     app.add_middleware(CompatPathMiddleware)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from ..session import api_session
 
@@ -25,7 +25,7 @@ F = TypeVar("F")
 
 def api_function(meth: F) -> F:
     """Mark a method (plain or ``classmethod``) as an API function."""
-    setattr(meth, "_backend_api", True)
+    cast(Any, meth)._backend_api = True
     return meth
 
 

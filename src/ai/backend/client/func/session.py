@@ -19,12 +19,13 @@ from urllib.parse import quote
 from uuid import UUID
 
 from ..exceptions import BackendClientError
+from ..naming import validate_session_name
 from ..request import AttachedFile, Request, Response
 from ..session import api_session
 from ..types import PaginatedResult
 from .base import BaseFunction, api_function
 
-__all__ = ("ComputeSession", "DEFAULT_LIST_FIELDS", "MAX_PAGE_SIZE")
+__all__ = ("ComputeSession", "DEFAULT_LIST_FIELDS", "MAX_PAGE_SIZE", "validate_session_name")
 
 MAX_PAGE_SIZE = 100
 DEFAULT_LIST_FIELDS: tuple[str, ...] = (
@@ -39,22 +40,9 @@ DEFAULT_LIST_FIELDS: tuple[str, ...] = (
 )
 """GraphQL fields fetched by :meth:`ComputeSession.paginated_list` unless told otherwise."""
 
-_NAME_RE = re.compile(r"^\w[\w.-]*\w$")
 _MODE_ALIASES = {"continued": "continue", "user-input": "input"}
 _EXEC_MODES = frozenset({"query", "continue", "input", "batch", "complete"})
 _QUOTE_SAFE = "~()*!.'"
-
-
-def validate_session_name(name: str) -> str:
-    """Check a session name: 4 to 64 word characters, dots or hyphens (not at either end)."""
-    if not 4 <= len(name) <= 64:
-        raise ValueError(f"Session name {name!r} must be 4 to 64 characters long.")
-    if not _NAME_RE.match(name):
-        raise ValueError(
-            f"Session name {name!r} may contain only letters, digits, '_', '-' and '.', "
-            "and must start and end with a letter, digit or '_'."
-        )
-    return name
 
 
 def _api_version() -> tuple[int, str]:
@@ -175,6 +163,7 @@ class ComputeSession(BaseFunction):
     owner_access_key: str | None
     created: bool
     status: str
+    status_info: str | None
     service_ports: list[dict[str, Any]]
     domain: str
     group: str
@@ -185,6 +174,7 @@ class ComputeSession(BaseFunction):
         self.owner_access_key = owner_access_key
         self.created = False
         self.status = ""
+        self.status_info = None
         self.service_ports = []
         self.domain = ""
         self.group = ""
@@ -469,6 +459,7 @@ class ComputeSession(BaseFunction):
                 o.id = None
         o.created = bool(data.get("created", True))
         o.status = str(data.get("status", "RUNNING"))
+        o.status_info = str(data["statusInfo"]) if data.get("statusInfo") else None
         o.service_ports = list(data.get("servicePorts") or [])
         o.domain = domain_name
         o.group = group_name
@@ -615,7 +606,9 @@ class ComputeSession(BaseFunction):
             try:
                 rel_names.append(p.relative_to(base_path).as_posix())
             except ValueError:
-                raise BackendClientError(f'File "{p}" is outside of the base directory "{base_path}".') from None
+                raise BackendClientError(
+                    f'File "{p}" is outside of the base directory "{base_path}".'
+                ) from None
             if not p.is_file():
                 raise BackendClientError(f'"{p}" is not a regular file.')
             total += p.stat().st_size

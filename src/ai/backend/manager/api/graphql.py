@@ -24,6 +24,7 @@ from ai.backend.common.problems import InvalidAPIParameters
 
 from ..auth import AuthContext
 from ..models import Group, KeyPair, SessionRow, User
+from ..models.sessions import ACTIVE_STATUSES
 from ..registry import SessionRegistry
 from .deps import auth_required, json_body
 
@@ -73,6 +74,33 @@ class ComputeSession:
     service_ports: JSONString  # type: ignore[valid-type]
     mounts: list[str]
     num_queries: int
+
+
+@strawberry.type
+class UserInfo:
+    email: str | None
+    full_name: str | None
+
+
+@strawberry.type
+class KeyPairType:
+    user_id: str
+    access_key: str
+    secret_key: str
+    is_active: bool
+    is_admin: bool
+    created_at: datetime
+    modified_at: datetime | None
+    last_used: datetime | None
+    resource_policy: str
+    rate_limit: int
+    num_queries: int
+    concurrency_used: int
+    user_info: UserInfo
+    ssh_public_key: str | None = None
+    ssh_private_key: str | None = None
+    dotfiles: str = "[]"
+    bootstrap_script: str = ""
 
 
 @strawberry.type
@@ -166,6 +194,12 @@ class Query:
         return ComputeSessionList(items=[_to_gql(r[0], r[1], r[2]) for r in rows], total_count=total)
 
     @strawberry.field
+    async def keypair(self, info: Info, domain_name: str | None = None,
+                      access_key: str | None = None) -> KeyPairType | None:
+        """The caller's keypair, or another one for admins."""
+        return await _keypair(info, access_key)
+
+    @strawberry.field
     async def compute_session(self, info: Info, id: strawberry.ID) -> ComputeSession | None:
         ctx: AuthContext = info.context["auth"]
         reg: SessionRegistry = info.context["registry"]
@@ -177,6 +211,32 @@ class Query:
         async with reg.db() as db:
             row = (await db.execute(_base_query(conds))).first()
         return None if row is None else _to_gql(row[0], row[1], row[2])
+
+
+async def _keypair(info: Info, access_key: str | None) -> KeyPairType | None:
+    ctx: AuthContext = info.context["auth"]
+    reg: SessionRegistry = info.context["registry"]
+    ak = await reg.resolve_owner(ctx, access_key)
+    async with reg.db() as db:
+        row = (
+            await db.execute(select(KeyPair, User).join(User, User.uuid == KeyPair.user).where(KeyPair.access_key == ak))
+        ).first()
+        if row is None:
+            return None
+        used = (
+            await db.execute(
+                select(func.count()).select_from(SessionRow).where(
+                    SessionRow.access_key == ak, SessionRow.status.in_(ACTIVE_STATUSES)
+                )
+            )
+        ).scalar_one()
+    kp, user = row
+    return KeyPairType(
+        user_id=kp.user_id, access_key=kp.access_key, secret_key=kp.secret_key, is_active=kp.is_active,
+        is_admin=kp.is_admin, created_at=kp.created_at, modified_at=kp.modified_at, last_used=kp.last_used,
+        resource_policy=kp.resource_policy, rate_limit=kp.rate_limit, num_queries=kp.num_queries,
+        concurrency_used=used, user_info=UserInfo(email=user.email, full_name=user.full_name),
+    )
 
 
 schema = strawberry.Schema(query=Query, config=StrawberryConfig(auto_camel_case=False))

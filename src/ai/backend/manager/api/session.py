@@ -126,7 +126,7 @@ async def restart(
     ref: str, request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
 ) -> Response:
     """Restart the session's kernel: globals are reset, files in the working directory stay."""
-    session = await _find(reg, ctx, ref, request, alive_only=True)
+    session = await _find(reg, ctx, ref, request)
     await reg.kernel_call(session, "POST", "/restart")
     return Response(status_code=204)
 
@@ -151,7 +151,7 @@ async def execute(
     opts = body.get("options")
     if opts is not None and not isinstance(opts, dict):
         raise InvalidAPIParameters("'options' must be an object.")
-    session = await _find(reg, ctx, ref, request, alive_only=True)
+    session = await _find(reg, ctx, ref, request)
     reg.count_query(session)
     result = await reg.kernel_call(
         session, "POST", "/execute", json={"mode": mode, "code": code, "run_id": run_id, "opts": opts}
@@ -167,7 +167,7 @@ async def execute(
 async def interrupt(
     ref: str, request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
 ) -> Response:
-    session = await _find(reg, ctx, ref, request, alive_only=True)
+    session = await _find(reg, ctx, ref, request)
     await reg.kernel_call(session, "POST", "/interrupt")
     return Response(status_code=204)
 
@@ -183,7 +183,7 @@ async def complete(
     opts = body.get("options") or {}
     if not isinstance(opts, dict):
         raise InvalidAPIParameters("'options' must be an object.")
-    session = await _find(reg, ctx, ref, request, alive_only=True)
+    session = await _find(reg, ctx, ref, request)
     res = await reg.kernel_call(session, "POST", "/complete", json={"code": code, "opts": opts})
     return {"result": res.get("result", [])}
 
