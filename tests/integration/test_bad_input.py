@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -75,7 +75,7 @@ def test_unknown_access_key(cluster: Cluster) -> None:
 
 
 def test_date_out_of_window(cluster: Cluster) -> None:
-    old = (datetime.now(timezone.utc) - timedelta(minutes=20)).isoformat()
+    old = (datetime.now(UTC) - timedelta(minutes=20)).isoformat()
     _problem(cluster.request("GET", "/session/whatever", headers={"Date": old}), 401, "window")
 
 

@@ -18,7 +18,9 @@ CLI = [sys.executable, "-m", "ai.backend.client.cli"]
 UPSTREAM = REPO / ".cache" / "upstream-client"
 
 
-def _cli(cluster: Cluster, *args: str, input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def _cli(
+    cluster: Cluster, *args: str, input: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*CLI, *args], env=cluster.env(), capture_output=True, text=True, input=input,
                           timeout=timeout)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -171,7 +171,7 @@ def test_enqueue_only_then_wait(cluster: Cluster) -> None:
 
 
 def test_pending_session_is_cancelled(cluster: Cluster) -> None:
-    future = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     r = cluster.request("POST", "/session", {"image": "python", "name": "later-1", "starts_at": future,
                                              "maxWaitSeconds": 1})
     assert r.status_code == 201

@@ -37,7 +37,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def invoke(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args), prog_name="backend.ai")
+    return CliRunner().invoke(main, list(args), prog_name="backend.ai")  # type: ignore[arg-type]
 
 
 def assert_one_line_error(result: Result, code: int, *needles: str) -> None:
@@ -84,6 +84,14 @@ def test_top_level_help_lists_commands_and_aliases() -> None:
     for text in ("run", "ps", "destroy (rm, kill, terminate)", "create (start)", "config", "server", "mgr"):
         assert text in out
     assert "--skip-sslcert-validation" in out and "--output [console|json]" in out
+
+
+@pytest.mark.parametrize("path", [[], ["session"], ["admin"], ["admin", "session"]])
+def test_groups_without_subcommand_show_help(path: list[str]) -> None:
+    result = invoke(*path)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("Usage: backend.ai")
+    assert "Commands:" in result.stdout
 
 
 def test_version() -> None:
@@ -219,13 +227,32 @@ def test_help_imports_no_heavy_modules() -> None:
         "import sys\n"
         "from ai.backend.client.cli.main import main\n"
         "rc = main(['--help'], standalone_mode=False)\n"
-        "bad = [m for m in ('httpx', 'rich', 'dateutil', 'asyncio', 'ai.backend.client.cli.run',"
+        "bad = [m for m in ('click', 'httpx', 'rich', 'dateutil', 'asyncio', 'ai.backend.client.cli.run',"
         " 'ai.backend.client.cli.session', 'ai.backend.client.session') if m in sys.modules]\n"
         "print(rc, bad)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip().splitlines()[-1] == "0 []"
+
+
+def test_fast_help_matches_the_click_group() -> None:
+    import click
+
+    from ai.backend.client.cli.core import cli
+    from ai.backend.client.cli.main import render_fast_help
+
+    ctx = click.Context(cli)
+    assert cli.list_commands(ctx) == sorted(COMMANDS)
+    help_text = render_fast_help()
+    for name, spec in COMMANDS.items():
+        assert spec.help in help_text
+        assert cli.get_command(ctx, name) is not None
+        for alias in spec.aliases:
+            assert cli.get_command(ctx, alias) is cli.get_command(ctx, name)
+    for param in cli.params:
+        for opt in param.opts:
+            assert opt in help_text
 
 
 def test_subcommand_help_imports_no_http_client() -> None:

@@ -110,15 +110,11 @@ def test_bad_range_exprs(arg: str) -> None:
 def test_build_cases_single() -> None:
     assert build_cases({"A": "1"}, None, None) == [Case((("A", "1"),), "*", "*")]
     # Without range variables, '$' text is kept as is.
-    assert build_cases({"P": "$HOME"}, "make $$x", "run $X") == [
-        Case((("P", "$HOME"),), "make $$x", "run $X")
-    ]
+    assert build_cases({"P": "$HOME"}, "make $$x", "run $X") == [Case((("P", "$HOME"),), "make $$x", "run $X")]
 
 
 def test_build_cases_env_range() -> None:
-    cases = build_cases(
-        {"CASENO": "$X", "FIXED": "$Y"}, None, None, env_ranges=[parse_range_expr("X=case:1,2,3,4")]
-    )
+    cases = build_cases({"CASENO": "$X", "FIXED": "$Y"}, None, None, env_ranges=[parse_range_expr("X=case:1,2,3,4")])
     assert [dict(c.envs)["CASENO"] for c in cases] == ["1", "2", "3", "4"]
     assert all(dict(c.envs)["FIXED"] == "$Y" for c in cases)  # unknown variables stay
 

@@ -90,9 +90,7 @@ async def test_batch_mode_passes_options_once() -> None:
 
 
 async def test_status_messages_go_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
-    sess = ScriptedSession(
-        [{"runId": "r", "status": "finished", "console": [["stdout", "42\n"]], "exitCode": 0}]
-    )
+    sess = ScriptedSession([{"runId": "r", "status": "finished", "console": [["stdout", "42\n"]], "exitCode": 0}])
     out = io.StringIO()
     await exec_loop(sess, "query", "print(42)", stdout=out, stderr=io.StringIO(), printer=Printer(), idx=0)
     captured = capsys.readouterr()
@@ -103,9 +101,7 @@ async def test_status_messages_go_to_stderr(capsys: pytest.CaptureFixture[str]) 
 
 async def test_unknown_status_fails() -> None:
     sess = ScriptedSession([{"runId": "r", "status": "bogus", "console": []}])
-    code = await exec_loop(
-        sess, "query", "x", stdout=io.StringIO(), stderr=io.StringIO(), printer=Printer(quiet=True)
-    )
+    code = await exec_loop(sess, "query", "x", stdout=io.StringIO(), stderr=io.StringIO(), printer=Printer(quiet=True))
     assert code == 1
 
 

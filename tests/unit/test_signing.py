@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -18,7 +18,7 @@ from ai.backend.common.auth import (
 
 SK = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 AK = "AKIAIOSFODNN7EXAMPLE"
-DATE = datetime(2022, 6, 15, 1, 23, 45, tzinfo=timezone.utc)
+DATE = datetime(2022, 6, 15, 1, 23, 45, tzinfo=UTC)
 
 
 def _reference(method: str, path: str, date_hdr: str, host: str, ctype: str, version: str, body: bytes) -> str:

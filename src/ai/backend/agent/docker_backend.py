@@ -66,6 +66,7 @@ class DockerBackend:
         self.kernels: dict[str, KernelState] = {}
         self._on_kernel_exit = on_kernel_exit
         self._watch_task: asyncio.Task[None] | None = None
+        self._bg_tasks: set[asyncio.Task[None]] = set()
         self.scratch_root = Path(config.container.scratch_root).resolve()
 
     async def start(self) -> None:
@@ -78,6 +79,8 @@ class DockerBackend:
     async def close(self) -> None:
         if self._watch_task:
             self._watch_task.cancel()
+        if self._bg_tasks:
+            await asyncio.gather(*self._bg_tasks, return_exceptions=True)
         for k in self.kernels.values():
             if k.runner:
                 await k.runner.close()
@@ -137,7 +140,9 @@ class DockerBackend:
         try:
             img = await self.docker.images.inspect(spec["image"])
         except DockerError:
-            raise KernelCreationFailed(f"Image {spec['image']!r} is not present on agent {self.config.agent.id}.")
+            raise KernelCreationFailed(
+                f"Image {spec['image']!r} is not present on agent {self.config.agent.id}."
+            ) from None
         labels = img["Config"].get("Labels") or {}
         phases["image_check"] = round(time.monotonic() - t, 4)
         cc = self.config.container
@@ -208,7 +213,7 @@ class DockerBackend:
             state.runner = RunnerClient()
             await state.runner.connect(str(ipc / "runner.sock"), timeout=30.0)
             await state.runner.request("ping")
-        except (RunnerConnectionError, OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, RunnerConnectionError, OSError) as e:
             logs = await self._logs(container.id)
             await self.destroy_kernel(kid)
             raise KernelCreationFailed(f"The kernel runner did not start: {e}. Container log: {logs[-500:]}") from None
@@ -237,7 +242,7 @@ class DockerBackend:
                     state.runner = RunnerClient()
                     try:
                         await state.runner.connect(str(state.ipc_dir / "runner.sock"), timeout=5.0)
-                    except (RunnerConnectionError, OSError, asyncio.TimeoutError):
+                    except (TimeoutError, RunnerConnectionError, OSError):
                         raise RunnerUnavailable(f"Cannot connect to the runner of kernel {kid}.") from None
         try:
             resp = await state.runner.request(op, **fields)
@@ -260,8 +265,11 @@ class DockerBackend:
         stats = container_stats(state.container_id)
         if state.runner:
             await state.runner.close()
-        await self._remove(state.container_id, self.scratch_root / kid)
         self.kernels.pop(kid, None)
+        # Killing and removing take Docker a few hundred milliseconds; the caller need not wait for it.
+        task = asyncio.create_task(self._remove(state.container_id, self.scratch_root / kid))
+        self._bg_tasks.add(task)
+        task.add_done_callback(self._bg_tasks.discard)
         return stats
 
     async def _remove(self, container_id: str, scratch: Path) -> None:

@@ -79,7 +79,8 @@ class RunnerClient:
                 if remaining <= 0:
                     raise RunnerConnectionError(f"cannot connect to the runner at {self.path}: {e}") from e
                 await asyncio.sleep(min(delay, remaining))
-                delay = min(delay * 2, 0.1)
+                # A starting runner usually binds within tens of milliseconds: keep the poll short.
+                delay = min(delay * 2, 0.01)
             except OSError as e:
                 raise RunnerConnectionError(f"cannot connect to the runner at {self.path}: {e}") from e
         self._reader, self._writer = reader, writer

@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from ai.backend.manager.fixtures import ADMIN, USER
 
@@ -81,11 +82,11 @@ def _spawn(state: Path, name: str, module: str, config: Path) -> None:
     print(f"∙ started {name} (pid {proc.pid}, log {logdir / f'{name}.log'})", file=sys.stderr)
 
 
-def _status(secret: str) -> dict[str, object] | None:
+def _status(secret: str) -> dict[str, Any] | None:
     req = urllib.request.Request(f"http://127.0.0.1:{MANAGER_PORT}/internal/status", headers={SECRET_HEADER: secret})
     try:
         with urllib.request.urlopen(req, timeout=2) as resp:
-            data: dict[str, object] = json.load(resp)
+            data: dict[str, Any] = json.load(resp)
             return data
     except (urllib.error.URLError, OSError, ValueError):
         return None
@@ -120,7 +121,7 @@ def up(state: Path, env_dir: Path, timeout: float) -> int:
         st = _status(secret)
         if st and st.get("agents_alive") and st.get("image_aliases"):
             print(f"✔ The cluster is up at http://127.0.0.1:{MANAGER_PORT} "
-                  f"(images: {', '.join(map(str, st['image_aliases']))}).", file=sys.stderr)  # type: ignore[arg-type]
+                  f"(images: {', '.join(map(str, st['image_aliases']))}).", file=sys.stderr)
             print(f"∙ source {env_dir / 'env-local-user-api.sh'} (or env-local-admin-api.sh) to use it.",
                   file=sys.stderr)
             return 0
@@ -161,12 +162,12 @@ def status(state: Path) -> int:
     for name in ("manager", "agent"):
         pid = _pid_alive(state / f"{name}.pid")
         ok &= pid is not None
-        print(f"{name}: {'running (pid %d)' % pid if pid else 'stopped'}")
+        print(f"{name}: {f'running (pid {pid})' if pid else 'stopped'}")
     secret_file = state / "cluster-secret"
     st = _status(secret_file.read_text().strip()) if secret_file.exists() else None
     print(f"endpoint: http://127.0.0.1:{MANAGER_PORT} ({'ready' if st else 'not answering'})")
     if st:
-        print(f"agents alive: {st['agents_alive']}; images: {', '.join(map(str, st['image_aliases']))}")  # type: ignore[arg-type]
+        print(f"agents alive: {st['agents_alive']}; images: {', '.join(map(str, st['image_aliases']))}")
     return 0 if ok and st else 1
 
 

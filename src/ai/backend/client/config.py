@@ -271,9 +271,7 @@ class APIConfig:
         if connection_timeout is not None:
             self._connection_timeout = _clean_timeout(connection_timeout)
         else:
-            self._connection_timeout = get_env(
-                "CONNECTION_TIMEOUT", d["connection_timeout"], clean=_clean_timeout
-            )
+            self._connection_timeout = get_env("CONNECTION_TIMEOUT", d["connection_timeout"], clean=_clean_timeout)
         if read_timeout is not None:
             self._read_timeout = _clean_timeout(read_timeout)
         else:

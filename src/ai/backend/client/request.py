@@ -197,9 +197,7 @@ class Request:
             req.headers["Date"] = self.date.isoformat()
         return req
 
-    def fetch(
-        self, *, check_status: bool = True, stream: bool = False, anonymous: bool = False
-    ) -> FetchContextManager:
+    def fetch(self, *, check_status: bool = True, stream: bool = False, anonymous: bool = False) -> FetchContextManager:
         """Send the request; use as ``async with`` (or ``with`` under a sync :class:`Session`).
 
         The body is read before the context is entered unless *stream* is true.  With
@@ -345,17 +343,13 @@ class FetchContextManager:
                 if attempt + 1 < attempts:
                     config.rotate_endpoints()
                     continue
-                raise BackendClientError(
-                    f"Cannot connect to the API endpoint {endpoint}: {_describe(e)}"
-                ) from e
+                raise BackendClientError(f"Cannot connect to the API endpoint {endpoint}: {_describe(e)}") from e
             except httpx.TimeoutException as e:
                 raise BackendClientError(
                     f"Timed out while waiting for the API endpoint {endpoint}: {_describe(e)}"
                 ) from e
             except httpx.HTTPError as e:
-                raise BackendClientError(
-                    f"Request to the API endpoint {endpoint} failed: {_describe(e)}"
-                ) from e
+                raise BackendClientError(f"Request to the API endpoint {endpoint} failed: {_describe(e)}") from e
         raise BackendClientError("No API endpoint is configured")
 
     async def __aenter__(self) -> Response:

@@ -269,9 +269,7 @@ class Session(BaseSession):
         """Make this the current session and negotiate the API version."""
         self._enter_context()
         if not self._proxy_mode:
-            self.api_version = self._worker_thread.execute(
-                _negotiate_api_version(self.http_client, self._config)
-            )
+            self.api_version = self._worker_thread.execute(_negotiate_api_version(self.http_client, self._config))
 
     def close(self) -> None:
         """Close the connections and stop the worker thread."""

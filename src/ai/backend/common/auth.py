@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 __all__ = [
     "AuthHeaderError",
@@ -103,7 +103,7 @@ def make_signature(
     ]
     str_to_sign = "\n".join(lines).encode("utf8")
     if date.tzinfo is not None:
-        date = date.astimezone(timezone.utc)
+        date = date.astimezone(UTC)
     k1 = hmac.new(secret_key.encode("utf8"), date.strftime("%Y%m%d").encode("utf8"), hash_fn).digest()
     signing_key = hmac.new(k1, host.strip(_WS).encode("utf8"), hash_fn).digest()
     return hmac.new(signing_key, str_to_sign, hash_fn).hexdigest()
@@ -123,7 +123,7 @@ def sign_request_headers(
     body: bytes = b"",
 ) -> dict[str, str]:
     """Return the ``Date``, ``X-BackendAI-Version`` and ``Authorization`` headers for a request."""
-    date = now or datetime.now(timezone.utc)
+    date = now or datetime.now(UTC)
     date_header = date.isoformat()
     sig = make_signature(
         method=method,

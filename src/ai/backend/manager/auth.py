@@ -5,12 +5,12 @@ from __future__ import annotations
 import hmac
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from dateutil.parser import isoparse
 from dateutil.parser import parse as parse_date
-from starlette.requests import HTTPConnection, Request
 from sqlalchemy import select
+from starlette.requests import HTTPConnection, Request
 
 from ai.backend.common.auth import AuthHeaderError, make_signature, parse_authorization
 from ai.backend.common.problems import AuthorizationFailed, InvalidAuthParameters
@@ -45,7 +45,7 @@ def _parse_date(raw: str) -> datetime:
     except (ValueError, OverflowError):
         raise InvalidAuthParameters(f"The date header is not a valid date: {raw!r}.") from None
     if d.tzinfo is None:
-        d = d.replace(tzinfo=timezone.utc)
+        d = d.replace(tzinfo=UTC)
     return d
 
 
@@ -74,7 +74,7 @@ async def authenticate(request: HTTPConnection) -> AuthContext:
         raise InvalidAuthParameters("X-BackendAI-Version header is missing.")
     date = _parse_date(date_hdr[1])
     skew = timedelta(seconds=request.app.state.config.manager.allowed_date_skew)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     if not (now - skew < date < now + skew):
         raise AuthorizationFailed(
             f"The request date {date_hdr[1]!r} is outside the allowed window of ±{int(skew.total_seconds())} s "

@@ -13,7 +13,7 @@ from .passwords import hash_password
 
 DEFAULT_GROUP_ID = uuid.UUID("2de2b969-1d04-48a6-af16-0bc8adb3c831")
 
-ADMIN = {
+ADMIN: dict[str, Any] = {
     "email": "admin@lablup.com",
     "username": "admin",
     "password": "wJalrXUt",
@@ -22,7 +22,7 @@ ADMIN = {
     "secret_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
     "is_admin": True,
 }
-USER = {
+USER: dict[str, Any] = {
     "email": "user@lablup.com",
     "username": "user",
     "password": "C8qnIo29",

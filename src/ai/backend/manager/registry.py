@@ -8,7 +8,7 @@ import secrets
 import time
 import uuid
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -247,7 +247,7 @@ class SessionRegistry:
                         ev = await asyncio.wait_for(q.get(), timeout=min(remaining or 5.0, 5.0))
                         if ev.session_id == str(session_id):
                             break
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
 
     # ---- status transitions --------------------------------------------------------------------
@@ -365,6 +365,11 @@ class SessionRegistry:
                 self._publish("session_cancelled", session, reason)
                 self.schedule_event.set()
                 return stats
+            if session.status == "ERROR":
+                # A failed session holds nothing any more; destroying it just closes its record.
+                await self.set_status(db, session, "TERMINATED", session.status_info or reason)
+                await db.commit()
+                return stats
             if session.status not in ACTIVE_STATUSES:
                 return stats
             was_preparing = session.status in ("PREPARING", "PULLING")
@@ -444,5 +449,5 @@ class SessionRegistry:
 def session_age_ms(session: SessionRow) -> int:
     start = session.status_history.get("RUNNING") if session.status_history else None
     begin = datetime.fromisoformat(start) if start else session.created_at
-    end = session.terminated_at or datetime.now(timezone.utc)
+    end = session.terminated_at or datetime.now(UTC)
     return max(int((end - begin).total_seconds() * 1000), 0)

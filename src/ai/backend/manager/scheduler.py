@@ -37,7 +37,7 @@ class Scheduler:
         while True:
             try:
                 await asyncio.wait_for(ev.wait(), timeout=self.interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             ev.clear()
             try:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from dateutil.parser import isoparse
@@ -108,7 +109,7 @@ def parse_create_params(body: Any) -> CreateParams:
             sa = isoparse(_str("starts_at", starts_at, max_len=64))
         except ValueError:
             raise InvalidAPIParameters(f"'starts_at' must be an ISO 8601 datetime, got {starts_at!r}.") from None
-        p.starts_at = sa if sa.tzinfo else sa.replace(tzinfo=timezone.utc)
+        p.starts_at = sa if sa.tzinfo else sa.replace(tzinfo=UTC)
     sc = _pick(body, "startupCommand", "startup_command")
     p.startup_command = None if sc is None else _str("startupCommand", sc, max_len=65536)
     bs = _pick(body, "bootstrap_script", "bootstrapScript")
@@ -130,7 +131,10 @@ def parse_create_params(body: Any) -> CreateParams:
         p.resources = ResourceSlot.from_user_input(_pick(config, "resources", default={}))
     except SlotTypeError as e:
         raise InvalidAPIParameters(f"Malformed 'config.resources': {e}.") from None
-    legacy = {"instanceMemory": ("mem", lambda v: f"{int(v)}m"), "instanceCores": ("cpu", str)}
+    legacy: dict[str, tuple[str, Callable[[Any], str]]] = {
+        "instanceMemory": ("mem", lambda v: f"{int(v)}m"),
+        "instanceCores": ("cpu", str),
+    }
     for key, (slot, conv) in legacy.items():
         if key in config and slot not in p.resources:
             try:

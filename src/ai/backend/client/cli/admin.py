@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .main import LazyGroup
+from .core import LazyGroup
 from .session import info, list_sessions
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .main import get_cli_context
+from .core import get_cli_context
 
 if TYPE_CHECKING:
     from ..config import APIConfig
@@ -36,9 +36,7 @@ async def _probe_server() -> tuple[dict[str, Any] | None, str]:
         return versions, negotiated
 
 
-def describe_config(
-    conf: APIConfig, versions: dict[str, Any] | None, negotiated: str
-) -> list[tuple[str, str]]:
+def describe_config(conf: APIConfig, versions: dict[str, Any] | None, negotiated: str) -> list[tuple[str, str]]:
     """The ``(label, value)`` lines that ``backend.ai config`` prints."""
     from .. import __version__
 
@@ -49,9 +47,7 @@ def describe_config(
     if versions is None:
         lines.append(("Server version", "(failed to fetch)"))
     else:
-        lines.append(
-            ("Server version", f"{versions.get('manager', 'unknown')} (API: {versions.get('version')})")
-        )
+        lines.append(("Server version", f"{versions.get('manager', 'unknown')} (API: {versions.get('version')})"))
     lines.append(("Negotiated API version", negotiated))
     lines.append(("Domain name", f'"{conf.domain}"'))
     lines.append(("Group name", f'"{conf.group}"'))

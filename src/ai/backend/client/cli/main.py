@@ -1,23 +1,21 @@
-"""The ``backend.ai`` command: a lazily loaded click group.
+"""The ``backend.ai`` entry point.
 
-Only click is imported at start-up.  Each subcommand lives in its own module, imported
-when it is invoked, and the top-level help is drawn from a static table so that
-``backend.ai --help`` imports nothing else.  Errors are reported in one line.
+This module imports nothing but the standard library, so that ``backend.ai --help`` is
+answered from the static command table below without loading click.  Everything else is
+handed to the click group in :mod:`ai.backend.client.cli.core`, whose subcommands are in
+turn imported only when invoked.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
 
-import click
-
+TYPE_CHECKING = False  # avoids importing typing, to keep ``--help`` cheap
 if TYPE_CHECKING:
-    from ..config import APIConfig
+    from collections.abc import Sequence
+    from typing import Any
 
-__all__ = ("CLIContext", "LazyGroup", "main")
+__all__ = ("COMMANDS", "CommandSpec", "main", "render_fast_help")
 
 
 class CommandSpec:
@@ -29,185 +27,6 @@ class CommandSpec:
         self.target = target
         self.help = help
         self.aliases = tuple(aliases)
-
-
-class LazyGroup(click.Group):
-    """A click group whose subcommands are ``module:attribute`` strings, imported on use."""
-
-    def __init__(
-        self,
-        *args: Any,
-        lazy_commands: Mapping[str, CommandSpec] | None = None,
-        aliases: Mapping[str, Sequence[str]] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self.lazy_commands: dict[str, CommandSpec] = dict(lazy_commands or {})
-        self.alias_names: dict[str, tuple[str, ...]] = {
-            name: spec.aliases for name, spec in self.lazy_commands.items() if spec.aliases
-        }
-        self.alias_names.update({name: tuple(a) for name, a in (aliases or {}).items()})
-        self._aliases = {alias: name for name, names in self.alias_names.items() for alias in names}
-
-    def resolve_alias(self, name: str) -> str:
-        """Map an alias to its command name."""
-        return self._aliases.get(name, name)
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*self.commands, *self.lazy_commands})
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        cmd_name = self.resolve_alias(cmd_name)
-        if cmd_name in self.commands:
-            return self.commands[cmd_name]
-        spec = self.lazy_commands.get(cmd_name)
-        if spec is None:
-            return None
-        module_name, _, attr = spec.target.partition(":")
-        command = getattr(importlib.import_module(module_name), attr)
-        if not isinstance(command, click.Command):
-            raise TypeError(f"{spec.target} is not a click command")
-        self.commands[cmd_name] = command
-        return command
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows: list[tuple[str, str]] = []
-        for name in self.list_commands(ctx):
-            aliases = self.alias_names.get(name)
-            label = f"{name} ({', '.join(aliases)})" if aliases else name
-            spec = self.lazy_commands.get(name)
-            if spec is not None:
-                rows.append((label, spec.help))
-            else:
-                cmd = self.commands[name]
-                if not cmd.hidden:
-                    rows.append((label, cmd.get_short_help_str(limit=formatter.width)))
-        if rows:
-            with formatter.section("Commands"):
-                formatter.write_dl(rows)
-
-
-class CLIContext:
-    """Global CLI options, available to commands as ``ctx.obj``."""
-
-    def __init__(self, *, skip_sslcert_validation: bool = False, output: str = "console") -> None:
-        self.skip_sslcert_validation = skip_sslcert_validation
-        self.output = output
-        self._config: APIConfig | None = None
-
-    @property
-    def json_output(self) -> bool:
-        """Whether ``--output json`` was given."""
-        return self.output == "json"
-
-    def get_config(self) -> APIConfig:
-        """Build the API config from the environment (once) and make it process-wide."""
-        if self._config is None:
-            from ..config import APIConfig, set_config
-
-            self._config = APIConfig(skip_sslcert_validation=True if self.skip_sslcert_validation else None)
-            set_config(self._config)
-        return self._config
-
-
-def get_cli_context() -> CLIContext:
-    """The :class:`CLIContext` of the running command (a default one outside the CLI)."""
-    ctx = click.get_current_context(silent=True)
-    obj = ctx.find_object(CLIContext) if ctx is not None else None
-    return obj if obj is not None else CLIContext()
-
-
-def _echo_error(message: str) -> None:
-    text = " ".join(message.split())
-    click.echo(click.style("✘", fg="bright_red") + " " + text, err=True)
-
-
-def _handle_exception(exc: BaseException) -> int:
-    """Print one line for *exc* and return the exit code."""
-    from ..exceptions import BackendAPIError, BackendClientError, BackendError
-
-    if isinstance(exc, click.UsageError):
-        hint = ""
-        if exc.ctx is not None:
-            hint = f" (see '{exc.ctx.command_path} --help')"
-        _echo_error(f"Error: {exc.format_message()}{hint}")
-        return exc.exit_code
-    if isinstance(exc, click.ClickException):
-        _echo_error(f"Error: {exc.format_message()}")
-        return exc.exit_code
-    if isinstance(exc, click.Abort):
-        cause = exc.__cause__ or exc.__context__
-        if isinstance(cause, KeyboardInterrupt):
-            return 130
-        _echo_error("Aborted.")
-        return 1
-    if isinstance(exc, KeyboardInterrupt):
-        return 130
-    if isinstance(exc, BackendAPIError):
-        _echo_error(str(exc))
-        return 1
-    if isinstance(exc, BackendClientError):
-        _echo_error(str(exc))
-        return 1
-    if isinstance(exc, BackendError):
-        _echo_error(f"{type(exc).__name__}: {exc}")
-        return 1
-    if isinstance(exc, BrokenPipeError):
-        return 1
-    if isinstance(exc, ValueError):
-        _echo_error(str(exc))
-        return 1
-    _echo_error(f"{type(exc).__name__}: {exc}")
-    return 1
-
-
-class RootGroup(LazyGroup):
-    """The top-level group; it turns every error into a single line on stderr."""
-
-    def main(  # type: ignore[override]
-        self,
-        args: Sequence[str] | None = None,
-        prog_name: str | None = None,
-        complete_var: str | None = None,
-        standalone_mode: bool = True,
-        **extra: Any,
-    ) -> Any:
-        import warnings
-
-        warnings.showwarning = _show_warning
-        try:
-            rv = super().main(args, prog_name or "backend.ai", complete_var, standalone_mode=False, **extra)
-            code = rv if isinstance(rv, int) else 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        except BaseException as e:  # noqa: BLE001 - report everything in one line
-            code = _handle_exception(e)
-        try:
-            sys.stdout.flush()
-        except (BrokenPipeError, ValueError):
-            pass
-        if standalone_mode:
-            sys.exit(code)
-        return code
-
-
-def _show_warning(
-    message: Warning | str,
-    category: type[Warning],
-    filename: str,
-    lineno: int,
-    file: Any = None,
-    line: str | None = None,
-) -> None:
-    click.echo(click.style("∙", fg="yellow") + f" {category.__name__}: {message}", err=True)
-
-
-def _print_version(ctx: click.Context) -> None:
-    from .. import __version__
-    from ..config import API_VERSION, format_api_version
-
-    click.echo(f"backend.ai {__version__} (API {format_api_version(API_VERSION)})")
-    ctx.exit(0)
 
 
 _S = CommandSpec
@@ -231,30 +50,65 @@ COMMANDS: dict[str, CommandSpec] = {
 }
 
 
-@click.group(
-    cls=RootGroup,
-    lazy_commands=COMMANDS,
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120},
-)
-@click.option(
-    "--skip-sslcert-validation", is_flag=True, help="Skip SSL certificate validation for all API requests."
-)
-@click.option(
-    "--output",
-    type=click.Choice(["console", "json"]),
-    default="console",
-    show_default=True,
-    help="Output style of command results (json for scripts).",
-)
-@click.option(
-    "--version",
-    is_flag=True,
-    expose_value=False,
-    is_eager=True,
-    callback=lambda ctx, param, value: _print_version(ctx) if value else None,
-    help="Show the version and exit.",
-)
-@click.pass_context
-def main(ctx: click.Context, skip_sslcert_validation: bool, output: str) -> None:
-    """Backend.AI command line interface."""
-    ctx.obj = CLIContext(skip_sslcert_validation=skip_sslcert_validation, output=output)
+OPTION_HELP = {
+    "--skip-sslcert-validation": "Skip SSL certificate validation for all API requests.",
+    "--output": "Output style of command results (json for scripts).",
+    "--version": "Show the version and exit.",
+}
+DESCRIPTION = "Backend.AI command line interface."
+
+
+def render_fast_help(prog_name: str = "backend.ai") -> str:
+    """The top-level help text, rendered without click."""
+    options = [
+        ("--skip-sslcert-validation", OPTION_HELP["--skip-sslcert-validation"]),
+        ("--output [console|json]", OPTION_HELP["--output"] + "  [default: console]"),
+        ("--version", OPTION_HELP["--version"]),
+        ("-h, --help", "Show this message and exit."),
+    ]
+    commands = [
+        (f"{name} ({', '.join(spec.aliases)})" if spec.aliases else name, spec.help)
+        for name, spec in sorted(COMMANDS.items())
+    ]
+    width = max(len(label) for label, _ in (*options, *commands))
+
+    def rows(items: list[tuple[str, str]]) -> str:
+        return "".join(f"  {label.ljust(width)}  {text}\n" for label, text in items)
+
+    return (
+        f"Usage: {prog_name} [OPTIONS] COMMAND [ARGS]...\n\n  {DESCRIPTION}\n\n"
+        f"Options:\n{rows(options)}\nCommands:\n{rows(commands)}"
+    )
+
+
+class _Entry:
+    """The ``backend.ai`` console script: answers ``--help`` itself, delegates the rest to click."""
+
+    name = "backend.ai"
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Run the CLI with *args* (default: ``sys.argv[1:]``), like ``click.Command.main``."""
+        argv = list(sys.argv[1:] if args is None else args)
+        if argv in ([], ["--help"], ["-h"]):
+            sys.stdout.write(render_fast_help(prog_name or "backend.ai"))
+            sys.stdout.flush()
+            if standalone_mode:
+                sys.exit(0)
+            return 0
+        from .core import cli
+
+        return cli.main(argv, prog_name or "backend.ai", complete_var, standalone_mode, **extra)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.main(*args, **kwargs)
+
+
+main = _Entry()
+"""The entry point (``ai.backend.client.cli.main:main``); usable with click's ``CliRunner``."""

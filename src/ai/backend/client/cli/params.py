@@ -74,9 +74,7 @@ class KeyValueType(click.ParamType):
         self.value_re = value_re
         self.allow_empty_value = allow_empty_value
 
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> tuple[str, str]:
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[str, str]:
         if isinstance(value, tuple):
             return value
         try:
@@ -249,9 +247,7 @@ def build_cases(
     for env_map, build_map, exec_map in itertools.product(
         _product(env_ranges), _product(build_ranges), _product(exec_ranges)
     ):
-        env_items = tuple(
-            (k, string.Template(v).safe_substitute(env_map) if env_map else v) for k, v in envs.items()
-        )
+        env_items = tuple((k, string.Template(v).safe_substitute(env_map) if env_map else v) for k, v in envs.items())
         b = string.Template(build).safe_substitute(build_map) if build and build_map else (build or "*")
         e = string.Template(exec_).safe_substitute(exec_map) if exec_ and exec_map else (exec_ or "*")
         cases[Case(env_items, b, e)] = None

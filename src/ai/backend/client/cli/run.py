@@ -12,7 +12,6 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TextIO
 
 import click
@@ -33,6 +32,8 @@ from .params import (
 from .pretty import Printer, Spinner
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ..func.session import ComputeSession
     from ..session import AsyncSession
 
@@ -223,6 +224,8 @@ class RunOptions:
 
 
 def _log_dir() -> Path:
+    from pathlib import Path
+
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "backend.ai" / "client-logs"
 
@@ -359,9 +362,7 @@ async def _run_case(
     return exit_code
 
 
-async def _run_cases(
-    cases: list[Case], name_prefix: str, opts: RunOptions, printer: Printer, max_parallel: int
-) -> int:
+async def _run_cases(cases: list[Case], name_prefix: str, opts: RunOptions, printer: Printer, max_parallel: int) -> int:
     from ..session import AsyncSession
 
     is_multi = len(cases) > 1
@@ -479,15 +480,11 @@ async def _run_cases(
 )
 @click.option("--cluster-size", metavar="NUMBER", type=click.IntRange(min=1), default=1)
 @click.option("--cluster-mode", type=click.Choice(["single-node", "multi-node"]), default="single-node")
-@click.option(
-    "--resource-opts", metavar="KEY=VAL", type=RESOURCE_OPT_TYPE, multiple=True, help="e.g. shmem=64m."
-)
+@click.option("--resource-opts", metavar="KEY=VAL", type=RESOURCE_OPT_TYPE, multiple=True, help="e.g. shmem=64m.")
 @click.option("-d", "--domain", metavar="DOMAIN_NAME", default=None, help="Domain of the session.")
 @click.option("-g", "--group", metavar="GROUP_NAME", default=None, help="Group (project) of the session.")
 @click.option("--preopen", type=PortList(), default=None, help="Ports to pre-open, e.g. 8000,8001.")
-@click.option(
-    "--assign-agent", type=click.STRING, default=None, help="Agents to use (comma-separated; admins)."
-)
+@click.option("--assign-agent", type=click.STRING, default=None, help="Agents to use (comma-separated; admins).")
 def run(
     image: str,
     files: tuple[str, ...],
@@ -573,7 +570,7 @@ def run(
         preopen=preopen,
         assign_agent=[a.strip() for a in assign_agent.split(",") if a.strip()] if assign_agent else None,
     )
-    from .main import get_cli_context
+    from .core import get_cli_context
 
     get_cli_context().get_config()
     printer = Printer(quiet=quiet)

@@ -13,7 +13,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from .main import LazyGroup, get_cli_context
+from .core import LazyGroup, get_cli_context
 from .params import (
     ENV_TYPE,
     RESOURCE_OPT_TYPE,
@@ -127,12 +127,8 @@ def _emit_json(data: Any) -> None:
 
 @click.command()
 @click.argument("image")
-@click.option(
-    "-t", "--name", "--client-token", "name", metavar="NAME", type=SessionNameType(), help="Session name."
-)
-@click.option(
-    "-o", "--owner", "--owner-access-key", "owner", metavar="ACCESS_KEY", help="Owner (admins only)."
-)
+@click.option("-t", "--name", "--client-token", "name", metavar="NAME", type=SessionNameType(), help="Session name.")
+@click.option("-o", "--owner", "--owner-access-key", "owner", metavar="ACCESS_KEY", help="Owner (admins only).")
 @click.option("--type", "type_", type=click.Choice(["batch", "interactive"]), default="interactive")
 @click.option("--starts-at", metavar="STARTS_AT", help="Start the session at this (or a relative) time.")
 @click.option("-c", "--startup-command", metavar="COMMAND", help="The command of a batch session.")
@@ -144,9 +140,7 @@ def _emit_json(data: Any) -> None:
 @click.option("-e", "--env", metavar="KEY=VAL", type=ENV_TYPE, multiple=True, help="Environment variable.")
 @click.option("--bootstrap-script", metavar="PATH", type=click.File("r"), help="A script to run on startup.")
 @click.option("--tag", type=str, default=None, help="A user-defined tag of the session.")
-@click.option(
-    "-v", "--volume", "-m", "--mount", "mount", metavar="NAME[=PATH]", type=MountType(), multiple=True
-)
+@click.option("-v", "--volume", "-m", "--mount", "mount", metavar="NAME[=PATH]", type=MountType(), multiple=True)
 @click.option("--scaling-group", "--sgroup", type=str, default=None)
 @click.option(
     "-r",
@@ -279,9 +273,7 @@ def create(
 @click.command()
 @click.argument("names", metavar="SESSION...", nargs=-1, required=True)
 @click.option("-f", "--forced", is_flag=True, help="Force-terminate errored sessions (admins only).")
-@click.option(
-    "-o", "--owner", "--owner-access-key", "owner", metavar="ACCESS_KEY", help="Owner (admins only)."
-)
+@click.option("-o", "--owner", "--owner-access-key", "owner", metavar="ACCESS_KEY", help="Owner (admins only).")
 @click.option("-s", "--stats", is_flag=True, help="Show resource usage statistics after termination.")
 def destroy(names: tuple[str, ...], forced: bool, owner: str | None, stats: bool) -> None:
     """Terminate and destroy compute sessions.
@@ -326,9 +318,7 @@ def destroy(names: tuple[str, ...], forced: bool, owner: str | None, stats: bool
 
 @click.command()
 @click.argument("names", metavar="SESSION...", nargs=-1, required=True)
-@click.option(
-    "-o", "--owner", "--owner-access-key", "owner", metavar="ACCESS_KEY", help="Owner (admins only)."
-)
+@click.option("-o", "--owner", "--owner-access-key", "owner", metavar="ACCESS_KEY", help="Owner (admins only).")
 def restart(names: tuple[str, ...], owner: str | None) -> None:
     """Restart compute sessions (their containers are recreated, files kept).
 
@@ -373,9 +363,7 @@ def _print_mapping(data: Mapping[str, Any]) -> None:
 
 @click.command()
 @click.argument("name", metavar="SESSION")
-@click.option(
-    "-o", "--owner", "--owner-access-key", "owner", metavar="ACCESS_KEY", help="Owner (admins only)."
-)
+@click.option("-o", "--owner", "--owner-access-key", "owner", metavar="ACCESS_KEY", help="Owner (admins only).")
 def info(name: str, owner: str | None) -> None:
     """Show information about a compute session.
 
@@ -485,9 +473,7 @@ def json_value(gql_field: str, value: Any) -> Any:
     return value
 
 
-def _print_table(
-    rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str, str]], plain: bool
-) -> None:
+def _print_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str, str]], plain: bool) -> None:
     from rich import box
     from rich.console import Console
     from rich.table import Table
@@ -578,9 +564,7 @@ def list_sessions(
             {
                 "count": len(items),
                 "total_count": total,
-                "items": [
-                    {key: json_value(gql, item.get(gql)) for key, gql, _h in columns} for item in items
-                ],
+                "items": [{key: json_value(gql, item.get(gql)) for key, gql, _h in columns} for item in items],
             }
         )
         return
@@ -678,9 +662,7 @@ def ls(name: str, path: str) -> None:
             mtime_str = datetime.fromtimestamp(float(mtime)).strftime("%b %d %Y %H:%M:%S")
         except (TypeError, ValueError):
             mtime_str = str(mtime)
-        rows.append(
-            {"filename": f.get("filename"), "size": f.get("size"), "mtime": mtime_str, "mode": f.get("mode")}
-        )
+        rows.append({"filename": f.get("filename"), "size": f.get("size"), "mtime": mtime_str, "mode": f.get("mode")})
     columns = [
         ("filename", "filename", "File name"),
         ("size", "size", "Size"),

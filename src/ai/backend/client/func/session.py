@@ -606,9 +606,7 @@ class ComputeSession(BaseFunction):
             try:
                 rel_names.append(p.relative_to(base_path).as_posix())
             except ValueError:
-                raise BackendClientError(
-                    f'File "{p}" is outside of the base directory "{base_path}".'
-                ) from None
+                raise BackendClientError(f'File "{p}" is outside of the base directory "{base_path}".') from None
             if not p.is_file():
                 raise BackendClientError(f'"{p}" is not a regular file.')
             total += p.stat().st_size

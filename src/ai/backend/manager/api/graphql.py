@@ -219,7 +219,9 @@ async def _keypair(info: Info, access_key: str | None) -> KeyPairType | None:
     ak = await reg.resolve_owner(ctx, access_key)
     async with reg.db() as db:
         row = (
-            await db.execute(select(KeyPair, User).join(User, User.uuid == KeyPair.user).where(KeyPair.access_key == ak))
+            await db.execute(
+                select(KeyPair, User).join(User, User.uuid == KeyPair.user).where(KeyPair.access_key == ak)
+            )
         ).first()
         if row is None:
             return None
@@ -255,7 +257,7 @@ async def _run(request: Request, ctx: AuthContext) -> tuple[Any, list[dict[str, 
         query, variable_values=variables,
         context_value={"auth": ctx, "registry": request.app.state.registry},
     )
-    errors = []
+    errors: list[dict[str, Any]] = []
     for err in result.errors or []:
         orig = err.original_error
         if orig is not None and not isinstance(orig, GraphQLError) and not hasattr(orig, "status"):

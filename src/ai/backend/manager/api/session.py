@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
-from ai.backend.common.problems import InvalidAPIParameters
+from ai.backend.common.problems import InvalidAPIParameters, SessionNotFound
 from ai.backend.common.types import ResourceSlot
 
 from ..auth import AuthContext
@@ -116,7 +116,9 @@ async def destroy(
     ref: str, request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
 ) -> dict[str, Any]:
     """Destroy a session; answers the kernel's last stats."""
-    session = await _find(reg, ctx, ref, request, alive_only=True)
+    session = await _find(reg, ctx, ref, request)
+    if session.status in ("TERMINATED", "CANCELLED"):
+        raise SessionNotFound(f"Session {ref!r} is already {session.status.lower()}.")
     stats = await reg.destroy(session)
     return {"stats": stats}
 
