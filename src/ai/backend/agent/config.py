@@ -32,6 +32,8 @@ class ContainerSection(_Section):
     pids_limit: int = Field(1024, alias="pids-limit", ge=16)
     shm_size: str = Field("64m", alias="shm-size")
     flush_timeout: float = Field(1.0, alias="flush-timeout", gt=0)
+    # Spare containers kept started per recently used image, so new sessions skip the container start.
+    warm_pool_size: int = Field(1, alias="warm-pool-size", ge=0, le=8)
 
 
 class ResourceSection(_Section):

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import shutil
 import time
 from collections.abc import Awaitable, Callable
@@ -33,6 +34,7 @@ LABEL_KERNEL = "ai.backend.kernel-id"
 LABEL_SESSION = "ai.backend.session-id"
 LABEL_AGENT = "ai.backend.agent-id"
 LABEL_OWNER = "ai.backend.owner"
+LABEL_POOL = "ai.backend.pool-image"
 
 KernelEventCallback = Callable[[str, str, int | None], Awaitable[None]]
 
@@ -51,7 +53,7 @@ class KernelState:
 
     kernel_id: str
     container_id: str
-    ipc_dir: Path
+    scratch: Path
     runner: RunnerClient | None = None
     destroying: bool = False
     runner_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -67,6 +69,9 @@ class DockerBackend:
         self._on_kernel_exit = on_kernel_exit
         self._watch_task: asyncio.Task[None] | None = None
         self._bg_tasks: set[asyncio.Task[None]] = set()
+        # Pre-started spare containers per image, and the refills in progress.
+        self.pool: dict[str, list[KernelState]] = {}
+        self._refilling: dict[str, asyncio.Task[None]] = {}
         self.scratch_root = Path(config.container.scratch_root).resolve()
 
     async def start(self) -> None:
@@ -79,6 +84,14 @@ class DockerBackend:
     async def close(self) -> None:
         if self._watch_task:
             self._watch_task.cancel()
+        for task in self._refilling.values():
+            task.cancel()
+        spares = [k for ks in self.pool.values() for k in ks]
+        self.pool.clear()
+        for k in spares:
+            if k.runner:
+                await k.runner.close()
+            self._bg_tasks.add(asyncio.create_task(self._remove(k.container_id, k.scratch)))
         if self._bg_tasks:
             await asyncio.gather(*self._bg_tasks, return_exceptions=True)
         for k in self.kernels.values():
@@ -103,21 +116,27 @@ class DockerBackend:
                     raise
 
     async def _reattach(self) -> None:
+        """Take back our running kernels after a restart; drop spares and containers that ended."""
         containers = await self.docker.containers.list(
             all=True, filters={"label": [f"{LABEL_AGENT}={self.config.agent.id}"]}
         )
         for c in containers:
-            labels = c._container.get("Labels", {})
+            info = await c.show()
+            labels = info["Config"].get("Labels") or {}
+            scratch = Path(next((m["Source"] for m in info.get("Mounts", []) if m.get("Destination") == IPC_MOUNT),
+                                str(self.scratch_root / "unknown" / "ipc"))).parent
             kid = labels.get(LABEL_KERNEL)
+            if not kid and (scratch / "kernel.json").exists():
+                kid = json.loads((scratch / "kernel.json").read_text()).get(LABEL_KERNEL)
             if not kid:
+                await self._remove(c.id, scratch)  # an unassigned spare: start fresh ones later
                 continue
-            if c._container.get("State") == "running":
-                self.kernels[kid] = KernelState(kid, c.id, self.scratch_root / kid / "ipc")
+            if info["State"].get("Running"):
+                self.kernels[kid] = KernelState(kid, c.id, scratch)
                 log.info("re-attached to kernel %s", kid)
             else:
-                info = await c.show()
                 await self._report_exit(kid, info)
-                await self._remove(c.id, self.scratch_root / kid)
+                await self._remove(c.id, scratch)
 
     async def list_images(self) -> list[dict[str, Any]]:
         """Local images carrying the kernel labels, one entry per repository tag."""
@@ -130,27 +149,137 @@ class DockerBackend:
                             "size": img.get("Size", 0)})
         return out
 
-    async def create_kernel(self, spec: dict[str, Any]) -> dict[str, Any]:
-        """Create and start a kernel container, wait for its runner, and report the phase timings."""
-        kid = str(spec["kernel_id"])
-        if kid in self.kernels:
-            raise InvalidAPIParameters(f"Kernel {kid} already exists on this agent.")
+    def _container_config(
+        self, image: str, labels: dict[str, str], cpu: Decimal, mem: int, ipc: Path, environ: dict[str, str],
+        extra_labels: dict[str, str], hostname: str,
+    ) -> dict[str, Any]:
+        cc = self.config.container
+        return {
+            "Image": image,
+            "Cmd": ["python3", "-I", f"{RUNNER_MOUNT}/runner.py", "--socket", f"{IPC_MOUNT}/runner.sock",
+                    "--runtime-type", labels.get("ai.backend.runtime-type", "python"), "--workdir", "/home/work",
+                    "--flush-timeout", str(cc.flush_timeout)],
+            "Entrypoint": [],
+            "User": f"{cc.kernel_uid}:{cc.kernel_gid}",
+            "WorkingDir": "/home/work",
+            "Hostname": hostname,
+            "Env": [f"{k}={v}" for k, v in environ.items()],
+            "Labels": {LABEL_AGENT: self.config.agent.id, **extra_labels},
+            "HostConfig": {
+                "Binds": [f"{KERNEL_PKG_DIR}:{RUNNER_MOUNT}:ro", f"{ipc}:{IPC_MOUNT}:rw"],
+                "NanoCpus": int(cpu * Decimal(1_000_000_000)),
+                "Memory": mem,
+                "MemorySwap": mem,  # no swap beyond the memory limit
+                "PidsLimit": cc.pids_limit,
+                "CapDrop": ["ALL"],
+                "SecurityOpt": ["no-new-privileges"],
+                "NetworkMode": cc.network,
+                "ShmSize": int(BinarySize.parse(cc.shm_size)),
+                "AutoRemove": False,
+            },
+        }
+
+    async def _launch(
+        self, config: dict[str, Any], name: str, scratch: Path
+    ) -> tuple[str, RunnerClient, dict[str, float]]:
+        """Create and start a container and connect to its runner; cleans up on failure."""
         phases: dict[str, float] = {}
         t = time.monotonic()
         try:
-            img = await self.docker.images.inspect(spec["image"])
-        except DockerError:
-            raise KernelCreationFailed(
-                f"Image {spec['image']!r} is not present on agent {self.config.agent.id}."
-            ) from None
-        labels = img["Config"].get("Labels") or {}
-        phases["image_check"] = round(time.monotonic() - t, 4)
+            container = await self.docker.containers.create(config, name=name)
+            phases["container_create"] = round(time.monotonic() - t, 4)
+            t = time.monotonic()
+            await container.start()
+            phases["container_start"] = round(time.monotonic() - t, 4)
+        except DockerError as e:
+            await self._remove(name, scratch)
+            raise KernelCreationFailed(f"Docker refused to run the kernel: {e.message}") from None
+        t = time.monotonic()
+        runner = RunnerClient()
+        try:
+            await runner.connect(str(scratch / "ipc" / "runner.sock"), timeout=30.0)
+            await runner.request("ping")
+        except (TimeoutError, RunnerConnectionError, OSError) as e:
+            logs = await self._logs(container.id)
+            await runner.close()
+            await self._remove(container.id, scratch)
+            raise KernelCreationFailed(f"The kernel runner did not start: {e}. Container log: {logs[-500:]}") from None
+        phases["runner_ready"] = round(time.monotonic() - t, 4)
+        return container.id, runner, phases
+
+    def _prepare_scratch(self, scratch: Path) -> Path:
         cc = self.config.container
-        scratch = self.scratch_root / kid
         ipc = scratch / "ipc"
         ipc.mkdir(parents=True, exist_ok=True)
         os.chown(ipc, cc.kernel_uid, cc.kernel_gid)
         ipc.chmod(0o700)
+        return ipc
+
+    async def _image_labels(self, image: str) -> dict[str, str]:
+        try:
+            img = await self.docker.images.inspect(image)
+        except DockerError:
+            raise KernelCreationFailed(f"Image {image!r} is not present on agent {self.config.agent.id}.") from None
+        return dict(img["Config"].get("Labels") or {})
+
+    async def _fill_pool(self, image: str) -> None:
+        """Start one spare container of ``image`` so that the next session of it starts at once."""
+        pool_id = secrets.token_hex(8)
+        scratch = self.scratch_root / f"pool-{pool_id}"
+        try:
+            labels = await self._image_labels(image)
+            ipc = self._prepare_scratch(scratch)
+            # Modest limits until the container is handed to a session, which sets its own.
+            config = self._container_config(image, labels, Decimal("0.5"), 256 * 1024 * 1024, ipc, {},
+                                            {LABEL_POOL: image}, "main1")
+            cid, runner, _ = await self._launch(config, f"bai-pool-{pool_id}", scratch)
+        except Exception as e:  # noqa: BLE001 - a missing spare only makes the next start slower
+            log.warning("could not pre-start a container of %s: %s", image, e)
+            shutil.rmtree(scratch, ignore_errors=True)
+            return
+        self.pool.setdefault(image, []).append(KernelState("", cid, scratch, runner))
+
+    def _schedule_refill(self, image: str) -> None:
+        size = self.config.container.warm_pool_size
+        if size <= 0 or image in self._refilling:
+            return
+        if len(self.pool.get(image, [])) >= size:
+            return
+
+        async def _refill() -> None:
+            try:
+                while len(self.pool.get(image, [])) < size:
+                    await self._fill_pool(image)
+            finally:
+                self._refilling.pop(image, None)
+
+        task = asyncio.create_task(_refill())
+        self._refilling[image] = task
+
+    async def _take_pooled(self, image: str) -> KernelState | None:
+        if self.config.container.warm_pool_size <= 0:
+            return None
+        pending = self._refilling.get(image)
+        if not self.pool.get(image) and pending is not None:
+            # A spare is being started: waiting for it is never slower than starting another one.
+            await asyncio.shield(pending)
+        while self.pool.get(image):
+            state = self.pool[image].pop(0)
+            if state.runner is not None and not state.runner.closed:
+                return state
+            await self._remove(state.container_id, state.scratch)
+        return None
+
+    async def create_kernel(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Start a kernel (from a pre-started spare when there is one) and report the phase timings."""
+        kid = str(spec["kernel_id"])
+        if kid in self.kernels:
+            raise InvalidAPIParameters(f"Kernel {kid} already exists on this agent.")
+        image = str(spec["image"])
+        t = time.monotonic()
+        labels = await self._image_labels(image)
+        phases: dict[str, float] = {"image_check": round(time.monotonic() - t, 4)}
+        cc = self.config.container
         slots = spec.get("slots") or {}
         cpu = Decimal(str(slots.get("cpu", "1")))
         mem = int(Decimal(str(slots.get("mem", 256 * 1024 * 1024))))
@@ -169,56 +298,49 @@ class DockerBackend:
             "BACKENDAI_CLUSTER_LOCAL_RANK": "0",
             "BACKENDAI_CLUSTER_REPLICAS": f"{spec.get('cluster_role', 'main')}:1",
         })
-        runtime_type = labels.get("ai.backend.runtime-type", "python")
-        config: dict[str, Any] = {
-            "Image": spec["image"],
-            "Cmd": ["python3", "-I", f"{RUNNER_MOUNT}/runner.py", "--socket", f"{IPC_MOUNT}/runner.sock",
-                    "--runtime-type", runtime_type, "--workdir", "/home/work",
-                    "--flush-timeout", str(cc.flush_timeout)],
-            "Entrypoint": [],
-            "User": f"{cc.kernel_uid}:{cc.kernel_gid}",
-            "WorkingDir": "/home/work",
-            "Hostname": str(spec.get("cluster_hostname", "main1")),
-            "Env": [f"{k}={v}" for k, v in environ.items()],
-            "Labels": {LABEL_KERNEL: kid, LABEL_SESSION: str(spec["session_id"]),
-                       LABEL_AGENT: self.config.agent.id, LABEL_OWNER: str(spec.get("access_key", ""))},
-            "HostConfig": {
-                "Binds": [f"{KERNEL_PKG_DIR}:{RUNNER_MOUNT}:ro", f"{ipc}:{IPC_MOUNT}:rw"],
-                "NanoCpus": int(cpu * Decimal(1_000_000_000)),
-                "Memory": mem,
-                "MemorySwap": mem,  # no swap beyond the memory limit
-                "PidsLimit": cc.pids_limit,
-                "CapDrop": ["ALL"],
-                "SecurityOpt": ["no-new-privileges"],
-                "NetworkMode": cc.network,
-                "ShmSize": int(BinarySize.parse(cc.shm_size)),
-                "AutoRemove": False,
-            },
-        }
+        kernel_labels = {LABEL_KERNEL: kid, LABEL_SESSION: str(spec["session_id"]),
+                         LABEL_OWNER: str(spec.get("access_key", ""))}
         t = time.monotonic()
-        try:
-            container = await self.docker.containers.create(config, name=f"bai-kernel-{kid}")
-            phases["container_create"] = round(time.monotonic() - t, 4)
-            state = KernelState(kid, container.id, ipc)
+        state = await self._take_pooled(image)
+        if state is not None:
+            state.kernel_id = kid
             self.kernels[kid] = state
-            t = time.monotonic()
-            await container.start()
-            phases["container_start"] = round(time.monotonic() - t, 4)
-        except DockerError as e:
-            self.kernels.pop(kid, None)
-            await self._remove(f"bai-kernel-{kid}", scratch)
-            raise KernelCreationFailed(f"Docker refused to run the kernel: {e.message}") from None
-        t = time.monotonic()
-        try:
-            state.runner = RunnerClient()
-            await state.runner.connect(str(ipc / "runner.sock"), timeout=30.0)
-            await state.runner.request("ping")
-        except (TimeoutError, RunnerConnectionError, OSError) as e:
-            logs = await self._logs(container.id)
-            await self.destroy_kernel(kid)
-            raise KernelCreationFailed(f"The kernel runner did not start: {e}. Container log: {logs[-500:]}") from None
-        phases["runner_ready"] = round(time.monotonic() - t, 4)
-        return {"container_id": container.id, "service_ports": [], "phases": phases}
+            try:
+                container = self.docker.containers.container(state.container_id)
+                limits = {"Memory": mem, "MemorySwap": mem, "NanoCpus": int(cpu * Decimal(1_000_000_000)),
+                          "PidsLimit": cc.pids_limit}
+                await self.docker._query_json(f"containers/{state.container_id}/update", method="POST",
+                                              data=json.dumps(limits), headers={"Content-Type": "application/json"})
+                (state.scratch / "kernel.json").write_text(json.dumps({**kernel_labels}))
+                assert state.runner is not None
+                resp = await state.runner.request("restart", environ=environ)
+                if "error" in resp:
+                    raise KernelCreationFailed(f"The pre-started kernel refused its session: {resp['error']}")
+                await container.rename(f"bai-kernel-{kid}")
+            except (DockerError, RunnerConnectionError, KernelCreationFailed) as e:
+                log.warning("pre-started container for %s unusable (%s); starting a fresh one", image, e)
+                self.kernels.pop(kid, None)
+                await self._remove(state.container_id, state.scratch)
+                state = None
+            else:
+                phases["warm_handover"] = round(time.monotonic() - t, 4)
+        if state is None:
+            scratch = self.scratch_root / kid
+            ipc = self._prepare_scratch(scratch)
+            config = self._container_config(image, labels, cpu, mem, ipc, environ, kernel_labels,
+                                            str(spec.get("cluster_hostname", "main1")))
+            placeholder = KernelState(kid, "", scratch)
+            placeholder.destroying = True  # executions must not reach it before it is ready
+            self.kernels[kid] = placeholder
+            try:
+                cid, runner, launch_phases = await self._launch(config, f"bai-kernel-{kid}", scratch)
+            finally:
+                self.kernels.pop(kid, None)
+            phases.update(launch_phases)
+            state = KernelState(kid, cid, scratch, runner)
+            self.kernels[kid] = state
+        self._schedule_refill(image)
+        return {"container_id": state.container_id, "service_ports": [], "phases": phases}
 
     async def _logs(self, container_id: str) -> str:
         try:
@@ -241,7 +363,7 @@ class DockerBackend:
                 if state.runner is None or state.runner.closed:
                     state.runner = RunnerClient()
                     try:
-                        await state.runner.connect(str(state.ipc_dir / "runner.sock"), timeout=5.0)
+                        await state.runner.connect(str(state.scratch / "ipc" / "runner.sock"), timeout=5.0)
                     except (TimeoutError, RunnerConnectionError, OSError):
                         raise RunnerUnavailable(f"Cannot connect to the runner of kernel {kid}.") from None
         try:
@@ -267,7 +389,7 @@ class DockerBackend:
             await state.runner.close()
         self.kernels.pop(kid, None)
         # Killing and removing take Docker a few hundred milliseconds; the caller need not wait for it.
-        task = asyncio.create_task(self._remove(state.container_id, self.scratch_root / kid))
+        task = asyncio.create_task(self._remove(state.container_id, state.scratch))
         self._bg_tasks.add(task)
         task.add_done_callback(self._bg_tasks.discard)
         return stats
@@ -298,11 +420,18 @@ class DockerBackend:
                     ev = await sub.get()
                     if ev is None:
                         break
-                    attrs = ev.get("Actor", {}).get("Attributes", {})
-                    kid = attrs.get(LABEL_KERNEL)
-                    state = self.kernels.get(kid) if kid else None
-                    if state is None or state.destroying:
+                    cid = ev.get("Actor", {}).get("ID") or ev.get("id")
+                    state = next((k for k in self.kernels.values() if k.container_id == cid), None)
+                    if state is None:
+                        for spares in self.pool.values():
+                            dead = [k for k in spares if k.container_id == cid]
+                            for k in dead:
+                                spares.remove(k)
+                                await self._remove(k.container_id, k.scratch)
                         continue
+                    if state.destroying:
+                        continue
+                    kid = state.kernel_id
                     state.destroying = True
                     try:
                         info = await self.docker.containers.container(state.container_id).show()
@@ -311,7 +440,7 @@ class DockerBackend:
                     if state.runner:
                         await state.runner.close()
                     await self._report_exit(kid, info)
-                    await self._remove(state.container_id, self.scratch_root / kid)
+                    await self._remove(state.container_id, state.scratch)
                     self.kernels.pop(kid, None)
             except asyncio.CancelledError:
                 raise

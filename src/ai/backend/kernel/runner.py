@@ -700,6 +700,14 @@ class Supervisor:
         return {"result": result}
 
     async def op_restart(self, msg: dict[str, Any]) -> dict[str, Any]:
+        environ = msg.get("environ")
+        if environ is not None:
+            # A pre-started (pooled) container gets its session's environment this way.
+            if not isinstance(environ, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in environ.items()
+            ):
+                raise RequestError("'environ' must map names to string values")
+            self.env.update(environ)
         async with self._restart_lock:
             try:
                 old: ReplChild | None = await self._get_child()

@@ -12,7 +12,7 @@ from ai.backend.common.problems import InvalidAPIParameters, SessionNotFound
 from ai.backend.common.types import ResourceSlot
 
 from ..auth import AuthContext
-from ..models import SessionRow
+from ..models import Kernel, SessionRow
 from ..registry import SessionRegistry, session_age_ms
 from ..session_params import parse_create_params
 from .deps import auth_required, json_body, registry
@@ -22,7 +22,7 @@ router = APIRouter()
 EXEC_MODES = {"query", "continue", "input", "user-input", "batch"}
 
 
-def session_info(session: SessionRow, queries: int = 0) -> dict[str, Any]:
+def session_info(session: SessionRow, kernel: Kernel | None = None, queries: int = 0) -> dict[str, Any]:
     """The session info document: documented keys plus the upstream ones clients read."""
     slots = ResourceSlot.from_json(session.occupying_slots or session.requested_slots)
     mem = int(slots.get("mem", 0))
@@ -57,6 +57,9 @@ def session_info(session: SessionRow, queries: int = 0) -> dict[str, Any]:
         "result": session.result,
         "clusterSize": session.cluster_size,
         "clusterMode": session.cluster_mode,
+        "containerId": kernel.container_id if kernel else None,
+        "agent": kernel.agent if kernel else None,
+        "kernelId": str(kernel.id) if kernel else None,
     }
 
 
@@ -108,7 +111,9 @@ async def get_info(
 ) -> dict[str, Any]:
     """Information about one session of the caller."""
     session = await _find(reg, ctx, ref, request)
-    return session_info(session, reg.pending_count(session))
+    async with reg.db() as db:
+        kernel = await reg.main_kernel(db, session)
+    return session_info(session, kernel, reg.pending_count(session))
 
 
 @router.delete("/session/{ref}")
