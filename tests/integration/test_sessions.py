@@ -189,3 +189,18 @@ def test_legacy_kernel_paths_and_version_prefix(cluster: Cluster) -> None:
     r = cluster.request("POST", "/kernel/legacy-1", {"mode": "query", "code": "print('old')"})
     assert r.json()["result"]["console"] == [["stdout", "old\n"]]
     assert cluster.request("DELETE", "/v4/kernel/legacy-1").status_code == 200
+
+
+def test_state_survives_manager_and_agent_restart(cluster: Cluster) -> None:
+    _create(cluster, "survivor")
+    _exec(cluster, "survivor", "kept = 'still here'")
+    cluster.stop("manager")
+    cluster.stop("agent")
+    cluster.start("manager")
+    cluster.start("agent")
+    cluster.wait_ready()
+    info = cluster.request("GET", "/session/survivor").json()
+    assert info["status"] == "RUNNING"
+    r = _exec(cluster, "survivor", "print(kept)")
+    assert r["console"] == [["stdout", "still here\n"]]
+    assert cluster.request("DELETE", "/session/survivor").status_code == 200
