@@ -329,13 +329,7 @@ class DockerBackend:
             ipc = self._prepare_scratch(scratch)
             config = self._container_config(image, labels, cpu, mem, ipc, environ, kernel_labels,
                                             str(spec.get("cluster_hostname", "main1")))
-            placeholder = KernelState(kid, "", scratch)
-            placeholder.destroying = True  # executions must not reach it before it is ready
-            self.kernels[kid] = placeholder
-            try:
-                cid, runner, launch_phases = await self._launch(config, f"bai-kernel-{kid}", scratch)
-            finally:
-                self.kernels.pop(kid, None)
+            cid, runner, launch_phases = await self._launch(config, f"bai-kernel-{kid}", scratch)
             phases.update(launch_phases)
             state = KernelState(kid, cid, scratch, runner)
             self.kernels[kid] = state
@@ -404,9 +398,13 @@ class DockerBackend:
 
     async def _report_exit(self, kid: str, info: dict[str, Any]) -> None:
         st = info.get("State", {})
-        reason = "oom-killed" if st.get("OOMKilled") else "self-terminated"
-        if st.get("ExitCode") not in (0, None) and reason != "oom-killed":
-            reason = "failed-to-start" if not st.get("StartedAt", "").startswith("2") else "self-terminated"
+        never_started = not st.get("StartedAt", "").startswith("2")  # Docker's zero time is year 0001
+        if st.get("OOMKilled"):
+            reason = "oom-killed"
+        elif st.get("ExitCode") not in (0, None) and never_started:
+            reason = "failed-to-start"
+        else:
+            reason = "self-terminated"
         await self._on_kernel_exit(kid, reason, st.get("ExitCode"))
 
     async def _watch_events(self) -> None:

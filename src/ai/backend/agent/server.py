@@ -16,6 +16,7 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from ai.backend.common.auth import CLUSTER_SECRET_HEADER
 from ai.backend.common.config import ConfigError, load_config
 from ai.backend.common.problems import PROBLEM_BASE, AuthorizationFailed, InvalidAPIParameters, ProblemError
 
@@ -24,7 +25,6 @@ from .docker_backend import DockerBackend
 from .resources import detect_capacity
 
 log = logging.getLogger("ai.backend.agent")
-SECRET_HEADER = "X-BackendAI-Cluster-Secret"
 VERSION = "0.1.0"
 
 
@@ -35,7 +35,7 @@ class Agent:
         self.config = config
         self.capacity = detect_capacity(config.resource)
         self.http = httpx.AsyncClient(base_url=config.agent.manager_url, timeout=10.0,
-                                      headers={SECRET_HEADER: config.agent.cluster_secret})
+                                      headers={CLUSTER_SECRET_HEADER: config.agent.cluster_secret})
         self.backend = DockerBackend(config, self.on_kernel_exit)
 
     async def on_kernel_exit(self, kernel_id: str, reason: str, exit_code: int | None) -> None:
@@ -105,7 +105,7 @@ def create_app(config: AgentConfig) -> FastAPI:
 
     @app.middleware("http")
     async def _auth(request: Request, call_next: Any) -> Any:
-        if not hmac.compare_digest(request.headers.get(SECRET_HEADER, ""), config.agent.cluster_secret):
+        if not hmac.compare_digest(request.headers.get(CLUSTER_SECRET_HEADER, ""), config.agent.cluster_secret):
             exc = AuthorizationFailed("Bad or missing cluster secret.")
             return JSONResponse(exc.body(), status_code=401, media_type="application/problem+json")
         return await call_next(request)

@@ -20,11 +20,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from ai.backend.common.auth import CLUSTER_SECRET_HEADER
 from ai.backend.manager.fixtures import ADMIN, USER
 
 MANAGER_PORT = 8091
 AGENT_PORT = 6011
-SECRET_HEADER = "X-BackendAI-Cluster-Secret"
 
 
 def _state_dir(arg: str | None) -> Path:
@@ -83,7 +83,8 @@ def _spawn(state: Path, name: str, module: str, config: Path) -> None:
 
 
 def _status(secret: str) -> dict[str, Any] | None:
-    req = urllib.request.Request(f"http://127.0.0.1:{MANAGER_PORT}/internal/status", headers={SECRET_HEADER: secret})
+    url = f"http://127.0.0.1:{MANAGER_PORT}/internal/status"
+    req = urllib.request.Request(url, headers={CLUSTER_SECRET_HEADER: secret})
     try:
         with urllib.request.urlopen(req, timeout=2) as resp:
             data: dict[str, Any] = json.load(resp)

@@ -17,7 +17,11 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+# Header carrying the shared cluster secret between the manager and its agents.
+CLUSTER_SECRET_HEADER = "X-BackendAI-Cluster-Secret"
+
 __all__ = [
+    "CLUSTER_SECRET_HEADER",
     "AuthHeaderError",
     "ParsedAuthorization",
     "body_hash_exempt",

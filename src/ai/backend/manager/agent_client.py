@@ -6,9 +6,8 @@ from typing import Any
 
 import httpx
 
+from ai.backend.common.auth import CLUSTER_SECRET_HEADER
 from ai.backend.common.problems import BadGateway, ProblemError, ServiceUnavailable
-
-SECRET_HEADER = "X-BackendAI-Cluster-Secret"
 
 
 class AgentError(ProblemError):
@@ -34,7 +33,7 @@ class AgentRPC:
         if client is None:
             client = httpx.AsyncClient(
                 base_url=addr,
-                headers={SECRET_HEADER: self._secret},
+                headers={CLUSTER_SECRET_HEADER: self._secret},
                 timeout=httpx.Timeout(connect=5.0, read=None, write=30.0, pool=30.0),
                 limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
             )

@@ -61,7 +61,8 @@ class SessionRegistry:
         self._query_counts: dict[uuid.UUID, int] = defaultdict(int)
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    def _spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Any) -> None:
+        """Run ``coro`` in the background, keeping a reference until it ends."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -334,7 +335,7 @@ class SessionRegistry:
             if session.status in ("TERMINATING", "TERMINATED", "CANCELLED"):
                 # Destroyed while it was being created: the destroyer could not reach the container.
                 await db.commit()
-                self._spawn(self._destroy_kernel_quietly(kernel))
+                self.spawn(self._destroy_kernel_quietly(kernel))
                 return
             kernel.status = "RUNNING"
             phases = dict(info.get("phases") or {})
@@ -442,7 +443,8 @@ class SessionRegistry:
                 )
             await db.commit()
 
-    def pending_count(self, session: SessionRow) -> int:
+    def unflushed_queries(self, session: SessionRow) -> int:
+        """Executions counted in memory and not yet written to the session row."""
         return self._query_counts.get(session.id, 0)
 
 

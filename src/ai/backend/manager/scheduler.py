@@ -97,5 +97,5 @@ class Scheduler:
                 placed.append(str(session.id))
             await db.commit()
         for sid in placed:
-            reg._spawn(reg.start_session(uuid.UUID(sid)))
+            reg.spawn(reg.start_session(uuid.UUID(sid)))
         return placed

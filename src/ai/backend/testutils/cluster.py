@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from ai.backend.common.auth import sign_request_headers
+from ai.backend.common.auth import CLUSTER_SECRET_HEADER, sign_request_headers
 from ai.backend.manager.fixtures import USER
 
 REPO = Path(__file__).resolve().parents[4]
@@ -86,7 +86,7 @@ class Cluster:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             req = urllib.request.Request(self.endpoint + "/internal/status",
-                                         headers={"X-BackendAI-Cluster-Secret": self.secret})
+                                         headers={CLUSTER_SECRET_HEADER: self.secret})
             try:
                 with urllib.request.urlopen(req, timeout=2) as resp:
                     st = json.load(resp)

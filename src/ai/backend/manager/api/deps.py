@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 from typing import Any
 
 from fastapi import Request
 
-from ai.backend.common.problems import InvalidAPIParameters
+from ai.backend.common.auth import CLUSTER_SECRET_HEADER
+from ai.backend.common.problems import AuthorizationFailed, InvalidAPIParameters
 
 from ..auth import AuthContext, authenticate
 from ..registry import SessionRegistry
@@ -20,6 +22,13 @@ async def auth_required(request: Request) -> AuthContext:
         ctx = await authenticate(request)
         request.state.auth = ctx
     return ctx
+
+
+def require_cluster_secret(request: Request) -> None:
+    """Refuse a call on the agent-facing API that lacks the cluster secret."""
+    given = request.headers.get(CLUSTER_SECRET_HEADER, "")
+    if not hmac.compare_digest(given, request.app.state.config.manager.cluster_secret):
+        raise AuthorizationFailed("Bad or missing cluster secret.")
 
 
 def registry(request: Request) -> SessionRegistry:

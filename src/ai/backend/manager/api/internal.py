@@ -2,35 +2,27 @@
 
 from __future__ import annotations
 
-import hmac
 import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from sqlalchemy import select
 
-from ai.backend.common.problems import AuthorizationFailed, InvalidAPIParameters
+from ai.backend.common.problems import InvalidAPIParameters
 from ai.backend.common.types import ResourceSlot, SlotTypeError
 
-from ..agent_client import SECRET_HEADER
 from ..images import register_images
 from ..models import Agent, Kernel, ScalingGroup
 from ..models.base import utcnow
-from .deps import json_body
+from .deps import json_body, require_cluster_secret
 
 router = APIRouter(prefix="/internal")
-
-
-def _check_secret(request: Request) -> None:
-    given = request.headers.get(SECRET_HEADER, "")
-    if not hmac.compare_digest(given, request.app.state.config.manager.cluster_secret):
-        raise AuthorizationFailed("Bad or missing cluster secret.")
 
 
 @router.post("/heartbeat")
 async def heartbeat(request: Request) -> dict[str, Any]:
     """Register or refresh an agent: its address, capacity, scaling group and local images."""
-    _check_secret(request)
+    require_cluster_secret(request)
     body = await json_body(request)
     try:
         agent_id = str(body["id"])
@@ -74,7 +66,7 @@ async def heartbeat(request: Request) -> dict[str, Any]:
 @router.post("/kernel-events")
 async def kernel_event(request: Request) -> Response:
     """An agent reports that a kernel's container ended by itself (exit, crash or OOM kill)."""
-    _check_secret(request)
+    require_cluster_secret(request)
     body = await json_body(request)
     try:
         kernel_id = uuid.UUID(str(body["kernel_id"]))

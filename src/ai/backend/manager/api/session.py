@@ -113,7 +113,7 @@ async def get_info(
     session = await _find(reg, ctx, ref, request)
     async with reg.db() as db:
         kernel = await reg.main_kernel(db, session)
-    return session_info(session, kernel, reg.pending_count(session))
+    return session_info(session, kernel, reg.unflushed_queries(session))
 
 
 @router.delete("/session/{ref}")

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from sqlalchemy import func, select
 
 from ..models import Agent, ImageAlias
-from .internal import _check_secret
+from .deps import require_cluster_secret
 
 router = APIRouter(prefix="/internal")
 
@@ -16,7 +16,7 @@ router = APIRouter(prefix="/internal")
 @router.get("/status")
 async def status(request: Request) -> dict[str, Any]:
     """How many agents are alive and which image aliases are known."""
-    _check_secret(request)
+    require_cluster_secret(request)
     async with request.app.state.registry.db() as db:
         alive = (await db.execute(select(func.count()).select_from(Agent).where(Agent.status == "ALIVE"))).scalar_one()
         aliases = (await db.execute(select(ImageAlias.alias))).scalars().all()
