@@ -125,8 +125,9 @@ async def authenticate(request: HTTPConnection) -> AuthContext:
     )
     if not hmac.compare_digest(expected, parsed.signature):
         raise AuthorizationFailed("Signature mismatch: check the secret key and the signed headers.")
-    role = user.role
-    is_admin = keypair.is_admin and role in ("superadmin", "admin")
+    # Admin powers need both an admin user and a privileged keypair; an admin's plain keypair acts as a user.
+    role = user.role if keypair.is_admin or user.role not in ("superadmin", "admin") else "user"
+    is_admin = role in ("superadmin", "admin")
     return AuthContext(
         access_key=keypair.access_key,
         user_uuid=user.uuid,

@@ -8,7 +8,16 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .models import Domain, Group, KeyPair, KeyPairResourcePolicy, ScalingGroup, User, group_members
+from .models import (
+    Domain,
+    Group,
+    KeyPair,
+    KeyPairResourcePolicy,
+    ScalingGroup,
+    User,
+    group_members,
+    sgroups_for_domains,
+)
 from .passwords import hash_password
 
 DEFAULT_GROUP_ID = uuid.UUID("2de2b969-1d04-48a6-af16-0bc8adb3c831")
@@ -48,6 +57,15 @@ async def populate_defaults(db: AsyncSession) -> None:
     await _ensure(
         db, ScalingGroup, "default", name="default", description="The default scaling group", scheduler="fifo"
     )
+    linked = (
+        await db.execute(
+            select(sgroups_for_domains).where(
+                sgroups_for_domains.c.scaling_group == "default", sgroups_for_domains.c.domain == "default"
+            )
+        )
+    ).first()
+    if linked is None:
+        await db.execute(sgroups_for_domains.insert().values(scaling_group="default", domain="default"))
     await _ensure(
         db,
         KeyPairResourcePolicy,

@@ -23,7 +23,7 @@ from ai.backend.common.config import ConfigError, load_config
 from ai.backend.common.problems import PROBLEM_BASE, ProblemError
 
 from .agent_client import AgentRPC
-from .api import graphql, internal, root, session, status, stream
+from .api import gql, internal, root, session, status, stream
 from .config import ManagerConfig
 from .db import create_engine, session_factory
 from .events import EventBus
@@ -159,7 +159,7 @@ def create_app(config: ManagerConfig) -> FastAPI:
                   lifespan=lifespan, docs_url="/spec/docs", openapi_url="/spec/openapi.json", redoc_url=None)
     app.state.config = config
     _install_error_handlers(app)
-    for r in (root.router, session.router, graphql.router, internal.router, status.router, stream.router):
+    for r in (root.router, session.router, gql.router, internal.router, status.router, stream.router):
         app.include_router(r)
     app.add_middleware(CompatPathMiddleware)
 

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Column, ForeignKey, Integer, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, ForeignKey, Integer, String, Table, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import GUID, Base, UTCDateTime, metadata, utcnow
@@ -21,10 +21,14 @@ class Domain(Base):
     total_resource_slots: Mapped[dict[str, Any]] = mapped_column(default=dict)
     allowed_vfolder_hosts: Mapped[list[Any]] = mapped_column(default=list)
     allowed_docker_registries: Mapped[list[Any]] = mapped_column(default=list)
+    integration_id: Mapped[str | None] = mapped_column(String(512))
+    modified_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
 class Group(Base):
     __tablename__ = "groups"
+    # Project names are unique inside a domain only.
+    __table_args__ = (UniqueConstraint("domain_name", "name", name="uq_groups_domain_name_name"),)
     id: Mapped[uuid.UUID] = mapped_column(GUID, primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(64))
     description: Mapped[str | None] = mapped_column(Text)
@@ -33,6 +37,8 @@ class Group(Base):
     domain_name: Mapped[str] = mapped_column(ForeignKey("domains.name", onupdate="CASCADE"), index=True)
     total_resource_slots: Mapped[dict[str, Any]] = mapped_column(default=dict)
     allowed_vfolder_hosts: Mapped[list[Any]] = mapped_column(default=list)
+    integration_id: Mapped[str | None] = mapped_column(String(512))
+    modified_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
 class User(Base):
@@ -49,6 +55,7 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(32), default="user")
     domain_name: Mapped[str] = mapped_column(ForeignKey("domains.name", onupdate="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    modified_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
 group_members = Table(
@@ -89,3 +96,12 @@ class KeyPair(Base):
     rate_limit: Mapped[int] = mapped_column(Integer, default=10000)
     num_queries: Mapped[int] = mapped_column(BigInteger, default=0)
     resource_policy: Mapped[str] = mapped_column(ForeignKey("keypair_resource_policies.name"))
+    ssh_public_key: Mapped[str | None] = mapped_column(Text)
+    ssh_private_key: Mapped[str | None] = mapped_column(Text)
+
+
+class ResourcePreset(Base):
+    __tablename__ = "resource_presets"
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    resource_slots: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    shared_memory: Mapped[int | None] = mapped_column(BigInteger)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, String, Text
+from sqlalchemy import Boolean, Column, ForeignKey, String, Table, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .base import Base, UTCDateTime, utcnow
+from .base import GUID, Base, UTCDateTime, metadata, utcnow
 
 
 class ScalingGroup(Base):
@@ -21,6 +21,35 @@ class ScalingGroup(Base):
     driver_opts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     scheduler: Mapped[str] = mapped_column(String(64), default="fifo")
     scheduler_opts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    is_public: Mapped[bool] = mapped_column(Boolean, default=True)
+    use_host_network: Mapped[bool] = mapped_column(Boolean, default=False)
+    wsproxy_addr: Mapped[str | None] = mapped_column(String(1024))
+    wsproxy_api_token: Mapped[str | None] = mapped_column(String(256))
+
+
+# Which scaling groups a domain, a group (project) or a keypair may use.
+sgroups_for_domains = Table(
+    "sgroups_for_domains",
+    metadata,
+    Column("scaling_group", ForeignKey("scaling_groups.name", ondelete="CASCADE", onupdate="CASCADE"),
+           primary_key=True),
+    Column("domain", ForeignKey("domains.name", ondelete="CASCADE", onupdate="CASCADE"), primary_key=True),
+)
+sgroups_for_groups = Table(
+    "sgroups_for_groups",
+    metadata,
+    Column("scaling_group", ForeignKey("scaling_groups.name", ondelete="CASCADE", onupdate="CASCADE"),
+           primary_key=True),
+    Column("group", GUID, ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+)
+sgroups_for_keypairs = Table(
+    "sgroups_for_keypairs",
+    metadata,
+    Column("scaling_group", ForeignKey("scaling_groups.name", ondelete="CASCADE", onupdate="CASCADE"),
+           primary_key=True),
+    Column("access_key", ForeignKey("keypairs.access_key", ondelete="CASCADE", onupdate="CASCADE"),
+           primary_key=True),
+)
 
 
 class Agent(Base):

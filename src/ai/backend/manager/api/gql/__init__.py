@@ -1,0 +1,147 @@
+"""The admin GraphQL API: ``POST /admin/graphql`` (bare data, seed style) and ``POST /admin/gql``
+(standard ``{data, errors}`` envelope).
+
+The schema is assembled from the area modules of this package: each module that defines a
+``Query`` and/or ``Mutation`` strawberry type contributes its fields. Introspection is off
+unless ``[manager] allow-graphql-introspection`` is set, and query depth is capped.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import pkgutil
+from typing import Any
+
+import strawberry
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from graphql import GraphQLError
+from graphql.validation import NoSchemaIntrospectionCustomRule
+from strawberry.extensions import AddValidationRules, QueryDepthLimiter
+from strawberry.schema.config import StrawberryConfig
+from strawberry.tools import merge_types
+
+from ai.backend.common.problems import PROBLEM_BASE, InvalidAPIParameters, ProblemError
+
+from ...auth import AuthContext
+from ..deps import auth_required, json_body
+from .base import GQLContext
+
+log = logging.getLogger(__name__)
+MAX_DEPTH = 10
+
+
+def _collect() -> tuple[list[type], list[type]]:
+    queries: list[type] = []
+    mutations: list[type] = []
+    for mod in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if mod.name == "base":
+            continue
+        module = importlib.import_module(f"{__name__}.{mod.name}")
+        if hasattr(module, "Query"):
+            queries.append(module.Query)
+        if hasattr(module, "Mutation"):
+            mutations.append(module.Mutation)
+    return queries, mutations
+
+
+def build_schema(*, allow_introspection: bool = False) -> strawberry.Schema:
+    """Assemble the schema from the area modules."""
+    queries, mutations = _collect()
+    extensions: list[Any] = [QueryDepthLimiter(max_depth=MAX_DEPTH)]
+    if not allow_introspection:
+        extensions.append(AddValidationRules([NoSchemaIntrospectionCustomRule]))
+    return strawberry.Schema(
+        query=merge_types("Query", tuple(queries)),
+        mutation=merge_types("Mutation", tuple(mutations)) if mutations else None,
+        config=StrawberryConfig(auto_camel_case=False),
+        extensions=extensions,
+    )
+
+
+router = APIRouter()
+
+
+def _schema(request: Request) -> strawberry.Schema:
+    schema: strawberry.Schema | None = getattr(request.app.state, "gql_schema", None)
+    if schema is None:
+        allow = bool(getattr(request.app.state.config.manager, "allow_graphql_introspection", False))
+        schema = request.app.state.gql_schema = build_schema(allow_introspection=allow)
+    return schema
+
+
+class GQLOutcome:
+    """The executed document: data, client-facing errors and the first refusal, if any."""
+
+    def __init__(self, data: Any, errors: list[dict[str, Any]], problem: ProblemError | None) -> None:
+        self.data = data
+        self.errors = errors
+        self.problem = problem
+
+
+async def _execute(request: Request, ctx: AuthContext) -> GQLOutcome:
+    body = await json_body(request)
+    query = body.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidAPIParameters("'query' must be a non-empty GraphQL document string.")
+    variables = body.get("variables") or {}
+    if not isinstance(variables, dict):
+        raise InvalidAPIParameters("'variables' must be an object.")
+    op_name = body.get("operation_name") or body.get("operationName")
+    if op_name is not None and not isinstance(op_name, str):
+        raise InvalidAPIParameters("'operation_name' must be a string.")
+    state = request.app.state
+    gctx = GQLContext(auth=ctx, db=state.db, registry=state.registry, state=state)
+    result = await _schema(request).execute(query, variable_values=variables, context_value=gctx,
+                                            operation_name=op_name)
+    errors: list[dict[str, Any]] = []
+    problem: ProblemError | None = None
+    for err in result.errors or []:
+        orig = err.original_error
+        entry: dict[str, Any] = {"message": err.message, "path": err.path,
+                                 "locations": [loc._asdict() for loc in err.locations or []]}
+        if isinstance(orig, ProblemError):
+            entry["message"] = orig.detail or orig.title
+            entry["extensions"] = {"status": orig.status, "type": PROBLEM_BASE + orig.slug}
+            problem = problem or orig
+        elif orig is not None and not isinstance(orig, GraphQLError):
+            # A bug, not bad input: log it, and tell the client nothing about the internals.
+            log.error("GraphQL resolver error at %s", err.path, exc_info=orig)
+            entry["message"] = "Internal error while resolving this field; it was logged."
+            problem = problem or ProblemError("Internal error while resolving a GraphQL field; it was logged.")
+        errors.append(entry)
+    return GQLOutcome(result.data, errors, problem)
+
+
+def _problem(outcome: GQLOutcome) -> JSONResponse:
+    if outcome.problem is not None:
+        body = outcome.problem.body()
+        body["errors"] = outcome.errors
+        return JSONResponse(body, status_code=outcome.problem.status, media_type="application/problem+json")
+    return JSONResponse(
+        {"type": PROBLEM_BASE + "graphql-error", "title": "GraphQL-generated error", "status": 400,
+         "detail": outcome.errors[0]["message"], "errors": outcome.errors, "data": outcome.errors},
+        status_code=400, media_type="application/problem+json",
+    )
+
+
+@router.post("/admin/gql")
+async def gql(request: Request, ctx: AuthContext = Depends(auth_required)) -> JSONResponse:
+    """Standard GraphQL envelope; refusals (403/404/409/400 from resolvers) keep their HTTP status."""
+    outcome = await _execute(request, ctx)
+    if outcome.problem is not None:
+        return _problem(outcome)
+    payload: dict[str, Any] = {"data": outcome.data}
+    if outcome.errors:
+        payload["errors"] = outcome.errors
+    return JSONResponse(payload)
+
+
+@router.post("/admin/graphql")
+async def graphql_legacy(request: Request, ctx: AuthContext = Depends(auth_required)) -> JSONResponse:
+    """The seed's endpoint: the bare data object, or a problem+json body on any error."""
+    outcome = await _execute(request, ctx)
+    if outcome.errors:
+        return _problem(outcome)
+    return JSONResponse(outcome.data)

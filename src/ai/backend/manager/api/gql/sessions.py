@@ -1,0 +1,312 @@
+"""GraphQL compute sessions and their containers (kernels).
+
+Queries: ``compute_session``, ``compute_session_list``, ``compute_container`` and
+``compute_container_list``. Scoping follows the role matrix: superadmins and monitors see every
+domain, domain admins their own domain (any group, other users), users only their own access key.
+A ``domain_name`` outside the caller's scope is a 403; ``group_id``/``access_key`` filters narrow
+the result within the scope. ``ComputeContainer.agent`` is shown to superadmins only.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import strawberry
+from sqlalchemy import and_, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from strawberry.types import Info
+
+from ai.backend.common.problems import Forbidden, InvalidAPIParameters, NotFound
+
+from ...models import Group, Kernel, SessionRow, User
+from .base import (
+    SUPERADMIN,
+    USER,
+    GQLContext,
+    JSONString,
+    check_page,
+    check_uuid,
+    context,
+    filter_clause,
+    order_clauses,
+    scoped_domain,
+)
+from .base import BigInt as BigIntScalar
+
+SESSION_STATUSES = (
+    "PENDING", "SCHEDULED", "PREPARING", "PULLING", "RUNNING", "RESTARTING", "RUNNING_DEGRADED",
+    "TERMINATING", "TERMINATED", "ERROR", "CANCELLED",
+)
+KERNEL_STATUSES = SESSION_STATUSES
+# The seed's legacy role names for cluster kernels map onto main/sub.
+_ROLE_ALIASES = {"master": "main", "slave": "sub"}
+
+SESSION_COLUMNS: dict[str, Any] = {
+    "id": SessionRow.id, "session_id": SessionRow.id, "name": SessionRow.name, "type": SessionRow.session_type,
+    "image": SessionRow.image, "tag": SessionRow.tag, "status": SessionRow.status,
+    "status_info": SessionRow.status_info, "status_changed": SessionRow.status_changed,
+    "created_at": SessionRow.created_at, "terminated_at": SessionRow.terminated_at,
+    "starts_at": SessionRow.starts_at, "result": SessionRow.result, "access_key": SessionRow.access_key,
+    "domain_name": SessionRow.domain_name, "group_id": SessionRow.group_id, "user_id": SessionRow.user_uuid,
+    "scaling_group": SessionRow.scaling_group, "cluster_mode": SessionRow.cluster_mode,
+    "cluster_size": SessionRow.cluster_size, "num_queries": SessionRow.num_queries,
+    "group_name": Group.name, "user_email": User.email,
+}
+CONTAINER_COLUMNS: dict[str, Any] = {
+    "id": Kernel.id, "role": Kernel.cluster_role, "idx": Kernel.cluster_idx, "hostname": Kernel.cluster_hostname,
+    "status": Kernel.status, "status_changed": Kernel.status_changed, "created_at": Kernel.created_at,
+    "terminated_at": Kernel.terminated_at, "image": Kernel.image,
+}
+
+
+@strawberry.type(description="One container (kernel) of a compute session. `agent` is shown to superadmins "
+                             "only; `live_stat` is not tracked (null).")
+class ComputeContainer:
+    id: strawberry.ID
+    idx: int
+    role: str
+    hostname: str
+    cluster_idx: int
+    cluster_role: str
+    cluster_hostname: str
+    session_id: strawberry.ID
+    image: str
+    registry: str
+    status: str
+    status_changed: datetime | None
+    status_info: str | None
+    created_at: datetime
+    terminated_at: datetime | None
+    agent: str | None  # superadmins only; null for everyone else
+    container_id: str | None
+    resource_opts: JSONString  # type: ignore[valid-type]
+    occupied_slots: JSONString  # type: ignore[valid-type]
+    live_stat: JSONString | None  # type: ignore[valid-type]  # not tracked by this server: always null
+    last_stat: JSONString | None  # type: ignore[valid-type]
+    exit_code: int | None
+
+
+@strawberry.type
+class ComputeContainerList:
+    items: list[ComputeContainer]
+    total_count: int
+
+
+def container_to_gql(k: Kernel, resource_opts: dict[str, Any] | None, show_agent: bool) -> ComputeContainer:
+    """A kernel row as a :class:`ComputeContainer` (``agent`` hidden unless ``show_agent``)."""
+    return ComputeContainer(
+        id=strawberry.ID(str(k.id)), idx=k.cluster_idx, role=k.cluster_role, hostname=k.cluster_hostname,
+        cluster_idx=k.cluster_idx, cluster_role=k.cluster_role, cluster_hostname=k.cluster_hostname,
+        session_id=strawberry.ID(str(k.session_id)), image=k.image, registry="local", status=k.status,
+        status_changed=k.status_changed, status_info=k.status_info, created_at=k.created_at,
+        terminated_at=k.terminated_at, agent=k.agent if show_agent else None, container_id=k.container_id,
+        resource_opts=resource_opts or {}, occupied_slots=k.occupied_slots or {}, live_stat=None,
+        last_stat=k.last_stat or None, exit_code=k.exit_code,
+    )
+
+
+@strawberry.type
+class ComputeSession:
+    id: strawberry.ID
+    session_id: strawberry.ID
+    name: str
+    type: str
+    image: str
+    registry: str
+    tag: str | None
+    cluster_template: str | None
+    cluster_mode: str
+    cluster_size: int
+    domain_name: str
+    group_id: strawberry.ID
+    group_name: str | None
+    user_id: strawberry.ID
+    user_email: str | None
+    access_key: str
+    created_user_email: str | None
+    created_user_uuid: strawberry.ID | None
+    status: str
+    status_info: str | None
+    status_data: JSONString | None  # type: ignore[valid-type]
+    status_changed: datetime | None
+    created_at: datetime
+    terminated_at: datetime | None
+    starts_at: datetime | None
+    startup_command: str | None
+    result: str
+    scaling_group: str | None
+    occupied_slots: JSONString  # type: ignore[valid-type]
+    occupying_slots: JSONString  # type: ignore[valid-type]
+    requested_slots: JSONString  # type: ignore[valid-type]
+    resource_opts: JSONString  # type: ignore[valid-type]
+    service_ports: JSONString  # type: ignore[valid-type]
+    mounts: list[str]
+    num_queries: BigIntScalar  # type: ignore[valid-type]
+
+    @strawberry.field(description="The session's containers (kernels), main first.")
+    async def containers(self, info: Info) -> list[ComputeContainer]:
+        ctx = context(info)
+        async with ctx.db() as db:
+            rows = (
+                await db.execute(
+                    select(Kernel).where(Kernel.session_id == uuid.UUID(str(self.id)))
+                    .order_by(Kernel.cluster_idx, Kernel.created_at)
+                )
+            ).scalars().all()
+        show = ctx.role == SUPERADMIN
+        return [container_to_gql(k, self.resource_opts, show) for k in rows]
+
+    @strawberry.field(description="Sessions this one depends on; always empty (no pipelines on this server).")
+    def dependencies(self) -> list[ComputeSession]:
+        return []
+
+
+@strawberry.type
+class ComputeSessionList:
+    items: list[ComputeSession]
+    total_count: int
+
+
+def _to_gql(row: SessionRow, group_name: str | None, email: str | None, ports: Any) -> ComputeSession:
+    return ComputeSession(
+        id=strawberry.ID(str(row.id)), session_id=strawberry.ID(str(row.id)), name=row.name,
+        type=row.session_type, image=row.image, registry="local", tag=row.tag, cluster_template=None,
+        cluster_mode=row.cluster_mode, cluster_size=row.cluster_size, domain_name=row.domain_name,
+        group_id=strawberry.ID(str(row.group_id)), group_name=group_name, user_id=strawberry.ID(str(row.user_uuid)),
+        user_email=email, access_key=row.access_key, created_user_email=email,
+        created_user_uuid=strawberry.ID(str(row.user_uuid)), status=row.status, status_info=row.status_info,
+        status_data=row.status_data, status_changed=row.status_changed, created_at=row.created_at,
+        terminated_at=row.terminated_at, starts_at=row.starts_at, startup_command=row.startup_command,
+        result=row.result, scaling_group=row.scaling_group, occupied_slots=row.occupying_slots or {},
+        occupying_slots=row.occupying_slots or {}, requested_slots=row.requested_slots or {},
+        resource_opts=row.resource_opts or {}, service_ports=ports or [], mounts=[], num_queries=row.num_queries,
+    )
+
+
+def _statuses(raw: str | None, allowed: Sequence[str], what: str) -> list[str] | None:
+    """A comma-separated status list, upper-cased and checked; ``None`` when not given."""
+    if raw is None or not raw.strip():
+        return None
+    out = [s.strip().upper() for s in raw.split(",") if s.strip()]
+    bad = [s for s in out if s not in allowed]
+    if bad:
+        raise InvalidAPIParameters(f"Unknown {what} status {', '.join(bad)}; use one of: {', '.join(allowed)}.")
+    return out
+
+
+def session_scope(
+    ctx: GQLContext, *, domain_name: str | None = None, group_id: str | None = None, access_key: str | None = None,
+) -> list[Any]:
+    """WHERE conditions limiting sessions to what the caller may see, narrowed by the given filters."""
+    conds: list[Any] = []
+    domain = scoped_domain(ctx, domain_name, "Listing compute sessions")
+    if domain is not None:
+        conds.append(SessionRow.domain_name == domain)
+    if ctx.role == USER:
+        if access_key is not None and access_key != ctx.auth.access_key:
+            raise Forbidden("Users may only look at the sessions of their own access key.")
+        conds.append(SessionRow.access_key == ctx.auth.access_key)
+    elif access_key is not None:
+        conds.append(SessionRow.access_key == access_key)
+    if group_id is not None:
+        conds.append(SessionRow.group_id == check_uuid(group_id, "group_id"))
+    return conds
+
+
+def _session_query(conds: Sequence[Any]) -> Any:
+    main = and_(Kernel.session_id == SessionRow.id, Kernel.cluster_role == "main")
+    return (
+        select(SessionRow, Group.name, User.email, Kernel.service_ports)
+        .join(Group, Group.id == SessionRow.group_id, isouter=True)
+        .join(User, User.uuid == SessionRow.user_uuid, isouter=True)
+        .join(Kernel, main, isouter=True)
+        .where(*conds)
+    )
+
+
+async def _visible_session(db: AsyncSession, ctx: GQLContext, session_id: uuid.UUID) -> SessionRow | None:
+    conds = session_scope(ctx)
+    return (await db.execute(select(SessionRow).where(SessionRow.id == session_id, *conds))).scalar_one_or_none()
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="One page of compute sessions within the caller's scope.")
+    async def compute_session_list(
+        self, info: Info, limit: int = 20, offset: int = 0, order_key: str | None = None,
+        order_asc: bool | None = True, domain_name: str | None = None, group_id: str | None = None,
+        access_key: str | None = None, status: str | None = None, filter: str | None = None,
+        order: str | None = None,
+    ) -> ComputeSessionList:
+        ctx = context(info)
+        check_page(limit, offset)
+        conds = session_scope(ctx, domain_name=domain_name, group_id=group_id, access_key=access_key)
+        statuses = _statuses(status, SESSION_STATUSES, "session")
+        if statuses is not None:
+            conds.append(SessionRow.status.in_(statuses))
+        extra = filter_clause(filter, SESSION_COLUMNS)
+        if extra is not None:
+            conds.append(extra)
+        ordering = order_clauses(SESSION_COLUMNS, order_key=order_key, order_asc=order_asc, order=order,
+                                 default=[SessionRow.created_at.desc()])
+        base = _session_query(conds)
+        async with ctx.db() as db:
+            total = (await db.execute(select(func.count()).select_from(base.subquery()))).scalar_one()
+            rows = (await db.execute(base.order_by(*ordering, SessionRow.id).limit(limit).offset(offset))).all()
+        return ComputeSessionList(items=[_to_gql(*r) for r in rows], total_count=total)
+
+    @strawberry.field(description="One compute session by ID; null when it does not exist or is out of scope.")
+    async def compute_session(self, info: Info, id: strawberry.ID) -> ComputeSession | None:
+        ctx = context(info)
+        conds = session_scope(ctx)
+        conds.append(SessionRow.id == check_uuid(id, "id"))
+        async with ctx.db() as db:
+            row = (await db.execute(_session_query(conds))).first()
+        return None if row is None else _to_gql(*row)
+
+    @strawberry.field(description="One container (kernel) by ID; null when it does not exist or is out of scope.")
+    async def compute_container(self, info: Info, id: strawberry.ID) -> ComputeContainer | None:
+        ctx = context(info)
+        conds = session_scope(ctx)
+        async with ctx.db() as db:
+            row = (
+                await db.execute(
+                    select(Kernel, SessionRow.resource_opts).join(SessionRow, SessionRow.id == Kernel.session_id)
+                    .where(Kernel.id == check_uuid(id, "id"), *conds)
+                )
+            ).first()
+        return None if row is None else container_to_gql(row[0], row[1], ctx.role == SUPERADMIN)
+
+    @strawberry.field(description="One page of the containers of a session (404 if the session is not visible).")
+    async def compute_container_list(
+        self, info: Info, session_id: strawberry.ID, limit: int = 20, offset: int = 0, role: str | None = None,
+    ) -> ComputeContainerList:
+        ctx = context(info)
+        check_page(limit, offset)
+        sid = check_uuid(session_id, "session_id")
+        conds: list[Any] = [Kernel.session_id == sid]
+        if role is not None:
+            conds.append(Kernel.cluster_role == _ROLE_ALIASES.get(role, role))
+        async with ctx.db() as db:
+            session = await _visible_session(db, ctx, sid)
+            if session is None:
+                raise NotFound(f"No compute session {str(sid)!r} that you may see.")
+            total = (await db.execute(select(func.count()).select_from(Kernel).where(*conds))).scalar_one()
+            rows = (
+                await db.execute(
+                    select(Kernel).where(*conds).order_by(Kernel.cluster_idx, Kernel.created_at, Kernel.id)
+                    .limit(limit).offset(offset)
+                )
+            ).scalars().all()
+        show = ctx.role == SUPERADMIN
+        return ComputeContainerList(items=[container_to_gql(k, session.resource_opts, show) for k in rows],
+                                    total_count=total)
+
+
+__all__ = [
+    "CONTAINER_COLUMNS", "ComputeContainer", "ComputeContainerList", "ComputeSession", "ComputeSessionList",
+    "KERNEL_STATUSES", "Query", "container_to_gql", "session_scope",
+]
