@@ -30,6 +30,7 @@ class AuthContext:
     is_admin: bool
     resource_policy: str
     api_version: str
+    rate_limit: int = 0
 
     @property
     def is_superadmin(self) -> bool:
@@ -137,4 +138,5 @@ async def authenticate(request: HTTPConnection) -> AuthContext:
         is_admin=is_admin,
         resource_policy=keypair.resource_policy,
         api_version=version_hdr[1],
+        rate_limit=keypair.rate_limit,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import click
 
@@ -64,6 +65,153 @@ def populate(config_path: str | None) -> None:
 
     asyncio.run(_run())
     click.echo("✔ Default fixtures are in place.", err=True)
+
+
+def _run_db(config_path: str | None, fn: Any) -> Any:
+    """Run ``fn(db)`` in one transaction; problems become one-line errors."""
+    from ai.backend.common.problems import ProblemError
+
+    from .db import create_engine, session_factory
+
+    cfg = _config(config_path)
+
+    async def _go() -> Any:
+        engine = create_engine(cfg.db_url())
+        try:
+            async with session_factory(engine)() as db:
+                result = await fn(db)
+                await db.commit()
+                return result
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(_go())
+    except ProblemError as e:
+        raise click.ClickException(e.detail or e.title) from None
+    except OSError as e:
+        raise click.ClickException(f"cannot reach the database: {e}") from None
+
+
+@main.group()
+def user() -> None:
+    """Users (what an admin does before any web console exists)."""
+
+
+@user.command("add")
+@click.argument("email")
+@click.option("-p", "--password", prompt=True, hide_input=True, confirmation_prompt=True,
+              help="The password (prompted when omitted).")
+@click.option("-d", "--domain", default="default", show_default=True)
+@click.option("-r", "--role", type=click.Choice(["superadmin", "admin", "user", "monitor"]), default="user",
+              show_default=True)
+@click.option("-u", "--username", default=None, help="Defaults to the e-mail address.")
+@click.option("-n", "--full-name", default=None)
+@click.option("-g", "--group", "groups", multiple=True, help="Group name or id to join (repeatable).")
+@click.pass_obj
+def user_add(config_path: str | None, email: str, password: str, domain: str, role: str, username: str | None,
+             full_name: str | None, groups: tuple[str, ...]) -> None:
+    """Create a user and its main keypair, and print the keypair."""
+    from .accounts import add_user
+
+    async def _do(db: Any) -> tuple[str, str]:
+        _, kp = await add_user(db, email=email, password=password, domain_name=domain, role=role,
+                               username=username, full_name=full_name, group_ids=list(groups))
+        return kp.access_key, kp.secret_key
+
+    ak, sk = _run_db(config_path, _do)
+    click.echo(f"✔ User {email} created.", err=True)
+    click.echo(f"Access key: {ak}\nSecret key: {sk}")
+
+
+@user.command("list")
+@click.pass_obj
+def user_list(config_path: str | None) -> None:
+    """List users: e-mail, domain, role and status."""
+    from sqlalchemy import select
+
+    from .models import User
+
+    async def _do(db: Any) -> list[Any]:
+        return list((await db.execute(select(User).order_by(User.domain_name, User.email))).scalars().all())
+
+    for u in _run_db(config_path, _do):
+        click.echo(f"{u.email}\t{u.domain_name}\t{u.role}\t{u.status}")
+
+
+@main.group()
+def keypair() -> None:
+    """Keypairs of existing users."""
+
+
+@keypair.command("add")
+@click.argument("email")
+@click.option("--admin", "is_admin", is_flag=True, help="A privileged keypair (needs an admin role to matter).")
+@click.option("--inactive", is_flag=True)
+@click.option("--resource-policy", default="default", show_default=True)
+@click.option("--rate-limit", type=click.IntRange(min=0), default=10000, show_default=True)
+@click.pass_obj
+def keypair_add(config_path: str | None, email: str, is_admin: bool, inactive: bool, resource_policy: str,
+                rate_limit: int) -> None:
+    """Create another keypair for the user with EMAIL and print it."""
+    from sqlalchemy import select
+
+    from ai.backend.common.problems import NotFound
+
+    from .accounts import add_keypair
+    from .models import User
+
+    async def _do(db: Any) -> tuple[str, str]:
+        u = (await db.execute(select(User).where(User.email == email))).scalar_one_or_none()
+        if u is None:
+            raise NotFound(f"No such user: {email!r}.")
+        kp = await add_keypair(db, u, is_active=not inactive, is_admin=is_admin, resource_policy=resource_policy,
+                               rate_limit=rate_limit)
+        return kp.access_key, kp.secret_key
+
+    ak, sk = _run_db(config_path, _do)
+    click.echo(f"✔ Keypair created for {email}.", err=True)
+    click.echo(f"Access key: {ak}\nSecret key: {sk}")
+
+
+@keypair.command("list")
+@click.option("-e", "--email", default=None, help="Only this user's keypairs.")
+@click.pass_obj
+def keypair_list(config_path: str | None, email: str | None) -> None:
+    """List keypairs (secret keys are not shown)."""
+    from sqlalchemy import select
+
+    from .models import KeyPair
+
+    async def _do(db: Any) -> list[Any]:
+        q = select(KeyPair).order_by(KeyPair.user_id, KeyPair.created_at)
+        if email:
+            q = q.where(KeyPair.user_id == email)
+        return list((await db.execute(q)).scalars().all())
+
+    for kp in _run_db(config_path, _do):
+        flags = ",".join(f for f, on in (("active", kp.is_active), ("admin", kp.is_admin), ("main", kp.is_main)) if on)
+        click.echo(f"{kp.access_key}\t{kp.user_id}\t{flags or '-'}\t{kp.resource_policy}")
+
+
+@keypair.command("set-active")
+@click.argument("access_key")
+@click.argument("active", type=click.BOOL)
+@click.pass_obj
+def keypair_set_active(config_path: str | None, access_key: str, active: bool) -> None:
+    """Activate (true) or deactivate (false) a keypair; deactivation applies to the next request."""
+    from ai.backend.common.problems import NotFound
+
+    from .models import KeyPair
+
+    async def _do(db: Any) -> None:
+        kp = await db.get(KeyPair, access_key)
+        if kp is None:
+            raise NotFound(f"No such keypair: {access_key!r}.")
+        kp.is_active = active
+
+    _run_db(config_path, _do)
+    click.echo(f"✔ Keypair {access_key} is now {'active' if active else 'inactive'}.", err=True)
 
 
 @main.command("start-server")

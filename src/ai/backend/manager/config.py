@@ -17,6 +17,10 @@ class ManagerSection(_Section):
     state_dir: str = Field("./.backend.ai", alias="state-dir")
     heartbeat_timeout: float = Field(30.0, alias="heartbeat-timeout", gt=0)
     allowed_date_skew: int = Field(900, alias="allowed-date-skew", gt=0)
+    # Calls per rate-limit window allowed from one client IP without credentials (0: unlimited).
+    anonymous_rate_limit: int = Field(3000, alias="anonymous-rate-limit", ge=0)
+    rate_limit_window: int = Field(900, alias="rate-limit-window", gt=0)
+    allow_graphql_introspection: bool = Field(False, alias="allow-graphql-introspection")
 
 
 class DBSection(_Section):
@@ -24,9 +28,15 @@ class DBSection(_Section):
     url: str = ""
 
 
+class RedisSection(_Section):
+    # redis://host:port/db; empty keeps rate-limit counters in the manager's memory (one manager only).
+    url: str = ""
+
+
 class ManagerConfig(_Section):
     manager: ManagerSection = Field(default_factory=ManagerSection)  # type: ignore[arg-type]
     db: DBSection = Field(default_factory=DBSection)
+    redis: RedisSection = Field(default_factory=RedisSection)
 
     def db_url(self) -> str:
         """The database URL, defaulting to an SQLite file in the state directory."""

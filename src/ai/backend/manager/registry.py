@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ai.backend.common.problems import (
@@ -35,7 +35,9 @@ from .images import image_min_slots, resolve_image
 from .models import Agent, Group, Kernel, KeyPair, KeyPairResourcePolicy, SessionRow, User, group_members
 from .models.base import utcnow
 from .models.sessions import ACTIVE_STATUSES
+from .quota import policy_limits
 from .session_params import CreateParams
+from .sgroups import allowed_scaling_groups
 
 log = logging.getLogger(__name__)
 
@@ -180,25 +182,43 @@ class SessionRegistry:
                     "Requested resources are below the image minimum: "
                     + ", ".join(f"{k}={requested.to_json()[k]} < {mins.to_json()[k]}" for k in below)
                 )
-            limit = ResourceSlot.from_json(policy.total_resource_slots)
-            over = requested.exceeding(limit)
-            if over:
-                raise QuotaExceeded(
-                    "Requested resources exceed the keypair resource policy: "
-                    + ", ".join(f"{k}={requested.to_json()[k]} > {limit.to_json()[k]}" for k in over)
-                )
-            active_count = (
+            active = (
                 await db.execute(
-                    select(func.count()).select_from(SessionRow).where(
+                    select(SessionRow.requested_slots).where(
                         SessionRow.access_key == owner_ak, SessionRow.status.in_(ACTIVE_STATUSES)
                     )
                 )
-            ).scalar_one()
-            if active_count >= policy.max_concurrent_sessions:
+            ).scalars().all()
+            if len(active) >= policy.max_concurrent_sessions:
                 raise TooManyRequests(
-                    f"You already have {active_count} active sessions, the most your policy allows."
+                    f"You already have {len(active)} active sessions, the most your policy allows."
                 )
-            sgroup = p.scaling_group or "default"
+            using = sum((ResourceSlot.from_json(r) for r in active), ResourceSlot())
+            limit = policy_limits(policy, requested)
+            over = (using + requested).exceeding(limit)
+            if over:
+                raise QuotaExceeded(
+                    "Requested resources exceed what the keypair resource policy leaves: "
+                    + ", ".join(
+                        f"{k}: {requested.to_json().get(k, '0')} asked, {(using).to_json().get(k, '0')} in use, "
+                        f"limit {limit.to_json()[k]}"
+                        for k in over
+                    )
+                )
+            allowed = await allowed_scaling_groups(
+                db, domain=p.domain, group_id=group.id, access_key=owner_ak, include_private=ctx.is_admin
+            )
+            if p.scaling_group is None:
+                if not allowed:
+                    raise Forbidden(f"No scaling group is available to project {p.group!r}; ask an administrator.")
+                sgroup = "default" if "default" in allowed else allowed[0]
+            else:
+                sgroup = p.scaling_group
+                if sgroup not in allowed:
+                    raise Forbidden(
+                        f"Scaling group {sgroup!r} is not available to you in project {p.group!r}"
+                        + (f"; available: {', '.join(allowed)}." if allowed else ".")
+                    )
             agents = (
                 await db.execute(select(Agent).where(Agent.scaling_group == sgroup))
             ).scalars().all()

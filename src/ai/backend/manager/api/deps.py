@@ -12,6 +12,7 @@ from ai.backend.common.auth import CLUSTER_SECRET_HEADER
 from ai.backend.common.problems import AuthorizationFailed, InvalidAPIParameters
 
 from ..auth import AuthContext, authenticate
+from ..ratelimit import enforce_keypair_limit
 from ..registry import SessionRegistry
 
 
@@ -21,6 +22,10 @@ async def auth_required(request: Request) -> AuthContext:
     if ctx is None:
         ctx = await authenticate(request)
         request.state.auth = ctx
+        state = request.app.state
+        state.api_usage.count(ctx.access_key)
+        await enforce_keypair_limit(request.scope.setdefault("state", {}), state.rate_limiter, ctx.access_key,
+                                    ctx.rate_limit)
     return ctx
 
 

@@ -25,12 +25,15 @@ from strawberry.types import Info
 from ai.backend.common.problems import Conflict, Forbidden, InvalidAPIParameters
 from ai.backend.common.types import BinarySize, ResourceSlot, SlotTypeError
 
+from ...accounts import ROLES as ROLES  # re-exported for the area modules
+from ...accounts import check_choice as check_choice
+from ...accounts import check_email as check_email
+
 if TYPE_CHECKING:
     from ...auth import AuthContext
     from ...registry import SessionRegistry
 
 SUPERADMIN, ADMIN, USER, MONITOR = "superadmin", "admin", "user", "monitor"
-ROLES = (SUPERADMIN, ADMIN, USER, MONITOR)
 MAX_PAGE = 100
 JS_SAFE_INT = 2**53 - 1
 
@@ -257,7 +260,6 @@ NO_ROWS = false()
 # --- validation of inputs ------------------------------------------------------------------------
 
 _SLUG_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
-_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+$")
 
 
 def check_slug(value: str, what: str, max_len: int = 64) -> str:
@@ -270,23 +272,11 @@ def check_slug(value: str, what: str, max_len: int = 64) -> str:
     return value
 
 
-def check_email(value: str) -> str:
-    if len(value) > 64 or not _EMAIL_RE.match(value):
-        raise InvalidAPIParameters(f"{value!r} is not a valid e-mail address (at most 64 characters).")
-    return value
-
-
 def check_uuid(value: Any, what: str) -> uuid.UUID:
     try:
         return uuid.UUID(str(value))
     except ValueError:
         raise InvalidAPIParameters(f"{what} {value!r} is not a UUID.") from None
-
-
-def check_choice(value: str, choices: Sequence[str], what: str) -> str:
-    if value not in choices:
-        raise InvalidAPIParameters(f"{what} must be one of {', '.join(choices)}; got {value!r}.")
-    return value
 
 
 def check_nonneg(value: int, what: str) -> int:

@@ -17,11 +17,11 @@ from strawberry.types import Info
 
 from ai.backend.common.problems import Conflict, Forbidden, InvalidAPIParameters, NotFound
 
+from ...accounts import DEFAULT_RATE_LIMIT, add_keypair
 from ...models import KeyPair as KeyPairRow
 from ...models import KeyPairResourcePolicy, SessionRow
 from ...models import User as UserRow
 from ...models.sessions import ACTIVE_STATUSES
-from ...passwords import generate_keypair
 from .base import (
     ADMIN,
     MONITOR,
@@ -39,8 +39,6 @@ from .base import (
     scoped_domain,
     updates_from,
 )
-
-DEFAULT_RATE_LIMIT = 10000
 
 
 @strawberry.type
@@ -227,22 +225,16 @@ class Mutation:
     async def create_keypair(self, info: Info, user_id: str, props: KeyPairInput) -> CreateKeyPair:  # type: ignore[valid-type]
         ctx = context(info)
         require_superadmin(ctx, "Creating a keypair")
-        rate_limit = check_nonneg(DEFAULT_RATE_LIMIT if props.rate_limit is None else props.rate_limit, "rate_limit")
         async with ctx.db() as db:
             user = (await db.execute(select(UserRow).where(UserRow.email == user_id))).scalar_one_or_none()
             if user is None:
                 raise NotFound(f"No such user: {user_id!r}.")
-            policy = await _check_policy(db, props.resource_policy or "default")
-            has_main = (
-                await db.execute(select(KeyPairRow.access_key).where(KeyPairRow.user == user.uuid,
-                                                                     KeyPairRow.is_main.is_(True)))
-            ).first()
-            ak, sk = generate_keypair()
-            db.add(KeyPairRow(
-                access_key=ak, secret_key=sk, user_id=user.email, user=user.uuid,
-                is_active=True if props.is_active is None else props.is_active, is_admin=bool(props.is_admin),
-                is_main=has_main is None, resource_policy=policy, rate_limit=rate_limit,
-            ))
+            kp = await add_keypair(
+                db, user, is_active=True if props.is_active is None else props.is_active,
+                is_admin=bool(props.is_admin), resource_policy=props.resource_policy or "default",
+                rate_limit=DEFAULT_RATE_LIMIT if props.rate_limit is None else props.rate_limit,
+            )
+            ak = kp.access_key
             await commit_or_conflict(db, "The new keypair")
             created = await load_keypairs(db, ctx, [KeyPairRow.access_key == ak], reveal=ak)
         return CreateKeyPair(ok=True, msg="success", keypair=created[0])

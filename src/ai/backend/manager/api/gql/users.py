@@ -19,12 +19,13 @@ from strawberry.types import Info
 
 from ai.backend.common.problems import Conflict, Forbidden, InvalidAPIParameters, NotFound
 
+from ...accounts import STATUSES, add_user, check_password, resolve_groups
 from ...models import Domain as DomainRow
 from ...models import Group as GroupRow
 from ...models import KeyPair as KeyPairRow
-from ...models import KeyPairResourcePolicy, group_members
 from ...models import User as UserRow
-from ...passwords import generate_keypair, hash_password
+from ...models import group_members
+from ...passwords import hash_password
 from .base import (
     ADMIN,
     MONITOR,
@@ -33,7 +34,6 @@ from .base import (
     USER,
     GQLContext,
     check_choice,
-    check_email,
     check_page,
     check_uuid,
     commit_or_conflict,
@@ -46,9 +46,6 @@ from .base import (
     scoped_domain,
     updates_from,
 )
-
-STATUSES = ("active", "inactive", "deleted", "before-verification")
-MIN_PASSWORD = 8
 
 
 @strawberry.type
@@ -226,14 +223,6 @@ ModifyUser = result_type("ModifyUser", {"user": User | None})
 DeleteUser = result_type("DeleteUser")
 
 
-def check_password(password: str) -> str:
-    if len(password) < MIN_PASSWORD:
-        raise InvalidAPIParameters(f"The password must have at least {MIN_PASSWORD} characters.")
-    if len(password) > 72:  # bcrypt only looks at the first 72 bytes
-        raise InvalidAPIParameters("The password must have at most 72 characters.")
-    return password
-
-
 def _status_of(values: dict[str, Any]) -> str | None:
     status = values.pop("status", None)
     is_active = values.pop("is_active", None)
@@ -244,56 +233,19 @@ def _status_of(values: dict[str, Any]) -> str | None:
     return None
 
 
-async def _resolve_groups(db: AsyncSession, group_ids: list[str], domain_name: str) -> list[uuid.UUID]:
-    gids = [check_uuid(g, "group id") for g in group_ids]
-    if not gids:
-        return []
-    rows = (await db.execute(select(GroupRow.id, GroupRow.domain_name).where(GroupRow.id.in_(gids)))).all()
-    known = {gid: dom for gid, dom in rows}
-    missing = [str(g) for g in gids if g not in known]
-    if missing:
-        raise NotFound(f"No such groups: {', '.join(missing)}.")
-    foreign = [str(g) for g in gids if known[g] != domain_name]
-    if foreign:
-        raise InvalidAPIParameters(f"Groups outside domain {domain_name!r}: {', '.join(foreign)}.")
-    return list(dict.fromkeys(gids))
-
-
 @strawberry.type
 class Mutation:
     @strawberry.mutation(description="Create a user and its main keypair (superadmin only).")
     async def create_user(self, info: Info, email: str, props: UserInput) -> CreateUser:  # type: ignore[valid-type]
         ctx = context(info)
         require_superadmin(ctx, "Creating a user")
-        check_email(email)
-        check_password(props.password)
-        role = check_choice(props.role or USER, ROLES, "role")
         status = _status_of(updates_from(props, ("status", "is_active"))) or "active"
-        username = props.username or email
         async with ctx.db() as db:
-            if await db.get(DomainRow, props.domain_name) is None:
-                raise NotFound(f"No such domain: {props.domain_name!r}.")
-            if (await db.execute(select(UserRow.uuid).where(UserRow.email == email))).first():
-                raise Conflict(f"A user with e-mail {email!r} already exists.")
-            if (await db.execute(select(UserRow.uuid).where(UserRow.username == username))).first():
-                raise Conflict(f"The username {username!r} is taken.")
-            if await db.get(KeyPairResourcePolicy, "default") is None:
-                raise NotFound("The 'default' keypair resource policy for the new user's keypair is missing.")
-            gids = await _resolve_groups(db, props.group_ids or [], props.domain_name)
-            row = UserRow(
-                email=email, username=username, password=hash_password(props.password),
-                need_password_change=props.need_password_change, full_name=props.full_name,
-                description=props.description, status=status, role=role, domain_name=props.domain_name,
+            row, _ = await add_user(
+                db, email=email, password=props.password, domain_name=props.domain_name, role=props.role or USER,
+                status=status, username=props.username, full_name=props.full_name, description=props.description,
+                need_password_change=props.need_password_change, group_ids=props.group_ids or [],
             )
-            db.add(row)
-            await db.flush()
-            ak, sk = generate_keypair()
-            db.add(KeyPairRow(
-                access_key=ak, secret_key=sk, user_id=email, user=row.uuid, is_active=status == "active",
-                is_admin=role in (SUPERADMIN, ADMIN), is_main=True, resource_policy="default", rate_limit=10000,
-            ))
-            if gids:
-                await db.execute(insert(group_members), [{"group_id": g, "user_id": row.uuid} for g in gids])
             await commit_or_conflict(db, f"User {email!r}")
             created = await load_users(db, [UserRow.uuid == row.uuid])
         return CreateUser(ok=True, msg="success", user=created[0])
@@ -329,7 +281,7 @@ class Mutation:
                 taken = (await db.execute(select(UserRow.uuid).where(UserRow.username == values["username"]))).first()
                 if taken:
                     raise Conflict(f"The username {values['username']!r} is taken.")
-            gids = await _resolve_groups(db, group_ids, new_domain) if group_ids is not None else None
+            gids = await resolve_groups(db, group_ids, new_domain) if group_ids is not None else None
             if status is not None:
                 values["status"] = status
                 values["status_info"] = "admin-requested"

@@ -1,0 +1,169 @@
+"""Account endpoints under ``/auth``: password login (for the web server), roles and password changes.
+
+``POST /auth/authorize`` and ``POST /auth/update-password-no-auth`` take no signature; they
+are rate-limited per client IP by the rate-limit middleware and answer every wrong
+credential with the same 401, spending the same bcrypt time whether or not the user exists.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy import or_, select
+
+from ai.backend.common.problems import AuthorizationFailed, InvalidAPIParameters, TooManyRequests
+
+from ..auth import AuthContext
+from ..models import Group, KeyPair, User, group_members
+from ..passwords import hash_password, verify_password
+from .deps import auth_required, json_body
+
+router = APIRouter()
+
+# A valid bcrypt hash of a random string: checking it keeps unknown-user replies as slow as real ones.
+_DUMMY_HASH = hash_password("no-such-user-placeholder")
+MIN_PASSWORD, MAX_PASSWORD = 8, 72
+LOGIN_ATTEMPTS = 30  # per account and rate-limit window
+
+
+def _str_param(body: dict[str, Any], *names: str, required: bool = True) -> str:
+    for name in names:
+        value = body.get(name)
+        if value is not None:
+            if not isinstance(value, str) or not value:
+                raise InvalidAPIParameters(f"'{name}' must be a non-empty string.")
+            return value
+    if required:
+        raise InvalidAPIParameters(f"'{names[0]}' is required.")
+    return ""
+
+
+def _check_new_password(password: str) -> None:
+    if not (MIN_PASSWORD <= len(password) <= MAX_PASSWORD):
+        raise InvalidAPIParameters(f"The new password must have {MIN_PASSWORD} to {MAX_PASSWORD} characters.")
+
+
+async def _check_credentials(request: Request, domain: str, username: str, password: str) -> User:
+    limiter = request.app.state.rate_limiter
+    verdict = await limiter.hit(f"login:{domain}:{username.lower()}", LOGIN_ATTEMPTS)
+    if verdict.exceeded:
+        # Per account, not per IP: the web server logs everyone in from one address.
+        raise TooManyRequests(f"Too many login attempts for this account; wait up to {verdict.window // 60} "
+                              "minutes and try again.")
+    async with request.app.state.db() as db:
+        user = (
+            await db.execute(
+                select(User).where(or_(User.email == username, User.username == username), User.domain_name == domain)
+            )
+        ).scalars().first()
+    if user is None:
+        verify_password(password, _DUMMY_HASH)
+        raise AuthorizationFailed("Wrong domain, username or password.")
+    if not verify_password(password, user.password) or user.status != "active":
+        raise AuthorizationFailed("Wrong domain, username or password, or the account is not active.")
+    return user
+
+
+@router.post("/auth/authorize")
+async def authorize(request: Request) -> dict[str, Any]:
+    """Exchange a username and password for the user's main keypair (what the web server does at login)."""
+    body = await json_body(request)
+    kind = body.get("type", "keypair")
+    if kind != "keypair":
+        raise InvalidAPIParameters("Only type 'keypair' is supported.")
+    domain = _str_param(body, "domain", required=False) or "default"
+    user = await _check_credentials(request, domain, _str_param(body, "username", "user_id"),
+                                    _str_param(body, "password"))
+    async with request.app.state.db() as db:
+        keypair = (
+            await db.execute(
+                select(KeyPair).where(KeyPair.user == user.uuid, KeyPair.is_active.is_(True))
+                .order_by(KeyPair.is_main.desc(), KeyPair.created_at)
+            )
+        ).scalars().first()
+    if keypair is None:
+        raise AuthorizationFailed("This account has no active keypair; ask an administrator.")
+    return {"data": {
+        "access_key": keypair.access_key, "secret_key": keypair.secret_key, "role": user.role,
+        "status": user.status, "need_password_change": user.need_password_change,
+    }}
+
+
+@router.get("/auth/role")
+async def role(request: Request, ctx: AuthContext = Depends(auth_required)) -> dict[str, Any]:
+    """The caller's global, domain and (with ``?group=``) group roles."""
+    group_role = None
+    group = request.query_params.get("group")
+    if group:
+        async with request.app.state.db() as db:
+            member = (
+                await db.execute(
+                    select(Group.id).join(group_members, group_members.c.group_id == Group.id)
+                    .where(group_members.c.user_id == ctx.user_uuid, Group.domain_name == ctx.domain_name,
+                           or_(Group.name == group, Group.id.in_(_as_uuid_list(group))))
+                )
+            ).first()
+        group_role = "user" if member else None
+        if ctx.role in ("superadmin", "admin"):
+            group_role = "admin"
+    return {
+        "global_role": "superadmin" if ctx.role == "superadmin" else "user",
+        "domain_role": "admin" if ctx.role in ("superadmin", "admin") else "user",
+        "group_role": group_role,
+    }
+
+
+def _as_uuid_list(value: str) -> list[Any]:
+    import uuid
+
+    try:
+        return [uuid.UUID(value)]
+    except ValueError:
+        return []
+
+
+@router.post("/auth/update-password")
+async def update_password(request: Request, ctx: AuthContext = Depends(auth_required)) -> dict[str, Any]:
+    """Change the caller's own password; the old one must be given."""
+    body = await json_body(request)
+    old = _str_param(body, "old_password")
+    new = _str_param(body, "new_password")
+    if new != _str_param(body, "new_password2"):
+        raise InvalidAPIParameters("The new password and its confirmation differ.")
+    _check_new_password(new)
+    async with request.app.state.db() as db:
+        user = await db.get(User, ctx.user_uuid)
+        if user is None or not verify_password(old, user.password):
+            raise AuthorizationFailed("The old password is wrong.")
+        user.password = hash_password(new)
+        user.need_password_change = False
+        await db.commit()
+    return {}
+
+
+@router.post("/auth/update-password-no-auth")
+async def update_password_no_auth(request: Request) -> dict[str, Any]:
+    """Change a password with the current one (for accounts whose password must be changed first)."""
+    body = await json_body(request)
+    domain = _str_param(body, "domain", required=False) or "default"
+    new = _str_param(body, "new_password")
+    _check_new_password(new)
+    user = await _check_credentials(request, domain, _str_param(body, "username", "user_id"),
+                                    _str_param(body, "current_password"))
+    if new == _str_param(body, "current_password"):
+        raise InvalidAPIParameters("The new password must differ from the current one.")
+    async with request.app.state.db() as db:
+        row = await db.get(User, user.uuid)
+        if row is not None:
+            row.password = hash_password(new)
+            row.need_password_change = False
+            await db.commit()
+    return {}
+
+
+@router.api_route("/auth/test", methods=["GET", "POST"])
+async def test(request: Request, ctx: AuthContext = Depends(auth_required)) -> dict[str, Any]:
+    """Echo ``echo`` back: a signed round trip to check credentials."""
+    body = await json_body(request)
+    return {"authorized": "yes", "echo": body.get("echo"), "access_key": ctx.access_key}
