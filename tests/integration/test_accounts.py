@@ -111,7 +111,7 @@ def test_group_membership_and_domain_admin_scope(manager: Cluster) -> None:
     # The domain admin cannot act in another domain.
     assert_problem(gql_raw(manager, create, {"n": uniq("p"), "p": {"domain_name": other}}, who=admin),
                    403, "forbidden")
-    modify = "mutation($g: String!, $p: ModifyGroupInput!) { modify_group(gid: $g, props: $p) { ok } }"
+    modify = "mutation($g: UUID!, $p: ModifyGroupInput!) { modify_group(gid: $g, props: $p) { ok } }"
     add = {"g": gid, "p": {"user_update_mode": "add", "user_uuids": [member["uuid"]]}}
     assert gql(manager, modify, add, who=admin)["modify_group"]["ok"] is True
     mine = gql(manager, "{ groups { id name } }", who=member)["groups"]
@@ -127,15 +127,15 @@ def test_group_membership_and_domain_admin_scope(manager: Cluster) -> None:
     assert_problem(gql_raw(manager, modify, {"g": gid, "p": {"user_update_mode": "swap",
                                                              "user_uuids": [member["uuid"]]}}),
                    400, "invalid-api-params")
-    users = gql(manager, "query($g: String) { users(group_id: $g) { email } }", {"g": gid})["users"]
+    users = gql(manager, "query($g: UUID) { users(group_id: $g) { email } }", {"g": gid})["users"]
     assert [u["email"] for u in users] == [member["email"]]
     remove = {"g": gid, "p": {"user_update_mode": "remove", "user_uuids": [member["uuid"]]}}
     assert gql(manager, modify, remove)["modify_group"]["ok"] is True
     assert gql(manager, "{ groups { id } }", who=member)["groups"] == []
     # A plain user may not modify groups; soft delete by the admin.
     assert_problem(gql_raw(manager, modify, {"g": gid, "p": {"description": "x"}}, who=member), 403, "forbidden")
-    assert gql(manager, "mutation($g: String!) { delete_group(gid: $g) { ok } }", {"g": gid}, who=admin)
-    got = gql(manager, "query($g: ID!) { group(id: $g) { is_active description } }", {"g": gid})["group"]
+    assert gql(manager, "mutation($g: UUID!) { delete_group(gid: $g) { ok } }", {"g": gid}, who=admin)
+    got = gql(manager, "query($g: UUID!) { group(id: $g) { is_active description } }", {"g": gid})["group"]
     assert got == {"is_active": False, "description": ""}
 
 

@@ -97,7 +97,7 @@ def _visibility(ctx: GQLContext, domain_name: str | None, action: str) -> list[A
 @strawberry.type
 class Query:
     @strawberry.field(description="A group by id: any for superadmins, own domain for admins, own memberships else.")
-    async def group(self, info: Info, id: strawberry.ID, domain_name: str | None = None) -> Group | None:
+    async def group(self, info: Info, id: uuid.UUID, domain_name: str | None = None) -> Group | None:
         ctx = context(info)
         gid = check_uuid(id, "Group id")
         async with ctx.db() as db:
@@ -180,10 +180,10 @@ def _clean(values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-async def _find_group(db: AsyncSession, ctx: GQLContext, gid: str | None, name: str | None,
+async def _find_group(db: AsyncSession, ctx: GQLContext, gid: uuid.UUID | None, name: str | None,
                       domain_name: str | None) -> GroupRow:
     if gid:
-        row = await db.get(GroupRow, check_uuid(gid, "gid"))
+        row = await db.get(GroupRow, gid)
     elif name:
         dom = domain_name or ctx.auth.domain_name
         row = (
@@ -220,7 +220,7 @@ class Mutation:
         return CreateGroup(ok=True, msg="success", group=created[0])
 
     @strawberry.mutation(description="Modify a group named by gid (or by name within props.domain_name).")
-    async def modify_group(self, info: Info, props: ModifyGroupInput, gid: str | None = None,
+    async def modify_group(self, info: Info, props: ModifyGroupInput, gid: uuid.UUID | None = None,
                            name: str | None = None) -> ModifyGroup:  # type: ignore[valid-type]
         ctx = context(info)
         require_roles(ctx, (SUPERADMIN, ADMIN), "Modifying a group")
@@ -260,7 +260,7 @@ class Mutation:
         return ModifyGroup(ok=True, msg="success", group=found[0])
 
     @strawberry.mutation(description="Deactivate a group (a soft delete; memberships and data stay).")
-    async def delete_group(self, info: Info, gid: str | None = None, name: str | None = None,
+    async def delete_group(self, info: Info, gid: uuid.UUID | None = None, name: str | None = None,
                            domain_name: str | None = None) -> DeleteGroup:  # type: ignore[valid-type]
         ctx = context(info)
         require_roles(ctx, (SUPERADMIN, ADMIN), "Deleting a group")
