@@ -1,0 +1,86 @@
+"""Tenancy meets real sessions: deactivated keypairs, policy totals and scaling-group access
+(real manager, agent and containers)."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import pytest
+
+from .conftest import ADMIN, Cluster
+
+pytestmark = pytest.mark.docker
+
+
+def _gql(cluster: Cluster, query: str, variables: dict[str, Any] | None = None) -> Any:
+    r = cluster.request("POST", "/admin/graphql", {"query": query, "variables": variables or {}}, who=ADMIN)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _new_user(cluster: Cluster, policy: str = "default") -> dict[str, str]:
+    email = f"t-{secrets.token_hex(3)}@example.org"
+    _gql(cluster, """mutation($e: String!) { create_user(email: $e, props: {password: "long-enough",
+                     group_ids: ["2de2b969-1d04-48a6-af16-0bc8adb3c831"]}) { ok } }""", {"e": email})
+    kp = _gql(cluster, "query($e: String) { keypairs(email: $e) { access_key secret_key } }", {"e": email})["keypairs"][0]
+    if policy != "default":
+        _gql(cluster, "mutation($a: String!, $p: String!) { modify_keypair(access_key: $a, props: {resource_policy: $p})"
+                      " { ok } }", {"a": kp["access_key"], "p": policy})
+    return {"email": email, **kp}
+
+
+def _policy(cluster: Cluster, **overrides: Any) -> str:
+    name = f"pol-{secrets.token_hex(3)}"
+    props = {"default_for_unspecified": "UNLIMITED", "total_resource_slots": "{}", "max_concurrent_sessions": 5,
+             "max_containers_per_session": 1, "idle_timeout": 0, "max_vfolder_count": 0, "max_vfolder_size": 0,
+             **overrides}
+    _gql(cluster, """mutation($n: String!, $p: CreateKeyPairResourcePolicyInput!) {
+                     create_keypair_resource_policy(name: $n, props: $p) { ok } }""", {"n": name, "p": props})
+    return name
+
+
+def test_deactivated_keypair_keeps_its_running_session(cluster: Cluster) -> None:
+    u = _new_user(cluster)
+    r = cluster.request("POST", "/session", {"image": "python", "name": "keep-me"}, who=u)
+    assert r.status_code == 201, r.text
+    sid = r.json()["sessionId"]
+    modify = "mutation($a: String!, $on: Boolean) { modify_keypair(access_key: $a, props: {is_active: $on}) { ok } }"
+    _gql(cluster, modify, {"a": u["access_key"], "on": False})
+    assert cluster.request("POST", "/session/keep-me", {"mode": "query", "code": "print(1)"}, who=u).status_code == 401
+    status = _gql(cluster, "query($id: UUID!) { compute_session(id: $id) { status } }", {"id": sid})
+    assert status["compute_session"]["status"] == "RUNNING"
+    _gql(cluster, modify, {"a": u["access_key"], "on": True})
+    r = cluster.request("POST", "/session/keep-me", {"mode": "query", "code": "print(6 * 7)"}, who=u)
+    assert r.status_code == 200 and r.json()["result"]["console"] == [["stdout", "42\n"]]
+    assert cluster.request("DELETE", "/session/keep-me", who=u).status_code == 200
+
+
+def test_policy_totals_and_concurrency_are_enforced(cluster: Cluster) -> None:
+    limited = _policy(cluster, default_for_unspecified="LIMITED", total_resource_slots='{"cpu": "1", "mem": "1g"}',
+                      max_concurrent_sessions=1)
+    u = _new_user(cluster, limited)
+    too_big = cluster.request("POST", "/session", {"image": "python", "name": "too-big",
+                                                   "config": {"resources": {"cpu": 2, "mem": "512m"}}}, who=u)
+    assert too_big.status_code == 406 and "cpu" in too_big.json()["detail"], too_big.text
+    first = cluster.request("POST", "/session", {"image": "python", "name": "first",
+                                                 "config": {"resources": {"cpu": 1, "mem": "512m"}}}, who=u)
+    assert first.status_code == 201, first.text
+    second = cluster.request("POST", "/session", {"image": "python", "name": "second",
+                                                  "config": {"resources": {"cpu": 1, "mem": "256m"}}}, who=u)
+    assert second.status_code in (406, 429), second.text
+    assert cluster.request("DELETE", "/session/first", who=u).status_code == 200
+
+
+def test_scaling_group_must_be_associated(cluster: Cluster) -> None:
+    name = f"sg-{secrets.token_hex(3)}"
+    _gql(cluster, """mutation($n: String!) { create_scaling_group(name: $n, props: {driver: "static",
+                     scheduler: "fifo"}) { ok } }""", {"n": name})
+    u = _new_user(cluster)
+    r = cluster.request("POST", "/session", {"image": "python", "name": "elsewhere",
+                                             "config": {"scalingGroup": name}}, who=u)
+    assert r.status_code == 403 and name in r.json()["detail"], r.text
+    # No session row was left behind by the refusal.
+    rows = _gql(cluster, "query($a: String) { compute_session_list(limit: 10, offset: 0, access_key: $a) "
+                         "{ total_count } }", {"a": u["access_key"]})
+    assert rows["compute_session_list"]["total_count"] == 0
