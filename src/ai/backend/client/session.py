@@ -33,8 +33,18 @@ from .exceptions import APIVersionWarning
 
 if TYPE_CHECKING:
     from .func.admin import Admin
+    from .func.agent import Agent
+    from .func.auth import Auth
+    from .func.domain import Domain
+    from .func.group import Group
+    from .func.image import Image
+    from .func.keypair import KeyPair
+    from .func.keypair_resource_policy import KeypairResourcePolicy
+    from .func.resource import Resource
+    from .func.scaling_group import ScalingGroup
     from .func.session import ComputeSession
     from .func.system import System
+    from .func.user import User
     from .kernel import Kernel
 
 __all__ = (
@@ -176,21 +186,43 @@ class BaseSession(metaclass=abc.ABCMeta):
     """The common part of :class:`Session` and :class:`AsyncSession`.
 
     The API function classes are available as attributes (``ComputeSession``,
-    ``Kernel``, ``Admin``, ``System``).
+    ``Kernel``, ``Admin``, ``System``, ``Agent``, ``Auth``, ``Domain``, ``Group``,
+    ``Image``, ``KeyPair``, ``KeypairResourcePolicy``, ``Resource``, ``ScalingGroup``,
+    ``User``).
     """
 
     ComputeSession: type[ComputeSession]
     Kernel: type[Kernel]
     Admin: type[Admin]
     System: type[System]
+    Agent: type[Agent]
+    Auth: type[Auth]
+    Domain: type[Domain]
+    Group: type[Group]
+    Image: type[Image]
+    KeyPair: type[KeyPair]
+    KeypairResourcePolicy: type[KeypairResourcePolicy]
+    Resource: type[Resource]
+    ScalingGroup: type[ScalingGroup]
+    User: type[User]
 
     http_client: httpx.AsyncClient
     api_version: tuple[int, str]
 
     def __init__(self, *, config: APIConfig | None = None, proxy_mode: bool = False) -> None:
         from .func.admin import Admin
+        from .func.agent import Agent
+        from .func.auth import Auth
+        from .func.domain import Domain
+        from .func.group import Group
+        from .func.image import Image
+        from .func.keypair import KeyPair
+        from .func.keypair_resource_policy import KeypairResourcePolicy
+        from .func.resource import Resource
+        from .func.scaling_group import ScalingGroup
         from .func.session import ComputeSession
         from .func.system import System
+        from .func.user import User
         from .kernel import Kernel
 
         self._closed = False
@@ -202,6 +234,16 @@ class BaseSession(metaclass=abc.ABCMeta):
         self.Kernel = Kernel
         self.Admin = Admin
         self.System = System
+        self.Agent = Agent
+        self.Auth = Auth
+        self.Domain = Domain
+        self.Group = Group
+        self.Image = Image
+        self.KeyPair = KeyPair
+        self.KeypairResourcePolicy = KeypairResourcePolicy
+        self.Resource = Resource
+        self.ScalingGroup = ScalingGroup
+        self.User = User
 
     @property
     def proxy_mode(self) -> bool:

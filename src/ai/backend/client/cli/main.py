@@ -45,6 +45,7 @@ COMMANDS: dict[str, CommandSpec] = {
     "session": _S(f"{_SESSION}:session", "Compute session commands."),
     "admin": _S("ai.backend.client.cli.admin:admin", "Administrative commands."),
     "config": _S("ai.backend.client.cli.config:config", "Show the current client configuration."),
+    "update-password": _S("ai.backend.client.cli.auth:update_password", "Change your password."),
     "server": _S("ai.backend.client.cli.server:server", "Start/stop the all-in-one server (up|down|status)."),
     "mgr": _S("ai.backend.client.cli.server:mgr", "Manager administration commands (runs the manager CLI)."),
 }
