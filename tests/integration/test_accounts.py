@@ -36,7 +36,8 @@ def new_user(m: Cluster, *, domain: str = "default", role: str = "user", groups:
               {"e": email, "p": {"password": password, "domain_name": domain, "role": role,
                                  "group_ids": groups or [], "need_password_change": False}})
     assert out["create_user"]["ok"] is True
-    kps = gql(m, "query($e: String) { keypairs(email: $e) { access_key secret_key is_main is_admin } }", {"e": email})
+    kps = gql(m, "query($e: String) { keypairs(email: $e) { access_key secret_key is_main is_admin } }",
+              {"e": email})
     kp = kps["keypairs"][0]
     return {"email": email, "uuid": out["create_user"]["user"]["uuid"], "access_key": kp["access_key"],
             "secret_key": kp["secret_key"], "user": out["create_user"]["user"], "keypair": kp,
@@ -65,8 +66,9 @@ def test_domain_lifecycle(manager: Cluster) -> None:
     name = uniq("dom")
     create = """mutation($n: String!, $p: DomainInput!) { create_domain(name: $n, props: $p) {
                   ok msg domain { name description total_resource_slots allowed_vfolder_hosts scaling_groups } } }"""
-    out = gql(manager, create, {"n": name, "p": {"description": "lab", "total_resource_slots": '{"cpu": 4, "mem": "8g"}',
-                                                 "allowed_vfolder_hosts": ["local"]}})
+    props = {"description": "lab", "total_resource_slots": '{"cpu": 4, "mem": "8g"}',
+             "allowed_vfolder_hosts": ["local"]}
+    out = gql(manager, create, {"n": name, "p": props})
     dom = out["create_domain"]["domain"]
     assert dom["name"] == name and dom["description"] == "lab"
     assert json.loads(dom["total_resource_slots"]) == {"cpu": "4", "mem": str(8 * 2**30)}
@@ -85,7 +87,8 @@ def test_domain_lifecycle(manager: Cluster) -> None:
     renamed = uniq("dom")
     assert gql(manager, modify, {"n": name, "p": {"name": renamed}})["modify_domain"]["ok"] is True
     assert gql(manager, "query($n: String) { domain(name: $n) { name } }", {"n": name})["domain"] is None
-    assert gql(manager, "mutation($n: String!) { delete_domain(name: $n) { ok } }", {"n": renamed})["delete_domain"]["ok"]
+    deleted = gql(manager, "mutation($n: String!) { delete_domain(name: $n) { ok } }", {"n": renamed})
+    assert deleted["delete_domain"]["ok"] is True
     got = gql(manager, "query($n: String) { domain(name: $n) { is_active } }", {"n": renamed})
     assert got["domain"]["is_active"] is False
     assert_problem(gql_raw(manager, "mutation { delete_domain(name: \"no-such-domain\") { ok } }"), 404, "not-found")

@@ -23,10 +23,11 @@ def _new_user(cluster: Cluster, policy: str = "default") -> dict[str, str]:
     email = f"t-{secrets.token_hex(3)}@example.org"
     _gql(cluster, """mutation($e: String!) { create_user(email: $e, props: {password: "long-enough",
                      group_ids: ["2de2b969-1d04-48a6-af16-0bc8adb3c831"]}) { ok } }""", {"e": email})
-    kp = _gql(cluster, "query($e: String) { keypairs(email: $e) { access_key secret_key } }", {"e": email})["keypairs"][0]
+    q = "query($e: String) { keypairs(email: $e) { access_key secret_key } }"
+    kp = _gql(cluster, q, {"e": email})["keypairs"][0]
     if policy != "default":
-        _gql(cluster, "mutation($a: String!, $p: String!) { modify_keypair(access_key: $a, props: {resource_policy: $p})"
-                      " { ok } }", {"a": kp["access_key"], "p": policy})
+        _gql(cluster, "mutation($a: String!, $p: String!) { modify_keypair(access_key: $a, "
+                      "props: {resource_policy: $p}) { ok } }", {"a": kp["access_key"], "p": policy})
     return {"email": email, **kp}
 
 
