@@ -1,4 +1,10 @@
-"""Image catalogue: learning images reported by agents and resolving names and aliases."""
+"""Image catalogue: learning images reported by agents and resolving names and aliases.
+
+The catalogue (``images``/``image_aliases`` tables) is the union of what agents ever reported.
+Which agent has which image *now* is kept in memory by :class:`ImageInventory`, refreshed by every
+heartbeat (like upstream's Redis-held inventory): after a manager restart it is complete again
+within one heartbeat interval.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,36 @@ from ai.backend.common.types import ResourceSlot, SlotTypeError
 from .models import Image, ImageAlias
 
 LABEL_MIN_PREFIX = "ai.backend.resource.min."
+LABEL_MAX_PREFIX = "ai.backend.resource.max."
+
+
+class ImageInventory:
+    """The images each agent reported in its latest heartbeat (in memory)."""
+
+    def __init__(self) -> None:
+        self._reports: dict[str, list[dict[str, Any]]] = {}
+
+    def update(self, agent_id: str, reported: list[dict[str, Any]]) -> None:
+        """Replace what ``agent_id`` has with its latest report."""
+        self._reports[agent_id] = [r for r in reported if isinstance(r, dict) and isinstance(r.get("ref"), str)]
+
+    def agents_having(self, image_name: str, alive: set[str]) -> list[str]:
+        """The agents among ``alive`` whose latest report lists ``image_name``, sorted."""
+        return sorted(a for a, items in self._reports.items()
+                      if a in alive and any(r["ref"] == image_name for r in items))
+
+    def reports(self, alive: set[str]) -> dict[str, list[dict[str, Any]]]:
+        """The latest reports of the agents in ``alive``."""
+        return {a: items for a, items in self._reports.items() if a in alive}
+
+
+def image_inventory(state: Any) -> ImageInventory:
+    """The app's :class:`ImageInventory`, created on first use."""
+    inv: ImageInventory | None = getattr(state, "image_inventory", None)
+    if inv is None:
+        inv = ImageInventory()
+        state.image_inventory = inv
+    return inv
 
 
 def image_min_slots(image: Image) -> ResourceSlot:

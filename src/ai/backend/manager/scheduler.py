@@ -1,4 +1,8 @@
-"""The scheduler: places PENDING sessions on agents with free capacity, FIFO per scaling group.
+"""The scheduler: places PENDING sessions on agents with free capacity, per scaling group in the order
+of the group's ``scheduler`` policy: ``fifo`` (oldest first), ``lifo`` (newest first) or ``drf``
+(dominant resource fairness: the session of the access key with the smallest dominant share of the
+group's capacity first, oldest first among equals). A session that does not fit does not block the
+ones behind it.
 
 Each pass reads a snapshot of pending sessions and agents, decides in memory, and writes every
 placement in one transaction, so an agent is never overcommitted. Passes are triggered by events
@@ -10,19 +14,45 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Sequence
+from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ai.backend.common.types import ResourceSlot
 
-from .models import Agent, Kernel, SessionRow
+from .models import Agent, Kernel, ScalingGroup, SessionRow
 from .models.base import utcnow
+from .models.sessions import ACTIVE_STATUSES
 from .registry import SessionRegistry
 
 log = logging.getLogger(__name__)
 
 NO_CAPACITY = "no agent has enough free resources; waiting in the queue"
+POLICIES = ("fifo", "lifo", "drf")
+
+
+def dominant_share(using: ResourceSlot | None, capacity: ResourceSlot) -> Decimal:
+    """The largest fraction of any slot of ``capacity`` that ``using`` occupies (0 for nothing)."""
+    shares = [v / capacity[k] for k, v in (using or {}).items() if capacity.get(k, Decimal(0)) > 0]
+    return max(shares, default=Decimal(0))
+
+
+def pop_next(
+    queue: list[SessionRow], policy: str, usage: dict[str, ResourceSlot], capacity: ResourceSlot
+) -> SessionRow:
+    """Remove and return the session ``policy`` serves next from ``queue`` (sorted oldest first).
+
+    For ``drf``, ``usage`` maps access keys to what they occupy in the scaling group now.
+    """
+    if policy == "lifo":
+        return queue.pop()
+    if policy == "drf":
+        best = min(range(len(queue)), key=lambda i: (dominant_share(usage.get(queue[i].access_key), capacity), i))
+        return queue.pop(best)
+    return queue.pop(0)
 
 
 class Scheduler:
@@ -67,35 +97,64 @@ class Scheduler:
                 a.id: ResourceSlot.from_json(a.available_slots) - ResourceSlot.from_json(a.occupied_slots)
                 for a in agents
             }
+            policies = dict((await db.execute(select(ScalingGroup.name, ScalingGroup.scheduler))).all())
+            queues: dict[str, list[SessionRow]] = {}
             for session in pending:
-                if session.starts_at is not None and session.starts_at > now:
-                    info = f"reserved to start at {session.starts_at.isoformat()}"
-                    if session.status_info != info:
-                        session.status_info = info
-                    continue
-                requested = ResourceSlot.from_json(session.requested_slots)
-                candidates = [
-                    a for a in agents if a.scaling_group == session.scaling_group and requested.fits_in(free[a.id])
-                ]
-                if not candidates:
-                    if session.status_info != NO_CAPACITY:
-                        session.status_info = NO_CAPACITY
-                    continue
-                # Concentrated placement: the agent with the least free memory that still fits.
-                agent = min(candidates, key=lambda a: free[a.id].get("mem", Decimal(0)))
-                free[agent.id] = free[agent.id] - requested
-                agent.occupied_slots = (ResourceSlot.from_json(agent.occupied_slots) + requested).to_json()
-                kernel = (
-                    await db.execute(select(Kernel).where(Kernel.session_id == session.id))
-                ).scalar_one()
-                kernel.agent = agent.id
-                kernel.agent_addr = agent.addr
-                kernel.occupied_slots = requested.to_json()
-                kernel.status = "SCHEDULED"
-                await reg.set_status(db, session, "SCHEDULED", "")
-                session.occupying_slots = requested.to_json()
-                placed.append(str(session.id))
+                queues.setdefault(session.scaling_group, []).append(session)
+            usage: dict[tuple[str, str], ResourceSlot] = {}
+            if any(policies.get(sg) == "drf" for sg in queues):
+                for sg, ak, occ in (
+                    await db.execute(
+                        select(SessionRow.scaling_group, SessionRow.access_key, SessionRow.occupying_slots)
+                        .where(SessionRow.status.in_(ACTIVE_STATUSES - {"PENDING"}))
+                    )
+                ).all():
+                    usage[(sg, ak)] = usage.get((sg, ak), ResourceSlot()) + ResourceSlot.from_json(occ)
+            for sgroup, queue in queues.items():
+                policy = policies.get(sgroup, "fifo")
+                capacity = sum(
+                    (ResourceSlot.from_json(a.available_slots) for a in agents if a.scaling_group == sgroup),
+                    ResourceSlot(),
+                )
+                group_usage = {ak: slots for (sg, ak), slots in usage.items() if sg == sgroup}
+                while queue:
+                    session = pop_next(queue, policy, group_usage, capacity)
+                    if await self._place(db, session, agents, free, now):
+                        placed.append(str(session.id))
+                        group_usage[session.access_key] = (
+                            group_usage.get(session.access_key, ResourceSlot())
+                            + ResourceSlot.from_json(session.requested_slots)
+                        )
             await db.commit()
         for sid in placed:
             reg.spawn(reg.start_session(uuid.UUID(sid)))
         return placed
+
+    async def _place(
+        self, db: AsyncSession, session: SessionRow, agents: Sequence[Agent], free: dict[str, ResourceSlot],
+        now: datetime,
+    ) -> bool:
+        """Place one pending session on the fullest agent of its group that fits; False if none does."""
+        if session.starts_at is not None and session.starts_at > now:
+            info = f"reserved to start at {session.starts_at.isoformat()}"
+            if session.status_info != info:
+                session.status_info = info
+            return False
+        requested = ResourceSlot.from_json(session.requested_slots)
+        candidates = [a for a in agents if a.scaling_group == session.scaling_group and requested.fits_in(free[a.id])]
+        if not candidates:
+            if session.status_info != NO_CAPACITY:
+                session.status_info = NO_CAPACITY
+            return False
+        # Concentrated placement: the agent with the least free memory that still fits.
+        agent = min(candidates, key=lambda a: free[a.id].get("mem", Decimal(0)))
+        free[agent.id] = free[agent.id] - requested
+        agent.occupied_slots = (ResourceSlot.from_json(agent.occupied_slots) + requested).to_json()
+        kernel = (await db.execute(select(Kernel).where(Kernel.session_id == session.id))).scalar_one()
+        kernel.agent = agent.id
+        kernel.agent_addr = agent.addr
+        kernel.occupied_slots = requested.to_json()
+        kernel.status = "SCHEDULED"
+        await self.registry.set_status(db, session, "SCHEDULED", "")
+        session.occupying_slots = requested.to_json()
+        return True

@@ -23,12 +23,13 @@ from ai.backend.common.config import ConfigError, load_config
 from ai.backend.common.problems import PROBLEM_BASE, ProblemError
 
 from .agent_client import AgentRPC
-from .api import gql, internal, root, session, status, stream
+from .api import auth, gql, internal, resource, root, session, status, stream
 from .config import ManagerConfig
 from .db import create_engine, session_factory
 from .events import EventBus
 from .models import Agent
 from .models.base import utcnow
+from .ratelimit import ApiUsage, RateLimitMiddleware, make_rate_limiter
 from .registry import SessionRegistry
 from .scheduler import Scheduler
 
@@ -137,7 +138,10 @@ def create_app(config: ManagerConfig) -> FastAPI:
         app.state.rpc = AgentRPC(config.manager.cluster_secret)
         app.state.bus = EventBus()
         app.state.registry = SessionRegistry(app.state.db, app.state.rpc, app.state.bus)
+        app.state.rate_limiter = make_rate_limiter(config.redis.url or None, config.manager.rate_limit_window)
+        app.state.api_usage = ApiUsage()
         tasks = [
+            asyncio.create_task(_periodic(2.0, lambda: app.state.api_usage.flush(app.state.db))),
             asyncio.create_task(Scheduler(app.state.registry).run()),
             asyncio.create_task(_periodic(2.0, app.state.registry.flush_query_counts)),
             asyncio.create_task(_periodic(5.0, lambda: _check_agents(app))),
@@ -152,6 +156,8 @@ def create_app(config: ManagerConfig) -> FastAPI:
                 with suppress(asyncio.CancelledError):
                     await t
             await app.state.registry.flush_query_counts()
+            await app.state.api_usage.flush(app.state.db)
+            await app.state.rate_limiter.close()
             await app.state.rpc.close()
             await engine.dispose()
 
@@ -159,8 +165,14 @@ def create_app(config: ManagerConfig) -> FastAPI:
                   lifespan=lifespan, docs_url="/spec/docs", openapi_url="/spec/openapi.json", redoc_url=None)
     app.state.config = config
     _install_error_handlers(app)
-    for r in (root.router, session.router, gql.router, internal.router, status.router, stream.router):
+    for r in (root.router, auth.router, session.router, gql.router, internal.router, status.router, stream.router,
+              resource.router):
         app.include_router(r)
+    app.add_middleware(
+        RateLimitMiddleware,
+        get_limiter=lambda: getattr(app.state, "rate_limiter", None),
+        anonymous_limit=lambda: config.manager.anonymous_rate_limit,
+    )
     app.add_middleware(CompatPathMiddleware)
 
     @app.middleware("http")

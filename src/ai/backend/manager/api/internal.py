@@ -11,7 +11,7 @@ from sqlalchemy import select
 from ai.backend.common.problems import InvalidAPIParameters
 from ai.backend.common.types import ResourceSlot, SlotTypeError
 
-from ..images import register_images
+from ..images import image_inventory, register_images
 from ..models import Agent, Kernel, ScalingGroup
 from ..models.base import utcnow
 from .deps import json_body, require_cluster_secret
@@ -56,8 +56,12 @@ async def heartbeat(request: Request) -> dict[str, Any]:
         agent.architecture = body.get("architecture", "x86_64")
         agent.region = body.get("region")
         if "images" in body:
+            if not isinstance(body["images"], list):
+                raise InvalidAPIParameters("Malformed heartbeat: images must be a list.")
             await register_images(db, body["images"])
         await db.commit()
+    if "images" in body:
+        image_inventory(request.app.state).update(agent_id, body["images"])
     if joined:
         reg.schedule_event.set()
     return {"ok": True}

@@ -105,8 +105,9 @@ async def _execute(request: Request, ctx: AuthContext) -> GQLOutcome:
             entry["message"] = orig.detail or orig.title
             entry["extensions"] = {"status": orig.status, "type": PROBLEM_BASE + orig.slug}
             problem = problem or orig
-        elif orig is not None and not isinstance(orig, GraphQLError):
-            # A bug, not bad input: log it, and tell the client nothing about the internals.
+        elif orig is not None and not isinstance(orig, GraphQLError) and err.path is not None:
+            # A bug, not bad input: log it, and tell the client nothing about the internals. (Errors without
+            # a path come from validating the document or the variables, e.g. a scalar refusing a value.)
             log.error("GraphQL resolver error at %s", err.path, exc_info=orig)
             entry["message"] = "Internal error while resolving this field; it was logged."
             problem = problem or ProblemError("Internal error while resolving a GraphQL field; it was logged.")

@@ -36,9 +36,11 @@ from .base import (
 )
 from .base import BigInt as BigIntScalar
 
+# The statuses a status filter accepts: the ones this server uses plus those of the upstream enum that
+# clients name in their filters (BUILDING, PREPARED, CREATING, RESIZING, SUSPENDED); those match nothing here.
 SESSION_STATUSES = (
-    "PENDING", "SCHEDULED", "PREPARING", "PULLING", "RUNNING", "RESTARTING", "RUNNING_DEGRADED",
-    "TERMINATING", "TERMINATED", "ERROR", "CANCELLED",
+    "PENDING", "SCHEDULED", "PREPARING", "BUILDING", "PULLING", "PREPARED", "CREATING", "RUNNING", "RESTARTING",
+    "RESIZING", "SUSPENDED", "RUNNING_DEGRADED", "TERMINATING", "TERMINATED", "ERROR", "CANCELLED",
 )
 KERNEL_STATUSES = SESSION_STATUSES
 # The seed's legacy role names for cluster kernels map onto main/sub.
@@ -186,7 +188,7 @@ def _to_gql(row: SessionRow, group_name: str | None, email: str | None, ports: A
     )
 
 
-def _statuses(raw: str | None, allowed: Sequence[str], what: str) -> list[str] | None:
+def parse_statuses(raw: str | None, allowed: Sequence[str], what: str) -> list[str] | None:
     """A comma-separated status list, upper-cased and checked; ``None`` when not given."""
     if raw is None or not raw.strip():
         return None
@@ -244,7 +246,7 @@ class Query:
         ctx = context(info)
         check_page(limit, offset)
         conds = session_scope(ctx, domain_name=domain_name, group_id=group_id, access_key=access_key)
-        statuses = _statuses(status, SESSION_STATUSES, "session")
+        statuses = parse_statuses(status, SESSION_STATUSES, "session")
         if statuses is not None:
             conds.append(SessionRow.status.in_(statuses))
         extra = filter_clause(filter, SESSION_COLUMNS)
@@ -259,34 +261,34 @@ class Query:
         return ComputeSessionList(items=[_to_gql(*r) for r in rows], total_count=total)
 
     @strawberry.field(description="One compute session by ID; null when it does not exist or is out of scope.")
-    async def compute_session(self, info: Info, id: strawberry.ID) -> ComputeSession | None:
+    async def compute_session(self, info: Info, id: uuid.UUID) -> ComputeSession | None:
         ctx = context(info)
         conds = session_scope(ctx)
-        conds.append(SessionRow.id == check_uuid(id, "id"))
+        conds.append(SessionRow.id == id)
         async with ctx.db() as db:
             row = (await db.execute(_session_query(conds))).first()
         return None if row is None else _to_gql(*row)
 
     @strawberry.field(description="One container (kernel) by ID; null when it does not exist or is out of scope.")
-    async def compute_container(self, info: Info, id: strawberry.ID) -> ComputeContainer | None:
+    async def compute_container(self, info: Info, id: uuid.UUID) -> ComputeContainer | None:
         ctx = context(info)
         conds = session_scope(ctx)
         async with ctx.db() as db:
             row = (
                 await db.execute(
                     select(Kernel, SessionRow.resource_opts).join(SessionRow, SessionRow.id == Kernel.session_id)
-                    .where(Kernel.id == check_uuid(id, "id"), *conds)
+                    .where(Kernel.id == id, *conds)
                 )
             ).first()
         return None if row is None else container_to_gql(row[0], row[1], ctx.role == SUPERADMIN)
 
     @strawberry.field(description="One page of the containers of a session (404 if the session is not visible).")
     async def compute_container_list(
-        self, info: Info, session_id: strawberry.ID, limit: int = 20, offset: int = 0, role: str | None = None,
+        self, info: Info, session_id: uuid.UUID, limit: int = 20, offset: int = 0, role: str | None = None,
     ) -> ComputeContainerList:
         ctx = context(info)
         check_page(limit, offset)
-        sid = check_uuid(session_id, "session_id")
+        sid = session_id
         conds: list[Any] = [Kernel.session_id == sid]
         if role is not None:
             conds.append(Kernel.cluster_role == _ROLE_ALIASES.get(role, role))
@@ -308,5 +310,5 @@ class Query:
 
 __all__ = [
     "CONTAINER_COLUMNS", "ComputeContainer", "ComputeContainerList", "ComputeSession", "ComputeSessionList",
-    "KERNEL_STATUSES", "Query", "container_to_gql", "session_scope",
+    "KERNEL_STATUSES", "Query", "container_to_gql", "parse_statuses", "session_scope",
 ]
