@@ -465,3 +465,12 @@ def test_mgr_cli_adds_users_and_keypairs(manager: Cluster) -> None:
     assert_problem(manager.request("GET", "/auth/test", who=who), 401, "unauthorized")
     missing = _mgr(manager, "keypair", "add", "ghost@example.org")
     assert missing.returncode != 0 and "No such user" in missing.stderr
+
+
+def test_refusals_are_not_logged_as_errors(manager: Cluster) -> None:
+    """Bad input is the caller's problem: it is answered, not written to the log as a server error."""
+    assert_problem(gql_raw(manager, "{ domains { name } }", who=USER), 403, "forbidden")
+    assert_problem(gql_raw(manager, "mutation { delete_domain(name: \"no-such\") { ok } }"), 404, "not-found")
+    assert_problem(gql_raw(manager, "{ nosuchfield }"), 400, "graphql-error")
+    log = (manager.state / "manager.log").read_text()
+    assert "Traceback" not in log and "ERROR" not in log, log[-2000:]

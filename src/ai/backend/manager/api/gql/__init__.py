@@ -46,13 +46,24 @@ def _collect() -> tuple[list[type], list[type]]:
     return queries, mutations
 
 
+class _Schema(strawberry.Schema):
+    """Logs only what is not the caller's fault; refusals and invalid documents are answered, not logged."""
+
+    def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
+        for error in errors:
+            orig = error.original_error
+            if orig is None or isinstance(orig, ProblemError | GraphQLError) or error.path is None:
+                continue
+            log.error("GraphQL resolver error at %s", error.path, exc_info=orig)
+
+
 def build_schema(*, allow_introspection: bool = False) -> strawberry.Schema:
     """Assemble the schema from the area modules."""
     queries, mutations = _collect()
     extensions: list[Any] = [QueryDepthLimiter(max_depth=MAX_DEPTH)]
     if not allow_introspection:
         extensions.append(AddValidationRules([NoSchemaIntrospectionCustomRule]))
-    return strawberry.Schema(
+    return _Schema(
         query=merge_types("Query", tuple(queries)),
         mutation=merge_types("Mutation", tuple(mutations)) if mutations else None,
         config=StrawberryConfig(auto_camel_case=False),
@@ -106,9 +117,8 @@ async def _execute(request: Request, ctx: AuthContext) -> GQLOutcome:
             entry["extensions"] = {"status": orig.status, "type": PROBLEM_BASE + orig.slug}
             problem = problem or orig
         elif orig is not None and not isinstance(orig, GraphQLError) and err.path is not None:
-            # A bug, not bad input: log it, and tell the client nothing about the internals. (Errors without
-            # a path come from validating the document or the variables, e.g. a scalar refusing a value.)
-            log.error("GraphQL resolver error at %s", err.path, exc_info=orig)
+            # A bug, not bad input (logged by _Schema): tell the client nothing about the internals. Errors
+            # without a path come from validating the document or the variables, e.g. a scalar refusing a value.
             entry["message"] = "Internal error while resolving this field; it was logged."
             problem = problem or ProblemError("Internal error while resolving a GraphQL field; it was logged.")
         errors.append(entry)
