@@ -474,3 +474,16 @@ def test_refusals_are_not_logged_as_errors(manager: Cluster) -> None:
     assert_problem(gql_raw(manager, "{ nosuchfield }"), 400, "graphql-error")
     log = (manager.state / "manager.log").read_text()
     assert "Traceback" not in log and "ERROR" not in log, log[-2000:]
+
+
+def test_moving_a_user_to_another_domain_drops_old_memberships(manager: Cluster) -> None:
+    other = uniq("dom")
+    gql(manager, "mutation($n: String!) { create_domain(name: $n, props: {}) { ok } }", {"n": other})
+    g = gql(manager, "mutation($n: String!, $d: String!) { create_group(name: $n, props: {domain_name: $d}) "
+                     "{ group { id } } }", {"n": uniq("g"), "d": other})["create_group"]["group"]["id"]
+    u = new_user(manager, domain=other, groups=[g])
+    assert [x["id"] for x in u["user"]["groups"]] == [g]
+    q = "mutation($e: String!) { modify_user(email: $e, props: {domain_name: \"default\"}) { user { domain_name " \
+        "groups { id } } } }"
+    moved = gql(manager, q, {"e": u["email"]})["modify_user"]["user"]
+    assert moved == {"domain_name": "default", "groups": []}

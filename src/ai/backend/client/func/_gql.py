@@ -28,6 +28,8 @@ __all__ = (
     "mutate",
     "mutation_document",
     "paginated_query",
+    "parse_page",
+    "pick_field",
     "query_document",
     "query_field",
     "selection",
@@ -134,7 +136,8 @@ def mutation_document(field: str, args: Mapping[str, Any], result_fields: Iterab
     return f"mutation {{ {field}{gql_arguments(args)} {{ {selection(result_fields)} }} }}"
 
 
-def _pick(data: Any, field: str) -> Any:
+def pick_field(data: Any, field: str) -> Any:
+    """The value of *field* in a GraphQL answer's ``data``; :class:`BackendClientError` if it is missing."""
     if not isinstance(data, Mapping) or field not in data:
         raise BackendClientError(f"Unexpected GraphQL response: no {field!r} in {str(data)[:200]}")
     return data[field]
@@ -144,14 +147,14 @@ async def query_field(field: str, args: Mapping[str, Any], fields: Iterable[str]
     """Run a one-field query and return the value of that field."""
     from .admin import Admin
 
-    return _pick(await Admin._query(query_document(field, args, fields)), field)
+    return pick_field(await Admin._query(query_document(field, args, fields)), field)
 
 
 async def mutate(field: str, args: Mapping[str, Any], result_fields: Iterable[str] = ("ok", "msg")) -> dict[str, Any]:
     """Run a mutation and return its result object (``{"ok", "msg", ...}``)."""
     from .admin import Admin
 
-    result = _pick(await Admin._query(mutation_document(field, args, result_fields)), field)
+    result = pick_field(await Admin._query(mutation_document(field, args, result_fields)), field)
     if not isinstance(result, Mapping):
         raise BackendClientError(f"Unexpected GraphQL response: {field!r} is {result!r}")
     return dict(result)
@@ -181,7 +184,11 @@ async def paginated_query(
     doc = f"query {{ {field}{gql_arguments(all_args)} {{ items {{ {selection(fields)} }} total_count }} }}"
     from .admin import Admin
 
-    result = _pick(await Admin._query(doc), field)
+    return parse_page(pick_field(await Admin._query(doc), field), fields)
+
+
+def parse_page(result: Any, fields: Sequence[str]) -> PaginatedResult[dict[str, Any]]:
+    """A ``*_list`` answer (``{"items": [...], "total_count": N}``) as a :class:`PaginatedResult`."""
     try:
         total, items = int(result["total_count"]), list(result["items"])
     except (KeyError, TypeError, ValueError) as e:

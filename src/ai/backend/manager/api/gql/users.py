@@ -286,12 +286,13 @@ class Mutation:
             if status is not None:
                 values["status"] = status
                 values["status_info"] = "admin-requested"
+            domain_changed = new_domain != row.domain_name
             for key, value in values.items():
                 setattr(row, key, value)
             if "role" in values:
                 await db.execute(update(KeyPairRow).where(KeyPairRow.user == row.uuid)
                                  .values(is_admin=values["role"] in (SUPERADMIN, ADMIN)))
-            if gids is not None or new_domain != row.domain_name:
+            if gids is not None or domain_changed:
                 await db.execute(delete(group_members).where(group_members.c.user_id == row.uuid))
                 if gids:
                     await db.execute(insert(group_members), [{"group_id": g, "user_id": row.uuid} for g in gids])
