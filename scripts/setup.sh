@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything the project needs on a Debian machine; safe to run again (does only what is missing).
 #   scripts/setup.sh          Debian packages, Docker engine, .venv with the project, kernel images
-#   scripts/setup.sh --test   the same plus the test tools
+#   scripts/setup.sh --test   the same plus the test tools, and a private PostgreSQL and Redis on loopback
+#                             for the tests (scripts/test-services.sh; where: scripts/test-services.env)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want_test=0
@@ -58,3 +59,8 @@ fi
 for img in python; do
   bash scripts/build-image.sh "$img"
 done
+
+# 5. PostgreSQL and Redis for the tests and benchmarks
+if ((want_test)); then
+  bash scripts/test-services.sh
+fi

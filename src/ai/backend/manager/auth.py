@@ -81,18 +81,20 @@ async def authenticate(request: HTTPConnection) -> AuthContext:
             f"The request date {date_hdr[1]!r} is outside the allowed window of ±{int(skew.total_seconds())} s "
             "around the server time; check your clock."
         )
+    # Plain columns, not ORM objects: this runs on every call.
     async with request.app.state.db() as db:
         row = (
             await db.execute(
-                select(KeyPair, User)
+                select(KeyPair.secret_key, KeyPair.is_active, KeyPair.is_admin, KeyPair.resource_policy,
+                       KeyPair.rate_limit, User.uuid, User.email, User.role, User.domain_name, User.status)
                 .join(User, User.uuid == KeyPair.user)
                 .where(KeyPair.access_key == parsed.access_key)
             )
         ).first()
     if row is None:
         raise AuthorizationFailed("Unknown access key.")
-    keypair, user = row
-    if not keypair.is_active or user.status != "active":
+    secret_key, kp_active, kp_admin, resource_policy, rate_limit, user_uuid, email, user_role, domain, status = row
+    if not kp_active or status != "active":
         raise AuthorizationFailed("The keypair or its user is inactive.")
     scope = request.scope
     raw_path = scope.get("raw_path") or scope["path"].encode()
@@ -119,7 +121,7 @@ async def authenticate(request: HTTPConnection) -> AuthContext:
         # the upstream client signs WebSocket handshakes that way.
         content_type=request.headers.get("content-type") or "application/octet-stream",
         version=version_hdr[1],
-        secret_key=keypair.secret_key,
+        secret_key=secret_key,
         hash_type=parsed.hash_type,
         body=body,
         version_header_name=version_hdr[0].lower(),
@@ -127,16 +129,16 @@ async def authenticate(request: HTTPConnection) -> AuthContext:
     if not hmac.compare_digest(expected, parsed.signature):
         raise AuthorizationFailed("Signature mismatch: check the secret key and the signed headers.")
     # Admin powers need both an admin user and a privileged keypair; an admin's plain keypair acts as a user.
-    role = user.role if keypair.is_admin or user.role not in ("superadmin", "admin") else "user"
+    role = user_role if kp_admin or user_role not in ("superadmin", "admin") else "user"
     is_admin = role in ("superadmin", "admin")
     return AuthContext(
-        access_key=keypair.access_key,
-        user_uuid=user.uuid,
-        email=user.email,
+        access_key=parsed.access_key,
+        user_uuid=user_uuid,
+        email=email,
         role=role,
-        domain_name=user.domain_name,
+        domain_name=domain,
         is_admin=is_admin,
-        resource_policy=keypair.resource_policy,
+        resource_policy=resource_policy,
         api_version=version_hdr[1],
-        rate_limit=keypair.rate_limit,
+        rate_limit=rate_limit,
     )

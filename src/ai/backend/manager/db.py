@@ -14,7 +14,8 @@ def create_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 30}
     else:
-        kwargs.update(pool_size=16, max_overflow=32, pool_pre_ping=True)
+        # No pre-ping: it costs a round trip per checkout; recycle connections instead.
+        kwargs.update(pool_size=16, max_overflow=32, pool_recycle=1800)
     engine = create_async_engine(url, **kwargs)
     if url.startswith("sqlite"):
 

@@ -113,7 +113,9 @@ class RedisRateLimiter:
 
         self.window = window
         self.prefix = prefix
-        self._redis: Any = aioredis.from_url(url)
+        # A pool that waits for a free connection instead of failing a burst of calls.
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=10)
+        self._redis: Any = aioredis.Redis(connection_pool=pool)
         self._script: Any = self._redis.register_script(_REDIS_HIT)
 
     async def hit(self, key: str, limit: int) -> Verdict:

@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ai.backend.common.config import ConfigError, load_config
 from ai.backend.common.problems import PROBLEM_BASE, ProblemError
@@ -40,7 +40,8 @@ SUPPORTED_MAJORS = range(1, 9)
 
 
 class CompatPathMiddleware:
-    """Maps the legacy URL spellings onto the current routes without touching ``raw_path``.
+    """Maps the legacy URL spellings onto the current routes without touching ``raw_path``, and adds
+    ``Content-Language: en`` to every response (a plain ASGI wrapper: cheaper than an HTTP middleware).
 
     ``/vN/...`` prefixes (404 for unsupported majors), ``/kernel/...`` for ``/session/...``,
     ``/kernel/create`` and ``X-Method-Override``. Signatures are checked against ``raw_path``.
@@ -67,7 +68,19 @@ class CompatPathMiddleware:
                 if name == b"x-method-override":
                     scope = dict(scope, method=value.decode("latin-1").upper())
                     break
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_language(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(k == b"content-language" for k, _ in headers):
+                    headers.append((b"content-language", b"en"))
+                message = dict(message, headers=headers)
+            await send(message)
+
+        await self.app(scope, receive, send_with_language)
 
 
 def _problem_response(status: int, slug: str, title: str, detail: str) -> JSONResponse:
@@ -174,12 +187,6 @@ def create_app(config: ManagerConfig) -> FastAPI:
         anonymous_limit=lambda: config.manager.anonymous_rate_limit,
     )
     app.add_middleware(CompatPathMiddleware)
-
-    @app.middleware("http")
-    async def _common_headers(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
-        resp = await call_next(request)
-        resp.headers.setdefault("Content-Language", "en")
-        return resp
 
     return app
 

@@ -1,7 +1,9 @@
 """A throw-away real cluster (manager + Docker agent processes) for tests and benchmarks.
 
-Each instance gets its own state directory, free ports, agent id and SQLite database, so it never
-touches a cluster started with ``make demo``.
+Each instance gets its own state directory, free ports, agent id and database (an SQLite file in the
+state directory unless a ``db_url`` is given, e.g. a PostgreSQL database from
+``ai.backend.testutils.databases``), so it never touches a cluster started with ``make demo``.
+:func:`launch_manager` starts the manager alone (no agent, no Docker needed).
 """
 
 from __future__ import annotations
@@ -46,8 +48,10 @@ class Cluster:
     state: Path
     endpoint: str
     secret: str
-    agent_id: str
+    agent_id: str  # "" for a manager-only server
     procs: dict[str, subprocess.Popen[bytes]]
+    db_url: str = ""
+    redis_url: str | None = None
 
     def env(self, who: dict[str, Any] = USER) -> dict[str, str]:
         """Environment for the SDK/CLI acting as ``who``."""
@@ -82,7 +86,10 @@ class Cluster:
                 proc.kill()
                 proc.wait()
 
-    def wait_ready(self, timeout: float = 60) -> None:
+    def wait_ready(self, timeout: float = 60, *, agents: bool | None = None) -> None:
+        """Wait until the manager answers ``/internal/status`` and, with ``agents`` (the default when this
+        cluster has an agent), until an agent is alive and the ``python`` image is known."""
+        need_agents = bool(self.agent_id) if agents is None else agents
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             req = urllib.request.Request(self.endpoint + "/internal/status",
@@ -90,7 +97,7 @@ class Cluster:
             try:
                 with urllib.request.urlopen(req, timeout=2) as resp:
                     st = json.load(resp)
-                    if st["agents_alive"] and "python" in st["image_aliases"]:
+                    if not need_agents or (st["agents_alive"] and "python" in st["image_aliases"]):
                         return
             except OSError:
                 pass
@@ -101,12 +108,14 @@ class Cluster:
         raise RuntimeError("cluster not ready: " + (self.state / "manager.log").read_text()[-2000:])
 
     def containers(self) -> list[str]:
+        if not self.agent_id:
+            return []
         out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=ai.backend.agent-id={self.agent_id}"],
                              capture_output=True, text=True, check=True)
         return out.stdout.split()
 
     def shutdown(self) -> None:
-        """Stop both servers and remove this cluster's containers."""
+        """Stop the servers and remove this cluster's containers."""
         self.stop("agent")
         self.stop("manager")
         ids = self.containers()
@@ -114,24 +123,70 @@ class Cluster:
             subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
 
 
-def launch_cluster(state: Path, *, cpu: int = 4, mem: str = "4g") -> Cluster:
+def _toml_str(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a valid TOML basic string
+
+
+def _write_manager_config(state: Path, port: int, secret: str, db_url: str | None, redis_url: str | None,
+                          settings: dict[str, Any] | None) -> None:
+    lines = ["[manager]", f"service-addr-port = {port}", f"cluster-secret = {_toml_str(secret)}",
+             f"state-dir = {_toml_str(str(state))}", "heartbeat-timeout = 30.0"]
+    for key, value in (settings or {}).items():
+        lines.append(f"{key} = {json.dumps(value)}")
+    if db_url:
+        lines += ["", "[db]", f"url = {_toml_str(db_url)}"]
+    if redis_url:
+        lines += ["", "[redis]", f"url = {_toml_str(redis_url)}"]
+    (state / "manager.toml").write_text("\n".join(lines) + "\n")
+
+
+def prepare_database(config_path: Path) -> None:
+    """``schema oneshot`` and ``fixture populate`` for the manager configured in ``config_path``."""
+    cli = [sys.executable, "-m", "ai.backend.manager.cli", "-f", str(config_path)]
+    for step in (["schema", "oneshot"], ["fixture", "populate"]):
+        out = subprocess.run([*cli, *step], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError(f"`backend.ai mgr {' '.join(step)}` failed ({out.returncode}):\n"
+                               + (out.stdout + out.stderr)[-4000:])
+
+
+def launch_manager(state: Path, *, db_url: str | None = None, redis_url: str | None = None,
+                   settings: dict[str, Any] | None = None) -> Cluster:
+    """Start a manager without agents: write ``manager.toml`` under ``state``, create the schema and the
+    default fixtures in ``db_url`` (an SQLite file under ``state`` when not given), start it and wait
+    until it answers. ``redis_url`` goes to ``[redis] url``; ``settings`` are extra ``[manager]`` keys
+    (e.g. ``{"anonymous-rate-limit": 0}``)."""
+    state.mkdir(parents=True, exist_ok=True)
+    mport = _free_port()
+    secret = secrets.token_urlsafe(24)
+    _write_manager_config(state, mport, secret, db_url, redis_url, settings)
+    prepare_database(state / "manager.toml")
+    c = Cluster(state, f"http://127.0.0.1:{mport}", secret, "", {},
+                db_url or f"sqlite+aiosqlite:///{state}/manager.db", redis_url)
+    c.start("manager")
+    try:
+        c.wait_ready()
+    except Exception:
+        c.shutdown()
+        raise
+    return c
+
+
+def launch_cluster(state: Path, *, cpu: int = 4, mem: str = "4g", db_url: str | None = None,
+                   redis_url: str | None = None) -> Cluster:
     """Write configs under ``state``, create the schema and fixtures, start both servers and wait."""
     mport, aport = _free_port(), _free_port()
     secret = secrets.token_urlsafe(24)
     agent_id = f"i-test-{secrets.token_hex(4)}"
-    (state / "manager.toml").write_text(
-        f'[manager]\nservice-addr-port = {mport}\ncluster-secret = "{secret}"\nstate-dir = "{state}"\n'
-        'heartbeat-timeout = 30.0\n'
-    )
+    _write_manager_config(state, mport, secret, db_url, redis_url, None)
     (state / "agent.toml").write_text(
         f'[agent]\nid = "{agent_id}"\nrpc-listen-port = {aport}\nmanager-url = "http://127.0.0.1:{mport}"\n'
         f'cluster-secret = "{secret}"\nheartbeat-interval = 1.0\n\n'
         f'[container]\nscratch-root = "{state}/scratches"\n\n[resource]\ncpu = {cpu}\nmem = "{mem}"\n'
     )
-    cli = [sys.executable, "-m", "ai.backend.manager.cli", "-f", str(state / "manager.toml")]
-    subprocess.run([*cli, "schema", "oneshot"], check=True, capture_output=True)
-    subprocess.run([*cli, "fixture", "populate"], check=True, capture_output=True)
-    c = Cluster(state, f"http://127.0.0.1:{mport}", secret, agent_id, {})
+    prepare_database(state / "manager.toml")
+    c = Cluster(state, f"http://127.0.0.1:{mport}", secret, agent_id, {},
+                db_url or f"sqlite+aiosqlite:///{state}/manager.db", redis_url)
     c.start("manager")
     c.start("agent")
     try:

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Column, ForeignKey, Integer, String, Table, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Column, ForeignKey, Integer, String, Table, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import GUID, Base, UTCDateTime, metadata, utcnow
@@ -22,7 +22,9 @@ class Domain(Base):
     allowed_vfolder_hosts: Mapped[list[Any]] = mapped_column(default=list)
     allowed_docker_registries: Mapped[list[Any]] = mapped_column(default=list)
     integration_id: Mapped[str | None] = mapped_column(String(512))
-    modified_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    modified_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow, server_default=text("CURRENT_TIMESTAMP")
+    )
 
 
 class Group(Base):
@@ -38,7 +40,9 @@ class Group(Base):
     total_resource_slots: Mapped[dict[str, Any]] = mapped_column(default=dict)
     allowed_vfolder_hosts: Mapped[list[Any]] = mapped_column(default=list)
     integration_id: Mapped[str | None] = mapped_column(String(512))
-    modified_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    modified_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow, server_default=text("CURRENT_TIMESTAMP")
+    )
 
 
 class User(Base):
@@ -55,7 +59,9 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(32), default="user")
     domain_name: Mapped[str] = mapped_column(ForeignKey("domains.name", onupdate="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    modified_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    modified_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, onupdate=utcnow, server_default=text("CURRENT_TIMESTAMP")
+    )
 
 
 group_members = Table(

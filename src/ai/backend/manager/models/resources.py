@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Column, ForeignKey, String, Table, Text
+from sqlalchemy import Boolean, Column, ForeignKey, String, Table, Text, false, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import GUID, Base, UTCDateTime, metadata, utcnow
@@ -21,8 +21,8 @@ class ScalingGroup(Base):
     driver_opts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     scheduler: Mapped[str] = mapped_column(String(64), default="fifo")
     scheduler_opts: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    is_public: Mapped[bool] = mapped_column(Boolean, default=True)
-    use_host_network: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_public: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    use_host_network: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     wsproxy_addr: Mapped[str | None] = mapped_column(String(1024))
     wsproxy_api_token: Mapped[str | None] = mapped_column(String(256))
 

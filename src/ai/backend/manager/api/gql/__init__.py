@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from graphql import GraphQLError
 from graphql.validation import NoSchemaIntrospectionCustomRule
-from strawberry.extensions import AddValidationRules, QueryDepthLimiter
+from strawberry.extensions import AddValidationRules, ParserCache, QueryDepthLimiter, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
@@ -60,7 +60,9 @@ class _Schema(strawberry.Schema):
 def build_schema(*, allow_introspection: bool = False) -> strawberry.Schema:
     """Assemble the schema from the area modules."""
     queries, mutations = _collect()
-    extensions: list[Any] = [QueryDepthLimiter(max_depth=MAX_DEPTH)]
+    # Parsed and validated documents are cached: clients send the same few queries over and over.
+    extensions: list[Any] = [ParserCache(maxsize=512), ValidationCache(maxsize=512),
+                             QueryDepthLimiter(max_depth=MAX_DEPTH)]
     if not allow_introspection:
         extensions.append(AddValidationRules([NoSchemaIntrospectionCustomRule]))
     return _Schema(
