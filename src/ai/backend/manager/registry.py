@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ai.backend.common.problems import (
@@ -90,23 +90,41 @@ class SessionRegistry:
             raise Forbidden("Domain admins may act only for users of their own domain.")
         return owner_access_key
 
-    async def find_session(
-        self, db: AsyncSession, ref: str, access_key: str, *, alive_only: bool = False
-    ) -> SessionRow:
-        """Find a session of ``access_key`` by UUID or name (the newest one when names repeat)."""
+    @staticmethod
+    def _lookup(ref: str, access_key: str) -> list[Any]:
         cond = [SessionRow.access_key == access_key]
         try:
             sid = uuid.UUID(ref)
             cond.append(or_(SessionRow.id == sid, SessionRow.name == ref))
         except ValueError:
             cond.append(SessionRow.name == ref)
-        q = select(SessionRow).where(*cond).order_by(
-            (SessionRow.status.in_(ACTIVE_STATUSES)).desc(), SessionRow.created_at.desc()
-        ).limit(1)
+        return cond
+
+    _NEWEST_FIRST = ((SessionRow.status.in_(ACTIVE_STATUSES)).desc(), SessionRow.created_at.desc())
+
+    async def find_session(
+        self, db: AsyncSession, ref: str, access_key: str, *, alive_only: bool = False
+    ) -> SessionRow:
+        """Find a session of ``access_key`` by UUID or name (the newest one when names repeat)."""
+        q = select(SessionRow).where(*self._lookup(ref, access_key)).order_by(*self._NEWEST_FIRST).limit(1)
         row = (await db.execute(q)).scalar_one_or_none()
         if row is None or (alive_only and row.status not in ACTIVE_STATUSES):
             raise SessionNotFound(f"Session {ref!r} does not exist or is not yours.")
         return row
+
+    async def find_session_and_kernel(self, db: AsyncSession, ref: str, access_key: str) -> tuple[SessionRow, Kernel]:
+        """:meth:`find_session` and :meth:`main_kernel` in one query (the session-info hot path)."""
+        main = and_(Kernel.session_id == SessionRow.id, Kernel.cluster_role == "main")
+        q = (
+            select(SessionRow, Kernel).join(Kernel, main, isouter=True)
+            .where(*self._lookup(ref, access_key)).order_by(*self._NEWEST_FIRST).limit(1)
+        )
+        row = (await db.execute(q)).first()
+        if row is None:
+            raise SessionNotFound(f"Session {ref!r} does not exist or is not yours.")
+        if row[1] is None:
+            raise SessionNotFound(f"Session {row[0].name!r} has no main kernel.")
+        return row[0], row[1]
 
     async def main_kernel(self, db: AsyncSession, session: SessionRow) -> Kernel:
         row = (

@@ -110,9 +110,9 @@ async def get_info(
     ref: str, request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
 ) -> dict[str, Any]:
     """Information about one session of the caller."""
-    session = await _find(reg, ctx, ref, request)
+    owner = await reg.resolve_owner(ctx, request.query_params.get("owner_access_key"))
     async with reg.db() as db:
-        kernel = await reg.main_kernel(db, session)
+        session, kernel = await reg.find_session_and_kernel(db, ref, owner)
     return session_info(session, kernel, reg.unflushed_queries(session))
 
 
