@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, USER, Cluster
+from .conftest import ADMIN, REPO, USER, Cluster
 
 pytestmark = pytest.mark.docker
 
@@ -129,3 +129,24 @@ def test_upstream_2203_client(cluster: Cluster) -> None:
     assert rm.returncode == 0, rm.stderr
     cfg = subprocess.run([str(client), "config"], env=env, capture_output=True, text=True, timeout=60)
     assert cfg.returncode == 0 and "v6.20220615" in cfg.stdout
+
+
+def test_upstream_2203_client_admin_commands(cluster: Cluster) -> None:
+    """The upstream client's admin commands read our GraphQL schema (its own queries and variable types)."""
+    client = _upstream_client()
+    env = {**cluster.env(ADMIN), "PYTHONWARNINGS": "ignore"}
+
+    def run(*args: str) -> str:
+        out = subprocess.run([str(client), *args], env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and "Error" not in out.stdout + out.stderr, (args, out.stdout, out.stderr)
+        return out.stdout
+
+    assert "admin@lablup.com" in run("admin", "user", "list")
+    assert "AKIANABBDUSEREXAMPLE" in run("admin", "keypair", "list")
+    assert "default" in run("admin", "domain", "list")
+    assert "2de2b969-1d04-48a6-af16-0bc8adb3c831" in run("admin", "group", "list", "-d", "default")
+    assert "default" in run("admin", "group", "info", "2de2b969-1d04-48a6-af16-0bc8adb3c831")
+    assert "default" in run("admin", "keypair-resource-policy", "list")
+    assert cluster.agent_id in run("admin", "agent", "list")
+    assert "python" in run("admin", "image", "list")
+    assert "AKIAIOSFODNN7EXAMPLE" in run("admin", "keypair", "info")

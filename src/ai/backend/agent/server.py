@@ -23,6 +23,7 @@ from ai.backend.common.problems import PROBLEM_BASE, AuthorizationFailed, Invali
 from .config import AgentConfig
 from .docker_backend import DockerBackend
 from .resources import detect_capacity
+from .stats import HostStats
 
 log = logging.getLogger("ai.backend.agent")
 VERSION = "0.1.0"
@@ -37,6 +38,7 @@ class Agent:
         self.http = httpx.AsyncClient(base_url=config.agent.manager_url, timeout=10.0,
                                       headers={CLUSTER_SECRET_HEADER: config.agent.cluster_secret})
         self.backend = DockerBackend(config, self.on_kernel_exit)
+        self.host_stats = HostStats()
 
     async def on_kernel_exit(self, kernel_id: str, reason: str, exit_code: int | None) -> None:
         log.info("kernel %s ended: %s (exit code %s)", kernel_id, reason, exit_code)
@@ -56,7 +58,7 @@ class Agent:
             "scaling_group": self.config.agent.scaling_group, "region": self.config.agent.region,
             "available_slots": self.capacity.to_json(), "version": VERSION,
             "architecture": platform.machine(), "images": await self.backend.list_images(),
-            "kernels": list(self.backend.kernels),
+            "kernels": list(self.backend.kernels), "live_stat": self.host_stats.sample(),
         }
         r = await self.http.post("/internal/heartbeat", json=body)
         if r.status_code >= 400:

@@ -61,3 +61,47 @@ def container_stats(container_id: str) -> dict[str, Any]:
     except (OSError, ValueError):
         pass
     return stats
+
+
+class HostStats:
+    """The host's CPU utilisation (between two calls, from ``/proc/stat``) and memory in use
+    (``MemTotal - MemAvailable`` from ``/proc/meminfo``), sent with each heartbeat."""
+
+    def __init__(self, proc: Path = Path("/proc")) -> None:
+        self._proc = proc
+        self._last: tuple[int, int] | None = None
+
+    def _cpu_times(self) -> tuple[int, int] | None:
+        try:
+            fields = self._proc.joinpath("stat").read_text().splitlines()[0].split()[1:]
+            values = [int(v) for v in fields]
+        except (OSError, ValueError, IndexError):
+            return None
+        idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+        return sum(values), idle
+
+    def sample(self) -> dict[str, float | int]:
+        out: dict[str, float | int] = {}
+        now = self._cpu_times()
+        if now is not None and self._last is not None and now[0] > self._last[0]:
+            busy = (now[0] - self._last[0]) - (now[1] - self._last[1])
+            out["cpu_util_pct"] = round(100.0 * busy / (now[0] - self._last[0]), 1)
+        self._last = now
+        mem = _kv_kib(self._proc / "meminfo")
+        if "MemTotal" in mem and "MemAvailable" in mem:
+            out["mem_total_bytes"] = mem["MemTotal"] * 1024
+            out["mem_used_bytes"] = (mem["MemTotal"] - mem["MemAvailable"]) * 1024
+        return out
+
+
+def _kv_kib(path: Path) -> dict[str, int]:
+    out: dict[str, int] = {}
+    try:
+        for line in path.read_text().splitlines():
+            name, _, rest = line.partition(":")
+            parts = rest.split()
+            if parts and parts[0].isdigit():
+                out[name.strip()] = int(parts[0])
+    except OSError:
+        pass
+    return out

@@ -12,6 +12,7 @@ from ai.backend.common.problems import InvalidAPIParameters
 from ai.backend.common.types import ResourceSlot, SlotTypeError
 
 from ..images import image_inventory, register_images
+from ..live_stats import live_stats
 from ..models import Agent, Kernel, ScalingGroup
 from ..models.base import utcnow
 from .deps import json_body, require_cluster_secret
@@ -62,6 +63,7 @@ async def heartbeat(request: Request) -> dict[str, Any]:
         await db.commit()
     if "images" in body:
         image_inventory(request.app.state).update(agent_id, body["images"])
+    live_stats(request.app.state).update(agent_id, body.get("live_stat"))
     if joined:
         reg.schedule_event.set()
     return {"ok": True}

@@ -1,8 +1,8 @@
 """GraphQL agents: ``agent``, ``agents`` and ``agent_list`` for superadmins and monitors.
 
 Agents report their capacity by heartbeat (id, address, scaling group, region, version,
-architecture, ``available_slots``). They send no live utilisation, so ``live_stat``,
-``cpu_cur_pct`` and ``mem_cur_bytes`` are null. The legacy ``*_slots`` fields are derived from
+architecture, ``available_slots``) and the host's utilisation (``live_stat``: CPU %, memory in use),
+which gives ``cpu_cur_pct`` and ``mem_cur_bytes``. The legacy ``*_slots`` fields are derived from
 ``available_slots``/``occupied_slots`` (``mem_slots`` in MiB).
 """
 
@@ -16,6 +16,7 @@ import strawberry
 from sqlalchemy import func, select
 from strawberry.types import Info
 
+from ...live_stats import live_stats
 from ...models import Agent as AgentRow
 from ...models import Kernel, SessionRow
 from .base import (
@@ -52,8 +53,7 @@ def _slot(slots: dict[str, Any] | None, *names: str) -> Decimal:
     return Decimal(0)
 
 
-@strawberry.type(description="An agent (compute node). No live utilisation is tracked: live_stat, cpu_cur_pct "
-                             "and mem_cur_bytes are null.")
+@strawberry.type(description="An agent (compute node) with the host utilisation of its latest heartbeat.")
 class Agent:
     id: strawberry.ID
     status: str
@@ -105,20 +105,22 @@ class AgentList:
     total_count: int
 
 
-def to_gql(row: AgentRow) -> Agent:
-    """An agent row as its GraphQL object."""
+def to_gql(row: AgentRow, stats: dict[str, float] | None = None) -> Agent:
+    """An agent row as its GraphQL object, with the host utilisation of its latest heartbeat."""
+    stats = stats or {}
     avail, occ = row.available_slots or {}, row.occupied_slots or {}
     return Agent(
         id=strawberry.ID(row.id), status=row.status, status_changed=row.status_changed, region=row.region,
         scaling_group=row.scaling_group, schedulable=row.schedulable, available_slots=avail, occupied_slots=occ,
         addr=row.addr, architecture=row.architecture, first_contact=row.first_contact, lost_at=row.lost_at,
-        last_heartbeat=row.last_heartbeat, live_stat=None, version=row.version,
+        last_heartbeat=row.last_heartbeat, live_stat=stats or None, version=row.version,
         compute_plugins=row.compute_plugins or {},
         mem_slots=int(_slot(avail, "mem") // _MIB), cpu_slots=float(_slot(avail, "cpu")),
         gpu_slots=float(_slot(avail, "cuda.device", "cuda.shares")), tpu_slots=float(_slot(avail, "tpu.device")),
         used_mem_slots=int(_slot(occ, "mem") // _MIB), used_cpu_slots=float(_slot(occ, "cpu")),
         used_gpu_slots=float(_slot(occ, "cuda.device", "cuda.shares")),
-        used_tpu_slots=float(_slot(occ, "tpu.device")), cpu_cur_pct=None, mem_cur_bytes=None,
+        used_tpu_slots=float(_slot(occ, "tpu.device")), cpu_cur_pct=stats.get("cpu_util_pct"),
+        mem_cur_bytes=stats.get("mem_used_bytes"),
     )
 
 
@@ -145,7 +147,7 @@ class Query:
         ctx = _allowed(info, "Looking at an agent")
         async with ctx.db() as db:
             row = await db.get(AgentRow, agent_id)
-        return None if row is None else to_gql(row)
+        return None if row is None else to_gql(row, live_stats(ctx.state).get(row.id))
 
     @strawberry.field(description="All agents, optionally by status (comma-separated) and scaling group.")
     async def agents(
@@ -155,7 +157,7 @@ class Query:
         conds = _conds(status, scaling_group)
         async with ctx.db() as db:
             rows = (await db.execute(select(AgentRow).where(*conds).order_by(AgentRow.id))).scalars().all()
-        return [to_gql(r) for r in rows]
+        return [to_gql(r, live_stats(ctx.state).get(r.id)) for r in rows]
 
     @strawberry.field(description="One page of agents (superadmin and monitor only).")
     async def agent_list(
@@ -177,4 +179,4 @@ class Query:
                 await db.execute(select(AgentRow).where(*conds).order_by(*ordering, AgentRow.id)
                                  .limit(limit).offset(offset))
             ).scalars().all()
-        return AgentList(items=[to_gql(r) for r in rows], total_count=total)
+        return AgentList(items=[to_gql(r, live_stats(ctx.state).get(r.id)) for r in rows], total_count=total)
