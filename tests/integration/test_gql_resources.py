@@ -551,14 +551,17 @@ def test_agents_and_containers_with_a_real_agent(cluster: Any) -> None:
         agents = _data(cluster, "{ agent_list(limit: 10, offset: 0, status: \"ALIVE\", order_key: \"id\", "
                                 "order_asc: false) { total_count items { id status scaling_group available_slots "
                                 "occupied_slots addr mem_slots cpu_slots used_cpu_slots used_mem_slots "
-                                "live_stat cpu_cur_pct compute_containers(status: \"RUNNING\") "
+                                "live_stat cpu_cur_pct mem_cur_bytes compute_containers(status: \"RUNNING\") "
                                 "{ id session_id agent status } } } }")["agent_list"]
         (agent,) = [a for a in agents["items"] if a["id"] == cluster.agent_id]
         assert agent["status"] == "ALIVE" and agent["scaling_group"] == "default"
         assert agent["cpu_slots"] == 4.0 and agent["mem_slots"] == 4096
         assert json.loads(agent["available_slots"]) == {"cpu": "4", "mem": str(4 * 2**30)}
         assert agent["used_cpu_slots"] >= 1.0 and agent["used_mem_slots"] >= 256
-        assert agent["live_stat"] is None and agent["cpu_cur_pct"] is None
+        live = json.loads(agent["live_stat"])
+        assert 0 < live["mem_used_bytes"] <= live["mem_total_bytes"]
+        assert agent["mem_cur_bytes"] == live["mem_used_bytes"]
+        assert agent["cpu_cur_pct"] is None or 0.0 <= agent["cpu_cur_pct"] <= 100.0
         mine = [c for c in agent["compute_containers"] if c["session_id"] == sid]
         assert len(mine) == 1 and mine[0]["agent"] == cluster.agent_id and mine[0]["status"] == "RUNNING"
         one = _data(cluster, "query($a: String!) { agent(agent_id: $a) { id version architecture } }",
