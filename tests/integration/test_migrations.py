@@ -135,3 +135,61 @@ def test_the_comparison_sees_drift(db_url: str) -> None:
     ops = [op for d in _diff(db_url, drifted) for op in (d if isinstance(d, list) else [d])]
     assert ("add_column", None, "keypairs", keypairs.c.drift_probe) in ops, _describe(ops)
     assert any(op[0] == "remove_index" and op[1].name == dropped.name for op in ops), _describe(ops)
+
+
+_V1_ROWS = [
+    "INSERT INTO domains (name, description, is_active, created_at, total_resource_slots, allowed_vfolder_hosts, "
+    "allowed_docker_registries) VALUES ('lab', 'd', true, '2026-01-01 00:00:00', '{}', '[]', '[]')",
+    "INSERT INTO scaling_groups (name, description, is_active, created_at, driver, driver_opts, scheduler, "
+    "scheduler_opts) VALUES ('sg1', 's', true, '2026-01-01 00:00:00', 'static', '{}', 'fifo', '{}')",
+    "INSERT INTO keypair_resource_policies (name, created_at, default_for_unspecified, total_resource_slots, "
+    "max_session_lifetime, max_concurrent_sessions, max_containers_per_session, idle_timeout, max_vfolder_count, "
+    "max_vfolder_size, allowed_vfolder_hosts) VALUES ('p', '2026-01-01 00:00:00', 'UNLIMITED', '{}', 0, 3, 1, 0, "
+    "0, 0, '[]')",
+    "INSERT INTO groups (id, name, description, is_active, created_at, domain_name, total_resource_slots, "
+    "allowed_vfolder_hosts) VALUES ('11111111-1111-1111-1111-111111111111', 'g', 'g', true, "
+    "'2026-01-01 00:00:00', 'lab', '{}', '[]')",
+    "INSERT INTO users (uuid, username, email, password, need_password_change, full_name, description, status, "
+    "status_info, role, domain_name, created_at) VALUES ('22222222-2222-2222-2222-222222222222', 'u', "
+    "'u@lab.org', 'x', false, 'U', '', 'active', NULL, 'user', 'lab', '2026-01-01 00:00:00')",
+    "INSERT INTO association_groups_users (group_id, user_id) VALUES ('11111111-1111-1111-1111-111111111111', "
+    "'22222222-2222-2222-2222-222222222222')",
+    "INSERT INTO keypairs (access_key, secret_key, user_id, \"user\", is_active, is_admin, is_main, created_at, "
+    "modified_at, last_used, rate_limit, num_queries, resource_policy) VALUES ('AKIAOLDOLDOLDOLDOLD1', 's', "
+    "'u@lab.org', '22222222-2222-2222-2222-222222222222', true, false, true, '2026-01-01 00:00:00', "
+    "'2026-01-01 00:00:00', NULL, 100, 0, 'p')",
+]
+
+
+def test_a_populated_first_revision_migrates(db_url: str) -> None:
+    """Data written by revision 0001 survives the upgrade (SQLite rebuilds tables others refer to)."""
+    from alembic import command
+
+    command.upgrade(alembic_config(db_url), "0001")
+
+    def fill(conn: Connection) -> None:
+        for stmt in _V1_ROWS:
+            conn.exec_driver_sql(stmt)
+        conn.commit()
+
+    _with_connection(db_url, fill)
+    upgrade_to_head(db_url)
+
+    def read(conn: Connection) -> dict[str, Any]:
+        q = conn.exec_driver_sql
+        return {
+            "group": q("SELECT name, domain_name, integration_id FROM groups").fetchall(),
+            "member": q("SELECT count(*) FROM association_groups_users").scalar(),
+            "keypair": q("SELECT access_key, rate_limit FROM keypairs").fetchall(),
+            "sgroups": sorted(q("SELECT scaling_group, domain FROM sgroups_for_domains").fetchall()),
+            "public": q("SELECT is_public, use_host_network FROM scaling_groups").fetchall(),
+            "modified": q("SELECT modified_at FROM domains").scalar(),
+        }
+
+    got = _with_connection(db_url, read)
+    assert got["group"] == [("g", "lab", None)] and got["member"] == 1
+    assert got["keypair"] == [("AKIAOLDOLDOLDOLDOLD1", 100)]
+    assert got["sgroups"] == [("sg1", "lab")]  # every domain keeps every scaling group it could use before
+    assert [tuple(bool(v) for v in row) for row in got["public"]] == [(True, False)]
+    assert got["modified"] is not None
+    assert _diff(db_url) == []
