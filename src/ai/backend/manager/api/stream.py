@@ -17,6 +17,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from ai.backend.common.problems import ProblemError
 
 from ..auth import authenticate
+from ..ratelimit import enforce_keypair_limit
 from ..registry import SessionRegistry
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,8 @@ async def stream_execute(ws: WebSocket, ref: str) -> None:
     reg: SessionRegistry = ws.app.state.registry
     try:
         ctx = await authenticate(ws)
+        ws.app.state.api_usage.count(ctx.access_key)
+        await enforce_keypair_limit({}, ws.app.state.rate_limiter, ctx.access_key, ctx.rate_limit)
         owner = await reg.resolve_owner(ctx, ws.query_params.get("owner_access_key"))
         async with reg.db() as db:
             session = await reg.find_session(db, ref, owner)
