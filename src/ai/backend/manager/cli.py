@@ -214,6 +214,16 @@ def keypair_set_active(config_path: str | None, access_key: str, active: bool) -
     click.echo(f"✔ Keypair {access_key} is now {'active' if active else 'inactive'}.", err=True)
 
 
+def _register_image_commands() -> None:
+    """``mgr image ...`` lives in its own module (build, list, alias, forget kernel images)."""
+    from .cli_image import image
+
+    main.add_command(image)
+
+
+_register_image_commands()
+
+
 @main.command("start-server")
 @click.option("--debug", is_flag=True)
 @click.pass_obj

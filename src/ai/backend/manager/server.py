@@ -23,7 +23,20 @@ from ai.backend.common.config import ConfigError, load_config
 from ai.backend.common.problems import PROBLEM_BASE, ProblemError
 
 from .agent_client import AgentRPC
-from .api import auth, gql, internal, resource, root, session, status, stream
+from .api import (
+    auth,
+    events,
+    gql,
+    internal,
+    resource,
+    root,
+    session,
+    session_files,
+    status,
+    stream,
+    template,
+    userconfig,
+)
 from .config import ManagerConfig
 from .db import create_engine, session_factory
 from .events import EventBus
@@ -178,8 +191,8 @@ def create_app(config: ManagerConfig) -> FastAPI:
                   lifespan=lifespan, docs_url="/spec/docs", openapi_url="/spec/openapi.json", redoc_url=None)
     app.state.config = config
     _install_error_handlers(app)
-    for r in (root.router, auth.router, session.router, gql.router, internal.router, status.router, stream.router,
-              resource.router):
+    for r in (root.router, auth.router, template.router, session_files.router, session.router, gql.router,
+              internal.router, status.router, stream.router, resource.router, events.router, userconfig.router):
         app.include_router(r)
     app.add_middleware(
         RateLimitMiddleware,

@@ -47,6 +47,15 @@ COMMANDS: dict[str, CommandSpec] = {
     "config": _S("ai.backend.client.cli.config:config", "Show the current client configuration."),
     "update-password": _S("ai.backend.client.cli.auth:update_password", "Change your password."),
     "server": _S("ai.backend.client.cli.server:server", "Start/stop the all-in-one server (up|down|status)."),
+    "events": _S("ai.backend.client.cli.events:events", "Show session lifecycle events live."),
+    "session-template": _S(
+        "ai.backend.client.cli.session_template:session_template", "Session template commands.", ["sesstpl"]
+    ),
+    "create-from-template": _S(
+        "ai.backend.client.cli.session_template:create_from_template_top",
+        "Create a compute session from a session template.", ["start-from-template", "start-template"],
+    ),
+    "dotfile": _S("ai.backend.client.cli.dotfile:dotfile", "Manage your dotfiles (placed in every new session)."),
     "mgr": _S("ai.backend.client.cli.server:mgr", "Manager administration commands (runs the manager CLI)."),
 }
 

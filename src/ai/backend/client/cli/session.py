@@ -14,6 +14,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 import click
 
 from .core import LazyGroup, get_cli_context
+from .main import CommandSpec
 from .params import (
     ENV_TYPE,
     RESOURCE_OPT_TYPE,
@@ -703,7 +704,17 @@ def rename(name: str, new_name: str) -> None:
     print_done(f"Session renamed to {new_name}.")
 
 
-@click.group(cls=LazyGroup, aliases={"destroy": ("rm", "kill", "terminate"), "create": ("start",)})
+@click.group(
+    cls=LazyGroup,
+    aliases={"destroy": ("rm", "kill", "terminate"), "create": ("start",)},
+    lazy_commands={
+        "create-from-template": CommandSpec(
+            "ai.backend.client.cli.session_template:create_from_template_top",
+            "Create a compute session from a session template.", ["start-from-template"],
+        ),
+        "events": CommandSpec("ai.backend.client.cli.events:events", "Show session lifecycle events live."),
+    },
+)
 def session() -> None:
     """Compute session commands."""
 
