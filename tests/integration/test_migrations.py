@@ -184,6 +184,8 @@ def test_a_populated_first_revision_migrates(db_url: str) -> None:
             "sgroups": sorted(q("SELECT scaling_group, domain FROM sgroups_for_domains").fetchall()),
             "public": q("SELECT is_public, use_host_network FROM scaling_groups").fetchall(),
             "modified": q("SELECT modified_at FROM domains").scalar(),
+            "bootstrap": q("SELECT bootstrap_script FROM users").fetchall(),
+            "new_tables": [q(f"SELECT count(*) FROM {t}").scalar() for t in ("session_templates", "dotfiles")],
         }
 
     got = _with_connection(db_url, read)
@@ -192,4 +194,5 @@ def test_a_populated_first_revision_migrates(db_url: str) -> None:
     assert got["sgroups"] == [("sg1", "lab")]  # every domain keeps every scaling group it could use before
     assert [tuple(bool(v) for v in row) for row in got["public"]] == [(True, False)]
     assert got["modified"] is not None
+    assert got["bootstrap"] == [(None,)] and got["new_tables"] == [0, 0]  # revision 0003: users keep no script
     assert _diff(db_url) == []

@@ -85,3 +85,42 @@ def test_scaling_group_must_be_associated(cluster: Cluster) -> None:
     rows = _gql(cluster, "query($a: String) { compute_session_list(limit: 10, offset: 0, access_key: $a) "
                          "{ total_count } }", {"a": u["access_key"]})
     assert rows["compute_session_list"]["total_count"] == 0
+
+
+def _wait_terminated(cluster: Cluster, name: str, who: dict[str, str], timeout: float = 30) -> dict[str, Any]:
+    import time
+
+    deadline = time.monotonic() + timeout
+    info: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        info = cluster.request("GET", f"/session/{name}", who=who).json()
+        if info.get("status") == "TERMINATED":
+            return info
+        time.sleep(0.5)
+    raise AssertionError(f"session {name} was not terminated: {info}")
+
+
+def test_idle_timeout_ends_idle_sessions_and_activity_keeps_them(cluster: Cluster) -> None:
+    import time
+
+    u = _new_user(cluster, _policy(cluster, idle_timeout=4))
+    for name in ("idle-one", "busy-one"):
+        r = cluster.request("POST", "/session", {"image": "python", "name": name}, who=u)
+        assert r.status_code == 201, r.text
+    deadline = time.monotonic() + 9
+    while time.monotonic() < deadline:
+        r = cluster.request("POST", "/session/busy-one", {"mode": "query", "code": "1"}, who=u)
+        assert r.status_code == 200, r.text
+        time.sleep(1)
+    info = _wait_terminated(cluster, "idle-one", u)
+    assert info["statusInfo"] == "idle-timeout"
+    assert cluster.request("GET", "/session/busy-one", who=u).json()["status"] == "RUNNING"
+    assert _wait_terminated(cluster, "busy-one", u)["statusInfo"] == "idle-timeout"
+
+
+def test_max_session_lifetime_ends_even_busy_sessions(cluster: Cluster) -> None:
+    u = _new_user(cluster, _policy(cluster, max_session_lifetime=3))
+    r = cluster.request("POST", "/session", {"image": "python", "name": "short-lived"}, who=u)
+    assert r.status_code == 201, r.text
+    info = _wait_terminated(cluster, "short-lived", u)
+    assert info["statusInfo"] == "session-lifetime-exceeded"

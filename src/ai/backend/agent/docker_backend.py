@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import aiodocker
@@ -22,8 +22,9 @@ from ai.backend.common.problems import InvalidAPIParameters, NotFound, ProblemEr
 from ai.backend.common.types import BinarySize
 
 from .config import AgentConfig
+from .kernel_tasks import BOOTSTRAP_PATH, TaskLog, dotfile_path, drive_batch, files_tar, parse_perm
 from .runner_client import RunnerClient, RunnerConnectionError
-from .stats import container_stats
+from .stats import container_stats, network_stats
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,19 @@ LABEL_AGENT = "ai.backend.agent-id"
 LABEL_OWNER = "ai.backend.owner"
 LABEL_POOL = "ai.backend.pool-image"
 
-KernelEventCallback = Callable[[str, str, int | None], Awaitable[None]]
+KernelEventCallback = Callable[..., Awaitable[None]]
+#: Longest a bootstrap script may run before the session starts anyway.
+BOOTSTRAP_TIMEOUT = 600.0
+
+
+async def _ignore_event(kid: str, event: str) -> None:
+    return None
+
+
+def is_registry_reference(image: str) -> bool:
+    """Whether ``image`` names a remote registry (``host.domain/...``, ``host:port/...``, ``localhost/...``)."""
+    first, sep, _ = image.partition("/")
+    return bool(sep) and ("." in first or ":" in first or first == "localhost")
 
 
 class KernelCreationFailed(ProblemError):
@@ -57,13 +70,20 @@ class KernelState:
     runner: RunnerClient | None = None
     destroying: bool = False
     runner_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    task_log: TaskLog = field(default_factory=TaskLog)
+    batch_task: asyncio.Task[None] | None = None
+    pid: int | None = None  # the container's init process, for its network counters
 
 
 class DockerBackend:
     """Owns this agent's kernel containers."""
 
-    def __init__(self, config: AgentConfig, on_kernel_exit: KernelEventCallback) -> None:
+    def __init__(
+        self, config: AgentConfig, on_kernel_exit: KernelEventCallback,
+        on_kernel_event: Callable[[str, str], Awaitable[None]] | None = None,
+    ) -> None:
         self.config = config
+        self._on_kernel_event = on_kernel_event or _ignore_event
         self.docker = aiodocker.Docker()
         self.kernels: dict[str, KernelState] = {}
         self._on_kernel_exit = on_kernel_exit
@@ -132,8 +152,21 @@ class DockerBackend:
                 await self._remove(c.id, scratch)  # an unassigned spare: start fresh ones later
                 continue
             if info["State"].get("Running"):
-                self.kernels[kid] = KernelState(kid, c.id, scratch)
+                if info["State"].get("Paused"):
+                    # Left paused by a file transfer that the previous agent process did not finish.
+                    try:
+                        await c.unpause()
+                    except DockerError as e:
+                        log.warning("could not unpause kernel %s: %s", kid, e.message)
+                state = self.kernels[kid] = KernelState(kid, c.id, scratch, pid=info["State"].get("Pid") or None)
                 log.info("re-attached to kernel %s", kid)
+                try:
+                    meta = json.loads((scratch / "kernel.json").read_text())
+                except (OSError, ValueError):
+                    meta = {}
+                if isinstance(meta, dict) and isinstance(meta.get("batch_run_id"), str):
+                    # The batch task kept running in the container; follow it again.
+                    self._start_batch_task(state, {}, meta["batch_run_id"], resume=True)
             else:
                 await self._report_exit(kid, info)
                 await self._remove(c.id, scratch)
@@ -219,8 +252,36 @@ class DockerBackend:
         try:
             img = await self.docker.images.inspect(image)
         except DockerError:
-            raise KernelCreationFailed(f"Image {image!r} is not present on agent {self.config.agent.id}.") from None
+            raise KernelCreationFailed(f"Image {image!r} is not present on agent {self.config.agent.id}.",
+                                       reason="image-not-found") from None
         return dict(img["Config"].get("Labels") or {})
+
+    async def _ensure_image(self, image: str, kid: str) -> dict[str, str]:
+        """The image's labels; an image of a remote registry that is missing here is pulled first."""
+        try:
+            return await self._image_labels(image)
+        except KernelCreationFailed:
+            if not is_registry_reference(image):
+                raise
+        await self._on_kernel_event(kid, "pulling")
+        log.info("pulling %s for kernel %s", image, kid)
+        last = ""
+        try:
+            async for progress in self.docker.images.pull(image, stream=True):
+                if isinstance(progress, dict) and progress.get("error"):
+                    raise KernelCreationFailed(f"Pulling {image!r} failed: {progress['error']}",
+                                               reason="failed-to-pull")
+                status = f"{progress.get('id', '')} {progress.get('status', '')}".strip()
+                if status != last:
+                    log.debug("pull %s: %s", image, status)
+                    last = status
+        except DockerError as e:
+            raise KernelCreationFailed(f"Pulling {image!r} failed: {e.message}", reason="failed-to-pull") from None
+        labels = await self._image_labels(image)
+        if "ai.backend.kernelspec" not in labels:
+            raise KernelCreationFailed(f"{image!r} is not a kernel image (no ai.backend.kernelspec label).",
+                                       reason="failed-to-pull")
+        return labels
 
     async def _fill_pool(self, image: str) -> None:
         """Start one spare container of ``image`` so that the next session of it starts at once."""
@@ -277,7 +338,7 @@ class DockerBackend:
             raise InvalidAPIParameters(f"Kernel {kid} already exists on this agent.")
         image = str(spec["image"])
         t = time.monotonic()
-        labels = await self._image_labels(image)
+        labels = await self._ensure_image(image, kid)
         phases: dict[str, float] = {"image_check": round(time.monotonic() - t, 4)}
         cc = self.config.container
         slots = spec.get("slots") or {}
@@ -334,7 +395,125 @@ class DockerBackend:
             state = KernelState(kid, cid, scratch, runner)
             self.kernels[kid] = state
         self._schedule_refill(image)
+        try:
+            phases.update(await self._prepare_session(state, spec))
+        except BaseException:
+            await self.destroy_kernel(kid)
+            raise
         return {"container_id": state.container_id, "service_ports": [], "phases": phases}
+
+    async def _prepare_session(self, state: KernelState, spec: dict[str, Any]) -> dict[str, Any]:
+        """Place the user's dotfiles, run the bootstrap script and start a batch session's task."""
+        phases: dict[str, Any] = {}
+        cc = self.config.container
+        files = []
+        for entry in spec.get("dotfiles") or []:
+            try:
+                path = dotfile_path(str(entry["path"]))
+            except (KeyError, ValueError) as e:
+                raise KernelCreationFailed(f"Bad dotfile: {e}") from None
+            files.append((path, str(entry.get("data", "")).encode(), parse_perm(entry.get("perm"))))
+        script = spec.get("bootstrap_script")
+        if isinstance(script, str) and script.strip():
+            files.append((PurePosixPath(BOOTSTRAP_PATH), script.encode(), 0o700))
+        if files:
+            t = time.monotonic()
+            try:
+                container = self.docker.containers.container(state.container_id)
+                await container.put_archive("/", files_tar(files, cc.kernel_uid, cc.kernel_gid))
+            except DockerError as e:
+                raise KernelCreationFailed(f"Could not place the session's files: {e.message}") from None
+            phases["dotfiles"] = round(time.monotonic() - t, 4)
+        if isinstance(script, str) and script.strip():
+            t = time.monotonic()
+            state.task_log.write("[bootstrap script]\n")
+            shell = f"/bin/bash {BOOTSTRAP_PATH}"
+            command = f"if [ -x /bin/bash ]; then exec {shell}; else exec /bin/sh {BOOTSTRAP_PATH}; fi"
+            try:
+                outcome = await drive_batch(
+                    lambda op, **kw: self.runner_request(state.kernel_id, op, **kw),
+                    {"exec": command, "timeout": BOOTSTRAP_TIMEOUT}, state.task_log.write,
+                )
+            except ProblemError as e:
+                raise KernelCreationFailed(f"The bootstrap script could not run: {e.detail}") from None
+            phases["bootstrap"] = round(time.monotonic() - t, 4)
+            phases["bootstrap_exit_code"] = outcome.exit_code
+            state.task_log.write(f"[bootstrap script exited with {outcome.exit_code}]\n")
+        meta: dict[str, Any] = {LABEL_KERNEL: state.kernel_id}
+        startup = spec.get("startup_command")
+        if spec.get("session_type") == "batch" and isinstance(startup, str) and startup.strip():
+            run_id = f"batch-{state.kernel_id}"
+            opts: dict[str, Any] = {"exec": startup}
+            timeout = spec.get("batch_timeout")
+            if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0:
+                opts["timeout"] = timeout
+            meta["batch_run_id"] = run_id
+            self._start_batch_task(state, opts, run_id, resume=False)
+        (state.scratch / "kernel.json").write_text(json.dumps(meta))
+        return phases
+
+    def _start_batch_task(self, state: KernelState, opts: dict[str, Any], run_id: str, *, resume: bool) -> None:
+        state.batch_task = asyncio.create_task(self._batch_task(state, opts, run_id, resume))
+
+    async def _batch_task(self, state: KernelState, opts: dict[str, Any], run_id: str, resume: bool) -> None:
+        """Run a batch session's startup command; when it ends, the session ends with its exit code."""
+        kid = state.kernel_id
+
+        async def call(op: str, **kw: Any) -> dict[str, Any]:
+            if resume and kw.get("mode") == "batch":
+                kw["mode"] = "continue"  # the runner still has the run started before the agent restarted
+            return await self.runner_request(kid, op, **kw)
+
+        try:
+            outcome = await drive_batch(call, opts, state.task_log.write, run_id=run_id)
+        except asyncio.CancelledError:
+            raise
+        except ProblemError as e:
+            if state.destroying:
+                return  # destroyed meanwhile
+            log.warning("batch task of kernel %s lost: %s", kid, e.detail)
+            await self._finish_kernel(state, "task-lost", None)
+            return
+        if state.destroying:
+            return
+        if outcome.timed_out:
+            reason = "task-timeout"
+        else:
+            reason = "task-finished" if outcome.exit_code == 0 else "task-failed"
+        await self._finish_kernel(state, reason, outcome.exit_code)
+
+    async def _finish_kernel(self, state: KernelState, reason: str, exit_code: int | None) -> None:
+        """End a kernel on the agent's own initiative and tell the manager why."""
+        if state.destroying:
+            return
+        state.destroying = True
+        stats = self._stats(state)
+        if state.runner:
+            await state.runner.close()
+        self.kernels.pop(state.kernel_id, None)
+        await self._on_kernel_exit(state.kernel_id, reason, exit_code, stats=stats, task_log=state.task_log.text())
+        await self._remove(state.container_id, state.scratch)
+
+    def _stats(self, state: KernelState) -> dict[str, Any]:
+        stats = container_stats(state.container_id)
+        if state.pid:
+            stats.update(network_stats(state.pid))
+        return stats
+
+    async def live_stats(self) -> dict[str, dict[str, Any]]:
+        """The Container Stats Object of every live kernel (for the heartbeat)."""
+        out: dict[str, dict[str, Any]] = {}
+        for kid, state in list(self.kernels.items()):
+            if state.destroying:
+                continue
+            if state.pid is None:
+                try:
+                    info = await self.docker.containers.container(state.container_id).show()
+                    state.pid = int(info["State"].get("Pid") or 0) or None
+                except (DockerError, KeyError, ValueError):
+                    pass
+            out[kid] = self._stats(state)
+        return out
 
     async def _logs(self, container_id: str) -> str:
         try:
@@ -370,7 +549,8 @@ class DockerBackend:
         return resp
 
     async def logs(self, kid: str) -> str:
-        return await self._logs(self._get(kid).container_id)
+        state = self._get(kid)
+        return await self._logs(state.container_id) + state.task_log.text()
 
     async def destroy_kernel(self, kid: str) -> dict[str, Any]:
         """Kill and remove a kernel's container; answers its last stats."""
@@ -378,7 +558,9 @@ class DockerBackend:
         if state is None:
             raise NotFound(f"Kernel {kid} does not exist on this agent.")
         state.destroying = True
-        stats = container_stats(state.container_id)
+        stats = self._stats(state)
+        if state.batch_task is not None:
+            state.batch_task.cancel()
         if state.runner:
             await state.runner.close()
         self.kernels.pop(kid, None)
@@ -396,7 +578,7 @@ class DockerBackend:
                 log.warning("removing container %s failed: %s", container_id[:12], e.message)
         await asyncio.to_thread(shutil.rmtree, scratch, True)
 
-    async def _report_exit(self, kid: str, info: dict[str, Any]) -> None:
+    async def _report_exit(self, kid: str, info: dict[str, Any], state: KernelState | None = None) -> None:
         st = info.get("State", {})
         never_started = not st.get("StartedAt", "").startswith("2")  # Docker's zero time is year 0001
         if st.get("OOMKilled"):
@@ -405,7 +587,12 @@ class DockerBackend:
             reason = "failed-to-start"
         else:
             reason = "self-terminated"
-        await self._on_kernel_exit(kid, reason, st.get("ExitCode"))
+        extra: dict[str, Any] = {}
+        if state is not None:
+            extra["task_log"] = state.task_log.text()
+            if state.batch_task is not None:
+                state.batch_task.cancel()
+        await self._on_kernel_exit(kid, reason, st.get("ExitCode"), **extra)
 
     async def _watch_events(self) -> None:
         """Report kernels whose containers die without being destroyed by us (crash, OOM, exit)."""
@@ -437,7 +624,7 @@ class DockerBackend:
                         info = {}
                     if state.runner:
                         await state.runner.close()
-                    await self._report_exit(kid, info)
+                    await self._report_exit(kid, info, state)
                     await self._remove(state.container_id, state.scratch)
                     self.kernels.pop(kid, None)
             except asyncio.CancelledError:

@@ -13,8 +13,8 @@ from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import JSONResponse, Response
 
 from ai.backend.common.auth import CLUSTER_SECRET_HEADER
 from ai.backend.common.config import ConfigError, load_config
@@ -22,6 +22,8 @@ from ai.backend.common.problems import PROBLEM_BASE, AuthorizationFailed, Invali
 
 from .config import AgentConfig
 from .docker_backend import DockerBackend
+from .files import KernelFiles
+from .pty_relay import serve_pty
 from .resources import detect_capacity
 from .stats import HostStats
 
@@ -37,20 +39,29 @@ class Agent:
         self.capacity = detect_capacity(config.resource)
         self.http = httpx.AsyncClient(base_url=config.agent.manager_url, timeout=10.0,
                                       headers={CLUSTER_SECRET_HEADER: config.agent.cluster_secret})
-        self.backend = DockerBackend(config, self.on_kernel_exit)
+        self.backend = DockerBackend(config, self.on_kernel_exit, self.on_kernel_event)
+        self.files = KernelFiles(self.backend)
         self.host_stats = HostStats()
 
-    async def on_kernel_exit(self, kernel_id: str, reason: str, exit_code: int | None) -> None:
+    async def on_kernel_exit(self, kernel_id: str, reason: str, exit_code: int | None, **extra: Any) -> None:
+        """Tell the manager that a kernel ended by itself (``extra``: ``stats``, ``task_log``)."""
         log.info("kernel %s ended: %s (exit code %s)", kernel_id, reason, exit_code)
+        body = {"kernel_id": kernel_id, "reason": reason, "exit_code": exit_code, **extra}
         for attempt in range(5):
             try:
-                r = await self.http.post("/internal/kernel-events",
-                                         json={"kernel_id": kernel_id, "reason": reason, "exit_code": exit_code})
+                r = await self.http.post("/internal/kernel-events", json=body)
                 if r.status_code < 500:
                     return
             except httpx.HTTPError:
                 pass
             await asyncio.sleep(0.5 * (attempt + 1))
+
+    async def on_kernel_event(self, kernel_id: str, event: str) -> None:
+        """Tell the manager about a step of a kernel's creation (``pulling``); best effort."""
+        try:
+            await self.http.post("/internal/kernel-events", json={"kernel_id": kernel_id, "event": event})
+        except httpx.HTTPError as e:
+            log.warning("could not report %s of kernel %s: %s", event, kernel_id, type(e).__name__)
 
     async def heartbeat_once(self) -> None:
         body = {
@@ -59,6 +70,7 @@ class Agent:
             "available_slots": self.capacity.to_json(), "version": VERSION,
             "architecture": platform.machine(), "images": await self.backend.list_images(),
             "kernels": list(self.backend.kernels), "live_stat": self.host_stats.sample(),
+            "kernel_stats": await self.backend.live_stats(),
         }
         r = await self.http.post("/internal/heartbeat", json=body)
         if r.status_code >= 400:
@@ -153,9 +165,35 @@ def create_app(config: AgentConfig) -> FastAPI:
     async def restart(kid: str, request: Request) -> dict[str, Any]:
         return await backend(request).runner_request(kid, "restart")
 
+    @app.websocket("/v1/kernels/{kid}/pty")
+    async def pty(ws: WebSocket, kid: str) -> None:
+        """A terminal in the kernel (see pty_relay.py); checks the cluster secret itself."""
+        await serve_pty(ws, ws.app.state.agent.backend, kid, config.agent.cluster_secret)
+
     @app.get("/v1/kernels/{kid}/logs")
     async def logs(kid: str, request: Request) -> dict[str, Any]:
         return {"logs": await backend(request).logs(kid)}
+
+    # Session files (see files.py); paths are relative to /home/work, normalized by the manager.
+    def files(request: Request) -> KernelFiles:
+        f: KernelFiles = request.app.state.agent.files
+        return f
+
+    @app.put("/v1/kernels/{kid}/files")
+    async def upload_files(kid: str, request: Request) -> dict[str, Any]:
+        """Body: a tar of regular files to write under /home/work."""
+        return {"written": await files(request).upload(kid, await request.body())}
+
+    @app.get("/v1/kernels/{kid}/archive")
+    async def download_file(kid: str, request: Request, path: str = "", max_bytes: int = 64 * 1024 * 1024) -> Response:
+        """A tar archive of one file or directory under /home/work."""
+        data = await files(request).download(kid, path, max_bytes)
+        return Response(data, media_type="application/x-tar")
+
+    @app.post("/v1/kernels/{kid}/list-files")
+    async def list_files(kid: str, request: Request) -> dict[str, Any]:
+        body = await request.json()
+        return await files(request).list_files(kid, str(body.get("path") or ""))
 
     return app
 

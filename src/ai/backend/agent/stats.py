@@ -63,6 +63,23 @@ def container_stats(container_id: str) -> dict[str, Any]:
     return stats
 
 
+def network_stats(pid: int, proc: Path = Path("/proc")) -> dict[str, int]:
+    """Bytes received and sent by a container (all its interfaces but loopback), from its init process."""
+    rx = tx = 0
+    try:
+        lines = (proc / str(pid) / "net" / "dev").read_text().splitlines()[2:]
+    except OSError:
+        return {}
+    for line in lines:
+        name, _, rest = line.partition(":")
+        fields = rest.split()
+        if name.strip() == "lo" or len(fields) < 9:
+            continue
+        rx += int(fields[0])
+        tx += int(fields[8])
+    return {"net_rx_bytes": rx, "net_tx_bytes": tx}
+
+
 class HostStats:
     """The host's CPU utilisation (between two calls, from ``/proc/stat``) and memory in use
     (``MemTotal - MemAvailable`` from ``/proc/meminfo``), sent with each heartbeat."""

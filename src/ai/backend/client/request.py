@@ -197,6 +197,12 @@ class Request:
             req.headers["Date"] = self.date.isoformat()
         return req
 
+    def connect_events(self, **kwargs: Any) -> Any:
+        """Open this request as a Server-Sent Events stream (see :func:`ai.backend.client.sse.connect_events`)."""
+        from .sse import connect_events
+
+        return connect_events(self, **kwargs)
+
     def fetch(self, *, check_status: bool = True, stream: bool = False, anonymous: bool = False) -> FetchContextManager:
         """Send the request; use as ``async with`` (or ``with`` under a sync :class:`Session`).
 

@@ -35,7 +35,9 @@ if TYPE_CHECKING:
     from .func.admin import Admin
     from .func.agent import Agent
     from .func.auth import Auth
+    from .func.bgtask import BackgroundTask
     from .func.domain import Domain
+    from .func.dotfile import Dotfile
     from .func.group import Group
     from .func.image import Image
     from .func.keypair import KeyPair
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
     from .func.resource import Resource
     from .func.scaling_group import ScalingGroup
     from .func.session import ComputeSession
+    from .func.session_template import SessionTemplate
     from .func.system import System
     from .func.user import User
     from .kernel import Kernel
@@ -186,9 +189,9 @@ class BaseSession(metaclass=abc.ABCMeta):
     """The common part of :class:`Session` and :class:`AsyncSession`.
 
     The API function classes are available as attributes (``ComputeSession``,
-    ``Kernel``, ``Admin``, ``System``, ``Agent``, ``Auth``, ``Domain``, ``Group``,
+    ``Kernel``, ``Admin``, ``System``, ``Agent``, ``Auth``, ``BackgroundTask``, ``Domain``, ``Group``,
     ``Image``, ``KeyPair``, ``KeypairResourcePolicy``, ``Resource``, ``ScalingGroup``,
-    ``User``).
+    ``User``, ``SessionTemplate``, ``Dotfile``).
     """
 
     ComputeSession: type[ComputeSession]
@@ -197,6 +200,7 @@ class BaseSession(metaclass=abc.ABCMeta):
     System: type[System]
     Agent: type[Agent]
     Auth: type[Auth]
+    BackgroundTask: type[BackgroundTask]
     Domain: type[Domain]
     Group: type[Group]
     Image: type[Image]
@@ -205,6 +209,8 @@ class BaseSession(metaclass=abc.ABCMeta):
     Resource: type[Resource]
     ScalingGroup: type[ScalingGroup]
     User: type[User]
+    SessionTemplate: type[SessionTemplate]
+    Dotfile: type[Dotfile]
 
     http_client: httpx.AsyncClient
     api_version: tuple[int, str]
@@ -213,7 +219,9 @@ class BaseSession(metaclass=abc.ABCMeta):
         from .func.admin import Admin
         from .func.agent import Agent
         from .func.auth import Auth
+        from .func.bgtask import BackgroundTask
         from .func.domain import Domain
+        from .func.dotfile import Dotfile
         from .func.group import Group
         from .func.image import Image
         from .func.keypair import KeyPair
@@ -221,6 +229,7 @@ class BaseSession(metaclass=abc.ABCMeta):
         from .func.resource import Resource
         from .func.scaling_group import ScalingGroup
         from .func.session import ComputeSession
+        from .func.session_template import SessionTemplate
         from .func.system import System
         from .func.user import User
         from .kernel import Kernel
@@ -236,6 +245,7 @@ class BaseSession(metaclass=abc.ABCMeta):
         self.System = System
         self.Agent = Agent
         self.Auth = Auth
+        self.BackgroundTask = BackgroundTask
         self.Domain = Domain
         self.Group = Group
         self.Image = Image
@@ -244,6 +254,8 @@ class BaseSession(metaclass=abc.ABCMeta):
         self.Resource = Resource
         self.ScalingGroup = ScalingGroup
         self.User = User
+        self.SessionTemplate = SessionTemplate
+        self.Dotfile = Dotfile
 
     @property
     def proxy_mode(self) -> bool:

@@ -11,7 +11,8 @@ Supervisor -> child: ``{"t": "run", "code"}``, ``{"t": "input", "text"}``,
 Child -> supervisor: ``{"t": "ready", "pid"}``, ``{"t": "out", "items"}``,
 ``{"t": "waiting", "pw", "items"}``, ``{"t": "done", "exit", "items"}``,
 ``{"t": "completion", "rid", "result"}``.  ``items`` are console items
-(``[stream, text]``) in the exact order they were written.
+(``[stream, text]``, and the rich ``["media", [mime, content]]``, ``["html", html]`` and
+``["log", [level, timestamp, logger, message]]``) in the exact order they were emitted.
 
 Threads: the main thread only executes user code.  Helper threads (command reader,
 output flusher, fd-1/2 reader) block SIGINT so that an interrupt always lands in
@@ -24,9 +25,14 @@ import argparse
 import ast
 import builtins
 import codecs
+import datetime
+import functools
 import getpass
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import io
+import logging
 import os
 import queue
 import re
@@ -37,18 +43,33 @@ import sys
 import threading
 import traceback
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 _THIS_FILE = __file__
 _MAIN_IDENT = threading.get_ident()
+_TEXT_STREAMS = ("stdout", "stderr")
+#: The directory holding the ``ai`` namespace package (``/opt/backend.ai`` in a container).
+_KERNEL_ROOT = str(Path(__file__).absolute().parents[3])
+#: matplotlib backends that cannot open windows; ``plt.show()`` sends their figures as images.
+_NON_INTERACTIVE_BACKENDS = {"agg", "cairo", "pdf", "pgf", "ps", "svg", "template"}
+_LOG_LEVELS = {"DEBUG": "debug", "INFO": "info", "WARNING": "warning", "ERROR": "error", "CRITICAL": "fatal"}
 
 
-def _load_protocol() -> types.ModuleType:
-    # Loaded by path under a private name: importing it as ``ai.backend.kernel.protocol``
+def _item_size(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        return sum(_item_size(v) for v in value)
+    return 16
+
+
+def _load_sibling(filename: str, module_name: str) -> types.ModuleType:
+    # Loaded by path under a private name: importing it as ``ai.backend.kernel.<name>``
     # would put a namespace package ``ai`` into sys.modules and shadow a user package `ai`.
-    path = Path(__file__).with_name("protocol.py")
-    spec = importlib.util.spec_from_file_location("_backendai_runner_protocol", path)
+    path = Path(__file__).with_name(filename)
+    spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
@@ -56,7 +77,7 @@ def _load_protocol() -> types.ModuleType:
     return module
 
 
-_protocol = _load_protocol()
+_protocol = _load_sibling("protocol.py", "_backendai_runner_protocol")
 
 
 def _block_sigint() -> None:
@@ -175,8 +196,8 @@ class _Capture:
         elif was_empty:
             self._cond.notify()
 
-    def _take_locked(self) -> list[list[str]]:
-        items = [[name, "".join(parts)] for name, parts in self._items]
+    def _take_locked(self) -> list[list[Any]]:
+        items = [[name, "".join(parts) if name in _TEXT_STREAMS else parts[0]] for name, parts in self._items]
         self._items = []
         self._size = 0
         return items
@@ -236,6 +257,29 @@ class _Capture:
                 else:  # keep single frames reasonably small
                     for i in range(0, len(text), self.FLUSH_AT):
                         self._append_locked(name, text[i : i + self.FLUSH_AT])
+        finally:
+            if is_main:
+                _SigState.critical -= 1
+                if _SigState.deferred and _SigState.critical == 0:
+                    _SigState.deferred = False
+                    if _SigState.running:
+                        raise KeyboardInterrupt
+
+    def add_item(self, kind: str, value: Any) -> None:
+        """Append one rich console item (``media``, ``html``, ``log``) after everything written so far."""
+        is_main = threading.get_ident() == _MAIN_IDENT
+        if is_main:
+            _SigState.critical += 1
+        try:
+            with self._lock:
+                self._drain_fds_locked()
+                was_empty = not self._items
+                self._items.append((kind, [value]))  # never merged with a neighbour
+                self._size += _item_size(value)
+                if self._size >= self.FLUSH_AT:
+                    self._send_out_locked()
+                elif was_empty:
+                    self._cond.notify()
         finally:
             if is_main:
                 _SigState.critical -= 1
@@ -562,6 +606,141 @@ class _Repl:
         self.capture.write("stderr", text)
 
 
+# --------------------------------------------------------------------------------------
+# Rich console items: media/html (display helpers, matplotlib) and log records
+# --------------------------------------------------------------------------------------
+
+
+class _LogItemHandler(logging.Handler):
+    """Turns ``logging`` records into ``log`` console items ``[level, timestamp, logger, message]``."""
+
+    def __init__(self, capture: _Capture) -> None:
+        super().__init__(logging.NOTSET)
+        self._capture = capture
+
+    @staticmethod
+    def level_name(levelno: int) -> str:
+        """The console level for a numeric logging level (custom levels round down)."""
+        for threshold, name in (
+            (logging.CRITICAL, "fatal"),
+            (logging.ERROR, "error"),
+            (logging.WARNING, "warning"),
+            (logging.INFO, "info"),
+        ):
+            if levelno >= threshold:
+                return name
+        return "debug"
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+            if record.exc_info:
+                message += "\n" + logging.Formatter().formatException(record.exc_info)
+            if record.stack_info:
+                message += "\n" + record.stack_info
+            # timezone.utc rather than datetime.UTC: kernel images may have a Python older than 3.11.
+            stamp = datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc).isoformat()  # noqa: UP017
+            self._capture.add_item("log", [self.level_name(record.levelno), stamp, record.name, message])
+        except KeyboardInterrupt:
+            raise
+        except Exception:
+            self.handleError(record)
+
+
+def _setup_logging(capture: _Capture) -> None:
+    # Unconfigured logging (no handler anywhere) ends at logging.lastResort, which
+    # normally prints warnings to stderr: make that the console's log items, for every
+    # level the logger lets through.  basicConfig() without a destination (also called
+    # implicitly by logging.info() & co.) logs to the console the same way; an explicit
+    # stream, file or handler list is the user's choice and is left alone.
+    logging.lastResort = _LogItemHandler(capture)
+    original = logging.basicConfig
+
+    @functools.wraps(original)
+    def basic_config(**kwargs: Any) -> None:
+        if not any(k in kwargs for k in ("filename", "stream", "handlers")):
+            kwargs["handlers"] = [_LogItemHandler(capture)]
+        original(**kwargs)
+
+    logging.basicConfig = basic_config
+
+
+class _HookedLoader(importlib.abc.Loader):
+    """Delegates to the real loader and runs a hook on the module once it is executed."""
+
+    def __init__(self, loader: Any, hook: Callable[[types.ModuleType], None]) -> None:
+        self._loader = loader
+        self._hook = hook
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
+        module: types.ModuleType | None = self._loader.create_module(spec)
+        return module
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        self._loader.exec_module(module)
+        try:
+            self._hook(module)
+        except Exception:  # a failed patch must not break the user's import
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
+
+
+class _PostImportHooks(importlib.abc.MetaPathFinder):
+    """Runs a hook right after one of the named modules is imported (e.g. ``matplotlib.pyplot``)."""
+
+    def __init__(self, hooks: dict[str, Callable[[types.ModuleType], None]]) -> None:
+        self._hooks = hooks
+        self._busy: set[str] = set()
+
+    def find_spec(self, fullname: str, path: Any, target: types.ModuleType | None = None) -> Any:
+        hook = self._hooks.get(fullname)
+        if hook is None or fullname in self._busy:
+            return None
+        self._busy.add(fullname)
+        try:
+            spec = importlib.util.find_spec(fullname)  # the other finders, not this one again
+        finally:
+            self._busy.discard(fullname)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _HookedLoader(spec.loader, hook)
+        return spec
+
+
+def _patch_pyplot(display: types.ModuleType, pyplot: types.ModuleType) -> None:
+    """Make ``plt.show()`` send every open figure as a PNG ``media`` item (non-interactive backends)."""
+    original: Callable[..., Any] = getattr(pyplot, "show")  # noqa: B009 (a module without stubs)
+
+    @functools.wraps(original)
+    def show(*args: Any, **kwargs: Any) -> Any:
+        import matplotlib
+
+        if str(matplotlib.get_backend()).lower() not in _NON_INTERACTIVE_BACKENDS:
+            return original(*args, **kwargs)
+        for num in pyplot.get_fignums():
+            display.display_media("image/png", display.figure_to_png(pyplot.figure(num)))
+        pyplot.close("all")  # shown once, like a notebook's inline backend
+        return None
+
+    setattr(pyplot, "show", show)  # noqa: B010
+
+
+def _setup_rich_output(capture: _Capture) -> None:
+    # The helper module users import as ``ai.backend.kernel.display``: the kernel root goes
+    # last on sys.path so that `ai` stays a namespace package a user's own `ai` wins over.
+    if _KERNEL_ROOT not in sys.path:
+        sys.path.append(_KERNEL_ROOT)
+    display = _load_sibling("display.py", "_backendai_display")
+    hooks = types.ModuleType(display.HOOK_MODULE)
+    hooks.emit = capture.add_item  # type: ignore[attr-defined]
+    sys.modules[display.HOOK_MODULE] = hooks
+    _setup_logging(capture)
+    # No display in a container: matplotlib renders with Agg and plt.show() sends images.
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    sys.meta_path.insert(0, _PostImportHooks({"matplotlib.pyplot": functools.partial(_patch_pyplot, display)}))
+
+
 def _fix_sys_path() -> None:
     # -I dropped the working directory, PYTHONPATH and the user site-packages;
     # restore what a plain `python3` started in the work dir would see, so that
@@ -609,6 +788,7 @@ def main(argv: list[str] | None = None) -> None:
     sys.argv = [""]
     sys.modules["__main__"] = repl.main_module
     _fix_sys_path()
+    _setup_rich_output(capture)
     signal.signal(signal.SIGINT, _on_sigint)
 
     threading.Thread(target=repl.reader, name="bai-reader", daemon=True).start()

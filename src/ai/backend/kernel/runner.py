@@ -7,7 +7,8 @@ Started inside the container as::
 
 It listens on a Unix socket and answers length-prefixed JSON requests (see
 ``protocol.py`` and ``docs/runner-protocol.md``): ``ping``, ``execute``,
-``interrupt``, ``complete``, ``restart`` and ``shutdown``.  Query-mode code runs
+``interrupt``, ``complete``, ``restart``, ``shutdown``, ``list_files`` and ``pty_open`` (terminals,
+see ``pty_session.py``).  Query-mode code runs
 in a long-lived child process (``repl.py``) so that globals persist; batch-mode
 commands run with ``/bin/sh -c``.  Runs are executed one at a time in FIFO order.
 
@@ -29,6 +30,7 @@ import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import codecs  # noqa: E402
 import contextlib  # noqa: E402
+import json  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 import secrets  # noqa: E402
@@ -40,7 +42,10 @@ from collections import deque  # noqa: E402
 from collections.abc import Awaitable, Callable  # noqa: E402
 from typing import Any, NoReturn  # noqa: E402
 
+from ai.backend.kernel import query_runtimes  # noqa: E402
+from ai.backend.kernel.output_files import OutputWatcher  # noqa: E402
 from ai.backend.kernel.protocol import ProtocolError, encode, read_message  # noqa: E402
+from ai.backend.kernel.pty_session import PtyError, PtyManager  # noqa: E402
 
 log = logging.getLogger("ai.backend.kernel.runner")
 
@@ -53,7 +58,19 @@ DEFAULT_BUILD: dict[str, str] = {
     "c": "gcc -Wall *.c -o main -pthread -lm -lrt -ldl",
     "cpp": "g++ -Wall *.cpp -o main -pthread -lm -lrt -ldl",
 }
-DEFAULT_EXEC: dict[str, str] = {"python": "python3 main.py", "c": "./main", "cpp": "./main"}
+DEFAULT_EXEC: dict[str, str] = {
+    "python": "python3 main.py",
+    "c": "./main",
+    "cpp": "./main",
+    "nodejs": "node main.js",
+    "lua": "lua5.3 main.lua",
+}
+#: Console item types besides stdout/stderr (rest-api.md §8.3); never merged with their neighbours.
+RICH_ITEM_TYPES = ("media", "html", "log")
+#: Characters of rich items per execute response; later ones are replaced by a note.
+RICH_LIMIT = 16 * 1024 * 1024
+#: Seconds between the SIGINT and the SIGKILL of an interrupted query of a non-Python runtime.
+QUERY_KILL_GRACE = 1.0
 #: Environment variables meant for the runner only; never passed to user code.
 RUNNER_ENV_PREFIX = "BACKENDAI_RUNNER_"
 #: How long to keep reading a finished batch step's pipes (background jobs may hold them).
@@ -123,6 +140,14 @@ def child_environ() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(RUNNER_ENV_PREFIX)}
 
 
+def run_timeout(opts: dict[str, Any]) -> float | None:
+    """The ``timeout`` execute option in seconds (a positive number), else None."""
+    value = opts.get("timeout")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        return None
+    return float(value)
+
+
 def signal_name(sig: int) -> str:
     try:
         return signal.Signals(sig).name
@@ -156,9 +181,13 @@ class Run:
         self.counts = {"stdout": 0, "stderr": 0}
         self.truncated: list[str] = []
         self.discarded: set[str] = set()
+        self.rich_chars = 0
+        #: Called at ``finished`` for the run's ``files`` (see output_files.py).
+        self.collect_files: Callable[[], list[dict[str, Any]]] | None = None
         self.waiting_input = False
         self.input_is_password = False
         self.finished = False
+        self.timed_out = False
         self.call_lock = asyncio.Lock()
         self._waiter: asyncio.Future[None] | None = None
 
@@ -193,10 +222,23 @@ class Run:
         self._append(stream, text)
 
     def add_items(self, items: list[Any]) -> None:
-        """Append console items ``[[stream, text], ...]`` from the REPL child."""
+        """Append console items ``[[stream, text], ...]`` (and rich items) from the REPL child."""
         for item in items:
             if isinstance(item, list) and len(item) == 2 and isinstance(item[0], str):
-                self.add_output(item[0], item[1])
+                if item[0] in RICH_ITEM_TYPES:
+                    self.add_rich(item[0], item[1])
+                else:
+                    self.add_output(item[0], item[1])
+
+    def add_rich(self, kind: str, value: Any) -> None:
+        """Append one ``media``/``html``/``log`` item as it is, within the per-response budget."""
+        size = len(json.dumps(value))
+        if self.rich_chars + size > RICH_LIMIT:
+            self.add_output("stderr", f"[a {kind} item of {size} characters was dropped: over {RICH_LIMIT} "
+                            "characters of rich output in one response]\n", note=True)
+            return
+        self.rich_chars += size
+        self.console.append((kind, [value]))
 
     def _result(self, status: str, exit_code: int | None, options: dict[str, Any] | None) -> dict[str, Any]:
         for stream in self.truncated:
@@ -209,13 +251,17 @@ class Run:
             "runId": self.run_id,
             "status": status,
             "exitCode": exit_code,
-            "console": [[stream, "".join(chunks)] for stream, chunks in self.console],
+            "console": [
+                [stream, chunks[0] if stream in RICH_ITEM_TYPES else "".join(chunks)]
+                for stream, chunks in self.console
+            ],
             "options": options,
             "files": [],
         }
         self.console = []
         self.counts = {"stdout": 0, "stderr": 0}
         self.truncated = []
+        self.rich_chars = 0
         return result
 
     def checkpoint(
@@ -227,7 +273,15 @@ class Run:
     ) -> None:
         """Close the open segment with ``status`` and wake a waiting execute call."""
         result = self._result(status, exit_code, options)
+        if status == "finished" and self.collect_files is not None:
+            try:
+                result["files"] = self.collect_files()
+            except Exception:
+                log.exception("collecting the .output files of run %s failed", self.run_id)
         result.update(extra)
+        if status == "finished" and self.timed_out:
+            result["status"] = "exec-timeout"
+            result["exitCode"] = None
         self.ready.append(result)
         if status == "finished":
             self.finished = True
@@ -428,6 +482,7 @@ class Supervisor:
         self.active_child: ReplChild | None = None
         self.active_proc: subprocess.Popen[bytes] | None = None
         self.batch_interrupted = False
+        self._query_scratch: str | None = None  # source files of non-Python queries
         self._child_fut: asyncio.Future[ReplChild] | None = None
         self._restart_lock = asyncio.Lock()
         self._stop = asyncio.Event()
@@ -441,7 +496,10 @@ class Supervisor:
             "complete": self.op_complete,
             "restart": self.op_restart,
             "shutdown": self.op_shutdown,
+            "list_files": self.op_list_files,
+            "pty_open": self.op_pty_open,
         }
+        self.ptys = PtyManager(os.path.dirname(os.path.abspath(socket_path)), workdir)
 
     def _spawn_task(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
@@ -464,7 +522,8 @@ class Supervisor:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
-            self._spawn_child()
+            if self.runtime_type not in query_runtimes.RUNTIMES:
+                self._spawn_child()  # the Python REPL; other runtimes start a process per query
             worker = asyncio.create_task(self._worker())
             log.info("listening on %s (runtime %s)", self.socket_path, self.runtime_type)
             await self._stop.wait()
@@ -683,6 +742,15 @@ class Supervisor:
                 self.batch_interrupted = True
                 if self.active_proc is not None:
                     killpg_quietly(self.active_proc.pid, signal.SIGINT)
+            elif self.active_proc is not None:  # a query of a non-Python runtime: SIGINT, then SIGKILL
+                proc = self.active_proc
+                killpg_quietly(proc.pid, signal.SIGINT)
+
+                def kill_if_still_running() -> None:
+                    if self.active_proc is proc:
+                        killpg_quietly(proc.pid, signal.SIGKILL)
+
+                asyncio.get_running_loop().call_later(QUERY_KILL_GRACE, kill_if_still_running)
             elif self.active_child is not None:
                 await self.active_child.send({"t": "interrupt"})
         return {"ok": True}
@@ -692,6 +760,8 @@ class Supervisor:
         opts = msg.get("opts")
         if not isinstance(code, str):
             raise RequestError("code must be a string")
+        if self.runtime_type in query_runtimes.RUNTIMES:
+            return {"result": []}  # no completion for these runtimes
         try:
             child = await asyncio.wait_for(self._get_child(), COMPLETE_TIMEOUT)
         except (TimeoutError, RuntimeError):
@@ -708,6 +778,8 @@ class Supervisor:
             ):
                 raise RequestError("'environ' must map names to string values")
             self.env.update(environ)
+        if self.runtime_type in query_runtimes.RUNTIMES:
+            return {"ok": True}  # nothing persists between their queries
         async with self._restart_lock:
             try:
                 old: ReplChild | None = await self._get_child()
@@ -723,6 +795,60 @@ class Supervisor:
                 raise RequestError(f"cannot start a fresh Python process: {e}") from e
         return {"ok": True}
 
+    async def op_pty_open(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Start a login shell on a new terminal; answers the socket name (in the ipc dir) serving it."""
+        try:
+            name = await self.ptys.open(self.env, msg.get("rows"), msg.get("cols"))
+        except PtyError as e:
+            raise RequestError(str(e)) from None
+        return {"socket": name}
+
+    async def op_list_files(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """List a directory under the work dir (lstat: symlinks are entries, never followed out of it)."""
+        raw = msg.get("path") or self.workdir
+        if not isinstance(raw, str) or "\x00" in raw:
+            raise RequestError("path must be a string")
+        folder = os.path.normpath(os.path.join(self.workdir, raw))
+        root = os.path.realpath(self.workdir)
+        real = os.path.realpath(folder)
+        if real != root and not real.startswith(root + os.sep):
+            return {"status": "outside", "folder_path": folder,
+                    "detail": f"{folder} leads outside {self.workdir} through a symbolic link"}
+        limit = 10_000
+
+        def scan() -> dict[str, Any]:
+            entries: list[dict[str, Any]] = []
+            truncated = False
+            try:
+                with os.scandir(real) as it:
+                    for entry in it:
+                        if len(entries) >= limit:
+                            truncated = True
+                            break
+                        try:
+                            st = entry.stat(follow_symlinks=False)
+                        except OSError:
+                            continue  # removed while listing
+                        item: dict[str, Any] = {
+                            "filename": entry.name, "size": st.st_size, "mode": stat.filemode(st.st_mode),
+                            "mtime": st.st_mtime, "ctime": st.st_ctime, "atime": st.st_atime,
+                            "is_dir": stat.S_ISDIR(st.st_mode), "is_symlink": stat.S_ISLNK(st.st_mode),
+                        }
+                        if item["is_symlink"]:
+                            with contextlib.suppress(OSError):
+                                item["link_target"] = os.readlink(entry.path)
+                        entries.append(item)
+            except FileNotFoundError:
+                return {"status": "not-found", "folder_path": folder, "detail": f"No such directory: {folder}"}
+            except NotADirectoryError:
+                return {"status": "not-a-directory", "folder_path": folder, "detail": f"Not a directory: {folder}"}
+            except PermissionError:
+                return {"status": "denied", "folder_path": folder, "detail": f"Permission denied: {folder}"}
+            entries.sort(key=lambda e: e["filename"])
+            return {"status": "ok", "folder_path": folder, "files": entries, "errors": "", "truncated": truncated}
+
+        return await asyncio.to_thread(scan)
+
     # -- execution ---------------------------------------------------------------------------------
 
     async def _worker(self) -> None:
@@ -731,11 +857,9 @@ class Supervisor:
             if self.runs.get(run.run_id) is not run:
                 continue  # evicted before its turn
             self.active = run
+            run.collect_files = OutputWatcher(self.workdir).collect
             try:
-                if run.mode == "batch":
-                    await self._run_batch(run)
-                else:
-                    await self._run_query(run)
+                await self._run_with_timeout(run)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
@@ -748,7 +872,40 @@ class Supervisor:
                 self.active_child = None
                 self.active_proc = None
 
+    async def _run_with_timeout(self, run: Run) -> None:
+        """Run ``run``; past its ``timeout`` option (seconds) kill what it started and end it as ``exec-timeout``."""
+        body = self._run_batch(run) if run.mode == "batch" else self._run_query(run)
+        timeout = run_timeout(run.opts)
+        if timeout is None:
+            await body
+            return
+        task = asyncio.ensure_future(body)
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if not done:
+            run.timed_out = True
+            run.add_output("stderr", f"\n[execution timed out after {timeout:g} s and was killed]\n", note=True)
+            self.batch_interrupted = True  # later batch steps do not run
+            if self.active_proc is not None:
+                killpg_quietly(self.active_proc.pid, signal.SIGKILL)
+            if self.active_child is not None:
+                self.active_child.expected_exit = True
+                self.active_child.kill()
+            try:
+                await asyncio.wait_for(task, 10.0)
+            except TimeoutError:
+                log.warning("run %s did not stop after its timeout", run.run_id)
+        else:
+            task.result()
+        if not run.finished:
+            run.checkpoint("finished", None)
+
     async def _run_query(self, run: Run) -> None:
+        if self.runtime_type in query_runtimes.RUNTIMES:
+            command, self._query_scratch = query_runtimes.prepare_query(
+                self.runtime_type, run.code, self._query_scratch
+            )
+            run.checkpoint("finished", await self._run_shell(run, command, batch=False))
+            return
         try:
             child = await self._get_child()
         except Exception as e:
@@ -837,10 +994,11 @@ class Supervisor:
                 build_ok = False
             run.checkpoint(status, rc)
 
-    async def _run_shell(self, run: Run, command: str) -> int:
-        """Run one batch step with ``/bin/sh -c`` and stream its output into ``run``."""
+    async def _run_shell(self, run: Run, command: str, batch: bool = True) -> int:
+        """Run one batch step (or a query of a non-Python runtime) with ``/bin/sh -c``, streaming into ``run``."""
         env = dict(self.env)
-        env["_BACKEND_BATCH_MODE"] = "1"
+        if batch:
+            env["_BACKEND_BATCH_MODE"] = "1"
         env.setdefault("PYTHONUNBUFFERED", "1")  # stream python programs' output as it happens
         proc = subprocess.Popen(
             ["/bin/sh", "-c", command],

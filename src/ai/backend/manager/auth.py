@@ -1,4 +1,10 @@
-"""Keypair authentication of API requests (HMAC signatures, date window, version header)."""
+"""Keypair authentication of API requests (HMAC signatures, date window, version header).
+
+Keypair rows are cached so that a signed call costs no database query: a cached row is used only while
+the ``accounts`` generation (:mod:`.generations`) it was read under is current, and every committed change
+to the keypairs or users tables, by any manager or the ``backend.ai mgr`` CLI, moves that generation on.
+So a deactivated keypair, a new rate limit or role applies to the very next request, on every manager.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import hmac
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
 
 from dateutil.parser import isoparse
 from dateutil.parser import parse as parse_date
@@ -15,7 +22,52 @@ from starlette.requests import HTTPConnection, Request
 from ai.backend.common.auth import AuthHeaderError, make_signature, parse_authorization
 from ai.backend.common.problems import AuthorizationFailed, InvalidAuthParameters
 
+from . import generations
+from .generations import GenerationCache
 from .models import KeyPair, User
+
+ACCOUNTS = "accounts"  # the generation group of the keypairs and users tables
+
+
+class KeypairRecord(NamedTuple):
+    """What authentication needs to know about a keypair and its owner."""
+
+    secret_key: str
+    is_active: bool
+    is_admin: bool
+    resource_policy: str
+    rate_limit: int
+    user_uuid: uuid.UUID
+    email: str
+    role: str
+    domain_name: str
+    status: str
+
+
+_KEYPAIR_QUERY = (
+    select(KeyPair.secret_key, KeyPair.is_active, KeyPair.is_admin, KeyPair.resource_policy, KeyPair.rate_limit,
+           User.uuid, User.email, User.role, User.domain_name, User.status)
+    .join(User, User.uuid == KeyPair.user)
+)
+
+
+async def lookup_keypair(state: Any, access_key: str) -> KeypairRecord | None:
+    """The keypair's row (None if unknown): from the cache while the accounts generation is unchanged."""
+    cache: GenerationCache[str, KeypairRecord] | None = getattr(state, "keypair_cache", None)
+    if cache is None:
+        cache = state.keypair_cache = GenerationCache()
+    gen = await generations.reader(state).current(ACCOUNTS)
+    record = cache.get(access_key, gen)
+    if record is not None:
+        return record
+    async with state.db() as db:
+        row = (await db.execute(_KEYPAIR_QUERY.where(KeyPair.access_key == access_key))).first()
+    if row is None:
+        cache.discard(access_key)
+        return None
+    record = KeypairRecord._make(row)
+    cache.put(access_key, gen, record)
+    return record
 
 
 @dataclass(frozen=True)
@@ -81,16 +133,7 @@ async def authenticate(request: HTTPConnection) -> AuthContext:
             f"The request date {date_hdr[1]!r} is outside the allowed window of ±{int(skew.total_seconds())} s "
             "around the server time; check your clock."
         )
-    # Plain columns, not ORM objects: this runs on every call.
-    async with request.app.state.db() as db:
-        row = (
-            await db.execute(
-                select(KeyPair.secret_key, KeyPair.is_active, KeyPair.is_admin, KeyPair.resource_policy,
-                       KeyPair.rate_limit, User.uuid, User.email, User.role, User.domain_name, User.status)
-                .join(User, User.uuid == KeyPair.user)
-                .where(KeyPair.access_key == parsed.access_key)
-            )
-        ).first()
+    row = await lookup_keypair(request.app.state, parsed.access_key)
     if row is None:
         raise AuthorizationFailed("Unknown access key.")
     secret_key, kp_active, kp_admin, resource_policy, rate_limit, user_uuid, email, user_role, domain, status = row

@@ -14,9 +14,14 @@ from .config import ManagerConfig
 
 def _config(path: str | None) -> ManagerConfig:
     try:
-        return load_config(ManagerConfig, "manager", path)
+        cfg = load_config(ManagerConfig, "manager", path)
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
+    from .generations import configure_propagation
+
+    # Keypair/user changes made here must reach the running managers' caches at once (see generations.py).
+    configure_propagation(cfg.manager.state_dir, cfg.redis.url or None)
+    return cfg
 
 
 @click.group()

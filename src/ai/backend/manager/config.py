@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Section(BaseModel):
@@ -20,6 +22,10 @@ class ManagerSection(_Section):
     # Calls per rate-limit window allowed from one client IP without credentials (0: unlimited).
     anonymous_rate_limit: int = Field(3000, alias="anonymous-rate-limit", ge=0)
     rate_limit_window: int = Field(900, alias="rate-limit-window", gt=0)
+    # How often idle timeouts and maximum session lifetimes of the keypair resource policies are checked.
+    session_limit_check_interval: float = Field(5.0, alias="session-limit-check-interval", gt=0)
+    # Largest request body accepted (uploads are at most 20 files of 1 MiB each).
+    max_request_body: str = Field("32m", alias="max-request-body", pattern=r"^[0-9]+[kmgKMG]?$")
     allow_graphql_introspection: bool = Field(False, alias="allow-graphql-introspection")
 
 
@@ -33,10 +39,49 @@ class RedisSection(_Section):
     url: str = ""
 
 
+# host, host.domain or host:port (IPv6 in brackets): what a Docker engine accepts before the first "/".
+_REGISTRY_NAME = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?)(:[0-9]{1,5})?$")
+
+
+class DockerRegistrySection(_Section):
+    """One ``[docker-registries."<name>"]`` table: where the manager scans for kernel images."""
+
+    url: str  # http(s)://host[:port] of the registry's v2 API
+    username: str = ""
+    password: str = ""
+    # Repository prefixes to scan (e.g. ["stable", "community"]); empty: the whole catalog.
+    project: list[str] = Field(default_factory=list)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("must be an http:// or https:// URL of the registry")
+        return v.rstrip("/")
+
+    @field_validator("project", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: object) -> object:
+        return [v] if isinstance(v, str) else v
+
+
 class ManagerConfig(_Section):
     manager: ManagerSection = Field(default_factory=ManagerSection)  # type: ignore[arg-type]
     db: DBSection = Field(default_factory=DBSection)
     redis: RedisSection = Field(default_factory=RedisSection)
+    # Registry name (the host[:port] agents pull from, e.g. "cr.example.com") -> its settings.
+    docker_registries: dict[str, DockerRegistrySection] = Field(default_factory=dict, alias="docker-registries")
+
+    @field_validator("docker_registries")
+    @classmethod
+    def _registry_names(cls, v: dict[str, DockerRegistrySection]) -> dict[str, DockerRegistrySection]:
+        for name in v:
+            host = name.split(":")[0] if not name.startswith("[") else name
+            # Docker pulls "<name>/<repo>:<tag>" from a registry only when <name> has a dot or a port, or is localhost.
+            if not _REGISTRY_NAME.match(name) or not ("." in host or ":" in name or host == "localhost"):
+                raise ValueError(f"registry name {name!r} must be host.domain, host:port or localhost[:port] "
+                                 "(what agents pull from)")
+        return v
 
     def db_url(self) -> str:
         """The database URL, defaulting to an SQLite file in the state directory."""

@@ -8,6 +8,7 @@ within one heartbeat interval.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -65,39 +66,62 @@ def image_min_slots(image: Image) -> ResourceSlot:
     return slots.filled({"cpu": Decimal(1), "mem": Decimal(256 * 1024 * 1024)})
 
 
+async def upsert_image(db: AsyncSession, ref: str, digest: str, labels: dict[str, Any], *, size: int = 0,
+                       architecture: str = "x86_64", registry_name: str | None = None) -> Image:
+    """Create or update the catalogue row whose canonical name is ``ref``.
+
+    ``registry_name`` (a registry rescan) also sets the row's registry; ``None`` (an agent heartbeat)
+    keeps the registry of an existing row and makes new rows ``local``, so an agent reporting an
+    image it pulled from a registry updates that registry's row instead of renaming it.
+    """
+    row = await db.get(Image, ref)
+    if row is None:
+        row = Image(name=ref, tag=ref.rpartition(":")[2], registry_name=registry_name or "local",
+                    config_digest=digest)
+        db.add(row)
+    elif registry_name is not None:
+        row.registry_name = registry_name
+    row.config_digest = digest
+    row.labels = labels
+    row.size_bytes = size
+    row.architecture = architecture
+    return row
+
+
+async def add_default_aliases(db: AsyncSession, canonical: str, latest_refs: Iterable[str] = ()) -> None:
+    """Make the bare repository name of ``canonical`` and ``latest_refs`` aliases of it, unless taken."""
+    for alias in sorted({canonical.rpartition(":")[0], *latest_refs} - {canonical}):
+        if await db.get(ImageAlias, alias) is None and await db.get(Image, alias) is None:
+            db.add(ImageAlias(alias=alias, image=canonical))
+            await db.flush()
+
+
 async def register_images(db: AsyncSession, reported: list[dict[str, Any]]) -> None:
     """Upsert images an agent reported (``{"ref", "digest", "labels", "size"}``) and their aliases.
 
-    ``repo:latest`` becomes an alias of the newest other tag of the same repository, and the bare
-    repository name (``python``) an alias of that same image, unless an operator set it already.
+    ``repo:latest`` becomes an alias of the newest other tag of the same image in the same repository,
+    and the bare repository name (``python``) an alias of that same image, unless an operator set it
+    already.
     """
-    by_digest: dict[str, list[str]] = {}
+    # Keyed by repository too: one image tagged in several repositories (say a local one and a
+    # registry one) must not lend the aliases of one repository to the other.
+    by_image: dict[tuple[str, str], list[str]] = {}
     for item in reported:
         labels = item.get("labels") or {}
         if "ai.backend.kernelspec" not in labels:
             continue
-        by_digest.setdefault(item["digest"], []).append(item["ref"])
         ref: str = item["ref"]
         repo, _, tag = ref.rpartition(":")
+        by_image.setdefault((item["digest"], repo), []).append(ref)
         if tag == "latest":
             continue
-        row = await db.get(Image, ref)
-        if row is None:
-            row = Image(name=ref, tag=tag, registry_name="local", config_digest=item["digest"])
-            db.add(row)
-        row.config_digest = item["digest"]
-        row.labels = labels
-        row.size_bytes = int(item.get("size") or 0)
-        row.architecture = item.get("architecture") or "x86_64"
+        await upsert_image(db, ref, item["digest"], labels, size=int(item.get("size") or 0),
+                           architecture=item.get("architecture") or "x86_64")
     await db.flush()
-    for refs in by_digest.values():
+    for refs in by_image.values():
         canon = next((r for r in refs if not r.endswith(":latest")), None)
-        if canon is None:
-            continue
-        repo = canon.rpartition(":")[0]
-        for alias in {repo, *[r for r in refs if r.endswith(":latest")]}:
-            if await db.get(ImageAlias, alias) is None:
-                db.add(ImageAlias(alias=alias, image=canon))
+        if canon is not None:
+            await add_default_aliases(db, canon, [r for r in refs if r.endswith(":latest")])
     await db.flush()
 
 

@@ -1,4 +1,7 @@
-"""Each agent's latest host utilisation (CPU %, memory in use), kept in memory from heartbeats."""
+"""Live utilisation kept in memory from heartbeats.
+
+Each agent's host (CPU %, memory in use) and each live kernel's Container Stats Object.
+"""
 
 from __future__ import annotations
 
@@ -30,4 +33,48 @@ def live_stats(state: Any) -> AgentLiveStats:
     store: AgentLiveStats | None = getattr(state, "agent_live_stats", None)
     if store is None:
         store = state.agent_live_stats = AgentLiveStats()
+    return store
+
+
+#: The Container Stats Object keys (rest-api.md §2.10); all integers.
+CONTAINER_KEYS = (
+    "cpu_used", "mem_max_bytes", "mem_cur_bytes", "net_rx_bytes", "net_tx_bytes", "io_read_bytes",
+    "io_write_bytes", "io_max_scratch_size", "io_cur_scratch_size",
+)
+
+
+class KernelLiveStats:
+    """The Container Stats Object of every live kernel, from the latest heartbeat of its agent."""
+
+    def __init__(self) -> None:
+        self._by_agent: dict[str, dict[str, dict[str, int]]] = {}
+        self._agent_of: dict[str, str] = {}
+
+    def update(self, agent_id: str, reported: Any) -> None:
+        """Replace what ``agent_id`` reported before (kernels it no longer reports are dropped)."""
+        if not isinstance(reported, dict):
+            return
+        for kid in self._by_agent.pop(agent_id, {}):
+            self._agent_of.pop(kid, None)
+        fresh: dict[str, dict[str, int]] = {}
+        for kid, stats in reported.items():
+            if not isinstance(kid, str) or not isinstance(stats, dict):
+                continue
+            fresh[kid] = {
+                k: int(v) for k, v in stats.items()
+                if k in CONTAINER_KEYS and isinstance(v, int | float) and not isinstance(v, bool)
+            }
+            self._agent_of[kid] = agent_id
+        self._by_agent[agent_id] = fresh
+
+    def get(self, kernel_id: str) -> dict[str, int] | None:
+        agent = self._agent_of.get(kernel_id)
+        return None if agent is None else self._by_agent.get(agent, {}).get(kernel_id)
+
+
+def kernel_live_stats(state: Any) -> KernelLiveStats:
+    """The app's :class:`KernelLiveStats`, created on first use."""
+    store: KernelLiveStats | None = getattr(state, "kernel_live_stats", None)
+    if store is None:
+        store = state.kernel_live_stats = KernelLiveStats()
     return store

@@ -150,9 +150,11 @@ class ApiUsage:
         now = utcnow()
         async with db_factory() as db:
             for ak, n in counts.items():
+                # Usage counters: cached keypair rows need not be re-read (see generations.py).
                 await db.execute(
                     update(KeyPair).where(KeyPair.access_key == ak)
                     .values(num_queries=KeyPair.num_queries + n, last_used=now)
+                    .execution_options(generation_neutral=True)
                 )
             await db.commit()
 

@@ -28,16 +28,19 @@ from ai.backend.common.problems import (
 )
 from ai.backend.common.types import ResourceSlot
 
-from .agent_client import AgentRPC
+from .agent_client import AgentRPC, RawAnswer
 from .auth import AuthContext
 from .events import Event, EventBus
+from .generations import GenerationCache, GenerationReader
 from .images import image_min_slots, resolve_image
 from .models import Agent, Group, Kernel, KeyPair, KeyPairResourcePolicy, SessionRow, User, group_members
 from .models.base import utcnow
 from .models.sessions import ACTIVE_STATUSES
 from .quota import policy_limits
+from .session_limits import ActivityTracker
 from .session_params import CreateParams
 from .sgroups import allowed_scaling_groups
+from .userconfig import kernel_user_config
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,11 @@ class SessionRegistry:
         self.bus = bus
         self.schedule_event = asyncio.Event()
         self._query_counts: dict[uuid.UUID, int] = defaultdict(int)
+        self._hot_sessions: GenerationCache[tuple[str, str], tuple[SessionRow, Kernel]] = GenerationCache()
+        self.activity = ActivityTracker()
+        # Sessions whose kernel is being created, and kernel ends reported meanwhile (see start_session).
+        self._starting: set[uuid.UUID] = set()
+        self._early_exits: dict[uuid.UUID, dict[str, Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def spawn(self, coro: Any) -> None:
@@ -125,6 +133,20 @@ class SessionRegistry:
         if row[1] is None:
             raise SessionNotFound(f"Session {row[0].name!r} has no main kernel.")
         return row[0], row[1]
+
+    async def find_session_and_kernel_cached(
+        self, gens: GenerationReader, ref: str, access_key: str
+    ) -> tuple[SessionRow, Kernel]:
+        """:meth:`find_session_and_kernel` without a query while the ``sessions`` generation is unchanged
+        (the execute hot path). The rows are shared between requests: read them, never change them."""
+        gen = await gens.current("sessions")
+        hit = self._hot_sessions.get((ref, access_key), gen)
+        if hit is not None:
+            return hit
+        async with self.db() as db:
+            found = await self.find_session_and_kernel(db, ref, access_key)
+        self._hot_sessions.put((ref, access_key), gen, found)
+        return found
 
     async def main_kernel(self, db: AsyncSession, session: SessionRow) -> Kernel:
         row = (
@@ -256,6 +278,7 @@ class SessionRegistry:
                 image=image.name, status="PENDING", status_changed=now, created_at=now,
                 status_history={"PENDING": now.isoformat()}, starts_at=p.starts_at,
                 startup_command=p.startup_command, bootstrap_script=p.bootstrap_script, tag=p.tag,
+                batch_timeout=p.batch_timeout,
                 cluster_mode=p.cluster_mode, cluster_size=p.cluster_size,
                 requested_slots=requested.to_json(), environ=p.environ, resource_opts=p.resource_opts,
             )
@@ -328,6 +351,17 @@ class SessionRegistry:
 
     async def start_session(self, session_id: uuid.UUID) -> None:
         """Create the main kernel on its scheduled agent and mark the session RUNNING or ERROR."""
+        self._starting.add(session_id)
+        try:
+            await self._start_session(session_id)
+        finally:
+            self._starting.discard(session_id)
+            early = self._early_exits.pop(session_id, None)
+        if early is not None:
+            # The kernel ended (e.g. a quick batch task) before its creation was recorded: end it now.
+            await self.mark_terminated(session_id, **early)
+
+    async def _start_session(self, session_id: uuid.UUID) -> None:
         t0 = time.monotonic()
         async with self.db() as db:
             session = await db.get(SessionRow, session_id)
@@ -343,14 +377,19 @@ class SessionRegistry:
             "image": kernel.image, "slots": kernel.occupied_slots, "environ": session.environ,
             "session_type": session.session_type, "startup_command": session.startup_command,
             "bootstrap_script": session.bootstrap_script, "access_key": session.access_key,
+            "batch_timeout": session.batch_timeout,
             "cluster_hostname": kernel.cluster_hostname, "cluster_role": kernel.cluster_role,
             "cluster_idx": kernel.cluster_idx, "cluster_size": session.cluster_size,
         }
         try:
+            spec.update(await self._user_config(session))
             assert kernel.agent_addr is not None
-            info = await self.rpc.call(kernel.agent_addr, "POST", "/v1/kernels", json=spec, timeout=300)
+            info = await self.rpc.call(kernel.agent_addr, "POST", "/v1/kernels", json=spec, timeout=900)
         except Exception as e:  # noqa: BLE001 - any failure becomes the session's ERROR status
             detail = getattr(e, "detail", None) or str(e) or type(e).__name__
+            data = getattr(e, "data", None)
+            why = data.get("reason") if isinstance(data, dict) else None
+            reason = why if isinstance(why, str) and why else "creation-failed"
             log.warning("kernel creation failed for session %s: %s", session_id, detail)
             async with self.db() as db:
                 session = await db.get(SessionRow, session_id)
@@ -358,10 +397,10 @@ class SessionRegistry:
                 assert session is not None
                 await self._release(db, kernel)
                 kernel.status = "ERROR"
-                kernel.status_info = "creation-failed"
-                await self.set_status(db, session, "ERROR", "creation-failed", error=detail)
+                kernel.status_info = reason
+                await self.set_status(db, session, "ERROR", reason, error=detail)
                 await db.commit()
-            self._publish("session_failure", session, "creation-failed", error=detail)
+            self._publish("session_failure", session, reason, error=detail)
             self.schedule_event.set()
             return
         async with self.db() as db:
@@ -381,6 +420,25 @@ class SessionRegistry:
             await self.set_status(db, session, "RUNNING", "", phases=phases)
             await db.commit()
         self._publish("session_started", session)
+
+    async def mark_pulling(self, kernel_id: uuid.UUID) -> None:
+        """The agent is pulling the image of a kernel being created: the session says PULLING meanwhile."""
+        async with self.db() as db:
+            kernel = await db.get(Kernel, kernel_id)
+            if kernel is None:
+                return
+            session = await db.get(SessionRow, kernel.session_id)
+            if session is None or session.status != "PREPARING":
+                return
+            kernel.status = "PULLING"
+            await self.set_status(db, session, "PULLING")
+            await db.commit()
+        self._publish("session_pulling", session)
+
+    async def _user_config(self, session: SessionRow) -> dict[str, Any]:
+        """The owner's dotfiles and the bootstrap script (the session's, else the user's) for the agent."""
+        async with self.db() as db:
+            return await kernel_user_config(db, session.user_uuid, session.bootstrap_script)
 
     async def _destroy_kernel_quietly(self, kernel: Kernel) -> None:
         if kernel.agent_addr:
@@ -427,12 +485,16 @@ class SessionRegistry:
 
     async def mark_terminated(
         self, session_id: uuid.UUID, reason: str, *, stats: dict[str, Any] | None = None,
-        exit_code: int | None = None,
+        exit_code: int | None = None, task_log: str | None = None,
     ) -> None:
         """Record the end of a session's kernel and free its resources (idempotent)."""
         async with self.db() as db:
             session = await db.get(SessionRow, session_id)
             if session is None or session.status in ("TERMINATED", "CANCELLED", "ERROR"):
+                return
+            if session.status in ("PREPARING", "PULLING") and session_id in self._starting:
+                self._early_exits[session_id] = {"reason": reason, "stats": stats, "exit_code": exit_code,
+                                                 "task_log": task_log}
                 return
             kernel = await self.main_kernel(db, session)
             await self._release(db, kernel)
@@ -442,8 +504,10 @@ class SessionRegistry:
             kernel.exit_code = exit_code
             if stats:
                 kernel.last_stat = stats
-            if session.session_type == "batch" and exit_code is not None:
-                session.result = "SUCCESS" if exit_code == 0 else "FAILURE"
+            if task_log:
+                kernel.task_log = task_log
+            if session.session_type == "batch" and (exit_code is not None or reason.startswith("task-")):
+                session.result = "SUCCESS" if exit_code == 0 and reason != "task-timeout" else "FAILURE"
             await self.set_status(db, session, "TERMINATED", reason, exit_code=exit_code)
             await db.commit()
         self._publish("session_terminated", session, reason, result=session.result)
@@ -452,9 +516,29 @@ class SessionRegistry:
     # ---- kernel interaction -------------------------------------------------------------------
 
     async def kernel_call(
-        self, session: SessionRow, method: str, op: str, json: Any = None, timeout: float | None = 600
+        self, session: SessionRow, method: str, op: str, json: Any = None, timeout: float | None = 600,
+        *, check_status: bool = True, kernel: Kernel | None = None,
     ) -> Any:
-        """Forward a call to the session's main kernel on its agent."""
+        """Forward a call to the session's main kernel on its agent (``kernel``: that kernel, if already loaded)."""
+        self.activity.touch(session.id)
+        if check_status and session.status != "RUNNING":
+            raise SessionNotRunning(
+                f"Session {session.name!r} is {session.status}, not RUNNING; it cannot take this request."
+            )
+        if kernel is None:
+            async with self.db() as db:
+                kernel = await self.main_kernel(db, session)
+        if not kernel.agent_addr:
+            raise SessionNotFound(f"Session {session.name!r} has no running kernel.")
+        return await self.rpc.call(kernel.agent_addr, method, f"/v1/kernels/{kernel.id}{op}", json=json,
+                                   timeout=timeout)
+
+    async def kernel_call_raw(
+        self, session: SessionRow, method: str, op: str, *, params: dict[str, str | int] | None = None,
+        content: bytes | None = None, content_type: str | None = None, timeout: float | None = 600,
+    ) -> RawAnswer:
+        """Like :meth:`kernel_call`, for agent endpoints that take or answer raw bytes (session files)."""
+        self.activity.touch(session.id)
         if session.status != "RUNNING":
             raise SessionNotRunning(
                 f"Session {session.name!r} is {session.status}, not RUNNING; it cannot take this request."
@@ -463,8 +547,28 @@ class SessionRegistry:
             kernel = await self.main_kernel(db, session)
         if not kernel.agent_addr:
             raise SessionNotFound(f"Session {session.name!r} has no running kernel.")
-        return await self.rpc.call(kernel.agent_addr, method, f"/v1/kernels/{kernel.id}{op}", json=json,
-                                   timeout=timeout)
+        return await self.rpc.call_raw(kernel.agent_addr, method, f"/v1/kernels/{kernel.id}{op}", params=params,
+                                       content=content, content_type=content_type, timeout=timeout)
+
+    async def restart(self, session: SessionRow) -> None:
+        """Restart the main kernel's runner (globals reset, files kept); the session is RESTARTING meanwhile."""
+        async with self.db() as db:
+            row = await db.get(SessionRow, session.id, with_for_update=True)
+            if row is None or row.status != "RUNNING":
+                status = row.status if row is not None else "gone"
+                raise SessionNotRunning(f"Session {session.name!r} is {status}, not RUNNING; it cannot restart.")
+            await self.set_status(db, row, "RESTARTING")
+            await db.commit()
+        self._publish("session_restarting", row)
+        try:
+            await self.kernel_call(row, "POST", "/restart", check_status=False)
+        finally:
+            async with self.db() as db:
+                row = await db.get(SessionRow, session.id)
+                if row is not None and row.status == "RESTARTING":
+                    await self.set_status(db, row, "RUNNING")
+                    await db.commit()
+                    self._publish("session_started", row, "restarted")
 
     def count_query(self, session: SessionRow) -> None:
         self._query_counts[session.id] += 1
@@ -478,6 +582,7 @@ class SessionRegistry:
             for sid, n in counts.items():
                 await db.execute(
                     update(SessionRow).where(SessionRow.id == sid).values(num_queries=SessionRow.num_queries + n)
+                    .execution_options(generation_neutral=True)  # a counter: cached lookups need not reload
                 )
             await db.commit()
 

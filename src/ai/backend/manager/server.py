@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ai.backend.common.config import ConfigError, load_config
 from ai.backend.common.problems import PROBLEM_BASE, ProblemError
+from ai.backend.common.types import BinarySize
 
 from .agent_client import AgentRPC
 from .api import (
@@ -28,6 +29,7 @@ from .api import (
     events,
     gql,
     internal,
+    registries,
     resource,
     root,
     session,
@@ -37,14 +39,17 @@ from .api import (
     template,
     userconfig,
 )
+from .bgtask import make_bgtask_registry
+from .body_limit import BodyLimitMiddleware
 from .config import ManagerConfig
 from .db import create_engine, session_factory
-from .events import EventBus
+from .events import make_event_bus
 from .models import Agent
 from .models.base import utcnow
 from .ratelimit import ApiUsage, RateLimitMiddleware, make_rate_limiter
 from .registry import SessionRegistry
 from .scheduler import Scheduler
+from .session_limits import enforce_session_limits
 
 log = logging.getLogger("ai.backend.manager")
 
@@ -162,7 +167,9 @@ def create_app(config: ManagerConfig) -> FastAPI:
         app.state.engine = engine
         app.state.db = session_factory(engine)
         app.state.rpc = AgentRPC(config.manager.cluster_secret)
-        app.state.bus = EventBus()
+        app.state.bus = make_event_bus(config.redis.url or None)
+        await app.state.bus.start()
+        app.state.bgtasks = make_bgtask_registry(app.state.bus, config.redis.url or None)
         app.state.registry = SessionRegistry(app.state.db, app.state.rpc, app.state.bus)
         app.state.rate_limiter = make_rate_limiter(config.redis.url or None, config.manager.rate_limit_window)
         app.state.api_usage = ApiUsage()
@@ -171,6 +178,8 @@ def create_app(config: ManagerConfig) -> FastAPI:
             asyncio.create_task(Scheduler(app.state.registry).run()),
             asyncio.create_task(_periodic(2.0, app.state.registry.flush_query_counts)),
             asyncio.create_task(_periodic(5.0, lambda: _check_agents(app))),
+            asyncio.create_task(_periodic(config.manager.session_limit_check_interval,
+                                          lambda: enforce_session_limits(app.state.registry))),
         ]
         app.state.registry.schedule_event.set()
         try:
@@ -183,6 +192,8 @@ def create_app(config: ManagerConfig) -> FastAPI:
                     await t
             await app.state.registry.flush_query_counts()
             await app.state.api_usage.flush(app.state.db)
+            await app.state.bgtasks.shutdown()
+            await app.state.bus.close()
             await app.state.rate_limiter.close()
             await app.state.rpc.close()
             await engine.dispose()
@@ -192,7 +203,8 @@ def create_app(config: ManagerConfig) -> FastAPI:
     app.state.config = config
     _install_error_handlers(app)
     for r in (root.router, auth.router, template.router, session_files.router, session.router, gql.router,
-              internal.router, status.router, stream.router, resource.router, events.router, userconfig.router):
+              internal.router, status.router, stream.router, resource.router, events.router, userconfig.router,
+              registries.router):
         app.include_router(r)
     app.add_middleware(
         RateLimitMiddleware,
@@ -200,6 +212,7 @@ def create_app(config: ManagerConfig) -> FastAPI:
         anonymous_limit=lambda: config.manager.anonymous_rate_limit,
     )
     app.add_middleware(CompatPathMiddleware)
+    app.add_middleware(BodyLimitMiddleware, limit=int(BinarySize.parse(config.manager.max_request_body)))
 
     return app
 
@@ -220,7 +233,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(create_app(config), host=config.manager.service_addr_host, port=config.manager.service_addr_port,
-                log_level="debug" if args.debug else "warning", access_log=args.debug, loop="auto", http="auto")
+                log_level="debug" if args.debug else "warning", access_log=args.debug, loop="auto", http="auto",
+                # Open SSE streams never end by themselves: cut them (clients reconnect) instead of hanging.
+                timeout_graceful_shutdown=5)
 
 
 if __name__ == "__main__":

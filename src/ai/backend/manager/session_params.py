@@ -35,6 +35,7 @@ class CreateParams:
     starts_at: datetime | None = None
     startup_command: str | None = None
     bootstrap_script: str | None = None
+    batch_timeout: float | None = None
     cluster_size: int = 1
     cluster_mode: str = "single-node"
     owner_access_key: str | None = None
@@ -114,6 +115,13 @@ def parse_create_params(body: Any) -> CreateParams:
     p.startup_command = None if sc is None else _str("startupCommand", sc, max_len=65536)
     bs = _pick(body, "bootstrap_script", "bootstrapScript")
     p.bootstrap_script = None if bs is None else _str("bootstrap_script", bs, max_len=65536)
+    if p.session_type == "batch" and not (p.startup_command or "").strip():
+        raise InvalidAPIParameters("A batch session needs a 'startupCommand' (the command of its task).")
+    bt = _pick(body, "batchTimeout", "batch_timeout")
+    if bt is not None:
+        if isinstance(bt, bool) or not isinstance(bt, int | float) or bt <= 0:
+            raise InvalidAPIParameters(f"'batchTimeout' must be a positive number of seconds, got {bt!r}.")
+        p.batch_timeout = float(bt)
     oak = _pick(body, "owner_access_key", "ownerAccessKey")
     p.owner_access_key = None if oak is None else _str("owner_access_key", oak, max_len=20)
     config = _pick(body, "config", default={})

@@ -128,7 +128,7 @@ def _toml_str(value: str) -> str:
 
 
 def _write_manager_config(state: Path, port: int, secret: str, db_url: str | None, redis_url: str | None,
-                          settings: dict[str, Any] | None) -> None:
+                          settings: dict[str, Any] | None, extra_toml: str = "") -> None:
     lines = ["[manager]", f"service-addr-port = {port}", f"cluster-secret = {_toml_str(secret)}",
              f"state-dir = {_toml_str(str(state))}", "heartbeat-timeout = 30.0"]
     for key, value in (settings or {}).items():
@@ -137,6 +137,8 @@ def _write_manager_config(state: Path, port: int, secret: str, db_url: str | Non
         lines += ["", "[db]", f"url = {_toml_str(db_url)}"]
     if redis_url:
         lines += ["", "[redis]", f"url = {_toml_str(redis_url)}"]
+    if extra_toml:
+        lines += ["", extra_toml]
     (state / "manager.toml").write_text("\n".join(lines) + "\n")
 
 
@@ -173,12 +175,13 @@ def launch_manager(state: Path, *, db_url: str | None = None, redis_url: str | N
 
 
 def launch_cluster(state: Path, *, cpu: int = 4, mem: str = "4g", db_url: str | None = None,
-                   redis_url: str | None = None) -> Cluster:
-    """Write configs under ``state``, create the schema and fixtures, start both servers and wait."""
+                   redis_url: str | None = None, manager_toml: str = "") -> Cluster:
+    """Write configs under ``state``, create the schema and fixtures, start both servers and wait.
+    ``manager_toml`` is appended to ``manager.toml`` (extra tables, e.g. ``[docker-registries."..."]``)."""
     mport, aport = _free_port(), _free_port()
     secret = secrets.token_urlsafe(24)
     agent_id = f"i-test-{secrets.token_hex(4)}"
-    _write_manager_config(state, mport, secret, db_url, redis_url, None)
+    _write_manager_config(state, mport, secret, db_url, redis_url, None, manager_toml)
     (state / "agent.toml").write_text(
         f'[agent]\nid = "{agent_id}"\nrpc-listen-port = {aport}\nmanager-url = "http://127.0.0.1:{mport}"\n'
         f'cluster-secret = "{secret}"\nheartbeat-interval = 1.0\n\n'

@@ -365,22 +365,34 @@ def _print_mapping(data: Mapping[str, Any]) -> None:
 @click.command()
 @click.argument("name", metavar="SESSION")
 @click.option("-o", "--owner", "--owner-access-key", "owner", metavar="ACCESS_KEY", help="Owner (admins only).")
-def info(name: str, owner: str | None) -> None:
-    """Show information about a compute session.
+@click.option("-s", "--stats", "stats_only", is_flag=True, help="Show only the resource usage statistics.")
+def info(name: str, owner: str | None, stats_only: bool) -> None:
+    """Show information about a compute session and its resource usage.
 
     \b
     SESSION: the session name (or ID).
     """
+    from .run import format_stats
+
     cli = get_cli_context()
 
     async def _info(api_sess: AsyncSession) -> dict[str, Any]:
         return await api_sess.ComputeSession(name, owner).get_info()
 
     data = _run_async(_info)
+    stats = data.get("stats")
     if cli.json_output:
-        _emit_json(data)
+        _emit_json({"stats": stats} if stats_only else data)
         return
-    _print_mapping(data)
+    if not stats_only:
+        _print_mapping({k: v for k, v in data.items() if k != "stats"})
+        click.echo("")
+    live = data.get("status") == "RUNNING"
+    if isinstance(stats, Mapping) and stats:
+        click.echo("Resource usage" + (" (live, refreshed every few seconds):" if live else " (when it ended):"))
+        click.echo(format_stats(stats))
+    else:
+        click.echo("Resource usage: not reported yet.")
 
 
 # ---- list ----

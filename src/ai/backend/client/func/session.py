@@ -22,7 +22,9 @@ from ..exceptions import BackendClientError
 from ..naming import validate_session_name
 from ..request import AttachedFile, Request, Response
 from ..session import api_session
-from ..types import PaginatedResult
+from ..sse import SSEContextManager, connect_events
+from ..types import PaginatedResult, Undefined, undefined
+from ..ws import StreamPty, WebSocketContextManager, WebSocketResponse, connect_websocket
 from .base import BaseFunction, api_function
 
 __all__ = ("ComputeSession", "DEFAULT_LIST_FIELDS", "MAX_PAGE_SIZE", "validate_session_name")
@@ -661,6 +663,9 @@ class ComputeSession(BaseFunction):
                 with tarfile.open(fileobj=io.BytesIO(tarball)) as tarf:
                     tarf.extractall(path=dest, filter="data")
                     file_names.extend(tarf.getnames())
+            except tarfile.FilterError as e:
+                # e.g. a symlink to an absolute path: the archive is fine, extracting it here would not be.
+                raise BackendClientError(f"Refused to extract a downloaded entry: {e}") from None
             except tarfile.TarError as e:
                 raise BackendClientError(f"The downloaded archive is broken: {e}") from None
         return {"file_names": file_names}
@@ -673,3 +678,163 @@ class ComputeSession(BaseFunction):
         async with rqst.fetch() as resp:
             data = await resp.json()
         return data if isinstance(data, dict) else {"files": data}
+
+    @api_function
+    @classmethod
+    async def create_from_template(
+        cls,
+        template_id: str,
+        *,
+        name: str | Undefined = undefined,
+        type_: str | Undefined = undefined,
+        starts_at: str | None = None,
+        enqueue_only: bool | Undefined = undefined,
+        max_wait: int | Undefined = undefined,
+        dependencies: Sequence[str] | None = None,
+        callback_url: str | Undefined = undefined,
+        no_reuse: bool | Undefined = undefined,
+        image: str | Undefined = undefined,
+        mounts: Sequence[str] | Undefined = undefined,
+        mount_map: Mapping[str, str] | Undefined = undefined,
+        envs: Mapping[str, str] | Undefined = undefined,
+        startup_command: str | Undefined = undefined,
+        resources: Mapping[str, Any] | Undefined = undefined,
+        resource_opts: Mapping[str, Any] | Undefined = undefined,
+        cluster_size: int | Undefined = undefined,
+        cluster_mode: str | Undefined = undefined,
+        domain_name: str | Undefined = undefined,
+        group_name: str | Undefined = undefined,
+        bootstrap_script: str | Undefined = undefined,
+        tag: str | Undefined = undefined,
+        scaling_group: str | Undefined = undefined,
+        owner_access_key: str | Undefined = undefined,
+    ) -> ComputeSession:
+        """Create a session from the stored template *template_id*.
+
+        Arguments left :data:`~ai.backend.client.types.undefined` keep the template's value; every given
+        one replaces it whole (*mounts*, *envs* and *resources* are not merged with the template's).
+        """
+        if not isinstance(name, Undefined):
+            validate_session_name(name)
+        if not isinstance(cluster_size, Undefined) and cluster_size < 1:
+            raise ValueError("The cluster size must be at least 1.")
+        given: dict[str, Any] = {
+            "name": name,
+            "type": type_,
+            "starts_at": starts_at,
+            "enqueueOnly": enqueue_only,
+            "maxWaitSeconds": max_wait,
+            "dependencies": list(dependencies) if dependencies else None,
+            "callback_url": callback_url,
+            "reuseIfExists": undefined if isinstance(no_reuse, Undefined) else not no_reuse,
+            "image": image,
+            "startupCommand": startup_command,
+            "cluster_size": cluster_size,
+            "cluster_mode": cluster_mode,
+            "domain": domain_name,
+            "group": group_name,
+            "bootstrap_script": bootstrap_script,
+            "tag": tag,
+            "owner_access_key": owner_access_key,
+        }
+        config: dict[str, Any] = {
+            "mounts": undefined if isinstance(mounts, Undefined) else list(mounts),
+            "mount_map": undefined if isinstance(mount_map, Undefined) else dict(mount_map),
+            "environ": undefined if isinstance(envs, Undefined) else dict(envs),
+            "resources": undefined if isinstance(resources, Undefined) else dict(resources),
+            "resource_opts": undefined if isinstance(resource_opts, Undefined) else dict(resource_opts),
+            "scalingGroup": scaling_group,
+        }
+        body: dict[str, Any] = {"template_id": str(template_id)}
+        body.update({k: v for k, v in given.items() if v is not None and not isinstance(v, Undefined)})
+        body["config"] = {k: v for k, v in config.items() if not isinstance(v, Undefined)}
+        rqst = Request("POST", f"/{_prefix()}/_/create-from-template")
+        rqst.set_json(body)
+        async with rqst.fetch() as resp:
+            data = await resp.json()
+        if not isinstance(data, dict):
+            raise BackendClientError(f"Unexpected session creation response: {data!r}")
+        owner = None if isinstance(owner_access_key, Undefined) else owner_access_key
+        o = cls(str(data.get("sessionName") or data.get("sessId") or ""), owner)
+        if data.get("sessionId"):
+            try:
+                o.id = UUID(str(data["sessionId"]))
+            except ValueError:
+                o.id = None
+        o.created = bool(data.get("created", True))
+        o.status = str(data.get("status", "RUNNING"))
+        o.status_info = str(data["statusInfo"]) if data.get("statusInfo") else None
+        o.service_ports = list(data.get("servicePorts") or [])
+        o.domain = "" if isinstance(domain_name, Undefined) else domain_name
+        o.group = "" if isinstance(group_name, Undefined) else group_name
+        return o
+
+    # ---- lifecycle event streams ----
+
+    def listen_events(
+        self, scope: Literal["*", "session", "kernel"] = "*", *, auto_reconnect: bool = True
+    ) -> SSEContextManager:
+        """Open the lifecycle event stream of this session (``GET /events/session``).
+
+        Use as ``async with sess.listen_events() as resp: async for ev in resp: ...`` (or ``with``
+        under a sync ``Session``); each event has ``.event`` (``session_started``, ...) and ``.data``
+        (a JSON string; ``.json()`` parses it). *scope* ``session`` or ``kernel`` keeps only
+        ``session_*`` or ``kernel_*`` events. The stream ends (``server_close``) after the session's
+        final event; ``ComputeSession("*")`` watches all the sessions you can see and never ends.
+        """
+        if scope not in ("*", "session", "kernel"):
+            raise BackendClientError(f"The event scope must be '*', 'session' or 'kernel', not {scope!r}.")
+        params: dict[str, str] = {"scope": scope}
+        if self.id is not None:
+            params["sessionId"] = str(self.id)
+        else:
+            params["name"] = self.ref
+        if self.owner_access_key:
+            params["ownerAccessKey"] = self.owner_access_key
+        return connect_events(Request("GET", "/events/session", params=params), auto_reconnect=auto_reconnect)
+
+    stream_events = listen_events
+
+    # ---- WebSocket streams (AsyncSession only) and status history ----
+
+    def stream_execute(
+        self, code: str = "", *, mode: str = "query", opts: Mapping[str, Any] | None = None
+    ) -> WebSocketContextManager[WebSocketResponse]:
+        """Run code in streaming mode (``GET /stream/session/:id/execute``).
+
+        ``async with sess.stream_execute(code) as stream:`` gives a socket whose TEXT messages are the
+        Execution Result Objects of the run, continuations included (no run id to track):
+        ``await stream.receive_json()``, or ``async for msg in stream`` (``msg.type``, ``msg.data``,
+        ``msg.json()``). On ``waiting-input`` send the input with ``send_str``/``send_text``; the socket
+        closes after ``finished``. *mode* is ``query`` or ``batch`` (*opts*: ``clean``/``build``/``exec``).
+        """
+        mode = _MODE_ALIASES.get(mode, mode)
+        if mode not in ("query", "batch"):
+            raise BackendClientError(f"Streaming execution supports the query and batch modes, not {mode!r}.")
+        first = {"code": code, "mode": mode, "options": dict(opts or {})}
+
+        async def _start(ws: WebSocketResponse) -> None:
+            await ws.send_json(first)
+
+        rqst = Request("GET", "/stream" + self._path("/execute"), params=self._owner_params())
+        return connect_websocket(rqst, on_enter=_start)
+
+    def stream_pty(self, *, app: str | None = None) -> WebSocketContextManager[StreamPty]:
+        """Open a terminal (a login shell in the main container; ``GET /stream/session/:id/pty``).
+
+        ``async with sess.stream_pty() as pty:`` then ``await pty.send_stdin("ls\\n")``,
+        ``await pty.resize(rows, cols)``, ``await pty.restart()`` and ``async for chunk in pty`` (output
+        bytes). Leaving the block closes the terminal and ends the shell.
+        """
+        params = self._owner_params()
+        if app:
+            params["app"] = app
+        rqst = Request("GET", "/stream" + self._path("/pty"), params=params)
+        return connect_websocket(rqst, response_cls=StreamPty)
+
+    @api_function
+    async def get_status_history(self) -> dict[str, Any]:
+        """The status transitions of the session: ``{"result": {status: ISO 8601 time, ...}}``."""
+        async with Request("GET", self._path("/status-history"), params=self._owner_params()).fetch() as resp:
+            data = await resp.json()
+        return data if isinstance(data, dict) else {"result": data}

@@ -12,7 +12,7 @@ from ai.backend.common.problems import InvalidAPIParameters
 from ai.backend.common.types import ResourceSlot, SlotTypeError
 
 from ..images import image_inventory, register_images
-from ..live_stats import live_stats
+from ..live_stats import kernel_live_stats, live_stats
 from ..models import Agent, Kernel, ScalingGroup
 from ..models.base import utcnow
 from .deps import json_body, require_cluster_secret
@@ -64,6 +64,7 @@ async def heartbeat(request: Request) -> dict[str, Any]:
     if "images" in body:
         image_inventory(request.app.state).update(agent_id, body["images"])
     live_stats(request.app.state).update(agent_id, body.get("live_stat"))
+    kernel_live_stats(request.app.state).update(agent_id, body.get("kernel_stats"))
     if joined:
         reg.schedule_event.set()
     return {"ok": True}
@@ -78,11 +79,25 @@ async def kernel_event(request: Request) -> Response:
         kernel_id = uuid.UUID(str(body["kernel_id"]))
     except (KeyError, ValueError):
         raise InvalidAPIParameters("kernel_id is missing or not a UUID.") from None
+    reg = request.app.state.registry
+    event = body.get("event")
+    if event is not None:
+        if event != "pulling":
+            raise InvalidAPIParameters(f"Unknown kernel event {event!r}.")
+        await reg.mark_pulling(kernel_id)
+        return Response(status_code=204)
     reason = str(body.get("reason") or "self-terminated")
     exit_code = body.get("exit_code")
     reg = request.app.state.registry
     async with reg.db() as db:
         kernel = (await db.execute(select(Kernel).where(Kernel.id == kernel_id))).scalar_one_or_none()
+    if not isinstance(exit_code, int) or isinstance(exit_code, bool):
+        exit_code = None
+    stats = body.get("stats")
+    task_log = body.get("task_log")
     if kernel is not None:
-        await reg.mark_terminated(kernel.session_id, reason, exit_code=exit_code)
+        await reg.mark_terminated(
+            kernel.session_id, reason[:256], exit_code=exit_code, stats=stats if isinstance(stats, dict) else None,
+            task_log=task_log if isinstance(task_log, str) else None,
+        )
     return Response(status_code=204)

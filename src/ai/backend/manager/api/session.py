@@ -11,10 +11,12 @@ from fastapi.responses import JSONResponse
 from ai.backend.common.problems import InvalidAPIParameters, SessionNotFound
 from ai.backend.common.types import ResourceSlot
 
+from .. import generations
 from ..auth import AuthContext
+from ..live_stats import kernel_live_stats
 from ..models import Kernel, SessionRow
 from ..registry import SessionRegistry, session_age_ms
-from ..session_params import parse_create_params
+from ..session_params import CreateParams, parse_create_params
 from .deps import auth_required, json_body, registry
 
 router = APIRouter()
@@ -22,8 +24,15 @@ router = APIRouter()
 EXEC_MODES = {"query", "continue", "input", "user-input", "batch"}
 
 
-def session_info(session: SessionRow, kernel: Kernel | None = None, queries: int = 0) -> dict[str, Any]:
-    """The session info document: documented keys plus the upstream ones clients read."""
+def session_info(
+    session: SessionRow, kernel: Kernel | None = None, queries: int = 0, live: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """The session info document: documented keys plus the upstream ones clients read.
+
+    ``stats`` is the Container Stats Object: live (from the agent's latest heartbeat) while the session runs,
+    the last one taken when it ended otherwise.
+    """
+    stats = live if live is not None else (kernel.last_stat if kernel is not None and kernel.last_stat else None)
     slots = ResourceSlot.from_json(session.occupying_slots or session.requested_slots)
     mem = int(slots.get("mem", 0))
     phases = (session.status_data or {}).get("phases", {})
@@ -53,7 +62,9 @@ def session_info(session: SessionRow, kernel: Kernel | None = None, queries: int
         "requestedSlots": session.requested_slots,
         "environ": session.environ,
         "numQueriesExecuted": session.num_queries + queries,
-        "cpuCreditUsed": 0,
+        "cpuCreditUsed": int((stats or {}).get("cpu_used", 0)),
+        "stats": stats,
+        "batchTimeout": session.batch_timeout,
         "result": session.result,
         "clusterSize": session.cluster_size,
         "clusterMode": session.cluster_mode,
@@ -80,7 +91,13 @@ async def create(
 ) -> JSONResponse:
     """Create a session (or return the existing one of the same name and image)."""
     body = await json_body(request)
-    params = parse_create_params(body)
+    return await create_and_respond(reg, ctx, parse_create_params(body))
+
+
+async def create_and_respond(
+    reg: SessionRegistry, ctx: AuthContext, params: CreateParams, *, always_201: bool = False
+) -> JSONResponse:
+    """Create (or reuse) the session, wait as asked and answer the creation response (shared with templates)."""
     created, row = await reg.create_session(ctx, params)
     status = row.status
     if created and not params.enqueue_only:
@@ -102,7 +119,7 @@ async def create(
     }
     if fresh.status == "ERROR":
         payload["statusData"] = fresh.status_data
-    return JSONResponse(payload, status_code=201 if created else 200)
+    return JSONResponse(payload, status_code=201 if created or always_201 else 200)
 
 
 @router.get("/session/{ref}")
@@ -113,7 +130,17 @@ async def get_info(
     owner = await reg.resolve_owner(ctx, request.query_params.get("owner_access_key"))
     async with reg.db() as db:
         session, kernel = await reg.find_session_and_kernel(db, ref, owner)
-    return session_info(session, kernel, reg.unflushed_queries(session))
+    live = kernel_live_stats(request.app.state).get(str(kernel.id)) if session.status == "RUNNING" else None
+    return session_info(session, kernel, reg.unflushed_queries(session), live)
+
+
+@router.get("/session/{ref}/status-history")
+async def status_history(
+    ref: str, request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
+) -> dict[str, Any]:
+    """When the session entered each status: ``{"result": {"PENDING": iso-time, ...}}``."""
+    session = await _find(reg, ctx, ref, request)
+    return {"result": session.status_history or {}}
 
 
 @router.delete("/session/{ref}")
@@ -134,14 +161,14 @@ async def restart(
 ) -> Response:
     """Restart the session's kernel: globals are reset, files in the working directory stay."""
     session = await _find(reg, ctx, ref, request)
-    await reg.kernel_call(session, "POST", "/restart")
+    await reg.restart(session)
     return Response(status_code=204)
 
 
 @router.post("/session/{ref}")
 async def execute(
     ref: str, request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
-) -> dict[str, Any]:
+) -> JSONResponse:
     """Execute code in the session (query or batch mode) and answer the Execution Result Object."""
     body = await json_body(request)
     mode = body.get("mode", "query")
@@ -158,16 +185,21 @@ async def execute(
     opts = body.get("options")
     if opts is not None and not isinstance(opts, dict):
         raise InvalidAPIParameters("'options' must be an object.")
-    session = await _find(reg, ctx, ref, request)
+    timeout = (opts or {}).get("timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise InvalidAPIParameters("'options.timeout' must be a positive number of seconds.")
+    # The hot path: the session and its main kernel cached (or in one query), the answer passed on as it is.
+    owner = await reg.resolve_owner(ctx, request.query_params.get("owner_access_key"))
+    session, kernel = await reg.find_session_and_kernel_cached(generations.reader(request.app.state), ref, owner)
     reg.count_query(session)
     result = await reg.kernel_call(
-        session, "POST", "/execute", json={"mode": mode, "code": code, "run_id": run_id, "opts": opts}
+        session, "POST", "/execute", json={"mode": mode, "code": code, "run_id": run_id, "opts": opts}, kernel=kernel
     )
     killed = result.pop("killed", None) if isinstance(result, dict) else None
     if killed and killed.get("oom"):
         # The kernel's memory limit was hit: the session ends and says so.
         asyncio.get_running_loop().create_task(reg.destroy(session, reason="oom-killed"))
-    return {"result": result}
+    return JSONResponse({"result": result})
 
 
 @router.post("/session/{ref}/interrupt")
@@ -195,11 +227,27 @@ async def complete(
     return {"result": res.get("result", [])}
 
 
-@router.get("/session/{ref}/logs")
+@router.get("/session/{ref}/logs", response_model=None)
 async def logs(
     ref: str, request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
-) -> dict[str, Any]:
-    """The container's console log."""
-    session = await _find(reg, ctx, ref, request, alive_only=True)
-    res = await reg.kernel_call(session, "GET", "/logs")
-    return {"result": {"logs": res.get("logs", "")}}
+) -> dict[str, Any] | Response:
+    """The container's console log (with a batch task's output); kept after the session ends.
+
+    ``GET /session/_/logs?taskId=<session id>`` answers the same text as ``text/plain`` (the SDK's task logs).
+    """
+    if ref == "_":
+        task_id = request.query_params.get("taskId") or request.query_params.get("task_id")
+        if not task_id:
+            raise InvalidAPIParameters("'taskId' (the session id of a batch task) is required.")
+        return Response(await _session_logs(reg, ctx, task_id, request), media_type="text/plain; charset=utf-8")
+    return {"result": {"logs": await _session_logs(reg, ctx, ref, request)}}
+
+
+async def _session_logs(reg: SessionRegistry, ctx: AuthContext, ref: str, request: Request) -> str:
+    owner = await reg.resolve_owner(ctx, request.query_params.get("owner_access_key"))
+    async with reg.db() as db:
+        session, kernel = await reg.find_session_and_kernel(db, ref, owner)
+    if session.status == "RUNNING":
+        res = await reg.kernel_call(session, "GET", "/logs")
+        return str(res.get("logs", ""))
+    return kernel.task_log or ""

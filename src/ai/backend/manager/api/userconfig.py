@@ -1,7 +1,183 @@
-"""Per-user configuration: /user-config/dotfiles and /user-config/bootstrap-script."""
+"""Per-user configuration: ``/user-config/dotfiles`` and ``/user-config/bootstrap-script``.
+
+The wire format follows upstream 22.03: ``POST``/``PATCH`` take ``{"path", "data", "permission"}``
+(``permission`` as an octal string like ``"755"``); ``GET`` lists ``[{"path", "permission", "data"}]`` or, with
+``?path=``, answers one file; ``DELETE ?path=``. Admins may act for another user with ``owner_access_key``.
+Limits and path rules are in :mod:`ai.backend.manager.userconfig`.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Any
 
-router = APIRouter()
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from ai.backend.common.problems import Conflict, InvalidAPIParameters, NotFound
+
+from ..auth import AuthContext
+from ..models import Dotfile, KeyPair, User
+from ..models.base import utcnow
+from ..registry import SessionRegistry
+from ..userconfig import (
+    MAX_DOTFILES,
+    MAX_TOTAL_BYTES,
+    check_bootstrap_script,
+    check_dotfile_path,
+    check_permission,
+    dotfile_bytes,
+)
+from .deps import auth_required, json_body, registry
+
+router = APIRouter(prefix="/user-config")
+
+
+class DotfileNotFound(NotFound):
+    slug, title = "dotfile-not-found", "No such dotfile"
+
+
+class DotfileAlreadyExists(Conflict):
+    slug, title = "dotfile-already-exists", "The dotfile already exists"
+
+
+async def _owner_uuid(reg: SessionRegistry, ctx: AuthContext, body: dict[str, Any]) -> Any:
+    oak = body.get("owner_access_key")
+    if oak is not None and not isinstance(oak, str):
+        raise InvalidAPIParameters("'owner_access_key' must be a string.")
+    owner_ak = await reg.resolve_owner(ctx, oak)
+    if owner_ak == ctx.access_key:
+        return ctx.user_uuid
+    async with reg.db() as db:
+        return (await db.execute(select(KeyPair.user).where(KeyPair.access_key == owner_ak))).scalar_one()
+
+
+def _data(body: dict[str, Any]) -> str:
+    data = body.get("data")
+    if not isinstance(data, str):
+        raise InvalidAPIParameters("'data' (the file content as a string) is required.")
+    return data
+
+
+async def _save(reg: SessionRegistry, ctx: AuthContext, body: dict[str, Any], *, create: bool) -> None:
+    """Create or update one dotfile, keeping the per-user count and size limits."""
+    path = check_dotfile_path(body.get("path"))
+    data = _data(body)
+    perm = check_permission(body.get("permission", body.get("perm")))
+    owner = await _owner_uuid(reg, ctx, body)
+    async with reg.db() as db:
+        # Lock the owner's row so that concurrent writes cannot overshoot the limits together.
+        await db.execute(select(User.uuid).where(User.uuid == owner).with_for_update())
+        rows = (await db.execute(select(Dotfile).where(Dotfile.user_uuid == owner))).scalars().all()
+        current = next((r for r in rows if r.path == path), None)
+        if create and current is not None:
+            raise DotfileAlreadyExists(f"A dotfile {path!r} already exists; update it instead.")
+        if not create and current is None:
+            raise DotfileNotFound(f"There is no dotfile {path!r}.")
+        if create and len(rows) >= MAX_DOTFILES:
+            raise InvalidAPIParameters(f"You already have {len(rows)} dotfiles, the most allowed.")
+        used = sum(dotfile_bytes(r.path, r.data) for r in rows if r is not current)
+        if used + dotfile_bytes(path, data) > MAX_TOTAL_BYTES:
+            raise InvalidAPIParameters(
+                f"The dotfiles would take {used + dotfile_bytes(path, data)} bytes, more than the "
+                f"{MAX_TOTAL_BYTES // 1024} KiB allowed per user ({used} bytes used by the others)."
+            )
+        if current is None:
+            db.add(Dotfile(user_uuid=owner, path=path, permission=perm, data=data))
+        else:
+            current.data = data
+            current.permission = perm
+            current.modified_at = utcnow()
+        try:
+            await db.commit()
+        except IntegrityError:
+            raise DotfileAlreadyExists(f"A dotfile {path!r} already exists; update it instead.") from None
+
+
+@router.post("/dotfiles")
+async def create_dotfile(
+    request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
+) -> dict[str, Any]:
+    """Add a dotfile (409 if the path exists)."""
+    await _save(reg, ctx, await json_body(request), create=True)
+    return {}
+
+
+@router.patch("/dotfiles")
+async def update_dotfile(
+    request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
+) -> dict[str, Any]:
+    """Replace a dotfile's content and mode (404 if there is none at that path)."""
+    await _save(reg, ctx, await json_body(request), create=False)
+    return {}
+
+
+@router.get("/dotfiles", response_model=None)
+async def list_or_get_dotfiles(
+    request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
+) -> list[dict[str, Any]] | dict[str, Any]:
+    """All dotfiles, or the one at ``?path=``."""
+    body = await json_body(request)
+    owner = await _owner_uuid(reg, ctx, body)
+    async with reg.db() as db:
+        if body.get("path"):
+            path = check_dotfile_path(body["path"])
+            row = (
+                await db.execute(select(Dotfile).where(Dotfile.user_uuid == owner, Dotfile.path == path))
+            ).scalar_one_or_none()
+            if row is None:
+                raise DotfileNotFound(f"There is no dotfile {path!r}.")
+            # Upstream answers a single file with "perm"; "permission" matches the listing.
+            return {"path": row.path, "permission": row.permission, "perm": row.permission, "data": row.data}
+        rows = (
+            await db.execute(select(Dotfile).where(Dotfile.user_uuid == owner).order_by(Dotfile.path))
+        ).scalars().all()
+    return [{"path": r.path, "permission": r.permission, "data": r.data} for r in rows]
+
+
+@router.delete("/dotfiles")
+async def delete_dotfile(
+    request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
+) -> dict[str, Any]:
+    """Remove the dotfile at ``?path=``."""
+    body = await json_body(request)
+    path = check_dotfile_path(body.get("path"))
+    owner = await _owner_uuid(reg, ctx, body)
+    async with reg.db() as db:
+        row = (
+            await db.execute(select(Dotfile).where(Dotfile.user_uuid == owner, Dotfile.path == path))
+        ).scalar_one_or_none()
+        if row is None:
+            raise DotfileNotFound(f"There is no dotfile {path!r}.")
+        await db.delete(row)
+        await db.commit()
+    return {"success": True}
+
+
+@router.get("/bootstrap-script")
+async def get_bootstrap_script(
+    request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
+) -> str:
+    """The user's bootstrap script as a JSON string ("" when none is set)."""
+    owner = await _owner_uuid(reg, ctx, await json_body(request))
+    async with reg.db() as db:
+        script = (await db.execute(select(User.bootstrap_script).where(User.uuid == owner))).scalar_one_or_none()
+    return script or ""
+
+
+@router.post("/bootstrap-script")
+async def set_bootstrap_script(
+    request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
+) -> dict[str, Any]:
+    """Set the script run in each new session that has no bootstrap script of its own ("" clears it)."""
+    body = await json_body(request)
+    if "script" not in body:
+        raise InvalidAPIParameters("'script' is required (an empty string clears it).")
+    script = check_bootstrap_script(body["script"])
+    owner = await _owner_uuid(reg, ctx, body)
+    async with reg.db() as db:
+        user = await db.get(User, owner)
+        assert user is not None
+        user.bootstrap_script = script
+        await db.commit()
+    return {}

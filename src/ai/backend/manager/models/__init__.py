@@ -12,11 +12,14 @@ from .resources import (
     sgroups_for_keypairs,
 )
 from .sessions import Kernel, SessionRow
+from .templates import SessionTemplate
+from .userconfig import Dotfile
 
 __all__ = [
     "Agent",
     "Base",
     "Domain",
+    "Dotfile",
     "Group",
     "Image",
     "ImageAlias",
@@ -26,6 +29,7 @@ __all__ = [
     "ResourcePreset",
     "ScalingGroup",
     "SessionRow",
+    "SessionTemplate",
     "User",
     "group_members",
     "sgroups_for_domains",

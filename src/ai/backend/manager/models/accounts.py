@@ -62,6 +62,8 @@ class User(Base):
     modified_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, onupdate=utcnow, server_default=text("CURRENT_TIMESTAMP")
     )
+    # Run in each new session of the user that brings no bootstrap script of its own.
+    bootstrap_script: Mapped[str | None] = mapped_column(Text)
 
 
 group_members = Table(

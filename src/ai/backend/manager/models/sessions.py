@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, String, Text
+from sqlalchemy import BigInteger, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import GUID, Base, UTCDateTime, utcnow
@@ -39,6 +39,7 @@ class SessionRow(Base):
     starts_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     startup_command: Mapped[str | None] = mapped_column(Text)
     bootstrap_script: Mapped[str | None] = mapped_column(Text)
+    batch_timeout: Mapped[float | None] = mapped_column(Float)
     result: Mapped[str] = mapped_column(String(16), default="UNDEFINED")
     tag: Mapped[str | None] = mapped_column(String(64))
     cluster_mode: Mapped[str] = mapped_column(String(16), default="single-node")
@@ -70,3 +71,4 @@ class Kernel(Base):
     service_ports: Mapped[list[Any]] = mapped_column(default=list)
     last_stat: Mapped[dict[str, Any]] = mapped_column(default=dict)
     exit_code: Mapped[int | None] = mapped_column(Integer)
+    task_log: Mapped[str | None] = mapped_column(Text)  # console output kept for batch sessions

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from ._common import Column, print_item, print_items, print_result, run_api
+from ..core import get_cli_context
+from ..pretty import print_done
+from ._common import Column, fail, print_item, print_items, print_result, run_api
 
 __all__ = ("COLUMNS", "image")
 
@@ -62,11 +66,29 @@ def dealias(alias: str) -> None:
 def rescan(registry: str | None) -> None:
     """Rescan the image registries and update the image metadata."""
     result = run_api(lambda api: api.Image.rescan_images(registry))
+    task_id = result.get("task_id")
+    if not result.get("ok") or not task_id or get_cli_context().json_output:
+        # Scripts get the task id at once (follow it with `backend.ai` SSE tooling or the SDK).
+        print_result(result, "Images rescanned.", failed="The rescan failed")
+        return
+    click.echo(f"Background task ID: {task_id}")
+    outcome, message = run_api(lambda api: _follow_task(api, str(task_id)))
+    if outcome != "done":
+        fail(f"The rescan {outcome}: {message or 'the server gave no reason'}")
+    print_done(f"Images rescanned. {message}".strip() if message else "Images rescanned.")
 
-    def _show(res: object) -> None:
-        task_id = res.get("task_id") if isinstance(res, dict) else None
-        if task_id:
-            click.echo(f"Background task ID: {task_id}")
 
-    print_result(result, "Rescan started." if result.get("task_id") else "Images rescanned.",
-                 failed="The rescan failed", extra=_show)
+async def _follow_task(api: Any, task_id: str) -> tuple[str, str]:
+    """Show a background task's progress on stderr until it ends; returns (outcome, last message)."""
+    outcome, message = "ended without a result", ""
+    async with api.BackgroundTask(task_id).listen_events() as stream:
+        async for msg in stream:
+            data = msg.json() if msg.data else {}
+            message = str(data.get("message") or message) if isinstance(data, dict) else message
+            if msg.event == "bgtask_updated" and isinstance(data, dict):
+                total = data.get("total_progress") or 0
+                if total:
+                    click.echo(f"  {data.get('current_progress', 0)}/{total} {message}".rstrip(), err=True)
+            elif msg.event in ("bgtask_done", "bgtask_failed", "bgtask_cancelled"):
+                outcome = {"bgtask_done": "done", "bgtask_failed": "failed"}.get(msg.event, "was cancelled")
+    return outcome, message

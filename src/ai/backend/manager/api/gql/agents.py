@@ -96,7 +96,7 @@ class Agent:
                     .where(*conds).order_by(Kernel.created_at, Kernel.id)
                 )
             ).all()
-        return [container_to_gql(k, opts, ctx.role == SUPERADMIN) for k, opts in rows]
+        return [container_to_gql(k, opts, ctx.role == SUPERADMIN, ctx.state) for k, opts in rows]
 
 
 @strawberry.type

@@ -1,12 +1,15 @@
 """GraphQL images: ``image``, ``images`` and the superadmin-only image mutations.
 
-This platform has one registry, ``local``: images are built and imported on each agent host and
-learned from the agents' heartbeats (see :mod:`ai.backend.manager.images`). Hence
+Images of the ``local`` registry are built and imported on each agent host and learned from the
+agents' heartbeats (see :mod:`ai.backend.manager.images`); images of the Docker registries configured
+in ``[docker-registries]`` are registered by ``rescan_images(registry: "<name>")`` (a background
+task, see :mod:`ai.backend.manager.docker_registry`) and pulled by agents on first use. Hence
 
 * ``installed``/``installed_agents`` come from the latest heartbeat of each alive agent
   (``installed_agents`` is shown to superadmins only, null for everyone else);
-* ``rescan_images`` re-registers, at once, what the alive agents reported last (restoring labels
-  and the automatic aliases) and answers ``task_id: null``: there is no background task;
+* ``rescan_images`` re-registers what the alive agents reported last (restoring labels and the
+  automatic aliases) in a background task and answers its ``task_id`` (progress: one step per agent,
+  see ``GET /events/background-task``);
 * ``preload_image``/``unload_image`` are refused with a 400: the manager cannot pull or remove
   images on agents;
 * ``forget_image`` removes an image that no alive agent has any more (409 otherwise);
@@ -27,6 +30,8 @@ from strawberry.types import Info
 from ai.backend.common.problems import Conflict, ImageNotFound, InvalidAPIParameters, NotFound
 from ai.backend.common.types import ResourceSlot, SlotTypeError
 
+from ...bgtask import ProgressReporter
+from ...docker_registry import rescan_registry
 from ...images import LABEL_MAX_PREFIX, image_inventory, image_min_slots, register_images, resolve_image
 from ...models import Agent, ImageAlias
 from ...models import Image as ImageRow
@@ -85,6 +90,8 @@ def _is_operation(row: ImageRow) -> bool:
 def _to_gql(row: ImageRow, aliases: list[str], agents: list[str], show_agents: bool) -> Image:
     labels = row.labels or {}
     repo = row.name.rpartition(":")[0] or row.name
+    if row.registry_name not in (None, "", REGISTRY) and repo.startswith(f"{row.registry_name}/"):
+        repo = repo[len(row.registry_name) + 1:]  # the name within its registry, as upstream shows it
     accel = str(labels.get("ai.backend.accelerators", ""))
     return Image(
         name=repo, humanized_name=str(labels.get("ai.backend.humanized-name", repo)), tag=row.tag,
@@ -113,11 +120,32 @@ async def _load(ctx: GQLContext, db: AsyncSession, rows: Sequence[ImageRow]) -> 
 
 
 RescanImages = result_type("RescanImages", {"task_id": str | None})
+
 PreloadImage = result_type("PreloadImage", {"task_id": str | None})
 UnloadImage = result_type("UnloadImage", {"task_id": str | None})
 ForgetImage = result_type("ForgetImage")
 AliasImage = result_type("AliasImage")
 DealiasImage = result_type("DealiasImage")
+
+
+async def _rescan_docker_registry(ctx: GQLContext, name: str) -> RescanImages:  # type: ignore[valid-type]
+    """Start a background task that registers the kernel images of the configured registry ``name``."""
+    cfg = ctx.state.config.docker_registries.get(name)
+    if cfg is None:
+        known = ", ".join([REGISTRY, *sorted(ctx.state.config.docker_registries)])
+        raise NotFound(f"No such registry: {name!r}; configured registries: {known} (see [docker-registries] "
+                       "in manager.toml).")
+
+    async def _rescan(progress: ProgressReporter) -> str:
+        async with ctx.db() as db:
+            count = await rescan_registry(db, name, cfg, progress)
+            await db.commit()
+        return f"registered {count} kernel image(s) of registry {name!r}"
+
+    task_id = await ctx.state.bgtasks.start(_rescan, name="rescan_images", owner_access_key=ctx.auth.access_key,
+                                            owner_user=str(ctx.auth.user_uuid))
+    return RescanImages(ok=True, task_id=task_id,
+                        msg=f"started: scanning registry {name!r} ({cfg.url}) in background task {task_id}.")
 
 
 @strawberry.type
@@ -133,7 +161,7 @@ class Query:
             found = await _load(ctx, db, [row])
         return found[0]
 
-    @strawberry.field(description="All images (all from the local registry), optionally filtered.")
+    @strawberry.field(description="All images (local and registry ones), optionally filtered.")
     async def images(
         self, info: Info, is_installed: bool | None = None, is_operation: bool | None = None,
     ) -> list[Image]:
@@ -184,24 +212,32 @@ class Mutation:
             await db.commit()
         return DealiasImage(ok=True, msg="success")
 
-    @strawberry.mutation(description="Re-register the images the alive agents reported last (no background task).")
+    @strawberry.mutation(description="Re-register the images the alive agents reported last (a background task).")
     async def rescan_images(self, info: Info, registry: str | None = None) -> RescanImages:  # type: ignore[valid-type]
         ctx = context(info)
         require_superadmin(ctx, "Rescanning images")
         if registry not in (None, "", REGISTRY):
-            raise NotFound(f"No such registry: {registry!r}; this server has only the {REGISTRY!r} registry "
-                           "(images are imported on the agents and learned from their heartbeats).")
+            return await _rescan_docker_registry(ctx, str(registry))
         async with ctx.db() as db:
             reports = image_inventory(ctx.state).reports(await _alive_agents(db))
+
+        async def _rescan(progress: ProgressReporter) -> str:
             seen: set[str] = set()
-            for items in reports.values():
-                await register_images(db, items)
+            await progress.update(total=len(reports), message=f"{len(reports)} alive agent(s) to rescan")
+            for agent_id, items in sorted(reports.items()):
+                async with ctx.db() as db:
+                    await register_images(db, items)
+                    await db.commit()
                 seen.update(str(i["ref"]) for i in items if "ai.backend.kernelspec" in (i.get("labels") or {}))
-            await db.commit()
+                await progress.update(1, message=f"agent {agent_id}: {len(items)} image(s)")
+            return f"re-registered {len(seen)} image reference(s) reported by {len(reports)} alive agent(s)"
+
+        task_id = await ctx.state.bgtasks.start(_rescan, name="rescan_images", owner_access_key=ctx.auth.access_key,
+                                                owner_user=str(ctx.auth.user_uuid))
         return RescanImages(
-            ok=True, task_id=None,
-            msg=f"success: re-registered {len(seen)} image reference(s) reported by {len(reports)} alive agent(s); "
-                "images are learned from agent heartbeats.",
+            ok=True, task_id=task_id,
+            msg=f"started: re-registering the images reported by {len(reports)} alive agent(s) in background task "
+                f"{task_id}; images are learned from agent heartbeats.",
         )
 
     @strawberry.mutation(description="Not supported: images are imported on each agent host.")

@@ -21,6 +21,7 @@ from strawberry.types import Info
 
 from ai.backend.common.problems import Forbidden, InvalidAPIParameters, NotFound
 
+from ...live_stats import kernel_live_stats
 from ...models import Group, Kernel, SessionRow, User
 from .base import (
     SUPERADMIN,
@@ -65,7 +66,7 @@ CONTAINER_COLUMNS: dict[str, Any] = {
 
 
 @strawberry.type(description="One container (kernel) of a compute session. `agent` is shown to superadmins "
-                             "only; `live_stat` is not tracked (null).")
+                             "only; `live_stat` is the Container Stats Object of the agent's latest heartbeat.")
 class ComputeContainer:
     id: strawberry.ID
     idx: int
@@ -86,7 +87,7 @@ class ComputeContainer:
     container_id: str | None
     resource_opts: JSONString  # type: ignore[valid-type]
     occupied_slots: JSONString  # type: ignore[valid-type]
-    live_stat: JSONString | None  # type: ignore[valid-type]  # not tracked by this server: always null
+    live_stat: JSONString | None  # type: ignore[valid-type]
     last_stat: JSONString | None  # type: ignore[valid-type]
     exit_code: int | None
 
@@ -97,15 +98,19 @@ class ComputeContainerList:
     total_count: int
 
 
-def container_to_gql(k: Kernel, resource_opts: dict[str, Any] | None, show_agent: bool) -> ComputeContainer:
-    """A kernel row as a :class:`ComputeContainer` (``agent`` hidden unless ``show_agent``)."""
+def container_to_gql(
+    k: Kernel, resource_opts: dict[str, Any] | None, show_agent: bool, state: Any = None
+) -> ComputeContainer:
+    """A kernel row as a :class:`ComputeContainer` (``agent`` hidden unless ``show_agent``; ``live_stat`` from
+    the latest heartbeat of its agent, kept in the app ``state``)."""
+    live = kernel_live_stats(state).get(str(k.id)) if state is not None and k.status == "RUNNING" else None
     return ComputeContainer(
         id=strawberry.ID(str(k.id)), idx=k.cluster_idx, role=k.cluster_role, hostname=k.cluster_hostname,
         cluster_idx=k.cluster_idx, cluster_role=k.cluster_role, cluster_hostname=k.cluster_hostname,
         session_id=strawberry.ID(str(k.session_id)), image=k.image, registry="local", status=k.status,
         status_changed=k.status_changed, status_info=k.status_info, created_at=k.created_at,
         terminated_at=k.terminated_at, agent=k.agent if show_agent else None, container_id=k.container_id,
-        resource_opts=resource_opts or {}, occupied_slots=k.occupied_slots or {}, live_stat=None,
+        resource_opts=resource_opts or {}, occupied_slots=k.occupied_slots or {}, live_stat=live,
         last_stat=k.last_stat or None, exit_code=k.exit_code,
     )
 
@@ -159,7 +164,7 @@ class ComputeSession:
                 )
             ).scalars().all()
         show = ctx.role == SUPERADMIN
-        return [container_to_gql(k, self.resource_opts, show) for k in rows]
+        return [container_to_gql(k, self.resource_opts, show, ctx.state) for k in rows]
 
     @strawberry.field(description="Sessions this one depends on; always empty (no pipelines on this server).")
     def dependencies(self) -> list[ComputeSession]:
@@ -280,7 +285,7 @@ class Query:
                     .where(Kernel.id == id, *conds)
                 )
             ).first()
-        return None if row is None else container_to_gql(row[0], row[1], ctx.role == SUPERADMIN)
+        return None if row is None else container_to_gql(row[0], row[1], ctx.role == SUPERADMIN, ctx.state)
 
     @strawberry.field(description="One page of the containers of a session (404 if the session is not visible).")
     async def compute_container_list(
@@ -304,7 +309,7 @@ class Query:
                 )
             ).scalars().all()
         show = ctx.role == SUPERADMIN
-        return ComputeContainerList(items=[container_to_gql(k, session.resource_opts, show) for k in rows],
+        return ComputeContainerList(items=[container_to_gql(k, session.resource_opts, show, ctx.state) for k in rows],
                                     total_count=total)
 
 
