@@ -11,7 +11,8 @@
 # network and committed with the recipe's labels, so all images share the base layer.  Package lists and
 # downloaded .debs are cached next to the tarball: a rebuild after a recipe change downloads only what is new.
 # Every image is tagged NAME:TAG and NAME:latest (the manager then aliases NAME and NAME:latest to NAME:TAG).
-# Environment: BAI_IMAGE_CACHE (cache dir), BAI_IMAGE_RECIPES (recipe dir, default images/ of this repo).
+# Environment: BAI_IMAGE_CACHE (cache dir), BAI_IMAGE_RECIPES (recipe dir, default images/ of this repo),
+# BAI_IMAGE_MIRROR (Debian mirror; default: the one apt uses here, else deb.debian.org).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 recipes=${BAI_IMAGE_RECIPES:-$here/images}
@@ -53,7 +54,7 @@ fi
 mirror=$( (cat /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list 2>/dev/null \
   | grep -hoE '^(URIs:|deb) +https?://[^ ]+/debian/?( |$)' || true) \
   | awk '{print $2}' | grep -v security | head -n1 || true)
-mirror=${mirror:-http://deb.debian.org/debian}
+mirror=${BAI_IMAGE_MIRROR:-${mirror:-http://deb.debian.org/debian}}
 base_key=$(printf '%s\n' "$suite" "$mirror" "$base_packages" "$base_rev" | sha256sum | cut -c1-12)
 base_tar="$cache/base-$suite-$base_key.tar"
 base_ref="backendai-base:$suite-$base_key"

@@ -56,8 +56,9 @@ if [[ ! -f "$stamp" ]] || { ((want_test)) && [[ "$(cat "$stamp")" != test ]]; };
 fi
 
 # 4. Kernel images
-for img in python; do
-  bash scripts/build-image.sh "$img"
+for recipe in images/*/recipe.env; do
+  img=$(basename "$(dirname "$recipe")")
+  bash scripts/build-image.sh "$img" || { say "building the $img kernel image failed (see above)"; exit 1; }
 done
 
 # 5. PostgreSQL and Redis for the tests and benchmarks

@@ -157,6 +157,16 @@ def test_registries_endpoint_lists_names_and_urls_only(rcluster: Cluster,
                         f"localhost:{auth_reg.port}": auth_reg.url}
     assert "s3cret" not in r.text and "alice" not in r.text
     _problem(rcluster.request("GET", "/config/docker-registries", who=USER), 403, "superadmin")
+    cli = [sys.executable, "-m", "ai.backend.client.cli"]
+    p = subprocess.run([*cli, "--output", "json", "admin", "resource", "docker-registries"], env=rcluster.env(ADMIN),
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and json.loads(p.stdout) == r.json(), p.stderr
+    p = subprocess.run([*cli, "admin", "resource", "docker-registries"], env=rcluster.env(ADMIN),
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and open_reg.url in p.stdout, p.stderr
+    p = subprocess.run([*cli, "admin", "resource", "docker-registries"], env=rcluster.env(USER),
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
 
 
 def test_rescan_refusals(rcluster: Cluster, registries: tuple[TestRegistry, TestRegistry]) -> None:
@@ -276,6 +286,25 @@ def test_missing_tag_fails_to_pull(rcluster: Cluster, registries: tuple[TestRegi
     open_reg.remove_tag("testing/python-gone", "1")
     info = _failed_session(rcluster, ref, "gone-tag")
     assert "manifest unknown" in str(info["statusData"]["error"]).lower(), info["statusData"]
+
+
+def test_private_registry_pull_uses_the_configured_credentials(
+    rcluster: Cluster, registries: tuple[TestRegistry, TestRegistry]
+) -> None:
+    _, auth_reg = registries
+    ref = f"{auth_reg.address}/testing/python-auth:1"
+    if ref not in _images(rcluster):
+        assert _rescan(rcluster, auth_reg.address)[0] == "bgtask_done"
+    subprocess.run(["docker", "rmi", ref], capture_output=True)
+    body = _session(rcluster, ref, "from-private")
+    assert body["status"] == "RUNNING", body
+    assert "PULLING" in rcluster.request("GET", "/session/from-private").json()["statusHistory"]
+    pulls = [a for m, p, a in auth_reg.requests if m == "GET" and "/blobs/" in p]
+    assert pulls and all(a == "basic" for a in pulls), pulls
+    assert _run_code(rcluster, "from-private", f"print(open({MARKER!r}).read())") == \
+        [["stdout", "pulled from the test registry\n\n"]]
+    assert rcluster.request("DELETE", "/session/from-private").status_code == 200
+    subprocess.run(["docker", "rmi", "-f", ref], capture_output=True)
 
 
 def test_registry_down_fails_to_pull(rcluster: Cluster, registries: tuple[TestRegistry, TestRegistry]) -> None:

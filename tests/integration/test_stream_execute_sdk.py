@@ -151,11 +151,11 @@ async def main(name):
                 doc = json.loads(msg.data)
                 assert doc["type"] == "out", doc
                 buf += base64.b64decode(doc["data"])
-                if re.search(rb"\n42\r?\n24 80\r?\n", buf):
+                if re.search(rb"42\r?\n24 80\r?\n", buf):
                     break
         print("PTY ok")
 
-asyncio.run(main(sys.argv[1]))
+asyncio.run(asyncio.wait_for(main(sys.argv[1]), 60))
 """
 
 

@@ -256,7 +256,7 @@ class DockerBackend:
                                        reason="image-not-found") from None
         return dict(img["Config"].get("Labels") or {})
 
-    async def _ensure_image(self, image: str, kid: str) -> dict[str, str]:
+    async def _ensure_image(self, image: str, kid: str, auth: dict[str, str] | None = None) -> dict[str, str]:
         """The image's labels; an image of a remote registry that is missing here is pulled first."""
         try:
             return await self._image_labels(image)
@@ -267,7 +267,7 @@ class DockerBackend:
         log.info("pulling %s for kernel %s", image, kid)
         last = ""
         try:
-            async for progress in self.docker.images.pull(image, stream=True):
+            async for progress in self.docker.images.pull(image, auth=auth, stream=True):
                 if isinstance(progress, dict) and progress.get("error"):
                     raise KernelCreationFailed(f"Pulling {image!r} failed: {progress['error']}",
                                                reason="failed-to-pull")
@@ -338,7 +338,8 @@ class DockerBackend:
             raise InvalidAPIParameters(f"Kernel {kid} already exists on this agent.")
         image = str(spec["image"])
         t = time.monotonic()
-        labels = await self._ensure_image(image, kid)
+        auth = spec.get("registry_auth")
+        labels = await self._ensure_image(image, kid, auth if isinstance(auth, dict) else None)
         phases: dict[str, float] = {"image_check": round(time.monotonic() - t, 4)}
         cc = self.config.container
         slots = spec.get("slots") or {}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import stat
 from types import TracebackType
 from typing import Any
 
@@ -31,6 +32,22 @@ _RETRYABLE = (FileNotFoundError, ConnectionRefusedError, PermissionError)
 
 class RunnerConnectionError(ConnectionError):
     """The runner cannot be reached, or the connection to it was lost."""
+
+
+async def _open_socket_nofollow(path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to the Unix socket at ``path`` itself, never through a symlink.
+
+    The socket lives in a directory the kernel user owns: a symlink planted there must not send the
+    agent (root) to a host socket, so the entry is opened with ``O_PATH | O_NOFOLLOW``, must be a
+    socket, and the connection goes through that inode (``/proc/self/fd/N``).
+    """
+    fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            raise RunnerConnectionError(f"{path} is not a socket")
+        return await asyncio.open_unix_connection(f"/proc/self/fd/{fd}", limit=_READ_LIMIT)
+    finally:
+        os.close(fd)
 
 
 class RunnerClient:
@@ -72,7 +89,7 @@ class RunnerClient:
         delay = 0.005
         while True:
             try:
-                reader, writer = await asyncio.open_unix_connection(self.path, limit=_READ_LIMIT)
+                reader, writer = await _open_socket_nofollow(self.path)
                 break
             except _RETRYABLE as e:
                 remaining = deadline - loop.time()

@@ -197,6 +197,12 @@ class Request:
             req.headers["Date"] = self.date.isoformat()
         return req
 
+    def connect_websocket(self, **kwargs: Any) -> Any:
+        """Open this request as a signed WebSocket (see :func:`ai.backend.client.ws.connect_websocket`)."""
+        from .ws import connect_websocket
+
+        return connect_websocket(self, **kwargs)
+
     def connect_events(self, **kwargs: Any) -> Any:
         """Open this request as a Server-Sent Events stream (see :func:`ai.backend.client.sse.connect_events`)."""
         from .sse import connect_events

@@ -301,7 +301,8 @@ class BaseSession(metaclass=abc.ABCMeta):
 class Session(BaseSession):
     """A blocking client session: API functions are called like plain functions.
 
-    Streaming APIs (WebSocket, SSE) are not available here; use :class:`AsyncSession`.
+    Server-sent event streams work here too (with plain ``with``); WebSocket streams (``stream_execute``,
+    ``stream_pty``) need an :class:`AsyncSession`.
     """
 
     def __init__(self, *, config: APIConfig | None = None, proxy_mode: bool = False) -> None:

@@ -139,3 +139,9 @@ async def resolve_image(db: AsyncSession, ref: str) -> Image:
         hint = f" Known aliases: {', '.join(sorted(known))}." if known else " No images are registered yet."
         raise ImageNotFound(f"Unknown image {ref!r}.{hint}")
     return row
+
+
+def registry_of(reference: str) -> str:
+    """The registry an image reference comes from: its host part, or ``local`` for locally built images."""
+    host, sep, _ = reference.partition("/")
+    return host if sep and ("." in host or ":" in host or host == "localhost") else "local"

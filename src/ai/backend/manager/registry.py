@@ -66,6 +66,8 @@ class SessionRegistry:
         self._query_counts: dict[uuid.UUID, int] = defaultdict(int)
         self._hot_sessions: GenerationCache[tuple[str, str], tuple[SessionRow, Kernel]] = GenerationCache()
         self.activity = ActivityTracker()
+        # The [docker-registries] of the configuration: credentials agents need to pull their images.
+        self.docker_registries: dict[str, Any] = {}
         # Sessions whose kernel is being created, and kernel ends reported meanwhile (see start_session).
         self._starting: set[uuid.UUID] = set()
         self._early_exits: dict[uuid.UUID, dict[str, Any]] = {}
@@ -381,6 +383,9 @@ class SessionRegistry:
             "cluster_hostname": kernel.cluster_hostname, "cluster_role": kernel.cluster_role,
             "cluster_idx": kernel.cluster_idx, "cluster_size": session.cluster_size,
         }
+        auth = self._registry_auth(session.image)
+        if auth is not None:
+            spec["registry_auth"] = auth
         try:
             spec.update(await self._user_config(session))
             assert kernel.agent_addr is not None
@@ -434,6 +439,14 @@ class SessionRegistry:
             await self.set_status(db, session, "PULLING")
             await db.commit()
         self._publish("session_pulling", session)
+
+    def _registry_auth(self, image: str) -> dict[str, str] | None:
+        """Pull credentials for an image of a configured registry that has them (sent to the agent only)."""
+        host, sep, _ = image.partition("/")
+        cfg = self.docker_registries.get(host) if sep else None
+        if cfg is None or not getattr(cfg, "username", ""):
+            return None
+        return {"username": cfg.username, "password": cfg.password, "serveraddress": host}
 
     async def _user_config(self, session: SessionRow) -> dict[str, Any]:
         """The owner's dotfiles and the bootstrap script (the session's, else the user's) for the agent."""

@@ -171,6 +171,7 @@ def create_app(config: ManagerConfig) -> FastAPI:
         await app.state.bus.start()
         app.state.bgtasks = make_bgtask_registry(app.state.bus, config.redis.url or None)
         app.state.registry = SessionRegistry(app.state.db, app.state.rpc, app.state.bus)
+        app.state.registry.docker_registries = dict(config.docker_registries)
         app.state.rate_limiter = make_rate_limiter(config.redis.url or None, config.manager.rate_limit_window)
         app.state.api_usage = ApiUsage()
         tasks = [

@@ -77,6 +77,13 @@ class Resource(BaseFunction):
 
     @api_function
     @classmethod
+    async def get_docker_registries(cls) -> dict[str, str]:
+        """The Docker registries the manager scans for kernel images, ``{name: url}`` (superadmins)."""
+        async with Request("GET", "/config/docker-registries").fetch() as resp:
+            return dict(await resp.json())
+
+    @api_function
+    @classmethod
     async def list_presets(cls, fields: Sequence[str] = PRESET_FIELDS) -> builtins.list[dict[str, Any]]:
         """All resource presets through GraphQL (``resource_slots`` is a JSON string)."""
         return builtins.list(await query_field("resource_presets", {}, fields) or [])

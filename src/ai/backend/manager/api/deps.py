@@ -36,7 +36,9 @@ def require_cluster_secret(request: Request) -> None:
         raise AuthorizationFailed("Bad or missing cluster secret.")
 
 
-def registry(request: Request) -> SessionRegistry:
+async def registry(request: Request) -> SessionRegistry:
+    """Dependency: the session registry. ``async`` on purpose: FastAPI runs plain ``def`` dependencies in a
+    worker thread, a thread hop on every request."""
     reg: SessionRegistry = request.app.state.registry
     return reg
 

@@ -13,6 +13,7 @@ from ai.backend.common.types import ResourceSlot
 
 from .. import generations
 from ..auth import AuthContext
+from ..images import registry_of
 from ..live_stats import kernel_live_stats
 from ..models import Kernel, SessionRow
 from ..registry import SessionRegistry, session_age_ms
@@ -41,7 +42,7 @@ def session_info(
         "sessionName": session.name,
         "lang": session.image,
         "image": session.image,
-        "registry": "local",
+        "registry": registry_of(session.image),
         "tag": session.tag,
         "type": session.session_type,
         "domainName": session.domain_name,

@@ -49,6 +49,17 @@ def query_slots() -> None:
     print_items(items, (Column("slot", "Slot"), Column("type", "Type")), empty="There are no resource slots.")
 
 
+@resource.command(name="docker-registries")
+def docker_registries() -> None:
+    """List the Docker registries the manager knows (superadmins)."""
+    regs = run_api(lambda api: api.Resource.get_docker_registries())
+    if get_cli_context().json_output:
+        emit_json(regs)
+        return
+    items = [{"name": k, "url": v} for k, v in regs.items()]
+    print_items(items, (Column("name", "Registry"), Column("url", "URL")), empty="There are no Docker registries.")
+
+
 @resource.command()
 def presets() -> None:
     """List the resource presets (REST)."""

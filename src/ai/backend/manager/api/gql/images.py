@@ -120,7 +120,6 @@ async def _load(ctx: GQLContext, db: AsyncSession, rows: Sequence[ImageRow]) -> 
 
 
 RescanImages = result_type("RescanImages", {"task_id": str | None})
-
 PreloadImage = result_type("PreloadImage", {"task_id": str | None})
 UnloadImage = result_type("UnloadImage", {"task_id": str | None})
 ForgetImage = result_type("ForgetImage")

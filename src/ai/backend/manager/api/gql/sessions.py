@@ -21,6 +21,7 @@ from strawberry.types import Info
 
 from ai.backend.common.problems import Forbidden, InvalidAPIParameters, NotFound
 
+from ...images import registry_of
 from ...live_stats import kernel_live_stats
 from ...models import Group, Kernel, SessionRow, User
 from .base import (
@@ -107,7 +108,7 @@ def container_to_gql(
     return ComputeContainer(
         id=strawberry.ID(str(k.id)), idx=k.cluster_idx, role=k.cluster_role, hostname=k.cluster_hostname,
         cluster_idx=k.cluster_idx, cluster_role=k.cluster_role, cluster_hostname=k.cluster_hostname,
-        session_id=strawberry.ID(str(k.session_id)), image=k.image, registry="local", status=k.status,
+        session_id=strawberry.ID(str(k.session_id)), image=k.image, registry=registry_of(k.image), status=k.status,
         status_changed=k.status_changed, status_info=k.status_info, created_at=k.created_at,
         terminated_at=k.terminated_at, agent=k.agent if show_agent else None, container_id=k.container_id,
         resource_opts=resource_opts or {}, occupied_slots=k.occupied_slots or {}, live_stat=live,
@@ -180,7 +181,7 @@ class ComputeSessionList:
 def _to_gql(row: SessionRow, group_name: str | None, email: str | None, ports: Any) -> ComputeSession:
     return ComputeSession(
         id=strawberry.ID(str(row.id)), session_id=strawberry.ID(str(row.id)), name=row.name,
-        type=row.session_type, image=row.image, registry="local", tag=row.tag, cluster_template=None,
+        type=row.session_type, image=row.image, registry=registry_of(row.image), tag=row.tag, cluster_template=None,
         cluster_mode=row.cluster_mode, cluster_size=row.cluster_size, domain_name=row.domain_name,
         group_id=strawberry.ID(str(row.group_id)), group_name=group_name, user_id=strawberry.ID(str(row.user_uuid)),
         user_email=email, access_key=row.access_key, created_user_email=email,
