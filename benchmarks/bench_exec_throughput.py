@@ -22,14 +22,17 @@ Also reported: p50/p99 latency and the CPU time per execute of each process (cli
 the containers' cgroups: runner + REPL), which says where an execute's time goes.
 Target: ≥ 300 executions/s (the ``raw`` client).
 
-Run: ``.venv/bin/python benchmarks/bench_exec_throughput.py [--duration S] [--sessions N]``
-(about 70 s). Results: ``benchmarks/results/exec_throughput.json``.
+Run: ``.venv/bin/python benchmarks/bench_exec_throughput.py [--duration S] [--sessions N] [--postgres]``
+(about 50 s; ``BENCH_EXEC_DURATION`` also sets the duration). ``--postgres`` runs the manager on a fresh
+PostgreSQL database with Redis (``scripts/setup.sh --test``) instead of SQLite.
+Results: ``benchmarks/results/exec_throughput.json`` (``exec_throughput-pg.json``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -324,11 +327,18 @@ def docker_exec_loop(containers: list[str], duration: float) -> dict[str, Any]:
     return asyncio.run(run())
 
 
-def main(duration: float = DURATION, n_sessions: int = SESSIONS) -> dict[str, Any]:
+def main(duration: float = DURATION, n_sessions: int = SESSIONS, postgres: bool = False) -> dict[str, Any]:
     results: dict[str, Any] = {"sessions": n_sessions, "duration_s": duration, "target_per_s": TARGET_EPS,
-                               "cpus": os.cpu_count()}
-    with tempfile.TemporaryDirectory(prefix="bai-bench-exec-") as tmp:
-        cluster = launch_cluster(Path(tmp), cpu=max(n_sessions + 2, 4), mem=f"{max(n_sessions, 4)}g")
+                               "cpus": os.cpu_count(), "database": "postgresql+redis" if postgres else "sqlite"}
+    with tempfile.TemporaryDirectory(prefix="bai-bench-exec-") as tmp, contextlib.ExitStack() as stack:
+        db_url = redis_url = None
+        if postgres:
+            from ai.backend.testutils.databases import fresh_database, fresh_redis
+
+            db_url = stack.enter_context(fresh_database("postgresql", Path(tmp)))
+            redis_url = stack.enter_context(fresh_redis())
+        cluster = launch_cluster(Path(tmp), cpu=max(n_sessions + 2, 4), mem=f"{max(n_sessions, 4)}g",
+                                 db_url=db_url, redis_url=redis_url)
         try:
             set_rate_limit(cluster, USER["access_key"], 10_000_000)
             names = [f"bench-exec-{i}" for i in range(n_sessions)]
@@ -351,7 +361,8 @@ def main(duration: float = DURATION, n_sessions: int = SESSIONS) -> dict[str, An
 
 
 def _print(res: dict[str, Any]) -> None:
-    print(f"{res['sessions']} sessions, {res['duration_s']:.0f} s per measurement, {res['cpus']} CPUs")
+    print(f"{res['sessions']} sessions, {res['duration_s']:.0f} s per measurement, {res['cpus']} CPUs, "
+          f"{res['database']}")
     print(f"{'client':12s} {'per s':>7s} {'p50 ms':>7s} {'p99 ms':>7s} {'vs GET /':>8s} {'vs d.exec':>9s}  "
           "CPU ms per op")
     for name in ("version", "docker_exec", "raw", "sdk"):
@@ -370,12 +381,14 @@ if __name__ == "__main__":
     parser.add_argument("--duration", type=float, default=float(os.environ.get("BENCH_EXEC_DURATION", DURATION)),
                         help="seconds per measurement (default %(default)s)")
     parser.add_argument("--sessions", type=int, default=SESSIONS, help="concurrent sessions (default %(default)s)")
+    parser.add_argument("--postgres", action="store_true",
+                        help="PostgreSQL and Redis (scripts/setup.sh --test) instead of SQLite")
     args = parser.parse_args(sys.argv[1:])
     t0 = time.perf_counter()
-    res = main(args.duration, args.sessions)
+    res = main(args.duration, args.sessions, args.postgres)
     res["runtime_s"] = time.perf_counter() - t0
     _print(res)
     print(f"total {res['runtime_s']:.0f} s")
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
-    (out / "exec_throughput.json").write_text(json.dumps(res, indent=2))
+    (out / f"exec_throughput{'-pg' if args.postgres else ''}.json").write_text(json.dumps(res, indent=2))

@@ -64,6 +64,15 @@ mkdir -p "$debs/partial" "$lists/partial"
 
 elapsed() { echo "$((SECONDS - t0))s"; }
 
+# An interrupted build leaves no build container or temp dir behind.
+cid="" setup_dir=""
+cleanup() {
+  [[ -n "$cid" ]] && docker rm -f "$cid" >/dev/null 2>&1
+  [[ -n "$setup_dir" ]] && rm -rf "$setup_dir"
+  return 0
+}
+trap cleanup EXIT
+
 make_base_tar() {
   local root
   root=$(mktemp -d "$cache/rootfs.XXXXXX")
@@ -89,6 +98,9 @@ make_base_tar() {
   # Lists and .debs live in the cache (mounted while building), never in an image layer.
   rm -rf "$root/var/cache/apt/archives/"*.deb "$root/var/lib/apt/lists/"* "$root/etc/resolv.conf"
   tar -C "$root" -cf "$base_tar.tmp" . && mv "$base_tar.tmp" "$base_tar"
+  # Bases of earlier base recipes are not needed any more (images built on them keep their layers).
+  find "$cache" -maxdepth 1 \( -name "base-*.tar" -o -name "lists-*" \) ! -name "$(basename "$base_tar")" \
+    ! -name "$(basename "$lists")" -exec rm -rf {} +
 }
 
 ensure_base() {
@@ -102,7 +114,7 @@ ensure_base() {
 }
 
 build_one() {
-  local name=$1 recipe_dir="$recipes/$1" NAME TAG PACKAGES LABELS ALIASES="" SETUP="" digest ref cid log setup_dir
+  local name=$1 recipe_dir="$recipes/$1" NAME TAG PACKAGES LABELS ALIASES="" SETUP="" digest ref log
   # shellcheck disable=SC1091
   source "$recipe_dir/recipe.env"
   [[ -n "${NAME:-}" && -n "${TAG:-}" ]] || die "$name: recipe.env must set NAME and TAG"
@@ -130,12 +142,11 @@ build_one() {
         (cd /home/work && HOME=/home/work runuser -u work -- /bin/sh -e /mnt/setup.sh) && \
         rm -rf /tmp/* /root/.cache /var/cache/apt/*.bin /var/log/apt/* /var/log/dpkg.log /var/cache/debconf/*-old" \
       >"$log" 2>&1; then
-    rm -rf "$setup_dir"
-    docker rm -f "$cid" >/dev/null 2>&1 || true
     tail -n 20 "$log" >&2
     die "FAILED to build $ref: installing the packages failed (log: $log)"
   fi
   rm -rf "$setup_dir"
+  setup_dir=""
   local changes=(--change "LABEL ai.backend.recipe-digest=$digest" --change "USER work"
     --change "WORKDIR /home/work" --change 'CMD ["/bin/bash"]'
     --change "ENV LANG=C.UTF-8 HOME=/home/work SHELL=/bin/bash USER=work TERM=xterm")
@@ -145,12 +156,14 @@ build_one() {
   done <<<"$LABELS"
   [[ -n "$ALIASES" ]] && changes+=(--change "LABEL ai.backend.aliases=\"$ALIASES\"")
   say "$ref: committing ($(elapsed))"
-  if ! docker commit "${changes[@]}" "$cid" "$ref" >/dev/null; then
-    docker rm -f "$cid" >/dev/null 2>&1 || true
-    die "FAILED to build $ref: docker commit failed"
-  fi
+  local previous
+  previous=$(docker image inspect -f '{{.Id}}' "$ref" 2>/dev/null || true)
+  docker commit "${changes[@]}" "$cid" "$ref" >/dev/null || die "FAILED to build $ref: docker commit failed"
   docker rm -f "$cid" >/dev/null
+  cid=""
   docker tag "$ref" "$NAME:latest"
+  # The image this one replaces, unless a container still uses it or another tag names it.
+  [[ -n "$previous" ]] && docker rmi "$previous" >/dev/null 2>&1 || true
   say "built $ref (and $NAME:latest), $(docker image inspect -f '{{.Size}}' "$ref" | awk '{printf "%d MB", $1/1e6}') ($(elapsed))"
 }
 

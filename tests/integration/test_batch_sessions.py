@@ -226,3 +226,20 @@ def test_instant_batch_task_still_passes_through_running(cluster: Cluster) -> No
         assert (info["statusInfo"], info["result"]) == ("task-finished", "SUCCESS")
         history = info["statusHistory"]
         assert history["PREPARING"] <= history["RUNNING"] <= history["TERMINATED"], history
+
+
+def test_agent_rpc_refuses_calls_without_the_cluster_secret(cluster: Cluster) -> None:
+    import re
+
+    import httpx
+
+    from ai.backend.common.auth import CLUSTER_SECRET_HEADER
+
+    port = re.search(r"rpc-listen-port = (\d+)", (cluster.state / "agent.toml").read_text())
+    assert port is not None
+    url = f"http://127.0.0.1:{port.group(1)}/v1/health"
+    for headers in ({}, {CLUSTER_SECRET_HEADER: "wrong-secret-value"}):
+        r = httpx.get(url, headers=headers)
+        assert r.status_code == 401 and r.headers["content-type"] == "application/problem+json", r.text
+    ok = httpx.get(url, headers={CLUSTER_SECRET_HEADER: cluster.secret})
+    assert ok.status_code == 200 and ok.json()["id"] == cluster.agent_id

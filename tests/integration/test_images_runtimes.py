@@ -195,3 +195,14 @@ def test_python_rich_output_and_output_files(cluster: Cluster) -> None:
         assert files["huge.bin"] == {"name": "huge.bin", "url": None, "size": 2 * 1024 * 1024}
         # Nothing changed in .output: no files.
         assert execute(cluster, name, "query", "print(1)")[-1]["files"] == []
+
+
+def test_recipe_aliases_resolve(cluster: Cluster) -> None:
+    """The `ai.backend.aliases` label of a recipe (lua: "lua5 lua5.3") names the image too."""
+    q = 'query($r: String!) { image(reference: $r) { reference } }'
+    for alias, target in (("lua5", "lua:5.3-debian12"), ("python3", "python:3.11-debian12"), ("gcc", "c:12-debian12")):
+        r = cluster.request("POST", "/admin/gql", {"query": q, "variables": {"r": alias}})
+        assert r.status_code == 200, r.text
+        assert r.json()["data"]["image"] == {"reference": target}, (alias, r.text)
+    with session(cluster, "lua5") as name:
+        assert "".join(c[1] for c in execute(cluster, name, "query", "print(6*7)")[-1]["console"]) == "42\n"

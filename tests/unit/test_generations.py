@@ -16,7 +16,7 @@ from ai.backend.manager import generations
 from ai.backend.manager.db import create_engine, session_factory
 from ai.backend.manager.fixtures import USER, populate_defaults
 from ai.backend.manager.generations import GenerationCache, GenerationReader
-from ai.backend.manager.models import KeyPair
+from ai.backend.manager.models import Domain, KeyPair
 from ai.backend.manager.models.base import Base
 
 
@@ -67,6 +67,20 @@ async def test_bulk_update_moves_it_and_neutral_statements_do_not(db: async_sess
     assert await reader.current("accounts") == g1
 
 
+async def test_a_domain_rename_moves_accounts(db: async_sessionmaker[AsyncSession], tmp_path: Path) -> None:
+    # users.domain_name follows a rename by ON UPDATE CASCADE, behind the ORM's back.
+    reader = GenerationReader(tmp_path / "state", None)
+    g0 = await reader.current("accounts")
+    async with db() as s:
+        s.add(Domain(name="before"))
+        await s.commit()
+    g1 = await reader.current("accounts")
+    async with db() as s:
+        await s.execute(update(Domain).where(Domain.name == "before").values(name="after"))
+        await s.commit()
+    assert len({g0, g1, await reader.current("accounts")}) == 3
+
+
 async def test_rollback_reads_and_no_op_writes_do_not_move_it(db: async_sessionmaker[AsyncSession],
                                                                 tmp_path: Path) -> None:
     reader = GenerationReader(tmp_path / "state", None)
@@ -95,7 +109,7 @@ import asyncio
 from sqlalchemy import update
 from ai.backend.manager import generations
 from ai.backend.manager.db import create_engine, session_factory
-from ai.backend.manager.models import KeyPair
+from ai.backend.manager.models import Domain, KeyPair
 
 async def main():
     generations.configure_propagation({str(tmp_path / "state")!r}, None)

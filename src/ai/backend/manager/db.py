@@ -12,7 +12,9 @@ def create_engine(url: str) -> AsyncEngine:
     """Create the engine; SQLite gets WAL mode and foreign keys so it behaves like a server DB."""
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
-        kwargs["connect_args"] = {"timeout": 30}
+        # A bigger pool than the default 5: concurrent requests would otherwise open and close a
+        # connection (and its thread) per request.
+        kwargs.update(connect_args={"timeout": 30}, pool_size=16, max_overflow=32)
     else:
         # No pre-ping: it costs a round trip per checkout; recycle connections instead.
         kwargs.update(pool_size=16, max_overflow=32, pool_recycle=1800)

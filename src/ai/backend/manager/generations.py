@@ -1,6 +1,7 @@
 """Change generations of database tables, for hot-path caches that must never serve a stale row.
 
-Tables are watched in groups (``accounts``: keypairs and users; ``sessions``: sessions and kernels).
+Tables are watched in groups (``accounts``: keypairs, users and domains; ``sessions``: sessions and
+kernels).
 Every committed change to a table of a group moves the group's *generation* on:
 
 * in this process: SQLAlchemy session hooks notice flushed changes (new, changed or deleted rows) and
@@ -36,7 +37,10 @@ from sqlalchemy.util import await_only
 
 log = logging.getLogger(__name__)
 
-GROUPS: dict[str, str] = {"keypairs": "accounts", "users": "accounts", "sessions": "sessions", "kernels": "sessions"}
+# Table -> group. ``domains`` counts as accounts: renaming a domain renames users' domain_name by
+# ON UPDATE CASCADE, a change the ORM never sees on the users table itself.
+GROUPS: dict[str, str] = {"keypairs": "accounts", "users": "accounts", "domains": "accounts",
+                          "sessions": "sessions", "kernels": "sessions"}
 REDIS_PREFIX = "generation:"
 MARKER_PREFIX = "generation."
 _CHANGED = "changed_generation_groups"  # Session.info key: the groups this transaction changed

@@ -89,7 +89,8 @@ async def upsert_image(db: AsyncSession, ref: str, digest: str, labels: dict[str
 
 
 async def add_default_aliases(db: AsyncSession, canonical: str, latest_refs: Iterable[str] = ()) -> None:
-    """Make the bare repository name of ``canonical`` and ``latest_refs`` aliases of it, unless taken."""
+    """Make the bare repository name of ``canonical`` and ``latest_refs`` (and any extra names given there)
+    aliases of it, unless taken."""
     for alias in sorted({canonical.rpartition(":")[0], *latest_refs} - {canonical}):
         if await db.get(ImageAlias, alias) is None and await db.get(Image, alias) is None:
             db.add(ImageAlias(alias=alias, image=canonical))
@@ -106,6 +107,7 @@ async def register_images(db: AsyncSession, reported: list[dict[str, Any]]) -> N
     # Keyed by repository too: one image tagged in several repositories (say a local one and a
     # registry one) must not lend the aliases of one repository to the other.
     by_image: dict[tuple[str, str], list[str]] = {}
+    label_aliases: dict[tuple[str, str], set[str]] = {}
     for item in reported:
         labels = item.get("labels") or {}
         if "ai.backend.kernelspec" not in labels:
@@ -113,15 +115,20 @@ async def register_images(db: AsyncSession, reported: list[dict[str, Any]]) -> N
         ref: str = item["ref"]
         repo, _, tag = ref.rpartition(":")
         by_image.setdefault((item["digest"], repo), []).append(ref)
+        # Extra names a recipe asks for (`ai.backend.aliases`, space-separated, e.g. "lua5 lua5.3").
+        label_aliases.setdefault((item["digest"], repo), set()).update(
+            a for a in str(labels.get("ai.backend.aliases", "")).split() if a
+        )
         if tag == "latest":
             continue
         await upsert_image(db, ref, item["digest"], labels, size=int(item.get("size") or 0),
                            architecture=item.get("architecture") or "x86_64")
     await db.flush()
-    for refs in by_image.values():
+    for key, refs in by_image.items():
         canon = next((r for r in refs if not r.endswith(":latest")), None)
         if canon is not None:
-            await add_default_aliases(db, canon, [r for r in refs if r.endswith(":latest")])
+            extra = sorted(label_aliases.get(key, ()))
+            await add_default_aliases(db, canon, [r for r in refs if r.endswith(":latest")] + extra)
     await db.flush()
 
 

@@ -23,6 +23,7 @@ from ai.backend.common.config import ConfigError, load_config
 from ai.backend.common.problems import PROBLEM_BASE, ProblemError
 from ai.backend.common.types import BinarySize
 
+from . import generations
 from .agent_client import AgentRPC
 from .api import (
     auth,
@@ -174,6 +175,8 @@ def create_app(config: ManagerConfig) -> FastAPI:
         app.state.registry.docker_registries = dict(config.docker_registries)
         app.state.rate_limiter = make_rate_limiter(config.redis.url or None, config.manager.rate_limit_window)
         app.state.api_usage = ApiUsage()
+        # Before any background task commits: changes must reach the other managers' caches (generations.py).
+        generations.reader(app.state)
         tasks = [
             asyncio.create_task(_periodic(2.0, lambda: app.state.api_usage.flush(app.state.db))),
             asyncio.create_task(Scheduler(app.state.registry).run()),
@@ -196,6 +199,7 @@ def create_app(config: ManagerConfig) -> FastAPI:
             await app.state.bgtasks.shutdown()
             await app.state.bus.close()
             await app.state.rate_limiter.close()
+            await generations.reader(app.state).close()
             await app.state.rpc.close()
             await engine.dispose()
 

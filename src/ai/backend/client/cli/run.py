@@ -83,7 +83,13 @@ def print_result_output(result: Mapping[str, Any], stdout: TextIO, stderr: TextI
         stdout.write("--- generated files ---\n")
         for item in files:
             if isinstance(item, Mapping):
-                stdout.write(f"{item.get('name')}: {item.get('url')}\n")
+                url, size = item.get("url"), item.get("size")
+                if url and not str(url).startswith("data:"):
+                    line = f"{item.get('name')}: {url}"
+                else:  # a data URI (the content itself) is too long for a terminal
+                    line = f"{item.get('name')}" + (f" ({size} bytes)" if size is not None else "")
+                    line += "" if url else ", too large to return"
+                stdout.write(line + "\n")
         stdout.write("--- end of generated files ---\n")
         stdout.flush()
 
