@@ -54,6 +54,13 @@ def test_batch_session_success_records_exit_code_result_and_logs(cluster: Cluste
     task_logs = cluster.request("GET", f"/session/_/logs?taskId={info['sessionId']}")
     assert task_logs.status_code == 200 and "task says hi" in task_logs.text
     assert task_logs.headers["content-type"].startswith("text/plain")
+    cli = [sys.executable, "-m", "ai.backend.client.cli"]
+    p = subprocess.run([*cli, "task-logs", info["sessionId"]], env=cluster.env(), capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0 and "task says hi" in p.stdout, p.stderr
+    p = subprocess.run([*cli, "task-logs", "no-such-task"], env=cluster.env(), capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode != 0 and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
     # The container is gone once the task ended.
     assert not any(info["sessionId"] in c for c in cluster.containers())
 

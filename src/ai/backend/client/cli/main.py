@@ -47,6 +47,7 @@ COMMANDS: dict[str, CommandSpec] = {
     "config": _S("ai.backend.client.cli.config:config", "Show the current client configuration."),
     "update-password": _S("ai.backend.client.cli.auth:update_password", "Change your password."),
     "server": _S("ai.backend.client.cli.server:server", "Start/stop the all-in-one server (up|down|status)."),
+    "task-logs": _S("ai.backend.client.cli.task_logs:task_logs", "Show the output of a batch task."),
     "events": _S("ai.backend.client.cli.events:events", "Show session lifecycle events live."),
     "session-template": _S(
         "ai.backend.client.cli.session_template:session_template", "Session template commands.", ["sesstpl"]
