@@ -42,6 +42,25 @@ KernelEventCallback = Callable[..., Awaitable[None]]
 BOOTSTRAP_TIMEOUT = 600.0
 
 
+def folder_binds(mounts: Any) -> list[str]:
+    """Docker ``Binds`` for a kernel's virtual folders (``[{host_path, container_path, mode}]`` of the spec)."""
+    if not mounts:
+        return []
+    if not isinstance(mounts, list):
+        raise InvalidAPIParameters("'mounts' must be a list")
+    binds = []
+    for m in mounts:
+        host, target, mode = (m.get("host_path"), m.get("container_path"), m.get("mode", "ro")) \
+            if isinstance(m, dict) else (None, None, None)
+        if not (isinstance(host, str) and host.startswith("/") and isinstance(target, str) and target.startswith("/")
+                and mode in ("ro", "rw") and ":" not in host + target and "," not in host + target):
+            raise InvalidAPIParameters(f"Malformed folder mount: {m!r}")
+        if not os.path.isdir(host):
+            raise KernelCreationFailed(f"The folder to mount is missing on this host: {host}", reason="mount-failed")
+        binds.append(f"{host}:{target}:{mode}")
+    return binds
+
+
 async def _ignore_event(kid: str, event: str) -> None:
     return None
 
@@ -184,7 +203,7 @@ class DockerBackend:
 
     def _container_config(
         self, image: str, labels: dict[str, str], cpu: Decimal, mem: int, ipc: Path, environ: dict[str, str],
-        extra_labels: dict[str, str], hostname: str,
+        extra_labels: dict[str, str], hostname: str, mounts: list[str] | None = None,
     ) -> dict[str, Any]:
         cc = self.config.container
         return {
@@ -199,7 +218,7 @@ class DockerBackend:
             "Env": [f"{k}={v}" for k, v in environ.items()],
             "Labels": {LABEL_AGENT: self.config.agent.id, **extra_labels},
             "HostConfig": {
-                "Binds": [f"{KERNEL_PKG_DIR}:{RUNNER_MOUNT}:ro", f"{ipc}:{IPC_MOUNT}:rw"],
+                "Binds": [f"{KERNEL_PKG_DIR}:{RUNNER_MOUNT}:ro", f"{ipc}:{IPC_MOUNT}:rw", *(mounts or [])],
                 "NanoCpus": int(cpu * Decimal(1_000_000_000)),
                 "Memory": mem,
                 "MemorySwap": mem,  # no swap beyond the memory limit
@@ -362,8 +381,10 @@ class DockerBackend:
         })
         kernel_labels = {LABEL_KERNEL: kid, LABEL_SESSION: str(spec["session_id"]),
                          LABEL_OWNER: str(spec.get("access_key", ""))}
+        binds = folder_binds(spec.get("mounts"))
         t = time.monotonic()
-        state = await self._take_pooled(image)
+        # A running spare cannot gain bind mounts: sessions with folders start a fresh container.
+        state = None if binds else await self._take_pooled(image)
         if state is not None:
             state.kernel_id = kid
             self.kernels[kid] = state
@@ -390,7 +411,7 @@ class DockerBackend:
             scratch = self.scratch_root / kid
             ipc = self._prepare_scratch(scratch)
             config = self._container_config(image, labels, cpu, mem, ipc, environ, kernel_labels,
-                                            str(spec.get("cluster_hostname", "main1")))
+                                            str(spec.get("cluster_hostname", "main1")), binds)
             cid, runner, launch_phases = await self._launch(config, f"bai-kernel-{kid}", scratch)
             phases.update(launch_phases)
             state = KernelState(kid, cid, scratch, runner)

@@ -25,6 +25,11 @@ from ai.backend.manager.fixtures import ADMIN, USER
 
 MANAGER_PORT = 8091
 AGENT_PORT = 6011
+STORAGE_CLIENT_PORT = 6021
+STORAGE_MANAGER_PORT = 6022
+#: Start order (stopped in reverse): the manager needs the storage proxy, the agent the manager.
+SERVICES = (("storage-proxy", "ai.backend.storage.server"), ("manager", "ai.backend.manager.server"),
+            ("agent", "ai.backend.agent.server"))
 
 
 def _state_dir(arg: str | None) -> Path:
@@ -47,6 +52,25 @@ def _write_configs(state: Path) -> str:
             f'cluster-secret = "{secret}"\nstate-dir = "{state}"\n\n'
             f'[db]\nurl = "sqlite+aiosqlite:///{state}/manager.db"\n'
         )
+    storage_secret = _secret(state / "storage-secret")
+    sp = state / "storage-proxy.toml"
+    if not sp.exists():
+        sp.write_text(
+            "[storage-proxy]\n"
+            f'node-id = "local"\nsecret = "{_secret(state / "storage-token-secret")}"\n'
+            'session-expire = "1h"\n\n'
+            f'[api.client]\nservice-addr = {{ host = "127.0.0.1", port = {STORAGE_CLIENT_PORT} }}\n\n'
+            f'[api.manager]\nservice-addr = {{ host = "127.0.0.1", port = {STORAGE_MANAGER_PORT} }}\n'
+            f'secret = "{storage_secret}"\n\n'
+            f'[volume.volume1]\nbackend = "vfs"\npath = "{state}/vfroot/volume1"\n'
+        )
+    if "[storage-proxies." not in mgr.read_text():
+        # State directories made before virtual folders existed get the proxy added.
+        with mgr.open("a") as f:
+            f.write(
+                f'\n[storage-proxies.local]\nclient-api = "http://127.0.0.1:{STORAGE_CLIENT_PORT}"\n'
+                f'manager-api = "http://127.0.0.1:{STORAGE_MANAGER_PORT}"\nsecret = "{storage_secret}"\n'
+            )
     ag = state / "agent.toml"
     if not ag.exists():
         ag.write_text(
@@ -57,6 +81,14 @@ def _write_configs(state: Path) -> str:
             f'[container]\nscratch-root = "{state}/scratches"\n'
         )
     return secret
+
+
+def _secret(path: Path) -> str:
+    """A random secret kept in ``path`` (created on first use, readable by its owner only)."""
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 def _pid_alive(pidfile: Path) -> int | None:
@@ -114,8 +146,8 @@ def up(state: Path, env_dir: Path, timeout: float) -> int:
         except Exception as e:  # noqa: BLE001 - report one line, not a traceback
             print(f"✘ manager {' '.join(args)} failed: {e}", file=sys.stderr)
             return 1
-    _spawn(state, "manager", "ai.backend.manager.server", state / "manager.toml")
-    _spawn(state, "agent", "ai.backend.agent.server", state / "agent.toml")
+    for name, module in SERVICES:
+        _spawn(state, name, module, state / f"{name}.toml")
     _write_env_files(env_dir)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -126,7 +158,7 @@ def up(state: Path, env_dir: Path, timeout: float) -> int:
             print(f"∙ source {env_dir / 'env-local-user-api.sh'} (or env-local-admin-api.sh) to use it.",
                   file=sys.stderr)
             return 0
-        for name in ("manager", "agent"):
+        for name, _ in SERVICES:
             if not _pid_alive(state / f"{name}.pid"):
                 tail = (state / "logs" / f"{name}.log").read_text(errors="replace").splitlines()[-15:]
                 print(f"✘ the {name} exited during start-up; last log lines:\n" + "\n".join(tail), file=sys.stderr)
@@ -138,8 +170,9 @@ def up(state: Path, env_dir: Path, timeout: float) -> int:
 
 
 def down(state: Path) -> int:
-    """Stop the manager and the agent (kernel containers keep running and are re-attached on ``up``)."""
-    for name in ("agent", "manager"):
+    """Stop the agent, the manager and the storage proxy (kernel containers keep running and are re-attached
+    on ``up``)."""
+    for name, _ in reversed(SERVICES):
         pidfile = state / f"{name}.pid"
         pid = _pid_alive(pidfile)
         if pid is None:
@@ -160,7 +193,7 @@ def down(state: Path) -> int:
 def status(state: Path) -> int:
     """Print whether the processes run and what the manager reports; exit 0 only if all is up."""
     ok = True
-    for name in ("manager", "agent"):
+    for name, _ in SERVICES:
         pid = _pid_alive(state / f"{name}.pid")
         ok &= pid is not None
         print(f"{name}: {f'running (pid {pid})' if pid else 'stopped'}")

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from .func.session_template import SessionTemplate
     from .func.system import System
     from .func.user import User
+    from .func.vfolder import VFolder
     from .kernel import Kernel
 
 __all__ = (
@@ -191,7 +192,7 @@ class BaseSession(metaclass=abc.ABCMeta):
     The API function classes are available as attributes (``ComputeSession``,
     ``Kernel``, ``Admin``, ``System``, ``Agent``, ``Auth``, ``BackgroundTask``, ``Domain``, ``Group``,
     ``Image``, ``KeyPair``, ``KeypairResourcePolicy``, ``Resource``, ``ScalingGroup``,
-    ``User``, ``SessionTemplate``, ``Dotfile``).
+    ``User``, ``SessionTemplate``, ``Dotfile``, ``VFolder``).
     """
 
     ComputeSession: type[ComputeSession]
@@ -211,6 +212,7 @@ class BaseSession(metaclass=abc.ABCMeta):
     User: type[User]
     SessionTemplate: type[SessionTemplate]
     Dotfile: type[Dotfile]
+    VFolder: type[VFolder]
 
     http_client: httpx.AsyncClient
     api_version: tuple[int, str]
@@ -232,6 +234,7 @@ class BaseSession(metaclass=abc.ABCMeta):
         from .func.session_template import SessionTemplate
         from .func.system import System
         from .func.user import User
+        from .func.vfolder import VFolder
         from .kernel import Kernel
 
         self._closed = False
@@ -256,6 +259,7 @@ class BaseSession(metaclass=abc.ABCMeta):
         self.User = User
         self.SessionTemplate = SessionTemplate
         self.Dotfile = Dotfile
+        self.VFolder = VFolder
 
     @property
     def proxy_mode(self) -> bool:

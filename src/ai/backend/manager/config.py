@@ -27,6 +27,8 @@ class ManagerSection(_Section):
     # Largest request body accepted (uploads are at most 20 files of 1 MiB each).
     max_request_body: str = Field("32m", alias="max-request-body", pattern=r"^[0-9]+[kmgKMG]?$")
     allow_graphql_introspection: bool = Field(False, alias="allow-graphql-introspection")
+    # The storage host ("<proxy>:<volume>") of new virtual folders when the request names none.
+    default_vfolder_host: str = Field("local:volume1", alias="default-vfolder-host")
 
 
 class DBSection(_Section):
@@ -65,12 +67,37 @@ class DockerRegistrySection(_Section):
         return [v] if isinstance(v, str) else v
 
 
+class StorageProxySection(_Section):
+    """One ``[storage-proxies.<name>]`` table: a storage proxy, whose volumes are the hosts ``<name>:<volume>``."""
+
+    client_api: str = Field(alias="client-api")  # the URL clients upload to and download from
+    manager_api: str = Field(alias="manager-api")  # the URL of its manager-facing API
+    secret: str = Field(min_length=1)  # = [api.manager].secret of the proxy
+
+    @field_validator("client_api", "manager_api")
+    @classmethod
+    def _proxy_url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("must be an http:// or https:// URL of the storage proxy")
+        return v.rstrip("/")
+
+
 class ManagerConfig(_Section):
     manager: ManagerSection = Field(default_factory=ManagerSection)  # type: ignore[arg-type]
     db: DBSection = Field(default_factory=DBSection)
     redis: RedisSection = Field(default_factory=RedisSection)
     # Registry name (the host[:port] agents pull from, e.g. "cr.example.com") -> its settings.
     docker_registries: dict[str, DockerRegistrySection] = Field(default_factory=dict, alias="docker-registries")
+    # Storage proxy name (the part of vfolder hosts before ":") -> how to reach it.
+    storage_proxies: dict[str, StorageProxySection] = Field(default_factory=dict, alias="storage-proxies")
+
+    @field_validator("storage_proxies")
+    @classmethod
+    def _proxy_names(cls, v: dict[str, StorageProxySection]) -> dict[str, StorageProxySection]:
+        for name in v:
+            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", name):
+                raise ValueError(f"storage proxy name {name!r} must be 1-64 letters, digits, '.', '_' or '-'")
+        return v
 
     @field_validator("docker_registries")
     @classmethod

@@ -75,6 +75,7 @@ async def populate_defaults(db: AsyncSession) -> None:
         max_concurrent_sessions=30,
         max_containers_per_session=1,
         idle_timeout=1800,
+        allowed_vfolder_hosts=["local:volume1"],  # the all-in-one storage proxy "local", volume "volume1"
     )
     await _ensure(
         db, Group, DEFAULT_GROUP_ID, id=DEFAULT_GROUP_ID, name="default", domain_name="default",

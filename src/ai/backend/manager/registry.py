@@ -8,6 +8,7 @@ import secrets
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -38,6 +39,7 @@ from .models.base import utcnow
 from .models.sessions import ACTIVE_STATUSES
 from .quota import policy_limits
 from .session_limits import ActivityTracker
+from .session_mounts import owner_context, resolve_mounts
 from .session_params import CreateParams
 from .sgroups import allowed_scaling_groups
 from .userconfig import kernel_user_config
@@ -66,6 +68,8 @@ class SessionRegistry:
         self._query_counts: dict[uuid.UUID, int] = defaultdict(int)
         self._hot_sessions: GenerationCache[tuple[str, str], tuple[SessionRow, Kernel]] = GenerationCache()
         self.activity = ActivityTracker()
+        # Where a folder lives on the hosts: (host, vfid) -> absolute path (the storage proxy answers).
+        self.folder_path: Callable[[str, str], Awaitable[str]] | None = None
         # The [docker-registries] of the configuration: credentials agents need to pull their images.
         self.docker_registries: dict[str, Any] = {}
         # Sessions whose kernel is being created, and kernel ends reported meanwhile (see start_session).
@@ -273,9 +277,12 @@ class SessionRegistry:
                     f"{sgroup!r}: asked {requested.to_json()}, the largest agent has "
                     f"{ResourceSlot.from_json(biggest.available_slots).to_json()}."
                 )
+            owner_ctx = owner_context(ctx, access_key=owner_ak, user_uuid=owner.uuid, email=owner.email,
+                                      role=owner.role, domain_name=owner.domain_name)
+            mounts = await resolve_mounts(db, owner_ctx, p.mounts, p.mount_paths, p.mount_perms, group.id)
             now = utcnow()
             row = SessionRow(
-                id=uuid.uuid4(), name=p.name, session_type=p.session_type, access_key=owner_ak,
+                id=uuid.uuid4(), name=p.name, session_type=p.session_type, access_key=owner_ak, vfolder_mounts=mounts,
                 user_uuid=owner.uuid, domain_name=p.domain, group_id=group.id, scaling_group=sgroup,
                 image=image.name, status="PENDING", status_changed=now, created_at=now,
                 status_history={"PENDING": now.isoformat()}, starts_at=p.starts_at,
@@ -374,7 +381,7 @@ class SessionRegistry:
             await db.commit()
         self._publish("session_preparing", session)
         self._publish("session_creating", session)
-        spec = {
+        spec: dict[str, Any] = {
             "kernel_id": str(kernel.id), "session_id": str(session.id), "session_name": session.name,
             "image": kernel.image, "slots": kernel.occupied_slots, "environ": session.environ,
             "session_type": session.session_type, "startup_command": session.startup_command,
@@ -387,6 +394,7 @@ class SessionRegistry:
         if auth is not None:
             spec["registry_auth"] = auth
         try:
+            spec["mounts"] = await self._mount_specs(session)
             spec.update(await self._user_config(session))
             assert kernel.agent_addr is not None
             info = await self.rpc.call(kernel.agent_addr, "POST", "/v1/kernels", json=spec, timeout=900)
@@ -439,6 +447,17 @@ class SessionRegistry:
             await self.set_status(db, session, "PULLING")
             await db.commit()
         self._publish("session_pulling", session)
+
+    async def _mount_specs(self, session: SessionRow) -> list[dict[str, str]]:
+        """Bind mounts of the session's folders for the agent: host paths from their storage proxies."""
+        out = []
+        for m in session.vfolder_mounts or []:
+            if self.folder_path is None:
+                raise ServiceUnavailable("No storage proxy is configured; folders cannot be mounted.")
+            host_path = await self.folder_path(m["host"], m["vfid"])
+            out.append({"host_path": host_path, "container_path": m["mount_path"],
+                        "mode": "ro" if m["permission"] == "ro" else "rw"})
+        return out
 
     def _registry_auth(self, image: str) -> dict[str, str] | None:
         """Pull credentials for an image of a configured registry that has them (sent to the agent only)."""

@@ -39,6 +39,7 @@ from .api import (
     stream,
     template,
     userconfig,
+    vfolders,
 )
 from .bgtask import make_bgtask_registry
 from .body_limit import BodyLimitMiddleware
@@ -51,6 +52,7 @@ from .ratelimit import ApiUsage, RateLimitMiddleware, make_rate_limiter
 from .registry import SessionRegistry
 from .scheduler import Scheduler
 from .session_limits import enforce_session_limits
+from .storage_client import close_storage_client, vfolder_host_path
 
 log = logging.getLogger("ai.backend.manager")
 
@@ -173,6 +175,8 @@ def create_app(config: ManagerConfig) -> FastAPI:
         app.state.bgtasks = make_bgtask_registry(app.state.bus, config.redis.url or None)
         app.state.registry = SessionRegistry(app.state.db, app.state.rpc, app.state.bus)
         app.state.registry.docker_registries = dict(config.docker_registries)
+        if config.storage_proxies:
+            app.state.registry.folder_path = lambda host, vfid: vfolder_host_path(app.state, host, vfid)
         app.state.rate_limiter = make_rate_limiter(config.redis.url or None, config.manager.rate_limit_window)
         app.state.api_usage = ApiUsage()
         # Before any background task commits: changes must reach the other managers' caches (generations.py).
@@ -201,6 +205,7 @@ def create_app(config: ManagerConfig) -> FastAPI:
             await app.state.rate_limiter.close()
             await generations.reader(app.state).close()
             await app.state.rpc.close()
+            await close_storage_client(app.state)
             await engine.dispose()
 
     app = FastAPI(title="Backend.AI manager (open implementation)", version=root.MANAGER_VERSION,
@@ -209,7 +214,7 @@ def create_app(config: ManagerConfig) -> FastAPI:
     _install_error_handlers(app)
     for r in (root.router, auth.router, template.router, session_files.router, session.router, gql.router,
               internal.router, status.router, stream.router, resource.router, events.router, userconfig.router,
-              registries.router):
+              registries.router, vfolders.router):
         app.include_router(r)
     app.add_middleware(
         RateLimitMiddleware,

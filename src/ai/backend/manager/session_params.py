@@ -13,6 +13,8 @@ from dateutil.parser import isoparse
 from ai.backend.common.problems import InvalidAPIParameters
 from ai.backend.common.types import ResourceSlot, SlotTypeError
 
+from .mount_paths import parse_mounts
+
 NAME_RE = re.compile(r"^[A-Za-z0-9](?:[\w.-]{2,62})[A-Za-z0-9]$")
 SESSION_TYPES = ("interactive", "batch")
 CLUSTER_MODES = {"single-node": "single-node", "single_node": "single-node", "multi-node": "multi-node",
@@ -42,6 +44,8 @@ class CreateParams:
     resources: ResourceSlot = field(default_factory=ResourceSlot)
     environ: dict[str, str] = field(default_factory=dict)
     mounts: list[str] = field(default_factory=list)
+    mount_paths: dict[str, str] = field(default_factory=dict)  # folder name -> absolute container path
+    mount_perms: dict[str, str] = field(default_factory=dict)  # folder name -> ro/rw/wd asked for
     scaling_group: str | None = None
     resource_opts: dict[str, Any] = field(default_factory=dict)
 
@@ -158,14 +162,7 @@ def parse_create_params(body: Any) -> CreateParams:
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k):
             raise InvalidAPIParameters(f"Invalid environment variable name {k!r}.")
     p.environ = environ
-    mounts = _pick(config, "mounts", default=[])
-    if not isinstance(mounts, list) or not all(isinstance(m, str) for m in mounts):
-        raise InvalidAPIParameters("'config.mounts' must be a list of folder names.")
-    if mounts:
-        raise InvalidAPIParameters(
-            f"Virtual folder mounts are not available yet on this server (asked for {', '.join(mounts)})."
-        )
-    p.mounts = mounts
+    p.mounts, p.mount_paths, p.mount_perms = parse_mounts(config)
     sg = _pick(config, "scalingGroup", "scaling_group")
     p.scaling_group = None if sg is None else _str("scalingGroup", sg, max_len=64)
     ro = _pick(config, "resource_opts", "resourceOpts", default={})

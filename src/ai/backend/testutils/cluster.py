@@ -26,6 +26,8 @@ import httpx
 from ai.backend.common.auth import CLUSTER_SECRET_HEADER, sign_request_headers
 from ai.backend.manager.fixtures import USER
 
+from .storage import StorageProxy, launch_storage_proxy
+
 REPO = Path(__file__).resolve().parents[4]
 
 
@@ -52,6 +54,7 @@ class Cluster:
     procs: dict[str, subprocess.Popen[bytes]]
     db_url: str = ""
     redis_url: str | None = None
+    storage: StorageProxy | None = None  # the storage proxy of this cluster, if it has one
 
     def env(self, who: dict[str, Any] = USER) -> dict[str, str]:
         """Environment for the SDK/CLI acting as ``who``."""
@@ -121,6 +124,8 @@ class Cluster:
         ids = self.containers()
         if ids:
             subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+        if self.storage is not None:
+            self.storage.shutdown()
 
 
 def _toml_str(value: str) -> str:
@@ -153,15 +158,15 @@ def prepare_database(config_path: Path) -> None:
 
 
 def launch_manager(state: Path, *, db_url: str | None = None, redis_url: str | None = None,
-                   settings: dict[str, Any] | None = None) -> Cluster:
+                   settings: dict[str, Any] | None = None, manager_toml: str = "") -> Cluster:
     """Start a manager without agents: write ``manager.toml`` under ``state``, create the schema and the
     default fixtures in ``db_url`` (an SQLite file under ``state`` when not given), start it and wait
     until it answers. ``redis_url`` goes to ``[redis] url``; ``settings`` are extra ``[manager]`` keys
-    (e.g. ``{"anonymous-rate-limit": 0}``)."""
+    (e.g. ``{"anonymous-rate-limit": 0}``); ``manager_toml`` is appended (e.g. ``[storage-proxies.local]``)."""
     state.mkdir(parents=True, exist_ok=True)
     mport = _free_port()
     secret = secrets.token_urlsafe(24)
-    _write_manager_config(state, mport, secret, db_url, redis_url, settings)
+    _write_manager_config(state, mport, secret, db_url, redis_url, settings, manager_toml)
     prepare_database(state / "manager.toml")
     c = Cluster(state, f"http://127.0.0.1:{mport}", secret, "", {},
                 db_url or f"sqlite+aiosqlite:///{state}/manager.db", redis_url)
@@ -175,9 +180,13 @@ def launch_manager(state: Path, *, db_url: str | None = None, redis_url: str | N
 
 
 def launch_cluster(state: Path, *, cpu: int = 4, mem: str = "4g", db_url: str | None = None,
-                   redis_url: str | None = None, manager_toml: str = "") -> Cluster:
-    """Write configs under ``state``, create the schema and fixtures, start both servers and wait.
-    ``manager_toml`` is appended to ``manager.toml`` (extra tables, e.g. ``[docker-registries."..."]``)."""
+                   redis_url: str | None = None, manager_toml: str = "", storage: bool = True) -> Cluster:
+    """Write configs under ``state``, create the schema and fixtures, start the servers and wait.
+    ``manager_toml`` is appended to ``manager.toml`` (extra tables, e.g. ``[docker-registries."..."]``);
+    with ``storage`` a storage proxy (volume host ``local:volume1``) serves the cluster's virtual folders."""
+    proxy = launch_storage_proxy(state / "storage") if storage else None
+    if proxy is not None:
+        manager_toml = proxy.manager_toml() + "\n" + manager_toml
     mport, aport = _free_port(), _free_port()
     secret = secrets.token_urlsafe(24)
     agent_id = f"i-test-{secrets.token_hex(4)}"
@@ -189,7 +198,7 @@ def launch_cluster(state: Path, *, cpu: int = 4, mem: str = "4g", db_url: str | 
     )
     prepare_database(state / "manager.toml")
     c = Cluster(state, f"http://127.0.0.1:{mport}", secret, agent_id, {},
-                db_url or f"sqlite+aiosqlite:///{state}/manager.db", redis_url)
+                db_url or f"sqlite+aiosqlite:///{state}/manager.db", redis_url, storage=proxy)
     c.start("manager")
     c.start("agent")
     try:

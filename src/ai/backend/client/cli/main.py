@@ -57,6 +57,7 @@ COMMANDS: dict[str, CommandSpec] = {
         "Create a compute session from a session template.", ["start-from-template", "start-template"],
     ),
     "dotfile": _S("ai.backend.client.cli.dotfile:dotfile", "Manage your dotfiles (placed in every new session)."),
+    "vfolder": _S("ai.backend.client.cli.vfolder:vfolder", "Virtual folder commands (storage, transfers, sharing)."),
     "mgr": _S("ai.backend.client.cli.server:mgr", "Manager administration commands (runs the manager CLI)."),
 }
 

@@ -7,10 +7,8 @@ the legacy ``/kernel`` paths and the ``clientSessionToken`` field.
 from __future__ import annotations
 
 import io
-import os
 import re
 import secrets
-import sys
 import tarfile
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
@@ -23,6 +21,8 @@ from ..naming import validate_session_name
 from ..request import AttachedFile, Request, Response
 from ..session import api_session
 from ..sse import SSEContextManager, connect_events
+from ..transfer import ProgressLine as _ProgressLine
+from ..transfer import ProgressReader as _ProgressReader
 from ..types import PaginatedResult, Undefined, undefined
 from ..ws import StreamPty, WebSocketContextManager, WebSocketResponse, connect_websocket
 from .base import BaseFunction, api_function
@@ -56,81 +56,6 @@ def _api_version() -> tuple[int, str]:
 
 def _prefix() -> str:
     return "kernel" if _api_version()[0] <= 4 else "session"
-
-
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
-
-
-class _ProgressLine:
-    """A one-line byte counter on stderr, drawn only when stderr is a terminal."""
-
-    def __init__(self, label: str, total: int | None, enabled: bool) -> None:
-        self.label = label
-        self.total = total
-        self.done = 0
-        self.enabled = enabled and sys.stderr.isatty()
-        self._last_pct = -1
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if not self.enabled:
-            return
-        pct = int(self.done * 100 / self.total) if self.total else 0
-        if pct == self._last_pct and self.total:
-            return
-        self._last_pct = pct
-        total = f" / {_human_bytes(self.total)} ({pct}%)" if self.total else ""
-        sys.stderr.write(f"\r\x1b[2K{self.label}: {_human_bytes(self.done)}{total}")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\r\x1b[2K")
-            sys.stderr.flush()
-
-
-class _ProgressReader(io.RawIOBase):
-    """Wraps a binary file and reports the bytes read to a :class:`_ProgressLine`."""
-
-    def __init__(self, path: Path, progress: _ProgressLine) -> None:
-        super().__init__()
-        self._file = open(path, "rb")  # noqa: SIM115 - closed by close()
-        self._progress = progress
-        self.name = str(path)
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def fileno(self) -> int:
-        return self._file.fileno()
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        return self._file.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._file.tell()
-
-    def read(self, size: int | None = -1) -> bytes:
-        data = self._file.read(-1 if size is None else size)
-        self._progress.update(len(data))
-        return data
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        self._file.close()
-        super().close()
 
 
 def _split_multipart(body: bytes, content_type: str) -> list[bytes]:

@@ -14,6 +14,7 @@ from .resources import (
 from .sessions import Kernel, SessionRow
 from .templates import SessionTemplate
 from .userconfig import Dotfile
+from .vfolders import VFolder, VFolderInvitation, VFolderPermission
 
 __all__ = [
     "Agent",
@@ -31,6 +32,9 @@ __all__ = [
     "SessionRow",
     "SessionTemplate",
     "User",
+    "VFolder",
+    "VFolderInvitation",
+    "VFolderPermission",
     "group_members",
     "sgroups_for_domains",
     "sgroups_for_groups",

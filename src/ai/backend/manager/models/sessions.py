@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import GUID, Base, UTCDateTime, utcnow
@@ -49,6 +49,7 @@ class SessionRow(Base):
     environ: Mapped[dict[str, Any]] = mapped_column(default=dict)
     resource_opts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     num_queries: Mapped[int] = mapped_column(BigInteger, default=0)
+    vfolder_mounts: Mapped[list[Any] | None] = mapped_column(JSON)  # [{vfid, name, host, mount_path, permission}]
 
 
 class Kernel(Base):

@@ -1,0 +1,313 @@
+"""The manager's client of the storage proxies' manager-facing API (``docs/storage-proxy.md``).
+
+The manager never touches folder files: creating, deleting, cloning and every file operation is a call
+to the proxy that serves the folder's host (``"<proxy>:<volume>"``). One keep-alive HTTP client per
+proxy; a problem answered by the proxy is raised again as a problem with the same status (400, 404,
+409, 413), a proxy that cannot be reached as a 503, and anything else it fails with as a 502.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from ai.backend.common.problems import (
+    Conflict,
+    InvalidAPIParameters,
+    NotFound,
+    ProblemError,
+    ServiceUnavailable,
+)
+
+from .config import StorageProxySection
+
+log = logging.getLogger(__name__)
+
+AUTH_HEADER = "X-BackendAI-Storage-Auth-Token"
+VOLUMES_TTL = 10.0  # seconds a proxy's volume list is reused
+USAGE_TTL = 3.0  # seconds a folder's usage is reused ("not real-time", §11.5)
+_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+_LONG_TIMEOUT = httpx.Timeout(24 * 3600.0, connect=5.0)  # clone and delete answer when the work is done
+
+
+class FolderQuotaExceeded(ProblemError):
+    status, slug, title = 413, "vfolder-quota-exceeded", "The folder's quota is exceeded"
+
+
+class StorageProxyUnavailable(ServiceUnavailable):
+    slug, title = "storage-proxy-unavailable", "The storage proxy is unavailable"
+
+
+class StorageProxyFailed(ProblemError):
+    status, slug, title = 502, "storage-proxy-error", "The storage proxy failed to handle the request"
+
+
+class UnknownStorageHost(InvalidAPIParameters):
+    slug, title = "unknown-vfolder-host", "Unknown storage host"
+
+
+_BY_STATUS: dict[int, type[ProblemError]] = {
+    400: InvalidAPIParameters, 404: NotFound, 409: Conflict, 413: FolderQuotaExceeded,
+}
+
+
+def split_host(host: str) -> tuple[str, str]:
+    """``"<proxy>:<volume>"`` → (proxy, volume); 400 when malformed."""
+    proxy, sep, volume = host.partition(":")
+    if not sep or not proxy or not volume:
+        raise UnknownStorageHost(f"The storage host {host!r} is not of the form '<proxy>:<volume>'.")
+    return proxy, volume
+
+
+def _epoch(value: Any) -> int | None:
+    if isinstance(value, int | float):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(datetime.fromisoformat(value).timestamp())
+        except ValueError:
+            return None
+    return None
+
+
+def file_entry(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A proxy listing item as the Virtual Folder File Object (§2.17) plus ``type`` and ``symlink_target``."""
+    stat = item.get("stat") or {}
+    mtime = _epoch(stat.get("modified"))
+    out: dict[str, Any] = {
+        "filename": item.get("name"),
+        "type": item.get("type"),
+        "mode": stat.get("mode"),
+        "size": stat.get("size"),
+        "ctime": _epoch(stat.get("created")),
+        "mtime": mtime,
+        "atime": mtime,  # the proxy does not report access times
+    }
+    if item.get("symlink_target") is not None:
+        out["symlink_target"] = item["symlink_target"]
+    return out
+
+
+class StorageClient:
+    """Calls to the configured storage proxies, addressed by folder host."""
+
+    def __init__(self, proxies: Mapping[str, StorageProxySection]) -> None:
+        self.proxies = dict(proxies)
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._volumes: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+        self._usage: dict[uuid.UUID, tuple[float, dict[str, Any]]] = {}
+
+    # --- plumbing ---------------------------------------------------------------------------------
+
+    def _proxy(self, name: str) -> StorageProxySection:
+        cfg = self.proxies.get(name)
+        if cfg is None:
+            raise UnknownStorageHost(f"No storage proxy named {name!r} is configured.")
+        return cfg
+
+    def _client(self, name: str) -> httpx.AsyncClient:
+        client = self._clients.get(name)
+        if client is None:
+            cfg = self._proxy(name)
+            client = httpx.AsyncClient(
+                base_url=cfg.manager_api, headers={AUTH_HEADER: cfg.secret}, timeout=_TIMEOUT,
+                limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+            )
+            self._clients[name] = client
+        return client
+
+    async def request(self, proxy: str, method: str, path: str, body: Mapping[str, Any] | None = None, *,
+                      timeout: httpx.Timeout | None = None) -> Any:
+        """One call to ``proxy``'s manager API; the decoded JSON answer (None for 204)."""
+        client = self._client(proxy)
+        try:
+            resp = await client.request(method, path, json=dict(body) if body is not None else None,
+                                        timeout=timeout or _TIMEOUT)
+        except httpx.TimeoutException:
+            raise StorageProxyUnavailable(f"The storage proxy {proxy!r} did not answer {method} {path} in time.") \
+                from None
+        except httpx.HTTPError as e:
+            raise StorageProxyUnavailable(f"The storage proxy {proxy!r} is unreachable: {type(e).__name__}.") \
+                from None
+        if resp.status_code >= 400:
+            raise self._problem(proxy, method, path, resp)
+        if resp.status_code == 204 or not resp.content:
+            return None
+        try:
+            return resp.json()
+        except ValueError:
+            raise StorageProxyFailed(f"The storage proxy {proxy!r} answered {method} {path} with non-JSON.") \
+                from None
+
+    @staticmethod
+    def _problem(proxy: str, method: str, path: str, resp: httpx.Response) -> ProblemError:
+        try:
+            doc = resp.json()
+        except ValueError:
+            doc = {}
+        detail = str(doc.get("detail") or doc.get("title") or resp.reason_phrase) if isinstance(doc, dict) \
+            else resp.reason_phrase
+        cls = _BY_STATUS.get(resp.status_code)
+        if cls is not None:
+            return cls(detail)
+        if resp.status_code in (401, 403):
+            log.error("storage proxy %s refused the manager's secret (%s %s)", proxy, method, path)
+            return StorageProxyFailed(f"The storage proxy {proxy!r} refused the manager's credentials; "
+                                      "check [storage-proxies] secret.")
+        log.warning("storage proxy %s answered %s %s with %d: %s", proxy, method, path, resp.status_code, detail)
+        return StorageProxyFailed(f"The storage proxy {proxy!r} failed: {detail}")
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
+    # --- volumes and hosts ------------------------------------------------------------------------
+
+    async def volumes(self, proxy: str) -> list[dict[str, Any]]:
+        """The volumes of ``proxy`` (cached for a few seconds)."""
+        hit = self._volumes.get(proxy)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        doc = await self.request(proxy, "GET", "/volumes")
+        vols = [v for v in (doc or {}).get("volumes", []) if isinstance(v, dict) and isinstance(v.get("name"), str)]
+        self._volumes[proxy] = (time.monotonic() + VOLUMES_TTL, vols)
+        return vols
+
+    async def all_hosts(self) -> dict[str, dict[str, Any]]:
+        """Every host of every reachable proxy → its volume info (unreachable proxies are skipped)."""
+        out: dict[str, dict[str, Any]] = {}
+        for proxy in self.proxies:
+            try:
+                vols = await self.volumes(proxy)
+            except ProblemError as e:
+                log.warning("cannot list the volumes of storage proxy %s: %s", proxy, e.detail)
+                continue
+            for v in vols:
+                out[f"{proxy}:{v['name']}"] = v
+        return out
+
+    async def check_host(self, host: str) -> None:
+        """400 unless ``host`` names a volume of a configured proxy (503 if that proxy is down)."""
+        proxy, volume = split_host(host)
+        self._proxy(proxy)
+        if not any(v["name"] == volume for v in await self.volumes(proxy)):
+            raise UnknownStorageHost(f"The storage proxy {proxy!r} has no volume {volume!r}.")
+
+    def client_url(self, host: str, op: str) -> str:
+        """The client-facing URL of ``op`` (``upload`` / ``download``) on the proxy serving ``host``."""
+        return f"{self._proxy(split_host(host)[0]).client_api}/{op}"
+
+    # --- folders ----------------------------------------------------------------------------------
+
+    async def _folder_call(self, host: str, method: str, path: str, vfid: uuid.UUID,
+                           extra: Mapping[str, Any] | None = None, *, timeout: httpx.Timeout | None = None) -> Any:
+        proxy, volume = split_host(host)
+        return await self.request(proxy, method, path, {"volume": volume, "vfid": vfid.hex, **dict(extra or {})},
+                                  timeout=timeout)
+
+    async def create_folder(self, host: str, vfid: uuid.UUID, quota: int | None) -> None:
+        await self._folder_call(host, "POST", "/folder/create", vfid, {"options": {"quota": quota}})
+
+    async def delete_folder(self, host: str, vfid: uuid.UUID) -> None:
+        self._usage.pop(vfid, None)
+        await self._folder_call(host, "POST", "/folder/delete", vfid, timeout=_LONG_TIMEOUT)
+
+    async def clone_folder(self, src_host: str, src: uuid.UUID, dst_host: str, dst: uuid.UUID) -> None:
+        proxy, volume = split_host(src_host)
+        dst_proxy, dst_volume = split_host(dst_host)
+        if dst_proxy != proxy:
+            raise InvalidAPIParameters("A folder can only be cloned to a volume of the same storage proxy "
+                                       f"({proxy!r}).")
+        await self.request(proxy, "POST", "/folder/clone",
+                           {"volume": volume, "src_vfid": src.hex, "dst_volume": dst_volume, "dst_vfid": dst.hex},
+                           timeout=_LONG_TIMEOUT)
+
+    async def set_quota(self, host: str, vfid: uuid.UUID, size_bytes: int | None) -> None:
+        await self._folder_call(host, "POST", "/folder/quota", vfid, {"size_bytes": size_bytes})
+
+    async def mount_path(self, host: str, vfid: uuid.UUID) -> str:
+        doc = await self._folder_call(host, "GET", "/folder/mount", vfid)
+        path = (doc or {}).get("path")
+        if not isinstance(path, str) or not path:
+            raise StorageProxyFailed("The storage proxy answered no mount path.")
+        return path
+
+    async def usage(self, host: str, vfid: uuid.UUID) -> dict[str, Any]:
+        """``{"file_count", "used_bytes"}`` of a folder (cached for a few seconds)."""
+        hit = self._usage.get(vfid)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        doc = await self._folder_call(host, "GET", "/folder/usage", vfid) or {}
+        self._usage[vfid] = (time.monotonic() + USAGE_TTL, doc)
+        if len(self._usage) > 10000:
+            now = time.monotonic()
+            self._usage = {k: v for k, v in self._usage.items() if v[0] > now}
+        return dict(doc)
+
+    # --- files ------------------------------------------------------------------------------------
+
+    async def list_files(self, host: str, vfid: uuid.UUID, relpath: str) -> tuple[list[dict[str, Any]], bool]:
+        """The entries of ``relpath`` as File Objects, and whether the proxy cut the listing short."""
+        doc = await self._folder_call(host, "POST", "/folder/file/list", vfid, {"relpath": relpath}) or {}
+        return [file_entry(i) for i in doc.get("items", []) if isinstance(i, dict)], bool(doc.get("truncated"))
+
+    async def mkdir(self, host: str, vfid: uuid.UUID, relpath: str, *, parents: bool, exist_ok: bool) -> None:
+        self._usage.pop(vfid, None)
+        await self._folder_call(host, "POST", "/folder/file/mkdir", vfid,
+                                {"relpath": relpath, "parents": parents, "exist_ok": exist_ok})
+
+    async def rename_file(self, host: str, vfid: uuid.UUID, relpath: str, new_name: str) -> None:
+        await self._folder_call(host, "POST", "/folder/file/rename", vfid, {"relpath": relpath, "new_name": new_name})
+
+    async def move_file(self, host: str, vfid: uuid.UUID, src: str, dst: str) -> None:
+        await self._folder_call(host, "POST", "/folder/file/move", vfid, {"src_relpath": src, "dst_relpath": dst})
+
+    async def delete_files(self, host: str, vfid: uuid.UUID, relpaths: list[str], *, recursive: bool) -> None:
+        self._usage.pop(vfid, None)
+        await self._folder_call(host, "POST", "/folder/file/delete", vfid,
+                                {"relpaths": relpaths, "recursive": recursive})
+
+    async def upload_token(self, host: str, vfid: uuid.UUID, relpath: str, size: int) -> str:
+        self._usage.pop(vfid, None)
+        doc = await self._folder_call(host, "POST", "/folder/file/upload", vfid, {"relpath": relpath, "size": size})
+        return _token(doc)
+
+    async def download_token(self, host: str, vfid: uuid.UUID, relpath: str, *, archive: bool) -> str:
+        doc = await self._folder_call(host, "POST", "/folder/file/download", vfid,
+                                      {"relpath": relpath, "archive": archive})
+        return _token(doc)
+
+
+def _token(doc: Any) -> str:
+    token = (doc or {}).get("token") if isinstance(doc, dict) else None
+    if not isinstance(token, str) or not token:
+        raise StorageProxyFailed("The storage proxy answered no token.")
+    return token
+
+
+def storage_client(app_state: Any) -> StorageClient:
+    """The app's :class:`StorageClient` (made on first use from ``[storage-proxies]``)."""
+    client: StorageClient | None = getattr(app_state, "storage", None)
+    if client is None:
+        client = app_state.storage = StorageClient(app_state.config.storage_proxies)
+    return client
+
+
+async def close_storage_client(app_state: Any) -> None:
+    """Close the app's proxy connections (at shutdown)."""
+    client: StorageClient | None = getattr(app_state, "storage", None)
+    if client is not None:
+        await client.close()
+
+
+async def vfolder_host_path(app_state: Any, host: str, vfid: uuid.UUID | str) -> str:
+    """The absolute path on the storage host of folder ``vfid`` on ``host``: what agents bind-mount."""
+    vid = vfid if isinstance(vfid, uuid.UUID) else uuid.UUID(str(vfid))
+    return await storage_client(app_state).mount_path(host, vid)

@@ -1,0 +1,272 @@
+"""The manager-facing API (``[api.manager]``, port 6022): folder and file operations, transfer tokens.
+
+Every request must carry ``X-BackendAI-Storage-Auth-Token: <[api.manager].secret>`` (else 403). Bodies are
+JSON (also on the ``GET`` routes, as upstream does; query parameters are accepted there too).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ai.backend.common.problems import Forbidden, InvalidAPIParameters
+
+from .context import StorageContext, get_ctx, install_error_handlers
+from .tokens import issue_token
+from .volumes.base import AbstractVolume, PayloadTooLarge, normalize_vfid
+from .volumes.safepath import split_relpath
+
+__all__ = ["AUTH_HEADER", "create_manager_app"]
+
+AUTH_HEADER = "X-BackendAI-Storage-Auth-Token"
+API_VERSION = 1
+M = TypeVar("M", bound=BaseModel)
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class FolderRef(_Body):
+    volume: StrictStr
+    vfid: StrictStr
+
+
+class FolderOptions(_Body):
+    quota: StrictInt | None = Field(None, ge=0)
+
+
+class CreateFolder(FolderRef):
+    options: FolderOptions | None = None
+
+
+class CloneFolder(_Body):
+    volume: StrictStr
+    src_vfid: StrictStr
+    dst_volume: StrictStr | None = None
+    dst_vfid: StrictStr | None = Field(None)
+    new_vfid: StrictStr | None = None  # the older upstream name of dst_vfid
+
+
+class SetQuota(FolderRef):
+    size_bytes: StrictInt | None = Field(..., ge=0)
+
+
+class MkdirBody(FolderRef):
+    relpath: StrictStr
+    parents: StrictBool = False
+    exist_ok: StrictBool = False
+
+
+class ListBody(FolderRef):
+    relpath: StrictStr = ""
+
+
+class RenameBody(FolderRef):
+    relpath: StrictStr
+    new_name: StrictStr
+
+
+class MoveBody(FolderRef):
+    src_relpath: StrictStr
+    dst_relpath: StrictStr
+
+
+class DeleteBody(FolderRef):
+    relpaths: list[StrictStr] = Field(..., min_length=1, max_length=10_000)
+    recursive: StrictBool = False
+
+
+class UploadBody(FolderRef):
+    relpath: StrictStr
+    size: StrictInt = Field(..., ge=0)
+
+
+class DownloadBody(FolderRef):
+    relpath: StrictStr = ""
+    archive: StrictBool = False
+
+
+class ManagerAuthMiddleware:
+    """Refuses requests without the manager secret (403 problem), compared in constant time."""
+
+    def __init__(self, app: ASGIApp, secret: str) -> None:
+        self.app = app
+        self.secret = secret.encode()
+        self.header = AUTH_HEADER.lower().encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            given = next((v for k, v in scope.get("headers", []) if k == self.header), b"")
+            if not hmac.compare_digest(given, self.secret):
+                exc = Forbidden(f"missing or wrong {AUTH_HEADER} header")
+                await JSONResponse(exc.body(), status_code=403, media_type="application/problem+json")(
+                    scope, receive, send
+                )
+                return
+        await self.app(scope, receive, send)
+
+
+async def _parse(request: Request, model: type[M]) -> M:
+    raw = await request.body()
+    data: Any
+    if raw.strip():
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidAPIParameters("the request body is not valid JSON") from None
+    elif request.method in ("GET", "HEAD"):
+        data = dict(request.query_params)
+    else:
+        data = {}
+    if not isinstance(data, dict):
+        raise InvalidAPIParameters("the request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "body"
+        raise InvalidAPIParameters(f"{loc}: {first['msg']}") from None
+
+
+def _folder(ctx: StorageContext, body: FolderRef) -> tuple[AbstractVolume, str]:
+    return ctx.volume(body.volume), normalize_vfid(body.vfid)
+
+
+def _no_content() -> Response:
+    return Response(status_code=204)
+
+
+def create_manager_app(ctx: StorageContext) -> FastAPI:
+    """The manager-facing application (routes: see docs/storage-proxy.md)."""
+    app = FastAPI(title="Backend.AI storage proxy (manager API)", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.ctx = ctx
+    install_error_handlers(app)
+    app.add_middleware(ManagerAuthMiddleware, secret=ctx.config.api.manager.secret)
+    sp = ctx.config.storage_proxy
+
+    @app.get("/")
+    async def status() -> dict[str, Any]:
+        return {"status": "ok", "node_id": sp.node_id, "api_version": API_VERSION}
+
+    @app.get("/volumes")
+    async def volumes(request: Request) -> dict[str, Any]:
+        return {"volumes": [v.info() for v in get_ctx(request).volumes.values()]}
+
+    @app.post("/folder/create")
+    async def create_folder(request: Request) -> Response:
+        body = await _parse(request, CreateFolder)
+        vol, vfid = _folder(ctx, body)
+        await vol.create_folder(vfid, body.options.quota if body.options else None)
+        return _no_content()
+
+    @app.post("/folder/delete")
+    async def delete_folder(request: Request) -> Response:
+        body = await _parse(request, FolderRef)
+        vol, vfid = _folder(ctx, body)
+        await vol.delete_folder(vfid)
+        return _no_content()
+
+    @app.post("/folder/clone")
+    async def clone_folder(request: Request) -> Response:
+        body = await _parse(request, CloneFolder)
+        src = ctx.volume(body.volume)
+        dst = ctx.volume(body.dst_volume or body.volume)
+        dst_vfid = body.dst_vfid or body.new_vfid
+        if dst_vfid is None:
+            raise InvalidAPIParameters("dst_vfid is required")
+        src_vfid, dst_vfid = normalize_vfid(body.src_vfid, "src_vfid"), normalize_vfid(dst_vfid, "dst_vfid")
+        if src is dst and src_vfid == dst_vfid:
+            raise InvalidAPIParameters("cannot clone a folder onto itself")
+        await src.clone_folder(src_vfid, dst, dst_vfid)
+        return _no_content()
+
+    @app.api_route("/folder/mount", methods=["GET", "POST"])
+    async def mount(request: Request) -> dict[str, Any]:
+        vol, vfid = _folder(ctx, await _parse(request, FolderRef))
+        return {"path": await vol.mount_path(vfid)}
+
+    @app.api_route("/folder/usage", methods=["GET", "POST"])
+    async def usage(request: Request) -> dict[str, Any]:
+        vol, vfid = _folder(ctx, await _parse(request, FolderRef))
+        u = await vol.usage(vfid)
+        return {"file_count": u.file_count, "used_bytes": u.used_bytes}
+
+    @app.get("/folder/quota")
+    async def get_quota(request: Request) -> dict[str, Any]:
+        vol, vfid = _folder(ctx, await _parse(request, FolderRef))
+        return {"size_bytes": await vol.get_quota(vfid)}
+
+    @app.post("/folder/quota")
+    async def set_quota(request: Request) -> Response:
+        body = await _parse(request, SetQuota)
+        vol, vfid = _folder(ctx, body)
+        await vol.set_quota(vfid, body.size_bytes)
+        return _no_content()
+
+    @app.post("/folder/file/mkdir")
+    async def mkdir(request: Request) -> Response:
+        body = await _parse(request, MkdirBody)
+        vol, vfid = _folder(ctx, body)
+        await vol.mkdir(vfid, body.relpath, parents=body.parents, exist_ok=body.exist_ok)
+        return _no_content()
+
+    @app.post("/folder/file/list")
+    async def list_files(request: Request) -> dict[str, Any]:
+        body = await _parse(request, ListBody)
+        vol, vfid = _folder(ctx, body)
+        items, truncated = await vol.list_dir(vfid, body.relpath, sp.scandir_limit)
+        return {"items": items, "truncated": truncated}
+
+    @app.post("/folder/file/rename")
+    async def rename(request: Request) -> Response:
+        body = await _parse(request, RenameBody)
+        vol, vfid = _folder(ctx, body)
+        await vol.rename(vfid, body.relpath, body.new_name)
+        return _no_content()
+
+    @app.post("/folder/file/move")
+    async def move(request: Request) -> Response:
+        body = await _parse(request, MoveBody)
+        vol, vfid = _folder(ctx, body)
+        await vol.move(vfid, body.src_relpath, body.dst_relpath)
+        return _no_content()
+
+    @app.post("/folder/file/delete")
+    async def delete_files(request: Request) -> Response:
+        body = await _parse(request, DeleteBody)
+        vol, vfid = _folder(ctx, body)
+        await vol.delete_files(vfid, list(body.relpaths), recursive=body.recursive)
+        return _no_content()
+
+    @app.post("/folder/file/upload")
+    async def upload(request: Request) -> dict[str, Any]:
+        body = await _parse(request, UploadBody)
+        vol, vfid = _folder(ctx, body)
+        if body.size > sp.max_upload_size:
+            raise PayloadTooLarge(f"{body.size} bytes is more than max-upload-size ({sp.max_upload_size})")
+        relpath = await vol.check_upload(vfid, body.relpath, body.size)
+        claims = {"op": "upload", "volume": vol.name, "vfid": vfid, "relpath": relpath, "size": body.size}
+        return {"token": issue_token(claims, sp.secret, sp.session_expire)}
+
+    @app.post("/folder/file/download")
+    async def download(request: Request) -> dict[str, Any]:
+        body = await _parse(request, DownloadBody)
+        vol, vfid = _folder(ctx, body)
+        target = await vol.open_download(vfid, body.relpath)
+        is_dir = target.is_dir
+        target.close()
+        if is_dir and not body.archive:
+            raise InvalidAPIParameters(f"{body.relpath or 'the folder root'} is a directory: set archive=true "
+                                       "to download it as a zip")
+        relpath = "/".join(split_relpath(body.relpath))
+        claims = {"op": "download", "volume": vol.name, "vfid": vfid, "relpath": relpath, "archive": body.archive}
+        return {"token": issue_token(claims, sp.secret, sp.session_expire)}
+
+    return app

@@ -1,0 +1,168 @@
+"""The storage proxy process: ``python -m ai.backend.storage.server [-f storage-proxy.toml]``.
+
+One uvicorn server listens on two sockets, the client-facing (``[api.client]``) and the manager-facing
+(``[api.manager]``) one; each connection is dispatched to the application of the socket it arrived on,
+so a client can never reach a manager route (and the reverse) whatever path it asks for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import json
+import logging
+import os
+import resource
+import socket
+import sys
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ai.backend.common.config import ConfigError, load_config
+
+from .client_api import create_client_app
+from .config import StorageProxyConfig
+from .context import StorageContext
+from .manager_api import create_manager_app
+
+__all__ = ["StorageProxyApp", "main"]
+
+log = logging.getLogger("ai.backend.storage")
+CLEANUP_INTERVAL_S = 600.0
+
+
+class StorageProxyApp:
+    """Dispatches by local port to the client or manager app, and runs the shared start-up/shutdown."""
+
+    def __init__(self, config: StorageProxyConfig, ready_file: str | None = None) -> None:
+        self.config = config
+        self.ctx = StorageContext(config)
+        self.client_app = create_client_app(self.ctx)
+        self.manager_app = create_manager_app(self.ctx)
+        self.client_port = config.api.client.service_addr.port
+        self.manager_port = config.api.manager.service_addr.port
+        self.ready_file = ready_file
+        self._cleanup: asyncio.Task[None] | None = None
+
+    def bind(self) -> list[socket.socket]:
+        """Bind both listening sockets (port 0 picks a free port; the real ports are kept)."""
+        socks = []
+        for addr in (self.config.api.client.service_addr, self.config.api.manager.service_addr):
+            family = socket.AF_INET6 if ":" in addr.host else socket.AF_INET
+            s = socket.socket(family, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((addr.host, addr.port))
+            s.listen(1024)
+            s.set_inheritable(True)
+            socks.append(s)
+        self.client_port = socks[0].getsockname()[1]
+        self.manager_port = socks[1].getsockname()[1]
+        return socks
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        server = scope.get("server") or (None, None)
+        app: ASGIApp
+        if server[1] == self.client_port:
+            app = self.client_app
+        elif server[1] == self.manager_port:
+            app = self.manager_app
+        else:  # pragma: no cover - uvicorn only gives us connections from our two sockets
+            return
+        await app(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as e:
+                    log.exception("start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(e)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> None:
+        loop = asyncio.get_running_loop()
+        # File work runs in threads; a long clone or usage scan must not starve transfers of workers.
+        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(64, thread_name_prefix="storage-io"))
+        await self.ctx.open()
+        self.ctx.cleanup_uploads()
+        self._cleanup = asyncio.create_task(self._cleanup_loop())
+        log.info("storage proxy %s: client API on port %d, manager API on port %d, volumes: %s",
+                 self.config.storage_proxy.node_id, self.client_port, self.manager_port,
+                 ", ".join(f"{v.name} ({v.backend}: {v.path})" for v in self.ctx.volumes.values()))
+        if self.ready_file:
+            tmp = Path(self.ready_file + ".tmp")
+            tmp.write_text(json.dumps({"pid": os.getpid(), "client_port": self.client_port,
+                                       "manager_port": self.manager_port}))
+            tmp.rename(self.ready_file)
+
+    async def shutdown(self) -> None:
+        if self._cleanup is not None:
+            self._cleanup.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._cleanup
+        await self.ctx.close()
+
+    async def _cleanup_loop(self) -> None:
+        while True:
+            await asyncio.sleep(CLEANUP_INTERVAL_S)
+            try:
+                removed = await asyncio.get_running_loop().run_in_executor(None, self.ctx.cleanup_uploads)
+                if removed:
+                    log.info("removed %d expired partial uploads", removed)
+            except OSError as e:
+                log.warning("cleaning up partial uploads failed: %s", e)
+
+
+def _raise_fd_limit() -> None:
+    """Walks hold a descriptor or two per directory level; allow many."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft < want:
+        with suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, 1 << 20), hard))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the storage proxy."""
+    import uvicorn
+
+    parser = argparse.ArgumentParser(prog="backend.ai-storage-proxy")
+    parser.add_argument("-f", "--config", help="path to storage-proxy.toml")
+    parser.add_argument("--debug", action="store_true")
+    parser.add_argument("--ready-file", help=argparse.SUPPRESS)  # tests: ports are written here once serving
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(StorageProxyConfig, "storage-proxy", args.config)
+        app = StorageProxyApp(config, args.ready_file)
+    except (ConfigError, ValueError) as e:
+        print(f"storage-proxy: {e}", file=sys.stderr)
+        sys.exit(2)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _raise_fd_limit()
+    try:
+        socks = app.bind()
+    except OSError as e:
+        print(f"storage-proxy: cannot listen: {e}", file=sys.stderr)
+        sys.exit(2)
+    uv_config: Any = uvicorn.Config(app, lifespan="on", log_level="debug" if args.debug else "warning",
+                                    access_log=args.debug, timeout_keep_alive=30)
+    uvicorn.Server(uv_config).run(sockets=socks)
+
+
+if __name__ == "__main__":
+    main()
