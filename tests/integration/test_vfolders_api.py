@@ -15,6 +15,7 @@ import itertools
 import json
 import secrets
 import socket
+import subprocess
 import unicodedata
 import uuid
 from collections.abc import Iterator
@@ -692,7 +693,7 @@ def test_gql_vfolder_list(w: World) -> None:
     f = w.folder(own, w.carol, quota=5 * 2**20)
     g = w.folder(grp, w.dadmin, group_id=w.team)
     other = w.folder(w.uniq("gq-other"), w.outsider)
-    q = ("query($ak: String, $d: String, $g: String) { vfolder_list(limit: 100, offset: 0, access_key: $ak, "
+    q = ("query($ak: String, $d: String, $g: UUID) { vfolder_list(limit: 100, offset: 0, access_key: $ak, "
          "domain_name: $d, group_id: $g, order: \"name\") { total_count items { id name host user group "
          "ownership_type max_size quota num_files cur_size created_at } } }")
 
@@ -720,3 +721,44 @@ def test_gql_vfolder_list(w: World) -> None:
     assert {f["id"], g["id"], other["id"]} <= set(items(ADMIN))
     r = w.gql("{ vfolders { id name } }", who=w.carol)
     assert {i["id"] for i in r.json()["data"]["vfolders"]} == set(mine)
+
+
+# --- the upstream 22.03 client -------------------------------------------------------------------------------
+
+
+def test_upstream_2203_client_vfolder_commands(w: World, tmp_path: Path) -> None:
+    """The upstream client's ``vfolder`` commands (REST, GraphQL ``vfolder_list``, tus uploads, downloads)."""
+    if "sqlite" not in w.m.db_url:
+        pytest.skip("the wire format does not depend on the database; run once (SQLite)")
+    from .test_cli_sdk import _upstream_client
+
+    client = _upstream_client()
+    env = {**w.m.env(w.alice), "PYTHONWARNINGS": "ignore"}
+
+    def run(*args: str) -> str:
+        out = subprocess.run([str(client), *args], env=env, capture_output=True, text=True, timeout=120,
+                             cwd=tmp_path, input="y\n")
+        assert out.returncode == 0 and "✘" not in out.stdout + out.stderr, (args, out.stdout, out.stderr)
+        return out.stdout + out.stderr
+
+    name = w.uniq("up")
+    assert "local:volume1" in run("vfolder", "list-hosts")
+    run("vfolder", "create", name)
+    assert name in run("vfolder", "list")
+    (tmp_path / "data.txt").write_text("upstream bytes")
+    run("vfolder", "upload", name, "data.txt")
+    assert w.download(name, "data.txt", w.alice) == b"upstream bytes"
+    assert "Number of files: 1" in run("vfolder", "info", name)
+    run("vfolder", "mkdir", name, "sub")
+    (tmp_path / "data.txt").unlink()
+    run("vfolder", "download", name, "data.txt")
+    assert (tmp_path / "data.txt").read_text() == "upstream bytes"
+    run("vfolder", "rename-file", name, "data.txt", "renamed.txt")
+    run("vfolder", "update-options", name, "--set-cloneable", "true")
+    clone = w.uniq("upc")
+    assert "complete" in run("vfolder", "clone", name, clone, "local:volume1")
+    assert set(w.ls(clone, w.alice)) == {"renamed.txt", "sub"}
+    run("vfolder", "rm", name, "renamed.txt")
+    assert set(w.ls(name, w.alice)) == {"sub"}
+    run("vfolder", "delete", clone)
+    assert clone not in w.names(w.alice)

@@ -105,7 +105,7 @@ def _to_gql(vf: VFolder, email: str | None, gname: str | None) -> VirtualFolder:
     )
 
 
-def vfolder_scope(ctx: GQLContext, *, domain_name: str | None = None, group_id: str | None = None,
+def vfolder_scope(ctx: GQLContext, *, domain_name: str | None = None, group_id: uuid.UUID | str | None = None,
                   access_key: str | None = None) -> list[Any]:
     """WHERE conditions limiting folders to what the caller may see, narrowed by the given filters."""
     conds: list[Any] = []
@@ -144,7 +144,7 @@ class Query:
     @strawberry.field(description="One page of virtual folders within the caller's scope.")
     async def vfolder_list(
         self, info: Info, limit: int = 20, offset: int = 0, order_key: str | None = None,
-        order_asc: bool | None = True, domain_name: str | None = None, group_id: str | None = None,
+        order_asc: bool | None = True, domain_name: str | None = None, group_id: uuid.UUID | None = None,
         access_key: str | None = None, filter: str | None = None, order: str | None = None,
     ) -> VirtualFolderList:
         ctx = context(info)
@@ -163,7 +163,7 @@ class Query:
 
     @strawberry.field(description="Every virtual folder within the caller's scope (admins: of the domain).")
     async def vfolders(
-        self, info: Info, domain_name: str | None = None, group_id: str | None = None,
+        self, info: Info, domain_name: str | None = None, group_id: uuid.UUID | None = None,
         access_key: str | None = None,
     ) -> list[VirtualFolder]:
         ctx = context(info)
