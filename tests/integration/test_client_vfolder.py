@@ -305,10 +305,26 @@ def test_cli_errors_are_one_line(stack: Stack, tmp_path: Path) -> None:
     stack.fails("vfolder", "invite", "x", "not-an-email", code=2, needles=("email",))
     stack.fails("vfolder", "upload", "x", "missing-file.txt", cwd=tmp_path, needles=("No such file",))
     stack.fails("vfolder", "update-options", "x", code=2, needles=("Nothing to update",))
-    stack.fails("vfolder", "cp", "x", "a", "b", needles=("not supported",))
+    stack.fails("vfolder", "cp", "x", "a", "b", code=2, needles=("FOLDER:",))
+    stack.fails("vfolder", "cp", "a:x", "b", "c:", code=2, needles=("FOLDER:",))
     stack.ok("vfolder", "create", "errs")
     stack.fails("vfolder", "download", "errs", "../../etc/passwd", cwd=tmp_path)
     stack.fails("vfolder", "download", "errs", "nothing-here.txt", cwd=tmp_path, needles=("404",))
     stack.fails("vfolder", "create", "errs", needles=("409",))  # duplicate name
     assert list(tmp_path.iterdir()) == []  # nothing written by the failed downloads
     stack.ok("vfolder", "delete", "errs")
+
+
+def test_cp_uploads_and_downloads_scp_style(stack: Stack, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("alpha")
+    (src / "b.bin").write_bytes(os.urandom(70_000))
+    stack.ok("vfolder", "create", "cpdata")
+    stack.ok("vfolder", "cp", str(src / "a.txt"), str(src / "b.bin"), "cpdata:")
+    out = tmp_path / "out"
+    stack.ok("vfolder", "cp", "cpdata:a.txt", "cpdata:b.bin", str(out))
+    assert (out / "a.txt").read_text() == "alpha"
+    assert (out / "b.bin").read_bytes() == (src / "b.bin").read_bytes()
+    stack.fails("vfolder", "cp", str(src / "a.txt"), "cpdata:sub/", code=2, needles=("FOLDER:",))
+    stack.ok("vfolder", "delete", "cpdata")

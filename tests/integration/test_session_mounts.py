@@ -100,3 +100,16 @@ def test_mount_refusals_create_nothing(cluster: Cluster) -> None:
         assert cluster.request("GET", f"/session/{sess}").status_code == 404
     assert cluster.request("DELETE", f"/folders/{mine}").status_code in (200, 204)
     assert cluster.request("DELETE", f"/folders/{theirs}", who=ADMIN).status_code in (200, 204)
+
+
+def test_keypair_vfolders_lists_the_owners_folders(cluster: Cluster) -> None:
+    name = f"kpv-{secrets.token_hex(3)}"
+    _folder(cluster, name)
+    q = 'query($a: String) { keypair(access_key: $a) { access_key vfolders { name host ownership_type } } }'
+    r = cluster.request("POST", "/admin/gql", {"query": q, "variables": {"a": USER["access_key"]}})
+    assert r.status_code == 200, r.text
+    folders = {f["name"]: f for f in r.json()["data"]["keypair"]["vfolders"]}
+    assert folders[name] == {"name": name, "host": "local:volume1", "ownership_type": "user"}
+    r = cluster.request("POST", "/admin/gql", {"query": q, "variables": {"a": ADMIN["access_key"]}}, who=ADMIN)
+    assert name not in {f["name"] for f in r.json()["data"]["keypair"]["vfolders"]}
+    assert cluster.request("DELETE", f"/folders/{name}").status_code in (200, 204)

@@ -7,6 +7,7 @@ Bad arguments exit with 2 before anything is sent; refusals by the server exit w
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -343,13 +344,53 @@ def request_download(name: str, path: str, archive: bool) -> None:
 
 
 @vfolder.command()
-@click.argument("name")
-@click.argument("src")
-@click.argument("dst")
-def cp(name: str, src: str, dst: str) -> None:
-    """Copy a file inside a folder (not supported)."""
-    fail("Copying files inside a virtual folder is not supported: use 'vfolder clone' for a whole folder, "
-         "or download and upload the file.")
+@click.argument("paths", nargs=-1, required=True)
+def cp(paths: tuple[str, ...]) -> None:
+    """Copy files between this machine and a folder, scp-style (FOLDER:PATH names a folder's side).
+
+    \b
+    backend.ai vfolder cp a.csv b.csv data:          upload into the root of folder "data"
+    backend.ai vfolder cp data:a.csv data:dir ./out  download into ./out (paths kept)
+    """
+    if len(paths) < 2:
+        raise click.UsageError("Give at least one source and a destination.")
+    *sources, dest = paths
+
+    def remote(p: str) -> tuple[str, str] | None:
+        folder, sep, rel = p.partition(":")
+        return (folder, rel) if sep and folder and "/" not in folder else None
+
+    rdest = remote(dest)
+    rsources = [remote(p) for p in sources]
+    if rdest is not None and not any(rsources):
+        if rdest[1].strip("/"):
+            raise click.UsageError("Uploads go to the folder's root: write the destination as FOLDER: .")
+        by_parent: dict[str, list[str]] = {}
+        for src in sources:
+            by_parent.setdefault(os.path.dirname(os.path.abspath(src)), []).append(src)
+        target = rdest[0]
+
+        async def _upload_all(api: Any) -> list[Any]:
+            out: list[Any] = []
+            for base, files in by_parent.items():
+                out += await api.VFolder(target).upload(files, basedir=base, show_progress=_progress_enabled())
+            return out
+
+        results = run_api(_upload_all)
+        _done(f"Uploaded {len(results)} file(s) to {target}.", results)
+        return
+    if rdest is None and all(rsources):
+        folders = {r[0] for r in rsources if r is not None}
+        if len(folders) != 1:
+            raise click.UsageError("Download from one folder at a time.")
+        folder = folders.pop()
+        rels = [r[1] for r in rsources if r is not None]
+        results = run_api(lambda api: api.VFolder(folder).download(rels, basedir=dest,
+                                                                   show_progress=_progress_enabled()))
+        _done(f"Downloaded {sum(len(r['files']) for r in results)} file(s) from {folder}.", results)
+        return
+    raise click.UsageError("Either every source is a FOLDER:PATH and the destination a local directory, "
+                           "or every source is local and the destination is FOLDER: .")
 
 
 @vfolder.command()

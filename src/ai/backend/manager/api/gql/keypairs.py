@@ -6,6 +6,7 @@ authentication on its next request (authentication reads the keypair row every t
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -22,6 +23,7 @@ from ...models import KeyPair as KeyPairRow
 from ...models import KeyPairResourcePolicy, SessionRow
 from ...models import User as UserRow
 from ...models.sessions import ACTIVE_STATUSES
+from ...models.vfolders import VFolder as VFolderRow
 from .base import (
     ADMIN,
     MONITOR,
@@ -39,6 +41,9 @@ from .base import (
     scoped_domain,
     updates_from,
 )
+from .vfolders import VirtualFolder
+from .vfolders import _query as folder_query
+from .vfolders import _to_gql as folder_to_gql
 
 
 @strawberry.type
@@ -66,6 +71,15 @@ class KeyPair:
     domain_name: str
     ssh_public_key: str | None
     user_info: UserInfo
+
+    @strawberry.field(description="The virtual folders the keypair's user owns.")
+    async def vfolders(self, info: Info) -> list[VirtualFolder]:
+        ctx = context(info)
+        async with ctx.db() as db:
+            rows = (await db.execute(
+                folder_query([VFolderRow.user == uuid.UUID(str(self.user))]).order_by(VFolderRow.created_at)
+            )).all()
+        return [folder_to_gql(vf, email, gname) for vf, email, gname in rows]
 
 
 @strawberry.type
