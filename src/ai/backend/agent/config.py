@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 
 class _Section(BaseModel):
@@ -22,6 +22,20 @@ class AgentSection(_Section):
     cluster_secret: str = Field("change-me-cluster-secret", alias="cluster-secret", min_length=8)
     heartbeat_interval: float = Field(3.0, alias="heartbeat-interval", gt=0)
     region: str = "local"
+    # Compute plugins to load (see accelerators/); the mock-accelerator doc spells it "allowed-compute-plugins".
+    allow_compute_plugins: list[str] = Field(
+        default_factory=list, validation_alias=AliasChoices("allow-compute-plugins", "allowed-compute-plugins"),
+    )
+
+    @field_validator("allow_compute_plugins")
+    @classmethod
+    def _known_plugins(cls, names: list[str]) -> list[str]:
+        from .accelerators import KNOWN_PLUGINS
+
+        unknown = [n for n in names if n not in KNOWN_PLUGINS]
+        if unknown:
+            raise ValueError(f"unknown compute plugin(s) {', '.join(unknown)} (known: {', '.join(KNOWN_PLUGINS)})")
+        return names
 
 
 class ContainerSection(_Section):
@@ -43,10 +57,25 @@ class ResourceSection(_Section):
     reserved_mem: str = Field("512m", alias="reserved-mem")
 
 
+class MockPluginSection(_Section):
+    # The mock accelerator TOML (upstream's mock-accelerator.toml format); relative to the working directory.
+    config: str = "mock-accelerator.toml"
+
+
+class CudaPluginSection(_Section):
+    library: str = "libnvidia-ml.so.1"
+
+
+class PluginsSection(_Section):
+    mock: MockPluginSection = Field(default_factory=MockPluginSection)  # type: ignore[arg-type]
+    cuda: CudaPluginSection = Field(default_factory=CudaPluginSection)  # type: ignore[arg-type]
+
+
 class AgentConfig(_Section):
     agent: AgentSection = Field(default_factory=AgentSection)  # type: ignore[arg-type]
     container: ContainerSection = Field(default_factory=ContainerSection)  # type: ignore[arg-type]
     resource: ResourceSection = Field(default_factory=ResourceSection)  # type: ignore[arg-type]
+    plugins: PluginsSection = Field(default_factory=PluginsSection)  # type: ignore[arg-type]
 
     def rpc_addr(self) -> str:
         if self.agent.advertised_addr:

@@ -21,6 +21,7 @@ from aiodocker.exceptions import DockerError
 from ai.backend.common.problems import InvalidAPIParameters, NotFound, ProblemError
 from ai.backend.common.types import BinarySize
 
+from .accelerators import AcceleratorManager
 from .config import AgentConfig
 from .kernel_tasks import BOOTSTRAP_PATH, TaskLog, dotfile_path, drive_batch, files_tar, parse_perm
 from .runner_client import RunnerClient, RunnerConnectionError
@@ -100,8 +101,11 @@ class DockerBackend:
     def __init__(
         self, config: AgentConfig, on_kernel_exit: KernelEventCallback,
         on_kernel_event: Callable[[str, str], Awaitable[None]] | None = None,
+        accelerators: AcceleratorManager | None = None,
     ) -> None:
         self.config = config
+        # Compute plugins: which kernel holds which accelerator devices.
+        self.accelerators = accelerators if accelerators is not None else AcceleratorManager()
         self._on_kernel_event = on_kernel_event or _ignore_event
         self.docker = aiodocker.Docker()
         self.kernels: dict[str, KernelState] = {}
@@ -183,6 +187,8 @@ class DockerBackend:
                     meta = json.loads((scratch / "kernel.json").read_text())
                 except (OSError, ValueError):
                     meta = {}
+                if isinstance(meta, dict) and meta.get("accelerators"):
+                    self.accelerators.restore(kid, meta["accelerators"])
                 if isinstance(meta, dict) and isinstance(meta.get("batch_run_id"), str):
                     # The batch task kept running in the container; follow it again.
                     self._start_batch_task(state, {}, meta["batch_run_id"], resume=True)
@@ -204,9 +210,10 @@ class DockerBackend:
     def _container_config(
         self, image: str, labels: dict[str, str], cpu: Decimal, mem: int, ipc: Path, environ: dict[str, str],
         extra_labels: dict[str, str], hostname: str, mounts: list[str] | None = None,
+        host_extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         cc = self.config.container
-        return {
+        config: dict[str, Any] = {
             "Image": image,
             "Cmd": ["python3", "-I", f"{RUNNER_MOUNT}/runner.py", "--socket", f"{IPC_MOUNT}/runner.sock",
                     "--runtime-type", labels.get("ai.backend.runtime-type", "python"), "--workdir", "/home/work",
@@ -230,6 +237,8 @@ class DockerBackend:
                 "AutoRemove": False,
             },
         }
+        config["HostConfig"].update(host_extra or {})  # accelerator devices (DeviceRequests)
+        return config
 
     async def _launch(
         self, config: dict[str, Any], name: str, scratch: Path
@@ -351,6 +360,19 @@ class DockerBackend:
         return None
 
     async def create_kernel(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Take the kernel's accelerator devices (409 when they are not free), then start it."""
+        kid = str(spec["kernel_id"])
+        if kid in self.kernels or self.accelerators.holds(kid):
+            raise InvalidAPIParameters(f"Kernel {kid} already exists on this agent.")
+        slots = spec.get("slots") or {}
+        self.accelerators.allocate(kid, slots if isinstance(slots, dict) else {})
+        try:
+            return await self._create_kernel(spec)
+        except BaseException:
+            self.accelerators.release(kid)
+            raise
+
+    async def _create_kernel(self, spec: dict[str, Any]) -> dict[str, Any]:
         """Start a kernel (from a pre-started spare when there is one) and report the phase timings."""
         kid = str(spec["kernel_id"])
         if kid in self.kernels:
@@ -379,12 +401,14 @@ class DockerBackend:
             "BACKENDAI_CLUSTER_LOCAL_RANK": "0",
             "BACKENDAI_CLUSTER_REPLICAS": f"{spec.get('cluster_role', 'main')}:1",
         })
+        accel_env, accel_host = self.accelerators.container_config(kid)
+        environ.update(accel_env)
         kernel_labels = {LABEL_KERNEL: kid, LABEL_SESSION: str(spec["session_id"]),
                          LABEL_OWNER: str(spec.get("access_key", ""))}
         binds = folder_binds(spec.get("mounts"))
         t = time.monotonic()
-        # A running spare cannot gain bind mounts: sessions with folders start a fresh container.
-        state = None if binds else await self._take_pooled(image)
+        # A running spare cannot gain bind mounts or devices: such sessions start a fresh container.
+        state = None if binds or self.accelerators.holds(kid) else await self._take_pooled(image)
         if state is not None:
             state.kernel_id = kid
             self.kernels[kid] = state
@@ -411,7 +435,7 @@ class DockerBackend:
             scratch = self.scratch_root / kid
             ipc = self._prepare_scratch(scratch)
             config = self._container_config(image, labels, cpu, mem, ipc, environ, kernel_labels,
-                                            str(spec.get("cluster_hostname", "main1")), binds)
+                                            str(spec.get("cluster_hostname", "main1")), binds, accel_host)
             cid, runner, launch_phases = await self._launch(config, f"bai-kernel-{kid}", scratch)
             phases.update(launch_phases)
             state = KernelState(kid, cid, scratch, runner)
@@ -462,6 +486,8 @@ class DockerBackend:
             phases["bootstrap_exit_code"] = outcome.exit_code
             state.task_log.write(f"[bootstrap script exited with {outcome.exit_code}]\n")
         meta: dict[str, Any] = {LABEL_KERNEL: state.kernel_id}
+        if self.accelerators.holds(state.kernel_id):
+            meta["accelerators"] = self.accelerators.to_json(state.kernel_id)  # restored by _reattach
         startup = spec.get("startup_command")
         if spec.get("session_type") == "batch" and isinstance(startup, str) and startup.strip():
             run_id = f"batch-{state.kernel_id}"
@@ -513,6 +539,7 @@ class DockerBackend:
         if state.runner:
             await state.runner.close()
         self.kernels.pop(state.kernel_id, None)
+        self.accelerators.release(state.kernel_id)
         await self._on_kernel_exit(state.kernel_id, reason, exit_code, stats=stats, task_log=state.task_log.text())
         await self._remove(state.container_id, state.scratch)
 
@@ -586,6 +613,7 @@ class DockerBackend:
         if state.runner:
             await state.runner.close()
         self.kernels.pop(kid, None)
+        self.accelerators.release(kid)
         # Killing and removing take Docker a few hundred milliseconds; the caller need not wait for it.
         task = asyncio.create_task(self._remove(state.container_id, state.scratch))
         self._bg_tasks.add(task)
@@ -640,6 +668,7 @@ class DockerBackend:
                         continue
                     kid = state.kernel_id
                     state.destroying = True
+                    self.accelerators.release(kid)  # before the manager hears of the end and places another
                     try:
                         info = await self.docker.containers.container(state.container_id).show()
                     except DockerError:

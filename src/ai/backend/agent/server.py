@@ -21,6 +21,7 @@ from ai.backend.common.auth import CLUSTER_SECRET_HEADER
 from ai.backend.common.config import ConfigError, load_config
 from ai.backend.common.problems import PROBLEM_BASE, AuthorizationFailed, InvalidAPIParameters, ProblemError
 
+from .accelerators import AcceleratorManager, PluginError, load_plugins
 from .config import AgentConfig
 from .docker_backend import DockerBackend
 from .files import KernelFiles
@@ -35,12 +36,13 @@ VERSION = "0.1.0"
 class Agent:
     """Glue between the backend, the manager and the RPC app."""
 
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(self, config: AgentConfig, accelerators: AcceleratorManager | None = None) -> None:
         self.config = config
-        self.capacity = detect_capacity(config.resource)
+        self.accelerators = accelerators if accelerators is not None else load_plugins(config)
+        self.capacity = detect_capacity(config.resource) + self.accelerators.available_slots()
         self.http = httpx.AsyncClient(base_url=config.agent.manager_url, timeout=10.0,
                                       headers={CLUSTER_SECRET_HEADER: config.agent.cluster_secret})
-        self.backend = DockerBackend(config, self.on_kernel_exit, self.on_kernel_event)
+        self.backend = DockerBackend(config, self.on_kernel_exit, self.on_kernel_event, self.accelerators)
         self.files = KernelFiles(self.backend)
         self.host_stats = HostStats()
 
@@ -69,6 +71,7 @@ class Agent:
             "id": self.config.agent.id, "addr": self.config.rpc_addr(),
             "scaling_group": self.config.agent.scaling_group, "region": self.config.agent.region,
             "available_slots": self.capacity.to_json(), "version": VERSION,
+            "slot_types": self.accelerators.slot_types(), "compute_plugins": self.accelerators.metadata(),
             "architecture": platform.machine(), "images": await self.backend.list_images(),
             "kernels": list(self.backend.kernels), "live_stat": self.host_stats.sample(),
             "kernel_stats": await self.backend.live_stats(),
@@ -110,12 +113,12 @@ class ClusterSecretMiddleware:
         await self.app(scope, receive, send)
 
 
-def create_app(config: AgentConfig) -> FastAPI:
-    """The agent's RPC application."""
+def create_app(config: AgentConfig, accelerators: AcceleratorManager | None = None) -> FastAPI:
+    """The agent's RPC application (``accelerators``: the loaded compute plugins, else loaded here)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        agent = Agent(config)
+        agent = Agent(config, accelerators)
         app.state.agent = agent
         await agent.backend.start()
         hb = asyncio.create_task(agent.heartbeat_loop())
@@ -234,7 +237,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(config), host=config.agent.rpc_listen_host, port=config.agent.rpc_listen_port,
+    try:
+        accelerators = load_plugins(config)
+    except PluginError as e:
+        print(f"agent: {e}", file=sys.stderr)
+        sys.exit(2)
+    uvicorn.run(create_app(config, accelerators), host=config.agent.rpc_listen_host, port=config.agent.rpc_listen_port,
                 log_level="debug" if args.debug else "warning", access_log=args.debug)
 
 

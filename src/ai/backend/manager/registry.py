@@ -219,7 +219,12 @@ class SessionRegistry:
                 raise InvalidAPIParameters("Multi-container sessions are not available yet on this server.")
             mins = image_min_slots(image)
             requested = p.resources.filled(mins)
-            unknown = [k for k in requested if k not in ("cpu", "mem")]
+            unknown = [k for k, v in requested.items() if k not in ("cpu", "mem") and v > 0]
+            if unknown:
+                # Accelerator slots are known when an alive agent offers them (its compute plugins).
+                alive = (await db.execute(select(Agent.available_slots).where(Agent.status == "ALIVE"))).scalars()
+                offered = {str(k) for slots in alive for k in (slots or {})}
+                unknown = [k for k in unknown if k not in offered]
             if unknown:
                 raise InvalidAPIParameters(f"Unknown resource slot(s): {', '.join(sorted(unknown))}.")
             below = [k for k, v in mins.items() if requested.get(k, Decimal(0)) < v]

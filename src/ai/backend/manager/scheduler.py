@@ -1,12 +1,20 @@
 """The scheduler: places PENDING sessions on agents with free capacity, per scaling group in the order
 of the group's ``scheduler`` policy: ``fifo`` (oldest first), ``lifo`` (newest first) or ``drf``
 (dominant resource fairness: the session of the access key with the smallest dominant share of the
-group's capacity first, oldest first among equals). A session that does not fit does not block the
-ones behind it.
+group's capacity first, oldest first among equals), on the agent the group's
+``scheduler_opts.agent_selection_strategy`` picks (``dispersed`` by default, or ``concentrated``).
+A session that cannot start does not block the ones behind it.
 
-Each pass reads a snapshot of pending sessions and agents, decides in memory, and writes every
-placement in one transaction, so an agent is never overcommitted. Passes are triggered by events
-(a new session, a session ending, an agent joining) with a periodic safety pass.
+Each pass reads a snapshot (pending sessions, agents, the owners' keypair policies and what their
+sessions hold, the scaling groups they may still use, the images' architectures), decides with the pure
+functions of :mod:`.scheduling`, and writes every placement in one transaction, with the pending rows
+and the agents locked, so an agent is never overcommitted. A session left waiting gets the reason in
+``status_info`` and ``status_data.scheduler = {"predicates", "retries", "last_try"}``; both are cleared
+when it is placed. Passes are triggered by events (a new session, a session ending, an agent joining)
+with a periodic safety pass.
+
+:func:`handle_lost_agents` is the other half of agent health: the sessions of an agent that stopped
+sending heartbeats are flagged, then terminated after a grace period.
 """
 
 from __future__ import annotations
@@ -14,45 +22,39 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Sequence
-from datetime import datetime
-from decimal import Decimal
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ai.backend.common.types import ResourceSlot
 
-from .models import Agent, Kernel, ScalingGroup, SessionRow
+from .models import Agent, Image, Kernel, KeyPair, KeyPairResourcePolicy, ScalingGroup, SessionRow
 from .models.base import utcnow
 from .models.sessions import ACTIVE_STATUSES
+from .quota import policy_limits
 from .registry import SessionRegistry
+from .scheduling import (
+    POLICIES,
+    AgentState,
+    GroupSettings,
+    KeypairState,
+    PassPlan,
+    PendingSession,
+    dominant_share,
+    plan_pass,
+    pop_next,
+    selection_strategy,
+)
+from .sgroups import allowed_scaling_groups
+
+__all__ = ["AGENT_LOST", "POLICIES", "Scheduler", "dominant_share", "handle_lost_agents", "pop_next"]
 
 log = logging.getLogger(__name__)
 
-NO_CAPACITY = "no agent has enough free resources; waiting in the queue"
-POLICIES = ("fifo", "lifo", "drf")
-
-
-def dominant_share(using: ResourceSlot | None, capacity: ResourceSlot) -> Decimal:
-    """The largest fraction of any slot of ``capacity`` that ``using`` occupies (0 for nothing)."""
-    shares = [v / capacity[k] for k, v in (using or {}).items() if capacity.get(k, Decimal(0)) > 0]
-    return max(shares, default=Decimal(0))
-
-
-def pop_next(
-    queue: list[SessionRow], policy: str, usage: dict[str, ResourceSlot], capacity: ResourceSlot
-) -> SessionRow:
-    """Remove and return the session ``policy`` serves next from ``queue`` (sorted oldest first).
-
-    For ``drf``, ``usage`` maps access keys to what they occupy in the scaling group now.
-    """
-    if policy == "lifo":
-        return queue.pop()
-    if policy == "drf":
-        best = min(range(len(queue)), key=lambda i: (dominant_share(usage.get(queue[i].access_key), capacity), i))
-        return queue.pop(best)
-    return queue.pop(0)
+AGENT_LOST = "agent-lost"
+HOLDING = ACTIVE_STATUSES - {"PENDING"}  # what counts against a keypair's policy at scheduling time
 
 
 class Scheduler:
@@ -79,82 +81,150 @@ class Scheduler:
         """One pass; returns the ids of the sessions placed."""
         reg = self.registry
         now = utcnow()
-        placed: list[str] = []
         async with reg.db() as db:
-            pending = (
+            rows = (
                 await db.execute(
                     select(SessionRow).where(SessionRow.status == "PENDING").order_by(SessionRow.created_at)
+                    .with_for_update()
                 )
             ).scalars().all()
-            if not pending:
-                return placed
+            if not rows:
+                return []
             agents = (
                 await db.execute(
                     select(Agent).where(Agent.status == "ALIVE", Agent.schedulable.is_(True)).with_for_update()
                 )
             ).scalars().all()
-            free = {
-                a.id: ResourceSlot.from_json(a.available_slots) - ResourceSlot.from_json(a.occupied_slots)
-                for a in agents
-            }
-            policies = dict((await db.execute(select(ScalingGroup.name, ScalingGroup.scheduler))).all())
-            queues: dict[str, list[SessionRow]] = {}
-            for session in pending:
-                queues.setdefault(session.scaling_group, []).append(session)
-            usage: dict[tuple[str, str], ResourceSlot] = {}
-            if any(policies.get(sg) == "drf" for sg in queues):
-                for sg, ak, occ in (
-                    await db.execute(
-                        select(SessionRow.scaling_group, SessionRow.access_key, SessionRow.occupying_slots)
-                        .where(SessionRow.status.in_(ACTIVE_STATUSES - {"PENDING"}))
-                    )
-                ).all():
-                    usage[(sg, ak)] = usage.get((sg, ak), ResourceSlot()) + ResourceSlot.from_json(occ)
-            for sgroup, queue in queues.items():
-                policy = policies.get(sgroup, "fifo")
-                capacity = sum(
-                    (ResourceSlot.from_json(a.available_slots) for a in agents if a.scaling_group == sgroup),
-                    ResourceSlot(),
-                )
-                group_usage = {ak: slots for (sg, ak), slots in usage.items() if sg == sgroup}
-                while queue:
-                    session = pop_next(queue, policy, group_usage, capacity)
-                    if await self._place(db, session, agents, free, now):
-                        placed.append(str(session.id))
-                        group_usage[session.access_key] = (
-                            group_usage.get(session.access_key, ResourceSlot())
-                            + ResourceSlot.from_json(session.requested_slots)
-                        )
+            pending = await _pending_snapshot(db, rows)
+            plan = plan_pass(
+                pending,
+                [AgentState(a.id, a.scaling_group, ResourceSlot.from_json(a.available_slots),
+                            ResourceSlot.from_json(a.occupied_slots), a.architecture or "x86_64") for a in agents],
+                await _keypair_snapshot(db, rows),
+                {name: GroupSettings(policy or "fifo", selection_strategy(opts)) for name, policy, opts in (
+                    await db.execute(select(ScalingGroup.name, ScalingGroup.scheduler, ScalingGroup.scheduler_opts))
+                ).all()},
+                await _usage_snapshot(db),
+                now,
+            )
+            await self._apply(db, plan, {str(r.id): r for r in rows}, {a.id: a for a in agents}, now)
             await db.commit()
+        placed = [sid for sid, _ in plan.placements]
         for sid in placed:
             reg.spawn(reg.start_session(uuid.UUID(sid)))
         return placed
 
-    async def _place(
-        self, db: AsyncSession, session: SessionRow, agents: Sequence[Agent], free: dict[str, ResourceSlot],
-        now: datetime,
-    ) -> bool:
-        """Place one pending session on the fullest agent of its group that fits; False if none does."""
-        if session.starts_at is not None and session.starts_at > now:
-            info = f"reserved to start at {session.starts_at.isoformat()}"
-            if session.status_info != info:
-                session.status_info = info
-            return False
-        requested = ResourceSlot.from_json(session.requested_slots)
-        candidates = [a for a in agents if a.scaling_group == session.scaling_group and requested.fits_in(free[a.id])]
-        if not candidates:
-            if session.status_info != NO_CAPACITY:
-                session.status_info = NO_CAPACITY
-            return False
-        # Concentrated placement: the agent with the least free memory that still fits.
-        agent = min(candidates, key=lambda a: free[a.id].get("mem", Decimal(0)))
-        free[agent.id] = free[agent.id] - requested
-        agent.occupied_slots = (ResourceSlot.from_json(agent.occupied_slots) + requested).to_json()
-        kernel = (await db.execute(select(Kernel).where(Kernel.session_id == session.id))).scalar_one()
-        kernel.agent = agent.id
-        kernel.agent_addr = agent.addr
-        kernel.occupied_slots = requested.to_json()
-        kernel.status = "SCHEDULED"
-        await self.registry.set_status(db, session, "SCHEDULED", "")
-        session.occupying_slots = requested.to_json()
-        return True
+    async def _apply(self, db: AsyncSession, plan: PassPlan, rows: dict[str, SessionRow],
+                     agents: dict[str, Agent], now: datetime) -> None:
+        """Write the plan: placements (SCHEDULED, reasons cleared) and the reasons of those left waiting."""
+        for sid, agent_id in plan.placements:
+            session, agent = rows[sid], agents[agent_id]
+            requested = ResourceSlot.from_json(session.requested_slots)
+            agent.occupied_slots = (ResourceSlot.from_json(agent.occupied_slots) + requested).to_json()
+            kernel = (await db.execute(select(Kernel).where(Kernel.session_id == session.id))).scalar_one()
+            kernel.agent = agent.id
+            kernel.agent_addr = agent.addr
+            kernel.occupied_slots = requested.to_json()
+            kernel.status = "SCHEDULED"
+            await self.registry.set_status(db, session, "SCHEDULED", "")
+            session.occupying_slots = requested.to_json()
+            if "scheduler" in (session.status_data or {}):
+                session.status_data = {k: v for k, v in session.status_data.items() if k != "scheduler"}
+        for w in plan.waiting:
+            session = rows[w.session_id]
+            reason = w.reason[:256]
+            if session.status_info != reason:
+                session.status_info = reason
+            previous = (session.status_data or {}).get("scheduler") or {}
+            session.status_data = {**(session.status_data or {}), "scheduler": {
+                "predicates": list(w.predicates), "retries": int(previous.get("retries", 0)) + 1,
+                "last_try": now.isoformat()}}
+
+
+async def _pending_snapshot(db: AsyncSession, rows: Any) -> list[PendingSession]:
+    """Pending rows as :class:`PendingSession`: with the image architecture and scaling group access."""
+    arch = dict((await db.execute(
+        select(Image.name, Image.architecture).where(Image.name.in_({r.image for r in rows}))
+    )).all())
+    allowed: dict[tuple[str, uuid.UUID, str], list[str]] = {}
+    out = []
+    for r in rows:
+        key = (r.domain_name, r.group_id, r.access_key)
+        if key not in allowed:
+            # Private groups count: the owner passed the creation checks; what matters is a removed association.
+            allowed[key] = await allowed_scaling_groups(db, domain=r.domain_name, group_id=r.group_id,
+                                                        access_key=r.access_key, include_private=True)
+        out.append(PendingSession(str(r.id), r.access_key, r.scaling_group, ResourceSlot.from_json(r.requested_slots),
+                                  r.starts_at, arch.get(r.image), r.scaling_group in allowed[key]))
+    return out
+
+
+async def _keypair_snapshot(db: AsyncSession, rows: Any) -> dict[str, KeypairState]:
+    """The policy and holdings of each owner of a pending session."""
+    keys = {r.access_key for r in rows}
+    asked: dict[str, set[str]] = {}
+    for r in rows:
+        asked.setdefault(r.access_key, set()).update(r.requested_slots or {})
+    holding: dict[str, tuple[ResourceSlot, int]] = {}
+    for ak, slots in (await db.execute(
+        select(SessionRow.access_key, SessionRow.requested_slots)
+        .where(SessionRow.access_key.in_(keys), SessionRow.status.in_(HOLDING))
+    )).all():
+        using, n = holding.get(ak, (ResourceSlot(), 0))
+        holding[ak] = (using + ResourceSlot.from_json(slots), n + 1)
+    out = {}
+    for ak, policy in (await db.execute(
+        select(KeyPair.access_key, KeyPairResourcePolicy)
+        .join(KeyPairResourcePolicy, KeyPairResourcePolicy.name == KeyPair.resource_policy)
+        .where(KeyPair.access_key.in_(keys))
+    )).all():
+        using, n = holding.get(ak, (ResourceSlot(), 0))
+        out[ak] = KeypairState(policy_limits(policy, asked.get(ak, ())), policy.max_concurrent_sessions, using, n)
+    return out
+
+
+async def _usage_snapshot(db: AsyncSession) -> dict[tuple[str, str], ResourceSlot]:
+    """What each keypair occupies in each scaling group (for ``drf``)."""
+    usage: dict[tuple[str, str], ResourceSlot] = {}
+    for sg, ak, occ in (await db.execute(
+        select(SessionRow.scaling_group, SessionRow.access_key, SessionRow.occupying_slots)
+        .where(SessionRow.status.in_(HOLDING))
+    )).all():
+        usage[(sg, ak)] = usage.get((sg, ak), ResourceSlot()) + ResourceSlot.from_json(occ)
+    return usage
+
+
+# ---- lost agents ---------------------------------------------------------------------------------------
+
+# Sessions that were running on an agent; earlier stages fail by themselves when the agent does not answer.
+_ON_AGENT = ("RUNNING", "RESTARTING", "RUNNING_DEGRADED")
+
+
+async def handle_lost_agents(registry: SessionRegistry, grace: float) -> list[str]:
+    """Flag the running sessions of LOST agents with ``status_info = "agent-lost"`` (they may come back:
+    a manager-side outage does not stop containers), unflag them when their agent is ALIVE again, and
+    terminate them with reason ``agent-lost`` once the agent has been lost for ``grace`` seconds,
+    freeing their slots. Returns the ids of the sessions terminated."""
+    now = utcnow()
+    ended: list[str] = []
+    async with registry.db() as db:
+        rows = (await db.execute(
+            select(SessionRow, Agent).join(Kernel, Kernel.session_id == SessionRow.id)
+            .join(Agent, Agent.id == Kernel.agent)
+            .where(SessionRow.status.in_(_ON_AGENT), Kernel.cluster_role == "main")
+        )).all()
+        for session, agent in rows:
+            if agent.status == "LOST":
+                lost_at = agent.lost_at or now
+                if lost_at + timedelta(seconds=grace) <= now:
+                    ended.append(str(session.id))
+                elif session.status_info != AGENT_LOST:
+                    session.status_info = AGENT_LOST
+                    log.warning("session %s: its agent %s is lost", session.id, agent.id)
+            elif agent.status == "ALIVE" and session.status_info == AGENT_LOST:
+                session.status_info = ""
+        await db.commit()
+    for sid in ended:
+        log.warning("terminating session %s: its agent stayed lost for %.0fs", sid, grace)
+        await registry.mark_terminated(uuid.UUID(sid), AGENT_LOST)
+    return ended

@@ -50,7 +50,7 @@ from .models import Agent
 from .models.base import utcnow
 from .ratelimit import ApiUsage, RateLimitMiddleware, make_rate_limiter
 from .registry import SessionRegistry
-from .scheduler import Scheduler
+from .scheduler import Scheduler, handle_lost_agents
 from .session_limits import enforce_session_limits
 from .storage_client import close_storage_client, vfolder_host_path
 
@@ -146,7 +146,8 @@ async def _periodic(interval: float, fn: Callable[[], Awaitable[Any]]) -> None:
 
 
 async def _check_agents(app: FastAPI) -> None:
-    """Mark agents whose heartbeats stopped as LOST so nothing new is scheduled on them."""
+    """Mark agents whose heartbeats stopped as LOST so nothing new is scheduled on them; their running
+    sessions are flagged ``agent-lost`` and terminated after another ``heartbeat-timeout``."""
     cfg: ManagerConfig = app.state.config
     cutoff = utcnow() - timedelta(seconds=cfg.manager.heartbeat_timeout)
     async with app.state.db() as db:
@@ -159,6 +160,7 @@ async def _check_agents(app: FastAPI) -> None:
             agent.status_changed = agent.lost_at
             log.warning("agent %s stopped sending heartbeats; marked LOST", agent.id)
         await db.commit()
+    await handle_lost_agents(app.state.registry, grace=cfg.manager.heartbeat_timeout)
 
 
 def create_app(config: ManagerConfig) -> FastAPI:

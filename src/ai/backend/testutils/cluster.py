@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -100,7 +101,8 @@ class Cluster:
             try:
                 with urllib.request.urlopen(req, timeout=2) as resp:
                     st = json.load(resp)
-                    if not need_agents or (st["agents_alive"] and "python" in st["image_aliases"]):
+                    if not need_agents or (st["agents_alive"] and "python" in st["image_aliases"]
+                                           and self._agent_answers()):
                         return
             except OSError:
                 pass
@@ -109,6 +111,20 @@ class Cluster:
                     raise RuntimeError(f"{name} died: " + (self.state / f"{name}.log").read_text()[-3000:])
             time.sleep(0.2)
         raise RuntimeError("cluster not ready: " + (self.state / "manager.log").read_text()[-2000:])
+
+    def _agent_answers(self) -> bool:
+        """Whether this cluster's agent process answers its RPC port (the manager may still list an agent
+        that was just restarted as alive from before)."""
+        m = re.search(r"rpc-listen-port = (\d+)", (self.state / "agent.toml").read_text())
+        if m is None:
+            return True
+        req = urllib.request.Request(f"http://127.0.0.1:{m.group(1)}/v1/health",
+                                     headers={CLUSTER_SECRET_HEADER: self.secret})
+        try:
+            with urllib.request.urlopen(req, timeout=2):
+                return True
+        except OSError:
+            return False
 
     def containers(self) -> list[str]:
         if not self.agent_id:
@@ -180,9 +196,11 @@ def launch_manager(state: Path, *, db_url: str | None = None, redis_url: str | N
 
 
 def launch_cluster(state: Path, *, cpu: int = 4, mem: str = "4g", db_url: str | None = None,
-                   redis_url: str | None = None, manager_toml: str = "", storage: bool = True) -> Cluster:
+                   redis_url: str | None = None, manager_toml: str = "", storage: bool = True,
+                   agent_toml: str = "") -> Cluster:
     """Write configs under ``state``, create the schema and fixtures, start the servers and wait.
     ``manager_toml`` is appended to ``manager.toml`` (extra tables, e.g. ``[docker-registries."..."]``);
+    ``agent_toml`` goes right after the ``[agent]`` keys (its leading keys extend ``[agent]``, then tables);
     with ``storage`` a storage proxy (volume host ``local:volume1``) serves the cluster's virtual folders."""
     proxy = launch_storage_proxy(state / "storage") if storage else None
     if proxy is not None:
@@ -193,7 +211,7 @@ def launch_cluster(state: Path, *, cpu: int = 4, mem: str = "4g", db_url: str | 
     _write_manager_config(state, mport, secret, db_url, redis_url, None, manager_toml)
     (state / "agent.toml").write_text(
         f'[agent]\nid = "{agent_id}"\nrpc-listen-port = {aport}\nmanager-url = "http://127.0.0.1:{mport}"\n'
-        f'cluster-secret = "{secret}"\nheartbeat-interval = 1.0\n\n'
+        f'cluster-secret = "{secret}"\nheartbeat-interval = 1.0\n{agent_toml}\n\n'
         f'[container]\nscratch-root = "{state}/scratches"\n\n[resource]\ncpu = {cpu}\nmem = "{mem}"\n'
     )
     prepare_database(state / "manager.toml")

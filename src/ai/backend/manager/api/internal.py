@@ -30,6 +30,7 @@ async def heartbeat(request: Request) -> dict[str, Any]:
         addr = str(body["addr"])
         sgroup = str(body.get("scaling_group", "default"))
         slots = ResourceSlot.from_user_input(body["available_slots"]).to_json()
+        plugins = _compute_plugins(body.get("compute_plugins"), body.get("slot_types"))
     except (KeyError, SlotTypeError) as e:
         raise InvalidAPIParameters(f"Malformed heartbeat: {e}.") from None
     reg = request.app.state.registry
@@ -56,6 +57,7 @@ async def heartbeat(request: Request) -> dict[str, Any]:
         agent.version = body.get("version")
         agent.architecture = body.get("architecture", "x86_64")
         agent.region = body.get("region")
+        agent.compute_plugins = plugins
         if "images" in body:
             if not isinstance(body["images"], list):
                 raise InvalidAPIParameters("Malformed heartbeat: images must be a list.")
@@ -68,6 +70,21 @@ async def heartbeat(request: Request) -> dict[str, Any]:
     if joined:
         reg.schedule_event.set()
     return {"ok": True}
+
+
+def _compute_plugins(plugins: Any, slot_types: Any) -> dict[str, Any]:
+    """The agent's compute plugins (name → metadata with ``slot_types``), checked; a bare ``slot_types``
+    without plugin metadata is kept under the name ``agent``."""
+    if plugins is None:
+        plugins = {"agent": {"slot_types": slot_types}} if slot_types else {}
+    if not isinstance(plugins, dict) or not all(isinstance(m, dict) for m in plugins.values()):
+        raise SlotTypeError("compute_plugins must map plugin names to objects")
+    for name, meta in plugins.items():
+        types = meta.get("slot_types") or {}
+        if not isinstance(types, dict) or not all(v in ("count", "bytes", "unique") for v in types.values()):
+            raise SlotTypeError(f"slot_types of {name} must map slot names to count, bytes or unique")
+        ResourceSlot.from_user_input({k: 0 for k in types})  # checks the names
+    return plugins
 
 
 @router.post("/kernel-events")

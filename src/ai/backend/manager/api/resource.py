@@ -5,7 +5,7 @@ the slot types of the cluster.
 * ``POST /resource/check-presets``: the caller's keypair limits, usage and remaining capacity, the
   remaining capacity of the scaling groups it may use, and which presets fit right now.
 * ``GET /scaling-groups?group=<name or id>``: the active scaling groups the caller may use in a group.
-* ``GET /config/resource-slots``: slot name → kind (``count`` or ``bytes``).
+* ``GET /config/resource-slots``: slot name → kind (``count``, ``bytes`` or ``unique``).
 
 A scaling group is usable for a session in group G by keypair K of a user in domain D when it is
 active and associated with D, G or K; non-admins see only the public ones. The cluster's slot
@@ -43,11 +43,15 @@ def slot_kind(name: str) -> str:
 
 
 async def known_slot_types(db: AsyncSession) -> dict[str, str]:
-    """``cpu``/``mem`` plus the slot names alive agents report, each with its kind."""
+    """``cpu``/``mem`` plus the slot names alive agents report, each with its kind (as the agent's compute
+    plugins declare it: ``count``, ``bytes`` or ``unique``)."""
     out = dict(SLOT_TYPES)
-    for slots in (await db.execute(select(Agent.available_slots).where(Agent.status == "ALIVE"))).scalars():
+    rows = await db.execute(select(Agent.available_slots, Agent.compute_plugins).where(Agent.status == "ALIVE"))
+    for slots, plugins in rows:
+        declared = {str(k): str(v) for meta in (plugins or {}).values() if isinstance(meta, dict)
+                    for k, v in (meta.get("slot_types") or {}).items()}
         for name in slots or {}:
-            out.setdefault(str(name), slot_kind(str(name)))
+            out.setdefault(str(name), declared.get(str(name)) or slot_kind(str(name)))
     return dict(sorted(out.items()))
 
 

@@ -2,7 +2,8 @@
 
 Everything here is superadmin-only (spec §2.14). ``driver`` must be ``static`` (agents join by
 heartbeat; there is no auto-scaling driver) and ``scheduler`` one of ``fifo``, ``lifo`` and
-``drf``, the orders the scheduler implements. A scaling group that still has agents or active
+``drf``, the orders the scheduler implements; ``scheduler_opts.agent_selection_strategy``, when given,
+is ``dispersed`` or ``concentrated``. A scaling group that still has agents or active
 sessions cannot be deleted (409).
 """
 
@@ -24,6 +25,7 @@ from ...models import ScalingGroup as ScalingGroupRow
 from ...models import sgroups_for_keypairs as sgroups_for_keypairs_table
 from ...models.sessions import ACTIVE_STATUSES
 from ...scheduler import POLICIES as SCHEDULERS
+from ...scheduling import scheduler_opts_error
 from .base import (
     GQLContext,
     JSONString,
@@ -121,6 +123,9 @@ def _clean(values: dict[str, Any]) -> dict[str, Any]:
             value = check_choice(value, SCHEDULERS, "scheduler")
         elif key in ("driver_opts", "scheduler_opts"):
             value = parse_json_object(value, key)
+            problem = scheduler_opts_error(value) if key == "scheduler_opts" else None
+            if problem:
+                raise InvalidAPIParameters(problem)
         elif key == "wsproxy_addr":
             if value == "":
                 value = None

@@ -1,0 +1,296 @@
+"""The scheduler's decisions as pure functions over snapshots (no database, no clock of their own).
+
+:func:`plan_pass` takes the pending sessions of every scaling group (oldest first), the agents, the
+keypairs' policy state and the groups' settings, and answers which session goes to which agent and,
+for every session left waiting, the predicates it failed and a one-line reason for ``status_info``.
+It tracks what it places, so within one pass no agent exceeds its capacity and no keypair exceeds
+its policy's total slots or concurrent sessions; :mod:`.scheduler` reads the snapshot and writes the
+result in one transaction.
+
+Agent selection per scaling group (``scheduler_opts.agent_selection_strategy``):
+
+* ``dispersed`` (the default): the fitting agent with the most room left after the placement;
+* ``concentrated``: the fitting agent with the least room left (best fit, filling agents up).
+
+"Room" is the dominant remaining share: the largest ``free / capacity`` after the placement over the
+slots the session asks for. Agents with accelerator slot types the session does not use come last
+either way, so plain CPU sessions do not take up GPU nodes. Agents not ``ALIVE``, not schedulable or of
+another architecture than the image are never chosen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Protocol, TypeVar
+
+from ai.backend.common.types import SLOT_TYPES, BinarySize, ResourceSlot
+
+POLICIES = ("fifo", "lifo", "drf")
+STRATEGIES = ("concentrated", "dispersed")
+DEFAULT_STRATEGY = "dispersed"
+STRATEGY_KEY = "agent_selection_strategy"
+
+# Predicate names recorded in ``status_data.scheduler.predicates``.
+P_RESERVED = "reserved_time"
+P_SGROUP = "scaling_group_access"
+P_CONCURRENCY = "keypair_concurrency_limit"
+P_KEYPAIR_SLOTS = "keypair_resource_limit"
+P_ARCH = "architecture"
+P_CAPACITY = "agent_capacity"
+
+_ARCH_ALIASES = {"amd64": "x86_64", "x86-64": "x86_64", "arm64": "aarch64", "armv8": "aarch64"}
+
+
+def normalize_arch(arch: str | None) -> str | None:
+    """Docker's and the kernel's spelling of a CPU architecture made comparable (``amd64`` = ``x86_64``)."""
+    if not arch:
+        return None
+    a = arch.lower()
+    return _ARCH_ALIASES.get(a, a)
+
+
+def selection_strategy(opts: Mapping[str, Any] | None) -> str:
+    """The agent selection strategy a scaling group's ``scheduler_opts`` names (default ``dispersed``)."""
+    value = (opts or {}).get(STRATEGY_KEY)
+    return value if value in STRATEGIES else DEFAULT_STRATEGY
+
+
+def scheduler_opts_error(opts: Mapping[str, Any]) -> str | None:
+    """Why ``opts`` is not a valid ``scheduler_opts`` (only the keys the scheduler reads are checked)."""
+    if STRATEGY_KEY in opts and opts[STRATEGY_KEY] not in STRATEGIES:
+        return (f"scheduler_opts.{STRATEGY_KEY} must be one of {', '.join(STRATEGIES)}; "
+                f"got {opts[STRATEGY_KEY]!r}.")
+    return None
+
+
+def format_amount(slot: str, value: Decimal) -> str:
+    """A slot amount for people: sizes with binary suffixes, counts as plain numbers."""
+    if value.is_infinite():
+        return "unlimited"
+    if SLOT_TYPES.get(slot, "bytes" if slot.endswith(".mem") else "count") == "bytes":
+        return str(BinarySize(int(value)))
+    return ResourceSlot({slot: value}).to_json()[slot]
+
+
+# ---- snapshots --------------------------------------------------------------------------------------
+
+
+class _Keyed(Protocol):
+    @property
+    def access_key(self) -> str: ...
+
+
+Q = TypeVar("Q", bound=_Keyed)
+
+
+@dataclass(frozen=True)
+class AgentState:
+    """An agent as a pass sees it: total capacity and what is occupied at the start of the pass."""
+
+    id: str
+    scaling_group: str
+    available: ResourceSlot
+    occupied: ResourceSlot = field(default_factory=ResourceSlot)
+    architecture: str = "x86_64"
+    alive: bool = True
+    schedulable: bool = True
+
+    @property
+    def eligible(self) -> bool:
+        return self.alive and self.schedulable
+
+
+@dataclass(frozen=True)
+class PendingSession:
+    """A PENDING session: what it asks for and what its predicates need."""
+
+    id: str
+    access_key: str
+    scaling_group: str
+    requested: ResourceSlot
+    starts_at: datetime | None = None
+    architecture: str | None = None  # of the image, when recorded
+    sgroup_allowed: bool = True  # the owner may still use the scaling group
+
+
+@dataclass(frozen=True)
+class KeypairState:
+    """A keypair's policy and what its sessions already hold (SCHEDULED and later, PENDING excluded)."""
+
+    limit: ResourceSlot  # the policy's totals; slots it leaves unlimited are absent or Infinity
+    max_concurrent: int
+    using: ResourceSlot = field(default_factory=ResourceSlot)
+    active: int = 0
+
+
+@dataclass(frozen=True)
+class GroupSettings:
+    policy: str = "fifo"
+    strategy: str = DEFAULT_STRATEGY
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A session the pass leaves PENDING: the failed predicates and the reason shown in ``status_info``."""
+
+    session_id: str
+    predicates: tuple[str, ...]
+    reason: str
+
+
+@dataclass
+class PassPlan:
+    placements: list[tuple[str, str]] = field(default_factory=list)  # (session id, agent id), in order
+    waiting: list[Waiting] = field(default_factory=list)
+
+
+# ---- session order ----------------------------------------------------------------------------------
+
+
+def dominant_share(using: Mapping[str, Decimal] | None, capacity: Mapping[str, Decimal]) -> Decimal:
+    """The largest fraction of any slot of ``capacity`` that ``using`` occupies (0 for nothing)."""
+    shares = [v / capacity[k] for k, v in (using or {}).items() if capacity.get(k, Decimal(0)) > 0]
+    return max(shares, default=Decimal(0))
+
+
+def pop_next(queue: list[Q], policy: str, usage: Mapping[str, ResourceSlot], capacity: ResourceSlot) -> Q:
+    """Remove and return the session ``policy`` serves next from ``queue`` (sorted oldest first).
+
+    For ``drf``, ``usage`` maps access keys to what they occupy in the scaling group now.
+    """
+    if policy == "lifo":
+        return queue.pop()
+    if policy == "drf":
+        best = min(range(len(queue)), key=lambda i: (dominant_share(usage.get(queue[i].access_key), capacity), i))
+        return queue.pop(best)
+    return queue.pop(0)
+
+
+# ---- agent selection --------------------------------------------------------------------------------
+
+
+def _remaining_share(agent: AgentState, free: ResourceSlot, requested: ResourceSlot) -> Decimal:
+    asked = [k for k, v in requested.items() if v > 0] or list(agent.available)
+    shares = [(free.get(k, Decimal(0)) - requested.get(k, Decimal(0))) / agent.available[k]
+              for k in asked if agent.available.get(k, Decimal(0)) > 0]
+    return max(shares, default=Decimal(0))
+
+
+def _unused_accelerators(agent: AgentState, requested: ResourceSlot) -> int:
+    """How many slot types beyond cpu/mem the agent has and the session does not ask for."""
+    return sum(1 for k, v in agent.available.items()
+               if k not in SLOT_TYPES and v > 0 and requested.get(k, Decimal(0)) <= 0)
+
+
+def select_agent(
+    candidates: Sequence[AgentState], free: Mapping[str, ResourceSlot], requested: ResourceSlot, strategy: str
+) -> AgentState | None:
+    """The agent ``strategy`` picks among ``candidates`` that fit ``requested`` in their ``free`` slots."""
+    fitting = [a for a in candidates if a.eligible and requested.fits_in(free[a.id])]
+    if not fitting:
+        return None
+    sign = -1 if strategy == "dispersed" else 1
+    return min(fitting, key=lambda a: (_unused_accelerators(a, requested),
+                                       sign * _remaining_share(a, free[a.id], requested), a.id))
+
+
+def shortfall_reason(candidates: Sequence[AgentState], free: Mapping[str, ResourceSlot],
+                     requested: ResourceSlot) -> str:
+    """Why no candidate fits: "can never fit" when none has the capacity even empty, else the nearest one."""
+    if not candidates:
+        return "no alive schedulable agent in the scaling group"
+    if not any(requested.fits_in(a.available) for a in candidates):
+        big = max(candidates, key=lambda a: (dominant_share(a.available, requested), a.id))
+        return ("the request can never fit on any agent: asked "
+                + _fmt_slots(requested) + f"; the largest agent {big.id} has " + _fmt_slots(big.available))
+
+    def lacking(a: AgentState) -> dict[str, Decimal]:
+        f = free[a.id]
+        return {k: v - f.get(k, Decimal(0)) for k, v in requested.items() if v > f.get(k, Decimal(0))}
+
+    def gap(a: AgentState) -> Decimal:
+        return max((v / requested[k] for k, v in lacking(a).items()), default=Decimal(0))
+
+    best = min(candidates, key=lambda a: (gap(a), a.id))
+    lack = ", ".join(f"{k} {format_amount(k, v)}" for k, v in sorted(lacking(best).items()))
+    return f"no agent has enough free resources: best candidate {best.id} lacks {lack}"
+
+
+def _fmt_slots(slots: Mapping[str, Decimal]) -> str:
+    return ", ".join(f"{k} {format_amount(k, v)}" for k, v in sorted(slots.items()) if v > 0) or "nothing"
+
+
+# ---- predicates -------------------------------------------------------------------------------------
+
+
+def check_predicates(session: PendingSession, keypair: KeypairState | None, now: datetime) -> list[tuple[str, str]]:
+    """The predicates ``session`` fails now, as (name, reason) pairs; empty when it may start."""
+    failed: list[tuple[str, str]] = []
+    if session.starts_at is not None and session.starts_at > now:
+        failed.append((P_RESERVED, f"reserved to start at {session.starts_at.isoformat()}"))
+    if not session.sgroup_allowed:
+        failed.append((P_SGROUP, f"scaling group {session.scaling_group!r} is no longer available to the owner"))
+    if keypair is not None:
+        if keypair.active >= keypair.max_concurrent:
+            failed.append((P_CONCURRENCY, f"keypair concurrency limit: {keypair.active} of "
+                                          f"{keypair.max_concurrent} sessions active"))
+        over = (keypair.using + session.requested).exceeding(keypair.limit)
+        if over:
+            failed.append((P_KEYPAIR_SLOTS, "keypair resource policy limit: " + ", ".join(
+                f"{k} {format_amount(k, keypair.using.get(k, Decimal(0)))} of "
+                f"{format_amount(k, keypair.limit[k])} in use, {format_amount(k, session.requested[k])} asked"
+                for k in sorted(over))))
+    return failed
+
+
+# ---- one pass ---------------------------------------------------------------------------------------
+
+
+def plan_pass(
+    pending: Sequence[PendingSession],
+    agents: Sequence[AgentState],
+    keypairs: Mapping[str, KeypairState],
+    groups: Mapping[str, GroupSettings],
+    usage: Mapping[tuple[str, str], ResourceSlot],
+    now: datetime,
+) -> PassPlan:
+    """Decide one scheduling pass. ``pending`` is oldest first; ``usage`` maps (scaling group, access key)
+    to what that keypair occupies in the group (for ``drf``). A session that cannot start does not block
+    the ones behind it."""
+    plan = PassPlan()
+    free = {a.id: a.available - a.occupied for a in agents}
+    kp_state = dict(keypairs)
+    queues: dict[str, list[PendingSession]] = {}
+    for s in pending:
+        queues.setdefault(s.scaling_group, []).append(s)
+    for sgroup, queue in queues.items():
+        settings = groups.get(sgroup, GroupSettings())
+        members = [a for a in agents if a.scaling_group == sgroup and a.eligible]
+        capacity = sum((a.available for a in members), ResourceSlot())
+        group_usage = {ak: slots for (sg, ak), slots in usage.items() if sg == sgroup}
+        while queue:
+            s = pop_next(queue, settings.policy, group_usage, capacity)
+            kp = kp_state.get(s.access_key)
+            failed = check_predicates(s, kp, now)
+            candidates = members
+            if not failed and s.architecture:
+                arch = normalize_arch(s.architecture)
+                candidates = [a for a in members if normalize_arch(a.architecture) == arch]
+                if members and not candidates:
+                    failed.append((P_ARCH, f"no agent of architecture {arch} in the scaling group"))
+            agent = None if failed else select_agent(candidates, free, s.requested, settings.strategy)
+            if agent is None:
+                if not failed:
+                    failed.append((P_CAPACITY, shortfall_reason(candidates, free, s.requested)))
+                plan.waiting.append(Waiting(s.id, tuple(n for n, _ in failed), "; ".join(r for _, r in failed)))
+                continue
+            free[agent.id] = free[agent.id] - s.requested
+            if kp is not None:
+                kp_state[s.access_key] = KeypairState(kp.limit, kp.max_concurrent, kp.using + s.requested,
+                                                      kp.active + 1)
+            group_usage[s.access_key] = group_usage.get(s.access_key, ResourceSlot()) + s.requested
+            plan.placements.append((s.id, agent.id))
+    return plan

@@ -1,0 +1,163 @@
+"""Property tests of the scheduler's decisions (hypothesis).
+
+A small simulator plays random sequences of session creations, terminations and scheduling passes
+through :func:`plan_pass`, carrying the placements over from pass to pass as the database would:
+
+* no agent is ever over its capacity and no keypair over its policy's total slots or concurrency,
+  whatever the requests, policies, agent sizes, scheduling order or selection strategy;
+* with ``drf``, two users who keep submitting equal sessions to a saturated group end up within one
+  session of each other's dominant share, even when one of them held the whole group at the start.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ai.backend.common.types import ResourceSlot
+from ai.backend.manager.scheduling import (
+    POLICIES,
+    STRATEGIES,
+    AgentState,
+    GroupSettings,
+    KeypairState,
+    PendingSession,
+    dominant_share,
+    plan_pass,
+)
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+SLOTS = ("cpu", "mem", "cuda.device")
+
+
+def slot(values: tuple[int, int, int]) -> ResourceSlot:
+    return ResourceSlot({k: Decimal(v) for k, v in zip(SLOTS, values, strict=True)})
+
+
+amounts = st.tuples(st.integers(0, 6), st.integers(0, 8), st.integers(0, 2))
+
+
+@dataclass
+class Sim:
+    agents: list[AgentState]
+    policies: dict[str, KeypairState]  # limits only; holdings are derived from ``running``
+    settings: GroupSettings
+    pending: list[PendingSession] = field(default_factory=list)
+    running: dict[str, tuple[str, str, ResourceSlot]] = field(default_factory=dict)  # sid -> (ak, agent, slots)
+    seq: int = 0
+
+    def create(self, ak: str, requested: ResourceSlot) -> str:
+        self.seq += 1
+        sid = f"s{self.seq:04d}"
+        self.pending.append(PendingSession(sid, ak, "default", requested))
+        return sid
+
+    def occupied(self, agent_id: str) -> ResourceSlot:
+        return sum((r for _, a, r in self.running.values() if a == agent_id), ResourceSlot())
+
+    def holding(self, ak: str) -> tuple[ResourceSlot, int]:
+        mine = [r for k, _, r in self.running.values() if k == ak]
+        return sum(mine, ResourceSlot()), len(mine)
+
+    def schedule(self) -> list[str]:
+        agents = [AgentState(a.id, a.scaling_group, a.available, self.occupied(a.id)) for a in self.agents]
+        keypairs = {ak: KeypairState(p.limit, p.max_concurrent, *self.holding(ak)) for ak, p in self.policies.items()}
+        usage = {("default", ak): self.holding(ak)[0] for ak in self.policies}
+        plan = plan_pass(self.pending, agents, keypairs, {"default": self.settings}, usage, NOW)
+        by_id = {s.id: s for s in self.pending}
+        for sid, agent_id in plan.placements:
+            s = by_id.pop(sid)
+            self.running[sid] = (s.access_key, agent_id, s.requested)
+        assert {w.session_id for w in plan.waiting} == set(by_id), "every pending session is placed or explained"
+        self.pending = [s for s in self.pending if s.id in by_id]
+        return [sid for sid, _ in plan.placements]
+
+    def check_invariants(self) -> None:
+        for a in self.agents:
+            assert self.occupied(a.id).fits_in(a.available), f"agent {a.id} overcommitted"
+        for ak, p in self.policies.items():
+            using, n = self.holding(ak)
+            assert not using.exceeding(p.limit), f"keypair {ak} over its total slots"
+            assert n <= p.max_concurrent, f"keypair {ak} over its concurrency limit"
+
+
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("create"), st.sampled_from(["AK1", "AK2", "AK3"]), amounts),
+        st.tuples(st.just("terminate"), st.integers(0, 1000), st.just((0, 0, 0))),
+        st.tuples(st.just("schedule"), st.just(0), st.just((0, 0, 0))),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    caps=st.lists(amounts, min_size=1, max_size=4),
+    limits=st.lists(st.tuples(amounts, st.integers(0, 4)), min_size=3, max_size=3),
+    policy=st.sampled_from(POLICIES),
+    strategy=st.sampled_from(STRATEGIES),
+    steps=ops,
+)
+def test_no_sequence_overcommits_an_agent_or_a_policy(
+    caps: list[tuple[int, int, int]], limits: list[tuple[tuple[int, int, int], int]], policy: str, strategy: str,
+    steps: list[tuple[str, object, tuple[int, int, int]]],
+) -> None:
+    sim = Sim(
+        [AgentState(f"i-{i}", "default", slot(c)) for i, c in enumerate(caps)],
+        {f"AK{i + 1}": KeypairState(slot(lim), n) for i, (lim, n) in enumerate(limits)},
+        GroupSettings(policy, strategy),
+    )
+    for op, arg, amount in steps:
+        if op == "create":
+            sim.create(str(arg), slot(amount))
+        elif op == "terminate" and sim.running:
+            ids = sorted(sim.running)
+            del sim.running[ids[int(str(arg)) % len(ids)]]
+        else:
+            sim.schedule()
+        sim.check_invariants()
+    sim.schedule()
+    sim.check_invariants()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    units=st.lists(st.integers(1, 6), min_size=1, max_size=3),  # agent sizes, in sessions
+    size=amounts.filter(lambda a: a[0] + a[1] > 0),
+    lifetimes=st.lists(st.integers(1, 4), min_size=1, max_size=30),
+)
+def test_drf_converges_to_fair_shares(units: list[int], size: tuple[int, int, int], lifetimes: list[int]) -> None:
+    one = slot(size)
+    caps = [slot(tuple(u * v for v in size)) for u in units]  # type: ignore[arg-type]
+    unlimited = KeypairState(ResourceSlot(), 10**6)
+    sim = Sim([AgentState(f"i-{i}", "default", c) for i, c in enumerate(caps)],
+              {"A": unlimited, "B": unlimited}, GroupSettings("drf", "dispersed"))
+    total = sum(caps, ResourceSlot())
+    ends: dict[str, int] = {}
+    life = itertools.cycle(lifetimes)
+    # A fills the whole group before B submits anything.
+    for _ in range(sum(units)):
+        sim.create("A", one)
+    for sid in sim.schedule():
+        ends[sid] = next(life)
+    rounds = max(lifetimes) + 2 * sum(units) + 2
+    for t in range(1, rounds + 1):
+        for ak in ("A", "B"):  # both keep a queue
+            while sum(1 for s in sim.pending if s.access_key == ak) < sum(units):
+                sim.create(ak, one)
+        for sid in [s for s, end in ends.items() if end <= t]:
+            del sim.running[sid], ends[sid]
+        for sid in sim.schedule():
+            ends[sid] = t + next(life)
+        sim.check_invariants()
+        assert len(sim.running) == sum(units), "the group stays saturated"
+    share = {ak: dominant_share(sim.holding(ak)[0], total) for ak in ("A", "B")}
+    # Equal sessions: within one session's share means within one session (exact, no rounding).
+    held = {ak: sim.holding(ak)[1] for ak in ("A", "B")}
+    assert abs(held["A"] - held["B"]) <= 1, (held, share)
