@@ -411,6 +411,16 @@ def test_download_ranges(proxy: StorageProxy) -> None:
         == f"bytes */{len(data)}"
     r = _ok(httpx.head(dl, params={"token": token}), 200)
     assert r.headers["content-length"] == str(len(data)) and r.content == b""
+    # If-Range: the validators of the current file give the range; stale ones give the whole file.
+    etag, modified = r.headers["etag"], r.headers["last-modified"]
+    for validator in (etag, modified):
+        r = _ok(httpx.get(dl, params={"token": token}, headers={"Range": "bytes=0-9", "If-Range": validator}), 206)
+        assert r.content == data[:10]
+    r = _ok(httpx.get(dl, params={"token": token}, headers={"Range": "bytes=0-9", "If-Range": '"stale"'}), 200)
+    assert r.content == data
+    upload(proxy, vfid, "dir/ünï cödé.bin", data[::-1])  # same size, new content
+    r = _ok(httpx.get(dl, params={"token": token}, headers={"Range": "bytes=0-9", "If-Range": etag}), 200)
+    assert r.content == data[::-1] and r.headers["etag"] != etag
     # A directory needs archive=true (refused when the token is asked for).
     _problem(proxy.request("POST", "/folder/file/download", body(proxy, vfid, relpath="dir")), 400)
     _problem(proxy.request("POST", "/folder/file/download", body(proxy, vfid, relpath="missing")), 404)

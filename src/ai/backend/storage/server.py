@@ -1,8 +1,9 @@
 """The storage proxy process: ``python -m ai.backend.storage.server [-f storage-proxy.toml]``.
 
-One uvicorn server listens on two sockets, the client-facing (``[api.client]``) and the manager-facing
-(``[api.manager]``) one; each connection is dispatched to the application of the socket it arrived on,
-so a client can never reach a manager route (and the reverse) whatever path it asks for.
+Two servers share one event loop, each on its own socket, so a client can never reach a manager route (and
+the reverse) whatever path it asks for: uvicorn serves the manager-facing API (``[api.manager]``, FastAPI),
+and aiohttp the client-facing data path (``[api.client]``, see :mod:`.client_api`), started from uvicorn's
+lifespan. The loop is asyncio's own (not uvloop): its ``loop.sendfile`` is the zero-copy download path.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from aiohttp import web
+from starlette.types import Receive, Scope, Send
 
 from ai.backend.common.config import ConfigError, load_config
 
-from .client_api import create_client_app
+from .client_api import start_client_server
 from .config import StorageProxyConfig
 from .context import StorageContext
 from .manager_api import create_manager_app
@@ -36,17 +38,18 @@ CLEANUP_INTERVAL_S = 600.0
 
 
 class StorageProxyApp:
-    """Dispatches by local port to the client or manager app, and runs the shared start-up/shutdown."""
+    """The manager app (an ASGI app for uvicorn) plus the start-up/shutdown of the shared state and client API."""
 
     def __init__(self, config: StorageProxyConfig, ready_file: str | None = None) -> None:
         self.config = config
         self.ctx = StorageContext(config)
-        self.client_app = create_client_app(self.ctx)
         self.manager_app = create_manager_app(self.ctx)
         self.client_port = config.api.client.service_addr.port
         self.manager_port = config.api.manager.service_addr.port
         self.ready_file = ready_file
         self._cleanup: asyncio.Task[None] | None = None
+        self._client_sock: socket.socket | None = None
+        self._client_runner: web.AppRunner | None = None
 
     def bind(self) -> list[socket.socket]:
         """Bind both listening sockets (port 0 picks a free port; the real ports are kept)."""
@@ -61,21 +64,14 @@ class StorageProxyApp:
             socks.append(s)
         self.client_port = socks[0].getsockname()[1]
         self.manager_port = socks[1].getsockname()[1]
-        return socks
+        self._client_sock = socks[0]
+        return socks[1:]  # uvicorn's: the client socket is served by aiohttp from startup()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
-        server = scope.get("server") or (None, None)
-        app: ASGIApp
-        if server[1] == self.client_port:
-            app = self.client_app
-        elif server[1] == self.manager_port:
-            app = self.manager_app
-        else:  # pragma: no cover - uvicorn only gives us connections from our two sockets
-            return
-        await app(scope, receive, send)
+        await self.manager_app(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -99,6 +95,8 @@ class StorageProxyApp:
         loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(64, thread_name_prefix="storage-io"))
         await self.ctx.open()
         self.ctx.cleanup_uploads()
+        if self._client_sock is not None:
+            self._client_runner = await start_client_server(self.ctx, self._client_sock)
         self._cleanup = asyncio.create_task(self._cleanup_loop())
         log.info("storage proxy %s: client API on port %d, manager API on port %d, volumes: %s",
                  self.config.storage_proxy.node_id, self.client_port, self.manager_port,
@@ -110,6 +108,8 @@ class StorageProxyApp:
             tmp.rename(self.ready_file)
 
     async def shutdown(self) -> None:
+        if self._client_runner is not None:
+            await self._client_runner.cleanup()
         if self._cleanup is not None:
             self._cleanup.cancel()
             with suppress(asyncio.CancelledError):
@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as e:
         print(f"storage-proxy: cannot listen: {e}", file=sys.stderr)
         sys.exit(2)
-    uv_config: Any = uvicorn.Config(app, lifespan="on", log_level="debug" if args.debug else "warning",
+    # loop="asyncio": uvloop has no loop.sendfile, which the client API's downloads rely on.
+    uv_config: Any = uvicorn.Config(app, lifespan="on", loop="asyncio", log_level="debug" if args.debug else "warning",
                                     access_log=args.debug, timeout_keep_alive=30)
     uvicorn.Server(uv_config).run(sockets=socks)
 
