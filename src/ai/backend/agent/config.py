@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
@@ -22,6 +23,8 @@ class AgentSection(_Section):
     cluster_secret: str = Field("change-me-cluster-secret", alias="cluster-secret", min_length=8)
     heartbeat_interval: float = Field(3.0, alias="heartbeat-interval", gt=0)
     region: str = "local"
+    # "docker" runs real containers; "dummy" simulates kernels in memory (see dummy_backend.py and [dummy]).
+    backend: Literal["docker", "dummy"] = "docker"
     # Compute plugins to load (see accelerators/); the mock-accelerator doc spells it "allowed-compute-plugins".
     allow_compute_plugins: list[str] = Field(
         default_factory=list, validation_alias=AliasChoices("allow-compute-plugins", "allowed-compute-plugins"),
@@ -71,11 +74,53 @@ class PluginsSection(_Section):
     cuda: CudaPluginSection = Field(default_factory=CudaPluginSection)  # type: ignore[arg-type]
 
 
+Delay = float | tuple[float, float]
+
+# The kernel image a dummy agent reports by default, with the labels of the real python image.
+DUMMY_DEFAULT_IMAGES: list[dict[str, Any]] = [{
+    "ref": "python:3.11-debian12",
+    "labels": {
+        "ai.backend.kernelspec": "1", "ai.backend.aliases": "python python3 python3.11",
+        "ai.backend.base-distro": "debian12", "ai.backend.features": "batch query uid-match user-input",
+        "ai.backend.resource.min.cpu": "1", "ai.backend.resource.min.mem": "128m",
+        "ai.backend.runtime-path": "/usr/bin/python3", "ai.backend.runtime-type": "python",
+        "ai.backend.service-ports": "",
+    },
+}]
+
+
+class DummyImage(_Section):
+    ref: str = Field(min_length=1)
+    labels: dict[str, str] = Field(default_factory=lambda: {"ai.backend.kernelspec": "1"})
+    digest: str = ""
+    size: int = Field(0, ge=0)
+
+
+class DummySection(_Section):
+    """The simulated kernels of ``backend = "dummy"``: delays are seconds, a number or ``[min, max]``
+    (uniformly random)."""
+
+    create_delay: Delay = Field(0.0, alias="create-delay")
+    destroy_delay: Delay = Field(0.0, alias="destroy-delay")
+    images: list[DummyImage] = Field(default_factory=lambda: [DummyImage(**i) for i in DUMMY_DEFAULT_IMAGES])
+    # "empty": every execution finishes with empty stdout; "echo": the code comes back as stdout.
+    execute: Literal["empty", "echo"] = "empty"
+
+    @field_validator("create_delay", "destroy_delay")
+    @classmethod
+    def _delay(cls, value: Delay) -> Delay:
+        lo, hi = value if isinstance(value, tuple) else (value, value)
+        if lo < 0 or hi < lo:
+            raise ValueError("a delay is a number >= 0 or [min, max] with 0 <= min <= max")
+        return value
+
+
 class AgentConfig(_Section):
     agent: AgentSection = Field(default_factory=AgentSection)  # type: ignore[arg-type]
     container: ContainerSection = Field(default_factory=ContainerSection)  # type: ignore[arg-type]
     resource: ResourceSection = Field(default_factory=ResourceSection)  # type: ignore[arg-type]
     plugins: PluginsSection = Field(default_factory=PluginsSection)  # type: ignore[arg-type]
+    dummy: DummySection = Field(default_factory=DummySection)  # type: ignore[arg-type]
 
     def rpc_addr(self) -> str:
         if self.agent.advertised_addr:

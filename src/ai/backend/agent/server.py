@@ -22,8 +22,10 @@ from ai.backend.common.config import ConfigError, load_config
 from ai.backend.common.problems import PROBLEM_BASE, AuthorizationFailed, InvalidAPIParameters, ProblemError
 
 from .accelerators import AcceleratorManager, PluginError, load_plugins
+from .backend_base import KernelBackend
 from .config import AgentConfig
 from .docker_backend import DockerBackend
+from .dummy_backend import DummyBackend
 from .files import KernelFiles
 from .pty_relay import serve_pty
 from .resources import detect_capacity
@@ -42,8 +44,14 @@ class Agent:
         self.capacity = detect_capacity(config.resource) + self.accelerators.available_slots()
         self.http = httpx.AsyncClient(base_url=config.agent.manager_url, timeout=10.0,
                                       headers={CLUSTER_SECRET_HEADER: config.agent.cluster_secret})
-        self.backend = DockerBackend(config, self.on_kernel_exit, self.on_kernel_event, self.accelerators)
-        self.files = KernelFiles(self.backend)
+        self.backend: KernelBackend
+        # File transfers go through Docker; a dummy agent has no container to read from.
+        self.files: KernelFiles | None = None
+        if config.agent.backend == "dummy":
+            self.backend = DummyBackend(config, self.on_kernel_exit, self.on_kernel_event, self.accelerators)
+        else:
+            docker = DockerBackend(config, self.on_kernel_exit, self.on_kernel_event, self.accelerators)
+            self.backend, self.files = docker, KernelFiles(docker)
         self.host_stats = HostStats()
 
     async def on_kernel_exit(self, kernel_id: str, reason: str, exit_code: int | None, **extra: Any) -> None:
@@ -147,8 +155,8 @@ def create_app(config: AgentConfig, accelerators: AcceleratorManager | None = No
 
     app.add_middleware(ClusterSecretMiddleware, secret=config.agent.cluster_secret)
 
-    def backend(request: Request) -> DockerBackend:
-        b: DockerBackend = request.app.state.agent.backend
+    def backend(request: Request) -> KernelBackend:
+        b: KernelBackend = request.app.state.agent.backend
         return b
 
     @app.get("/v1/health")
@@ -200,7 +208,9 @@ def create_app(config: AgentConfig, accelerators: AcceleratorManager | None = No
 
     # Session files (see files.py); paths are relative to /home/work, normalized by the manager.
     def files(request: Request) -> KernelFiles:
-        f: KernelFiles = request.app.state.agent.files
+        f: KernelFiles | None = request.app.state.agent.files
+        if f is None:
+            raise InvalidAPIParameters("The dummy agent backend has no kernel files.")
         return f
 
     @app.put("/v1/kernels/{kid}/files")

@@ -20,6 +20,7 @@ another architecture than the image are never chosen.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -197,6 +198,67 @@ def select_agent(
                                        sign * _remaining_share(a, free[a.id], requested), a.id))
 
 
+def _selection_key(agent: AgentState, free: ResourceSlot, requested: ResourceSlot,
+                   sign: int) -> tuple[int, Decimal, str]:
+    """What :func:`select_agent` minimizes: accelerators left unused, then the (signed) room, then the id."""
+    return (_unused_accelerators(agent, requested), sign * _remaining_share(agent, free, requested), agent.id)
+
+
+class AgentPicker:
+    """:func:`select_agent` for a whole pass, without scanning every agent for every session.
+
+    Within a pass free slots only shrink, and only on the agent just chosen. One heap of selection keys
+    per kind of request (the requested slots and the candidate list) holds the candidates; placements are
+    logged, and a heap re-keys the agents placed on since it last looked before choosing. An agent that
+    does not fit is dropped from that heap (it cannot fit later in the pass). The choice is exactly
+    :func:`select_agent`'s: the same keys, the same tie-break on the agent id.
+    """
+
+    def __init__(self, free: dict[str, ResourceSlot], strategy: str) -> None:
+        self.free = free
+        self.sign = -1 if strategy == "dispersed" else 1
+        self._log: list[str] = []  # agent ids in the order placements changed them
+        self._agents: dict[str, AgentState] = {}
+        # (request signature) -> [heap of (key, agent id), current key by agent id, position in _log]
+        self._heaps: dict[tuple[Any, ...], tuple[list[tuple[tuple[int, Decimal, str], str]],
+                                                 dict[str, tuple[int, Decimal, str]], list[int]]] = {}
+
+    def pick(self, candidates: Sequence[AgentState], requested: ResourceSlot) -> AgentState | None:
+        sig = (tuple(sorted(requested.items())), id(candidates))
+        entry = self._heaps.get(sig)
+        if entry is None:
+            by_id = {a.id: a for a in candidates if a.eligible}
+            keys = {a.id: _selection_key(a, self.free[a.id], requested, self.sign) for a in by_id.values()
+                    if requested.fits_in(self.free[a.id])}
+            heap = [(k, aid) for aid, k in keys.items()]
+            heapq.heapify(heap)
+            entry = (heap, keys, [len(self._log)])
+            self._heaps[sig] = entry
+            self._agents.update(by_id)
+        heap, keys, seen = entry
+        for aid in self._log[seen[0]:]:
+            if aid in keys:
+                agent = self._agents[aid]
+                if requested.fits_in(self.free[aid]):
+                    keys[aid] = _selection_key(agent, self.free[aid], requested, self.sign)
+                    heapq.heappush(heap, (keys[aid], aid))
+                else:
+                    del keys[aid]
+        seen[0] = len(self._log)
+        while heap:
+            key, aid = heap[0]
+            if keys.get(aid) != key:
+                heapq.heappop(heap)  # superseded by a newer key, or dropped
+                continue
+            return self._agents[aid]
+        return None
+
+    def placed(self, agent_id: str, requested: ResourceSlot) -> None:
+        """Record that ``requested`` now occupies ``agent_id``."""
+        self.free[agent_id] = self.free[agent_id] - requested
+        self._log.append(agent_id)
+
+
 def shortfall_reason(candidates: Sequence[AgentState], free: Mapping[str, ResourceSlot],
                      requested: ResourceSlot) -> str:
     """Why no candidate fits: "can never fit" when none has the capacity even empty, else the nearest one."""
@@ -271,6 +333,8 @@ def plan_pass(
         members = [a for a in agents if a.scaling_group == sgroup and a.eligible]
         capacity = sum((a.available for a in members), ResourceSlot())
         group_usage = {ak: slots for (sg, ak), slots in usage.items() if sg == sgroup}
+        picker = AgentPicker(free, settings.strategy)
+        by_arch: dict[str | None, list[AgentState]] = {}
         while queue:
             s = pop_next(queue, settings.policy, group_usage, capacity)
             kp = kp_state.get(s.access_key)
@@ -278,16 +342,18 @@ def plan_pass(
             candidates = members
             if not failed and s.architecture:
                 arch = normalize_arch(s.architecture)
-                candidates = [a for a in members if normalize_arch(a.architecture) == arch]
+                if arch not in by_arch:  # one list per architecture: the picker keys its heaps by the list
+                    by_arch[arch] = [a for a in members if normalize_arch(a.architecture) == arch]
+                candidates = by_arch[arch]
                 if members and not candidates:
                     failed.append((P_ARCH, f"no agent of architecture {arch} in the scaling group"))
-            agent = None if failed else select_agent(candidates, free, s.requested, settings.strategy)
+            agent = None if failed else picker.pick(candidates, s.requested)
             if agent is None:
                 if not failed:
                     failed.append((P_CAPACITY, shortfall_reason(candidates, free, s.requested)))
                 plan.waiting.append(Waiting(s.id, tuple(n for n, _ in failed), "; ".join(r for _, r in failed)))
                 continue
-            free[agent.id] = free[agent.id] - s.requested
+            picker.placed(agent.id, s.requested)
             if kp is not None:
                 kp_state[s.access_key] = KeypairState(kp.limit, kp.max_concurrent, kp.using + s.requested,
                                                       kp.active + 1)

@@ -1,0 +1,265 @@
+"""Scheduler benchmarks, each against a baseline measured in the same run.
+
+(a) One full scheduling pass of the real :class:`Scheduler` code path (snapshot read, plan, one commit)
+    over a database with A agents and S pending sessions inserted directly, for (A, S) in 100/100,
+    1000/1000 and 1000/10000 (target ≤ 1 s at 1000/10000). Baseline: reading the same pending-session
+    and agent rows with plain SELECTs. SQLite always, PostgreSQL with ``--postgres``.
+(b) End to end: a real manager and a fleet of A dummy agents (``ai.backend.agent.fleet``, one process);
+    S sessions created with ``enqueueOnly`` by concurrent signed requests, then the time until all are
+    RUNNING → sessions scheduled per second (target ≥ 500/s). Baseline: S ``GET /`` through the same
+    client at the same concurrency.
+
+Run: ``.venv/bin/python benchmarks/bench_scheduler.py`` (about a minute: pass sizes as above, end to end
+with 100 and 1000 sessions on 100 agents); ``--big`` adds the end-to-end run with 10,000 sessions on 1,000
+agents; ``--postgres`` repeats (a) on the PostgreSQL test server. Results: benchmarks/results/scheduler.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import insert, select, update
+
+from ai.backend.common.auth import CLUSTER_SECRET_HEADER, sign_request_headers
+from ai.backend.manager.db import create_engine, session_factory
+from ai.backend.manager.fixtures import ADMIN, DEFAULT_GROUP_ID, USER
+from ai.backend.manager.models import Agent, Kernel, KeyPair, KeyPairResourcePolicy, SessionRow
+from ai.backend.manager.models.accounts import User
+from ai.backend.manager.models.base import utcnow
+from ai.backend.manager.registry import SessionRegistry
+from ai.backend.manager.scheduler import Scheduler
+from ai.backend.testutils.cluster import Cluster, launch_manager, prepare_database
+from ai.backend.testutils.databases import fresh_database
+
+PASS_SIZES = [(100, 100), (1000, 1000), (1000, 10000)]
+AGENT_SLOTS = {"cpu": "16", "mem": str(64 * 1024**3)}
+SESSION_SLOTS = {"cpu": "1", "mem": str(1024**3)}
+
+
+# ---- (a) one scheduling pass ------------------------------------------------------------------------
+
+
+async def _populate(db_url: str, agents: int, sessions: int) -> None:
+    """A agents and S pending single-kernel sessions of the fixture user, with an unlimited policy."""
+    engine = create_engine(db_url)
+    try:
+        async with session_factory(engine)() as db:
+            user_uuid = (await db.execute(select(User.uuid).where(User.email == USER["email"]))).scalar_one()
+            policy = (await db.execute(select(KeyPair.resource_policy)
+                                       .where(KeyPair.access_key == USER["access_key"]))).scalar_one()
+            await db.execute(update(KeyPairResourcePolicy).where(KeyPairResourcePolicy.name == policy)
+                             .values(max_concurrent_sessions=10 * sessions, total_resource_slots={}))
+            now = utcnow()
+            await db.execute(insert(Agent), [
+                {"id": f"i-bench-{i}", "status": "ALIVE", "scaling_group": "default", "schedulable": True,
+                 "available_slots": AGENT_SLOTS, "occupied_slots": {}, "addr": f"http://127.0.0.1:1/a/{i}",
+                 "first_contact": now, "last_heartbeat": now, "architecture": "x86_64", "compute_plugins": {}}
+                for i in range(agents)])
+            sids = [uuid.uuid4() for _ in range(sessions)]
+            await db.execute(insert(SessionRow), [
+                {"id": sid, "name": f"bench-{i}", "access_key": USER["access_key"], "user_uuid": user_uuid,
+                 "domain_name": "default", "group_id": DEFAULT_GROUP_ID, "scaling_group": "default",
+                 "image": "python:3.11-debian12", "status": "PENDING", "status_data": {}, "status_history": {},
+                 "created_at": now + timedelta(microseconds=i), "requested_slots": SESSION_SLOTS,
+                 "occupying_slots": {}, "environ": {}, "resource_opts": {}}
+                for i, sid in enumerate(sids)])
+            await db.execute(insert(Kernel), [
+                {"id": uuid.uuid4(), "session_id": sid, "image": "python:3.11-debian12", "status": "PENDING",
+                 "occupied_slots": {}, "service_ports": [], "last_stat": {}} for sid in sids])
+            await db.commit()
+    finally:
+        await engine.dispose()
+
+
+async def _time_pass(db_url: str, sessions: int) -> dict[str, float]:
+    """Baseline SELECTs, then one real pass; placed sessions are not started (no agents behind them)."""
+    engine = create_engine(db_url)
+    try:
+        factory = session_factory(engine)
+        registry = SessionRegistry(factory, None, None)  # type: ignore[arg-type]  # no RPC/events in one pass
+        registry.spawn = lambda coro: coro.close()  # type: ignore[method-assign]
+        async with factory() as db:  # warm the connection and the ORM
+            await db.execute(select(Agent.id).limit(1))
+        t = time.perf_counter()
+        async with factory() as db:
+            rows = (await db.execute(select(SessionRow).where(SessionRow.status == "PENDING")
+                                     .order_by(SessionRow.created_at))).scalars().all()
+            agents = (await db.execute(select(Agent).where(Agent.status == "ALIVE"))).scalars().all()
+        select_s = time.perf_counter() - t
+        assert len(rows) == sessions and agents, (len(rows), len(agents))
+        t = time.perf_counter()
+        placed = await Scheduler(registry).schedule_once()
+        pass_s = time.perf_counter() - t
+        assert len(placed) == sessions, f"placed {len(placed)} of {sessions}"
+        return {"pass_s": pass_s, "select_s": select_s, "ratio": pass_s / select_s}
+    finally:
+        await engine.dispose()
+
+
+def bench_pass(kind: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for agents, sessions in PASS_SIZES:
+        with tempfile.TemporaryDirectory(prefix="bai-bench-sched-") as tmp, fresh_database(kind, Path(tmp)) as url:
+            cfg = Path(tmp) / "manager.toml"
+            cfg.write_text(f'[manager]\ncluster-secret = "bench-secret-0123"\nstate-dir = "{tmp}"\n\n'
+                           f'[db]\nurl = "{url}"\n')
+            prepare_database(cfg)
+            asyncio.run(_populate(url, agents, sessions))
+            r = asyncio.run(_time_pass(url, sessions))
+        r.update(agents=agents, sessions=sessions)
+        out[f"{agents}x{sessions}"] = r
+        print(f"pass[{kind}] {agents:5d} agents {sessions:6d} sessions: {r['pass_s']:.3f}s "
+              f"(select {r['select_s']:.3f}s, ratio {r['ratio']:.1f})", flush=True)
+    return out
+
+
+
+# ---- (b) end to end with a dummy fleet --------------------------------------------------------------
+
+
+def _gql(c: Cluster, query: str) -> None:
+    r = c.request("POST", "/admin/graphql", {"query": query}, who=ADMIN)
+    assert r.status_code == 200 and "errors" not in r.json(), r.text
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _signed_burst(c: Cluster, n: int, concurrency: int, make: Any) -> float:
+    """``n`` signed requests (``make(i)`` -> (method, path, body)) at ``concurrency``; seconds taken."""
+    host = c.endpoint.split("//", 1)[1]
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=c.endpoint, timeout=120, limits=limits) as client:
+        queue = iter(range(n))
+
+        async def worker() -> None:
+            for i in queue:
+                method, path, body = make(i)
+                h = sign_request_headers(method=method, path_with_query=path, host=host,
+                                         content_type="application/json", version="v6.20220615",
+                                         access_key=USER["access_key"], secret_key=USER["secret_key"])
+                r = await client.request(method, path, headers=h,
+                                         content=json.dumps(body) if body is not None else None)
+                assert r.status_code < 300, r.text
+
+        t = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return time.perf_counter() - t
+
+
+async def _count_running(db_url: str, prefix: str) -> int:
+    engine = create_engine(db_url)
+    try:
+        async with session_factory(engine)() as db:
+            return len((await db.execute(select(SessionRow.id).where(
+                SessionRow.name.like(f"{prefix}%"), SessionRow.status == "RUNNING"))).all())
+    finally:
+        await engine.dispose()
+
+
+def bench_end_to_end(agents: int, sizes: list[int], heartbeat: float, concurrency: int = 32) -> dict[str, Any]:
+    """One manager and one fleet of ``agents`` dummy agents; each size in ``sizes`` is one burst."""
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bai-bench-e2e-") as tmp, ExitStack() as stack:
+        state = Path(tmp)
+        m = launch_manager(state)
+        stack.callback(m.shutdown)
+        _gql(m, 'mutation { modify_keypair_resource_policy(name: "default", props: '
+                '{max_concurrent_sessions: 1000000}) { ok msg } }')
+        _gql(m, f'mutation {{ modify_keypair(access_key: "{USER["access_key"]}", props: {{rate_limit: 10000000}}) '
+                '{ ok msg } }')
+        port = _free_port()
+        (state / "fleet.toml").write_text(
+            f'[agent]\nbackend = "dummy"\nmanager-url = "{m.endpoint}"\ncluster-secret = "{m.secret}"\n'
+            f'heartbeat-interval = {heartbeat}\n\n[resource]\ncpu = 256\nmem = "1t"\n')
+        log = open(state / "fleet.log", "ab")
+        fleet = subprocess.Popen([sys.executable, "-m", "ai.backend.agent.fleet", "-f", str(state / "fleet.toml"),
+                                  "--count", str(agents), "--base-port", str(port)],
+                                 stdout=log, stderr=log, start_new_session=True)
+
+        def _stop_fleet() -> None:
+            fleet.send_signal(signal.SIGTERM)
+            try:
+                fleet.wait(20)
+            except subprocess.TimeoutExpired:
+                fleet.kill()
+        stack.callback(_stop_fleet)
+        deadline = time.monotonic() + heartbeat * 2 + 60
+        while True:
+            r = m.request("GET", "/internal/status", headers={CLUSTER_SECRET_HEADER: m.secret})
+            alive = r.json().get("agents_alive", 0) if r.status_code == 200 else 0
+            if alive >= agents:
+                break
+            if time.monotonic() > deadline or fleet.poll() is not None:
+                raise RuntimeError(f"only {alive} of {agents} agents joined: "
+                                   + (state / "fleet.log").read_text()[-2000:])
+            time.sleep(0.5)
+        for n in sizes:
+            prefix = f"e2e{n}-"
+            baseline_s = asyncio.run(_signed_burst(m, n, concurrency, lambda i: ("GET", "/", None)))
+            t = time.perf_counter()
+            create_s = asyncio.run(_signed_burst(m, n, concurrency, lambda i, p=prefix: (
+                "POST", "/session", {"image": "python", "name": f"{p}{i}", "enqueueOnly": True,
+                                     "resources": {"cpu": 1, "mem": "256m"}})))
+            while asyncio.run(_count_running(m.db_url, prefix)) < n:
+                if time.perf_counter() - t > 600:
+                    raise RuntimeError(f"{n} sessions not all RUNNING after 600 s")
+                time.sleep(0.2)
+            total_s = time.perf_counter() - t
+            res = {"agents": agents, "sessions": n, "create_s": create_s, "all_running_s": total_s,
+                 "sessions_per_s": n / total_s, "baseline_get_s": baseline_s, "ratio": total_s / baseline_s,
+                 "target_per_s": 500}
+            out[f"{agents}x{n}"] = res
+            print(f"e2e {agents:5d} agents {n:6d} sessions: all RUNNING in {total_s:.2f}s "
+                  f"({res['sessions_per_s']:.0f}/s; enqueue {create_s:.2f}s; {n} GET / {baseline_s:.2f}s, "
+                  f"ratio {res['ratio']:.1f})", flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--postgres", action="store_true", help="also time the pass on PostgreSQL")
+    parser.add_argument("--big", action="store_true", help="also run end to end with 10,000 sessions")
+    parser.add_argument("--skip-e2e", action="store_true")
+    args = parser.parse_args(argv)
+    res: dict[str, Any] = {"pass_sqlite": bench_pass("sqlite")}
+    if args.postgres:
+        res["pass_postgresql"] = bench_pass("postgresql")
+    if not args.skip_e2e:
+        res["e2e"] = bench_end_to_end(100, [100, 1000], heartbeat=3.0)
+        if args.big:
+            # 1,000 agents: a 10 s heartbeat interval keeps their heartbeats at 100/s for the manager.
+            res["e2e_big"] = bench_end_to_end(1000, [10000], heartbeat=10.0)
+    return res
+
+
+if __name__ == "__main__":
+    results = main()
+    for kind in ("pass_sqlite", "pass_postgresql"):
+        for name, r in results.get(kind, {}).items():
+            verdict = "ok" if name != "1000x10000" or r["pass_s"] <= 1.0 else "MISSED"
+            print(f"{kind} {name}: {r['pass_s']:.3f}s (target ≤ 1 s at 1000x10000) {verdict}")
+    for kind in ("e2e", "e2e_big"):
+        for name, r in results.get(kind, {}).items():
+            verdict = "ok" if r["sessions_per_s"] >= 500 else "MISSED"
+            print(f"{kind} {name}: {r['sessions_per_s']:.0f} sessions/s (target ≥ 500) {verdict}")
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "scheduler.json").write_text(json.dumps(results, indent=2))

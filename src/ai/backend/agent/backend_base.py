@@ -1,0 +1,46 @@
+"""What the agent's RPC server and heartbeat need from a kernel backend (Docker or dummy)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+# ``on_kernel_exit(kernel_id, reason, exit_code, **extra)``: a kernel ended by itself.
+KernelExitCallback = Callable[..., Awaitable[None]]
+# ``on_kernel_event(kernel_id, event)``: a step of a kernel's creation (``pulling``).
+KernelEventCallback = Callable[[str, str], Awaitable[None]]
+
+
+class KernelBackend(Protocol):
+    """Runs the kernels of one agent."""
+
+    @property
+    def kernels(self) -> Mapping[str, Any]:
+        """The live kernels by id."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def list_images(self) -> list[dict[str, Any]]:
+        """The kernel images for the heartbeat: ``ref``, ``digest``, ``labels``, ``size``."""
+        ...
+
+    async def create_kernel(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Start a kernel; answers ``container_id``, ``service_ports`` and the ``phases`` timings."""
+        ...
+
+    async def destroy_kernel(self, kid: str) -> dict[str, Any]:
+        """Remove a kernel; answers its last stats."""
+        ...
+
+    async def runner_request(self, kid: str, op: str, **fields: Any) -> dict[str, Any]:
+        """One request to the kernel's runner (execute, interrupt, complete, restart, list_files, pty_open)."""
+        ...
+
+    async def logs(self, kid: str) -> str: ...
+
+    async def live_stats(self) -> dict[str, dict[str, Any]]:
+        """The Container Stats Object of every live kernel."""
+        ...

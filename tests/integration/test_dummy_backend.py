@@ -1,0 +1,161 @@
+"""Dummy agents (``backend = "dummy"``): a real manager with three simulated agents in one fleet process.
+
+They register with their configured capacity and images, sessions are placed and RUNNING without Docker
+(the creation phases show the configured create-delay), destroyed sessions free capacity, and the
+scheduler never overcommits: sessions beyond the capacity wait PENDING with a reason and start once
+others end.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ai.backend.manager.fixtures import ADMIN
+from ai.backend.testutils.cluster import Cluster, launch_manager
+
+CREATE_DELAY = 0.4
+SMALL = {"image": "python", "resources": {"cpu": 1, "mem": "256m"}}
+
+
+def _gql(c: Cluster, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    r = c.request("POST", "/admin/graphql", {"query": query, "variables": variables or {}}, who=ADMIN)
+    assert r.status_code == 200 and not r.json().get("errors"), r.text
+    body = r.json()
+    data: dict[str, Any] = body.get("data", body)  # the legacy endpoint answers the fields at the top
+    return data
+
+
+def _wait(what: str, probe: Callable[[], Any], ok: Callable[[Any], bool], timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = probe()
+        if ok(got):
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; last: {got}")
+        time.sleep(0.2)
+
+
+def _agents(c: Cluster) -> dict[str, dict[str, Any]]:
+    rows = _gql(c, "{ agents(status: \"ALIVE\") { id scaling_group addr available_slots occupied_slots } }")["agents"]
+    return {a["id"]: a for a in rows}
+
+
+def _info(c: Cluster, name: str) -> dict[str, Any]:
+    r = c.request("GET", f"/session/{name}")
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, str]]:
+    """A manager on SQLite and three dummy agents: two (2 cores each) in ``default``, one in ``dummy-b``."""
+    state: Path = tmp_path_factory.mktemp("dummy-fleet")
+    m = launch_manager(state)
+    prefix = f"i-dummy-{uuid.uuid4().hex[:6]}-"
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        _gql(m, 'mutation { create_scaling_group(name: "dummy-b", props: {driver: "static", scheduler: "fifo", '
+                'is_active: true}) { ok msg } }')
+        _gql(m, 'mutation { associate_scaling_group_with_domain(scaling_group: "dummy-b", domain: "default") '
+                '{ ok msg } }')
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        (state / "fleet.toml").write_text(
+            f'[agent]\nbackend = "dummy"\nmanager-url = "{m.endpoint}"\ncluster-secret = "{m.secret}"\n'
+            f'heartbeat-interval = 1.0\n\n[resource]\ncpu = 2\nmem = "2g"\n\n'
+            f'[dummy]\ncreate-delay = {CREATE_DELAY}\ndestroy-delay = [0.0, 0.05]\nexecute = "echo"\n'
+        )
+        log = open(state / "fleet.log", "ab")
+        proc = subprocess.Popen([sys.executable, "-m", "ai.backend.agent.fleet", "-f", str(state / "fleet.toml"),
+                                 "--count", "3", "--base-port", str(port), "--id-prefix", prefix,
+                                 "--scaling-groups", "default,dummy-b,default"],
+                                stdout=log, stderr=log, start_new_session=True)
+        _wait("three dummy agents", lambda: _agents(m), lambda a: len(a) == 3)
+        yield m, prefix
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        m.shutdown()
+
+
+def test_agents_register_capacity_groups_and_images(fleet: tuple[Cluster, str]) -> None:
+    m, prefix = fleet
+    agents = _agents(m)
+    assert {a: agents[a]["scaling_group"] for a in agents} == {
+        f"{prefix}1": "default", f"{prefix}2": "dummy-b", f"{prefix}3": "default"}
+    for a in agents.values():
+        slots = json.loads(a["available_slots"])
+        assert float(slots["cpu"]) == 2 and int(slots["mem"]) == 2 * 1024**3
+        assert a["addr"].endswith(f"/a/{a['id']}")
+    images = _gql(m, "{ images { name tag } }")["images"]
+    assert any(i["name"].endswith("python") and i["tag"] == "3.11-debian12" for i in images), images
+
+
+def test_session_runs_without_docker_and_honours_create_delay(fleet: tuple[Cluster, str]) -> None:
+    m, prefix = fleet
+    name = f"dummy-{uuid.uuid4().hex[:6]}"
+    r = m.request("POST", "/session", {**SMALL, "name": name, "config": {"scalingGroup": "dummy-b"}})
+    assert r.status_code == 201 and r.json()["status"] == "RUNNING", r.text
+    info = _info(m, name)
+    assert info["agent"] == f"{prefix}2"
+    assert info["creationPhases"]["container_start"] >= CREATE_DELAY * 0.9, info["creationPhases"]
+    assert info["creationPhases"]["total"] >= CREATE_DELAY * 0.9
+    r = m.request("POST", f"/session/{name}", {"mode": "query", "code": "print(42)", "run_id": "r1"})
+    assert r.status_code == 200, r.text
+    result = r.json()["result"]
+    assert result["status"] == "finished" and result["console"] == [["stdout", "print(42)"]], result
+    assert json.loads(_agents(m)[f"{prefix}2"]["occupied_slots"])["cpu"] in ("1", "1.0", 1)
+    r = m.request("DELETE", f"/session/{name}")
+    assert r.status_code in (200, 204), r.text
+    _wait("capacity freed", lambda: json.loads(_agents(m)[f"{prefix}2"]["occupied_slots"]),
+          lambda occ: float(occ.get("cpu", 0)) == 0)
+
+
+def test_scheduler_never_overcommits(fleet: tuple[Cluster, str]) -> None:
+    m, prefix = fleet
+    tag = uuid.uuid4().hex[:6]
+    names = [f"oc-{tag}-{i}" for i in range(6)]  # the default group holds 2 agents x 2 cores = 4 sessions
+    for n in names:
+        r = m.request("POST", "/session", {**SMALL, "name": n, "enqueueOnly": True})
+        assert r.status_code == 201, r.text
+    statuses = _wait("four running", lambda: {n: _info(m, n)["status"] for n in names},
+                     lambda s: list(s.values()).count("RUNNING") == 4, timeout=30)
+    time.sleep(1.5)  # a few more passes: nothing else may start
+    infos = {n: _info(m, n) for n in names}
+    waiting = [n for n, i in infos.items() if i["status"] == "PENDING"]
+    assert len(waiting) == 2, statuses
+    for n in waiting:
+        assert infos[n]["statusInfo"], infos[n]  # the scheduler says why
+        assert "agent_capacity" in infos[n]["statusData"]["scheduler"]["predicates"], infos[n]["statusData"]
+    per_agent: dict[str, int] = {}
+    for i in infos.values():
+        if i["status"] == "RUNNING":
+            per_agent[i["agent"]] = per_agent.get(i["agent"], 0) + 1
+    assert per_agent == {f"{prefix}1": 2, f"{prefix}3": 2}
+    for occ in (json.loads(_agents(m)[a]["occupied_slots"]) for a in per_agent):
+        assert float(occ["cpu"]) <= 2
+    running = [n for n in names if n not in waiting]
+    assert m.request("DELETE", f"/session/{running[0]}").status_code in (200, 204)
+    assert m.request("DELETE", f"/session/{running[1]}").status_code in (200, 204)
+    _wait("the waiting ones start", lambda: [_info(m, n)["status"] for n in waiting],
+          lambda s: s == ["RUNNING", "RUNNING"], timeout=30)
+    for n in [n for n in names if n not in running[:2]]:
+        m.request("DELETE", f"/session/{n}")
