@@ -21,7 +21,6 @@ import json
 import logging
 import posixpath
 import tarfile
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -37,6 +36,8 @@ from ai.backend.common.problems import (
     ProblemError,
     ServiceUnavailable,
 )
+
+from .kernel_tasks import tar_archive
 
 if TYPE_CHECKING:
     from .docker_backend import DockerBackend
@@ -228,20 +229,8 @@ class KernelFiles:
     def _build_tar(self, dirs: list[str], files: list[tuple[list[str], bytes]]) -> bytes:
         """The archive Docker extracts: owned by the kernel user, sane modes, directories and regular files only."""
         cc = self.backend.config.container
-        now = int(time.time())
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-            for d in dirs:
-                info = tarfile.TarInfo(d + "/")
-                info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, now
-                info.uid, info.gid = cc.kernel_uid, cc.kernel_gid
-                tf.addfile(info)
-            for parts, content in files:
-                info = tarfile.TarInfo("/".join(parts))
-                info.size, info.mode, info.mtime = len(content), 0o644, now
-                info.uid, info.gid = cc.kernel_uid, cc.kernel_gid
-                tf.addfile(info, io.BytesIO(content))
-        return buf.getvalue()
+        return tar_archive(dirs, [("/".join(parts), content, 0o644) for parts, content in files],
+                           cc.kernel_uid, cc.kernel_gid)
 
     async def upload(self, kid: str, data: bytes) -> list[str]:
         """Write the regular files of the tar ``data`` (paths relative to /home/work) into the kernel.

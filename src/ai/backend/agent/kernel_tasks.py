@@ -12,7 +12,7 @@ import secrets
 import tarfile
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -89,25 +89,29 @@ def dotfile_path(path: str) -> PurePosixPath:
     return full
 
 
-def files_tar(files: Sequence[tuple[PurePosixPath, bytes, int]], uid: int, gid: int) -> bytes:
-    """A tar archive (paths relative to ``/``) of regular files owned by ``uid:gid``, parents included."""
+def tar_archive(dirs: Iterable[str], files: Iterable[tuple[str, bytes, int]], uid: int, gid: int) -> bytes:
+    """A tar for the Docker archive API: directories (mode 0755) and regular files ``(name, content, mode)``,
+    all owned by ``uid:gid``; names are relative to where Docker extracts it."""
     buf = io.BytesIO()
-    now = time.time()
-    dirs: set[PurePosixPath] = set()
+    now = int(time.time())
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path, data, mode in files:
-            for parent in reversed(path.parents):
-                if parent in dirs or parent == PurePosixPath("/") or not parent.is_relative_to(WORKDIR) \
-                        or parent == WORKDIR:
-                    continue
-                dirs.add(parent)
-                d = tarfile.TarInfo(str(parent.relative_to("/")))
-                d.type, d.mode, d.uid, d.gid, d.mtime = tarfile.DIRTYPE, 0o755, uid, gid, now
-                tar.addfile(d)
-            info = tarfile.TarInfo(str(path.relative_to("/")))
+        for d in dirs:
+            info = tarfile.TarInfo(d + "/")
+            info.type, info.mode, info.uid, info.gid, info.mtime = tarfile.DIRTYPE, 0o755, uid, gid, now
+            tar.addfile(info)
+        for name, data, mode in files:
+            info = tarfile.TarInfo(name)
             info.size, info.mode, info.uid, info.gid, info.mtime = len(data), mode & 0o7777, uid, gid, now
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
+
+
+def files_tar(files: Sequence[tuple[PurePosixPath, bytes, int]], uid: int, gid: int) -> bytes:
+    """A tar (extracted at ``/``) of files at absolute paths, with their missing parents below /home/work."""
+    dirs = sorted({parent for path, _, _ in files for parent in path.parents
+                   if parent.is_relative_to(WORKDIR) and parent != WORKDIR}, key=lambda p: len(p.parts))
+    return tar_archive([str(d.relative_to("/")) for d in dirs],
+                       [(str(path.relative_to("/")), data, mode) for path, data, mode in files], uid, gid)
 
 
 def parse_perm(perm: Any, default: int = 0o644) -> int:

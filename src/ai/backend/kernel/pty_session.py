@@ -38,6 +38,8 @@ import subprocess
 import termios
 from typing import Any
 
+from ai.backend.kernel.processes import wait_process
+
 __all__ = [
     "KIND_CLOSE",
     "KIND_ERROR",
@@ -220,23 +222,6 @@ def find_shell() -> list[str]:
 def _wake(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
-
-
-async def _wait_exit(proc: subprocess.Popen[bytes]) -> int:
-    """Wait for ``proc`` without blocking the loop (pidfd when available, else a thread)."""
-    loop = asyncio.get_running_loop()
-    try:
-        pidfd = os.pidfd_open(proc.pid)
-    except (AttributeError, OSError):
-        return await loop.run_in_executor(None, proc.wait)
-    fut: asyncio.Future[None] = loop.create_future()
-    loop.add_reader(pidfd, _wake, fut)
-    try:
-        await fut
-    finally:
-        loop.remove_reader(pidfd)
-        os.close(pidfd)
-    return proc.wait()
 
 
 class _Shell:
@@ -455,7 +440,7 @@ class PtySession:
             self._send(KIND_OUTPUT, data)
 
     async def _watch_exit(self, shell: _Shell) -> None:
-        await _wait_exit(shell.proc)
+        await wait_process(shell.proc)
         if shell is not self.shell or self._closed:
             return  # replaced by a restart, or closing anyway
         # The shell ended by itself (``exit``): its terminal ends with it, and so do its leftovers.
@@ -476,7 +461,7 @@ class PtySession:
                 self._out_task.cancel()
             old.kill()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(_wait_exit(old.proc), 5.0)
+                await asyncio.wait_for(wait_process(old.proc), 5.0)
             self._forget(old)
         if self._closed:
             return
@@ -512,7 +497,7 @@ class PtySession:
         if shell is not None:
             shell.kill()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(_wait_exit(shell.proc), 5.0)  # reaped: no zombie left behind
+                await asyncio.wait_for(wait_process(shell.proc), 5.0)  # reaped: no zombie left behind
             self._forget(shell)
         writer, self._writer = self._writer, None
         if writer is not None:

@@ -267,9 +267,7 @@ class _Capture:
 
     def add_item(self, kind: str, value: Any) -> None:
         """Append one rich console item (``media``, ``html``, ``log``) after everything written so far."""
-        is_main = threading.get_ident() == _MAIN_IDENT
-        if is_main:
-            _SigState.critical += 1
+        _enter_critical()
         try:
             with self._lock:
                 self._drain_fds_locked()
@@ -281,12 +279,7 @@ class _Capture:
                 elif was_empty:
                     self._cond.notify()
         finally:
-            if is_main:
-                _SigState.critical -= 1
-                if _SigState.deferred and _SigState.critical == 0:
-                    _SigState.deferred = False
-                    if _SigState.running:
-                        raise KeyboardInterrupt
+            _leave_critical()
 
     def emit(self, msg: dict[str, Any]) -> None:
         """Send ``msg`` carrying every console item written before it."""

@@ -44,6 +44,7 @@ from typing import Any, NoReturn  # noqa: E402
 
 from ai.backend.kernel import query_runtimes  # noqa: E402
 from ai.backend.kernel.output_files import OutputWatcher  # noqa: E402
+from ai.backend.kernel.processes import killpg_quietly, wait_process  # noqa: E402
 from ai.backend.kernel.protocol import ProtocolError, encode, read_message  # noqa: E402
 from ai.backend.kernel.pty_session import PtyError, PtyManager  # noqa: E402
 
@@ -87,37 +88,6 @@ class RequestError(Exception):
 # --------------------------------------------------------------------------------------
 # Process helpers
 # --------------------------------------------------------------------------------------
-
-
-async def wait_process(proc: subprocess.Popen[bytes]) -> int:
-    """Wait for ``proc`` to exit without waiting for its pipes to close.
-
-    Uses a pidfd when available (no thread, no polling), else a waiter thread.
-    """
-    loop = asyncio.get_running_loop()
-    try:
-        pidfd = os.pidfd_open(proc.pid)
-    except (AttributeError, OSError):
-        return await loop.run_in_executor(None, proc.wait)
-    fut: asyncio.Future[None] = loop.create_future()
-
-    def _ready() -> None:
-        if not fut.done():
-            fut.set_result(None)
-
-    loop.add_reader(pidfd, _ready)
-    try:
-        await fut
-    finally:
-        loop.remove_reader(pidfd)
-        os.close(pidfd)
-    return proc.wait()
-
-
-def killpg_quietly(pgid: int, sig: int) -> None:
-    """Signal a process group, ignoring groups that no longer exist."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 def read_oom_kills(paths: list[str]) -> int | None:

@@ -57,7 +57,8 @@ def _pick(body: dict[str, Any], *names: str, default: Any = None) -> Any:
     return default
 
 
-def _bool(name: str, value: Any) -> bool:
+def parse_bool_value(name: str, value: Any) -> bool:
+    """A boolean parameter as JSON or query strings give it (``true``/``false``, ``1``/``0``, ``yes``/``no``)."""
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
@@ -100,8 +101,8 @@ def parse_create_params(body: Any) -> CreateParams:
     p.session_type = stype.lower()
     p.group = _str("group", _pick(body, "group", "groupName", "group_name", default="default"), max_len=64)
     p.domain = _str("domain", _pick(body, "domain", "domainName", "domain_name", default="default"), max_len=64)
-    p.enqueue_only = _bool("enqueueOnly", _pick(body, "enqueueOnly", "enqueue_only", default=False))
-    p.reuse = _bool("reuseIfExists", _pick(body, "reuseIfExists", "reuse_if_exists", default=True))
+    p.enqueue_only = parse_bool_value("enqueueOnly", _pick(body, "enqueueOnly", "enqueue_only", default=False))
+    p.reuse = parse_bool_value("reuseIfExists", _pick(body, "reuseIfExists", "reuse_if_exists", default=True))
     max_wait = _pick(body, "maxWaitSeconds", "max_wait_seconds", default=0)
     if isinstance(max_wait, bool) or not isinstance(max_wait, int | float) or max_wait < 0:
         raise InvalidAPIParameters(f"'maxWaitSeconds' must be a non-negative number, got {max_wait!r}.")

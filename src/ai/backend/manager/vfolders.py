@@ -33,6 +33,7 @@ from .auth import AuthContext
 from .models import Domain, Group, KeyPairResourcePolicy, SessionRow, User, VFolder, VFolderPermission, group_members
 from .models.sessions import ACTIVE_STATUSES
 from .models.vfolders import OWNERSHIP_TYPES, PERMISSIONS, USAGE_MODES
+from .session_params import parse_bool_value
 
 NAME_MAX = 64
 PATH_MAX = 4096
@@ -142,15 +143,7 @@ def check_ownership_type(raw: Any) -> str:
 def parse_bool(body: Mapping[str, Any], key: str, default: bool) -> bool:
     """A boolean parameter; query strings give ``"true"``/``"false"``/``"1"``/``"0"``."""
     value = body.get(key)
-    if value is None:
-        return default
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-        return value.lower() in ("true", "1", "yes")
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    raise InvalidAPIParameters(f"'{key}' must be a boolean, got {value!r}.")
+    return default if value is None else parse_bool_value(key, value)
 
 
 def parse_int(body: Mapping[str, Any], key: str, *, required: bool = False, minimum: int = 0) -> int | None:

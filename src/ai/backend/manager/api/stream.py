@@ -36,12 +36,23 @@ from ai.backend.common.auth import CLUSTER_SECRET_HEADER
 from ai.backend.common.problems import ProblemError, SessionNotFound
 
 from ..auth import authenticate
-from ..models import SessionRow
+from ..models import Kernel, SessionRow
 from ..ratelimit import enforce_keypair_limit
 from ..registry import SessionNotRunning, SessionRegistry
 
 log = logging.getLogger(__name__)
 router = APIRouter()
+
+
+async def _caller_session(ws: WebSocket, reg: SessionRegistry, ref: str) -> tuple[SessionRow, Kernel]:
+    """Authenticate a stream handshake like any API call (signature, usage, rate limit, owner delegation)
+    and find the session it names with its main kernel; refusals are problems."""
+    ctx = await authenticate(ws)
+    ws.app.state.api_usage.count(ctx.access_key)
+    await enforce_keypair_limit({}, ws.app.state.rate_limiter, ctx.access_key, ctx.rate_limit)
+    owner = await reg.resolve_owner(ctx, ws.query_params.get("owner_access_key"))
+    async with reg.db() as db:
+        return await reg.find_session_and_kernel(db, ref, owner)
 
 
 async def _refuse(ws: WebSocket, e: ProblemError) -> None:
@@ -59,12 +70,7 @@ async def _refuse(ws: WebSocket, e: ProblemError) -> None:
 async def stream_execute(ws: WebSocket, ref: str) -> None:
     reg: SessionRegistry = ws.app.state.registry
     try:
-        ctx = await authenticate(ws)
-        ws.app.state.api_usage.count(ctx.access_key)
-        await enforce_keypair_limit({}, ws.app.state.rate_limiter, ctx.access_key, ctx.rate_limit)
-        owner = await reg.resolve_owner(ctx, ws.query_params.get("owner_access_key"))
-        async with reg.db() as db:
-            session = await reg.find_session(db, ref, owner)
+        session, _ = await _caller_session(ws, reg, ref)
     except ProblemError as e:
         await _refuse(ws, e)
         return
@@ -222,13 +228,7 @@ async def stream_pty(ws: WebSocket, ref: str) -> None:
     """A terminal (login shell) in the session's main container; the caller must own the RUNNING session."""
     reg: SessionRegistry = ws.app.state.registry
     try:
-        ctx = await authenticate(ws)
-        ws.app.state.api_usage.count(ctx.access_key)
-        await enforce_keypair_limit({}, ws.app.state.rate_limiter, ctx.access_key, ctx.rate_limit)
-        owner = await reg.resolve_owner(ctx, ws.query_params.get("owner_access_key"))
-        async with reg.db() as db:
-            session = await reg.find_session(db, ref, owner)
-            kernel = await reg.main_kernel(db, session)
+        session, kernel = await _caller_session(ws, reg, ref)
         if session.status != "RUNNING":
             raise SessionNotRunning(f"Session {session.name!r} is {session.status}, not RUNNING; no terminal.")
         if not kernel.agent_addr:

@@ -24,7 +24,7 @@ from ..images import resolve_image
 from ..models import Group, KeyPair, SessionTemplate, User, group_members
 from ..models.base import utcnow
 from ..registry import SessionRegistry
-from ..session_params import parse_create_params
+from ..session_params import parse_bool_value, parse_create_params
 from ..templates import TaskTemplate, add_git_clone, check_template, creation_body, load_payload, merge_overrides
 from .deps import auth_required, json_body, registry
 from .session import create_and_respond
@@ -45,11 +45,11 @@ def _pick(body: dict[str, Any], *names: str) -> Any:
 
 def _flag(body: dict[str, Any], name: str) -> bool:
     value = body.get(name, False)
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no", ""):
-        return value.lower() in ("true", "1", "yes")
-    raise InvalidAPIParameters(f"'{name}' must be a boolean, got {value!r}.")
+    if value == "":  # a bare `?all=` in a query string
+        return False
+    if isinstance(value, int) and not isinstance(value, bool):  # numbers were never accepted here
+        raise InvalidAPIParameters(f"'{name}' must be a boolean, got {value!r}.")
+    return parse_bool_value(name, value)
 
 
 def _text(body: dict[str, Any], name: str, *aliases: str) -> str | None:
