@@ -13,7 +13,7 @@ SUDO=""
 say() { echo "[setup] $*" >&2; }
 
 # 1. Debian packages
-pkgs=(docker.io debootstrap python3-venv ca-certificates)
+pkgs=(docker.io debootstrap python3-venv ca-certificates iproute2)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

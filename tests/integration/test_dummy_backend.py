@@ -159,3 +159,44 @@ def test_scheduler_never_overcommits(fleet: tuple[Cluster, str]) -> None:
           lambda s: s == ["RUNNING", "RUNNING"], timeout=30)
     for n in [n for n in names if n not in running[:2]]:
         m.request("DELETE", f"/session/{n}")
+
+
+def _containers(m: Cluster, session_id: str) -> list[dict[str, Any]]:
+    q = ("query($id: UUID!) { compute_session(id: $id) { containers { cluster_hostname cluster_role local_rank "
+         "agent status occupied_slots } } }")
+    rows: list[dict[str, Any]] = _gql(m, q, {"id": session_id})["compute_session"]["containers"]
+    return rows
+
+
+def test_cluster_sessions_single_and_multi_node(fleet: tuple[Cluster, str]) -> None:
+    """Multi-node kernels spread over the group's agents (whole or not at all); single-node ones share one."""
+    m, prefix = fleet
+    _gql(m, 'mutation { modify_keypair_resource_policy(name: "default", props: {max_containers_per_session: 4}) '
+            '{ ok msg } }')
+    tag = uuid.uuid4().hex[:6]
+    both = {f"{prefix}1", f"{prefix}3"}  # the default group: two agents of 2 cores
+    r = m.request("POST", "/session", {**SMALL, "name": f"mn-{tag}", "clusterSize": 2, "clusterMode": "multi-node",
+                                       "config": {"resources": {"cpu": 2, "mem": "256m"}}})
+    assert r.status_code == 201 and r.json()["status"] == "RUNNING", r.text
+    multi = r.json()["sessionId"]
+    kernels = _containers(m, multi)
+    assert [(k["cluster_hostname"], k["cluster_role"], k["local_rank"]) for k in kernels] == [
+        ("main1", "main", 0), ("sub1", "sub", 1)]
+    assert {k["agent"] for k in kernels} == both and all(k["status"] == "RUNNING" for k in kernels)
+    assert all(json.loads(k["occupied_slots"])["cpu"] == "2" for k in kernels), kernels
+    # The group is full now: a single-node pair waits with the reason, and starts once the cluster ends.
+    r = m.request("POST", "/session", {**SMALL, "name": f"sn-{tag}", "clusterSize": 2, "enqueueOnly": True,
+                                       "config": {"resources": {"cpu": 1, "mem": "256m"}}})
+    assert r.status_code == 201, r.text
+    single = r.json()["sessionId"]
+    info = _wait("the waiting reason", lambda: _info(m, f"sn-{tag}"), lambda i: bool(i["statusInfo"]))
+    assert info["status"] == "PENDING" and "no agent has enough free resources" in info["statusInfo"], info
+    assert m.request("DELETE", f"/session/mn-{tag}").status_code in (200, 204)
+    _wait("the pair to start", lambda: _info(m, f"sn-{tag}"), lambda i: i["status"] == "RUNNING")
+    kernels = _containers(m, single)
+    assert len({k["agent"] for k in kernels}) == 1 and {k["agent"] for k in kernels} <= both, kernels
+    occupied = json.loads(_agents(m)[kernels[0]["agent"]]["occupied_slots"])
+    assert float(occupied["cpu"]) == 2, occupied
+    assert m.request("DELETE", f"/session/sn-{tag}").status_code in (200, 204)
+    _wait("capacity freed", lambda: [float(json.loads(_agents(m)[a]["occupied_slots"]).get("cpu", 0)) for a in both],
+          lambda cpus: cpus == [0, 0])

@@ -181,6 +181,12 @@ ADMIN_PATHS: list[list[str]] = [
     *(["admin", "resource-preset", c] for c in ("list", "info", "add", "update", "delete")),
     *(["admin", "image", c] for c in ("list", "info", "alias", "dealias", "rescan")),
     *(["admin", "agent", c] for c in ("info", "list")),
+    # The 19.09 spellings, and "scaling" for "scaling-group".
+    ["admin", "agents"],
+    ["admin", "list-scaling-groups"],
+    *(["admin", "scaling-groups", c] for c in ("add", "update", "delete", "associate-scaling-group",
+                                               "dissociate-scaling-group")),
+    *(["admin", "scaling", c] for c in ("info", "list", "add")),
     ["admin", "session", "list"],
     ["admin", "session", "info"],
     ["update-password"],

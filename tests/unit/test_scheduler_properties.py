@@ -4,7 +4,9 @@ A small simulator plays random sequences of session creations, terminations and 
 through :func:`plan_pass`, carrying the placements over from pass to pass as the database would:
 
 * no agent is ever over its capacity and no keypair over its policy's total slots or concurrency,
-  whatever the requests, policies, agent sizes, scheduling order or selection strategy;
+  whatever the requests (single kernels and clusters of either mode), policies, agent sizes, scheduling
+  order or selection strategy; a single-node cluster lands whole on one agent, a multi-node one is placed
+  whole or not at all;
 * with ``drf``, two users who keep submitting equal sessions to a saturated group end up within one
   session of each other's dominant share, even when one of them held the whole group at the start.
 """
@@ -48,20 +50,24 @@ class Sim:
     policies: dict[str, KeypairState]  # limits only; holdings are derived from ``running``
     settings: GroupSettings
     pending: list[PendingSession] = field(default_factory=list)
-    running: dict[str, tuple[str, str, ResourceSlot]] = field(default_factory=dict)  # sid -> (ak, agent, slots)
+    # sid -> (access key, [(agent, slots) per kernel], total slots)
+    running: dict[str, tuple[str, list[tuple[str, ResourceSlot]], ResourceSlot]] = field(default_factory=dict)
     seq: int = 0
 
-    def create(self, ak: str, requested: ResourceSlot) -> str:
+    def create(self, ak: str, requested: ResourceSlot, size: int = 1, mode: str = "single-node") -> str:
+        """A session of ``size`` kernels of ``requested`` each."""
         self.seq += 1
         sid = f"s{self.seq:04d}"
-        self.pending.append(PendingSession(sid, ak, "default", requested))
+        total = ResourceSlot({k: v * size for k, v in requested.items()})
+        self.pending.append(PendingSession(sid, ak, "default", total, cluster_size=size, cluster_mode=mode))
         return sid
 
     def occupied(self, agent_id: str) -> ResourceSlot:
-        return sum((r for _, a, r in self.running.values() if a == agent_id), ResourceSlot())
+        return sum((r for _, kernels, _ in self.running.values() for a, r in kernels if a == agent_id),
+                   ResourceSlot())
 
     def holding(self, ak: str) -> tuple[ResourceSlot, int]:
-        mine = [r for k, _, r in self.running.values() if k == ak]
+        mine = [total for k, _, total in self.running.values() if k == ak]
         return sum(mine, ResourceSlot()), len(mine)
 
     def schedule(self) -> list[str]:
@@ -72,7 +78,12 @@ class Sim:
         by_id = {s.id: s for s in self.pending}
         for sid, agent_id in plan.placements:
             s = by_id.pop(sid)
-            self.running[sid] = (s.access_key, agent_id, s.requested)
+            per_agent = plan.kernel_agents.get(sid, [agent_id])
+            assert len(per_agent) == s.cluster_size and per_agent[0] == agent_id
+            if s.cluster_mode == "single-node":
+                assert set(per_agent) == {agent_id}, "a single-node cluster lands on one agent"
+            per = ResourceSlot({k: v / s.cluster_size for k, v in s.requested.items()})
+            self.running[sid] = (s.access_key, [(a, per) for a in per_agent], s.requested)
         assert {w.session_id for w in plan.waiting} == set(by_id), "every pending session is placed or explained"
         self.pending = [s for s in self.pending if s.id in by_id]
         return [sid for sid, _ in plan.placements]
@@ -89,6 +100,8 @@ class Sim:
 ops = st.lists(
     st.one_of(
         st.tuples(st.just("create"), st.sampled_from(["AK1", "AK2", "AK3"]), amounts),
+        st.tuples(st.sampled_from(["single-node", "multi-node"]),
+                  st.tuples(st.sampled_from(["AK1", "AK2", "AK3"]), st.integers(2, 4)), amounts),
         st.tuples(st.just("terminate"), st.integers(0, 1000), st.just((0, 0, 0))),
         st.tuples(st.just("schedule"), st.just(0), st.just((0, 0, 0))),
     ),
@@ -116,6 +129,9 @@ def test_no_sequence_overcommits_an_agent_or_a_policy(
     for op, arg, amount in steps:
         if op == "create":
             sim.create(str(arg), slot(amount))
+        elif op in ("single-node", "multi-node"):
+            ak, size = arg  # type: ignore[misc]
+            sim.create(ak, slot(amount), size, op)
         elif op == "terminate" and sim.running:
             ids = sorted(sim.running)
             del sim.running[ids[int(str(arg)) % len(ids)]]

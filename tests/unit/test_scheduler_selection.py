@@ -112,3 +112,42 @@ def test_plan_checks_architecture_and_keypair_totals_within_a_pass() -> None:
     why = {w.session_id: w for w in plan.waiting}
     assert why["p3"].predicates == (P_KEYPAIR_SLOTS,) and "cpu 3 of 3 in use" in why["p3"].reason
     assert why["riscv"].predicates == (P_ARCH,)
+
+
+def _cluster(sid: str, cpu: float, size: int, mode: str) -> PendingSession:
+    return PendingSession(sid, "AK", "default", slots(cpu * size, size), cluster_size=size, cluster_mode=mode)
+
+
+def test_multi_node_cluster_spreads_over_agents_whole_or_not_at_all() -> None:
+    agents = [agent("i-a", slots(2, 8)), agent("i-b", slots(2, 8)), agent("i-c", slots(1, 8))]
+    plan = plan_pass([_cluster("big", 2, 3, "multi-node"),  # three 2-CPU kernels: only two agents have room
+                      _cluster("pair", 2, 2, "multi-node"),
+                      _cluster("one", 1, 1, "single-node")],
+                     agents, {}, {"default": GroupSettings("fifo", "dispersed")}, {}, NOW)
+    assert plan.placements == [("pair", "i-a"), ("one", "i-c")]
+    assert plan.kernel_agents == {"pair": ["i-a", "i-b"]}
+    (waiting,) = plan.waiting
+    assert waiting.session_id == "big" and waiting.predicates == (P_CAPACITY,)
+    assert waiting.reason == ("the request can never fit: a multi-node cluster of 3 kernels of cpu 2, mem 1g "
+                              "each; the agents have room for 2 even when empty")
+
+
+def test_multi_node_cluster_waits_for_room_and_gives_back_a_partial_placement() -> None:
+    # Room for two 1-CPU kernels now; a cluster of three waits, and the single session behind it still gets
+    # the room its partial placement would have taken.
+    agents = [agent("i-a", slots(2, 8), slots(1, 1)), agent("i-b", slots(2, 8), slots(1, 1))]
+    plan = plan_pass([_cluster("trio", 1, 3, "multi-node"), _cluster("s1", 1, 1, "single-node"),
+                      _cluster("s2", 1, 1, "single-node")],
+                     agents, {}, {"default": GroupSettings("fifo", "concentrated")}, {}, NOW)
+    assert [sid for sid, _ in plan.placements] == ["s1", "s2"]
+    assert {aid for _, aid in plan.placements} == {"i-a", "i-b"}
+    (waiting,) = plan.waiting
+    assert waiting.reason == "no room for a multi-node cluster of 3 kernels of cpu 1, mem 1g each: " \
+                             "the agents have room for 2 now"
+
+
+def test_single_node_cluster_needs_one_agent_with_room_for_all() -> None:
+    agents = [agent("i-a", slots(2, 8)), agent("i-b", slots(4, 8))]
+    plan = plan_pass([_cluster("trio", 1, 3, "single-node")], agents, {},
+                     {"default": GroupSettings("fifo", "dispersed")}, {}, NOW)
+    assert plan.placements == [("trio", "i-b")] and plan.kernel_agents == {"trio": ["i-b"] * 3}

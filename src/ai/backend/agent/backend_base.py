@@ -35,6 +35,14 @@ class KernelBackend(Protocol):
         """Remove a kernel; answers its last stats."""
         ...
 
+    async def create_network(self, name: str, mode: str) -> dict[str, Any]:
+        """Create the private network of a cluster session (idempotent); answers ``name`` and ``driver``."""
+        ...
+
+    async def remove_network(self, name: str) -> bool:
+        """Remove a cluster session's network; ``False`` when it was not there."""
+        ...
+
     async def runner_request(self, kid: str, op: str, **fields: Any) -> dict[str, Any]:
         """One request to the kernel's runner (execute, interrupt, complete, restart, list_files, pty_open)."""
         ...

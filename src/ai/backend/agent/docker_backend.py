@@ -22,6 +22,7 @@ from ai.backend.common.problems import InvalidAPIParameters, NotFound, ProblemEr
 from ai.backend.common.types import BinarySize
 
 from .accelerators import AcceleratorManager
+from .cluster_kernels import ClusterNetworks, cluster_environ, endpoint_config, hostname_of, ssh_keypair_tar
 from .config import AgentConfig
 from .kernel_tasks import BOOTSTRAP_PATH, TaskLog, dotfile_path, drive_batch, files_tar, parse_perm
 from .runner_client import RunnerClient, RunnerConnectionError
@@ -116,12 +117,15 @@ class DockerBackend:
         self.pool: dict[str, list[KernelState]] = {}
         self._refilling: dict[str, asyncio.Task[None]] = {}
         self.scratch_root = Path(config.container.scratch_root).resolve()
+        self.networks = ClusterNetworks(self.docker, config.agent.id)
 
     async def start(self) -> None:
         """Prepare the kernel network, re-attach to our running containers, and watch Docker events."""
         self.scratch_root.mkdir(parents=True, exist_ok=True)
         await self._ensure_network()
         await self._reattach()
+        for name in await self.networks.remove_unused():
+            log.info("removed the leftover cluster network %s", name)
         self._watch_task = asyncio.create_task(self._watch_events())
 
     async def close(self) -> None:
@@ -195,6 +199,13 @@ class DockerBackend:
             else:
                 await self._report_exit(kid, info)
                 await self._remove(c.id, scratch)
+
+    async def create_network(self, name: str, mode: str) -> dict[str, Any]:
+        """Create a cluster session's network (see :class:`ClusterNetworks`)."""
+        return await self.networks.create(name, mode)
+
+    async def remove_network(self, name: str) -> bool:
+        return await self.networks.remove(name)
 
     async def list_images(self) -> list[dict[str, Any]]:
         """Local images carrying the kernel labels, one entry per repository tag."""
@@ -393,22 +404,23 @@ class DockerBackend:
         environ.update({
             "BACKENDAI_SESSION_ID": str(spec["session_id"]), "BACKENDAI_KERNEL_ID": kid,
             "BACKENDAI_SESSION_NAME": str(spec.get("session_name", "")),
-            "BACKENDAI_CLUSTER_SIZE": str(spec.get("cluster_size", 1)),
-            "BACKENDAI_CLUSTER_HOST": str(spec.get("cluster_hostname", "main1")),
-            "BACKENDAI_CLUSTER_HOSTS": str(spec.get("cluster_hostname", "main1")),
-            "BACKENDAI_CLUSTER_ROLE": str(spec.get("cluster_role", "main")),
-            "BACKENDAI_CLUSTER_IDX": str(spec.get("cluster_idx", 1)),
-            "BACKENDAI_CLUSTER_LOCAL_RANK": "0",
-            "BACKENDAI_CLUSTER_REPLICAS": f"{spec.get('cluster_role', 'main')}:1",
+            **cluster_environ(spec),
         })
+        networking = endpoint_config(spec)
+        if networking is not None and not await self.networks.exists(str(spec["cluster_network"])):
+            raise KernelCreationFailed(
+                f"The session's network {spec['cluster_network']} does not exist on this agent's Docker engine; "
+                "a multi-node session across hosts needs the agents' engines in one Docker swarm.",
+                reason="cluster-network-unavailable")
         accel_env, accel_host = self.accelerators.container_config(kid)
         environ.update(accel_env)
         kernel_labels = {LABEL_KERNEL: kid, LABEL_SESSION: str(spec["session_id"]),
                          LABEL_OWNER: str(spec.get("access_key", ""))}
         binds = folder_binds(spec.get("mounts"))
         t = time.monotonic()
-        # A running spare cannot gain bind mounts or devices: such sessions start a fresh container.
-        state = None if binds or self.accelerators.holds(kid) else await self._take_pooled(image)
+        # A running spare cannot gain bind mounts, devices or another network: such sessions start a fresh one.
+        fresh = bool(binds) or self.accelerators.holds(kid) or networking is not None
+        state = None if fresh else await self._take_pooled(image)
         if state is not None:
             state.kernel_id = kid
             self.kernels[kid] = state
@@ -435,7 +447,10 @@ class DockerBackend:
             scratch = self.scratch_root / kid
             ipc = self._prepare_scratch(scratch)
             config = self._container_config(image, labels, cpu, mem, ipc, environ, kernel_labels,
-                                            str(spec.get("cluster_hostname", "main1")), binds, accel_host)
+                                            hostname_of(spec), binds, accel_host)
+            if networking is not None:
+                config["HostConfig"]["NetworkMode"] = spec["cluster_network"]
+                config["NetworkingConfig"] = networking
             cid, runner, launch_phases = await self._launch(config, f"bai-kernel-{kid}", scratch)
             phases.update(launch_phases)
             state = KernelState(kid, cid, scratch, runner)
@@ -462,11 +477,16 @@ class DockerBackend:
         script = spec.get("bootstrap_script")
         if isinstance(script, str) and script.strip():
             files.append((PurePosixPath(BOOTSTRAP_PATH), script.encode(), 0o700))
-        if files:
+        archives = [files_tar(files, cc.kernel_uid, cc.kernel_gid)] if files else []
+        keys = ssh_keypair_tar(spec, cc.kernel_uid, cc.kernel_gid)
+        if keys is not None:
+            archives.insert(0, keys)
+        if archives:
             t = time.monotonic()
             try:
                 container = self.docker.containers.container(state.container_id)
-                await container.put_archive("/", files_tar(files, cc.kernel_uid, cc.kernel_gid))
+                for archive in archives:
+                    await container.put_archive("/", archive)
             except DockerError as e:
                 raise KernelCreationFailed(f"Could not place the session's files: {e.message}") from None
             phases["dotfiles"] = round(time.monotonic() - t, 4)

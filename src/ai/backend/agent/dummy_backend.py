@@ -61,6 +61,7 @@ class DummyBackend:
         self.config = config
         self.accelerators = accelerators if accelerators is not None else AcceleratorManager()
         self.kernels: dict[str, DummyKernel] = {}
+        self.networks: set[str] = set()  # cluster networks "created" here
         self._on_kernel_exit = on_kernel_exit
         self._tasks: set[asyncio.Task[None]] = set()
         self._images = [{"ref": i.ref, "digest": i.digest or f"sha256:dummy-{i.ref}", "labels": dict(i.labels),
@@ -78,6 +79,17 @@ class DummyBackend:
 
     async def list_images(self) -> list[dict[str, Any]]:
         return self._images
+
+    async def create_network(self, name: str, mode: str) -> dict[str, Any]:
+        """Simulated: kernels of a simulated cluster need no real network."""
+        self.networks.add(name)
+        return {"name": name, "driver": "dummy"}
+
+    async def remove_network(self, name: str) -> bool:
+        if name not in self.networks:
+            return False
+        self.networks.discard(name)
+        return True
 
     async def create_kernel(self, spec: dict[str, Any]) -> dict[str, Any]:
         """Wait the configured creation delay and keep the kernel (409-like 400 when it exists)."""

@@ -23,6 +23,7 @@ from ai.backend.common.problems import PROBLEM_BASE, AuthorizationFailed, Invali
 
 from .accelerators import AcceleratorManager, PluginError, load_plugins
 from .backend_base import KernelBackend
+from .cluster_kernels import check_network_name
 from .config import AgentConfig
 from .docker_backend import DockerBackend
 from .dummy_backend import DummyBackend
@@ -173,6 +174,19 @@ def create_app(config: AgentConfig, accelerators: AcceleratorManager | None = No
     @app.delete("/v1/kernels/{kid}")
     async def destroy_kernel(kid: str, request: Request) -> dict[str, Any]:
         return {"stats": await backend(request).destroy_kernel(kid)}
+
+    @app.post("/v1/networks")
+    async def create_network(request: Request) -> dict[str, Any]:
+        """The private network of a cluster session: ``{"name": "bai-cluster-<session id>", "mode"}``."""
+        body = await request.json()
+        if not isinstance(body, dict):
+            raise InvalidAPIParameters("the body must be a JSON object")
+        return await backend(request).create_network(check_network_name(body.get("name")),
+                                                     str(body.get("mode") or "single-node"))
+
+    @app.delete("/v1/networks/{name}")
+    async def remove_network(name: str, request: Request) -> dict[str, Any]:
+        return {"removed": await backend(request).remove_network(check_network_name(name))}
 
     @app.post("/v1/kernels/{kid}/execute")
     async def execute(kid: str, request: Request) -> JSONResponse:

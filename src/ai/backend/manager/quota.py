@@ -1,13 +1,16 @@
-"""Keypair resource policy limits as resource slots."""
+"""Keypair resource policy limits as resource slots, and what a keypair's sessions hold against them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from decimal import Decimal
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ai.backend.common.types import SLOT_TYPES, ResourceSlot
 
-from .models import KeyPairResourcePolicy
+from .models import KeyPairResourcePolicy, SessionRow
 
 
 def policy_limits(policy: KeyPairResourcePolicy, slot_names: Iterable[str] = ()) -> ResourceSlot:
@@ -18,3 +21,36 @@ def policy_limits(policy: KeyPairResourcePolicy, slot_names: Iterable[str] = ())
     for name in {*SLOT_TYPES, *slot_names}:
         limits.setdefault(name, filler)
     return ResourceSlot(limits)
+
+
+def has_finite_limit(limit: ResourceSlot) -> bool:
+    """Whether any slot of ``limit`` is bounded; when none is, what sessions hold never matters."""
+    return any(v.is_finite() for v in limit.values())
+
+
+async def keypair_holdings(
+    db: AsyncSession, access_keys: Collection[str], statuses: Collection[str], need_slots: Collection[str],
+) -> dict[str, tuple[ResourceSlot, int]]:
+    """For each of ``access_keys`` with sessions in ``statuses``: the sum of their requested slots and
+    their number. The count is one aggregate query; the slots are summed (one row per session) only for
+    the keys in ``need_slots`` (those whose policy bounds a slot), the others get empty slots."""
+    if not access_keys:
+        return {}
+    out: dict[str, tuple[ResourceSlot, int]] = {}
+    for ak, n in (await db.execute(
+        select(SessionRow.access_key, func.count())
+        .where(SessionRow.access_key.in_(access_keys), SessionRow.status.in_(statuses))
+        .group_by(SessionRow.access_key)
+    )).all():
+        out[ak] = (ResourceSlot(), int(n))
+    summed = [ak for ak in need_slots if ak in out]
+    if summed:
+        sums: dict[str, ResourceSlot] = {}
+        for ak, slots in (await db.execute(
+            select(SessionRow.access_key, SessionRow.requested_slots)
+            .where(SessionRow.access_key.in_(summed), SessionRow.status.in_(statuses))
+        )).all():
+            sums[ak] = sums.get(ak, ResourceSlot()) + ResourceSlot.from_json(slots)
+        for ak, total in sums.items():
+            out[ak] = (total, out[ak][1])
+    return out

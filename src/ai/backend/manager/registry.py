@@ -31,17 +31,18 @@ from ai.backend.common.types import ResourceSlot
 
 from .agent_client import AgentRPC, RawAnswer
 from .auth import AuthContext
+from .cluster import cluster_never_fits, cluster_spec, kernel_layout, network_name, new_ssh_keypair
 from .events import Event, EventBus
 from .generations import GenerationCache, GenerationReader
 from .images import image_min_slots, resolve_image
 from .models import Agent, Group, Kernel, KeyPair, KeyPairResourcePolicy, SessionRow, User, group_members
 from .models.base import utcnow
 from .models.sessions import ACTIVE_STATUSES
-from .quota import policy_limits
+from .quota import has_finite_limit, keypair_holdings, policy_limits
 from .session_limits import ActivityTracker
 from .session_mounts import owner_context, resolve_mounts
 from .session_params import CreateParams
-from .sgroups import allowed_scaling_groups
+from .sgroups import agent_capacities, allowed_scaling_groups, offered_slot_names
 from .userconfig import kernel_user_config
 
 log = logging.getLogger(__name__)
@@ -215,15 +216,13 @@ class SessionRegistry:
                     f"clusterSize {p.cluster_size} exceeds the policy limit of "
                     f"{policy.max_containers_per_session} container(s) per session."
                 )
-            if p.cluster_size != 1:
-                raise InvalidAPIParameters("Multi-container sessions are not available yet on this server.")
             mins = image_min_slots(image)
-            requested = p.resources.filled(mins)
+            per_kernel = p.resources.filled(mins)
+            requested = per_kernel
             unknown = [k for k, v in requested.items() if k not in ("cpu", "mem") and v > 0]
             if unknown:
                 # Accelerator slots are known when an alive agent offers them (its compute plugins).
-                alive = (await db.execute(select(Agent.available_slots).where(Agent.status == "ALIVE"))).scalars()
-                offered = {str(k) for slots in alive for k in (slots or {})}
+                offered = await offered_slot_names(db)
                 unknown = [k for k in unknown if k not in offered]
             if unknown:
                 raise InvalidAPIParameters(f"Unknown resource slot(s): {', '.join(sorted(unknown))}.")
@@ -233,19 +232,17 @@ class SessionRegistry:
                     "Requested resources are below the image minimum: "
                     + ", ".join(f"{k}={requested.to_json()[k]} < {mins.to_json()[k]}" for k in below)
                 )
-            active = (
-                await db.execute(
-                    select(SessionRow.requested_slots).where(
-                        SessionRow.access_key == owner_ak, SessionRow.status.in_(ACTIVE_STATUSES)
-                    )
-                )
-            ).scalars().all()
-            if len(active) >= policy.max_concurrent_sessions:
-                raise TooManyRequests(
-                    f"You already have {len(active)} active sessions, the most your policy allows."
-                )
-            using = sum((ResourceSlot.from_json(r) for r in active), ResourceSlot())
+            # The resources asked are per kernel; the session (and the keypair's policy) counts them all.
+            requested = ResourceSlot({k: v * p.cluster_size for k, v in per_kernel.items()})
+            # One COUNT; the held slots are summed only when the policy bounds some slot.
             limit = policy_limits(policy, requested)
+            using, n_active = (await keypair_holdings(
+                db, [owner_ak], ACTIVE_STATUSES, [owner_ak] if has_finite_limit(limit) else []
+            )).get(owner_ak, (ResourceSlot(), 0))
+            if n_active >= policy.max_concurrent_sessions:
+                raise TooManyRequests(
+                    f"You already have {n_active} active sessions, the most your policy allows."
+                )
             over = (using + requested).exceeding(limit)
             if over:
                 raise QuotaExceeded(
@@ -270,18 +267,12 @@ class SessionRegistry:
                         f"Scaling group {sgroup!r} is not available to you in project {p.group!r}"
                         + (f"; available: {', '.join(allowed)}." if allowed else ".")
                     )
-            agents = (
-                await db.execute(select(Agent).where(Agent.scaling_group == sgroup))
-            ).scalars().all()
-            if not agents:
+            capacities = await agent_capacities(db, sgroup)
+            if not capacities:
                 raise ServiceUnavailable(f"No agent has ever joined the scaling group {sgroup!r}.")
-            if not any(requested.fits_in(ResourceSlot.from_json(a.available_slots)) for a in agents):
-                biggest = max(agents, key=lambda a: Decimal(str(a.available_slots.get("mem", 0))))
-                raise QuotaExceeded(
-                    "The request can never fit on any agent of scaling group "
-                    f"{sgroup!r}: asked {requested.to_json()}, the largest agent has "
-                    f"{ResourceSlot.from_json(biggest.available_slots).to_json()}."
-                )
+            never_fits = cluster_never_fits(p.cluster_mode, p.cluster_size, per_kernel, capacities)
+            if never_fits:
+                raise QuotaExceeded(f"The request can never fit in scaling group {sgroup!r}: {never_fits}")
             owner_ctx = owner_context(ctx, access_key=owner_ak, user_uuid=owner.uuid, email=owner.email,
                                       role=owner.role, domain_name=owner.domain_name)
             mounts = await resolve_mounts(db, owner_ctx, p.mounts, p.mount_paths, p.mount_perms, group.id)
@@ -298,7 +289,9 @@ class SessionRegistry:
             )
             db.add(row)
             await db.flush()
-            db.add(Kernel(session_id=row.id, image=image.name, status="PENDING", created_at=now))
+            for k in kernel_layout(p.cluster_size):
+                db.add(Kernel(session_id=row.id, image=image.name, status="PENDING", created_at=now,
+                              cluster_role=k.role, cluster_idx=k.idx, cluster_hostname=k.hostname))
             await db.commit()
         self.bus.publish(Event("session_enqueued", str(row.id), {"sessionName": row.name}))
         self.schedule_event.set()
@@ -375,47 +368,82 @@ class SessionRegistry:
             # The kernel ended (e.g. a quick batch task) before its creation was recorded: end it now.
             await self.mark_terminated(session_id, **early)
 
+    async def session_kernels(self, db: AsyncSession, session: SessionRow) -> list[Kernel]:
+        """Every kernel of ``session`` in layout order: ``main1``, then ``sub1``, ``sub2``..."""
+        rows = (await db.execute(select(Kernel).where(Kernel.session_id == session.id))).scalars().all()
+        if not rows:
+            raise SessionNotFound(f"Session {session.name!r} has no kernels.")
+        return sorted(rows, key=lambda k: (k.cluster_role != "main", k.cluster_idx))
+
+    def _kernel_spec(self, session: SessionRow, kernel: Kernel, ssh: tuple[str, str] | None) -> dict[str, Any]:
+        """The creation request of one kernel for its agent. Only ``main1`` runs a batch session's task."""
+        size = session.cluster_size or 1
+        main = kernel.cluster_role == "main"
+        me = next(k for k in kernel_layout(size) if k.hostname == kernel.cluster_hostname)
+        spec: dict[str, Any] = {
+            "kernel_id": str(kernel.id), "session_id": str(session.id), "session_name": session.name,
+            "image": kernel.image, "slots": kernel.occupied_slots, "environ": session.environ,
+            "session_type": session.session_type if main else "interactive",
+            "startup_command": session.startup_command if main else None,
+            "bootstrap_script": session.bootstrap_script, "access_key": session.access_key,
+            "batch_timeout": session.batch_timeout,
+            **cluster_spec(session.id, session.cluster_mode, size, me, ssh),
+        }
+        auth = self._registry_auth(session.image)
+        if auth is not None:
+            spec["registry_auth"] = auth
+        return spec
+
     async def _start_session(self, session_id: uuid.UUID) -> None:
         t0 = time.monotonic()
         async with self.db() as db:
             session = await db.get(SessionRow, session_id)
             assert session is not None
-            kernel = await self.main_kernel(db, session)
+            kernels = await self.session_kernels(db, session)
             await self.set_status(db, session, "PREPARING")
-            kernel.status = "PREPARING"
+            for k in kernels:
+                k.status = "PREPARING"
             await db.commit()
         self._publish("session_preparing", session)
         self._publish("session_creating", session)
-        spec: dict[str, Any] = {
-            "kernel_id": str(kernel.id), "session_id": str(session.id), "session_name": session.name,
-            "image": kernel.image, "slots": kernel.occupied_slots, "environ": session.environ,
-            "session_type": session.session_type, "startup_command": session.startup_command,
-            "bootstrap_script": session.bootstrap_script, "access_key": session.access_key,
-            "batch_timeout": session.batch_timeout,
-            "cluster_hostname": kernel.cluster_hostname, "cluster_role": kernel.cluster_role,
-            "cluster_idx": kernel.cluster_idx, "cluster_size": session.cluster_size,
-        }
-        auth = self._registry_auth(session.image)
-        if auth is not None:
-            spec["registry_auth"] = auth
+        cluster = len(kernels) > 1
+        ssh = new_ssh_keypair(f"{session.name}@backend.ai") if cluster else None
+        created: dict[uuid.UUID, dict[str, Any]] = {}
         try:
-            spec["mounts"] = await self._mount_specs(session)
-            spec.update(await self._user_config(session))
-            assert kernel.agent_addr is not None
-            info = await self.rpc.call(kernel.agent_addr, "POST", "/v1/kernels", json=spec, timeout=900)
+            common: dict[str, Any] = {"mounts": await self._mount_specs(session), **await self._user_config(session)}
+            if cluster:
+                assert kernels[0].agent_addr is not None
+                await self.rpc.call(kernels[0].agent_addr, "POST", "/v1/networks",
+                                    json={"name": network_name(session.id), "mode": session.cluster_mode}, timeout=120)
+
+            row: SessionRow = session
+
+            async def create(k: Kernel) -> None:
+                assert k.agent_addr is not None
+                spec = {**self._kernel_spec(row, k, ssh), **common}
+                created[k.id] = await self.rpc.call(k.agent_addr, "POST", "/v1/kernels", json=spec, timeout=900)
+
+            # The sub kernels first: main1's bootstrap script or batch task may expect them to be up.
+            for group in (kernels[1:], kernels[:1]):
+                results = await asyncio.gather(*(create(k) for k in group), return_exceptions=True)
+                failed = next((r for r in results if isinstance(r, BaseException)), None)
+                if failed is not None:
+                    raise failed
         except Exception as e:  # noqa: BLE001 - any failure becomes the session's ERROR status
             detail = getattr(e, "detail", None) or str(e) or type(e).__name__
             data = getattr(e, "data", None)
             why = data.get("reason") if isinstance(data, dict) else None
             reason = why if isinstance(why, str) and why else "creation-failed"
             log.warning("kernel creation failed for session %s: %s", session_id, detail)
+            if cluster:
+                await self._teardown(session_id, [k for k in kernels if k.id in created], kernels[0].agent_addr)
             async with self.db() as db:
                 session = await db.get(SessionRow, session_id)
-                kernel = await self.main_kernel(db, session)  # type: ignore[arg-type]
                 assert session is not None
-                await self._release(db, kernel)
-                kernel.status = "ERROR"
-                kernel.status_info = reason
+                for kernel in await self.session_kernels(db, session):
+                    await self._release(db, kernel)
+                    kernel.status = "ERROR"
+                    kernel.status_info = reason
                 await self.set_status(db, session, "ERROR", reason, error=detail)
                 await db.commit()
             self._publish("session_failure", session, reason, error=detail)
@@ -423,21 +451,33 @@ class SessionRegistry:
             return
         async with self.db() as db:
             session = await db.get(SessionRow, session_id)
-            kernel = await self.main_kernel(db, session)  # type: ignore[arg-type]
             assert session is not None
-            kernel.container_id = info.get("container_id")
-            kernel.service_ports = info.get("service_ports", [])
+            kernels = await self.session_kernels(db, session)
+            for kernel in kernels:
+                info = created.get(kernel.id) or {}
+                kernel.container_id = info.get("container_id")
+                kernel.service_ports = info.get("service_ports", [])
             if session.status in ("TERMINATING", "TERMINATED", "CANCELLED"):
-                # Destroyed while it was being created: the destroyer could not reach the container.
+                # Destroyed while it was being created: the destroyer could not reach the containers.
                 await db.commit()
-                self.spawn(self._destroy_kernel_quietly(kernel))
+                self.spawn(self._teardown(session_id, kernels, kernels[0].agent_addr if cluster else None))
                 return
-            kernel.status = "RUNNING"
-            phases = dict(info.get("phases") or {})
+            for kernel in kernels:
+                kernel.status = "RUNNING"
+            phases = dict(created.get(kernels[0].id, {}).get("phases") or {})
             phases["total"] = round(time.monotonic() - t0, 4)
             await self.set_status(db, session, "RUNNING", "", phases=phases)
             await db.commit()
         self._publish("session_started", session)
+
+    async def _teardown(self, session_id: uuid.UUID, kernels: list[Kernel], network_agent: str | None) -> None:
+        """Destroy ``kernels`` on their agents (errors logged), then the cluster network on ``network_agent``."""
+        await asyncio.gather(*(self._destroy_kernel_quietly(k) for k in kernels))
+        if network_agent:
+            try:
+                await self.rpc.call(network_agent, "DELETE", f"/v1/networks/{network_name(session_id)}")
+            except Exception as e:  # noqa: BLE001 - the agent may be gone; it removes leftovers at start
+                log.warning("could not remove the network of session %s: %s", session_id, e)
 
     async def mark_pulling(self, kernel_id: uuid.UUID) -> None:
         """The agent is pulling the image of a kernel being created: the session says PULLING meanwhile."""
@@ -490,10 +530,11 @@ class SessionRegistry:
         async with self.db() as db:
             session = await db.get(SessionRow, session.id, with_for_update=True)  # type: ignore[assignment]
             assert session is not None
-            kernel = await self.main_kernel(db, session)
+            kernels = await self.session_kernels(db, session)
             if session.status in ("PENDING", "SCHEDULED"):
-                await self._release(db, kernel)
-                kernel.status = "CANCELLED"
+                for kernel in kernels:
+                    await self._release(db, kernel)
+                    kernel.status = "CANCELLED"
                 await self.set_status(db, session, "CANCELLED", reason)
                 await db.commit()
                 self._publish("session_cancelled", session, reason)
@@ -508,45 +549,59 @@ class SessionRegistry:
                 return stats
             was_preparing = session.status in ("PREPARING", "PULLING")
             await self.set_status(db, session, "TERMINATING", reason)
-            kernel.status = "TERMINATING"
+            for kernel in kernels:
+                kernel.status = "TERMINATING"
             await db.commit()
         self._publish("session_terminating", session, reason)
-        if not was_preparing and kernel.agent_addr:
-            try:
-                res = await self.rpc.call(kernel.agent_addr, "DELETE", f"/v1/kernels/{kernel.id}")
-                stats = (res or {}).get("stats", {})
-            except Exception as e:  # noqa: BLE001 - the container may already be gone
-                log.warning("destroying kernel %s failed: %s", kernel.id, e)
+        if not was_preparing:
+            async def kill(k: Kernel) -> dict[str, Any]:
+                if not k.agent_addr:
+                    return {}
+                try:
+                    res = await self.rpc.call(k.agent_addr, "DELETE", f"/v1/kernels/{k.id}")
+                    return dict((res or {}).get("stats") or {})
+                except Exception as e:  # noqa: BLE001 - the container may already be gone
+                    log.warning("destroying kernel %s failed: %s", k.id, e)
+                    return {}
+
+            stats = (await asyncio.gather(*(kill(k) for k in kernels)))[0]
         await self.mark_terminated(session.id, reason, stats=stats)
         return stats
 
     async def mark_terminated(
         self, session_id: uuid.UUID, reason: str, *, stats: dict[str, Any] | None = None,
-        exit_code: int | None = None, task_log: str | None = None,
+        exit_code: int | None = None, task_log: str | None = None, kernel_id: uuid.UUID | None = None,
     ) -> None:
-        """Record the end of a session's kernel and free its resources (idempotent)."""
+        """Record the end of a session and free its resources (idempotent). ``kernel_id``: the kernel whose
+        end was reported (default ``main1``); the other kernels of a cluster session still up are destroyed."""
         async with self.db() as db:
             session = await db.get(SessionRow, session_id)
             if session is None or session.status in ("TERMINATED", "CANCELLED", "ERROR"):
                 return
             if session.status in ("PREPARING", "PULLING") and session_id in self._starting:
                 self._early_exits[session_id] = {"reason": reason, "stats": stats, "exit_code": exit_code,
-                                                 "task_log": task_log}
+                                                 "task_log": task_log, "kernel_id": kernel_id}
                 return
-            kernel = await self.main_kernel(db, session)
-            await self._release(db, kernel)
-            kernel.status = "TERMINATED"
-            kernel.status_info = reason
-            kernel.terminated_at = utcnow()
-            kernel.exit_code = exit_code
+            kernels = await self.session_kernels(db, session)
+            ended = next((k for k in kernels if k.id == kernel_id), kernels[0])
+            still_up = [k for k in kernels if k is not ended and k.status not in ("TERMINATING", "TERMINATED")]
+            now = utcnow()
+            for kernel in kernels:
+                await self._release(db, kernel)
+                kernel.status = "TERMINATED"
+                kernel.status_info = reason
+                kernel.terminated_at = now
+            ended.exit_code = exit_code
             if stats:
-                kernel.last_stat = stats
+                ended.last_stat = stats
             if task_log:
-                kernel.task_log = task_log
+                ended.task_log = task_log
             if session.session_type == "batch" and (exit_code is not None or reason.startswith("task-")):
                 session.result = "SUCCESS" if exit_code == 0 and reason != "task-timeout" else "FAILURE"
             await self.set_status(db, session, "TERMINATED", reason, exit_code=exit_code)
             await db.commit()
+        if len(kernels) > 1:
+            self.spawn(self._teardown(session_id, still_up, kernels[0].agent_addr))
         self._publish("session_terminated", session, reason, result=session.result)
         self.schedule_event.set()
 
@@ -588,7 +643,7 @@ class SessionRegistry:
                                        content=content, content_type=content_type, timeout=timeout)
 
     async def restart(self, session: SessionRow) -> None:
-        """Restart the main kernel's runner (globals reset, files kept); the session is RESTARTING meanwhile."""
+        """Restart the runners of the session's kernels (globals reset, files kept); RESTARTING meanwhile."""
         async with self.db() as db:
             row = await db.get(SessionRow, session.id, with_for_update=True)
             if row is None or row.status != "RUNNING":
@@ -598,7 +653,11 @@ class SessionRegistry:
             await db.commit()
         self._publish("session_restarting", row)
         try:
-            await self.kernel_call(row, "POST", "/restart", check_status=False)
+            async with self.db() as db:
+                kernels = await self.session_kernels(db, row)
+            self.activity.touch(row.id)
+            await asyncio.gather(*(self.rpc.call(k.agent_addr, "POST", f"/v1/kernels/{k.id}/restart", timeout=600)
+                                   for k in kernels if k.agent_addr))
         finally:
             async with self.db() as db:
                 row = await db.get(SessionRow, session.id)

@@ -30,10 +30,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ai.backend.common.types import ResourceSlot
 
+from .cluster import kernel_layout, per_kernel_slots
 from .models import Agent, Image, Kernel, KeyPair, KeyPairResourcePolicy, ScalingGroup, SessionRow
 from .models.base import utcnow
 from .models.sessions import ACTIVE_STATUSES
-from .quota import policy_limits
+from .quota import has_finite_limit, keypair_holdings, policy_limits
 from .registry import SessionRegistry
 from .scheduling import (
     POLICIES,
@@ -58,7 +59,8 @@ HOLDING = ACTIVE_STATUSES - {"PENDING"}  # what counts against a keypair's polic
 # What a pass reads of a pending session.
 _PENDING_COLUMNS = (SessionRow.id, SessionRow.access_key, SessionRow.domain_name, SessionRow.group_id,
                     SessionRow.scaling_group, SessionRow.image, SessionRow.requested_slots, SessionRow.starts_at,
-                    SessionRow.status_data, SessionRow.status_history)
+                    SessionRow.status_data, SessionRow.status_history, SessionRow.cluster_size,
+                    SessionRow.cluster_mode)
 
 
 class Scheduler:
@@ -101,15 +103,18 @@ class Scheduler:
                 )
             ).scalars().all()
             pending = await _pending_snapshot(db, rows)
+            groups = {name: GroupSettings(policy or "fifo", selection_strategy(opts)) for name, policy, opts in (
+                await db.execute(select(ScalingGroup.name, ScalingGroup.scheduler, ScalingGroup.scheduler_opts))
+            ).all()}
+            # Only ``drf`` orders by usage: the other groups' holdings need not be read.
+            drf = {p.scaling_group for p in pending if groups.get(p.scaling_group, GroupSettings()).policy == "drf"}
             plan = plan_pass(
                 pending,
                 [AgentState(a.id, a.scaling_group, ResourceSlot.from_json(a.available_slots),
                             ResourceSlot.from_json(a.occupied_slots), a.architecture or "x86_64") for a in agents],
                 await _keypair_snapshot(db, rows),
-                {name: GroupSettings(policy or "fifo", selection_strategy(opts)) for name, policy, opts in (
-                    await db.execute(select(ScalingGroup.name, ScalingGroup.scheduler, ScalingGroup.scheduler_opts))
-                ).all()},
-                await _usage_snapshot(db),
+                groups,
+                await _usage_snapshot(db, drf),
                 now,
             )
             await self._apply(db, plan, {str(r.id): r for r in rows}, {a.id: a for a in agents}, now)
@@ -130,12 +135,17 @@ class Scheduler:
         kernel_updates: list[dict[str, Any]] = []
         stamp = utcnow()
         for sid, agent_id in plan.placements:
-            session, agent = rows[sid], agents[agent_id]
+            session = rows[sid]
             requested = ResourceSlot.from_json(session.requested_slots)
-            occupied[agent_id] = occupied.get(agent_id, ResourceSlot.from_json(agent.occupied_slots)) + requested
             slots = requested.to_json()
-            kernel_updates.append({"b_session_id": session.id, "agent": agent.id, "agent_addr": agent.addr,
-                                   "occupied_slots": slots, "status": "SCHEDULED"})
+            per_agent = plan.kernel_agents.get(sid, [agent_id])
+            per = per_kernel_slots(requested, len(per_agent))
+            for k, kernel_agent in zip(kernel_layout(len(per_agent)), per_agent, strict=True):
+                agent = agents[kernel_agent]
+                occupied[agent.id] = occupied.get(agent.id, ResourceSlot.from_json(agent.occupied_slots)) + per
+                kernel_updates.append({"b_session_id": session.id, "b_host": k.hostname, "agent": agent.id,
+                                       "agent_addr": agent.addr, "occupied_slots": per.to_json(),
+                                       "status": "SCHEDULED"})
             session_updates.append({
                 "b_id": session.id, "status": "SCHEDULED", "status_changed": stamp, "status_info": "",
                 "status_history": {**(session.status_history or {}), "SCHEDULED": stamp.isoformat()},
@@ -155,7 +165,8 @@ class Scheduler:
         kernels = cast(Table, Kernel.__table__)
         sessions = cast(Table, SessionRow.__table__)
         for stmt, updates in (
-            (update(kernels).where(kernels.c.session_id == bindparam("b_session_id")), kernel_updates),
+            (update(kernels).where(kernels.c.session_id == bindparam("b_session_id"),
+                                   kernels.c.cluster_hostname == bindparam("b_host")), kernel_updates),
             (update(sessions).where(sessions.c.id == bindparam("b_id")), session_updates),
             (update(sessions).where(sessions.c.id == bindparam("b_id")), waiting_updates),
         ):
@@ -177,40 +188,41 @@ async def _pending_snapshot(db: AsyncSession, rows: Any) -> list[PendingSession]
             allowed[key] = await allowed_scaling_groups(db, domain=r.domain_name, group_id=r.group_id,
                                                         access_key=r.access_key, include_private=True)
         out.append(PendingSession(str(r.id), r.access_key, r.scaling_group, ResourceSlot.from_json(r.requested_slots),
-                                  r.starts_at, arch.get(r.image), r.scaling_group in allowed[key]))
+                                  r.starts_at, arch.get(r.image), r.scaling_group in allowed[key],
+                                  r.cluster_size or 1, r.cluster_mode or "single-node"))
     return out
 
 
 async def _keypair_snapshot(db: AsyncSession, rows: Any) -> dict[str, KeypairState]:
-    """The policy and holdings of each owner of a pending session."""
+    """The policy and holdings of each owner of a pending session: the number of sessions it holds (one
+    COUNT), and the slots they hold, summed only for keypairs whose policy bounds some slot (what an
+    unbounded policy's sessions hold never matters)."""
     keys = {r.access_key for r in rows}
     asked: dict[str, set[str]] = {}
     for r in rows:
         asked.setdefault(r.access_key, set()).update(r.requested_slots or {})
-    holding: dict[str, tuple[ResourceSlot, int]] = {}
-    for ak, slots in (await db.execute(
-        select(SessionRow.access_key, SessionRow.requested_slots)
-        .where(SessionRow.access_key.in_(keys), SessionRow.status.in_(HOLDING))
-    )).all():
-        using, n = holding.get(ak, (ResourceSlot(), 0))
-        holding[ak] = (using + ResourceSlot.from_json(slots), n + 1)
-    out = {}
-    for ak, policy in (await db.execute(
+    policies = (await db.execute(
         select(KeyPair.access_key, KeyPairResourcePolicy)
         .join(KeyPairResourcePolicy, KeyPairResourcePolicy.name == KeyPair.resource_policy)
         .where(KeyPair.access_key.in_(keys))
-    )).all():
+    )).all()
+    limits = {ak: policy_limits(policy, asked.get(ak, ())) for ak, policy in policies}
+    holding = await keypair_holdings(db, keys, HOLDING, [ak for ak, lim in limits.items() if has_finite_limit(lim)])
+    out = {}
+    for ak, policy in policies:
         using, n = holding.get(ak, (ResourceSlot(), 0))
-        out[ak] = KeypairState(policy_limits(policy, asked.get(ak, ())), policy.max_concurrent_sessions, using, n)
+        out[ak] = KeypairState(limits[ak], policy.max_concurrent_sessions, using, n)
     return out
 
 
-async def _usage_snapshot(db: AsyncSession) -> dict[tuple[str, str], ResourceSlot]:
-    """What each keypair occupies in each scaling group (for ``drf``)."""
+async def _usage_snapshot(db: AsyncSession, scaling_groups: set[str]) -> dict[tuple[str, str], ResourceSlot]:
+    """What each keypair occupies in each of ``scaling_groups`` (those scheduled by ``drf``)."""
     usage: dict[tuple[str, str], ResourceSlot] = {}
+    if not scaling_groups:
+        return usage
     for sg, ak, occ in (await db.execute(
         select(SessionRow.scaling_group, SessionRow.access_key, SessionRow.occupying_slots)
-        .where(SessionRow.status.in_(HOLDING))
+        .where(SessionRow.status.in_(HOLDING), SessionRow.scaling_group.in_(scaling_groups))
     )).all():
         usage[(sg, ak)] = usage.get((sg, ak), ResourceSlot()) + ResourceSlot.from_json(occ)
     return usage

@@ -29,6 +29,8 @@ from typing import Any, Protocol, TypeVar
 
 from ai.backend.common.types import SLOT_TYPES, BinarySize, ResourceSlot
 
+from .cluster import kernels_fitting, per_kernel_slots
+
 POLICIES = ("fifo", "lifo", "drf")
 STRATEGIES = ("concentrated", "dispersed")
 DEFAULT_STRATEGY = "dispersed"
@@ -115,6 +117,8 @@ class PendingSession:
     starts_at: datetime | None = None
     architecture: str | None = None  # of the image, when recorded
     sgroup_allowed: bool = True  # the owner may still use the scaling group
+    cluster_size: int = 1  # kernels; ``requested`` is their total
+    cluster_mode: str = "single-node"  # all kernels on one agent, or each placed on its own (multi-node)
 
 
 @dataclass(frozen=True)
@@ -144,8 +148,10 @@ class Waiting:
 
 @dataclass
 class PassPlan:
-    placements: list[tuple[str, str]] = field(default_factory=list)  # (session id, agent id), in order
+    placements: list[tuple[str, str]] = field(default_factory=list)  # (session id, main1's agent id), in order
     waiting: list[Waiting] = field(default_factory=list)
+    # Multi-kernel sessions: the agent of each kernel, in layout order (main1, sub1, ...).
+    kernel_agents: dict[str, list[str]] = field(default_factory=dict)
 
 
 # ---- session order ----------------------------------------------------------------------------------
@@ -258,6 +264,12 @@ class AgentPicker:
         self.free[agent_id] = self.free[agent_id] - requested
         self._log.append(agent_id)
 
+    def unplaced(self, agent_id: str, requested: ResourceSlot) -> None:
+        """Undo :meth:`placed` (a cluster that did not fit whole). Free slots grew, which the heaps do not
+        expect, so they are rebuilt on the next pick."""
+        self.free[agent_id] = self.free[agent_id] + requested
+        self._heaps.clear()
+
 
 def shortfall_reason(candidates: Sequence[AgentState], free: Mapping[str, ResourceSlot],
                      requested: ResourceSlot) -> str:
@@ -347,16 +359,52 @@ def plan_pass(
                 candidates = by_arch[arch]
                 if members and not candidates:
                     failed.append((P_ARCH, f"no agent of architecture {arch} in the scaling group"))
-            agent = None if failed else picker.pick(candidates, s.requested)
-            if agent is None:
+            chosen = None if failed else _place(picker, candidates, s)
+            if chosen is None:
                 if not failed:
-                    failed.append((P_CAPACITY, shortfall_reason(candidates, free, s.requested)))
+                    failed.append((P_CAPACITY, _cluster_shortfall(candidates, free, s)))
                 plan.waiting.append(Waiting(s.id, tuple(n for n, _ in failed), "; ".join(r for _, r in failed)))
                 continue
-            picker.placed(agent.id, s.requested)
+            if s.cluster_size > 1:
+                plan.kernel_agents[s.id] = chosen
             if kp is not None:
                 kp_state[s.access_key] = KeypairState(kp.limit, kp.max_concurrent, kp.using + s.requested,
                                                       kp.active + 1)
             group_usage[s.access_key] = group_usage.get(s.access_key, ResourceSlot()) + s.requested
-            plan.placements.append((s.id, agent.id))
+            plan.placements.append((s.id, chosen[0]))
     return plan
+
+
+def _place(picker: AgentPicker, candidates: Sequence[AgentState], s: PendingSession) -> list[str] | None:
+    """Place every kernel of ``s`` (recorded in the picker), or none: the agent of each kernel in layout order.
+    Single-node sessions go whole to one agent; multi-node ones kernel by kernel."""
+    if s.cluster_size <= 1 or s.cluster_mode != "multi-node":
+        agent = picker.pick(candidates, s.requested)
+        if agent is None:
+            return None
+        picker.placed(agent.id, s.requested)
+        return [agent.id] * max(s.cluster_size, 1)
+    per = per_kernel_slots(s.requested, s.cluster_size)
+    chosen: list[str] = []
+    for _ in range(s.cluster_size):
+        agent = picker.pick(candidates, per)
+        if agent is None:
+            for aid in chosen:
+                picker.unplaced(aid, per)
+            return None
+        picker.placed(agent.id, per)
+        chosen.append(agent.id)
+    return chosen
+
+
+def _cluster_shortfall(candidates: Sequence[AgentState], free: Mapping[str, ResourceSlot], s: PendingSession) -> str:
+    """:func:`shortfall_reason` for a session; a multi-node cluster counts the kernels there is room for."""
+    if s.cluster_size <= 1 or s.cluster_mode != "multi-node" or not candidates:
+        return shortfall_reason(candidates, free, s.requested)
+    per = per_kernel_slots(s.requested, s.cluster_size)
+    now = sum(kernels_fitting(per, free[a.id]) for a in candidates)
+    ever = sum(kernels_fitting(per, a.available) for a in candidates)
+    what = f"a multi-node cluster of {s.cluster_size} kernels of {_fmt_slots(per)} each"
+    if ever < s.cluster_size:
+        return f"the request can never fit: {what}; the agents have room for {ever} even when empty"
+    return f"no room for {what}: the agents have room for {now} now"

@@ -151,7 +151,9 @@ def _toml_str(value: str) -> str:
 def _write_manager_config(state: Path, port: int, secret: str, db_url: str | None, redis_url: str | None,
                           settings: dict[str, Any] | None, extra_toml: str = "") -> None:
     lines = ["[manager]", f"service-addr-port = {port}", f"cluster-secret = {_toml_str(secret)}",
-             f"state-dir = {_toml_str(str(state))}", "heartbeat-timeout = 30.0"]
+             f"state-dir = {_toml_str(str(state))}"]
+    if "heartbeat-timeout" not in (settings or {}):  # a setting of the caller replaces the default
+        lines.append("heartbeat-timeout = 30.0")
     for key, value in (settings or {}).items():
         lines.append(f"{key} = {json.dumps(value)}")
     if db_url:
@@ -174,17 +176,20 @@ def prepare_database(config_path: Path) -> None:
 
 
 def launch_manager(state: Path, *, db_url: str | None = None, redis_url: str | None = None,
-                   settings: dict[str, Any] | None = None, manager_toml: str = "") -> Cluster:
+                   settings: dict[str, Any] | None = None, manager_toml: str = "", host: str = "127.0.0.1") -> Cluster:
     """Start a manager without agents: write ``manager.toml`` under ``state``, create the schema and the
     default fixtures in ``db_url`` (an SQLite file under ``state`` when not given), start it and wait
     until it answers. ``redis_url`` goes to ``[redis] url``; ``settings`` are extra ``[manager]`` keys
-    (e.g. ``{"anonymous-rate-limit": 0}``); ``manager_toml`` is appended (e.g. ``[storage-proxies.local]``)."""
+    (e.g. ``{"anonymous-rate-limit": 0}``); ``manager_toml`` is appended (e.g. ``[storage-proxies.local]``);
+    ``host`` is the address it listens on (and the endpoint's host)."""
     state.mkdir(parents=True, exist_ok=True)
     mport = _free_port()
     secret = secrets.token_urlsafe(24)
+    if host != "127.0.0.1":
+        settings = {**(settings or {}), "service-addr-host": host}
     _write_manager_config(state, mport, secret, db_url, redis_url, settings, manager_toml)
     prepare_database(state / "manager.toml")
-    c = Cluster(state, f"http://127.0.0.1:{mport}", secret, "", {},
+    c = Cluster(state, f"http://{host}:{mport}", secret, "", {},
                 db_url or f"sqlite+aiosqlite:///{state}/manager.db", redis_url)
     c.start("manager")
     try:

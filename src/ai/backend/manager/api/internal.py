@@ -115,6 +115,6 @@ async def kernel_event(request: Request) -> Response:
     if kernel is not None:
         await reg.mark_terminated(
             kernel.session_id, reason[:256], exit_code=exit_code, stats=stats if isinstance(stats, dict) else None,
-            task_log=task_log if isinstance(task_log, str) else None,
+            task_log=task_log if isinstance(task_log, str) else None, kernel_id=kernel.id,
         )
     return Response(status_code=204)

@@ -1,4 +1,10 @@
-"""``backend.ai admin scaling-group ...``: scaling groups and their domain, group and keypair associations."""
+"""``backend.ai admin scaling-group ...``: scaling groups and their domain, group and keypair associations.
+
+The 22.03 spelling is ``admin scaling-group info|list|add|...`` (also ``admin scaling ...``); the 19.09
+spellings work too: ``admin scaling-group -n NAME`` (= ``info NAME``), ``admin scaling-groups`` (= ``list``,
+with the same subcommands: ``admin scaling-groups add NAME`` ...) and ``admin list-scaling-groups GROUP``
+(= ``get-available GROUP``).  They are registered in :mod:`ai.backend.client.cli.admin`.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ from ._common import (
 if TYPE_CHECKING:
     from ...session import AsyncSession
 
-__all__ = ("COLUMNS", "LIST_COLUMNS", "scaling_group")
+__all__ = ("COLUMNS", "LIST_COLUMNS", "get_available", "scaling_group", "scaling_groups")
 
 COLUMNS = (
     Column("name", "Name"),
@@ -46,13 +52,24 @@ LIST_FIELDS = tuple(c.field for c in LIST_COLUMNS)
 JSON_FIELDS = ("driver_opts", "scheduler_opts")
 
 
-@click.group(
-    name="scaling-group",
-    cls=LazyGroup,
-    aliases={"associate-scaling-group": ["associate-domain"], "dissociate-scaling-group": ["dissociate-domain"]},
-)
-def scaling_group() -> None:
+_SUBCOMMAND_ALIASES = {
+    "associate-scaling-group": ["associate-domain"],
+    "dissociate-scaling-group": ["dissociate-domain"],
+}
+
+
+@click.group(name="scaling-group", cls=LazyGroup, aliases=_SUBCOMMAND_ALIASES, invoke_without_command=True,
+             no_args_is_help=True)
+@click.option("-n", "--name", "sgroup_name", default=None, metavar="NAME",
+              help='Show the scaling group NAME (the 19.09 spelling of "info NAME").')
+@click.pass_context
+def scaling_group(ctx: click.Context, sgroup_name: str | None) -> None:
     """Scaling group administration commands (superadmins; get-available is for everyone)."""
+    if sgroup_name is None:
+        return
+    if ctx.invoked_subcommand is not None:
+        raise click.UsageError("-n/--name shows one scaling group and takes no subcommand.")
+    ctx.invoke(info, name=sgroup_name)
 
 
 @scaling_group.command(name="get-available")
@@ -151,7 +168,7 @@ def add(
 @scaling_group.command()
 @click.argument("name")
 @click.option("-d", "--description", default=None, help="A new description.")
-@click.option("--active/--inactive", "is_active", default=None, help="Activate or deactivate it.")
+@click.option("--active/--inactive", " /-i", "is_active", default=None, help="Activate or deactivate it.")
 @click.option("--public/--private", "is_public", default=None, help="Show it to users or hide it.")
 @click.option("--driver", default=None, help="The agent provisioning driver.")
 @click.option("--driver-opts", "--driver_opts", "driver_opts", type=JSON_OBJECT, default=None, help="JSON options.")
@@ -286,3 +303,12 @@ def dissociate_all_group(group_ref: str, domain: str | None) -> None:
         return await api.ScalingGroup.dissociate_all_group(await resolve_group_id(api, group_ref, domain))
 
     print_result(run_api(_run), f"All scaling groups are dissociated from group {group_ref}.", failed="Not dissociated")
+
+
+@click.group(name="scaling-groups", cls=LazyGroup, aliases=_SUBCOMMAND_ALIASES, invoke_without_command=True,
+             commands=scaling_group.commands)
+@click.pass_context
+def scaling_groups(ctx: click.Context) -> None:
+    """Scaling groups (the 19.09 spelling): alone, list them all; the subcommands are those of scaling-group."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(list_)

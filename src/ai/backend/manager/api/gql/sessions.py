@@ -76,6 +76,7 @@ class ComputeContainer:
     cluster_idx: int
     cluster_role: str
     cluster_hostname: str
+    local_rank: int  # zero-based over the whole session: main1 is 0, subN is N
     session_id: strawberry.ID
     image: str
     registry: str
@@ -108,6 +109,7 @@ def container_to_gql(
     return ComputeContainer(
         id=strawberry.ID(str(k.id)), idx=k.cluster_idx, role=k.cluster_role, hostname=k.cluster_hostname,
         cluster_idx=k.cluster_idx, cluster_role=k.cluster_role, cluster_hostname=k.cluster_hostname,
+        local_rank=0 if k.cluster_role == "main" else k.cluster_idx,
         session_id=strawberry.ID(str(k.session_id)), image=k.image, registry=registry_of(k.image), status=k.status,
         status_changed=k.status_changed, status_info=k.status_info, created_at=k.created_at,
         terminated_at=k.terminated_at, agent=k.agent if show_agent else None, container_id=k.container_id,
@@ -161,7 +163,7 @@ class ComputeSession:
             rows = (
                 await db.execute(
                     select(Kernel).where(Kernel.session_id == uuid.UUID(str(self.id)))
-                    .order_by(Kernel.cluster_idx, Kernel.created_at)
+                    .order_by(Kernel.cluster_role != "main", Kernel.cluster_idx, Kernel.created_at)
                 )
             ).scalars().all()
         show = ctx.role == SUPERADMIN
@@ -305,7 +307,8 @@ class Query:
             total = (await db.execute(select(func.count()).select_from(Kernel).where(*conds))).scalar_one()
             rows = (
                 await db.execute(
-                    select(Kernel).where(*conds).order_by(Kernel.cluster_idx, Kernel.created_at, Kernel.id)
+                    select(Kernel).where(*conds)
+                    .order_by(Kernel.cluster_role != "main", Kernel.cluster_idx, Kernel.created_at, Kernel.id)
                     .limit(limit).offset(offset)
                 )
             ).scalars().all()
