@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -194,3 +195,16 @@ def test_bad_cluster_requests(cc: Cluster, body: dict[str, Any], status: int, wo
     assert all(w in text for w in words), problem
     listed = cc.request("GET", "/session/bad-cluster")
     assert listed.status_code == 404, listed.text
+
+
+def test_cli_runs_a_cluster_in_main1(cc: Cluster) -> None:
+    """`backend.ai run --cluster-size 2 --rm` runs the code in main1 and removes every kernel afterwards."""
+    code = "import os; print(os.environ['BACKENDAI_CLUSTER_HOST'], os.environ['BACKENDAI_CLUSTER_HOSTS'])"
+    out = subprocess.run([sys.executable, "-m", "ai.backend.client.cli", "run", "--rm", "--cluster-size", "2",
+                          "--cluster-mode", "multi-node", "-r", "cpu=1", "-r", "mem=256m", "-c", code, "python"],
+                         env=cc.env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "main1 main1,sub1" in out.stdout, out.stdout
+    bad = subprocess.run([sys.executable, "-m", "ai.backend.client.cli", "run", "--rm", "--cluster-size", "9",
+                          "-c", "print(1)", "python"], env=cc.env(), capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "clusterSize 9" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr

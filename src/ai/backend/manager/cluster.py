@@ -15,18 +15,6 @@ from typing import Any
 
 from ai.backend.common.types import ResourceSlot
 
-CLUSTER_MODES = ("single-node", "multi-node")
-_MODE_ALIASES = {"single-node": "single-node", "single_node": "single-node",
-                 "multi-node": "multi-node", "multi_node": "multi-node"}
-
-
-def normalize_cluster_mode(value: Any) -> str | None:
-    """``single-node``/``multi-node`` from the spellings clients send (``SINGLE_NODE``, ``multi-node``...);
-    ``None`` for anything else."""
-    if not isinstance(value, str):
-        return None
-    return _MODE_ALIASES.get(value.strip().lower())
-
 
 @dataclass(frozen=True)
 class KernelSlot:

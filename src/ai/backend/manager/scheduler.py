@@ -245,17 +245,24 @@ async def handle_lost_agents(registry: SessionRegistry, grace: float) -> list[st
         rows = (await db.execute(
             select(SessionRow, Agent).join(Kernel, Kernel.session_id == SessionRow.id)
             .join(Agent, Agent.id == Kernel.agent)
-            .where(SessionRow.status.in_(_ON_AGENT), Kernel.cluster_role == "main")
+            .where(SessionRow.status.in_(_ON_AGENT))
         )).all()
+        # A session is as lost as its first lost agent (any kernel's: a cluster needs all of them).
+        by_session: dict[uuid.UUID, tuple[SessionRow, datetime | None, bool]] = {}
         for session, agent in rows:
+            _, lost_at, lost = by_session.get(session.id, (session, None, False))
             if agent.status == "LOST":
-                lost_at = agent.lost_at or now
-                if lost_at + timedelta(seconds=grace) <= now:
+                at = agent.lost_at or now
+                lost_at, lost = (at if lost_at is None else min(lost_at, at)), True
+            by_session[session.id] = (session, lost_at, lost)
+        for session, lost_at, lost in by_session.values():
+            if lost:
+                if (lost_at or now) + timedelta(seconds=grace) <= now:
                     ended.append(str(session.id))
                 elif session.status_info != AGENT_LOST:
                     session.status_info = AGENT_LOST
-                    log.warning("session %s: its agent %s is lost", session.id, agent.id)
-            elif agent.status == "ALIVE" and session.status_info == AGENT_LOST:
+                    log.warning("session %s: an agent of its kernels is lost", session.id)
+            elif session.status_info == AGENT_LOST:
                 session.status_info = ""
         await db.commit()
     for sid in ended:
