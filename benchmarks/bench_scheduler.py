@@ -31,8 +31,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
-from sqlalchemy import insert, select, update
+import aiohttp
+from sqlalchemy import func, insert, select, update
 
 from ai.backend.common.auth import CLUSTER_SECRET_HEADER, sign_request_headers
 from ai.backend.manager.db import create_engine, session_factory
@@ -143,10 +143,15 @@ def _free_port() -> int:
 
 
 async def _signed_burst(c: Cluster, n: int, concurrency: int, make: Any) -> float:
-    """``n`` signed requests (``make(i)`` -> (method, path, body)) at ``concurrency``; seconds taken."""
+    """``n`` signed requests (``make(i)`` -> (method, path, body)) at ``concurrency``; seconds taken.
+
+    aiohttp, not httpx: at 32 connections httpx's pool costs the client ~3 ms of CPU per request, which
+    made the client, not the manager, the bottleneck of the ``GET /`` baseline (and took a core from the
+    manager during the creation burst on a small machine)."""
     host = c.endpoint.split("//", 1)[1]
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=c.endpoint, timeout=120, limits=limits) as client:
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(c.endpoint, connector=connector,
+                                     timeout=aiohttp.ClientTimeout(total=120)) as client:
         queue = iter(range(n))
 
         async def worker() -> None:
@@ -155,9 +160,10 @@ async def _signed_burst(c: Cluster, n: int, concurrency: int, make: Any) -> floa
                 h = sign_request_headers(method=method, path_with_query=path, host=host,
                                          content_type="application/json", version="v6.20220615",
                                          access_key=USER["access_key"], secret_key=USER["secret_key"])
-                r = await client.request(method, path, headers=h,
-                                         content=json.dumps(body) if body is not None else None)
-                assert r.status_code < 300, r.text
+                async with client.request(method, path, headers=h,
+                                          data=json.dumps(body) if body is not None else None) as r:
+                    text = await r.text()
+                    assert r.status < 300, text
 
         t = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -165,11 +171,19 @@ async def _signed_burst(c: Cluster, n: int, concurrency: int, make: Any) -> floa
 
 
 async def _count_running(db_url: str, prefix: str) -> int:
+    """How many sessions named ``prefix*`` are RUNNING; raises if one failed (it would never run)."""
     engine = create_engine(db_url)
     try:
         async with session_factory(engine)() as db:
-            return len((await db.execute(select(SessionRow.id).where(
-                SessionRow.name.like(f"{prefix}%"), SessionRow.status == "RUNNING"))).all())
+            counts = dict((await db.execute(
+                select(SessionRow.status, func.count()).where(SessionRow.name.like(f"{prefix}%"))
+                .group_by(SessionRow.status))).all())
+            if counts.get("ERROR") or counts.get("CANCELLED"):
+                why = (await db.execute(select(SessionRow.status_info, SessionRow.status_data).where(
+                    SessionRow.name.like(f"{prefix}%"), SessionRow.status.in_(("ERROR", "CANCELLED")))
+                    .limit(1))).first()
+                raise RuntimeError(f"sessions failed: {counts}; e.g. {why}")
+            return int(counts.get("RUNNING", 0))
     finally:
         await engine.dispose()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -76,6 +76,7 @@ def _normalize_value(name: str, value: Any) -> Decimal:
 
 
 _SLOT_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)?$")
+_ZERO = Decimal(0)
 
 
 class ResourceSlot(Mapping[str, Decimal]):
@@ -85,6 +86,13 @@ class ResourceSlot(Mapping[str, Decimal]):
 
     def __init__(self, data: Mapping[str, Decimal] | None = None) -> None:
         self._data: dict[str, Decimal] = dict(data or {})
+
+    @classmethod
+    def _own(cls, data: dict[str, Decimal]) -> ResourceSlot:
+        """Wrap ``data`` without copying it (the caller gives it up; the hot paths below build fresh dicts)."""
+        obj = object.__new__(cls)
+        obj._data = data
+        return obj
 
     @classmethod
     def from_user_input(cls, data: Mapping[str, Any] | None) -> ResourceSlot:
@@ -103,7 +111,7 @@ class ResourceSlot(Mapping[str, Decimal]):
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> ResourceSlot:
         """Load slots stored by :meth:`to_json` (trusted input)."""
-        return cls({k: Decimal(str(v)) for k, v in (data or {}).items()})
+        return cls._own({k: Decimal(v if type(v) is str else str(v)) for k, v in (data or {}).items()})
 
     def to_json(self) -> dict[str, str]:
         """Serialize with every value as a string (bytes unscaled), as the API documents."""
@@ -126,6 +134,22 @@ class ResourceSlot(Mapping[str, Decimal]):
     def __len__(self) -> int:
         return len(self._data)
 
+    # The Mapping mixins go through __getitem__ (and a KeyError per missing key); the dict's own are faster.
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        return self._data.get(key, default)
+
+    def keys(self) -> KeysView[str]:
+        return self._data.keys()
+
+    def values(self) -> ValuesView[Decimal]:
+        return self._data.values()
+
+    def items(self) -> ItemsView[str, Decimal]:
+        return self._data.items()
+
     def __repr__(self) -> str:
         return f"ResourceSlot({self.to_json()!r})"
 
@@ -139,20 +163,36 @@ class ResourceSlot(Mapping[str, Decimal]):
         return hash(tuple(sorted((k, v) for k, v in self._data.items() if v != 0)))
 
     def __add__(self, other: Mapping[str, Decimal]) -> ResourceSlot:
-        keys = set(self) | set(other)
-        return ResourceSlot({k: self.get(k, Decimal(0)) + other.get(k, Decimal(0)) for k in keys})
+        # Every key of either side; a key missing on one side counts as 0 there (and is added to 0).
+        mine = self._data
+        theirs = other._data if isinstance(other, ResourceSlot) else other
+        out = {k: v + theirs.get(k, _ZERO) for k, v in mine.items()}
+        for k, v in theirs.items():
+            if k not in mine:
+                out[k] = _ZERO + v
+        return ResourceSlot._own(out)
 
     def __sub__(self, other: Mapping[str, Decimal]) -> ResourceSlot:
-        keys = set(self) | set(other)
-        return ResourceSlot({k: self.get(k, Decimal(0)) - other.get(k, Decimal(0)) for k in keys})
+        mine = self._data
+        theirs = other._data if isinstance(other, ResourceSlot) else other
+        out = {k: v - theirs.get(k, _ZERO) for k, v in mine.items()}
+        for k, v in theirs.items():
+            if k not in mine:
+                out[k] = _ZERO - v
+        return ResourceSlot._own(out)
 
     def fits_in(self, capacity: Mapping[str, Decimal]) -> bool:
         """True if every slot here is at most the same slot of ``capacity`` (missing = 0)."""
-        return all(v <= capacity.get(k, Decimal(0)) for k, v in self._data.items() if v > 0)
+        cap = capacity._data if isinstance(capacity, ResourceSlot) else capacity
+        for k, v in self._data.items():
+            if v > 0 and not v <= cap.get(k, _ZERO):
+                return False
+        return True
 
     def exceeding(self, limit: Mapping[str, Decimal]) -> list[str]:
         """Names of the slots that exceed ``limit`` (slots absent from ``limit`` are unlimited)."""
-        return [k for k, v in self._data.items() if k in limit and v > limit[k]]
+        lim = limit._data if isinstance(limit, ResourceSlot) else limit
+        return [k for k, v in self._data.items() if k in lim and v > lim[k]]
 
     def filled(self, defaults: Mapping[str, Decimal]) -> ResourceSlot:
         """A copy with the slots missing here taken from ``defaults``."""

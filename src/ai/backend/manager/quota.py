@@ -5,12 +5,25 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ai.backend.common.types import SLOT_TYPES, ResourceSlot
 
 from .models import KeyPairResourcePolicy, SessionRow
+
+# Built once (expanding parameters for the key and status lists): these run on every creation and pass.
+_COUNTS = (
+    select(SessionRow.access_key, func.count())
+    .where(SessionRow.access_key.in_(bindparam("keys", expanding=True)),
+           SessionRow.status.in_(bindparam("statuses", expanding=True)))
+    .group_by(SessionRow.access_key)
+)
+_SLOTS = (
+    select(SessionRow.access_key, SessionRow.requested_slots)
+    .where(SessionRow.access_key.in_(bindparam("keys", expanding=True)),
+           SessionRow.status.in_(bindparam("statuses", expanding=True)))
+)
 
 
 def policy_limits(policy: KeyPairResourcePolicy, slot_names: Iterable[str] = ()) -> ResourceSlot:
@@ -37,19 +50,13 @@ async def keypair_holdings(
     if not access_keys:
         return {}
     out: dict[str, tuple[ResourceSlot, int]] = {}
-    for ak, n in (await db.execute(
-        select(SessionRow.access_key, func.count())
-        .where(SessionRow.access_key.in_(access_keys), SessionRow.status.in_(statuses))
-        .group_by(SessionRow.access_key)
-    )).all():
+    statuses = list(statuses)
+    for ak, n in (await db.execute(_COUNTS, {"keys": list(access_keys), "statuses": statuses})).all():
         out[ak] = (ResourceSlot(), int(n))
     summed = [ak for ak in need_slots if ak in out]
     if summed:
         sums: dict[str, ResourceSlot] = {}
-        for ak, slots in (await db.execute(
-            select(SessionRow.access_key, SessionRow.requested_slots)
-            .where(SessionRow.access_key.in_(summed), SessionRow.status.in_(statuses))
-        )).all():
+        for ak, slots in (await db.execute(_SLOTS, {"keys": summed, "statuses": statuses})).all():
             sums[ak] = sums.get(ak, ResourceSlot()) + ResourceSlot.from_json(slots)
         for ak, total in sums.items():
             out[ak] = (total, out[ak][1])

@@ -171,10 +171,12 @@ class SessionRegistry:
         """Create (or reuse) a session; returns ``(created, row)``. Validation errors are 4xx problems."""
         owner_ak = await self.resolve_owner(ctx, p.owner_access_key)
         async with self.db() as db:
-            owner_kp = await db.get(KeyPair, owner_ak)
-            assert owner_kp is not None
-            owner = await db.get(User, owner_kp.user)
-            assert owner is not None
+            # The owner's keypair, user and policy in one query (each is one row).
+            _, owner, policy = (await db.execute(
+                select(KeyPair, User, KeyPairResourcePolicy).join(User, User.uuid == KeyPair.user)
+                .join(KeyPairResourcePolicy, KeyPairResourcePolicy.name == KeyPair.resource_policy)
+                .where(KeyPair.access_key == owner_ak)
+            )).one()
             if p.name is None:
                 p.name = new_session_name()
             existing = (
@@ -209,8 +211,6 @@ class SessionRegistry:
                 raise NotFound(f"No project (group) {p.group!r} in domain {p.domain!r} that the user belongs to.")
             if not group.is_active:
                 raise Forbidden(f"The project {p.group!r} is inactive.")
-            policy = await db.get(KeyPairResourcePolicy, owner_kp.resource_policy)
-            assert policy is not None
             if p.cluster_size > max(policy.max_containers_per_session, 1):
                 raise QuotaExceeded(
                     f"clusterSize {p.cluster_size} exceeds the policy limit of "

@@ -179,17 +179,32 @@ def pop_next(queue: list[Q], policy: str, usage: Mapping[str, ResourceSlot], cap
 # ---- agent selection --------------------------------------------------------------------------------
 
 
+_ZERO = Decimal(0)
+
+
 def _remaining_share(agent: AgentState, free: ResourceSlot, requested: ResourceSlot) -> Decimal:
-    asked = [k for k, v in requested.items() if v > 0] or list(agent.available)
-    shares = [(free.get(k, Decimal(0)) - requested.get(k, Decimal(0))) / agent.available[k]
-              for k in asked if agent.available.get(k, Decimal(0)) > 0]
-    return max(shares, default=Decimal(0))
+    """The largest ``(free - requested) / capacity`` over the slots asked for (all of the agent's when the
+    request asks for none), 0 when there is none. Plain loops: it runs once per agent and placement."""
+    available = agent.available
+    asked = [k for k, v in requested.items() if v > 0] or list(available)
+    best = _ZERO
+    found = False
+    for k in asked:
+        cap = available.get(k, _ZERO)
+        if cap > 0:
+            share = (free.get(k, _ZERO) - requested.get(k, _ZERO)) / cap
+            if not found or share > best:
+                best, found = share, True
+    return best
 
 
 def _unused_accelerators(agent: AgentState, requested: ResourceSlot) -> int:
     """How many slot types beyond cpu/mem the agent has and the session does not ask for."""
-    return sum(1 for k, v in agent.available.items()
-               if k not in SLOT_TYPES and v > 0 and requested.get(k, Decimal(0)) <= 0)
+    n = 0
+    for k, v in agent.available.items():
+        if k not in SLOT_TYPES and v > 0 and requested.get(k, _ZERO) <= 0:
+            n += 1
+    return n
 
 
 def select_agent(

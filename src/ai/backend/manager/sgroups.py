@@ -1,17 +1,50 @@
 """Which scaling groups a caller may use (those associated with its domain, its group or its keypair),
-and what the agents of a scaling group can hold."""
+and what the agents of a scaling group can hold.
+
+These run on every session creation and scheduling pass, so their statements are built once, with bound
+parameters: building a statement and its cache key again costs more than running it on SQLite.
+"""
 
 from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
-from sqlalchemy import Text, cast, func, select, union
+from sqlalchemy import Select, Text, bindparam, cast, func, select, union
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ai.backend.common.types import ResourceSlot
 
 from .models import Agent, ScalingGroup, sgroups_for_domains, sgroups_for_groups, sgroups_for_keypairs
+
+
+def _allowed_query(with_group: bool, include_private: bool) -> Select[Any]:
+    parts = [
+        select(sgroups_for_domains.c.scaling_group.label("name"))
+        .where(sgroups_for_domains.c.domain == bindparam("domain")),
+        select(sgroups_for_keypairs.c.scaling_group.label("name"))
+        .where(sgroups_for_keypairs.c.access_key == bindparam("access_key")),
+    ]
+    if with_group:
+        parts.append(
+            select(sgroups_for_groups.c.scaling_group.label("name"))
+            .where(sgroups_for_groups.c.group == bindparam("group_id"))
+        )
+    names = union(*parts).subquery()
+    q = select(ScalingGroup.name).where(ScalingGroup.name.in_(select(names.c.name)), ScalingGroup.is_active.is_(True))
+    if not include_private:
+        q = q.where(ScalingGroup.is_public.is_(True))
+    return q.order_by(ScalingGroup.name)
+
+
+# (group given, private groups included) -> the statement
+_ALLOWED = {(g, p): _allowed_query(g, p) for g in (False, True) for p in (False, True)}
+_SLOTS_TEXT = cast(Agent.available_slots, Text)
+_CAPACITIES = (
+    select(_SLOTS_TEXT, func.count()).where(Agent.scaling_group == bindparam("scaling_group")).group_by(_SLOTS_TEXT)
+)
+_OFFERED = select(_SLOTS_TEXT).where(Agent.status == "ALIVE").distinct()
 
 
 async def allowed_scaling_groups(
@@ -21,21 +54,11 @@ async def allowed_scaling_groups(
 
     Non-public scaling groups are left out unless ``include_private`` (for admins).
     """
-    parts = [
-        select(sgroups_for_domains.c.scaling_group.label("name")).where(sgroups_for_domains.c.domain == domain),
-        select(sgroups_for_keypairs.c.scaling_group.label("name")).where(
-            sgroups_for_keypairs.c.access_key == access_key
-        ),
-    ]
+    params: dict[str, Any] = {"domain": domain, "access_key": access_key}
     if group_id is not None:
-        parts.append(
-            select(sgroups_for_groups.c.scaling_group.label("name")).where(sgroups_for_groups.c.group == group_id)
-        )
-    names = union(*parts).subquery()
-    q = select(ScalingGroup.name).where(ScalingGroup.name.in_(select(names.c.name)), ScalingGroup.is_active.is_(True))
-    if not include_private:
-        q = q.where(ScalingGroup.is_public.is_(True))
-    return list((await db.execute(q.order_by(ScalingGroup.name))).scalars().all())
+        params["group_id"] = group_id
+    q = _ALLOWED[(group_id is not None, include_private)]
+    return list((await db.execute(q, params)).scalars().all())
 
 
 async def agent_capacities(db: AsyncSession, scaling_group: str) -> list[ResourceSlot]:
@@ -43,20 +66,13 @@ async def agent_capacities(db: AsyncSession, scaling_group: str) -> list[Resourc
 
     Agents of a group are mostly alike: the query groups them by their slots as stored, so each distinct
     capacity is decoded once and the entries of alike agents are the same object."""
-    rows = (await db.execute(
-        select(cast(Agent.available_slots, Text), func.count())
-        .where(Agent.scaling_group == scaling_group)
-        .group_by(cast(Agent.available_slots, Text))
-    )).all()
     out: list[ResourceSlot] = []
-    for text, n in rows:
+    for text, n in (await db.execute(_CAPACITIES, {"scaling_group": scaling_group})).all():
         out.extend([ResourceSlot.from_json(json.loads(text) if text else None)] * int(n))
     return out
 
 
 async def offered_slot_names(db: AsyncSession) -> set[str]:
     """Slot names some ALIVE agent offers (cpu, mem and its compute plugins' slots)."""
-    texts = (await db.execute(
-        select(cast(Agent.available_slots, Text)).where(Agent.status == "ALIVE").distinct()
-    )).scalars()
+    texts = (await db.execute(_OFFERED)).scalars()
     return {str(k) for text in texts if text for k in (json.loads(text) or {})}

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy import and_, select
 
 from ai.backend.common.problems import InvalidAPIParameters, SessionNotFound
 from ai.backend.common.types import ResourceSlot
@@ -103,10 +104,16 @@ async def create_and_respond(
     status = row.status
     if created and not params.enqueue_only:
         status = await reg.wait_for_start(row.id, params.max_wait)
-    async with reg.db() as db:
-        fresh = await db.get(SessionRow, row.id)
-        assert fresh is not None
-        kernel = await reg.main_kernel(db, fresh)
+    async with reg.db() as db:  # the session as it is now and its main kernel, in one query
+        found = (await db.execute(
+            select(SessionRow, Kernel)
+            .join(Kernel, and_(Kernel.session_id == SessionRow.id, Kernel.cluster_role == "main"), isouter=True)
+            .where(SessionRow.id == row.id)
+        )).first()
+    assert found is not None
+    fresh, kernel = found
+    if kernel is None:
+        raise SessionNotFound(f"Session {fresh.name!r} has no main kernel.")
     if status != "TIMEOUT":
         status = fresh.status
     payload: dict[str, Any] = {
