@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 
@@ -34,3 +38,24 @@ def create_engine(url: str) -> AsyncEngine:
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[Any]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+T = TypeVar("T")
+
+
+def is_lock_error(e: BaseException) -> bool:
+    """Whether ``e`` is SQLite's "database is locked" (another connection held the write lock too long)."""
+    return isinstance(e, OperationalError) and "database is locked" in str(e)
+
+
+async def retry_locked(step: Callable[[], Awaitable[T]], attempts: int = 6) -> T:
+    """Run ``step`` (a whole transaction: it opens and commits its own session) again when SQLite answers
+    "database is locked", with a growing, jittered pause; other errors and the last failure propagate."""
+    for attempt in range(attempts):
+        try:
+            return await step()
+        except OperationalError as e:
+            if not is_lock_error(e) or attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.05 * 2**attempt * (0.5 + random.random()))
+    raise AssertionError("unreachable")

@@ -32,6 +32,7 @@ from ai.backend.common.types import ResourceSlot
 from .agent_client import AgentRPC, RawAnswer
 from .auth import AuthContext
 from .cluster import cluster_never_fits, cluster_spec, kernel_layout, network_name, new_ssh_keypair
+from .db import retry_locked
 from .events import Event, EventBus
 from .generations import GenerationCache, GenerationReader
 from .images import image_min_slots, resolve_image
@@ -52,6 +53,8 @@ class SessionNotRunning(Conflict):
     slug, title = "session-not-running", "The session is not running"
 
 FINAL_STATUSES = frozenset({"RUNNING", "ERROR", "TERMINATED", "CANCELLED"})
+# Sessions started at the same time (each holds a database connection at times and calls its agents).
+MAX_CONCURRENT_STARTS = 32
 
 
 def new_session_name() -> str:
@@ -77,6 +80,8 @@ class SessionRegistry:
         self._starting: set[uuid.UUID] = set()
         self._early_exits: dict[uuid.UUID, dict[str, Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # A pass may place thousands of sessions at once; their starts share the database pool and the agents.
+        self._start_slots = asyncio.Semaphore(MAX_CONCURRENT_STARTS)
 
     def spawn(self, coro: Any) -> None:
         """Run ``coro`` in the background, keeping a reference until it ends."""
@@ -360,7 +365,14 @@ class SessionRegistry:
         """Create the main kernel on its scheduled agent and mark the session RUNNING or ERROR."""
         self._starting.add(session_id)
         try:
-            await self._start_session(session_id)
+            async with self._start_slots:
+                await self._start_session(session_id)
+        except Exception as e:  # noqa: BLE001 - a session must never stay SCHEDULED or PREPARING for good
+            log.exception("starting session %s failed", session_id)
+            try:
+                await self._fail_start(session_id, "creation-failed", f"The session could not be started: {e}")
+            except Exception:  # noqa: BLE001 - the database itself is failing; the log says so above
+                log.exception("could not record the failure of session %s", session_id)
         finally:
             self._starting.discard(session_id)
             early = self._early_exits.pop(session_id, None)
@@ -396,14 +408,19 @@ class SessionRegistry:
 
     async def _start_session(self, session_id: uuid.UUID) -> None:
         t0 = time.monotonic()
-        async with self.db() as db:
-            session = await db.get(SessionRow, session_id)
-            assert session is not None
-            kernels = await self.session_kernels(db, session)
-            await self.set_status(db, session, "PREPARING")
-            for k in kernels:
-                k.status = "PREPARING"
-            await db.commit()
+
+        async def preparing() -> tuple[SessionRow, list[Kernel]]:
+            async with self.db() as db:
+                session = await db.get(SessionRow, session_id)
+                assert session is not None
+                kernels = await self.session_kernels(db, session)
+                await self.set_status(db, session, "PREPARING")
+                for k in kernels:
+                    k.status = "PREPARING"
+                await db.commit()
+            return session, kernels
+
+        session, kernels = await retry_locked(preparing)
         self._publish("session_preparing", session)
         self._publish("session_creating", session)
         cluster = len(kernels) > 1
@@ -437,6 +454,44 @@ class SessionRegistry:
             log.warning("kernel creation failed for session %s: %s", session_id, detail)
             if cluster:
                 await self._teardown(session_id, [k for k in kernels if k.id in created], kernels[0].agent_addr)
+            await self._fail_start(session_id, reason, detail)
+            return
+
+        async def running() -> tuple[SessionRow, bool]:
+            async with self.db() as db:
+                session = await db.get(SessionRow, session_id)
+                assert session is not None
+                kernels = await self.session_kernels(db, session)
+                for kernel in kernels:
+                    info = created.get(kernel.id) or {}
+                    kernel.container_id = info.get("container_id")
+                    kernel.service_ports = info.get("service_ports", [])
+                if session.status in ("TERMINATING", "TERMINATED", "CANCELLED"):
+                    # Destroyed while it was being created: the destroyer could not reach the containers.
+                    await db.commit()
+                    self.spawn(self._teardown(session_id, kernels, kernels[0].agent_addr if cluster else None))
+                    return session, False
+                for kernel in kernels:
+                    kernel.status = "RUNNING"
+                phases = dict(created.get(kernels[0].id, {}).get("phases") or {})
+                phases["total"] = round(time.monotonic() - t0, 4)
+                await self.set_status(db, session, "RUNNING", "", phases=phases)
+                await db.commit()
+            return session, True
+
+        try:
+            session, started = await retry_locked(running)
+        except Exception as e:  # noqa: BLE001 - the kernels run but cannot be recorded: do not leak them
+            log.error("session %s: could not record its start: %s", session_id, e)
+            await self._teardown(session_id, kernels, kernels[0].agent_addr if cluster else None)
+            await self._fail_start(session_id, "creation-failed", f"The start could not be recorded: {e}")
+            return
+        if started:
+            self._publish("session_started", session)
+
+    async def _fail_start(self, session_id: uuid.UUID, reason: str, detail: str) -> None:
+        """Record that a session could not start: ERROR, its kernels' slots given back."""
+        async def record() -> SessionRow:
             async with self.db() as db:
                 session = await db.get(SessionRow, session_id)
                 assert session is not None
@@ -446,29 +501,11 @@ class SessionRegistry:
                     kernel.status_info = reason
                 await self.set_status(db, session, "ERROR", reason, error=detail)
                 await db.commit()
-            self._publish("session_failure", session, reason, error=detail)
-            self.schedule_event.set()
-            return
-        async with self.db() as db:
-            session = await db.get(SessionRow, session_id)
-            assert session is not None
-            kernels = await self.session_kernels(db, session)
-            for kernel in kernels:
-                info = created.get(kernel.id) or {}
-                kernel.container_id = info.get("container_id")
-                kernel.service_ports = info.get("service_ports", [])
-            if session.status in ("TERMINATING", "TERMINATED", "CANCELLED"):
-                # Destroyed while it was being created: the destroyer could not reach the containers.
-                await db.commit()
-                self.spawn(self._teardown(session_id, kernels, kernels[0].agent_addr if cluster else None))
-                return
-            for kernel in kernels:
-                kernel.status = "RUNNING"
-            phases = dict(created.get(kernels[0].id, {}).get("phases") or {})
-            phases["total"] = round(time.monotonic() - t0, 4)
-            await self.set_status(db, session, "RUNNING", "", phases=phases)
-            await db.commit()
-        self._publish("session_started", session)
+            return session
+
+        session = await retry_locked(record)
+        self._publish("session_failure", session, reason, error=detail)
+        self.schedule_event.set()
 
     async def _teardown(self, session_id: uuid.UUID, kernels: list[Kernel], network_agent: str | None) -> None:
         """Destroy ``kernels`` on their agents (errors logged), then the cluster network on ``network_agent``."""

@@ -160,21 +160,27 @@ class Scheduler:
         session_updates: list[dict[str, Any]] = []
         kernel_updates: list[dict[str, Any]] = []
         stamp = utcnow()
+        stamp_text = stamp.isoformat()
+        # Sessions mostly ask for the same few amounts: decode and split each distinct request once.
+        decoded: dict[tuple[Any, ...], tuple[ResourceSlot, dict[str, str], ResourceSlot, dict[str, str]]] = {}
         for sid, agent_id in plan.placements:
             session = rows[sid]
-            requested = ResourceSlot.from_json(session.requested_slots)
-            slots = requested.to_json()
             per_agent = plan.kernel_agents.get(sid, [agent_id])
-            per = per_kernel_slots(requested, len(per_agent))
+            key = (tuple(sorted((session.requested_slots or {}).items())), len(per_agent))
+            if key not in decoded:
+                requested = ResourceSlot.from_json(session.requested_slots)
+                per_kernel = per_kernel_slots(requested, len(per_agent))
+                decoded[key] = (requested, requested.to_json(), per_kernel, per_kernel.to_json())
+            _, slots, per, per_json = decoded[key]
             for k, kernel_agent in zip(kernel_layout(len(per_agent)), per_agent, strict=True):
                 agent = agents[kernel_agent]
                 occupied[agent.id] = occupied.get(agent.id, ResourceSlot.from_json(agent.occupied_slots)) + per
                 kernel_updates.append({"b_session_id": session.id, "b_host": k.hostname, "agent": agent.id,
-                                       "agent_addr": agent.addr, "occupied_slots": per.to_json(),
+                                       "agent_addr": agent.addr, "occupied_slots": per_json,
                                        "status": "SCHEDULED"})
             session_updates.append({
                 "b_id": session.id, "status": "SCHEDULED", "status_changed": stamp, "status_info": "",
-                "status_history": {**(session.status_history or {}), "SCHEDULED": stamp.isoformat()},
+                "status_history": {**(session.status_history or {}), "SCHEDULED": stamp_text},
                 "occupying_slots": slots,
                 "status_data": {k: v for k, v in (session.status_data or {}).items() if k != "scheduler"},
             })

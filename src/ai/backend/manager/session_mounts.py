@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ai.backend.common.problems import Conflict, Forbidden
 
 from .auth import AuthContext
+from .models import VFolder
 from .mount_paths import container_path
 from .vfolders import PERM_RANK, Access, accessible
 
@@ -39,7 +40,9 @@ async def resolve_mounts(
     group_id: uuid.UUID,
 ) -> list[dict[str, Any]]:
     """The session's mounts as ``[{vfid, name, host, mount_path, permission}]`` (4xx problems when refused)."""
-    reach = await accessible(db, owner)
+    # Without folders asked for, only the owner's dot-folders (mounted automatically) matter: one query.
+    reach = await accessible(db, owner, where=VFolder.name.startswith("."), own_only=True) if not names \
+        else await accessible(db, owner)
     # The same preference as folder lookups: own folders, then shared ones, then the project's.
     def pick(name: str) -> Access | None:
         for bucket in (

@@ -243,10 +243,10 @@ def _admin_group_cond(ctx: AuthContext) -> Any:
 
 
 async def accessible(db: AsyncSession, ctx: AuthContext, *, group_id: uuid.UUID | None = None,
-                     where: Any = None) -> list[Access]:
+                     where: Any = None, own_only: bool = False) -> list[Access]:
     """Every folder the caller reaches: own first, then shared with the caller, then group folders.
     ``group_id`` narrows the group folders to that group (user folders stay, §11.2); ``where`` is an extra
-    condition on the folders (e.g. a name)."""
+    condition on the folders (e.g. a name); ``own_only`` stops after the caller's own folders."""
     me = ctx.user_uuid
     out: list[Access] = []
     seen: set[uuid.UUID] = set()
@@ -255,6 +255,8 @@ async def accessible(db: AsyncSession, ctx: AuthContext, *, group_id: uuid.UUID 
     for vf, email, gname, _ in await db.execute(own):
         out.append(Access(vf, "wd", True, True, email, gname))
         seen.add(vf.id)
+    if own_only:
+        return out
     shared = (
         _base().add_columns(VFolderPermission.permission)
         .join(VFolderPermission, and_(VFolderPermission.vfolder == VFolder.id, VFolderPermission.user == me))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import time
 import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from ai.backend.common.problems import InvalidAPIParameters
 from ai.backend.common.types import ResourceSlot, SlotTypeError
@@ -20,11 +23,47 @@ from .deps import json_body, require_cluster_secret
 router = APIRouter(prefix="/internal")
 
 
+# A heartbeat that repeats what this manager last wrote for the agent only refreshes ``last_heartbeat``;
+# the whole row (and the agent's images) is written again at least this often anyway, so that what
+# another manager wrote meanwhile cannot stay overridden for long.
+FULL_WRITE_EVERY = 30.0
+
+
+def _digest(body: dict[str, Any]) -> str:
+    """What a heartbeat says about the agent (everything but its live statistics), as a short hash."""
+    said = {k: v for k, v in body.items() if k not in ("live_stat", "kernel_stats")}
+    return hashlib.blake2b(json.dumps(said, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
+
+
+async def _refresh_only(request: Request, body: dict[str, Any], digest: str) -> bool:
+    """The fast path: when the heartbeat repeats the last one fully written here (and recently), touch
+    ``last_heartbeat`` of the still-ALIVE agent with one UPDATE. ``False`` when the full path must run."""
+    seen = getattr(request.app.state, "heartbeat_digests", None)
+    if seen is None:
+        seen = request.app.state.heartbeat_digests = {}
+    agent_id = str(body.get("id"))
+    last = seen.get(agent_id)
+    if last is None or last[0] != digest or time.monotonic() - last[1] > FULL_WRITE_EVERY:
+        return False
+    async with request.app.state.registry.db() as db:
+        result = await db.execute(
+            update(Agent).where(Agent.id == agent_id, Agent.status == "ALIVE", Agent.addr == str(body.get("addr")))
+            .values(last_heartbeat=utcnow(), lost_at=None)
+        )
+        await db.commit()
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
 @router.post("/heartbeat")
 async def heartbeat(request: Request) -> dict[str, Any]:
     """Register or refresh an agent: its address, capacity, scaling group and local images."""
     require_cluster_secret(request)
     body = await json_body(request)
+    digest = _digest(body) if isinstance(body, dict) else ""
+    if digest and await _refresh_only(request, body, digest):
+        live_stats(request.app.state).update(str(body["id"]), body.get("live_stat"))
+        kernel_live_stats(request.app.state).update(str(body["id"]), body.get("kernel_stats"))
+        return {"ok": True}
     try:
         agent_id = str(body["id"])
         addr = str(body["addr"])
@@ -65,6 +104,8 @@ async def heartbeat(request: Request) -> dict[str, Any]:
         await db.commit()
     if "images" in body:
         image_inventory(request.app.state).update(agent_id, body["images"])
+    if digest:
+        request.app.state.heartbeat_digests[agent_id] = (digest, time.monotonic())
     live_stats(request.app.state).update(agent_id, body.get("live_stat"))
     kernel_live_stats(request.app.state).update(agent_id, body.get("kernel_stats"))
     if joined:
