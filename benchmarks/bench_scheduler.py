@@ -216,6 +216,25 @@ async def _count_running(db_url: str, prefix: str) -> int:
         await engine.dispose()
 
 
+_LAST_ERROR = [""]
+
+
+def _wait_running(db_url: str, prefix: str, n: int, since: float) -> float | None:
+    """Seconds from ``since`` until ``n`` sessions named ``prefix*`` are RUNNING; ``None`` (the reason printed
+    and kept in ``_LAST_ERROR``) when one failed or it takes too long, so the other sizes still run."""
+    limit = 600 + n * 0.2
+    try:
+        while asyncio.run(_count_running(db_url, prefix)) < n:
+            if time.perf_counter() - since > limit:
+                raise RuntimeError(f"{n} sessions not all RUNNING after {limit:.0f} s")
+            time.sleep(0.2)
+    except RuntimeError as e:
+        _LAST_ERROR[0] = str(e)
+        print(f"e2e {prefix}: {e}", flush=True)
+        return None
+    return time.perf_counter() - since
+
+
 def bench_end_to_end(agents: int, sizes: list[int], heartbeat: float, concurrency: int = 32,
                      db: str = "sqlite", pending: list[int] | None = None) -> dict[str, Any]:
     """One manager (on a ``db`` database) and one fleet of ``agents`` dummy agents; each size in ``sizes`` is
@@ -265,11 +284,10 @@ def bench_end_to_end(agents: int, sizes: list[int], heartbeat: float, concurrenc
             create_s = asyncio.run(_signed_burst(m, n, concurrency, lambda i, p=prefix: (
                 "POST", "/session", {"image": "python", "name": f"{p}{i}", "enqueueOnly": True,
                                      "resources": {"cpu": 1, "mem": "256m"}})))
-            while asyncio.run(_count_running(m.db_url, prefix)) < n:
-                if time.perf_counter() - t > 600 + n * 0.2:
-                    raise RuntimeError(f"{n} sessions not all RUNNING after {600 + n * 0.2:.0f} s")
-                time.sleep(0.2)
-            total_s = time.perf_counter() - t
+            total_s = _wait_running(m.db_url, prefix, n, t)
+            if total_s is None:
+                out[f"{agents}x{n}"] = {"agents": agents, "sessions": n, "db": db, "error": _LAST_ERROR[0]}
+                continue
             res = {"agents": agents, "sessions": n, "db": db, "create_s": create_s, "all_running_s": total_s,
                  "sessions_per_s": n / total_s, "baseline_get_s": baseline_s, "ratio": total_s / baseline_s,
                  "target_per_s": 500}
@@ -285,11 +303,10 @@ def bench_end_to_end(agents: int, sizes: list[int], heartbeat: float, concurrenc
             asyncio.run(_signed_burst(m, 1, 1, lambda i, p=prefix: (
                 "POST", "/session", {"image": "python", "name": f"{p}wake", "enqueueOnly": True,
                                      "resources": {"cpu": 1, "mem": "256m"}})))
-            while asyncio.run(_count_running(m.db_url, prefix)) < n + 1:
-                if time.perf_counter() - t > 600 + n * 0.2:
-                    raise RuntimeError(f"{n} pending sessions not all RUNNING after {600 + n * 0.2:.0f} s")
-                time.sleep(0.2)
-            total_s = time.perf_counter() - t
+            total_s = _wait_running(m.db_url, prefix, n + 1, t)
+            if total_s is None:
+                out[f"{agents}x{n}-pending"] = {"agents": agents, "sessions": n, "db": db, "error": _LAST_ERROR[0]}
+                continue
             res = {"agents": agents, "sessions": n, "db": db, "all_running_s": total_s,
                    "sessions_per_s": n / total_s, "baseline_get_s": baseline_s, "ratio": total_s / baseline_s,
                    "target_per_s": 500}
@@ -331,6 +348,9 @@ if __name__ == "__main__":
             print(f"{kind} {name}: {r['pass_s']:.3f}s (target ≤ 1 s at 1000x10000) {verdict}")
     for kind in ("e2e", "e2e_postgresql", "e2e_big"):
         for name, r in results.get(kind, {}).items():
+            if "error" in r:
+                print(f"{kind} {name}: FAILED: {r['error']}")
+                continue
             verdict = "ok" if r["sessions_per_s"] >= 500 else "MISSED"
             print(f"{kind} {name}: {r['sessions_per_s']:.0f} sessions/s (target ≥ 500) {verdict}")
     out = Path(__file__).parent / "results"
