@@ -136,27 +136,37 @@ class ApiUsage:
 
     def __init__(self) -> None:
         self._counts: dict[str, int] = defaultdict(int)
+        # Counts being written: still pending for readers until the write has committed.
+        self._flushing: dict[str, int] = {}
 
     def count(self, access_key: str) -> None:
         self._counts[access_key] += 1
 
     def pending(self, access_key: str) -> int:
-        return self._counts.get(access_key, 0)
+        return self._counts.get(access_key, 0) + self._flushing.get(access_key, 0)
 
     async def flush(self, db_factory: async_sessionmaker[AsyncSession]) -> None:
         counts, self._counts = self._counts, defaultdict(int)
         if not counts:
             return
+        self._flushing = dict(counts)
         now = utcnow()
-        async with db_factory() as db:
-            for ak, n in counts.items():
-                # Usage counters: cached keypair rows need not be re-read (see generations.py).
-                await db.execute(
-                    update(KeyPair).where(KeyPair.access_key == ak)
-                    .values(num_queries=KeyPair.num_queries + n, last_used=now)
-                    .execution_options(generation_neutral=True)
-                )
-            await db.commit()
+        try:
+            async with db_factory() as db:
+                for ak, n in counts.items():
+                    # Usage counters: cached keypair rows need not be re-read (see generations.py).
+                    await db.execute(
+                        update(KeyPair).where(KeyPair.access_key == ak)
+                        .values(num_queries=KeyPair.num_queries + n, last_used=now)
+                        .execution_options(generation_neutral=True)
+                    )
+                await db.commit()
+        except Exception:
+            for ak, n in counts.items():  # not written: count them again next time
+                self._counts[ak] += n
+            raise
+        finally:
+            self._flushing = {}
 
 
 class RateLimitMiddleware:

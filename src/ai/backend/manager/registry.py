@@ -70,6 +70,7 @@ class SessionRegistry:
         self.bus = bus
         self.schedule_event = asyncio.Event()
         self._query_counts: dict[uuid.UUID, int] = defaultdict(int)
+        self._flushing_queries: dict[uuid.UUID, int] = {}
         self._hot_sessions: GenerationCache[tuple[str, str], tuple[SessionRow, Kernel]] = GenerationCache()
         self.activity = ActivityTracker()
         # Where a folder lives on the hosts: (host, vfid) -> absolute path (the storage proxy answers).
@@ -711,17 +712,25 @@ class SessionRegistry:
         counts, self._query_counts = self._query_counts, defaultdict(int)
         if not counts:
             return
-        async with self.db() as db:
-            for sid, n in counts.items():
-                await db.execute(
-                    update(SessionRow).where(SessionRow.id == sid).values(num_queries=SessionRow.num_queries + n)
-                    .execution_options(generation_neutral=True)  # a counter: cached lookups need not reload
-                )
-            await db.commit()
+        self._flushing_queries = dict(counts)  # still "unflushed" for readers until committed
+        try:
+            async with self.db() as db:
+                for sid, n in counts.items():
+                    await db.execute(
+                        update(SessionRow).where(SessionRow.id == sid).values(num_queries=SessionRow.num_queries + n)
+                        .execution_options(generation_neutral=True)  # a counter: cached lookups need not reload
+                    )
+                await db.commit()
+        except Exception:
+            for sid, n in counts.items():  # not written: count them again next time
+                self._query_counts[sid] += n
+            raise
+        finally:
+            self._flushing_queries = {}
 
     def unflushed_queries(self, session: SessionRow) -> int:
-        """Executions counted in memory and not yet written to the session row."""
-        return self._query_counts.get(session.id, 0)
+        """Executions counted in memory and not yet written (or being written) to the session row."""
+        return self._query_counts.get(session.id, 0) + self._flushing_queries.get(session.id, 0)
 
 
 def session_age_ms(session: SessionRow) -> int:

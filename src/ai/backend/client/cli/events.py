@@ -11,6 +11,9 @@ sessions you can see until Ctrl-C, which exits quietly (status 130).
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sys
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +55,13 @@ def format_event(name: str, data: Any, when: datetime) -> str:
     return "  ".join(parts)
 
 
+def _exit_now() -> None:
+    """End the process at once with Ctrl-C's status, output flushed."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
+
+
 @click.command()
 @click.argument("session_ref", metavar="SESSION_NAME_OR_ID")
 @click.option("-o", "--owner", "--owner-access-key", "owner", metavar="ACCESS_KEY",
@@ -68,6 +78,23 @@ def events(session_ref: str, owner: str | None, scope: str) -> None:
     cli.get_config()
 
     async def _watch() -> None:
+        # Ctrl-C cancels the watch; should closing the stream hang (a server that stopped answering),
+        # the process ends anyway two seconds later, with what it printed flushed.
+        loop = asyncio.get_running_loop()
+        main = asyncio.current_task()
+
+        def _interrupted() -> None:
+            if main is not None:
+                main.cancel()
+            loop.call_later(2.0, _exit_now)
+
+        loop.add_signal_handler(signal.SIGINT, _interrupted)
+        try:
+            await _stream()
+        except asyncio.CancelledError:
+            raise KeyboardInterrupt from None
+
+    async def _stream() -> None:
         async with AsyncSession() as api:
             cs = api.ComputeSession(session_ref, owner)
             async with cs.listen_events(scope) as resp:  # type: ignore[arg-type]
