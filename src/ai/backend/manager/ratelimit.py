@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ai.backend.common.problems import TooManyRequests
 
+from .counters import PendingCounts
 from .models import KeyPair
 from .models.base import utcnow
 
@@ -135,23 +136,17 @@ class ApiUsage:
     """Calls per access key, kept in memory and added to ``keypairs.num_queries`` every few seconds."""
 
     def __init__(self) -> None:
-        self._counts: dict[str, int] = defaultdict(int)
-        # Counts being written: still pending for readers until the write has committed.
-        self._flushing: dict[str, int] = {}
+        self._counts: PendingCounts[str] = PendingCounts()
 
     def count(self, access_key: str) -> None:
-        self._counts[access_key] += 1
+        self._counts.count(access_key)
 
     def pending(self, access_key: str) -> int:
-        return self._counts.get(access_key, 0) + self._flushing.get(access_key, 0)
+        return self._counts.pending(access_key)
 
     async def flush(self, db_factory: async_sessionmaker[AsyncSession]) -> None:
-        counts, self._counts = self._counts, defaultdict(int)
-        if not counts:
-            return
-        self._flushing = dict(counts)
-        now = utcnow()
-        try:
+        async def write(counts: dict[str, int]) -> None:
+            now = utcnow()
             async with db_factory() as db:
                 for ak, n in counts.items():
                     # Usage counters: cached keypair rows need not be re-read (see generations.py).
@@ -161,12 +156,8 @@ class ApiUsage:
                         .execution_options(generation_neutral=True)
                     )
                 await db.commit()
-        except Exception:
-            for ak, n in counts.items():  # not written: count them again next time
-                self._counts[ak] += n
-            raise
-        finally:
-            self._flushing = {}
+
+        await self._counts.flush(write)
 
 
 class RateLimitMiddleware:

@@ -7,7 +7,6 @@ import logging
 import secrets
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -32,6 +31,7 @@ from ai.backend.common.types import ResourceSlot
 from .agent_client import AgentRPC, RawAnswer
 from .auth import AuthContext
 from .cluster import cluster_never_fits, cluster_spec, kernel_layout, network_name, new_ssh_keypair
+from .counters import PendingCounts
 from .db import retry_locked
 from .events import Event, EventBus
 from .generations import GenerationCache, GenerationReader
@@ -69,8 +69,7 @@ class SessionRegistry:
         self.rpc = rpc
         self.bus = bus
         self.schedule_event = asyncio.Event()
-        self._query_counts: dict[uuid.UUID, int] = defaultdict(int)
-        self._flushing_queries: dict[uuid.UUID, int] = {}
+        self._query_counts: PendingCounts[uuid.UUID] = PendingCounts()
         self._hot_sessions: GenerationCache[tuple[str, str], tuple[SessionRow, Kernel]] = GenerationCache()
         self.activity = ActivityTracker()
         # Where a folder lives on the hosts: (host, vfid) -> absolute path (the storage proxy answers).
@@ -705,15 +704,11 @@ class SessionRegistry:
                     self._publish("session_started", row, "restarted")
 
     def count_query(self, session: SessionRow) -> None:
-        self._query_counts[session.id] += 1
+        self._query_counts.count(session.id)
 
     async def flush_query_counts(self) -> None:
         """Write the execute counters kept in memory (one write per interval, not per execute)."""
-        counts, self._query_counts = self._query_counts, defaultdict(int)
-        if not counts:
-            return
-        self._flushing_queries = dict(counts)  # still "unflushed" for readers until committed
-        try:
+        async def write(counts: dict[uuid.UUID, int]) -> None:
             async with self.db() as db:
                 for sid, n in counts.items():
                     await db.execute(
@@ -721,16 +716,12 @@ class SessionRegistry:
                         .execution_options(generation_neutral=True)  # a counter: cached lookups need not reload
                     )
                 await db.commit()
-        except Exception:
-            for sid, n in counts.items():  # not written: count them again next time
-                self._query_counts[sid] += n
-            raise
-        finally:
-            self._flushing_queries = {}
+
+        await self._query_counts.flush(write)
 
     def unflushed_queries(self, session: SessionRow) -> int:
         """Executions counted in memory and not yet written (or being written) to the session row."""
-        return self._query_counts.get(session.id, 0) + self._flushing_queries.get(session.id, 0)
+        return self._query_counts.pending(session.id)
 
 
 def session_age_ms(session: SessionRow) -> int:
