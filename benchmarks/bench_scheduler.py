@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import socket
 import subprocess
 import sys
@@ -46,6 +45,7 @@ from ai.backend.manager.registry import SessionRegistry
 from ai.backend.manager.scheduler import Scheduler
 from ai.backend.testutils.cluster import Cluster, launch_manager, prepare_database
 from ai.backend.testutils.databases import fresh_database
+from ai.backend.testutils.processes import stop_process
 
 PASS_SIZES = [(100, 100), (1000, 1000), (1000, 10000)]
 AGENT_SLOTS = {"cpu": "16", "mem": str(64 * 1024**3)}
@@ -260,13 +260,7 @@ def bench_end_to_end(agents: int, sizes: list[int], heartbeat: float, concurrenc
                                   "--count", str(agents), "--base-port", str(port)],
                                  stdout=log, stderr=log, start_new_session=True)
 
-        def _stop_fleet() -> None:
-            fleet.send_signal(signal.SIGTERM)
-            try:
-                fleet.wait(20)
-            except subprocess.TimeoutExpired:
-                fleet.kill()
-        stack.callback(_stop_fleet)
+        stack.callback(stop_process, fleet, 20)
         deadline = time.monotonic() + heartbeat * 2 + 60
         while True:
             r = m.request("GET", "/internal/status", headers={CLUSTER_SECRET_HEADER: m.secret})

@@ -9,13 +9,12 @@ others end.
 from __future__ import annotations
 
 import json
-import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,8 @@ import pytest
 
 from ai.backend.manager.fixtures import ADMIN
 from ai.backend.testutils.cluster import Cluster, launch_manager
+from ai.backend.testutils.processes import stop_process
+from ai.backend.testutils.processes import wait_until as _wait
 
 CREATE_DELAY = 0.4
 SMALL = {"image": "python", "resources": {"cpu": 1, "mem": "256m"}}
@@ -34,17 +35,6 @@ def _gql(c: Cluster, query: str, variables: dict[str, Any] | None = None) -> dic
     body = r.json()
     data: dict[str, Any] = body.get("data", body)  # the legacy endpoint answers the fields at the top
     return data
-
-
-def _wait(what: str, probe: Callable[[], Any], ok: Callable[[Any], bool], timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = probe()
-        if ok(got):
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last: {got}")
-        time.sleep(0.2)
 
 
 def _agents(c: Cluster) -> dict[str, dict[str, Any]]:
@@ -88,11 +78,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, s
         yield m, prefix
     finally:
         if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc, 10)
         m.shutdown()
 
 

@@ -17,10 +17,9 @@ import json
 import secrets
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -32,6 +31,8 @@ from ai.backend.common.auth import CLUSTER_SECRET_HEADER
 from ai.backend.manager.fixtures import ADMIN, USER
 from ai.backend.testutils.cluster import Cluster, docker_available, launch_manager
 from ai.backend.testutils.netns import NetNS, launch_netns_agent, netns_unavailable, network_namespaces
+from ai.backend.testutils.processes import remove_agent_containers, stop_process
+from ai.backend.testutils.processes import wait_until as _wait
 
 pytestmark = pytest.mark.docker
 
@@ -65,17 +66,6 @@ def _gql(m: Cluster, query: str, variables: dict[str, Any] | None = None) -> dic
 def _agents(m: Cluster) -> dict[str, dict[str, Any]]:
     rows = _gql(m, "{ agents(status: null) { id status scaling_group addr available_slots occupied_slots } }")
     return {a["id"]: a for a in rows["agents"]}
-
-
-def _wait(what: str, probe: Callable[[], Any], ok: Callable[[Any], bool], timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = probe()
-        if ok(got):
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last: {got}")
-        time.sleep(0.2)
 
 
 def _check(m: Cluster, body: dict[str, Any]) -> dict[str, Any]:
@@ -150,19 +140,10 @@ def multihost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiHost]:
             yield MultiHost(m, spaces, agents, sgroups, procs, port)
         finally:
             for p in procs:
-                if p.poll() is None:
-                    p.terminate()
-            for p in procs:
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+                stop_process(p, 10)
             m.shutdown()
             for agent_id in agents:
-                out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=ai.backend.agent-id={agent_id}"],
-                                     capture_output=True, text=True)
-                if out.stdout.split():
-                    subprocess.run(["docker", "rm", "-f", *out.stdout.split()], capture_output=True)
+                remove_agent_containers(agent_id)
 
 
 def test_agents_register_from_their_namespaces(multihost: MultiHost) -> None:
@@ -296,15 +277,8 @@ def test_multi_node_cluster_spans_two_hosts(multihost: MultiHost, tmp_path: Path
         assert console == [["stdout", "ssh-ed25519 \n"]], result
     finally:
         m.request("DELETE", f"/session/{name}")
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=ai.backend.agent-id={other}"],
-                             capture_output=True, text=True)
-        if out.stdout.split():
-            subprocess.run(["docker", "rm", "-f", *out.stdout.split()], capture_output=True)
+        stop_process(proc, 10)
+        remove_agent_containers(other)
 
 
 def test_a_killed_agent_is_lost_and_the_other_keeps_working(multihost: MultiHost) -> None:

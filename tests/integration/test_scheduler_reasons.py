@@ -13,7 +13,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -22,6 +21,7 @@ from typing import Any
 
 from ai.backend.manager.fixtures import ADMIN, DEFAULT_GROUP_ID, USER
 from ai.backend.testutils.cluster import Cluster, launch_cluster
+from ai.backend.testutils.processes import wait_until
 
 
 def _gql(c: Cluster, query: str, variables: dict[str, Any]) -> dict[str, Any]:
@@ -33,14 +33,7 @@ def _gql(c: Cluster, query: str, variables: dict[str, Any]) -> dict[str, Any]:
 
 def _wait_for(what: str, probe: Callable[[], dict[str, Any]], ok: Callable[[dict[str, Any]], bool],
               timeout: float = 40) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = probe()
-        if ok(got):
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last: {got}")
-        time.sleep(0.3)
+    return wait_until(what, probe, ok, timeout, interval=0.3)
 
 
 def _account_with_policy(c: Cluster, cpu: str) -> tuple[str, dict[str, str]]:

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import httpx
 from ai.backend.common.auth import CLUSTER_SECRET_HEADER, sign_request_headers
 from ai.backend.manager.fixtures import USER
 
+from .processes import agent_containers, stop_process
 from .storage import StorageProxy, launch_storage_proxy
 
 REPO = Path(__file__).resolve().parents[4]
@@ -82,13 +82,8 @@ class Cluster:
 
     def stop(self, name: str) -> None:
         proc = self.procs.pop(name, None)
-        if proc and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc:
+            stop_process(proc, 15)
 
     def wait_ready(self, timeout: float = 60, *, agents: bool | None = None) -> None:
         """Wait until the manager answers ``/internal/status`` and, with ``agents`` (the default when this
@@ -127,11 +122,7 @@ class Cluster:
             return False
 
     def containers(self) -> list[str]:
-        if not self.agent_id:
-            return []
-        out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=ai.backend.agent-id={self.agent_id}"],
-                             capture_output=True, text=True, check=True)
-        return out.stdout.split()
+        return agent_containers(self.agent_id) if self.agent_id else []
 
     def shutdown(self) -> None:
         """Stop the servers and remove this cluster's containers."""

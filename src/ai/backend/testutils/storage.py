@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from .processes import stop_process
 
 __all__ = ["MANAGER_AUTH_HEADER", "StorageProxy", "launch_storage_proxy"]
 
@@ -75,13 +76,7 @@ class StorageProxy:
 
     def shutdown(self) -> None:
         """Stop the proxy (SIGTERM, then SIGKILL after 10 s)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10)
 
 
 def launch_storage_proxy(state: Path, *, manager_secret: str | None = None, jwt_secret: str | None = None,
