@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
-from ai.backend.common.config import ConfigError, load_config
+from ai.backend.common.config import load_config_or_exit
 from ai.backend.common.problems import NotFound
 
 from .accelerators import PluginError, load_plugins
@@ -106,11 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.count < 1 or not 1 <= args.base_port <= 65535:
         print("fleet: --count must be >= 1 and --base-port a TCP port", file=sys.stderr)
         sys.exit(2)
-    try:
-        base = load_config(AgentConfig, "agent", args.config)
-    except ConfigError as e:
-        print(f"fleet: {e}", file=sys.stderr)
-        sys.exit(2)
+    base = load_config_or_exit(AgentConfig, "agent", args.config, "fleet")
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     groups = [g.strip() for g in args.scaling_groups.split(",") if g.strip()]

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ai.backend.common.auth import CLUSTER_SECRET_HEADER
-from ai.backend.common.config import ConfigError, load_config
+from ai.backend.common.config import load_config_or_exit
 from ai.backend.common.problems import PROBLEM_BASE, AuthorizationFailed, InvalidAPIParameters, ProblemError
 
 from .accelerators import AcceleratorManager, PluginError, load_plugins
@@ -254,11 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-f", "--config", help="path to agent.toml")
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        config = load_config(AgentConfig, "agent", args.config)
-    except ConfigError as e:
-        print(f"agent: {e}", file=sys.stderr)
-        sys.exit(2)
+    config = load_config_or_exit(AgentConfig, "agent", args.config, "agent")
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

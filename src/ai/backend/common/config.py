@@ -9,6 +9,7 @@ underscores; values are parsed as TOML scalars when they can be, else kept as st
 from __future__ import annotations
 
 import os
+import sys
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -96,3 +97,12 @@ def load_config(
         first = e.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"{where}: {loc}: {first['msg']}") from None
+
+
+def load_config_or_exit(model: type[M], name: str, path: str | os.PathLike[str] | None, prog: str) -> M:
+    """:func:`load_config` for a server's ``main``: a bad config is one line on stderr and exit status 2."""
+    try:
+        return load_config(model, name, path)
+    except ConfigError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        sys.exit(2)

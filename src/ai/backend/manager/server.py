@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import re
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
@@ -19,7 +18,7 @@ from sqlalchemy import select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ai.backend.common.config import ConfigError, load_config
+from ai.backend.common.config import load_config_or_exit
 from ai.backend.common.problems import PROBLEM_BASE, ProblemError
 from ai.backend.common.types import BinarySize
 
@@ -237,11 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-f", "--config", help="path to manager.toml")
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        config = load_config(ManagerConfig, "manager", args.config)
-    except ConfigError as e:
-        print(f"manager: {e}", file=sys.stderr)
-        sys.exit(2)
+    config = load_config_or_exit(ManagerConfig, "manager", args.config, "manager")
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(create_app(config), host=config.manager.service_addr_host, port=config.manager.service_addr_port,
