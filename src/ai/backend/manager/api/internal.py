@@ -35,14 +35,19 @@ def _digest(body: dict[str, Any]) -> str:
     return hashlib.blake2b(json.dumps(said, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
 
 
+def _written(state: Any) -> dict[str, tuple[str, float]]:
+    """Per agent: the digest of the last heartbeat this manager wrote in full, and when (monotonic)."""
+    if not hasattr(state, "heartbeat_digests"):
+        state.heartbeat_digests = {}
+    written: dict[str, tuple[str, float]] = state.heartbeat_digests
+    return written
+
+
 async def _refresh_only(request: Request, body: dict[str, Any], digest: str) -> bool:
     """The fast path: when the heartbeat repeats the last one fully written here (and recently), touch
     ``last_heartbeat`` of the still-ALIVE agent with one UPDATE. ``False`` when the full path must run."""
-    seen = getattr(request.app.state, "heartbeat_digests", None)
-    if seen is None:
-        seen = request.app.state.heartbeat_digests = {}
     agent_id = str(body.get("id"))
-    last = seen.get(agent_id)
+    last = _written(request.app.state).get(agent_id)
     if last is None or last[0] != digest or time.monotonic() - last[1] > FULL_WRITE_EVERY:
         return False
     async with request.app.state.registry.db() as db:
@@ -59,11 +64,17 @@ async def heartbeat(request: Request) -> dict[str, Any]:
     """Register or refresh an agent: its address, capacity, scaling group and local images."""
     require_cluster_secret(request)
     body = await json_body(request)
-    digest = _digest(body) if isinstance(body, dict) else ""
-    if digest and await _refresh_only(request, body, digest):
-        live_stats(request.app.state).update(str(body["id"]), body.get("live_stat"))
-        kernel_live_stats(request.app.state).update(str(body["id"]), body.get("kernel_stats"))
-        return {"ok": True}
+    digest = _digest(body)
+    if not await _refresh_only(request, body, digest):
+        await _register(request, body)
+        _written(request.app.state)[str(body["id"])] = (digest, time.monotonic())
+    live_stats(request.app.state).update(str(body["id"]), body.get("live_stat"))
+    kernel_live_stats(request.app.state).update(str(body["id"]), body.get("kernel_stats"))
+    return {"ok": True}
+
+
+async def _register(request: Request, body: dict[str, Any]) -> None:
+    """The full path: check the heartbeat, then write the agent's whole row and its images."""
     try:
         agent_id = str(body["id"])
         addr = str(body["addr"])
@@ -104,13 +115,8 @@ async def heartbeat(request: Request) -> dict[str, Any]:
         await db.commit()
     if "images" in body:
         image_inventory(request.app.state).update(agent_id, body["images"])
-    if digest:
-        request.app.state.heartbeat_digests[agent_id] = (digest, time.monotonic())
-    live_stats(request.app.state).update(agent_id, body.get("live_stat"))
-    kernel_live_stats(request.app.state).update(agent_id, body.get("kernel_stats"))
     if joined:
         reg.schedule_event.set()
-    return {"ok": True}
 
 
 def _compute_plugins(plugins: Any, slot_types: Any) -> dict[str, Any]:
