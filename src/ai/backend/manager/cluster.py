@@ -26,10 +26,15 @@ class KernelSlot:
     local_rank: int
 
 
+def local_rank(role: str, idx: int) -> int:
+    """A kernel's zero-based index over its whole session: ``main1`` is 0, ``subN`` is N."""
+    return 0 if role == "main" else idx
+
+
 def kernel_layout(size: int) -> list[KernelSlot]:
     """The kernels of a session of ``size`` containers, ``main1`` first."""
-    out = [KernelSlot("main", 1, "main1", 0)]
-    out.extend(KernelSlot("sub", i, f"sub{i}", i) for i in range(1, size))
+    out = [KernelSlot("main", 1, "main1", local_rank("main", 1))]
+    out.extend(KernelSlot("sub", i, f"sub{i}", local_rank("sub", i)) for i in range(1, size))
     return out
 
 

@@ -30,7 +30,15 @@ from ai.backend.common.types import ResourceSlot
 
 from .agent_client import AgentRPC, RawAnswer
 from .auth import AuthContext
-from .cluster import cluster_never_fits, cluster_spec, kernel_layout, network_name, new_ssh_keypair
+from .cluster import (
+    KernelSlot,
+    cluster_never_fits,
+    cluster_spec,
+    kernel_layout,
+    local_rank,
+    network_name,
+    new_ssh_keypair,
+)
 from .counters import PendingCounts
 from .db import retry_locked
 from .events import Event, EventBus
@@ -38,7 +46,7 @@ from .generations import GenerationCache, GenerationReader
 from .images import image_min_slots, resolve_image
 from .models import Agent, Group, Kernel, KeyPair, KeyPairResourcePolicy, SessionRow, User, group_members
 from .models.base import utcnow
-from .models.sessions import ACTIVE_STATUSES
+from .models.sessions import ACTIVE_STATUSES, KERNEL_ORDER
 from .quota import has_finite_limit, keypair_holdings, policy_limits
 from .session_limits import ActivityTracker
 from .session_mounts import owner_context, resolve_mounts
@@ -382,16 +390,18 @@ class SessionRegistry:
 
     async def session_kernels(self, db: AsyncSession, session: SessionRow) -> list[Kernel]:
         """Every kernel of ``session`` in layout order: ``main1``, then ``sub1``, ``sub2``..."""
-        rows = (await db.execute(select(Kernel).where(Kernel.session_id == session.id))).scalars().all()
+        rows = (await db.execute(select(Kernel).where(Kernel.session_id == session.id).order_by(*KERNEL_ORDER))
+                ).scalars().all()
         if not rows:
             raise SessionNotFound(f"Session {session.name!r} has no kernels.")
-        return sorted(rows, key=lambda k: (k.cluster_role != "main", k.cluster_idx))
+        return list(rows)
 
     def _kernel_spec(self, session: SessionRow, kernel: Kernel, ssh: tuple[str, str] | None) -> dict[str, Any]:
         """The creation request of one kernel for its agent. Only ``main1`` runs a batch session's task."""
         size = session.cluster_size or 1
         main = kernel.cluster_role == "main"
-        me = next(k for k in kernel_layout(size) if k.hostname == kernel.cluster_hostname)
+        me = KernelSlot(kernel.cluster_role, kernel.cluster_idx, kernel.cluster_hostname,
+                        local_rank(kernel.cluster_role, kernel.cluster_idx))
         spec: dict[str, Any] = {
             "kernel_id": str(kernel.id), "session_id": str(session.id), "session_name": session.name,
             "image": kernel.image, "slots": kernel.occupied_slots, "environ": session.environ,
@@ -452,8 +462,7 @@ class SessionRegistry:
             why = data.get("reason") if isinstance(data, dict) else None
             reason = why if isinstance(why, str) and why else "creation-failed"
             log.warning("kernel creation failed for session %s: %s", session_id, detail)
-            if cluster:
-                await self._teardown(session_id, [k for k in kernels if k.id in created], kernels[0].agent_addr)
+            await self._teardown(session_id, [k for k in kernels if k.id in created], kernels)
             await self._fail_start(session_id, reason, detail)
             return
 
@@ -469,7 +478,7 @@ class SessionRegistry:
                 if session.status in ("TERMINATING", "TERMINATED", "CANCELLED"):
                     # Destroyed while it was being created: the destroyer could not reach the containers.
                     await db.commit()
-                    self.spawn(self._teardown(session_id, kernels, kernels[0].agent_addr if cluster else None))
+                    self.spawn(self._teardown(session_id, kernels, kernels))
                     return session, False
                 for kernel in kernels:
                     kernel.status = "RUNNING"
@@ -483,7 +492,7 @@ class SessionRegistry:
             session, started = await retry_locked(running)
         except Exception as e:  # noqa: BLE001 - the kernels run but cannot be recorded: do not leak them
             log.error("session %s: could not record its start: %s", session_id, e)
-            await self._teardown(session_id, kernels, kernels[0].agent_addr if cluster else None)
+            await self._teardown(session_id, kernels, kernels)
             await self._fail_start(session_id, "creation-failed", f"The start could not be recorded: {e}")
             return
         if started:
@@ -507,9 +516,11 @@ class SessionRegistry:
         self._publish("session_failure", session, reason, error=detail)
         self.schedule_event.set()
 
-    async def _teardown(self, session_id: uuid.UUID, kernels: list[Kernel], network_agent: str | None) -> None:
-        """Destroy ``kernels`` on their agents (errors logged), then the cluster network on ``network_agent``."""
-        await asyncio.gather(*(self._destroy_kernel_quietly(k) for k in kernels))
+    async def _teardown(self, session_id: uuid.UUID, doomed: list[Kernel], kernels: list[Kernel]) -> None:
+        """Destroy the ``doomed`` kernels on their agents (errors logged), then, for a cluster session (all its
+        ``kernels``, main1 first), its network on main1's agent."""
+        await asyncio.gather(*(self._destroy_kernel_quietly(k) for k in doomed))
+        network_agent = kernels[0].agent_addr if len(kernels) > 1 else None
         if network_agent:
             try:
                 await self.rpc.call(network_agent, "DELETE", f"/v1/networks/{network_name(session_id)}")
@@ -554,12 +565,17 @@ class SessionRegistry:
         async with self.db() as db:
             return await kernel_user_config(db, session.user_uuid, session.bootstrap_script)
 
-    async def _destroy_kernel_quietly(self, kernel: Kernel) -> None:
-        if kernel.agent_addr:
-            try:
-                await self.rpc.call(kernel.agent_addr, "DELETE", f"/v1/kernels/{kernel.id}")
-            except Exception as e:  # noqa: BLE001
-                log.warning("could not destroy kernel %s: %s", kernel.id, e)
+    async def _destroy_kernel_quietly(self, kernel: Kernel) -> dict[str, Any]:
+        """Destroy a kernel on its agent; its last stats, or ``{}`` when the agent did not answer (logged: the
+        container may already be gone)."""
+        if not kernel.agent_addr:
+            return {}
+        try:
+            res = await self.rpc.call(kernel.agent_addr, "DELETE", f"/v1/kernels/{kernel.id}")
+        except Exception as e:  # noqa: BLE001
+            log.warning("could not destroy kernel %s: %s", kernel.id, e)
+            return {}
+        return dict((res or {}).get("stats") or {})
 
     async def destroy(self, session: SessionRow, reason: str = "user-requested") -> dict[str, Any]:
         """Destroy a session: cancel it if still pending, else kill its kernels and free resources."""
@@ -590,18 +606,8 @@ class SessionRegistry:
                 kernel.status = "TERMINATING"
             await db.commit()
         self._publish("session_terminating", session, reason)
-        if not was_preparing:
-            async def kill(k: Kernel) -> dict[str, Any]:
-                if not k.agent_addr:
-                    return {}
-                try:
-                    res = await self.rpc.call(k.agent_addr, "DELETE", f"/v1/kernels/{k.id}")
-                    return dict((res or {}).get("stats") or {})
-                except Exception as e:  # noqa: BLE001 - the container may already be gone
-                    log.warning("destroying kernel %s failed: %s", k.id, e)
-                    return {}
-
-            stats = (await asyncio.gather(*(kill(k) for k in kernels)))[0]
+        if not was_preparing:  # main1's last stats are the session's
+            stats = (await asyncio.gather(*(self._destroy_kernel_quietly(k) for k in kernels)))[0]
         await self.mark_terminated(session.id, reason, stats=stats)
         return stats
 
@@ -638,7 +644,7 @@ class SessionRegistry:
             await self.set_status(db, session, "TERMINATED", reason, exit_code=exit_code)
             await db.commit()
         if len(kernels) > 1:
-            self.spawn(self._teardown(session_id, still_up, kernels[0].agent_addr))
+            self.spawn(self._teardown(session_id, still_up, kernels))
         self._publish("session_terminated", session, reason, result=session.result)
         self.schedule_event.set()
 

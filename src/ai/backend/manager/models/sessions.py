@@ -73,3 +73,7 @@ class Kernel(Base):
     last_stat: Mapped[dict[str, Any]] = mapped_column(default=dict)
     exit_code: Mapped[int | None] = mapped_column(Integer)
     task_log: Mapped[str | None] = mapped_column(Text)  # console output kept for batch sessions
+
+
+# The order of a session's kernels wherever they are listed: main1, then sub1, sub2, ...
+KERNEL_ORDER = (Kernel.cluster_role != "main", Kernel.cluster_idx)

@@ -21,9 +21,11 @@ from strawberry.types import Info
 
 from ai.backend.common.problems import Forbidden, InvalidAPIParameters, NotFound
 
+from ...cluster import local_rank
 from ...images import registry_of
 from ...live_stats import kernel_live_stats
 from ...models import Group, Kernel, SessionRow, User
+from ...models.sessions import KERNEL_ORDER
 from .base import (
     SUPERADMIN,
     USER,
@@ -109,7 +111,7 @@ def container_to_gql(
     return ComputeContainer(
         id=strawberry.ID(str(k.id)), idx=k.cluster_idx, role=k.cluster_role, hostname=k.cluster_hostname,
         cluster_idx=k.cluster_idx, cluster_role=k.cluster_role, cluster_hostname=k.cluster_hostname,
-        local_rank=0 if k.cluster_role == "main" else k.cluster_idx,
+        local_rank=local_rank(k.cluster_role, k.cluster_idx),
         session_id=strawberry.ID(str(k.session_id)), image=k.image, registry=registry_of(k.image), status=k.status,
         status_changed=k.status_changed, status_info=k.status_info, created_at=k.created_at,
         terminated_at=k.terminated_at, agent=k.agent if show_agent else None, container_id=k.container_id,
@@ -163,7 +165,7 @@ class ComputeSession:
             rows = (
                 await db.execute(
                     select(Kernel).where(Kernel.session_id == uuid.UUID(str(self.id)))
-                    .order_by(Kernel.cluster_role != "main", Kernel.cluster_idx, Kernel.created_at)
+                    .order_by(*KERNEL_ORDER, Kernel.created_at)
                 )
             ).scalars().all()
         show = ctx.role == SUPERADMIN
@@ -308,7 +310,7 @@ class Query:
             rows = (
                 await db.execute(
                     select(Kernel).where(*conds)
-                    .order_by(Kernel.cluster_role != "main", Kernel.cluster_idx, Kernel.created_at, Kernel.id)
+                    .order_by(*KERNEL_ORDER, Kernel.created_at, Kernel.id)
                     .limit(limit).offset(offset)
                 )
             ).scalars().all()
