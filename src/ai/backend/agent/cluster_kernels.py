@@ -46,7 +46,7 @@ def _int(spec: dict[str, Any], key: str, default: int) -> int:
 
 def cluster_environ(spec: dict[str, Any]) -> dict[str, str]:
     """The ``BACKENDAI_CLUSTER_*`` variables of the kernel ``spec`` describes (a lone ``main1`` by default)."""
-    hostname = str(spec.get("cluster_hostname") or "main1")
+    hostname = hostname_of(spec)
     if not _HOSTNAME.match(hostname):
         raise InvalidAPIParameters(f"Bad cluster hostname {hostname!r}")
     hosts = spec.get("cluster_hosts") or [hostname]

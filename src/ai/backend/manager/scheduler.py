@@ -162,7 +162,7 @@ class Scheduler:
         stamp = utcnow()
         stamp_text = stamp.isoformat()
         # Sessions mostly ask for the same few amounts: decode and split each distinct request once.
-        decoded: dict[tuple[Any, ...], tuple[ResourceSlot, dict[str, str], ResourceSlot, dict[str, str]]] = {}
+        decoded: dict[tuple[Any, ...], tuple[dict[str, str], ResourceSlot, dict[str, str]]] = {}
         for sid, agent_id in plan.placements:
             session = rows[sid]
             per_agent = plan.kernel_agents.get(sid, [agent_id])
@@ -170,8 +170,8 @@ class Scheduler:
             if key not in decoded:
                 requested = ResourceSlot.from_json(session.requested_slots)
                 per_kernel = per_kernel_slots(requested, len(per_agent))
-                decoded[key] = (requested, requested.to_json(), per_kernel, per_kernel.to_json())
-            _, slots, per, per_json = decoded[key]
+                decoded[key] = (requested.to_json(), per_kernel, per_kernel.to_json())
+            slots, per, per_json = decoded[key]
             for k, kernel_agent in zip(kernel_layout(len(per_agent)), per_agent, strict=True):
                 agent = agents[kernel_agent]
                 occupied[agent.id] = occupied.get(agent.id, ResourceSlot.from_json(agent.occupied_slots)) + per
