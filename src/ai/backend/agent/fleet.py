@@ -27,7 +27,7 @@ from ai.backend.common.problems import NotFound
 
 from .accelerators import PluginError, load_plugins
 from .config import AgentConfig
-from .server import create_app
+from .server import RPC_KEEP_ALIVE, create_app
 
 log = logging.getLogger("ai.backend.agent.fleet")
 PREFIX = "/a/"
@@ -78,7 +78,7 @@ async def run_fleet(configs: list[AgentConfig], host: str, port: int) -> None:
     apps: dict[str, FastAPI] = {}
     async with AsyncExitStack() as stack:
         server = uvicorn.Server(uvicorn.Config(FleetRouter(apps), host=host, port=port, log_level="warning",
-                                               access_log=False, lifespan="off"))
+                                               access_log=False, lifespan="off", timeout_keep_alive=RPC_KEEP_ALIVE))
         serving = asyncio.create_task(server.serve())
         for cfg in configs:
             app = create_app(cfg, load_plugins(cfg))

@@ -34,6 +34,10 @@ from .stats import HostStats
 
 log = logging.getLogger("ai.backend.agent")
 VERSION = "0.1.0"
+# How long the RPC server keeps an idle connection: longer than the manager's pool keeps one (30 s), so the
+# manager always closes first and never sends a request on a connection the agent is closing (uvicorn's
+# default of 5 s made such a race fail a session start now and then under load).
+RPC_KEEP_ALIVE = 75
 
 
 class Agent:
@@ -263,7 +267,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"agent: {e}", file=sys.stderr)
         sys.exit(2)
     uvicorn.run(create_app(config, accelerators), host=config.agent.rpc_listen_host, port=config.agent.rpc_listen_port,
-                log_level="debug" if args.debug else "warning", access_log=args.debug)
+                log_level="debug" if args.debug else "warning", access_log=args.debug,
+                timeout_keep_alive=RPC_KEEP_ALIVE)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ class AgentRPC:
     def _http(self) -> aiohttp.ClientSession:
         # Created on first use: a ClientSession must be made inside the running event loop.
         if self._session is None or self._session.closed:
+            # Shorter than the agents keep idle connections (RPC_KEEP_ALIVE): the manager closes first.
             connector = aiohttp.TCPConnector(limit=0, limit_per_host=MAX_CONNECTIONS_PER_AGENT, keepalive_timeout=30)
             self._session = aiohttp.ClientSession(connector=connector, headers=self._headers)
         return self._session

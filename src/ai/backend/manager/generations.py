@@ -1,7 +1,7 @@
 """Change generations of database tables, for hot-path caches that must never serve a stale row.
 
-Tables are watched in groups (``accounts``: keypairs, users and domains; ``sessions``: sessions and
-kernels).
+Tables are watched in groups (``accounts``: keypairs, users, domains, projects, policies and scaling
+groups; ``images``; ``vfolders``; ``sessions``: sessions and kernels).
 Every committed change to a table of a group moves the group's *generation* on:
 
 * in this process: SQLAlchemy session hooks notice flushed changes (new, changed or deleted rows) and
@@ -39,8 +39,17 @@ log = logging.getLogger(__name__)
 
 # Table -> group. ``domains`` counts as accounts: renaming a domain renames users' domain_name by
 # ON UPDATE CASCADE, a change the ORM never sees on the users table itself.
-GROUPS: dict[str, str] = {"keypairs": "accounts", "users": "accounts", "domains": "accounts",
-                          "sessions": "sessions", "kernels": "sessions"}
+# ``accounts`` also holds what decides where an owner may run sessions (projects and their members,
+# resource policies, scaling groups and their associations): all change rarely, and session creation
+# caches what it reads of them.
+GROUPS: dict[str, str] = {
+    "keypairs": "accounts", "users": "accounts", "domains": "accounts", "groups": "accounts",
+    "association_groups_users": "accounts", "keypair_resource_policies": "accounts", "scaling_groups": "accounts",
+    "sgroups_for_domains": "accounts", "sgroups_for_groups": "accounts", "sgroups_for_keypairs": "accounts",
+    "images": "images", "image_aliases": "images",
+    "vfolders": "vfolders", "vfolder_permissions": "vfolders", "vfolder_invitations": "vfolders",
+    "sessions": "sessions", "kernels": "sessions",
+}
 REDIS_PREFIX = "generation:"
 MARKER_PREFIX = "generation."
 _CHANGED = "changed_generation_groups"  # Session.info key: the groups this transaction changed

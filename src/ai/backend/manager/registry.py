@@ -8,18 +8,21 @@ import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ai.backend.common.problems import (
     Conflict,
     Forbidden,
     InvalidAPIParameters,
     NotFound,
+    ProblemError,
     QuotaExceeded,
     ServiceUnavailable,
     SessionAlreadyExists,
@@ -30,6 +33,7 @@ from ai.backend.common.types import ResourceSlot
 
 from .agent_client import AgentRPC, RawAnswer
 from .auth import AuthContext
+from .batching import Coalescer
 from .cluster import (
     KernelSlot,
     cluster_never_fits,
@@ -44,29 +48,91 @@ from .db import retry_locked
 from .events import Event, EventBus
 from .generations import GenerationCache, GenerationReader
 from .images import image_min_slots, resolve_image
-from .models import Agent, Group, Kernel, KeyPair, KeyPairResourcePolicy, SessionRow, User, group_members
+from .models import Agent, Group, Image, Kernel, KeyPair, KeyPairResourcePolicy, SessionRow, User, group_members
 from .models.base import utcnow
 from .models.sessions import ACTIVE_STATUSES, KERNEL_ORDER
 from .quota import has_finite_limit, keypair_holdings, policy_limits
 from .session_limits import ActivityTracker
 from .session_mounts import owner_context, resolve_mounts
 from .session_params import CreateParams
-from .sgroups import agent_capacities, allowed_scaling_groups, offered_slot_names
+from .sgroups import CapacityCache, agent_capacities, allowed_scaling_groups, offered_slot_names
 from .userconfig import kernel_user_config
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class SessionNotRunning(Conflict):
     slug, title = "session-not-running", "The session is not running"
 
 FINAL_STATUSES = frozenset({"RUNNING", "ERROR", "TERMINATED", "CANCELLED"})
-# Sessions started at the same time (each holds a database connection at times and calls its agents).
-MAX_CONCURRENT_STARTS = 32
+# Sessions whose kernels are being created at the same time (each waits on its agents).
+MAX_CONCURRENT_STARTS = 64
+# A started session: its row, its kernels (main1 first) and its owner's dotfiles and bootstrap script.
+Prepared = tuple[SessionRow, list[Kernel], dict[str, Any]]
+
+
+async def _update_rows(db: AsyncSession, model: Any, rows: list[dict[str, Any]]) -> None:
+    """One executemany UPDATE of ``model``'s table by primary key ``b_id`` (rows of the same keys)."""
+    if rows:
+        table = model.__table__
+        await db.execute(update(table).where(table.c.id == bindparam("b_id")), rows)
 
 
 def new_session_name() -> str:
     return f"sess-{secrets.token_hex(5)}"
+
+
+async def _owner_and_policy(db: AsyncSession, access_key: str) -> tuple[User, KeyPairResourcePolicy]:
+    """The owner of a keypair and the keypair's resource policy, in one query."""
+    _, owner, policy = (await db.execute(
+        select(KeyPair, User, KeyPairResourcePolicy).join(User, User.uuid == KeyPair.user)
+        .join(KeyPairResourcePolicy, KeyPairResourcePolicy.name == KeyPair.resource_policy)
+        .where(KeyPair.access_key == access_key)
+    )).one()
+    return owner, policy
+
+
+async def _member_group(db: AsyncSession, name: str, domain: str, user_uuid: uuid.UUID) -> Group | None:
+    """The project ``name`` of ``domain`` if the user belongs to it."""
+    return (await db.execute(
+        select(Group).join(group_members, group_members.c.group_id == Group.id)
+        .where(Group.name == name, Group.domain_name == domain, group_members.c.user_id == user_uuid)
+    )).scalar_one_or_none()
+
+
+@dataclass
+class _Creation:
+    """A validated creation waiting for its turn to be inserted (see ``SessionRegistry._insert_batch``)."""
+
+    row: SessionRow
+    kernels: list[Kernel]
+    reuse: bool
+    max_sessions: int
+    limit: ResourceSlot
+    requested: ResourceSlot
+
+
+def _admit(c: _Creation, existing: SessionRow | None, held: tuple[ResourceSlot, int]
+           ) -> tuple[bool, SessionRow] | ProblemError:
+    """Whether creation ``c`` may go in, given the owner's active session of the same name and what the
+    owner's active sessions hold: ``(True, new row)``, ``(False, existing row)`` for a reuse, or the problem."""
+    if existing is not None:
+        if c.reuse and existing.image == c.row.image:
+            return False, existing
+        return SessionAlreadyExists(
+            f"A session named {c.row.name!r} already exists"
+            + (" with another image." if existing.image != c.row.image else "."))
+    using, n_active = held
+    if n_active >= c.max_sessions:
+        return TooManyRequests(f"You already have {n_active} active sessions, the most your policy allows.")
+    over = (using + c.requested).exceeding(c.limit)
+    if over:
+        return QuotaExceeded(
+            "Requested resources exceed what the keypair resource policy leaves: "
+            + ", ".join(f"{k}: {c.requested.to_json().get(k, '0')} asked, {using.to_json().get(k, '0')} in use, "
+                        f"limit {c.limit.to_json()[k]}" for k in over))
+    return True, c.row
 
 
 class SessionRegistry:
@@ -90,6 +156,20 @@ class SessionRegistry:
         self._tasks: set[asyncio.Task[Any]] = set()
         # A pass may place thousands of sessions at once; their starts share the database pool and the agents.
         self._start_slots = asyncio.Semaphore(MAX_CONCURRENT_STARTS)
+        # The status writes of concurrent starts, coalesced (see start_session).
+        # Where to read table generations (set by the server): what creations read of accounts, images,
+        # scaling groups and folders is cached while unchanged. Cached rows are shared: read them only.
+        self.generations: GenerationReader | None = None
+        self._owners: GenerationCache[str, tuple[tuple[User, KeyPairResourcePolicy]]] = GenerationCache()
+        self._images: GenerationCache[str, tuple[Image]] = GenerationCache()
+        self._groups: GenerationCache[tuple[str, str, uuid.UUID], tuple[Group | None]] = GenerationCache()
+        self._sgroups: GenerationCache[tuple[str, uuid.UUID, str, bool], tuple[list[str]]] = GenerationCache()
+        self._dot_mounts: GenerationCache[tuple[str, uuid.UUID], tuple[list[dict[str, Any]]]] = GenerationCache()
+        self._capacities = CapacityCache()
+        self._creations: Coalescer[_Creation, tuple[bool, SessionRow] | ProblemError] = Coalescer(self._insert_batch)
+        self._preparing: Coalescer[uuid.UUID, Prepared | None] = Coalescer(self._prepare_batch)
+        self._running: Coalescer[tuple[uuid.UUID, dict[uuid.UUID, dict[str, Any]], dict[str, Any]],
+                                 tuple[SessionRow, bool]] = Coalescer(self._running_batch)
 
     def spawn(self, coro: Any) -> None:
         """Run ``coro`` in the background, keeping a reference until it ends."""
@@ -180,46 +260,38 @@ class SessionRegistry:
 
     # ---- creation -----------------------------------------------------------------------------
 
+    async def _cached(self, cache: GenerationCache[Any, tuple[T]], group: str, key: Any,
+                      load: Callable[[], Awaitable[T]]) -> T:
+        """``load()``, or what it gave before while the generation of table group ``group`` is unchanged
+        (read first, so a change committed during the load leaves no stale entry)."""
+        if self.generations is None:
+            return await load()
+        gen = await self.generations.current(group)
+        hit = cache.get(key, gen)
+        if hit is not None:
+            return hit[0]
+        value = await load()
+        cache.put(key, gen, (value,))
+        return value
+
+    def agents_changed(self) -> None:
+        """An agent joined, or its capacity or scaling group changed (the heartbeat handler tells)."""
+        self._capacities.invalidate()
+
     async def create_session(self, ctx: AuthContext, p: CreateParams) -> tuple[bool, SessionRow]:
         """Create (or reuse) a session; returns ``(created, row)``. Validation errors are 4xx problems."""
         owner_ak = await self.resolve_owner(ctx, p.owner_access_key)
         async with self.db() as db:
-            # The owner's keypair, user and policy in one query (each is one row).
-            _, owner, policy = (await db.execute(
-                select(KeyPair, User, KeyPairResourcePolicy).join(User, User.uuid == KeyPair.user)
-                .join(KeyPairResourcePolicy, KeyPairResourcePolicy.name == KeyPair.resource_policy)
-                .where(KeyPair.access_key == owner_ak)
-            )).one()
+            owner, policy = await self._cached(self._owners, "accounts", owner_ak,
+                                               lambda: _owner_and_policy(db, owner_ak))
             if p.name is None:
                 p.name = new_session_name()
-            existing = (
-                await db.execute(
-                    select(SessionRow).where(
-                        SessionRow.access_key == owner_ak,
-                        SessionRow.name == p.name,
-                        SessionRow.status.in_(ACTIVE_STATUSES),
-                    )
-                )
-            ).scalar_one_or_none()
-            image = await resolve_image(db, p.image)
-            if existing is not None:
-                if p.reuse and existing.image == image.name:
-                    return False, existing
-                raise SessionAlreadyExists(
-                    f"A session named {p.name!r} already exists"
-                    + (" with another image." if existing.image != image.name else ".")
-                )
+            # A session of the same name is looked for when the row is written (``_admit``): reused, or refused.
+            image = await self._cached(self._images, "images", p.image, lambda: resolve_image(db, p.image))
             if p.domain != owner.domain_name:
                 raise Forbidden(f"The user does not belong to domain {p.domain!r}.")
-            group = (
-                await db.execute(
-                    select(Group).join(group_members, group_members.c.group_id == Group.id).where(
-                        Group.name == p.group,
-                        Group.domain_name == p.domain,
-                        group_members.c.user_id == owner.uuid,
-                    )
-                )
-            ).scalar_one_or_none()
+            group = await self._cached(self._groups, "accounts", (p.group, p.domain, owner.uuid),
+                                       lambda: _member_group(db, p.group, p.domain, owner.uuid))
             if group is None:
                 raise NotFound(f"No project (group) {p.group!r} in domain {p.domain!r} that the user belongs to.")
             if not group.is_active:
@@ -247,28 +319,11 @@ class SessionRegistry:
                 )
             # The resources asked are per kernel; the session (and the keypair's policy) counts them all.
             requested = ResourceSlot({k: v * p.cluster_size for k, v in per_kernel.items()})
-            # One COUNT; the held slots are summed only when the policy bounds some slot.
             limit = policy_limits(policy, requested)
-            using, n_active = (await keypair_holdings(
-                db, [owner_ak], ACTIVE_STATUSES, [owner_ak] if has_finite_limit(limit) else []
-            )).get(owner_ak, (ResourceSlot(), 0))
-            if n_active >= policy.max_concurrent_sessions:
-                raise TooManyRequests(
-                    f"You already have {n_active} active sessions, the most your policy allows."
-                )
-            over = (using + requested).exceeding(limit)
-            if over:
-                raise QuotaExceeded(
-                    "Requested resources exceed what the keypair resource policy leaves: "
-                    + ", ".join(
-                        f"{k}: {requested.to_json().get(k, '0')} asked, {(using).to_json().get(k, '0')} in use, "
-                        f"limit {limit.to_json()[k]}"
-                        for k in over
-                    )
-                )
-            allowed = await allowed_scaling_groups(
-                db, domain=p.domain, group_id=group.id, access_key=owner_ak, include_private=ctx.is_admin
-            )
+            allowed = await self._cached(
+                self._sgroups, "accounts", (p.domain, group.id, owner_ak, ctx.is_admin),
+                lambda: allowed_scaling_groups(db, domain=p.domain, group_id=group.id, access_key=owner_ak,
+                                               include_private=ctx.is_admin))
             if p.scaling_group is None:
                 if not allowed:
                     raise Forbidden(f"No scaling group is available to project {p.group!r}; ask an administrator.")
@@ -280,7 +335,7 @@ class SessionRegistry:
                         f"Scaling group {sgroup!r} is not available to you in project {p.group!r}"
                         + (f"; available: {', '.join(allowed)}." if allowed else ".")
                     )
-            capacities = await agent_capacities(db, sgroup)
+            capacities = await self._capacities.get(sgroup, lambda: agent_capacities(db, sgroup))
             if not capacities:
                 raise ServiceUnavailable(f"No agent has ever joined the scaling group {sgroup!r}.")
             never_fits = cluster_never_fits(p.cluster_mode, p.cluster_size, per_kernel, capacities)
@@ -288,7 +343,11 @@ class SessionRegistry:
                 raise QuotaExceeded(f"The request can never fit in scaling group {sgroup!r}: {never_fits}")
             owner_ctx = owner_context(ctx, access_key=owner_ak, user_uuid=owner.uuid, email=owner.email,
                                       role=owner.role, domain_name=owner.domain_name)
-            mounts = await resolve_mounts(db, owner_ctx, p.mounts, p.mount_paths, p.mount_perms, group.id)
+            if p.mounts:
+                mounts = await resolve_mounts(db, owner_ctx, p.mounts, p.mount_paths, p.mount_perms, group.id)
+            else:  # only the owner's dot-folders: the same for every session of the owner in this project
+                mounts = await self._cached(self._dot_mounts, "vfolders", (owner_ak, group.id), lambda: resolve_mounts(
+                    db, owner_ctx, [], p.mount_paths, p.mount_perms, group.id))
             now = utcnow()
             row = SessionRow(
                 id=uuid.uuid4(), name=p.name, session_type=p.session_type, access_key=owner_ak, vfolder_mounts=mounts,
@@ -300,15 +359,56 @@ class SessionRegistry:
                 cluster_mode=p.cluster_mode, cluster_size=p.cluster_size,
                 requested_slots=requested.to_json(), environ=p.environ, resource_opts=p.resource_opts,
             )
-            db.add(row)
-            await db.flush()
-            for k in kernel_layout(p.cluster_size):
-                db.add(Kernel(session_id=row.id, image=image.name, status="PENDING", created_at=now,
-                              cluster_role=k.role, cluster_idx=k.idx, cluster_hostname=k.hostname))
-            await db.commit()
-        self.bus.publish(Event("session_enqueued", str(row.id), {"sessionName": row.name}))
-        self.schedule_event.set()
-        return True, row
+            kernels = [Kernel(id=uuid.uuid4(), session_id=row.id, image=image.name, status="PENDING", created_at=now,
+                              cluster_role=k.role, cluster_idx=k.idx, cluster_hostname=k.hostname)
+                       for k in kernel_layout(p.cluster_size)]
+        result = await self._creations.submit(
+            _Creation(row, kernels, p.reuse, policy.max_concurrent_sessions, limit, requested))
+        if isinstance(result, ProblemError):
+            raise result
+        return result
+
+    async def _insert_batch(self, items: list[_Creation]) -> list[tuple[bool, SessionRow] | ProblemError]:
+        """One transaction for many creations: the checks that depend on the owner's other sessions (name
+        taken, number of sessions, slots held) made again under the owners' keypair locks (on SQLite, the
+        write turn), so concurrent creations can never pass a limit together, then the new rows. Each item
+        gets ``(created, row)`` (``False`` and the existing session for a reuse), or its problem raised."""
+        async def txn() -> list[tuple[bool, SessionRow] | ProblemError]:
+            async with self.db() as db:
+                keys = {c.row.access_key for c in items}
+                await db.execute(select(KeyPair.access_key).where(KeyPair.access_key.in_(keys)).with_for_update())
+                existing: dict[tuple[str, str], SessionRow] = {(r.access_key, r.name): r for r in (
+                    await db.execute(select(SessionRow).where(
+                        SessionRow.access_key.in_(keys), SessionRow.name.in_({c.row.name for c in items}),
+                        SessionRow.status.in_(ACTIVE_STATUSES)))).scalars()}
+                # One COUNT; the held slots are summed only for owners whose policy bounds some slot.
+                holding = await keypair_holdings(db, keys, ACTIVE_STATUSES,
+                                                 {c.row.access_key for c in items if has_finite_limit(c.limit)})
+                out: list[tuple[bool, SessionRow] | ProblemError] = []
+                new: list[_Creation] = []
+                for c in items:
+                    result = _admit(c, existing.get((c.row.access_key, c.row.name)),
+                                    holding.get(c.row.access_key, (ResourceSlot(), 0)))
+                    if isinstance(result, tuple) and result[0]:
+                        using, n = holding.get(c.row.access_key, (ResourceSlot(), 0))
+                        holding[c.row.access_key] = (using + c.requested, n + 1)
+                        existing[(c.row.access_key, c.row.name)] = c.row
+                        new.append(c)
+                    out.append(result)
+                if new:
+                    db.add_all([c.row for c in new])
+                    await db.flush()
+                    db.add_all([k for c in new for k in c.kernels])
+                await db.commit()
+            return out
+
+        results = await retry_locked(txn)
+        # Told here, not by each creator: a creator whose client went away still leaves its session written.
+        for result in results:
+            if isinstance(result, tuple) and result[0]:
+                self.bus.publish(Event("session_enqueued", str(result[1].id), {"sessionName": result[1].name}))
+                self.schedule_event.set()
+        return results
 
     async def wait_for_start(self, session_id: uuid.UUID, timeout: float) -> str:
         """Wait until the session is RUNNING or failed; ``"TIMEOUT"`` when ``timeout`` (>0) passes."""
@@ -370,11 +470,20 @@ class SessionRegistry:
         self.bus.publish(Event(name, str(session.id), data))
 
     async def start_session(self, session_id: uuid.UUID) -> None:
-        """Create the main kernel on its scheduled agent and mark the session RUNNING or ERROR."""
+        """Start a SCHEDULED session: PREPARING, its kernels created on their agents, then RUNNING (or ERROR).
+        The status writes of sessions starting at the same time are coalesced into shared transactions."""
+        t0 = time.monotonic()
         self._starting.add(session_id)
         try:
-            async with self._start_slots:
-                await self._start_session(session_id)
+            prepared = await self._preparing.submit(session_id)
+            if prepared is not None:  # else no longer SCHEDULED: cancelled meanwhile
+                session, kernels, user_config = prepared
+                self._publish("session_preparing", session)
+                self._publish("session_creating", session)
+                async with self._start_slots:
+                    created = await self._create_kernels(session, kernels, user_config)
+                if created is not None:
+                    await self._record_running(session, kernels, created, t0)
         except Exception as e:  # noqa: BLE001 - a session must never stay SCHEDULED or PREPARING for good
             log.exception("starting session %s failed", session_id)
             try:
@@ -387,6 +496,148 @@ class SessionRegistry:
         if early is not None:
             # The kernel ended (e.g. a quick batch task) before its creation was recorded: end it now.
             await self.mark_terminated(session_id, **early)
+
+    async def _prepare_batch(self, ids: list[uuid.UUID]) -> list[Prepared | None]:
+        """One transaction for many starts: the sessions still SCHEDULED become PREPARING (with their
+        kernels), and each comes back with its kernels and what the agents need of its owner (dotfiles,
+        bootstrap script); ``None`` for the others."""
+        async def txn() -> list[Prepared | None]:
+            async with self.db() as db:
+                sessions = {s.id: s for s in (await db.execute(
+                    select(SessionRow).where(SessionRow.id.in_(ids)))).scalars()}
+                kernels: dict[uuid.UUID, list[Kernel]] = {}
+                for k in (await db.execute(select(Kernel).where(Kernel.session_id.in_(ids))
+                                           .order_by(Kernel.session_id, *KERNEL_ORDER))).scalars():
+                    kernels.setdefault(k.session_id, []).append(k)
+                users: dict[uuid.UUID, dict[str, Any]] = {}
+                now = utcnow()
+                out: list[Prepared | None] = []
+                session_updates, kernel_updates = [], []
+                for sid in ids:
+                    session = sessions.get(sid)
+                    if session is None or session.status != "SCHEDULED" or not kernels.get(sid):
+                        out.append(None)
+                        continue
+                    if session.user_uuid not in users:
+                        users[session.user_uuid] = await kernel_user_config(db, session.user_uuid, None)
+                    config = {**users[session.user_uuid],
+                              "bootstrap_script": session.bootstrap_script or users[session.user_uuid][
+                                  "bootstrap_script"]}
+                    history = {**(session.status_history or {}), "PREPARING": now.isoformat()}
+                    session_updates.append({"b_id": sid, "status": "PREPARING", "status_changed": now,
+                                            "status_history": history})
+                    for name, value in (("status", "PREPARING"), ("status_changed", now),
+                                        ("status_history", history)):
+                        set_committed_value(session, name, value)
+                    for k in kernels[sid]:
+                        kernel_updates.append({"b_id": k.id, "status": "PREPARING"})
+                        set_committed_value(k, "status", "PREPARING")
+                    out.append((session, kernels[sid], config))
+                await _update_rows(db, SessionRow, session_updates)
+                await _update_rows(db, Kernel, kernel_updates)
+                await db.commit()
+            return out
+
+        return await retry_locked(txn)
+
+    async def _create_kernels(
+        self, session: SessionRow, kernels: list[Kernel], user_config: dict[str, Any]
+    ) -> dict[uuid.UUID, dict[str, Any]] | None:
+        """Create the session's kernels on their agents (a cluster's network first, the sub kernels before
+        ``main1``); the agents' answers by kernel id, or ``None`` after recording the failure (ERROR)."""
+        session_id = session.id
+        cluster = len(kernels) > 1
+        ssh = new_ssh_keypair(f"{session.name}@backend.ai") if cluster else None
+        created: dict[uuid.UUID, dict[str, Any]] = {}
+        try:
+            common: dict[str, Any] = {"mounts": await self._mount_specs(session), **user_config}
+            if cluster:
+                assert kernels[0].agent_addr is not None
+                await self.rpc.call(kernels[0].agent_addr, "POST", "/v1/networks",
+                                    json={"name": network_name(session.id), "mode": session.cluster_mode}, timeout=120)
+
+            async def create(k: Kernel) -> None:
+                assert k.agent_addr is not None
+                spec = {**self._kernel_spec(session, k, ssh), **common}
+                created[k.id] = await self.rpc.call(k.agent_addr, "POST", "/v1/kernels", json=spec, timeout=900)
+
+            # The sub kernels first: main1's bootstrap script or batch task may expect them to be up.
+            for group in (kernels[1:], kernels[:1]):
+                results = await asyncio.gather(*(create(k) for k in group), return_exceptions=True)
+                failed = next((r for r in results if isinstance(r, BaseException)), None)
+                if failed is not None:
+                    raise failed
+        except Exception as e:  # noqa: BLE001 - any failure becomes the session's ERROR status
+            detail = getattr(e, "detail", None) or str(e) or type(e).__name__
+            data = getattr(e, "data", None)
+            why = data.get("reason") if isinstance(data, dict) else None
+            reason = why if isinstance(why, str) and why else "creation-failed"
+            log.warning("kernel creation failed for session %s: %s", session_id, detail)
+            await self._teardown(session_id, [k for k in kernels if k.id in created], kernels)
+            await self._fail_start(session_id, reason, detail)
+            return None
+        return created
+
+    async def _record_running(self, session: SessionRow, kernels: list[Kernel],
+                              created: dict[uuid.UUID, dict[str, Any]], t0: float) -> None:
+        """Record created kernels (RUNNING, in a transaction shared with other starts); a session destroyed
+        while its kernels were being created has them torn down instead."""
+        phases = dict(created.get(kernels[0].id, {}).get("phases") or {})
+        phases["total"] = round(time.monotonic() - t0, 4)
+        try:
+            row, started = await self._running.submit((session.id, created, phases))
+        except Exception as e:  # noqa: BLE001 - the kernels run but cannot be recorded: do not leak them
+            log.error("session %s: could not record its start: %s", session.id, e)
+            await self._teardown(session.id, kernels, kernels)
+            await self._fail_start(session.id, "creation-failed", f"The start could not be recorded: {e}")
+            return
+        if started:
+            self._publish("session_started", row)
+        else:
+            # Destroyed while it was being created: the destroyer could not reach the containers.
+            self.spawn(self._teardown(session.id, kernels, kernels))
+
+    async def _running_batch(self, items: list[tuple[uuid.UUID, dict[uuid.UUID, dict[str, Any]], dict[str, Any]]]
+                             ) -> list[tuple[SessionRow, bool]]:
+        """One transaction for many created sessions: each kernel's container id and service ports, and the
+        session RUNNING with its creation phases, unless it was destroyed meanwhile (then ``False``)."""
+        ids = [sid for sid, _, _ in items]
+
+        async def txn() -> list[tuple[SessionRow, bool]]:
+            async with self.db() as db:
+                sessions = {s.id: s for s in (await db.execute(
+                    select(SessionRow).where(SessionRow.id.in_(ids)))).scalars()}
+                kernels: dict[uuid.UUID, list[Kernel]] = {}
+                for k in (await db.execute(select(Kernel).where(Kernel.session_id.in_(ids)))).scalars():
+                    kernels.setdefault(k.session_id, []).append(k)
+                now = utcnow()
+                out: list[tuple[SessionRow, bool]] = []
+                session_updates: list[dict[str, Any]] = []
+                kernel_updates: list[dict[str, Any]] = []
+                for sid, created, phases in items:
+                    session = sessions[sid]
+                    destroyed = session.status in ("TERMINATING", "TERMINATED", "CANCELLED")
+                    for k in kernels.get(sid, []):
+                        info = created.get(k.id) or {}
+                        kernel_updates.append({
+                            "b_id": k.id, "container_id": info.get("container_id"),
+                            "service_ports": info.get("service_ports", []),
+                            "status": k.status if destroyed else "RUNNING"})
+                    if not destroyed:
+                        history = {**(session.status_history or {}), "RUNNING": now.isoformat()}
+                        data = {**(session.status_data or {}), "phases": phases}
+                        session_updates.append({"b_id": sid, "status": "RUNNING", "status_changed": now,
+                                                "status_info": "", "status_history": history, "status_data": data})
+                        for name, value in (("status", "RUNNING"), ("status_changed", now), ("status_info", ""),
+                                            ("status_history", history), ("status_data", data)):
+                            set_committed_value(session, name, value)
+                    out.append((session, not destroyed))
+                await _update_rows(db, Kernel, kernel_updates)
+                await _update_rows(db, SessionRow, session_updates)
+                await db.commit()
+            return out
+
+        return await retry_locked(txn)
 
     async def session_kernels(self, db: AsyncSession, session: SessionRow) -> list[Kernel]:
         """Every kernel of ``session`` in layout order: ``main1``, then ``sub1``, ``sub2``..."""
@@ -415,88 +666,6 @@ class SessionRegistry:
         if auth is not None:
             spec["registry_auth"] = auth
         return spec
-
-    async def _start_session(self, session_id: uuid.UUID) -> None:
-        t0 = time.monotonic()
-
-        async def preparing() -> tuple[SessionRow, list[Kernel]]:
-            async with self.db() as db:
-                session = await db.get(SessionRow, session_id)
-                assert session is not None
-                kernels = await self.session_kernels(db, session)
-                await self.set_status(db, session, "PREPARING")
-                for k in kernels:
-                    k.status = "PREPARING"
-                await db.commit()
-            return session, kernels
-
-        session, kernels = await retry_locked(preparing)
-        self._publish("session_preparing", session)
-        self._publish("session_creating", session)
-        cluster = len(kernels) > 1
-        ssh = new_ssh_keypair(f"{session.name}@backend.ai") if cluster else None
-        created: dict[uuid.UUID, dict[str, Any]] = {}
-        try:
-            common: dict[str, Any] = {"mounts": await self._mount_specs(session), **await self._user_config(session)}
-            if cluster:
-                assert kernels[0].agent_addr is not None
-                await self.rpc.call(kernels[0].agent_addr, "POST", "/v1/networks",
-                                    json={"name": network_name(session.id), "mode": session.cluster_mode}, timeout=120)
-
-            row: SessionRow = session
-
-            async def create(k: Kernel) -> None:
-                assert k.agent_addr is not None
-                spec = {**self._kernel_spec(row, k, ssh), **common}
-                created[k.id] = await self.rpc.call(k.agent_addr, "POST", "/v1/kernels", json=spec, timeout=900)
-
-            # The sub kernels first: main1's bootstrap script or batch task may expect them to be up.
-            for group in (kernels[1:], kernels[:1]):
-                results = await asyncio.gather(*(create(k) for k in group), return_exceptions=True)
-                failed = next((r for r in results if isinstance(r, BaseException)), None)
-                if failed is not None:
-                    raise failed
-        except Exception as e:  # noqa: BLE001 - any failure becomes the session's ERROR status
-            detail = getattr(e, "detail", None) or str(e) or type(e).__name__
-            data = getattr(e, "data", None)
-            why = data.get("reason") if isinstance(data, dict) else None
-            reason = why if isinstance(why, str) and why else "creation-failed"
-            log.warning("kernel creation failed for session %s: %s", session_id, detail)
-            await self._teardown(session_id, [k for k in kernels if k.id in created], kernels)
-            await self._fail_start(session_id, reason, detail)
-            return
-
-        async def running() -> tuple[SessionRow, bool]:
-            async with self.db() as db:
-                session = await db.get(SessionRow, session_id)
-                assert session is not None
-                kernels = await self.session_kernels(db, session)
-                for kernel in kernels:
-                    info = created.get(kernel.id) or {}
-                    kernel.container_id = info.get("container_id")
-                    kernel.service_ports = info.get("service_ports", [])
-                if session.status in ("TERMINATING", "TERMINATED", "CANCELLED"):
-                    # Destroyed while it was being created: the destroyer could not reach the containers.
-                    await db.commit()
-                    self.spawn(self._teardown(session_id, kernels, kernels))
-                    return session, False
-                for kernel in kernels:
-                    kernel.status = "RUNNING"
-                phases = dict(created.get(kernels[0].id, {}).get("phases") or {})
-                phases["total"] = round(time.monotonic() - t0, 4)
-                await self.set_status(db, session, "RUNNING", "", phases=phases)
-                await db.commit()
-            return session, True
-
-        try:
-            session, started = await retry_locked(running)
-        except Exception as e:  # noqa: BLE001 - the kernels run but cannot be recorded: do not leak them
-            log.error("session %s: could not record its start: %s", session_id, e)
-            await self._teardown(session_id, kernels, kernels)
-            await self._fail_start(session_id, "creation-failed", f"The start could not be recorded: {e}")
-            return
-        if started:
-            self._publish("session_started", session)
 
     async def _fail_start(self, session_id: uuid.UUID, reason: str, detail: str) -> None:
         """Record that a session could not start: ERROR, its kernels' slots given back."""
@@ -559,11 +728,6 @@ class SessionRegistry:
         if cfg is None or not getattr(cfg, "username", ""):
             return None
         return {"username": cfg.username, "password": cfg.password, "serveraddress": host}
-
-    async def _user_config(self, session: SessionRow) -> dict[str, Any]:
-        """The owner's dotfiles and the bootstrap script (the session's, else the user's) for the agent."""
-        async with self.db() as db:
-            return await kernel_user_config(db, session.user_uuid, session.bootstrap_script)
 
     async def _destroy_kernel_quietly(self, kernel: Kernel) -> dict[str, Any]:
         """Destroy a kernel on its agent; its last stats, or ``{}`` when the agent did not answer (logged: the

@@ -181,7 +181,7 @@ def create_app(config: ManagerConfig) -> FastAPI:
         app.state.rate_limiter = make_rate_limiter(config.redis.url or None, config.manager.rate_limit_window)
         app.state.api_usage = ApiUsage()
         # Before any background task commits: changes must reach the other managers' caches (generations.py).
-        generations.reader(app.state)
+        app.state.registry.generations = generations.reader(app.state)
         tasks = [
             asyncio.create_task(_periodic(2.0, lambda: app.state.api_usage.flush(app.state.db))),
             asyncio.create_task(Scheduler(app.state.registry).run()),

@@ -10,10 +10,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from .models import KeyPair, KeyPairResourcePolicy, SessionRow
 from .models.base import utcnow
@@ -46,34 +45,38 @@ class ActivityTracker:
                 del self._last[sid]
 
 
-def _running_since(session: SessionRow) -> datetime:
-    started = (session.status_history or {}).get("RUNNING")
-    return datetime.fromisoformat(started) if isinstance(started, str) else session.created_at
-
-
 async def expired_sessions(db: Any, tracker: ActivityTracker) -> list[tuple[SessionRow, str]]:
-    """Running sessions past their policy's idle timeout (interactive ones) or maximum lifetime."""
+    """Running sessions past their policy's idle timeout (interactive ones) or maximum lifetime.
+
+    Only a few columns of the sessions whose policy sets a limit are read (a busy cluster has thousands
+    running): when a RUNNING session became RUNNING is its ``status_changed``; whole rows are loaded only
+    for the sessions found expired."""
     rows = (
         await db.execute(
-            select(SessionRow, KeyPairResourcePolicy.idle_timeout, KeyPairResourcePolicy.max_session_lifetime)
+            select(SessionRow.id, SessionRow.session_type, SessionRow.status_changed, SessionRow.created_at,
+                   KeyPairResourcePolicy.idle_timeout, KeyPairResourcePolicy.max_session_lifetime)
             .join(KeyPair, KeyPair.access_key == SessionRow.access_key)
             .join(KeyPairResourcePolicy, KeyPairResourcePolicy.name == KeyPair.resource_policy)
-            .where(SessionRow.status == "RUNNING")
+            .where(SessionRow.status == "RUNNING",
+                   or_(KeyPairResourcePolicy.idle_timeout > 0, KeyPairResourcePolicy.max_session_lifetime > 0))
         )
     ).all()
     now = utcnow()
-    out: list[tuple[SessionRow, str]] = []
-    for session, idle_timeout, lifetime in rows:
-        running_for = max((now - _running_since(session)).total_seconds(), 0.0)
+    reasons: dict[uuid.UUID, str] = {}
+    for sid, session_type, since, created_at, idle_timeout, lifetime in rows:
+        running_for = max((now - (since or created_at)).total_seconds(), 0.0)
         if lifetime and lifetime > 0 and running_for > lifetime:
-            out.append((session, LIFETIME_REASON))
+            reasons[sid] = LIFETIME_REASON
         elif (
-            idle_timeout and idle_timeout > 0 and session.session_type != "batch"
-            and tracker.idle_seconds(session.id, running_for) > idle_timeout
+            idle_timeout and idle_timeout > 0 and session_type != "batch"
+            and tracker.idle_seconds(sid, running_for) > idle_timeout
         ):
-            out.append((session, IDLE_REASON))
-    tracker.forget({s.id for s, _, _ in rows})
-    return out
+            reasons[sid] = IDLE_REASON
+    tracker.forget({r[0] for r in rows})
+    if not reasons:
+        return []
+    found = (await db.execute(select(SessionRow).where(SessionRow.id.in_(reasons)))).scalars().all()
+    return [(session, reasons[session.id]) for session in found]
 
 
 async def enforce_session_limits(registry: Any) -> None:

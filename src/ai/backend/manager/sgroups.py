@@ -8,7 +8,9 @@ parameters: building a statement and its cache key again costs more than running
 from __future__ import annotations
 
 import json
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import Select, Text, bindparam, cast, func, select, union
@@ -70,6 +72,34 @@ async def agent_capacities(db: AsyncSession, scaling_group: str) -> list[Resourc
     for text, n in (await db.execute(_CAPACITIES, {"scaling_group": scaling_group})).all():
         out.extend([ResourceSlot.from_json(json.loads(text) if text else None)] * int(n))
     return out
+
+
+class CapacityCache:
+    """:func:`agent_capacities` per scaling group, kept for ``ttl`` seconds or until :meth:`invalidate`.
+
+    Agents rows change with every heartbeat and placement, so table generations cannot tell when a
+    capacity changed; the heartbeat handler calls :meth:`invalidate` when an agent joins or its capacity
+    or scaling group changes, and what another manager process registered is seen within ``ttl``."""
+
+    def __init__(self, ttl: float = 2.0) -> None:
+        self.ttl = ttl
+        self._version = 0
+        self._entries: dict[str, tuple[float, int, list[ResourceSlot]]] = {}
+
+    def invalidate(self) -> None:
+        self._version += 1
+        self._entries.clear()
+
+    async def get(self, scaling_group: str, load: Callable[[], Awaitable[list[ResourceSlot]]]) -> list[ResourceSlot]:
+        now = time.monotonic()
+        hit = self._entries.get(scaling_group)
+        if hit is not None and hit[1] == self._version and now - hit[0] < self.ttl:
+            return hit[2]
+        version = self._version
+        value = await load()
+        if version == self._version:  # not invalidated while loading
+            self._entries[scaling_group] = (now, version, value)
+        return value
 
 
 async def offered_slot_names(db: AsyncSession) -> set[str]:

@@ -14,6 +14,8 @@ from sqlalchemy import select, update
 from ai.backend.common.problems import InvalidAPIParameters
 from ai.backend.common.types import ResourceSlot, SlotTypeError
 
+from ..batching import Coalescer
+from ..db import retry_locked
 from ..images import image_inventory, register_images
 from ..live_stats import kernel_live_stats, live_stats
 from ..models import Agent, Kernel, ScalingGroup
@@ -30,8 +32,9 @@ FULL_WRITE_EVERY = 30.0
 
 
 def _digest(body: dict[str, Any]) -> str:
-    """What a heartbeat says about the agent (everything but its live statistics), as a short hash."""
-    said = {k: v for k, v in body.items() if k not in ("live_stat", "kernel_stats")}
+    """What a heartbeat says about the agent (everything but its live state: statistics and the list of
+    its kernels, which the manager does not store), as a short hash."""
+    said = {k: v for k, v in body.items() if k not in ("live_stat", "kernel_stats", "kernels")}
     return hashlib.blake2b(json.dumps(said, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
 
 
@@ -45,18 +48,38 @@ def _written(state: Any) -> dict[str, tuple[str, float]]:
 
 async def _refresh_only(request: Request, body: dict[str, Any], digest: str) -> bool:
     """The fast path: when the heartbeat repeats the last one fully written here (and recently), touch
-    ``last_heartbeat`` of the still-ALIVE agent with one UPDATE. ``False`` when the full path must run."""
+    ``last_heartbeat`` of the still-ALIVE agent (at the same address). ``False`` when the full path must run."""
     agent_id = str(body.get("id"))
     last = _written(request.app.state).get(agent_id)
     if last is None or last[0] != digest or time.monotonic() - last[1] > FULL_WRITE_EVERY:
         return False
-    async with request.app.state.registry.db() as db:
-        result = await db.execute(
-            update(Agent).where(Agent.id == agent_id, Agent.status == "ALIVE", Agent.addr == str(body.get("addr")))
-            .values(last_heartbeat=utcnow(), lost_at=None)
-        )
-        await db.commit()
-    return bool(getattr(result, "rowcount", 0) == 1)
+    return await _refresher(request.app.state).submit((agent_id, str(body.get("addr"))))
+
+
+def _refresher(state: Any) -> Coalescer[tuple[str, str], bool]:
+    """The fast path's writes, coalesced: the refreshes of heartbeats arriving together (a thousand agents
+    send a hundred a second) are one transaction, whose SELECT … FOR UPDATE keeps the agents from changing
+    between the check (still ALIVE, same address) and the UPDATE."""
+    refresher: Coalescer[tuple[str, str], bool] | None = getattr(state, "heartbeat_refresher", None)
+    if refresher is None:
+        db_factory = state.registry.db
+
+        async def txn(items: list[tuple[str, str]]) -> list[bool]:
+            async with db_factory() as db:
+                alive = dict((await db.execute(
+                    select(Agent.id, Agent.addr).where(Agent.id.in_({a for a, _ in items}), Agent.status == "ALIVE")
+                    .with_for_update()
+                )).all())
+                ok = [alive.get(agent_id) == addr for agent_id, addr in items]
+                fresh = {agent_id for (agent_id, _), good in zip(items, ok, strict=True) if good}
+                if fresh:
+                    await db.execute(update(Agent).where(Agent.id.in_(fresh)).values(last_heartbeat=utcnow(),
+                                                                                    lost_at=None))
+                await db.commit()
+            return ok
+
+        refresher = state.heartbeat_refresher = Coalescer(lambda items: retry_locked(lambda: txn(items)))
+    return refresher
 
 
 @router.post("/heartbeat")
@@ -84,7 +107,7 @@ async def _register(request: Request, body: dict[str, Any]) -> None:
     except (KeyError, SlotTypeError) as e:
         raise InvalidAPIParameters(f"Malformed heartbeat: {e}.") from None
     reg = request.app.state.registry
-    joined = False
+    joined = reshaped = False
     async with reg.db() as db:
         if await db.get(ScalingGroup, sgroup) is None:
             raise InvalidAPIParameters(f"Unknown scaling group {sgroup!r}.")
@@ -94,8 +117,9 @@ async def _register(request: Request, body: dict[str, Any]) -> None:
             agent = Agent(id=agent_id, addr=addr, scaling_group=sgroup, first_contact=now, occupied_slots={})
             db.add(agent)
             joined = True
-        elif agent.status != "ALIVE" or agent.addr != addr:
-            joined = True
+        else:
+            joined = agent.status != "ALIVE" or agent.addr != addr
+            reshaped = agent.available_slots != slots or agent.scaling_group != sgroup
         if agent.status != "ALIVE":
             agent.status_changed = now
         agent.status = "ALIVE"
@@ -115,6 +139,8 @@ async def _register(request: Request, body: dict[str, Any]) -> None:
         await db.commit()
     if "images" in body:
         image_inventory(request.app.state).update(agent_id, body["images"])
+    if joined or reshaped:
+        reg.agents_changed()
     if joined:
         reg.schedule_event.set()
 

@@ -102,7 +102,12 @@ async def create_and_respond(
     """Create (or reuse) the session, wait as asked and answer the creation response (shared with templates)."""
     created, row = await reg.create_session(ctx, params)
     status = row.status
-    if created and not params.enqueue_only:
+    if created and params.enqueue_only:
+        # Just written and not waited for: the row says all there is (PENDING, no service ports yet).
+        return JSONResponse({"sessionId": str(row.id), "sessionName": row.name, "sessId": row.name,
+                             "status": status, "statusInfo": row.status_info, "servicePorts": [], "created": True},
+                            status_code=201)
+    if created:
         status = await reg.wait_for_start(row.id, params.max_wait)
     async with reg.db() as db:  # the session as it is now and its main kernel, in one query
         found = (await db.execute(
