@@ -168,7 +168,7 @@ class SessionRegistry:
         self._capacities = CapacityCache()
         self._creations: Coalescer[_Creation, tuple[bool, SessionRow] | ProblemError] = Coalescer(self._insert_batch)
         self._preparing: Coalescer[uuid.UUID, Prepared | None] = Coalescer(self._prepare_batch)
-        self._running: Coalescer[tuple[uuid.UUID, dict[uuid.UUID, dict[str, Any]], dict[str, Any]],
+        self._running: Coalescer[tuple[SessionRow, dict[uuid.UUID, dict[str, Any]], dict[str, Any]],
                                  tuple[SessionRow, bool]] = Coalescer(self._running_batch)
 
     def spawn(self, coro: Any) -> None:
@@ -585,7 +585,7 @@ class SessionRegistry:
         phases = dict(created.get(kernels[0].id, {}).get("phases") or {})
         phases["total"] = round(time.monotonic() - t0, 4)
         try:
-            row, started = await self._running.submit((session.id, created, phases))
+            row, started = await self._running.submit((session, created, phases))
         except Exception as e:  # noqa: BLE001 - the kernels run but cannot be recorded: do not leak them
             log.error("session %s: could not record its start: %s", session.id, e)
             await self._teardown(session.id, kernels, kernels)
@@ -597,11 +597,11 @@ class SessionRegistry:
             # Destroyed while it was being created: the destroyer could not reach the containers.
             self.spawn(self._teardown(session.id, kernels, kernels))
 
-    async def _running_batch(self, items: list[tuple[uuid.UUID, dict[uuid.UUID, dict[str, Any]], dict[str, Any]]]
+    async def _running_batch(self, items: list[tuple[SessionRow, dict[uuid.UUID, dict[str, Any]], dict[str, Any]]]
                              ) -> list[tuple[SessionRow, bool]]:
         """One transaction for many created sessions: each kernel's container id and service ports, and the
         session RUNNING with its creation phases, unless it was destroyed meanwhile (then ``False``)."""
-        ids = [sid for sid, _, _ in items]
+        ids = [row.id for row, _, _ in items]
 
         async def txn() -> list[tuple[SessionRow, bool]]:
             async with self.db() as db:
@@ -614,8 +614,12 @@ class SessionRegistry:
                 out: list[tuple[SessionRow, bool]] = []
                 session_updates: list[dict[str, Any]] = []
                 kernel_updates: list[dict[str, Any]] = []
-                for sid, created, phases in items:
-                    session = sessions[sid]
+                for row, created, phases in items:
+                    sid = row.id
+                    session = sessions.get(sid)
+                    if session is None:  # purged meanwhile: nothing to record, its kernels to remove
+                        out.append((row, False))
+                        continue
                     destroyed = session.status in ("TERMINATING", "TERMINATED", "CANCELLED")
                     for k in kernels.get(sid, []):
                         info = created.get(k.id) or {}

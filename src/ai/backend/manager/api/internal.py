@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 from ai.backend.common.problems import InvalidAPIParameters
 from ai.backend.common.types import ResourceSlot, SlotTypeError
 
+from .. import generations
 from ..batching import Coalescer
 from ..db import retry_locked
 from ..images import image_inventory, register_images
@@ -132,17 +133,39 @@ async def _register(request: Request, body: dict[str, Any]) -> None:
         agent.architecture = body.get("architecture", "x86_64")
         agent.region = body.get("region")
         agent.compute_plugins = plugins
+        images_said: tuple[str, tuple[Any, ...]] | None = None
         if "images" in body:
             if not isinstance(body["images"], list):
                 raise InvalidAPIParameters("Malformed heartbeat: images must be a list.")
-            await register_images(db, body["images"])
+            # The catalogue is written only if this agent's images changed, or the catalogue did since this
+            # manager last wrote them for it (all agents report the same images, every 30 s at least).
+            gens = generations.reader(request.app.state)
+            images_said = (_images_digest(body["images"]), await gens.current("images"))
+            if _images_written(request.app.state).get(agent_id) != images_said:
+                await register_images(db, body["images"])
         await db.commit()
+    if images_said is not None:
+        # The generation after this commit: a catalogue change of our own counts as seen.
+        _images_written(request.app.state)[agent_id] = (images_said[0], await gens.current("images"))
     if "images" in body:
         image_inventory(request.app.state).update(agent_id, body["images"])
     if joined or reshaped:
         reg.agents_changed()
     if joined:
         reg.schedule_event.set()
+
+
+def _images_digest(images: list[Any]) -> str:
+    return hashlib.blake2b(json.dumps(images, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
+
+
+def _images_written(state: Any) -> dict[str, tuple[str, tuple[Any, ...]]]:
+    """Per agent: the digest of the images last written to the catalogue for it, and the catalogue's
+    generation right after."""
+    if not hasattr(state, "heartbeat_images"):
+        state.heartbeat_images = {}
+    written: dict[str, tuple[str, tuple[Any, ...]]] = state.heartbeat_images
+    return written
 
 
 def _compute_plugins(plugins: Any, slot_types: Any) -> dict[str, Any]:
