@@ -202,41 +202,48 @@ async def _signed_burst(c: Cluster, n: int, concurrency: int, make: Any) -> floa
         return time.perf_counter() - t
 
 
-async def _count_running(db_url: str, prefix: str) -> int:
+async def _count_running(db: Any, prefix: str) -> int:
     """How many sessions named ``prefix*`` are RUNNING; raises if one failed (it would never run)."""
-    engine = create_engine(db_url)
-    try:
-        async with session_factory(engine)() as db:
-            counts = dict((await db.execute(
-                select(SessionRow.status, func.count()).where(SessionRow.name.like(f"{prefix}%"))
-                .group_by(SessionRow.status))).all())
-            if counts.get("ERROR") or counts.get("CANCELLED"):
-                why = (await db.execute(select(SessionRow.status_info, SessionRow.status_data).where(
-                    SessionRow.name.like(f"{prefix}%"), SessionRow.status.in_(("ERROR", "CANCELLED")))
-                    .limit(1))).first()
-                raise RuntimeError(f"sessions failed: {counts}; e.g. {why}")
-            return int(counts.get("RUNNING", 0))
-    finally:
-        await engine.dispose()
+    counts = dict((await db.execute(
+        select(SessionRow.status, func.count()).where(SessionRow.name.like(f"{prefix}%"))
+        .group_by(SessionRow.status))).all())
+    if counts.get("ERROR") or counts.get("CANCELLED"):
+        why = (await db.execute(select(SessionRow.status_info, SessionRow.status_data).where(
+            SessionRow.name.like(f"{prefix}%"), SessionRow.status.in_(("ERROR", "CANCELLED")))
+            .limit(1))).first()
+        raise RuntimeError(f"sessions failed: {counts}; e.g. {why}")
+    return int(counts.get("RUNNING", 0))
 
 
 _LAST_ERROR = [""]
+POLL_INTERVAL = 0.05
+
+
+async def _poll_running(db_url: str, prefix: str, n: int, since: float, limit: float) -> float:
+    """Seconds from ``since`` until ``n`` sessions named ``prefix*`` are RUNNING (one connection, polled
+    every ``POLL_INTERVAL`` s: the resolution of the measurement)."""
+    engine = create_engine(db_url)
+    try:
+        async with session_factory(engine)() as db:
+            while await _count_running(db, prefix) < n:
+                await db.rollback()  # a fresh snapshot next time
+                if time.perf_counter() - since > limit:
+                    raise RuntimeError(f"{n} sessions not all RUNNING after {limit:.0f} s")
+                await asyncio.sleep(POLL_INTERVAL)
+        return time.perf_counter() - since
+    finally:
+        await engine.dispose()
 
 
 def _wait_running(db_url: str, prefix: str, n: int, since: float) -> float | None:
     """Seconds from ``since`` until ``n`` sessions named ``prefix*`` are RUNNING; ``None`` (the reason printed
     and kept in ``_LAST_ERROR``) when one failed or it takes too long, so the other sizes still run."""
-    limit = 600 + n * 0.2
     try:
-        while asyncio.run(_count_running(db_url, prefix)) < n:
-            if time.perf_counter() - since > limit:
-                raise RuntimeError(f"{n} sessions not all RUNNING after {limit:.0f} s")
-            time.sleep(0.2)
+        return asyncio.run(_poll_running(db_url, prefix, n, since, 600 + n * 0.2))
     except RuntimeError as e:
         _LAST_ERROR[0] = str(e)
         print(f"e2e {prefix}: {e}", flush=True)
         return None
-    return time.perf_counter() - since
 
 
 def bench_end_to_end(agents: int, sizes: list[int], heartbeat: float, concurrency: int = 32,

@@ -45,3 +45,25 @@ def test_dominant_share() -> None:
     assert dominant_share(ResourceSlot({"cpu": Decimal(1), "mem": Decimal(3072)}), CAP) == Decimal("0.75")
     # A slot the group has none of does not count (no division by zero).
     assert dominant_share(ResourceSlot({"cuda.device": Decimal(1)}), CAP) == 0
+
+
+def test_waiting_reasons_follow_the_placements_made_before_them() -> None:
+    # A has 2 cores free, B 1. s1 (3 cores) waits on A; s2 (2 cores) then takes A; s3 (3 cores, the same
+    # request as s1) must be told about the agents as they are now (B is the nearest), not s1's answer.
+    from datetime import UTC, datetime
+
+    from ai.backend.manager.scheduling import AgentState, KeypairState, PendingSession, plan_pass
+
+    def slots(cpu: int) -> ResourceSlot:
+        return ResourceSlot({"cpu": Decimal(cpu), "mem": Decimal(1024)})
+
+    agents = [AgentState("A", "default", slots(4), ResourceSlot({"cpu": Decimal(2)})),
+              AgentState("B", "default", slots(4), ResourceSlot({"cpu": Decimal(3)}))]
+    asked = {"s1": 3, "s2": 2, "s3": 3, "s4": 3}
+    pending = [PendingSession(sid, "AK", "default", ResourceSlot({"cpu": Decimal(c)})) for sid, c in asked.items()]
+    plan = plan_pass(pending, agents, {"AK": KeypairState(ResourceSlot(), 100)}, {}, {}, datetime.now(UTC))
+    assert plan.placements == [("s2", "A")]
+    reasons = {w.session_id: w.reason for w in plan.waiting}
+    assert "best candidate A lacks cpu 1" in reasons["s1"], reasons
+    assert "best candidate B lacks cpu 2" in reasons["s3"], reasons
+    assert reasons["s4"] == reasons["s3"]  # nothing placed in between: the same answer

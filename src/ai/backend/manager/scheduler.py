@@ -58,11 +58,13 @@ log = logging.getLogger(__name__)
 
 AGENT_LOST = "agent-lost"
 HOLDING = ACTIVE_STATUSES - {"PENDING"}  # what counts against a keypair's policy at scheduling time
+# A waiting session whose reason is unchanged gets its ``last_try`` rewritten at most this often (seconds).
+REWRITE_WAITING_AFTER = 10.0
 # What a pass reads of a pending session.
-_PENDING_COLUMNS = (SessionRow.id, SessionRow.access_key, SessionRow.domain_name, SessionRow.group_id,
-                    SessionRow.scaling_group, SessionRow.image, SessionRow.requested_slots, SessionRow.starts_at,
-                    SessionRow.status_data, SessionRow.status_history, SessionRow.cluster_size,
-                    SessionRow.cluster_mode)
+_PENDING_COLUMNS = (SessionRow.id, SessionRow.status_info, SessionRow.access_key, SessionRow.domain_name,
+                    SessionRow.group_id, SessionRow.scaling_group, SessionRow.image, SessionRow.requested_slots,
+                    SessionRow.starts_at, SessionRow.status_data, SessionRow.status_history,
+                    SessionRow.cluster_size, SessionRow.cluster_mode)
 
 
 class Scheduler:
@@ -190,6 +192,8 @@ class Scheduler:
         for w in plan.waiting:
             session = rows[w.session_id]
             previous = (session.status_data or {}).get("scheduler") or {}
+            if _still_recorded(session.status_info, previous, w.reason[:256], w.predicates, now):
+                continue
             waiting_updates.append({"b_id": session.id, "status_info": w.reason[:256], "status_data": {
                 **(session.status_data or {}), "scheduler": {
                     "predicates": list(w.predicates), "retries": int(previous.get("retries", 0)) + 1,
@@ -204,6 +208,19 @@ class Scheduler:
         ):
             if updates:
                 await db.execute(stmt, updates)
+
+
+def _still_recorded(info: str | None, previous: dict[str, Any], reason: str, predicates: Any, now: datetime) -> bool:
+    """Whether a waiting session's row already says what this pass found, recently enough: a backlog of
+    thousands that cannot start would otherwise be rewritten by every pass (``retries`` then counts the
+    passes that recorded a try, and ``last_try`` is at most ``REWRITE_WAITING_AFTER`` old)."""
+    if info != reason or previous.get("predicates") != list(predicates):
+        return False
+    try:
+        last = datetime.fromisoformat(str(previous.get("last_try")))
+    except ValueError:
+        return False
+    return now - last < timedelta(seconds=REWRITE_WAITING_AFTER)
 
 
 async def _pending_snapshot(db: AsyncSession, rows: Any) -> list[PendingSession]:

@@ -239,6 +239,7 @@ class AgentPicker:
         self.free = free
         self.sign = -1 if strategy == "dispersed" else 1
         self._log: list[str] = []  # agent ids in the order placements changed them
+        self.changes = 0  # placements and undos so far: free slots are unchanged while this is
         self._agents: dict[str, AgentState] = {}
         # (request signature) -> [heap of (key, agent id), current key by agent id, position in _log]
         self._heaps: dict[tuple[Any, ...], tuple[list[tuple[tuple[int, Decimal, str], str]],
@@ -278,12 +279,14 @@ class AgentPicker:
         """Record that ``requested`` now occupies ``agent_id``."""
         self.free[agent_id] = self.free[agent_id] - requested
         self._log.append(agent_id)
+        self.changes += 1
 
     def unplaced(self, agent_id: str, requested: ResourceSlot) -> None:
         """Undo :meth:`placed` (a cluster that did not fit whole). Free slots grew, which the heaps do not
         expect, so they are rebuilt on the next pick."""
         self.free[agent_id] = self.free[agent_id] + requested
         self._heaps.clear()
+        self.changes += 1
 
 
 def shortfall_reason(candidates: Sequence[AgentState], free: Mapping[str, ResourceSlot],
@@ -362,6 +365,9 @@ def plan_pass(
         group_usage = {ak: slots for (sg, ak), slots in usage.items() if sg == sgroup}
         picker = AgentPicker(free, settings.strategy)
         by_arch: dict[str | None, list[AgentState]] = {}
+        # Why a request does not fit scans every candidate; a backlog asks the same thing again and again
+        # with nothing placed in between: (candidates, request, free-slots state) -> reason.
+        shortfalls: dict[tuple[Any, ...], str] = {}
         while queue:
             s = pop_next(queue, settings.policy, group_usage, capacity)
             kp = kp_state.get(s.access_key)
@@ -377,7 +383,11 @@ def plan_pass(
             chosen = None if failed else _place(picker, candidates, s)
             if chosen is None:
                 if not failed:
-                    failed.append((P_CAPACITY, _cluster_shortfall(candidates, free, s)))
+                    key = (id(candidates), tuple(sorted(s.requested.items())), s.cluster_size, s.cluster_mode,
+                           picker.changes)
+                    if key not in shortfalls:
+                        shortfalls[key] = _cluster_shortfall(candidates, free, s)
+                    failed.append((P_CAPACITY, shortfalls[key]))
                 plan.waiting.append(Waiting(s.id, tuple(n for n, _ in failed), "; ".join(r for _, r in failed)))
                 continue
             if s.cluster_size > 1:

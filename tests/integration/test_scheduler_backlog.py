@@ -1,0 +1,114 @@
+"""A backlog that cannot start: passes of the real scheduler code over a real database (SQLite and
+PostgreSQL) keep each waiting session's reason right without rewriting every row on every pass.
+
+A waiting session's row is written when its reason or failed predicates change, and otherwise at most every
+``REWRITE_WAITING_AFTER`` seconds (``status_data.scheduler.retries`` counts the passes that recorded a try).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert, select, update
+
+from ai.backend.manager.db import create_engine, session_factory
+from ai.backend.manager.fixtures import DEFAULT_GROUP_ID, USER
+from ai.backend.manager.models import Agent, Kernel, KeyPair, KeyPairResourcePolicy, SessionRow
+from ai.backend.manager.models.accounts import User
+from ai.backend.manager.models.base import utcnow
+from ai.backend.manager.registry import SessionRegistry
+from ai.backend.manager.scheduler import REWRITE_WAITING_AFTER, Scheduler
+from ai.backend.testutils.cluster import prepare_database
+
+SLOTS = {"cpu": "1", "mem": str(1024**3)}
+
+
+async def _setup(url: str, sessions: int) -> None:
+    """One agent with room for 4 sessions, and ``sessions`` pending ones of the fixture user."""
+    engine = create_engine(url)
+    try:
+        async with session_factory(engine)() as db:
+            user_uuid = (await db.execute(select(User.uuid).where(User.email == USER["email"]))).scalar_one()
+            policy = (await db.execute(select(KeyPair.resource_policy)
+                                       .where(KeyPair.access_key == USER["access_key"]))).scalar_one()
+            await db.execute(update(KeyPairResourcePolicy).where(KeyPairResourcePolicy.name == policy)
+                             .values(max_concurrent_sessions=1000, total_resource_slots={}))
+            now = utcnow()
+            await db.execute(insert(Agent), [{
+                "id": "i-backlog", "status": "ALIVE", "scaling_group": "default", "schedulable": True,
+                "available_slots": {"cpu": "4", "mem": str(64 * 1024**3)}, "occupied_slots": {},
+                "addr": "http://127.0.0.1:1", "first_contact": now, "last_heartbeat": now,
+                "architecture": "x86_64", "compute_plugins": {}}])
+            sids = [uuid.uuid4() for _ in range(sessions)]
+            await db.execute(insert(SessionRow), [
+                {"id": sid, "name": f"backlog-{i}", "access_key": USER["access_key"], "user_uuid": user_uuid,
+                 "domain_name": "default", "group_id": DEFAULT_GROUP_ID, "scaling_group": "default",
+                 "image": "python:3.11-debian12", "status": "PENDING", "status_data": {}, "status_history": {},
+                 "created_at": now + timedelta(microseconds=i), "requested_slots": SLOTS, "occupying_slots": {},
+                 "environ": {}, "resource_opts": {}} for i, sid in enumerate(sids)])
+            await db.execute(insert(Kernel), [
+                {"id": uuid.uuid4(), "session_id": sid, "image": "python:3.11-debian12", "status": "PENDING",
+                 "occupied_slots": {}, "service_ports": [], "last_stat": {}} for sid in sids])
+            await db.commit()
+    finally:
+        await engine.dispose()
+
+
+async def _scenario(url: str) -> list[dict[str, dict[str, Any]]]:
+    """Four passes (see the test); the waiting rows' (status_info, scheduler data) after each."""
+    engine = create_engine(url)
+    factory = session_factory(engine)
+    registry = SessionRegistry(factory, None, None)  # type: ignore[arg-type]  # placements are not started
+    registry.spawn = lambda coro: coro.close()  # type: ignore[method-assign]
+
+    async def waiting() -> dict[str, dict[str, Any]]:
+        async with factory() as db:
+            rows = (await db.execute(select(SessionRow.name, SessionRow.status_info, SessionRow.status_data)
+                                     .where(SessionRow.status == "PENDING"))).all()
+        return {name: {"info": info, **(data or {}).get("scheduler", {})} for name, info, data in rows}
+
+    try:
+        out = []
+        placed = await Scheduler(registry).schedule_once()
+        assert len(placed) == 4
+        out.append(await waiting())
+        await Scheduler(registry).schedule_once()  # nothing changed: nothing rewritten
+        out.append(await waiting())
+        async with factory() as db:  # the record of one waiting session grows old
+            row = (await db.execute(select(SessionRow).where(SessionRow.name == "backlog-4"))).scalar_one()
+            old = (utcnow() - timedelta(seconds=REWRITE_WAITING_AFTER + 5)).isoformat()
+            row.status_data = {**row.status_data, "scheduler": {**row.status_data["scheduler"], "last_try": old}}
+            await db.commit()
+        await Scheduler(registry).schedule_once()
+        out.append(await waiting())
+        async with factory() as db:  # the agent is drained: every reason changes at once
+            await db.execute(update(Agent).where(Agent.id == "i-backlog").values(schedulable=False))
+            await db.commit()
+        await Scheduler(registry).schedule_once()
+        out.append(await waiting())
+        return out
+    finally:
+        await engine.dispose()
+
+
+def test_unchanged_reasons_are_not_rewritten_every_pass(db_url: str, tmp_path: Path) -> None:
+    cfg = tmp_path / "manager.toml"
+    cfg.write_text(f'[manager]\ncluster-secret = "backlog-secret-0123"\nstate-dir = "{tmp_path}"\n\n'
+                   f'[db]\nurl = "{db_url}"\n')
+    prepare_database(cfg)
+    asyncio.run(_setup(db_url, 10))
+    first, second, aged, drained = asyncio.run(_scenario(db_url))
+    assert len(first) == 6
+    for rec in first.values():
+        assert rec["retries"] == 1 and "no agent has enough free resources" in rec["info"], rec
+        assert rec["predicates"] == ["agent_capacity"], rec
+    assert second == first  # not one row rewritten
+    assert aged["backlog-4"]["retries"] == 2 and aged["backlog-4"]["last_try"] > first["backlog-4"]["last_try"]
+    assert {k: v for k, v in aged.items() if k != "backlog-4"} == {k: v for k, v in first.items() if k != "backlog-4"}
+    for name, rec in drained.items():
+        assert "no alive schedulable agent" in rec["info"], rec
+        assert rec["retries"] == aged[name]["retries"] + 1, (name, rec)
