@@ -293,34 +293,36 @@ async def handle_lost_agents(registry: SessionRegistry, grace: float) -> list[st
     """Flag the running sessions of LOST agents with ``status_info = "agent-lost"`` (they may come back:
     a manager-side outage does not stop containers), unflag them when their agent is ALIVE again, and
     terminate them with reason ``agent-lost`` once the agent has been lost for ``grace`` seconds,
-    freeing their slots. Returns the ids of the sessions terminated."""
+    freeing their slots. Returns the ids of the sessions terminated.
+
+    It runs every few seconds, so it reads only the sessions concerned (on a LOST agent, or flagged), a
+    few columns each, and writes only what changes (a write would also expire the session caches)."""
     now = utcnow()
-    ended: list[str] = []
     async with registry.db() as db:
-        rows = (await db.execute(
-            select(SessionRow, Agent).join(Kernel, Kernel.session_id == SessionRow.id)
-            .join(Agent, Agent.id == Kernel.agent)
-            .where(SessionRow.status.in_(_ON_AGENT))
-        )).all()
         # A session is as lost as its first lost agent (any kernel's: a cluster needs all of them).
-        by_session: dict[uuid.UUID, tuple[SessionRow, datetime | None, bool]] = {}
-        for session, agent in rows:
-            _, lost_at, lost = by_session.get(session.id, (session, None, False))
-            if agent.status == "LOST":
-                at = agent.lost_at or now
-                lost_at, lost = (at if lost_at is None else min(lost_at, at)), True
-            by_session[session.id] = (session, lost_at, lost)
-        for session, lost_at, lost in by_session.values():
-            if lost:
-                if (lost_at or now) + timedelta(seconds=grace) <= now:
-                    ended.append(str(session.id))
-                elif session.status_info != AGENT_LOST:
-                    session.status_info = AGENT_LOST
-                    log.warning("session %s: an agent of its kernels is lost", session.id)
-            elif session.status_info == AGENT_LOST:
-                session.status_info = ""
+        lost_since: dict[uuid.UUID, datetime] = {}
+        flagged: set[uuid.UUID] = set()
+        for sid, info, lost_at in (await db.execute(
+            select(SessionRow.id, SessionRow.status_info, Agent.lost_at)
+            .join(Kernel, Kernel.session_id == SessionRow.id).join(Agent, Agent.id == Kernel.agent)
+            .where(SessionRow.status.in_(_ON_AGENT), Agent.status == "LOST")
+        )).all():
+            at = lost_at or now
+            lost_since[sid] = min(lost_since.get(sid, at), at)
+            if info == AGENT_LOST:
+                flagged.add(sid)
+        ended = [sid for sid, at in lost_since.items() if at + timedelta(seconds=grace) <= now]
+        to_flag = [sid for sid, at in lost_since.items() if sid not in flagged and sid not in ended]
+        to_unflag = [sid for sid in (await db.execute(
+            select(SessionRow.id).where(SessionRow.status.in_(_ON_AGENT), SessionRow.status_info == AGENT_LOST)
+        )).scalars() if sid not in lost_since]
+        for ids, info in ((to_flag, AGENT_LOST), (to_unflag, "")):
+            if ids:
+                await db.execute(update(SessionRow).where(SessionRow.id.in_(ids)).values(status_info=info))
+        for sid in to_flag:
+            log.warning("session %s: an agent of its kernels is lost", sid)
         await db.commit()
     for sid in ended:
         log.warning("terminating session %s: its agent stayed lost for %.0fs", sid, grace)
-        await registry.mark_terminated(uuid.UUID(sid), AGENT_LOST)
-    return ended
+        await registry.mark_terminated(sid, AGENT_LOST)
+    return [str(sid) for sid in ended]
