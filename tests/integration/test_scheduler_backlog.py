@@ -47,7 +47,8 @@ async def _setup(url: str, sessions: int) -> None:
             await db.execute(insert(SessionRow), [
                 {"id": sid, "name": f"backlog-{i}", "access_key": USER["access_key"], "user_uuid": user_uuid,
                  "domain_name": "default", "group_id": DEFAULT_GROUP_ID, "scaling_group": "default",
-                 "image": "python:3.11-debian12", "status": "PENDING", "status_data": {}, "status_history": {},
+                 "image": "python:3.11-debian12", "status": "PENDING", "status_data": {"note": "kept"},
+                 "status_history": {"PENDING": now.isoformat()},
                  "created_at": now + timedelta(microseconds=i), "requested_slots": SLOTS, "occupying_slots": {},
                  "environ": {}, "resource_opts": {}} for i, sid in enumerate(sids)])
             await db.execute(insert(Kernel), [
@@ -59,7 +60,8 @@ async def _setup(url: str, sessions: int) -> None:
 
 
 async def _scenario(url: str) -> list[dict[str, dict[str, Any]]]:
-    """Four passes (see the test); the waiting rows' (status_info, scheduler data) after each."""
+    """Five passes (see the test); the waiting rows' (status_info, scheduler data) after the first four,
+    every row after the last."""
     engine = create_engine(url)
     factory = session_factory(engine)
     registry = SessionRegistry(factory, None, None)  # type: ignore[arg-type]  # placements are not started
@@ -90,6 +92,18 @@ async def _scenario(url: str) -> list[dict[str, dict[str, Any]]]:
             await db.commit()
         await Scheduler(registry).schedule_once()
         out.append(await waiting())
+        async with factory() as db:  # back, and big enough for everyone
+            await db.execute(update(Agent).where(Agent.id == "i-backlog").values(
+                schedulable=True, available_slots={"cpu": "64", "mem": str(64 * 1024**3)}))
+            await db.commit()
+        placed = await Scheduler(registry).schedule_once()
+        assert len(placed) == 6
+        async with factory() as db:
+            rows = (await db.execute(select(SessionRow.name, SessionRow.status, SessionRow.status_info,
+                                            SessionRow.status_data, SessionRow.status_history,
+                                            SessionRow.occupying_slots))).all()
+        out.append({name: {"status": st, "info": info, "data": data, "history": history, "occupying": occ}
+                    for name, st, info, data, history, occ in rows})
         return out
     finally:
         await engine.dispose()
@@ -101,7 +115,7 @@ def test_unchanged_reasons_are_not_rewritten_every_pass(db_url: str, tmp_path: P
                    f'[db]\nurl = "{db_url}"\n')
     prepare_database(cfg)
     asyncio.run(_setup(db_url, 10))
-    first, second, aged, drained = asyncio.run(_scenario(db_url))
+    first, second, aged, drained, placed = asyncio.run(_scenario(db_url))
     assert len(first) == 6
     for rec in first.values():
         assert rec["retries"] == 1 and "no agent has enough free resources" in rec["info"], rec
@@ -112,3 +126,9 @@ def test_unchanged_reasons_are_not_rewritten_every_pass(db_url: str, tmp_path: P
     for name, rec in drained.items():
         assert "no alive schedulable agent" in rec["info"], rec
         assert rec["retries"] == aged[name]["retries"] + 1, (name, rec)
+    # Placed at last: the scheduler's record is gone, the history has SCHEDULED after what it had.
+    for name, row in placed.items():
+        assert row["status"] == "SCHEDULED" and row["info"] == "" and row["data"] == {"note": "kept"}, row
+        assert row["history"].keys() == {"PENDING", "SCHEDULED"}, row
+        assert row["history"]["PENDING"] < row["history"]["SCHEDULED"], row
+        assert row["occupying"] == {"cpu": "1", "mem": str(1024**3)}, (name, row)

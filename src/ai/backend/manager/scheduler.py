@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import time
 import uuid
@@ -33,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ai.backend.common.types import ResourceSlot
 
 from .cluster import kernel_layout, per_kernel_slots
+from .json_sql import json_with_key, json_without_key
 from .models import Agent, Image, Kernel, KeyPair, KeyPairResourcePolicy, ScalingGroup, SessionRow
 from .models.base import utcnow
 from .models.sessions import ACTIVE_STATUSES
@@ -155,16 +157,18 @@ class Scheduler:
     async def _apply(self, db: AsyncSession, plan: PassPlan, rows: dict[str, Any],
                      agents: dict[str, Agent], now: datetime) -> None:
         """Write the plan: placements (SCHEDULED, reasons cleared, as ``registry.set_status`` would) and
-        the reasons of those left waiting, as one executemany UPDATE per shape (plain table statements:
-        the ORM's per-row bookkeeping costs more than the database for 10,000 rows)."""
+        the reasons of those left waiting, as plain table statements (the ORM's per-row bookkeeping costs
+        more than the database for 10,000 rows): one UPDATE per kind of placement and chunk of sessions
+        (their status history and data are changed by the database, see :mod:`.json_sql`), one per agent
+        and kind of kernel, and one executemany for the reasons."""
         # Occupied slots summed per agent and written once, not re-serialized per placement.
         occupied: dict[str, ResourceSlot] = {}
-        session_updates: list[dict[str, Any]] = []
+        # Placed sessions by the slots they now occupy: one UPDATE per group (and chunk).
+        placed_by_slots: dict[str, tuple[dict[str, str], list[Any]]] = {}
         kernel_updates: list[dict[str, Any]] = []
         stamp = utcnow()
-        stamp_text = stamp.isoformat()
         # Sessions mostly ask for the same few amounts: decode and split each distinct request once.
-        decoded: dict[tuple[Any, ...], tuple[dict[str, str], ResourceSlot, dict[str, str]]] = {}
+        decoded: dict[tuple[Any, ...], tuple[dict[str, str], ResourceSlot, dict[str, str], str]] = {}
         for sid, agent_id in plan.placements:
             session = rows[sid]
             per_agent = plan.kernel_agents.get(sid, [agent_id])
@@ -172,20 +176,16 @@ class Scheduler:
             if key not in decoded:
                 requested = ResourceSlot.from_json(session.requested_slots)
                 per_kernel = per_kernel_slots(requested, len(per_agent))
-                decoded[key] = (requested.to_json(), per_kernel, per_kernel.to_json())
-            slots, per, per_json = decoded[key]
+                slots_json, per_json = requested.to_json(), per_kernel.to_json()
+                decoded[key] = (slots_json, per_kernel, per_json, json.dumps(slots_json, sort_keys=True))
+            slots, per, per_json, slots_key = decoded[key]
             for k, kernel_agent in zip(kernel_layout(len(per_agent)), per_agent, strict=True):
                 agent = agents[kernel_agent]
                 occupied[agent.id] = occupied.get(agent.id, ResourceSlot.from_json(agent.occupied_slots)) + per
                 kernel_updates.append({"b_session_id": session.id, "b_host": k.hostname, "agent": agent.id,
                                        "agent_addr": agent.addr, "occupied_slots": per_json,
                                        "status": "SCHEDULED"})
-            session_updates.append({
-                "b_id": session.id, "status": "SCHEDULED", "status_changed": stamp, "status_info": "",
-                "status_history": {**(session.status_history or {}), "SCHEDULED": stamp_text},
-                "occupying_slots": slots,
-                "status_data": {k: v for k, v in (session.status_data or {}).items() if k != "scheduler"},
-            })
+            placed_by_slots.setdefault(slots_key, (slots, []))[1].append(session.id)
         for agent_id, total in occupied.items():
             agents[agent_id].occupied_slots = total.to_json()
         waiting_updates = []
@@ -200,14 +200,25 @@ class Scheduler:
                     "last_try": now.isoformat()}}})
         kernels = cast(Table, Kernel.__table__)
         sessions = cast(Table, SessionRow.__table__)
-        for stmt, updates in (
-            (update(kernels).where(kernels.c.session_id == bindparam("b_session_id"),
-                                   kernels.c.cluster_hostname == bindparam("b_host")), kernel_updates),
-            (update(sessions).where(sessions.c.id == bindparam("b_id")), session_updates),
-            (update(sessions).where(sessions.c.id == bindparam("b_id")), waiting_updates),
-        ):
-            if updates:
-                await db.execute(stmt, updates)
+        dialect = db.get_bind().dialect.name
+        for slots, ids in placed_by_slots.values():
+            values = {
+                "status": "SCHEDULED", "status_changed": stamp, "status_info": "", "occupying_slots": slots,
+                "status_history": json_with_key(sessions.c.status_history, "SCHEDULED", stamp.isoformat(), dialect),
+                "status_data": json_without_key(sessions.c.status_data, "scheduler", dialect),
+            }
+            for chunk in _chunks(ids):
+                await db.execute(update(sessions).where(sessions.c.id.in_(chunk)).values(**values))
+        if kernel_updates:
+            await db.execute(update(kernels).where(kernels.c.session_id == bindparam("b_session_id"),
+                                                   kernels.c.cluster_hostname == bindparam("b_host")), kernel_updates)
+        if waiting_updates:
+            await db.execute(update(sessions).where(sessions.c.id == bindparam("b_id")), waiting_updates)
+
+
+def _chunks(ids: list[Any], size: int = 1000) -> list[list[Any]]:
+    """``ids`` in pieces small enough for one statement's parameters on either database."""
+    return [ids[i:i + size] for i in range(0, len(ids), size)]
 
 
 def _still_recorded(info: str | None, previous: dict[str, Any], reason: str, predicates: Any, now: datetime) -> bool:
