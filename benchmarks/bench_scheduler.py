@@ -31,26 +31,24 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from contextlib import ExitStack
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, select
 
 from ai.backend.common.auth import CLUSTER_SECRET_HEADER, sign_request_headers
 from ai.backend.manager.db import create_engine, session_factory
-from ai.backend.manager.fixtures import ADMIN, DEFAULT_GROUP_ID, USER
-from ai.backend.manager.models import Agent, Kernel, KeyPair, KeyPairResourcePolicy, SessionRow
-from ai.backend.manager.models.accounts import User
+from ai.backend.manager.fixtures import ADMIN, USER
+from ai.backend.manager.models import Agent, SessionRow
 from ai.backend.manager.models.base import utcnow
 from ai.backend.manager.registry import SessionRegistry
 from ai.backend.manager.scheduler import Scheduler
-from ai.backend.testutils.cluster import Cluster, launch_manager, prepare_database
+from ai.backend.testutils.cluster import Cluster, launch_manager
 from ai.backend.testutils.databases import fresh_database
 from ai.backend.testutils.processes import stop_process
+from ai.backend.testutils.scheduler_rows import insert_agents, insert_pending, prepare_schema, unlimit_fixture_user
 
 PASS_SIZES = [(100, 100), (1000, 1000), (1000, 10000)]
 AGENT_SLOTS = {"cpu": "16", "mem": str(64 * 1024**3)}
@@ -66,28 +64,10 @@ async def _populate(db_url: str, agents: int, sessions: int) -> None:
     engine = create_engine(db_url)
     try:
         async with session_factory(engine)() as db:
-            user_uuid = (await db.execute(select(User.uuid).where(User.email == USER["email"]))).scalar_one()
-            policy = (await db.execute(select(KeyPair.resource_policy)
-                                       .where(KeyPair.access_key == USER["access_key"]))).scalar_one()
-            await db.execute(update(KeyPairResourcePolicy).where(KeyPairResourcePolicy.name == policy)
-                             .values(max_concurrent_sessions=10 * sessions, total_resource_slots={}))
+            await unlimit_fixture_user(db, 10 * sessions)
             now = utcnow()
-            await db.execute(insert(Agent), [
-                {"id": f"i-bench-{i}", "status": "ALIVE", "scaling_group": "default", "schedulable": True,
-                 "available_slots": AGENT_SLOTS, "occupied_slots": {}, "addr": f"http://127.0.0.1:1/a/{i}",
-                 "first_contact": now, "last_heartbeat": now, "architecture": "x86_64", "compute_plugins": {}}
-                for i in range(agents)])
-            sids = [uuid.uuid4() for _ in range(sessions)]
-            await db.execute(insert(SessionRow), [
-                {"id": sid, "name": f"bench-{i}", "access_key": USER["access_key"], "user_uuid": user_uuid,
-                 "domain_name": "default", "group_id": DEFAULT_GROUP_ID, "scaling_group": "default",
-                 "image": "python:3.11-debian12", "status": "PENDING", "status_data": {}, "status_history": {},
-                 "created_at": now + timedelta(microseconds=i), "requested_slots": SESSION_SLOTS,
-                 "occupying_slots": {}, "environ": {}, "resource_opts": {}}
-                for i, sid in enumerate(sids)])
-            await db.execute(insert(Kernel), [
-                {"id": uuid.uuid4(), "session_id": sid, "image": "python:3.11-debian12", "status": "PENDING",
-                 "occupied_slots": {}, "service_ports": [], "last_stat": {}} for sid in sids])
+            await insert_agents(db, [f"i-bench-{i}" for i in range(agents)], AGENT_SLOTS, now)
+            await insert_pending(db, [f"bench-{i}" for i in range(sessions)], SESSION_SLOTS, now)
             await db.commit()
     finally:
         await engine.dispose()
@@ -100,20 +80,9 @@ async def _insert_pending(db_url: str, prefix: str, sessions: int) -> float:
     engine = create_engine(db_url)
     try:
         async with session_factory(engine)() as db:
-            user_uuid = (await db.execute(select(User.uuid).where(User.email == USER["email"]))).scalar_one()
             now = utcnow()
-            sids = [uuid.uuid4() for _ in range(sessions)]
-            await db.execute(insert(SessionRow), [
-                {"id": sid, "name": f"{prefix}{i}", "access_key": USER["access_key"], "user_uuid": user_uuid,
-                 "domain_name": "default", "group_id": DEFAULT_GROUP_ID, "scaling_group": "default",
-                 "image": "python:3.11-debian12", "status": "PENDING", "status_data": {},
-                 "status_history": {"PENDING": now.isoformat()}, "status_changed": now,
-                 "created_at": now + timedelta(microseconds=i), "requested_slots": E2E_SLOTS,
-                 "occupying_slots": {}, "environ": {}, "resource_opts": {}}
-                for i, sid in enumerate(sids)])
-            await db.execute(insert(Kernel), [
-                {"id": uuid.uuid4(), "session_id": sid, "image": "python:3.11-debian12", "status": "PENDING",
-                 "occupied_slots": {}, "service_ports": [], "last_stat": {}, "created_at": now} for sid in sids])
+            await insert_pending(db, [f"{prefix}{i}" for i in range(sessions)], E2E_SLOTS, now,
+                                 status_history={"PENDING": now.isoformat()}, status_changed=now)
             await db.commit()
             return time.perf_counter()
     finally:
@@ -149,10 +118,7 @@ def bench_pass(kind: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for agents, sessions in PASS_SIZES:
         with tempfile.TemporaryDirectory(prefix="bai-bench-sched-") as tmp, fresh_database(kind, Path(tmp)) as url:
-            cfg = Path(tmp) / "manager.toml"
-            cfg.write_text(f'[manager]\ncluster-secret = "bench-secret-0123"\nstate-dir = "{tmp}"\n\n'
-                           f'[db]\nurl = "{url}"\n')
-            prepare_database(cfg)
+            prepare_schema(url, Path(tmp))
             asyncio.run(_populate(url, agents, sessions))
             r = asyncio.run(_time_pass(url, sessions))
         r.update(agents=agents, sessions=sessions)

@@ -21,7 +21,7 @@ from ai.backend.manager.models.accounts import User
 from ai.backend.manager.models.base import utcnow
 from ai.backend.manager.registry import SessionRegistry
 from ai.backend.manager.scheduler import AGENT_LOST, handle_lost_agents
-from ai.backend.testutils.cluster import prepare_database
+from ai.backend.testutils.scheduler_rows import prepare_schema
 
 GRACE = 60.0
 
@@ -78,10 +78,7 @@ async def _scenario(url: str) -> tuple[list[str], dict[str, tuple[str, str]], li
 
 
 def test_lost_agent_sessions_are_flagged_ended_and_unflagged(db_url: str, tmp_path: Path) -> None:
-    cfg = tmp_path / "manager.toml"
-    cfg.write_text(f'[manager]\ncluster-secret = "lost-secret-0123456"\nstate-dir = "{tmp_path}"\n\n'
-                   f'[db]\nurl = "{db_url}"\n')
-    prepare_database(cfg)
+    prepare_schema(db_url, tmp_path)
     ended, first, again, second = asyncio.run(_scenario(db_url))
     assert ended == ["end-me"]
     expected: dict[str, Any] = {

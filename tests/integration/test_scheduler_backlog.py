@@ -8,21 +8,18 @@ A waiting session's row is written when its reason or failed predicates change, 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 
 from ai.backend.manager.db import create_engine, session_factory
-from ai.backend.manager.fixtures import DEFAULT_GROUP_ID, USER
-from ai.backend.manager.models import Agent, Kernel, KeyPair, KeyPairResourcePolicy, SessionRow
-from ai.backend.manager.models.accounts import User
+from ai.backend.manager.models import Agent, SessionRow
 from ai.backend.manager.models.base import utcnow
 from ai.backend.manager.registry import SessionRegistry
 from ai.backend.manager.scheduler import REWRITE_WAITING_AFTER, Scheduler
-from ai.backend.testutils.cluster import prepare_database
+from ai.backend.testutils.scheduler_rows import insert_agents, insert_pending, prepare_schema, unlimit_fixture_user
 
 SLOTS = {"cpu": "1", "mem": str(1024**3)}
 
@@ -32,28 +29,11 @@ async def _setup(url: str, sessions: int) -> None:
     engine = create_engine(url)
     try:
         async with session_factory(engine)() as db:
-            user_uuid = (await db.execute(select(User.uuid).where(User.email == USER["email"]))).scalar_one()
-            policy = (await db.execute(select(KeyPair.resource_policy)
-                                       .where(KeyPair.access_key == USER["access_key"]))).scalar_one()
-            await db.execute(update(KeyPairResourcePolicy).where(KeyPairResourcePolicy.name == policy)
-                             .values(max_concurrent_sessions=1000, total_resource_slots={}))
+            await unlimit_fixture_user(db, 1000)
             now = utcnow()
-            await db.execute(insert(Agent), [{
-                "id": "i-backlog", "status": "ALIVE", "scaling_group": "default", "schedulable": True,
-                "available_slots": {"cpu": "4", "mem": str(64 * 1024**3)}, "occupied_slots": {},
-                "addr": "http://127.0.0.1:1", "first_contact": now, "last_heartbeat": now,
-                "architecture": "x86_64", "compute_plugins": {}}])
-            sids = [uuid.uuid4() for _ in range(sessions)]
-            await db.execute(insert(SessionRow), [
-                {"id": sid, "name": f"backlog-{i}", "access_key": USER["access_key"], "user_uuid": user_uuid,
-                 "domain_name": "default", "group_id": DEFAULT_GROUP_ID, "scaling_group": "default",
-                 "image": "python:3.11-debian12", "status": "PENDING", "status_data": {"note": "kept"},
-                 "status_history": {"PENDING": now.isoformat()},
-                 "created_at": now + timedelta(microseconds=i), "requested_slots": SLOTS, "occupying_slots": {},
-                 "environ": {}, "resource_opts": {}} for i, sid in enumerate(sids)])
-            await db.execute(insert(Kernel), [
-                {"id": uuid.uuid4(), "session_id": sid, "image": "python:3.11-debian12", "status": "PENDING",
-                 "occupied_slots": {}, "service_ports": [], "last_stat": {}} for sid in sids])
+            await insert_agents(db, ["i-backlog"], {"cpu": "4", "mem": str(64 * 1024**3)}, now)
+            await insert_pending(db, [f"backlog-{i}" for i in range(sessions)], SLOTS, now,
+                                 status_data={"note": "kept"}, status_history={"PENDING": now.isoformat()})
             await db.commit()
     finally:
         await engine.dispose()
@@ -110,10 +90,7 @@ async def _scenario(url: str) -> list[dict[str, dict[str, Any]]]:
 
 
 def test_unchanged_reasons_are_not_rewritten_every_pass(db_url: str, tmp_path: Path) -> None:
-    cfg = tmp_path / "manager.toml"
-    cfg.write_text(f'[manager]\ncluster-secret = "backlog-secret-0123"\nstate-dir = "{tmp_path}"\n\n'
-                   f'[db]\nurl = "{db_url}"\n')
-    prepare_database(cfg)
+    prepare_schema(db_url, tmp_path)
     asyncio.run(_setup(db_url, 10))
     first, second, aged, drained, placed = asyncio.run(_scenario(db_url))
     assert len(first) == 6

@@ -79,6 +79,41 @@ async def _update_rows(db: AsyncSession, model: Any, rows: list[dict[str, Any]])
         await db.execute(update(table).where(table.c.id == bindparam("b_id")), rows)
 
 
+def status_change(session: SessionRow, status: str, now: datetime, info: str | None = None,
+                  data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The columns of ``session`` that change when it enters ``status`` at ``now``: the status, its time and
+    history entry, ``info`` (when given), ``data`` merged into ``status_data``, and the end time of a final
+    status."""
+    values: dict[str, Any] = {"status": status, "status_changed": now,
+                              "status_history": {**(session.status_history or {}), status: now.isoformat()}}
+    if info is not None:
+        values["status_info"] = info
+    if data:
+        values["status_data"] = {**(session.status_data or {}), **data}
+    if status in ("TERMINATED", "CANCELLED", "ERROR"):
+        values["terminated_at"] = now
+    return values
+
+
+def _record_change(row: SessionRow | Kernel, values: dict[str, Any], updates: list[dict[str, Any]]) -> None:
+    """Queue ``values`` for an executemany UPDATE of ``row`` (a session or a kernel), and show them on the
+    loaded row without making the ORM write it again."""
+    updates.append({"b_id": row.id, **values})
+    for name, value in values.items():
+        set_committed_value(row, name, value)
+
+
+async def _sessions_with_kernels(db: AsyncSession, ids: list[uuid.UUID]
+                                 ) -> tuple[dict[uuid.UUID, SessionRow], dict[uuid.UUID, list[Kernel]]]:
+    """The sessions of ``ids`` and their kernels (main1 first), in two queries."""
+    sessions = {s.id: s for s in (await db.execute(select(SessionRow).where(SessionRow.id.in_(ids)))).scalars()}
+    kernels: dict[uuid.UUID, list[Kernel]] = {}
+    for k in (await db.execute(select(Kernel).where(Kernel.session_id.in_(ids))
+                               .order_by(Kernel.session_id, *KERNEL_ORDER))).scalars():
+        kernels.setdefault(k.session_id, []).append(k)
+    return sessions, kernels
+
+
 def new_session_name() -> str:
     return f"sess-{secrets.token_hex(5)}"
 
@@ -156,7 +191,6 @@ class SessionRegistry:
         self._tasks: set[asyncio.Task[Any]] = set()
         # A pass may place thousands of sessions at once; their starts share the database pool and the agents.
         self._start_slots = asyncio.Semaphore(MAX_CONCURRENT_STARTS)
-        # The status writes of concurrent starts, coalesced (see start_session).
         # Where to read table generations (set by the server): what creations read of accounts, images,
         # scaling groups and folders is cached while unchanged. Cached rows are shared: read them only.
         self.generations: GenerationReader | None = None
@@ -167,6 +201,7 @@ class SessionRegistry:
         self._dot_mounts: GenerationCache[tuple[str, uuid.UUID], tuple[list[dict[str, Any]]]] = GenerationCache()
         self._capacities = CapacityCache()
         self._creations: Coalescer[_Creation, tuple[bool, SessionRow] | ProblemError] = Coalescer(self._insert_batch)
+        # The status writes of concurrent starts, coalesced (see start_session).
         self._preparing: Coalescer[uuid.UUID, Prepared | None] = Coalescer(self._prepare_batch)
         self._running: Coalescer[tuple[SessionRow, dict[uuid.UUID, dict[str, Any]], dict[str, Any]],
                                  tuple[SessionRow, bool]] = Coalescer(self._running_batch)
@@ -437,20 +472,8 @@ class SessionRegistry:
     async def set_status(
         self, db: AsyncSession, session: SessionRow, status: str, info: str | None = None, **data: Any
     ) -> None:
-        now = utcnow()
-        session.status = status
-        session.status_changed = now
-        if info is not None:
-            session.status_info = info
-        history = dict(session.status_history or {})
-        history[status] = now.isoformat()
-        session.status_history = history
-        if data:
-            sd = dict(session.status_data or {})
-            sd.update(data)
-            session.status_data = sd
-        if status in ("TERMINATED", "CANCELLED", "ERROR"):
-            session.terminated_at = now
+        for name, value in status_change(session, status, utcnow(), info, data).items():
+            setattr(session, name, value)
 
     async def _release(self, db: AsyncSession, kernel: Kernel) -> None:
         """Give a kernel's occupied slots back to its agent."""
@@ -503,16 +526,12 @@ class SessionRegistry:
         bootstrap script); ``None`` for the others."""
         async def txn() -> list[Prepared | None]:
             async with self.db() as db:
-                sessions = {s.id: s for s in (await db.execute(
-                    select(SessionRow).where(SessionRow.id.in_(ids)))).scalars()}
-                kernels: dict[uuid.UUID, list[Kernel]] = {}
-                for k in (await db.execute(select(Kernel).where(Kernel.session_id.in_(ids))
-                                           .order_by(Kernel.session_id, *KERNEL_ORDER))).scalars():
-                    kernels.setdefault(k.session_id, []).append(k)
+                sessions, kernels = await _sessions_with_kernels(db, ids)
                 users: dict[uuid.UUID, dict[str, Any]] = {}
                 now = utcnow()
                 out: list[Prepared | None] = []
-                session_updates, kernel_updates = [], []
+                session_updates: list[dict[str, Any]] = []
+                kernel_updates: list[dict[str, Any]] = []
                 for sid in ids:
                     session = sessions.get(sid)
                     if session is None or session.status != "SCHEDULED" or not kernels.get(sid):
@@ -523,15 +542,9 @@ class SessionRegistry:
                     config = {**users[session.user_uuid],
                               "bootstrap_script": session.bootstrap_script or users[session.user_uuid][
                                   "bootstrap_script"]}
-                    history = {**(session.status_history or {}), "PREPARING": now.isoformat()}
-                    session_updates.append({"b_id": sid, "status": "PREPARING", "status_changed": now,
-                                            "status_history": history})
-                    for name, value in (("status", "PREPARING"), ("status_changed", now),
-                                        ("status_history", history)):
-                        set_committed_value(session, name, value)
+                    _record_change(session, status_change(session, "PREPARING", now), session_updates)
                     for k in kernels[sid]:
-                        kernel_updates.append({"b_id": k.id, "status": "PREPARING"})
-                        set_committed_value(k, "status", "PREPARING")
+                        _record_change(k, {"status": "PREPARING"}, kernel_updates)
                     out.append((session, kernels[sid], config))
                 await _update_rows(db, SessionRow, session_updates)
                 await _update_rows(db, Kernel, kernel_updates)
@@ -605,11 +618,7 @@ class SessionRegistry:
 
         async def txn() -> list[tuple[SessionRow, bool]]:
             async with self.db() as db:
-                sessions = {s.id: s for s in (await db.execute(
-                    select(SessionRow).where(SessionRow.id.in_(ids)))).scalars()}
-                kernels: dict[uuid.UUID, list[Kernel]] = {}
-                for k in (await db.execute(select(Kernel).where(Kernel.session_id.in_(ids)))).scalars():
-                    kernels.setdefault(k.session_id, []).append(k)
+                sessions, kernels = await _sessions_with_kernels(db, ids)
                 now = utcnow()
                 out: list[tuple[SessionRow, bool]] = []
                 session_updates: list[dict[str, Any]] = []
@@ -628,13 +637,8 @@ class SessionRegistry:
                             "service_ports": info.get("service_ports", []),
                             "status": k.status if destroyed else "RUNNING"})
                     if not destroyed:
-                        history = {**(session.status_history or {}), "RUNNING": now.isoformat()}
-                        data = {**(session.status_data or {}), "phases": phases}
-                        session_updates.append({"b_id": sid, "status": "RUNNING", "status_changed": now,
-                                                "status_info": "", "status_history": history, "status_data": data})
-                        for name, value in (("status", "RUNNING"), ("status_changed", now), ("status_info", ""),
-                                            ("status_history", history), ("status_data", data)):
-                            set_committed_value(session, name, value)
+                        _record_change(session, status_change(session, "RUNNING", now, "", {"phases": phases}),
+                                       session_updates)
                     out.append((session, not destroyed))
                 await _update_rows(db, Kernel, kernel_updates)
                 await _update_rows(db, SessionRow, session_updates)

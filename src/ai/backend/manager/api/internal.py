@@ -35,16 +35,25 @@ FULL_WRITE_EVERY = 30.0
 def _digest(body: dict[str, Any]) -> str:
     """What a heartbeat says about the agent (everything but its live state: statistics and the list of
     its kernels, which the manager does not store), as a short hash."""
-    said = {k: v for k, v in body.items() if k not in ("live_stat", "kernel_stats", "kernels")}
-    return hashlib.blake2b(json.dumps(said, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
+    return _hash({k: v for k, v in body.items() if k not in ("live_stat", "kernel_stats", "kernels")})
+
+
+def _hash(value: Any) -> str:
+    return hashlib.blake2b(json.dumps(value, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
+
+
+def _per_agent(state: Any, name: str) -> dict[str, Any]:
+    """A per-agent table kept on the app state under ``name`` (made on first use)."""
+    table: dict[str, Any] | None = getattr(state, name, None)
+    if table is None:
+        table = {}
+        setattr(state, name, table)
+    return table
 
 
 def _written(state: Any) -> dict[str, tuple[str, float]]:
     """Per agent: the digest of the last heartbeat this manager wrote in full, and when (monotonic)."""
-    if not hasattr(state, "heartbeat_digests"):
-        state.heartbeat_digests = {}
-    written: dict[str, tuple[str, float]] = state.heartbeat_digests
-    return written
+    return _per_agent(state, "heartbeat_digests")
 
 
 async def _refresh_only(request: Request, body: dict[str, Any], digest: str) -> bool:
@@ -140,7 +149,7 @@ async def _register(request: Request, body: dict[str, Any]) -> None:
             # The catalogue is written only if this agent's images changed, or the catalogue did since this
             # manager last wrote them for it (all agents report the same images, every 30 s at least).
             gens = generations.reader(request.app.state)
-            images_said = (_images_digest(body["images"]), await gens.current("images"))
+            images_said = (_hash(body["images"]), await gens.current("images"))
             if _images_written(request.app.state).get(agent_id) != images_said:
                 await register_images(db, body["images"])
         await db.commit()
@@ -155,17 +164,10 @@ async def _register(request: Request, body: dict[str, Any]) -> None:
         reg.schedule_event.set()
 
 
-def _images_digest(images: list[Any]) -> str:
-    return hashlib.blake2b(json.dumps(images, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
-
-
 def _images_written(state: Any) -> dict[str, tuple[str, tuple[Any, ...]]]:
     """Per agent: the digest of the images last written to the catalogue for it, and the catalogue's
     generation right after."""
-    if not hasattr(state, "heartbeat_images"):
-        state.heartbeat_images = {}
-    written: dict[str, tuple[str, tuple[Any, ...]]] = state.heartbeat_images
-    return written
+    return _per_agent(state, "heartbeat_images")
 
 
 def _compute_plugins(plugins: Any, slot_types: Any) -> dict[str, Any]:
