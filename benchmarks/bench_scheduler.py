@@ -26,9 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from contextlib import ExitStack
@@ -47,6 +44,7 @@ from ai.backend.manager.registry import SessionRegistry
 from ai.backend.manager.scheduler import Scheduler
 from ai.backend.testutils.cluster import Cluster, launch_manager
 from ai.backend.testutils.databases import fresh_database
+from ai.backend.testutils.fleet import start_fleet
 from ai.backend.testutils.processes import stop_process
 from ai.backend.testutils.scheduler_rows import insert_agents, insert_pending, prepare_schema, unlimit_fixture_user
 
@@ -137,12 +135,6 @@ def _gql(c: Cluster, query: str) -> None:
     assert r.status_code == 200 and "errors" not in r.json(), r.text
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def _signed_burst(c: Cluster, n: int, concurrency: int, make: Any) -> float:
     """``n`` signed requests (``make(i)`` -> (method, path, body)) at ``concurrency``; seconds taken.
 
@@ -231,15 +223,7 @@ def bench_end_to_end(agents: int, sizes: list[int], heartbeat: float, concurrenc
                 '{max_concurrent_sessions: 1000000}) { ok msg } }')
         _gql(m, f'mutation {{ modify_keypair(access_key: "{USER["access_key"]}", props: {{rate_limit: 10000000}}) '
                 '{ ok msg } }')
-        port = _free_port()
-        (state / "fleet.toml").write_text(
-            f'[agent]\nbackend = "dummy"\nmanager-url = "{m.endpoint}"\ncluster-secret = "{m.secret}"\n'
-            f'heartbeat-interval = {heartbeat}\n\n[resource]\ncpu = 256\nmem = "1t"\n')
-        log = open(state / "fleet.log", "ab")
-        fleet = subprocess.Popen([sys.executable, "-m", "ai.backend.agent.fleet", "-f", str(state / "fleet.toml"),
-                                  "--count", str(agents), "--base-port", str(port)],
-                                 stdout=log, stderr=log, start_new_session=True)
-
+        fleet = start_fleet(m, state, agents, heartbeat=heartbeat, tables='[resource]\ncpu = 256\nmem = "1t"\n')
         stack.callback(stop_process, fleet, 20)
         deadline = time.monotonic() + heartbeat * 2 + 60
         while True:

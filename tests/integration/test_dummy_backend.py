@@ -9,9 +9,7 @@ others end.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,6 +20,7 @@ import pytest
 
 from ai.backend.manager.fixtures import ADMIN
 from ai.backend.testutils.cluster import Cluster, launch_manager
+from ai.backend.testutils.fleet import start_fleet
 from ai.backend.testutils.processes import stop_process
 from ai.backend.testutils.processes import wait_until as _wait
 
@@ -61,19 +60,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, s
                 'is_active: true}) { ok msg } }')
         _gql(m, 'mutation { associate_scaling_group_with_domain(scaling_group: "dummy-b", domain: "default") '
                 '{ ok msg } }')
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        (state / "fleet.toml").write_text(
-            f'[agent]\nbackend = "dummy"\nmanager-url = "{m.endpoint}"\ncluster-secret = "{m.secret}"\n'
-            f'heartbeat-interval = 1.0\n\n[resource]\ncpu = 2\nmem = "2g"\n\n'
-            f'[dummy]\ncreate-delay = {CREATE_DELAY}\ndestroy-delay = [0.0, 0.05]\nexecute = "echo"\n'
-        )
-        log = open(state / "fleet.log", "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "ai.backend.agent.fleet", "-f", str(state / "fleet.toml"),
-                                 "--count", "3", "--base-port", str(port), "--id-prefix", prefix,
-                                 "--scaling-groups", "default,dummy-b,default"],
-                                stdout=log, stderr=log, start_new_session=True)
+        proc = start_fleet(m, state, 3, heartbeat=1.0, id_prefix=prefix, scaling_groups="default,dummy-b,default",
+                           tables=f'[resource]\ncpu = 2\nmem = "2g"\n\n[dummy]\ncreate-delay = {CREATE_DELAY}\n'
+                                  'destroy-delay = [0.0, 0.05]\nexecute = "echo"\n')
         _wait("three dummy agents", lambda: _agents(m), lambda a: len(a) == 3)
         yield m, prefix
     finally:

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -26,6 +23,7 @@ import pytest
 from ai.backend.common.auth import sign_request_headers
 from ai.backend.manager.fixtures import ADMIN, USER
 from ai.backend.testutils.cluster import Cluster
+from ai.backend.testutils.fleet import start_fleet
 from ai.backend.testutils.processes import stop_process, wait_until
 
 AGENT_CPU = 64
@@ -42,25 +40,14 @@ def _gql(c: Cluster, query: str) -> dict[str, Any]:
 def fleet(manager: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """The module's manager with two dummy agents of ``AGENT_CPU`` cores in ``default``."""
     state: Path = tmp_path_factory.mktemp("burst-fleet")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    (state / "fleet.toml").write_text(
-        f'[agent]\nbackend = "dummy"\nmanager-url = "{manager.endpoint}"\ncluster-secret = "{manager.secret}"\n'
-        f'heartbeat-interval = 1.0\n\n[resource]\ncpu = {AGENT_CPU}\nmem = "64g"\n\n'
-        '[dummy]\ncreate-delay = [0.0, 0.05]\n')
-    log = open(state / "fleet.log", "ab")
-    prefix = f"i-burst-{uuid.uuid4().hex[:6]}-"
-    proc = subprocess.Popen([sys.executable, "-m", "ai.backend.agent.fleet", "-f", str(state / "fleet.toml"),
-                             "--count", "2", "--base-port", str(port), "--id-prefix", prefix],
-                            stdout=log, stderr=log, start_new_session=True)
+    proc = start_fleet(manager, state, 2, heartbeat=1.0, id_prefix=f"i-burst-{uuid.uuid4().hex[:6]}-",
+                       tables=f'[resource]\ncpu = {AGENT_CPU}\nmem = "64g"\n\n[dummy]\ncreate-delay = [0.0, 0.05]\n')
     try:
         wait_until("two dummy agents", lambda: _gql(manager, '{ agents(status: "ALIVE") { id } }')["agents"],
                    lambda a: len(a) == 2)
         yield manager
     finally:
         stop_process(proc, 20)
-        log.close()
 
 
 async def _burst(m: Cluster, bodies: list[dict[str, Any]]) -> list[httpx.Response]:
