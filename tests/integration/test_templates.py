@@ -78,7 +78,8 @@ def _template(name: str, image: str = IMAGE, environ: dict[str, str] | None = No
 def _create(m: Cluster, payload: str, who: dict[str, Any] = USER, **extra: Any) -> str:
     r = m.request("POST", "/template/session", {"payload": payload, **extra}, who=who)
     assert r.status_code == 200, r.text
-    (item,) = r.json()
+    item = r.json()  # one template document: one object, as the 22.03 SDK reads it
+    assert isinstance(item, dict) and item["user"], item
     return str(item["id"])
 
 

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ai.backend.common.auth import CLUSTER_SECRET_HEADER
 from ai.backend.common.config import load_config_or_exit
-from ai.backend.common.problems import PROBLEM_BASE, AuthorizationFailed, InvalidAPIParameters, ProblemError
+from ai.backend.common.problems import AuthorizationFailed, InvalidAPIParameters, ProblemError, problem_document
 
 from .accelerators import AcceleratorManager, PluginError, load_plugins
 from .backend_base import KernelBackend
@@ -154,9 +154,8 @@ def create_app(config: AgentConfig, accelerators: AcceleratorManager | None = No
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"type": PROBLEM_BASE + "agent-error", "title": "Agent error",
-                             "detail": f"{type(exc).__name__}: {exc}"}, status_code=500,
-                            media_type="application/problem+json")
+        return JSONResponse(problem_document(500, "agent-error", "Agent error", f"{type(exc).__name__}: {exc}"),
+                            status_code=500, media_type="application/problem+json")
 
     app.add_middleware(ClusterSecretMiddleware, secret=config.agent.cluster_secret)
 

@@ -7,6 +7,20 @@ from typing import Any
 PROBLEM_BASE = "https://api.backend.ai/probs/"
 
 
+def problem_document(status: int, slug: str, title: str, detail: str | None = None, **extra: Any) -> dict[str, Any]:
+    """An RFC 7807 problem body (``type``, ``title``, ``status``, ``detail``) plus upstream's ``msg``.
+
+    ``msg`` repeats ``detail``: the official clients print a problem's ``title`` and ``msg`` (and ``data``)
+    but never ``detail``, so without it their users would see only the title.
+    """
+    doc: dict[str, Any] = {"type": PROBLEM_BASE + slug, "title": title, "status": status}
+    if detail:
+        doc["detail"] = detail
+        doc["msg"] = detail
+    doc.update(extra)
+    return doc
+
+
 class ProblemError(Exception):
     """An error answered as ``application/problem+json`` with ``type``, ``title`` and ``detail``."""
 
@@ -21,11 +35,7 @@ class ProblemError(Exception):
 
     def body(self) -> dict[str, Any]:
         """The JSON problem document."""
-        doc: dict[str, Any] = {"type": PROBLEM_BASE + self.slug, "title": self.title, "status": self.status}
-        if self.detail:
-            doc["detail"] = self.detail
-        doc.update(self.extra)
-        return doc
+        return problem_document(self.status, self.slug, self.title, self.detail, **self.extra)
 
 
 class InvalidAPIParameters(ProblemError):

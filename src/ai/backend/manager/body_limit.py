@@ -11,14 +11,12 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ai.backend.common.problems import PROBLEM_BASE
+from ai.backend.common.problems import problem_document
 
 
 async def _send_413(send: Send, limit: int) -> None:
-    body = json.dumps({
-        "type": PROBLEM_BASE + "request-too-large", "title": "Request body too large", "status": 413,
-        "detail": f"The request body exceeds the server's limit of {limit} bytes.",
-    }).encode()
+    body = json.dumps(problem_document(413, "request-too-large", "Request body too large",
+                                       f"The request body exceeds the server's limit of {limit} bytes.")).encode()
     headers = [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode()),
                (b"connection", b"close")]
     await send({"type": "http.response.start", "status": 413, "headers": headers})

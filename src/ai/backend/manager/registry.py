@@ -157,7 +157,8 @@ def _admit(c: _Creation, existing: SessionRow | None, held: tuple[ResourceSlot, 
             return False, existing
         return SessionAlreadyExists(
             f"A session named {c.row.name!r} already exists"
-            + (" with another image." if existing.image != c.row.image else "."))
+            + (" with another image." if existing.image != c.row.image else "."),
+            data={"existingSessionId": str(existing.id)})
     using, n_active = held
     if n_active >= c.max_sessions:
         return TooManyRequests(f"You already have {n_active} active sessions, the most your policy allows.")
@@ -292,6 +293,26 @@ class SessionRegistry:
         if row is None:
             raise SessionNotFound(f"Session {session.name!r} has no main kernel.")
         return row
+
+    async def rename(self, ref: str, access_key: str, new_name: str) -> SessionRow:
+        """Give the active session ``ref`` of ``access_key`` the name ``new_name`` (already validated).
+
+        Under the owner's keypair lock, like creation, so a racing creation cannot take the name meanwhile;
+        another active session of the owner with that name is a 409 naming it.
+        """
+        async with self.db() as db:
+            await db.execute(select(KeyPair.access_key).where(KeyPair.access_key == access_key).with_for_update())
+            row = await self.find_session(db, ref, access_key, alive_only=True)
+            if row.name != new_name:
+                clash = (await db.execute(select(SessionRow.id).where(
+                    SessionRow.access_key == access_key, SessionRow.name == new_name,
+                    SessionRow.status.in_(ACTIVE_STATUSES)))).scalar_one_or_none()
+                if clash is not None:
+                    raise SessionAlreadyExists(f"You already have an active session named {new_name!r}.",
+                                               data={"existingSessionId": str(clash)})
+                row.name = new_name
+                await db.commit()
+            return row
 
     # ---- creation -----------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dateutil.parser import isoparse
@@ -76,6 +76,49 @@ def _str(name: str, value: Any, *, max_len: int = 4096) -> str:
     return value
 
 
+_DURATION_UNITS = {"w": 604800, "week": 604800, "weeks": 604800, "d": 86400, "day": 86400, "days": 86400,
+                   "h": 3600, "hr": 3600, "hrs": 3600, "hour": 3600, "hours": 3600,
+                   "m": 60, "min": 60, "mins": 60, "minute": 60, "minutes": 60,
+                   "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]+)")
+MAX_START_DELAY = timedelta(days=366)
+
+
+def parse_starts_at(value: str, now: datetime | None = None) -> datetime:
+    """An ISO 8601 time (UTC when it has no offset) or, as upstream, a delay from now: ``30m``, ``1h``,
+    ``+1d2h``, ``90s``, ``1 hour`` (at most a year ahead)."""
+    text = value.strip()
+    try:
+        sa = isoparse(text)
+    except ValueError:
+        pass
+    else:
+        return sa if sa.tzinfo else sa.replace(tzinfo=UTC)
+    rel = text.lower().removeprefix("+").strip()
+    seconds: float | None = None
+    if rel and re.fullmatch(r"(?:\d+(?:\.\d+)?\s*[a-z]+\s*)+", rel):
+        parts = _DURATION_PART.findall(rel)
+        if all(unit in _DURATION_UNITS for _, unit in parts):
+            seconds = sum(float(n) * _DURATION_UNITS[unit] for n, unit in parts)
+    if seconds is None:
+        raise InvalidAPIParameters(
+            f"'starts_at' must be an ISO 8601 datetime or a delay such as '30m', '1h' or '1d2h', got {value!r}.")
+    if seconds > MAX_START_DELAY.total_seconds():
+        raise InvalidAPIParameters(f"'starts_at' may be at most {MAX_START_DELAY.days} days ahead, got {value!r}.")
+    return (now or datetime.now(UTC)) + timedelta(seconds=seconds)
+
+
+def check_session_name(name: Any) -> str:
+    """``name`` if it is a valid session name, else a 400 saying what a name may be."""
+    name = _str("name", name, max_len=64)
+    if not NAME_RE.match(name) or name == "from-template":
+        raise InvalidAPIParameters(
+            f"Invalid session name {name!r}: use 4–64 letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit."
+        )
+    return name
+
+
 def parse_create_params(body: Any) -> CreateParams:
     """Validate a creation body, raising a 400 problem that names the offending field."""
     if not isinstance(body, dict):
@@ -88,12 +131,7 @@ def parse_create_params(body: Any) -> CreateParams:
         raise InvalidAPIParameters("'image' must not be empty.")
     name = _pick(body, "name", "session_name", "clientSessionToken", "sessId")
     if name is not None:
-        name = _str("name", name, max_len=64)
-        if not NAME_RE.match(name) or name == "from-template":
-            raise InvalidAPIParameters(
-                f"Invalid session name {name!r}: use 4–64 letters, digits, '-', '_' or '.', "
-                "starting and ending with a letter or digit."
-            )
+        name = check_session_name(name)
     p = CreateParams(image=image, name=name)
     stype = _pick(body, "type", "sessionType", "session_type", default="interactive")
     if not isinstance(stype, str) or stype.lower() not in SESSION_TYPES:
@@ -111,11 +149,7 @@ def parse_create_params(body: Any) -> CreateParams:
     p.tag = None if tag is None else _str("tag", tag, max_len=64)
     starts_at = _pick(body, "starts_at", "startsAt")
     if starts_at is not None:
-        try:
-            sa = isoparse(_str("starts_at", starts_at, max_len=64))
-        except ValueError:
-            raise InvalidAPIParameters(f"'starts_at' must be an ISO 8601 datetime, got {starts_at!r}.") from None
-        p.starts_at = sa if sa.tzinfo else sa.replace(tzinfo=UTC)
+        p.starts_at = parse_starts_at(_str("starts_at", starts_at, max_len=64))
     sc = _pick(body, "startupCommand", "startup_command")
     p.startup_command = None if sc is None else _str("startupCommand", sc, max_len=65536)
     bs = _pick(body, "bootstrap_script", "bootstrapScript")

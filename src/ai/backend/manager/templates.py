@@ -117,8 +117,9 @@ def parse_document(text: str) -> Any:
         raise _yaml_error(e) from None
 
 
-def load_payload(payload: Any) -> list[tuple[dict[str, Any], str | None]]:
-    """The template documents in a ``payload`` with their optional name overrides.
+def load_payload(payload: Any) -> tuple[list[tuple[dict[str, Any], str | None]], bool]:
+    """The template documents in a ``payload`` with their optional name overrides, and whether the payload
+    was the wrapper (a list of templates) rather than one template document.
 
     Accepts one template document, or the upstream wrapper
     ``{"session_templates": [{"template": <document>, "name": <optional>}, ...]}``.
@@ -138,10 +139,10 @@ def load_payload(payload: Any) -> list[tuple[dict[str, Any], str | None]]:
             if name is not None and (not isinstance(name, str) or not name.strip()):
                 raise _bad(f"session_templates[{i}].name", "must be a non-empty string")
             out.append((item["template"], name))
-        return out
+        return out, True
     if not isinstance(doc, dict):
         raise InvalidAPIParameters("The template must be a mapping (api_version, kind, metadata, spec).")
-    return [(doc, None)]
+    return [(doc, None)], False
 
 
 # ---- validation ----

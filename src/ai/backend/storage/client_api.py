@@ -24,12 +24,12 @@ from aiohttp import web
 from aiohttp.web_exceptions import HTTPException
 
 from ai.backend.common.problems import (
-    PROBLEM_BASE,
     AuthorizationFailed,
     Conflict,
     Forbidden,
     InvalidAPIParameters,
     ProblemError,
+    problem_document,
 )
 
 from .archive import stream_zip
@@ -149,14 +149,13 @@ async def _handle(request: web.Request, handler: Any) -> web.StreamResponse:
         if e.status < 400:
             raise
         slug = e.reason.lower().replace(" ", "-")
-        return _problem({"type": PROBLEM_BASE + slug, "title": e.reason, "status": e.status}, e.status,
+        return _problem(problem_document(e.status, slug, e.reason), e.status,
                         {k: v for k, v in e.headers.items() if k.lower() == "allow"})
     except (asyncio.CancelledError, ConnectionError):
         raise
     except Exception as e:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return _problem({"type": PROBLEM_BASE + "internal-error", "title": "Storage proxy error", "status": 500,
-                         "detail": type(e).__name__}, 500)
+        return _problem(problem_document(500, "internal-error", "Storage proxy error", type(e).__name__), 500)
 
 
 @web.middleware

@@ -18,7 +18,7 @@ from ..images import registry_of
 from ..live_stats import kernel_live_stats
 from ..models import Kernel, SessionRow
 from ..registry import SessionRegistry, session_age_ms
-from ..session_params import CreateParams, parse_create_params
+from ..session_params import CreateParams, check_session_name, parse_create_params
 from .deps import auth_required, json_body, registry
 
 router = APIRouter()
@@ -105,7 +105,8 @@ async def create_and_respond(
     if created and params.enqueue_only:
         # Just written and not waited for: the row says all there is (PENDING, no service ports yet).
         return JSONResponse({"sessionId": str(row.id), "sessionName": row.name, "sessId": row.name,
-                             "status": status, "statusInfo": row.status_info, "servicePorts": [], "created": True},
+                             "kernelId": row.name, "status": status, "statusInfo": row.status_info,
+                             "servicePorts": [], "created": True},
                             status_code=201)
     if created:
         status = await reg.wait_for_start(row.id, params.max_wait)
@@ -125,6 +126,8 @@ async def create_and_respond(
         "sessionId": str(fresh.id),
         "sessionName": fresh.name,
         "sessId": fresh.name,
+        # The v4 (19.09) clients address the session by this from here on; upstream put the name there.
+        "kernelId": fresh.name,
         "status": status,
         "statusInfo": fresh.status_info,
         "servicePorts": kernel.service_ports if status == "RUNNING" else [],
@@ -165,7 +168,22 @@ async def destroy(
     if session.status in ("TERMINATED", "CANCELLED"):
         raise SessionNotFound(f"Session {ref!r} is already {session.status.lower()}.")
     stats = await reg.destroy(session)
-    return {"stats": stats}
+    # The official CLIs' stats printers require a ``status`` key (upstream sent one); the rest is the
+    # Container Stats Object of the last sample.
+    return {"stats": {**(stats or {}), "status": "terminated"}}
+
+
+@router.post("/session/{ref}/rename")
+async def rename(
+    ref: str, request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
+) -> Response:
+    """Rename an active session: ``?name=NEW`` (the 22.03 client's spelling) or ``{"name": NEW}``."""
+    new_name = (await json_body(request)).get("name")
+    if new_name is None:
+        raise InvalidAPIParameters("The new session name is required ('name').")
+    owner = await reg.resolve_owner(ctx, request.query_params.get("owner_access_key"))
+    await reg.rename(ref, owner, check_session_name(new_name))
+    return Response(status_code=204)
 
 
 @router.patch("/session/{ref}")

@@ -76,9 +76,11 @@ async def _check_images(db: AsyncSession, templates: list[TaskTemplate]) -> None
             raise InvalidAPIParameters(f"Invalid session template: spec.kernel.image: {e.detail}") from None
 
 
-def _validated(payload: Any) -> list[tuple[TaskTemplate, dict[str, Any]]]:
-    """Pairs of (validated template, stored document) for every template in ``payload``."""
-    return [(check_template(doc, name), doc) for doc, name in load_payload(payload)]
+def _validated(payload: Any) -> tuple[list[tuple[TaskTemplate, dict[str, Any]]], bool]:
+    """Pairs of (validated template, stored document) for every template in ``payload``, and whether the
+    payload was the ``session_templates`` wrapper."""
+    docs, wrapped = load_payload(payload)
+    return [(check_template(doc, name), doc) for doc, name in docs], wrapped
 
 
 def _visible(ctx: AuthContext, acting: User, row: SessionTemplate, *, acting_given: bool) -> bool:
@@ -108,12 +110,13 @@ async def _find(reg: SessionRegistry, ctx: AuthContext, ref: str, body: dict[str
 @router.post("/template/session")
 async def create(
     request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
-) -> list[dict[str, str]]:
-    """Store one or more task templates; answers ``[{"id", "user"}]``."""
+) -> list[dict[str, str]] | dict[str, str]:
+    """Store one or more task templates; answers ``{"id", "user"}`` for one template document (what the
+    22.03 SDK reads) and ``[{"id", "user"}, ...]`` for the ``session_templates`` wrapper."""
     body = await json_body(request)
     if "payload" not in body:
         raise InvalidAPIParameters("'payload' (the template as a YAML or JSON string) is required.")
-    checked = _validated(body["payload"])
+    checked, wrapped = _validated(body["payload"])
     owner = await _acting_user(reg, ctx, body)
     domain = _text(body, "domain", "domainName", "domain_name") or owner.domain_name
     group_name = _text(body, "group", "groupName", "group_name") or "default"
@@ -139,7 +142,7 @@ async def create(
             db.add(row)
             out.append({"id": str(row.id), "user": str(owner.uuid)})
         await db.commit()
-    return out
+    return out if wrapped else out[0]
 
 
 @router.get("/template/session")
@@ -221,7 +224,7 @@ async def put(
     body = await json_body(request)
     if "payload" not in body:
         raise InvalidAPIParameters("'payload' (the template as a YAML or JSON string) is required.")
-    checked = _validated(body["payload"])
+    checked, _ = _validated(body["payload"])
     if len(checked) != 1:
         raise InvalidAPIParameters("An update takes exactly one template.")
     row = await _find(reg, ctx, template_id, body)

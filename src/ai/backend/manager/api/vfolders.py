@@ -9,6 +9,7 @@ short-lived token the client takes to the proxy's upload/download URL.
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -408,7 +409,8 @@ async def list_files(name: str, request: Request, ctx: AuthContext = Depends(aut
     path = check_relpath(_text(body, "path", "folder_path") or "")
     a = await _for_files(request, ctx, name, "ro", "listing files")
     files, truncated = await _storage(request).list_files(a.vf.host, a.vf.id, path)
-    return JSONResponse({"files": files, "folder_path": path, "truncated": truncated})
+    # A JSON-encoded string, as upstream: both official CLIs json.loads() it (like the session file list).
+    return JSONResponse({"files": json.dumps(files), "folder_path": path, "truncated": truncated})
 
 
 @router.post("/{name}/request-upload")

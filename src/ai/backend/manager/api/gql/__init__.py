@@ -22,11 +22,12 @@ from strawberry.extensions import AddValidationRules, ParserCache, QueryDepthLim
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 
-from ai.backend.common.problems import PROBLEM_BASE, InvalidAPIParameters, ProblemError
+from ai.backend.common.problems import PROBLEM_BASE, InvalidAPIParameters, ProblemError, problem_document
 
 from ...auth import AuthContext
 from ..deps import auth_required, json_body
 from .base import GQLContext
+from .variable_types import VariableTypeNormalizer
 
 log = logging.getLogger(__name__)
 MAX_DEPTH = 10
@@ -80,7 +81,9 @@ def _schema(request: Request) -> strawberry.Schema:
     schema: strawberry.Schema | None = getattr(request.app.state, "gql_schema", None)
     if schema is None:
         allow = bool(getattr(request.app.state.config.manager, "allow_graphql_introspection", False))
-        schema = request.app.state.gql_schema = build_schema(allow_introspection=allow)
+        schema = build_schema(allow_introspection=allow)
+        request.app.state.gql_variable_types = VariableTypeNormalizer(schema._schema)
+        request.app.state.gql_schema = schema
     return schema
 
 
@@ -106,8 +109,9 @@ async def _execute(request: Request, ctx: AuthContext) -> GQLOutcome:
         raise InvalidAPIParameters("'operation_name' must be a string.")
     state = request.app.state
     gctx = GQLContext(auth=ctx, db=state.db, registry=state.registry, state=state)
-    result = await _schema(request).execute(query, variable_values=variables, context_value=gctx,
-                                            operation_name=op_name)
+    schema = _schema(request)
+    query = state.gql_variable_types.normalize(query)
+    result = await schema.execute(query, variable_values=variables, context_value=gctx, operation_name=op_name)
     errors: list[dict[str, Any]] = []
     problem: ProblemError | None = None
     for err in result.errors or []:
@@ -133,8 +137,8 @@ def _problem(outcome: GQLOutcome) -> JSONResponse:
         body["errors"] = outcome.errors
         return JSONResponse(body, status_code=outcome.problem.status, media_type="application/problem+json")
     return JSONResponse(
-        {"type": PROBLEM_BASE + "graphql-error", "title": "GraphQL-generated error", "status": 400,
-         "detail": outcome.errors[0]["message"], "errors": outcome.errors, "data": outcome.errors},
+        problem_document(400, "graphql-error", "GraphQL-generated error", outcome.errors[0]["message"],
+                         errors=outcome.errors, data=outcome.errors),
         status_code=400, media_type="application/problem+json",
     )
 

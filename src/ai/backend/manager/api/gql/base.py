@@ -339,11 +339,15 @@ def _integrity_reason(e: IntegrityError) -> str:
 
 
 def updates_from(props: Any, fields: Sequence[str]) -> dict[str, Any]:
-    """The fields of a strawberry input that were given (not left UNSET)."""
+    """The fields of a strawberry input that were given a value: neither left out nor ``null``.
+
+    ``null`` means "unchanged", as upstream: the official SDKs send every field of a ``Modify*Input``,
+    with ``null`` for each option the user did not give, so taking ``null`` as a value would wipe data.
+    """
     out: dict[str, Any] = {}
     for f in fields:
         v = getattr(props, f, strawberry.UNSET)
-        if v is not strawberry.UNSET:
+        if v is not strawberry.UNSET and v is not None:
             out[f] = v
     return out
 

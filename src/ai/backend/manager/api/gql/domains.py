@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.types import Info
 
-from ai.backend.common.problems import Conflict, Forbidden, NotFound
+from ai.backend.common.problems import Conflict, Forbidden, InvalidAPIParameters, NotFound
 
 from ...models import Domain as DomainRow
 from ...models import SessionRow, sgroups_for_domains
@@ -131,8 +131,6 @@ def _clean(values: dict[str, object]) -> dict[str, object]:
     for key in ("allowed_vfolder_hosts", "allowed_docker_registries"):
         if key in out:
             out[key] = check_str_list(out[key], key)
-    if out.get("is_active") is None:
-        out.pop("is_active", None)
     return out
 
 
@@ -157,6 +155,8 @@ class Mutation:
         ctx = context(info)
         require_superadmin(ctx, "Modifying a domain")
         values = _clean(updates_from(props, _MODIFIABLE))
+        if not values:
+            raise InvalidAPIParameters("Nothing to update: give at least one property.")
         async with ctx.db() as db:
             row = await db.get(DomainRow, name)
             if row is None:

@@ -174,9 +174,6 @@ def _clean(values: dict[str, Any]) -> dict[str, Any]:
         values["total_resource_slots"] = parse_slots(values["total_resource_slots"])
     if "allowed_vfolder_hosts" in values:
         values["allowed_vfolder_hosts"] = check_str_list(values["allowed_vfolder_hosts"], "allowed_vfolder_hosts")
-    for key in ("is_active", "domain_name", "name"):
-        if key in values and values[key] is None:
-            values.pop(key)
     return values
 
 

@@ -65,6 +65,7 @@ class KeyPair:
     modified_at: datetime | None
     last_used: datetime | None
     concurrency_used: int
+    concurrency_limit: int | None  # the resource policy's max_concurrent_sessions (a v4 field)
     rate_limit: int
     num_queries: int
     user: strawberry.ID
@@ -119,6 +120,12 @@ async def load_keypairs(db: AsyncSession, ctx: GQLContext, conds: Sequence[Any],
                 )
             ).tuples().all()
         )
+    limits: dict[str, int] = {}
+    if rows:
+        limits = dict((await db.execute(
+            select(KeyPairResourcePolicy.name, KeyPairResourcePolicy.max_concurrent_sessions)
+            .where(KeyPairResourcePolicy.name.in_({kp.resource_policy for kp, _ in rows}))
+        )).tuples().all())
     usage = getattr(ctx.state, "api_usage", None)
     out = []
     for kp, user in rows:
@@ -128,7 +135,8 @@ async def load_keypairs(db: AsyncSession, ctx: GQLContext, conds: Sequence[Any],
             user_id=kp.user_id, access_key=kp.access_key, secret_key=kp.secret_key if show_secret else None,
             is_active=kp.is_active, is_admin=kp.is_admin, is_main=kp.is_main, resource_policy=kp.resource_policy,
             created_at=kp.created_at, modified_at=kp.modified_at, last_used=kp.last_used,
-            concurrency_used=used.get(kp.access_key, 0), rate_limit=kp.rate_limit,
+            concurrency_used=used.get(kp.access_key, 0), concurrency_limit=limits.get(kp.resource_policy),
+            rate_limit=kp.rate_limit,
             num_queries=kp.num_queries + (usage.pending(kp.access_key) if usage else 0),
             user=strawberry.ID(str(kp.user)),
             domain_name=user.domain_name, ssh_public_key=kp.ssh_public_key,
@@ -257,8 +265,7 @@ class Mutation:
     async def modify_keypair(self, info: Info, access_key: str, props: ModifyKeyPairInput) -> ModifyKeyPair:  # type: ignore[valid-type]
         ctx = context(info)
         require_superadmin(ctx, "Modifying a keypair")
-        values = {k: v for k, v in updates_from(props, ("is_active", "is_admin", "resource_policy", "rate_limit"))
-                  .items() if v is not None}
+        values = updates_from(props, ("is_active", "is_admin", "resource_policy", "rate_limit"))
         if not values and updates_from(props, ("concurrency_limit",)) == {}:
             raise InvalidAPIParameters("Nothing to update: give at least one property.")
         if "rate_limit" in values:

@@ -135,7 +135,7 @@ _COUNTS = ("max_concurrent_sessions", "max_containers_per_session", "idle_timeou
 
 
 def _clean(values: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in values.items() if v is not None or k == "allowed_vfolder_hosts"}
+    out = dict(values)
     if "default_for_unspecified" in out:
         out["default_for_unspecified"] = check_choice(str(out["default_for_unspecified"]).upper(),
                                                       DEFAULT_FOR_UNSPECIFIED, "default_for_unspecified")
@@ -184,7 +184,7 @@ class Mutation:
             if row is None:
                 raise NotFound(f"No such keypair resource policy: {name!r}.")
             for key, value in values.items():
-                setattr(row, key, [] if value is None else value)
+                setattr(row, key, value)
             await commit_or_conflict(db, f"Policy {name!r}")
             modified = _to_gql(row)
         return ModifyKeyPairResourcePolicy(ok=True, msg="success", resource_policy=modified)

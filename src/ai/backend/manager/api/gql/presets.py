@@ -124,7 +124,7 @@ class Mutation:
     ) -> ModifyResourcePreset:  # type: ignore[valid-type]
         ctx = context(info)
         require_superadmin(ctx, "Modifying a resource preset")
-        given = {k: v for k, v in updates_from(props, ("resource_slots", "shared_memory")).items() if v is not None}
+        given = updates_from(props, ("resource_slots", "shared_memory"))
         slots = _slots(given["resource_slots"]) if "resource_slots" in given else None
         async with ctx.db() as db:
             row = await db.get(ResourcePresetRow, name)

@@ -115,8 +115,6 @@ def _clean(values: dict[str, Any]) -> dict[str, Any]:
     """Validate given properties; ``null`` leaves a property unchanged, ``""`` clears the wsproxy fields."""
     out: dict[str, Any] = {}
     for key, value in values.items():
-        if value is None:
-            continue
         if key == "driver":
             value = check_choice(value, DRIVERS, "driver")
         elif key == "scheduler":

@@ -261,9 +261,6 @@ class Mutation:
             raise InvalidAPIParameters("Nothing to update: give at least one property.")
         status = _status_of(values)
         group_ids = values.pop("group_ids", None)
-        for key in ("username", "need_password_change", "domain_name", "role", "password"):
-            if key in values and values[key] is None:
-                values.pop(key)
         if "password" in values:
             values["password"] = hash_password(check_password(values["password"]))
         if "role" in values:
