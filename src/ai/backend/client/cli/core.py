@@ -139,6 +139,12 @@ def _handle_exception(exc: BaseException) -> int:
         return 130
     if isinstance(exc, BackendAPIError):
         _echo_error(str(exc))
+        from .hints import no_project_hint_sync
+        from .pretty import print_hint
+
+        project_hint = no_project_hint_sync(exc)
+        if project_hint:
+            print_hint(project_hint)
         return 1
     if isinstance(exc, BackendClientError):
         _echo_error(str(exc))

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-__all__ = ("Printer", "Spinner", "print_done", "print_fail", "print_info", "print_wait", "print_warn")
+__all__ = ("Printer", "Spinner", "print_done", "print_fail", "print_hint", "print_info", "print_wait", "print_warn")
 
 _MARKS = {
     "info": ("∙", "bright_cyan"),
@@ -82,6 +82,11 @@ def print_fail(msg: str) -> None:
     print_pretty(msg, "fail")
 
 
+def print_hint(msg: str) -> None:
+    """``∙ Hint: msg`` (after a failure)."""
+    print_pretty(f"Hint: {msg}", "warn")
+
+
 class Printer:
     """Status printing that ``-q/--quiet`` can silence (failures are always shown)."""
 
@@ -106,6 +111,10 @@ class Printer:
 
     def fail(self, msg: str) -> None:
         print_fail(msg)
+
+    def hint(self, msg: str) -> None:
+        """A hint that follows a failure (always shown)."""
+        print_hint(msg)
 
 
 class Spinner:

@@ -16,6 +16,7 @@ from typing import IO, TYPE_CHECKING, Any, TextIO
 
 import click
 
+from .hints import no_project_hint
 from .params import (
     ENV_TYPE,
     RESOURCE_OPT_TYPE,
@@ -29,7 +30,8 @@ from .params import (
     pairs_to_dict,
     prepare_mount_arg,
 )
-from .pretty import Printer, Spinner
+from .pretty import Printer
+from .waiting import WaitProgress, create_with_progress, format_max_wait_message, state_after_timeout
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -249,34 +251,46 @@ async def _run_case(
     """Create the session of one case, run its code or files, and clean up; return the exit code."""
     from ..exceptions import BackendError
 
+    progress = WaitProgress(name, prefix=f"[{idx}] ", enabled=not printer.quiet, live=False if is_multi else None)
+
+    async def _create() -> ComputeSession:
+        return await session.ComputeSession.get_or_create(
+            opts.image,
+            name=name,
+            type_=opts.type_,
+            starts_at=opts.starts_at,
+            enqueue_only=opts.enqueue_only,
+            max_wait=opts.max_wait,
+            no_reuse=opts.no_reuse,
+            callback_url=opts.callback_url,
+            mounts=opts.mounts,
+            mount_map=opts.mount_map,
+            envs=dict(case.envs),
+            resources=opts.resources,
+            resource_opts=opts.resource_opts,
+            cluster_size=opts.cluster_size,
+            cluster_mode="multi-node" if opts.cluster_mode == "multi-node" else "single-node",
+            domain_name=opts.domain,
+            group_name=opts.group,
+            scaling_group=opts.scaling_group,
+            bootstrap_script=opts.bootstrap_script,
+            tag=opts.tag,
+            preopen_ports=opts.preopen,
+            assign_agent=opts.assign_agent,
+        )
+
     try:
-        async with Spinner(f"[{idx}] Preparing the session {name}...", enabled=not printer.quiet):
-            compute_session: ComputeSession = await session.ComputeSession.get_or_create(
-                opts.image,
-                name=name,
-                type_=opts.type_,
-                starts_at=opts.starts_at,
-                enqueue_only=opts.enqueue_only,
-                max_wait=opts.max_wait,
-                no_reuse=opts.no_reuse,
-                callback_url=opts.callback_url,
-                mounts=opts.mounts,
-                mount_map=opts.mount_map,
-                envs=dict(case.envs),
-                resources=opts.resources,
-                resource_opts=opts.resource_opts,
-                cluster_size=opts.cluster_size,
-                cluster_mode="multi-node" if opts.cluster_mode == "multi-node" else "single-node",
-                domain_name=opts.domain,
-                group_name=opts.group,
-                scaling_group=opts.scaling_group,
-                bootstrap_script=opts.bootstrap_script,
-                tag=opts.tag,
-                preopen_ports=opts.preopen,
-                assign_agent=opts.assign_agent,
+        if opts.enqueue_only:
+            compute_session = await _create()
+        else:
+            compute_session = await create_with_progress(
+                _create, session.ComputeSession(name).get_info, progress
             )
     except BackendError as e:
         printer.fail(f"[{idx}] {e}")
+        hint = await no_project_hint(session, e)
+        if hint:
+            printer.hint(hint)
         return 1
     status = compute_session.status
     if status == "PENDING":
@@ -286,8 +300,19 @@ async def _run_case(
         printer.info(f"Session ID {name} is scheduled and about to be started.")
         return 0
     if status == "TIMEOUT":
-        printer.info(f"Session ID {name} is still on the job queue.")
-        return 0
+        last = await state_after_timeout(compute_session, progress)
+        destroyed = False
+        if opts.rm:
+            try:
+                await compute_session.destroy()
+                destroyed = True
+            except BackendError as e:
+                printer.fail(f"[{idx}] Failed to clean up the session: {e}")
+        printer.fail(
+            f"[{idx}] "
+            + format_max_wait_message(name, opts.max_wait, *last, destroyed=destroyed)
+        )
+        return 1
     if status == "TERMINATED":
         printer.warn(f"Session ID {name} is already terminated.\nThis may be an error in the kernel image.")
         return 1
@@ -416,7 +441,7 @@ async def _run_cases(cases: list[Case], name_prefix: str, opts: RunOptions, prin
     metavar="SECONDS",
     type=click.IntRange(min=0),
     default=0,
-    help="How long to wait for the session to start (0: no limit).",
+    help="Give up waiting for the session to start after this long (exit 1; kept, destroyed with --rm; 0: no limit).",
 )
 @click.option("--no-reuse", is_flag=True, help="Fail instead of reusing a session with the same name.")
 @click.option("--callback-url", metavar="URL", help="URL called on session lifecycle events.")

@@ -26,7 +26,7 @@ from .params import (
     pairs_to_dict,
     prepare_mount_arg,
 )
-from .pretty import Spinner, print_done, print_fail, print_info, print_wait, print_warn
+from .pretty import print_done, print_fail, print_info, print_wait, print_warn
 
 if TYPE_CHECKING:
     from ..session import AsyncSession
@@ -134,7 +134,13 @@ def _emit_json(data: Any) -> None:
 @click.option("--starts-at", metavar="STARTS_AT", help="Start the session at this (or a relative) time.")
 @click.option("-c", "--startup-command", metavar="COMMAND", help="The command of a batch session.")
 @click.option("--enqueue-only", is_flag=True, help="Only enqueue the session; do not wait for it.")
-@click.option("--max-wait", metavar="SECONDS", type=click.IntRange(min=0), default=0)
+@click.option(
+    "--max-wait",
+    metavar="SECONDS",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Give up waiting for the session to start after this long (exit 1; the session stays queued).",
+)
 @click.option("--no-reuse", is_flag=True, help="Fail instead of reusing a session with the same name.")
 @click.option("--depends", metavar="SESSION", multiple=True, help="Sessions that must finish first.")
 @click.option("--callback-url", metavar="URL", help="URL called on session lifecycle events.")
@@ -198,45 +204,52 @@ def create(
         name = f"pysdk-{secrets.token_hex(5)}"
     script = bootstrap_script.read() if bootstrap_script is not None else None
     cli = get_cli_context()
+    from .waiting import WaitProgress, create_with_progress, format_max_wait_message, state_after_timeout
 
-    async def _create(api_sess: AsyncSession) -> Any:
-        async with Spinner(f"Preparing the session {name}...", enabled=not cli.json_output):
-            return await api_sess.ComputeSession.get_or_create(
-                image,
-                name=name,
-                type_=type_,
-                starts_at=starts_at,
-                enqueue_only=enqueue_only,
-                max_wait=max_wait,
-                no_reuse=no_reuse,
-                dependencies=list(depends) or None,
-                callback_url=callback_url,
-                mounts=mounts,
-                mount_map=mount_map,
-                envs=pairs_to_dict(env),
-                startup_command=startup_command,
-                resources=pairs_to_dict(resources),
-                resource_opts=pairs_to_dict(resource_opts),
-                cluster_size=cluster_size,
-                cluster_mode="multi-node" if cluster_mode == "multi-node" else "single-node",
-                domain_name=domain,
-                group_name=group,
-                bootstrap_script=script,
-                tag=tag,
-                scaling_group=scaling_group,
-                owner_access_key=owner,
-                preopen_ports=preopen,
-                assign_agent=assign_agent,
-            )
+    progress = WaitProgress(name, enabled=not cli.json_output and not enqueue_only)
 
-    cs = _run_async(_create)
-    failed = cs.status in ("ERROR", "CANCELLED", "TERMINATED")
+    async def _create(api_sess: AsyncSession) -> tuple[Any, tuple[str | None, str | None] | None]:
+        cs = await create_with_progress(lambda: api_sess.ComputeSession.get_or_create(
+            image,
+            name=name,
+            type_=type_,
+            starts_at=starts_at,
+            enqueue_only=enqueue_only,
+            max_wait=max_wait,
+            no_reuse=no_reuse,
+            dependencies=list(depends) or None,
+            callback_url=callback_url,
+            mounts=mounts,
+            mount_map=mount_map,
+            envs=pairs_to_dict(env),
+            startup_command=startup_command,
+            resources=pairs_to_dict(resources),
+            resource_opts=pairs_to_dict(resource_opts),
+            cluster_size=cluster_size,
+            cluster_mode="multi-node" if cluster_mode == "multi-node" else "single-node",
+            domain_name=domain,
+            group_name=group,
+            bootstrap_script=script,
+            tag=tag,
+            scaling_group=scaling_group,
+            owner_access_key=owner,
+            preopen_ports=preopen,
+            assign_agent=assign_agent,
+        ), api_sess.ComputeSession(name, owner).get_info, progress)
+        last = await state_after_timeout(cs, progress) if cs.status == "TIMEOUT" else None
+        return cs, last
+
+    cs, last = _run_async(_create)
+    failed = cs.status in ("ERROR", "CANCELLED", "TERMINATED", "TIMEOUT")
+    if cs.status == "TIMEOUT":  # --max-wait passed: one line on stderr, the session stays queued
+        print_fail(format_max_wait_message(str(cs.name), max_wait, *(last or (None, None)), destroyed=False))
     if cli.json_output:
         _emit_json(
             {
                 "name": cs.name,
                 "session_id": str(cs.id) if cs.id else None,
                 "status": cs.status,
+                "status_info": last[1] if last else cs.status_info,
                 "created": cs.created,
                 "service_ports": cs.service_ports,
             }
@@ -256,14 +269,12 @@ def create(
             print_info(f"This session provides the following app services: {apps}")
     elif cs.status == "TERMINATED":
         print_warn(f"Session ID {cs.name} is already terminated.\nThis may be an error in the kernel image.")
-    elif cs.status == "TIMEOUT":
-        print_info(f"Session ID {cs.name} is still on the job queue.")
     elif cs.status in ("ERROR", "CANCELLED"):
         print_fail(
             f"Session ID {cs.name} has an error during scheduling/startup or cancelled."
             + (f" ({cs.status_info})" if cs.status_info else "")
         )
-    else:
+    elif cs.status != "TIMEOUT":
         print_info(f"Session ID {cs.name} is {cs.status}.")
     sys.exit(1 if failed else 0)
 

@@ -33,7 +33,7 @@ from ..transfer import (
 )
 from .base import BaseFunction, api_function
 
-__all__ = ("VFolder",)
+__all__ = ("VFolder", "decode_file_list")
 
 USAGE_MODES = ("general", "data", "model")
 PERMISSIONS = ("ro", "rw", "wd")
@@ -58,6 +58,22 @@ def _request(method: str, path: str, body: Any = None, params: Mapping[str, Any]
     if body is not None:
         rqst.set_json(body)
     return rqst
+
+
+def decode_file_list(files: Any) -> list[dict[str, Any]]:
+    """The ``files`` of a file list answer: a list, or (as upstream sends it) a JSON-encoded string of one."""
+    import json
+
+    if files is None or files == "":
+        return []
+    if isinstance(files, str):
+        try:
+            files = json.loads(files)
+        except json.JSONDecodeError as e:
+            raise BackendClientError(f"Unexpected file list (not JSON): {e}") from None
+    if not isinstance(files, list):
+        raise BackendClientError(f"Unexpected file list: {type(files).__name__}, not a list")
+    return [f for f in files if isinstance(f, dict)]
 
 
 def _clean_vfolder_path(path: str | PurePosixPath) -> str:
@@ -260,15 +276,11 @@ class VFolder(BaseFunction):
     async def list_files(self, path: str = ".") -> dict[str, Any]:
         """The entries of a directory in this folder: ``{"files": [{"filename", "size", "mode",
         "mtime", ...}], ...}``."""
-        import json
-
         data = await _json(_request("GET", self._path("/files"), params={"path": _clean_vfolder_path(path)}))
         if not isinstance(data, Mapping):
             raise BackendClientError(f"Unexpected file list response: {data!r}")
         result = dict(data)
-        files = result.get("files")
-        if isinstance(files, str):  # older servers send a JSON string
-            result["files"] = json.loads(files)
+        result["files"] = decode_file_list(result.get("files"))
         return result
 
     @api_function
