@@ -2,7 +2,8 @@
 # Sets up everything the project needs on a Debian machine; safe to run again (does only what is missing).
 #   scripts/setup.sh          Debian packages, Docker engine, .venv with the project, kernel images
 #   scripts/setup.sh --test   the same plus the test tools, and a private PostgreSQL and Redis on loopback
-#                             for the tests (scripts/test-services.sh; where: scripts/test-services.env)
+#                             for the tests (scripts/test-services.sh; where: scripts/test-services.env), and the
+#                             official 22.03 and 19.09 clients for tests/compat (scripts/official-clients.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want_test=0
@@ -61,7 +62,9 @@ for recipe in images/*/recipe.env; do
   bash scripts/build-image.sh "$img" || { say "building the $img kernel image failed (see above)"; exit 1; }
 done
 
-# 5. PostgreSQL and Redis for the tests and benchmarks
+# 5. PostgreSQL and Redis for the tests and benchmarks; the official 22.03 and 19.09 clients (from PyPI,
+#    each in a venv of its own under ~/.cache/backend.ai-compat) for the compatibility suite
 if ((want_test)); then
   bash scripts/test-services.sh
+  bash scripts/official-clients.sh >/dev/null
 fi
