@@ -86,23 +86,51 @@ class HostStats:
 
     def __init__(self, proc: Path = Path("/proc")) -> None:
         self._proc = proc
-        self._last: tuple[int, int] | None = None
+        self._last: dict[str, tuple[int, int]] = {}
 
-    def _cpu_times(self) -> tuple[int, int] | None:
+    def _cpu_times(self) -> dict[str, tuple[int, int]]:
+        """``(total, idle)`` jiffies of the host (``"cpu"``) and of each core (``"cpu0"``, ...)."""
+        out: dict[str, tuple[int, int]] = {}
         try:
-            fields = self._proc.joinpath("stat").read_text().splitlines()[0].split()[1:]
-            values = [int(v) for v in fields]
-        except (OSError, ValueError, IndexError):
-            return None
-        idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-        return sum(values), idle
+            lines = self._proc.joinpath("stat").read_text().splitlines()
+        except OSError:
+            return out
+        for line in lines:
+            if not line.startswith("cpu"):
+                continue
+            name, *fields = line.split()
+            try:
+                values = [int(v) for v in fields]
+                idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+            except (ValueError, IndexError):
+                continue
+            out[name] = (sum(values), idle)
+        return out
 
-    def sample(self) -> dict[str, float | int]:
-        out: dict[str, float | int] = {}
+    @staticmethod
+    def _pct(now: tuple[int, int], last: tuple[int, int] | None) -> float | None:
+        if last is None or now[0] <= last[0]:
+            return None
+        busy = (now[0] - last[0]) - (now[1] - last[1])
+        return round(100.0 * busy / (now[0] - last[0]), 1)
+
+    def sample(self) -> dict[str, Any]:
+        """``cpu_util_pct``, ``cpu_util_pct_cores`` (core index → %; from the second sample on),
+        ``mem_total_bytes`` and ``mem_used_bytes``."""
+        out: dict[str, Any] = {}
         now = self._cpu_times()
-        if now is not None and self._last is not None and now[0] > self._last[0]:
-            busy = (now[0] - self._last[0]) - (now[1] - self._last[1])
-            out["cpu_util_pct"] = round(100.0 * busy / (now[0] - self._last[0]), 1)
+        if "cpu" in now:
+            pct = self._pct(now["cpu"], self._last.get("cpu"))
+            if pct is not None:
+                out["cpu_util_pct"] = pct
+        cores: dict[str, float] = {}
+        for name, times in now.items():
+            if name != "cpu" and name[3:].isdigit():
+                pct = self._pct(times, self._last.get(name))
+                if pct is not None:
+                    cores[name[3:]] = pct
+        if cores:
+            out["cpu_util_pct_cores"] = cores
         self._last = now
         mem = _kv_kib(self._proc / "meminfo")
         if "MemTotal" in mem and "MemAvailable" in mem:

@@ -1,6 +1,6 @@
 """Live utilisation kept in memory from heartbeats.
 
-Each agent's host (CPU %, memory in use) and each live kernel's Container Stats Object.
+Each agent's host (CPU %, per core too, memory in use) and each live kernel's Container Stats Object.
 """
 
 from __future__ import annotations
@@ -16,16 +16,28 @@ class AgentLiveStats:
 
     def __init__(self) -> None:
         self._stats: dict[str, dict[str, float]] = {}
+        self._cores: dict[str, dict[str, float]] = {}
 
     def update(self, agent_id: str, reported: Any) -> None:
         if not isinstance(reported, dict):
             return
-        self._stats[agent_id] = {
-            k: float(v) for k, v in reported.items() if k in KEYS and isinstance(v, Real) and not isinstance(v, bool)
+        self._stats[agent_id] = {k: float(v) for k, v in reported.items() if k in KEYS and _number(v)}
+        cores = reported.get("cpu_util_pct_cores")
+        self._cores[agent_id] = {
+            str(k): float(v) for k, v in (cores.items() if isinstance(cores, dict) else ())
+            if str(k).isdigit() and _number(v)
         }
 
     def get(self, agent_id: str) -> dict[str, float]:
         return self._stats.get(agent_id, {})
+
+    def cores(self, agent_id: str) -> dict[str, float]:
+        """Per-core CPU utilisation (core index → %) of the agent's latest heartbeat."""
+        return self._cores.get(agent_id, {})
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, Real) and not isinstance(v, bool)
 
 
 def live_stats(state: Any) -> AgentLiveStats:

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ai.backend.common.config import load_config_or_exit
-from ai.backend.common.problems import PROBLEM_BASE, ProblemError
+from ai.backend.common.problems import ProblemError, problem_document
 from ai.backend.common.types import BinarySize
 
 from . import generations
@@ -38,6 +38,7 @@ from .api import (
     stream,
     template,
     userconfig,
+    vfolder_legacy,
     vfolders,
 )
 from .bgtask import make_bgtask_registry
@@ -64,7 +65,8 @@ class CompatPathMiddleware:
     ``Content-Language: en`` to every response (a plain ASGI wrapper: cheaper than an HTTP middleware).
 
     ``/vN/...`` prefixes (404 for unsupported majors), ``/kernel/...`` for ``/session/...``,
-    ``/kernel/create`` and ``X-Method-Override``. Signatures are checked against ``raw_path``.
+    ``/kernel/create``, ``/stream/kernel/_/events`` and ``X-Method-Override``. Signatures are checked against
+    ``raw_path``.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -82,6 +84,8 @@ class CompatPathMiddleware:
                 path = path[m.end():] or "/"
             if path == "/kernel" or path.startswith("/kernel/"):
                 path = "/session" + path[len("/kernel"):]
+            elif path == "/stream/kernel/_/events":  # the v4 client's session events
+                path = "/stream/session/_/events"
             if path != scope["path"]:
                 scope = dict(scope, path=path)
             for name, value in scope.get("headers", []):
@@ -104,10 +108,8 @@ class CompatPathMiddleware:
 
 
 def _problem_response(status: int, slug: str, title: str, detail: str) -> JSONResponse:
-    return JSONResponse(
-        {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail},
-        status_code=status, media_type="application/problem+json",
-    )
+    return JSONResponse(problem_document(status, slug, title, detail), status_code=status,
+                        media_type="application/problem+json")
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -215,7 +217,7 @@ def create_app(config: ManagerConfig) -> FastAPI:
     _install_error_handlers(app)
     for r in (root.router, auth.router, template.router, session_files.router, session.router, gql.router,
               internal.router, status.router, stream.router, resource.router, events.router, userconfig.router,
-              registries.router, vfolders.router):
+              registries.router, vfolders.router, vfolder_legacy.router):
         app.include_router(r)
     app.add_middleware(
         RateLimitMiddleware,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -283,6 +283,59 @@ class StorageClient:
         doc = await self._folder_call(host, "POST", "/folder/file/download", vfid,
                                       {"relpath": relpath, "archive": archive})
         return _token(doc)
+
+    # --- the client-facing API, for the manager's own transfers (the v4 upload/download routes) --------
+
+    def _client_api(self, name: str) -> httpx.AsyncClient:
+        key = f"client-api:{name}"
+        client = self._clients.get(key)
+        if client is None:
+            client = httpx.AsyncClient(base_url=self._proxy(name).client_api, timeout=_TIMEOUT,
+                                       limits=httpx.Limits(max_connections=16, max_keepalive_connections=4))
+            self._clients[key] = client
+        return client
+
+    async def _client_call(self, host: str, method: str, path: str, token: str,
+                           headers: Mapping[str, str] | None = None, content: bytes | None = None) -> httpx.Response:
+        proxy = split_host(host)[0]
+        try:
+            resp = await self._client_api(proxy).request(method, path, params={"token": token},
+                                                         headers=dict(headers or {}), content=content)
+        except httpx.HTTPError as e:
+            raise StorageProxyUnavailable(f"The storage proxy {proxy!r} is unreachable: {type(e).__name__}.") \
+                from None
+        if resp.status_code >= 400:
+            raise self._problem(proxy, method, path, resp)
+        return resp
+
+    async def put_file(self, host: str, vfid: uuid.UUID, relpath: str, content: bytes) -> None:
+        """Write ``content`` to ``relpath`` (an upload token, then a tus creation and one ``PATCH``)."""
+        token = await self.upload_token(host, vfid, relpath, len(content))
+        tus = {"Tus-Resumable": "1.0.0"}
+        await self._client_call(host, "POST", "/upload", token, {**tus, "Upload-Length": str(len(content))})
+        if content:
+            await self._client_call(host, "PATCH", "/upload", token, {
+                **tus, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}, content)
+        self._usage.pop(vfid, None)
+
+    async def file_size(self, host: str, token: str) -> int:
+        """The size of the file a download token names (``HEAD`` on the proxy)."""
+        resp = await self._client_call(host, "HEAD", "/download", token)
+        try:
+            return int(resp.headers.get("content-length", ""))
+        except ValueError:
+            raise StorageProxyFailed("The storage proxy answered no Content-Length for a download.") from None
+
+    async def stream_file(self, host: str, token: str) -> AsyncIterator[bytes]:
+        """The bytes of the file a download token names, as the proxy sends them."""
+        proxy = split_host(host)[0]
+        async with self._client_api(proxy).stream("GET", "/download", params={"token": token},
+                                                  timeout=_LONG_TIMEOUT) as resp:
+            if resp.status_code >= 400:
+                await resp.aread()
+                raise self._problem(proxy, "GET", "/download", resp)
+            async for chunk in resp.aiter_bytes():
+                yield chunk
 
 
 def _token(doc: Any) -> str:

@@ -1,9 +1,13 @@
 """GraphQL agents: ``agent``, ``agents`` and ``agent_list`` for superadmins and monitors.
 
 Agents report their capacity by heartbeat (id, address, scaling group, region, version,
-architecture, ``available_slots``) and the host's utilisation (``live_stat``: CPU %, memory in use),
+architecture, ``available_slots``) and the host's utilisation (CPU %, per core too, memory in use),
 which gives ``cpu_cur_pct`` and ``mem_cur_bytes``. The legacy ``*_slots`` fields are derived from
 ``available_slots``/``occupied_slots`` (``mem_slots`` in MiB).
+
+``live_stat`` is upstream's agent stat object (``{"node": {metric: {...}}, "devices": {metric: {device:
+{...}}}}``, what the 22.03 CLI formats) with this server's flat keys (``cpu_util_pct``, ``mem_used_bytes``,
+``mem_total_bytes``) kept beside ``node``/``devices`` for older readers.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ class Agent:
     lost_at: datetime | None
     last_heartbeat: datetime | None
     live_stat: JSONString | None  # type: ignore[valid-type]
+    hardware_metadata: JSONString | None  # type: ignore[valid-type]
     version: str | None
     compute_plugins: JSONString  # type: ignore[valid-type]
     mem_slots: int
@@ -105,15 +110,48 @@ class AgentList:
     total_count: int
 
 
-def to_gql(row: AgentRow, stats: dict[str, float] | None = None) -> Agent:
+def _metric(current: float | int | None, capacity: float | int | None, unit: str) -> dict[str, Any]:
+    pct = None if current is None or not capacity else round(100.0 * float(current) / float(capacity), 2)
+    return {"current": None if current is None else str(current),
+            "capacity": None if capacity is None else str(capacity),
+            "pct": None if pct is None else str(pct), "unit_hint": unit}
+
+
+def agent_live_stat(stats: dict[str, float], cores: dict[str, float]) -> dict[str, Any]:
+    """Upstream's agent stat object (node and per-device metrics) plus the flat keys of ``stats``."""
+    per_core = {c: _metric(p, 100, "percent") for c, p in sorted(cores.items(), key=lambda kv: int(kv[0]))}
+    cpu_pct = stats.get("cpu_util_pct")
+    node_cpu = _metric(None if cpu_pct is None else round(cpu_pct * max(len(cores), 1), 1),
+                       100 * max(len(cores), 1), "percent")
+    node_cpu["pct"] = None if cpu_pct is None else str(cpu_pct)
+    node: dict[str, Any] = {"cpu_util": node_cpu}
+    devices: dict[str, Any] = {"cpu_util": per_core}
+    if "mem_used_bytes" in stats and "mem_total_bytes" in stats:
+        mem = _metric(int(stats["mem_used_bytes"]), int(stats["mem_total_bytes"]), "bytes")
+        node["mem"] = mem
+        devices["mem"] = {"root": mem}
+    return {**stats, "node": node, "devices": devices}
+
+
+def _hardware_metadata(avail: dict[str, Any], stats: dict[str, float], cores: dict[str, float]) -> dict[str, Any]:
+    cpu_count = len(cores) or int(_slot(avail, "cpu"))
+    mem_total = int(stats.get("mem_total_bytes") or _slot(avail, "mem"))
+    return {
+        "cpu": {"status": "healthy", "status_info": None, "metadata": {"num_cores": str(cpu_count)}},
+        "mem": {"status": "healthy", "status_info": None, "metadata": {"total_bytes": str(mem_total)}},
+    }
+
+
+def to_gql(row: AgentRow, stats: dict[str, float] | None = None, cores: dict[str, float] | None = None) -> Agent:
     """An agent row as its GraphQL object, with the host utilisation of its latest heartbeat."""
-    stats = stats or {}
+    stats, cores = stats or {}, cores or {}
     avail, occ = row.available_slots or {}, row.occupied_slots or {}
     return Agent(
         id=strawberry.ID(row.id), status=row.status, status_changed=row.status_changed, region=row.region,
         scaling_group=row.scaling_group, schedulable=row.schedulable, available_slots=avail, occupied_slots=occ,
         addr=row.addr, architecture=row.architecture, first_contact=row.first_contact, lost_at=row.lost_at,
-        last_heartbeat=row.last_heartbeat, live_stat=stats or None, version=row.version,
+        last_heartbeat=row.last_heartbeat, live_stat=agent_live_stat(stats, cores),
+        hardware_metadata=_hardware_metadata(avail, stats, cores), version=row.version,
         compute_plugins=row.compute_plugins or {},
         mem_slots=int(_slot(avail, "mem") // _MIB), cpu_slots=float(_slot(avail, "cpu")),
         gpu_slots=float(_slot(avail, "cuda.device", "cuda.shares")), tpu_slots=float(_slot(avail, "tpu.device")),
@@ -134,6 +172,11 @@ def _conds(status: str | None, scaling_group: str | None) -> list[Any]:
     return conds
 
 
+def _with_stats(ctx: GQLContext, row: AgentRow) -> Agent:
+    store = live_stats(ctx.state)
+    return to_gql(row, store.get(row.id), store.cores(row.id))
+
+
 def _allowed(info: Info, action: str) -> GQLContext:
     ctx = context(info)
     require_roles(ctx, (SUPERADMIN, MONITOR), action)
@@ -147,7 +190,7 @@ class Query:
         ctx = _allowed(info, "Looking at an agent")
         async with ctx.db() as db:
             row = await db.get(AgentRow, agent_id)
-        return None if row is None else to_gql(row, live_stats(ctx.state).get(row.id))
+        return None if row is None else _with_stats(ctx, row)
 
     @strawberry.field(description="All agents, optionally by status (comma-separated) and scaling group.")
     async def agents(
@@ -157,7 +200,7 @@ class Query:
         conds = _conds(status, scaling_group)
         async with ctx.db() as db:
             rows = (await db.execute(select(AgentRow).where(*conds).order_by(AgentRow.id))).scalars().all()
-        return [to_gql(r, live_stats(ctx.state).get(r.id)) for r in rows]
+        return [_with_stats(ctx, r) for r in rows]
 
     @strawberry.field(description="One page of agents (superadmin and monitor only).")
     async def agent_list(
@@ -179,4 +222,4 @@ class Query:
                 await db.execute(select(AgentRow).where(*conds).order_by(*ordering, AgentRow.id)
                                  .limit(limit).offset(offset))
             ).scalars().all()
-        return AgentList(items=[to_gql(r, live_stats(ctx.state).get(r.id)) for r in rows], total_count=total)
+        return AgentList(items=[_with_stats(ctx, r) for r in rows], total_count=total)

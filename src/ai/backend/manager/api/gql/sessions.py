@@ -5,13 +5,17 @@ Queries: ``compute_session``, ``compute_session_list``, ``compute_container`` an
 domain, domain admins their own domain (any group, other users), users only their own access key.
 A ``domain_name`` outside the caller's scope is a 403; ``group_id``/``access_key`` filters narrow
 the result within the scope. ``ComputeContainer.agent`` is shown to superadmins only.
+
+The v4 (19.09) fields of ``ComputeSession`` (``sess_id``, ``sess_type``, ``role``, ``agent`` and the
+Container Stats Object values such as ``cpu_used`` or ``mem_cur_bytes``) come from the main kernel: its
+live stats while it runs, else its last sample; ``compute_session(sess_id:)`` finds a session by name.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import strawberry
@@ -25,7 +29,7 @@ from ...cluster import local_rank
 from ...images import registry_of
 from ...live_stats import kernel_live_stats
 from ...models import Group, Kernel, SessionRow, User
-from ...models.sessions import KERNEL_ORDER
+from ...models.sessions import DEAD_STATUSES, KERNEL_ORDER
 from .base import (
     SUPERADMIN,
     USER,
@@ -94,6 +98,7 @@ class ComputeContainer:
     live_stat: JSONString | None  # type: ignore[valid-type]
     last_stat: JSONString | None  # type: ignore[valid-type]
     exit_code: int | None
+    status_data: JSONString | None  # type: ignore[valid-type]  # {"kernel": {"exit_code"}} once ended, else null
 
 
 @strawberry.type
@@ -117,7 +122,16 @@ def container_to_gql(
         terminated_at=k.terminated_at, agent=k.agent if show_agent else None, container_id=k.container_id,
         resource_opts=resource_opts or {}, occupied_slots=k.occupied_slots or {}, live_stat=live,
         last_stat=k.last_stat or None, exit_code=k.exit_code,
+        status_data={"kernel": {"exit_code": k.exit_code}} if k.exit_code is not None else None,
     )
+
+
+def _kernel_stats(k: Kernel | None, state: Any) -> dict[str, int]:
+    """The main kernel's Container Stats Object: live while it runs, else its last sample (``{}``: none)."""
+    if k is None:
+        return {}
+    live = kernel_live_stats(state).get(str(k.id)) if state is not None and k.status == "RUNNING" else None
+    return dict(live or k.last_stat or {})
 
 
 @strawberry.type
@@ -157,6 +171,22 @@ class ComputeSession:
     service_ports: JSONString  # type: ignore[valid-type]
     mounts: list[str]
     num_queries: BigIntScalar  # type: ignore[valid-type]
+    created_user_id: strawberry.ID | None  # 22.03 spelling of created_user_uuid
+    # v4 (19.09) legacy fields; the stats are the main kernel's (0 when there is no sample yet).
+    sess_id: str  # the session name
+    sess_type: str
+    role: str | None  # the main kernel's cluster_role
+    agent: str | None  # the main kernel's agent (superadmins only)
+    cpu_used: BigIntScalar  # type: ignore[valid-type]  # milliseconds
+    cpu_using: float  # average CPU use in percent of one core since the session was created
+    mem_cur_bytes: BigIntScalar  # type: ignore[valid-type]
+    mem_max_bytes: BigIntScalar  # type: ignore[valid-type]
+    net_rx_bytes: BigIntScalar  # type: ignore[valid-type]
+    net_tx_bytes: BigIntScalar  # type: ignore[valid-type]
+    io_read_bytes: BigIntScalar  # type: ignore[valid-type]
+    io_write_bytes: BigIntScalar  # type: ignore[valid-type]
+    io_max_scratch_size: BigIntScalar  # type: ignore[valid-type]
+    io_cur_scratch_size: BigIntScalar  # type: ignore[valid-type]
 
     @strawberry.field(description="The session's containers (kernels), main first.")
     async def containers(self, info: Info) -> list[ComputeContainer]:
@@ -182,7 +212,18 @@ class ComputeSessionList:
     total_count: int
 
 
-def _to_gql(row: SessionRow, group_name: str | None, email: str | None, ports: Any) -> ComputeSession:
+def _cpu_using(cpu_used_ms: int, row: SessionRow) -> float:
+    end = row.terminated_at or datetime.now(UTC)
+    created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+    end = end if end.tzinfo else end.replace(tzinfo=UTC)
+    elapsed_ms = (end - created).total_seconds() * 1000
+    return round(100.0 * cpu_used_ms / elapsed_ms, 1) if elapsed_ms > 0 else 0.0
+
+
+def _to_gql(row: SessionRow, group_name: str | None, email: str | None, main: Kernel | None,
+            ctx: GQLContext) -> ComputeSession:
+    stats = _kernel_stats(main, ctx.state)
+    ports = main.service_ports if main is not None else None
     return ComputeSession(
         id=strawberry.ID(str(row.id)), session_id=strawberry.ID(str(row.id)), name=row.name,
         type=row.session_type, image=row.image, registry=registry_of(row.image), tag=row.tag, cluster_template=None,
@@ -195,7 +236,16 @@ def _to_gql(row: SessionRow, group_name: str | None, email: str | None, ports: A
         result=row.result, scaling_group=row.scaling_group, occupied_slots=row.occupying_slots or {},
         occupying_slots=row.occupying_slots or {}, requested_slots=row.requested_slots or {},
         resource_opts=row.resource_opts or {}, service_ports=ports or [], mounts=[], num_queries=row.num_queries,
+        created_user_id=strawberry.ID(str(row.user_uuid)), sess_id=row.name, sess_type=row.session_type,
+        role=main.cluster_role if main is not None else None,
+        agent=main.agent if main is not None and ctx.role == SUPERADMIN else None,
+        cpu_used=stats.get("cpu_used", 0), cpu_using=_cpu_using(stats.get("cpu_used", 0), row),
+        **{k: stats.get(k, 0) for k in _LEGACY_STAT_KEYS},
     )
+
+
+_LEGACY_STAT_KEYS = ("mem_cur_bytes", "mem_max_bytes", "net_rx_bytes", "net_tx_bytes", "io_read_bytes",
+                     "io_write_bytes", "io_max_scratch_size", "io_cur_scratch_size")
 
 
 def parse_statuses(raw: str | None, allowed: Sequence[str], what: str) -> list[str] | None:
@@ -231,7 +281,7 @@ def session_scope(
 def _session_query(conds: Sequence[Any]) -> Any:
     main = and_(Kernel.session_id == SessionRow.id, Kernel.cluster_role == "main")
     return (
-        select(SessionRow, Group.name, User.email, Kernel.service_ports)
+        select(SessionRow, Group.name, User.email, Kernel)
         .join(Group, Group.id == SessionRow.group_id, isouter=True)
         .join(User, User.uuid == SessionRow.user_uuid, isouter=True)
         .join(Kernel, main, isouter=True)
@@ -268,16 +318,29 @@ class Query:
         async with ctx.db() as db:
             total = (await db.execute(select(func.count()).select_from(base.subquery()))).scalar_one()
             rows = (await db.execute(base.order_by(*ordering, SessionRow.id).limit(limit).offset(offset))).all()
-        return ComputeSessionList(items=[_to_gql(*r) for r in rows], total_count=total)
+        return ComputeSessionList(items=[_to_gql(r[0], r[1], r[2], r[3], ctx) for r in rows], total_count=total)
 
-    @strawberry.field(description="One compute session by ID; null when it does not exist or is out of scope.")
-    async def compute_session(self, info: Info, id: uuid.UUID) -> ComputeSession | None:
+    @strawberry.field(description="One compute session by ID, or by name or ID with the v4 `sess_id` (the "
+                                  "caller's own and active sessions first); null when none is in scope.")
+    async def compute_session(
+        self, info: Info, id: uuid.UUID | None = None, sess_id: str | None = None,
+    ) -> ComputeSession | None:
         ctx = context(info)
         conds = session_scope(ctx)
-        conds.append(SessionRow.id == id)
+        if id is not None:
+            conds.append(SessionRow.id == id)
+        elif sess_id is not None:
+            try:
+                conds.append(SessionRow.id == uuid.UUID(sess_id) if len(sess_id) >= 32 else SessionRow.name == sess_id)
+            except ValueError:
+                conds.append(SessionRow.name == sess_id)
+        else:
+            raise InvalidAPIParameters("Give the session's 'id' (or the v4 'sess_id').")
+        order = (SessionRow.access_key != ctx.auth.access_key, SessionRow.status.in_(tuple(DEAD_STATUSES)),
+                 SessionRow.created_at.desc())
         async with ctx.db() as db:
-            row = (await db.execute(_session_query(conds))).first()
-        return None if row is None else _to_gql(*row)
+            row = (await db.execute(_session_query(conds).order_by(*order).limit(1))).first()
+        return None if row is None else _to_gql(row[0], row[1], row[2], row[3], ctx)
 
     @strawberry.field(description="One container (kernel) by ID; null when it does not exist or is out of scope.")
     async def compute_container(self, info: Info, id: uuid.UUID) -> ComputeContainer | None:
