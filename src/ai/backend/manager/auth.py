@@ -98,11 +98,12 @@ def _parse_date(raw: str) -> datetime:
                 d = isoparse(raw)
             except ValueError:
                 d = parse_date(raw)
+        if d.tzinfo is None:
+            d = d.replace(tzinfo=UTC)
+        # A UTC offset of a day or more (which dateutil accepts) fails only when the date is compared.
+        return d.astimezone(UTC)
     except (ValueError, OverflowError):
         raise InvalidAuthParameters(f"The date header is not a valid date: {raw!r}.") from None
-    if d.tzinfo is None:
-        d = d.replace(tzinfo=UTC)
-    return d
 
 
 def _header(request: HTTPConnection, *names: str) -> tuple[str, str] | None:

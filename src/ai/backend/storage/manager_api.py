@@ -119,8 +119,8 @@ async def _parse(request: Request, model: type[M]) -> M:
     if raw.strip():
         try:
             data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise InvalidAPIParameters("the request body is not valid JSON") from None
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            raise InvalidAPIParameters("the request body is not valid JSON (or is nested too deeply)") from None
     elif request.method in ("GET", "HEAD"):
         data = dict(request.query_params)
     else:

@@ -52,6 +52,8 @@ async def json_body(request: Request) -> dict[str, Any]:
             data = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise InvalidAPIParameters(f"The request body is not valid JSON: {e}.") from None
+        except RecursionError:
+            raise InvalidAPIParameters("The request body is nested too deeply.") from None
     if not isinstance(data, dict):
         raise InvalidAPIParameters("The request body must be a JSON object.")
     for k, v in request.query_params.items():

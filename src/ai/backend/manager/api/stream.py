@@ -103,6 +103,9 @@ async def stream_execute(ws: WebSocket, ref: str) -> None:
         await ws.close()
     except WebSocketDisconnect:
         return
+    except RecursionError:
+        await ws.send_text(json.dumps({"status": "error", "error": "the message is nested too deeply"}))
+        await ws.close(code=1003)
     except (ValueError, json.JSONDecodeError) as e:
         await ws.send_text(json.dumps({"status": "error", "error": str(e)}))
         await ws.close(code=1003)
@@ -131,6 +134,8 @@ def parse_pty_message(text: str) -> tuple[str, Any]:
         msg = json.loads(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"the message is not valid JSON ({e.msg}).") from None
+    except RecursionError:
+        raise ValueError("the message is nested too deeply.") from None
     if not isinstance(msg, dict):
         raise ValueError("a message must be a JSON object with a 'type'.")
     kind = msg.get("type")

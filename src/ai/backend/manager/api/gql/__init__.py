@@ -20,6 +20,7 @@ from graphql import GraphQLError
 from graphql.validation import NoSchemaIntrospectionCustomRule
 from strawberry.extensions import AddValidationRules, ParserCache, QueryDepthLimiter, ValidationCache
 from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.exceptions import CannotGetOperationTypeError
 from strawberry.tools import merge_types
 
 from ai.backend.common.problems import PROBLEM_BASE, InvalidAPIParameters, ProblemError, problem_document
@@ -111,7 +112,11 @@ async def _execute(request: Request, ctx: AuthContext) -> GQLOutcome:
     gctx = GQLContext(auth=ctx, db=state.db, registry=state.registry, state=state)
     schema = _schema(request)
     query = state.gql_variable_types.normalize(query)
-    result = await schema.execute(query, variable_values=variables, context_value=gctx, operation_name=op_name)
+    try:
+        result = await schema.execute(query, variable_values=variables, context_value=gctx,
+                                      operation_name=op_name)
+    except CannotGetOperationTypeError:
+        raise InvalidAPIParameters(f"'operationName' {op_name!r} names no operation of the document.") from None
     errors: list[dict[str, Any]] = []
     problem: ProblemError | None = None
     for err in result.errors or []:

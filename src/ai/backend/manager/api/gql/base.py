@@ -45,6 +45,8 @@ def _parse_json_string(value: Any) -> Any:
         return json.loads(value)
     except json.JSONDecodeError as e:
         raise ValueError(f"not a JSON document: {e}") from None
+    except RecursionError:
+        raise ValueError("the JSON document is nested too deeply") from None
 
 
 def _parse_bigint(value: Any) -> int:

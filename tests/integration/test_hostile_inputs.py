@@ -1,0 +1,70 @@
+"""Inputs that once made the manager answer 500 (with a traceback in its log) now get a clear 4xx.
+
+A Date header with a UTC offset of a day or more, an HMAC with a SHAKE hash, JSON nested a thousand
+levels deep (REST bodies and GraphQL JSONString variables), and a GraphQL ``operationName`` that names
+no operation of the document.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ai.backend.manager.fixtures import USER
+from ai.backend.testutils.cluster import Cluster
+
+
+def _problem(r: Any, status: int, *words: str) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json"), r.headers
+    body: dict[str, Any] = r.json()
+    for w in words:
+        assert w.lower() in (body.get("detail") or "").lower(), body
+    return body
+
+
+@pytest.mark.parametrize("date", ["2026-12-07T14:00:00+25:00", "Mon, 07 Dec 2026 14:00:00 +2500",
+                                  "2026-12-07T14:00:00-24:00"])
+def test_date_with_an_offset_of_a_day_or_more_is_a_400(manager: Cluster, date: str) -> None:
+    r = manager.request("GET", "/session/no-such-session", headers={"Date": date, "X-BackendAI-Date": date})
+    _problem(r, 400, "date")
+
+
+@pytest.mark.parametrize("method", ["SHAKE_128", "shake_256", "NOPE"])
+def test_unusable_signature_hashes_are_a_400(manager: Cluster, method: str) -> None:
+    auth = f"BackendAI signMethod=HMAC-{method}, credential={USER['access_key']}:{'0' * 64}"
+    _problem(manager.request("GET", "/session/no-such-session", headers={"Authorization": auth}), 400, "hash")
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def test_deeply_nested_json_body_is_a_400(manager: Cluster) -> None:
+    import httpx
+
+    from ai.backend.common.auth import sign_request_headers
+
+    host = manager.endpoint.split("//", 1)[1]
+    for path in ("/session", "/admin/gql"):
+        h = sign_request_headers(method="POST", path_with_query=path, host=host, content_type="application/json",
+                                 version="v6.20220615", access_key=USER["access_key"], secret_key=USER["secret_key"])
+        r = httpx.post(manager.endpoint + path, headers=h, content='{"x": ' + _nested(100_000) + "}", timeout=30)
+        _problem(r, 400, "nested too deeply")
+
+
+def test_deeply_nested_graphql_jsonstring_variable_is_refused(manager: Cluster) -> None:
+    r = manager.request("POST", "/admin/graphql", {
+        "query": "mutation($n: String!, $p: CreateResourcePresetInput!) { create_resource_preset(name: $n, props: $p)"
+                 " { ok } }",
+        "variables": {"n": "deep-preset", "p": {"resource_slots": '{"cpu": ' + _nested(100_000) + "}"}},
+    }, who=USER)
+    _problem(r, 400, "nested too deeply")
+
+
+def test_operation_name_that_names_no_operation_is_a_400(manager: Cluster) -> None:
+    for path in ("/admin/gql", "/admin/graphql"):
+        r = manager.request("POST", path, {"query": "query A { domain { name } }", "operationName": "B"})
+        body = _problem(r, 400)
+        assert "B" in r.text and body["title"], body
