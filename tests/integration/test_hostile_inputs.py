@@ -68,3 +68,46 @@ def test_operation_name_that_names_no_operation_is_a_400(manager: Cluster) -> No
         r = manager.request("POST", path, {"query": "query A { domain { name } }", "operationName": "B"})
         body = _problem(r, 400)
         assert "B" in r.text and body["title"], body
+
+
+def _forwarded(m: Cluster, signed_path: str, sent_method: str, sent_path: str) -> Any:
+    """A request signed for ``GET signed_path`` but sent as ``sent_method sent_path``, with X-Forwarded-URL
+    naming the signed path: a captured signature replayed on another route."""
+    import httpx
+
+    from ai.backend.common.auth import sign_request_headers
+
+    host = m.endpoint.split("//", 1)[1]
+    h = sign_request_headers(method=sent_method, path_with_query=signed_path, host=host,
+                             content_type="application/json", version="v6.20220615",
+                             access_key=USER["access_key"], secret_key=USER["secret_key"])
+    h["X-Forwarded-URL"] = f"http://{host}{signed_path}"
+    return httpx.request(sent_method, m.endpoint + sent_path, headers=h, timeout=30)
+
+
+def test_forwarded_url_is_ignored_from_untrusted_peers(manager: Cluster) -> None:
+    r = _forwarded(manager, "/folders/captured", "DELETE", "/session/victim-session")
+    _problem(r, 401, "signature")
+
+
+def test_forwarded_url_is_honoured_from_a_trusted_proxy(tmp_path: Any) -> None:
+    from ai.backend.testutils.cluster import launch_manager
+
+    m = launch_manager(tmp_path, settings={"trusted-proxies": ["127.0.0.0/8"]})
+    try:
+        # Signed for the path the proxy was asked for; sent to the manager under another one.
+        r = _forwarded(m, "/session/no-such-session", "GET", "/session/other-path")
+        _problem(r, 404)  # authenticated: the signature matched the forwarded URL
+    finally:
+        m.shutdown()
+
+
+def test_trusted_proxies_must_be_addresses(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "manager.toml"
+    cfg.write_text('[manager]\ntrusted-proxies = ["not-an-address"]\n')
+    p = subprocess.run([sys.executable, "-m", "ai.backend.manager.server", "-f", str(cfg)], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 2 and "not-an-address" in p.stderr and "Traceback" not in p.stderr, p.stderr

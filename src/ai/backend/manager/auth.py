@@ -150,7 +150,7 @@ async def authenticate(request: HTTPConnection) -> AuthContext:
         path_with_query += "?" + scope["query_string"].decode("latin-1")
     host = request.headers.get("host", "")
     fwd = request.headers.get("x-forwarded-url")
-    if fwd:
+    if fwd and request.app.state.config.manager.is_trusted_proxy(request.client.host if request.client else None):
         from urllib.parse import urlsplit
 
         parts = urlsplit(fwd)

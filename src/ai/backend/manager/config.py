@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -29,6 +30,30 @@ class ManagerSection(_Section):
     allow_graphql_introspection: bool = Field(False, alias="allow-graphql-introspection")
     # The storage host ("<proxy>:<volume>") of new virtual folders when the request names none.
     default_vfolder_host: str = Field("local:volume1", alias="default-vfolder-host")
+    # Addresses or networks (CIDR) of the reverse proxies (e.g. the webserver) whose X-Forwarded-URL is
+    # trusted for signature checks; from anyone else that header is ignored (a captured signature would
+    # otherwise be valid on any path).
+    trusted_proxies: list[str] = Field(default_factory=list, alias="trusted-proxies")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for item in v:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+        return v
+
+    def is_trusted_proxy(self, host: str | None) -> bool:
+        """Whether a request from ``host`` (the direct peer's address) may set X-Forwarded-URL."""
+        if not self.trusted_proxies or not host:
+            return False
+        try:
+            addr = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(addr in ipaddress.ip_network(n, strict=False) for n in self.trusted_proxies)
 
 
 class DBSection(_Section):
