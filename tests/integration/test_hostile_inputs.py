@@ -111,3 +111,15 @@ def test_trusted_proxies_must_be_addresses(tmp_path: Any) -> None:
     p = subprocess.run([sys.executable, "-m", "ai.backend.manager.server", "-f", str(cfg)], capture_output=True,
                        text=True, timeout=60)
     assert p.returncode == 2 and "not-an-address" in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize(("aliases", "words"), [(10_000, "bytes"), (1_000, "aliases")])
+def test_alias_bombs_are_refused_before_they_run(manager: Cluster, aliases: int, words: str) -> None:
+    query = "{" + " ".join(f"a{i}:domains{{name}}" for i in range(aliases)) + "}"
+    for path in ("/admin/gql", "/admin/graphql"):
+        r = manager.request("POST", path, {"query": query}, who=USER)
+        body = _problem(r, 400, words)
+        assert body["type"].endswith("/graphql-too-costly"), body
+    # An ordinary query of the same user still answers.
+    r = manager.request("POST", "/admin/gql", {"query": "{ a: domain { name } b: domain { name } }"}, who=USER)
+    assert r.status_code == 200 and r.json()["data"]["a"]["name"] == "default", r.text

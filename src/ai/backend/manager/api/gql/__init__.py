@@ -3,7 +3,8 @@
 
 The schema is assembled from the area modules of this package: each module that defines a
 ``Query`` and/or ``Mutation`` strawberry type contributes its fields. Introspection is off
-unless ``[manager] allow-graphql-introspection`` is set, and query depth is capped.
+unless ``[manager] allow-graphql-introspection`` is set, query depth is capped, and a document's size,
+aliases, fragment spreads and expanded field count are bounded before it runs (``cost.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ai.backend.common.problems import PROBLEM_BASE, InvalidAPIParameters, Probl
 from ...auth import AuthContext
 from ..deps import auth_required, json_body
 from .base import GQLContext
+from .cost import CostGate
 from .variable_types import VariableTypeNormalizer
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,7 @@ def _schema(request: Request) -> strawberry.Schema:
         allow = bool(getattr(request.app.state.config.manager, "allow_graphql_introspection", False))
         schema = build_schema(allow_introspection=allow)
         request.app.state.gql_variable_types = VariableTypeNormalizer(schema._schema)
+        request.app.state.gql_cost = CostGate()
         request.app.state.gql_schema = schema
     return schema
 
@@ -111,6 +114,7 @@ async def _execute(request: Request, ctx: AuthContext) -> GQLOutcome:
     state = request.app.state
     gctx = GQLContext(auth=ctx, db=state.db, registry=state.registry, state=state)
     schema = _schema(request)
+    state.gql_cost.check(query)  # before anything else looks at the document
     query = state.gql_variable_types.normalize(query)
     try:
         result = await schema.execute(query, variable_values=variables, context_value=gctx,
