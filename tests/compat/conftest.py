@@ -100,7 +100,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("compat-home")
 
 
-def _env(cluster: Cluster, who: Who, home: Path) -> dict[str, str]:
+def client_env(cluster: Cluster, who: Who, home: Path) -> dict[str, str]:
+    """The environment an official client runs with: the BACKEND_* variables of ``who``, its own HOME."""
     env = cluster.env(who)
     env.update(HOME=str(home), PYTHONWARNINGS="ignore", COLUMNS="200", LANG="C.UTF-8", LC_ALL="C.UTF-8",
                NO_COLOR="1", TERM="dumb")
@@ -114,7 +115,7 @@ CLI = Callable[..., Run]
 def _runner(clients: OfficialClients, cluster: Cluster, home: Path, version: str) -> CLI:
     def run(*args: str, who: Who = USER, input: str | None = None, timeout: float = 90,
             cwd: Path | None = None, env: dict[str, str] | None = None) -> Run:
-        e = _env(cluster, who, home)
+        e = client_env(cluster, who, home)
         e.update(env or {})
         try:
             p = subprocess.run([clients.cli(version), *args], input=input, capture_output=True, text=True,
@@ -151,7 +152,7 @@ def _sdk(clients: OfficialClients, cluster: Cluster, home: Path, version: str) -
         """Run ``code`` (which calls ``emit(value)`` to hand back a JSON-able value) with the official SDK;
         with ``check`` a non-zero exit fails the test, else ``(rc, output, value)`` comes back."""
         p = subprocess.run([clients.python(version), "-c", _SDK_PRELUDE + code], capture_output=True, text=True,
-                           timeout=timeout, cwd=cwd or home, env=_env(cluster, who, home))
+                           timeout=timeout, cwd=cwd or home, env=client_env(cluster, who, home))
         value = None
         for line in p.stdout.splitlines():
             if line.startswith("@@RESULT@@"):
