@@ -87,7 +87,8 @@ def clients() -> OfficialClients:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     if not docker_available():
         pytest.fail("Docker engine or the python kernel image is missing: run scripts/setup.sh first")
-    c = launch_cluster(tmp_path_factory.mktemp("compat-cluster"))
+    # Room for the module-scoped sessions of several modules at once (declared capacity, not real cores).
+    c = launch_cluster(tmp_path_factory.mktemp("compat-cluster"), cpu=8, mem="8g")
     try:
         yield c
     finally:

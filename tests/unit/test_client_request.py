@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ from ai.backend.client.func.base import BaseFunction, api_function
 from ai.backend.client.func.session import ComputeSession
 from ai.backend.client.request import AttachedFile, Request
 from ai.backend.client.session import AsyncSession, Session, api_session
-from ai.backend.common.auth import make_signature, parse_authorization
+from ai.backend.common.auth import BODY_HASH_HEADER, make_signature, parse_authorization
 
 AK = "AKIAIOSFODNN7EXAMPLE"
 SK = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
@@ -47,6 +48,9 @@ def _verify(req: object, secret: str = SK) -> None:
     assert isinstance(req, httpx.Request)
     auth = parse_authorization(req.headers["authorization"])
     assert auth.access_key == AK
+    body_sha256 = req.headers.get(BODY_HASH_HEADER)
+    if body_sha256 is not None:  # the body is signed: the header must be its hash
+        assert body_sha256 == hashlib.sha256(req.read()).hexdigest()
     expected = make_signature(
         method=req.method,
         path_with_query=req.url.raw_path.decode("ascii"),
@@ -56,6 +60,7 @@ def _verify(req: object, secret: str = SK) -> None:
         content_type=req.headers["content-type"],
         version=req.headers["x-backendai-version"],
         secret_key=secret,
+        body_sha256=body_sha256,
     )
     assert auth.signature == expected
 
@@ -227,3 +232,18 @@ def test_backend_api_error_graphql_errors() -> None:
         },
     )
     assert str(e) == "GraphQL-generated error: Cannot query field 'x'.; Another. (400)"
+
+
+async def test_bodies_in_memory_are_signed_and_can_be_left_unsigned() -> None:
+    async with AsyncSession(config=_config(), proxy_mode=True) as sess:
+        rqst = Request("POST", "/session")
+        rqst.set_json({"image": "python"})
+        req = rqst.build(sess.http_client)
+    assert req.headers[BODY_HASH_HEADER] == hashlib.sha256(b'{"image": "python"}').hexdigest()
+    _verify(req)
+    async with AsyncSession(config=_config(sign_body=False), proxy_mode=True) as sess:
+        rqst = Request("POST", "/session")
+        rqst.set_json({"image": "python"})
+        req = rqst.build(sess.http_client)
+    assert BODY_HASH_HEADER not in req.headers  # the upstream scheme, for servers that do not know the header
+    _verify(req)

@@ -9,7 +9,6 @@ clear line instead of a traceback.
 from __future__ import annotations
 
 import enum
-import hashlib
 import math
 import os
 import random
@@ -17,6 +16,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
+
+from ai.backend.common.auth import HMAC_HASHES
 
 if TYPE_CHECKING:
     import httpx
@@ -181,7 +182,7 @@ class APIConfig:
     ``BACKEND_ENDPOINT_TYPE``, ``BACKEND_DOMAIN``, ``BACKEND_GROUP``,
     ``BACKEND_ACCESS_KEY``, ``BACKEND_SECRET_KEY``, ``BACKEND_VFOLDER_MOUNTS``,
     ``BACKEND_SKIP_SSLCERT_VALIDATION``, ``BACKEND_CONNECTION_TIMEOUT``,
-    ``BACKEND_READ_TIMEOUT``, ``BACKEND_OVERRIDE_STORAGE_PROXY``) and then from
+    ``BACKEND_READ_TIMEOUT``, ``BACKEND_OVERRIDE_STORAGE_PROXY``, ``BACKEND_SIGN_BODY``) and then from
     :attr:`DEFAULTS`.  ``endpoint`` may hold several comma-separated URLs of one cluster:
     requests fail over between them.  An access key deliberately set to ``""`` makes
     requests anonymous (unsigned).
@@ -218,6 +219,7 @@ class APIConfig:
         connection_timeout: float | None = None,
         read_timeout: float | None = None,
         announcement_handler: Callable[[str], None] | None = None,
+        sign_body: bool | None = None,
     ) -> None:
         d = self.DEFAULTS
         if endpoint:
@@ -257,8 +259,11 @@ class APIConfig:
             self._access_key = "dummy"
             self._secret_key = "dummy"
         self._hash_type = (hash_type if hash_type is not None else cast(str, d["hash_type"])).lower()
-        if self._hash_type not in hashlib.algorithms_guaranteed:
+        if self._hash_type not in HMAC_HASHES:
             raise ValueError(f"Unsupported signature hash type: {self._hash_type!r}")
+        # On by default: the signature then covers the body (replays with another body fail). Servers
+        # other than this project's ignore the extra header but not the extra signed line: turn it off there.
+        self._sign_body = bool(sign_body) if sign_body is not None else get_env("SIGN_BODY", "yes", clean=bool_env)
         mounts: list[str] = []
         for name in [*(vfolder_mounts or ()), *get_env("VFOLDER_MOUNTS", "", clean=_clean_tokens)]:
             if name not in mounts:
@@ -355,6 +360,11 @@ class APIConfig:
     def skip_sslcert_validation(self) -> bool:
         """Whether TLS certificates of the endpoint are not verified."""
         return self._skip_sslcert_validation
+
+    @property
+    def sign_body(self) -> bool:
+        """Whether requests carry the body's SHA-256 in the signed ``X-BackendAI-Body-SHA256`` header."""
+        return self._sign_body
 
     @property
     def connection_timeout(self) -> float:

@@ -181,6 +181,9 @@ class Request:
             req = client.build_request(self.method, url, headers=headers, content=self._content)
         self.date = datetime.now(UTC)
         if self.config.endpoint_type == "api" and not self.config.is_anonymous and not anonymous:
+            # The body is signed too when it is in memory (JSON, bytes, or the small multipart uploads
+            # of session files); a streamed file-like body is sent unsigned, as upstream signs none.
+            sign_body = self.config.sign_body and (self._attached_files is not None or isinstance(self._content, bytes))
             signed = sign_request_headers(
                 method=self.method,
                 path_with_query=req.url.raw_path.decode("ascii"),
@@ -191,6 +194,8 @@ class Request:
                 secret_key=self.config.secret_key,
                 now=self.date,
                 hash_type=self.config.hash_type,
+                body=req.read() if sign_body else b"",
+                sign_body=sign_body,
             )
             req.headers.update(signed)
         else:

@@ -7,6 +7,11 @@ The wire format follows the documented Backend.AI scheme as the upstream servers
   ``x-backendai-version:`` and the hex hash of the body, joined by newlines.
 * From API v4.20181215 on the body is not hashed: the hash of ``b""`` is used, so that
   multipart and streaming bodies can be signed without buffering them.
+
+An extension of ours closes the replay hole that leaves (a captured request replayed with another body
+within the date window): a client may send :data:`BODY_HASH_HEADER` with the body's SHA-256; the line
+``x-backendai-body-sha256:<hex>`` is then appended to the string to sign, and the server checks the
+body against it. Stripping the header changes the string to sign, so the signature no longer matches.
 """
 
 from __future__ import annotations
@@ -19,8 +24,11 @@ from datetime import UTC, datetime
 
 # Header carrying the shared cluster secret between the manager and its agents.
 CLUSTER_SECRET_HEADER = "X-BackendAI-Cluster-Secret"
+# Optional: the hex SHA-256 of the request body, signed with the request (see the module docstring).
+BODY_HASH_HEADER = "X-BackendAI-Body-SHA256"
 
 __all__ = [
+    "BODY_HASH_HEADER",
     "CLUSTER_SECRET_HEADER",
     "AuthHeaderError",
     "ParsedAuthorization",
@@ -90,12 +98,14 @@ def make_signature(
     hash_type: str = "sha256",
     body: bytes = b"",
     version_header_name: str = "x-backendai-version",
+    body_sha256: str | None = None,
 ) -> str:
     """Compute the hex HMAC signature of a request.
 
     ``date_header`` is the raw header string placed in the string to sign; ``date`` is its
     parsed value (its UTC calendar day keys the signing key). ``body`` is hashed only for API
-    versions older than v4.20181215.
+    versions older than v4.20181215. ``body_sha256`` (the value of :data:`BODY_HASH_HEADER`, when the
+    request has one) is signed as an extra line.
     """
     hash_fn = getattr(hashlib, hash_type)
     payload = b"" if body_hash_exempt(version) else body
@@ -110,6 +120,8 @@ def make_signature(
         f"{version_header_name}:{version.strip(_WS)}",
         body_digest,
     ]
+    if body_sha256 is not None:
+        lines.append(f"{BODY_HASH_HEADER.lower()}:{body_sha256.strip(_WS).lower()}")
     str_to_sign = "\n".join(lines).encode("utf8")
     if date.tzinfo is not None:
         date = date.astimezone(UTC)
@@ -130,10 +142,13 @@ def sign_request_headers(
     now: datetime | None = None,
     hash_type: str = "sha256",
     body: bytes = b"",
+    sign_body: bool = False,
 ) -> dict[str, str]:
-    """Return the ``Date``, ``X-BackendAI-Version`` and ``Authorization`` headers for a request."""
+    """Return the ``Date``, ``X-BackendAI-Version`` and ``Authorization`` headers for a request; with
+    ``sign_body`` also :data:`BODY_HASH_HEADER` for ``body``, covered by the signature."""
     date = now or datetime.now(UTC)
     date_header = date.isoformat()
+    body_sha256 = hashlib.sha256(body).hexdigest() if sign_body else None
     sig = make_signature(
         method=method,
         path_with_query=path_with_query,
@@ -145,10 +160,14 @@ def sign_request_headers(
         secret_key=secret_key,
         hash_type=hash_type,
         body=body,
+        body_sha256=body_sha256,
     )
-    return {
+    headers = {
         "Date": date_header,
         "X-BackendAI-Version": version,
         "Content-Type": content_type,
         "Authorization": f"BackendAI signMethod=HMAC-{hash_type.upper()}, credential={access_key}:{sig}",
     }
+    if body_sha256 is not None:
+        headers[BODY_HASH_HEADER] = body_sha256
+    return headers

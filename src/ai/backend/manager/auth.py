@@ -8,6 +8,7 @@ So a deactivated keypair, a new rate limit or role applies to the very next requ
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import uuid
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from dateutil.parser import parse as parse_date
 from sqlalchemy import select
 from starlette.requests import HTTPConnection, Request
 
-from ai.backend.common.auth import AuthHeaderError, make_signature, parse_authorization
+from ai.backend.common.auth import BODY_HASH_HEADER, AuthHeaderError, make_signature, parse_authorization
 from ai.backend.common.problems import AuthorizationFailed, InvalidAuthParameters
 
 from . import generations
@@ -157,7 +158,13 @@ async def authenticate(request: HTTPConnection) -> AuthContext:
         host = parts.netloc
         path_with_query = parts.path + (f"?{parts.query}" if parts.query else "")
     method = request.scope.get("method", "GET")  # WebSocket handshakes are signed as GET
-    body = await request.body() if isinstance(request, Request) and method not in ("GET", "HEAD") else b""
+    body_sha256 = request.headers.get(BODY_HASH_HEADER)
+    # GET requests may carry a JSON body too (parameters of the file listings, §14 item 8).
+    read_body = method not in ("GET", "HEAD") or body_sha256 is not None
+    body = await request.body() if isinstance(request, Request) and read_body else b""
+    if body_sha256 is not None and not hmac.compare_digest(body_sha256.strip().lower(),
+                                                          hashlib.sha256(body).hexdigest()):
+        raise AuthorizationFailed(f"The request body does not match its {BODY_HASH_HEADER} header.")
     expected = make_signature(
         method=method,
         path_with_query=path_with_query,
@@ -172,6 +179,7 @@ async def authenticate(request: HTTPConnection) -> AuthContext:
         hash_type=parsed.hash_type,
         body=body,
         version_header_name=version_hdr[0].lower(),
+        body_sha256=body_sha256,
     )
     if not hmac.compare_digest(expected, parsed.signature):
         raise AuthorizationFailed("Signature mismatch: check the secret key and the signed headers.")
