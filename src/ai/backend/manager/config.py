@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Section(BaseModel):
@@ -19,6 +20,11 @@ class ManagerSection(_Section):
     cluster_secret: str = Field("change-me-cluster-secret", alias="cluster-secret", min_length=8)
     state_dir: str = Field("./.backend.ai", alias="state-dir")
     heartbeat_timeout: float = Field(30.0, alias="heartbeat-timeout", gt=0)
+    # How often each agent's containers are checked against the sessions (an answer to one of its
+    # heartbeats; at once for an agent that just started and after a manager restart), and how long a
+    # kernel must have been RUNNING before its missing container ends its session (see architecture.md).
+    reconcile_interval: float = Field(10.0, alias="reconcile-interval", gt=0)
+    reconcile_grace: float = Field(30.0, alias="reconcile-grace", gt=0)
     allowed_date_skew: int = Field(900, alias="allowed-date-skew", gt=0)
     # Calls per rate-limit window allowed from one client IP without credentials (0: unlimited).
     anonymous_rate_limit: int = Field(3000, alias="anonymous-rate-limit", ge=0)
@@ -34,6 +40,18 @@ class ManagerSection(_Section):
     # trusted for signature checks; from anyone else that header is ignored (a captured signature would
     # otherwise be valid on any path).
     trusted_proxies: list[str] = Field(default_factory=list, alias="trusted-proxies")
+    # Serve HTTPS with this PEM certificate (chain) and private key; both or neither.
+    ssl_cert: str = Field("", alias="ssl-cert")
+    ssl_key: str = Field("", alias="ssl-key")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ManagerSection:
+        if bool(self.ssl_cert) != bool(self.ssl_key):
+            raise ValueError("ssl-cert and ssl-key go together: give both or neither")
+        for key, path in (("ssl-cert", self.ssl_cert), ("ssl-key", self.ssl_key)):
+            if path and not os.path.isfile(path):
+                raise ValueError(f"{key}: no such file: {path}")
+        return self
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -184,6 +184,8 @@ def create_app(config: ManagerConfig) -> FastAPI:
         app.state.api_usage = ApiUsage()
         # Before any background task commits: changes must reach the other managers' caches (generations.py).
         app.state.registry.generations = generations.reader(app.state)
+        # Before serving: sessions a crashed predecessor left half started or half destroyed move on now.
+        await app.state.registry.recover_after_restart()
         tasks = [
             asyncio.create_task(_periodic(2.0, lambda: app.state.api_usage.flush(app.state.db))),
             asyncio.create_task(Scheduler(app.state.registry).run()),
@@ -244,7 +246,8 @@ def main(argv: list[str] | None = None) -> None:
     uvicorn.run(create_app(config), host=config.manager.service_addr_host, port=config.manager.service_addr_port,
                 log_level="debug" if args.debug else "warning", access_log=args.debug, loop="auto", http="auto",
                 # Open SSE streams never end by themselves: cut them (clients reconnect) instead of hanging.
-                timeout_graceful_shutdown=5)
+                timeout_graceful_shutdown=5,
+                ssl_certfile=config.manager.ssl_cert or None, ssl_keyfile=config.manager.ssl_key or None)
 
 
 if __name__ == "__main__":
