@@ -161,3 +161,19 @@ def test_upstream_signatures_without_a_body_hash_still_work(manager: Cluster) ->
     body = b'{"query": "{ domain { name } }"}'
     r = httpx.post(manager.endpoint + path, headers=_signed_post(manager, path, b"", sign_body=False), content=body)
     assert r.status_code == 200, r.text
+
+
+def test_a_query_running_too_long_is_stopped_but_mutations_finish(tmp_path: Any) -> None:
+    from ai.backend.manager.fixtures import ADMIN
+    from ai.backend.testutils.cluster import launch_manager
+
+    # A timeout no database round trip can meet: every query is stopped, mutations are not.
+    m = launch_manager(tmp_path, settings={"graphql-timeout": 1e-6})
+    try:
+        r = m.request("POST", "/admin/graphql", {"query": "{ domains { name } }"}, who=ADMIN)
+        _problem(r, 503, "longer than")
+        r = m.request("POST", "/admin/graphql", {
+            "query": "mutation { create_domain(name: \"slow-ok\", props: {description: \"x\"}) { ok } }"}, who=ADMIN)
+        assert r.status_code == 200 and r.json()["create_domain"]["ok"], r.text
+    finally:
+        m.shutdown()

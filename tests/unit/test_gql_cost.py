@@ -56,3 +56,34 @@ def test_accepted_documents_are_remembered() -> None:
     q = "{ domains { name } }"
     gate.check(q)
     assert q in gate._accepted
+
+
+async def test_in_flight_turns_per_access_key() -> None:
+    import asyncio
+
+    from ai.backend.common.problems import TooManyRequests
+    from ai.backend.manager.api.gql.cost import InFlight
+
+    gate = InFlight(limit=2, max_waiting=1)
+    running = 0
+    peak = 0
+    release = asyncio.Event()
+
+    async def one(key: str) -> None:
+        nonlocal running, peak
+        async with gate.slot(key):
+            running += 1
+            peak = max(peak, running)
+            await release.wait()
+            running -= 1
+
+    tasks = [asyncio.create_task(one("AK1")) for _ in range(3)]  # two run, one waits
+    other = asyncio.create_task(one("AK2"))  # another key is not held up
+    await asyncio.sleep(0.01)
+    assert running == 3 and peak == 3  # AK1's two plus AK2's one
+    with pytest.raises(TooManyRequests):  # a fourth of AK1: two running and one waiting already
+        async with gate.slot("AK1"):
+            pass
+    release.set()
+    await asyncio.gather(*tasks, other)
+    assert gate._keys == {}

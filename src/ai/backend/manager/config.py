@@ -34,6 +34,10 @@ class ManagerSection(_Section):
     # Largest request body accepted (uploads are at most 20 files of 1 MiB each).
     max_request_body: str = Field("32m", alias="max-request-body", pattern=r"^[0-9]+[kmgKMG]?$")
     allow_graphql_introspection: bool = Field(False, alias="allow-graphql-introspection")
+    # A GraphQL query (not a mutation) running longer is stopped with a 503; GraphQL documents one access
+    # key may have running at once (the others wait their turn), so no tenant can take the whole pool.
+    graphql_timeout: float = Field(30.0, alias="graphql-timeout", gt=0)
+    graphql_concurrency: int = Field(8, alias="graphql-concurrency", ge=1)
     # The storage host ("<proxy>:<volume>") of new virtual folders when the request names none.
     default_vfolder_host: str = Field("local:volume1", alias="default-vfolder-host")
     # Addresses or networks (CIDR) of the reverse proxies (e.g. the webserver) whose X-Forwarded-URL is

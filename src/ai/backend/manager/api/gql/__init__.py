@@ -9,6 +9,7 @@ aliases, fragment spreads and expanded field count are bounded before it runs (`
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import pkgutil
@@ -24,12 +25,18 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.schema.exceptions import CannotGetOperationTypeError
 from strawberry.tools import merge_types
 
-from ai.backend.common.problems import PROBLEM_BASE, InvalidAPIParameters, ProblemError, problem_document
+from ai.backend.common.problems import (
+    PROBLEM_BASE,
+    InvalidAPIParameters,
+    ProblemError,
+    ServiceUnavailable,
+    problem_document,
+)
 
 from ...auth import AuthContext
 from ..deps import auth_required, json_body
 from .base import GQLContext
-from .cost import CostGate
+from .cost import CostGate, InFlight
 from .variable_types import VariableTypeNormalizer
 
 log = logging.getLogger(__name__)
@@ -87,6 +94,7 @@ def _schema(request: Request) -> strawberry.Schema:
         schema = build_schema(allow_introspection=allow)
         request.app.state.gql_variable_types = VariableTypeNormalizer(schema._schema)
         request.app.state.gql_cost = CostGate()
+        request.app.state.gql_in_flight = InFlight(request.app.state.config.manager.graphql_concurrency)
         request.app.state.gql_schema = schema
     return schema
 
@@ -114,13 +122,19 @@ async def _execute(request: Request, ctx: AuthContext) -> GQLOutcome:
     state = request.app.state
     gctx = GQLContext(auth=ctx, db=state.db, registry=state.registry, state=state)
     schema = _schema(request)
-    state.gql_cost.check(query)  # before anything else looks at the document
+    mutates = state.gql_cost.check(query)  # before anything else looks at the document
     query = state.gql_variable_types.normalize(query)
+    timeout = None if mutates else state.config.manager.graphql_timeout
     try:
-        result = await schema.execute(query, variable_values=variables, context_value=gctx,
-                                      operation_name=op_name)
+        async with state.gql_in_flight.slot(ctx.access_key):
+            async with asyncio.timeout(timeout):
+                result = await schema.execute(query, variable_values=variables, context_value=gctx,
+                                              operation_name=op_name)
     except CannotGetOperationTypeError:
         raise InvalidAPIParameters(f"'operationName' {op_name!r} names no operation of the document.") from None
+    except TimeoutError:
+        raise ServiceUnavailable(f"The query ran longer than {timeout} s and was stopped; ask for less "
+                                 "(pagination, fewer fields).") from None
     errors: list[dict[str, Any]] = []
     problem: ProblemError | None = None
     for err in result.errors or []:

@@ -5,12 +5,17 @@ One request must not be able to hold the database pool or the event loop for lon
 document is measured (size in bytes, aliased fields, fragment spreads, and the fields it would resolve
 with every fragment spread expanded) and refused with a 400 naming the limit it exceeds. Depth is
 bounded separately (``QueryDepthLimiter``). Accepted documents are remembered, so the clients' usual
-few queries are measured once.
+few queries are measured once. While they run, one access key has only a few documents running at once
+(:class:`InFlight`; the others wait their turn), and a query (not a mutation: its transaction is left
+to finish) is cut off after ``[manager] graphql-timeout`` seconds with a 503.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from graphql import (
@@ -21,11 +26,12 @@ from graphql import (
     GraphQLError,
     InlineFragmentNode,
     OperationDefinitionNode,
+    OperationType,
     SelectionSetNode,
     parse,
 )
 
-from ai.backend.common.problems import InvalidAPIParameters
+from ai.backend.common.problems import InvalidAPIParameters, TooManyRequests
 
 
 @dataclass(frozen=True)
@@ -98,25 +104,59 @@ class CostGate:
 
     def __init__(self, limits: CostLimits | None = None, cache_size: int = 512) -> None:
         self.limits = limits or CostLimits()
-        self._accepted: OrderedDict[str, None] = OrderedDict()
+        self._accepted: OrderedDict[str, bool] = OrderedDict()  # document -> whether it has a mutation
         self._cache_size = cache_size
 
-    def check(self, query: str) -> None:
-        """Refuse ``query`` if it exceeds a limit; a document that does not parse is left to validation."""
-        if query in self._accepted:
+    def check(self, query: str) -> bool:
+        """Refuse ``query`` if it exceeds a limit; a document that does not parse is left to validation.
+        Returns whether the document has a mutation (which must not be cut short, see ``__init__``)."""
+        known = self._accepted.get(query)
+        if known is not None:
             self._accepted.move_to_end(query)
-            return
+            return known
         size = len(query.encode("utf-8", "surrogatepass"))
         if size > self.limits.max_bytes:
             raise DocumentTooCostly(f"The document has {size} bytes; at most {self.limits.max_bytes} are accepted.")
         try:
             doc = parse(query, no_location=True)
         except GraphQLError:
-            return
+            return False
         counter = _Counter(doc, self.limits)
+        mutates = False
         for op in doc.definitions:
             if isinstance(op, OperationDefinitionNode):
                 counter._bump_fields(counter.selection_fields(op.selection_set, ()))
-        self._accepted[query] = None
+                mutates = mutates or op.operation == OperationType.MUTATION
+        self._accepted[query] = mutates
         if len(self._accepted) > self._cache_size:
             self._accepted.popitem(last=False)
+        return mutates
+
+
+class InFlight:
+    """Turns of the GraphQL documents of each access key: at most ``limit`` run at once (so a tenant cannot
+    take the whole database pool with parallel queries), the next ones wait holding nothing, and beyond
+    ``max_waiting`` waiting ones a request is refused with 429."""
+
+    def __init__(self, limit: int, max_waiting: int = 256) -> None:
+        self.limit = limit
+        self.max_waiting = max_waiting
+        self._keys: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}  # key -> (turns, [requests held])
+
+    @asynccontextmanager
+    async def slot(self, access_key: str) -> AsyncIterator[None]:
+        entry = self._keys.get(access_key)
+        if entry is None:
+            entry = self._keys[access_key] = (asyncio.Semaphore(self.limit), [0])
+        turns, held = entry
+        if held[0] >= self.limit + self.max_waiting:
+            raise TooManyRequests(f"This access key has {held[0]} GraphQL requests running or waiting; "
+                                  "wait for them to finish.")
+        held[0] += 1
+        try:
+            async with turns:
+                yield
+        finally:
+            held[0] -= 1
+            if not held[0]:
+                del self._keys[access_key]
