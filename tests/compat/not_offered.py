@@ -1,10 +1,10 @@
 """The one list of what the official clients can ask for and this server does not offer (yet).
 
-Every N/A row of the four tables of the compatibility matrix (`../shared/compat/official-client-matrix.md` from the project root:
-22.03 CLI, 22.03 SDK, 19.09 CLI, 19.09 SDK) is one or more :class:`NotOffered` records below, one per
-invocation. ``test_not_offered.py`` runs each and asserts that the server still refuses it; when a
-feature lands, its test says "this command works now" and the record moves into the checked set of the
-compatibility suite.
+Every N/A row of the four tables of the compatibility matrix (``../shared/compat/official-client-matrix.md``
+from the project root: 22.03 CLI, 22.03 SDK, 19.09 CLI, 19.09 SDK) is one or more :class:`NotOffered`
+records below, one per invocation. ``test_not_offered.py`` runs each and asserts that the server still
+refuses it; when a feature lands, its test says "this command works now" and the record moves into the
+checked set of the compatibility suite.
 
 Placeholders in ``call`` (and ``stdin``) are filled in by the test:
 
