@@ -48,9 +48,25 @@ class ContainerSection(_Section):
     network: str = "bai-kernels"
     pids_limit: int = Field(1024, alias="pids-limit", ge=16)
     shm_size: str = Field("64m", alias="shm-size")
+    # Each kernel's writable space (/home/work, /home/config, /tmp, /var/tmp on one loop-mounted ext4 image;
+    # the rest of its root file system is read-only). "0": the unbounded container layer, as before.
+    scratch_size: str = Field("2g", alias="scratch-size")
     flush_timeout: float = Field(1.0, alias="flush-timeout", gt=0)
     # Spare containers kept started per recently used image, so new sessions skip the container start.
     warm_pool_size: int = Field(1, alias="warm-pool-size", ge=0, le=8)
+
+    @field_validator("scratch_size")
+    @classmethod
+    def _scratch_size(cls, value: str) -> str:
+        from ai.backend.common.types import BinarySize, SlotTypeError
+
+        try:
+            size = int(BinarySize.parse(value))
+        except SlotTypeError as e:
+            raise ValueError(str(e)) from None
+        if 0 < size < 16 * 1024 * 1024:
+            raise ValueError("scratch-size must be 0 (no limit) or at least 16m")
+        return value
 
 
 class ResourceSection(_Section):

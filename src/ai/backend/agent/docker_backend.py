@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import os
 import secrets
 import shutil
+import tarfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,8 +26,19 @@ from ai.backend.common.types import BinarySize
 from .accelerators import AcceleratorManager
 from .cluster_kernels import ClusterNetworks, cluster_environ, endpoint_config, hostname_of, ssh_keypair_tar
 from .config import AgentConfig
-from .kernel_tasks import BOOTSTRAP_PATH, TaskLog, dotfile_path, drive_batch, files_tar, parse_perm
+from .kernel_tasks import (
+    BOOTSTRAP_PATH,
+    CONTAINER_LOG_LIMIT,
+    CONTAINER_LOG_LINES,
+    TaskLog,
+    dotfile_path,
+    drive_batch,
+    files_tar,
+    log_tail,
+    parse_perm,
+)
 from .runner_client import RunnerClient, RunnerConnectionError
+from .scratch import WRITABLE, ScratchSpace
 from .stats import container_stats, network_stats
 
 log = logging.getLogger(__name__)
@@ -117,6 +130,10 @@ class DockerBackend:
         self.pool: dict[str, list[KernelState]] = {}
         self._refilling: dict[str, asyncio.Task[None]] = {}
         self.scratch_root = Path(config.container.scratch_root).resolve()
+        cc = config.container
+        self.scratch = ScratchSpace(self.scratch_root, int(BinarySize.parse(cc.scratch_size)), cc.kernel_uid,
+                                    cc.kernel_gid)
+        self._template_locks: dict[str, asyncio.Lock] = {}
         self.networks = ClusterNetworks(self.docker, config.agent.id)
 
     async def start(self) -> None:
@@ -124,6 +141,10 @@ class DockerBackend:
         self.scratch_root.mkdir(parents=True, exist_ok=True)
         await self._ensure_network()
         await self._reattach()
+        # Scratch images of kernels that ended while no agent ran (or of a crashed creation).
+        live = {k.scratch for k in self.kernels.values()}
+        for path in await asyncio.to_thread(self.scratch.cleanup, live):
+            log.info("removed the leftover scratch %s", path)
         for name in await self.networks.remove_unused():
             log.info("removed the leftover cluster network %s", name)
         self._watch_task = asyncio.create_task(self._watch_events())
@@ -248,8 +269,42 @@ class DockerBackend:
                 "AutoRemove": False,
             },
         }
+        if self.scratch.enabled:
+            # Only the scratch image is writable, so a kernel cannot fill the host disk (ADR 0009).
+            config["HostConfig"]["ReadonlyRootfs"] = True
+            config["HostConfig"]["Binds"] += self.scratch.binds(ipc.parent)
         config["HostConfig"].update(host_extra or {})  # accelerator devices (DeviceRequests)
         return config
+
+    async def _make_scratch(self, scratch: Path, image: str) -> None:
+        """Create and mount the kernel's bounded scratch image, seeded with the image's ``/home/work``."""
+        if not self.scratch.enabled:
+            return
+        try:
+            image_id = str((await self.docker.images.inspect(image))["Id"])
+            template = self.scratch.template_dir(image_id)
+            if not template.exists():
+                async with self._template_locks.setdefault(image_id, asyncio.Lock()):
+                    if not template.exists():
+                        home = await self._image_home(image)
+                        await asyncio.to_thread(self.scratch.make_template, image_id, home)
+            await asyncio.to_thread(self.scratch.create, scratch, template)
+        except (DockerError, OSError) as e:
+            await asyncio.to_thread(self.scratch.remove, scratch)
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise KernelCreationFailed(f"Could not create the kernel's scratch space: {e}") from None
+
+    async def _image_home(self, image: str) -> Any:
+        """The image's ``/home/work`` as a tar (None when it has none), read from a created, never started
+        container."""
+        container = await self.docker.containers.create({"Image": image, "Cmd": ["true"], "Entrypoint": [],
+                                                         "Labels": {LABEL_AGENT: self.config.agent.id}})
+        try:
+            return await container.get_archive("/home/work")
+        except DockerError:
+            return None
+        finally:
+            await container.delete(force=True)
 
     async def _launch(
         self, config: dict[str, Any], name: str, scratch: Path
@@ -329,12 +384,14 @@ class DockerBackend:
         try:
             labels = await self._image_labels(image)
             ipc = self._prepare_scratch(scratch)
+            await self._make_scratch(scratch, image)
             # Modest limits until the container is handed to a session, which sets its own.
             config = self._container_config(image, labels, Decimal("0.5"), 256 * 1024 * 1024, ipc, {},
                                             {LABEL_POOL: image}, "main1")
             cid, runner, _ = await self._launch(config, f"bai-pool-{pool_id}", scratch)
         except Exception as e:  # noqa: BLE001 - a missing spare only makes the next start slower
             log.warning("could not pre-start a container of %s: %s", image, e)
+            await asyncio.to_thread(self.scratch.remove, scratch)
             shutil.rmtree(scratch, ignore_errors=True)
             return
         self.pool.setdefault(image, []).append(KernelState("", cid, scratch, runner))
@@ -446,6 +503,7 @@ class DockerBackend:
         if state is None:
             scratch = self.scratch_root / kid
             ipc = self._prepare_scratch(scratch)
+            await self._make_scratch(scratch, image)
             config = self._container_config(image, labels, cpu, mem, ipc, environ, kernel_labels,
                                             hostname_of(spec), binds, accel_host)
             if networking is not None:
@@ -486,7 +544,8 @@ class DockerBackend:
             try:
                 container = self.docker.containers.container(state.container_id)
                 for archive in archives:
-                    await container.put_archive("/", archive)
+                    for where, part in self._archives_by_mount(archive):
+                        await container.put_archive(where, part)
             except DockerError as e:
                 raise KernelCreationFailed(f"Could not place the session's files: {e.message}") from None
             phases["dotfiles"] = round(time.monotonic() - t, 4)
@@ -519,6 +578,33 @@ class DockerBackend:
             self._start_batch_task(state, opts, run_id, resume=False)
         (state.scratch / "kernel.json").write_text(json.dumps(meta))
         return phases
+
+    def _archives_by_mount(self, archive: bytes) -> list[tuple[str, bytes]]:
+        """Split a tar meant for ``/`` into one per writable directory: Docker refuses to extract into a
+        read-only root file system, even below a bind mount."""
+        if not self.scratch.enabled:
+            return [("/", archive)]
+        parts: dict[str, tuple[io.BytesIO, tarfile.TarFile]] = {}
+        with tarfile.open(fileobj=io.BytesIO(archive)) as src:
+            for m in src.getmembers():
+                name = "/" + m.name.lstrip("/")
+                target = next((t for t in WRITABLE.values() if name.startswith(t + "/")), None)
+                if target is None:
+                    if name.rstrip("/") in WRITABLE.values() or any(
+                            t.startswith(name.rstrip("/") + "/") for t in WRITABLE.values()):
+                        continue  # a writable directory or a parent of one (e.g. /home): it exists
+                    raise KernelCreationFailed(f"{name} is outside the kernel's writable directories "
+                                               f"({', '.join(WRITABLE.values())})")
+                if target not in parts:
+                    buf = io.BytesIO()
+                    parts[target] = (buf, tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT))
+                m.name = name[len(target) + 1:]
+                parts[target][1].addfile(m, src.extractfile(m) if m.isfile() else None)
+        out = []
+        for target, (buf, tar) in parts.items():
+            tar.close()
+            out.append((target, buf.getvalue()))
+        return out
 
     def _start_batch_task(self, state: KernelState, opts: dict[str, Any], run_id: str, *, resume: bool) -> None:
         state.batch_task = asyncio.create_task(self._batch_task(state, opts, run_id, resume))
@@ -565,6 +651,9 @@ class DockerBackend:
 
     def _stats(self, state: KernelState) -> dict[str, Any]:
         stats = container_stats(state.container_id)
+        scratch = self.scratch.usage(state.scratch)
+        if scratch is not None:
+            stats["io_max_scratch_size"], stats["io_cur_scratch_size"] = scratch
         if state.pid:
             stats.update(network_stats(state.pid))
         return stats
@@ -587,7 +676,9 @@ class DockerBackend:
     async def _logs(self, container_id: str) -> str:
         try:
             container = self.docker.containers.container(container_id)
-            return "".join(await container.log(stdout=True, stderr=True))
+            # Bounded: what runs in the container may have written to it.
+            lines = await container.log(stdout=True, stderr=True, tail=CONTAINER_LOG_LINES)
+            return log_tail("".join(lines), CONTAINER_LOG_LIMIT)
         except DockerError:
             return ""
 
@@ -646,6 +737,7 @@ class DockerBackend:
         except DockerError as e:
             if e.status != 404:
                 log.warning("removing container %s failed: %s", container_id[:12], e.message)
+        await asyncio.to_thread(self.scratch.remove, scratch)  # before the rmtree deletes through the mount
         await asyncio.to_thread(shutil.rmtree, scratch, True)
 
     async def _report_exit(self, kid: str, info: dict[str, Any], state: KernelState | None = None) -> None:

@@ -23,6 +23,17 @@ log = logging.getLogger(__name__)
 BOOTSTRAP_PATH = "/tmp/.backend.ai-bootstrap.sh"
 #: Kept per kernel: the tail of its batch-task and bootstrap output.
 TASK_LOG_LIMIT = 1 << 20
+#: Of a container's own log (the runner's messages) in a logs answer: the last lines Docker is asked
+#: for (it splits lines at 16 KiB) and the characters kept of them.
+CONTAINER_LOG_LINES = 2000
+CONTAINER_LOG_LIMIT = 1 << 20
+
+
+def log_tail(text: str, limit: int) -> str:
+    """The last ``limit`` characters of ``text``, after a note saying how many were cut."""
+    if len(text) <= limit:
+        return text
+    return f"[log truncated: {len(text) - limit} earlier characters cut]\n" + text[-limit:]
 WORKDIR = PurePosixPath("/home/work")
 
 RunnerCall = Callable[..., Awaitable[dict[str, Any]]]

@@ -17,16 +17,27 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import stat
+from collections import OrderedDict
 from types import TracebackType
 from typing import Any
 
-from ai.backend.kernel.protocol import ProtocolError, encode, read_message
+from ai.backend.kernel.protocol import HEADER_SIZE, ProtocolError, decode_body, encode
 
-__all__ = ["RunnerClient", "RunnerConnectionError"]
+__all__ = ["MAX_FRAME_SIZE", "RunnerClient", "RunnerConnectionError"]
+
+log = logging.getLogger(__name__)
 
 _READ_LIMIT = 1 << 20
+#: The largest frame taken from a runner (a kernel's code may have taken it over).  An execute answer
+#: holds at most 2 x 512 Ki console characters (up to 12 bytes each as escaped JSON), 16 Mi characters
+#: of rich items and 5 MiB of files as data: URIs (~7 MiB): about 35 MiB at worst.
+MAX_FRAME_SIZE = 48 * 1024 * 1024
+#: Answers to requests the agent gave up on (cancelled calls) that may still arrive; any other
+#: frame is unsolicited and closes the connection.
+_ABANDONED_KEPT = 4096
 _RETRYABLE = (FileNotFoundError, ConnectionRefusedError, PermissionError)
 
 
@@ -50,6 +61,10 @@ async def _open_socket_nofollow(path: str) -> tuple[asyncio.StreamReader, asynci
         os.close(fd)
 
 
+class _Untrusted(Exception):
+    """The runner sent what no honest runner sends (a frame over the limit, an unsolicited frame)."""
+
+
 class RunnerClient:
     """A multiplexing request/response client for one kernel runner."""
 
@@ -62,6 +77,8 @@ class RunnerClient:
         self._recv_task: asyncio.Task[None] | None = None
         self._closed = True
         self._close_reason = "not connected"
+        self._abandoned: OrderedDict[int, None] = OrderedDict()
+        self._max_frame = MAX_FRAME_SIZE
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str], timeout: float = 30.0) -> RunnerClient:
@@ -128,7 +145,11 @@ class RunnerClient:
                 raise RunnerConnectionError(self._close_reason) from e
             return await fut
         finally:
-            self._pending.pop(rid, None)
+            if self._pending.pop(rid, None) is not None and (fut.cancelled() or not fut.done()):
+                # Given up on (cancelled): its answer may still come and is no protocol violation.
+                self._abandoned[rid] = None
+                if len(self._abandoned) > _ABANDONED_KEPT:
+                    self._abandoned.popitem(last=False)
 
     async def ping(self) -> dict[str, Any]:
         """``ping``: runtime type and features of the runner."""
@@ -176,17 +197,36 @@ class RunnerClient:
 
     # -- internals ----------------------------------------------------------------------
 
+    async def _read_frame(self, reader: asyncio.StreamReader) -> dict[str, Any] | None:
+        """One frame, refusing any over :data:`MAX_FRAME_SIZE` before reading its body."""
+        try:
+            header = await reader.readexactly(HEADER_SIZE)
+            length = int.from_bytes(header, "big")
+            if length > self._max_frame:
+                raise _Untrusted(f"a frame of {length} bytes, over the limit of {self._max_frame}")
+            body = await reader.readexactly(length)
+        except asyncio.IncompleteReadError:
+            return None
+        return decode_body(body)
+
     async def _recv_loop(self, reader: asyncio.StreamReader) -> None:
         reason = "the runner closed the connection"
         try:
             while True:
-                msg = await read_message(reader)
+                msg = await self._read_frame(reader)
                 if msg is None:
                     break
                 rid = msg.get("id")
-                fut = self._pending.get(rid) if isinstance(rid, int) else None
+                fut = self._pending.get(rid) if type(rid) is int else None
                 if fut is not None and not fut.done():
                     fut.set_result(msg)
+                elif type(rid) is int and rid in self._abandoned:
+                    del self._abandoned[rid]  # the late answer of a call given up on
+                else:
+                    raise _Untrusted(f"an unsolicited frame (id {str(rid)[:32]!r})")
+        except _Untrusted as e:
+            reason = f"the runner sent {e}; the connection was closed"
+            log.error("runner at %s sent %s; closing the connection", self.path, e)
         except ProtocolError as e:
             reason = f"protocol error from the runner: {e}"
         except (ConnectionError, OSError) as e:

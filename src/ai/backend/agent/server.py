@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ai.backend.common.auth import CLUSTER_SECRET_HEADER
 from ai.backend.common.config import load_config_or_exit
 from ai.backend.common.problems import AuthorizationFailed, InvalidAPIParameters, ProblemError, problem_document
+from ai.backend.kernel.protocol import cap_completions
 
 from .accelerators import AcceleratorManager, PluginError, load_plugins
 from .backend_base import KernelBackend
@@ -58,6 +59,56 @@ class Agent:
             docker = DockerBackend(config, self.on_kernel_exit, self.on_kernel_event, self.accelerators)
             self.backend, self.files = docker, KernelFiles(docker)
         self.host_stats = HostStats()
+        # Kernels whose creation is under way, and those of them destroyed meanwhile (the manager's destroy, or
+        # reconciliation): the creation removes what it made when it ends (a creation token, so to speak).
+        self.creating: set[str] = set()
+        self.cancelled: set[str] = set()
+        # Whether the manager has reconciled this process's kernels yet (asked for in the heartbeats until then).
+        self.reconciled = False
+
+    async def create_kernel(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Create a kernel; one destroyed while it was being created is removed, and the creation fails."""
+        kid = str(spec["kernel_id"])
+        if kid in self.creating:
+            raise InvalidAPIParameters(f"Kernel {kid} is already being created on this agent.")
+        self.creating.add(kid)
+        try:
+            result = await self.backend.create_kernel(spec)
+        finally:
+            self.creating.discard(kid)
+            cancelled = kid in self.cancelled
+            self.cancelled.discard(kid)
+        if cancelled:
+            await self._destroy_quietly(kid)
+            raise KernelCreationCancelled(f"Kernel {kid} was destroyed while it was being created.")
+        return result
+
+    async def destroy_kernel(self, kid: str) -> dict[str, Any]:
+        """Remove a kernel (its last stats), also one being created: its container goes as soon as it has
+        one, else when the creation ends."""
+        if kid in self.creating:
+            self.cancelled.add(kid)
+            if kid not in self.backend.kernels:
+                return {}
+        return await self.backend.destroy_kernel(kid)
+
+    async def _destroy_quietly(self, kid: str) -> None:
+        try:
+            await self.destroy_kernel(kid)
+        except ProblemError:
+            pass  # already gone
+        except Exception:  # noqa: BLE001 - a removal that failed is tried again at the next reconciliation
+            log.exception("could not remove kernel %s", kid)
+
+    async def remove_stale(self, stale: Any) -> None:
+        """Remove the kernels that the manager says no live session owns (its heartbeat answer)."""
+        if not isinstance(stale, list):
+            return
+        self.reconciled = True
+        for kid in stale:
+            if isinstance(kid, str) and (kid in self.backend.kernels or kid in self.creating):
+                log.warning("kernel %s belongs to no live session on the manager: removing it", kid)
+                await self._destroy_quietly(kid)
 
     async def on_kernel_exit(self, kernel_id: str, reason: str, exit_code: int | None, **extra: Any) -> None:
         """Tell the manager that a kernel ended by itself (``extra``: ``stats``, ``task_log``)."""
@@ -80,7 +131,7 @@ class Agent:
             log.warning("could not report %s of kernel %s: %s", event, kernel_id, type(e).__name__)
 
     async def heartbeat_once(self) -> None:
-        body = {
+        body: dict[str, Any] = {
             "id": self.config.agent.id, "addr": self.config.rpc_addr(),
             "scaling_group": self.config.agent.scaling_group, "region": self.config.agent.region,
             "available_slots": self.capacity.to_json(), "version": VERSION,
@@ -89,9 +140,18 @@ class Agent:
             "kernels": list(self.backend.kernels), "live_stat": self.host_stats.sample(),
             "kernel_stats": await self.backend.live_stats(),
         }
+        if not self.reconciled:
+            body["reconcile"] = True  # a restarted agent took back containers the manager may have ended
         r = await self.http.post("/internal/heartbeat", json=body)
         if r.status_code >= 400:
             log.warning("heartbeat refused by the manager (%s): %s", r.status_code, r.text[:200])
+            return
+        try:
+            answer = r.json()
+        except ValueError:
+            return
+        if isinstance(answer, dict):
+            await self.remove_stale(answer.get("stale_kernels"))
 
     async def heartbeat_loop(self) -> None:
         while True:
@@ -100,6 +160,10 @@ class Agent:
             except httpx.HTTPError as e:
                 log.warning("cannot reach the manager at %s: %s", self.config.agent.manager_url, type(e).__name__)
             await asyncio.sleep(self.config.agent.heartbeat_interval)
+
+
+class KernelCreationCancelled(ProblemError):
+    status, slug, title = 409, "kernel-creation-cancelled", "The kernel was destroyed while it was being created"
 
 
 class ClusterSecretMiddleware:
@@ -172,11 +236,13 @@ def create_app(config: AgentConfig, accelerators: AcceleratorManager | None = No
         spec = await request.json()
         if not isinstance(spec, dict) or "kernel_id" not in spec or "image" not in spec:
             raise InvalidAPIParameters("kernel spec needs kernel_id and image")
-        return await backend(request).create_kernel(spec)
+        agent: Agent = request.app.state.agent
+        return await agent.create_kernel(spec)
 
     @app.delete("/v1/kernels/{kid}")
     async def destroy_kernel(kid: str, request: Request) -> dict[str, Any]:
-        return {"stats": await backend(request).destroy_kernel(kid)}
+        agent: Agent = request.app.state.agent
+        return {"stats": await agent.destroy_kernel(kid)}
 
     @app.post("/v1/networks")
     async def create_network(request: Request) -> dict[str, Any]:
@@ -207,8 +273,9 @@ def create_app(config: AgentConfig, accelerators: AcceleratorManager | None = No
     @app.post("/v1/kernels/{kid}/complete")
     async def complete(kid: str, request: Request) -> dict[str, Any]:
         body = await request.json()
-        return await backend(request).runner_request(kid, "complete", code=body.get("code", ""),
-                                                     opts=body.get("opts") or {})
+        res = await backend(request).runner_request(kid, "complete", code=body.get("code", ""),
+                                                    opts=body.get("opts") or {})
+        return {"result": cap_completions(res.get("result"))}  # the runner is not trusted to have capped it
 
     @app.post("/v1/kernels/{kid}/restart")
     async def restart(kid: str, request: Request) -> dict[str, Any]:

@@ -18,6 +18,7 @@ __all__ = [
     "HEADER_SIZE",
     "MAX_MESSAGE_SIZE",
     "ProtocolError",
+    "cap_completions",
     "decode_body",
     "encode",
     "read_message",
@@ -30,6 +31,29 @@ _HEADER = struct.Struct(">I")
 HEADER_SIZE = _HEADER.size
 #: Upper bound for one frame; protects both sides from a corrupt length prefix.
 MAX_MESSAGE_SIZE = 256 * 1024 * 1024
+
+
+#: Completion answers (REPL child, runner, agent and manager alike): candidates per answer,
+#: characters per candidate (longer ones are dropped) and characters in all.
+COMPLETE_MAX_ITEMS = 1000
+COMPLETE_MAX_ITEM_CHARS = 1024
+COMPLETE_MAX_CHARS = 65_536
+
+
+def cap_completions(result: Any) -> list[str]:
+    """The completion candidates of ``result`` that fit the limits above (strings only)."""
+    out: list[str] = []
+    total = 0
+    if not isinstance(result, list):
+        return out
+    for cand in result:
+        if not isinstance(cand, str) or len(cand) > COMPLETE_MAX_ITEM_CHARS:
+            continue
+        total += len(cand)
+        if total > COMPLETE_MAX_CHARS or len(out) >= COMPLETE_MAX_ITEMS:
+            break
+        out.append(cand)
+    return out
 
 
 class ProtocolError(ValueError):

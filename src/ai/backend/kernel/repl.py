@@ -32,13 +32,16 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import io
+import json
 import logging
+import mmap
 import os
 import queue
 import re
 import select
 import signal
 import socket
+import struct
 import sys
 import threading
 import traceback
@@ -144,6 +147,60 @@ class _Channel:
         return msg
 
 
+class _Journal:
+    """Console items not yet sent, mirrored into memory shared with the supervisor.
+
+    A process killed by SIGKILL (the OOM killer, a timeout), ``os._exit`` or a crash loses
+    what it buffered; the supervisor maps the same memory and, once the process is gone,
+    takes back the records the last frame it received did not carry.  Layout: a header
+    (epoch of the next frame, bytes of records), then records (kind byte, length, payload:
+    UTF-8 text for ``o``/``e``, JSON ``[kind, value]`` for ``r``).  Every frame carrying
+    items says its epoch (``"e"``); the journal restarts at the next epoch once it is sent.
+    """
+
+    HEADER = struct.Struct("<QI")
+    RECORD = struct.Struct("<cI")
+    _set_length = struct.Struct("<I").pack_into
+    KINDS = {"stdout": b"o", "stderr": b"e"}
+    __slots__ = ("_mm", "_size", "_end", "epoch")
+
+    def __init__(self, fd: int) -> None:
+        self._mm = mmap.mmap(fd, os.fstat(fd).st_size)
+        os.close(fd)
+        self._size = len(self._mm)
+        self.epoch = 0
+        self._end = self.HEADER.size
+        self.HEADER.pack_into(self._mm, 0, 0, 0)
+
+    def add(self, name: str, value: Any) -> bool:
+        """Record one item; False if it does not fit (the caller then sends everything at once)."""
+        # Every write() comes here: kept to a few operations (about 1 us for a short text).
+        kind = self.KINDS.get(name)
+        if kind is None:
+            kind, data = b"r", json.dumps([name, value]).encode("ascii")
+        else:
+            try:
+                data = value.encode()
+            except UnicodeEncodeError:  # lone surrogates
+                data = value.encode("utf-8", "surrogatepass")
+        start = self._end
+        end = start + 5 + len(data)
+        if end > self._size:
+            return False
+        mm = self._mm
+        mm[start:end] = kind + len(data).to_bytes(4, "little") + data
+        self._end = end
+        # The length last: a process killed in between leaves only whole records behind.
+        self._set_length(mm, 8, end - 12)
+        return True
+
+    def sent(self) -> None:
+        """The frame of ``epoch`` is out: start the next epoch empty."""
+        self.epoch += 1
+        self._end = self.HEADER.size
+        self.HEADER.pack_into(self._mm, 0, self.epoch, 0)
+
+
 class _Capture:
     """Ordered console buffer shared by every writer in the process.
 
@@ -158,8 +215,9 @@ class _Capture:
     COALESCE_SECONDS = 0.02
     FLUSH_AT = 64 * 1024
 
-    def __init__(self, chan: _Channel) -> None:
+    def __init__(self, chan: _Channel, journal: _Journal | None = None) -> None:
         self._chan = chan
+        self._journal = journal
         # Reentrant: a finalizer run by the GC inside a locked section may print.
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
@@ -169,11 +227,15 @@ class _Capture:
         self._eof: set[int] = set()
         self._quick_poll = select.poll()
 
-    def start(self, redirect_fds: bool = True) -> None:
-        """Redirect fds 1/2 into pipes and start the helper threads."""
+    def start(self, redirect_fds: bool = True, pipes: list[int] | None = None) -> None:
+        """Redirect fds 1/2 into pipes and start the helper threads.
+
+        ``pipes`` (read, write, read, write) come from the supervisor, which keeps the read
+        ends too: what is still in them when this process dies is not lost.
+        """
         if redirect_fds:
-            for fd, name in ((1, "stdout"), (2, "stderr")):
-                r, w = os.pipe()
+            for i, (fd, name) in enumerate(((1, "stdout"), (2, "stderr"))):
+                r, w = (pipes[2 * i], pipes[2 * i + 1]) if pipes else os.pipe()
                 os.dup2(w, fd)  # inheritable: subprocesses of user code write here too
                 os.close(w)
                 os.set_blocking(r, False)
@@ -191,7 +253,8 @@ class _Capture:
         else:
             self._items.append((name, [text]))
         self._size += len(text)
-        if self._size >= self.FLUSH_AT:
+        journal = self._journal
+        if (journal is not None and not journal.add(name, text)) or self._size >= self.FLUSH_AT:
             self._send_out_locked()
         elif was_empty:
             self._cond.notify()
@@ -202,9 +265,20 @@ class _Capture:
         self._size = 0
         return items
 
+    def _send_locked(self, msg: dict[str, Any]) -> None:
+        """Send ``msg`` with every buffered item (and the journal's epoch)."""
+        msg["items"] = self._take_locked()
+        journal = self._journal
+        if journal is None:
+            self._chan.send(msg)
+            return
+        msg["e"] = journal.epoch
+        self._chan.send(msg)
+        journal.sent()
+
     def _send_out_locked(self) -> None:
         if self._items:
-            self._chan.send({"t": "out", "items": self._take_locked()})
+            self._send_locked({"t": "out"})
 
     def _read_fd_locked(self, fd: int) -> None:
         name, decoder = self._fds[fd]
@@ -250,7 +324,8 @@ class _Capture:
                 if items and items[-1][0] == name and len(text) <= self.FLUSH_AT:
                     items[-1][1].append(text)
                     self._size += len(text)
-                    if self._size >= self.FLUSH_AT:
+                    journal = self._journal
+                    if (journal is not None and not journal.add(name, text)) or self._size >= self.FLUSH_AT:
                         self._send_out_locked()
                 elif len(text) <= self.FLUSH_AT:
                     self._append_locked(name, text)
@@ -274,7 +349,8 @@ class _Capture:
                 was_empty = not self._items
                 self._items.append((kind, [value]))  # never merged with a neighbour
                 self._size += _item_size(value)
-                if self._size >= self.FLUSH_AT:
+                journal = self._journal
+                if (journal is not None and not journal.add(kind, value)) or self._size >= self.FLUSH_AT:
                     self._send_out_locked()
                 elif was_empty:
                     self._cond.notify()
@@ -287,8 +363,7 @@ class _Capture:
         try:
             with self._lock:
                 self._drain_fds_locked()
-                msg["items"] = self._take_locked()
-                self._chan.send(msg)
+                self._send_locked(msg)
         finally:
             _leave_critical()
 
@@ -502,7 +577,7 @@ class _Repl:
             if cand not in seen:
                 seen.add(cand)
                 result.append(cand)
-        return result
+        return list(_protocol.cap_completions(result))
 
     # -- command reader thread ---------------------------------------------------------------
 
@@ -756,6 +831,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--fd", type=int, required=True, help="socket fd connected to the supervisor")
     parser.add_argument("--no-fd-capture", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--journal-fd", type=int, default=None, help="shared memory for unsent console items")
+    parser.add_argument("--pipe-fds", default=None, help="stdout/stderr pipes from the supervisor: r,w,r,w")
     args = parser.parse_args(argv)
 
     sock = socket.socket(fileno=args.fd)
@@ -765,8 +842,15 @@ def main(argv: list[str] | None = None) -> None:
     for stream in (sys.stdout, sys.stderr):
         if stream is not None:
             stream.flush()
-    capture = _Capture(chan)
-    capture.start(redirect_fds=not args.no_fd_capture)
+    journal = None
+    if args.journal_fd is not None:
+        os.set_inheritable(args.journal_fd, False)
+        journal = _Journal(args.journal_fd)
+    pipes = [int(fd) for fd in args.pipe_fds.split(",")] if args.pipe_fds else None
+    for fd in pipes or ():
+        os.set_inheritable(fd, False)  # only fds 1/2 (dup2'ed write ends) are for user subprocesses
+    capture = _Capture(chan, journal)
+    capture.start(redirect_fds=not args.no_fd_capture, pipes=pipes)
     repl = _Repl(chan, capture)
 
     # The original objects were opened with closefd=False, so dropping them is safe;

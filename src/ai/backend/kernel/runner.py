@@ -32,12 +32,15 @@ import codecs  # noqa: E402
 import contextlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import mmap  # noqa: E402
 import os  # noqa: E402
 import secrets  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 import stat  # noqa: E402
+import struct  # noqa: E402
 import subprocess  # noqa: E402
+import tempfile  # noqa: E402
 from collections import deque  # noqa: E402
 from collections.abc import Awaitable, Callable  # noqa: E402
 from typing import Any, NoReturn  # noqa: E402
@@ -45,13 +48,16 @@ from typing import Any, NoReturn  # noqa: E402
 from ai.backend.kernel import query_runtimes  # noqa: E402
 from ai.backend.kernel.output_files import OutputWatcher  # noqa: E402
 from ai.backend.kernel.processes import killpg_quietly, wait_process  # noqa: E402
-from ai.backend.kernel.protocol import ProtocolError, encode, read_message  # noqa: E402
+from ai.backend.kernel.protocol import ProtocolError, cap_completions, encode, read_message  # noqa: E402
 from ai.backend.kernel.pty_session import PtyError, PtyManager  # noqa: E402
 
 log = logging.getLogger("ai.backend.kernel.runner")
 
-#: Per stream and per execute response (rest-api.md §8.3).
+#: Characters per stream and per execute response (rest-api.md §8.3): beyond it the first
+#: CONSOLE_HEAD and the last CONSOLE_TAIL characters are kept, with a note of how many were cut.
 CONSOLE_LIMIT = 524_288
+CONSOLE_HEAD = CONSOLE_LIMIT // 2
+CONSOLE_TAIL = CONSOLE_LIMIT - CONSOLE_HEAD
 FEATURES = ["query", "batch", "user-input"]
 REPL_PATH = Path(__file__).absolute().with_name("repl.py")
 DEFAULT_OOM_FILES = ("/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memory.events")
@@ -79,6 +85,47 @@ PIPE_GRACE_SECONDS = 0.2
 MAX_KEPT_RUNS = 256
 CHILD_START_TIMEOUT = 30.0
 COMPLETE_TIMEOUT = 5.0
+#: Bytes of the memory shared with the REPL child for console items it has not sent yet
+#: (its sends come at 64 Ki characters, so at most 256 KiB of UTF-8 plus one write of that size).
+JOURNAL_SIZE = 1 << 20
+JOURNAL_HEADER = struct.Struct("<QI")
+JOURNAL_RECORD = struct.Struct("<cI")
+
+
+def _journal_fd() -> int:
+    """A file of :data:`JOURNAL_SIZE` bytes to share with the REPL child (memfd, else an unlinked temp file)."""
+    memfd_create = getattr(os, "memfd_create", None)
+    fd = -1
+    if memfd_create is not None:
+        with contextlib.suppress(OSError):
+            fd = memfd_create("bai-console-journal")
+    if fd < 0:
+        with tempfile.TemporaryFile() as f:
+            fd = os.dup(f.fileno())
+    os.ftruncate(fd, JOURNAL_SIZE)
+    return fd
+
+
+def read_journal(journal: mmap.mmap | bytes, last_epoch: int) -> list[Any]:
+    """Console items of a REPL child's journal that no frame up to ``last_epoch`` carried (see repl._Journal)."""
+    epoch, length = JOURNAL_HEADER.unpack_from(journal, 0)
+    if epoch <= last_epoch:
+        return []  # the frame of this epoch arrived; the child died before it started the next
+    items: list[Any] = []
+    pos, end = JOURNAL_HEADER.size, min(JOURNAL_HEADER.size + length, len(journal))
+    while pos + JOURNAL_RECORD.size <= end:
+        kind, size = JOURNAL_RECORD.unpack_from(journal, pos)
+        pos += JOURNAL_RECORD.size
+        data = bytes(journal[pos : pos + size])
+        pos += size
+        if kind == b"o" or kind == b"e":
+            items.append(["stdout" if kind == b"o" else "stderr", data.decode("utf-8", "replace")])
+        elif kind == b"r":
+            with contextlib.suppress(ValueError):
+                item = json.loads(data)
+                if isinstance(item, list) and len(item) == 2 and item[0] in RICH_ITEM_TYPES:
+                    items.append(item)
+    return items
 
 
 class RequestError(Exception):
@@ -149,8 +196,10 @@ class Run:
         # stream of small writes does not cost quadratic string copying.
         self.console: list[tuple[str, list[Any]]] = []
         self.counts = {"stdout": 0, "stderr": 0}
-        self.truncated: list[str] = []
-        self.discarded: set[str] = set()
+        # Per stream, once its head is full: the latest CONSOLE_TAIL characters and how many were cut.
+        self.tails: dict[str, deque[str]] = {}
+        self.tail_sizes: dict[str, int] = {}
+        self.cut: dict[str, int] = {}
         self.rich_chars = 0
         #: Called at ``finished`` for the run's ``files`` (see output_files.py).
         self.collect_files: Callable[[], list[dict[str, Any]]] | None = None
@@ -158,6 +207,7 @@ class Run:
         self.input_is_password = False
         self.finished = False
         self.timed_out = False
+        self.end_note = ""
         self.call_lock = asyncio.Lock()
         self._waiter: asyncio.Future[None] | None = None
 
@@ -170,26 +220,50 @@ class Run:
     def add_output(self, stream: str, text: Any, note: bool = False) -> None:
         """Append console text, enforcing the per-response limit.
 
-        Once a stream overflows, the rest of this run's output of that stream is
-        dropped (not delayed).  ``note`` marks runner messages, which bypass the cap.
+        Past the first :data:`CONSOLE_HEAD` characters of a stream in one response, only the
+        latest :data:`CONSOLE_TAIL` are kept (they end the response, after a note of how much
+        was cut).  ``note`` marks runner messages, which bypass the cap.
         """
         if not isinstance(text, str) or not text:
             return
-        if note:
+        if note or stream not in self.counts:
             self._append(stream, text)
             return
-        if stream in self.discarded:
+        count = self.counts[stream]
+        if count + len(text) <= CONSOLE_HEAD:  # the common case: a size check
+            self.counts[stream] = count + len(text)
+            self._append(stream, text)
             return
-        if stream in self.counts:
-            room = CONSOLE_LIMIT - self.counts[stream]
-            if len(text) > room:
-                text = text[:room]
-                self.discarded.add(stream)
-                self.truncated.append(stream)
-            if not text:
-                return
-            self.counts[stream] += len(text)
-        self._append(stream, text)
+        room = CONSOLE_HEAD - count
+        if room > 0:
+            self.counts[stream] = CONSOLE_HEAD
+            self._append(stream, text[:room])
+            text = text[room:]
+        self._add_tail(stream, text)
+
+    def _add_tail(self, stream: str, text: str) -> None:
+        tail = self.tails.setdefault(stream, deque())
+        if len(text) >= CONSOLE_TAIL:
+            self.cut[stream] = self.cut.get(stream, 0) + self.tail_sizes.get(stream, 0) + len(text) - CONSOLE_TAIL
+            tail.clear()
+            tail.append(text[-CONSOLE_TAIL:])
+            self.tail_sizes[stream] = CONSOLE_TAIL
+            return
+        tail.append(text)
+        size = self.tail_sizes.get(stream, 0) + len(text)
+        excess = size - CONSOLE_TAIL
+        while excess > 0:
+            first = tail[0]
+            if len(first) <= excess:
+                tail.popleft()
+                drop = len(first)
+            else:
+                tail[0] = first[excess:]
+                drop = excess
+            excess -= drop
+            size -= drop
+            self.cut[stream] = self.cut.get(stream, 0) + drop
+        self.tail_sizes[stream] = size
 
     def add_items(self, items: list[Any]) -> None:
         """Append console items ``[[stream, text], ...]`` (and rich items) from the REPL child."""
@@ -211,12 +285,13 @@ class Run:
         self.console.append((kind, [value]))
 
     def _result(self, status: str, exit_code: int | None, options: dict[str, Any] | None) -> dict[str, Any]:
-        for stream in self.truncated:
-            self._append(
-                stream,
-                f"\n[output truncated: {stream} exceeded {CONSOLE_LIMIT} characters;"
-                f" the rest of this run's {stream} is discarded]\n",
-            )
+        for stream, tail in self.tails.items():
+            cut = self.cut.get(stream, 0)
+            if cut:
+                self._append(stream, f"\n[output truncated: {stream} exceeded {CONSOLE_LIMIT} characters in this"
+                                     f" response; {cut} characters cut here, the first {CONSOLE_HEAD} and the"
+                                     f" last {CONSOLE_TAIL} are kept]\n")
+            self._append(stream, "".join(tail))
         result = {
             "runId": self.run_id,
             "status": status,
@@ -230,7 +305,8 @@ class Run:
         }
         self.console = []
         self.counts = {"stdout": 0, "stderr": 0}
-        self.truncated = []
+        if self.tails:
+            self.tails, self.tail_sizes, self.cut = {}, {}, {}
         self.rich_chars = 0
         return result
 
@@ -242,6 +318,8 @@ class Run:
         **extra: Any,
     ) -> None:
         """Close the open segment with ``status`` and wake a waiting execute call."""
+        if status == "finished" and self.end_note:
+            self.add_output("stderr", self.end_note, note=True)
         result = self._result(status, exit_code, options)
         if status == "finished" and self.collect_files is not None:
             try:
@@ -311,6 +389,11 @@ class ReplChild:
         self._completions: dict[int, asyncio.Future[list[str]]] = {}
         self._next_rid = 0
         self._task: asyncio.Task[None] | None = None
+        # What the child has not sent yet survives it (see repl._Journal): the shared journal and our
+        # copies of the read ends of its stdout/stderr pipes, read only once it is gone.
+        self._journal: mmap.mmap | None = None
+        self._last_epoch = -1
+        self._pipes: list[tuple[int, str]] = []
 
     @property
     def pid(self) -> int | None:
@@ -319,20 +402,30 @@ class ReplChild:
     async def start(self) -> None:
         """Spawn the child and wait until it reports ready."""
         parent_sock, child_sock = socket.socketpair()
+        journal_fd = _journal_fd()
+        pipes = [*os.pipe(), *os.pipe()]
+        child_fds = [child_sock.fileno(), journal_fd, *pipes]
         try:
+            self._journal = mmap.mmap(journal_fd, JOURNAL_SIZE)
             self.proc = subprocess.Popen(
-                [sys.executable, "-I", str(REPL_PATH), "--fd", str(child_sock.fileno())],
+                [sys.executable, "-I", str(REPL_PATH), "--fd", str(child_sock.fileno()),
+                 "--journal-fd", str(journal_fd), "--pipe-fds", ",".join(map(str, pipes))],
                 stdin=subprocess.DEVNULL,
                 cwd=self._workdir,
                 env=self._env,
-                pass_fds=(child_sock.fileno(),),
+                pass_fds=tuple(child_fds),
                 start_new_session=True,  # own process group: interrupts and kills hit its subprocesses
             )
         except BaseException:
             parent_sock.close()
+            for fd in (pipes[0], pipes[2]):
+                os.close(fd)
             raise
         finally:
             child_sock.close()
+            for fd in (journal_fd, pipes[1], pipes[3]):
+                os.close(fd)
+        self._pipes = [(pipes[0], "stdout"), (pipes[2], "stderr")]
         self.alive = True
         reader, self._writer = await asyncio.open_unix_connection(sock=parent_sock, limit=1 << 20)
         self._task = asyncio.create_task(self._read_loop(reader))
@@ -361,6 +454,7 @@ class ReplChild:
                 self.kill()  # it closed the socket but lives on: useless now
             rc = await wait_process(self.proc)
             self.returncode = rc
+            self._recover_unsent()
             if not self._ready.done():
                 self._ready.set_exception(RuntimeError(f"the REPL process exited with code {rc}"))
                 self._ready.exception()  # mark retrieved; start() re-raises through wait_for
@@ -374,7 +468,36 @@ class ReplChild:
                 self._closed.set_result(rc)
             self._on_exit(self)
 
+    def _recover_unsent(self) -> None:
+        """Pass on what the dead child wrote but never sent: its journal, then its pipes' contents."""
+        items: list[Any] = []
+        if self._journal is not None:
+            try:
+                items = read_journal(self._journal, self._last_epoch)
+            except Exception:  # a journal scribbled over by user code must not break the run's end
+                log.exception("reading the console journal of the REPL child failed")
+            self._journal.close()
+            self._journal = None
+        for fd, name in self._pipes:
+            data = bytearray()
+            with contextlib.suppress(OSError):
+                os.set_blocking(fd, False)
+                while len(data) < JOURNAL_SIZE:
+                    chunk = os.read(fd, 65536)
+                    if not chunk:
+                        break
+                    data += chunk
+            os.close(fd)
+            if data:
+                items.append([name, data.decode("utf-8", "replace")])
+        self._pipes = []
+        if items and self.sink is not None:
+            self.sink(items)
+
     def _dispatch(self, msg: dict[str, Any]) -> None:
+        epoch = msg.get("e")
+        if type(epoch) is int:
+            self._last_epoch = epoch
         items = msg.get("items")
         if items and self.sink is not None:
             self.sink(items)
@@ -385,8 +508,7 @@ class ReplChild:
         elif kind == "completion":
             fut = self._completions.pop(msg.get("rid", -1), None)
             if fut is not None and not fut.done():
-                result = msg.get("result")
-                fut.set_result([str(c) for c in result] if isinstance(result, list) else [])
+                fut.set_result(cap_completions(msg.get("result")))
         elif kind == "ready":
             if not self._ready.done():
                 self._ready.set_result(None)
@@ -853,7 +975,8 @@ class Supervisor:
         done, _ = await asyncio.wait({task}, timeout=timeout)
         if not done:
             run.timed_out = True
-            run.add_output("stderr", f"\n[execution timed out after {timeout:g} s and was killed]\n", note=True)
+            # Added when the run ends, after what the killed code wrote (recovered after the kill).
+            run.end_note = f"\n[execution timed out after {timeout:g} s and was killed]\n"
             self.batch_interrupted = True  # later batch steps do not run
             if self.active_proc is not None:
                 killpg_quietly(self.active_proc.pid, signal.SIGKILL)
@@ -914,8 +1037,8 @@ class Supervisor:
     def _report_death(self, run: Run, child: ReplChild, rc: int, oom_before: int | None) -> None:
         lost = "a fresh Python process has been started; global variables were lost"
         if child.expected_exit:
-            note = "\n[the Python process was restarted; this run was aborted]\n"
-            run.add_output("stderr", note, note=True)
+            if not run.timed_out:  # a timeout says so itself
+                run.add_output("stderr", "\n[the Python process was restarted; this run was aborted]\n", note=True)
             run.checkpoint("finished", rc if rc < 0 else -1)
         elif rc < 0:
             sig = -rc
@@ -1041,6 +1164,22 @@ class Supervisor:
 # --------------------------------------------------------------------------------------
 
 
+def make_undumpable() -> bool:
+    """``prctl(PR_SET_DUMPABLE, 0)``: user code (same uid, no CAP_SYS_PTRACE) can then neither
+    ptrace this process nor open its ``/proc/<pid>/mem``, ``fd/`` or ``environ``, so it cannot take
+    over the connection to the agent.  Children get it back at ``execve``."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
+    except (ImportError, OSError, AttributeError) as e:
+        log.warning("cannot protect the runner from tracing: %s", e)
+        return False
+    return True
+
+
 def run_as_init(child_pid: int) -> NoReturn:
     """Stay behind as PID 1: reap every orphan, forward signals, exit with the child."""
 
@@ -1085,6 +1224,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Start the runner; returns its exit code."""
     args = parse_args(argv)
+    make_undumpable()  # before the fork: the init process is protected too
     if os.getpid() == 1 or args.reaper:
         pid = os.fork()
         if pid > 0:

@@ -18,6 +18,9 @@ from ai.backend.common.problems import BadGateway, ProblemError, ServiceUnavaila
 
 CONNECT_TIMEOUT = 5.0
 MAX_CONNECTIONS_PER_AGENT = 64
+#: The largest JSON answer taken from an agent (an execute answer is at most ~35 MiB, see the agent's
+#: ``runner_client.MAX_FRAME_SIZE``); a larger one is a 502, not held in memory.
+MAX_ANSWER_SIZE = 64 * 1024 * 1024
 
 
 class AgentError(ProblemError):
@@ -29,6 +32,12 @@ class AgentError(ProblemError):
         self.slug = str(body.get("type", "agent-error")).rsplit("/", 1)[-1]
         self.title = body.get("title", "Agent error")
         self.data = body
+
+
+class _TooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
 
 
 class RawAnswer(NamedTuple):
@@ -68,12 +77,25 @@ class AgentRPC:
 
     async def _request(
         self, addr: str, method: str, path: str, *, data: bytes | None, headers: Mapping[str, str] | None,
-        params: Mapping[str, str | int] | None, timeout: float | None,
+        params: Mapping[str, str | int] | None, timeout: float | None, limit: int | None = None,
     ) -> tuple[int, str, bytes]:
         try:
             async with self._http().request(method, addr + path, data=data, headers=headers, params=params,
                                             timeout=_timeout(timeout)) as resp:
-                return resp.status, resp.headers.get("Content-Type", ""), await resp.read()
+                ctype = resp.headers.get("Content-Type", "")
+                if limit is None or (resp.content_length is not None and resp.content_length <= limit):
+                    return resp.status, ctype, await resp.read()  # the hot path: one size check
+                if resp.content_length is not None:
+                    raise _TooLarge(resp.content_length)
+                body = bytearray()
+                async for chunk in resp.content.iter_chunked(1 << 16):
+                    body += chunk
+                    if len(body) > limit:
+                        raise _TooLarge(len(body))
+                return resp.status, ctype, bytes(body)
+        except _TooLarge as e:
+            raise BadGateway(f"The agent at {addr} sent an answer of {e.size} bytes or more, over the limit of"
+                             f" {limit}.") from None
         except TimeoutError:  # asyncio's and aiohttp's timeouts are TimeoutError subclasses
             raise ServiceUnavailable(f"The agent at {addr} did not answer in time.") from None
         except (aiohttp.ClientError, OSError) as e:
@@ -87,7 +109,7 @@ class AgentRPC:
         if json is not None:
             data, headers = jsonlib.dumps(json).encode(), {"Content-Type": "application/json"}
         status, _, raw = await self._request(addr, method, path, data=data, headers=headers, params=None,
-                                             timeout=timeout)
+                                             timeout=timeout, limit=MAX_ANSWER_SIZE)
         if status == 204:
             return None
         try:

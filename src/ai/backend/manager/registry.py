@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -31,7 +31,7 @@ from ai.backend.common.problems import (
 )
 from ai.backend.common.types import ResourceSlot
 
-from .agent_client import AgentRPC, RawAnswer
+from .agent_client import AgentError, AgentRPC, RawAnswer
 from .auth import AuthContext
 from .batching import Coalescer
 from .cluster import (
@@ -50,7 +50,7 @@ from .generations import GenerationCache, GenerationReader
 from .images import image_min_slots, resolve_image
 from .models import Agent, Group, Image, Kernel, KeyPair, KeyPairResourcePolicy, SessionRow, User, group_members
 from .models.base import utcnow
-from .models.sessions import ACTIVE_STATUSES, KERNEL_ORDER
+from .models.sessions import ACTIVE_STATUSES, DEAD_STATUSES, KERNEL_ORDER
 from .quota import has_finite_limit, keypair_holdings, policy_limits
 from .session_limits import ActivityTracker
 from .session_mounts import owner_context, resolve_mounts
@@ -70,6 +70,12 @@ FINAL_STATUSES = frozenset({"RUNNING", "ERROR", "TERMINATED", "CANCELLED"})
 MAX_CONCURRENT_STARTS = 64
 # A started session: its row, its kernels (main1 first) and its owner's dotfiles and bootstrap script.
 Prepared = tuple[SessionRow, list[Kernel], dict[str, Any]]
+# Reasons of the ends that crash recovery and reconciliation record.
+CREATION_INTERRUPTED = "creation-interrupted"
+MANAGER_RESTARTED = "manager-restarted"
+CONTAINER_LOST = "container-lost"
+# Sessions whose kernels should have a container on their agent (reconciliation looks for it).
+_HAS_CONTAINER = ("RUNNING", "RUNNING_DEGRADED")
 
 
 async def _update_rows(db: AsyncSession, model: Any, rows: list[dict[str, Any]]) -> None:
@@ -698,10 +704,12 @@ class SessionRegistry:
 
     async def _fail_start(self, session_id: uuid.UUID, reason: str, detail: str) -> None:
         """Record that a session could not start: ERROR, its kernels' slots given back."""
-        async def record() -> SessionRow:
+        async def record() -> SessionRow | None:
             async with self.db() as db:
                 session = await db.get(SessionRow, session_id)
                 assert session is not None
+                if session.status in DEAD_STATUSES:
+                    return None  # destroyed while it was being created: its end is already recorded
                 for kernel in await self.session_kernels(db, session):
                     await self._release(db, kernel)
                     kernel.status = "ERROR"
@@ -711,6 +719,8 @@ class SessionRegistry:
             return session
 
         session = await retry_locked(record)
+        if session is None:
+            return
         self._publish("session_failure", session, reason, error=detail)
         self.schedule_event.set()
 
@@ -765,6 +775,10 @@ class SessionRegistry:
             return {}
         try:
             res = await self.rpc.call(kernel.agent_addr, "DELETE", f"/v1/kernels/{kernel.id}")
+        except AgentError as e:
+            if e.status != 404:  # a 404: gone already (ended by itself, or removed by reconciliation)
+                log.warning("could not destroy kernel %s: %s", kernel.id, e)
+            return {}
         except Exception as e:  # noqa: BLE001
             log.warning("could not destroy kernel %s: %s", kernel.id, e)
             return {}
@@ -787,9 +801,11 @@ class SessionRegistry:
                 self.schedule_event.set()
                 return stats
             if session.status == "ERROR":
-                # A failed session holds nothing any more; destroying it just closes its record.
+                # A failed session holds no slots any more; destroying it closes its record, and removes any
+                # container its agent still has (e.g. one the agent took back after a crash).
                 await self.set_status(db, session, "TERMINATED", session.status_info or reason)
                 await db.commit()
+                await asyncio.gather(*(self._destroy_kernel_quietly(k) for k in kernels))
                 return stats
             if session.status not in ACTIVE_STATUSES:
                 return stats
@@ -799,8 +815,11 @@ class SessionRegistry:
                 kernel.status = "TERMINATING"
             await db.commit()
         self._publish("session_terminating", session, reason)
+        # Also while it is being created: the agent removes a kernel whose creation is under way as soon as
+        # it has a container (or when its creation ends), so no container outlives the destroyed session.
+        results = await asyncio.gather(*(self._destroy_kernel_quietly(k) for k in kernels))
         if not was_preparing:  # main1's last stats are the session's
-            stats = (await asyncio.gather(*(self._destroy_kernel_quietly(k) for k in kernels)))[0]
+            stats = results[0]
         await self.mark_terminated(session.id, reason, stats=stats)
         return stats
 
@@ -840,6 +859,89 @@ class SessionRegistry:
             self.spawn(self._teardown(session_id, still_up, kernels))
         self._publish("session_terminated", session, reason, result=session.result)
         self.schedule_event.set()
+
+    # ---- crash recovery and reconciliation -------------------------------------------------------
+
+    async def recover_after_restart(self) -> dict[str, int]:
+        """Finish what a previous manager process left half done (run at start, before serving).
+
+        The starts and destroys in progress died with that process, and only it would ever have moved
+        their sessions on: SCHEDULED sessions (no agent was called yet) are started again; PREPARING and
+        PULLING ones end in ERROR (``creation-interrupted``) and TERMINATING ones are recorded TERMINATED,
+        their slots given back and their kernels destroyed (what an agent does not hear now it removes
+        at its next reconciliation); RESTARTING ones are RUNNING again. One manager per database is
+        assumed (see ``docs/architecture.md``). Returns how many sessions of each status were handled."""
+        async with self.db() as db:
+            rows = (await db.execute(select(SessionRow.id, SessionRow.status, SessionRow.status_info).where(
+                SessionRow.status.in_(("SCHEDULED", "PREPARING", "PULLING", "TERMINATING", "RESTARTING"))
+            ))).all()
+            restarting = [sid for sid, st, _ in rows if st == "RESTARTING"]
+            if restarting:
+                await db.execute(update(SessionRow).where(SessionRow.id.in_(restarting), SessionRow.status ==
+                                                          "RESTARTING").values(status="RUNNING"))
+                await db.commit()
+        counts: dict[str, int] = {}
+        for sid, status, info in rows:
+            counts[status] = counts.get(status, 0) + 1
+            if status == "SCHEDULED":
+                self.spawn(self.start_session(sid))
+                continue
+            if status == "RESTARTING":
+                continue
+            async with self.db() as db:
+                session = await db.get(SessionRow, sid)
+                kernels = await self.session_kernels(db, session) if session is not None else []
+            if status == "TERMINATING":
+                await self.mark_terminated(sid, info or MANAGER_RESTARTED)
+            else:
+                await self._fail_start(sid, CREATION_INTERRUPTED,
+                                       "The manager restarted while the session was being created.")
+            if kernels:
+                self.spawn(self._teardown(sid, kernels, kernels))
+        if rows:
+            log.warning("recovered the sessions a previous manager process left in progress: %s", counts)
+        return counts
+
+    async def reconcile_agents(self, reports: list[tuple[str, list[str]]], grace: float) -> list[list[str]]:
+        """The manager's side of agent reconciliation, for many heartbeats at once: ``reports`` are
+        ``(agent id, ids of the kernels it runs)``; each gets the ids of its kernels that no live session
+        owns on that agent (unknown, ended, or another agent's), whose containers the agent removes.
+
+        The other way round, a kernel recorded RUNNING on an agent for over ``grace`` seconds that the
+        agent does not report has lost its container (removed behind the agent's back, or gone while the
+        agent was away): its session ends with reason ``container-lost`` and its slots are given back. The
+        grace covers a heartbeat that left the agent before the kernel it just created was recorded."""
+        wanted: dict[uuid.UUID, str] = {}
+        for _, kernel_ids in reports:
+            for raw in kernel_ids:
+                try:
+                    wanted[uuid.UUID(str(raw))] = str(raw)
+                except ValueError:
+                    pass
+        agents = {agent_id for agent_id, _ in reports}
+        alive: dict[str, str | None] = {}  # kernel id as reported -> its agent, for the live kernels
+        lost: list[tuple[uuid.UUID, uuid.UUID, str]] = []
+        cutoff = utcnow() - timedelta(seconds=grace)
+        async with self.db() as db:
+            ids = list(wanted)
+            for i in range(0, len(ids), 500):
+                alive.update((wanted[k], agent) for k, agent in (await db.execute(
+                    select(Kernel.id, Kernel.agent).join(SessionRow, SessionRow.id == Kernel.session_id)
+                    .where(Kernel.id.in_(ids[i:i + 500]), Kernel.status.notin_(DEAD_STATUSES),
+                           SessionRow.status.notin_(DEAD_STATUSES))
+                )).all())
+            for k, sid, agent in (await db.execute(
+                select(Kernel.id, Kernel.session_id, Kernel.agent).join(SessionRow, SessionRow.id == Kernel.session_id)
+                .where(Kernel.agent.in_(agents), Kernel.status == "RUNNING", SessionRow.status.in_(_HAS_CONTAINER),
+                       SessionRow.status_changed < cutoff)
+            )).all():
+                if k not in wanted and agent is not None:
+                    lost.append((k, sid, agent))
+        for k, sid, agent in lost:
+            log.warning("kernel %s of session %s is gone from agent %s: ending the session", k, sid, agent)
+            self.spawn(self.mark_terminated(sid, CONTAINER_LOST, kernel_id=k))
+        return [[str(raw) for raw in kernel_ids if alive.get(str(raw), "") != agent_id]
+                for agent_id, kernel_ids in reports]
 
     # ---- kernel interaction -------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ import httpx
 from ai.backend.common.auth import CLUSTER_SECRET_HEADER, sign_request_headers
 from ai.backend.manager.fixtures import USER
 
-from .processes import agent_containers, stop_process
+from .processes import agent_containers, stop_process, unmount_under
 from .storage import StorageProxy, launch_storage_proxy
 
 REPO = Path(__file__).resolve().parents[4]
@@ -85,6 +85,13 @@ class Cluster:
         if proc:
             stop_process(proc, 15)
 
+    def kill(self, name: str) -> None:
+        """SIGKILL a server (a crash: no shutdown code runs) and reap it."""
+        proc = self.procs.pop(name, None)
+        if proc and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
     def wait_ready(self, timeout: float = 60, *, agents: bool | None = None) -> None:
         """Wait until the manager answers ``/internal/status`` and, with ``agents`` (the default when this
         cluster has an agent), until an agent is alive and the ``python`` image is known."""
@@ -131,6 +138,7 @@ class Cluster:
         ids = self.containers()
         if ids:
             subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+        unmount_under(self.state / "scratches")  # the scratch images of the containers just removed
         if self.storage is not None:
             self.storage.shutdown()
 
@@ -193,10 +201,13 @@ def launch_manager(state: Path, *, db_url: str | None = None, redis_url: str | N
 
 def launch_cluster(state: Path, *, cpu: int = 4, mem: str = "4g", db_url: str | None = None,
                    redis_url: str | None = None, manager_toml: str = "", storage: bool = True,
-                   agent_toml: str = "") -> Cluster:
+                   agent_toml: str = "", manager_settings: dict[str, Any] | None = None,
+                   container_settings: dict[str, Any] | None = None) -> Cluster:
     """Write configs under ``state``, create the schema and fixtures, start the servers and wait.
     ``manager_toml`` is appended to ``manager.toml`` (extra tables, e.g. ``[docker-registries."..."]``);
     ``agent_toml`` goes right after the ``[agent]`` keys (its leading keys extend ``[agent]``, then tables);
+    ``manager_settings`` and ``container_settings`` are extra keys of ``[manager]`` and of the agent's
+    ``[container]`` (e.g. ``{"warm-pool-size": 0}``);
     with ``storage`` a storage proxy (volume host ``local:volume1``) serves the cluster's virtual folders."""
     proxy = launch_storage_proxy(state / "storage") if storage else None
     if proxy is not None:
@@ -204,11 +215,12 @@ def launch_cluster(state: Path, *, cpu: int = 4, mem: str = "4g", db_url: str | 
     mport, aport = _free_port(), _free_port()
     secret = secrets.token_urlsafe(24)
     agent_id = f"i-test-{secrets.token_hex(4)}"
-    _write_manager_config(state, mport, secret, db_url, redis_url, None, manager_toml)
+    _write_manager_config(state, mport, secret, db_url, redis_url, manager_settings, manager_toml)
+    container = "".join(f"{k} = {json.dumps(v)}\n" for k, v in (container_settings or {}).items())
     (state / "agent.toml").write_text(
         f'[agent]\nid = "{agent_id}"\nrpc-listen-port = {aport}\nmanager-url = "http://127.0.0.1:{mport}"\n'
         f'cluster-secret = "{secret}"\nheartbeat-interval = 1.0\n{agent_toml}\n\n'
-        f'[container]\nscratch-root = "{state}/scratches"\n\n[resource]\ncpu = {cpu}\nmem = "{mem}"\n'
+        f'[container]\nscratch-root = "{state}/scratches"\n{container}\n[resource]\ncpu = {cpu}\nmem = "{mem}"\n'
     )
     prepare_database(state / "manager.toml")
     c = Cluster(state, f"http://127.0.0.1:{mport}", secret, agent_id, {},

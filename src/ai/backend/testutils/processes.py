@@ -6,6 +6,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -21,6 +22,18 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def unmount_under(path: Path) -> None:
+    """Lazily unmount every mount at or below ``path`` (the scratch and folder images a test's agent or
+    storage proxy left mounted), deepest first; their loop devices go with them."""
+    prefix = str(path.resolve()).rstrip("/") + "/"
+    try:
+        points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    except OSError:
+        return
+    for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
 
 
 def agent_containers(agent_id: str, *, check: bool = True) -> list[str]:

@@ -1,9 +1,9 @@
 """A throw-away storage proxy process for tests and benchmarks (see docs/storage-proxy.md).
 
 ``launch_storage_proxy(state)`` writes ``state/storage-proxy.toml`` with one ``vfs`` volume
-(``volume1`` at ``state/vfroot/volume1``), starts ``python -m ai.backend.storage.server`` on free loopback
-ports and waits until both APIs answer. Use :meth:`StorageProxy.manager_toml` for the manager's
-``[storage-proxies.<node_id>]`` table.
+(``volume1`` at ``state/vfroot/volume1``, with ``quota-images`` when run as root), starts
+``python -m ai.backend.storage.server`` on free loopback ports and waits until both APIs answer. Use
+:meth:`StorageProxy.manager_toml` for the manager's ``[storage-proxies.<node_id>]`` table.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from .processes import stop_process
+from .processes import stop_process, unmount_under
 
 __all__ = ["MANAGER_AUTH_HEADER", "StorageProxy", "launch_storage_proxy"]
 
@@ -75,8 +75,10 @@ class StorageProxy:
             return ""
 
     def shutdown(self) -> None:
-        """Stop the proxy (SIGTERM, then SIGKILL after 10 s)."""
+        """Stop the proxy (SIGTERM, then SIGKILL after 10 s) and unmount its folders' quota images (a proxy
+        started again on the same state mounts them again)."""
         stop_process(self.proc, 10)
+        unmount_under(self.volume_path)
 
 
 def launch_storage_proxy(state: Path, *, manager_secret: str | None = None, jwt_secret: str | None = None,
@@ -96,6 +98,8 @@ def launch_storage_proxy(state: Path, *, manager_secret: str | None = None, jwt_
         "[api.manager]", 'service-addr = { host = "127.0.0.1", port = 0 }', f"secret = {json.dumps(manager_secret)}",
         "", f"[volume.{volume}]", 'backend = "vfs"', f"path = {json.dumps(str(volume_path))}",
     ]
+    if os.geteuid() == 0:  # as the all-in-one does: quotas hold for writes from sessions (needs mount)
+        lines.append("options = { quota-images = true }")
     if extra_toml:
         lines += ["", extra_toml]
     config = state / "storage-proxy.toml"

@@ -34,8 +34,8 @@ FULL_WRITE_EVERY = 30.0
 
 def _digest(body: dict[str, Any]) -> str:
     """What a heartbeat says about the agent (everything but its live state: statistics and the list of
-    its kernels, which the manager does not store), as a short hash."""
-    return _hash({k: v for k, v in body.items() if k not in ("live_stat", "kernel_stats", "kernels")})
+    its kernels, which the manager does not store, and a request for reconciliation), as a short hash."""
+    return _hash({k: v for k, v in body.items() if k not in ("live_stat", "kernel_stats", "kernels", "reconcile")})
 
 
 def _hash(value: Any) -> str:
@@ -94,7 +94,8 @@ def _refresher(state: Any) -> Coalescer[tuple[str, str], bool]:
 
 @router.post("/heartbeat")
 async def heartbeat(request: Request) -> dict[str, Any]:
-    """Register or refresh an agent: its address, capacity, scaling group and local images."""
+    """Register or refresh an agent: its address, capacity, scaling group and local images. The answer
+    carries ``stale_kernels`` when it reconciles the agent's kernels (see :func:`_reconcile`)."""
     require_cluster_secret(request)
     body = await json_body(request)
     digest = _digest(body)
@@ -103,7 +104,44 @@ async def heartbeat(request: Request) -> dict[str, Any]:
         _written(request.app.state)[str(body["id"])] = (digest, time.monotonic())
     live_stats(request.app.state).update(str(body["id"]), body.get("live_stat"))
     kernel_live_stats(request.app.state).update(str(body["id"]), body.get("kernel_stats"))
-    return {"ok": True}
+    answer: dict[str, Any] = {"ok": True}
+    stale = await _reconcile(request, body)
+    if stale is not None:
+        answer["stale_kernels"] = stale
+    return answer
+
+
+def _reconciled(state: Any) -> dict[str, float]:
+    """Per agent: when (monotonic) its kernels were last reconciled by this manager."""
+    return _per_agent(state, "heartbeat_reconciled")
+
+
+async def _reconcile(request: Request, body: dict[str, Any]) -> list[str] | None:
+    """The reconciliation contract: an agent lists its kernels (``kernels``) in every heartbeat, and at
+    most every ``reconcile-interval`` seconds (at once when it asks with ``reconcile: true``, as it does
+    after starting, and for the first heartbeat this manager process sees of it) the answer says which of
+    them no live session owns on that agent (``stale_kernels``); the agent removes their containers. ``None``
+    when not due: the other heartbeats cost no query."""
+    kernels = body.get("kernels")
+    if not isinstance(kernels, list):
+        return None
+    state = request.app.state
+    agent_id = str(body["id"])
+    now = time.monotonic()
+    last = _reconciled(state).get(agent_id)
+    if last is not None and now - last < state.config.manager.reconcile_interval and body.get("reconcile") is not True:
+        return None
+    _reconciled(state)[agent_id] = now
+    return await _reconciler(state).submit((agent_id, [str(k) for k in kernels]))
+
+
+def _reconciler(state: Any) -> Coalescer[tuple[str, list[str]], list[str]]:
+    """The reconciliations of heartbeats arriving together share their queries."""
+    reconciler: Coalescer[tuple[str, list[str]], list[str]] | None = getattr(state, "heartbeat_reconciler", None)
+    if reconciler is None:
+        registry, grace = state.registry, state.config.manager.reconcile_grace
+        reconciler = state.heartbeat_reconciler = Coalescer(lambda items: registry.reconcile_agents(items, grace))
+    return reconciler
 
 
 async def _register(request: Request, body: dict[str, Any]) -> None:

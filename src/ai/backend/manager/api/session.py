@@ -11,6 +11,7 @@ from sqlalchemy import and_, select
 
 from ai.backend.common.problems import InvalidAPIParameters, SessionNotFound
 from ai.backend.common.types import ResourceSlot
+from ai.backend.kernel.protocol import cap_completions
 
 from .. import generations
 from ..auth import AuthContext
@@ -255,7 +256,7 @@ async def complete(
         raise InvalidAPIParameters("'options' must be an object.")
     session = await _find(reg, ctx, ref, request)
     res = await reg.kernel_call(session, "POST", "/complete", json={"code": code, "opts": opts})
-    return {"result": res.get("result", [])}
+    return {"result": cap_completions(res.get("result"))}
 
 
 @router.get("/session/{ref}/logs", response_model=None)

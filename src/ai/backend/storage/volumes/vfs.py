@@ -3,7 +3,8 @@
 Layout: folder ``vfid`` is ``<path>/<vfid[0:2]>/<vfid[2:4]>/<vfid[4:]>``; the proxy's own state lives beside
 the folders, never inside one: ``<path>/.meta/<vfid>.json`` (quota) and ``<path>/.upload/<session>`` (partial
 uploads). A plain file system cannot enforce a per-directory quota, so the quota is checked by the proxy when
-an upload is requested and completed; writes made from inside sessions are not limited.
+an upload is requested and completed. With ``options = { quota-images = true }`` a folder created with a quota
+is also its own loop-mounted ext4 image (:mod:`.quota_images`), which limits writes from sessions too.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from ai.backend.common.problems import Conflict, InvalidAPIParameters, NotFound
 
+from . import quota_images
 from .base import AbstractVolume, DownloadTarget, PayloadTooLarge, Usage
 from .safepath import (
     DIR_FLAGS,
@@ -68,6 +70,11 @@ class VfsVolume(AbstractVolume):
         self._meta_fd = -1
         self._upload_fd = -1
         self._usage: dict[str, tuple[float, Usage]] = {}
+        self._images_fd = -1
+        value = options.get("quota-images", False)
+        if not isinstance(value, bool):
+            raise ValueError(f"volume {name}: quota-images must be true or false")
+        self.quota_images = value
 
     # ------------------------------------------------------------------------------------------ set-up
 
@@ -76,6 +83,27 @@ class VfsVolume(AbstractVolume):
         self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self._meta_fd = self._private_dir(".meta")
         self._upload_fd = self._private_dir(".upload")
+        if self.quota_images:
+            if os.geteuid() != 0:
+                raise ValueError(f"volume {self.name}: quota-images needs the proxy to run as root (mount)")
+            self._images_fd = self._private_dir(".images")
+            await self._run(self._mount_images)
+
+    def _image(self, vfid: str) -> str:
+        return os.path.join(self.path, ".images", f"{vfid}.img")
+
+    def _has_image(self, vfid: str) -> bool:
+        return self.quota_images and lstat_at(self._images_fd, f"{vfid}.img") is not None
+
+    def _mount_images(self) -> None:
+        """Mount the images of folders with quotas that are not mounted (after a reboot, or a crash)."""
+        for entry in os.listdir(self._images_fd):
+            vfid = entry.removesuffix(".img")
+            if entry.endswith(".img") and len(vfid) == 32:
+                try:
+                    quota_images.mount(self._image(vfid), os.path.join(self.path, *self._shards(vfid)))
+                except OSError as e:
+                    raise ValueError(f"volume {self.name}: cannot mount the quota image of {vfid}: {e}") from None
 
     def _private_dir(self, name: str) -> int:
         try:
@@ -87,10 +115,10 @@ class VfsVolume(AbstractVolume):
         return fd
 
     async def close(self) -> None:
-        for fd in (self._upload_fd, self._meta_fd, self._fd):
+        for fd in (self._images_fd, self._upload_fd, self._meta_fd, self._fd):
             if fd >= 0:
                 os.close(fd)
-        self._fd = self._meta_fd = self._upload_fd = -1
+        self._fd = self._meta_fd = self._upload_fd = self._images_fd = -1
 
     def cleanup_uploads(self, older_than_s: float) -> int:
         """Remove partial uploads untouched for ``older_than_s`` (their tokens have expired)."""
@@ -172,7 +200,12 @@ class VfsVolume(AbstractVolume):
             os.close(fd)
             try:
                 self._write_meta(vfid, {"quota": quota})
+                if self.quota_images and quota:
+                    # Sessions bind-mount the directory: only a file system of its own limits their writes.
+                    quota_images.make(self._image(vfid), os.path.join(self.path, a, b, rest), quota,
+                                      self.owner.uid, self.owner.gid)
             except BaseException:
+                self._remove_meta(vfid)
                 os.rmdir(rest, dir_fd=shard)
                 raise
         except Conflict:
@@ -193,6 +226,9 @@ class VfsVolume(AbstractVolume):
         try:
             if lstat_at(shard, rest) is None:
                 raise NotFound(f"no such folder {vfid} on volume {self.name}")
+            if self._has_image(vfid):
+                quota_images.unmount(os.path.join(self.path, a, b, rest))
+                os.unlink(f"{vfid}.img", dir_fd=self._images_fd)
             rmtree_at(shard, rest, vfid)
         finally:
             os.close(shard)
@@ -224,7 +260,11 @@ class VfsVolume(AbstractVolume):
 
     async def mount_path(self, vfid: str) -> str:
         os.close(await self._run(self._open_folder, vfid))
-        return os.path.join(self.path, *self._shards(vfid))
+        path = os.path.join(self.path, *self._shards(vfid))
+        if self._has_image(vfid):
+            # Never hand out the bare directory under an image that is not mounted (its writes are unlimited).
+            await self._run(quota_images.mount, self._image(vfid), path)
+        return path
 
     async def usage(self, vfid: str) -> Usage:
         cached = self._usage.get(vfid)
@@ -270,6 +310,9 @@ class VfsVolume(AbstractVolume):
             os.close(self._open_folder(vfid))
             meta = self._read_meta(vfid)
             meta["quota"] = size_bytes
+            if size_bytes and self._has_image(vfid):
+                # ext4 grows online; a smaller quota is enforced on uploads, the image keeps its size.
+                quota_images.grow(self._image(vfid), os.path.join(self.path, *self._shards(vfid)), size_bytes)
             self._write_meta(vfid, meta)
 
         await self._run(write)
@@ -518,14 +561,50 @@ class VfsVolume(AbstractVolume):
             finally:
                 os.close(fd)
             try:
-                # rename() replaces a file or a symlink at the target itself; it never follows one.
-                os.rename(name, parts[-1], src_dir_fd=self._upload_fd, dst_dir_fd=parent)
+                try:
+                    # rename() replaces a file or a symlink at the target itself; it never follows one.
+                    os.rename(name, parts[-1], src_dir_fd=self._upload_fd, dst_dir_fd=parent)
+                except OSError as e:
+                    if e.errno != errno.EXDEV:
+                        raise
+                    self._copy_upload(name, parent, parts[-1])  # the folder is a quota image of its own
             except OSError as e:
                 if e.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST):
                     raise Conflict(f"a directory exists at {'/'.join(parts)}") from None
                 fs_error(e, "/".join(parts))
         finally:
             os.close(parent)
+
+    def _copy_upload(self, name: str, parent: int, target: str) -> None:
+        """Move an upload into a folder on another file system: copied to a new hidden file beside the
+        target, then renamed over it (so an existing file or symlink is replaced, never written through)."""
+        tmp = f".upload-{secrets.token_hex(8)}"
+        src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._upload_fd)
+        try:
+            dst = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                          dir_fd=parent)
+            try:
+                try:
+                    self.owner.apply(dst)
+                    size = os.fstat(src).st_size
+                    while size > 0:
+                        n = os.sendfile(dst, src, None, min(size, 1 << 30))
+                        if n == 0:
+                            break
+                        size -= n
+                finally:
+                    os.close(dst)
+                os.rename(tmp, target, src_dir_fd=parent, dst_dir_fd=parent)
+            except BaseException:
+                os.unlink(tmp, dir_fd=parent)
+                raise
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise PayloadTooLarge("the folder's file system is full (its quota)") from None
+            raise
+        finally:
+            os.close(src)
+        os.unlink(name, dir_fd=self._upload_fd)
 
     async def discard_upload(self, session: str) -> None:
         try:
