@@ -1,7 +1,7 @@
 """Starting, stopping and checking the all-in-one cluster.
 
 State lives under one directory (default ``./.backend.ai``; ``--state-dir`` or ``BACKENDAI_HOME``):
-``manager.toml``, ``agent.toml``, the SQLite database, scratch directories, logs and pid files.
+``manager.toml``, ``agent.toml``, ``webserver.toml``, the SQLite database, scratch directories, logs and pid files.
 ``up`` is idempotent: it reuses running processes and existing files.
 """
 
@@ -27,9 +27,10 @@ MANAGER_PORT = 8091
 AGENT_PORT = 6011
 STORAGE_CLIENT_PORT = 6021
 STORAGE_MANAGER_PORT = 6022
+WEB_PORT = 8090  # the webserver: cookie logins and the /func/ proxy (session mode)
 #: Start order (stopped in reverse): the manager needs the storage proxy, the agent the manager.
 SERVICES = (("storage-proxy", "ai.backend.storage.server"), ("manager", "ai.backend.manager.server"),
-            ("agent", "ai.backend.agent.server"))
+            ("agent", "ai.backend.agent.server"), ("webserver", "ai.backend.web.server"))
 
 
 def _state_dir(arg: str | None) -> Path:
@@ -63,6 +64,8 @@ def _write_configs(state: Path) -> str:
             f'[api.manager]\nservice-addr = {{ host = "127.0.0.1", port = {STORAGE_MANAGER_PORT} }}\n'
             f'secret = "{storage_secret}"\n\n'
             f'[volume.volume1]\nbackend = "vfs"\npath = "{state}/vfroot/volume1"\n'
+            # Folder quotas hold for writes from sessions only with an image per folder, which needs root.
+            + ("options = { quota-images = true }\n" if os.geteuid() == 0 else "")
         )
     if "[storage-proxies." not in mgr.read_text():
         # State directories made before virtual folders existed get the proxy added.
@@ -79,6 +82,14 @@ def _write_configs(state: Path) -> str:
             f'manager-url = "http://127.0.0.1:{MANAGER_PORT}"\ncluster-secret = "{secret}"\n'
             'heartbeat-interval = 3.0\n\n'
             f'[container]\nscratch-root = "{state}/scratches"\n'
+            'scratch-size = "2g"            # each session\'s writable space (ADR 0009)\n'
+        )
+    web = state / "webserver.toml"
+    if not web.exists():
+        # Sessions in memory: one webserver, and a restart only asks its users to log in again.
+        web.write_text(
+            f'[service]\nhost = "127.0.0.1"\nport = {WEB_PORT}\n\n'
+            f'[api]\nendpoint = "http://127.0.0.1:{MANAGER_PORT}"\ndomain = "default"\n'
         )
     return secret
 
@@ -125,6 +136,15 @@ def _status(secret: str) -> dict[str, Any] | None:
         return None
 
 
+def _web_answers() -> bool:
+    """Whether the webserver answers its version probe (which it relays from the manager)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{WEB_PORT}/func/", timeout=2):
+            return True
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
 def _write_env_files(where: Path) -> None:
     endpoint = f"http://127.0.0.1:{MANAGER_PORT}"
     for fname, spec in (("env-local-admin-api.sh", ADMIN), ("env-local-user-api.sh", USER)):
@@ -133,6 +153,12 @@ def _write_env_files(where: Path) -> None:
             f"export BACKEND_ENDPOINT={endpoint}\nexport BACKEND_ENDPOINT_TYPE=api\n"
             f"export BACKEND_ACCESS_KEY={spec['access_key']}\nexport BACKEND_SECRET_KEY={spec['secret_key']}\n"
         )
+    (where / "env-local-user-session.sh").write_text(
+        f"# Source this file to use the local cluster through the webserver, then run `backend.ai login`\n"
+        f"# ({USER['email']} / {USER['password']}).\n"
+        f"export BACKEND_ENDPOINT=http://127.0.0.1:{WEB_PORT}\nexport BACKEND_ENDPOINT_TYPE=session\n"
+        "unset BACKEND_ACCESS_KEY BACKEND_SECRET_KEY\n"
+    )
 
 
 def up(state: Path, env_dir: Path, timeout: float) -> int:
@@ -152,11 +178,13 @@ def up(state: Path, env_dir: Path, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         st = _status(secret)
-        if st and st.get("agents_alive") and st.get("image_aliases"):
+        if st and st.get("agents_alive") and st.get("image_aliases") and _web_answers():
             print(f"✔ The cluster is up at http://127.0.0.1:{MANAGER_PORT} "
                   f"(images: {', '.join(map(str, st['image_aliases']))}).", file=sys.stderr)
             print(f"∙ source {env_dir / 'env-local-user-api.sh'} (or env-local-admin-api.sh) to use it.",
                   file=sys.stderr)
+            print(f"∙ The webserver is at http://127.0.0.1:{WEB_PORT} (session mode: source "
+                  f"{env_dir / 'env-local-user-session.sh'}, then backend.ai login).", file=sys.stderr)
             return 0
         for name, _ in SERVICES:
             if not _pid_alive(state / f"{name}.pid"):
@@ -170,8 +198,8 @@ def up(state: Path, env_dir: Path, timeout: float) -> int:
 
 
 def down(state: Path) -> int:
-    """Stop the agent, the manager and the storage proxy (kernel containers keep running and are re-attached
-    on ``up``)."""
+    """Stop the webserver, the agent, the manager and the storage proxy (kernel containers keep running and
+    are re-attached on ``up``)."""
     for name, _ in reversed(SERVICES):
         pidfile = state / f"{name}.pid"
         pid = _pid_alive(pidfile)
@@ -200,6 +228,9 @@ def status(state: Path) -> int:
     secret_file = state / "cluster-secret"
     st = _status(secret_file.read_text().strip()) if secret_file.exists() else None
     print(f"endpoint: http://127.0.0.1:{MANAGER_PORT} ({'ready' if st else 'not answering'})")
+    web_ok = _web_answers()
+    ok &= web_ok
+    print(f"webserver: http://127.0.0.1:{WEB_PORT} ({'ready' if web_ok else 'not answering'})")
     if st:
         print(f"agents alive: {st['agents_alive']}; images: {', '.join(map(str, st['image_aliases']))}")
     return 0 if ok and st else 1

@@ -78,11 +78,18 @@ def make_http_client(config: APIConfig) -> httpx.AsyncClient:
         write=None,
         pool=None,
     )
+    cookies: dict[str, str] | None = None
+    if config.endpoint_type == "session":
+        # The login of `backend.ai login` (session mode authenticates by the webserver's cookie).
+        from .cookies import load_cookies
+
+        cookies = load_cookies(str(config.endpoint))
     return httpx.AsyncClient(
         verify=not config.skip_sslcert_validation,
         timeout=timeout,
         headers={"User-Agent": config.user_agent},
         follow_redirects=False,
+        cookies=cookies,
     )
 
 

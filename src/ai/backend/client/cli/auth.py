@@ -1,4 +1,4 @@
-"""``backend.ai update-password``: change your own password."""
+"""``backend.ai login``, ``logout`` (session mode, through a webserver) and ``update-password``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import click
 
 from .admin._common import print_result, run_api
 
-__all__ = ("update_password",)
+__all__ = ("login", "logout", "update_password")
 
 
 @click.command(name="update-password")
@@ -34,3 +34,51 @@ def update_password(old_password: str | None, new_password: str | None, new_pass
         raise click.BadParameter("the new password and its confirmation do not match", param_hint="'NEW_PASSWORD2'")
     run_api(lambda api: api.Auth.update_password(old_password, new_password, new_password2))
     print_result({"ok": True, "msg": "success"}, "Password updated.")
+
+
+def _require_session_mode(what: str) -> None:
+    from .core import get_cli_context
+
+    conf = get_cli_context().get_config()
+    if conf.endpoint_type != "session":
+        raise click.UsageError(f"To {what}, your endpoint type must be \"session\": set BACKEND_ENDPOINT_TYPE=session "
+                               "and BACKEND_ENDPOINT to the webserver's URL.")
+
+
+@click.command()
+@click.option("-u", "--username", "--user-id", "username", default=None,
+              help="Your email or user name (asked for if not given).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+def login(username: str | None, password_stdin: bool) -> None:
+    """Log in to the webserver (session mode); the login cookie is kept for later commands."""
+    import sys
+
+    from ..exceptions import BackendAPIError
+    from .pretty import print_done, print_fail
+
+    _require_session_mode("log in")
+    if username is None:
+        username = click.prompt("User ID", err=True)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("Password", hide_input=True, err=True)
+    try:
+        answer = run_api(lambda api: api.Auth.login(username, password))
+    except BackendAPIError as e:
+        print_fail(f"Login failed: {e}")
+        sys.exit(1)
+    if not answer.get("authenticated"):
+        print_fail("Login failed.")
+        sys.exit(1)
+    print_done("Login succeeded.")
+
+
+@click.command()
+def logout() -> None:
+    """Log out of the webserver (session mode) and forget the login cookie."""
+    from .pretty import print_done
+
+    _require_session_mode("log out")
+    run_api(lambda api: api.Auth.logout())
+    print_done("Logout done.")

@@ -46,6 +46,8 @@ COMMANDS: dict[str, CommandSpec] = {
     "admin": _S("ai.backend.client.cli.admin:admin", "Administrative commands."),
     "config": _S("ai.backend.client.cli.config:config", "Show the current client configuration."),
     "update-password": _S("ai.backend.client.cli.auth:update_password", "Change your password."),
+    "login": _S("ai.backend.client.cli.auth:login", "Log in to a webserver (BACKEND_ENDPOINT_TYPE=session)."),
+    "logout": _S("ai.backend.client.cli.auth:logout", "Log out of the webserver and forget the login cookie."),
     "server": _S("ai.backend.client.cli.server:server", "Start/stop the all-in-one server (up|down|status)."),
     "task-logs": _S("ai.backend.client.cli.task_logs:task_logs", "Show the output of a batch task."),
     "events": _S("ai.backend.client.cli.events:events", "Show session lifecycle events live."),

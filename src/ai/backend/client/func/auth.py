@@ -6,17 +6,17 @@ from typing import Any
 
 from ..exceptions import BackendClientError
 from ..request import Request
-from ..session import api_session
+from ..session import BaseSession, api_session
 from .base import BaseFunction, api_function
 
 __all__ = ("Auth",)
 
 
-def _endpoint_type() -> str:
+def _session() -> BaseSession:
     session = api_session.get()
     if session is None:
         raise RuntimeError("API functions must be called inside the context of a valid API session")
-    return session.config.endpoint_type
+    return session
 
 
 class Auth(BaseFunction):
@@ -25,26 +25,40 @@ class Auth(BaseFunction):
     @api_function
     @classmethod
     async def login(cls, user_id: str, password: str) -> dict[str, Any]:
-        """Sign in to a console server (``BACKEND_ENDPOINT_TYPE=session`` only).
+        """Log in to a webserver (``BACKEND_ENDPOINT_TYPE=session`` only) with an email or user name.
 
-        Returns the server's answer (``{"authenticated": ..., ...}``).  Cookies are not kept
-        by this client yet.
+        Returns the server's answer (``{"authenticated": true, "data": {...}}``) and saves the login cookie
+        (see :mod:`ai.backend.client.cookies`) for the later sessions of this user; a refused login raises
+        :class:`~ai.backend.client.exceptions.BackendAPIError` (401 wrong password, 429 blocked).
         """
-        if _endpoint_type() != "session":
+        session = _session()
+        if session.config.endpoint_type != "session":
             raise BackendClientError('To use login, your endpoint type must be "session".')
         rqst = Request("POST", "/server/login")
         rqst.set_json({"username": user_id, "password": password})
         async with rqst.fetch(anonymous=True) as resp:
-            return dict(await resp.json())
+            answer = dict(await resp.json())
+        if answer.get("authenticated"):
+            from ..cookies import save_cookies
+
+            jar = session.http_client.cookies.jar
+            save_cookies(str(session.config.endpoint), {c.name: c.value or "" for c in jar})
+        return answer
 
     @api_function
     @classmethod
     async def logout(cls) -> None:
-        """Sign out of a console server (``BACKEND_ENDPOINT_TYPE=session`` only)."""
-        if _endpoint_type() != "session":
+        """Log out of a webserver (``BACKEND_ENDPOINT_TYPE=session`` only) and forget the saved cookie."""
+        session = _session()
+        if session.config.endpoint_type != "session":
             raise BackendClientError('To use logout, your endpoint type must be "session".')
-        async with Request("POST", "/server/logout").fetch(anonymous=True):
-            pass
+        from ..cookies import clear_cookies
+
+        try:
+            async with Request("POST", "/server/logout").fetch(anonymous=True):
+                pass
+        finally:
+            clear_cookies(str(session.config.endpoint))
 
     @api_function
     @classmethod
