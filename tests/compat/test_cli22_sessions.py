@@ -122,14 +122,14 @@ def shared(cluster: Cluster, cli22: CLI) -> Iterator[Shared]:
     try:
         api_create(cluster, dead)
         cluster.request("DELETE", f"/session/{dead}")
-        doc = api_create(cluster, run, tag="cs-tag", config={"resources": {"cpu": "1", "mem": "256m"},
-                                                               "environ": {"FOO": "bar"}})
+        # The bootstrap script's output is the line the interactive session's log must show.
+        doc = api_create(cluster, run, tag="cs-tag", bootstrap_script="echo cs-log-marker",
+                         config={"resources": {"cpu": "1", "mem": "256m"}, "environ": {"FOO": "bar"}})
         api_create(cluster, pend, enqueueOnly=True, starts_at=reserved_at())
-        # files for ls/download, and a line in the container's log
+        # files for ls/download
         cli22("run", "-t", run, "python", "-c",
               "import os; os.makedirs('ddir', exist_ok=True); open('ddir/inner.txt', 'w').write('inner-text');"
-              "open('seed.txt', 'w').write('seed-text');"
-              "open('/proc/1/fd/1', 'w').write('cs-log-marker\\n')").ok()
+              "open('seed.txt', 'w').write('seed-text')").ok()
         info = info_of(cluster, run)
         assert info is not None
         yield Shared(prefix, run, pend, dead, doc["sessionId"], info["kernelId"], info["userId"], info["groupId"])
