@@ -299,10 +299,18 @@ async def upload_options(request: web.Request) -> web.Response:
 
 async def upload_head(request: web.Request) -> web.Response:
     ctx = request.app[_CTX]
-    vol, _, _, session, size = _upload_claims(request, ctx)
+    vol, vfid, relpath, session, size = _upload_claims(request, ctx)
     lock = await _locked(ctx, session)
     try:
         offset = _offset_of(ctx, vol, session)
+        if offset == size and size > 0 and session not in ctx.completed:
+            # Every byte is here but the upload was never moved into place: a proxy process stopped (kill -9,
+            # a crash) between its last write and the move. A resuming client hears "complete" and sends
+            # nothing more, so the move happens now (under the lock, as the last PATCH would have done it).
+            log.info("upload %s: complete but not in place (the proxy stopped before moving it); moving it now",
+                     session[:8])
+            await vol.finish_upload(vfid, relpath, session, size)
+            ctx.mark_completed(session, size)
     finally:
         lock.release()
     return web.Response(status=200, headers=_tus_headers(**{"Upload-Offset": str(offset),

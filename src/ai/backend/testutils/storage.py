@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -40,6 +41,7 @@ class StorageProxy:
     node_id: str = "local"
     volume: str = "volume1"
     log_path: Path = field(default_factory=Path)
+    env: dict[str, str] = field(default_factory=dict)  # the process's environment (kept for restart())
 
     @property
     def host(self) -> str:
@@ -74,6 +76,26 @@ class StorageProxy:
         except OSError:
             return ""
 
+    def kill(self) -> None:
+        """SIGKILL the proxy (a crash: no shutdown code runs) and reap it. Its quota images stay mounted, as
+        after a real crash; :meth:`restart` or :meth:`shutdown` deal with them."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+    def restart(self, timeout: float = 30) -> None:
+        """Start the proxy again (stopped first if it still runs) with the same configuration and state, on the
+        same ports (so the manager's ``[storage-proxies]`` URLs and handed-out upload URLs stay valid)."""
+        stop_process(self.proc, 10)
+        config = self.state / "storage-proxy.toml"
+        text = config.read_text()
+        for section, url in (("client", self.client_url), ("manager", self.manager_url)):
+            port = url.rsplit(":", 1)[1]
+            text = re.sub(rf"(\[api\.{section}\]\nservice-addr = \{{[^}}]*port = )\d+", rf"\g<1>{port}", text)
+        config.write_text(text)
+        self.proc = _spawn(config, self.log_path, self.env, timeout)
+        _wait_answering(self, timeout)
+
     def shutdown(self) -> None:
         """Stop the proxy (SIGTERM, then SIGKILL after 10 s) and unmount its folders' quota images (a proxy
         started again on the same state mounts them again)."""
@@ -104,14 +126,26 @@ def launch_storage_proxy(state: Path, *, manager_secret: str | None = None, jwt_
         lines += ["", extra_toml]
     config = state / "storage-proxy.toml"
     config.write_text("\n".join(lines) + "\n")
-    ready = state / "storage-proxy.ready"
-    ready.unlink(missing_ok=True)
     log_path = state / "storage-proxy.log"
-    log = open(log_path, "ab")
     proc_env = {k: v for k, v in os.environ.items() if not k.startswith("BACKENDAI_STORAGE_PROXY__")}
     proc_env.update(env or {})
+    proc = _spawn(config, log_path, proc_env, timeout)
+    ports = json.loads((state / "storage-proxy.ready").read_text())
+    sp = StorageProxy(state=state, client_url=f"http://127.0.0.1:{ports['client_port']}",
+                      manager_url=f"http://127.0.0.1:{ports['manager_port']}", secret=manager_secret,
+                      jwt_secret=jwt_secret, volume_path=volume_path, proc=proc, node_id=node_id, volume=volume,
+                      log_path=log_path, env=proc_env)
+    _wait_answering(sp, timeout)
+    return sp
+
+
+def _spawn(config: Path, log_path: Path, env: dict[str, str], timeout: float) -> subprocess.Popen[bytes]:
+    """Start the proxy of ``config`` and wait until it has written its ready file (its ports)."""
+    ready = config.parent / "storage-proxy.ready"
+    ready.unlink(missing_ok=True)
+    log = open(log_path, "ab")
     proc = subprocess.Popen([sys.executable, "-m", "ai.backend.storage.server", "-f", str(config),
-                             "--ready-file", str(ready)], stdout=log, stderr=log, env=proc_env,
+                             "--ready-file", str(ready)], stdout=log, stderr=log, env=env,
                             start_new_session=True)
     log.close()
     deadline = time.monotonic() + timeout
@@ -122,19 +156,19 @@ def launch_storage_proxy(state: Path, *, manager_secret: str | None = None, jwt_
             proc.kill()
             raise RuntimeError("storage proxy not ready: " + log_path.read_text(errors="replace")[-3000:])
         time.sleep(0.05)
-    ports = json.loads(ready.read_text())
-    sp = StorageProxy(state=state, client_url=f"http://127.0.0.1:{ports['client_port']}",
-                      manager_url=f"http://127.0.0.1:{ports['manager_port']}", secret=manager_secret,
-                      jwt_secret=jwt_secret, volume_path=volume_path, proc=proc, node_id=node_id, volume=volume,
-                      log_path=log_path)
-    # The ready file is written during start-up; wait until the manager API really answers.
+    return proc
+
+
+def _wait_answering(sp: StorageProxy, timeout: float) -> None:
+    """The ready file is written during start-up; wait until the manager API really answers."""
+    deadline = time.monotonic() + timeout
     while True:
         req = urllib.request.Request(sp.manager_url + "/", headers=sp.manager_headers())
         try:
             with urllib.request.urlopen(req, timeout=2):
-                return sp
+                return
         except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
+            if sp.proc.poll() is not None or time.monotonic() > deadline:
                 sp.shutdown()
                 raise RuntimeError("storage proxy not answering: " + sp.log()[-3000:]) from None
             time.sleep(0.05)
