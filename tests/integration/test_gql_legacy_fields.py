@@ -87,7 +87,9 @@ def test_v4_session_list_and_detail(cluster: Cluster, running: tuple[str, str]) 
     assert one["sess_id"] == name and one["role"] == "main" and one["status"] == "RUNNING"
     assert one["agent"] is None  # users do not see agents
     assert one["cpu_used"] >= 0 and one["mem_cur_bytes"] > 0 and one["net_rx_bytes"] >= 0
-    assert one["io_max_scratch_size"] == 0 and one["num_queries"] >= 1
+    # The scratch limit of the session (the agent's scratch-size), as the REST session info reports it.
+    rest_stats = cluster.request("GET", f"/session/{name}").json()["stats"]
+    assert one["io_max_scratch_size"] == rest_stats["io_max_scratch_size"] > 0 and one["num_queries"] >= 1
     as_admin = _gql(cluster, ONE_1909, {"sess_id": name}, who=ADMIN)["compute_session"]
     assert as_admin["sess_id"] == name and as_admin["agent"] == cluster.agent_id
     assert _gql(cluster, ONE_1909, {"sess_id": sid})["compute_session"]["sess_id"] == name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import os
 import socket
@@ -21,7 +22,7 @@ from ai.backend.client.config import APIConfig
 from ai.backend.client.request import Request
 from ai.backend.client.session import AsyncSession
 from ai.backend.client.ws import build_handshake
-from ai.backend.common.auth import make_signature, parse_authorization
+from ai.backend.common.auth import BODY_HASH_HEADER, make_signature, parse_authorization
 from ai.backend.kernel.pty_session import (
     KIND_CLOSE,
     KIND_ERROR,
@@ -231,10 +232,12 @@ async def test_handshake_is_signed_as_sent(endpoint: str) -> None:
     host = build_host(uri.host, uri.port, uri.secure)
     auth = parse_authorization(headers["Authorization"])
     assert headers["Content-Type"] == "application/octet-stream"
+    # The SDK signs the (empty) body of the handshake too: its hash is the header, covered by the signature.
+    assert headers[BODY_HASH_HEADER] == hashlib.sha256(b"").hexdigest()
     expected = make_signature(method="GET", path_with_query=uri.resource_name, date_header=headers["Date"],
                               date=isoparse(headers["Date"]), host=host, content_type="application/octet-stream",
                               version=headers["X-BackendAI-Version"], secret_key="sk-example",
-                              hash_type=auth.hash_type)
+                              hash_type=auth.hash_type, body_sha256=headers[BODY_HASH_HEADER])
     assert auth.signature == expected and auth.access_key == "AKIAEXAMPLE"
 
 

@@ -13,15 +13,15 @@ import ctypes
 import os
 import subprocess
 
-__all__ = ["grow", "is_mounted", "make", "mount", "unmount"]
+__all__ = ["ImageBusy", "grow", "is_mounted", "make", "mount", "unmount"]
 
 _MNT_DETACH = 2
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _run(cmd: list[str]) -> None:
+def _run(cmd: list[str], ok: tuple[int, ...] = (0,)) -> None:
     out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
+    if out.returncode not in ok:
         raise OSError(f"{cmd[0]} failed: {(out.stderr or out.stdout).strip()[-300:]}")
 
 
@@ -62,19 +62,38 @@ def _device(path: str) -> str:
     raise OSError(f"{path} is not mounted")
 
 
-def make(image: str, path: str, quota: int, uid: int, gid: int) -> None:
-    """Create ``image`` for ``quota`` bytes and mount it on ``path`` (an empty directory)."""
-    size = quota + quota // 25 + (2 << 20)
-    with open(image, "xb") as f:
+def _mkfs(image: str, size: int, uid: int, gid: int) -> None:
+    with open(image, "wb") as f:
         f.truncate(size)
+    # 4 KiB blocks and GDT blocks reserved for a thousandfold growth: online growth (a raised quota) then
+    # works; with the 1 KiB blocks mkfs picks for small images, resize2fs refuses to grow a mounted one.
+    blocks = size // 4096
+    _run(["mkfs.ext4", "-q", "-F", "-m", "0", "-b", "4096", "-E",
+          f"root_owner={uid}:{gid},lazy_itable_init=1,resize={min(blocks * 1024, 2**32 - 1)}", image])
+
+
+def make(image: str, path: str, quota: int, uid: int, gid: int) -> None:
+    """Create ``image`` for ``quota`` bytes and mount it on ``path`` (an empty directory).
+
+    The empty file system is sized offline (made again, larger, until at least ``quota`` bytes are free),
+    which needs no online resize at creation."""
+    size = quota + quota // 25 + (4 << 20)
+    open(image, "xb").close()
     try:
-        _run(["mkfs.ext4", "-q", "-F", "-m", "0", "-E", f"root_owner={uid}:{gid},lazy_itable_init=1", image])
-        mount(image, path)
+        for _ in range(4):
+            _mkfs(image, size, uid, gid)
+            mount(image, path)
+            missing = quota - _free(path)
+            if missing <= 0:
+                break
+            unmount(path)
+            size += missing + missing // 8 + (1 << 20)
+        else:
+            raise OSError(f"could not size an image for a quota of {quota} bytes")
         try:
             os.rmdir(os.path.join(path, "lost+found"))  # users see the folder root: keep it empty
         except OSError:
             pass
-        grow(image, path, quota)
     except BaseException:
         try:
             unmount(path)
@@ -83,8 +102,17 @@ def make(image: str, path: str, quota: int, uid: int, gid: int) -> None:
         raise
 
 
+class ImageBusy(OSError):
+    """The image cannot grow now: online growth is not possible here and a session has the folder mounted."""
+
+
 def grow(image: str, path: str, quota: int) -> None:
-    """Grow a mounted image (online) until at least ``quota`` bytes minus what is used are free."""
+    """Grow a mounted image until at least ``quota`` bytes minus what is used are free.
+
+    Online (``resize2fs`` on the mounted loop device) where the kernel lets this process (it needs
+    ``CAP_SYS_RESOURCE``); else offline, unmounting it first, which a session holding the folder prevents
+    (:class:`ImageBusy`; nothing changed).
+    """
     for _ in range(4):
         st = os.statvfs(path)
         used = (st.f_blocks - st.f_bfree) * st.f_frsize
@@ -92,7 +120,25 @@ def grow(image: str, path: str, quota: int) -> None:
         if missing <= 0:
             return
         size = os.stat(image).st_size + missing + missing // 8 + (256 << 10)
-        os.truncate(image, size)
         device = _device(path)
+        old_size = os.stat(image).st_size
+        os.truncate(image, size)
         _run(["losetup", "-c", device])
-        _run(["resize2fs", device])
+        try:
+            _run(["resize2fs", device])
+        except OSError:
+            _grow_offline(image, path, old_size)
+
+
+def _grow_offline(image: str, path: str, old_size: int) -> None:
+    if _libc.umount2(os.fsencode(path), 0) != 0:
+        err = ctypes.get_errno()
+        # Back to the size the file system has, so the image and the mount stay as they were.
+        os.truncate(image, old_size)
+        raise ImageBusy(err, f"the folder is in use ({os.strerror(err)}); its quota can grow when no session "
+                             "mounts it")
+    try:
+        _run(["e2fsck", "-f", "-y", image], ok=(0, 1, 2))  # 1, 2: something was corrected
+        _run(["resize2fs", image])
+    finally:
+        mount(image, path)

@@ -311,8 +311,11 @@ class VfsVolume(AbstractVolume):
             meta = self._read_meta(vfid)
             meta["quota"] = size_bytes
             if size_bytes and self._has_image(vfid):
-                # ext4 grows online; a smaller quota is enforced on uploads, the image keeps its size.
-                quota_images.grow(self._image(vfid), os.path.join(self.path, *self._shards(vfid)), size_bytes)
+                # The image grows (a smaller quota is enforced on uploads, the image keeps its size).
+                try:
+                    quota_images.grow(self._image(vfid), os.path.join(self.path, *self._shards(vfid)), size_bytes)
+                except quota_images.ImageBusy as e:
+                    raise Conflict(f"The folder's quota cannot grow now: {e.strerror}.") from None
             self._write_meta(vfid, meta)
 
         await self._run(write)
