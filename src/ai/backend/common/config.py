@@ -17,13 +17,22 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-__all__ = ["ConfigError", "config_search_paths", "load_config", "read_config_dict"]
+__all__ = ["ConfigError", "check_tls_files", "config_search_paths", "load_config", "read_config_dict"]
 
 M = TypeVar("M", bound=BaseModel)
 
 
 class ConfigError(Exception):
     """A config file is missing, unparsable or invalid; the message is one line for the operator."""
+
+
+def check_tls_files(cert: str, key: str) -> None:
+    """A server's ``ssl-cert``/``ssl-key`` pair: both or neither, and existing files (ValueError otherwise)."""
+    if bool(cert) != bool(key):
+        raise ValueError("ssl-cert and ssl-key go together: give both or neither")
+    for name, path in (("ssl-cert", cert), ("ssl-key", key)):
+        if path and not os.path.isfile(path):
+            raise ValueError(f"{name}: no such file: {path}")
 
 
 def config_search_paths(name: str) -> list[Path]:

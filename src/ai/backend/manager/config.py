@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ai.backend.common.config import check_tls_files
 
 
 class _Section(BaseModel):
@@ -50,11 +51,7 @@ class ManagerSection(_Section):
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ManagerSection:
-        if bool(self.ssl_cert) != bool(self.ssl_key):
-            raise ValueError("ssl-cert and ssl-key go together: give both or neither")
-        for key, path in (("ssl-cert", self.ssl_cert), ("ssl-key", self.ssl_key)):
-            if path and not os.path.isfile(path):
-                raise ValueError(f"{key}: no such file: {path}")
+        check_tls_files(self.ssl_cert, self.ssl_key)
         return self
 
     @field_validator("trusted_proxies")

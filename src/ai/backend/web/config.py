@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ai.backend.common.config import check_tls_files
 
 
 class _Section(BaseModel):
@@ -21,11 +22,7 @@ class ServiceSection(_Section):
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ServiceSection:
-        if bool(self.ssl_cert) != bool(self.ssl_key):
-            raise ValueError("ssl-cert and ssl-key go together: give both or neither")
-        for key, path in (("ssl-cert", self.ssl_cert), ("ssl-key", self.ssl_key)):
-            if path and not os.path.isfile(path):
-                raise ValueError(f"{key}: no such file: {path}")
+        check_tls_files(self.ssl_cert, self.ssl_key)
         return self
 
 
