@@ -30,10 +30,12 @@ echo "[test] tests/unit + tests/compat (exit $other_rc):" >&2
 cat "$log"
 echo "[test] pytest took $((SECONDS - start)) s" >&2
 # One closing line for both runs (pytest's summary is the last line of each).
-passed=$(tail -n 3 "$ilog" "$log" | grep -Eo "[0-9]+ passed" | awk '{n += $1} END {print n + 0}')
-failed=$(tail -n 3 "$ilog" "$log" | grep -Eo "[0-9]+ (failed|error|errors)" | awk '{n += $1} END {print n + 0}')
-skipped=$(tail -n 3 "$ilog" "$log" | grep -Eo "[0-9]+ skipped" | awk '{n += $1} END {print n + 0}')
-echo "${passed} passed, ${failed} failed, ${skipped} skipped"
+total() {  # total "N <word>" over the last lines of both logs (awk only: grep without a match would fail)
+  tail -q -n 3 "$ilog" "$log" | awk -v pat="$1" '{
+    for (i = 2; i <= NF; i++) { w = $i; sub(/[,;]$/, "", w); if (w ~ pat && $(i - 1) ~ /^[0-9]+$/) n += $(i - 1) }
+  } END { print n + 0 }'
+}
+echo "$(total '^passed$') passed, $(total '^(failed|errors?)$') failed, $(total '^skipped$') skipped"
 if ((rc != 0 || other_rc != 0)); then
   exit 1
 fi
