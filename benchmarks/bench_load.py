@@ -241,11 +241,17 @@ def _cluster(kind: str, state: Path) -> Iterator[Cluster]:
         yield c
 
 
-def main(duration: float = DURATION, clients: int = CLIENTS, dbs: tuple[str, ...] = ("sqlite", "postgresql")
-         ) -> dict[str, Any]:
+def main(duration: float = DURATION, clients: int = CLIENTS, dbs: tuple[str, ...] = ("sqlite", "postgresql"),
+         keep: Path | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"duration_s": duration, "clients": clients, "users": USERS, "weights": WEIGHTS}
     for kind in dbs:
-        with tempfile.TemporaryDirectory(prefix=f"bench-load-{kind}-") as tmp, _cluster(kind, Path(tmp)) as c:
+        with contextlib.ExitStack() as stack:
+            if keep is not None:  # the servers' logs stay there for a look afterwards
+                state = keep / kind
+                state.mkdir(parents=True, exist_ok=False)
+            else:
+                state = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"bench-load-{kind}-")))
+            c = stack.enter_context(_cluster(kind, state))
             users = make_users(c, USERS)
             tally, memory = asyncio.run(_run_load(c, users, clients, duration))
             out[kind] = summarize(tally, memory, duration)
@@ -277,5 +283,7 @@ if __name__ == "__main__":
     parser.add_argument("--duration", type=float, default=DURATION)
     parser.add_argument("--clients", type=int, default=CLIENTS)
     parser.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both")
+    parser.add_argument("--keep", type=Path, help="keep each cluster's state and logs under this new directory")
     args = parser.parse_args()
-    _print(main(args.duration, args.clients, ("sqlite", "postgresql") if args.db == "both" else (args.db,)))
+    _print(main(args.duration, args.clients, ("sqlite", "postgresql") if args.db == "both" else (args.db,),
+                args.keep))
