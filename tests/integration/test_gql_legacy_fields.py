@@ -158,3 +158,17 @@ def test_official_clients(cluster: Cluster, running: tuple[str, str]) -> None:
     assert name in out
     out = _cli("22.03", cluster, "ps", "-f", "name,created_user_id")
     assert name in out
+
+
+def test_v4_sess_id_finds_a_session_whose_name_looks_like_a_uuid(cluster: Cluster) -> None:
+    # The 19.09 client names its sessions uuid4().hex unless told otherwise.
+    name = secrets.token_hex(16)
+    r = cluster.request("POST", "/session", {"image": "python", "name": name, "enqueueOnly": True, "starts_at": "1h"})
+    assert r.status_code == 201, r.text
+    try:
+        one = _gql(cluster, ONE_1909, {"sess_id": name})["compute_session"]
+        assert one is not None and one["sess_id"] == name
+        by_id = _gql(cluster, ONE_1909, {"sess_id": r.json()["sessionId"]})["compute_session"]
+        assert by_id is not None and by_id["sess_id"] == name
+    finally:
+        cluster.request("DELETE", f"/session/{name}")

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import strawberry
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.types import Info
 
@@ -107,12 +107,16 @@ class ComputeContainerList:
     total_count: int
 
 
+def _live_stat(k: Kernel, state: Any) -> dict[str, int] | None:
+    """A running kernel's Container Stats Object from its agent's latest heartbeat (kept in the app ``state``)."""
+    return kernel_live_stats(state).get(str(k.id)) if state is not None and k.status == "RUNNING" else None
+
+
 def container_to_gql(
     k: Kernel, resource_opts: dict[str, Any] | None, show_agent: bool, state: Any = None
 ) -> ComputeContainer:
-    """A kernel row as a :class:`ComputeContainer` (``agent`` hidden unless ``show_agent``; ``live_stat`` from
-    the latest heartbeat of its agent, kept in the app ``state``)."""
-    live = kernel_live_stats(state).get(str(k.id)) if state is not None and k.status == "RUNNING" else None
+    """A kernel row as a :class:`ComputeContainer` (``agent`` hidden unless ``show_agent``)."""
+    live = _live_stat(k, state)
     return ComputeContainer(
         id=strawberry.ID(str(k.id)), idx=k.cluster_idx, role=k.cluster_role, hostname=k.cluster_hostname,
         cluster_idx=k.cluster_idx, cluster_role=k.cluster_role, cluster_hostname=k.cluster_hostname,
@@ -130,8 +134,7 @@ def _kernel_stats(k: Kernel | None, state: Any) -> dict[str, int]:
     """The main kernel's Container Stats Object: live while it runs, else its last sample (``{}``: none)."""
     if k is None:
         return {}
-    live = kernel_live_stats(state).get(str(k.id)) if state is not None and k.status == "RUNNING" else None
-    return dict(live or k.last_stat or {})
+    return dict(_live_stat(k, state) or k.last_stat or {})
 
 
 @strawberry.type
@@ -330,8 +333,9 @@ class Query:
         if id is not None:
             conds.append(SessionRow.id == id)
         elif sess_id is not None:
+            # A name may look like a UUID: the 19.09 client names sessions with uuid4().hex by default.
             try:
-                conds.append(SessionRow.id == uuid.UUID(sess_id) if len(sess_id) >= 32 else SessionRow.name == sess_id)
+                conds.append(or_(SessionRow.id == uuid.UUID(sess_id), SessionRow.name == sess_id))
             except ValueError:
                 conds.append(SessionRow.name == sess_id)
         else:
