@@ -24,7 +24,7 @@ from collections import OrderedDict
 from types import TracebackType
 from typing import Any
 
-from ai.backend.kernel.protocol import HEADER_SIZE, ProtocolError, decode_body, encode
+from ai.backend.kernel.protocol import FrameTooLarge, ProtocolError, encode, read_message
 
 __all__ = ["MAX_FRAME_SIZE", "RunnerClient", "RunnerConnectionError"]
 
@@ -197,23 +197,14 @@ class RunnerClient:
 
     # -- internals ----------------------------------------------------------------------
 
-    async def _read_frame(self, reader: asyncio.StreamReader) -> dict[str, Any] | None:
-        """One frame, refusing any over :data:`MAX_FRAME_SIZE` before reading its body."""
-        try:
-            header = await reader.readexactly(HEADER_SIZE)
-            length = int.from_bytes(header, "big")
-            if length > self._max_frame:
-                raise _Untrusted(f"a frame of {length} bytes, over the limit of {self._max_frame}")
-            body = await reader.readexactly(length)
-        except asyncio.IncompleteReadError:
-            return None
-        return decode_body(body)
-
     async def _recv_loop(self, reader: asyncio.StreamReader) -> None:
         reason = "the runner closed the connection"
         try:
             while True:
-                msg = await self._read_frame(reader)
+                try:  # a frame over MAX_FRAME_SIZE is refused before its body is read
+                    msg = await read_message(reader, self._max_frame)
+                except FrameTooLarge as e:
+                    raise _Untrusted(str(e)) from None
                 if msg is None:
                     break
                 rid = msg.get("id")

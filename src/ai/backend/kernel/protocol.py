@@ -17,6 +17,7 @@ from typing import Any
 __all__ = [
     "HEADER_SIZE",
     "MAX_MESSAGE_SIZE",
+    "FrameTooLarge",
     "ProtocolError",
     "cap_completions",
     "decode_body",
@@ -81,21 +82,25 @@ def decode_body(body: bytes) -> dict[str, Any]:
     return obj
 
 
-def _check_length(length: int) -> None:
-    if length > MAX_MESSAGE_SIZE:
-        raise ProtocolError(f"announced message size {length} exceeds the limit")
+class FrameTooLarge(ProtocolError):
+    """The peer announced a frame over the reader's limit (refused before its body is read)."""
 
 
-async def read_message(reader: asyncio.StreamReader) -> dict[str, Any] | None:
+def _check_length(length: int, limit: int = MAX_MESSAGE_SIZE) -> None:
+    if length > limit:
+        raise FrameTooLarge(f"a frame of {length} bytes, over the limit of {limit}")
+
+
+async def read_message(reader: asyncio.StreamReader, max_size: int = MAX_MESSAGE_SIZE) -> dict[str, Any] | None:
     """Read one message; return ``None`` when the peer closed the stream.
 
     A stream that ends in the middle of a frame is treated as closed too: the
-    connection is unusable either way.
+    connection is unusable either way. A frame over ``max_size`` is :class:`FrameTooLarge`.
     """
     try:
         header = await reader.readexactly(HEADER_SIZE)
         (length,) = _HEADER.unpack(header)
-        _check_length(length)
+        _check_length(length, max_size)
         body = await reader.readexactly(length)
     except asyncio.IncompleteReadError:
         return None
