@@ -9,13 +9,15 @@ file holds at most the image's size. ``/home/work`` starts as a copy of the imag
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import shutil
 import subprocess
 import tarfile
 from pathlib import Path
+
+from ai.backend.common.mounts import mounts_under as _mounts_under
+from ai.backend.common.mounts import run_checked, unmount
 
 log = logging.getLogger(__name__)
 
@@ -25,34 +27,14 @@ WRITABLE = {"work": "/home/work", "config": "/home/config", "tmp": "/tmp", "var-
 IMAGE_NAME = "scratch.img"
 MOUNT_NAME = "fs"
 TEMPLATES = ".templates"
-_MNT_DETACH = 2
-
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _umount(path: Path) -> bool:
+def _umount(path: Path) -> None:
     """Unmount ``path`` (lazily when busy); the loop device goes with it (mount -o loop sets autoclear)."""
-    for flags in (0, _MNT_DETACH):
-        if _libc.umount2(os.fsencode(str(path)), flags) == 0:
-            return True
-    err = ctypes.get_errno()
-    if err not in (22, 2):  # EINVAL: not a mount point; ENOENT: gone
-        log.warning("could not unmount %s: %s", path, os.strerror(err))
-    return False
-
-
-def _mounts_under(root: Path) -> list[Path]:
-    """Mount points at or below ``root`` (deepest first), from this process's mountinfo."""
-    prefix = str(root).rstrip("/") + "/"
-    out = []
     try:
-        for line in Path("/proc/self/mountinfo").read_text().splitlines():
-            point = line.split()[4].encode().decode("unicode_escape")
-            if point.startswith(prefix):
-                out.append(Path(point))
-    except (OSError, IndexError):
-        pass
-    return sorted(out, key=lambda p: len(p.parts), reverse=True)
+        unmount(path)
+    except OSError as e:
+        log.warning("could not unmount %s: %s", path, e)
 
 
 class ScratchSpace:
@@ -102,19 +84,13 @@ class ScratchSpace:
         with open(image, "wb") as f:
             f.truncate(self.size)
         # No journal (scratch dies with its kernel) and no root-reserved blocks (kernels run as a user).
-        self._run(["mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", "-E", "lazy_itable_init=1",
+        run_checked(["mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", "-E", "lazy_itable_init=1",
                    "-d", str(template), str(image)])
-        self._run(["mount", "-o", "loop,nosuid,nodev", str(image), str(mnt)])
+        run_checked(["mount", "-o", "loop,nosuid,nodev", str(image), str(mnt)])
         try:
             os.rmdir(mnt / "lost+found")  # not needed without a journal to replay; keeps /home/work clean
         except OSError:
             pass
-
-    @staticmethod
-    def _run(cmd: list[str]) -> None:
-        out = subprocess.run(cmd, capture_output=True, text=True)
-        if out.returncode != 0:
-            raise OSError(f"{cmd[0]} failed: {(out.stderr or out.stdout).strip()[-300:]}")
 
     def binds(self, scratch: Path) -> list[str]:
         return [f"{scratch / MOUNT_NAME / sub}:{target}:rw" for sub, target in WRITABLE.items()]

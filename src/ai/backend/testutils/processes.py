@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+from ai.backend.common.mounts import mounts_under, unmount
 
 T = TypeVar("T")
 
@@ -27,13 +30,9 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
 def unmount_under(path: Path) -> None:
     """Lazily unmount every mount at or below ``path`` (the scratch and folder images a test's agent or
     storage proxy left mounted), deepest first; their loop devices go with them."""
-    prefix = str(path.resolve()).rstrip("/") + "/"
-    try:
-        points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-    except OSError:
-        return
-    for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True)
+    for point in mounts_under(path.resolve()):
+        with contextlib.suppress(OSError):
+            unmount(point)
 
 
 def agent_containers(agent_id: str, *, check: bool = True) -> list[str]:

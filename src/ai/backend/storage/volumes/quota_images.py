@@ -9,20 +9,13 @@ for its own metadata). Needs root (mount, losetup).
 
 from __future__ import annotations
 
-import ctypes
 import os
-import subprocess
+
+from ai.backend.common.mounts import mount_source
+from ai.backend.common.mounts import run_checked as _run
+from ai.backend.common.mounts import unmount as _unmount
 
 __all__ = ["ImageBusy", "grow", "is_mounted", "make", "mount", "unmount"]
-
-_MNT_DETACH = 2
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _run(cmd: list[str], ok: tuple[int, ...] = (0,)) -> None:
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode not in ok:
-        raise OSError(f"{cmd[0]} failed: {(out.stderr or out.stdout).strip()[-300:]}")
 
 
 def is_mounted(path: str) -> bool:
@@ -39,27 +32,12 @@ def mount(image: str, path: str) -> None:
 
 def unmount(path: str) -> None:
     """Unmount (lazily while a session still has it: the loop device goes when the last user does)."""
-    for flags in (0, _MNT_DETACH):
-        if _libc.umount2(os.fsencode(path), flags) == 0:
-            return
-    err = ctypes.get_errno()
-    if err not in (22, 2):  # EINVAL: not mounted; ENOENT: gone
-        raise OSError(err, f"cannot unmount {path}: {os.strerror(err)}")
+    _unmount(path)
 
 
 def _free(path: str) -> int:
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize
-
-
-def _device(path: str) -> str:
-    real = os.path.realpath(path)
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            if fields[4] == real:
-                return fields[fields.index("-") + 2]
-    raise OSError(f"{path} is not mounted")
 
 
 def _mkfs(image: str, size: int, uid: int, gid: int) -> None:
@@ -120,7 +98,7 @@ def grow(image: str, path: str, quota: int) -> None:
         if missing <= 0:
             return
         size = os.stat(image).st_size + missing + missing // 8 + (256 << 10)
-        device = _device(path)
+        device = mount_source(path)
         old_size = os.stat(image).st_size
         os.truncate(image, size)
         _run(["losetup", "-c", device])
@@ -131,12 +109,14 @@ def grow(image: str, path: str, quota: int) -> None:
 
 
 def _grow_offline(image: str, path: str, old_size: int) -> None:
-    if _libc.umount2(os.fsencode(path), 0) != 0:
-        err = ctypes.get_errno()
+    try:
+        _unmount(path, lazy=False)
+    except OSError as e:
         # Back to the size the file system has, so the image and the mount stay as they were.
         os.truncate(image, old_size)
+        err = e.errno or 0
         raise ImageBusy(err, f"the folder is in use ({os.strerror(err)}); its quota can grow when no session "
-                             "mounts it")
+                             "mounts it") from None
     try:
         _run(["e2fsck", "-f", "-y", image], ok=(0, 1, 2))  # 1, 2: something was corrected
         _run(["resize2fs", image])
