@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hmac
 import logging
@@ -18,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ai.backend.common.auth import CLUSTER_SECRET_HEADER
-from ai.backend.common.config import load_config_or_exit
+from ai.backend.common.config import server_setup
 from ai.backend.common.problems import AuthorizationFailed, InvalidAPIParameters, ProblemError, problem_document
 from ai.backend.kernel.protocol import cap_completions
 
@@ -320,20 +319,14 @@ def main(argv: list[str] | None = None) -> None:
     """Run the agent: ``python -m ai.backend.agent.server [-f agent.toml]``."""
     import uvicorn
 
-    parser = argparse.ArgumentParser(prog="backend.ai-agent")
-    parser.add_argument("-f", "--config", help="path to agent.toml")
-    parser.add_argument("--debug", action="store_true")
-    args = parser.parse_args(argv)
-    config = load_config_or_exit(AgentConfig, "agent", args.config, "agent")
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config, debug = server_setup(AgentConfig, "agent", "agent", argv)
     try:
         accelerators = load_plugins(config)
     except PluginError as e:
         print(f"agent: {e}", file=sys.stderr)
         sys.exit(2)
     uvicorn.run(create_app(config, accelerators), host=config.agent.rpc_listen_host, port=config.agent.rpc_listen_port,
-                log_level="debug" if args.debug else "warning", access_log=args.debug,
+                log_level="debug" if debug else "warning", access_log=debug,
                 timeout_keep_alive=RPC_KEEP_ALIVE)
 
 

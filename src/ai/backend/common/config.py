@@ -8,6 +8,8 @@ underscores; values are parsed as TOML scalars when they can be, else kept as st
 
 from __future__ import annotations
 
+import argparse
+import logging
 import os
 import sys
 import tomllib
@@ -17,7 +19,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-__all__ = ["ConfigError", "check_tls_files", "config_search_paths", "load_config", "read_config_dict"]
+__all__ = ["ConfigError", "check_tls_files", "config_search_paths", "load_config", "read_config_dict",
+           "server_setup"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -106,6 +109,20 @@ def load_config(
         first = e.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"{where}: {loc}: {first['msg']}") from None
+
+
+def server_setup(model: type[M], name: str, prog: str, argv: list[str] | None) -> tuple[M, bool]:
+    """The start of a server's ``main``: ``-f NAME.toml`` and ``--debug`` parsed, the config loaded (a bad one
+    is one line and exit 2, see :func:`load_config_or_exit`) and logging set up. Returns the config and
+    whether ``--debug`` was given."""
+    parser = argparse.ArgumentParser(prog=f"backend.ai-{prog}")
+    parser.add_argument("-f", "--config", help=f"path to {name}.toml")
+    parser.add_argument("--debug", action="store_true")
+    args = parser.parse_args(argv)
+    config = load_config_or_exit(model, name, args.config, prog)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return config, bool(args.debug)
 
 
 def load_config_or_exit(model: type[M], name: str, path: str | os.PathLike[str] | None, prog: str) -> M:

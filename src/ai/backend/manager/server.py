@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import re
@@ -18,7 +17,7 @@ from sqlalchemy import select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ai.backend.common.config import load_config_or_exit
+from ai.backend.common.config import server_setup
 from ai.backend.common.problems import ProblemError, problem_document
 from ai.backend.common.types import BinarySize
 
@@ -236,15 +235,9 @@ def main(argv: list[str] | None = None) -> None:
     """Run the manager: ``python -m ai.backend.manager.server [-f manager.toml]``."""
     import uvicorn
 
-    parser = argparse.ArgumentParser(prog="backend.ai-manager")
-    parser.add_argument("-f", "--config", help="path to manager.toml")
-    parser.add_argument("--debug", action="store_true")
-    args = parser.parse_args(argv)
-    config = load_config_or_exit(ManagerConfig, "manager", args.config, "manager")
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config, debug = server_setup(ManagerConfig, "manager", "manager", argv)
     uvicorn.run(create_app(config), host=config.manager.service_addr_host, port=config.manager.service_addr_port,
-                log_level="debug" if args.debug else "warning", access_log=args.debug, loop="auto", http="auto",
+                log_level="debug" if debug else "warning", access_log=debug, loop="auto", http="auto",
                 # Open SSE streams never end by themselves: cut them (clients reconnect) instead of hanging.
                 timeout_graceful_shutdown=5,
                 ssl_certfile=config.manager.ssl_cert or None, ssl_keyfile=config.manager.ssl_key or None)

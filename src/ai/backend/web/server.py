@@ -10,7 +10,6 @@ Routes (upstream 22.03's, see ``docs/operator-guide.md``):
 
 from __future__ import annotations
 
-import argparse
 import logging
 import secrets
 import ssl
@@ -20,7 +19,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from ai.backend.common.config import load_config_or_exit
+from ai.backend.common.config import server_setup
 from ai.backend.common.problems import (
     AuthorizationFailed,
     BadGateway,
@@ -291,13 +290,7 @@ def create_app(config: WebConfig) -> web.Application:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the webserver until SIGINT/SIGTERM."""
-    parser = argparse.ArgumentParser(prog="backend.ai-webserver")
-    parser.add_argument("-f", "--config", help="path to web.toml")
-    parser.add_argument("--debug", action="store_true")
-    args = parser.parse_args(argv)
-    config = load_config_or_exit(WebConfig, "web", args.config, "webserver")
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config, debug = server_setup(WebConfig, "web", "webserver", argv)
     ssl_ctx = None
     if config.service.ssl_cert:
         ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -310,7 +303,7 @@ def main(argv: list[str] | None = None) -> None:
         pass
     log.info("webserver for %s on %s:%d", ", ".join(config.api.endpoint), config.service.host, config.service.port)
     web.run_app(create_app(config), host=config.service.host, port=config.service.port, ssl_context=ssl_ctx,
-                access_log=log if args.debug else None, print=None, shutdown_timeout=5)
+                access_log=log if debug else None, print=None, shutdown_timeout=5)
 
 
 if __name__ == "__main__":
