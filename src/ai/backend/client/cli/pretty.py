@@ -9,11 +9,13 @@ from __future__ import annotations
 import sys
 import textwrap
 from types import TracebackType
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
-__all__ = ("Printer", "Spinner", "print_done", "print_fail", "print_hint", "print_info", "print_wait", "print_warn")
+__all__ = (
+    "Printer", "Spinner", "is_tty", "print_done", "print_fail", "print_hint", "print_info", "print_wait", "print_warn",
+)
 
 _MARKS = {
     "info": ("∙", "bright_cyan"),
@@ -25,10 +27,11 @@ _MARKS = {
 _transient_line = False
 
 
-def _stderr_is_tty() -> bool:
+def is_tty(stream: TextIO | None = None) -> bool:
+    """Whether ``stream`` (stderr by default) is a terminal; a closed or odd stream is not."""
     try:
-        return sys.stderr.isatty()
-    except ValueError:
+        return (stream or sys.stderr).isatty()
+    except (AttributeError, ValueError):
         return False
 
 
@@ -44,14 +47,14 @@ def print_pretty(msg: str, kind: str = "info") -> None:
     global _transient_line
     mark, color = _MARKS[kind]
     if kind == "wait":
-        if not _stderr_is_tty():
+        if not is_tty():
             return
         _clear_transient()
         sys.stderr.write(click.style(mark, fg=color) + " " + msg.splitlines()[0] + "\r")
         sys.stderr.flush()
         _transient_line = True
         return
-    if _stderr_is_tty():
+    if is_tty():
         _clear_transient()
     text = textwrap.indent(msg, "  ")[2:]
     click.echo(click.style(mark, fg=color) + " " + text, err=True)
@@ -124,7 +127,7 @@ class Spinner:
 
     def __init__(self, msg: str, *, enabled: bool = True, interval: float = 0.15) -> None:
         self.msg = msg
-        self.enabled = enabled and _stderr_is_tty()
+        self.enabled = enabled and is_tty()
         self.interval = interval
         self._task: Any = None
 

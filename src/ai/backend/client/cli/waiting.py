@@ -17,6 +17,8 @@ from typing import Any, TextIO
 
 import click
 
+from .pretty import is_tty
+
 __all__ = (
     "POLL_INTERVAL",
     "WaitProgress",
@@ -73,13 +75,6 @@ def format_max_wait_message(
     return f"Session {name} did not start within {format_elapsed(max_wait)} ({state}); {fate}"
 
 
-def _isatty(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
 class WaitProgress:
     """The waiting status of one session, printed on *stream* (stderr by default).
 
@@ -101,7 +96,7 @@ class WaitProgress:
         self.prefix = prefix
         self.stream: TextIO = stream if stream is not None else sys.stderr
         self.enabled = enabled
-        self.live = _isatty(self.stream) if live is None else live
+        self.live = is_tty(self.stream) if live is None else live
         self.clock = clock
         self.started = clock()
         self.status: str | None = None
@@ -128,7 +123,7 @@ class WaitProgress:
             self.redraw()
         elif self.status is not None and (self.status, self.reason) != self._shown:
             self._shown = (self.status, self.reason)
-            mark = click.style("⋯", fg="bright_yellow") if _isatty(self.stream) else "⋯"
+            mark = click.style("⋯", fg="bright_yellow") if is_tty(self.stream) else "⋯"
             self.stream.write(mark + " " + self.line() + "\n")
             self.stream.flush()
 
