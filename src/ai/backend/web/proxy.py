@@ -19,7 +19,7 @@ from aiohttp import WSMsgType, web
 from yarl import URL
 
 from ai.backend.common.auth import sign_request_headers
-from ai.backend.common.problems import BadGateway
+from ai.backend.common.problems import BadGateway, problem_document
 
 from .config import APISection
 
@@ -32,6 +32,8 @@ API_VERSION = "v6.20220615"
 BUFFER_LIMIT = 4 * 1024 * 1024
 #: Answers up to this size (with a Content-Length) are sent in one piece rather than streamed.
 SMALL_ANSWER = 1024 * 1024
+#: The largest WebSocket message taken from a browser (the manager's own limit, uvicorn's default).
+MAX_WS_MESSAGE = 16 * 1024 * 1024
 
 # Hop-by-hop headers, those the signature sets, and those the webserver alone may set towards the manager.
 _DROP_REQUEST = frozenset({
@@ -218,13 +220,15 @@ async def _proxy_websocket(request: web.Request, upstream: Upstream, raw_tail: s
                                                  heartbeat=None, max_msg_size=0, compress=0)
     except aiohttp.WSServerHandshakeError as e:
         # A refusal before the upgrade (no such session, not yours, not running) is answered as HTTP.
+        status = e.status if 400 <= e.status < 600 else 502
         return web.json_response(
-            {"type": "https://api.backend.ai/probs/websocket-refused", "title": "WebSocket refused by the manager",
-             "status": e.status, "detail": e.message, "msg": e.message},
-            status=e.status if 400 <= e.status < 600 else 502, content_type="application/problem+json")
+            problem_document(status, "websocket-refused", "WebSocket refused by the manager", e.message),
+            status=status, content_type="application/problem+json")
     except aiohttp.ClientConnectionError as e:
         raise BadGateway(f"The manager cannot be reached: {e}") from None
-    down_ws = web.WebSocketResponse(protocols=protocols, autoping=True, max_msg_size=0)
+    # A browser's message is bounded like the manager bounds it (uvicorn's 16 MiB): the webserver holds
+    # each one in memory before passing it on.
+    down_ws = web.WebSocketResponse(protocols=protocols, autoping=True, max_msg_size=MAX_WS_MESSAGE)
     try:
         await down_ws.prepare(request)
 
