@@ -50,11 +50,23 @@ from .generations import GenerationCache, GenerationReader
 from .images import image_min_slots, resolve_image
 from .models import Agent, Group, Image, Kernel, KeyPair, KeyPairResourcePolicy, SessionRow, User, group_members
 from .models.base import utcnow
-from .models.sessions import ACTIVE_STATUSES, DEAD_STATUSES, KERNEL_ORDER
+from .models.sessions import KERNEL_ORDER
 from .quota import has_finite_limit, keypair_holdings, policy_limits
 from .session_limits import ActivityTracker
 from .session_mounts import owner_context, resolve_mounts
 from .session_params import CreateParams
+from .sessions.status import (
+    ACTIVE,
+    HAS_CONTAINER,
+    KERNEL_GOING,
+    QUEUED,
+    START_SETTLED,
+    STARTING,
+    TERMINAL,
+    check_transition,
+    status_change,
+)
+from .sessions.status import SessionStatus as S
 from .sgroups import CapacityCache, agent_capacities, allowed_scaling_groups, offered_slot_names
 from .userconfig import kernel_user_config
 
@@ -65,7 +77,6 @@ T = TypeVar("T")
 class SessionNotRunning(Conflict):
     slug, title = "session-not-running", "The session is not running"
 
-FINAL_STATUSES = frozenset({"RUNNING", "ERROR", "TERMINATED", "CANCELLED"})
 # Sessions whose kernels are being created at the same time (each waits on its agents).
 MAX_CONCURRENT_STARTS = 64
 # A started session: its row, its kernels (main1 first) and its owner's dotfiles and bootstrap script.
@@ -74,8 +85,6 @@ Prepared = tuple[SessionRow, list[Kernel], dict[str, Any]]
 CREATION_INTERRUPTED = "creation-interrupted"
 MANAGER_RESTARTED = "manager-restarted"
 CONTAINER_LOST = "container-lost"
-# Sessions whose kernels should have a container on their agent (reconciliation looks for it).
-_HAS_CONTAINER = ("RUNNING", "RUNNING_DEGRADED")
 
 
 async def _update_rows(db: AsyncSession, model: Any, rows: list[dict[str, Any]]) -> None:
@@ -83,22 +92,6 @@ async def _update_rows(db: AsyncSession, model: Any, rows: list[dict[str, Any]])
     if rows:
         table = model.__table__
         await db.execute(update(table).where(table.c.id == bindparam("b_id")), rows)
-
-
-def status_change(session: SessionRow, status: str, now: datetime, info: str | None = None,
-                  data: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The columns of ``session`` that change when it enters ``status`` at ``now``: the status, its time and
-    history entry, ``info`` (when given), ``data`` merged into ``status_data``, and the end time of a final
-    status."""
-    values: dict[str, Any] = {"status": status, "status_changed": now,
-                              "status_history": {**(session.status_history or {}), status: now.isoformat()}}
-    if info is not None:
-        values["status_info"] = info
-    if data:
-        values["status_data"] = {**(session.status_data or {}), **data}
-    if status in ("TERMINATED", "CANCELLED", "ERROR"):
-        values["terminated_at"] = now
-    return values
 
 
 def _record_change(row: SessionRow | Kernel, values: dict[str, Any], updates: list[dict[str, Any]]) -> None:
@@ -250,7 +243,7 @@ class SessionRegistry:
             cond.append(SessionRow.name == ref)
         return cond
 
-    _NEWEST_FIRST = ((SessionRow.status.in_(ACTIVE_STATUSES)).desc(), SessionRow.created_at.desc())
+    _NEWEST_FIRST = ((SessionRow.status.in_(ACTIVE)).desc(), SessionRow.created_at.desc())
 
     async def find_session(
         self, db: AsyncSession, ref: str, access_key: str, *, alive_only: bool = False
@@ -258,7 +251,7 @@ class SessionRegistry:
         """Find a session of ``access_key`` by UUID or name (the newest one when names repeat)."""
         q = select(SessionRow).where(*self._lookup(ref, access_key)).order_by(*self._NEWEST_FIRST).limit(1)
         row = (await db.execute(q)).scalar_one_or_none()
-        if row is None or (alive_only and row.status not in ACTIVE_STATUSES):
+        if row is None or (alive_only and row.status not in ACTIVE):
             raise SessionNotFound(f"Session {ref!r} does not exist or is not yours.")
         return row
 
@@ -312,7 +305,7 @@ class SessionRegistry:
             if row.name != new_name:
                 clash = (await db.execute(select(SessionRow.id).where(
                     SessionRow.access_key == access_key, SessionRow.name == new_name,
-                    SessionRow.status.in_(ACTIVE_STATUSES)))).scalar_one_or_none()
+                    SessionRow.status.in_(ACTIVE)))).scalar_one_or_none()
                 if clash is not None:
                     raise SessionAlreadyExists(f"You already have an active session named {new_name!r}.",
                                                data={"existingSessionId": str(clash)})
@@ -414,14 +407,14 @@ class SessionRegistry:
             row = SessionRow(
                 id=uuid.uuid4(), name=p.name, session_type=p.session_type, access_key=owner_ak, vfolder_mounts=mounts,
                 user_uuid=owner.uuid, domain_name=p.domain, group_id=group.id, scaling_group=sgroup,
-                image=image.name, status="PENDING", status_changed=now, created_at=now,
-                status_history={"PENDING": now.isoformat()}, starts_at=p.starts_at,
+                image=image.name, status=S.PENDING, status_changed=now, created_at=now,
+                status_history={S.PENDING: now.isoformat()}, starts_at=p.starts_at,
                 startup_command=p.startup_command, bootstrap_script=p.bootstrap_script, tag=p.tag,
                 batch_timeout=p.batch_timeout,
                 cluster_mode=p.cluster_mode, cluster_size=p.cluster_size,
                 requested_slots=requested.to_json(), environ=p.environ, resource_opts=p.resource_opts,
             )
-            kernels = [Kernel(id=uuid.uuid4(), session_id=row.id, image=image.name, status="PENDING", created_at=now,
+            kernels = [Kernel(id=uuid.uuid4(), session_id=row.id, image=image.name, status=S.PENDING, created_at=now,
                               cluster_role=k.role, cluster_idx=k.idx, cluster_hostname=k.hostname)
                        for k in kernel_layout(p.cluster_size)]
         result = await self._creations.submit(
@@ -442,9 +435,9 @@ class SessionRegistry:
                 existing: dict[tuple[str, str], SessionRow] = {(r.access_key, r.name): r for r in (
                     await db.execute(select(SessionRow).where(
                         SessionRow.access_key.in_(keys), SessionRow.name.in_({c.row.name for c in items}),
-                        SessionRow.status.in_(ACTIVE_STATUSES)))).scalars()}
+                        SessionRow.status.in_(ACTIVE)))).scalars()}
                 # One COUNT; the held slots are summed only for owners whose policy bounds some slot.
-                holding = await keypair_holdings(db, keys, ACTIVE_STATUSES,
+                holding = await keypair_holdings(db, keys, ACTIVE,
                                                  {c.row.access_key for c in items if has_finite_limit(c.limit)})
                 out: list[tuple[bool, SessionRow] | ProblemError] = []
                 new: list[_Creation] = []
@@ -481,7 +474,7 @@ class SessionRegistry:
                     status = (
                         await db.execute(select(SessionRow.status).where(SessionRow.id == session_id))
                     ).scalar_one()
-                if status in FINAL_STATUSES:
+                if status in START_SETTLED:
                     return status
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -561,7 +554,7 @@ class SessionRegistry:
                 kernel_updates: list[dict[str, Any]] = []
                 for sid in ids:
                     session = sessions.get(sid)
-                    if session is None or session.status != "SCHEDULED" or not kernels.get(sid):
+                    if session is None or session.status != S.SCHEDULED or not kernels.get(sid):
                         out.append(None)
                         continue
                     if session.user_uuid not in users:
@@ -569,9 +562,9 @@ class SessionRegistry:
                     config = {**users[session.user_uuid],
                               "bootstrap_script": session.bootstrap_script or users[session.user_uuid][
                                   "bootstrap_script"]}
-                    _record_change(session, status_change(session, "PREPARING", now), session_updates)
+                    _record_change(session, status_change(session, S.PREPARING, now), session_updates)
                     for k in kernels[sid]:
-                        _record_change(k, {"status": "PREPARING"}, kernel_updates)
+                        _record_change(k, {"status": S.PREPARING}, kernel_updates)
                     out.append((session, kernels[sid], config))
                 await _update_rows(db, SessionRow, session_updates)
                 await _update_rows(db, Kernel, kernel_updates)
@@ -656,15 +649,15 @@ class SessionRegistry:
                     if session is None:  # purged meanwhile: nothing to record, its kernels to remove
                         out.append((row, False))
                         continue
-                    destroyed = session.status in ("TERMINATING", "TERMINATED", "CANCELLED")
+                    destroyed = session.status in (S.TERMINATING, S.TERMINATED, S.CANCELLED)
                     for k in kernels.get(sid, []):
                         info = created.get(k.id) or {}
                         kernel_updates.append({
                             "b_id": k.id, "container_id": info.get("container_id"),
                             "service_ports": info.get("service_ports", []),
-                            "status": k.status if destroyed else "RUNNING"})
+                            "status": k.status if destroyed else S.RUNNING})
                     if not destroyed:
-                        _record_change(session, status_change(session, "RUNNING", now, "", {"phases": phases}),
+                        _record_change(session, status_change(session, S.RUNNING, now, "", {"phases": phases}),
                                        session_updates)
                     out.append((session, not destroyed))
                 await _update_rows(db, Kernel, kernel_updates)
@@ -708,13 +701,13 @@ class SessionRegistry:
             async with self.db() as db:
                 session = await db.get(SessionRow, session_id)
                 assert session is not None
-                if session.status in DEAD_STATUSES:
+                if session.status in TERMINAL:
                     return None  # destroyed while it was being created: its end is already recorded
                 for kernel in await self.session_kernels(db, session):
                     await self._release(db, kernel)
-                    kernel.status = "ERROR"
+                    kernel.status = S.ERROR
                     kernel.status_info = reason
-                await self.set_status(db, session, "ERROR", reason, error=detail)
+                await self.set_status(db, session, S.ERROR, reason, error=detail)
                 await db.commit()
             return session
 
@@ -742,10 +735,10 @@ class SessionRegistry:
             if kernel is None:
                 return
             session = await db.get(SessionRow, kernel.session_id)
-            if session is None or session.status != "PREPARING":
+            if session is None or session.status != S.PREPARING:
                 return
-            kernel.status = "PULLING"
-            await self.set_status(db, session, "PULLING")
+            kernel.status = S.PULLING
+            await self.set_status(db, session, S.PULLING)
             await db.commit()
         self._publish("session_pulling", session)
 
@@ -791,28 +784,28 @@ class SessionRegistry:
             session = await db.get(SessionRow, session.id, with_for_update=True)  # type: ignore[assignment]
             assert session is not None
             kernels = await self.session_kernels(db, session)
-            if session.status in ("PENDING", "SCHEDULED"):
+            if session.status in QUEUED:
                 for kernel in kernels:
                     await self._release(db, kernel)
-                    kernel.status = "CANCELLED"
-                await self.set_status(db, session, "CANCELLED", reason)
+                    kernel.status = S.CANCELLED
+                await self.set_status(db, session, S.CANCELLED, reason)
                 await db.commit()
                 self._publish("session_cancelled", session, reason)
                 self.schedule_event.set()
                 return stats
-            if session.status == "ERROR":
+            if session.status == S.ERROR:
                 # A failed session holds no slots any more; destroying it closes its record, and removes any
                 # container its agent still has (e.g. one the agent took back after a crash).
-                await self.set_status(db, session, "TERMINATED", session.status_info or reason)
+                await self.set_status(db, session, S.TERMINATED, session.status_info or reason)
                 await db.commit()
                 await asyncio.gather(*(self._destroy_kernel_quietly(k) for k in kernels))
                 return stats
-            if session.status not in ACTIVE_STATUSES:
+            if session.status not in ACTIVE:
                 return stats
-            was_preparing = session.status in ("PREPARING", "PULLING")
-            await self.set_status(db, session, "TERMINATING", reason)
+            was_preparing = session.status in STARTING
+            await self.set_status(db, session, S.TERMINATING, reason)
             for kernel in kernels:
-                kernel.status = "TERMINATING"
+                kernel.status = S.TERMINATING
             await db.commit()
         self._publish("session_terminating", session, reason)
         # Also while it is being created: the agent removes a kernel whose creation is under way as soon as
@@ -831,19 +824,19 @@ class SessionRegistry:
         end was reported (default ``main1``); the other kernels of a cluster session still up are destroyed."""
         async with self.db() as db:
             session = await db.get(SessionRow, session_id)
-            if session is None or session.status in ("TERMINATED", "CANCELLED", "ERROR"):
+            if session is None or session.status in TERMINAL:
                 return
-            if session.status in ("PREPARING", "PULLING") and session_id in self._starting:
+            if session.status in STARTING and session_id in self._starting:
                 self._early_exits[session_id] = {"reason": reason, "stats": stats, "exit_code": exit_code,
                                                  "task_log": task_log, "kernel_id": kernel_id}
                 return
             kernels = await self.session_kernels(db, session)
             ended = next((k for k in kernels if k.id == kernel_id), kernels[0])
-            still_up = [k for k in kernels if k is not ended and k.status not in ("TERMINATING", "TERMINATED")]
+            still_up = [k for k in kernels if k is not ended and k.status not in KERNEL_GOING]
             now = utcnow()
             for kernel in kernels:
                 await self._release(db, kernel)
-                kernel.status = "TERMINATED"
+                kernel.status = S.TERMINATED
                 kernel.status_info = reason
                 kernel.terminated_at = now
             ended.exit_code = exit_code
@@ -853,7 +846,7 @@ class SessionRegistry:
                 ended.task_log = task_log
             if session.session_type == "batch" and (exit_code is not None or reason.startswith("task-")):
                 session.result = "SUCCESS" if exit_code == 0 and reason != "task-timeout" else "FAILURE"
-            await self.set_status(db, session, "TERMINATED", reason, exit_code=exit_code)
+            await self.set_status(db, session, S.TERMINATED, reason, exit_code=exit_code)
             await db.commit()
         if len(kernels) > 1:
             self.spawn(self._teardown(session_id, still_up, kernels))
@@ -873,25 +866,26 @@ class SessionRegistry:
         assumed (see ``docs/architecture.md``). Returns how many sessions of each status were handled."""
         async with self.db() as db:
             rows = (await db.execute(select(SessionRow.id, SessionRow.status, SessionRow.status_info).where(
-                SessionRow.status.in_(("SCHEDULED", "PREPARING", "PULLING", "TERMINATING", "RESTARTING"))
+                SessionRow.status.in_((S.SCHEDULED, S.PREPARING, S.PULLING, S.TERMINATING, S.RESTARTING))
             ))).all()
-            restarting = [sid for sid, st, _ in rows if st == "RESTARTING"]
+            restarting = [sid for sid, st, _ in rows if st == S.RESTARTING]
             if restarting:
+                back = check_transition(S.RESTARTING, S.RUNNING)
                 await db.execute(update(SessionRow).where(SessionRow.id.in_(restarting), SessionRow.status ==
-                                                          "RESTARTING").values(status="RUNNING"))
+                                                          S.RESTARTING).values(status=back))
                 await db.commit()
         counts: dict[str, int] = {}
         for sid, status, info in rows:
             counts[status] = counts.get(status, 0) + 1
-            if status == "SCHEDULED":
+            if status == S.SCHEDULED:
                 self.spawn(self.start_session(sid))
                 continue
-            if status == "RESTARTING":
+            if status == S.RESTARTING:
                 continue
             async with self.db() as db:
                 session = await db.get(SessionRow, sid)
                 kernels = await self.session_kernels(db, session) if session is not None else []
-            if status == "TERMINATING":
+            if status == S.TERMINATING:
                 await self.mark_terminated(sid, info or MANAGER_RESTARTED)
             else:
                 await self._fail_start(sid, CREATION_INTERRUPTED,
@@ -927,12 +921,12 @@ class SessionRegistry:
             for i in range(0, len(ids), 500):
                 alive.update((wanted[k], agent) for k, agent in (await db.execute(
                     select(Kernel.id, Kernel.agent).join(SessionRow, SessionRow.id == Kernel.session_id)
-                    .where(Kernel.id.in_(ids[i:i + 500]), Kernel.status.notin_(DEAD_STATUSES),
-                           SessionRow.status.notin_(DEAD_STATUSES))
+                    .where(Kernel.id.in_(ids[i:i + 500]), Kernel.status.notin_(TERMINAL),
+                           SessionRow.status.notin_(TERMINAL))
                 )).all())
             for k, sid, agent in (await db.execute(
                 select(Kernel.id, Kernel.session_id, Kernel.agent).join(SessionRow, SessionRow.id == Kernel.session_id)
-                .where(Kernel.agent.in_(agents), Kernel.status == "RUNNING", SessionRow.status.in_(_HAS_CONTAINER),
+                .where(Kernel.agent.in_(agents), Kernel.status == S.RUNNING, SessionRow.status.in_(HAS_CONTAINER),
                        SessionRow.status_changed < cutoff)
             )).all():
                 if k not in wanted and agent is not None:
@@ -951,7 +945,7 @@ class SessionRegistry:
     ) -> Any:
         """Forward a call to the session's main kernel on its agent (``kernel``: that kernel, if already loaded)."""
         self.activity.touch(session.id)
-        if check_status and session.status != "RUNNING":
+        if check_status and session.status != S.RUNNING:
             raise SessionNotRunning(
                 f"Session {session.name!r} is {session.status}, not RUNNING; it cannot take this request."
             )
@@ -969,7 +963,7 @@ class SessionRegistry:
     ) -> RawAnswer:
         """Like :meth:`kernel_call`, for agent endpoints that take or answer raw bytes (session files)."""
         self.activity.touch(session.id)
-        if session.status != "RUNNING":
+        if session.status != S.RUNNING:
             raise SessionNotRunning(
                 f"Session {session.name!r} is {session.status}, not RUNNING; it cannot take this request."
             )
@@ -984,10 +978,10 @@ class SessionRegistry:
         """Restart the runners of the session's kernels (globals reset, files kept); RESTARTING meanwhile."""
         async with self.db() as db:
             row = await db.get(SessionRow, session.id, with_for_update=True)
-            if row is None or row.status != "RUNNING":
+            if row is None or row.status != S.RUNNING:
                 status = row.status if row is not None else "gone"
                 raise SessionNotRunning(f"Session {session.name!r} is {status}, not RUNNING; it cannot restart.")
-            await self.set_status(db, row, "RESTARTING")
+            await self.set_status(db, row, S.RESTARTING)
             await db.commit()
         self._publish("session_restarting", row)
         try:
@@ -999,8 +993,8 @@ class SessionRegistry:
         finally:
             async with self.db() as db:
                 row = await db.get(SessionRow, session.id)
-                if row is not None and row.status == "RESTARTING":
-                    await self.set_status(db, row, "RUNNING")
+                if row is not None and row.status == S.RESTARTING:
+                    await self.set_status(db, row, S.RUNNING)
                     await db.commit()
                     self._publish("session_started", row, "restarted")
 
@@ -1026,7 +1020,7 @@ class SessionRegistry:
 
 
 def session_age_ms(session: SessionRow) -> int:
-    start = session.status_history.get("RUNNING") if session.status_history else None
+    start = session.status_history.get(S.RUNNING) if session.status_history else None
     begin = datetime.fromisoformat(start) if start else session.created_at
     end = session.terminated_at or datetime.now(UTC)
     return max(int((end - begin).total_seconds() * 1000), 0)

@@ -37,7 +37,6 @@ from .cluster import kernel_layout, per_kernel_slots
 from .json_sql import json_with_key, json_without_key
 from .models import Agent, Image, Kernel, KeyPair, KeyPairResourcePolicy, ScalingGroup, SessionRow
 from .models.base import utcnow
-from .models.sessions import ACTIVE_STATUSES
 from .quota import has_finite_limit, keypair_holdings, policy_limits
 from .registry import SessionRegistry
 from .scheduling import (
@@ -52,6 +51,8 @@ from .scheduling import (
     pop_next,
     selection_strategy,
 )
+from .sessions.status import HOLDING, ON_AGENT, check_transition, status_values
+from .sessions.status import SessionStatus as S
 from .sgroups import allowed_scaling_groups
 
 __all__ = ["AGENT_LOST", "POLICIES", "Scheduler", "dominant_share", "handle_lost_agents", "pop_next"]
@@ -59,7 +60,6 @@ __all__ = ["AGENT_LOST", "POLICIES", "Scheduler", "dominant_share", "handle_lost
 log = logging.getLogger(__name__)
 
 AGENT_LOST = "agent-lost"
-HOLDING = ACTIVE_STATUSES - {"PENDING"}  # what counts against a keypair's policy at scheduling time
 # A waiting session whose reason is unchanged gets its ``last_try`` rewritten at most this often (seconds).
 REWRITE_WAITING_AFTER = 10.0
 # What a pass reads of a pending session.
@@ -121,7 +121,7 @@ class Scheduler:
             # Only the columns a pass reads (plain rows, no ORM objects: 10,000 of them must load fast).
             rows = (
                 await db.execute(
-                    select(*_PENDING_COLUMNS).where(SessionRow.status == "PENDING").order_by(SessionRow.created_at)
+                    select(*_PENDING_COLUMNS).where(SessionRow.status == S.PENDING).order_by(SessionRow.created_at)
                     .with_for_update()
                 )
             ).all()
@@ -184,7 +184,7 @@ class Scheduler:
                 occupied[agent.id] = occupied.get(agent.id, ResourceSlot.from_json(agent.occupied_slots)) + per
                 kernel_updates.append({"b_session_id": session.id, "b_host": k.hostname, "agent": agent.id,
                                        "agent_addr": agent.addr, "occupied_slots": per_json,
-                                       "status": "SCHEDULED"})
+                                       "status": S.SCHEDULED})
             placed_by_slots.setdefault(slots_key, (slots, []))[1].append(session.id)
         for agent_id, total in occupied.items():
             agents[agent_id].occupied_slots = total.to_json()
@@ -202,9 +202,10 @@ class Scheduler:
         sessions = cast(Table, SessionRow.__table__)
         dialect = db.get_bind().dialect.name
         for slots, ids in placed_by_slots.values():
+            # PENDING → SCHEDULED (every row read was PENDING), as status_change would write it, in SQL.
             values = {
-                "status": "SCHEDULED", "status_changed": stamp, "status_info": "", "occupying_slots": slots,
-                "status_history": json_with_key(sessions.c.status_history, "SCHEDULED", stamp.isoformat(), dialect),
+                **status_values(check_transition(S.PENDING, S.SCHEDULED), stamp, ""), "occupying_slots": slots,
+                "status_history": json_with_key(sessions.c.status_history, S.SCHEDULED, stamp.isoformat(), dialect),
                 "status_data": json_without_key(sessions.c.status_data, "scheduler", dialect),
             }
             for chunk in _chunks(ids):
@@ -296,8 +297,6 @@ async def _usage_snapshot(db: AsyncSession, scaling_groups: set[str]) -> dict[tu
 
 # ---- lost agents ---------------------------------------------------------------------------------------
 
-# Sessions that were running on an agent; earlier stages fail by themselves when the agent does not answer.
-_ON_AGENT = ("RUNNING", "RESTARTING", "RUNNING_DEGRADED")
 
 
 async def handle_lost_agents(registry: SessionRegistry, grace: float) -> list[str]:
@@ -316,7 +315,7 @@ async def handle_lost_agents(registry: SessionRegistry, grace: float) -> list[st
         for sid, info, lost_at in (await db.execute(
             select(SessionRow.id, SessionRow.status_info, Agent.lost_at)
             .join(Kernel, Kernel.session_id == SessionRow.id).join(Agent, Agent.id == Kernel.agent)
-            .where(SessionRow.status.in_(_ON_AGENT), Agent.status == "LOST")
+            .where(SessionRow.status.in_(ON_AGENT), Agent.status == "LOST")
         )).all():
             at = lost_at or now
             lost_since[sid] = min(lost_since.get(sid, at), at)
@@ -325,7 +324,7 @@ async def handle_lost_agents(registry: SessionRegistry, grace: float) -> list[st
         ended = [sid for sid, at in lost_since.items() if at + timedelta(seconds=grace) <= now]
         to_flag = [sid for sid, at in lost_since.items() if sid not in flagged and sid not in ended]
         to_unflag = [sid for sid in (await db.execute(
-            select(SessionRow.id).where(SessionRow.status.in_(_ON_AGENT), SessionRow.status_info == AGENT_LOST)
+            select(SessionRow.id).where(SessionRow.status.in_(ON_AGENT), SessionRow.status_info == AGENT_LOST)
         )).scalars() if sid not in lost_since]
         for ids, info in ((to_flag, AGENT_LOST), (to_unflag, "")):
             if ids:

@@ -16,6 +16,7 @@ from sqlalchemy import or_, select
 
 from .models import KeyPair, KeyPairResourcePolicy, SessionRow
 from .models.base import utcnow
+from .sessions.status import SessionStatus as S
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ async def expired_sessions(db: Any, tracker: ActivityTracker) -> list[tuple[Sess
                    KeyPairResourcePolicy.idle_timeout, KeyPairResourcePolicy.max_session_lifetime)
             .join(KeyPair, KeyPair.access_key == SessionRow.access_key)
             .join(KeyPairResourcePolicy, KeyPairResourcePolicy.name == KeyPair.resource_policy)
-            .where(SessionRow.status == "RUNNING",
+            .where(SessionRow.status == S.RUNNING,
                    or_(KeyPairResourcePolicy.idle_timeout > 0, KeyPairResourcePolicy.max_session_lifetime > 0))
         )
     ).all()

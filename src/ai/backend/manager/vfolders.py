@@ -31,9 +31,9 @@ from ai.backend.common.problems import Forbidden, InvalidAPIParameters, NotFound
 
 from .auth import AuthContext
 from .models import Domain, Group, KeyPairResourcePolicy, SessionRow, User, VFolder, VFolderPermission, group_members
-from .models.sessions import ACTIVE_STATUSES
 from .models.vfolders import OWNERSHIP_TYPES, PERMISSIONS, USAGE_MODES
 from .session_params import parse_bool_value
+from .sessions.status import ACTIVE
 
 NAME_MAX = 64
 PATH_MAX = 4096
@@ -417,7 +417,7 @@ async def sessions_using(db: AsyncSession, vfids: Iterable[uuid.UUID]) -> list[s
     wanted = {v.hex for v in vfids}
     rows = await db.execute(
         select(SessionRow.name, SessionRow.vfolder_mounts)
-        .where(SessionRow.status.in_(ACTIVE_STATUSES), SessionRow.vfolder_mounts.is_not(None))
+        .where(SessionRow.status.in_(ACTIVE), SessionRow.vfolder_mounts.is_not(None))
     )
     names: list[str] = []
     for name, mounts in rows:

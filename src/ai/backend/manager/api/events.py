@@ -38,8 +38,8 @@ from ..auth import AuthContext
 from ..bgtask import FINAL_EVENTS, UPDATED_EVENT, BackgroundTaskRegistry, TaskInfo
 from ..events import Event
 from ..models import Group, Kernel, SessionRow
-from ..models.sessions import DEAD_STATUSES
 from ..registry import SessionRegistry
+from ..sessions.status import TERMINAL
 from .deps import auth_required, json_body, registry
 
 log = logging.getLogger(__name__)
@@ -261,7 +261,7 @@ def ends_session(ev: Event, f: SessionFacts) -> bool:
     if ev.name in ("session_terminated", "session_cancelled"):
         return True
     # A creation failure leaves the session in ERROR; a failed batch run ends with session_terminated.
-    return ev.name == "session_failure" and f.status in DEAD_STATUSES
+    return ev.name == "session_failure" and f.status in TERMINAL
 
 
 def terminal_event(f: SessionFacts) -> Event:
@@ -307,7 +307,7 @@ async def _resolve_session(reg: SessionRegistry, ctx: AuthContext, ref: str, own
 
 async def _session_stream(reg: SessionRegistry, q: asyncio.Queue[Event], watch: SessionWatch,
                           single: SessionFacts | None) -> AsyncIterator[bytes]:
-    if single is not None and single.status in DEAD_STATUSES:
+    if single is not None and single.status in TERMINAL:
         for chunk in render_session_event(terminal_event(single), single, watch.scope):
             yield chunk
         yield SERVER_CLOSE
@@ -322,7 +322,7 @@ async def _session_stream(reg: SessionRegistry, q: asyncio.Queue[Event], watch: 
             if single is not None:
                 # Safety net: the session may have ended while its event was lost (a full queue).
                 f = await watch.facts(reg, str(single.id), refresh=True)
-                if f is None or f.status in DEAD_STATUSES:
+                if f is None or f.status in TERMINAL:
                     if f is not None:
                         for chunk in render_session_event(terminal_event(f), f, watch.scope):
                             yield chunk

@@ -28,8 +28,8 @@ from ai.backend.common.types import SLOT_TYPES, ResourceSlot
 
 from ..auth import AuthContext
 from ..models import Agent, Group, KeyPairResourcePolicy, ResourcePreset, ScalingGroup, SessionRow, group_members
-from ..models.sessions import ACTIVE_STATUSES
 from ..quota import policy_limits
+from ..sessions.status import ACTIVE
 from ..sgroups import allowed_scaling_groups
 from .deps import auth_required, json_body
 
@@ -148,7 +148,7 @@ async def check_presets(request: Request, ctx: AuthContext = Depends(auth_requir
         sessions = (
             await db.execute(
                 select(SessionRow.requested_slots)
-                .where(SessionRow.access_key == ctx.access_key, SessionRow.status.in_(ACTIVE_STATUSES))
+                .where(SessionRow.access_key == ctx.access_key, SessionRow.status.in_(ACTIVE))
             )
         ).scalars().all()
         agents = (

@@ -20,6 +20,8 @@ from ..live_stats import kernel_live_stats
 from ..models import Kernel, SessionRow
 from ..registry import SessionRegistry, session_age_ms
 from ..session_params import CreateParams, check_session_name, parse_create_params
+from ..sessions.status import ENDED_CLEANLY
+from ..sessions.status import SessionStatus as S
 from .deps import auth_required, json_body, registry
 
 router = APIRouter()
@@ -131,10 +133,10 @@ async def create_and_respond(
         "kernelId": fresh.name,
         "status": status,
         "statusInfo": fresh.status_info,
-        "servicePorts": kernel.service_ports if status == "RUNNING" else [],
+        "servicePorts": kernel.service_ports if status == S.RUNNING else [],
         "created": created,
     }
-    if fresh.status == "ERROR":
+    if fresh.status == S.ERROR:
         payload["statusData"] = fresh.status_data
     return JSONResponse(payload, status_code=201 if created or always_201 else 200)
 
@@ -147,7 +149,7 @@ async def get_info(
     owner = await reg.resolve_owner(ctx, request.query_params.get("owner_access_key"))
     async with reg.db() as db:
         session, kernel = await reg.find_session_and_kernel(db, ref, owner)
-    live = kernel_live_stats(request.app.state).get(str(kernel.id)) if session.status == "RUNNING" else None
+    live = kernel_live_stats(request.app.state).get(str(kernel.id)) if session.status == S.RUNNING else None
     return session_info(session, kernel, reg.unflushed_queries(session), live)
 
 
@@ -155,7 +157,7 @@ async def get_info(
 async def status_history(
     ref: str, request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
 ) -> dict[str, Any]:
-    """When the session entered each status: ``{"result": {"PENDING": iso-time, ...}}``."""
+    """When the session entered each status: ``{"result": {S.PENDING: iso-time, ...}}``."""
     session = await _find(reg, ctx, ref, request)
     return {"result": session.status_history or {}}
 
@@ -166,7 +168,7 @@ async def destroy(
 ) -> dict[str, Any]:
     """Destroy a session; answers the kernel's last stats."""
     session = await _find(reg, ctx, ref, request)
-    if session.status in ("TERMINATED", "CANCELLED"):
+    if session.status in ENDED_CLEANLY:
         raise SessionNotFound(f"Session {ref!r} is already {session.status.lower()}.")
     stats = await reg.destroy(session)
     # The official CLIs' stats printers require a ``status`` key (upstream sent one); the rest is the
@@ -279,7 +281,7 @@ async def _session_logs(reg: SessionRegistry, ctx: AuthContext, ref: str, reques
     owner = await reg.resolve_owner(ctx, request.query_params.get("owner_access_key"))
     async with reg.db() as db:
         session, kernel = await reg.find_session_and_kernel(db, ref, owner)
-    if session.status == "RUNNING":
+    if session.status == S.RUNNING:
         res = await reg.kernel_call(session, "GET", "/logs")
         return str(res.get("logs", ""))
     return kernel.task_log or ""

@@ -24,6 +24,7 @@ from ai.backend.common.problems import InvalidAPIParameters, ProblemError
 from ..auth import AuthContext
 from ..models import SessionRow
 from ..registry import SessionNotRunning, SessionRegistry
+from ..sessions.status import SessionStatus as S
 from .deps import auth_required, json_body, registry
 from .session import _find
 
@@ -178,7 +179,7 @@ def multipart_mixed(parts: list[tuple[str, bytes]]) -> tuple[bytes, str]:
 
 
 def _require_running(session: SessionRow) -> None:
-    if session.status != "RUNNING":
+    if session.status != S.RUNNING:
         raise SessionNotRunning(f"Session {session.name!r} is {session.status}, not RUNNING; its files are "
                                 "not reachable.")
 

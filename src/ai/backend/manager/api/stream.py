@@ -39,6 +39,7 @@ from ..auth import authenticate
 from ..models import Kernel, SessionRow
 from ..ratelimit import enforce_keypair_limit
 from ..registry import SessionNotRunning, SessionRegistry
+from ..sessions.status import SessionStatus as S
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -234,7 +235,7 @@ async def stream_pty(ws: WebSocket, ref: str) -> None:
     reg: SessionRegistry = ws.app.state.registry
     try:
         session, kernel = await _caller_session(ws, reg, ref)
-        if session.status != "RUNNING":
+        if session.status != S.RUNNING:
             raise SessionNotRunning(f"Session {session.name!r} is {session.status}, not RUNNING; no terminal.")
         if not kernel.agent_addr:
             raise SessionNotFound(f"Session {session.name!r} has no running kernel.")

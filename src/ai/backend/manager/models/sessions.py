@@ -11,12 +11,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import GUID, Base, UTCDateTime, utcnow
 
-# Statuses in which a session still holds (or waits for) resources.
-ACTIVE_STATUSES = frozenset(
-    {"PENDING", "SCHEDULED", "PREPARING", "PULLING", "RUNNING", "RESTARTING", "RUNNING_DEGRADED", "TERMINATING"}
-)
-DEAD_STATUSES = frozenset({"TERMINATED", "CANCELLED", "ERROR"})
-
 
 class SessionRow(Base):
     __tablename__ = "sessions"

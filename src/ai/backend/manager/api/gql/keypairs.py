@@ -22,8 +22,8 @@ from ...accounts import DEFAULT_RATE_LIMIT, add_keypair
 from ...models import KeyPair as KeyPairRow
 from ...models import KeyPairResourcePolicy, SessionRow
 from ...models import User as UserRow
-from ...models.sessions import ACTIVE_STATUSES
 from ...models.vfolders import VFolder as VFolderRow
+from ...sessions.status import ACTIVE
 from .base import (
     ADMIN,
     MONITOR,
@@ -115,7 +115,7 @@ async def load_keypairs(db: AsyncSession, ctx: GQLContext, conds: Sequence[Any],
                 await db.execute(
                     select(SessionRow.access_key, func.count())
                     .where(SessionRow.access_key.in_([kp.access_key for kp, _ in rows]),
-                           SessionRow.status.in_(ACTIVE_STATUSES))
+                           SessionRow.status.in_(ACTIVE))
                     .group_by(SessionRow.access_key)
                 )
             ).tuples().all()

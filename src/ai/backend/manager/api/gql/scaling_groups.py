@@ -23,9 +23,9 @@ from ai.backend.common.problems import Conflict, InvalidAPIParameters, NotFound
 from ...models import Agent, Domain, Group, KeyPair, SessionRow, sgroups_for_domains, sgroups_for_groups
 from ...models import ScalingGroup as ScalingGroupRow
 from ...models import sgroups_for_keypairs as sgroups_for_keypairs_table
-from ...models.sessions import ACTIVE_STATUSES
 from ...scheduler import POLICIES as SCHEDULERS
 from ...scheduling import scheduler_opts_error
+from ...sessions.status import ACTIVE
 from .base import (
     GQLContext,
     JSONString,
@@ -308,7 +308,7 @@ class Mutation:
             active = (
                 await db.execute(
                     select(func.count()).select_from(SessionRow)
-                    .where(SessionRow.scaling_group == name, SessionRow.status.in_(ACTIVE_STATUSES))
+                    .where(SessionRow.scaling_group == name, SessionRow.status.in_(ACTIVE))
                 )
             ).scalar_one()
             if active:

@@ -29,7 +29,8 @@ from ...cluster import local_rank
 from ...images import registry_of
 from ...live_stats import kernel_live_stats
 from ...models import Group, Kernel, SessionRow, User
-from ...models.sessions import DEAD_STATUSES, KERNEL_ORDER
+from ...models.sessions import KERNEL_ORDER
+from ...sessions.status import TERMINAL
 from .base import (
     SUPERADMIN,
     USER,
@@ -340,7 +341,7 @@ class Query:
                 conds.append(SessionRow.name == sess_id)
         else:
             raise InvalidAPIParameters("Give the session's 'id' (or the v4 'sess_id').")
-        order = (SessionRow.access_key != ctx.auth.access_key, SessionRow.status.in_(tuple(DEAD_STATUSES)),
+        order = (SessionRow.access_key != ctx.auth.access_key, SessionRow.status.in_(tuple(TERMINAL)),
                  SessionRow.created_at.desc())
         async with ctx.db() as db:
             row = (await db.execute(_session_query(conds).order_by(*order).limit(1))).first()
