@@ -440,7 +440,7 @@ async def in_process_manager(config_path: Path) -> AsyncIterator[tuple[Any, str]
 
 async def test_client_disconnect_releases_the_subscription(manager_config: Path) -> None:
     async with in_process_manager(manager_config) as (app, endpoint):
-        bus = app.state.bus
+        bus = app.state.ctx.bus
         base = bus.subscriber_count
         async with stream(endpoint, "/events/session?name=*&keepalive=1") as s:
             assert s.resp.status_code == 200
@@ -459,7 +459,7 @@ async def test_client_disconnect_releases_the_subscription(manager_config: Path)
 
 async def test_live_task_progress_then_done_then_close(manager_config: Path) -> None:
     async with in_process_manager(manager_config) as (app, endpoint):
-        async with app.state.db() as db:
+        async with app.state.ctx.db() as db:
             user_uuid = (await db.execute(select(User.uuid).where(User.email == USER["email"]))).scalar_one()
         steps = asyncio.Queue[str]()
 
@@ -469,7 +469,7 @@ async def test_live_task_progress_then_done_then_close(manager_config: Path) -> 
                 await p.update(1, message=await steps.get())
             return "finished both"
 
-        tid = await app.state.bgtasks.start(work, name="demo", owner_access_key=USER["access_key"],
+        tid = await app.state.ctx.bgtasks.start(work, name="demo", owner_access_key=USER["access_key"],
                                             owner_user=str(user_uuid))
         async with stream(endpoint, f"/events/background-task?taskId={tid}&keepalive=1") as s:
             first = await s.until(lambda m: m.event == "task_updated")

@@ -13,19 +13,22 @@ import hmac
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from dateutil.parser import isoparse
 from dateutil.parser import parse as parse_date
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection, Request
 
 from ai.backend.common.auth import BODY_HASH_HEADER, AuthHeaderError, make_signature, parse_authorization
 from ai.backend.common.problems import AuthorizationFailed, InvalidAuthParameters
 
-from . import generations
-from .generations import GenerationCache
+from .generations import GenerationCache, GenerationReader
 from .models import KeyPair, User
+
+if TYPE_CHECKING:
+    from .context import ManagerContext
 
 ACCOUNTS = "accounts"  # the generation group of the keypairs and users tables
 
@@ -52,16 +55,14 @@ _KEYPAIR_QUERY = (
 )
 
 
-async def lookup_keypair(state: Any, access_key: str) -> KeypairRecord | None:
-    """The keypair's row (None if unknown): from the cache while the accounts generation is unchanged."""
-    cache: GenerationCache[str, KeypairRecord] | None = getattr(state, "keypair_cache", None)
-    if cache is None:
-        cache = state.keypair_cache = GenerationCache()
-    gen = await generations.reader(state).current(ACCOUNTS)
+async def lookup_keypair(db_factory: async_sessionmaker[AsyncSession], gens: GenerationReader,
+                         cache: GenerationCache[str, KeypairRecord], access_key: str) -> KeypairRecord | None:
+    """The keypair's row (None if unknown): from ``cache`` while the accounts generation is unchanged."""
+    gen = await gens.current(ACCOUNTS)
     record = cache.get(access_key, gen)
     if record is not None:
         return record
-    async with state.db() as db:
+    async with db_factory() as db:
         row = (await db.execute(_KEYPAIR_QUERY.where(KeyPair.access_key == access_key))).first()
     if row is None:
         cache.discard(access_key)
@@ -115,7 +116,7 @@ def _header(request: HTTPConnection, *names: str) -> tuple[str, str] | None:
     return None
 
 
-async def authenticate(request: HTTPConnection) -> AuthContext:
+async def authenticate(request: HTTPConnection, mgr: ManagerContext) -> AuthContext:
     """Verify the request's signature and return its :class:`AuthContext`, or raise a 4xx problem."""
     auth_value = request.headers.get("authorization")
     if not auth_value:
@@ -131,14 +132,14 @@ async def authenticate(request: HTTPConnection) -> AuthContext:
     if version_hdr is None:
         raise InvalidAuthParameters("X-BackendAI-Version header is missing.")
     date = _parse_date(date_hdr[1])
-    skew = timedelta(seconds=request.app.state.config.manager.allowed_date_skew)
+    skew = timedelta(seconds=mgr.config.manager.allowed_date_skew)
     now = datetime.now(UTC)
     if not (now - skew < date < now + skew):
         raise AuthorizationFailed(
             f"The request date {date_hdr[1]!r} is outside the allowed window of ±{int(skew.total_seconds())} s "
             "around the server time; check your clock."
         )
-    row = await lookup_keypair(request.app.state, parsed.access_key)
+    row = await lookup_keypair(mgr.db, mgr.generations, mgr.keypairs, parsed.access_key)
     if row is None:
         raise AuthorizationFailed("Unknown access key.")
     secret_key, kp_active, kp_admin, resource_policy, rate_limit, user_uuid, email, user_role, domain, status = row
@@ -151,7 +152,7 @@ async def authenticate(request: HTTPConnection) -> AuthContext:
         path_with_query += "?" + scope["query_string"].decode("latin-1")
     host = request.headers.get("host", "")
     fwd = request.headers.get("x-forwarded-url")
-    if fwd and request.app.state.config.manager.is_trusted_proxy(request.client.host if request.client else None):
+    if fwd and mgr.config.manager.is_trusted_proxy(request.client.host if request.client else None):
         from urllib.parse import urlsplit
 
         parts = urlsplit(fwd)

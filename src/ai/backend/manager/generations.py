@@ -196,15 +196,11 @@ class GenerationReader:
             self._redis = None
 
 
-def reader(state: Any) -> GenerationReader:
-    """The manager's :class:`GenerationReader` (``app.state.generations``), made from its config on first use."""
-    gen: GenerationReader | None = getattr(state, "generations", None)
-    if gen is None:
-        cfg = state.config
-        configure_propagation(cfg.manager.state_dir, cfg.redis.url or None)
-        gen = GenerationReader(_prop.state_dir, _prop.redis_url)
-        state.generations = gen
-    return gen
+def propagating_reader(state_dir: str | os.PathLike[str] | None, redis_url: str | None) -> GenerationReader:
+    """The manager's reader: this process announces its changes through ``state_dir`` and Redis (if given),
+    and reads everyone's there."""
+    configure_propagation(state_dir, redis_url)
+    return GenerationReader(_prop.state_dir, _prop.redis_url)
 
 
 class GenerationCache(Generic[K, V]):

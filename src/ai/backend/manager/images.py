@@ -44,15 +44,6 @@ class ImageInventory:
         return {a: items for a, items in self._reports.items() if a in alive}
 
 
-def image_inventory(state: Any) -> ImageInventory:
-    """The app's :class:`ImageInventory`, created on first use."""
-    inv: ImageInventory | None = getattr(state, "image_inventory", None)
-    if inv is None:
-        inv = ImageInventory()
-        state.image_inventory = inv
-    return inv
-
-
 def image_min_slots(image: Image) -> ResourceSlot:
     """The minimum resource slots an image declares with ``ai.backend.resource.min.*`` labels."""
     mins: dict[str, Any] = {}

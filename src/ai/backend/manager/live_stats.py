@@ -40,14 +40,6 @@ def _number(v: Any) -> bool:
     return isinstance(v, Real) and not isinstance(v, bool)
 
 
-def live_stats(state: Any) -> AgentLiveStats:
-    """The app's :class:`AgentLiveStats`, created on first use."""
-    store: AgentLiveStats | None = getattr(state, "agent_live_stats", None)
-    if store is None:
-        store = state.agent_live_stats = AgentLiveStats()
-    return store
-
-
 #: The Container Stats Object keys (rest-api.md §2.10); all integers.
 CONTAINER_KEYS = (
     "cpu_used", "mem_max_bytes", "mem_cur_bytes", "net_rx_bytes", "net_tx_bytes", "io_read_bytes",
@@ -82,11 +74,3 @@ class KernelLiveStats:
     def get(self, kernel_id: str) -> dict[str, int] | None:
         agent = self._agent_of.get(kernel_id)
         return None if agent is None else self._by_agent.get(agent, {}).get(kernel_id)
-
-
-def kernel_live_stats(state: Any) -> KernelLiveStats:
-    """The app's :class:`KernelLiveStats`, created on first use."""
-    store: KernelLiveStats | None = getattr(state, "kernel_live_stats", None)
-    if store is None:
-        store = state.kernel_live_stats = KernelLiveStats()
-    return store

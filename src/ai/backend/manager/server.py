@@ -21,13 +21,11 @@ from ai.backend.common.config import server_setup
 from ai.backend.common.problems import ProblemError, problem_document
 from ai.backend.common.types import BinarySize
 
-from . import generations
-from .agent_client import AgentRPC
 from .api import (
+    agent_callbacks,
     auth,
     events,
     gql,
-    internal,
     registries,
     resource,
     root,
@@ -40,18 +38,14 @@ from .api import (
     vfolder_legacy,
     vfolders,
 )
-from .bgtask import make_bgtask_registry
 from .body_limit import BodyLimitMiddleware
 from .config import ManagerConfig
-from .db import create_engine, session_factory
-from .events import make_event_bus
+from .context import ManagerContext, build_context
 from .models import Agent
 from .models.base import utcnow
-from .ratelimit import ApiUsage, RateLimitMiddleware, make_rate_limiter
-from .registry import SessionRegistry
+from .ratelimit import RateLimiter, RateLimitMiddleware
 from .scheduler import Scheduler, handle_lost_agents
 from .session_limits import enforce_session_limits
-from .storage_client import close_storage_client, vfolder_host_path
 
 log = logging.getLogger("ai.backend.manager")
 
@@ -145,12 +139,12 @@ async def _periodic(interval: float, fn: Callable[[], Awaitable[Any]]) -> None:
             log.exception("periodic task %s failed", getattr(fn, "__name__", fn))
 
 
-async def _check_agents(app: FastAPI) -> None:
+async def _check_agents(ctx: ManagerContext) -> None:
     """Mark agents whose heartbeats stopped as LOST so nothing new is scheduled on them; their running
     sessions are flagged ``agent-lost`` and terminated after another ``heartbeat-timeout``."""
-    cfg: ManagerConfig = app.state.config
+    cfg = ctx.config
     cutoff = utcnow() - timedelta(seconds=cfg.manager.heartbeat_timeout)
-    async with app.state.db() as db:
+    async with ctx.db() as db:
         stale = (
             await db.execute(select(Agent).where(Agent.status == "ALIVE", Agent.last_heartbeat < cutoff))
         ).scalars().all()
@@ -160,40 +154,28 @@ async def _check_agents(app: FastAPI) -> None:
             agent.status_changed = agent.lost_at
             log.warning("agent %s stopped sending heartbeats; marked LOST", agent.id)
         await db.commit()
-    await handle_lost_agents(app.state.registry, grace=cfg.manager.heartbeat_timeout)
+    await handle_lost_agents(ctx.registry, grace=cfg.manager.heartbeat_timeout)
 
 
 def create_app(config: ManagerConfig) -> FastAPI:
-    """Build the manager application for ``config``."""
+    """Build the manager application for ``config``; its services (:class:`ManagerContext`) are built when
+    it starts serving and are ``app.state.ctx`` from then on."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(config.db_url())
-        app.state.engine = engine
-        app.state.db = session_factory(engine)
-        app.state.rpc = AgentRPC(config.manager.cluster_secret)
-        app.state.bus = make_event_bus(config.redis.url or None)
-        await app.state.bus.start()
-        app.state.bgtasks = make_bgtask_registry(app.state.bus, config.redis.url or None)
-        app.state.registry = SessionRegistry(app.state.db, app.state.rpc, app.state.bus)
-        app.state.registry.docker_registries = dict(config.docker_registries)
-        if config.storage_proxies:
-            app.state.registry.folder_path = lambda host, vfid: vfolder_host_path(app.state, host, vfid)
-        app.state.rate_limiter = make_rate_limiter(config.redis.url or None, config.manager.rate_limit_window)
-        app.state.api_usage = ApiUsage()
-        # Before any background task commits: changes must reach the other managers' caches (generations.py).
-        app.state.registry.generations = generations.reader(app.state)
+        ctx = await build_context(config)
+        app.state.ctx = ctx
         # Before serving: sessions a crashed predecessor left half started or half destroyed move on now.
-        await app.state.registry.recover_after_restart()
+        await ctx.registry.recover_after_restart()
         tasks = [
-            asyncio.create_task(_periodic(2.0, lambda: app.state.api_usage.flush(app.state.db))),
-            asyncio.create_task(Scheduler(app.state.registry).run()),
-            asyncio.create_task(_periodic(2.0, app.state.registry.flush_query_counts)),
-            asyncio.create_task(_periodic(5.0, lambda: _check_agents(app))),
+            asyncio.create_task(_periodic(2.0, lambda: ctx.api_usage.flush(ctx.db))),
+            asyncio.create_task(Scheduler(ctx.registry).run()),
+            asyncio.create_task(_periodic(2.0, ctx.registry.flush_query_counts)),
+            asyncio.create_task(_periodic(5.0, lambda: _check_agents(ctx))),
             asyncio.create_task(_periodic(config.manager.session_limit_check_interval,
-                                          lambda: enforce_session_limits(app.state.registry))),
+                                          lambda: enforce_session_limits(ctx.registry))),
         ]
-        app.state.registry.schedule_event.set()
+        ctx.registry.schedule_event.set()
         try:
             yield
         finally:
@@ -202,29 +184,22 @@ def create_app(config: ManagerConfig) -> FastAPI:
             for t in tasks:
                 with suppress(asyncio.CancelledError):
                     await t
-            await app.state.registry.flush_query_counts()
-            await app.state.api_usage.flush(app.state.db)
-            await app.state.bgtasks.shutdown()
-            await app.state.bus.close()
-            await app.state.rate_limiter.close()
-            await generations.reader(app.state).close()
-            await app.state.rpc.close()
-            await close_storage_client(app.state)
-            await engine.dispose()
+            await ctx.close()
 
     app = FastAPI(title="Backend.AI manager (open implementation)", version=root.MANAGER_VERSION,
                   lifespan=lifespan, docs_url="/spec/docs", openapi_url="/spec/openapi.json", redoc_url=None)
-    app.state.config = config
     _install_error_handlers(app)
     for r in (root.router, auth.router, template.router, session_files.router, session.router, gql.router,
-              internal.router, status.router, stream.router, resource.router, events.router, userconfig.router,
-              registries.router, vfolders.router, vfolder_legacy.router):
+              agent_callbacks.router, status.router, stream.router, resource.router, events.router,
+              userconfig.router, registries.router, vfolders.router, vfolder_legacy.router):
         app.include_router(r)
-    app.add_middleware(
-        RateLimitMiddleware,
-        get_limiter=lambda: getattr(app.state, "rate_limiter", None),
-        anonymous_limit=lambda: config.manager.anonymous_rate_limit,
-    )
+
+    def limiter() -> RateLimiter | None:
+        ctx: ManagerContext | None = getattr(app.state, "ctx", None)
+        return None if ctx is None else ctx.rate_limiter
+
+    app.add_middleware(RateLimitMiddleware, get_limiter=limiter,
+                       anonymous_limit=lambda: config.manager.anonymous_rate_limit)
     app.add_middleware(CompatPathMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit=int(BinarySize.parse(config.manager.max_request_body)))
 

@@ -343,24 +343,3 @@ def _token(doc: Any) -> str:
     if not isinstance(token, str) or not token:
         raise StorageProxyFailed("The storage proxy answered no token.")
     return token
-
-
-def storage_client(app_state: Any) -> StorageClient:
-    """The app's :class:`StorageClient` (made on first use from ``[storage-proxies]``)."""
-    client: StorageClient | None = getattr(app_state, "storage", None)
-    if client is None:
-        client = app_state.storage = StorageClient(app_state.config.storage_proxies)
-    return client
-
-
-async def close_storage_client(app_state: Any) -> None:
-    """Close the app's proxy connections (at shutdown)."""
-    client: StorageClient | None = getattr(app_state, "storage", None)
-    if client is not None:
-        await client.close()
-
-
-async def vfolder_host_path(app_state: Any, host: str, vfid: uuid.UUID | str) -> str:
-    """The absolute path on the storage host of folder ``vfid`` on ``host``: what agents bind-mount."""
-    vid = vfid if isinstance(vfid, uuid.UUID) else uuid.UUID(str(vfid))
-    return await storage_client(app_state).mount_path(host, vid)

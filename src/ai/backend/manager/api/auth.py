@@ -17,7 +17,7 @@ from ai.backend.common.problems import AuthorizationFailed, InvalidAPIParameters
 from ..auth import AuthContext
 from ..models import Group, KeyPair, User, group_members
 from ..passwords import hash_password, verify_password
-from .deps import auth_required, json_body
+from .deps import auth_required, json_body, manager_context
 
 router = APIRouter()
 
@@ -45,13 +45,13 @@ def _check_new_password(password: str) -> None:
 
 
 async def _check_credentials(request: Request, domain: str, username: str, password: str) -> User:
-    limiter = request.app.state.rate_limiter
+    limiter = manager_context(request).rate_limiter
     verdict = await limiter.hit(f"login:{domain}:{username.lower()}", LOGIN_ATTEMPTS)
     if verdict.exceeded:
         # Per account, not per IP: the web server logs everyone in from one address.
         raise TooManyRequests(f"Too many login attempts for this account; wait up to {verdict.window // 60} "
                               "minutes and try again.")
-    async with request.app.state.db() as db:
+    async with manager_context(request).db() as db:
         user = (
             await db.execute(
                 select(User).where(or_(User.email == username, User.username == username), User.domain_name == domain)
@@ -75,7 +75,7 @@ async def authorize(request: Request) -> dict[str, Any]:
     domain = _str_param(body, "domain", required=False) or "default"
     user = await _check_credentials(request, domain, _str_param(body, "username", "user_id"),
                                     _str_param(body, "password"))
-    async with request.app.state.db() as db:
+    async with manager_context(request).db() as db:
         keypair = (
             await db.execute(
                 select(KeyPair).where(KeyPair.user == user.uuid, KeyPair.is_active.is_(True))
@@ -96,7 +96,7 @@ async def role(request: Request, ctx: AuthContext = Depends(auth_required)) -> d
     group_role = None
     group = request.query_params.get("group")
     if group:
-        async with request.app.state.db() as db:
+        async with manager_context(request).db() as db:
             member = (
                 await db.execute(
                     select(Group.id).join(group_members, group_members.c.group_id == Group.id)
@@ -132,7 +132,7 @@ async def update_password(request: Request, ctx: AuthContext = Depends(auth_requ
     if new != _str_param(body, "new_password2"):
         raise InvalidAPIParameters("The new password and its confirmation differ.")
     _check_new_password(new)
-    async with request.app.state.db() as db:
+    async with manager_context(request).db() as db:
         user = await db.get(User, ctx.user_uuid)
         if user is None or not verify_password(old, user.password):
             raise AuthorizationFailed("The old password is wrong.")
@@ -153,7 +153,7 @@ async def update_password_no_auth(request: Request) -> dict[str, Any]:
                                     _str_param(body, "current_password"))
     if new == _str_param(body, "current_password"):
         raise InvalidAPIParameters("The new password must differ from the current one.")
-    async with request.app.state.db() as db:
+    async with manager_context(request).db() as db:
         row = await db.get(User, user.uuid)
         if row is not None:
             row.password = hash_password(new)

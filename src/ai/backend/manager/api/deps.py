@@ -1,30 +1,46 @@
-"""Shared FastAPI dependencies: authentication and reading JSON bodies leniently."""
+"""Shared FastAPI dependencies: the manager context, authentication and reading JSON bodies leniently.
+
+Every dependency is ``async`` on purpose: FastAPI runs plain ``def`` dependencies in a worker thread, a
+thread hop on every request.
+"""
 
 from __future__ import annotations
 
 import hmac
 import json
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Depends, Request
+from starlette.requests import HTTPConnection
 
 from ai.backend.common.auth import CLUSTER_SECRET_HEADER
 from ai.backend.common.problems import AuthorizationFailed, InvalidAPIParameters
 
 from ..auth import AuthContext, authenticate
+from ..context import ManagerContext
 from ..ratelimit import enforce_keypair_limit
 from ..registry import SessionRegistry
+
+
+def manager_context(conn: HTTPConnection) -> ManagerContext:
+    """The manager's shared services (set once by the server's lifespan)."""
+    mgr: ManagerContext = conn.app.state.ctx
+    return mgr
+
+
+async def _context(request: Request) -> ManagerContext:
+    return manager_context(request)
 
 
 async def auth_required(request: Request) -> AuthContext:
     """Dependency: the verified caller, or a 401/400 problem."""
     ctx: AuthContext | None = getattr(request.state, "auth", None)
     if ctx is None:
-        ctx = await authenticate(request)
+        mgr = manager_context(request)
+        ctx = await authenticate(request, mgr)
         request.state.auth = ctx
-        state = request.app.state
-        state.api_usage.count(ctx.access_key)
-        await enforce_keypair_limit(request.scope.setdefault("state", {}), state.rate_limiter, ctx.access_key,
+        mgr.api_usage.count(ctx.access_key)
+        await enforce_keypair_limit(request.scope.setdefault("state", {}), mgr.rate_limiter, ctx.access_key,
                                     ctx.rate_limit)
     return ctx
 
@@ -32,15 +48,13 @@ async def auth_required(request: Request) -> AuthContext:
 def require_cluster_secret(request: Request) -> None:
     """Refuse a call on the agent-facing API that lacks the cluster secret."""
     given = request.headers.get(CLUSTER_SECRET_HEADER, "")
-    if not hmac.compare_digest(given, request.app.state.config.manager.cluster_secret):
+    if not hmac.compare_digest(given, manager_context(request).config.manager.cluster_secret):
         raise AuthorizationFailed("Bad or missing cluster secret.")
 
 
 async def registry(request: Request) -> SessionRegistry:
-    """Dependency: the session registry. ``async`` on purpose: FastAPI runs plain ``def`` dependencies in a
-    worker thread, a thread hop on every request."""
-    reg: SessionRegistry = request.app.state.registry
-    return reg
+    """Dependency: the session registry."""
+    return manager_context(request).registry
 
 
 async def json_body(request: Request) -> dict[str, Any]:
@@ -59,3 +73,9 @@ async def json_body(request: Request) -> dict[str, Any]:
     for k, v in request.query_params.items():
         data.setdefault(k, v)
     return data
+
+
+# Typed dependencies for handler signatures: ``async def h(ctx: Ctx, caller: Caller, reg: Sessions)``.
+Ctx = Annotated[ManagerContext, Depends(_context)]
+Caller = Annotated[AuthContext, Depends(auth_required)]
+Sessions = Annotated[SessionRegistry, Depends(registry)]

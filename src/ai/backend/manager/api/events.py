@@ -29,7 +29,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
-from sqlalchemy import and_, select
+from sqlalchemy import select
 from starlette.types import Receive, Scope, Send
 
 from ai.backend.common.problems import Forbidden, InvalidAPIParameters, NotFound, SessionNotFound
@@ -37,10 +37,11 @@ from ai.backend.common.problems import Forbidden, InvalidAPIParameters, NotFound
 from ..auth import AuthContext
 from ..bgtask import FINAL_EVENTS, UPDATED_EVENT, BackgroundTaskRegistry, TaskInfo
 from ..events import Event
-from ..models import Group, Kernel, SessionRow
+from ..models import Group, SessionRow
+from ..models.sessions import select_with_main_kernel
 from ..registry import SessionRegistry
 from ..sessions.status import TERMINAL
-from .deps import auth_required, json_body, registry
+from .deps import auth_required, json_body, manager_context, registry
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -174,12 +175,8 @@ class SessionFacts:
 
 
 async def _load_facts(reg: SessionRegistry, session_id: uuid.UUID) -> SessionFacts | None:
-    main = and_(Kernel.session_id == SessionRow.id, Kernel.cluster_role == "main")
     async with reg.db() as db:
-        row = (
-            await db.execute(select(SessionRow, Kernel).join(Kernel, main, isouter=True)
-                             .where(SessionRow.id == session_id))
-        ).first()
+        row = (await db.execute(select_with_main_kernel().where(SessionRow.id == session_id))).first()
     if row is None:
         return None
     s, k = row
@@ -369,7 +366,7 @@ async def session_events(
     if group != "*":
         watch.group_ids = await _group_ids(reg, ctx, group)
     stack = AsyncExitStack()
-    q = await stack.enter_async_context(request.app.state.bus.subscribe())
+    q = await stack.enter_async_context(manager_context(request).bus.subscribe())
     try:
         single: SessionFacts | None = None
         if ref != "*":
@@ -439,9 +436,9 @@ async def background_task_events(request: Request, ctx: AuthContext = Depends(au
     if tid is None:
         raise InvalidAPIParameters(f"'taskId' must be a UUID, got {raw!r}.")
     keepalive = _keepalive(params)
-    tasks: BackgroundTaskRegistry = request.app.state.bgtasks
+    tasks: BackgroundTaskRegistry = manager_context(request).bgtasks
     stack = AsyncExitStack()
-    q = await stack.enter_async_context(request.app.state.bus.subscribe())
+    q = await stack.enter_async_context(manager_context(request).bus.subscribe())
     try:
         info = await tasks.get(str(tid))
         if info is None:

@@ -13,7 +13,7 @@ from ai.backend.common.problems import Forbidden
 
 from ..auth import AuthContext
 from ..docker_registry import registry_summary
-from .deps import auth_required
+from .deps import auth_required, manager_context
 
 router = APIRouter()
 
@@ -23,4 +23,4 @@ async def docker_registries(request: Request, ctx: AuthContext = Depends(auth_re
     """Registry name -> URL of every configured registry (superadmin only)."""
     if not ctx.is_superadmin:
         raise Forbidden("Only superadmins may list the configured Docker registries.")
-    return registry_summary(request.app.state.config.docker_registries)
+    return registry_summary(manager_context(request).config.docker_registries)

@@ -31,7 +31,7 @@ from ..models import Agent, Group, KeyPairResourcePolicy, ResourcePreset, Scalin
 from ..quota import policy_limits
 from ..sessions.status import ACTIVE
 from ..sgroups import allowed_scaling_groups
-from .deps import auth_required, json_body
+from .deps import auth_required, json_body, manager_context
 
 router = APIRouter()
 ZERO = Decimal(0)
@@ -116,7 +116,7 @@ def _clamp(slots: Mapping[str, Decimal]) -> ResourceSlot:
 @router.get("/resource/presets")
 async def list_presets(request: Request, ctx: AuthContext = Depends(auth_required)) -> dict[str, Any]:
     """All resource presets; slot types the cluster does not have are removed."""
-    async with request.app.state.db() as db:
+    async with manager_context(request).db() as db:
         known = await known_slot_types(db)
         rows = (await db.execute(select(ResourcePreset).order_by(ResourcePreset.name))).scalars().all()
     return {"presets": [_preset_json(p, known) for p in rows]}
@@ -129,7 +129,7 @@ async def check_presets(request: Request, ctx: AuthContext = Depends(auth_requir
     sg_name = body.get("scaling_group")
     if sg_name is not None and not isinstance(sg_name, str):
         raise InvalidAPIParameters("scaling_group must be a scaling group name.")
-    async with request.app.state.db() as db:
+    async with manager_context(request).db() as db:
         known = list(await known_slot_types(db))
         group = await resolve_group(db, ctx, body.get("group") or "default")
         allowed = await _allowed(db, ctx, group)
@@ -194,7 +194,7 @@ async def list_available_sgroups(request: Request, ctx: AuthContext = Depends(au
     group_ref = request.query_params.get("group")
     if not group_ref:
         raise InvalidAPIParameters("The group query parameter (a group name or ID) is required.")
-    async with request.app.state.db() as db:
+    async with manager_context(request).db() as db:
         group = await resolve_group(db, ctx, group_ref)
         names = await _allowed(db, ctx, group)
     return {"scaling_groups": [{"name": n} for n in names]}
@@ -203,5 +203,5 @@ async def list_available_sgroups(request: Request, ctx: AuthContext = Depends(au
 @router.get("/config/resource-slots")
 async def resource_slots(request: Request, ctx: AuthContext = Depends(auth_required)) -> dict[str, str]:
     """The cluster's slot types and their kinds (``count`` or ``bytes``)."""
-    async with request.app.state.db() as db:
+    async with manager_context(request).db() as db:
         return await known_slot_types(db)

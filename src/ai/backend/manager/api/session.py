@@ -7,22 +7,20 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import and_, select
 
 from ai.backend.common.problems import InvalidAPIParameters, SessionNotFound
 from ai.backend.common.types import ResourceSlot
 from ai.backend.kernel.protocol import cap_completions
 
-from .. import generations
 from ..auth import AuthContext
 from ..images import registry_of
-from ..live_stats import kernel_live_stats
 from ..models import Kernel, SessionRow
+from ..models.sessions import select_with_main_kernel
 from ..registry import SessionRegistry, session_age_ms
 from ..session_params import CreateParams, check_session_name, parse_create_params
 from ..sessions.status import ENDED_CLEANLY
 from ..sessions.status import SessionStatus as S
-from .deps import auth_required, json_body, registry
+from .deps import auth_required, json_body, manager_context, registry
 
 router = APIRouter()
 
@@ -114,11 +112,7 @@ async def create_and_respond(
     if created:
         status = await reg.wait_for_start(row.id, params.max_wait)
     async with reg.db() as db:  # the session as it is now and its main kernel, in one query
-        found = (await db.execute(
-            select(SessionRow, Kernel)
-            .join(Kernel, and_(Kernel.session_id == SessionRow.id, Kernel.cluster_role == "main"), isouter=True)
-            .where(SessionRow.id == row.id)
-        )).first()
+        found = (await db.execute(select_with_main_kernel().where(SessionRow.id == row.id))).first()
     assert found is not None
     fresh, kernel = found
     if kernel is None:
@@ -149,7 +143,7 @@ async def get_info(
     owner = await reg.resolve_owner(ctx, request.query_params.get("owner_access_key"))
     async with reg.db() as db:
         session, kernel = await reg.find_session_and_kernel(db, ref, owner)
-    live = kernel_live_stats(request.app.state).get(str(kernel.id)) if session.status == S.RUNNING else None
+    live = manager_context(request).kernel_stats.get(str(kernel.id)) if session.status == S.RUNNING else None
     return session_info(session, kernel, reg.unflushed_queries(session), live)
 
 
@@ -224,7 +218,7 @@ async def execute(
         raise InvalidAPIParameters("'options.timeout' must be a positive number of seconds.")
     # The hot path: the session and its main kernel cached (or in one query), the answer passed on as it is.
     owner = await reg.resolve_owner(ctx, request.query_params.get("owner_access_key"))
-    session, kernel = await reg.find_session_and_kernel_cached(generations.reader(request.app.state), ref, owner)
+    session, kernel = await reg.find_session_and_kernel_cached(manager_context(request).generations, ref, owner)
     reg.count_query(session)
     result = await reg.kernel_call(
         session, "POST", "/execute", json={"mode": mode, "code": code, "run_id": run_id, "opts": opts}, kernel=kernel

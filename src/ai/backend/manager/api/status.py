@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from sqlalchemy import func, select
 
 from ..models import Agent, ImageAlias
-from .deps import require_cluster_secret
+from .deps import manager_context, require_cluster_secret
 
 router = APIRouter(prefix="/internal")
 
@@ -17,7 +17,7 @@ router = APIRouter(prefix="/internal")
 async def status(request: Request) -> dict[str, Any]:
     """How many agents are alive and which image aliases are known."""
     require_cluster_secret(request)
-    async with request.app.state.registry.db() as db:
+    async with manager_context(request).registry.db() as db:
         alive = (await db.execute(select(func.count()).select_from(Agent).where(Agent.status == "ALIVE"))).scalar_one()
         aliases = (await db.execute(select(ImageAlias.alias))).scalars().all()
     return {"agents_alive": alive, "image_aliases": sorted(aliases)}

@@ -40,6 +40,7 @@ from ..models import Kernel, SessionRow
 from ..ratelimit import enforce_keypair_limit
 from ..registry import SessionNotRunning, SessionRegistry
 from ..sessions.status import SessionStatus as S
+from .deps import manager_context
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -48,9 +49,10 @@ router = APIRouter()
 async def _caller_session(ws: WebSocket, reg: SessionRegistry, ref: str) -> tuple[SessionRow, Kernel]:
     """Authenticate a stream handshake like any API call (signature, usage, rate limit, owner delegation)
     and find the session it names with its main kernel; refusals are problems."""
-    ctx = await authenticate(ws)
-    ws.app.state.api_usage.count(ctx.access_key)
-    await enforce_keypair_limit({}, ws.app.state.rate_limiter, ctx.access_key, ctx.rate_limit)
+    mgr = manager_context(ws)
+    ctx = await authenticate(ws, mgr)
+    mgr.api_usage.count(ctx.access_key)
+    await enforce_keypair_limit({}, mgr.rate_limiter, ctx.access_key, ctx.rate_limit)
     owner = await reg.resolve_owner(ctx, ws.query_params.get("owner_access_key"))
     async with reg.db() as db:
         return await reg.find_session_and_kernel(db, ref, owner)
@@ -69,7 +71,7 @@ async def _refuse(ws: WebSocket, e: ProblemError) -> None:
 @router.websocket("/stream/session/{ref}/execute")
 @router.websocket("/stream/kernel/{ref}/execute")
 async def stream_execute(ws: WebSocket, ref: str) -> None:
-    reg: SessionRegistry = ws.app.state.registry
+    reg: SessionRegistry = manager_context(ws).registry
     try:
         session, _ = await _caller_session(ws, reg, ref)
     except ProblemError as e:
@@ -213,7 +215,7 @@ async def _connect_agent(ws: WebSocket, addr: str, kernel_id: str) -> ClientConn
         url = "ws://" + base[len("http://"):]
     else:
         url = "ws://" + base
-    secret: str = ws.app.state.config.manager.cluster_secret
+    secret: str = manager_context(ws).config.manager.cluster_secret
     try:
         return await ws_connect(f"{url}/v1/kernels/{kernel_id}/pty", additional_headers={CLUSTER_SECRET_HEADER: secret},
                                 proxy=None, open_timeout=AGENT_CONNECT_TIMEOUT, max_size=16 << 20)
@@ -232,7 +234,7 @@ async def _connect_agent(ws: WebSocket, addr: str, kernel_id: str) -> ClientConn
 @router.websocket("/stream/kernel/{ref}/pty")
 async def stream_pty(ws: WebSocket, ref: str) -> None:
     """A terminal (login shell) in the session's main container; the caller must own the RUNNING session."""
-    reg: SessionRegistry = ws.app.state.registry
+    reg: SessionRegistry = manager_context(ws).registry
     try:
         session, kernel = await _caller_session(ws, reg, ref)
         if session.status != S.RUNNING:

@@ -26,7 +26,7 @@ from ..auth import AuthContext
 from ..bgtask import ProgressReporter
 from ..models import Group, User, VFolder, VFolderInvitation, VFolderPermission, group_members
 from ..models.base import utcnow
-from ..storage_client import StorageClient, split_host, storage_client
+from ..storage_client import StorageClient, split_host
 from ..vfolders import (
     Access,
     VFolderBusy,
@@ -54,7 +54,7 @@ from ..vfolders import (
     policy_of,
     sessions_using,
 )
-from .deps import auth_required, json_body
+from .deps import auth_required, json_body, manager_context
 
 router = APIRouter(prefix="/folders")
 
@@ -64,11 +64,11 @@ class InvitationNotFound(NotFound):
 
 
 def _storage(request: Request) -> StorageClient:
-    return storage_client(request.app.state)
+    return manager_context(request).storage
 
 
 def _db(request: Request) -> AsyncSession:
-    session: AsyncSession = request.app.state.db()
+    session: AsyncSession = manager_context(request).db()
     return session
 
 
@@ -148,7 +148,7 @@ async def list_hosts(request: Request, ctx: AuthContext = Depends(auth_required)
             if not ctx.is_admin and gid not in await member_group_ids(db, ctx.user_uuid):
                 raise NotFound(f"No group {raw_gid!r} that you are a member of.")
         allowed = set(existing) if ctx.is_superadmin else await allowed_hosts(db, ctx, gid) & set(existing)
-    default = request.app.state.config.manager.default_vfolder_host
+    default: str | None = manager_context(request).config.manager.default_vfolder_host
     if default not in allowed:
         default = min(allowed) if allowed else None
     return JSONResponse({
@@ -166,7 +166,7 @@ async def list_all_hosts(request: Request, ctx: AuthContext = Depends(auth_requi
     if not ctx.is_superadmin:
         raise Forbidden("Only superadmins may list every storage host.")
     existing = await _storage(request).all_hosts()
-    default = request.app.state.config.manager.default_vfolder_host
+    default = manager_context(request).config.manager.default_vfolder_host
     return JSONResponse({"default": default if default in existing else None, "allowed": sorted(existing)})
 
 
@@ -185,7 +185,7 @@ async def create(request: Request, ctx: AuthContext = Depends(auth_required)) ->
     """Create a folder (a group folder with ``group_id``; domain admins and superadmins only)."""
     body = await json_body(request)
     name = check_folder_name(body.get("name"))
-    host = _text(body, "host", "folder_host") or request.app.state.config.manager.default_vfolder_host
+    host = _text(body, "host", "folder_host") or manager_context(request).config.manager.default_vfolder_host
     usage_mode = check_usage_mode(body.get("usage_mode"))
     permission = check_permission(body.get("permission"), default="rw")
     cloneable = parse_bool(body, "cloneable", False)
@@ -745,7 +745,7 @@ async def clone(name: str, request: Request, ctx: AuthContext = Depends(auth_req
             await db.commit()
         except IntegrityError:
             raise VFolderExists(f"A folder named {target_name!r} already exists.") from None
-    state = request.app.state
+    state = manager_context(request)
     src_host, src_id, dst_id = src.vf.host, src.vf.id, vf.id
 
     async def run(progress: ProgressReporter) -> str:

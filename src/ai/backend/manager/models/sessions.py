@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Integer, Select, String, Text, and_, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .base import GUID, Base, UTCDateTime, utcnow
@@ -71,3 +71,11 @@ class Kernel(Base):
 
 # The order of a session's kernels wherever they are listed: main1, then sub1, sub2, ...
 KERNEL_ORDER = (Kernel.cluster_role != "main", Kernel.cluster_idx)
+
+# A session joined with its main kernel (``main1``); the kernel is None for a session without kernels.
+MAIN_KERNEL_JOIN = and_(Kernel.session_id == SessionRow.id, Kernel.cluster_role == "main")
+
+
+def select_with_main_kernel() -> Select[SessionRow, Kernel]:
+    """``SELECT session, main kernel`` (outer join): add the ``where`` clauses."""
+    return select(SessionRow, Kernel).join(Kernel, MAIN_KERNEL_JOIN, isouter=True)

@@ -13,6 +13,7 @@ import asyncio
 import importlib
 import logging
 import pkgutil
+from dataclasses import dataclass
 from typing import Any
 
 import strawberry
@@ -34,7 +35,8 @@ from ai.backend.common.problems import (
 )
 
 from ...auth import AuthContext
-from ..deps import auth_required, json_body
+from ...config import ManagerConfig
+from ..deps import auth_required, json_body, manager_context
 from .base import GQLContext
 from .cost import CostGate, InFlight
 from .variable_types import VariableTypeNormalizer
@@ -84,19 +86,25 @@ def build_schema(*, allow_introspection: bool = False) -> strawberry.Schema:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class GraphQLRuntime:
+    """The schema and what every document goes through before it runs: the cost gate, the variable-type
+    normalizer and the per-key concurrency limit."""
+
+    schema: strawberry.Schema
+    variable_types: VariableTypeNormalizer
+    cost: CostGate
+    in_flight: InFlight
+    timeout: float
+
+    @classmethod
+    def for_config(cls, config: ManagerConfig) -> GraphQLRuntime:
+        schema = build_schema(allow_introspection=config.manager.allow_graphql_introspection)
+        return cls(schema, VariableTypeNormalizer(schema._schema), CostGate(),
+                   InFlight(config.manager.graphql_concurrency), config.manager.graphql_timeout)
+
+
 router = APIRouter()
-
-
-def _schema(request: Request) -> strawberry.Schema:
-    schema: strawberry.Schema | None = getattr(request.app.state, "gql_schema", None)
-    if schema is None:
-        allow = bool(getattr(request.app.state.config.manager, "allow_graphql_introspection", False))
-        schema = build_schema(allow_introspection=allow)
-        request.app.state.gql_variable_types = VariableTypeNormalizer(schema._schema)
-        request.app.state.gql_cost = CostGate()
-        request.app.state.gql_in_flight = InFlight(request.app.state.config.manager.graphql_concurrency)
-        request.app.state.gql_schema = schema
-    return schema
 
 
 class GQLOutcome:
@@ -119,16 +127,16 @@ async def _execute(request: Request, ctx: AuthContext) -> GQLOutcome:
     op_name = body.get("operation_name") or body.get("operationName")
     if op_name is not None and not isinstance(op_name, str):
         raise InvalidAPIParameters("'operation_name' must be a string.")
-    state = request.app.state
-    gctx = GQLContext(auth=ctx, db=state.db, registry=state.registry, state=state)
-    schema = _schema(request)
-    mutates = state.gql_cost.check(query)  # before anything else looks at the document
-    query = state.gql_variable_types.normalize(query)
-    timeout = None if mutates else state.config.manager.graphql_timeout
+    mgr = manager_context(request)
+    gctx = GQLContext(auth=ctx, db=mgr.db, registry=mgr.registry, state=mgr)
+    rt = mgr.graphql
+    mutates = rt.cost.check(query)  # before anything else looks at the document
+    query = rt.variable_types.normalize(query)
+    timeout = None if mutates else rt.timeout
     try:
-        async with state.gql_in_flight.slot(ctx.access_key):
+        async with rt.in_flight.slot(ctx.access_key):
             async with asyncio.timeout(timeout):
-                result = await schema.execute(query, variable_values=variables, context_value=gctx,
+                result = await rt.schema.execute(query, variable_values=variables, context_value=gctx,
                                               operation_name=op_name)
     except CannotGetOperationTypeError:
         raise InvalidAPIParameters(f"'operationName' {op_name!r} names no operation of the document.") from None

@@ -20,7 +20,6 @@ import strawberry
 from sqlalchemy import func, select
 from strawberry.types import Info
 
-from ...live_stats import live_stats
 from ...models import Agent as AgentRow
 from ...models import Kernel, SessionRow
 from .base import (
@@ -173,7 +172,7 @@ def _conds(status: str | None, scaling_group: str | None) -> list[Any]:
 
 
 def _with_stats(ctx: GQLContext, row: AgentRow) -> Agent:
-    store = live_stats(ctx.state)
+    store = ctx.state.agent_stats
     return to_gql(row, store.get(row.id), store.cores(row.id))
 
 

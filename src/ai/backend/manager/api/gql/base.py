@@ -31,6 +31,7 @@ from ...accounts import check_email as check_email
 
 if TYPE_CHECKING:
     from ...auth import AuthContext
+    from ...context import ManagerContext
     from ...registry import SessionRegistry
 
 SUPERADMIN, ADMIN, USER, MONITOR = "superadmin", "admin", "user", "monitor"
@@ -84,7 +85,7 @@ class GQLContext:
     auth: AuthContext
     db: async_sessionmaker[AsyncSession]
     registry: SessionRegistry
-    state: Any  # the app state: config, caches to invalidate, rate limiter
+    state: ManagerContext  # the manager's shared services
 
     @property
     def role(self) -> str:

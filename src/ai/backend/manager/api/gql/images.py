@@ -32,7 +32,7 @@ from ai.backend.common.types import ResourceSlot, SlotTypeError
 
 from ...bgtask import ProgressReporter
 from ...docker_registry import rescan_registry
-from ...images import LABEL_MAX_PREFIX, image_inventory, image_min_slots, register_images, resolve_image
+from ...images import LABEL_MAX_PREFIX, image_min_slots, register_images, resolve_image
 from ...models import Agent, ImageAlias
 from ...models import Image as ImageRow
 from .base import SUPERADMIN, BigInt, GQLContext, commit_or_conflict, context, require_superadmin, result_type
@@ -114,7 +114,7 @@ async def _load(ctx: GQLContext, db: AsyncSession, rows: Sequence[ImageRow]) -> 
         for alias, target in (await db.execute(q)).all():
             aliases[target].append(alias)
     alive = await _alive_agents(db)
-    inv = image_inventory(ctx.state)
+    inv = ctx.state.images
     show = ctx.role == SUPERADMIN
     return [_to_gql(r, aliases[r.name], inv.agents_having(r.name, alive), show) for r in rows]
 
@@ -218,7 +218,7 @@ class Mutation:
         if registry not in (None, "", REGISTRY):
             return await _rescan_docker_registry(ctx, str(registry))
         async with ctx.db() as db:
-            reports = image_inventory(ctx.state).reports(await _alive_agents(db))
+            reports = ctx.state.images.reports(await _alive_agents(db))
 
         async def _rescan(progress: ProgressReporter) -> str:
             seen: set[str] = set()
@@ -261,7 +261,7 @@ class Mutation:
         require_superadmin(ctx, "Forgetting an image")
         async with ctx.db() as db:
             row = await resolve_image(db, reference)
-            agents = image_inventory(ctx.state).agents_having(row.name, await _alive_agents(db))
+            agents = ctx.state.images.agents_having(row.name, await _alive_agents(db))
             if agents:
                 raise Conflict(f"Image {row.name!r} is still installed on {', '.join(agents)}; it would be "
                                "registered again by their next heartbeat. Remove it there first.")

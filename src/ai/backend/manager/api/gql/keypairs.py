@@ -126,7 +126,7 @@ async def load_keypairs(db: AsyncSession, ctx: GQLContext, conds: Sequence[Any],
             select(KeyPairResourcePolicy.name, KeyPairResourcePolicy.max_concurrent_sessions)
             .where(KeyPairResourcePolicy.name.in_({kp.resource_policy for kp, _ in rows}))
         )).tuples().all())
-    usage = getattr(ctx.state, "api_usage", None)
+    usage = ctx.state.api_usage
     out = []
     for kp, user in rows:
         mine = kp.user == ctx.auth.user_uuid

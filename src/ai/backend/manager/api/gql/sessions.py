@@ -16,10 +16,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import strawberry
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.types import Info
 
@@ -27,10 +27,10 @@ from ai.backend.common.problems import Forbidden, InvalidAPIParameters, NotFound
 
 from ...cluster import local_rank
 from ...images import registry_of
-from ...live_stats import kernel_live_stats
 from ...models import Group, Kernel, SessionRow, User
-from ...models.sessions import KERNEL_ORDER
+from ...models.sessions import KERNEL_ORDER, MAIN_KERNEL_JOIN
 from ...sessions.status import TERMINAL
+from ...sessions.status import SessionStatus as S
 from .base import (
     SUPERADMIN,
     USER,
@@ -44,6 +44,9 @@ from .base import (
     scoped_domain,
 )
 from .base import BigInt as BigIntScalar
+
+if TYPE_CHECKING:
+    from ...context import ManagerContext
 
 # The statuses a status filter accepts: the ones this server uses plus those of the upstream enum that
 # clients name in their filters (BUILDING, PREPARED, CREATING, RESIZING, SUSPENDED); those match nothing here.
@@ -108,13 +111,14 @@ class ComputeContainerList:
     total_count: int
 
 
-def _live_stat(k: Kernel, state: Any) -> dict[str, int] | None:
-    """A running kernel's Container Stats Object from its agent's latest heartbeat (kept in the app ``state``)."""
-    return kernel_live_stats(state).get(str(k.id)) if state is not None and k.status == "RUNNING" else None
+def _live_stat(k: Kernel, state: ManagerContext | None) -> dict[str, int] | None:
+    """A running kernel's Container Stats Object from its agent's latest heartbeat (kept in the manager's
+    ``state``)."""
+    return state.kernel_stats.get(str(k.id)) if state is not None and k.status == S.RUNNING else None
 
 
 def container_to_gql(
-    k: Kernel, resource_opts: dict[str, Any] | None, show_agent: bool, state: Any = None
+    k: Kernel, resource_opts: dict[str, Any] | None, show_agent: bool, state: ManagerContext | None = None
 ) -> ComputeContainer:
     """A kernel row as a :class:`ComputeContainer` (``agent`` hidden unless ``show_agent``)."""
     live = _live_stat(k, state)
@@ -131,7 +135,7 @@ def container_to_gql(
     )
 
 
-def _kernel_stats(k: Kernel | None, state: Any) -> dict[str, int]:
+def _kernel_stats(k: Kernel | None, state: ManagerContext | None) -> dict[str, int]:
     """The main kernel's Container Stats Object: live while it runs, else its last sample (``{}``: none)."""
     if k is None:
         return {}
@@ -283,12 +287,11 @@ def session_scope(
 
 
 def _session_query(conds: Sequence[Any]) -> Any:
-    main = and_(Kernel.session_id == SessionRow.id, Kernel.cluster_role == "main")
     return (
         select(SessionRow, Group.name, User.email, Kernel)
         .join(Group, Group.id == SessionRow.group_id, isouter=True)
         .join(User, User.uuid == SessionRow.user_uuid, isouter=True)
-        .join(Kernel, main, isouter=True)
+        .join(Kernel, MAIN_KERNEL_JOIN, isouter=True)
         .where(*conds)
     )
 

@@ -22,7 +22,6 @@ from strawberry.types import Info
 from ai.backend.common.problems import Forbidden, ProblemError
 
 from ...models import Group, KeyPair, User, VFolder, VFolderPermission, group_members
-from ...storage_client import storage_client
 from .base import (
     USER,
     BigInt,
@@ -71,7 +70,7 @@ class VirtualFolder:
 
     async def _usage(self, info: Info) -> dict[str, Any]:
         try:
-            return await storage_client(context(info).state).usage(self.host, uuid.UUID(str(self.id)))
+            return await context(info).state.storage.usage(self.host, uuid.UUID(str(self.id)))
         except ProblemError as e:
             log.info("no usage for folder %s: %s", self.id, e.detail)
             return {}
