@@ -136,3 +136,29 @@ def test_cache_entries_are_used_only_under_their_generation() -> None:
     assert cache.get("a", (1, None, None)) is None and cache.get("c", (1, None, None)) == 30
     cache.discard("c")
     assert cache.get("c", (1, None, None)) is None
+
+
+def test_every_table_is_watched_or_declared_uncached() -> None:
+    from ai.backend.manager.models import metadata
+
+    tables = set(metadata.tables)
+    assert set(generations.GROUPS) | generations.UNCACHED == tables, (
+        "a table is neither in generations.GROUPS nor in UNCACHED: "
+        f"{sorted(tables - set(generations.GROUPS) - generations.UNCACHED)}")
+    assert not set(generations.GROUPS) & generations.UNCACHED
+
+
+async def test_sessions_not_made_by_session_factory_move_no_generation(
+    db: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    reader = GenerationReader(tmp_path / "state", None)
+    g0 = await reader.current("accounts")
+    engine = db.kw["bind"]
+    async with AsyncSession(engine) as s:  # a plain session: its changes are not watched
+        await s.execute(update(KeyPair).where(KeyPair.access_key == USER["access_key"]).values(rate_limit=9))
+        await s.commit()
+    assert await reader.current("accounts") == g0
+    async with db() as s:
+        await s.execute(update(KeyPair).where(KeyPair.access_key == USER["access_key"]).values(rate_limit=8))
+        await s.commit()
+    assert await reader.current("accounts") != g0

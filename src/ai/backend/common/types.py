@@ -138,7 +138,7 @@ class ResourceSlot(Mapping[str, Decimal]):
     def __contains__(self, key: object) -> bool:
         return key in self._data
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         return self._data.get(key, default)
 
     def keys(self) -> KeysView[str]:

@@ -21,7 +21,10 @@ from typing import Any, TypeVar
 from sqlalchemy import event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session
 from sqlalchemy.util.concurrency import await_, in_greenlet
+
+from . import generations
 
 # How long a transaction waits for its turn to write before failing like SQLite's own busy timeout.
 WRITE_TURN_TIMEOUT = 30.0
@@ -119,8 +122,17 @@ def create_engine(url: str) -> AsyncEngine:
     return engine
 
 
+class TrackedSession(Session):
+    """A session whose committed changes move the generations of the tables they touch (generations.py),
+    so that the caches of every manager drop what the change made stale."""
+
+
+generations.track_changes(TrackedSession)
+
+
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[Any]:
-    return async_sessionmaker(engine, expire_on_commit=False)
+    """Sessions on ``engine`` (tracked: see :class:`TrackedSession`); rows stay readable after a commit."""
+    return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=TrackedSession)
 
 
 T = TypeVar("T")

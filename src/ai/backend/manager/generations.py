@@ -4,7 +4,8 @@ Tables are watched in groups (``accounts``: keypairs, users, domains, projects, 
 groups; ``images``; ``vfolders``; ``sessions``: sessions and kernels).
 Every committed change to a table of a group moves the group's *generation* on:
 
-* in this process: SQLAlchemy session hooks notice flushed changes (new, changed or deleted rows) and
+* in this process: SQLAlchemy session hooks (installed on ``db.session_factory``'s sessions by
+  :func:`track_changes`) notice flushed changes (new, changed or deleted rows) and
   INSERT/UPDATE/DELETE statements on watched tables, and bump a counter once the transaction commits;
 * for other processes (more managers, the ``backend.ai mgr`` CLI) the committing process also replaces
   a marker file per group in the state directory (same host) and, when Redis is configured, increments
@@ -16,8 +17,8 @@ generation read *before* its row was loaded and is used only while it is still c
 committed while a request was reading can never leave a stale entry behind.
 
 Statements that change nothing such a cache reads (usage counters) opt out with the execution option
-``generation_neutral=True``. Processes must call :func:`configure_propagation` (the manager does it on
-first use of :func:`reader`, the CLI when it loads its configuration).
+``generation_neutral=True``. Processes must call :func:`configure_propagation` (the manager does it through
+:func:`propagating_reader` when it builds its context, the CLI when it loads its configuration).
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ GROUPS: dict[str, str] = {
     "vfolders": "vfolders", "vfolder_permissions": "vfolders", "vfolder_invitations": "vfolders",
     "sessions": "sessions", "kernels": "sessions",
 }
+# Tables no hot-path cache reads, so their changes move no generation: agents (heartbeats write them many
+# times a second), dotfiles, resource presets and session templates (read per request). A new table must
+# go into one of the two (a unit test checks).
+UNCACHED = frozenset({"agents", "dotfiles", "resource_presets", "session_templates"})
 REDIS_PREFIX = "generation:"
 MARKER_PREFIX = "generation."
 _CHANGED = "changed_generation_groups"  # Session.info key: the groups this transaction changed
@@ -142,7 +147,6 @@ def _mark(session: Session, table_name: str | None) -> None:
         session.info.setdefault(_CHANGED, set()).add(group)
 
 
-@event.listens_for(Session, "after_flush")
 def _after_flush(session: Session, _ctx: Any) -> None:
     for obj in session.new:
         _mark(session, getattr(obj, "__tablename__", None))
@@ -154,7 +158,6 @@ def _after_flush(session: Session, _ctx: Any) -> None:
             _mark(session, name)
 
 
-@event.listens_for(Session, "do_orm_execute")
 def _on_execute(state: ORMExecuteState) -> None:
     if state.is_select or state.execution_options.get("generation_neutral"):
         return
@@ -162,14 +165,12 @@ def _on_execute(state: ORMExecuteState) -> None:
     _mark(state.session, getattr(table, "name", None))
 
 
-@event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
     groups = session.info.pop(_CHANGED, None)
     if groups:
         changed(groups)
 
 
-@event.listens_for(Session, "after_rollback")
 def _after_rollback(session: Session) -> None:
     session.info.pop(_CHANGED, None)
 
@@ -194,6 +195,15 @@ class GenerationReader:
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
+
+
+def track_changes(session_class: type[Session]) -> None:
+    """Make the sessions of ``session_class`` move the generations of the table groups their committed
+    changes touch (``db.session_factory`` makes such sessions; other sessions are not watched)."""
+    event.listen(session_class, "after_flush", _after_flush)
+    event.listen(session_class, "do_orm_execute", _on_execute)
+    event.listen(session_class, "after_commit", _after_commit)
+    event.listen(session_class, "after_rollback", _after_rollback)
 
 
 def propagating_reader(state_dir: str | os.PathLike[str] | None, redis_url: str | None) -> GenerationReader:

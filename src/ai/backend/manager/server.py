@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
@@ -15,10 +14,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ai.backend.common.config import server_setup
-from ai.backend.common.problems import ProblemError, problem_document
+from ai.backend.common.problems import ProblemError
 from ai.backend.common.types import BinarySize
 
 from .api import (
@@ -38,6 +36,7 @@ from .api import (
     vfolder_legacy,
     vfolders,
 )
+from .api.middleware import CompatPathMiddleware, problem_response
 from .body_limit import BodyLimitMiddleware
 from .config import ManagerConfig
 from .context import ManagerContext, build_context
@@ -49,62 +48,6 @@ from .session_limits import enforce_session_limits
 
 log = logging.getLogger("ai.backend.manager")
 
-_VERSION_PREFIX = re.compile(r"^/v(\d+)(?=/|$)")
-SUPPORTED_MAJORS = range(1, 9)
-
-
-class CompatPathMiddleware:
-    """Maps the legacy URL spellings onto the current routes without touching ``raw_path``, and adds
-    ``Content-Language: en`` to every response (a plain ASGI wrapper: cheaper than an HTTP middleware).
-
-    ``/vN/...`` prefixes (404 for unsupported majors), ``/kernel/...`` for ``/session/...``,
-    ``/kernel/create``, ``/stream/kernel/_/events`` and ``X-Method-Override``. Signatures are checked against
-    ``raw_path``.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket"):
-            path: str = scope["path"]
-            m = _VERSION_PREFIX.match(path)
-            if m is not None:
-                if int(m.group(1)) not in SUPPORTED_MAJORS and scope["type"] == "http":
-                    await _problem_response(404, "not-found", "Not found",
-                                            f"API major version v{m.group(1)} is not supported.")(scope, receive, send)
-                    return
-                path = path[m.end():] or "/"
-            if path == "/kernel" or path.startswith("/kernel/"):
-                path = "/session" + path[len("/kernel"):]
-            elif path == "/stream/kernel/_/events":  # the v4 client's session events
-                path = "/stream/session/_/events"
-            if path != scope["path"]:
-                scope = dict(scope, path=path)
-            for name, value in scope.get("headers", []):
-                if name == b"x-method-override":
-                    scope = dict(scope, method=value.decode("latin-1").upper())
-                    break
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_language(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                if not any(k == b"content-language" for k, _ in headers):
-                    headers.append((b"content-language", b"en"))
-                message = dict(message, headers=headers)
-            await send(message)
-
-        await self.app(scope, receive, send_with_language)
-
-
-def _problem_response(status: int, slug: str, title: str, detail: str) -> JSONResponse:
-    return JSONResponse(problem_document(status, slug, title, detail), status_code=status,
-                        media_type="application/problem+json")
-
-
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProblemError)
     async def _problem(_: Request, exc: ProblemError) -> JSONResponse:
@@ -114,19 +57,19 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         loc = ".".join(str(p) for p in first.get("loc", ()))
-        return _problem_response(400, "invalid-api-params", "Invalid API parameters",
+        return problem_response(400, "invalid-api-params", "Invalid API parameters",
                                  f"{loc}: {first.get('msg', 'invalid value')}")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         titles = {404: ("not-found", "Not found"), 405: ("method-not-allowed", "Method not allowed")}
         slug, title = titles.get(exc.status_code, ("http-error", "HTTP error"))
-        return _problem_response(exc.status_code, slug, title, str(exc.detail))
+        return problem_response(exc.status_code, slug, title, str(exc.detail))
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _problem_response(500, "internal-error", "Internal server error",
+        return problem_response(500, "internal-error", "Internal server error",
                                  "The server failed to handle this request; the error was logged.")
 
 
