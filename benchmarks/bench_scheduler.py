@@ -40,7 +40,6 @@ from ai.backend.manager.db import create_engine, session_factory
 from ai.backend.manager.fixtures import ADMIN, USER
 from ai.backend.manager.models import Agent, SessionRow
 from ai.backend.manager.models.base import utcnow
-from ai.backend.manager.registry import SessionRegistry
 from ai.backend.manager.scheduler import Scheduler
 from ai.backend.testutils.cluster import Cluster, launch_manager
 from ai.backend.testutils.databases import fresh_database
@@ -92,8 +91,6 @@ async def _time_pass(db_url: str, sessions: int) -> dict[str, float]:
     engine = create_engine(db_url)
     try:
         factory = session_factory(engine)
-        registry = SessionRegistry(factory, None, None)  # type: ignore[arg-type]  # no RPC/events in one pass
-        registry.spawn = lambda coro: coro.close()  # type: ignore[method-assign]
         async with factory() as db:  # warm the connection and the ORM
             await db.execute(select(Agent.id).limit(1))
         t = time.perf_counter()
@@ -104,7 +101,7 @@ async def _time_pass(db_url: str, sessions: int) -> dict[str, float]:
         select_s = time.perf_counter() - t
         assert len(rows) == sessions and agents, (len(rows), len(agents))
         t = time.perf_counter()
-        placed = await Scheduler(registry).schedule_once()
+        placed = await Scheduler(factory, asyncio.Event(), lambda sid: None).schedule_once()  # not started
         pass_s = time.perf_counter() - t
         assert len(placed) == sessions, f"placed {len(placed)} of {sessions}"
         return {"pass_s": pass_s, "select_s": select_s, "ratio": pass_s / select_s}

@@ -13,6 +13,8 @@ from typing import Any
 
 from sqlalchemy import insert, select
 
+from ai.backend.manager.agent_client import AgentRPC
+from ai.backend.manager.agents.health import AGENT_LOST, handle_lost_agents
 from ai.backend.manager.db import create_engine, session_factory
 from ai.backend.manager.events import EventBus
 from ai.backend.manager.fixtures import DEFAULT_GROUP_ID, USER
@@ -20,7 +22,6 @@ from ai.backend.manager.models import Agent, Kernel, SessionRow
 from ai.backend.manager.models.accounts import User
 from ai.backend.manager.models.base import utcnow
 from ai.backend.manager.registry import SessionRegistry
-from ai.backend.manager.scheduler import AGENT_LOST, handle_lost_agents
 from ai.backend.testutils.scheduler_rows import prepare_schema
 
 GRACE = 60.0
@@ -59,16 +60,17 @@ async def _scenario(url: str) -> tuple[list[str], dict[str, tuple[str, str]], li
                      "cluster_hostname": "main1" if i == 0 else f"sub{i}", "occupied_slots": {},
                      "service_ports": [], "last_stat": {}} for i, aid in enumerate(kernel_agents)])
             await db.commit()
-        registry = SessionRegistry(factory, None, EventBus())  # type: ignore[arg-type]  # no agent is called
+        # The real lifecycle ends the sessions (single-kernel ones: no agent is called).
+        registry = SessionRegistry(factory, AgentRPC("lost-agents-secret"), EventBus())
 
         async def states() -> dict[str, tuple[str, str]]:
             async with factory() as db:
                 return {n: (st, info or "") for n, st, info in (await db.execute(
                     select(SessionRow.name, SessionRow.status, SessionRow.status_info))).all()}
 
-        ended = await handle_lost_agents(registry, GRACE)
+        ended = await handle_lost_agents(factory, registry.mark_terminated, GRACE)
         first = await states()
-        again = await handle_lost_agents(registry, GRACE)
+        again = await handle_lost_agents(factory, registry.mark_terminated, GRACE)
         second = await states()
         async with factory() as db:
             names = {str(sid): n for sid, n in (await db.execute(select(SessionRow.id, SessionRow.name))).all()}

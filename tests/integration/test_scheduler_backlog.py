@@ -17,7 +17,6 @@ from sqlalchemy import select, update
 from ai.backend.manager.db import create_engine, session_factory
 from ai.backend.manager.models import Agent, SessionRow
 from ai.backend.manager.models.base import utcnow
-from ai.backend.manager.registry import SessionRegistry
 from ai.backend.manager.scheduler import REWRITE_WAITING_AFTER, Scheduler
 from ai.backend.testutils.scheduler_rows import insert_agents, insert_pending, prepare_schema, unlimit_fixture_user
 
@@ -44,8 +43,7 @@ async def _scenario(url: str) -> list[dict[str, dict[str, Any]]]:
     every row after the last."""
     engine = create_engine(url)
     factory = session_factory(engine)
-    registry = SessionRegistry(factory, None, None)  # type: ignore[arg-type]  # placements are not started
-    registry.spawn = lambda coro: coro.close()  # type: ignore[method-assign]
+    scheduler = Scheduler(factory, asyncio.Event(), lambda sid: None)  # placements are not started
 
     async def waiting() -> dict[str, dict[str, Any]]:
         async with factory() as db:
@@ -55,28 +53,28 @@ async def _scenario(url: str) -> list[dict[str, dict[str, Any]]]:
 
     try:
         out = []
-        placed = await Scheduler(registry).schedule_once()
+        placed = await scheduler.schedule_once()
         assert len(placed) == 4
         out.append(await waiting())
-        await Scheduler(registry).schedule_once()  # nothing changed: nothing rewritten
+        await scheduler.schedule_once()  # nothing changed: nothing rewritten
         out.append(await waiting())
         async with factory() as db:  # the record of one waiting session grows old
             row = (await db.execute(select(SessionRow).where(SessionRow.name == "backlog-4"))).scalar_one()
             old = (utcnow() - timedelta(seconds=REWRITE_WAITING_AFTER + 5)).isoformat()
             row.status_data = {**row.status_data, "scheduler": {**row.status_data["scheduler"], "last_try": old}}
             await db.commit()
-        await Scheduler(registry).schedule_once()
+        await scheduler.schedule_once()
         out.append(await waiting())
         async with factory() as db:  # the agent is drained: every reason changes at once
             await db.execute(update(Agent).where(Agent.id == "i-backlog").values(schedulable=False))
             await db.commit()
-        await Scheduler(registry).schedule_once()
+        await scheduler.schedule_once()
         out.append(await waiting())
         async with factory() as db:  # back, and big enough for everyone
             await db.execute(update(Agent).where(Agent.id == "i-backlog").values(
                 schedulable=True, available_slots={"cpu": "64", "mem": str(64 * 1024**3)}))
             await db.commit()
-        placed = await Scheduler(registry).schedule_once()
+        placed = await scheduler.schedule_once()
         assert len(placed) == 6
         async with factory() as db:
             rows = (await db.execute(select(SessionRow.name, SessionRow.status, SessionRow.status_info,

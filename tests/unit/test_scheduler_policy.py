@@ -52,7 +52,7 @@ def test_waiting_reasons_follow_the_placements_made_before_them() -> None:
     # request as s1) must be told about the agents as they are now (B is the nearest), not s1's answer.
     from datetime import UTC, datetime
 
-    from ai.backend.manager.scheduling import AgentState, KeypairState, PendingSession, plan_pass
+    from ai.backend.manager.scheduler import AgentState, KeypairState, PendingSession, plan_pass
 
     def slots(cpu: int) -> ResourceSlot:
         return ResourceSlot({"cpu": Decimal(cpu), "mem": Decimal(1024)})

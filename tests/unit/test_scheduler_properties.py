@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ai.backend.common.types import ResourceSlot
-from ai.backend.manager.scheduling import (
+from ai.backend.manager.scheduler import (
     POLICIES,
     STRATEGIES,
     AgentState,

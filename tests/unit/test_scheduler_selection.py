@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from ai.backend.common.types import ResourceSlot
-from ai.backend.manager.scheduling import (
+from ai.backend.manager.scheduler import (
     P_ARCH,
     P_CAPACITY,
     P_CONCURRENCY,

@@ -6,19 +6,18 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
-from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ai.backend.common.config import server_setup
 from ai.backend.common.problems import ProblemError
 from ai.backend.common.types import BinarySize
 
+from .agents.health import check_agents
 from .api import (
     agent_callbacks,
     auth,
@@ -40,10 +39,8 @@ from .api.middleware import CompatPathMiddleware, problem_response
 from .body_limit import BodyLimitMiddleware
 from .config import ManagerConfig
 from .context import ManagerContext, build_context
-from .models import Agent
-from .models.base import utcnow
 from .ratelimit import RateLimiter, RateLimitMiddleware
-from .scheduler import Scheduler, handle_lost_agents
+from .scheduler import Scheduler
 from .session_limits import enforce_session_limits
 
 log = logging.getLogger("ai.backend.manager")
@@ -82,24 +79,6 @@ async def _periodic(interval: float, fn: Callable[[], Awaitable[Any]]) -> None:
             log.exception("periodic task %s failed", getattr(fn, "__name__", fn))
 
 
-async def _check_agents(ctx: ManagerContext) -> None:
-    """Mark agents whose heartbeats stopped as LOST so nothing new is scheduled on them; their running
-    sessions are flagged ``agent-lost`` and terminated after another ``heartbeat-timeout``."""
-    cfg = ctx.config
-    cutoff = utcnow() - timedelta(seconds=cfg.manager.heartbeat_timeout)
-    async with ctx.db() as db:
-        stale = (
-            await db.execute(select(Agent).where(Agent.status == "ALIVE", Agent.last_heartbeat < cutoff))
-        ).scalars().all()
-        for agent in stale:
-            agent.status = "LOST"
-            agent.lost_at = utcnow()
-            agent.status_changed = agent.lost_at
-            log.warning("agent %s stopped sending heartbeats; marked LOST", agent.id)
-        await db.commit()
-    await handle_lost_agents(ctx.registry, grace=cfg.manager.heartbeat_timeout)
-
-
 def create_app(config: ManagerConfig) -> FastAPI:
     """Build the manager application for ``config``; its services (:class:`ManagerContext`) are built when
     it starts serving and are ``app.state.ctx`` from then on."""
@@ -112,9 +91,11 @@ def create_app(config: ManagerConfig) -> FastAPI:
         await ctx.registry.recover_after_restart()
         tasks = [
             asyncio.create_task(_periodic(2.0, lambda: ctx.api_usage.flush(ctx.db))),
-            asyncio.create_task(Scheduler(ctx.registry).run()),
+            asyncio.create_task(Scheduler(ctx.db, ctx.registry.schedule_event,
+                                          lambda sid: ctx.registry.spawn(ctx.registry.start_session(sid))).run()),
             asyncio.create_task(_periodic(2.0, ctx.registry.flush_query_counts)),
-            asyncio.create_task(_periodic(5.0, lambda: _check_agents(ctx))),
+            asyncio.create_task(_periodic(5.0, lambda: check_agents(ctx.db, ctx.registry.mark_terminated,
+                                                                   config.manager.heartbeat_timeout))),
             asyncio.create_task(_periodic(config.manager.session_limit_check_interval,
                                           lambda: enforce_session_limits(ctx.registry))),
         ]

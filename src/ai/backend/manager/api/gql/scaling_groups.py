@@ -24,7 +24,7 @@ from ...models import Agent, Domain, Group, KeyPair, SessionRow, sgroups_for_dom
 from ...models import ScalingGroup as ScalingGroupRow
 from ...models import sgroups_for_keypairs as sgroups_for_keypairs_table
 from ...scheduler import POLICIES as SCHEDULERS
-from ...scheduling import scheduler_opts_error
+from ...scheduler import scheduler_opts_error
 from ...sessions.status import ACTIVE
 from .base import (
     GQLContext,
