@@ -20,6 +20,7 @@ import strawberry
 from sqlalchemy import func, select
 from strawberry.types import Info
 
+from ...agents.status import AgentStatus
 from ...models import Agent as AgentRow
 from ...models import Kernel, SessionRow
 from .base import (
@@ -35,7 +36,7 @@ from .base import (
 )
 from .sessions import KERNEL_STATUSES, ComputeContainer, container_to_gql, parse_statuses
 
-AGENT_STATUSES = ("ALIVE", "LOST", "RESTARTING", "TERMINATED")
+AGENT_STATUSES = tuple(AgentStatus)
 AGENT_COLUMNS: dict[str, Any] = {
     "id": AgentRow.id, "status": AgentRow.status, "status_changed": AgentRow.status_changed,
     "region": AgentRow.region, "scaling_group": AgentRow.scaling_group, "schedulable": AgentRow.schedulable,
