@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from decimal import Decimal
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ai.backend.common.types import ResourceSlot
 
@@ -52,7 +52,7 @@ def drf(queue: list[Q], usage: Mapping[str, ResourceSlot], capacity: ResourceSlo
 
 
 # Policy name (``scaling_groups.scheduler``) -> its function. A new policy is one function and one line here.
-QUEUE_POLICIES: dict[str, QueuePolicy] = {"fifo": fifo, "lifo": lifo, "drf": drf}
+QUEUE_POLICIES: dict[str, QueuePolicy[Any]] = {"fifo": fifo, "lifo": lifo, "drf": drf}
 POLICIES = tuple(QUEUE_POLICIES)
 
 
