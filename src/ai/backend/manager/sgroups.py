@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ai.backend.common.types import ResourceSlot
 
+from .agents.status import AgentStatus
 from .models import Agent, ScalingGroup, sgroups_for_domains, sgroups_for_groups, sgroups_for_keypairs
 
 
@@ -46,7 +47,7 @@ _SLOTS_TEXT = cast(Agent.available_slots, Text)
 _CAPACITIES = (
     select(_SLOTS_TEXT, func.count()).where(Agent.scaling_group == bindparam("scaling_group")).group_by(_SLOTS_TEXT)
 )
-_OFFERED = select(_SLOTS_TEXT).where(Agent.status == "ALIVE").distinct()
+_OFFERED = select(_SLOTS_TEXT).where(Agent.status == AgentStatus.ALIVE).distinct()
 
 
 async def allowed_scaling_groups(

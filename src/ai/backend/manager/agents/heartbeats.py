@@ -27,6 +27,7 @@ from ..images import ImageInventory, register_images
 from ..live_stats import AgentLiveStats, KernelLiveStats
 from ..models import Agent, ScalingGroup
 from ..models.base import utcnow
+from .status import AgentStatus
 
 # A heartbeat that repeats what this manager last wrote for the agent only refreshes ``last_heartbeat``;
 # the whole row (and the agent's images) is written again at least this often anyway, so that what
@@ -125,8 +126,8 @@ class AgentHeartbeats:
         # and the UPDATE.
         async with self._db() as db:
             alive = dict((await db.execute(
-                select(Agent.id, Agent.addr).where(Agent.id.in_({a for a, _ in items}), Agent.status == "ALIVE")
-                .with_for_update()
+                select(Agent.id, Agent.addr)
+                .where(Agent.id.in_({a for a, _ in items}), Agent.status == AgentStatus.ALIVE).with_for_update()
             )).all())
             ok = [alive.get(agent_id) == addr for agent_id, addr in items]
             fresh = {agent_id for (agent_id, _), good in zip(items, ok, strict=True) if good}
@@ -173,11 +174,11 @@ class AgentHeartbeats:
                 db.add(agent)
                 joined = True
             else:
-                joined = agent.status != "ALIVE" or agent.addr != addr
+                joined = agent.status != AgentStatus.ALIVE or agent.addr != addr
                 reshaped = agent.available_slots != slots or agent.scaling_group != sgroup
-            if agent.status != "ALIVE":
+            if agent.status != AgentStatus.ALIVE:
                 agent.status_changed = now
-            agent.status = "ALIVE"
+            agent.status = AgentStatus.ALIVE
             agent.addr = addr
             agent.scaling_group = sgroup
             agent.available_slots = slots

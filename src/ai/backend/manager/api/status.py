@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from sqlalchemy import func, select
 
+from ..agents.status import AgentStatus
 from ..models import Agent, ImageAlias
 from .deps import manager_context, require_cluster_secret
 
@@ -18,6 +19,7 @@ async def status(request: Request) -> dict[str, Any]:
     """How many agents are alive and which image aliases are known."""
     require_cluster_secret(request)
     async with manager_context(request).registry.db() as db:
-        alive = (await db.execute(select(func.count()).select_from(Agent).where(Agent.status == "ALIVE"))).scalar_one()
+        alive = (await db.execute(
+            select(func.count()).select_from(Agent).where(Agent.status == AgentStatus.ALIVE))).scalar_one()
         aliases = (await db.execute(select(ImageAlias.alias))).scalars().all()
     return {"agents_alive": alive, "image_aliases": sorted(aliases)}
