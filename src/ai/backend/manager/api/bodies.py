@@ -33,7 +33,8 @@ from ai.backend.common.problems import InvalidAPIParameters
 M = TypeVar("M", bound="RequestModel")
 
 __all__ = ["AliasChoices", "DocumentedRoute", "Field", "LaterBool", "LaterInt", "LaterObject", "LaterStr",
-           "NonEmptyStr", "RequestModel", "body_of", "validate_body"]
+           "LaterStrOrInt", "LaterStrs", "NonEmptyStr", "RawParams", "RequestModel", "body_of", "given",
+           "validate_body"]
 
 
 class RequestModel(BaseModel):
@@ -73,6 +74,21 @@ LaterStr = Annotated[Any, WithJsonSchema({"type": "string"})]
 LaterBool = Annotated[Any, WithJsonSchema({"type": "boolean"})]
 LaterInt = Annotated[Any, WithJsonSchema({"type": "integer"})]
 LaterObject = Annotated[Any, WithJsonSchema({"type": "object"})]
+LaterStrOrInt = Annotated[Any, WithJsonSchema({"type": ["string", "integer"]})]
+LaterStrs = Annotated[Any, WithJsonSchema({"anyOf": [{"type": "string"},
+                                                     {"type": "array", "items": {"type": "string"}}]})]
+
+
+class RawParams(RequestModel):
+    """A model that documents the keys a handler reads, one field per wire spelling, and leaves every check
+    to the handler: :func:`given` hands it the keys the client sent, as they were sent."""
+
+    null_is_absent = False
+
+
+def given(params: BaseModel) -> dict[str, Any]:
+    """The fields the client gave (``null`` included), by field name."""
+    return params.model_dump(exclude_unset=True)
 
 
 NonEmptyStr = Annotated[str, BeforeValidator(_non_empty), Field(min_length=1)]
