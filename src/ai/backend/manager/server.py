@@ -36,6 +36,7 @@ from .api import (
     vfolders,
 )
 from .api.middleware import CompatPathMiddleware, problem_response
+from .api.spec import serve_spec_aliases
 from .body_limit import BodyLimitMiddleware
 from .config import ManagerConfig
 from .context import ManagerContext, build_context
@@ -111,7 +112,8 @@ def create_app(config: ManagerConfig) -> FastAPI:
             await ctx.close()
 
     app = FastAPI(title="Backend.AI manager (open implementation)", version=root.MANAGER_VERSION,
-                  lifespan=lifespan, docs_url="/spec/docs", openapi_url="/spec/openapi.json", redoc_url=None)
+                  lifespan=lifespan, docs_url="/docs", openapi_url="/openapi.json", redoc_url=None)
+    serve_spec_aliases(app, "/spec")  # the document's first home, still linked from older docs
     _install_error_handlers(app)
     for r in (root.router, auth.router, template.router, session_files.router, session.router, gql.router,
               agent_callbacks.router, status.router, stream.router, resource.router, events.router,

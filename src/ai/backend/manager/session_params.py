@@ -6,13 +6,25 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from dateutil.parser import isoparse
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from ai.backend.common.problems import InvalidAPIParameters
 from ai.backend.common.types import ResourceSlot, SlotTypeError
 
+from .api.bodies import RequestModel, validate_body
 from .mount_paths import parse_mounts
 
 NAME_RE = re.compile(r"^[A-Za-z0-9](?:[\w.-]{2,62})[A-Za-z0-9]$")
@@ -119,61 +131,189 @@ def check_session_name(name: Any) -> str:
     return name
 
 
-def parse_create_params(body: Any) -> CreateParams:
-    """Validate a creation body, raising a 400 problem that names the offending field."""
-    if not isinstance(body, dict):
-        raise InvalidAPIParameters("The request body must be a JSON object.")
-    image = _pick(body, "image", "lang")
-    if image is None:
-        raise InvalidAPIParameters("'image' is required (e.g. \"python\" or \"python:3.11-debian12\").")
-    image = _str("image", image, max_len=256).strip()
-    if not image:
-        raise InvalidAPIParameters("'image' must not be empty.")
-    name = _pick(body, "name", "session_name", "clientSessionToken", "sessId")
-    if name is not None:
-        name = check_session_name(name)
-    p = CreateParams(image=image, name=name)
-    stype = _pick(body, "type", "sessionType", "session_type", default="interactive")
-    if not isinstance(stype, str) or stype.lower() not in SESSION_TYPES:
-        raise InvalidAPIParameters(f"'type' must be one of {', '.join(SESSION_TYPES)}, got {stype!r}.")
-    p.session_type = stype.lower()
-    p.group = _str("group", _pick(body, "group", "groupName", "group_name", default="default"), max_len=64)
-    p.domain = _str("domain", _pick(body, "domain", "domainName", "domain_name", default="default"), max_len=64)
-    p.enqueue_only = parse_bool_value("enqueueOnly", _pick(body, "enqueueOnly", "enqueue_only", default=False))
-    p.reuse = parse_bool_value("reuseIfExists", _pick(body, "reuseIfExists", "reuse_if_exists", default=True))
-    max_wait = _pick(body, "maxWaitSeconds", "max_wait_seconds", default=0)
-    if isinstance(max_wait, bool) or not isinstance(max_wait, int | float) or max_wait < 0:
-        raise InvalidAPIParameters(f"'maxWaitSeconds' must be a non-negative number, got {max_wait!r}.")
-    p.max_wait = float(max_wait)
-    tag = _pick(body, "tag")
-    p.tag = None if tag is None else _str("tag", tag, max_len=64)
-    starts_at = _pick(body, "starts_at", "startsAt")
-    if starts_at is not None:
-        p.starts_at = parse_starts_at(_str("starts_at", starts_at, max_len=64))
-    sc = _pick(body, "startupCommand", "startup_command")
-    p.startup_command = None if sc is None else _str("startupCommand", sc, max_len=65536)
-    bs = _pick(body, "bootstrap_script", "bootstrapScript")
-    p.bootstrap_script = None if bs is None else _str("bootstrap_script", bs, max_len=65536)
-    if p.session_type == "batch" and not (p.startup_command or "").strip():
-        raise InvalidAPIParameters("A batch session needs a 'startupCommand' (the command of its task).")
-    bt = _pick(body, "batchTimeout", "batch_timeout")
-    if bt is not None:
-        if isinstance(bt, bool) or not isinstance(bt, int | float) or bt <= 0:
-            raise InvalidAPIParameters(f"'batchTimeout' must be a positive number of seconds, got {bt!r}.")
-        p.batch_timeout = float(bt)
-    oak = _pick(body, "owner_access_key", "ownerAccessKey")
-    p.owner_access_key = None if oak is None else _str("owner_access_key", oak, max_len=20)
-    config = _pick(body, "config", default={})
-    if not isinstance(config, dict):
-        raise InvalidAPIParameters("'config' must be an object.")
-    cluster_size = _pick(body, "cluster_size", "clusterSize", default=_pick(config, "clusterSize", default=1))
-    if isinstance(cluster_size, bool) or not isinstance(cluster_size, int) or cluster_size < 1:
-        raise InvalidAPIParameters(f"'clusterSize' must be an integer ≥ 1, got {cluster_size!r}.")
-    p.cluster_size = cluster_size
-    mode = _pick(body, "cluster_mode", "clusterMode", default="single-node")
-    if not isinstance(mode, str) or mode.lower() not in CLUSTER_MODES:
-        raise InvalidAPIParameters(f"'clusterMode' must be single-node or multi-node, got {mode!r}.")
-    p.cluster_mode = CLUSTER_MODES[mode.lower()]
+class SessionConfig(BaseModel):
+    """The ``config`` object of a creation request (documentation only: it is checked by
+    :class:`CreateSessionBody` in the order the fields depend on each other)."""
+
+    model_config = ConfigDict(extra="allow")
+    resources: dict[str, str | int | float] = Field(
+        default_factory=dict, description="Slot name to amount, e.g. {\"cpu\": 1, \"mem\": \"1g\"}.")
+    instanceMemory: int | None = Field(None, description="Legacy: memory in MiB (when resources lacks mem).")
+    instanceCores: int | None = Field(None, description="Legacy: CPU cores (when resources lacks cpu).")
+    clusterSize: int | None = Field(None, ge=1, description="Kernels of the session (the top-level field wins).")
+    environ: dict[str, str] = Field(default_factory=dict)
+    mounts: list[str] = Field(default_factory=list, description="Names of virtual folders to mount.")
+    mount_map: dict[str, str] = Field(default_factory=dict, description="Folder name to path in the container.",
+                                      validation_alias=AliasChoices("mount_map", "mountMap"))
+    mount_options: dict[str, Any] = Field(default_factory=dict, description="Folder name to {\"permission\": ...}.")
+    scalingGroup: str | None = Field(None, validation_alias=AliasChoices("scalingGroup", "scaling_group"))
+    resource_opts: dict[str, Any] = Field(default_factory=dict,
+                                          validation_alias=AliasChoices("resource_opts", "resourceOpts"))
+
+
+def _aliases(*names: str) -> Any:
+    return Field(None, validation_alias=AliasChoices(*names))
+
+
+def _before(*fields: str) -> Any:
+    return field_validator(*fields, mode="before")
+
+
+class CreateSessionBody(RequestModel):
+    """The ``POST /session`` body with every documented wire alias. Fields are checked in the order below
+    (later ones depend on earlier ones); a bad one is a 400 problem that names it."""
+
+    image: str = Field(validation_alias=AliasChoices("image", "lang"), max_length=256,
+                       description='The image or an alias, e.g. "python" or "python:3.11-debian12".')
+    name: str | None = _aliases("name", "session_name", "clientSessionToken", "sessId")
+    type: str = Field("interactive", validation_alias=AliasChoices("type", "sessionType", "session_type"),
+                      json_schema_extra={"enum": [*SESSION_TYPES]})
+    group: str = Field("default", validation_alias=AliasChoices("group", "groupName", "group_name"), max_length=64)
+    domain: str = Field("default", validation_alias=AliasChoices("domain", "domainName", "domain_name"),
+                        max_length=64)
+    enqueueOnly: bool = Field(False, validation_alias=AliasChoices("enqueueOnly", "enqueue_only"))
+    reuseIfExists: bool = Field(True, validation_alias=AliasChoices("reuseIfExists", "reuse_if_exists"))
+    maxWaitSeconds: float = Field(0.0, validation_alias=AliasChoices("maxWaitSeconds", "max_wait_seconds"), ge=0)
+    tag: str | None = Field(None, max_length=64)
+    starts_at: Annotated[datetime | None, WithJsonSchema({"type": "string"})] = Field(
+        None, validation_alias=AliasChoices("starts_at", "startsAt"),
+        description="An ISO 8601 time or a delay such as 30m, 1h, 1d2h.")
+    startupCommand: str | None = Field(None, validation_alias=AliasChoices("startupCommand", "startup_command"),
+                                       max_length=65536)
+    bootstrap_script: str | None = Field(None, validation_alias=AliasChoices("bootstrap_script", "bootstrapScript"),
+                                         max_length=65536)
+    batchTimeout: float | None = Field(None, validation_alias=AliasChoices("batchTimeout", "batch_timeout"), gt=0,
+                                       validate_default=True)
+    owner_access_key: str | None = Field(None, validation_alias=AliasChoices("owner_access_key", "ownerAccessKey"),
+                                         max_length=20)
+    config: Annotated[dict[str, Any], WithJsonSchema(SessionConfig.model_json_schema(by_alias=True))] = Field(
+        default_factory=dict)
+    cluster_size: int = Field(None, validation_alias=AliasChoices("cluster_size", "clusterSize"), ge=1,
+                              validate_default=True)
+    cluster_mode: str = Field("single-node", validation_alias=AliasChoices("cluster_mode", "clusterMode"),
+                              json_schema_extra={"enum": [*sorted(CLUSTER_MODES)]})
+    _parsed: CreateParams | None = PrivateAttr(None)  # filled from ``config`` by the model validator
+
+    @model_validator(mode="before")
+    @classmethod
+    def _require_image(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise InvalidAPIParameters("The request body must be a JSON object.")
+        if _pick(data, "image", "lang") is None:
+            raise InvalidAPIParameters("'image' is required (e.g. \"python\" or \"python:3.11-debian12\").")
+        return data
+
+    @_before("image")
+    @classmethod
+    def _image(cls, v: Any) -> str:
+        image = _str("image", v, max_len=256).strip()
+        if not image:
+            raise InvalidAPIParameters("'image' must not be empty.")
+        return image
+
+    @_before("name")
+    @classmethod
+    def _name(cls, v: Any) -> str:
+        return check_session_name(v)
+
+    @_before("type")
+    @classmethod
+    def _type(cls, v: Any) -> str:
+        if not isinstance(v, str) or v.lower() not in SESSION_TYPES:
+            raise InvalidAPIParameters(f"'type' must be one of {', '.join(SESSION_TYPES)}, got {v!r}.")
+        return v.lower()
+
+    @_before("group", "domain")
+    @classmethod
+    def _names(cls, v: Any, info: ValidationInfo) -> str:
+        return _str(str(info.field_name), v, max_len=64)
+
+    @_before("enqueueOnly", "reuseIfExists")
+    @classmethod
+    def _bools(cls, v: Any, info: ValidationInfo) -> bool:
+        return parse_bool_value(str(info.field_name), v)
+
+    @_before("maxWaitSeconds")
+    @classmethod
+    def _max_wait(cls, v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+            raise InvalidAPIParameters(f"'maxWaitSeconds' must be a non-negative number, got {v!r}.")
+        return float(v)
+
+    @_before("tag")
+    @classmethod
+    def _tag(cls, v: Any) -> str:
+        return _str("tag", v, max_len=64)
+
+    @_before("starts_at")
+    @classmethod
+    def _starts_at(cls, v: Any) -> datetime:
+        return parse_starts_at(_str("starts_at", v, max_len=64))
+
+    @_before("startupCommand", "bootstrap_script")
+    @classmethod
+    def _scripts(cls, v: Any, info: ValidationInfo) -> str:
+        return _str(str(info.field_name), v, max_len=65536)
+
+    @_before("batchTimeout")
+    @classmethod
+    def _batch_timeout(cls, v: Any, info: ValidationInfo) -> float | None:
+        # Checked here, after the type and the startup command and before the batch timeout, as always.
+        if info.data.get("type") == "batch" and not (info.data.get("startupCommand") or "").strip():
+            raise InvalidAPIParameters("A batch session needs a 'startupCommand' (the command of its task).")
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
+            raise InvalidAPIParameters(f"'batchTimeout' must be a positive number of seconds, got {v!r}.")
+        return float(v)
+
+    @_before("owner_access_key")
+    @classmethod
+    def _owner(cls, v: Any) -> str:
+        return _str("owner_access_key", v, max_len=20)
+
+    @_before("config")
+    @classmethod
+    def _config(cls, v: Any) -> dict[str, Any]:
+        if not isinstance(v, dict):
+            raise InvalidAPIParameters("'config' must be an object.")
+        return v
+
+    @_before("cluster_size")
+    @classmethod
+    def _cluster_size(cls, v: Any, info: ValidationInfo) -> int:
+        if v is None:
+            v = _pick(info.data.get("config") or {}, "clusterSize", default=1)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise InvalidAPIParameters(f"'clusterSize' must be an integer ≥ 1, got {v!r}.")
+        return v
+
+    @_before("cluster_mode")
+    @classmethod
+    def _cluster_mode(cls, v: Any) -> str:
+        if not isinstance(v, str) or v.lower() not in CLUSTER_MODES:
+            raise InvalidAPIParameters(f"'clusterMode' must be single-node or multi-node, got {v!r}.")
+        return CLUSTER_MODES[v.lower()]
+
+    @model_validator(mode="after")
+    def _parse_config(self) -> CreateSessionBody:
+        self._parsed = _with_config(self)
+        return self
+
+    def to_params(self) -> CreateParams:
+        """The validated request as the registry takes it."""
+        assert self._parsed is not None
+        return self._parsed
+
+
+def _with_config(b: CreateSessionBody) -> CreateParams:
+    """The parameters of ``b``, with the parts of ``config`` that need more than a type checked."""
+    p = CreateParams(image=b.image, name=b.name, session_type=b.type, group=b.group, domain=b.domain,
+                     enqueue_only=b.enqueueOnly, max_wait=b.maxWaitSeconds, reuse=b.reuseIfExists, tag=b.tag,
+                     starts_at=b.starts_at, startup_command=b.startupCommand, bootstrap_script=b.bootstrap_script,
+                     batch_timeout=b.batchTimeout, cluster_size=b.cluster_size, cluster_mode=b.cluster_mode,
+                     owner_access_key=b.owner_access_key)
+    config = b.config
     try:
         p.resources = ResourceSlot.from_user_input(_pick(config, "resources", default={}))
     except SlotTypeError as e:
@@ -205,3 +345,8 @@ def parse_create_params(body: Any) -> CreateParams:
         raise InvalidAPIParameters("'config.resource_opts' must be an object.")
     p.resource_opts = ro
     return p
+
+
+def parse_create_params(body: Any) -> CreateParams:
+    """Validate a creation body, raising a 400 problem that names the offending field."""
+    return validate_body(CreateSessionBody, body).to_params()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from pydantic import field_validator
 from sqlalchemy import or_, select
 
 from ai.backend.common.problems import AuthorizationFailed, InvalidAPIParameters, TooManyRequests
@@ -17,9 +18,10 @@ from ai.backend.common.problems import AuthorizationFailed, InvalidAPIParameters
 from ..auth import AuthContext
 from ..models import Group, KeyPair, User, group_members
 from ..passwords import hash_password, verify_password
+from .bodies import AliasChoices, DocumentedRoute, Field, NonEmptyStr, RequestModel, body_of
 from .deps import auth_required, json_body, manager_context
 
-router = APIRouter()
+router = APIRouter(route_class=DocumentedRoute)
 
 # A valid bcrypt hash of a random string: checking it keeps unknown-user replies as slow as real ones.
 _DUMMY_HASH = hash_password("no-such-user-placeholder")
@@ -27,21 +29,53 @@ MIN_PASSWORD, MAX_PASSWORD = 8, 72
 LOGIN_ATTEMPTS = 30  # per account and rate-limit window
 
 
-def _str_param(body: dict[str, Any], *names: str, required: bool = True) -> str:
-    for name in names:
-        value = body.get(name)
-        if value is not None:
-            if not isinstance(value, str) or not value:
-                raise InvalidAPIParameters(f"'{name}' must be a non-empty string.")
-            return value
-    if required:
-        raise InvalidAPIParameters(f"'{names[0]}' is required.")
-    return ""
-
-
 def _check_new_password(password: str) -> None:
     if not (MIN_PASSWORD <= len(password) <= MAX_PASSWORD):
         raise InvalidAPIParameters(f"The new password must have {MIN_PASSWORD} to {MAX_PASSWORD} characters.")
+
+
+_USERNAME = AliasChoices("username", "user_id")
+# Documented, not enforced by the model: the length is checked where it always was (after other fields).
+_PASSWORD_LENGTH: dict[str, Any] = {"minLength": MIN_PASSWORD, "maxLength": MAX_PASSWORD}
+
+
+class AuthorizeBody(RequestModel):
+    """``POST /auth/authorize``: a login."""
+
+    type: str = Field("keypair", json_schema_extra={"enum": ["keypair"]})
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _type(cls, v: Any) -> str:
+        if v != "keypair":
+            raise InvalidAPIParameters("Only type 'keypair' is supported.")
+        return "keypair"
+    domain: NonEmptyStr = "default"
+    username: NonEmptyStr = Field(validation_alias=_USERNAME, description="The e-mail address or user name.")
+    password: NonEmptyStr
+
+
+class UpdatePasswordBody(RequestModel):
+    """``POST /auth/update-password``: the caller's own password change."""
+
+    old_password: NonEmptyStr
+    new_password: NonEmptyStr = Field(json_schema_extra=_PASSWORD_LENGTH)
+    new_password2: NonEmptyStr = Field(description="The new password again.")
+
+
+class UpdatePasswordNoAuthBody(RequestModel):
+    """``POST /auth/update-password-no-auth``: a password change with the current password."""
+
+    domain: NonEmptyStr = "default"
+    new_password: NonEmptyStr = Field(json_schema_extra=_PASSWORD_LENGTH)
+    username: NonEmptyStr = Field(validation_alias=_USERNAME)
+    current_password: NonEmptyStr
+
+    @field_validator("new_password", mode="after")
+    @classmethod
+    def _length(cls, v: str) -> str:
+        _check_new_password(v)
+        return v
 
 
 async def _check_credentials(request: Request, domain: str, username: str, password: str) -> User:
@@ -66,15 +100,10 @@ async def _check_credentials(request: Request, domain: str, username: str, passw
 
 
 @router.post("/auth/authorize")
-async def authorize(request: Request) -> dict[str, Any]:
+async def authorize(request: Request,
+                    body: AuthorizeBody = Depends(body_of(AuthorizeBody))) -> dict[str, Any]:
     """Exchange a username and password for the user's main keypair (what the web server does at login)."""
-    body = await json_body(request)
-    kind = body.get("type", "keypair")
-    if kind != "keypair":
-        raise InvalidAPIParameters("Only type 'keypair' is supported.")
-    domain = _str_param(body, "domain", required=False) or "default"
-    user = await _check_credentials(request, domain, _str_param(body, "username", "user_id"),
-                                    _str_param(body, "password"))
+    user = await _check_credentials(request, body.domain, body.username, body.password)
     async with manager_context(request).db() as db:
         keypair = (
             await db.execute(
@@ -124,12 +153,11 @@ def _as_uuid_list(value: str) -> list[Any]:
 
 
 @router.post("/auth/update-password")
-async def update_password(request: Request, ctx: AuthContext = Depends(auth_required)) -> dict[str, Any]:
+async def update_password(request: Request, ctx: AuthContext = Depends(auth_required),
+                          body: UpdatePasswordBody = Depends(body_of(UpdatePasswordBody))) -> dict[str, Any]:
     """Change the caller's own password; the old one must be given."""
-    body = await json_body(request)
-    old = _str_param(body, "old_password")
-    new = _str_param(body, "new_password")
-    if new != _str_param(body, "new_password2"):
+    old, new = body.old_password, body.new_password
+    if new != body.new_password2:
         raise InvalidAPIParameters("The new password and its confirmation differ.")
     _check_new_password(new)
     async with manager_context(request).db() as db:
@@ -143,15 +171,13 @@ async def update_password(request: Request, ctx: AuthContext = Depends(auth_requ
 
 
 @router.post("/auth/update-password-no-auth")
-async def update_password_no_auth(request: Request) -> dict[str, Any]:
+async def update_password_no_auth(
+    request: Request, body: UpdatePasswordNoAuthBody = Depends(body_of(UpdatePasswordNoAuthBody))
+) -> dict[str, Any]:
     """Change a password with the current one (for accounts whose password must be changed first)."""
-    body = await json_body(request)
-    domain = _str_param(body, "domain", required=False) or "default"
-    new = _str_param(body, "new_password")
-    _check_new_password(new)
-    user = await _check_credentials(request, domain, _str_param(body, "username", "user_id"),
-                                    _str_param(body, "current_password"))
-    if new == _str_param(body, "current_password"):
+    new = body.new_password
+    user = await _check_credentials(request, body.domain, body.username, body.current_password)
+    if new == body.current_password:
         raise InvalidAPIParameters("The new password must differ from the current one.")
     async with manager_context(request).db() as db:
         row = await db.get(User, user.uuid)

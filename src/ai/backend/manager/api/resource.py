@@ -31,9 +31,10 @@ from ..models import Agent, Group, KeyPairResourcePolicy, ResourcePreset, Scalin
 from ..quota import policy_limits
 from ..sessions.status import ACTIVE
 from ..sgroups import allowed_scaling_groups
-from .deps import auth_required, json_body, manager_context
+from .bodies import DocumentedRoute, Field, LaterStr, RequestModel, body_of
+from .deps import auth_required, manager_context
 
-router = APIRouter()
+router = APIRouter(route_class=DocumentedRoute)
 ZERO = Decimal(0)
 
 
@@ -109,6 +110,15 @@ def _sum(items: Iterable[Mapping[str, Any]]) -> ResourceSlot:
     return total
 
 
+class CheckPresetsBody(RequestModel):
+    """Which project (group) and, optionally, which scaling group to check."""
+
+    null_is_absent = False  # the handlers check each value themselves, as they always did
+
+    scaling_group: LaterStr = None
+    group: LaterStr = Field(None, description='The project name or id ("default" when not given).')
+
+
 def _clamp(slots: Mapping[str, Decimal]) -> ResourceSlot:
     return ResourceSlot({k: max(v, ZERO) for k, v in slots.items()})
 
@@ -123,9 +133,10 @@ async def list_presets(request: Request, ctx: AuthContext = Depends(auth_require
 
 
 @router.post("/resource/check-presets")
-async def check_presets(request: Request, ctx: AuthContext = Depends(auth_required)) -> dict[str, Any]:
+async def check_presets(request: Request, ctx: AuthContext = Depends(auth_required),
+                        params: CheckPresetsBody = Depends(body_of(CheckPresetsBody))) -> dict[str, Any]:
     """Keypair limits/usage/remaining, scaling-group capacity and which presets are allocatable now."""
-    body = await json_body(request)
+    body = params.model_dump()
     sg_name = body.get("scaling_group")
     if sg_name is not None and not isinstance(sg_name, str):
         raise InvalidAPIParameters("scaling_group must be a scaling group name.")

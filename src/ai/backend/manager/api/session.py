@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from ai.backend.common.problems import InvalidAPIParameters, SessionNotFound
 from ai.backend.common.types import ResourceSlot
@@ -17,14 +18,106 @@ from ..images import registry_of
 from ..models import Kernel, SessionRow
 from ..models.sessions import select_with_main_kernel
 from ..registry import SessionRegistry, session_age_ms
-from ..session_params import CreateParams, check_session_name, parse_create_params
+from ..session_params import CreateParams, CreateSessionBody, check_session_name
 from ..sessions.status import ENDED_CLEANLY
 from ..sessions.status import SessionStatus as S
-from .deps import auth_required, json_body, manager_context, registry
+from .bodies import DocumentedRoute, RequestModel, body_of
+from .deps import auth_required, manager_context, registry
 
-router = APIRouter()
+router = APIRouter(route_class=DocumentedRoute)
 
 EXEC_MODES = {"query", "continue", "input", "user-input", "batch"}
+
+
+class RenameBody(RequestModel):
+    """``POST /session/{ref}/rename``: ``{"name": NEW}`` or ``?name=NEW`` (the 22.03 client's spelling)."""
+
+    name: str = Field(description="The new session name.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _required(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("name") is None:
+            raise InvalidAPIParameters("The new session name is required ('name').")
+        return data
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name(cls, v: Any) -> str:
+        return check_session_name(v)
+
+
+class ExecuteOptions(BaseModel):
+    """Execution options; unknown keys go to the kernel as they are."""
+
+    model_config = ConfigDict(extra="allow")
+    timeout: float | None = Field(None, gt=0, description="Seconds before the execution is stopped.")
+
+
+class ExecuteBody(RequestModel):
+    """``POST /session/{ref}``: code to run and how. An explicit ``null`` is not the default (``mode``)."""
+
+    null_is_absent = False
+    mode: str = Field("query", json_schema_extra={"enum": [*sorted(EXEC_MODES)]})
+    code: str | None = ""
+    runId: str | None = Field(None, max_length=64)
+    options: Annotated[dict[str, Any] | None, WithJsonSchema(ExecuteOptions.model_json_schema())] = None
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode(cls, v: Any) -> str:
+        if v not in EXEC_MODES:
+            raise InvalidAPIParameters(f"'mode' must be one of {', '.join(sorted(EXEC_MODES))}, got {v!r}.")
+        return str(v)
+
+    @field_validator("code", mode="before")
+    @classmethod
+    def _code(cls, v: Any) -> str:
+        if v is None:
+            return ""
+        if not isinstance(v, str):
+            raise InvalidAPIParameters("'code' must be a string.")
+        return v
+
+    @field_validator("runId", mode="before")
+    @classmethod
+    def _run_id(cls, v: Any) -> str | None:
+        if v is not None and (not isinstance(v, str) or len(v) > 64):
+            raise InvalidAPIParameters("'runId' must be a string of at most 64 characters.")
+        return v
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _options(cls, v: Any) -> dict[str, Any] | None:
+        if v is not None and not isinstance(v, dict):
+            raise InvalidAPIParameters("'options' must be an object.")
+        timeout = (v or {}).get("timeout")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0):
+            raise InvalidAPIParameters("'options.timeout' must be a positive number of seconds.")
+        return v
+
+
+class CompleteBody(RequestModel):
+    """``POST /session/{ref}/complete``: the code to complete."""
+
+    null_is_absent = False
+    code: str = ""
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("code", mode="before")
+    @classmethod
+    def _code(cls, v: Any) -> str:
+        if not isinstance(v, str):
+            raise InvalidAPIParameters("'code' must be a string.")
+        return v
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _options(cls, v: Any) -> dict[str, Any]:
+        v = v or {}
+        if not isinstance(v, dict):
+            raise InvalidAPIParameters("'options' must be an object.")
+        return v
 
 
 def session_info(
@@ -91,10 +184,10 @@ async def create(
     request: Request,
     ctx: AuthContext = Depends(auth_required),
     reg: SessionRegistry = Depends(registry),
+    body: CreateSessionBody = Depends(body_of(CreateSessionBody)),
 ) -> JSONResponse:
     """Create a session (or return the existing one of the same name and image)."""
-    body = await json_body(request)
-    return await create_and_respond(reg, ctx, parse_create_params(body))
+    return await create_and_respond(reg, ctx, body.to_params())
 
 
 async def create_and_respond(
@@ -172,14 +265,12 @@ async def destroy(
 
 @router.post("/session/{ref}/rename")
 async def rename(
-    ref: str, request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
+    ref: str, request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry),
+    body: RenameBody = Depends(body_of(RenameBody)),
 ) -> Response:
     """Rename an active session: ``?name=NEW`` (the 22.03 client's spelling) or ``{"name": NEW}``."""
-    new_name = (await json_body(request)).get("name")
-    if new_name is None:
-        raise InvalidAPIParameters("The new session name is required ('name').")
     owner = await reg.resolve_owner(ctx, request.query_params.get("owner_access_key"))
-    await reg.rename(ref, owner, check_session_name(new_name))
+    await reg.rename(ref, owner, body.name)
     return Response(status_code=204)
 
 
@@ -195,27 +286,11 @@ async def restart(
 
 @router.post("/session/{ref}")
 async def execute(
-    ref: str, request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
+    ref: str, request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry),
+    body: ExecuteBody = Depends(body_of(ExecuteBody)),
 ) -> JSONResponse:
     """Execute code in the session (query or batch mode) and answer the Execution Result Object."""
-    body = await json_body(request)
-    mode = body.get("mode", "query")
-    if mode not in EXEC_MODES:
-        raise InvalidAPIParameters(f"'mode' must be one of {', '.join(sorted(EXEC_MODES))}, got {mode!r}.")
-    code = body.get("code", "")
-    if code is None:
-        code = ""
-    if not isinstance(code, str):
-        raise InvalidAPIParameters("'code' must be a string.")
-    run_id = body.get("runId")
-    if run_id is not None and (not isinstance(run_id, str) or len(run_id) > 64):
-        raise InvalidAPIParameters("'runId' must be a string of at most 64 characters.")
-    opts = body.get("options")
-    if opts is not None and not isinstance(opts, dict):
-        raise InvalidAPIParameters("'options' must be an object.")
-    timeout = (opts or {}).get("timeout")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
-        raise InvalidAPIParameters("'options.timeout' must be a positive number of seconds.")
+    mode, code, run_id, opts = body.mode, body.code, body.runId, body.options
     # The hot path: the session and its main kernel cached (or in one query), the answer passed on as it is.
     owner = await reg.resolve_owner(ctx, request.query_params.get("owner_access_key"))
     session, kernel = await reg.find_session_and_kernel_cached(manager_context(request).generations, ref, owner)
@@ -241,15 +316,10 @@ async def interrupt(
 
 @router.post("/session/{ref}/complete")
 async def complete(
-    ref: str, request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
+    ref: str, request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry),
+    body: CompleteBody = Depends(body_of(CompleteBody)),
 ) -> dict[str, Any]:
-    body = await json_body(request)
-    code = body.get("code", "")
-    if not isinstance(code, str):
-        raise InvalidAPIParameters("'code' must be a string.")
-    opts = body.get("options") or {}
-    if not isinstance(opts, dict):
-        raise InvalidAPIParameters("'options' must be an object.")
+    code, opts = body.code, body.options
     session = await _find(reg, ctx, ref, request)
     res = await reg.kernel_call(session, "POST", "/complete", json={"code": code, "opts": opts})
     return {"result": cap_completions(res.get("result"))}

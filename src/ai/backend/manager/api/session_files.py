@@ -25,10 +25,15 @@ from ..auth import AuthContext
 from ..models import SessionRow
 from ..registry import SessionNotRunning, SessionRegistry
 from ..sessions.status import SessionStatus as S
+from .bodies import DocumentedRoute, Field, LaterStr, RawParams, body_of, given
 from .deps import auth_required, json_body, registry
 from .session import _find
 
-router = APIRouter()
+router = APIRouter(route_class=DocumentedRoute)
+
+
+class ListFilesParams(RawParams):
+    path: LaterStr = Field(None, description="A directory of the session (the working directory when not given).")
 
 WORKDIR = "/home/work"
 MAX_UPLOAD_FILES = 20
@@ -228,10 +233,11 @@ async def upload(
 
 @router.get("/session/{ref}/files")
 async def list_files(
-    ref: str, request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
+    ref: str, request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry),
+    given_params: ListFilesParams = Depends(body_of(ListFilesParams)),
 ) -> dict[str, Any]:
     """Entries of a directory of the session (``files`` is a JSON string, as documented)."""
-    params = await json_body(request)
+    params = given(given_params)
     raw = params.get("path")
     rel = session_relpath(WORKDIR if raw is None else raw)
     session = await _find(reg, ctx, ref, request)

@@ -26,10 +26,53 @@ from ..models.base import utcnow
 from ..registry import SessionRegistry
 from ..session_params import parse_bool_value, parse_create_params
 from ..templates import TaskTemplate, add_git_clone, check_template, creation_body, load_payload, merge_overrides
+from .bodies import AliasChoices, DocumentedRoute, Field, LaterBool, LaterStr, RequestModel, body_of
 from .deps import auth_required, json_body, registry
 from .session import create_and_respond
 
-router = APIRouter()
+router = APIRouter(route_class=DocumentedRoute)
+
+_OWNER = AliasChoices("owner_access_key", "ownerAccessKey")
+
+
+class TemplateOwnerParams(RequestModel):
+    """Admins may act for another user's keypair."""
+
+    null_is_absent = False  # the handlers check each value themselves, as they always did
+    owner_access_key: LaterStr = Field(None, validation_alias=_OWNER)
+
+
+class TemplateBody(TemplateOwnerParams):
+    """A template document (``kind: taskTemplate``, or the ``session_templates`` wrapper of several)."""
+
+    payload: LaterStr = Field(None, description="The template as a YAML or JSON string.")
+    domain: LaterStr = Field(None, validation_alias=AliasChoices("domain", "domainName", "domain_name"))
+    group: LaterStr = Field(None, validation_alias=AliasChoices("group", "groupName", "group_name"))
+
+
+class TemplateListParams(RequestModel):
+    """``all=true``: every template in an admin's reach; ``group_id``: one project's."""
+
+    null_is_absent = False
+
+    all: LaterBool = None
+    group_id: LaterStr = Field(None, validation_alias=AliasChoices("group_id", "groupId"))
+
+
+class TemplateGetParams(TemplateOwnerParams):
+    format: LaterStr = Field(None, json_schema_extra={"enum": ["json", "yaml"]})
+
+
+class FromTemplateBody(TemplateOwnerParams):
+    """The template to use; any field of a ``POST /session`` body given here replaces the template's value."""
+
+    model_config = {"extra": "allow", "populate_by_name": True}
+    template_id: LaterStr = Field(None, validation_alias=AliasChoices("template_id", "templateId"))
+
+
+def _given(model: RequestModel) -> dict[str, Any]:
+    """The fields the client gave, under their canonical names (what the helpers below read)."""
+    return model.model_dump(exclude_unset=True)
 
 
 class TemplateNotFound(NotFound):
@@ -109,11 +152,12 @@ async def _find(reg: SessionRegistry, ctx: AuthContext, ref: str, body: dict[str
 
 @router.post("/template/session")
 async def create(
-    request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
+    request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry),
+    params: TemplateBody = Depends(body_of(TemplateBody)),
 ) -> list[dict[str, str]] | dict[str, str]:
     """Store one or more task templates; answers ``{"id", "user"}`` for one template document (what the
     22.03 SDK reads) and ``[{"id", "user"}, ...]`` for the ``session_templates`` wrapper."""
-    body = await json_body(request)
+    body = _given(params)
     if "payload" not in body:
         raise InvalidAPIParameters("'payload' (the template as a YAML or JSON string) is required.")
     checked, wrapped = _validated(body["payload"])
@@ -147,10 +191,11 @@ async def create(
 
 @router.get("/template/session")
 async def list_templates(
-    request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
+    request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry),
+    params: TemplateListParams = Depends(body_of(TemplateListParams)),
 ) -> list[dict[str, Any]]:
     """The caller's templates; with ``all=true`` an admin gets every template in reach."""
-    body = await json_body(request)
+    body = _given(params)
     list_all = _flag(body, "all")
     group_id = _text(body, "group_id", "groupId")
     q = (
@@ -195,10 +240,11 @@ async def list_templates(
 async def get(
     template_id: str, request: Request, ctx: AuthContext = Depends(auth_required),
     reg: SessionRegistry = Depends(registry),
+    params: TemplateGetParams = Depends(body_of(TemplateGetParams)),
 ) -> Response | dict[str, Any]:
     """The template: ``format=yaml`` answers the document as YAML text; ``format=json`` (the default)
     answers ``{"template", "name", "user_uuid", "group_id", "domain_name"}`` as upstream does."""
-    body = await json_body(request)
+    body = _given(params)
     fmt = body.get("format") or "json"
     if fmt not in ("yaml", "json"):
         raise InvalidAPIParameters(f"'format' must be yaml or json, got {fmt!r}.")
@@ -219,9 +265,10 @@ async def get(
 async def put(
     template_id: str, request: Request, ctx: AuthContext = Depends(auth_required),
     reg: SessionRegistry = Depends(registry),
+    params: TemplateBody = Depends(body_of(TemplateBody)),
 ) -> dict[str, Any]:
     """Replace the template document (validated like a new one)."""
-    body = await json_body(request)
+    body = _given(params)
     if "payload" not in body:
         raise InvalidAPIParameters("'payload' (the template as a YAML or JSON string) is required.")
     checked, _ = _validated(body["payload"])
@@ -244,9 +291,10 @@ async def put(
 async def delete(
     template_id: str, request: Request, ctx: AuthContext = Depends(auth_required),
     reg: SessionRegistry = Depends(registry),
+    params: TemplateOwnerParams = Depends(body_of(TemplateOwnerParams)),
 ) -> dict[str, Any]:
     """Soft-delete the template (it disappears from every read and cannot be used any more)."""
-    body = await json_body(request)
+    body = _given(params)
     row = await _find(reg, ctx, template_id, body)
     async with reg.db() as db:
         fresh = await db.get(SessionTemplate, row.id)
@@ -259,11 +307,12 @@ async def delete(
 
 @router.post("/session/_/create-from-template")
 async def create_from_template(
-    request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
+    request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry),
+    params: FromTemplateBody = Depends(body_of(FromTemplateBody)),
 ) -> JSONResponse:
     """Create a session from a template; every parameter given in the body replaces the template's value
     (``config.environ``, ``config.mounts`` and ``config.resources`` whole, not merged). Always 201."""
-    body = await json_body(request)
+    body = await json_body(request)  # every key of it overrides the template (merge_overrides)
     ref = _pick(body, "template_id", "templateId")
     if ref is None:
         raise InvalidAPIParameters("'template_id' is required.")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -28,9 +28,39 @@ from ..userconfig import (
     check_permission,
     dotfile_bytes,
 )
-from .deps import auth_required, json_body, registry
+from .bodies import AliasChoices, DocumentedRoute, Field, LaterStr, RequestModel, body_of
+from .deps import auth_required, registry
 
-router = APIRouter(prefix="/user-config")
+router = APIRouter(prefix="/user-config", route_class=DocumentedRoute)
+
+
+class OwnerParams(RequestModel):
+    """Admins may act for another user's keypair."""
+
+    null_is_absent = False  # the handlers check each value themselves, as they always did
+
+    owner_access_key: LaterStr = None
+
+
+class DotfileBody(OwnerParams):
+    """A dotfile: its path under the home directory, its content and its mode (e.g. ``644``)."""
+
+    path: LaterStr = None
+    data: LaterStr = None
+    permission: LaterStr = Field(None, description="The file mode in octal, e.g. 644.",
+                                validation_alias=AliasChoices("permission", "perm"))
+
+
+class DotfilePathParams(OwnerParams):
+    """Which dotfile (``?path=``)."""
+
+    path: LaterStr = None
+
+
+class BootstrapScriptBody(OwnerParams):
+    """The bootstrap script ("" clears it)."""
+
+    script: LaterStr = None
 
 
 class DotfileNotFound(NotFound):
@@ -96,28 +126,31 @@ async def _save(reg: SessionRegistry, ctx: AuthContext, body: dict[str, Any], *,
 
 @router.post("/dotfiles")
 async def create_dotfile(
-    request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
+    ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry),
+    body: DotfileBody = Depends(body_of(DotfileBody)),
 ) -> dict[str, Any]:
     """Add a dotfile (409 if the path exists)."""
-    await _save(reg, ctx, await json_body(request), create=True)
+    await _save(reg, ctx, body.model_dump(), create=True)
     return {}
 
 
 @router.patch("/dotfiles")
 async def update_dotfile(
-    request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
+    ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry),
+    body: DotfileBody = Depends(body_of(DotfileBody)),
 ) -> dict[str, Any]:
     """Replace a dotfile's content and mode (404 if there is none at that path)."""
-    await _save(reg, ctx, await json_body(request), create=False)
+    await _save(reg, ctx, body.model_dump(), create=False)
     return {}
 
 
 @router.get("/dotfiles", response_model=None)
 async def list_or_get_dotfiles(
-    request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
+    ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry),
+    params: DotfilePathParams = Depends(body_of(DotfilePathParams)),
 ) -> list[dict[str, Any]] | dict[str, Any]:
     """All dotfiles, or the one at ``?path=``."""
-    body = await json_body(request)
+    body = params.model_dump()
     owner = await _owner_uuid(reg, ctx, body)
     async with reg.db() as db:
         if body.get("path"):
@@ -137,10 +170,11 @@ async def list_or_get_dotfiles(
 
 @router.delete("/dotfiles")
 async def delete_dotfile(
-    request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
+    ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry),
+    params: DotfilePathParams = Depends(body_of(DotfilePathParams)),
 ) -> dict[str, Any]:
     """Remove the dotfile at ``?path=``."""
-    body = await json_body(request)
+    body = params.model_dump()
     path = check_dotfile_path(body.get("path"))
     owner = await _owner_uuid(reg, ctx, body)
     async with reg.db() as db:
@@ -156,10 +190,11 @@ async def delete_dotfile(
 
 @router.get("/bootstrap-script")
 async def get_bootstrap_script(
-    request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
+    ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry),
+    params: OwnerParams = Depends(body_of(OwnerParams)),
 ) -> str:
     """The user's bootstrap script as a JSON string ("" when none is set)."""
-    owner = await _owner_uuid(reg, ctx, await json_body(request))
+    owner = await _owner_uuid(reg, ctx, params.model_dump())
     async with reg.db() as db:
         script = (await db.execute(select(User.bootstrap_script).where(User.uuid == owner))).scalar_one_or_none()
     return script or ""
@@ -167,10 +202,11 @@ async def get_bootstrap_script(
 
 @router.post("/bootstrap-script")
 async def set_bootstrap_script(
-    request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
+    ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry),
+    params: BootstrapScriptBody = Depends(body_of(BootstrapScriptBody)),
 ) -> dict[str, Any]:
     """Set the script run in each new session that has no bootstrap script of its own ("" clears it)."""
-    body = await json_body(request)
+    body = params.model_dump(exclude_unset=True)
     if "script" not in body:
         raise InvalidAPIParameters("'script' is required (an empty string clears it).")
     script = check_bootstrap_script(body["script"])

@@ -25,10 +25,15 @@ from ..auth import AuthContext
 from ..storage_client import FolderQuotaExceeded
 from ..vfolders import check_relpath, parse_str_list
 from . import vfolders
-from .deps import auth_required, json_body
+from .bodies import DocumentedRoute, Field, LaterStrs, RawParams, body_of, given
+from .deps import auth_required
 from .session_files import MAX_UPLOAD_FILES, parse_form_files
 
-router = APIRouter(prefix="/folders")
+router = APIRouter(prefix="/folders", route_class=DocumentedRoute)
+
+
+class DownloadParams(RawParams):
+    files: LaterStrs = Field(None, description="Paths of files in the folder.")
 
 MAX_FILES = MAX_UPLOAD_FILES  # files per upload or download call
 UPLOAD_BODY_LIMIT = 32 * 1024 * 1024
@@ -96,9 +101,10 @@ def _part_head(boundary: str, filename: str, size: int) -> bytes:
 
 
 @router.get("/{name}/download")
-async def download(name: str, request: Request, ctx: AuthContext = Depends(auth_required)) -> StreamingResponse:
+async def download(name: str, request: Request, ctx: AuthContext = Depends(auth_required),
+                   params: DownloadParams = Depends(body_of(DownloadParams))) -> StreamingResponse:
     """The ``files`` as ``multipart/mixed``, one part per file named by its base name (directories are 400)."""
-    body = await json_body(request)
+    body = given(params)
     raw = body.get("files")
     paths = [raw] if isinstance(raw, str) else parse_str_list(body, "files")
     files = [check_relpath(p, "files", allow_root=False) for p in paths]
@@ -132,13 +138,15 @@ async def download(name: str, request: Request, ctx: AuthContext = Depends(auth_
 
 
 @router.post("/{name}/rename_file")
-async def rename_file(name: str, request: Request, ctx: AuthContext = Depends(auth_required)) -> JSONResponse:
+async def rename_file(name: str, request: Request, ctx: AuthContext = Depends(auth_required),
+                      params: vfolders.RenameFileBody = Depends(body_of(vfolders.RenameFileBody))) -> JSONResponse:
     """The v4 spelling of ``rename-file``."""
-    return await vfolders.rename_file(name, request, ctx)
+    return await vfolders.rename_file(name, request, ctx, params)
 
 
 @router.delete("/{name}/delete_files")
 @router.post("/{name}/delete_files")
-async def delete_files(name: str, request: Request, ctx: AuthContext = Depends(auth_required)) -> JSONResponse:
+async def delete_files(name: str, request: Request, ctx: AuthContext = Depends(auth_required),
+                       params: vfolders.DeleteFilesBody = Depends(body_of(vfolders.DeleteFilesBody))) -> JSONResponse:
     """The v4 spelling of ``delete-files``."""
-    return await vfolders.delete_files(name, request, ctx)
+    return await vfolders.delete_files(name, request, ctx, params)

@@ -54,9 +54,141 @@ from ..vfolders import (
     policy_of,
     sessions_using,
 )
-from .deps import auth_required, json_body, manager_context
+from .bodies import (
+    DocumentedRoute,
+    Field,
+    LaterBool,
+    LaterInt,
+    LaterStr,
+    LaterStrOrInt,
+    LaterStrs,
+    RawParams,
+    body_of,
+    given,
+)
+from .deps import auth_required, manager_context
 
-router = APIRouter(prefix="/folders")
+router = APIRouter(prefix="/folders", route_class=DocumentedRoute)
+
+
+# --- parameters (documented here, checked by the handlers and the helpers of ..vfolders) -------------------
+
+
+class GroupParams(RawParams):
+    group_id: LaterStr = Field(None, description="A project (group) id or name.")
+    group: LaterStr = Field(None, description="The same as group_id (older clients).")
+
+
+class ListFoldersParams(GroupParams):
+    all: LaterBool = Field(None, description="Every folder (superadmins).")
+
+
+class CreateFolderBody(GroupParams):
+    name: LaterStr = None
+    host: LaterStr = None
+    folder_host: LaterStr = None
+    usage_mode: LaterStr = Field(None, json_schema_extra={"enum": ["general", "model", "data"]})
+    permission: LaterStr = Field(None, json_schema_extra={"enum": ["ro", "rw", "wd"]})
+    cloneable: LaterBool = None
+    quota: LaterStrOrInt = Field(None, description="Bytes, or a size such as 10g.")
+    unmanaged_path: LaterStr = None
+
+
+class SharedListParams(RawParams):
+    vfolder_id: LaterStr = None
+
+
+class UpdateSharedBody(RawParams):
+    vfolder: LaterStr = None
+    user: LaterStr = None
+    perm: LaterStr = None
+
+
+class FolderIdBody(RawParams):
+    id: LaterStr = None
+
+
+class RenameFolderBody(RawParams):
+    new_name: LaterStr = None
+
+
+class UpdateOptionsBody(RawParams):
+    permission: LaterStr = None
+    cloneable: LaterBool = None
+
+
+class ListFilesParams(RawParams):
+    path: LaterStr = None
+    folder_path: LaterStr = None
+
+
+class RequestUploadBody(RawParams):
+    path: LaterStr = None
+    size: LaterInt = None
+
+
+class RequestDownloadBody(RawParams):
+    path: LaterStr = None
+    archive: LaterBool = None
+
+
+class MkdirBody(RawParams):
+    path: LaterStrs = None
+    parents: LaterBool = None
+    exist_ok: LaterBool = None
+
+
+class DeleteFilesBody(RawParams):
+    files: LaterStrs = None
+    recursive: LaterBool = None
+
+
+class RenameFileBody(RawParams):
+    target_path: LaterStr = None
+    new_name: LaterStr = None
+
+
+class MoveFileBody(RawParams):
+    src: LaterStr = None
+    src_path: LaterStr = None
+    dst: LaterStr = None
+    dst_path: LaterStr = None
+
+
+class PermissionParams(RawParams):
+    perm: LaterStr = Field(None, json_schema_extra={"enum": ["ro", "rw", "wd"]})
+    permission: LaterStr = Field(None, json_schema_extra={"enum": ["ro", "rw", "wd"]})
+
+
+class InviteBody(PermissionParams):
+    emails: LaterStrs = None
+    user_ids: LaterStrs = None
+
+
+class InvitationRefBody(RawParams):
+    inv_id: LaterStr = None
+    invitation_id: LaterStr = None
+
+
+class UpdateInvitationBody(InvitationRefBody, PermissionParams):
+    pass
+
+
+class ShareBody(PermissionParams):
+    emails: LaterStrs = None
+
+
+class UnshareBody(RawParams):
+    emails: LaterStrs = None
+
+
+class CloneBody(RawParams):
+    target_name: LaterStr = None
+    usage_mode: LaterStr = None
+    permission: LaterStr = None
+    cloneable: LaterBool = None
+    target_host: LaterStr = None
+    folder_host: LaterStr = None
 
 
 class InvitationNotFound(NotFound):
@@ -121,9 +253,10 @@ async def _reload(request: Request, ctx: AuthContext, vfid: uuid.UUID) -> dict[s
 
 
 @router.get("")
-async def list_folders(request: Request, ctx: AuthContext = Depends(auth_required)) -> JSONResponse:
+async def list_folders(request: Request, ctx: AuthContext = Depends(auth_required),
+        params: ListFoldersParams = Depends(body_of(ListFoldersParams))) -> JSONResponse:
     """The caller's folders: own, shared with the caller and of the caller's groups (``all``: every folder)."""
-    body = await json_body(request)
+    body = given(params)
     list_all = parse_bool(body, "all", False)
     raw_gid = body.get("group_id", body.get("group"))
     gid = parse_uuid(raw_gid, "group_id") if raw_gid not in (None, "") else None
@@ -135,9 +268,10 @@ async def list_folders(request: Request, ctx: AuthContext = Depends(auth_require
 
 
 @router.get("/_/hosts")
-async def list_hosts(request: Request, ctx: AuthContext = Depends(auth_required)) -> JSONResponse:
+async def list_hosts(request: Request, ctx: AuthContext = Depends(auth_required),
+        params: GroupParams = Depends(body_of(GroupParams))) -> JSONResponse:
     """The hosts the caller may create folders on, and the default one."""
-    body = await json_body(request)
+    body = given(params)
     raw_gid = body.get("group_id", body.get("group"))
     storage = _storage(request)
     existing = await storage.all_hosts()
@@ -181,9 +315,10 @@ async def list_allowed_types(ctx: AuthContext = Depends(auth_required)) -> JSONR
 
 
 @router.post("")
-async def create(request: Request, ctx: AuthContext = Depends(auth_required)) -> JSONResponse:
+async def create(request: Request, ctx: AuthContext = Depends(auth_required),
+        params: CreateFolderBody = Depends(body_of(CreateFolderBody))) -> JSONResponse:
     """Create a folder (a group folder with ``group_id``; domain admins and superadmins only)."""
-    body = await json_body(request)
+    body = given(params)
     name = check_folder_name(body.get("name"))
     host = _text(body, "host", "folder_host") or manager_context(request).config.manager.default_vfolder_host
     usage_mode = check_usage_mode(body.get("usage_mode"))
@@ -240,9 +375,10 @@ async def create(request: Request, ctx: AuthContext = Depends(auth_required)) ->
 
 
 @router.get("/_/shared")
-async def list_shared(request: Request, ctx: AuthContext = Depends(auth_required)) -> JSONResponse:
+async def list_shared(request: Request, ctx: AuthContext = Depends(auth_required),
+        params: SharedListParams = Depends(body_of(SharedListParams))) -> JSONResponse:
     """Users that the caller's folders (those the caller manages) are shared with."""
-    body = await json_body(request)
+    body = given(params)
     raw = body.get("vfolder_id")
     async with _db(request) as db:
         managed = [a for a in await accessible(db, ctx) if a.manage]
@@ -267,9 +403,10 @@ async def list_shared(request: Request, ctx: AuthContext = Depends(auth_required
 
 
 @router.post("/_/shared")
-async def update_shared(request: Request, ctx: AuthContext = Depends(auth_required)) -> JSONResponse:
+async def update_shared(request: Request, ctx: AuthContext = Depends(auth_required),
+        params: UpdateSharedBody = Depends(body_of(UpdateSharedBody))) -> JSONResponse:
     """Change (``perm``) or remove (``perm: null``) the permission of a user sharing one of the caller's folders."""
-    body = await json_body(request)
+    body = given(params)
     if body.get("vfolder") in (None, "") or body.get("user") in (None, ""):
         raise InvalidAPIParameters("'vfolder' and 'user' (UUIDs) are required.")
     vid = parse_uuid(body["vfolder"], "vfolder")
@@ -343,18 +480,20 @@ async def delete_folder(name: str, request: Request, ctx: AuthContext = Depends(
 
 
 @router.delete("")
-async def delete_by_id(request: Request, ctx: AuthContext = Depends(auth_required)) -> Response:
+async def delete_by_id(request: Request, ctx: AuthContext = Depends(auth_required),
+        params: FolderIdBody = Depends(body_of(FolderIdBody))) -> Response:
     """``DELETE /folders {"id"}``: delete a folder by id (the SDK's ``delete_by_id``)."""
-    body = await json_body(request)
+    body = given(params)
     if body.get("id") in (None, ""):
         raise InvalidAPIParameters("'id' (the folder id) is required.")
     return await _delete_folder(request, await _find(request, ctx, str(parse_uuid(body["id"], "id"))))
 
 
 @router.post("/{name}/rename")
-async def rename(name: str, request: Request, ctx: AuthContext = Depends(auth_required)) -> JSONResponse:
+async def rename(name: str, request: Request, ctx: AuthContext = Depends(auth_required),
+        params: RenameFolderBody = Depends(body_of(RenameFolderBody))) -> JSONResponse:
     """Rename the folder (``new_name``); 201 as documented."""
-    body = await json_body(request)
+    body = given(params)
     new_name = check_folder_name(body.get("new_name"), "new_name")
     async with _db(request) as db:
         a = await find_folder(db, ctx, name)
@@ -372,9 +511,10 @@ async def rename(name: str, request: Request, ctx: AuthContext = Depends(auth_re
 
 
 @router.post("/{name}/update-options")
-async def update_options(name: str, request: Request, ctx: AuthContext = Depends(auth_required)) -> JSONResponse:
+async def update_options(name: str, request: Request, ctx: AuthContext = Depends(auth_required),
+        params: UpdateOptionsBody = Depends(body_of(UpdateOptionsBody))) -> JSONResponse:
     """Change the folder's default share ``permission`` and/or ``cloneable``."""
-    body = await json_body(request)
+    body = given(params)
     perm = check_permission(body["permission"]) if body.get("permission") is not None else None
     cloneable = parse_bool(body, "cloneable", False) if body.get("cloneable") is not None else None
     if perm is None and cloneable is None:
@@ -403,9 +543,10 @@ async def _for_files(request: Request, ctx: AuthContext, name: str, perm: str, a
 
 
 @router.get("/{name}/files")
-async def list_files(name: str, request: Request, ctx: AuthContext = Depends(auth_required)) -> JSONResponse:
+async def list_files(name: str, request: Request, ctx: AuthContext = Depends(auth_required),
+        params: ListFilesParams = Depends(body_of(ListFilesParams))) -> JSONResponse:
     """The entries of ``path`` (default: the root) as Virtual Folder File Objects."""
-    body = await json_body(request)
+    body = given(params)
     path = check_relpath(_text(body, "path", "folder_path") or "")
     a = await _for_files(request, ctx, name, "ro", "listing files")
     files, truncated = await _storage(request).list_files(a.vf.host, a.vf.id, path)
@@ -414,9 +555,10 @@ async def list_files(name: str, request: Request, ctx: AuthContext = Depends(aut
 
 
 @router.post("/{name}/request-upload")
-async def request_upload(name: str, request: Request, ctx: AuthContext = Depends(auth_required)) -> JSONResponse:
+async def request_upload(name: str, request: Request, ctx: AuthContext = Depends(auth_required),
+        params: RequestUploadBody = Depends(body_of(RequestUploadBody))) -> JSONResponse:
     """A token and URL to upload ``size`` bytes to ``path`` on the folder's storage proxy (tus protocol)."""
-    body = await json_body(request)
+    body = given(params)
     path = check_relpath(_text(body, "path"), allow_root=False)
     size = parse_int(body, "size", required=True)
     assert size is not None
@@ -427,9 +569,10 @@ async def request_upload(name: str, request: Request, ctx: AuthContext = Depends
 
 
 @router.post("/{name}/request-download")
-async def request_download(name: str, request: Request, ctx: AuthContext = Depends(auth_required)) -> JSONResponse:
+async def request_download(name: str, request: Request, ctx: AuthContext = Depends(auth_required),
+        params: RequestDownloadBody = Depends(body_of(RequestDownloadBody))) -> JSONResponse:
     """A token and URL to download ``path`` (a directory as a zip with ``archive``) from the storage proxy."""
-    body = await json_body(request)
+    body = given(params)
     path = check_relpath(_text(body, "path"))
     archive = parse_bool(body, "archive", False)
     a = await _for_files(request, ctx, name, "ro", "downloading")
@@ -439,9 +582,10 @@ async def request_download(name: str, request: Request, ctx: AuthContext = Depen
 
 
 @router.post("/{name}/mkdir")
-async def mkdir(name: str, request: Request, ctx: AuthContext = Depends(auth_required)) -> JSONResponse:
+async def mkdir(name: str, request: Request, ctx: AuthContext = Depends(auth_required),
+        params: MkdirBody = Depends(body_of(MkdirBody))) -> JSONResponse:
     """Create the directory ``path`` (or each of a list); ``parents`` (default true) and ``exist_ok``."""
-    body = await json_body(request)
+    body = given(params)
     raw = body.get("path")
     paths = [check_relpath(p, allow_root=False) for p in (raw if isinstance(raw, list) else [raw])]
     if not paths:
@@ -456,9 +600,10 @@ async def mkdir(name: str, request: Request, ctx: AuthContext = Depends(auth_req
 
 @router.delete("/{name}/delete-files")
 @router.post("/{name}/delete-files")
-async def delete_files(name: str, request: Request, ctx: AuthContext = Depends(auth_required)) -> JSONResponse:
+async def delete_files(name: str, request: Request, ctx: AuthContext = Depends(auth_required),
+        params: DeleteFilesBody = Depends(body_of(DeleteFilesBody))) -> JSONResponse:
     """Delete ``files`` (directories need ``recursive``)."""
-    body = await json_body(request)
+    body = given(params)
     files = [check_relpath(p, "files", allow_root=False) for p in parse_str_list(body, "files")]
     if not files:
         raise InvalidAPIParameters("'files' (a list of paths) is required.")
@@ -469,9 +614,10 @@ async def delete_files(name: str, request: Request, ctx: AuthContext = Depends(a
 
 
 @router.post("/{name}/rename-file")
-async def rename_file(name: str, request: Request, ctx: AuthContext = Depends(auth_required)) -> JSONResponse:
+async def rename_file(name: str, request: Request, ctx: AuthContext = Depends(auth_required),
+        params: RenameFileBody = Depends(body_of(RenameFileBody))) -> JSONResponse:
     """Rename ``target_path`` to ``new_name`` (a name in the same directory)."""
-    body = await json_body(request)
+    body = given(params)
     target = check_relpath(_text(body, "target_path"), "target_path", allow_root=False)
     new_name = check_file_name(_text(body, "new_name"))
     a = await _for_files(request, ctx, name, "rw", "renaming files")
@@ -480,9 +626,10 @@ async def rename_file(name: str, request: Request, ctx: AuthContext = Depends(au
 
 
 @router.post("/{name}/move-file")
-async def move_file(name: str, request: Request, ctx: AuthContext = Depends(auth_required)) -> JSONResponse:
+async def move_file(name: str, request: Request, ctx: AuthContext = Depends(auth_required),
+        params: MoveFileBody = Depends(body_of(MoveFileBody))) -> JSONResponse:
     """Move ``src`` to ``dst`` inside the folder."""
-    body = await json_body(request)
+    body = given(params)
     src = check_relpath(_text(body, "src", "src_path"), "src", allow_root=False)
     dst = check_relpath(_text(body, "dst", "dst_path"), "dst", allow_root=False)
     a = await _for_files(request, ctx, name, "rw", "moving files")
@@ -510,10 +657,11 @@ async def _users_by_email(db: AsyncSession, emails: list[str]) -> dict[str, User
 
 
 @router.post("/{name}/invite")
-async def invite(name: str, request: Request, ctx: AuthContext = Depends(auth_required)) -> JSONResponse:
+async def invite(name: str, request: Request, ctx: AuthContext = Depends(auth_required),
+        params: InviteBody = Depends(body_of(InviteBody))) -> JSONResponse:
     """Invite users (``emails``) to the caller's user folder with ``perm``; users already invited or sharing it
     are skipped."""
-    body = await json_body(request)
+    body = given(params)
     perm = check_permission(body.get("perm", body.get("permission")), "perm", default="rw")
     emails = parse_str_list(body, "emails", "user_ids")
     if not emails:
@@ -574,9 +722,10 @@ def _inv_id(body: dict[str, Any], given: str | None = None) -> uuid.UUID:
 
 
 @router.post("/invitations/accept")
-async def accept_invitation(request: Request, ctx: AuthContext = Depends(auth_required)) -> JSONResponse:
+async def accept_invitation(request: Request, ctx: AuthContext = Depends(auth_required),
+        params: InvitationRefBody = Depends(body_of(InvitationRefBody))) -> JSONResponse:
     """Accept an invitation: the caller gains its permission on the folder."""
-    body = await json_body(request)
+    body = given(params)
     inv_id = _inv_id(body)
     async with _db(request) as db:
         inv = await db.get(VFolderInvitation, inv_id)
@@ -599,9 +748,10 @@ async def accept_invitation(request: Request, ctx: AuthContext = Depends(auth_re
 
 @router.delete("/invitations/delete")
 @router.post("/invitations/delete")
-async def delete_invitation(request: Request, ctx: AuthContext = Depends(auth_required)) -> JSONResponse:
+async def delete_invitation(request: Request, ctx: AuthContext = Depends(auth_required),
+        params: InvitationRefBody = Depends(body_of(InvitationRefBody))) -> JSONResponse:
     """Reject an invitation to the caller, or cancel one the caller sent."""
-    body = await json_body(request)
+    body = given(params)
     inv_id = _inv_id(body)
     async with _db(request) as db:
         inv = await db.get(VFolderInvitation, inv_id)
@@ -616,9 +766,10 @@ async def delete_invitation(request: Request, ctx: AuthContext = Depends(auth_re
 
 @router.post("/invitations/update/{inv_id}")
 async def update_invitation(inv_id: str, request: Request,
-                            ctx: AuthContext = Depends(auth_required)) -> JSONResponse:
+                            ctx: AuthContext = Depends(auth_required),
+        params: UpdateInvitationBody = Depends(body_of(UpdateInvitationBody))) -> JSONResponse:
     """Change the permission (``perm``) of a pending invitation the caller sent."""
-    body = await json_body(request)
+    body = given(params)
     iid = _inv_id(body, inv_id)
     if body.get("perm", body.get("permission")) is None:
         raise InvalidAPIParameters("'perm' (the new permission) is required.")
@@ -662,9 +813,10 @@ async def _group_folder(db: AsyncSession, ctx: AuthContext, name: str, action: s
 
 
 @router.post("/{name}/share")
-async def share(name: str, request: Request, ctx: AuthContext = Depends(auth_required)) -> JSONResponse:
+async def share(name: str, request: Request, ctx: AuthContext = Depends(auth_required),
+        params: ShareBody = Depends(body_of(ShareBody))) -> JSONResponse:
     """Give members of the folder's group (``emails``) a ``permission`` that overrides the folder's default."""
-    body = await json_body(request)
+    body = given(params)
     if body.get("permission", body.get("perm")) is None:
         raise InvalidAPIParameters("'permission' is required.")
     perm = check_permission(body.get("permission", body.get("perm")))
@@ -691,9 +843,10 @@ async def share(name: str, request: Request, ctx: AuthContext = Depends(auth_req
 
 @router.delete("/{name}/unshare")
 @router.post("/{name}/unshare")
-async def unshare(name: str, request: Request, ctx: AuthContext = Depends(auth_required)) -> JSONResponse:
+async def unshare(name: str, request: Request, ctx: AuthContext = Depends(auth_required),
+        params: UnshareBody = Depends(body_of(UnshareBody))) -> JSONResponse:
     """Remove the overriding permissions of ``emails`` (they fall back to the folder's default)."""
-    body = await json_body(request)
+    body = given(params)
     emails = parse_str_list(body, "emails")
     if not emails:
         raise InvalidAPIParameters("'emails' is required.")
@@ -713,10 +866,11 @@ async def unshare(name: str, request: Request, ctx: AuthContext = Depends(auth_r
 
 
 @router.post("/{name}/clone")
-async def clone(name: str, request: Request, ctx: AuthContext = Depends(auth_required)) -> JSONResponse:
+async def clone(name: str, request: Request, ctx: AuthContext = Depends(auth_required),
+        params: CloneBody = Depends(body_of(CloneBody))) -> JSONResponse:
     """Clone a cloneable folder into a new user folder of the caller; the copy runs as a background task
     (``bgtask_id``; the new folder is ``cloning`` until it is done)."""
-    body = await json_body(request)
+    body = given(params)
     target_name = check_folder_name(body.get("target_name"), "target_name")
     usage_mode = check_usage_mode(body.get("usage_mode"))
     permission = check_permission(body.get("permission"), default="rw")
