@@ -235,12 +235,11 @@ def alias_image(config_path: str | None, alias: str, target: str) -> None:
     """Make ALIAS point to the registered image TARGET (a reference or another alias)."""
     from ai.backend.common.problems import Conflict
 
-    from .api.gql.images import _check_alias
-    from .images import resolve_image
+    from .images import check_alias, resolve_image
     from .models import Image, ImageAlias
 
     async def _do(db: Any) -> str:
-        _check_alias(alias)
+        check_alias(alias)
         row = await resolve_image(db, target)
         existing = await db.get(ImageAlias, alias)
         if existing is not None:

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ai.backend.common.problems import ImageNotFound
+from ai.backend.common.problems import ImageNotFound, InvalidAPIParameters
 from ai.backend.common.types import ResourceSlot, SlotTypeError
 
 from .models import Image, ImageAlias
@@ -137,6 +137,13 @@ async def resolve_image(db: AsyncSession, ref: str) -> Image:
         hint = f" Known aliases: {', '.join(sorted(known))}." if known else " No images are registered yet."
         raise ImageNotFound(f"Unknown image {ref!r}.{hint}")
     return row
+
+
+def check_alias(alias: str) -> str:
+    """An image alias: 1–256 characters without spaces, or a 400."""
+    if not alias or len(alias) > 256 or any(c.isspace() for c in alias):
+        raise InvalidAPIParameters(f"Alias {alias!r} is not valid: use 1–256 characters without spaces.")
+    return alias
 
 
 def registry_of(reference: str) -> str:

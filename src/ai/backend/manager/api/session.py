@@ -170,9 +170,10 @@ def session_info(
     }
 
 
-async def _find(
+async def requested_session(
     reg: SessionRegistry, ctx: AuthContext, ref: str, request: Request, *, alive_only: bool = False
 ) -> SessionRow:
+    """The session ``ref`` names, owned by the caller or by the ``owner_access_key`` the request gives."""
     owner = await reg.resolve_owner(ctx, request.query_params.get("owner_access_key"))
     async with reg.db() as db:
         return await reg.find_session(db, ref, owner, alive_only=alive_only)
@@ -245,7 +246,7 @@ async def status_history(
     ref: str, request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
 ) -> dict[str, Any]:
     """When the session entered each status: ``{"result": {S.PENDING: iso-time, ...}}``."""
-    session = await _find(reg, ctx, ref, request)
+    session = await requested_session(reg, ctx, ref, request)
     return {"result": session.status_history or {}}
 
 
@@ -254,7 +255,7 @@ async def destroy(
     ref: str, request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
 ) -> dict[str, Any]:
     """Destroy a session; answers the kernel's last stats."""
-    session = await _find(reg, ctx, ref, request)
+    session = await requested_session(reg, ctx, ref, request)
     if session.status in ENDED_CLEANLY:
         raise SessionNotFound(f"Session {ref!r} is already {session.status.lower()}.")
     stats = await reg.destroy(session)
@@ -279,7 +280,7 @@ async def restart(
     ref: str, request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
 ) -> Response:
     """Restart the session's kernel: globals are reset, files in the working directory stay."""
-    session = await _find(reg, ctx, ref, request)
+    session = await requested_session(reg, ctx, ref, request)
     await reg.restart(session)
     return Response(status_code=204)
 
@@ -309,7 +310,7 @@ async def execute(
 async def interrupt(
     ref: str, request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry)
 ) -> Response:
-    session = await _find(reg, ctx, ref, request)
+    session = await requested_session(reg, ctx, ref, request)
     await reg.kernel_call(session, "POST", "/interrupt")
     return Response(status_code=204)
 
@@ -320,7 +321,7 @@ async def complete(
     body: CompleteBody = Depends(body_of(CompleteBody)),
 ) -> dict[str, Any]:
     code, opts = body.code, body.options
-    session = await _find(reg, ctx, ref, request)
+    session = await requested_session(reg, ctx, ref, request)
     res = await reg.kernel_call(session, "POST", "/complete", json={"code": code, "opts": opts})
     return {"result": cap_completions(res.get("result"))}
 

@@ -27,7 +27,7 @@ from ..registry import SessionNotRunning, SessionRegistry
 from ..sessions.status import SessionStatus as S
 from .bodies import DocumentedRoute, Field, LaterStr, RawParams, body_of, given
 from .deps import auth_required, json_body, registry
-from .session import _find
+from .session import requested_session
 
 router = APIRouter(route_class=DocumentedRoute)
 
@@ -207,7 +207,7 @@ async def upload(
     reg: SessionRegistry = Depends(registry),
 ) -> Response:
     """Write the uploaded files under the session's /home/work (204); nothing is written on a 4xx answer."""
-    session = await _find(reg, ctx, ref, request)
+    session = await requested_session(reg, ctx, ref, request)
     _require_running(session)
     body = await request.body()
     if len(body) > UPLOAD_BODY_LIMIT:
@@ -240,7 +240,7 @@ async def list_files(
     params = given(given_params)
     raw = params.get("path")
     rel = session_relpath(WORKDIR if raw is None else raw)
-    session = await _find(reg, ctx, ref, request)
+    session = await requested_session(reg, ctx, ref, request)
     _require_running(session)
     res = await reg.kernel_call(session, "POST", "/list-files", json={"path": rel})
     return {"files": json.dumps(res.get("files", [])), "folder_path": res.get("folder_path"),
@@ -262,7 +262,7 @@ async def download(
     if len(raw) > MAX_DOWNLOAD_FILES:
         raise InvalidAPIParameters(f"At most {MAX_DOWNLOAD_FILES} files can be downloaded at once; got {len(raw)}.")
     rels = [session_relpath(f, what="file path") for f in raw]
-    session = await _find(reg, ctx, ref, request)
+    session = await requested_session(reg, ctx, ref, request)
     _require_running(session)
     parts: list[tuple[str, bytes]] = []
     total = 0

@@ -37,8 +37,9 @@ from ai.backend.common.problems import (
 from ...auth import AuthContext
 from ...config import ManagerConfig
 from ..deps import auth_required, json_body, manager_context
-from .base import GQLContext
+from .context import GQLContext
 from .cost import CostGate, InFlight
+from .scalars import SCALARS
 from .variable_types import VariableTypeNormalizer
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,6 @@ def _collect() -> tuple[list[type], list[type]]:
     queries: list[type] = []
     mutations: list[type] = []
     for mod in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if mod.name == "base":
-            continue
         module = importlib.import_module(f"{__name__}.{mod.name}")
         if hasattr(module, "Query"):
             queries.append(module.Query)
@@ -81,7 +80,7 @@ def build_schema(*, allow_introspection: bool = False) -> strawberry.Schema:
     return _Schema(
         query=merge_types("Query", tuple(queries)),
         mutation=merge_types("Mutation", tuple(mutations)) if mutations else None,
-        config=StrawberryConfig(auto_camel_case=False),
+        config=StrawberryConfig(auto_camel_case=False, scalar_map=SCALARS),
         extensions=extensions,
     )
 

@@ -23,17 +23,11 @@ from strawberry.types import Info
 from ...agents.status import AgentStatus
 from ...models import Agent as AgentRow
 from ...models import Kernel, SessionRow
-from .base import (
-    MONITOR,
-    SUPERADMIN,
-    GQLContext,
-    JSONString,
-    check_page,
-    context,
-    filter_clause,
-    order_clauses,
-    require_roles,
-)
+from .context import GQLContext, context
+from .filters import filter_clause
+from .pagination import check_page, order_clauses
+from .permissions import MONITOR, SUPERADMIN, require_roles
+from .scalars import JSONString
 from .sessions import KERNEL_STATUSES, ComputeContainer, container_to_gql, parse_statuses
 
 AGENT_STATUSES = tuple(AgentStatus)
@@ -65,17 +59,17 @@ class Agent:
     region: str | None
     scaling_group: str
     schedulable: bool
-    available_slots: JSONString  # type: ignore[valid-type]
-    occupied_slots: JSONString  # type: ignore[valid-type]
+    available_slots: JSONString
+    occupied_slots: JSONString
     addr: str
     architecture: str
     first_contact: datetime | None
     lost_at: datetime | None
     last_heartbeat: datetime | None
-    live_stat: JSONString | None  # type: ignore[valid-type]
-    hardware_metadata: JSONString | None  # type: ignore[valid-type]
+    live_stat: JSONString | None
+    hardware_metadata: JSONString | None
     version: str | None
-    compute_plugins: JSONString  # type: ignore[valid-type]
+    compute_plugins: JSONString
     mem_slots: int
     cpu_slots: float
     gpu_slots: float

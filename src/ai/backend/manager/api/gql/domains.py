@@ -16,20 +16,11 @@ from ai.backend.common.problems import Conflict, Forbidden, InvalidAPIParameters
 
 from ...models import Domain as DomainRow
 from ...models import SessionRow, sgroups_for_domains
-from .base import (
-    MONITOR,
-    SUPERADMIN,
-    JSONString,
-    check_slug,
-    check_str_list,
-    commit_or_conflict,
-    context,
-    parse_slots,
-    require_roles,
-    require_superadmin,
-    result_type,
-    updates_from,
-)
+from .context import context
+from .inputs import check_slug, check_str_list, parse_slots, updates_from
+from .mutations import Payload, commit_or_conflict
+from .permissions import MONITOR, SUPERADMIN, require_roles, require_superadmin
+from .scalars import JSONString
 
 
 @strawberry.type
@@ -39,7 +30,7 @@ class Domain:
     is_active: bool
     created_at: datetime
     modified_at: datetime | None
-    total_resource_slots: JSONString  # type: ignore[valid-type]
+    total_resource_slots: JSONString
     allowed_vfolder_hosts: list[str]
     allowed_docker_registries: list[str]
     integration_id: str | None
@@ -97,7 +88,7 @@ class Query:
 class DomainInput:
     description: str | None = ""
     is_active: bool | None = True
-    total_resource_slots: JSONString | None = strawberry.UNSET  # type: ignore[valid-type]
+    total_resource_slots: JSONString | None = strawberry.UNSET
     allowed_vfolder_hosts: list[str] | None = strawberry.UNSET
     allowed_docker_registries: list[str] | None = strawberry.UNSET
     integration_id: str | None = None
@@ -108,15 +99,26 @@ class ModifyDomainInput:
     name: str | None = strawberry.UNSET
     description: str | None = strawberry.UNSET
     is_active: bool | None = strawberry.UNSET
-    total_resource_slots: JSONString | None = strawberry.UNSET  # type: ignore[valid-type]
+    total_resource_slots: JSONString | None = strawberry.UNSET
     allowed_vfolder_hosts: list[str] | None = strawberry.UNSET
     allowed_docker_registries: list[str] | None = strawberry.UNSET
     integration_id: str | None = strawberry.UNSET
 
 
-CreateDomain = result_type("CreateDomain", {"domain": Domain | None})
-ModifyDomain = result_type("ModifyDomain", {"domain": Domain | None})
-DeleteDomain = result_type("DeleteDomain")
+@strawberry.type
+class CreateDomain(Payload):
+    domain: Domain | None = None
+
+
+@strawberry.type
+class ModifyDomain(Payload):
+    domain: Domain | None = None
+
+
+@strawberry.type
+class DeleteDomain(Payload):
+    pass
+
 
 _MODIFIABLE = ("name", "description", "is_active", "total_resource_slots", "allowed_vfolder_hosts",
                "allowed_docker_registries", "integration_id")
@@ -137,7 +139,7 @@ def _clean(values: dict[str, object]) -> dict[str, object]:
 @strawberry.type
 class Mutation:
     @strawberry.mutation
-    async def create_domain(self, info: Info, name: str, props: DomainInput) -> CreateDomain:  # type: ignore[valid-type]
+    async def create_domain(self, info: Info, name: str, props: DomainInput) -> CreateDomain:
         ctx = context(info)
         require_superadmin(ctx, "Creating a domain")
         values = _clean(updates_from(props, _MODIFIABLE))
@@ -151,7 +153,7 @@ class Mutation:
         return CreateDomain(ok=True, msg="success", domain=created[0])
 
     @strawberry.mutation
-    async def modify_domain(self, info: Info, name: str, props: ModifyDomainInput) -> ModifyDomain:  # type: ignore[valid-type]
+    async def modify_domain(self, info: Info, name: str, props: ModifyDomainInput) -> ModifyDomain:
         ctx = context(info)
         require_superadmin(ctx, "Modifying a domain")
         values = _clean(updates_from(props, _MODIFIABLE))
@@ -177,7 +179,7 @@ class Mutation:
         return ModifyDomain(ok=True, msg="success", domain=found[0])
 
     @strawberry.mutation(description="Deactivate a domain (a soft delete; its data stays).")
-    async def delete_domain(self, info: Info, name: str) -> DeleteDomain:  # type: ignore[valid-type]
+    async def delete_domain(self, info: Info, name: str) -> DeleteDomain:
         ctx = context(info)
         require_superadmin(ctx, "Deleting a domain")
         if name == ctx.auth.domain_name:

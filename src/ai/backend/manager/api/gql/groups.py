@@ -15,28 +15,16 @@ from strawberry.types import Info
 
 from ai.backend.common.problems import Conflict, Forbidden, InvalidAPIParameters, NotFound
 
+from ...accounts import check_choice
 from ...models import Domain as DomainRow
 from ...models import Group as GroupRow
 from ...models import User as UserRow
 from ...models import group_members, sgroups_for_groups
-from .base import (
-    ADMIN,
-    MONITOR,
-    SUPERADMIN,
-    GQLContext,
-    JSONString,
-    check_choice,
-    check_slug,
-    check_str_list,
-    check_uuid,
-    commit_or_conflict,
-    context,
-    parse_slots,
-    require_roles,
-    result_type,
-    scoped_domain,
-    updates_from,
-)
+from .context import GQLContext, context
+from .inputs import check_slug, check_str_list, check_uuid, parse_slots, updates_from
+from .mutations import Payload, commit_or_conflict
+from .permissions import ADMIN, MONITOR, SUPERADMIN, require_roles, scoped_domain
+from .scalars import JSONString
 
 
 @strawberry.type
@@ -48,7 +36,7 @@ class Group:
     created_at: datetime
     modified_at: datetime | None
     domain_name: str
-    total_resource_slots: JSONString  # type: ignore[valid-type]
+    total_resource_slots: JSONString
     allowed_vfolder_hosts: list[str]
     integration_id: str | None
     scaling_groups: list[str]
@@ -135,7 +123,7 @@ class GroupInput:
     domain_name: str
     description: str | None = ""
     is_active: bool | None = True
-    total_resource_slots: JSONString | None = strawberry.UNSET  # type: ignore[valid-type]
+    total_resource_slots: JSONString | None = strawberry.UNSET
     allowed_vfolder_hosts: list[str] | None = strawberry.UNSET
     integration_id: str | None = None
 
@@ -146,16 +134,27 @@ class ModifyGroupInput:
     description: str | None = strawberry.UNSET
     is_active: bool | None = strawberry.UNSET
     domain_name: str | None = strawberry.UNSET
-    total_resource_slots: JSONString | None = strawberry.UNSET  # type: ignore[valid-type]
+    total_resource_slots: JSONString | None = strawberry.UNSET
     user_update_mode: str | None = strawberry.UNSET
     user_uuids: list[str] | None = strawberry.UNSET
     allowed_vfolder_hosts: list[str] | None = strawberry.UNSET
     integration_id: str | None = strawberry.UNSET
 
 
-CreateGroup = result_type("CreateGroup", {"group": Group | None})
-ModifyGroup = result_type("ModifyGroup", {"group": Group | None})
-DeleteGroup = result_type("DeleteGroup")
+@strawberry.type
+class CreateGroup(Payload):
+    group: Group | None = None
+
+
+@strawberry.type
+class ModifyGroup(Payload):
+    group: Group | None = None
+
+
+@strawberry.type
+class DeleteGroup(Payload):
+    pass
+
 
 _FIELDS = ("name", "description", "is_active", "domain_name", "total_resource_slots", "allowed_vfolder_hosts",
            "integration_id")
@@ -196,7 +195,7 @@ async def _find_group(db: AsyncSession, ctx: GQLContext, gid: uuid.UUID | None, 
 @strawberry.type
 class Mutation:
     @strawberry.mutation
-    async def create_group(self, info: Info, name: str, props: GroupInput) -> CreateGroup:  # type: ignore[valid-type]
+    async def create_group(self, info: Info, name: str, props: GroupInput) -> CreateGroup:
         ctx = context(info)
         _check_domain_admin(ctx, props.domain_name, "Creating a group")
         values = _clean(updates_from(props, _FIELDS))
@@ -218,7 +217,7 @@ class Mutation:
 
     @strawberry.mutation(description="Modify a group named by gid (or by name within props.domain_name).")
     async def modify_group(self, info: Info, props: ModifyGroupInput, gid: uuid.UUID | None = None,
-                           name: str | None = None) -> ModifyGroup:  # type: ignore[valid-type]
+                           name: str | None = None) -> ModifyGroup:
         ctx = context(info)
         require_roles(ctx, (SUPERADMIN, ADMIN), "Modifying a group")
         values = _clean(updates_from(props, _FIELDS))
@@ -258,7 +257,7 @@ class Mutation:
 
     @strawberry.mutation(description="Deactivate a group (a soft delete; memberships and data stay).")
     async def delete_group(self, info: Info, gid: uuid.UUID | None = None, name: str | None = None,
-                           domain_name: str | None = None) -> DeleteGroup:  # type: ignore[valid-type]
+                           domain_name: str | None = None) -> DeleteGroup:
         ctx = context(info)
         require_roles(ctx, (SUPERADMIN, ADMIN), "Deleting a group")
         async with ctx.db() as db:

@@ -32,10 +32,13 @@ from ai.backend.common.types import ResourceSlot, SlotTypeError
 
 from ...bgtask import ProgressReporter
 from ...docker_registry import rescan_registry
-from ...images import LABEL_MAX_PREFIX, image_min_slots, register_images, resolve_image
+from ...images import LABEL_MAX_PREFIX, check_alias, image_min_slots, register_images, resolve_image
 from ...models import Agent, ImageAlias
 from ...models import Image as ImageRow
-from .base import SUPERADMIN, BigInt, GQLContext, commit_or_conflict, context, require_superadmin, result_type
+from .context import GQLContext, context
+from .mutations import Payload, commit_or_conflict
+from .permissions import SUPERADMIN, require_superadmin
+from .scalars import BigInt
 
 REGISTRY = "local"
 
@@ -64,7 +67,7 @@ class Image:
     digest: str
     labels: list[KVPair]
     aliases: list[str]
-    size_bytes: BigInt  # type: ignore[valid-type]
+    size_bytes: BigInt
     resource_limits: list[ResourceLimit]
     supported_accelerators: list[str]
     installed: bool
@@ -119,15 +122,37 @@ async def _load(ctx: GQLContext, db: AsyncSession, rows: Sequence[ImageRow]) -> 
     return [_to_gql(r, aliases[r.name], inv.agents_having(r.name, alive), show) for r in rows]
 
 
-RescanImages = result_type("RescanImages", {"task_id": str | None})
-PreloadImage = result_type("PreloadImage", {"task_id": str | None})
-UnloadImage = result_type("UnloadImage", {"task_id": str | None})
-ForgetImage = result_type("ForgetImage")
-AliasImage = result_type("AliasImage")
-DealiasImage = result_type("DealiasImage")
+@strawberry.type
+class RescanImages(Payload):
+    task_id: str | None = None
 
 
-async def _rescan_docker_registry(ctx: GQLContext, name: str) -> RescanImages:  # type: ignore[valid-type]
+@strawberry.type
+class PreloadImage(Payload):
+    task_id: str | None = None
+
+
+@strawberry.type
+class UnloadImage(Payload):
+    task_id: str | None = None
+
+
+@strawberry.type
+class ForgetImage(Payload):
+    pass
+
+
+@strawberry.type
+class AliasImage(Payload):
+    pass
+
+
+@strawberry.type
+class DealiasImage(Payload):
+    pass
+
+
+async def _rescan_docker_registry(ctx: GQLContext, name: str) -> RescanImages:
     """Start a background task that registers the kernel images of the configured registry ``name``."""
     cfg = ctx.state.config.docker_registries.get(name)
     if cfg is None:
@@ -175,19 +200,13 @@ class Query:
         return items
 
 
-def _check_alias(alias: str) -> str:
-    if not alias or len(alias) > 256 or any(c.isspace() for c in alias):
-        raise InvalidAPIParameters(f"Alias {alias!r} is not valid: use 1–256 characters without spaces.")
-    return alias
-
-
 @strawberry.type
 class Mutation:
     @strawberry.mutation(description="Make alias point to the image target (superadmin only).")
-    async def alias_image(self, info: Info, alias: str, target: str) -> AliasImage:  # type: ignore[valid-type]
+    async def alias_image(self, info: Info, alias: str, target: str) -> AliasImage:
         ctx = context(info)
         require_superadmin(ctx, "Aliasing an image")
-        _check_alias(alias)
+        check_alias(alias)
         async with ctx.db() as db:
             image = await resolve_image(db, target)
             existing = await db.get(ImageAlias, alias)
@@ -200,7 +219,7 @@ class Mutation:
         return AliasImage(ok=True, msg="success")
 
     @strawberry.mutation(description="Remove an image alias (superadmin only).")
-    async def dealias_image(self, info: Info, alias: str) -> DealiasImage:  # type: ignore[valid-type]
+    async def dealias_image(self, info: Info, alias: str) -> DealiasImage:
         ctx = context(info)
         require_superadmin(ctx, "Removing an image alias")
         async with ctx.db() as db:
@@ -212,7 +231,7 @@ class Mutation:
         return DealiasImage(ok=True, msg="success")
 
     @strawberry.mutation(description="Re-register the images the alive agents reported last (a background task).")
-    async def rescan_images(self, info: Info, registry: str | None = None) -> RescanImages:  # type: ignore[valid-type]
+    async def rescan_images(self, info: Info, registry: str | None = None) -> RescanImages:
         ctx = context(info)
         require_superadmin(ctx, "Rescanning images")
         if registry not in (None, "", REGISTRY):
@@ -242,7 +261,7 @@ class Mutation:
     @strawberry.mutation(description="Not supported: images are imported on each agent host.")
     async def preload_image(
         self, info: Info, reference: str, target_agents: str
-    ) -> PreloadImage:  # type: ignore[valid-type]
+    ) -> PreloadImage:
         require_superadmin(context(info), "Preloading an image")
         raise InvalidAPIParameters("preload_image is not supported by this server: there is no image registry to "
                                    "pull from; build or import the image on the agent host instead.")
@@ -250,13 +269,13 @@ class Mutation:
     @strawberry.mutation(description="Not supported: images are removed on each agent host.")
     async def unload_image(
         self, info: Info, reference: str, target_agents: str
-    ) -> UnloadImage:  # type: ignore[valid-type]
+    ) -> UnloadImage:
         require_superadmin(context(info), "Unloading an image")
         raise InvalidAPIParameters("unload_image is not supported by this server: remove the image on the agent "
                                    "host (docker rmi) instead.")
 
     @strawberry.mutation(description="Forget an image that no alive agent has any more (superadmin only).")
-    async def forget_image(self, info: Info, reference: str) -> ForgetImage:  # type: ignore[valid-type]
+    async def forget_image(self, info: Info, reference: str) -> ForgetImage:
         ctx = context(info)
         require_superadmin(ctx, "Forgetting an image")
         async with ctx.db() as db:

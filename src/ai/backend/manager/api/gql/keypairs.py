@@ -24,26 +24,13 @@ from ...models import KeyPairResourcePolicy, SessionRow
 from ...models import User as UserRow
 from ...models.vfolders import VFolder as VFolderRow
 from ...sessions.status import ACTIVE
-from .base import (
-    ADMIN,
-    MONITOR,
-    SUPERADMIN,
-    GQLContext,
-    check_nonneg,
-    check_page,
-    commit_or_conflict,
-    context,
-    filter_clause,
-    order_clauses,
-    require_roles,
-    require_superadmin,
-    result_type,
-    scoped_domain,
-    updates_from,
-)
-from .vfolders import VirtualFolder
-from .vfolders import _query as folder_query
-from .vfolders import _to_gql as folder_to_gql
+from .context import GQLContext, context
+from .filters import filter_clause
+from .inputs import check_nonneg, updates_from
+from .mutations import Payload, commit_or_conflict
+from .pagination import check_page, order_clauses
+from .permissions import ADMIN, MONITOR, SUPERADMIN, require_roles, require_superadmin, scoped_domain
+from .vfolders import VirtualFolder, folder_query, folder_to_gql
 
 
 @strawberry.type
@@ -230,9 +217,19 @@ class ModifyKeyPairInput:
     rate_limit: int | None = strawberry.UNSET
 
 
-CreateKeyPair = result_type("CreateKeyPair", {"keypair": KeyPair | None})
-ModifyKeyPair = result_type("ModifyKeyPair", {"keypair": KeyPair | None})
-DeleteKeyPair = result_type("DeleteKeyPair")
+@strawberry.type
+class CreateKeyPair(Payload):
+    keypair: KeyPair | None = None
+
+
+@strawberry.type
+class ModifyKeyPair(Payload):
+    keypair: KeyPair | None = None
+
+
+@strawberry.type
+class DeleteKeyPair(Payload):
+    pass
 
 
 async def _check_policy(db: AsyncSession, name: str) -> str:
@@ -244,7 +241,7 @@ async def _check_policy(db: AsyncSession, name: str) -> str:
 @strawberry.type
 class Mutation:
     @strawberry.mutation(description="Create a keypair for the user with e-mail user_id (superadmin only).")
-    async def create_keypair(self, info: Info, user_id: str, props: KeyPairInput) -> CreateKeyPair:  # type: ignore[valid-type]
+    async def create_keypair(self, info: Info, user_id: str, props: KeyPairInput) -> CreateKeyPair:
         ctx = context(info)
         require_superadmin(ctx, "Creating a keypair")
         async with ctx.db() as db:
@@ -262,7 +259,7 @@ class Mutation:
         return CreateKeyPair(ok=True, msg="success", keypair=created[0])
 
     @strawberry.mutation(description="Modify a keypair (superadmin only); deactivation applies at once.")
-    async def modify_keypair(self, info: Info, access_key: str, props: ModifyKeyPairInput) -> ModifyKeyPair:  # type: ignore[valid-type]
+    async def modify_keypair(self, info: Info, access_key: str, props: ModifyKeyPairInput) -> ModifyKeyPair:
         ctx = context(info)
         require_superadmin(ctx, "Modifying a keypair")
         values = updates_from(props, ("is_active", "is_admin", "resource_policy", "rate_limit"))
@@ -285,7 +282,7 @@ class Mutation:
         return ModifyKeyPair(ok=True, msg="success", keypair=found[0])
 
     @strawberry.mutation(description="Delete a keypair that has never run sessions (superadmin only).")
-    async def delete_keypair(self, info: Info, access_key: str) -> DeleteKeyPair:  # type: ignore[valid-type]
+    async def delete_keypair(self, info: Info, access_key: str) -> DeleteKeyPair:
         ctx = context(info)
         require_superadmin(ctx, "Deleting a keypair")
         if access_key == ctx.auth.access_key:

@@ -13,26 +13,14 @@ from strawberry.types import Info
 
 from ai.backend.common.problems import Conflict, Forbidden, InvalidAPIParameters, NotFound
 
+from ...accounts import check_choice
 from ...models import KeyPair as KeyPairRow
 from ...models import KeyPairResourcePolicy as PolicyRow
-from .base import (
-    ADMIN,
-    MONITOR,
-    SUPERADMIN,
-    BigInt,
-    GQLContext,
-    JSONString,
-    check_choice,
-    check_nonneg,
-    check_slug,
-    check_str_list,
-    commit_or_conflict,
-    context,
-    parse_slots,
-    require_superadmin,
-    result_type,
-    updates_from,
-)
+from .context import GQLContext, context
+from .inputs import check_nonneg, check_slug, check_str_list, parse_slots, updates_from
+from .mutations import Payload, commit_or_conflict
+from .permissions import ADMIN, MONITOR, SUPERADMIN, require_superadmin
+from .scalars import BigInt, JSONString
 
 DEFAULT_FOR_UNSPECIFIED = ("LIMITED", "UNLIMITED")
 
@@ -42,13 +30,13 @@ class KeyPairResourcePolicy:
     name: str
     created_at: datetime
     default_for_unspecified: str
-    total_resource_slots: JSONString  # type: ignore[valid-type]
+    total_resource_slots: JSONString
     max_session_lifetime: int
     max_concurrent_sessions: int
     max_containers_per_session: int
-    idle_timeout: BigInt  # type: ignore[valid-type]
+    idle_timeout: BigInt
     max_vfolder_count: int
-    max_vfolder_size: BigInt  # type: ignore[valid-type]
+    max_vfolder_size: BigInt
     allowed_vfolder_hosts: list[str]
 
 
@@ -98,12 +86,12 @@ class Query:
 @strawberry.input
 class CreateKeyPairResourcePolicyInput:
     default_for_unspecified: str
-    total_resource_slots: JSONString  # type: ignore[valid-type]
+    total_resource_slots: JSONString
     max_concurrent_sessions: int
     max_containers_per_session: int
-    idle_timeout: BigInt  # type: ignore[valid-type]
+    idle_timeout: BigInt
     max_vfolder_count: int
-    max_vfolder_size: BigInt  # type: ignore[valid-type]
+    max_vfolder_size: BigInt
     allowed_vfolder_hosts: list[str] | None = None
     max_session_lifetime: int | None = 0
 
@@ -111,21 +99,30 @@ class CreateKeyPairResourcePolicyInput:
 @strawberry.input
 class ModifyKeyPairResourcePolicyInput:
     default_for_unspecified: str | None = strawberry.UNSET
-    total_resource_slots: JSONString | None = strawberry.UNSET  # type: ignore[valid-type]
+    total_resource_slots: JSONString | None = strawberry.UNSET
     max_concurrent_sessions: int | None = strawberry.UNSET
     max_containers_per_session: int | None = strawberry.UNSET
-    idle_timeout: BigInt | None = strawberry.UNSET  # type: ignore[valid-type]
+    idle_timeout: BigInt | None = strawberry.UNSET
     max_vfolder_count: int | None = strawberry.UNSET
-    max_vfolder_size: BigInt | None = strawberry.UNSET  # type: ignore[valid-type]
+    max_vfolder_size: BigInt | None = strawberry.UNSET
     allowed_vfolder_hosts: list[str] | None = strawberry.UNSET
     max_session_lifetime: int | None = strawberry.UNSET
 
 
-CreateKeyPairResourcePolicy = result_type("CreateKeyPairResourcePolicy",
-                                          {"resource_policy": KeyPairResourcePolicy | None})
-ModifyKeyPairResourcePolicy = result_type("ModifyKeyPairResourcePolicy",
-                                          {"resource_policy": KeyPairResourcePolicy | None})
-DeleteKeyPairResourcePolicy = result_type("DeleteKeyPairResourcePolicy")
+@strawberry.type
+class CreateKeyPairResourcePolicy(Payload):
+    resource_policy: KeyPairResourcePolicy | None = None
+
+
+@strawberry.type
+class ModifyKeyPairResourcePolicy(Payload):
+    resource_policy: KeyPairResourcePolicy | None = None
+
+
+@strawberry.type
+class DeleteKeyPairResourcePolicy(Payload):
+    pass
+
 
 _FIELDS = ("default_for_unspecified", "total_resource_slots", "max_concurrent_sessions",
            "max_containers_per_session", "idle_timeout", "max_vfolder_count", "max_vfolder_size",
@@ -156,7 +153,7 @@ class Mutation:
     @strawberry.mutation
     async def create_keypair_resource_policy(
         self, info: Info, name: str, props: CreateKeyPairResourcePolicyInput,
-    ) -> CreateKeyPairResourcePolicy:  # type: ignore[valid-type]
+    ) -> CreateKeyPairResourcePolicy:
         ctx = context(info)
         require_superadmin(ctx, "Creating a keypair resource policy")
         check_slug(name, "Policy name", 256)
@@ -173,7 +170,7 @@ class Mutation:
     @strawberry.mutation
     async def modify_keypair_resource_policy(
         self, info: Info, name: str, props: ModifyKeyPairResourcePolicyInput,
-    ) -> ModifyKeyPairResourcePolicy:  # type: ignore[valid-type]
+    ) -> ModifyKeyPairResourcePolicy:
         ctx = context(info)
         require_superadmin(ctx, "Modifying a keypair resource policy")
         values = _clean(updates_from(props, _FIELDS))
@@ -190,7 +187,7 @@ class Mutation:
         return ModifyKeyPairResourcePolicy(ok=True, msg="success", resource_policy=modified)
 
     @strawberry.mutation(description="Delete a policy that no keypair uses (superadmin only).")
-    async def delete_keypair_resource_policy(self, info: Info, name: str) -> DeleteKeyPairResourcePolicy:  # type: ignore[valid-type]
+    async def delete_keypair_resource_policy(self, info: Info, name: str) -> DeleteKeyPairResourcePolicy:
         ctx = context(info)
         require_superadmin(ctx, "Deleting a keypair resource policy")
         async with ctx.db() as db:

@@ -17,25 +17,18 @@ from strawberry.types import Info
 from ai.backend.common.problems import Conflict, InvalidAPIParameters, NotFound
 
 from ...models import ResourcePreset as ResourcePresetRow
-from .base import (
-    BigInt,
-    JSONString,
-    check_slug,
-    commit_or_conflict,
-    context,
-    parse_size,
-    parse_slots,
-    require_superadmin,
-    result_type,
-    updates_from,
-)
+from .context import context
+from .inputs import check_slug, parse_size, parse_slots, updates_from
+from .mutations import Payload, commit_or_conflict
+from .permissions import require_superadmin
+from .scalars import BigInt, JSONString
 
 
 @strawberry.type(description="A named bundle of resource slots (and shared memory) for new sessions.")
 class ResourcePreset:
     name: str
-    resource_slots: JSONString  # type: ignore[valid-type]
-    shared_memory: BigInt | None  # type: ignore[valid-type]
+    resource_slots: JSONString
+    shared_memory: BigInt | None
 
 
 def to_gql(row: ResourcePresetRow) -> ResourcePreset:
@@ -45,19 +38,29 @@ def to_gql(row: ResourcePresetRow) -> ResourcePreset:
 
 @strawberry.input
 class CreateResourcePresetInput:
-    resource_slots: JSONString  # type: ignore[valid-type]
+    resource_slots: JSONString
     shared_memory: str | None = None
 
 
 @strawberry.input
 class ModifyResourcePresetInput:
-    resource_slots: JSONString | None = strawberry.UNSET  # type: ignore[valid-type]
+    resource_slots: JSONString | None = strawberry.UNSET
     shared_memory: str | None = strawberry.UNSET
 
 
-CreateResourcePreset = result_type("CreateResourcePreset", {"resource_preset": ResourcePreset | None})
-ModifyResourcePreset = result_type("ModifyResourcePreset")
-DeleteResourcePreset = result_type("DeleteResourcePreset")
+@strawberry.type
+class CreateResourcePreset(Payload):
+    resource_preset: ResourcePreset | None = None
+
+
+@strawberry.type
+class ModifyResourcePreset(Payload):
+    pass
+
+
+@strawberry.type
+class DeleteResourcePreset(Payload):
+    pass
 
 
 def _slots(value: Any) -> dict[str, str]:
@@ -102,7 +105,7 @@ class Mutation:
     @strawberry.mutation(description="Create a resource preset (superadmin only).")
     async def create_resource_preset(
         self, info: Info, name: str, props: CreateResourcePresetInput
-    ) -> CreateResourcePreset:  # type: ignore[valid-type]
+    ) -> CreateResourcePreset:
         ctx = context(info)
         require_superadmin(ctx, "Creating a resource preset")
         check_slug(name, "Preset name", max_len=256)
@@ -121,7 +124,7 @@ class Mutation:
     @strawberry.mutation(description="Change a resource preset (superadmin only); null leaves a field unchanged.")
     async def modify_resource_preset(
         self, info: Info, name: str, props: ModifyResourcePresetInput
-    ) -> ModifyResourcePreset:  # type: ignore[valid-type]
+    ) -> ModifyResourcePreset:
         ctx = context(info)
         require_superadmin(ctx, "Modifying a resource preset")
         given = updates_from(props, ("resource_slots", "shared_memory"))
@@ -139,7 +142,7 @@ class Mutation:
         return ModifyResourcePreset(ok=True, msg="success")
 
     @strawberry.mutation(description="Delete a resource preset (superadmin only).")
-    async def delete_resource_preset(self, info: Info, name: str) -> DeleteResourcePreset:  # type: ignore[valid-type]
+    async def delete_resource_preset(self, info: Info, name: str) -> DeleteResourcePreset:
         ctx = context(info)
         require_superadmin(ctx, "Deleting a resource preset")
         async with ctx.db() as db:

@@ -20,25 +20,18 @@ from strawberry.types import Info
 
 from ai.backend.common.problems import Conflict, InvalidAPIParameters, NotFound
 
+from ...accounts import check_choice
 from ...models import Agent, Domain, Group, KeyPair, SessionRow, sgroups_for_domains, sgroups_for_groups
 from ...models import ScalingGroup as ScalingGroupRow
 from ...models import sgroups_for_keypairs as sgroups_for_keypairs_table
 from ...scheduler import POLICIES as SCHEDULERS
 from ...scheduler import scheduler_opts_error
 from ...sessions.status import ACTIVE
-from .base import (
-    GQLContext,
-    JSONString,
-    check_choice,
-    check_slug,
-    check_uuid,
-    commit_or_conflict,
-    context,
-    parse_json_object,
-    require_superadmin,
-    result_type,
-    updates_from,
-)
+from .context import GQLContext, context
+from .inputs import check_slug, check_uuid, parse_json_object, updates_from
+from .mutations import Payload, commit_or_conflict
+from .permissions import require_superadmin
+from .scalars import JSONString
 
 DRIVERS = ("static",)
 
@@ -51,9 +44,9 @@ class ScalingGroup:
     is_public: bool
     created_at: datetime
     driver: str
-    driver_opts: JSONString  # type: ignore[valid-type]
+    driver_opts: JSONString
     scheduler: str
-    scheduler_opts: JSONString  # type: ignore[valid-type]
+    scheduler_opts: JSONString
     use_host_network: bool
     wsproxy_addr: str | None
     wsproxy_api_token: str | None
@@ -150,8 +143,8 @@ class ScalingGroupInput:
     description: str | None = ""
     is_active: bool | None = True
     is_public: bool | None = True
-    driver_opts: JSONString | None = strawberry.UNSET  # type: ignore[valid-type]
-    scheduler_opts: JSONString | None = strawberry.UNSET  # type: ignore[valid-type]
+    driver_opts: JSONString | None = strawberry.UNSET
+    scheduler_opts: JSONString | None = strawberry.UNSET
     use_host_network: bool | None = False
     wsproxy_addr: str | None = None
     wsproxy_api_token: str | None = None
@@ -163,25 +156,67 @@ class ModifyScalingGroupInput:
     is_active: bool | None = strawberry.UNSET
     is_public: bool | None = strawberry.UNSET
     driver: str | None = strawberry.UNSET
-    driver_opts: JSONString | None = strawberry.UNSET  # type: ignore[valid-type]
+    driver_opts: JSONString | None = strawberry.UNSET
     scheduler: str | None = strawberry.UNSET
-    scheduler_opts: JSONString | None = strawberry.UNSET  # type: ignore[valid-type]
+    scheduler_opts: JSONString | None = strawberry.UNSET
     use_host_network: bool | None = strawberry.UNSET
     wsproxy_addr: str | None = strawberry.UNSET
     wsproxy_api_token: str | None = strawberry.UNSET
 
 
-CreateScalingGroup = result_type("CreateScalingGroup", {"scaling_group": ScalingGroup | None})
-ModifyScalingGroup = result_type("ModifyScalingGroup")
-DeleteScalingGroup = result_type("DeleteScalingGroup")
-AssociateScalingGroupWithDomain = result_type("AssociateScalingGroupWithDomain")
-AssociateScalingGroupWithUserGroup = result_type("AssociateScalingGroupWithUserGroup")
-AssociateScalingGroupWithKeyPair = result_type("AssociateScalingGroupWithKeyPair")
-DisassociateScalingGroupWithDomain = result_type("DisassociateScalingGroupWithDomain")
-DisassociateScalingGroupWithUserGroup = result_type("DisassociateScalingGroupWithUserGroup")
-DisassociateScalingGroupWithKeyPair = result_type("DisassociateScalingGroupWithKeyPair")
-DisassociateAllScalingGroupsWithDomain = result_type("DisassociateAllScalingGroupsWithDomain")
-DisassociateAllScalingGroupsWithGroup = result_type("DisassociateAllScalingGroupsWithGroup")
+@strawberry.type
+class CreateScalingGroup(Payload):
+    scaling_group: ScalingGroup | None = None
+
+
+@strawberry.type
+class ModifyScalingGroup(Payload):
+    pass
+
+
+@strawberry.type
+class DeleteScalingGroup(Payload):
+    pass
+
+
+@strawberry.type
+class AssociateScalingGroupWithDomain(Payload):
+    pass
+
+
+@strawberry.type
+class AssociateScalingGroupWithUserGroup(Payload):
+    pass
+
+
+@strawberry.type
+class AssociateScalingGroupWithKeyPair(Payload):
+    pass
+
+
+@strawberry.type
+class DisassociateScalingGroupWithDomain(Payload):
+    pass
+
+
+@strawberry.type
+class DisassociateScalingGroupWithUserGroup(Payload):
+    pass
+
+
+@strawberry.type
+class DisassociateScalingGroupWithKeyPair(Payload):
+    pass
+
+
+@strawberry.type
+class DisassociateAllScalingGroupsWithDomain(Payload):
+    pass
+
+
+@strawberry.type
+class DisassociateAllScalingGroupsWithGroup(Payload):
+    pass
 
 
 def _superadmin(info: Info, action: str) -> GQLContext:
@@ -264,7 +299,7 @@ class Mutation:
     @strawberry.mutation(description="Create a scaling group (superadmin only).")
     async def create_scaling_group(
         self, info: Info, name: str, props: ScalingGroupInput
-    ) -> CreateScalingGroup:  # type: ignore[valid-type]
+    ) -> CreateScalingGroup:
         ctx = _superadmin(info, "Creating a scaling group")
         check_slug(name, "Scaling group name")
         values = _clean(updates_from(props, _FIELDS))
@@ -284,7 +319,7 @@ class Mutation:
     @strawberry.mutation(description="Change a scaling group's properties (superadmin only).")
     async def modify_scaling_group(
         self, info: Info, name: str, props: ModifyScalingGroupInput
-    ) -> ModifyScalingGroup:  # type: ignore[valid-type]
+    ) -> ModifyScalingGroup:
         ctx = _superadmin(info, "Modifying a scaling group")
         values = _clean(updates_from(props, _FIELDS))
         async with ctx.db() as db:
@@ -295,7 +330,7 @@ class Mutation:
         return ModifyScalingGroup(ok=True, msg="success")
 
     @strawberry.mutation(description="Delete a scaling group that has no agents and no active sessions.")
-    async def delete_scaling_group(self, info: Info, name: str) -> DeleteScalingGroup:  # type: ignore[valid-type]
+    async def delete_scaling_group(self, info: Info, name: str) -> DeleteScalingGroup:
         ctx = _superadmin(info, "Deleting a scaling group")
         async with ctx.db() as db:
             row = await get_sgroup(db, name)
@@ -322,7 +357,7 @@ class Mutation:
     @strawberry.mutation
     async def associate_scaling_group_with_domain(
         self, info: Info, domain: str, scaling_group: str
-    ) -> AssociateScalingGroupWithDomain:  # type: ignore[valid-type]
+    ) -> AssociateScalingGroupWithDomain:
         ctx = _superadmin(info, "Associating a scaling group with a domain")
         async with ctx.db() as db:
             await get_sgroup(db, scaling_group)
@@ -334,7 +369,7 @@ class Mutation:
     @strawberry.mutation
     async def associate_scaling_group_with_user_group(
         self, info: Info, scaling_group: str, user_group: str
-    ) -> AssociateScalingGroupWithUserGroup:  # type: ignore[valid-type]
+    ) -> AssociateScalingGroupWithUserGroup:
         ctx = _superadmin(info, "Associating a scaling group with a group")
         async with ctx.db() as db:
             await get_sgroup(db, scaling_group)
@@ -346,7 +381,7 @@ class Mutation:
     @strawberry.mutation
     async def associate_scaling_group_with_keypair(
         self, info: Info, access_key: str, scaling_group: str
-    ) -> AssociateScalingGroupWithKeyPair:  # type: ignore[valid-type]
+    ) -> AssociateScalingGroupWithKeyPair:
         ctx = _superadmin(info, "Associating a scaling group with a keypair")
         async with ctx.db() as db:
             await get_sgroup(db, scaling_group)
@@ -358,7 +393,7 @@ class Mutation:
     @strawberry.mutation
     async def disassociate_scaling_group_with_domain(
         self, info: Info, domain: str, scaling_group: str
-    ) -> DisassociateScalingGroupWithDomain:  # type: ignore[valid-type]
+    ) -> DisassociateScalingGroupWithDomain:
         ctx = _superadmin(info, "Disassociating a scaling group from a domain")
         async with ctx.db() as db:
             await get_sgroup(db, scaling_group)
@@ -370,7 +405,7 @@ class Mutation:
     @strawberry.mutation
     async def disassociate_scaling_group_with_user_group(
         self, info: Info, scaling_group: str, user_group: str
-    ) -> DisassociateScalingGroupWithUserGroup:  # type: ignore[valid-type]
+    ) -> DisassociateScalingGroupWithUserGroup:
         ctx = _superadmin(info, "Disassociating a scaling group from a group")
         async with ctx.db() as db:
             await get_sgroup(db, scaling_group)
@@ -382,7 +417,7 @@ class Mutation:
     @strawberry.mutation
     async def disassociate_scaling_group_with_keypair(
         self, info: Info, access_key: str, scaling_group: str
-    ) -> DisassociateScalingGroupWithKeyPair:  # type: ignore[valid-type]
+    ) -> DisassociateScalingGroupWithKeyPair:
         ctx = _superadmin(info, "Disassociating a scaling group from a keypair")
         async with ctx.db() as db:
             await get_sgroup(db, scaling_group)
@@ -395,7 +430,7 @@ class Mutation:
     @strawberry.mutation
     async def disassociate_all_scaling_groups_with_domain(
         self, info: Info, domain: str
-    ) -> DisassociateAllScalingGroupsWithDomain:  # type: ignore[valid-type]
+    ) -> DisassociateAllScalingGroupsWithDomain:
         ctx = _superadmin(info, "Disassociating all scaling groups from a domain")
         async with ctx.db() as db:
             await _get_domain(db, domain)
@@ -406,7 +441,7 @@ class Mutation:
     @strawberry.mutation
     async def disassociate_all_scaling_groups_with_group(
         self, info: Info, user_group: str
-    ) -> DisassociateAllScalingGroupsWithGroup:  # type: ignore[valid-type]
+    ) -> DisassociateAllScalingGroupsWithGroup:
         ctx = _superadmin(info, "Disassociating all scaling groups from a group")
         async with ctx.db() as db:
             group = await _get_group(db, user_group)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import strawberry
 from sqlalchemy import func, or_, select
@@ -31,19 +31,12 @@ from ...models import Group, Kernel, SessionRow, User
 from ...models.sessions import KERNEL_ORDER, MAIN_KERNEL_JOIN
 from ...sessions.status import TERMINAL
 from ...sessions.status import SessionStatus as S
-from .base import (
-    SUPERADMIN,
-    USER,
-    GQLContext,
-    JSONString,
-    check_page,
-    check_uuid,
-    context,
-    filter_clause,
-    order_clauses,
-    scoped_domain,
-)
-from .base import BigInt as BigIntScalar
+from .context import GQLContext, context
+from .filters import filter_clause
+from .inputs import check_uuid
+from .pagination import check_page, order_clauses
+from .permissions import SUPERADMIN, USER, scoped_domain
+from .scalars import BigInt, JSONString
 
 if TYPE_CHECKING:
     from ...context import ManagerContext
@@ -97,12 +90,12 @@ class ComputeContainer:
     terminated_at: datetime | None
     agent: str | None  # superadmins only; null for everyone else
     container_id: str | None
-    resource_opts: JSONString  # type: ignore[valid-type]
-    occupied_slots: JSONString  # type: ignore[valid-type]
-    live_stat: JSONString | None  # type: ignore[valid-type]
-    last_stat: JSONString | None  # type: ignore[valid-type]
+    resource_opts: JSONString
+    occupied_slots: JSONString
+    live_stat: JSONString | None
+    last_stat: JSONString | None
     exit_code: int | None
-    status_data: JSONString | None  # type: ignore[valid-type]  # {"kernel": {"exit_code"}} once ended, else null
+    status_data: JSONString | None  # {"kernel": {"exit_code"}} once ended, else null
 
 
 @strawberry.type
@@ -164,7 +157,7 @@ class ComputeSession:
     created_user_uuid: strawberry.ID | None
     status: str
     status_info: str | None
-    status_data: JSONString | None  # type: ignore[valid-type]
+    status_data: JSONString | None
     status_changed: datetime | None
     created_at: datetime
     terminated_at: datetime | None
@@ -172,29 +165,29 @@ class ComputeSession:
     startup_command: str | None
     result: str
     scaling_group: str | None
-    occupied_slots: JSONString  # type: ignore[valid-type]
-    occupying_slots: JSONString  # type: ignore[valid-type]
-    requested_slots: JSONString  # type: ignore[valid-type]
-    resource_opts: JSONString  # type: ignore[valid-type]
-    service_ports: JSONString  # type: ignore[valid-type]
+    occupied_slots: JSONString
+    occupying_slots: JSONString
+    requested_slots: JSONString
+    resource_opts: JSONString
+    service_ports: JSONString
     mounts: list[str]
-    num_queries: BigIntScalar  # type: ignore[valid-type]
+    num_queries: BigInt
     created_user_id: strawberry.ID | None  # 22.03 spelling of created_user_uuid
     # v4 (19.09) legacy fields; the stats are the main kernel's (0 when there is no sample yet).
     sess_id: str  # the session name
     sess_type: str
     role: str | None  # the main kernel's cluster_role
     agent: str | None  # the main kernel's agent (superadmins only)
-    cpu_used: BigIntScalar  # type: ignore[valid-type]  # milliseconds
+    cpu_used: BigInt  # milliseconds
     cpu_using: float  # average CPU use in percent of one core since the session was created
-    mem_cur_bytes: BigIntScalar  # type: ignore[valid-type]
-    mem_max_bytes: BigIntScalar  # type: ignore[valid-type]
-    net_rx_bytes: BigIntScalar  # type: ignore[valid-type]
-    net_tx_bytes: BigIntScalar  # type: ignore[valid-type]
-    io_read_bytes: BigIntScalar  # type: ignore[valid-type]
-    io_write_bytes: BigIntScalar  # type: ignore[valid-type]
-    io_max_scratch_size: BigIntScalar  # type: ignore[valid-type]
-    io_cur_scratch_size: BigIntScalar  # type: ignore[valid-type]
+    mem_cur_bytes: BigInt
+    mem_max_bytes: BigInt
+    net_rx_bytes: BigInt
+    net_tx_bytes: BigInt
+    io_read_bytes: BigInt
+    io_write_bytes: BigInt
+    io_max_scratch_size: BigInt
+    io_cur_scratch_size: BigInt
 
     @strawberry.field(description="The session's containers (kernels), main first.")
     async def containers(self, info: Info) -> list[ComputeContainer]:
@@ -207,7 +200,8 @@ class ComputeSession:
                 )
             ).scalars().all()
         show = ctx.role == SUPERADMIN
-        return [container_to_gql(k, self.resource_opts, show, ctx.state) for k in rows]
+        opts = cast(dict[str, Any], self.resource_opts)  # _to_gql set it from the row's dict
+        return [container_to_gql(k, opts, show, ctx.state) for k in rows]
 
     @strawberry.field(description="Sessions this one depends on; always empty (no pipelines on this server).")
     def dependencies(self) -> list[ComputeSession]:

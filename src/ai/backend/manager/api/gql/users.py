@@ -19,33 +19,19 @@ from strawberry.types import Info
 
 from ai.backend.common.problems import Conflict, Forbidden, InvalidAPIParameters, NotFound
 
-from ...accounts import STATUSES, add_user, check_password, resolve_groups
+from ...accounts import ROLES, STATUSES, add_user, check_choice, check_password, resolve_groups
 from ...models import Domain as DomainRow
 from ...models import Group as GroupRow
 from ...models import KeyPair as KeyPairRow
 from ...models import User as UserRow
 from ...models import group_members
 from ...passwords import hash_password
-from .base import (
-    ADMIN,
-    MONITOR,
-    ROLES,
-    SUPERADMIN,
-    USER,
-    GQLContext,
-    check_choice,
-    check_page,
-    check_uuid,
-    commit_or_conflict,
-    context,
-    filter_clause,
-    order_clauses,
-    require_roles,
-    require_superadmin,
-    result_type,
-    scoped_domain,
-    updates_from,
-)
+from .context import GQLContext, context
+from .filters import filter_clause
+from .inputs import check_uuid, updates_from
+from .mutations import Payload, commit_or_conflict
+from .pagination import check_page, order_clauses
+from .permissions import ADMIN, MONITOR, SUPERADMIN, USER, require_roles, require_superadmin, scoped_domain
 
 
 @strawberry.type
@@ -219,9 +205,19 @@ class ModifyUserInput:
     group_ids: list[str] | None = strawberry.UNSET
 
 
-CreateUser = result_type("CreateUser", {"user": User | None})
-ModifyUser = result_type("ModifyUser", {"user": User | None})
-DeleteUser = result_type("DeleteUser")
+@strawberry.type
+class CreateUser(Payload):
+    user: User | None = None
+
+
+@strawberry.type
+class ModifyUser(Payload):
+    user: User | None = None
+
+
+@strawberry.type
+class DeleteUser(Payload):
+    pass
 
 
 def _status_of(values: dict[str, Any]) -> str | None:
@@ -237,7 +233,7 @@ def _status_of(values: dict[str, Any]) -> str | None:
 @strawberry.type
 class Mutation:
     @strawberry.mutation(description="Create a user and its main keypair (superadmin only).")
-    async def create_user(self, info: Info, email: str, props: UserInput) -> CreateUser:  # type: ignore[valid-type]
+    async def create_user(self, info: Info, email: str, props: UserInput) -> CreateUser:
         ctx = context(info)
         require_superadmin(ctx, "Creating a user")
         status = _status_of(updates_from(props, ("status", "is_active"))) or "active"
@@ -252,7 +248,7 @@ class Mutation:
         return CreateUser(ok=True, msg="success", user=created[0])
 
     @strawberry.mutation(description="Modify a user (superadmin only).")
-    async def modify_user(self, info: Info, email: str, props: ModifyUserInput) -> ModifyUser:  # type: ignore[valid-type]
+    async def modify_user(self, info: Info, email: str, props: ModifyUserInput) -> ModifyUser:
         ctx = context(info)
         require_superadmin(ctx, "Modifying a user")
         values = updates_from(props, ("username", "password", "need_password_change", "full_name", "description",
@@ -298,7 +294,7 @@ class Mutation:
         return ModifyUser(ok=True, msg="success", user=found[0])
 
     @strawberry.mutation(description="Soft-delete a user: status 'deleted' and all its keypairs deactivated.")
-    async def delete_user(self, info: Info, email: str) -> DeleteUser:  # type: ignore[valid-type]
+    async def delete_user(self, info: Info, email: str) -> DeleteUser:
         ctx = context(info)
         require_superadmin(ctx, "Deleting a user")
         if email == ctx.auth.email:

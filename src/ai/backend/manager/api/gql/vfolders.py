@@ -22,17 +22,12 @@ from strawberry.types import Info
 from ai.backend.common.problems import Forbidden, ProblemError
 
 from ...models import Group, KeyPair, User, VFolder, VFolderPermission, group_members
-from .base import (
-    USER,
-    BigInt,
-    GQLContext,
-    check_page,
-    check_uuid,
-    context,
-    filter_clause,
-    order_clauses,
-    scoped_domain,
-)
+from .context import GQLContext, context
+from .filters import filter_clause
+from .inputs import check_uuid
+from .pagination import check_page, order_clauses
+from .permissions import USER, scoped_domain
+from .scalars import BigInt
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +59,7 @@ class VirtualFolder:
     status: str
     max_files: int
     max_size: int | None
-    quota: BigInt | None  # type: ignore[valid-type]
+    quota: BigInt | None
     created_at: datetime
     last_used: datetime | None
 
@@ -81,7 +76,7 @@ class VirtualFolder:
         return int(value) if value is not None else None
 
     @strawberry.field(description="Bytes used (from the storage proxy).")
-    async def cur_size(self, info: Info) -> BigInt | None:  # type: ignore[valid-type]
+    async def cur_size(self, info: Info) -> BigInt | None:
         value = (await self._usage(info)).get("used_bytes")
         return int(value) if value is not None else None
 
@@ -92,7 +87,8 @@ class VirtualFolderList:
     total_count: int
 
 
-def _to_gql(vf: VFolder, email: str | None, gname: str | None) -> VirtualFolder:
+def folder_to_gql(vf: VFolder, email: str | None, gname: str | None) -> VirtualFolder:
+    """A row of :func:`folder_query` as its GraphQL object."""
     return VirtualFolder(
         id=strawberry.ID(str(vf.id)), host=vf.host, name=vf.name,
         user=strawberry.ID(str(vf.user)) if vf.user else None, user_email=email,
@@ -129,7 +125,8 @@ def vfolder_scope(ctx: GQLContext, *, domain_name: str | None = None, group_id: 
     return conds
 
 
-def _query(conds: list[Any]) -> Any:
+def folder_query(conds: list[Any]) -> Any:
+    """Folders matching ``conds``, each with its owner's email and its group's name."""
     return (
         select(VFolder, User.email, Group.name)
         .join(User, User.uuid == VFolder.user, isouter=True)
@@ -154,11 +151,11 @@ class Query:
             conds.append(extra)
         ordering = order_clauses(COLUMNS, order_key=order_key, order_asc=order_asc, order=order,
                                  default=[VFolder.created_at.desc()])
-        base = _query(conds)
+        base = folder_query(conds)
         async with ctx.db() as db:
             total = (await db.execute(select(func.count()).select_from(base.subquery()))).scalar_one()
             rows = (await db.execute(base.order_by(*ordering, VFolder.id).limit(limit).offset(offset))).all()
-        return VirtualFolderList(items=[_to_gql(*r) for r in rows], total_count=total)
+        return VirtualFolderList(items=[folder_to_gql(*r) for r in rows], total_count=total)
 
     @strawberry.field(description="Every virtual folder within the caller's scope (admins: of the domain).")
     async def vfolders(
@@ -168,8 +165,8 @@ class Query:
         ctx = context(info)
         conds = vfolder_scope(ctx, domain_name=domain_name, group_id=group_id, access_key=access_key)
         async with ctx.db() as db:
-            rows = (await db.execute(_query(conds).order_by(VFolder.created_at, VFolder.id))).all()
-        return [_to_gql(*r) for r in rows]
+            rows = (await db.execute(folder_query(conds).order_by(VFolder.created_at, VFolder.id))).all()
+        return [folder_to_gql(*r) for r in rows]
 
 
-__all__ = ["Query", "VirtualFolder", "VirtualFolderList", "vfolder_scope"]
+__all__ = ["Query", "VirtualFolder", "VirtualFolderList", "folder_query", "folder_to_gql", "vfolder_scope"]
