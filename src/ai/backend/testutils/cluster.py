@@ -24,9 +24,9 @@ from typing import Any
 import httpx
 
 from ai.backend.common.auth import CLUSTER_SECRET_HEADER, sign_request_headers
-from ai.backend.manager.fixtures import USER
+from ai.backend.manager.fixtures import ADMIN, USER
 
-from .processes import agent_containers, stop_process, unmount_under
+from .processes import agent_containers, stop_process, unmount_under, wait_until
 from .storage import StorageProxy, launch_storage_proxy
 
 REPO = Path(__file__).resolve().parents[4]
@@ -74,6 +74,65 @@ class Cluster:
         content = json.dumps(body) if body is not None else None
         return httpx.request(method, self.endpoint + path, headers=h, content=content, timeout=timeout)
 
+    def gql_request(self, query: str, variables: dict[str, Any] | None = None, *, who: dict[str, Any] = ADMIN,
+                    legacy: bool = False) -> httpx.Response:
+        """Send a GraphQL document to ``/admin/gql`` (or the seed's ``/admin/graphql`` with ``legacy``)."""
+        path = "/admin/graphql" if legacy else "/admin/gql"
+        return self.request("POST", path, {"query": query, "variables": variables or {}}, who=who)
+
+    def gql(self, query: str, variables: dict[str, Any] | None = None, *, who: dict[str, Any] = ADMIN,
+            legacy: bool = False) -> dict[str, Any]:
+        """The data of a GraphQL document that must succeed: a 200 without errors.
+
+        ``/admin/gql`` wraps the data in ``{"data": ...}``; the legacy endpoint answers the fields at the top.
+        """
+        r = self.gql_request(query, variables, who=who, legacy=legacy)
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        assert not doc.get("errors"), doc
+        data: dict[str, Any] = doc if legacy else doc["data"]
+        return data
+
+    def create_session(self, name: str, *, who: dict[str, Any] = USER, image: str = "python",
+                       config: dict[str, Any] | None = None, expect: tuple[int, ...] = (201,),
+                       running: bool = True, **extra: Any) -> dict[str, Any]:
+        """``POST /session`` for ``name``; assert its status is one of ``expect`` and, with ``running``, that the
+        session is RUNNING; return the answer. ``extra`` are more request fields (``enqueueOnly``, ...)."""
+        body: dict[str, Any] = {"image": image, "name": name, **extra}
+        if config is not None:
+            body["config"] = config
+        r = self.request("POST", "/session", body, who=who)
+        assert r.status_code in expect, r.text
+        doc: dict[str, Any] = r.json()
+        if running:
+            assert doc["status"] == "RUNNING", doc
+        return doc
+
+    def exec(self, name: str, code: str = "", *, mode: str = "query", run_id: str | None = None,
+             who: dict[str, Any] = USER, timeout: float = 120, **fields: Any) -> dict[str, Any]:
+        """Run ``code`` in the session ``name`` (``POST /session/{name}``; ``fields`` such as ``options`` are
+        added to the body); assert a 200 and return its ``result``."""
+        body: dict[str, Any] = {"mode": mode, "code": code, **fields}
+        if run_id is not None:
+            body["runId"] = run_id
+        r = self.request("POST", f"/session/{name}", body, who=who, timeout=timeout)
+        assert r.status_code == 200, r.text
+        result: dict[str, Any] = r.json()["result"]
+        return result
+
+    def session_info(self, name: str, *, who: dict[str, Any] = USER) -> dict[str, Any]:
+        """``GET /session/{name}``: the session's current answer (asserting a 200)."""
+        r = self.request("GET", f"/session/{name}", who=who)
+        assert r.status_code == 200, r.text
+        info: dict[str, Any] = r.json()
+        return info
+
+    def wait_for_status(self, name: str, *statuses: str, who: dict[str, Any] = USER,
+                        timeout: float = 60) -> dict[str, Any]:
+        """Poll :meth:`session_info` until the session's status is one of ``statuses``; return that answer."""
+        return wait_until(f"session {name} to be {' or '.join(statuses)}", lambda: self.session_info(name, who=who),
+                          lambda info: info["status"] in statuses, timeout, interval=0.3)
+
     def start(self, name: str) -> None:
         module = {"manager": "ai.backend.manager.server", "agent": "ai.backend.agent.server"}[name]
         log = open(self.state / f"{name}.log", "ab")
@@ -104,7 +163,7 @@ class Cluster:
                 with urllib.request.urlopen(req, timeout=2) as resp:
                     st = json.load(resp)
                     if not need_agents or (st["agents_alive"] and "python" in st["image_aliases"]
-                                           and self._agent_answers()):
+                                           and self.agent_answers()):
                         return
             except OSError:
                 pass
@@ -114,7 +173,7 @@ class Cluster:
             time.sleep(0.2)
         raise RuntimeError("cluster not ready: " + (self.state / "manager.log").read_text()[-2000:])
 
-    def _agent_answers(self) -> bool:
+    def agent_answers(self) -> bool:
         """Whether this cluster's agent process answers its RPC port (the manager may still list an agent
         that was just restarted as alive from before)."""
         m = re.search(r"rpc-listen-port = (\d+)", (self.state / "agent.toml").read_text())
