@@ -8,18 +8,16 @@ import shutil
 import subprocess
 import sys
 import time
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from ai.backend.common.auth import CLUSTER_SECRET_HEADER
 from ai.backend.testutils.cluster import docker_available, launch_cluster
+from ai.backend.testutils.processes import wait_until
 
-from .conftest import ADMIN, Cluster
+from .conftest import Cluster
 
 pytestmark = pytest.mark.docker
 
@@ -51,53 +49,15 @@ def gpu_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         c.shutdown()
 
 
-def _create(c: Cluster, name: str, resources: dict[str, str], **extra: Any) -> dict[str, Any]:
-    r = c.request("POST", "/session", {"image": "python", "name": name,
-                                       "config": {"resources": {"mem": "256m", **resources}}, **extra})
-    assert r.status_code == 201, r.text
-    body: dict[str, Any] = r.json()
-    return body
-
-
 def _env(c: Cluster, name: str) -> dict[str, str]:
     code = "import os, json\nprint(json.dumps({k: v for k, v in os.environ.items() if 'CUDA' in k}))"
-    r = c.request("POST", f"/session/{name}", {"mode": "query", "code": code})
-    assert r.status_code == 200, r.text
-    out: dict[str, str] = json.loads(r.json()["result"]["console"][0][1])
+    out: dict[str, str] = json.loads(c.exec(name, code)["console"][0][1])
     return out
-
-
-def _wait(c: Cluster, name: str, status: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    info: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        info = c.request("GET", f"/session/{name}").json()
-        if info["status"] == status:
-            return info
-        time.sleep(0.3)
-    raise AssertionError(f"{name} not {status}: {info}")
-
-
-def _wait_agent(c: Cluster, timeout: float = 60) -> None:
-    """Wait until the (restarted) agent answers its RPC port; the manager still lists it alive meanwhile."""
-    port = tomllib.loads((c.state / "agent.toml").read_text())["agent"]["rpc-listen-port"]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            r = httpx.get(f"http://127.0.0.1:{port}/v1/health", headers={CLUSTER_SECRET_HEADER: c.secret})
-            if r.status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("the agent did not come back: " + (c.state / "agent.log").read_text()[-2000:])
 
 
 def _agent(c: Cluster) -> dict[str, Any]:
     q = "{ agents { id available_slots occupied_slots compute_plugins } }"
-    r = c.request("POST", "/admin/gql", {"query": q}, who=ADMIN)
-    assert r.status_code == 200, r.text
-    agents = [a for a in r.json()["data"]["agents"] if a["id"] == c.agent_id]
+    agents = [a for a in c.gql(q)["agents"] if a["id"] == c.agent_id]
     return {k: json.loads(v) if k != "id" else v for k, v in agents[0].items()}
 
 
@@ -124,8 +84,8 @@ def test_unknown_slot_is_400(gpu_cluster: Cluster) -> None:
 
 def test_devices_are_allocated_queued_released_and_survive_restart(gpu_cluster: Cluster) -> None:
     c = gpu_cluster
-    _create(c, "gpu-a", {"cuda.device": "1"})
-    _create(c, "gpu-b", {"cuda.device": "1"})
+    c.create_session("gpu-a", config={"resources": {"mem": "256m", "cuda.device": "1"}}, running=False)
+    c.create_session("gpu-b", config={"resources": {"mem": "256m", "cuda.device": "1"}}, running=False)
     env_a, env_b = _env(c, "gpu-a"), _env(c, "gpu-b")
     dev_a, dev_b = env_a["BACKENDAI_ACCELERATOR_CUDA_DEVICES"], env_b["BACKENDAI_ACCELERATOR_CUDA_DEVICES"]
     assert {dev_a, dev_b} == WHOLE  # one device each, never the same one
@@ -146,9 +106,10 @@ def test_devices_are_allocated_queued_released_and_survive_restart(gpu_cluster: 
     assert dev_a == "mock-gpu-0"
     c.stop("agent")
     c.start("agent")
-    _wait_agent(c)
+    # The manager still lists the restarted agent alive before it answers its RPC port again.
+    wait_until("the agent to come back", c.agent_answers, bool, timeout=60)
     assert c.request("DELETE", "/session/gpu-b").status_code == 200
-    _wait(c, "gpu-c", "RUNNING")
+    c.wait_for_status("gpu-c", "RUNNING")
     assert _env(c, "gpu-c")["BACKENDAI_ACCELERATOR_CUDA_DEVICES"] == dev_b
     assert _env(c, "gpu-a")["BACKENDAI_ACCELERATOR_CUDA_DEVICES"] == dev_a
     for name in ("gpu-a", "gpu-c"):
@@ -161,7 +122,7 @@ def test_devices_are_allocated_queued_released_and_survive_restart(gpu_cluster: 
 
 def test_fractional_shares_and_batch_end_release(gpu_cluster: Cluster) -> None:
     c = gpu_cluster
-    _create(c, "frac-a", {"cuda.shares": "1.5"})
+    c.create_session("frac-a", config={"resources": {"mem": "256m", "cuda.shares": "1.5"}}, running=False)
     shares = _env(c, "frac-a")["BACKENDAI_ACCELERATOR_CUDA_SHARES"]
     assert sorted(shares.split(",")) == ["mock-frac-0=1", "mock-frac-1=0.5"] or \
         sorted(shares.split(",")) == ["mock-frac-0=0.5", "mock-frac-1=1"]
@@ -170,10 +131,11 @@ def test_fractional_shares_and_batch_end_release(gpu_cluster: Cluster) -> None:
                                        "startupCommand": "echo $BACKENDAI_ACCELERATOR_CUDA_SHARES",
                                        "config": {"resources": {"mem": "256m", "cuda.shares": "0.5"}}})
     assert r.status_code == 201, r.text
-    _wait(c, "frac-batch", "TERMINATED")
+    c.wait_for_status("frac-batch", "TERMINATED")
     logs = c.request("GET", "/session/frac-batch/logs").json()["result"]["logs"]
     assert "=0.5" in logs
-    _create(c, "frac-b", {"cuda.shares": "0.5"})  # fits only because the batch session gave its share back
+    # fits only because the batch session gave its share back
+    c.create_session("frac-b", config={"resources": {"mem": "256m", "cuda.shares": "0.5"}}, running=False)
     for name in ("frac-a", "frac-b"):
         assert c.request("DELETE", f"/session/{name}").status_code == 200
 
@@ -207,7 +169,7 @@ def test_real_gpu_through_device_requests(tmp_path_factory: pytest.TempPathFacto
     c = launch_cluster(state, storage=False, agent_toml='allow-compute-plugins = ["ai.backend.accelerator.cuda"]')
     try:
         assert "cuda.device" in c.request("GET", "/config/resource-slots").json()
-        _create(c, "real-gpu", {"cuda.device": "1"})
+        c.create_session("real-gpu", config={"resources": {"mem": "256m", "cuda.device": "1"}}, running=False)
         info = c.request("GET", "/session/real-gpu").json()
         fmt = "{{json .HostConfig.DeviceRequests}}"
         inspect = subprocess.run(["docker", "inspect", "-f", fmt, info["containerId"]], capture_output=True,

@@ -7,19 +7,11 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from ai.backend.testutils.problems import problem
+
 from .conftest import USER, Cluster
 
 pytestmark = pytest.mark.docker
-
-
-def _problem(r: httpx.Response, status: int, *words: str) -> None:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json")
-    body = r.json()
-    assert body["type"].startswith("https://") and body["title"]
-    text = (body.get("detail") or "") + body["title"]
-    for w in words:
-        assert w.lower() in text.lower(), (w, body)
 
 
 def _session_count(cluster: Cluster) -> int:
@@ -46,7 +38,7 @@ def _session_count(cluster: Cluster) -> int:
 ])
 def test_create_rejections(cluster: Cluster, body: dict[str, object], status: int, words: list[str]) -> None:
     before = _session_count(cluster)
-    _problem(cluster.request("POST", "/session", body), status, *words)
+    problem(cluster.request("POST", "/session", body), status, *words)
     assert _session_count(cluster) == before
 
 
@@ -57,26 +49,26 @@ def test_non_json_body(cluster: Cluster) -> None:
     h = sign_request_headers(method="POST", path_with_query="/session", host=host, content_type="application/json",
                              version="v6.20220615", access_key=USER["access_key"], secret_key=USER["secret_key"])
     r = httpx.post(cluster.endpoint + "/session", headers=h, content=b"{not json")
-    _problem(r, 400, "JSON")
+    problem(r, 400, "JSON")
 
 
 def test_missing_signature(cluster: Cluster) -> None:
-    _problem(httpx.get(cluster.endpoint + "/session/whatever"), 401, "Authorization header is missing")
+    problem(httpx.get(cluster.endpoint + "/session/whatever"), 401, "Authorization header is missing")
 
 
 def test_bad_signature(cluster: Cluster) -> None:
     bad = {**USER, "secret_key": "not-the-secret"}
-    _problem(cluster.request("GET", "/session/whatever", who=bad), 401, "signature")
+    problem(cluster.request("GET", "/session/whatever", who=bad), 401, "signature")
 
 
 def test_unknown_access_key(cluster: Cluster) -> None:
     bad = {"access_key": "AKIANOSUCHKEY0000000", "secret_key": "x"}
-    _problem(cluster.request("GET", "/session/whatever", who=bad), 401, "access key")
+    problem(cluster.request("GET", "/session/whatever", who=bad), 401, "access key")
 
 
 def test_date_out_of_window(cluster: Cluster) -> None:
     old = (datetime.now(UTC) - timedelta(minutes=20)).isoformat()
-    _problem(cluster.request("GET", "/session/whatever", headers={"Date": old}), 401, "window")
+    problem(cluster.request("GET", "/session/whatever", headers={"Date": old}), 401, "window")
 
 
 def test_missing_version_header(cluster: Cluster) -> None:
@@ -85,17 +77,17 @@ def test_missing_version_header(cluster: Cluster) -> None:
 
 
 def test_nonexistent_session(cluster: Cluster) -> None:
-    _problem(cluster.request("GET", "/session/nope-nope"), 404, "nope-nope")
-    _problem(cluster.request("DELETE", "/session/nope-nope"), 404, "nope-nope")
-    _problem(cluster.request("POST", "/session/nope-nope", {"mode": "query", "code": "1"}), 404)
+    problem(cluster.request("GET", "/session/nope-nope"), 404, "nope-nope")
+    problem(cluster.request("DELETE", "/session/nope-nope"), 404, "nope-nope")
+    problem(cluster.request("POST", "/session/nope-nope", {"mode": "query", "code": "1"}), 404)
 
 
 def test_bad_execute_mode(cluster: Cluster) -> None:
-    _problem(cluster.request("POST", "/session/anything", {"mode": "launch", "code": ""}), 400, "mode")
+    problem(cluster.request("POST", "/session/anything", {"mode": "launch", "code": ""}), 400, "mode")
 
 
 def test_unsupported_version_prefix(cluster: Cluster) -> None:
-    _problem(httpx.get(cluster.endpoint + "/v99/"), 404, "v99")
+    problem(httpx.get(cluster.endpoint + "/v99/"), 404, "v99")
 
 
 def test_version_endpoint(cluster: Cluster) -> None:

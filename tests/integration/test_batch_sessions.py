@@ -15,33 +15,13 @@ from .conftest import USER, Cluster
 pytestmark = pytest.mark.docker
 
 
-def _wait_status(cluster: Cluster, name: str, statuses: set[str], timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    info: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        r = cluster.request("GET", f"/session/{name}")
-        assert r.status_code == 200, r.text
-        info = r.json()
-        if info["status"] in statuses:
-            return info
-        time.sleep(0.3)
-    raise AssertionError(f"session {name} stayed {info.get('status')}: {info}")
-
-
-def _exec(cluster: Cluster, name: str, body: dict[str, Any]) -> dict[str, Any]:
-    r = cluster.request("POST", f"/session/{name}", body)
-    assert r.status_code == 200, r.text
-    result: dict[str, Any] = r.json()["result"]
-    return result
-
-
 def test_batch_session_success_records_exit_code_result_and_logs(cluster: Cluster) -> None:
     r = cluster.request("POST", "/session", {
         "image": "python", "name": "batch-ok", "type": "batch",
         "startupCommand": "echo task says hi; python3 -c 'import sys; print(\"to err\", file=sys.stderr)'",
     })
     assert r.status_code == 201, r.text
-    info = _wait_status(cluster, "batch-ok", {"TERMINATED"})
+    info = cluster.wait_for_status("batch-ok", "TERMINATED")
     assert info["statusInfo"] == "task-finished"
     assert {"PREPARING", "RUNNING", "TERMINATED"} <= set(info["statusHistory"])
     assert info["result"] == "SUCCESS"
@@ -75,9 +55,9 @@ def test_batch_session_failure_and_timeout(cluster: Cluster) -> None:
         "batchTimeout": 1.5,
     })
     assert r.status_code == 201, r.text
-    failed = _wait_status(cluster, "batch-fail", {"TERMINATED"})
+    failed = cluster.wait_for_status("batch-fail", "TERMINATED")
     assert (failed["statusInfo"], failed["result"], failed["statusData"]["exit_code"]) == ("task-failed", "FAILURE", 3)
-    slow = _wait_status(cluster, "batch-slow", {"TERMINATED"}, timeout=30)
+    slow = cluster.wait_for_status("batch-slow", "TERMINATED", timeout=30)
     assert (slow["statusInfo"], slow["result"]) == ("task-timeout", "FAILURE")
 
 
@@ -98,7 +78,7 @@ def test_bootstrap_script_runs_before_the_session_starts(cluster: Cluster) -> No
         "bootstrap_script": "#!/bin/bash\necho \"booted as $(id -u)\" > /home/work/boot.txt\necho bootstrap-out\n",
     })
     assert r.status_code == 201 and r.json()["status"] == "RUNNING", r.text
-    result = _exec(cluster, "boot-1", {"mode": "query", "code": "print(open('boot.txt').read().strip())"})
+    result = cluster.exec("boot-1", "print(open('boot.txt').read().strip())")
     assert result["console"] == [["stdout", "booted as 1000\n"]]
     info = cluster.request("GET", "/session/boot-1").json()
     assert info["creationPhases"]["bootstrap_exit_code"] == 0
@@ -113,24 +93,23 @@ def test_execution_timeout_ends_the_run_not_the_session(cluster: Cluster) -> Non
     assert r.status_code == 201, r.text
     body: dict[str, Any] = {"mode": "query", "code": "import time\nprint('start', flush=True)\ntime.sleep(60)",
                             "runId": "slow1", "options": {"timeout": 1}}
-    result = _exec(cluster, "exec-timeout", body)
+    result = cluster.exec("exec-timeout", **body)
     seen = [result]
     while result["status"] == "continued":
-        result = _exec(cluster, "exec-timeout", {"mode": "continue", "code": "", "runId": "slow1"})
+        result = cluster.exec("exec-timeout", mode="continue", run_id="slow1")
         seen.append(result)
     assert result["status"] == "exec-timeout"
     assert result["exitCode"] is None
     text = "".join(c[1] for r_ in seen for c in r_["console"])
     assert "start" in text and "timed out" in text
     # The session lives on (with a fresh interpreter).
-    again = _exec(cluster, "exec-timeout", {"mode": "query", "code": "print(2 + 2)"})
+    again = cluster.exec("exec-timeout", "print(2 + 2)")
     assert again["console"] == [["stdout", "4\n"]] and again["status"] == "finished"
     bad = cluster.request("POST", "/session/exec-timeout", {"mode": "query", "code": "1", "options": {"timeout": 0}})
     assert bad.status_code == 400
-    batch = _exec(cluster, "exec-timeout", {"mode": "batch", "code": "", "runId": "b1",
-                                            "options": {"exec": "sleep 30", "timeout": 1}})
+    batch = cluster.exec("exec-timeout", mode="batch", run_id="b1", options={"exec": "sleep 30", "timeout": 1})
     while batch["status"] not in ("finished", "exec-timeout"):
-        batch = _exec(cluster, "exec-timeout", {"mode": "continue", "code": "", "runId": "b1"})
+        batch = cluster.exec("exec-timeout", mode="continue", run_id="b1")
     assert batch["status"] == "exec-timeout"
     assert cluster.request("DELETE", "/session/exec-timeout").status_code == 200
 
@@ -138,7 +117,7 @@ def test_execution_timeout_ends_the_run_not_the_session(cluster: Cluster) -> Non
 def test_live_stats_are_reported_and_change(cluster: Cluster) -> None:
     r = cluster.request("POST", "/session", {"image": "python", "name": "stats-1"})
     assert r.status_code == 201, r.text
-    _exec(cluster, "stats-1", {"mode": "query", "code": "buf = bytearray(64 * 1024 * 1024)\nsum(range(10**7))"})
+    cluster.exec("stats-1", "buf = bytearray(64 * 1024 * 1024)\nsum(range(10**7))")
     deadline = time.monotonic() + 20
     stats: dict[str, Any] | None = None
     while time.monotonic() < deadline:
@@ -185,10 +164,10 @@ def test_agent_restart_reports_a_container_that_died_meanwhile(cluster: Cluster)
     subprocess.run(["docker", "kill", ids[0]], capture_output=True, check=True)
     cluster.start("agent")
     cluster.wait_ready()
-    info = _wait_status(cluster, "dies-while-away", {"TERMINATED"}, timeout=30)
+    info = cluster.wait_for_status("dies-while-away", "TERMINATED", timeout=30)
     assert info["statusInfo"] in ("self-terminated", "oom-killed"), info
     assert info["statusData"]["exit_code"] == 137
-    alive = _exec(cluster, "stays-alive", {"mode": "query", "code": "print(kept)"})
+    alive = cluster.exec("stays-alive", "print(kept)")
     assert alive["console"] == [["stdout", "7\n"]]
     assert cluster.request("DELETE", "/session/stays-alive").status_code == 200
 
@@ -202,7 +181,7 @@ def test_batch_task_survives_an_agent_restart(cluster: Cluster) -> None:
     cluster.stop("agent")
     cluster.start("agent")
     cluster.wait_ready()
-    info = _wait_status(cluster, "batch-restart", {"TERMINATED"}, timeout=40)
+    info = cluster.wait_for_status("batch-restart", "TERMINATED", timeout=40)
     assert (info["statusInfo"], info["result"]) == ("task-finished", "SUCCESS")
     logs = cluster.request("GET", "/session/batch-restart/logs").json()["result"]["logs"]
     assert "finished-after-restart" in logs
@@ -211,12 +190,11 @@ def test_batch_task_survives_an_agent_restart(cluster: Cluster) -> None:
 def test_restart_passes_through_restarting_and_keeps_files(cluster: Cluster) -> None:
     r = cluster.request("POST", "/session", {"image": "python", "name": "restart-1"})
     assert r.status_code == 201, r.text
-    _exec(cluster, "restart-1", {"mode": "query", "code": "x = 1\nopen('kept.txt', 'w').write('yes')"})
+    cluster.exec("restart-1", "x = 1\nopen('kept.txt', 'w').write('yes')")
     assert cluster.request("PATCH", "/session/restart-1").status_code == 204
     info = cluster.request("GET", "/session/restart-1").json()
     assert info["status"] == "RUNNING" and "RESTARTING" in info["statusHistory"]
-    result = _exec(cluster, "restart-1", {"mode": "query",
-                                          "code": "print('x' in globals(), open('kept.txt').read())"})
+    result = cluster.exec("restart-1", "print('x' in globals(), open('kept.txt').read())")
     assert result["console"] == [["stdout", "False yes\n"]]
     assert cluster.request("DELETE", "/session/restart-1").status_code == 200
     gone = cluster.request("PATCH", "/session/restart-1")
@@ -229,7 +207,7 @@ def test_instant_batch_task_still_passes_through_running(cluster: Cluster) -> No
                                                  "startupCommand": "true"})
         assert r.status_code == 201, r.text
     for i in range(3):
-        info = _wait_status(cluster, f"batch-instant-{i}", {"TERMINATED"})
+        info = cluster.wait_for_status(f"batch-instant-{i}", "TERMINATED")
         assert (info["statusInfo"], info["result"]) == ("task-finished", "SUCCESS")
         history = info["statusHistory"]
         assert history["PREPARING"] <= history["RUNNING"] <= history["TERMINATED"], history

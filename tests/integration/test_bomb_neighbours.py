@@ -141,25 +141,12 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         c.shutdown()
 
 
-def _create(c: Cluster, name: str, mem: str) -> None:
-    r = c.request("POST", "/session", {"image": "python", "name": name,
-                                       "config": {"resources": {"cpu": "1", "mem": mem}}})
-    assert r.status_code == 201 and r.json()["status"] == "RUNNING", r.text
-
-
-def _exec(c: Cluster, name: str, body: dict[str, Any]) -> dict[str, Any]:
-    r = c.request("POST", f"/session/{name}", body, timeout=120)
-    assert r.status_code == 200, r.text
-    result: dict[str, Any] = r.json()["result"]
-    return result
-
-
 def _run(c: Cluster, name: str, code: str) -> tuple[str, str]:
     """Execute ``code`` to its end (following ``continue``); (stdout, stderr)."""
     run_id = secrets.token_hex(4)
-    seen = [_exec(c, name, {"mode": "query", "code": code, "runId": run_id})]
+    seen = [c.exec(name, code, run_id=run_id)]
     while seen[-1]["status"] not in ("finished", "exec-timeout"):
-        seen.append(_exec(c, name, {"mode": "continue", "code": "", "runId": run_id}))
+        seen.append(c.exec(name, mode="continue", run_id=run_id))
     return tuple("".join(i[1] for r in seen for i in r["console"] if i[0] == s)  # type: ignore[return-value]
                  for s in ("stdout", "stderr"))
 
@@ -185,7 +172,7 @@ class Neighbour:
         while not self._stop.is_set():
             t = time.monotonic()
             try:
-                res = _exec(self.c, self.name, {"mode": "query", "code": "print(1)"})
+                res = self.c.exec(self.name, "print(1)")
                 if res["console"] != [["stdout", "1\n"]]:
                     self.errors.append(repr(res))
             except Exception as e:  # noqa: BLE001 - recorded, and the test fails on it
@@ -213,8 +200,8 @@ class Neighbour:
 def test_bombs_are_contained_and_the_neighbour_keeps_its_latency(small: Cluster) -> None:
     c = small
     nb, bomb = f"nb-{secrets.token_hex(3)}", f"bomb-{secrets.token_hex(3)}"
-    _create(c, nb, "128m")
-    _create(c, bomb, BOMB_MEM)
+    c.create_session(nb, config={"resources": {"cpu": "1", "mem": "128m"}})
+    c.create_session(bomb, config={"resources": {"cpu": "1", "mem": BOMB_MEM}})
     report: dict[str, str] = {}
     with Neighbour(c, nb) as quiet:  # the baseline, before any bomb
         wait_until("a few quiet runs", lambda: len(quiet.latencies), lambda n: n >= 10, timeout=60)
@@ -258,7 +245,7 @@ def test_bombs_are_contained_and_the_neighbour_keeps_its_latency(small: Cluster)
     r = c.request("DELETE", f"/session/{bomb}")
     assert r.status_code in (200, 404), r.text
     after = f"after-{secrets.token_hex(3)}"
-    _create(c, after, "128m")
+    c.create_session(after, config={"resources": {"cpu": "1", "mem": "128m"}})
     assert _run(c, after, "import os\nprint(len(os.listdir('/proc')) > 0, 6 * 7)")[0] == "True 42\n"
     for name in (after, nb):
         assert c.request("DELETE", f"/session/{name}").status_code == 200

@@ -15,21 +15,12 @@ import pytest
 
 from ai.backend.testutils.cluster import Cluster, docker_available, launch_cluster
 
-from .conftest import ADMIN
-
 pytestmark = pytest.mark.docker
 
 
-def _gql(c: Cluster, query: str, variables: dict[str, Any]) -> dict[str, Any]:
-    r = c.request("POST", "/admin/gql", {"query": query, "variables": variables}, who=ADMIN)
-    assert r.status_code == 200 and not r.json().get("errors"), r.text
-    data: dict[str, Any] = r.json()["data"]
-    return data
-
-
 def _set_policy(c: Cluster, **props: Any) -> None:
-    data = _gql(c, "mutation($n: String!, $p: ModifyKeyPairResourcePolicyInput!) { "
-                   "modify_keypair_resource_policy(name: $n, props: $p) { ok msg } }", {"n": "default", "p": props})
+    data = c.gql("mutation($n: String!, $p: ModifyKeyPairResourcePolicyInput!) { "
+                 "modify_keypair_resource_policy(name: $n, props: $p) { ok msg } }", {"n": "default", "p": props})
     assert data["modify_keypair_resource_policy"]["ok"], data
 
 
@@ -152,7 +143,7 @@ def test_three_kernel_cluster(cc: Cluster) -> None:
         time.sleep(0.3)
     assert not _containers(sid)
     assert not _network_exists(f"bai-cluster-{sid}")
-    agents = _gql(cc, "{ agents { id occupied_slots } }", {})["agents"]
+    agents = cc.gql("{ agents { id occupied_slots } }", {})["agents"]
     assert all(json.loads(a["occupied_slots"]) .get("cpu", "0") in ("0", 0) for a in agents), agents
 
 

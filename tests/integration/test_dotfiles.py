@@ -17,6 +17,7 @@ import pytest
 
 from ai.backend.manager.fixtures import DEFAULT_GROUP_ID
 from ai.backend.manager.userconfig import MAX_DOTFILES, MAX_TOTAL_BYTES
+from ai.backend.testutils.problems import problem
 
 from .conftest import ADMIN, USER, Cluster
 
@@ -36,15 +37,6 @@ def new_user(m: Cluster) -> dict[str, Any]:
                                          "variables": {"e": email}}, who=ADMIN)
     kp = r.json()["data"]["keypairs"][0]
     return {"email": email, "access_key": kp["access_key"], "secret_key": kp["secret_key"]}
-
-
-def _problem(r: httpx.Response, status: int, *words: str) -> None:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json"), r.headers
-    body = r.json()
-    text = f"{body.get('title', '')} {body.get('detail', '')}".lower()
-    for w in words:
-        assert w.lower() in text, (w, body)
 
 
 def _list(m: Cluster, who: dict[str, Any]) -> list[dict[str, Any]]:
@@ -77,17 +69,17 @@ def test_dotfile_round_trip(manager: Cluster) -> None:
     r = manager.request("DELETE", DOT + "?path=.vimrc", who=u)
     assert r.status_code == 200 and r.json() == {"success": True}
     assert [d["path"] for d in _list(manager, u)] == ["bin/hello.sh"]
-    _problem(manager.request("GET", DOT + "?path=.vimrc", who=u), 404, ".vimrc")
-    _problem(manager.request("DELETE", DOT + "?path=.vimrc", who=u), 404)
-    _problem(manager.request("PATCH", DOT, {"path": ".vimrc", "data": "", "permission": "644"}, who=u), 404)
+    problem(manager.request("GET", DOT + "?path=.vimrc", who=u), 404, ".vimrc")
+    problem(manager.request("DELETE", DOT + "?path=.vimrc", who=u), 404)
+    problem(manager.request("PATCH", DOT, {"path": ".vimrc", "data": "", "permission": "644"}, who=u), 404)
 
 
 def test_duplicates_conflict(manager: Cluster) -> None:
     u = new_user(manager)
     assert _add(manager, u, ".bashrc", "one").status_code == 200
-    _problem(_add(manager, u, ".bashrc", "two"), 409, ".bashrc")
-    _problem(_add(manager, u, "/home/work/.bashrc", "two"), 409)
-    _problem(_add(manager, u, "./.bashrc", "two"), 409)
+    problem(_add(manager, u, ".bashrc", "two"), 409, ".bashrc")
+    problem(_add(manager, u, "/home/work/.bashrc", "two"), 409)
+    problem(_add(manager, u, "./.bashrc", "two"), 409)
     assert _list(manager, u) == [{"path": ".bashrc", "permission": "644", "data": "one"}]
 
 
@@ -108,17 +100,17 @@ def test_duplicates_conflict(manager: Cluster) -> None:
     ],
 )
 def test_bad_paths_are_refused(manager: Cluster, path: str, words: list[str]) -> None:
-    _problem(_add(manager, USER, path), 400, *words)
+    problem(_add(manager, USER, path), 400, *words)
     assert path not in {d["path"] for d in _list(manager, USER)}
 
 
 def test_bad_bodies(manager: Cluster) -> None:
     u = new_user(manager)
     for perm in ("999", "rwx", "75", "07555"):
-        _problem(_add(manager, u, ".x", "d", perm), 400, "permission")
-    _problem(manager.request("POST", DOT, {"path": ".x", "data": "d", "permission": 755}, who=u), 400, "permission")
-    _problem(manager.request("POST", DOT, {"path": ".x", "permission": "644"}, who=u), 400, "data")
-    _problem(manager.request("POST", DOT, {"path": ".x", "data": 5, "permission": "644"}, who=u), 400, "data")
+        problem(_add(manager, u, ".x", "d", perm), 400, "permission")
+    problem(manager.request("POST", DOT, {"path": ".x", "data": "d", "permission": 755}, who=u), 400, "permission")
+    problem(manager.request("POST", DOT, {"path": ".x", "permission": "644"}, who=u), 400, "data")
+    problem(manager.request("POST", DOT, {"path": ".x", "data": 5, "permission": "644"}, who=u), 400, "data")
     assert _list(manager, u) == []
 
 
@@ -126,18 +118,18 @@ def test_limits(manager: Cluster) -> None:
     u = new_user(manager)
     for i in range(MAX_DOTFILES):
         assert _add(manager, u, f".f{i}", "").status_code == 200
-    _problem(_add(manager, u, ".one-too-many"), 400, str(MAX_DOTFILES))
+    problem(_add(manager, u, ".one-too-many"), 400, str(MAX_DOTFILES))
     assert len(_list(manager, u)) == MAX_DOTFILES
     # Size: the paths and contents of one user's dotfiles together stay within 64 KiB.
     v = new_user(manager)
     half = "a" * (MAX_TOTAL_BYTES // 2)
     assert _add(manager, v, ".big1", half).status_code == 200
-    _problem(_add(manager, v, ".big2", half), 400, "KiB")
+    problem(_add(manager, v, ".big2", half), 400, "KiB")
     small = _add(manager, v, ".small", "b" * 100)
     assert small.status_code == 200
     # An update that would overflow is refused and leaves the file as it was.
     r = manager.request("PATCH", DOT, {"path": ".small", "data": half, "permission": "644"}, who=v)
-    _problem(r, 400, "KiB")
+    problem(r, 400, "KiB")
     assert manager.request("GET", DOT + "?path=.small", who=v).json()["data"] == "b" * 100
     # Shrinking the big one makes room again.
     r = manager.request("PATCH", DOT, {"path": ".big1", "data": "", "permission": "644"}, who=v)
@@ -149,8 +141,8 @@ def test_other_users_and_admins(manager: Cluster) -> None:
     u, w = new_user(manager), new_user(manager)
     assert _add(manager, u, ".secret", "u's").status_code == 200
     assert _list(manager, w) == []
-    _problem(manager.request("GET", DOT + "?path=.secret", who=w), 404)
-    _problem(manager.request("GET", DOT + "?owner_access_key=" + u["access_key"], who=w), 403)
+    problem(manager.request("GET", DOT + "?path=.secret", who=w), 404)
+    problem(manager.request("GET", DOT + "?owner_access_key=" + u["access_key"], who=w), 403)
     # An admin manages a user's dotfiles with owner_access_key.
     r = manager.request("GET", DOT + "?owner_access_key=" + u["access_key"], who=ADMIN)
     assert [d["path"] for d in r.json()] == [".secret"]
@@ -169,9 +161,9 @@ def test_bootstrap_script(manager: Cluster) -> None:
     assert r.status_code == 200 and r.json() == {}
     assert manager.request("GET", path, who=u).json() == "echo hello > /home/work/hello\n"
     assert manager.request("GET", path, who=USER).json() != "echo hello > /home/work/hello\n"
-    _problem(manager.request("POST", path, {"script": "x" * (64 * 1024 + 1)}, who=u), 400, "KiB")
-    _problem(manager.request("POST", path, {"script": 42}, who=u), 400, "script")
-    _problem(manager.request("POST", path, {}, who=u), 400, "script")
+    problem(manager.request("POST", path, {"script": "x" * (64 * 1024 + 1)}, who=u), 400, "KiB")
+    problem(manager.request("POST", path, {"script": 42}, who=u), 400, "script")
+    problem(manager.request("POST", path, {}, who=u), 400, "script")
     assert manager.request("GET", path, who=u).json() == "echo hello > /home/work/hello\n"
     assert manager.request("POST", path, {"script": ""}, who=u).status_code == 200
     assert manager.request("GET", path, who=u).json() == ""

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 
-from ai.backend.manager.fixtures import ADMIN
 from ai.backend.testutils.cluster import Cluster, launch_manager
 from ai.backend.testutils.fleet import start_fleet
 from ai.backend.testutils.processes import stop_process
@@ -28,16 +27,9 @@ CREATE_DELAY = 0.4
 SMALL = {"image": "python", "resources": {"cpu": 1, "mem": "256m"}}
 
 
-def _gql(c: Cluster, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-    r = c.request("POST", "/admin/graphql", {"query": query, "variables": variables or {}}, who=ADMIN)
-    assert r.status_code == 200 and not r.json().get("errors"), r.text
-    body = r.json()
-    data: dict[str, Any] = body.get("data", body)  # the legacy endpoint answers the fields at the top
-    return data
-
-
 def _agents(c: Cluster) -> dict[str, dict[str, Any]]:
-    rows = _gql(c, "{ agents(status: \"ALIVE\") { id scaling_group addr available_slots occupied_slots } }")["agents"]
+    rows = c.gql("{ agents(status: \"ALIVE\") { id scaling_group addr available_slots occupied_slots } }",
+                 legacy=True)["agents"]
     return {a["id"]: a for a in rows}
 
 
@@ -56,10 +48,10 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, s
     prefix = f"i-dummy-{uuid.uuid4().hex[:6]}-"
     proc: subprocess.Popen[bytes] | None = None
     try:
-        _gql(m, 'mutation { create_scaling_group(name: "dummy-b", props: {driver: "static", scheduler: "fifo", '
-                'is_active: true}) { ok msg } }')
-        _gql(m, 'mutation { associate_scaling_group_with_domain(scaling_group: "dummy-b", domain: "default") '
-                '{ ok msg } }')
+        m.gql('mutation { create_scaling_group(name: "dummy-b", props: {driver: "static", scheduler: "fifo", '
+              'is_active: true}) { ok msg } }', legacy=True)
+        m.gql('mutation { associate_scaling_group_with_domain(scaling_group: "dummy-b", domain: "default") '
+              '{ ok msg } }', legacy=True)
         proc = start_fleet(m, state, 3, heartbeat=1.0, id_prefix=prefix, scaling_groups="default,dummy-b,default",
                            tables=f'[resource]\ncpu = 2\nmem = "2g"\n\n[dummy]\ncreate-delay = {CREATE_DELAY}\n'
                                   'destroy-delay = [0.0, 0.05]\nexecute = "echo"\n')
@@ -80,7 +72,7 @@ def test_agents_register_capacity_groups_and_images(fleet: tuple[Cluster, str]) 
         slots = json.loads(a["available_slots"])
         assert float(slots["cpu"]) == 2 and int(slots["mem"]) == 2 * 1024**3
         assert a["addr"].endswith(f"/a/{a['id']}")
-    images = _gql(m, "{ images { name tag } }")["images"]
+    images = m.gql("{ images { name tag } }", legacy=True)["images"]
     assert any(i["name"].endswith("python") and i["tag"] == "3.11-debian12" for i in images), images
 
 
@@ -139,15 +131,15 @@ def test_scheduler_never_overcommits(fleet: tuple[Cluster, str]) -> None:
 def _containers(m: Cluster, session_id: str) -> list[dict[str, Any]]:
     q = ("query($id: UUID!) { compute_session(id: $id) { containers { cluster_hostname cluster_role local_rank "
          "agent status occupied_slots } } }")
-    rows: list[dict[str, Any]] = _gql(m, q, {"id": session_id})["compute_session"]["containers"]
+    rows: list[dict[str, Any]] = m.gql(q, {"id": session_id}, legacy=True)["compute_session"]["containers"]
     return rows
 
 
 def test_cluster_sessions_single_and_multi_node(fleet: tuple[Cluster, str]) -> None:
     """Multi-node kernels spread over the group's agents (whole or not at all); single-node ones share one."""
     m, prefix = fleet
-    _gql(m, 'mutation { modify_keypair_resource_policy(name: "default", props: {max_containers_per_session: 4}) '
-            '{ ok msg } }')
+    m.gql('mutation { modify_keypair_resource_policy(name: "default", props: {max_containers_per_session: 4}) '
+          '{ ok msg } }', legacy=True)
     tag = uuid.uuid4().hex[:6]
     both = {f"{prefix}1", f"{prefix}3"}  # the default group: two agents of 2 cores
     r = m.request("POST", "/session", {**SMALL, "name": f"mn-{tag}", "clusterSize": 2, "clusterMode": "multi-node",

@@ -18,17 +18,10 @@ pytestmark = pytest.mark.docker
 CLI = [sys.executable, "-m", "ai.backend.client.cli"]
 
 
-def _exec(cluster: Cluster, name: str, body: dict[str, Any]) -> dict[str, Any]:
-    r = cluster.request("POST", f"/session/{name}", body)
-    assert r.status_code == 200, r.text
-    result: dict[str, Any] = r.json()["result"]
-    return result
-
-
 def _until_done(cluster: Cluster, name: str, first: dict[str, Any], run_id: str) -> list[dict[str, Any]]:
     seen = [first]
     while seen[-1]["status"] not in ("finished", "exec-timeout"):
-        seen.append(_exec(cluster, name, {"mode": "continue", "code": "", "runId": run_id}))
+        seen.append(cluster.exec(name, mode="continue", run_id=run_id))
     return seen
 
 
@@ -41,24 +34,22 @@ def sess(cluster: Cluster) -> Any:
 
 
 def test_interrupt_stops_an_infinite_loop_and_keeps_the_globals(cluster: Cluster, sess: str) -> None:
-    _exec(cluster, sess, {"mode": "query", "code": "kept = 'here'"})
-    first = _exec(cluster, sess, {"mode": "query", "runId": "loop1",
-                                  "code": "print('looping', flush=True)\nwhile True:\n    pass"})
+    cluster.exec(sess, "kept = 'here'")
+    first = cluster.exec(sess, "print('looping', flush=True)\nwhile True:\n    pass", run_id="loop1")
     assert first["status"] == "continued"
     assert cluster.request("POST", f"/session/{sess}/interrupt").status_code == 204
-    seen = _until_done(cluster, sess, _exec(cluster, sess, {"mode": "continue", "code": "", "runId": "loop1"}),
+    seen = _until_done(cluster, sess, cluster.exec(sess, mode="continue", run_id="loop1"),
                        "loop1")
     text = "".join(item[1] for r in [first, *seen] for item in r["console"])
     assert "looping" in text and "KeyboardInterrupt" in text
     assert seen[-1]["status"] == "finished"
-    after = _exec(cluster, sess, {"mode": "query", "code": "print(kept)"})
+    after = cluster.exec(sess, "print(kept)")
     assert after["console"] == [["stdout", "here\n"]]
 
 
 def test_interrupt_stops_a_batch_program(cluster: Cluster, sess: str) -> None:
     started = time.monotonic()
-    first = _exec(cluster, sess, {"mode": "batch", "code": "", "runId": "bloop",
-                                  "options": {"exec": "echo go; sleep 120; echo never"}})
+    first = cluster.exec(sess, mode="batch", run_id="bloop", options={"exec": "echo go; sleep 120; echo never"})
     assert cluster.request("POST", f"/session/{sess}/interrupt").status_code == 204
     seen = _until_done(cluster, sess, first, "bloop")
     text = "".join(item[1] for r in seen for item in r["console"])
@@ -68,10 +59,9 @@ def test_interrupt_stops_a_batch_program(cluster: Cluster, sess: str) -> None:
 
 
 def test_batch_mode_build_and_exec_with_python(cluster: Cluster, sess: str) -> None:
-    _exec(cluster, sess, {"mode": "query", "code": "open('main.py', 'w').write('print(21 * 2)')"})
-    first = _exec(cluster, sess, {"mode": "batch", "code": "", "runId": "b-ok",
-                                  "options": {"clean": "rm -f built.txt", "build": "echo built > built.txt",
-                                              "exec": "*"}})
+    cluster.exec(sess, "open('main.py', 'w').write('print(21 * 2)')")
+    first = cluster.exec(sess, mode="batch", run_id="b-ok",
+                         options={"clean": "rm -f built.txt", "build": "echo built > built.txt", "exec": "*"})
     seen = _until_done(cluster, sess, first, "b-ok")
     statuses = [r["status"] for r in seen]
     assert statuses[-3:] == ["clean-finished", "build-finished", "finished"] or (
@@ -79,8 +69,8 @@ def test_batch_mode_build_and_exec_with_python(cluster: Cluster, sess: str) -> N
     ), statuses
     assert seen[-1]["exitCode"] == 0
     assert ["stdout", "42\n"] in seen[-1]["console"]
-    failing = _exec(cluster, sess, {"mode": "batch", "code": "", "runId": "b-fail",
-                                    "options": {"build": "echo broken >&2; exit 2", "exec": "echo ran"}})
+    failing = cluster.exec(sess, mode="batch", run_id="b-fail",
+                           options={"build": "echo broken >&2; exit 2", "exec": "echo ran"})
     seen = _until_done(cluster, sess, failing, "b-fail")
     build = next(r for r in seen if r["status"] == "build-finished")
     assert build["exitCode"] == 2

@@ -50,11 +50,11 @@ def up(crashy: Cluster) -> Cluster:
     return crashy
 
 
-def _create(c: Cluster, name: str, bootstrap: str) -> str:
-    r = c.request("POST", "/session", {"image": "python", "name": name, "enqueueOnly": True,
-                                       "bootstrap_script": bootstrap, "config": {"resources": SMALL}})
-    assert r.status_code in (200, 201), r.text
-    return str(r.json()["sessionId"])
+def _enqueue(c: Cluster, name: str, bootstrap: str) -> str:
+    """Enqueue a small session running ``bootstrap`` first; its id."""
+    body = c.create_session(name, config={"resources": SMALL}, expect=(200, 201), running=False, enqueueOnly=True,
+                            bootstrap_script=bootstrap)
+    return str(body["sessionId"])
 
 
 def _db(c: Cluster) -> sqlite3.Connection:
@@ -125,7 +125,7 @@ def _destroy_all(c: Cluster, ids: list[str]) -> None:
 def test_manager_crash_during_a_burst_converges(up: Cluster) -> None:
     c = up
     # The bootstrap script keeps each session PREPARING for a while after its container exists.
-    ids = [_create(c, f"burst-{i}", "sleep 4") for i in range(14)]
+    ids = [_enqueue(c, f"burst-{i}", "sleep 4") for i in range(14)]
     wait_until("a few kernel containers", lambda: _containers(c), lambda found: len(found) >= 2, timeout=60,
                interval=0.1)
     c.kill("manager")
@@ -140,7 +140,7 @@ def test_manager_crash_during_a_burst_converges(up: Cluster) -> None:
 
 def test_agent_crash_after_container_creation(up: Cluster) -> None:
     c = up
-    sid = _create(c, "agent-crash", "sleep 5")
+    sid = _enqueue(c, "agent-crash", "sleep 5")
     wait_until("the session's container", lambda: _containers(c), lambda found: sid in found, timeout=60,
                interval=0.05)
     c.kill("agent")
@@ -157,7 +157,7 @@ def test_agent_crash_after_container_creation(up: Cluster) -> None:
 
 def test_destroying_a_preparing_session_removes_its_container(up: Cluster) -> None:
     c = up
-    sid = _create(c, "destroy-preparing", "sleep 60")
+    sid = _enqueue(c, "destroy-preparing", "sleep 60")
     wait_until("the session's container", lambda: _containers(c), lambda found: sid in found, timeout=60)
     assert _sessions(c, [sid])[sid][0] in ("PREPARING", "PULLING")
     r = c.request("DELETE", f"/session/{sid}")
@@ -173,7 +173,7 @@ def test_destroying_a_preparing_session_removes_its_container(up: Cluster) -> No
 
 def test_container_removed_while_the_agent_was_down_ends_its_session(up: Cluster) -> None:
     c = up
-    sid = _create(c, "vanishing", "")
+    sid = _enqueue(c, "vanishing", "")
     wait_until("the session to run", lambda: _sessions(c, [sid])[sid][0], lambda st: st == "RUNNING", timeout=60)
     c.kill("agent")
     out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=ai.backend.session-id={sid}"],

@@ -40,16 +40,6 @@ AGENT_2203 = ("query($agent_id: String!) {\n    agent(agent_id: $agent_id) {id s
               "first_contact cpu_cur_pct available_slots occupied_slots hardware_metadata live_stat}\n}\n")
 
 
-def _gql(cluster: Cluster, query: str, variables: dict[str, Any] | None = None,
-         who: dict[str, Any] = USER) -> dict[str, Any]:
-    r = cluster.request("POST", "/admin/gql", {"query": query, "variables": variables or {}}, who=who)
-    assert r.status_code == 200, r.text
-    doc = r.json()
-    assert not doc.get("errors"), doc
-    data: dict[str, Any] = doc["data"]
-    return data
-
-
 def _start(cluster: Cluster, name: str) -> str:
     r = cluster.request("POST", "/session", {"image": "python", "name": name,
                                             "config": {"resources": {"cpu": "1", "mem": "256m"}}})
@@ -76,51 +66,53 @@ def running(cluster: Cluster) -> Any:
 def test_v4_session_list_and_detail(cluster: Cluster, running: tuple[str, str]) -> None:
     name, sid = running
     status = "PENDING,PREPARING,PULLING,RUNNING,RESTARTING,TERMINATING,RESIZING,SUSPENDED,ERROR"
-    page = _gql(cluster, LIST_1909, {"limit": 20, "offset": 0, "status": status, "ak": None})["compute_session_list"]
+    page = cluster.gql(LIST_1909, {"limit": 20, "offset": 0, "status": status, "ak": None},
+                       who=USER)["compute_session_list"]
     (item,) = [i for i in page["items"] if i["id"] == sid]
     assert item["sess_id"] == name and item["sess_type"] == "interactive" and item["status"] == "RUNNING"
     assert item["access_key"] == USER["access_key"]
     assert item["mem_cur_bytes"] > 0 and item["mem_max_bytes"] >= item["mem_cur_bytes"]
     assert isinstance(item["cpu_using"], float) and item["cpu_using"] >= 0
 
-    one = _gql(cluster, ONE_1909, {"sess_id": name})["compute_session"]
+    one = cluster.gql(ONE_1909, {"sess_id": name}, who=USER)["compute_session"]
     assert one["sess_id"] == name and one["role"] == "main" and one["status"] == "RUNNING"
     assert one["agent"] is None  # users do not see agents
     assert one["cpu_used"] >= 0 and one["mem_cur_bytes"] > 0 and one["net_rx_bytes"] >= 0
     # The scratch limit of the session (the agent's scratch-size), as the REST session info reports it.
     rest_stats = cluster.request("GET", f"/session/{name}").json()["stats"]
     assert one["io_max_scratch_size"] == rest_stats["io_max_scratch_size"] > 0 and one["num_queries"] >= 1
-    as_admin = _gql(cluster, ONE_1909, {"sess_id": name}, who=ADMIN)["compute_session"]
+    as_admin = cluster.gql(ONE_1909, {"sess_id": name}, who=ADMIN)["compute_session"]
     assert as_admin["sess_id"] == name and as_admin["agent"] == cluster.agent_id
-    assert _gql(cluster, ONE_1909, {"sess_id": sid})["compute_session"]["sess_id"] == name
-    assert _gql(cluster, ONE_1909, {"sess_id": "no-such-session"})["compute_session"] is None
+    assert cluster.gql(ONE_1909, {"sess_id": sid}, who=USER)["compute_session"]["sess_id"] == name
+    assert cluster.gql(ONE_1909, {"sess_id": "no-such-session"}, who=USER)["compute_session"] is None
     r = cluster.request("POST", "/admin/graphql", {"query": "{ compute_session { id } }"})
     assert r.status_code == 400 or r.json().get("errors"), r.text
 
 
 def test_2203_session_info_fields(cluster: Cluster, running: tuple[str, str]) -> None:
     name, sid = running
-    s = _gql(cluster, INFO_2203, {"id": sid})["compute_session"]
+    s = cluster.gql(INFO_2203, {"id": sid}, who=USER)["compute_session"]
     assert s["name"] == name and s["created_user_id"]
     (c,) = s["containers"]
     assert c["cluster_role"] == "main" and c["status_data"] is None and s["dependencies"] == []
     # The 22.03 shape is unchanged: compute_session(id:) with the same answer.
-    same = _gql(cluster, "query($id: UUID!) { compute_session(id: $id) { id name created_user_uuid } }",
-                {"id": sid})["compute_session"]
+    same = cluster.gql("query($id: UUID!) { compute_session(id: $id) { id name created_user_uuid } }",
+                       {"id": sid}, who=USER)["compute_session"]
     assert same["id"] == sid and same["created_user_uuid"] == s["created_user_id"]
 
 
 def test_keypair_concurrency_fields(cluster: Cluster) -> None:
-    kp = _gql(cluster, KEYPAIR_1909)["keypair"]
+    kp = cluster.gql(KEYPAIR_1909, who=USER)["keypair"]
     assert kp["access_key"] == USER["access_key"]
-    policy = _gql(cluster, "{ keypair_resource_policy { name max_concurrent_sessions } }")["keypair_resource_policy"]
+    policy = cluster.gql("{ keypair_resource_policy { name max_concurrent_sessions } }",
+                         who=USER)["keypair_resource_policy"]
     assert policy["name"] == kp["resource_policy"]
     assert kp["concurrency_limit"] == policy["max_concurrent_sessions"]
     assert isinstance(kp["concurrency_used"], int)
 
 
 def test_agent_hardware_metadata_and_live_stat(cluster: Cluster, running: tuple[str, str]) -> None:
-    agent = _gql(cluster, AGENT_2203, {"agent_id": cluster.agent_id}, who=ADMIN)["agent"]
+    agent = cluster.gql(AGENT_2203, {"agent_id": cluster.agent_id}, who=ADMIN)["agent"]
     hw = json.loads(agent["hardware_metadata"])
     assert hw["cpu"]["status"] == "healthy" and int(hw["cpu"]["metadata"]["num_cores"]) > 0
     live = json.loads(agent["live_stat"])
@@ -166,9 +158,9 @@ def test_v4_sess_id_finds_a_session_whose_name_looks_like_a_uuid(cluster: Cluste
     r = cluster.request("POST", "/session", {"image": "python", "name": name, "enqueueOnly": True, "starts_at": "1h"})
     assert r.status_code == 201, r.text
     try:
-        one = _gql(cluster, ONE_1909, {"sess_id": name})["compute_session"]
+        one = cluster.gql(ONE_1909, {"sess_id": name}, who=USER)["compute_session"]
         assert one is not None and one["sess_id"] == name
-        by_id = _gql(cluster, ONE_1909, {"sess_id": r.json()["sessionId"]})["compute_session"]
+        by_id = cluster.gql(ONE_1909, {"sess_id": r.json()["sessionId"]}, who=USER)["compute_session"]
         assert by_id is not None and by_id["sess_id"] == name
     finally:
         cluster.request("DELETE", f"/session/{name}")

@@ -15,16 +15,8 @@ from ai.backend.manager.fixtures import ADMIN
 from ai.backend.testutils.cluster import Cluster
 
 
-def _gql(m: Cluster, query: str, variables: dict[str, Any]) -> dict[str, Any]:
-    r = m.request("POST", "/admin/gql", {"query": query, "variables": variables}, who=ADMIN)
-    body = r.json()
-    assert r.status_code == 200 and not body.get("errors"), body
-    data: dict[str, Any] = body["data"]
-    return data
-
-
 def _mutate_ok(m: Cluster, query: str, variables: dict[str, Any]) -> None:
-    data = _gql(m, query, variables)
+    data = m.gql(query, variables)
     (result,) = data.values()
     assert result["ok"], result
 
@@ -42,7 +34,7 @@ DOMAIN_FIELDS = ("name description is_active total_resource_slots allowed_vfolde
 
 
 def _domain(m: Cluster, name: str) -> dict[str, Any]:
-    data = _gql(m, f"query($name: String) {{ domain(name: $name) {{ {DOMAIN_FIELDS} }} }}", {"name": name})
+    data = m.gql(f"query($name: String) {{ domain(name: $name) {{ {DOMAIN_FIELDS} }} }}", {"name": name})
     return dict(data["domain"])
 
 
@@ -69,16 +61,16 @@ GROUP_FIELDS = "id name description is_active domain_name total_resource_slots a
 
 
 def _group(m: Cluster, gid: str) -> dict[str, Any]:
-    data = _gql(m, f"query($id: UUID!) {{ group(id: $id) {{ {GROUP_FIELDS} }} }}", {"id": gid})
+    data = m.gql(f"query($id: UUID!) {{ group(id: $id) {{ {GROUP_FIELDS} }} }}", {"id": gid})
     return dict(data["group"])
 
 
 def _new_group(m: Cluster) -> str:
-    data = _gql(m, "mutation($name: String!, $input: GroupInput!) { create_group(name: $name, props: $input) "
-                "{ ok msg group { id } } }",
-                {"name": _name(), "input": {"domain_name": "default", "description": "before", "is_active": True,
-                                            "total_resource_slots": '{"cpu": "4"}',
-                                            "allowed_vfolder_hosts": ["local:volume1"], "integration_id": "g-1"}})
+    data = m.gql("mutation($name: String!, $input: GroupInput!) { create_group(name: $name, props: $input) "
+                 "{ ok msg group { id } } }",
+                 {"name": _name(), "input": {"domain_name": "default", "description": "before", "is_active": True,
+                                             "total_resource_slots": '{"cpu": "4"}',
+                                             "allowed_vfolder_hosts": ["local:volume1"], "integration_id": "g-1"}})
     return str(data["create_group"]["group"]["id"])
 
 
@@ -113,8 +105,8 @@ POLICY_FIELDS = ("name default_for_unspecified total_resource_slots max_concurre
 
 
 def _policy(m: Cluster, name: str) -> dict[str, Any]:
-    data = _gql(m, f"query($name: String) {{ keypair_resource_policy(name: $name) {{ {POLICY_FIELDS} }} }}",
-                {"name": name})
+    data = m.gql(f"query($name: String) {{ keypair_resource_policy(name: $name) {{ {POLICY_FIELDS} }} }}",
+                 {"name": name})
     return dict(data["keypair_resource_policy"])
 
 
@@ -143,7 +135,7 @@ USER_FIELDS = "email username full_name description need_password_change domain_
 
 
 def _user(m: Cluster, email: str) -> dict[str, Any]:
-    data = _gql(m, f"query($email: String) {{ user(email: $email) {{ {USER_FIELDS} }} }}", {"email": email})
+    data = m.gql(f"query($email: String) {{ user(email: $email) {{ {USER_FIELDS} }} }}", {"email": email})
     return dict(data["user"])
 
 
@@ -175,16 +167,16 @@ def test_modify_keypair_22_03_update_keeps_what_it_does_not_name(manager: Cluste
     email = f"{_name()}@example.org"
     _mutate_ok(manager, "mutation($email: String!, $props: UserInput!) { create_user(email: $email, props: $props) "
                "{ ok msg } }", {"email": email, "props": {"password": "pw-1234-x", "domain_name": "default"}})
-    ak = _gql(manager, "query($email: String) { keypairs(email: $email) { access_key } }",
-              {"email": email})["keypairs"][0]["access_key"]
+    ak = manager.gql("query($email: String) { keypairs(email: $email) { access_key } }",
+                     {"email": email})["keypairs"][0]["access_key"]
     query = f"query($ak: String) {{ keypair(access_key: $ak) {{ {KEYPAIR_FIELDS} }} }}"
-    before = dict(_gql(manager, query, {"ak": ak})["keypair"])
+    before = dict(manager.gql(query, {"ak": ak})["keypair"])
     # 22.03 `KeyPair.update(ak, rate_limit=1234)`.
     _mutate_ok(manager, "mutation($access_key: String!, $input: ModifyKeyPairInput!) {"
                "  modify_keypair(access_key: $access_key, props: $input) {    ok msg  }}",
                {"access_key": ak, "input": {"is_active": None, "is_admin": None, "resource_policy": None,
                                             "rate_limit": 1234}})
-    after = dict(_gql(manager, query, {"ak": ak})["keypair"])
+    after = dict(manager.gql(query, {"ak": ak})["keypair"])
     assert after["rate_limit"] == 1234
     assert _changed(before, after) == {"rate_limit"}, (before, after)
 
@@ -202,13 +194,13 @@ def test_modify_scaling_group_22_03_update_keeps_driver_and_scheduler(manager: C
                                         "driver_opts": json.dumps({"x": "1"}), "scheduler": "drf",
                                         "scheduler_opts": json.dumps({"allowed_session_types": ["interactive"]})}})
     query = f"query($name: String) {{ scaling_group(name: $name) {{ {SGROUP_FIELDS} }} }}"
-    before = dict(_gql(manager, query, {"name": name})["scaling_group"])
+    before = dict(manager.gql(query, {"name": name})["scaling_group"])
     # 22.03 `ScalingGroup.update(name, description='after')` (its defaults send is_active: true).
     _mutate_ok(manager, "mutation($name: String!, $input: ModifyScalingGroupInput!) {\n"
                "    modify_scaling_group(name: $name, props: $input) {\n        ok msg\n    }\n}\n",
                {"name": name, "input": {"description": "after", "is_active": True, "driver": None,
                                         "driver_opts": None, "scheduler": None, "scheduler_opts": None}})
-    after = dict(_gql(manager, query, {"name": name})["scaling_group"])
+    after = dict(manager.gql(query, {"name": name})["scaling_group"])
     assert after["description"] == "after" and after["scheduler"] == "drf"
     assert _changed(before, after) == {"description"}, (before, after)
 
@@ -219,11 +211,11 @@ def test_modify_resource_preset_null_keeps_slots(manager: Cluster) -> None:
                "create_resource_preset(name: $name, props: $props) { ok msg } }",
                {"name": name, "props": {"resource_slots": '{"cpu": "2", "mem": "2g"}', "shared_memory": "64m"}})
     query = "query($name: String!) { resource_preset(name: $name) { name resource_slots shared_memory } }"
-    before = dict(_gql(manager, query, {"name": name})["resource_preset"])
+    before = dict(manager.gql(query, {"name": name})["resource_preset"])
     _mutate_ok(manager, "mutation($name: String!, $props: ModifyResourcePresetInput!) { "
                "modify_resource_preset(name: $name, props: $props) { ok msg } }",
                {"name": name, "props": {"resource_slots": None, "shared_memory": "128m"}})
-    after = dict(_gql(manager, query, {"name": name})["resource_preset"])
+    after = dict(manager.gql(query, {"name": name})["resource_preset"])
     assert _changed(before, after) == {"shared_memory"}, (before, after)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 import uuid
 from typing import Any, Protocol
 
@@ -17,52 +16,35 @@ import httpx
 import pytest
 
 from ai.backend.manager.fixtures import ADMIN, DEFAULT_GROUP_ID, USER
+from ai.backend.testutils.problems import problem
 
 
 class Requester(Protocol):
     def request(self, method: str, path: str, body: Any = None, who: dict[str, Any] = ...) -> httpx.Response: ...
+
+    def gql_request(self, query: str, variables: dict[str, Any] | None = ..., *, who: dict[str, Any] = ...
+                    ) -> httpx.Response: ...
+
+    def gql(self, query: str, variables: dict[str, Any] | None = ..., *, who: dict[str, Any] = ...
+            ) -> dict[str, Any]: ...
 
 
 def _uid() -> str:
     return secrets.token_hex(3)
 
 
-def _gql(m: Requester, query: str, variables: dict[str, Any] | None = None, who: dict[str, Any] = ADMIN
-         ) -> httpx.Response:
-    return m.request("POST", "/admin/gql", {"query": query, "variables": variables or {}}, who=who)
-
-
-def _data(m: Requester, query: str, variables: dict[str, Any] | None = None, who: dict[str, Any] = ADMIN
-          ) -> dict[str, Any]:
-    r = _gql(m, query, variables, who)
-    assert r.status_code == 200, r.text
-    body = r.json()
-    assert "errors" not in body, body
-    data: dict[str, Any] = body["data"]
-    return data
-
-
 def _mutate(m: Requester, query: str, variables: dict[str, Any] | None = None, who: dict[str, Any] = ADMIN
             ) -> dict[str, Any]:
-    data = _data(m, query, variables, who)
+    data = m.gql(query, variables, who=who)
     (result,) = data.values()
     assert result["ok"] is True and result["msg"] == "success", result
     out: dict[str, Any] = result
     return out
 
 
-def _problem(r: httpx.Response, status: int, *words: str) -> None:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json"), r.headers
-    body = r.json()
-    text = (body.get("detail") or "") + " " + body["title"]
-    for w in words:
-        assert w.lower() in text.lower(), (w, body)
-
-
 def _refused(m: Requester, status: int, query: str, variables: dict[str, Any] | None = None,
              who: dict[str, Any] = ADMIN, words: tuple[str, ...] = ()) -> None:
-    _problem(_gql(m, query, variables, who), status, *words)
+    problem(m.gql_request(query, variables, who=who), status, *words)
 
 
 # --- accounts used by the scoping tests ---------------------------------------------------------------
@@ -108,7 +90,7 @@ GET_SG = f"query($n: String) {{ scaling_group(name: $n) {{ {SG_FIELDS} }} }}"
 
 
 def _sg(m: Requester, name: str) -> dict[str, Any] | None:
-    found: dict[str, Any] | None = _data(m, GET_SG, {"n": name})["scaling_group"]
+    found: dict[str, Any] | None = m.gql(GET_SG, {"n": name})["scaling_group"]
     return found
 
 
@@ -129,9 +111,9 @@ def test_scaling_group_create_query_modify_delete(manager: Any) -> None:
     assert created["wsproxy_addr"] == "http://127.0.0.1:5050" and created["wsproxy_api_token"] == "tok"
     assert created["created_at"]
     assert _sg(manager, name) == created
-    names = [s["name"] for s in _data(manager, "{ scaling_groups { name } }")["scaling_groups"]]
+    names = [s["name"] for s in manager.gql("{ scaling_groups { name } }")["scaling_groups"]]
     assert name in names and "default" in names
-    only = _data(manager, "query($n: String) { scaling_groups(name: $n) { name } }", {"n": name})
+    only = manager.gql("query($n: String) { scaling_groups(name: $n) { name } }", {"n": name})
     assert only["scaling_groups"] == [{"name": name}]
 
     _mutate(manager, MODIFY_SG, {"n": name, "p": {"scheduler": "lifo", "is_active": False, "description": "x",
@@ -141,8 +123,8 @@ def test_scaling_group_create_query_modify_delete(manager: Any) -> None:
     assert (after["scheduler"], after["is_active"], after["description"]) == ("lifo", False, "x")
     assert after["wsproxy_addr"] is None and json.loads(after["scheduler_opts"]) == {}
     assert after["is_public"] is False  # untouched
-    inactive = _data(manager, "{ scaling_groups(is_active: false) { name } }")["scaling_groups"]
-    active = _data(manager, "{ scaling_groups(is_active: true) { name } }")["scaling_groups"]
+    inactive = manager.gql("{ scaling_groups(is_active: false) { name } }")["scaling_groups"]
+    active = manager.gql("{ scaling_groups(is_active: true) { name } }")["scaling_groups"]
     assert {"name": name} in inactive and {"name": name} not in active
 
     _mutate(manager, "mutation($n: String!) { delete_scaling_group(name: $n) { ok msg } }", {"n": name})
@@ -174,7 +156,7 @@ def test_malformed_json_string_is_a_client_error(manager: Any) -> None:
     doc = (f'mutation {{ create_scaling_group(name: "{name}", props: {{driver: "static", scheduler: "fifo", '
            'scheduler_opts: "{not json"}) { ok } }')
     legacy = manager.request("POST", "/admin/graphql", {"query": doc})
-    _problem(legacy, 400, "GraphQL")
+    problem(legacy, 400, "GraphQL")
     assert "JSONString" in json.dumps(legacy.json()["errors"])
     std = manager.request("POST", "/admin/gql", {"query": doc.replace('"{not json"', "$o").replace(
         "mutation {", "mutation($o: JSONString) {"), "variables": {"o": "{not json"}})
@@ -228,7 +210,7 @@ ASSOC = {
 
 
 def _listed(m: Requester, kind: str, target: str) -> list[str]:
-    (rows,) = _data(m, ASSOC[kind][2], {"t": target}).values()
+    (rows,) = m.gql(ASSOC[kind][2], {"t": target}).values()
     return [r["name"] for r in rows]
 
 
@@ -255,7 +237,7 @@ def test_scaling_group_associations(manager: Any, kind: str) -> None:
     # is_active narrows the association lists too.
     _mutate(manager, MODIFY_SG, {"n": sg, "p": {"is_active": False}})
     q = ASSOC[kind][2].replace("$t)", "$t, is_active: true)")
-    (rows,) = _data(manager, q, {"t": target}).values()
+    (rows,) = manager.gql(q, {"t": target}).values()
     assert rows == []
     _mutate(manager, dissoc, {"s": sg, "t": target})
     assert _listed(manager, kind, target) == []
@@ -320,11 +302,11 @@ def test_rest_usable_scaling_groups(manager: Any) -> None:
     assert public_kp in user_sees and private_grp not in user_sees  # private ones: admins only
     assert private_grp in admin_sees and public_kp not in admin_sees  # the keypair association is USER's
     assert inactive not in user_sees + admin_sees and elsewhere not in user_sees + admin_sees
-    _problem(manager.request("GET", "/scaling-groups?group=no-such-group"), 404, "no-such-group")
-    _problem(manager.request("GET", "/scaling-groups"), 400, "group")
+    problem(manager.request("GET", "/scaling-groups?group=no-such-group"), 404, "no-such-group")
+    problem(manager.request("GET", "/scaling-groups"), 400, "group")
     # A group of the user's domain that the user is not a member of.
     lonely = _group(manager)
-    _problem(manager.request("GET", f"/scaling-groups?group={lonely}"), 403, "member")
+    problem(manager.request("GET", f"/scaling-groups?group={lonely}"), 403, "member")
     lonely_admin = _usable(manager, lonely, who=ADMIN)
     assert "default" in lonely_admin and private_grp not in lonely_admin  # domain association only
 
@@ -348,7 +330,7 @@ GET_PRESET = "query($n: String!) { resource_preset(name: $n) { name resource_slo
 
 
 def _preset(m: Requester, name: str, who: dict[str, Any] = ADMIN) -> dict[str, Any] | None:
-    found: dict[str, Any] | None = _data(m, GET_PRESET, {"n": name}, who=who)["resource_preset"]
+    found: dict[str, Any] | None = m.gql(GET_PRESET, {"n": name}, who=who)["resource_preset"]
     if found is not None:
         found["resource_slots"] = json.loads(found["resource_slots"])
     return found
@@ -363,7 +345,7 @@ def test_resource_preset_crud(manager: Any) -> None:
     # Everyone may read presets.
     assert _preset(manager, name, who=USER) == {"name": name, "resource_slots": {"cpu": "1", "mem": str(2**30)},
                                                 "shared_memory": 64 * 2**20}
-    listed = _data(manager, "{ resource_presets { name } }", who=USER)["resource_presets"]
+    listed = manager.gql("{ resource_presets { name } }", who=USER)["resource_presets"]
     assert {"name": name} in listed
     _mutate(manager, MODIFY_PRESET, {"n": name, "p": {"resource_slots": {"cpu": "2", "mem": "2g"}}})
     after = _preset(manager, name)
@@ -452,12 +434,12 @@ def test_check_presets_without_agents(manager: Any) -> None:
     assert mine["allocatable"] is False and mine["resource_slots"] == {"cpu": "1", "mem": str(2**30)}
     assert _check(manager, {"scaling_group": "default", "group": "default"}, who=who)["scaling_groups"].keys() == {
         "default"}
-    _problem(manager.request("POST", "/resource/check-presets", {"scaling_group": "nope-sg"}), 404, "nope-sg")
-    _problem(manager.request("POST", "/resource/check-presets", {"group": "nope-grp"}), 404, "nope-grp")
-    _problem(manager.request("POST", "/resource/check-presets", {"scaling_group": 5}), 400, "scaling_group")
+    problem(manager.request("POST", "/resource/check-presets", {"scaling_group": "nope-sg"}), 404, "nope-sg")
+    problem(manager.request("POST", "/resource/check-presets", {"group": "nope-grp"}), 404, "nope-grp")
+    problem(manager.request("POST", "/resource/check-presets", {"scaling_group": 5}), 400, "scaling_group")
     hidden = f"sg-{_uid()}"
     _create_sg(manager, hidden)  # associated with nothing
-    _problem(manager.request("POST", "/resource/check-presets", {"scaling_group": hidden}), 403, hidden)
+    problem(manager.request("POST", "/resource/check-presets", {"scaling_group": hidden}), 403, hidden)
     _mutate(manager, DELETE_PRESET, {"n": name})
 
 
@@ -488,7 +470,7 @@ def test_session_list_scope_refusals(manager: Any) -> None:
     _refused(manager, 403, LIST, {"a": ADMIN["access_key"]}, who=USER, words=("own access key",))
     admin = _account(manager, role="admin")
     _refused(manager, 403, LIST, {"d": "other-domain"}, who=admin, words=("own domain",))
-    assert _data(manager, LIST, {"d": "other-domain"})["compute_session_list"]["total_count"] == 0
+    assert manager.gql(LIST, {"d": "other-domain"})["compute_session_list"]["total_count"] == 0
     _refused(manager, 400, LIST, {"s": "SLEEPING"}, words=("SLEEPING",))
     _refused(manager, 400, LIST, {"k": "password"}, words=("order_key",))
     _refused(manager, 400, LIST, {"g": "not-a-uuid"}, words=("uuid",))
@@ -496,27 +478,27 @@ def test_session_list_scope_refusals(manager: Any) -> None:
     _refused(manager, 400, "{ compute_session_list(limit: 1000, offset: 0) { total_count } }", words=("limit",))
     bad_id = manager.request("POST", "/admin/graphql", {"query": '{ compute_container_list(session_id: "x") '
                                                                  "{ total_count } }"})
-    _problem(bad_id, 400, "GraphQL")
+    problem(bad_id, 400, "GraphQL")
     assert "UUID" in json.dumps(bad_id.json()["errors"])
     _refused(manager, 404, '{ compute_container_list(session_id: "00000000-0000-0000-0000-000000000000") '
                            "{ total_count } }")
-    none = _data(manager, '{ compute_container(id: "00000000-0000-0000-0000-000000000000") { id } }')
+    none = manager.gql('{ compute_container(id: "00000000-0000-0000-0000-000000000000") { id } }')
     assert none["compute_container"] is None
 
 
 def test_agent_and_image_roles_without_agents(manager: Any) -> None:
-    assert _data(manager, "{ agent_list(limit: 10, offset: 0) { total_count items { id } } }")["agent_list"] == {
+    assert manager.gql("{ agent_list(limit: 10, offset: 0) { total_count items { id } } }")["agent_list"] == {
         "total_count": 0, "items": []}
     for who in (USER, _account(manager, role="admin")):
         _refused(manager, 403, "{ agent_list(limit: 10, offset: 0) { total_count } }", who=who)
         _refused(manager, 403, '{ agent(agent_id: "x") { id } }', who=who)
         _refused(manager, 403, "{ agents { id } }", who=who)
     monitor = _account(manager, role="monitor")
-    assert _data(manager, "{ agents { id } }", who=monitor) == {"agents": []}
+    assert manager.gql("{ agents { id } }", who=monitor) == {"agents": []}
     _refused(manager, 400, '{ agents(status: "DEAD") { id } }', words=("DEAD",))
     _refused(manager, 400, '{ agent_list(limit: 5, offset: 0, order_key: "secret") { total_count } }')
-    assert _data(manager, "{ images { name } }", who=USER) == {"images": []}
-    assert _data(manager, '{ image(reference: "nothing") { name } }') == {"image": None}
+    assert manager.gql("{ images { name } }", who=USER) == {"images": []}
+    assert manager.gql('{ image(reference: "nothing") { name } }') == {"image": None}
     _refused(manager, 404, 'mutation { alias_image(alias: "a1", target: "nothing") { ok } }', words=("nothing",))
     _refused(manager, 404, 'mutation { dealias_image(alias: "a1") { ok } }', words=("a1",))
     _refused(manager, 403, 'mutation { dealias_image(alias: "a1") { ok } }', who=USER)
@@ -525,21 +507,12 @@ def test_agent_and_image_roles_without_agents(manager: Any) -> None:
     for op in ("preload_image", "unload_image"):
         _refused(manager, 400, f'mutation {{ {op}(reference: "python", target_agents: "*") {{ ok }} }}',
                  words=("not supported",))
-    rescan = _data(manager, "mutation { rescan_images { ok msg task_id } }")["rescan_images"]
+    rescan = manager.gql("mutation { rescan_images { ok msg task_id } }")["rescan_images"]
     assert rescan["ok"] is True and "heartbeat" in rescan["msg"]
     uuid.UUID(rescan["task_id"])  # a background task (GET /events/background-task)
 
 
 # --- with a real agent --------------------------------------------------------------------------------
-
-def _wait_running(cluster: Any, name: str, who: dict[str, Any]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if cluster.request("GET", f"/session/{name}", who=who).json().get("status") == "RUNNING":
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"session {name} did not start")
-
 
 @pytest.mark.docker
 def test_agents_and_containers_with_a_real_agent(cluster: Any) -> None:
@@ -548,13 +521,13 @@ def test_agents_and_containers_with_a_real_agent(cluster: Any) -> None:
                                             "config": {"resources": {"cpu": "1", "mem": "256m"}}}, who=USER)
     assert r.status_code == 201, r.text
     sid = r.json()["sessionId"]
-    _wait_running(cluster, name, USER)
+    cluster.wait_for_status(name, "RUNNING", who=USER)
     try:
-        agents = _data(cluster, "{ agent_list(limit: 10, offset: 0, status: \"ALIVE\", order_key: \"id\", "
-                                "order_asc: false) { total_count items { id status scaling_group available_slots "
-                                "occupied_slots addr mem_slots cpu_slots used_cpu_slots used_mem_slots "
-                                "live_stat cpu_cur_pct mem_cur_bytes compute_containers(status: \"RUNNING\") "
-                                "{ id session_id agent status } } } }")["agent_list"]
+        agents = cluster.gql("{ agent_list(limit: 10, offset: 0, status: \"ALIVE\", order_key: \"id\", "
+                             "order_asc: false) { total_count items { id status scaling_group available_slots "
+                             "occupied_slots addr mem_slots cpu_slots used_cpu_slots used_mem_slots "
+                             "live_stat cpu_cur_pct mem_cur_bytes compute_containers(status: \"RUNNING\") "
+                             "{ id session_id agent status } } } }")["agent_list"]
         (agent,) = [a for a in agents["items"] if a["id"] == cluster.agent_id]
         assert agent["status"] == "ALIVE" and agent["scaling_group"] == "default"
         assert agent["cpu_slots"] == 4.0 and agent["mem_slots"] == 4096
@@ -566,57 +539,57 @@ def test_agents_and_containers_with_a_real_agent(cluster: Any) -> None:
         assert agent["cpu_cur_pct"] is None or 0.0 <= agent["cpu_cur_pct"] <= 100.0
         mine = [c for c in agent["compute_containers"] if c["session_id"] == sid]
         assert len(mine) == 1 and mine[0]["agent"] == cluster.agent_id and mine[0]["status"] == "RUNNING"
-        one = _data(cluster, "query($a: String!) { agent(agent_id: $a) { id version architecture } }",
-                    {"a": cluster.agent_id})["agent"]
+        one = cluster.gql("query($a: String!) { agent(agent_id: $a) { id version architecture } }",
+                          {"a": cluster.agent_id})["agent"]
         assert one["id"] == cluster.agent_id and one["version"]
-        filtered = _data(cluster, '{ agent_list(limit: 10, offset: 0, filter: "scaling_group == \\"nope\\"") '
-                                  "{ total_count } }")["agent_list"]
+        filtered = cluster.gql('{ agent_list(limit: 10, offset: 0, filter: "scaling_group == \\"nope\\"") '
+                               "{ total_count } }")["agent_list"]
         assert filtered["total_count"] == 0
         _refused(cluster, 403, "{ agent_list(limit: 10, offset: 0) { total_count } }", who=USER)
 
         # Containers: the agent is shown to the superadmin only.
         q = "query($s: UUID!) { compute_session(id: $s) { id name containers { id role hostname agent status " \
             "occupied_slots session_id } } }"
-        as_user = _data(cluster, q, {"s": sid}, who=USER)["compute_session"]
-        as_admin = _data(cluster, q, {"s": sid})["compute_session"]
+        as_user = cluster.gql(q, {"s": sid}, who=USER)["compute_session"]
+        as_admin = cluster.gql(q, {"s": sid})["compute_session"]
         (uc,), (ac,) = as_user["containers"], as_admin["containers"]
         assert uc["agent"] is None and ac["agent"] == cluster.agent_id
         assert uc["role"] == "main" and uc["status"] == "RUNNING" and uc["session_id"] == sid
         assert json.loads(uc["occupied_slots"]) == {"cpu": "1", "mem": str(256 * 2**20)}
         kid = uc["id"]
         cq = "query($k: UUID!) { compute_container(id: $k) { id agent session_id } }"
-        assert _data(cluster, cq, {"k": kid}, who=USER)["compute_container"] == {"id": kid, "agent": None,
+        assert cluster.gql(cq, {"k": kid}, who=USER)["compute_container"] == {"id": kid, "agent": None,
                                                                                  "session_id": sid}
-        assert _data(cluster, cq, {"k": kid})["compute_container"]["agent"] == cluster.agent_id
+        assert cluster.gql(cq, {"k": kid})["compute_container"]["agent"] == cluster.agent_id
         lq = "query($s: UUID!, $r: String) { compute_container_list(session_id: $s, limit: 10, offset: 0, role: $r) " \
              "{ total_count items { id } } }"
-        assert _data(cluster, lq, {"s": sid}, who=USER)["compute_container_list"] == {"total_count": 1,
+        assert cluster.gql(lq, {"s": sid}, who=USER)["compute_container_list"] == {"total_count": 1,
                                                                                       "items": [{"id": kid}]}
-        assert _data(cluster, lq, {"s": sid, "r": "master"})["compute_container_list"]["total_count"] == 1
-        assert _data(cluster, lq, {"s": sid, "r": "sub"})["compute_container_list"]["total_count"] == 0
+        assert cluster.gql(lq, {"s": sid, "r": "master"})["compute_container_list"]["total_count"] == 1
+        assert cluster.gql(lq, {"s": sid, "r": "sub"})["compute_container_list"]["total_count"] == 0
 
         # Scoping: a domain admin sees the user's session, an admin of another domain and other users do not.
         dom_admin = _account(cluster, role="admin")
         other_dom = _domain(cluster)
         foreign_admin = _account(cluster, role="admin", domain=other_dom)
         other_user = _account(cluster, role="user", group_ids=[str(DEFAULT_GROUP_ID)])
-        names = [i["name"] for i in _data(cluster, LIST, {}, who=dom_admin)["compute_session_list"]["items"]]
+        names = [i["name"] for i in cluster.gql(LIST, {}, who=dom_admin)["compute_session_list"]["items"]]
         assert name in names
-        by_key = _data(cluster, LIST, {"a": USER["access_key"], "s": "RUNNING"}, who=dom_admin)
+        by_key = cluster.gql(LIST, {"a": USER["access_key"], "s": "RUNNING"}, who=dom_admin)
         assert all(i["access_key"] == USER["access_key"] for i in by_key["compute_session_list"]["items"])
         assert name in [i["name"] for i in by_key["compute_session_list"]["items"]]
-        assert _data(cluster, q, {"s": sid}, who=dom_admin)["compute_session"]["containers"][0]["agent"] is None
-        assert _data(cluster, LIST, {}, who=foreign_admin)["compute_session_list"]["total_count"] == 0
-        assert _data(cluster, q, {"s": sid}, who=foreign_admin)["compute_session"] is None
+        assert cluster.gql(q, {"s": sid}, who=dom_admin)["compute_session"]["containers"][0]["agent"] is None
+        assert cluster.gql(LIST, {}, who=foreign_admin)["compute_session_list"]["total_count"] == 0
+        assert cluster.gql(q, {"s": sid}, who=foreign_admin)["compute_session"] is None
         _refused(cluster, 403, LIST, {"d": "default"}, who=foreign_admin)
-        seen = _data(cluster, LIST, {}, who=other_user)["compute_session_list"]["items"]
+        seen = cluster.gql(LIST, {}, who=other_user)["compute_session_list"]["items"]
         assert name not in [i["name"] for i in seen]
-        assert _data(cluster, q, {"s": sid}, who=other_user)["compute_session"] is None
-        assert _data(cluster, cq, {"k": kid}, who=other_user)["compute_container"] is None
-        _problem(_gql(cluster, lq, {"s": sid}, who=other_user), 404)
+        assert cluster.gql(q, {"s": sid}, who=other_user)["compute_session"] is None
+        assert cluster.gql(cq, {"k": kid}, who=other_user)["compute_container"] is None
+        problem(cluster.gql_request(lq, {"s": sid}, who=other_user), 404)
         # The superadmin narrows by domain, group and ordering.
-        in_grp = _data(cluster, LIST, {"d": "default", "g": str(DEFAULT_GROUP_ID), "k": "created_at", "o": False,
-                                       "f": f'name == "{name}"'})["compute_session_list"]
+        in_grp = cluster.gql(LIST, {"d": "default", "g": str(DEFAULT_GROUP_ID), "k": "created_at", "o": False,
+                                    "f": f'name == "{name}"'})["compute_session_list"]
         assert [i["name"] for i in in_grp["items"]] == [name] and in_grp["total_count"] == 1
 
         # Capacity as check-presets reports it.
@@ -639,8 +612,8 @@ def test_agents_and_containers_with_a_real_agent(cluster: Any) -> None:
         assert _sg(cluster, "default") is not None
     finally:
         cluster.request("DELETE", f"/session/{name}", who=USER)
-    finished = _data(cluster, "query($s: UUID!) { compute_session(id: $s) { status containers { status } } }",
-                     {"s": sid})["compute_session"]
+    finished = cluster.gql("query($s: UUID!) { compute_session(id: $s) { status containers { status } } }",
+                           {"s": sid})["compute_session"]
     assert finished["status"] == "TERMINATED" and finished["containers"][0]["status"] == "TERMINATED"
 
 
@@ -648,19 +621,19 @@ def test_agents_and_containers_with_a_real_agent(cluster: Any) -> None:
 def test_images_with_a_real_agent(cluster: Any) -> None:
     fields = "name tag registry reference digest aliases size_bytes installed installed_agents " \
              "labels { key value } resource_limits { key min max } supported_accelerators"
-    img = _data(cluster, f'{{ image(reference: "python") {{ {fields} }} }}')["image"]
+    img = cluster.gql(f'{{ image(reference: "python") {{ {fields} }} }}')["image"]
     assert img["name"] == "python" and img["registry"] == "local" and "python" in img["aliases"]
     assert img["installed"] is True and img["installed_agents"] == [cluster.agent_id]
     assert img["size_bytes"] > 0 and img["digest"]
     assert {"key": "ai.backend.kernelspec", "value": "1"} in img["labels"]
     limits = {r["key"]: (r["min"], r["max"]) for r in img["resource_limits"]}
     assert limits["cpu"] == ("1", "Infinity") and limits["mem"] == (str(128 * 2**20), "Infinity")
-    as_user = _data(cluster, f'{{ images {{ {fields} }} }}', who=USER)["images"]
+    as_user = cluster.gql(f'{{ images {{ {fields} }} }}', who=USER)["images"]
     (mine,) = [i for i in as_user if i["reference"] == img["reference"]]
     assert mine["installed"] is True and mine["installed_agents"] is None
-    assert _data(cluster, "{ images(is_installed: false) { name } }")["images"] == []
-    assert img["reference"] in [i["reference"] for i in _data(cluster, "{ images(is_operation: false) "
-                                                                       "{ reference } }")["images"]]
+    assert cluster.gql("{ images(is_installed: false) { name } }")["images"] == []
+    assert img["reference"] in [i["reference"] for i in cluster.gql("{ images(is_operation: false) "
+                                                                    "{ reference } }")["images"]]
 
     alias = f"py-{_uid()}"
     aq = "mutation($a: String!, $t: String!) { alias_image(alias: $a, target: $t) { ok msg } }"
@@ -669,22 +642,22 @@ def test_images_with_a_real_agent(cluster: Any) -> None:
     _refused(cluster, 404, aq, {"a": alias, "t": "no-such-image:1"}, words=("no-such-image",))
     _refused(cluster, 400, aq, {"a": "has space", "t": img["reference"]}, words=("alias",))
     _refused(cluster, 409, aq, {"a": img["reference"], "t": "python"}, words=("image",))
-    assert _data(cluster, '{ image(reference: "has space") { name } }')["image"] is None
+    assert cluster.gql('{ image(reference: "has space") { name } }')["image"] is None
     _mutate(cluster, aq, {"a": alias, "t": img["reference"]})
-    via_alias = _data(cluster, "query($r: String!) { image(reference: $r) { reference aliases } }", {"r": alias})
+    via_alias = cluster.gql("query($r: String!) { image(reference: $r) { reference aliases } }", {"r": alias})
     assert via_alias["image"]["reference"] == img["reference"] and alias in via_alias["image"]["aliases"]
     _refused(cluster, 409, aq, {"a": alias, "t": img["reference"]}, words=("already",))
     _refused(cluster, 409, aq, {"a": "python", "t": img["reference"]}, words=("already",))
     _refused(cluster, 403, dq, {"a": alias}, who=USER)
     _mutate(cluster, dq, {"a": alias})
-    assert _data(cluster, "query($r: String!) { image(reference: $r) { name } }", {"r": alias})["image"] is None
+    assert cluster.gql("query($r: String!) { image(reference: $r) { name } }", {"r": alias})["image"] is None
     _refused(cluster, 404, dq, {"a": alias}, words=(alias,))
 
-    rescan = _data(cluster, 'mutation { rescan_images(registry: "local") { ok msg task_id } }')["rescan_images"]
+    rescan = cluster.gql('mutation { rescan_images(registry: "local") { ok msg task_id } }')["rescan_images"]
     assert rescan["ok"] is True and "1 alive agent" in rescan["msg"]
     uuid.UUID(rescan["task_id"])
     _refused(cluster, 409, "mutation($r: String!) { forget_image(reference: $r) { ok } }", {"r": img["reference"]},
              words=(cluster.agent_id,))
     _refused(cluster, 400, 'mutation { preload_image(reference: "python", target_agents: "*") { ok task_id } }',
              words=("not supported",))
-    assert _data(cluster, f'{{ image(reference: "python") {{ {fields} }} }}')["image"]["installed"] is True
+    assert cluster.gql(f'{{ image(reference: "python") {{ {fields} }} }}')["image"]["installed"] is True

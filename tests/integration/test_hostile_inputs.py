@@ -13,28 +13,21 @@ import pytest
 
 from ai.backend.manager.fixtures import USER
 from ai.backend.testutils.cluster import Cluster
-
-
-def _problem(r: Any, status: int, *words: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json"), r.headers
-    body: dict[str, Any] = r.json()
-    for w in words:
-        assert w.lower() in (body.get("detail") or "").lower(), body
-    return body
+from ai.backend.testutils.problems import problem
 
 
 @pytest.mark.parametrize("date", ["2026-12-07T14:00:00+25:00", "Mon, 07 Dec 2026 14:00:00 +2500",
                                   "2026-12-07T14:00:00-24:00"])
 def test_date_with_an_offset_of_a_day_or_more_is_a_400(manager: Cluster, date: str) -> None:
     r = manager.request("GET", "/session/no-such-session", headers={"Date": date, "X-BackendAI-Date": date})
-    _problem(r, 400, "date")
+    problem(r, 400, "date", in_detail=True)
 
 
 @pytest.mark.parametrize("method", ["SHAKE_128", "shake_256", "NOPE"])
 def test_unusable_signature_hashes_are_a_400(manager: Cluster, method: str) -> None:
     auth = f"BackendAI signMethod=HMAC-{method}, credential={USER['access_key']}:{'0' * 64}"
-    _problem(manager.request("GET", "/session/no-such-session", headers={"Authorization": auth}), 400, "hash")
+    problem(manager.request("GET", "/session/no-such-session", headers={"Authorization": auth}), 400, "hash",
+            in_detail=True)
 
 
 def _nested(depth: int) -> str:
@@ -51,7 +44,7 @@ def test_deeply_nested_json_body_is_a_400(manager: Cluster) -> None:
         h = sign_request_headers(method="POST", path_with_query=path, host=host, content_type="application/json",
                                  version="v6.20220615", access_key=USER["access_key"], secret_key=USER["secret_key"])
         r = httpx.post(manager.endpoint + path, headers=h, content='{"x": ' + _nested(100_000) + "}", timeout=30)
-        _problem(r, 400, "nested too deeply")
+        problem(r, 400, "nested too deeply", in_detail=True)
 
 
 def test_deeply_nested_graphql_jsonstring_variable_is_refused(manager: Cluster) -> None:
@@ -60,13 +53,13 @@ def test_deeply_nested_graphql_jsonstring_variable_is_refused(manager: Cluster) 
                  " { ok } }",
         "variables": {"n": "deep-preset", "p": {"resource_slots": '{"cpu": ' + _nested(100_000) + "}"}},
     }, who=USER)
-    _problem(r, 400, "nested too deeply")
+    problem(r, 400, "nested too deeply", in_detail=True)
 
 
 def test_operation_name_that_names_no_operation_is_a_400(manager: Cluster) -> None:
     for path in ("/admin/gql", "/admin/graphql"):
         r = manager.request("POST", path, {"query": "query A { domain { name } }", "operationName": "B"})
-        body = _problem(r, 400)
+        body = problem(r, 400)
         assert "B" in r.text and body["title"], body
 
 
@@ -87,7 +80,7 @@ def _forwarded(m: Cluster, signed_path: str, sent_method: str, sent_path: str) -
 
 def test_forwarded_url_is_ignored_from_untrusted_peers(manager: Cluster) -> None:
     r = _forwarded(manager, "/folders/captured", "DELETE", "/session/victim-session")
-    _problem(r, 401, "signature")
+    problem(r, 401, "signature", in_detail=True)
 
 
 def test_forwarded_url_is_honoured_from_a_trusted_proxy(tmp_path: Any) -> None:
@@ -97,7 +90,7 @@ def test_forwarded_url_is_honoured_from_a_trusted_proxy(tmp_path: Any) -> None:
     try:
         # Signed for the path the proxy was asked for; sent to the manager under another one.
         r = _forwarded(m, "/session/no-such-session", "GET", "/session/other-path")
-        _problem(r, 404)  # authenticated: the signature matched the forwarded URL
+        problem(r, 404)  # authenticated: the signature matched the forwarded URL
     finally:
         m.shutdown()
 
@@ -118,7 +111,7 @@ def test_alias_bombs_are_refused_before_they_run(manager: Cluster, aliases: int,
     query = "{" + " ".join(f"a{i}:domains{{name}}" for i in range(aliases)) + "}"
     for path in ("/admin/gql", "/admin/graphql"):
         r = manager.request("POST", path, {"query": query}, who=USER)
-        body = _problem(r, 400, words)
+        body = problem(r, 400, words, in_detail=True)
         assert body["type"].endswith("/graphql-too-costly"), body
     # An ordinary query of the same user still answers.
     r = manager.request("POST", "/admin/gql", {"query": "{ a: domain { name } b: domain { name } }"}, who=USER)
@@ -147,10 +140,10 @@ def test_a_signed_body_cannot_be_replayed_with_another_body(manager: Cluster) ->
     assert r.status_code == 200 and r.json()["data"]["domain"]["name"] == "default", r.text
     # The captured headers with another body: refused.
     forged = b'{"query": "{ keypair { access_key secret_key } }"}'
-    _problem(httpx.post(manager.endpoint + path, headers=headers, content=forged), 401, "does not match")
+    problem(httpx.post(manager.endpoint + path, headers=headers, content=forged), 401, "does not match", in_detail=True)
     # With the body-hash header stripped the string to sign changes: refused too.
     stripped = {k: v for k, v in headers.items() if k != BODY_HASH_HEADER}
-    _problem(httpx.post(manager.endpoint + path, headers=stripped, content=forged), 401, "signature")
+    problem(httpx.post(manager.endpoint + path, headers=stripped, content=forged), 401, "signature", in_detail=True)
 
 
 def test_upstream_signatures_without_a_body_hash_still_work(manager: Cluster) -> None:
@@ -171,7 +164,7 @@ def test_a_query_running_too_long_is_stopped_but_mutations_finish(tmp_path: Any)
     m = launch_manager(tmp_path, settings={"graphql-timeout": 1e-6})
     try:
         r = m.request("POST", "/admin/graphql", {"query": "{ domains { name } }"}, who=ADMIN)
-        _problem(r, 503, "longer than")
+        problem(r, 503, "longer than", in_detail=True)
         r = m.request("POST", "/admin/graphql", {
             "query": "mutation { create_domain(name: \"slow-ok\", props: {description: \"x\"}) { ok } }"}, who=ADMIN)
         assert r.status_code == 200 and r.json()["create_domain"]["ok"], r.text

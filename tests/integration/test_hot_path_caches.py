@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from ai.backend.manager.fixtures import ADMIN
 from ai.backend.testutils.cluster import Cluster, launch_manager
 from ai.backend.testutils.databases import ServiceUnavailable, check_pg, check_redis, fresh_database, fresh_redis
 
@@ -42,16 +41,10 @@ def twins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, C
         yield first, second
 
 
-def _gql(m: Cluster, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-    r = m.request("POST", "/admin/graphql", {"query": query, "variables": variables or {}}, who=ADMIN)
-    assert r.status_code == 200, r.text
-    data: dict[str, Any] = r.json()
-    return data
-
-
 def _new_keypair(m: Cluster, email: str) -> dict[str, str]:
-    _gql(m, f'mutation {{ create_user(email: "{email}", props: {{password: "long-enough"}}) {{ ok }} }}')
-    kp: dict[str, str] = _gql(m, f'{{ keypairs(email: "{email}") {{ access_key secret_key }} }}')["keypairs"][0]
+    m.gql(f'mutation {{ create_user(email: "{email}", props: {{password: "long-enough"}}) {{ ok }} }}', legacy=True)
+    kp: dict[str, str] = m.gql(f'{{ keypairs(email: "{email}") {{ access_key secret_key }} }}',
+                               legacy=True)["keypairs"][0]
     return kp
 
 
@@ -60,15 +53,15 @@ def test_keypair_changes_apply_at_once_on_every_manager(twins: tuple[Cluster, Cl
     kp = _new_keypair(a, "cached@example.org")
     for m in (a, b, a, b):  # both managers have the row cached now
         assert m.request("GET", "/auth/test", who=kp).status_code == 200
-    _gql(a, MODIFY, {"a": kp["access_key"], "p": {"is_active": False}})
+    a.gql(MODIFY, {"a": kp["access_key"], "p": {"is_active": False}}, legacy=True)
     assert b.request("GET", "/auth/test", who=kp).status_code == 401
     assert a.request("GET", "/auth/test", who=kp).status_code == 401
-    _gql(b, MODIFY, {"a": kp["access_key"], "p": {"is_active": True}})
+    b.gql(MODIFY, {"a": kp["access_key"], "p": {"is_active": True}}, legacy=True)
     assert a.request("GET", "/auth/test", who=kp).status_code == 200
-    _gql(a, MODIFY, {"a": kp["access_key"], "p": {"rate_limit": 1234}})
+    a.gql(MODIFY, {"a": kp["access_key"], "p": {"rate_limit": 1234}}, legacy=True)
     assert b.request("GET", "/auth/test", who=kp).headers["X-RateLimit-Limit"] == "1234"
     # Deleting the user deactivates its keypairs in one bulk UPDATE: seen at once too.
-    _gql(b, 'mutation { delete_user(email: "cached@example.org") { ok } }')
+    b.gql('mutation { delete_user(email: "cached@example.org") { ok } }', legacy=True)
     assert a.request("GET", "/auth/test", who=kp).status_code == 401
 
 

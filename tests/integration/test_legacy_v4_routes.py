@@ -18,6 +18,7 @@ import pytest
 
 from ai.backend.common.auth import sign_request_headers
 from ai.backend.manager.api.vfolder_legacy import UPLOAD_BODY_LIMIT
+from ai.backend.testutils.problems import problem
 
 from .conftest import ADMIN, USER, Cluster
 
@@ -84,14 +85,6 @@ def _listing(cluster: Cluster, folder: str, path: str = "", who: dict[str, Any] 
     return {f["filename"]: f for f in (json.loads(files) if isinstance(files, str) else files)}
 
 
-def _problem(r: httpx.Response, status: int) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json"), r.headers
-    doc: dict[str, Any] = r.json()
-    assert doc["status"] == status and doc["type"] and doc["title"]
-    return doc
-
-
 def _new_folder(cluster: Cluster, who: dict[str, Any] = USER, quota: str | None = None) -> str:
     assert cluster.storage is not None
     name = f"legacy-{secrets.token_hex(4)}"
@@ -147,36 +140,36 @@ def test_bad_input_is_refused_and_changes_nothing(cluster: Cluster) -> None:
         before = _listing(cluster, folder)
         # Traversal, absolute paths, the root: 400, and no file of the batch is written.
         for bad in ("../escape.txt", "/etc/x", "a/../../x", ".", "x\x01y"):
-            doc = _problem(_upload(cluster, folder, [("ok.txt", b"1"), (bad, b"2")]), 400)
+            doc = problem(_upload(cluster, folder, [("ok.txt", b"1"), (bad, b"2")]), 400)
             assert "filename" in doc["detail"]
         for bad in ("../keep.txt", "/keep.txt"):
-            _problem(_download(cluster, folder, [bad]), 400)
-            _problem(_json(cluster, "POST", f"/folders/{folder}/rename_file",
-                           {"target_path": bad, "new_name": "z"}), 400)
-            _problem(_json(cluster, "DELETE", f"/folders/{folder}/delete_files", {"files": [bad]}), 400)
-        _problem(_json(cluster, "POST", f"/folders/{folder}/rename_file",
-                       {"target_path": "keep.txt", "new_name": "../z"}), 400)
-        _problem(_upload(cluster, folder, [("d.txt", b"1"), ("d.txt", b"2")]), 400)
-        _problem(_send(cluster, "POST", f"/folders/{folder}/upload", b"{}", "application/json"), 400)
-        _problem(_download(cluster, folder, []), 400)
+            problem(_download(cluster, folder, [bad]), 400)
+            problem(_json(cluster, "POST", f"/folders/{folder}/rename_file",
+                          {"target_path": bad, "new_name": "z"}), 400)
+            problem(_json(cluster, "DELETE", f"/folders/{folder}/delete_files", {"files": [bad]}), 400)
+        problem(_json(cluster, "POST", f"/folders/{folder}/rename_file",
+                      {"target_path": "keep.txt", "new_name": "../z"}), 400)
+        problem(_upload(cluster, folder, [("d.txt", b"1"), ("d.txt", b"2")]), 400)
+        problem(_send(cluster, "POST", f"/folders/{folder}/upload", b"{}", "application/json"), 400)
+        problem(_download(cluster, folder, []), 400)
         # Missing files and directories.
-        _problem(_download(cluster, folder, ["nope.txt"]), 404)
+        problem(_download(cluster, folder, ["nope.txt"]), 404)
         assert _upload(cluster, folder, [("dir/inner.txt", b"x")]).status_code == 201
-        _problem(_download(cluster, folder, ["dir"]), 400)
+        problem(_download(cluster, folder, ["dir"]), 400)
         # Missing folder, another user's folder: 404, as for the current routes.
         for name in (f"missing-{secrets.token_hex(3)}", theirs):
-            _problem(_upload(cluster, name, [("x.txt", b"x")]), 404)
-            _problem(_download(cluster, name, ["x.txt"]), 404)
-            _problem(_json(cluster, "POST", f"/folders/{name}/rename_file",
-                           {"target_path": "x.txt", "new_name": "y"}), 404)
-            _problem(_json(cluster, "DELETE", f"/folders/{name}/delete_files", {"files": ["x.txt"]}), 404)
+            problem(_upload(cluster, name, [("x.txt", b"x")]), 404)
+            problem(_download(cluster, name, ["x.txt"]), 404)
+            problem(_json(cluster, "POST", f"/folders/{name}/rename_file",
+                          {"target_path": "x.txt", "new_name": "y"}), 404)
+            problem(_json(cluster, "DELETE", f"/folders/{name}/delete_files", {"files": ["x.txt"]}), 404)
         assert _listing(cluster, theirs, who=ADMIN) == {}
         # Quota and body size: 413 problems.
-        doc = _problem(_upload(cluster, small, [("big.bin", b"x" * 2048)]), 413)
+        doc = problem(_upload(cluster, small, [("big.bin", b"x" * 2048)]), 413)
         assert "quota" in doc["detail"]
         assert _listing(cluster, small) == {}
-        _problem(_send(cluster, "POST", f"/folders/{folder}/upload", b"x" * (UPLOAD_BODY_LIMIT + 1),
-                       "multipart/form-data; boundary=x"), 413)
+        problem(_send(cluster, "POST", f"/folders/{folder}/upload", b"x" * (UPLOAD_BODY_LIMIT + 1),
+                      "multipart/form-data; boundary=x"), 413)
         after = _listing(cluster, folder)
         assert set(after) == set(before) | {"dir"} and after["keep.txt"]["size"] == 4
     finally:
@@ -200,8 +193,8 @@ def test_read_only_share_may_download_but_not_write(cluster: Cluster) -> None:
         r = _download(cluster, folder, ["r.txt"])
         assert r.status_code == 200, r.text
         assert _parts(r) == [("r.txt", b"read me")]
-        _problem(_upload(cluster, folder, [("w.txt", b"w")]), 404)
-        _problem(_json(cluster, "DELETE", f"/folders/{folder}/delete_files", {"files": ["r.txt"]}), 404)
+        problem(_upload(cluster, folder, [("w.txt", b"w")]), 404)
+        problem(_json(cluster, "DELETE", f"/folders/{folder}/delete_files", {"files": ["r.txt"]}), 404)
         assert set(_listing(cluster, folder, who=ADMIN)) == {"r.txt"}
     finally:
         _delete_folder(cluster, folder, ADMIN)

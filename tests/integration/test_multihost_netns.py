@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from ai.backend.common.auth import CLUSTER_SECRET_HEADER
-from ai.backend.manager.fixtures import ADMIN, USER
+from ai.backend.manager.fixtures import USER
 from ai.backend.testutils.cluster import Cluster, docker_available, launch_manager
 from ai.backend.testutils.netns import NetNS, launch_netns_agent, netns_unavailable, network_namespaces
 from ai.backend.testutils.processes import remove_agent_containers, stop_process
@@ -56,15 +56,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _gql(m: Cluster, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-    r = m.request("POST", "/admin/gql", {"query": query, "variables": variables or {}}, who=ADMIN)
-    assert r.status_code == 200 and not r.json().get("errors"), r.text
-    data: dict[str, Any] = r.json()["data"]
-    return data
-
-
 def _agents(m: Cluster) -> dict[str, dict[str, Any]]:
-    rows = _gql(m, "{ agents(status: null) { id status scaling_group addr available_slots occupied_slots } }")
+    rows = m.gql("{ agents(status: null) { id status scaling_group addr available_slots occupied_slots } }")
     return {a["id"]: a for a in rows["agents"]}
 
 
@@ -79,27 +72,11 @@ def _slots(d: dict[str, str]) -> dict[str, Decimal]:
     return {k: Decimal(v) for k, v in d.items()}
 
 
-def _create(m: Cluster, name: str, sgroup: str, cpu: int = 1, mem: str = "512m") -> dict[str, Any]:
-    r = m.request("POST", "/session", {"image": "python", "name": name,
-                                       "config": {"scalingGroup": sgroup, "resources": {"cpu": cpu, "mem": mem}}})
-    assert r.status_code == 201, r.text
-    body: dict[str, Any] = r.json()
-    assert body["status"] == "RUNNING", body
-    return body
-
-
 def _kernel_agent(m: Cluster, session_id: str) -> str:
     q = "query($s: UUID!) { compute_session(id: $s) { scaling_group containers { agent } } }"
-    sess = _gql(m, q, {"s": session_id})["compute_session"]
+    sess = m.gql(q, {"s": session_id})["compute_session"]
     (container,) = sess["containers"]
     return str(container["agent"])
-
-
-def _exec(m: Cluster, name: str, code: str) -> dict[str, Any]:
-    r = m.request("POST", f"/session/{name}", {"mode": "query", "code": code})
-    assert r.status_code == 200, r.text
-    result: dict[str, Any] = r.json()["result"]
-    return result
 
 
 def _answers(url: str, secret: str) -> bool:
@@ -126,10 +103,10 @@ def multihost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiHost]:
         m = launch_manager(state, host=spaces[0].host_ip, settings={"heartbeat-timeout": HEARTBEAT_TIMEOUT})
         procs: list[subprocess.Popen[bytes]] = []
         try:
-            _gql(m, "mutation($n: String!) { create_scaling_group(name: $n, props: {driver: \"static\", "
-                    "scheduler: \"fifo\", is_active: true}) { ok msg } }", {"n": sgroups[1]})
-            _gql(m, "mutation($n: String!) { associate_scaling_group_with_domain(scaling_group: $n, "
-                    "domain: \"default\") { ok msg } }", {"n": sgroups[1]})
+            m.gql("mutation($n: String!) { create_scaling_group(name: $n, props: {driver: \"static\", "
+                  "scheduler: \"fifo\", is_active: true}) { ok msg } }", {"n": sgroups[1]})
+            m.gql("mutation($n: String!) { associate_scaling_group_with_domain(scaling_group: $n, "
+                  "domain: \"default\") { ok msg } }", {"n": sgroups[1]})
             port = _free_port()  # free in the host namespace: the agents must not be reachable there
             for i, (ns, agent_id, sg) in enumerate(zip(spaces, agents, sgroups, strict=True)):
                 procs.append(launch_netns_agent(ns, state, agent_id=agent_id, manager_url=m.endpoint,
@@ -157,7 +134,7 @@ def test_agents_register_from_their_namespaces(multihost: MultiHost) -> None:
         # Reachable at its namespace address only: nothing listens on that port in the host namespace.
         assert _answers(f"{a['addr']}/v1/health", mh.manager.secret)
     assert not _answers(f"http://127.0.0.1:{mh.port}/v1/health", mh.manager.secret)
-    sgs = _gql(mh.manager, "{ scaling_groups { name } }")["scaling_groups"]
+    sgs = mh.manager.gql("{ scaling_groups { name } }")["scaling_groups"]
     assert set(mh.sgroups) <= {s["name"] for s in sgs}
 
 
@@ -168,8 +145,8 @@ def test_sessions_land_on_their_scaling_group_and_capacity_follows(multihost: Mu
     small = f"mh-small-{tag}"
     create = "mutation($n: String!, $p: CreateResourcePresetInput!) { create_resource_preset(name: $n, " \
              "props: $p) { ok msg } }"
-    _gql(m, create, {"n": fit_b, "p": {"resource_slots": json.dumps({"cpu": "3", "mem": "1g"})}})
-    _gql(m, create, {"n": small, "p": {"resource_slots": json.dumps({"cpu": "1", "mem": "256m"})}})
+    m.gql(create, {"n": fit_b, "p": {"resource_slots": json.dumps({"cpu": "3", "mem": "1g"})}})
+    m.gql(create, {"n": small, "p": {"resource_slots": json.dumps({"cpu": "1", "mem": "256m"})}})
 
     def flags(out: dict[str, Any]) -> dict[str, bool]:
         return {p["name"]: p["allocatable"] for p in out["presets"] if p["name"] in (fit_b, small)}
@@ -186,9 +163,10 @@ def test_sessions_land_on_their_scaling_group_and_capacity_follows(multihost: Mu
     try:
         for name, sg, agent_id, ns in zip(names, mh.sgroups, mh.agents, mh.spaces, strict=True):
             before = [s.host_bytes() for s in mh.spaces]
-            sid = _create(m, name, sg)["sessionId"]
+            sid = m.create_session(name, config={"scalingGroup": sg,
+                                                 "resources": {"cpu": 1, "mem": "512m"}})["sessionId"]
             assert _kernel_agent(m, sid) == agent_id
-            result = _exec(m, name, "import socket\nprint(socket.gethostname() != '', 'x' * 300_000)")
+            result = m.exec(name, "import socket\nprint(socket.gethostname() != '', 'x' * 300_000)")
             assert result["status"] == "finished"
             assert "".join(t for k, t in result["console"] if k == "stdout").endswith("x" * 300_000 + "\n")
             grown = [s.host_bytes() - b for s, b in zip(mh.spaces, before, strict=True)]
@@ -211,7 +189,7 @@ def test_sessions_land_on_their_scaling_group_and_capacity_follows(multihost: Mu
         # Only the scaling groups the caller may use count.
         dissociate = "mutation($n: String!) { disassociate_scaling_group_with_domain(scaling_group: $n, " \
                      "domain: \"default\") { ok msg } }"
-        _gql(m, dissociate, {"n": mh.sgroups[1]})
+        m.gql(dissociate, {"n": mh.sgroups[1]})
         try:
             narrowed = _check(m, {})
             assert list(narrowed["scaling_groups"]) == [mh.sgroups[0]]
@@ -219,8 +197,8 @@ def test_sessions_land_on_their_scaling_group_and_capacity_follows(multihost: Mu
             assert m.request("POST", "/resource/check-presets", {"scaling_group": mh.sgroups[1]},
                              who=USER).status_code == 403
         finally:
-            _gql(m, "mutation($n: String!) { associate_scaling_group_with_domain(scaling_group: $n, "
-                    "domain: \"default\") { ok msg } }", {"n": mh.sgroups[1]})
+            m.gql("mutation($n: String!) { associate_scaling_group_with_domain(scaling_group: $n, "
+                  "domain: \"default\") { ok msg } }", {"n": mh.sgroups[1]})
 
         assert m.request("DELETE", f"/session/{names[1]}").status_code == 200
         after = _wait("b's capacity back", lambda: _check(m, {}),
@@ -232,7 +210,7 @@ def test_sessions_land_on_their_scaling_group_and_capacity_follows(multihost: Mu
         for name in names:
             m.request("DELETE", f"/session/{name}")
         for p in (fit_b, small):
-            _gql(m, "mutation($n: String!) { delete_resource_preset(name: $n) { ok msg } }", {"n": p})
+            m.gql("mutation($n: String!) { delete_resource_preset(name: $n) { ok msg } }", {"n": p})
 
 
 def test_multi_node_cluster_spans_two_hosts(multihost: MultiHost, tmp_path: Path) -> None:
@@ -245,15 +223,15 @@ def test_multi_node_cluster_spans_two_hosts(multihost: MultiHost, tmp_path: Path
     name = f"mh-mn-{secrets.token_hex(3)}"
     try:
         _wait("agent c alive", lambda: _agents(m), lambda a: a.get(other, {}).get("status") == "ALIVE", timeout=40)
-        _gql(m, 'mutation { modify_keypair_resource_policy(name: "default", '
-                'props: {max_containers_per_session: 2}) { ok msg } }')
+        m.gql('mutation { modify_keypair_resource_policy(name: "default", '
+              'props: {max_containers_per_session: 2}) { ok msg } }')
         r = m.request("POST", "/session", {"image": "python", "name": name, "clusterSize": 2,
                                            "clusterMode": "multi-node",
                                            "config": {"resources": {"cpu": 2, "mem": "256m"}}})
         assert r.status_code == 201 and r.json()["status"] == "RUNNING", r.text
         sid = r.json()["sessionId"]
         q = "query($s: UUID!) { compute_session(id: $s) { containers { cluster_hostname agent container_id } } }"
-        kernels = _gql(m, q, {"s": sid})["compute_session"]["containers"]
+        kernels = m.gql(q, {"s": sid})["compute_session"]["containers"]
         assert {k["cluster_hostname"]: k["agent"] for k in kernels} in (
             {"main1": mh.agents[0], "sub1": other}, {"main1": other, "sub1": mh.agents[0]}), kernels
         sub1 = next(k["container_id"] for k in kernels if k["cluster_hostname"] == "sub1")
@@ -267,7 +245,7 @@ def test_multi_node_cluster_spans_two_hosts(multihost: MultiHost, tmp_path: Path
                 "        break\n"
                 "    except OSError:\n"
                 "        time.sleep(0.1)\n")
-        result = _exec(m, name, code)
+        result = m.exec(name, code)
         console = list(result["console"])
         while result["status"] == "continued":  # the run outlived one flush interval
             r = m.request("POST", f"/session/{name}", {"mode": "continue", "runId": result["runId"], "code": ""})
@@ -297,9 +275,10 @@ def test_a_killed_agent_is_lost_and_the_other_keeps_working(multihost: MultiHost
     assert r.status_code == 201, r.text
     name = f"mh-still-{secrets.token_hex(3)}"
     try:
-        sid = _create(m, name, mh.sgroups[0])["sessionId"]
+        sid = m.create_session(name, config={"scalingGroup": mh.sgroups[0],
+                                             "resources": {"cpu": 1, "mem": "512m"}})["sessionId"]
         assert _kernel_agent(m, sid) == mh.agents[0]
-        assert _exec(m, name, "print(6 * 7)")["console"] == [["stdout", "42\n"]]
+        assert m.exec(name, "print(6 * 7)")["console"] == [["stdout", "42\n"]]
         pending = m.request("GET", f"/session/{waiting}")
         assert pending.status_code == 200 and pending.json()["status"] == "PENDING", pending.text
     finally:

@@ -132,14 +132,6 @@ class Term:
         return m.group("body")
 
 
-def _create(cluster: Cluster, name: str, who: dict[str, Any] = USER) -> dict[str, Any]:
-    r = cluster.request("POST", "/session", {"image": "python", "name": name}, who=who)
-    assert r.status_code in (200, 201), r.text
-    assert r.json()["status"] == "RUNNING", r.json()
-    info: dict[str, Any] = cluster.request("GET", f"/session/{name}", who=who).json()
-    return info
-
-
 def container_processes(container: str) -> list[str]:
     """Command lines of the live processes in a container (the image has no ``ps``: read ``/proc``)."""
     script = (
@@ -169,7 +161,8 @@ def wait_until_gone(container: str, pred: Callable[[str], bool], timeout: float 
 
 @pytest.fixture(scope="module")
 def term_session(cluster: Cluster) -> AsyncIterator[dict[str, Any]]:
-    info = _create(cluster, "pty-main")
+    cluster.create_session("pty-main", expect=(200, 201))
+    info = cluster.session_info("pty-main")
     yield info
     cluster.request("DELETE", "/session/pty-main")
 
@@ -294,7 +287,7 @@ async def test_several_terminals_and_the_limit(cluster: Cluster, term_session: d
 
 
 async def test_refusals(cluster: Cluster, term_session: dict[str, Any]) -> None:
-    _create(cluster, "pty-admin-owned", who=ADMIN)
+    cluster.create_session("pty-admin-owned", who=ADMIN, expect=(200, 201))
     try:
         # Another user's session: not found for this caller, refused before the upgrade.
         with pytest.raises(InvalidStatus) as ei:

@@ -20,6 +20,7 @@ import pytest
 
 from ai.backend.common.auth import sign_request_headers
 from ai.backend.testutils.cluster import Cluster, docker_available, launch_cluster
+from ai.backend.testutils.problems import problem
 from ai.backend.testutils.registry import TestRegistry
 
 from .conftest import ADMIN, USER
@@ -73,25 +74,11 @@ def rcluster(registries: tuple[TestRegistry, TestRegistry], tmp_path_factory: py
             subprocess.run(["docker", "rmi", f"{reg.address}/{repo}:1"], capture_output=True)
 
 
-def _gql(c: Cluster, query: str, who: dict[str, Any] = ADMIN) -> httpx.Response:
-    return c.request("POST", "/admin/gql", {"query": query, "variables": {}}, who=who)
-
-
 def _data(c: Cluster, query: str) -> dict[str, Any]:
-    r = _gql(c, query)
+    r = c.gql_request(query)
     assert r.status_code == 200 and "errors" not in r.json(), r.text
     data: dict[str, Any] = r.json()["data"]
     return data
-
-
-def _problem(r: httpx.Response, status: int, *words: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json"), r.headers
-    body: dict[str, Any] = r.json()
-    text = f"{body['title']} {body.get('detail', '')}".lower()
-    for w in words:
-        assert w.lower() in text, (w, body)
-    return body
 
 
 def _wait_task(c: Cluster, task_id: str, timeout: float = 120) -> tuple[str, dict[str, Any]]:
@@ -156,7 +143,7 @@ def test_registries_endpoint_lists_names_and_urls_only(rcluster: Cluster,
     assert r.json() == {open_reg.address: open_reg.url, auth_reg.address: auth_reg.url,
                         f"localhost:{auth_reg.port}": auth_reg.url}
     assert "s3cret" not in r.text and "alice" not in r.text
-    _problem(rcluster.request("GET", "/config/docker-registries", who=USER), 403, "superadmin")
+    problem(rcluster.request("GET", "/config/docker-registries", who=USER), 403, "superadmin")
     cli = [sys.executable, "-m", "ai.backend.client.cli"]
     p = subprocess.run([*cli, "--output", "json", "admin", "resource", "docker-registries"], env=rcluster.env(ADMIN),
                        capture_output=True, text=True, timeout=60)
@@ -172,9 +159,10 @@ def test_registries_endpoint_lists_names_and_urls_only(rcluster: Cluster,
 def test_rescan_refusals(rcluster: Cluster, registries: tuple[TestRegistry, TestRegistry]) -> None:
     open_reg, _ = registries
     before = _images(rcluster)
-    _problem(_gql(rcluster, f'mutation {{ rescan_images(registry: "{open_reg.address}") {{ ok }} }}', who=USER), 403)
-    body = _problem(_gql(rcluster, 'mutation { rescan_images(registry: "cr.example.com") { ok } }'), 404,
-                    "cr.example.com", open_reg.address)
+    problem(rcluster.gql_request(f'mutation {{ rescan_images(registry: "{open_reg.address}") {{ ok }} }}',
+                                 who=USER), 403)
+    body = problem(rcluster.gql_request('mutation { rescan_images(registry: "cr.example.com") { ok } }'), 404,
+                   "cr.example.com", open_reg.address)
     assert "registry" in body["detail"]
     assert _images(rcluster) == before  # nothing registered by a refused rescan
 

@@ -30,31 +30,17 @@ RSS_GROWTH_LIMIT = 150 * MiB
 NEIGHBOUR_LIMIT = 5.0
 
 
-def _exec(cluster: Cluster, name: str, body: dict[str, Any]) -> dict[str, Any]:
-    r = cluster.request("POST", f"/session/{name}", body, timeout=300)
-    assert r.status_code == 200, r.text
-    result: dict[str, Any] = r.json()["result"]
-    return result
-
-
 def _run(cluster: Cluster, name: str, code: str, run_id: str,
          opts: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Execute ``code`` and follow it with ``continue`` until it ends; every answer."""
-    seen = [_exec(cluster, name, {"mode": "query", "code": code, "runId": run_id, "options": opts})]
+    seen = [cluster.exec(name, code, run_id=run_id, options=opts, timeout=300)]
     while seen[-1]["status"] not in ("finished", "exec-timeout"):
-        seen.append(_exec(cluster, name, {"mode": "continue", "code": "", "runId": run_id}))
+        seen.append(cluster.exec(name, mode="continue", run_id=run_id, timeout=300))
     return seen
 
 
 def _text(answers: list[dict[str, Any]], stream: str = "stdout") -> str:
     return "".join(item[1] for r in answers for item in r["console"] if item[0] == stream)
-
-
-def _create(cluster: Cluster, name: str, mem: str = "256m") -> None:
-    r = cluster.request("POST", "/session", {"image": "python", "name": name,
-                                             "config": {"resources": {"mem": mem}}})
-    assert r.status_code == 201, r.text
-    assert r.json()["status"] == "RUNNING", r.text
 
 
 def _rss(pid: int) -> int:
@@ -88,7 +74,7 @@ class Watch:
     def _neighbour(self) -> None:
         while not self._stop.is_set():
             t = time.monotonic()
-            res = _exec(self.cluster, self.neighbour, {"mode": "query", "code": "print(1)"})
+            res = self.cluster.exec(self.neighbour, "print(1)", timeout=300)
             self.latencies.append(time.monotonic() - t)
             assert res["console"] == [["stdout", "1\n"]], res
             time.sleep(0.05)
@@ -117,7 +103,7 @@ class Watch:
 
 @pytest.fixture(scope="module")
 def neighbour(cluster: Cluster) -> Iterator[str]:
-    _create(cluster, "abuse-nb")
+    cluster.create_session("abuse-nb", config={"resources": {"mem": "256m"}})
     yield "abuse-nb"
     cluster.request("DELETE", "/session/abuse-nb")
 
@@ -133,7 +119,7 @@ def watch(cluster: Cluster, neighbour: str) -> Callable[[], Watch]:
 
 
 def test_output_before_an_oom_kill_reaches_the_user(cluster: Cluster, watch: Callable[[], Watch]) -> None:
-    _create(cluster, "abuse-oom", mem="512m")
+    cluster.create_session("abuse-oom", config={"resources": {"mem": "512m"}})
     try:
         with watch() as w:
             answers = _run(cluster, "abuse-oom", "print('STARTED', flush=True)\nprint('UNFLUSHED')\n"
@@ -167,7 +153,7 @@ def test_output_before_the_process_dies_is_kept(cluster: Cluster, neighbour: str
     for text in expected:
         assert text in out, answers
     # A fresh Python process takes over.
-    assert _exec(cluster, neighbour, {"mode": "query", "code": "print('alive')"})["console"] == [["stdout", "alive\n"]]
+    assert cluster.exec(neighbour, "print('alive')", timeout=300)["console"] == [["stdout", "alive\n"]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -180,7 +166,7 @@ def big_sessions(cluster: Cluster) -> Iterator[list[str]]:
     """Three sessions (with the neighbour, the test cluster's 4 CPUs); 4 requests go to them at once."""
     names = [f"abuse-big{i}" for i in range(3)]
     for name in names:
-        _create(cluster, name, mem="768m")
+        cluster.create_session(name, config={"resources": {"mem": "768m"}})
     yield names
     for name in names:
         cluster.request("DELETE", f"/session/{name}")
@@ -188,7 +174,7 @@ def big_sessions(cluster: Cluster) -> Iterator[list[str]]:
 
 def test_huge_completions_are_capped(cluster: Cluster, big_sessions: list[str], watch: Callable[[], Watch]) -> None:
     for name in big_sessions:
-        _exec(cluster, name, {"mode": "query", "code": "globals()['zq' + 'a' * 200_000_000] = 1\nzqshort = 2"})
+        cluster.exec(name, "globals()['zq' + 'a' * 200_000_000] = 1\nzqshort = 2", timeout=300)
 
     def complete(name: str) -> dict[str, Any]:
         r = cluster.request("POST", f"/session/{name}/complete", {"code": "zq", "options": {}}, timeout=300)
@@ -258,7 +244,7 @@ def test_user_code_cannot_trace_the_runner(cluster: Cluster, neighbour: str) -> 
     assert lines["attach"].split()[0] == "-1", out  # EPERM
     assert lines["mem"] == "PermissionError", out
     assert lines["fds"] == "PermissionError", out
-    assert _exec(cluster, neighbour, {"mode": "query", "code": "print(2)"})["console"] == [["stdout", "2\n"]]
+    assert cluster.exec(neighbour, "print(2)", timeout=300)["console"] == [["stdout", "2\n"]]
 
 
 def _container_id(cluster: Cluster, name: str) -> str:
@@ -327,7 +313,7 @@ def test_unsolicited_frames_from_the_container_are_capped(cluster: Cluster, big_
                                                            watch: Callable[[], Watch]) -> None:
     # Simulates a compromised runner: the test writes into the runner's connection to the agent.
     target = big_sessions[1]
-    assert _exec(cluster, target, {"mode": "query", "code": "print('ok')"})["console"]
+    assert cluster.exec(target, "print('ok')", timeout=300)["console"]
     pid = _supervisor_pid(_container_id(cluster, target))
     agent_pid = cluster.procs["agent"].pid
     conns = _agent_connections(pid, agent_pid)
@@ -347,13 +333,13 @@ def test_unsolicited_frames_from_the_container_are_capped(cluster: Cluster, big_
     log = (cluster.state / "agent.log").read_bytes()[log_size:].decode(errors="replace")
     assert "over the limit" in log, log[-2000:]
     # A few small unsolicited frames close the connection too; the kernel stays usable after each.
-    assert _exec(cluster, target, {"mode": "query", "code": "print('again')"})["console"] == [
+    assert cluster.exec(target, "print('again')", timeout=300)["console"] == [
         ["stdout", "again\n"]]
     for fd in _agent_connections(pid, agent_pid):
         _push(_steal_fd(pid, fd), [_frame(1024, rid=10**9 + i) for i in range(200)])
     time.sleep(0.5)
     log = (cluster.state / "agent.log").read_bytes()[log_size:].decode(errors="replace")
     assert "unsolicited" in log, log[-2000:]
-    assert _exec(cluster, target, {"mode": "query", "code": "print('still')"})["console"] == [
+    assert cluster.exec(target, "print('still')", timeout=300)["console"] == [
         ["stdout", "still\n"]]
     assert cluster.procs["agent"].poll() is None

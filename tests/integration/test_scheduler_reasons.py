@@ -24,13 +24,6 @@ from ai.backend.testutils.cluster import Cluster, launch_cluster
 from ai.backend.testutils.processes import wait_until
 
 
-def _gql(c: Cluster, query: str, variables: dict[str, Any]) -> dict[str, Any]:
-    r = c.request("POST", "/admin/graphql", {"query": query, "variables": variables}, who=ADMIN)
-    assert r.status_code == 200 and not r.json().get("errors"), r.text
-    data: dict[str, Any] = r.json()
-    return data
-
-
 def _wait_for(what: str, probe: Callable[[], dict[str, Any]], ok: Callable[[dict[str, Any]], bool],
               timeout: float = 40) -> dict[str, Any]:
     return wait_until(what, probe, ok, timeout, interval=0.3)
@@ -39,18 +32,19 @@ def _wait_for(what: str, probe: Callable[[], dict[str, Any]], ok: Callable[[dict
 def _account_with_policy(c: Cluster, cpu: str) -> tuple[str, dict[str, str]]:
     uid = uuid.uuid4().hex[:8]
     policy, email = f"sched-{uid}", f"sched-{uid}@example.com"
-    _gql(c, "mutation($n: String!, $p: CreateKeyPairResourcePolicyInput!) { "
-            "create_keypair_resource_policy(name: $n, props: $p) { ok msg } }",
-         {"n": policy, "p": {"default_for_unspecified": "UNLIMITED", "total_resource_slots": json.dumps({"cpu": cpu}),
-                             "max_concurrent_sessions": 5, "max_containers_per_session": 1, "idle_timeout": 600,
-                             "max_vfolder_count": 1, "max_vfolder_size": 0}})
-    _gql(c, "mutation($e: String!, $p: UserInput!) { create_user(email: $e, props: $p) { ok msg } }",
-         {"e": email, "p": {"username": f"sched-{uid}", "password": f"pw-{uid}", "need_password_change": False,
-                            "domain_name": "default", "role": "user", "group_ids": [str(DEFAULT_GROUP_ID)]}})
-    kp = _gql(c, "mutation($u: String!, $p: KeyPairInput!) { create_keypair(user_id: $u, props: $p) "
-                 "{ ok msg keypair { access_key secret_key } } }",
-              {"u": email, "p": {"is_active": True, "is_admin": False, "resource_policy": policy,
-                                 "rate_limit": 10000}})["create_keypair"]["keypair"]
+    c.gql("mutation($n: String!, $p: CreateKeyPairResourcePolicyInput!) { "
+          "create_keypair_resource_policy(name: $n, props: $p) { ok msg } }",
+          {"n": policy, "p": {"default_for_unspecified": "UNLIMITED", "total_resource_slots": json.dumps({"cpu": cpu}),
+                              "max_concurrent_sessions": 5, "max_containers_per_session": 1, "idle_timeout": 600,
+                              "max_vfolder_count": 1, "max_vfolder_size": 0}}, legacy=True)
+    c.gql("mutation($e: String!, $p: UserInput!) { create_user(email: $e, props: $p) { ok msg } }",
+          {"e": email, "p": {"username": f"sched-{uid}", "password": f"pw-{uid}", "need_password_change": False,
+                             "domain_name": "default", "role": "user", "group_ids": [str(DEFAULT_GROUP_ID)]}},
+          legacy=True)
+    kp = c.gql("mutation($u: String!, $p: KeyPairInput!) { create_keypair(user_id: $u, props: $p) "
+               "{ ok msg keypair { access_key secret_key } } }",
+               {"u": email, "p": {"is_active": True, "is_admin": False, "resource_policy": policy,
+                                  "rate_limit": 10000}}, legacy=True)["create_keypair"]["keypair"]
     return policy, {"access_key": kp["access_key"], "secret_key": kp["secret_key"]}
 
 
@@ -75,9 +69,9 @@ def test_policy_reason_waits_until_another_session_ends(cluster: Cluster) -> Non
                          lambda i: bool(i["statusInfo"]), timeout=10)
         assert info["status"] == "PENDING" and info["statusInfo"].startswith("reserved to start at "), info
         # The world changes after the session was accepted: its keypair may now hold only one CPU.
-        _gql(cluster, "mutation($n: String!, $p: ModifyKeyPairResourcePolicyInput!) { "
-                      "modify_keypair_resource_policy(name: $n, props: $p) { ok msg } }",
-             {"n": policy, "p": {"total_resource_slots": json.dumps({"cpu": "1"})}})
+        cluster.gql("mutation($n: String!, $p: ModifyKeyPairResourcePolicyInput!) { "
+                    "modify_keypair_resource_policy(name: $n, props: $p) { ok msg } }",
+                    {"n": policy, "p": {"total_resource_slots": json.dumps({"cpu": "1"})}}, legacy=True)
         info = _wait_for("the policy reason", lambda: _info(cluster, "sched-second", who),
                          lambda i: (i["statusInfo"] or "").startswith("keypair resource policy"))
         assert info["status"] == "PENDING"
@@ -117,7 +111,7 @@ def test_lost_agent_sessions_are_flagged_then_terminated(tmp_path: Path) -> None
         ended = _wait_for("the termination", lambda: _info(c, "doomed", USER),
                           lambda i: i["status"] != "RUNNING")
         assert ended["status"] == "TERMINATED" and ended["statusInfo"] == "agent-lost", ended
-        agents = _gql(c, "{ agents { id status occupied_slots } }", {})["agents"]
+        agents = c.gql("{ agents { id status occupied_slots } }", {}, legacy=True)["agents"]
         assert [(a["status"], json.loads(a["occupied_slots"])) for a in agents] in (
             [("LOST", {})], [("LOST", {"cpu": "0", "mem": "0"})]), agents
     finally:
@@ -132,11 +126,11 @@ def test_agent_selection_strategy_is_validated(cluster: Cluster) -> None:
     r = cluster.request("POST", "/admin/graphql", {"query": create, "variables": {"n": name, "p": bad}}, who=ADMIN)
     assert r.status_code == 400 and "agent_selection_strategy" in r.json()["detail"], r.text
     good = {**bad, "scheduler_opts": {"agent_selection_strategy": "concentrated"}}
-    out = _gql(cluster, create, {"n": name, "p": good})["create_scaling_group"]
+    out = cluster.gql(create, {"n": name, "p": good}, legacy=True)["create_scaling_group"]
     assert json.loads(out["scaling_group"]["scheduler_opts"]) == {"agent_selection_strategy": "concentrated"}
     modify = ("mutation($n: String!, $p: ModifyScalingGroupInput!) { modify_scaling_group(name: $n, props: $p) "
               "{ ok msg } }")
     r = cluster.request("POST", "/admin/graphql", {"query": modify, "variables": {
         "n": name, "p": {"scheduler_opts": {"agent_selection_strategy": "nope"}}}}, who=ADMIN)
     assert r.status_code == 400, r.text
-    _gql(cluster, "mutation($n: String!) { delete_scaling_group(name: $n) { ok msg } }", {"n": name})
+    cluster.gql("mutation($n: String!) { delete_scaling_group(name: $n) { ok msg } }", {"n": name}, legacy=True)

@@ -21,19 +21,12 @@ import httpx
 import pytest
 
 from ai.backend.common.auth import sign_request_headers
-from ai.backend.manager.fixtures import ADMIN, USER
+from ai.backend.manager.fixtures import USER
 from ai.backend.testutils.cluster import Cluster
 from ai.backend.testutils.fleet import start_fleet
 from ai.backend.testutils.processes import stop_process, wait_until
 
 AGENT_CPU = 64
-
-
-def _gql(c: Cluster, query: str) -> dict[str, Any]:
-    r = c.request("POST", "/admin/graphql", {"query": query}, who=ADMIN)
-    assert r.status_code == 200 and not r.json().get("errors"), r.text
-    data: dict[str, Any] = r.json().get("data", r.json())
-    return data
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +36,7 @@ def fleet(manager: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     proc = start_fleet(manager, state, 2, heartbeat=1.0, id_prefix=f"i-burst-{uuid.uuid4().hex[:6]}-",
                        tables=f'[resource]\ncpu = {AGENT_CPU}\nmem = "64g"\n\n[dummy]\ncreate-delay = [0.0, 0.05]\n')
     try:
-        wait_until("two dummy agents", lambda: _gql(manager, '{ agents(status: "ALIVE") { id } }')["agents"],
+        wait_until("two dummy agents", lambda: manager.gql('{ agents(status: "ALIVE") { id } }', legacy=True)["agents"],
                    lambda a: len(a) == 2)
         yield manager
     finally:
@@ -72,9 +65,9 @@ async def _burst(m: Cluster, bodies: list[dict[str, Any]]) -> list[httpx.Respons
 
 def _sessions(m: Cluster, prefix: str) -> list[dict[str, Any]]:
     """The active sessions whose name starts with ``prefix`` (at most 100 are active at any time here)."""
-    rows = _gql(m, '{ compute_session_list(limit: 100, status: "PENDING,SCHEDULED,PREPARING,PULLING,RUNNING") '
-                   '{ items { session_id name status status_info '
-                   'occupied_slots containers { agent occupied_slots status } } } }')
+    rows = m.gql('{ compute_session_list(limit: 100, status: "PENDING,SCHEDULED,PREPARING,PULLING,RUNNING") '
+                 '{ items { session_id name status status_info '
+                 'occupied_slots containers { agent occupied_slots status } } } }', legacy=True)
     return [s for s in rows["compute_session_list"]["items"] if s["name"].startswith(prefix)]
 
 
@@ -85,7 +78,8 @@ def _destroy_all(m: Cluster, prefix: str) -> None:
 
 def _set_policy(m: Cluster, **props: Any) -> None:
     fields = ", ".join(f"{k}: {json.dumps(v)}" for k, v in props.items())
-    _gql(m, f'mutation {{ modify_keypair_resource_policy(name: "default", props: {{{fields}}}) {{ ok msg }} }}')
+    m.gql(f'mutation {{ modify_keypair_resource_policy(name: "default", props: {{{fields}}}) {{ ok msg }} }}',
+          legacy=True)
 
 
 def test_racing_creations_never_pass_the_session_limit(fleet: Cluster) -> None:
@@ -142,7 +136,7 @@ def test_a_burst_runs_every_session_through_every_state(fleet: Cluster) -> None:
             assert kernel["status"] == "RUNNING" and kernel["agent"], s
             per_agent[kernel["agent"]] = per_agent.get(kernel["agent"], 0) + 1
         assert sum(per_agent.values()) == n
-        agents = _gql(fleet, '{ agents(status: "ALIVE") { id occupied_slots } }')["agents"]
+        agents = fleet.gql('{ agents(status: "ALIVE") { id occupied_slots } }', legacy=True)["agents"]
         for a in agents:
             occupied = json.loads(a["occupied_slots"]) if isinstance(a["occupied_slots"], str) else a["occupied_slots"]
             # Every RUNNING session of this burst holds one core on its agent (earlier tests cleaned up).

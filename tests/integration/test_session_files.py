@@ -17,6 +17,7 @@ import pytest
 
 from ai.backend.client.func.session import _split_multipart
 from ai.backend.common.auth import sign_request_headers
+from ai.backend.testutils.problems import problem
 
 from .conftest import ADMIN, USER, Cluster
 
@@ -50,24 +51,16 @@ def _raw_upload(cluster: Cluster, sess: str, files: list[tuple[str, bytes]]) -> 
     return _send(cluster, "POST", f"/session/{sess}/upload", body, f"multipart/form-data; boundary={boundary}")
 
 
-def _exec(cluster: Cluster, sess: str, code: str) -> str:
-    r = cluster.request("POST", f"/session/{sess}", {"mode": "query", "code": code})
-    assert r.status_code == 200, r.text
-    result = r.json()["result"]
+def _stdout(cluster: Cluster, sess: str, code: str) -> str:
+    """Run ``code`` in the session; assert it finished and return what it printed."""
+    result = cluster.exec(sess, code)
     assert result["status"] == "finished", result
     return "".join(text for kind, text in result["console"] if kind == "stdout")
 
 
 def _py(cluster: Cluster, sess: str, expr: str) -> Any:
     """The value of a Python expression evaluated in the session (JSON round trip)."""
-    return json.loads(_exec(cluster, sess, f"import os, json, stat\nprint(json.dumps({expr}))"))
-
-
-def _problem(r: httpx.Response, status: int) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json"), r.headers
-    body: dict[str, Any] = r.json()
-    return body
+    return json.loads(_stdout(cluster, sess, f"import os, json, stat\nprint(json.dumps({expr}))"))
 
 
 def _tars(r: httpx.Response) -> list[tarfile.TarFile]:
@@ -103,7 +96,7 @@ def test_upload_nested_overwrite_and_execute(cluster: Cluster, session: str) -> 
     r = _upload(cluster, session, [("a.txt", b"first\n"), ("dir/sub/b.txt", b"\x00\x01binary\r\n"),
                                    ("/home/work/abs.txt", b"absolute")])
     assert r.status_code == 204, r.text
-    assert _exec(cluster, session, "print(open('a.txt').read(), end='')") == "first\n"
+    assert _stdout(cluster, session, "print(open('a.txt').read(), end='')") == "first\n"
     assert _py(cluster, session, "open('dir/sub/b.txt','rb').read().hex()") == b"\x00\x01binary\r\n".hex()
     assert _py(cluster, session, "open('abs.txt').read()") == "absolute"
     owners = _py(cluster, session, "[(p, os.stat(p).st_uid, os.stat(p).st_gid, oct(stat.S_IMODE(os.stat(p).st_mode)))"
@@ -111,7 +104,7 @@ def test_upload_nested_overwrite_and_execute(cluster: Cluster, session: str) -> 
     assert owners == [["a.txt", 1000, 1000, "0o644"], ["dir", 1000, 1000, "0o755"],
                       ["dir/sub", 1000, 1000, "0o755"], ["dir/sub/b.txt", 1000, 1000, "0o644"]]
     # The user can write into the created directories and overwrite uploaded files.
-    _exec(cluster, session, "open('dir/sub/mine.txt', 'w').write('ok')")
+    _stdout(cluster, session, "open('dir/sub/mine.txt', 'w').write('ok')")
     r = _upload(cluster, session, [("a.txt", b"second"), ("dir/sub/c.txt", b"c")])
     assert r.status_code == 204, r.text
     assert _py(cluster, session, "[open(p).read() for p in ('a.txt', 'dir/sub/c.txt', 'dir/sub/mine.txt')]") == [
@@ -122,14 +115,14 @@ def test_upload_nested_overwrite_and_execute(cluster: Cluster, session: str) -> 
 
 
 def test_upload_limits_write_nothing(cluster: Cluster, session: str) -> None:
-    p = _problem(_upload(cluster, session, [(f"many{i}.txt", b"x") for i in range(21)]), 400)
+    p = problem(_upload(cluster, session, [(f"many{i}.txt", b"x") for i in range(21)]), 400)
     assert "20" in p["detail"]
-    p = _problem(_upload(cluster, session, [("small.txt", b"s"), ("huge.bin", b"z" * (MiB + 1))]), 400)
+    p = problem(_upload(cluster, session, [("small.txt", b"s"), ("huge.bin", b"z" * (MiB + 1))]), 400)
     assert "huge.bin" in p["detail"]
-    p = _problem(_upload(cluster, session, [("ok.txt", b"s"), ("dup.txt", b"1"), ("./dup.txt", b"2")]), 400)
+    p = problem(_upload(cluster, session, [("ok.txt", b"s"), ("dup.txt", b"1"), ("./dup.txt", b"2")]), 400)
     assert "more than once" in p["detail"]
-    p = _problem(_upload(cluster, session, [("x", b"1"), ("x/y", b"2")]), 400)
-    p = _problem(_send(cluster, "POST", f"/session/{session}/upload", b"{}", "application/json"), 400)
+    p = problem(_upload(cluster, session, [("x", b"1"), ("x/y", b"2")]), 400)
+    p = problem(_send(cluster, "POST", f"/session/{session}/upload", b"{}", "application/json"), 400)
     assert "multipart" in p["detail"]
     left = _py(cluster, session, "sorted(os.listdir('.'))")
     assert not [n for n in left if n.startswith(("many", "small", "huge", "ok", "dup", "x"))], left
@@ -138,7 +131,7 @@ def test_upload_limits_write_nothing(cluster: Cluster, session: str) -> None:
 @pytest.mark.parametrize("bad", ["../escape.txt", "a/../../escape.txt", "/etc/escape.txt", "/home/workx/e.txt",
                                  "", "bad\x01name", "d/" + "n" * 256, "/home/work", "dir/"])
 def test_upload_bad_names(cluster: Cluster, session: str, bad: str) -> None:
-    p = _problem(_raw_upload(cluster, session, [("fine.txt", b"1"), (bad, b"2")]), 400)
+    p = problem(_raw_upload(cluster, session, [("fine.txt", b"1"), (bad, b"2")]), 400)
     assert p["title"] == "Invalid API parameters"
     assert _py(cluster, session, "[os.path.exists(p) for p in ('fine.txt', '../escape.txt', '/etc/escape.txt')]") == [
         False, False, False]
@@ -147,14 +140,14 @@ def test_upload_bad_names(cluster: Cluster, session: str, bad: str) -> None:
 def test_symlinks_cannot_escape(cluster: Cluster, session: str) -> None:
     marker = "bai-pwn-" + secrets.token_hex(4)
     cid = _container(cluster, session)
-    _exec(cluster, session, "os = __import__('os')\nos.mkdir('realdir')\nos.symlink('/', 'root')\n"
-                            "os.symlink('/etc', 'etc2')\nos.symlink('/etc/shadow', 'sh')\n"
-                            "os.symlink('/etc/shadow', 'sh2')\nos.symlink('realdir', 'inner')")
+    _stdout(cluster, session, "os = __import__('os')\nos.mkdir('realdir')\nos.symlink('/', 'root')\n"
+                              "os.symlink('/etc', 'etc2')\nos.symlink('/etc/shadow', 'sh')\n"
+                              "os.symlink('/etc/shadow', 'sh2')\nos.symlink('realdir', 'inner')")
     shadow_before = _root_sh(cid, "stat -c '%s %Y %i' /etc/shadow")
     assert shadow_before.strip()
     for name in (f"root/tmp/{marker}", f"etc2/{marker}", f"root/etc/{marker}", f"inner/{marker}",
                  f"root/home/work/{marker}"):
-        p = _problem(_upload(cluster, session, [("innocent.txt", b"1"), (name, b"pwned")]), 400)
+        p = problem(_upload(cluster, session, [("innocent.txt", b"1"), (name, b"pwned")]), 400)
         assert p["type"].endswith("/symlink-refused"), p
         assert "symbolic link" in p["detail"]
     # Nothing was written: not in the container's root-owned places, not on the host, not the innocent file.
@@ -169,14 +162,14 @@ def test_symlinks_cannot_escape(cluster: Cluster, session: str) -> None:
     # Downloads do not pass through symlinked directories either (dockerd would read as root).
     for path in ("root/etc/shadow", "etc2/shadow", "inner/x", "/home/work/root/home/work/sh"):
         r = cluster.request("GET", f"/session/{session}/download?files={path}")
-        assert _problem(r, 400)["type"].endswith("/symlink-refused"), path
+        assert problem(r, 400)["type"].endswith("/symlink-refused"), path
     # ... and a link itself comes as a link, without the content of its target.
     for name, target in (("sh2", "/etc/shadow"), ("inner", "realdir"), ("root", "/")):
         (tf,) = _tars(cluster.request("GET", f"/session/{session}/download?files={name}"))
         (member,) = tf.getmembers()
         assert member.issym() and member.linkname == target and member.size == 0
     # Listing does not follow a symlinked directory out of /home/work.
-    p = _problem(cluster.request("GET", f"/session/{session}/files?path=root"), 400)
+    p = problem(cluster.request("GET", f"/session/{session}/files?path=root"), 400)
     assert "outside" in p["detail"]
     listing = cluster.request("GET", f"/session/{session}/files").json()
     entries = {e["filename"]: e for e in json.loads(listing["files"])}
@@ -198,21 +191,21 @@ def test_symlink_swap_race_is_contained(cluster: Cluster, session: str) -> None:
         "    for _ in range(10000):\n"
         "        assert swap(-100, b'race', -100, b'race_other', 2) == 0, ctypes.get_errno()\n"
     )
-    _exec(cluster, session, f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', {loop!r}], "
-                            "start_new_session=True)")
+    _stdout(cluster, session, f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', {loop!r}], "
+                              "start_new_session=True)")
     statuses = set()
     for _ in range(25):
         r = _upload(cluster, session, [(f"race/{marker}", b"pwned")])
         statuses.add(r.status_code)
         assert r.status_code in (204, 400), r.text
-    _exec(cluster, session, "open('stop', 'w').close()")
+    _stdout(cluster, session, "open('stop', 'w').close()")
     assert _root_sh(cid, f"ls /etc/{marker} 2>/dev/null") == ""
     assert not Path("/etc", marker).exists()
 
 
 def test_list_files(cluster: Cluster, session: str) -> None:
     assert _upload(cluster, session, [("top.txt", b"12345"), ("dir/inner.txt", b"abc")]).status_code == 204
-    _exec(cluster, session, "import os\nos.symlink('top.txt', 'link')")
+    _stdout(cluster, session, "import os\nos.symlink('top.txt', 'link')")
     r = cluster.request("GET", f"/session/{session}/files")
     assert r.status_code == 200, r.text
     body = r.json()
@@ -234,10 +227,10 @@ def test_list_files(cluster: Cluster, session: str) -> None:
     # The path may come in a JSON body as well.
     r = cluster.request("GET", f"/session/{session}/files", {"path": "dir"})
     assert r.json()["folder_path"] == "/home/work/dir"
-    _problem(cluster.request("GET", f"/session/{session}/files?path=nope"), 404)
-    _problem(cluster.request("GET", f"/session/{session}/files?path=top.txt"), 400)
-    _problem(cluster.request("GET", f"/session/{session}/files?path=../"), 400)
-    _problem(cluster.request("GET", f"/session/{session}/files?path=/etc"), 400)
+    problem(cluster.request("GET", f"/session/{session}/files?path=nope"), 404)
+    problem(cluster.request("GET", f"/session/{session}/files?path=top.txt"), 400)
+    problem(cluster.request("GET", f"/session/{session}/files?path=../"), 400)
+    problem(cluster.request("GET", f"/session/{session}/files?path=/etc"), 400)
 
 
 def test_download(cluster: Cluster, session: str) -> None:
@@ -255,25 +248,25 @@ def test_download(cluster: Cluster, session: str) -> None:
     # The file list may come in a JSON body too.
     (tf,) = _tars(cluster.request("GET", f"/session/{session}/download", {"files": ["d/one.txt"]}))
     assert tf.getnames() == ["one.txt"]
-    p = _problem(cluster.request("GET", f"/session/{session}/download?" + "&".join(["files=a.txt"] * 6)), 400)
+    p = problem(cluster.request("GET", f"/session/{session}/download?" + "&".join(["files=a.txt"] * 6)), 400)
     assert "5" in p["detail"]
-    _problem(cluster.request("GET", f"/session/{session}/download?files=missing.txt"), 404)
-    p = _problem(cluster.request("GET", f"/session/{session}/download?files=a.txt/x"), 400)
+    problem(cluster.request("GET", f"/session/{session}/download?files=missing.txt"), 404)
+    p = problem(cluster.request("GET", f"/session/{session}/download?files=a.txt/x"), 400)
     assert "not a directory" in p["detail"]
-    _problem(cluster.request("GET", f"/session/{session}/download?files=../../etc/passwd"), 400)
-    _problem(cluster.request("GET", f"/session/{session}/download?files=/etc/passwd"), 400)
-    _problem(cluster.request("GET", f"/session/{session}/download"), 400)
+    problem(cluster.request("GET", f"/session/{session}/download?files=../../etc/passwd"), 400)
+    problem(cluster.request("GET", f"/session/{session}/download?files=/etc/passwd"), 400)
+    problem(cluster.request("GET", f"/session/{session}/download"), 400)
     # More than 64 MiB in all is refused (a sparse file: cheap to make, not to send).
-    _exec(cluster, session, "f = open('huge.bin', 'wb')\nf.truncate(65 * 1024 * 1024)\nf.close()")
-    p = _problem(cluster.request("GET", f"/session/{session}/download?files=huge.bin"), 413)
+    _stdout(cluster, session, "f = open('huge.bin', 'wb')\nf.truncate(65 * 1024 * 1024)\nf.close()")
+    p = problem(cluster.request("GET", f"/session/{session}/download?files=huge.bin"), 413)
     assert "bytes" in p["detail"]
 
 
 def test_ownership_delegation_and_state(cluster: Cluster, session: str) -> None:
     # Another user (here the admin acting for themselves) does not see the session at all.
-    _problem(_upload(cluster, session, [("x.txt", b"1")], who=ADMIN), 404)
-    _problem(cluster.request("GET", f"/session/{session}/files", who=ADMIN), 404)
-    _problem(cluster.request("GET", f"/session/{session}/download?files=x", who=ADMIN), 404)
+    problem(_upload(cluster, session, [("x.txt", b"1")], who=ADMIN), 404)
+    problem(cluster.request("GET", f"/session/{session}/files", who=ADMIN), 404)
+    problem(cluster.request("GET", f"/session/{session}/download?files=x", who=ADMIN), 404)
     # An admin may act for the owner with owner_access_key.
     ak = USER["access_key"]
     r = _upload(cluster, session, [("by-admin.txt", b"hi")], who=ADMIN, query=f"?owner_access_key={ak}")
@@ -282,7 +275,7 @@ def test_ownership_delegation_and_state(cluster: Cluster, session: str) -> None:
     assert "by-admin.txt" in r.json()["files"]
     # A regular user may not use owner_access_key for someone else.
     adm = ADMIN["access_key"]
-    _problem(cluster.request("GET", f"/session/{session}/files?owner_access_key={adm}"), 403)
+    problem(cluster.request("GET", f"/session/{session}/files?owner_access_key={adm}"), 403)
     # Once the session is terminated, its files are gone.
     assert cluster.request("DELETE", f"/session/{session}").status_code == 200
     for r in (_upload(cluster, session, [("late.txt", b"1")]),
@@ -303,7 +296,7 @@ def test_cli_upload_ls_download_round_trip(cluster: Cluster, session: str, tmp_p
 
     p = cli("upload", session, "main.py", "pkg/data.txt", cwd=src)
     assert p.returncode == 0, p.stderr
-    assert _exec(cluster, session, "import runpy\n_ = runpy.run_path('main.py')") == "hello from main\n"
+    assert _stdout(cluster, session, "import runpy\n_ = runpy.run_path('main.py')") == "hello from main\n"
     p = cli("ls", session)
     assert p.returncode == 0, p.stderr
     assert "main.py" in p.stdout and "pkg" in p.stdout and "-rw-r--r--" in p.stdout
@@ -318,7 +311,7 @@ def test_cli_upload_ls_download_round_trip(cluster: Cluster, session: str, tmp_p
     assert (dest / "main.py").read_text() == "print('hello from main')\n"
     assert (dest / "pkg" / "data.txt").read_bytes() == b"payload\n"
     # A link to an absolute path is downloaded but not extracted (the client's tar "data" filter).
-    _exec(cluster, session, "import os\nos.symlink('/', 'rootlink')")
+    _stdout(cluster, session, "import os\nos.symlink('/', 'rootlink')")
     p = cli("download", session, "rootlink", "--dest", str(dest))
     assert p.returncode != 0 and "Refused to extract" in p.stderr, p.stderr
     assert not (dest / "rootlink").exists()

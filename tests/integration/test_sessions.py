@@ -14,30 +14,14 @@ from .conftest import ADMIN, USER, Cluster
 pytestmark = pytest.mark.docker
 
 
-def _create(cluster: Cluster, name: str, who: dict[str, str] = USER, **extra: object) -> dict[str, object]:
-    r = cluster.request("POST", "/session", {"image": "python", "name": name, **extra}, who=who)
-    assert r.status_code == 201, r.text
-    body = r.json()
-    assert body["status"] == "RUNNING", body
-    return body
-
-
-def _exec(cluster: Cluster, name: str, code: str, mode: str = "query", run_id: str | None = None,
-          who: dict[str, str] = USER) -> dict[str, object]:
-    r = cluster.request("POST", f"/session/{name}", {"mode": mode, "code": code, "runId": run_id}, who=who)
-    assert r.status_code == 200, r.text
-    result: dict[str, object] = r.json()["result"]
-    return result
-
-
 def test_execute_keeps_state_and_runs_unprivileged(cluster: Cluster) -> None:
-    body = _create(cluster, "state-test")
+    body = cluster.create_session("state-test")
     uuid.UUID(str(body["sessionId"]))
     assert body["created"] is True
-    r1 = _exec(cluster, "state-test", "x = 6\nimport os\nprint(os.getuid(), os.getcwd())")
+    r1 = cluster.exec("state-test", "x = 6\nimport os\nprint(os.getuid(), os.getcwd())")
     assert r1["status"] == "finished"
     assert r1["console"] == [["stdout", "1000 /home/work\n"]]
-    r2 = _exec(cluster, "state-test", "print(x * 7)")
+    r2 = cluster.exec("state-test", "print(x * 7)")
     assert r2["console"] == [["stdout", "42\n"]]
     # Reuse: the same name and image gives back the same session with 200.
     again = cluster.request("POST", "/session", {"image": "python", "name": "state-test"})
@@ -58,10 +42,10 @@ def test_execute_keeps_state_and_runs_unprivileged(cluster: Cluster) -> None:
 
 
 def test_container_is_confined(cluster: Cluster) -> None:
-    _create(cluster, "confined", config={"resources": {"cpu": "1", "mem": "128m"}, "environ": {"MYVAR": "hello"}})
-    r = _exec(cluster, "confined", "import os\nprint(os.environ['MYVAR'], os.environ['BACKENDAI_SESSION_NAME'])")
+    cluster.create_session("confined", config={"resources": {"cpu": "1", "mem": "128m"}, "environ": {"MYVAR": "hello"}})
+    r = cluster.exec("confined", "import os\nprint(os.environ['MYVAR'], os.environ['BACKENDAI_SESSION_NAME'])")
     assert r["console"] == [["stdout", "hello confined\n"]]
-    r = _exec(cluster, "confined", "print(open('/proc/self/status').read())")
+    r = cluster.exec("confined", "print(open('/proc/self/status').read())")
     status = str(r["console"][0][1])  # type: ignore[index]
     assert "NoNewPrivs:\t1" in status
     cap_eff = next(line for line in status.splitlines() if line.startswith("CapEff:"))
@@ -75,9 +59,9 @@ def test_container_is_confined(cluster: Cluster) -> None:
 
 
 def test_stdout_stderr_order_and_exception(cluster: Cluster) -> None:
-    _create(cluster, "order-test")
+    cluster.create_session("order-test")
     code = "import sys\nprint('a')\nprint('b', file=sys.stderr)\nprint('c')\n1/0"
-    r = _exec(cluster, "order-test", code)
+    r = cluster.exec("order-test", code)
     console = r["console"]
     assert console[0] == ["stdout", "a\n"]  # type: ignore[index]
     assert console[1] == ["stderr", "b\n"]  # type: ignore[index]
@@ -88,28 +72,28 @@ def test_stdout_stderr_order_and_exception(cluster: Cluster) -> None:
 
 
 def test_input_and_continuation(cluster: Cluster) -> None:
-    _create(cluster, "input-test")
-    r = _exec(cluster, "input-test", "name = input('What is your name? ')\nprint('Hello, ' + name)")
+    cluster.create_session("input-test")
+    r = cluster.exec("input-test", "name = input('What is your name? ')\nprint('Hello, ' + name)")
     assert r["status"] == "waiting-input"
     assert r["options"] == {"is_password": False}
     assert "What is your name?" in str(r["console"])
-    r2 = _exec(cluster, "input-test", "Lablup", mode="input", run_id=str(r["runId"]))
+    r2 = cluster.exec("input-test", "Lablup", mode="input", run_id=str(r["runId"]))
     assert r2["status"] == "finished"
     assert ["stdout", "Hello, Lablup\n"] in r2["console"]  # type: ignore[operator]
     # A run longer than the flush interval comes back as "continued" first.
-    r3 = _exec(cluster, "input-test", "import time\nprint('tick', flush=True)\ntime.sleep(2.5)\nprint('done')")
+    r3 = cluster.exec("input-test", "import time\nprint('tick', flush=True)\ntime.sleep(2.5)\nprint('done')")
     assert r3["status"] == "continued"
     out = "".join(str(c[1]) for c in r3["console"])  # type: ignore[union-attr]
     while r3["status"] == "continued":
-        r3 = _exec(cluster, "input-test", "", mode="continue", run_id=str(r3["runId"]))
+        r3 = cluster.exec("input-test", "", mode="continue", run_id=str(r3["runId"]))
         out += "".join(str(c[1]) for c in r3["console"])  # type: ignore[union-attr]
     assert out == "tick\ndone\n"
     cluster.request("DELETE", "/session/input-test")
 
 
 def test_memory_limit_kills_and_session_says_so(cluster: Cluster) -> None:
-    _create(cluster, "oom-test", config={"resources": {"mem": "160m"}})
-    r = _exec(cluster, "oom-test", "x = bytearray(600 * 1024 * 1024)\nprint('survived')")
+    cluster.create_session("oom-test", config={"resources": {"mem": "160m"}})
+    r = cluster.exec("oom-test", "x = bytearray(600 * 1024 * 1024)\nprint('survived')")
     assert ["stdout", "survived\n"] not in r["console"]  # type: ignore[operator]
     deadline = time.monotonic() + 20
     info = {}
@@ -123,7 +107,7 @@ def test_memory_limit_kills_and_session_says_so(cluster: Cluster) -> None:
 
 
 def test_destroy_leaves_no_container(cluster: Cluster) -> None:
-    _create(cluster, "destroy-test")
+    cluster.create_session("destroy-test")
     container = cluster.request("GET", "/session/destroy-test").json()["containerId"]
     assert container[:12] in set(cluster.containers())
     r = cluster.request("DELETE", "/session/destroy-test")
@@ -144,7 +128,7 @@ def test_destroy_leaves_no_container(cluster: Cluster) -> None:
 
 
 def test_other_users_session_is_invisible(cluster: Cluster) -> None:
-    _create(cluster, "private-sess", who=ADMIN)
+    cluster.create_session("private-sess", who=ADMIN)
     for method, body in (("GET", None), ("DELETE", None), ("POST", {"mode": "query", "code": "print(1)"})):
         r = cluster.request(method, "/session/private-sess", body, who=USER)
         assert r.status_code == 404, r.text
@@ -192,8 +176,8 @@ def test_legacy_kernel_paths_and_version_prefix(cluster: Cluster) -> None:
 
 
 def test_state_survives_manager_and_agent_restart(cluster: Cluster) -> None:
-    _create(cluster, "survivor")
-    _exec(cluster, "survivor", "kept = 'still here'")
+    cluster.create_session("survivor")
+    cluster.exec("survivor", "kept = 'still here'")
     cluster.stop("manager")
     cluster.stop("agent")
     cluster.start("manager")
@@ -201,6 +185,6 @@ def test_state_survives_manager_and_agent_restart(cluster: Cluster) -> None:
     cluster.wait_ready()
     info = cluster.request("GET", "/session/survivor").json()
     assert info["status"] == "RUNNING"
-    r = _exec(cluster, "survivor", "print(kept)")
+    r = cluster.exec("survivor", "print(kept)")
     assert r["console"] == [["stdout", "still here\n"]]
     assert cluster.request("DELETE", "/session/survivor").status_code == 200

@@ -34,6 +34,7 @@ from ai.backend.client.session import Session
 from ai.backend.client.transfer import UploadResult, UploadStateStore, tus_upload, with_token
 from ai.backend.manager.fixtures import USER
 from ai.backend.testutils.cluster import Cluster, launch_manager
+from ai.backend.testutils.problems import problem
 from ai.backend.testutils.processes import wait_until
 from ai.backend.testutils.storage import StorageProxy, launch_storage_proxy
 
@@ -280,12 +281,6 @@ def test_crash_between_the_last_byte_and_the_move_into_place(up: Stack, tmp_path
     assert _head(url, token).headers["Upload-Offset"] == str(len(data))  # still "complete", not 0
 
 
-def _problem(r: httpx.Response, status: int, slug: str) -> None:
-    assert r.status_code == status, f"expected {status}, got {r.status_code}: {r.text}"
-    assert r.headers["content-type"].startswith("application/problem+json"), r.headers
-    assert r.json()["type"].endswith(slug), r.json()
-
-
 def test_manager_answers_503_while_the_proxy_is_down_and_recovers(up: Stack) -> None:
     s = up
     s.folder("while-down")
@@ -301,7 +296,7 @@ def test_manager_answers_503_while_the_proxy_is_down_and_recovers(up: Stack) -> 
     t0 = time.monotonic()
     for method, path, body in calls:
         r = s.manager.request(method, path, body, timeout=60)
-        _problem(r, 503, "storage-proxy-unavailable")
+        problem(r, 503, slug="storage-proxy-unavailable")
         assert "storage proxy" in r.json()["detail"].lower(), r.json()
     answered_in = time.monotonic() - t0
     assert answered_in < 15, answered_in  # refused connections are answered at once, not after timeouts

@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ai.backend.testutils.problems import problem
 from ai.backend.testutils.storage import StorageProxy, launch_storage_proxy
 
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -52,14 +53,6 @@ def outside(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _ok(r: httpx.Response, status: int = 204) -> httpx.Response:
     assert r.status_code == status, (r.status_code, r.text)
     return r
-
-
-def _problem(r: httpx.Response, status: int) -> dict[str, Any]:
-    assert r.status_code == status, (r.status_code, r.text)
-    assert r.headers["content-type"].startswith("application/problem+json")
-    doc: dict[str, Any] = r.json()
-    assert doc["status"] == status and doc["title"]
-    return doc
 
 
 def new_folder(sp: StorageProxy, quota: int | None = None) -> str:
@@ -133,7 +126,7 @@ def test_status_volumes_and_the_manager_secret(proxy: StorageProxy) -> None:
         for headers in ({}, {"X-BackendAI-Storage-Auth-Token": "wrong"},
                         {"X-BackendAI-Storage-Auth-Token": proxy.secret + "x"}):
             r = httpx.request(method, proxy.manager_url + path, json=body(proxy, vfid, relpath="x"), headers=headers)
-            _problem(r, 403)
+            problem(r, 403)
     assert Path(proxy.folder_path(vfid)).is_dir()  # the refused delete did nothing
     # The two APIs live on separate sockets: neither serves the other's routes.
     assert httpx.post(proxy.client_url + "/folder/delete", json=body(proxy, vfid),
@@ -143,7 +136,7 @@ def test_status_volumes_and_the_manager_secret(proxy: StorageProxy) -> None:
 
 def test_folder_lifecycle(proxy: StorageProxy) -> None:
     vfid = new_folder(proxy, quota=1 << 20)
-    _problem(proxy.request("POST", "/folder/create", body(proxy, vfid)), 409)
+    problem(proxy.request("POST", "/folder/create", body(proxy, vfid)), 409)
     mount = _ok(proxy.request("GET", "/folder/mount", body(proxy, vfid)), 200).json()["path"]
     assert mount == str(proxy.folder_path(vfid)) and os.path.isabs(mount)
     st = os.stat(mount)
@@ -153,8 +146,8 @@ def test_folder_lifecycle(proxy: StorageProxy) -> None:
     assert _ok(proxy.request("GET", "/folder/quota", body(proxy, vfid)), 200).json() == {"size_bytes": 1 << 20}
     _ok(proxy.request("POST", "/folder/quota", body(proxy, vfid, size_bytes=None)))
     assert _ok(proxy.request("GET", "/folder/quota", body(proxy, vfid)), 200).json() == {"size_bytes": None}
-    _problem(proxy.request("POST", "/folder/quota", body(proxy, vfid, size_bytes=-1)), 400)
-    _problem(proxy.request("POST", "/folder/quota", body(proxy, vfid, size_bytes="10")), 400)
+    problem(proxy.request("POST", "/folder/quota", body(proxy, vfid, size_bytes=-1)), 400)
+    problem(proxy.request("POST", "/folder/quota", body(proxy, vfid, size_bytes="10")), 400)
     upload(proxy, vfid, "a/one.bin", b"1" * 1000)
     upload(proxy, vfid, "two.bin", b"2" * 234)
     usage = _ok(proxy.request("GET", "/folder/usage", body(proxy, vfid)), 200).json()
@@ -164,40 +157,40 @@ def test_folder_lifecycle(proxy: StorageProxy) -> None:
     _ok(proxy.request("POST", "/folder/clone", {"volume": proxy.volume, "src_vfid": vfid,
                                                 "dst_volume": proxy.volume, "dst_vfid": dst}))
     assert (proxy.folder_path(dst) / "a" / "one.bin").read_bytes() == b"1" * 1000
-    _problem(proxy.request("POST", "/folder/clone", {"volume": proxy.volume, "src_vfid": vfid,
-                                                     "dst_volume": proxy.volume, "dst_vfid": dst}), 409)
-    _problem(proxy.request("POST", "/folder/clone", {"volume": proxy.volume, "src_vfid": str(uuid.uuid4()),
-                                                     "dst_vfid": str(uuid.uuid4())}), 404)
+    problem(proxy.request("POST", "/folder/clone", {"volume": proxy.volume, "src_vfid": vfid,
+                                                    "dst_volume": proxy.volume, "dst_vfid": dst}), 409)
+    problem(proxy.request("POST", "/folder/clone", {"volume": proxy.volume, "src_vfid": str(uuid.uuid4()),
+                                                    "dst_vfid": str(uuid.uuid4())}), 404)
     # Delete (recursive), then everything about the folder is 404.
     _ok(proxy.request("POST", "/folder/delete", body(proxy, vfid)))
     assert not proxy.folder_path(vfid).exists()
     for method, path in [("POST", "/folder/delete"), ("GET", "/folder/mount"), ("GET", "/folder/usage"),
                          ("GET", "/folder/quota"), ("POST", "/folder/file/list")]:
-        _problem(proxy.request(method, path, body(proxy, vfid)), 404)
+        problem(proxy.request(method, path, body(proxy, vfid)), 404)
     assert (proxy.folder_path(dst) / "two.bin").exists()
     # Bad input.
-    _problem(proxy.request("POST", "/folder/create", body(proxy, "../../etc")), 400)
-    _problem(proxy.request("POST", "/folder/create", {"volume": "nope", "vfid": str(uuid.uuid4())}), 404)
-    _problem(proxy.request("POST", "/folder/create", {"vfid": str(uuid.uuid4())}), 400)
+    problem(proxy.request("POST", "/folder/create", body(proxy, "../../etc")), 400)
+    problem(proxy.request("POST", "/folder/create", {"volume": "nope", "vfid": str(uuid.uuid4())}), 404)
+    problem(proxy.request("POST", "/folder/create", {"vfid": str(uuid.uuid4())}), 400)
     r = httpx.post(proxy.manager_url + "/folder/create", content=b"{not json", headers=proxy.manager_headers())
-    _problem(r, 400)
+    problem(r, 400)
 
 
 def test_file_operations(proxy: StorageProxy) -> None:
     vfid = new_folder(proxy)
     root = proxy.folder_path(vfid)
     _ok(proxy.request("POST", "/folder/file/mkdir", body(proxy, vfid, relpath="d1")))
-    _problem(proxy.request("POST", "/folder/file/mkdir", body(proxy, vfid, relpath="d1")), 409)
+    problem(proxy.request("POST", "/folder/file/mkdir", body(proxy, vfid, relpath="d1")), 409)
     _ok(proxy.request("POST", "/folder/file/mkdir", body(proxy, vfid, relpath="d1", exist_ok=True)))
-    _problem(proxy.request("POST", "/folder/file/mkdir", body(proxy, vfid, relpath="x/y/z")), 404)
+    problem(proxy.request("POST", "/folder/file/mkdir", body(proxy, vfid, relpath="x/y/z")), 404)
     _ok(proxy.request("POST", "/folder/file/mkdir", body(proxy, vfid, relpath="x/y/z", parents=True)))
     assert (root / "x" / "y" / "z").is_dir()
     upload(proxy, vfid, "d1/f.txt", b"hello")
     items = _ok(proxy.request("POST", "/folder/file/list", body(proxy, vfid, relpath="d1")), 200).json()["items"]
     assert [(i["name"], i["type"], i["stat"]["size"]) for i in items] == [("f.txt", "FILE", 5)]
     assert items[0]["stat"]["modified"].endswith("+00:00") and stat.S_ISREG(items[0]["stat"]["mode"])
-    _problem(proxy.request("POST", "/folder/file/list", body(proxy, vfid, relpath="d1/f.txt")), 400)
-    _problem(proxy.request("POST", "/folder/file/list", body(proxy, vfid, relpath="nope")), 404)
+    problem(proxy.request("POST", "/folder/file/list", body(proxy, vfid, relpath="d1/f.txt")), 400)
+    problem(proxy.request("POST", "/folder/file/list", body(proxy, vfid, relpath="nope")), 404)
     # scandir-limit (50 in this proxy) caps a listing.
     for i in range(55):
         (root / "x" / f"n{i:02d}").write_text("")
@@ -206,29 +199,29 @@ def test_file_operations(proxy: StorageProxy) -> None:
     # rename: a single new name; refuses paths and existing names.
     _ok(proxy.request("POST", "/folder/file/rename", body(proxy, vfid, relpath="d1/f.txt", new_name="g.txt")))
     assert (root / "d1" / "g.txt").read_text() == "hello"
-    _problem(proxy.request("POST", "/folder/file/rename", body(proxy, vfid, relpath="d1/g.txt", new_name="a/b")), 400)
-    _problem(proxy.request("POST", "/folder/file/rename", body(proxy, vfid, relpath="d1/g.txt", new_name="..")), 400)
-    _problem(proxy.request("POST", "/folder/file/rename", body(proxy, vfid, relpath="d1/missing",
-                                                               new_name="z")), 404)
+    problem(proxy.request("POST", "/folder/file/rename", body(proxy, vfid, relpath="d1/g.txt", new_name="a/b")), 400)
+    problem(proxy.request("POST", "/folder/file/rename", body(proxy, vfid, relpath="d1/g.txt", new_name="..")), 400)
+    problem(proxy.request("POST", "/folder/file/rename", body(proxy, vfid, relpath="d1/missing",
+                                                              new_name="z")), 404)
     upload(proxy, vfid, "d1/h.txt", b"h")
-    _problem(proxy.request("POST", "/folder/file/rename", body(proxy, vfid, relpath="d1/g.txt",
-                                                               new_name="h.txt")), 409)
+    problem(proxy.request("POST", "/folder/file/rename", body(proxy, vfid, relpath="d1/g.txt",
+                                                              new_name="h.txt")), 409)
     # move: anywhere in the folder (parents created), never over an existing entry, never into itself.
     _ok(proxy.request("POST", "/folder/file/move", body(proxy, vfid, src_relpath="d1/g.txt",
                                                         dst_relpath="new/place/g.txt")))
     assert (root / "new" / "place" / "g.txt").read_text() == "hello"
-    _problem(proxy.request("POST", "/folder/file/move", body(proxy, vfid, src_relpath="d1/h.txt",
-                                                             dst_relpath="new/place/g.txt")), 409)
-    _problem(proxy.request("POST", "/folder/file/move", body(proxy, vfid, src_relpath="x",
-                                                             dst_relpath="x/y/inside")), 400)
+    problem(proxy.request("POST", "/folder/file/move", body(proxy, vfid, src_relpath="d1/h.txt",
+                                                            dst_relpath="new/place/g.txt")), 409)
+    problem(proxy.request("POST", "/folder/file/move", body(proxy, vfid, src_relpath="x",
+                                                            dst_relpath="x/y/inside")), 400)
     # delete: files, directories only with recursive, all-or-nothing validation.
-    _problem(proxy.request("POST", "/folder/file/delete", body(proxy, vfid, relpaths=["d1/h.txt", "x"])), 400)
+    problem(proxy.request("POST", "/folder/file/delete", body(proxy, vfid, relpaths=["d1/h.txt", "x"])), 400)
     assert (root / "d1" / "h.txt").exists()
     _ok(proxy.request("POST", "/folder/file/delete", body(proxy, vfid, relpaths=["d1/h.txt", "x"], recursive=True)))
     assert not (root / "x").exists() and not (root / "d1" / "h.txt").exists()
-    _problem(proxy.request("POST", "/folder/file/delete", body(proxy, vfid, relpaths=["d1/h.txt"])), 404)
-    _problem(proxy.request("POST", "/folder/file/delete", body(proxy, vfid, relpaths=[])), 400)
-    _problem(proxy.request("POST", "/folder/file/delete", body(proxy, vfid, relpaths=["."], recursive=True)), 400)
+    problem(proxy.request("POST", "/folder/file/delete", body(proxy, vfid, relpaths=["d1/h.txt"])), 404)
+    problem(proxy.request("POST", "/folder/file/delete", body(proxy, vfid, relpaths=[])), 400)
+    problem(proxy.request("POST", "/folder/file/delete", body(proxy, vfid, relpaths=["."], recursive=True)), 400)
     assert root.is_dir()
 
 
@@ -246,19 +239,19 @@ def test_tus_upload_protocol(proxy: StorageProxy) -> None:
     q = {"token": token}
     r = _ok(httpx.post(url, params=q, headers={**TUS, "Upload-Length": str(len(data))}), 201)
     assert r.headers["location"].endswith(token)
-    _problem(httpx.post(url, params=q, headers={**TUS, "Upload-Length": "5"}), 400)
+    problem(httpx.post(url, params=q, headers={**TUS, "Upload-Length": "5"}), 400)
     r = _ok(httpx.head(url, params=q, headers=TUS), 200)
     assert (r.headers["upload-offset"], r.headers["upload-length"]) == ("0", str(len(data)))
     assert r.headers["cache-control"] == "no-store"
     # Wrong offset: 409, with the real offset; wrong content type: 415; wrong tus version: 412.
-    r = _problem(httpx.patch(url, params=q, content=b"x", headers={**PATCH_HEADERS, "Upload-Offset": "7"}), 409)
+    r = problem(httpx.patch(url, params=q, content=b"x", headers={**PATCH_HEADERS, "Upload-Offset": "7"}), 409)
     r2 = httpx.patch(url, params=q, content=b"x", headers={**PATCH_HEADERS, "Upload-Offset": "7"})
     assert r2.headers["upload-offset"] == "0"
-    _problem(httpx.patch(url, params=q, content=b"x", headers={**TUS, "Upload-Offset": "0",
-                                                               "Content-Type": "text/plain"}), 415)
-    _problem(httpx.patch(url, params=q, content=b"x", headers={**PATCH_HEADERS, "Upload-Offset": "0",
-                                                               "Tus-Resumable": "0.2.2"}), 412)
-    _problem(httpx.patch(url, params=q, content=b"x", headers={**PATCH_HEADERS, "Upload-Offset": "abc"}), 400)
+    problem(httpx.patch(url, params=q, content=b"x", headers={**TUS, "Upload-Offset": "0",
+                                                              "Content-Type": "text/plain"}), 415)
+    problem(httpx.patch(url, params=q, content=b"x", headers={**PATCH_HEADERS, "Upload-Offset": "0",
+                                                              "Tus-Resumable": "0.2.2"}), 412)
+    problem(httpx.patch(url, params=q, content=b"x", headers={**PATCH_HEADERS, "Upload-Offset": "abc"}), 400)
     # Part 1, then a body that would go past the size (413: nothing of it is kept), then the rest.
     first = 1024 * 1024
     r = _ok(httpx.patch(url, params=q, content=data[:first], headers={**PATCH_HEADERS, "Upload-Offset": "0"}))
@@ -268,8 +261,8 @@ def test_tus_upload_protocol(proxy: StorageProxy) -> None:
         yield data[first:]
         yield b"extra"
 
-    _problem(httpx.patch(url, params=q, content=too_much(), headers={**PATCH_HEADERS, "Upload-Offset": str(first)}),
-             413)
+    problem(httpx.patch(url, params=q, content=too_much(), headers={**PATCH_HEADERS, "Upload-Offset": str(first)}),
+            413)
     assert httpx.head(url, params=q).headers["upload-offset"] == str(first)
     assert not (proxy.folder_path(vfid) / "deep").exists()  # nothing is in place before the end
     _ok(httpx.patch(url, params=q, content=data[first:], headers={**PATCH_HEADERS, "Upload-Offset": str(first)}))
@@ -280,7 +273,7 @@ def test_tus_upload_protocol(proxy: StorageProxy) -> None:
             assert (p.stat().st_uid, p.stat().st_gid) == (1000, 1000)
     # Complete: HEAD says so, a repeated last PATCH is a conflict, and nothing is left in .upload.
     assert httpx.head(url, params=q).headers["upload-offset"] == str(len(data))
-    _problem(httpx.patch(url, params=q, content=b"", headers={**PATCH_HEADERS, "Upload-Offset": "0"}), 409)
+    problem(httpx.patch(url, params=q, content=b"", headers={**PATCH_HEADERS, "Upload-Offset": "0"}), 409)
     assert os.listdir(proxy.volume_path / ".upload") == []
     # An existing file is replaced; an empty upload creates an empty file.
     upload(proxy, vfid, "deep/dir/blob.bin", b"replaced")
@@ -288,9 +281,9 @@ def test_tus_upload_protocol(proxy: StorageProxy) -> None:
     upload(proxy, vfid, "empty", b"")
     assert (proxy.folder_path(vfid) / "empty").read_bytes() == b""
     # A directory cannot be replaced by an upload.
-    _problem(proxy.request("POST", "/folder/file/upload", body(proxy, vfid, relpath="deep", size=1)), 409)
-    _problem(proxy.request("POST", "/folder/file/upload", body(proxy, vfid, relpath="", size=1)), 400)
-    _problem(proxy.request("POST", "/folder/file/upload", body(proxy, vfid, relpath="f", size=600 << 20)), 413)
+    problem(proxy.request("POST", "/folder/file/upload", body(proxy, vfid, relpath="deep", size=1)), 409)
+    problem(proxy.request("POST", "/folder/file/upload", body(proxy, vfid, relpath="", size=1)), 400)
+    problem(proxy.request("POST", "/folder/file/upload", body(proxy, vfid, relpath="f", size=600 << 20)), 413)
 
 
 def test_tus_resume_after_a_dropped_connection(proxy: StorageProxy) -> None:
@@ -335,10 +328,10 @@ def test_a_new_token_for_the_same_path_starts_over(proxy: StorageProxy) -> None:
 
 def test_quota_limits_uploads(proxy: StorageProxy) -> None:
     vfid = new_folder(proxy, quota=10_000)
-    doc = _problem(proxy.request("POST", "/folder/file/upload", body(proxy, vfid, relpath="big", size=10_001)), 413)
+    doc = problem(proxy.request("POST", "/folder/file/upload", body(proxy, vfid, relpath="big", size=10_001)), 413)
     assert "quota" in doc["detail"]
     upload(proxy, vfid, "a", b"a" * 6000)
-    _problem(proxy.request("POST", "/folder/file/upload", body(proxy, vfid, relpath="b", size=5000)), 413)
+    problem(proxy.request("POST", "/folder/file/upload", body(proxy, vfid, relpath="b", size=5000)), 413)
     # Replacing a file only needs room for the growth.
     upload(proxy, vfid, "a", b"a" * 9000)
     # Two tokens granted while there was room: the one completing last is refused and leaves nothing.
@@ -347,13 +340,13 @@ def test_quota_limits_uploads(proxy: StorageProxy) -> None:
     tus_upload(proxy, t1, b"1" * 600)
     r = httpx.patch(proxy.client_url + "/upload", params={"token": t2}, content=b"2" * 600,
                     headers={**PATCH_HEADERS, "Upload-Offset": "0"})
-    _problem(r, 413)
+    problem(r, 413)
     assert not (proxy.folder_path(vfid) / "c2").exists()
     # A token never lets more than its size in, whatever the quota.
     _ok(proxy.request("POST", "/folder/quota", body(proxy, vfid, size_bytes=None)))
     t3 = upload_token(proxy, vfid, "d", 3)
-    _problem(httpx.patch(proxy.client_url + "/upload", params={"token": t3}, content=b"12345",
-                         headers={**PATCH_HEADERS, "Upload-Offset": "0"}), 413)
+    problem(httpx.patch(proxy.client_url + "/upload", params={"token": t3}, content=b"12345",
+                        headers={**PATCH_HEADERS, "Upload-Offset": "0"}), 413)
     assert httpx.head(proxy.client_url + "/upload", params={"token": t3}).headers["upload-offset"] == "0"
 
 
@@ -365,26 +358,26 @@ def test_tokens_are_checked(proxy: StorageProxy) -> None:
     up = proxy.client_url + "/upload"
     good = download_token(proxy, vfid, "mine.txt")
     assert httpx.get(dl, params={"token": good}).content == b"mine"
-    _problem(httpx.get(dl), 401)
-    _problem(httpx.get(dl, params={"token": "garbage"}), 401)
+    problem(httpx.get(dl), 401)
+    problem(httpx.get(dl, params={"token": "garbage"}), 401)
     claims = {"op": "download", "volume": proxy.volume, "vfid": uuid.UUID(vfid).hex, "relpath": "mine.txt",
               "archive": False, "session": "ab" * 16, "exp": int(time.time()) - 60}
-    _problem(httpx.get(dl, params={"token": forge(proxy, claims)}), 401)  # expired
+    problem(httpx.get(dl, params={"token": forge(proxy, claims)}), 401)  # expired
     claims["exp"] = int(time.time()) + 60
     assert httpx.get(dl, params={"token": forge(proxy, claims)}).content == b"mine"  # same, unexpired: fine
-    _problem(httpx.get(dl, params={"token": forge(proxy, claims, "not-the-secret")}), 401)
+    problem(httpx.get(dl, params={"token": forge(proxy, claims, "not-the-secret")}), 401)
     # A token names one path: swapping the path in it breaks the signature.
     h, p, s = good.split(".")
     payload = json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
     payload["relpath"] = "other.txt"
     p2 = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=").decode()
-    _problem(httpx.get(dl, params={"token": f"{h}.{p2}.{s}"}), 401)
+    problem(httpx.get(dl, params={"token": f"{h}.{p2}.{s}"}), 401)
     # The other operation: 403 either way.
     utok = upload_token(proxy, vfid, "mine.txt", 4)
-    _problem(httpx.get(dl, params={"token": utok}), 403)
+    problem(httpx.get(dl, params={"token": utok}), 403)
     assert httpx.head(up, params={"token": good}).status_code == 403  # (a HEAD answer has no body)
-    _problem(httpx.patch(up, params={"token": good}, content=b"evil", headers={**PATCH_HEADERS, "Upload-Offset": "0"}),
-             403)
+    problem(httpx.patch(up, params={"token": good}, content=b"evil", headers={**PATCH_HEADERS, "Upload-Offset": "0"}),
+            403)
     assert (proxy.folder_path(vfid) / "mine.txt").read_bytes() == b"mine"
 
 
@@ -406,7 +399,7 @@ def test_download_ranges(proxy: StorageProxy) -> None:
         r = _ok(httpx.get(dl, params={"token": token}, headers={"Range": rng}), 206)
         assert r.content == data[a:b + 1], rng
         assert r.headers["content-range"] == f"bytes {a}-{b}/{len(data)}"
-    r = _problem(httpx.get(dl, params={"token": token}, headers={"Range": f"bytes={len(data)}-"}), 416)
+    r = problem(httpx.get(dl, params={"token": token}, headers={"Range": f"bytes={len(data)}-"}), 416)
     assert httpx.get(dl, params={"token": token}, headers={"Range": "bytes=99999999-"}).headers["content-range"] \
         == f"bytes */{len(data)}"
     r = _ok(httpx.head(dl, params={"token": token}), 200)
@@ -422,8 +415,8 @@ def test_download_ranges(proxy: StorageProxy) -> None:
     r = _ok(httpx.get(dl, params={"token": token}, headers={"Range": "bytes=0-9", "If-Range": etag}), 200)
     assert r.content == data[::-1] and r.headers["etag"] != etag
     # A directory needs archive=true (refused when the token is asked for).
-    _problem(proxy.request("POST", "/folder/file/download", body(proxy, vfid, relpath="dir")), 400)
-    _problem(proxy.request("POST", "/folder/file/download", body(proxy, vfid, relpath="missing")), 404)
+    problem(proxy.request("POST", "/folder/file/download", body(proxy, vfid, relpath="dir")), 400)
+    problem(proxy.request("POST", "/folder/file/download", body(proxy, vfid, relpath="missing")), 404)
 
 
 def test_archive_download(proxy: StorageProxy, outside: Path) -> None:
@@ -465,28 +458,28 @@ def test_planted_symlink_escapes_are_refused(proxy: StorageProxy, outside: Path)
     for link in ("out", "slash", "neighbour", "dir/up"):
         for kw in ({"relpath": link + "/secret.txt"}, {"relpath": link + "/private.txt"},
                    {"relpath": link, "archive": True}):
-            _problem(proxy.request("POST", "/folder/file/download", body(proxy, vfid, **kw)), 400)
-        _problem(proxy.request("POST", "/folder/file/list", body(proxy, vfid, relpath=link)), 400)
-        _problem(proxy.request("POST", "/folder/file/upload", body(proxy, vfid, relpath=link + "/x", size=1)), 400)
-        _problem(proxy.request("POST", "/folder/file/mkdir", body(proxy, vfid, relpath=link + "/x",
-                                                                  parents=True)), 400)
-        _problem(proxy.request("POST", "/folder/file/delete", body(proxy, vfid, relpaths=[link + "/secret.txt"],
-                                                                   recursive=True)), 400)
-        _problem(proxy.request("POST", "/folder/file/move", body(proxy, vfid, src_relpath="secret",
-                                                                 dst_relpath=link + "/moved")), 400)
-    _problem(proxy.request("POST", "/folder/file/download", body(proxy, vfid, relpath="secret")), 400)
+            problem(proxy.request("POST", "/folder/file/download", body(proxy, vfid, **kw)), 400)
+        problem(proxy.request("POST", "/folder/file/list", body(proxy, vfid, relpath=link)), 400)
+        problem(proxy.request("POST", "/folder/file/upload", body(proxy, vfid, relpath=link + "/x", size=1)), 400)
+        problem(proxy.request("POST", "/folder/file/mkdir", body(proxy, vfid, relpath=link + "/x",
+                                                                 parents=True)), 400)
+        problem(proxy.request("POST", "/folder/file/delete", body(proxy, vfid, relpaths=[link + "/secret.txt"],
+                                                                  recursive=True)), 400)
+        problem(proxy.request("POST", "/folder/file/move", body(proxy, vfid, src_relpath="secret",
+                                                                dst_relpath=link + "/moved")), 400)
+    problem(proxy.request("POST", "/folder/file/download", body(proxy, vfid, relpath="secret")), 400)
     # A token issued while "dir" was a directory, used after it was swapped for a link: still refused.
     token = download_token(proxy, vfid, "dir", archive=True)
     upload(proxy, vfid, "dir2/file", b"x")
     utoken = upload_token(proxy, vfid, "dir2/planted.txt", 5)
     os.rename(root / "dir", root / "dir.old")
     (root / "dir").symlink_to(outside)
-    _problem(httpx.get(proxy.client_url + "/download", params={"token": token}), 400)
+    problem(httpx.get(proxy.client_url + "/download", params={"token": token}), 400)
     (root / "dir2" / "file").unlink()
     (root / "dir2").rmdir()
     (root / "dir2").symlink_to(outside)
-    _problem(httpx.patch(proxy.client_url + "/upload", params={"token": utoken}, content=b"12345",
-                         headers={**PATCH_HEADERS, "Upload-Offset": "0"}), 400)
+    problem(httpx.patch(proxy.client_url + "/upload", params={"token": utoken}, content=b"12345",
+                        headers={**PATCH_HEADERS, "Upload-Offset": "0"}), 400)
     # Deleting the links deletes links only.
     _ok(proxy.request("POST", "/folder/file/delete", body(proxy, vfid, relpaths=["out", "neighbour", "dir"],
                                                           recursive=True)))

@@ -28,6 +28,7 @@ from ai.backend.manager.templates import (
     git_clone_script,
     merge_overrides,
 )
+from ai.backend.testutils.problems import problem
 
 from .conftest import ADMIN, USER, Cluster
 
@@ -57,16 +58,6 @@ spec:
     test-vfolder:
   sessionType: interactive
 """
-
-
-def _problem(r: httpx.Response, status: int, *words: str) -> dict[str, Any]:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json"), r.headers
-    body: dict[str, Any] = r.json()
-    text = f"{body.get('title', '')} {body.get('detail', '')}".lower()
-    for w in words:
-        assert w.lower() in text, (w, body)
-    return body
 
 
 def _template(name: str, image: str = IMAGE, environ: dict[str, str] | None = None, **spec: Any) -> str:
@@ -135,15 +126,15 @@ def test_crud_round_trip(tm: Cluster) -> None:
     assert got["spec"]["kernel"]["environ"] == {"MYCONFIG": "YYY"}
     assert {t["id"]: t["name"] for t in tm.request("GET", "/template/session").json()}[tid] == "renamed"
     # A bad update changes nothing.
-    _problem(tm.request("PUT", f"/template/session/{tid}", {"payload": "kind: nope"}), 400, "api_version")
+    problem(tm.request("PUT", f"/template/session/{tid}", {"payload": "kind: nope"}), 400, "api_version")
     assert yaml.safe_load(tm.request("GET", f"/template/session/{tid}?format=yaml").text) == got
     # Delete: gone from every read, and a second delete is a 404.
     r = tm.request("DELETE", f"/template/session/{tid}")
     assert r.status_code == 200 and r.json() == {"success": True}
     assert tid not in _ids(tm)
-    _problem(tm.request("GET", f"/template/session/{tid}"), 404, "template")
-    _problem(tm.request("PUT", f"/template/session/{tid}", {"payload": new}), 404)
-    _problem(tm.request("DELETE", f"/template/session/{tid}"), 404)
+    problem(tm.request("GET", f"/template/session/{tid}"), 404, "template")
+    problem(tm.request("PUT", f"/template/session/{tid}", {"payload": new}), 404)
+    problem(tm.request("DELETE", f"/template/session/{tid}"), 404)
 
 
 def test_json_payload_and_wrapper(tm: Cluster) -> None:
@@ -180,20 +171,20 @@ def test_json_payload_and_wrapper(tm: Cluster) -> None:
 )
 def test_invalid_templates_are_refused_and_store_nothing(tm: Cluster, payload: str, words: list[str]) -> None:
     before = _ids(tm)
-    _problem(tm.request("POST", "/template/session", {"payload": payload}), 400, *words)
+    problem(tm.request("POST", "/template/session", {"payload": payload}), 400, *words)
     assert _ids(tm) == before
 
 
 def test_bad_request_bodies(tm: Cluster) -> None:
-    _problem(tm.request("POST", "/template/session", {}), 400, "payload")
-    _problem(tm.request("POST", "/template/session", {"payload": {"api_version": "v1"}}), 400, "string")
-    _problem(tm.request("POST", "/template/session", {"payload": _template("x"), "group": "no-such-group"}),
-             400, "no-such-group")
-    _problem(tm.request("POST", "/template/session", {"payload": _template("x"), "domain": "elsewhere"}),
-             400, "elsewhere")
-    _problem(tm.request("GET", "/template/session/not-a-uuid"), 404)
+    problem(tm.request("POST", "/template/session", {}), 400, "payload")
+    problem(tm.request("POST", "/template/session", {"payload": {"api_version": "v1"}}), 400, "string")
+    problem(tm.request("POST", "/template/session", {"payload": _template("x"), "group": "no-such-group"}),
+            400, "no-such-group")
+    problem(tm.request("POST", "/template/session", {"payload": _template("x"), "domain": "elsewhere"}),
+            400, "elsewhere")
+    problem(tm.request("GET", "/template/session/not-a-uuid"), 404)
     tid = _create(tm, _template("fmt"))
-    _problem(tm.request("GET", f"/template/session/{tid}?format=xml"), 400, "format")
+    problem(tm.request("GET", f"/template/session/{tid}?format=xml"), 400, "format")
 
 
 def test_other_users_templates_are_invisible(tm: Cluster, other: dict[str, Any]) -> None:
@@ -204,12 +195,12 @@ def test_other_users_templates_are_invisible(tm: Cluster, other: dict[str, Any])
     # Asking for everything is an admin power: a user still sees only their own.
     assert theirs not in _ids(tm, USER, "?all=true")
     for method, body in (("GET", None), ("PUT", {"payload": _template("hijack")}), ("DELETE", None)):
-        _problem(tm.request(method, f"/template/session/{theirs}", body), 404)
-    _problem(tm.request("POST", "/session/_/create-from-template", {"template_id": theirs}), 404)
+        problem(tm.request(method, f"/template/session/{theirs}", body), 404)
+    problem(tm.request("POST", "/session/_/create-from-template", {"template_id": theirs}), 404)
     assert yaml.safe_load(tm.request("GET", f"/template/session/{theirs}?format=yaml", who=other).text)[
         "metadata"]["name"] == "theirs"
     # Acting for another user is for admins only.
-    _problem(tm.request("GET", "/template/session/" + theirs + "?owner_access_key=" + other["access_key"]), 403)
+    problem(tm.request("GET", "/template/session/" + theirs + "?owner_access_key=" + other["access_key"]), 403)
     # The superadmin lists everything with all=true and reads any template; is_owner tells whose it is.
     everything = {t["id"]: t for t in tm.request("GET", "/template/session?all=true", who=ADMIN).json()}
     assert {mine, theirs} <= set(everything) and everything[theirs]["is_owner"] is False
@@ -332,11 +323,11 @@ def test_create_from_template_refusals_create_nothing(cluster: Cluster) -> None:
         return {i["name"] for i in r.json()["data"]["compute_session_list"]["items"]}
 
     before = names()
-    _problem(cluster.request("POST", "/session/_/create-from-template", {}), 400, "template_id")
-    _problem(cluster.request("POST", "/session/_/create-from-template",
-                             {"template_id": tid, "name": "tpl-bad", "type": "weird"}), 400, "type")
-    _problem(cluster.request("POST", "/session/_/create-from-template",
-                             {"template_id": tid, "name": "tpl-bad", "image": "no-such-image"}), 404, "no-such-image")
+    problem(cluster.request("POST", "/session/_/create-from-template", {}), 400, "template_id")
+    problem(cluster.request("POST", "/session/_/create-from-template",
+                            {"template_id": tid, "name": "tpl-bad", "type": "weird"}), 400, "type")
+    problem(cluster.request("POST", "/session/_/create-from-template",
+                            {"template_id": tid, "name": "tpl-bad", "image": "no-such-image"}), 404, "no-such-image")
     cluster.request("DELETE", f"/template/session/{tid}")
-    _problem(cluster.request("POST", "/session/_/create-from-template", {"template_id": tid, "name": "tpl-bad"}), 404)
+    problem(cluster.request("POST", "/session/_/create-from-template", {"template_id": tid, "name": "tpl-bad"}), 404)
     assert names() == before

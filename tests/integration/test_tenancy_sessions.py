@@ -8,26 +8,20 @@ from typing import Any
 
 import pytest
 
-from .conftest import ADMIN, Cluster
+from .conftest import Cluster
 
 pytestmark = pytest.mark.docker
 
 
-def _gql(cluster: Cluster, query: str, variables: dict[str, Any] | None = None) -> Any:
-    r = cluster.request("POST", "/admin/graphql", {"query": query, "variables": variables or {}}, who=ADMIN)
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
 def _new_user(cluster: Cluster, policy: str = "default") -> dict[str, str]:
     email = f"t-{secrets.token_hex(3)}@example.org"
-    _gql(cluster, """mutation($e: String!) { create_user(email: $e, props: {password: "long-enough",
-                     group_ids: ["2de2b969-1d04-48a6-af16-0bc8adb3c831"]}) { ok } }""", {"e": email})
+    cluster.gql("""mutation($e: String!) { create_user(email: $e, props: {password: "long-enough",
+                     group_ids: ["2de2b969-1d04-48a6-af16-0bc8adb3c831"]}) { ok } }""", {"e": email}, legacy=True)
     q = "query($e: String) { keypairs(email: $e) { access_key secret_key } }"
-    kp = _gql(cluster, q, {"e": email})["keypairs"][0]
+    kp = cluster.gql(q, {"e": email}, legacy=True)["keypairs"][0]
     if policy != "default":
-        _gql(cluster, "mutation($a: String!, $p: String!) { modify_keypair(access_key: $a, "
-                      "props: {resource_policy: $p}) { ok } }", {"a": kp["access_key"], "p": policy})
+        cluster.gql("mutation($a: String!, $p: String!) { modify_keypair(access_key: $a, "
+                    "props: {resource_policy: $p}) { ok } }", {"a": kp["access_key"], "p": policy}, legacy=True)
     return {"email": email, **kp}
 
 
@@ -36,8 +30,9 @@ def _policy(cluster: Cluster, **overrides: Any) -> str:
     props = {"default_for_unspecified": "UNLIMITED", "total_resource_slots": "{}", "max_concurrent_sessions": 5,
              "max_containers_per_session": 1, "idle_timeout": 0, "max_vfolder_count": 0, "max_vfolder_size": 0,
              **overrides}
-    _gql(cluster, """mutation($n: String!, $p: CreateKeyPairResourcePolicyInput!) {
-                     create_keypair_resource_policy(name: $n, props: $p) { ok } }""", {"n": name, "p": props})
+    cluster.gql("""mutation($n: String!, $p: CreateKeyPairResourcePolicyInput!) {
+                     create_keypair_resource_policy(name: $n, props: $p) { ok } }""", {"n": name, "p": props},
+                legacy=True)
     return name
 
 
@@ -47,11 +42,11 @@ def test_deactivated_keypair_keeps_its_running_session(cluster: Cluster) -> None
     assert r.status_code == 201, r.text
     sid = r.json()["sessionId"]
     modify = "mutation($a: String!, $on: Boolean) { modify_keypair(access_key: $a, props: {is_active: $on}) { ok } }"
-    _gql(cluster, modify, {"a": u["access_key"], "on": False})
+    cluster.gql(modify, {"a": u["access_key"], "on": False}, legacy=True)
     assert cluster.request("POST", "/session/keep-me", {"mode": "query", "code": "print(1)"}, who=u).status_code == 401
-    status = _gql(cluster, "query($id: UUID!) { compute_session(id: $id) { status } }", {"id": sid})
+    status = cluster.gql("query($id: UUID!) { compute_session(id: $id) { status } }", {"id": sid}, legacy=True)
     assert status["compute_session"]["status"] == "RUNNING"
-    _gql(cluster, modify, {"a": u["access_key"], "on": True})
+    cluster.gql(modify, {"a": u["access_key"], "on": True}, legacy=True)
     r = cluster.request("POST", "/session/keep-me", {"mode": "query", "code": "print(6 * 7)"}, who=u)
     assert r.status_code == 200 and r.json()["result"]["console"] == [["stdout", "42\n"]]
     assert cluster.request("DELETE", "/session/keep-me", who=u).status_code == 200
@@ -75,29 +70,16 @@ def test_policy_totals_and_concurrency_are_enforced(cluster: Cluster) -> None:
 
 def test_scaling_group_must_be_associated(cluster: Cluster) -> None:
     name = f"sg-{secrets.token_hex(3)}"
-    _gql(cluster, """mutation($n: String!) { create_scaling_group(name: $n, props: {driver: "static",
-                     scheduler: "fifo"}) { ok } }""", {"n": name})
+    cluster.gql("""mutation($n: String!) { create_scaling_group(name: $n, props: {driver: "static",
+                     scheduler: "fifo"}) { ok } }""", {"n": name}, legacy=True)
     u = _new_user(cluster)
     r = cluster.request("POST", "/session", {"image": "python", "name": "elsewhere",
                                              "config": {"scalingGroup": name}}, who=u)
     assert r.status_code == 403 and name in r.json()["detail"], r.text
     # No session row was left behind by the refusal.
-    rows = _gql(cluster, "query($a: String) { compute_session_list(limit: 10, offset: 0, access_key: $a) "
-                         "{ total_count } }", {"a": u["access_key"]})
+    rows = cluster.gql("query($a: String) { compute_session_list(limit: 10, offset: 0, access_key: $a) "
+                       "{ total_count } }", {"a": u["access_key"]}, legacy=True)
     assert rows["compute_session_list"]["total_count"] == 0
-
-
-def _wait_terminated(cluster: Cluster, name: str, who: dict[str, str], timeout: float = 30) -> dict[str, Any]:
-    import time
-
-    deadline = time.monotonic() + timeout
-    info: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        info = cluster.request("GET", f"/session/{name}", who=who).json()
-        if info.get("status") == "TERMINATED":
-            return info
-        time.sleep(0.5)
-    raise AssertionError(f"session {name} was not terminated: {info}")
 
 
 def test_idle_timeout_ends_idle_sessions_and_activity_keeps_them(cluster: Cluster) -> None:
@@ -112,15 +94,15 @@ def test_idle_timeout_ends_idle_sessions_and_activity_keeps_them(cluster: Cluste
         r = cluster.request("POST", "/session/busy-one", {"mode": "query", "code": "1"}, who=u)
         assert r.status_code == 200, r.text
         time.sleep(1)
-    info = _wait_terminated(cluster, "idle-one", u)
+    info = cluster.wait_for_status("idle-one", "TERMINATED", who=u, timeout=30)
     assert info["statusInfo"] == "idle-timeout"
     assert cluster.request("GET", "/session/busy-one", who=u).json()["status"] == "RUNNING"
-    assert _wait_terminated(cluster, "busy-one", u)["statusInfo"] == "idle-timeout"
+    assert cluster.wait_for_status("busy-one", "TERMINATED", who=u, timeout=30)["statusInfo"] == "idle-timeout"
 
 
 def test_max_session_lifetime_ends_even_busy_sessions(cluster: Cluster) -> None:
     u = _new_user(cluster, _policy(cluster, max_session_lifetime=3))
     r = cluster.request("POST", "/session", {"image": "python", "name": "short-lived"}, who=u)
     assert r.status_code == 201, r.text
-    info = _wait_terminated(cluster, "short-lived", u)
+    info = cluster.wait_for_status("short-lived", "TERMINATED", who=u, timeout=30)
     assert info["statusInfo"] == "session-lifetime-exceeded"

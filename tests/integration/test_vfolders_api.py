@@ -34,6 +34,7 @@ from ai.backend.manager.fixtures import ADMIN, DEFAULT_GROUP_ID, USER
 from ai.backend.manager.models import SessionRow
 from ai.backend.testutils.cluster import Cluster, launch_manager
 from ai.backend.testutils.databases import DB_KINDS, check_pg, fresh_database
+from ai.backend.testutils.problems import problem
 from ai.backend.testutils.storage import StorageProxy, launch_storage_proxy
 
 Who = dict[str, Any]
@@ -123,15 +124,6 @@ class World:
         asyncio.run(run())
 
 
-def _problem(r: httpx.Response, status: int, *words: str) -> dict[str, Any]:
-    assert r.status_code == status, f"expected {status}, got {r.status_code}: {r.text}"
-    assert r.headers["content-type"].startswith("application/problem+json"), r.headers
-    doc: dict[str, Any] = r.json()
-    for w in words:
-        assert w.lower() in doc.get("detail", "").lower(), doc
-    return doc
-
-
 def _sa(m: Cluster, query: str, variables: dict[str, Any]) -> Any:
     r = m.request("POST", "/admin/gql", {"query": query, "variables": variables}, who=ADMIN)
     assert r.status_code == 200 and not r.json().get("errors"), r.text
@@ -207,10 +199,10 @@ def test_hosts(w: World) -> None:
     # The superadmin may use every volume of every reachable proxy (the "down" proxy is skipped).
     assert w.ok("GET", "/folders/_/hosts", who=ADMIN)["allowed"] == ["local:volume1", "local:volume2"]
     assert w.ok("GET", "/folders/_/all-hosts", who=ADMIN)["allowed"] == ["local:volume1", "local:volume2"]
-    _problem(w.req("GET", "/folders/_/all-hosts"), 403)
+    problem(w.req("GET", "/folders/_/all-hosts"), 403)
     # A group's hosts: for its members (and admins) only.
     assert w.ok("GET", f"/folders/_/hosts?group_id={w.team}", who=w.bob)["allowed"] == ["local:volume1"]
-    _problem(w.req("GET", f"/folders/_/hosts?group_id={w.team}", who=w.carol), 404)
+    problem(w.req("GET", f"/folders/_/hosts?group_id={w.team}", who=w.carol), 404)
     assert w.ok("GET", "/folders/_/allowed-types") == ["user", "group"]
 
 
@@ -232,12 +224,12 @@ def test_create_list_info_delete(w: World) -> None:
     # By id too (hex or hyphenated).
     assert w.ok("GET", f"/folders/{uuid.UUID(f['id']).hex}", who=w.alice)["name"] == name
     # Others do not see it: 404, not 403.
-    _problem(w.req("GET", f"/folders/{name}", who=w.bob), 404)
-    _problem(w.req("DELETE", f"/folders/{name}", who=w.bob), 404)
+    problem(w.req("GET", f"/folders/{name}", who=w.bob), 404)
+    problem(w.req("DELETE", f"/folders/{name}", who=w.bob), 404)
     assert path.is_dir()
     r = w.req("DELETE", f"/folders/{name}", who=w.alice)
     assert r.status_code == 204 and not path.exists()
-    _problem(w.req("GET", f"/folders/{name}", who=w.alice), 404)
+    problem(w.req("GET", f"/folders/{name}", who=w.alice), 404)
     assert name not in w.names(w.alice)
 
 
@@ -260,28 +252,28 @@ def test_create_refusals_change_nothing(w: World) -> None:
     name = w.uniq("dup")
     w.folder(name, w.alice)
     before_names, before_disk = w.names(w.alice), w.disk()
-    _problem(w.req("POST", "/folders", {"name": name}, w.alice), 409, "already exists")
+    problem(w.req("POST", "/folders", {"name": name}, w.alice), 409, "already exists", in_detail=True)
     for bad in ("", ".", "..", "a/b", "x" * 65, "a\x00b", "tab\there", "\u202eevil", " lead", "trail ",
                 "back\\slash", "\udc80"):
-        _problem(w.req("POST", "/folders", {"name": bad}, w.alice), 400)
+        problem(w.req("POST", "/folders", {"name": bad}, w.alice), 400)
     for bad_body in ({}, {"name": 5}, {"name": "ok", "usage_mode": "weird"}, {"name": "ok", "permission": "rwx"},
                      {"name": "ok", "quota": "lots"}, {"name": "ok", "cloneable": "maybe"}):
-        _problem(w.req("POST", "/folders", bad_body, w.alice), 400)
+        problem(w.req("POST", "/folders", bad_body, w.alice), 400)
     for host in ("local:nope", "nope:volume1", "novolume", ":volume1"):
-        _problem(w.req("POST", "/folders", {"name": w.uniq("h"), "host": host}, w.alice), 400)
-    _problem(w.req("POST", "/folders", {"name": w.uniq("h"), "host": "local:volume2"}, w.alice), 403,
-             "local:volume2")
+        problem(w.req("POST", "/folders", {"name": w.uniq("h"), "host": host}, w.alice), 400)
+    problem(w.req("POST", "/folders", {"name": w.uniq("h"), "host": "local:volume2"}, w.alice), 403,
+            "local:volume2", in_detail=True)
     # Group folders: only admins create them, for groups they administer.
-    _problem(w.req("POST", "/folders", {"name": w.uniq("g"), "group_id": w.team}, w.alice), 403)
-    _problem(w.req("POST", "/folders", {"name": w.uniq("g"), "group_id": str(uuid.uuid4())}, w.dadmin), 404)
+    problem(w.req("POST", "/folders", {"name": w.uniq("g"), "group_id": w.team}, w.alice), 403)
+    problem(w.req("POST", "/folders", {"name": w.uniq("g"), "group_id": str(uuid.uuid4())}, w.dadmin), 404)
     # An unreachable proxy: 503, and no row is left behind.
-    _problem(w.req("POST", "/folders", {"name": w.uniq("down"), "host": "down:volume1"}, ADMIN), 503)
+    problem(w.req("POST", "/folders", {"name": w.uniq("down"), "host": "down:volume1"}, ADMIN), 503)
     assert w.names(w.alice) == before_names and w.disk() == before_disk
     assert not any(f["host"].startswith("down:") for f in w.ok("GET", "/folders?all=true", who=ADMIN))
     # Names: NFC-normalized (the NFD spelling is the same name); dot-names are allowed.
     cafe = w.uniq("café")
     w.folder(unicodedata.normalize("NFC", cafe), w.alice)
-    _problem(w.req("POST", "/folders", {"name": unicodedata.normalize("NFD", cafe)}, w.alice), 409)
+    problem(w.req("POST", "/folders", {"name": unicodedata.normalize("NFD", cafe)}, w.alice), 409)
     dot = w.folder(f".cfg-{w.tok}", w.alice)
     assert dot["name"] == f".cfg-{w.tok}"
     # Names are per owner: another user may use the same one.
@@ -289,24 +281,24 @@ def test_create_refusals_change_nothing(w: World) -> None:
     # The superadmin may create on volume2; the name is still unique per owner across hosts.
     n2 = w.uniq("v2")
     assert w.folder(n2, ADMIN, host="local:volume2")["host"] == "local:volume2"
-    _problem(w.req("POST", "/folders", {"name": n2}, ADMIN), 409)
+    problem(w.req("POST", "/folders", {"name": n2}, ADMIN), 409)
 
 
 def test_count_and_size_limits(w: World) -> None:
     pol = w.uniq("pol")
     _make_policy(w.m, pol, 2, 1000)
     u = _make_user(w.m, f"lim-{w.tok}@ex.com", policy=pol)
-    _problem(w.req("POST", "/folders", {"name": "big", "quota": 2000}, u), 406, "max_vfolder_size")
+    problem(w.req("POST", "/folders", {"name": "big", "quota": 2000}, u), 406, "max_vfolder_size", in_detail=True)
     f1 = w.folder("one", u)
     assert f1["quota"] == 1000  # the policy's cap when none is asked for
     assert w.folder("two", u, quota=500)["quota"] == 500
     before = w.disk()
-    _problem(w.req("POST", "/folders", {"name": "three"}, u), 406, "max_vfolder_count")
+    problem(w.req("POST", "/folders", {"name": "three"}, u), 406, "max_vfolder_count", in_detail=True)
     assert w.names(u) == {"one", "two"} and w.disk() == before
     # Uploads past the quota are refused before a byte moves.
-    _problem(w.req("POST", "/folders/one/request-upload", {"path": "f.bin", "size": 2000}, u), 413)
+    problem(w.req("POST", "/folders/one/request-upload", {"path": "f.bin", "size": 2000}, u), 413)
     w.upload("one", "f.bin", b"x" * 600, u)
-    _problem(w.req("POST", "/folders/one/request-upload", {"path": "g.bin", "size": 600}, u), 413)
+    problem(w.req("POST", "/folders/one/request-upload", {"path": "g.bin", "size": 600}, u), 413)
     assert set(w.ls("one", u)) == {"f.bin"}
     # Deleting one frees a slot.
     assert w.req("DELETE", "/folders/two", who=u).status_code == 204
@@ -320,9 +312,9 @@ def test_file_operations(w: World) -> None:
     name = w.uniq("files")
     w.folder(name, w.alice)
     assert w.ok("POST", f"/folders/{name}/mkdir", {"path": "a/b"}, w.alice, 201)
-    _problem(w.req("POST", f"/folders/{name}/mkdir", {"path": "a/b"}, w.alice), 409)
+    problem(w.req("POST", f"/folders/{name}/mkdir", {"path": "a/b"}, w.alice), 409)
     w.ok("POST", f"/folders/{name}/mkdir", {"path": "a/b", "exist_ok": True}, w.alice, 201)
-    _problem(w.req("POST", f"/folders/{name}/mkdir", {"path": "x/y", "parents": False}, w.alice), 404)
+    problem(w.req("POST", f"/folders/{name}/mkdir", {"path": "x/y", "parents": False}, w.alice), 404)
     root = w.ls(name, w.alice)
     assert set(root) == {"a"} and root["a"]["type"] == "DIRECTORY" and isinstance(root["a"]["mtime"], int)
     w.upload(name, "a/b/data.txt", b"some data", w.alice)
@@ -332,9 +324,9 @@ def test_file_operations(w: World) -> None:
     # The query string works for GET parameters too.
     listed = json.loads(w.ok("GET", f"/folders/{name}/files?path=a/b", who=w.alice)["files"])
     assert "data.txt" in {f["filename"] for f in listed}
-    _problem(w.req("GET", f"/folders/{name}/files", {"path": "nope"}, w.alice), 404)
+    problem(w.req("GET", f"/folders/{name}/files", {"path": "nope"}, w.alice), 404)
     # Directory downloads need archive.
-    _problem(w.req("POST", f"/folders/{name}/request-download", {"path": "a"}, w.alice), 400)
+    problem(w.req("POST", f"/folders/{name}/request-download", {"path": "a"}, w.alice), 400)
     arc = w.ok("POST", f"/folders/{name}/request-download", {"path": "a", "archive": True}, w.alice)
     assert httpx.get(arc["url"], params={"token": arc["token"]}).content[:2] == b"PK"
     w.ok("POST", f"/folders/{name}/rename-file", {"target_path": "a/b/data.txt", "new_name": "renamed.txt"},
@@ -342,12 +334,12 @@ def test_file_operations(w: World) -> None:
     assert set(w.ls(name, w.alice, "a/b")) == {"renamed.txt"}
     w.ok("POST", f"/folders/{name}/move-file", {"src": "a/b/renamed.txt", "dst": "moved.txt"}, w.alice)
     assert set(w.ls(name, w.alice)) == {"a", "moved.txt"}
-    _problem(w.req("DELETE", f"/folders/{name}/delete-files", {"files": ["a"]}, w.alice), 400)
+    problem(w.req("DELETE", f"/folders/{name}/delete-files", {"files": ["a"]}, w.alice), 400)
     assert "a" in w.ls(name, w.alice)
     w.ok("DELETE", f"/folders/{name}/delete-files", {"files": ["a", "moved.txt"], "recursive": True}, w.alice)
     assert w.ls(name, w.alice) == {}
-    _problem(w.req("DELETE", f"/folders/{name}/delete-files", {}, w.alice), 400)
-    _problem(w.req("POST", f"/folders/{name}/request-upload", {"path": "x"}, w.alice), 400)  # no size
+    problem(w.req("DELETE", f"/folders/{name}/delete-files", {}, w.alice), 400)
+    problem(w.req("POST", f"/folders/{name}/request-upload", {"path": "x"}, w.alice), 400)  # no size
 
 
 BAD_PATHS = ["..", "../x", "a/../../b", "a/..", "/etc/passwd", "/", "a\x00b", "a\nb", "\u202etxt.exe", "\udc80",
@@ -373,10 +365,10 @@ def test_path_traversal_refused(w: World) -> None:
             ("POST", f"/folders/{name}/request-download", {"path": bad}),
         ]
         for method, path, body in calls:
-            _problem(w.req(method, path, body, w.alice), 400)
+            problem(w.req(method, path, body, w.alice), 400)
     # Single names for rename-file: no "/".
-    _problem(w.req("POST", f"/folders/{name}/rename-file", {"target_path": "keep.txt", "new_name": "d/e"},
-                   w.alice), 400)
+    problem(w.req("POST", f"/folders/{name}/rename-file", {"target_path": "keep.txt", "new_name": "d/e"},
+                  w.alice), 400)
     assert w.disk() == before_all
     assert sorted(p.name for p in folder.iterdir()) == ["keep.txt"]
     assert (folder / "keep.txt").read_bytes() == b"keep"
@@ -417,7 +409,7 @@ def _check_matrix(w: World, owner: Who, name: str, fid: str, expect: dict[str, t
             if op in allowed:
                 assert r.status_code == status, f"{label} {op}: {r.status_code} {r.text}"
             else:
-                _problem(r, 404)
+                problem(r, 404)
                 assert w.disk() == before, f"{label} {op} changed files"
 
 
@@ -447,11 +439,11 @@ def test_permission_matrix_user_folder(w: World) -> None:
     assert listing[name]["is_owner"] is False and listing[name]["permission"] == "ro"
     # Only the owner (or an admin, by id) renames or deletes it; invitees get 404 and nothing changes.
     for who in (w.bob, w.carol, w.outsider):
-        _problem(w.req("POST", f"/folders/{name}/rename", {"new_name": "stolen"}, who), 404)
-        _problem(w.req("DELETE", f"/folders/{name}", who=who), 404)
-        _problem(w.req("POST", f"/folders/{name}/invite", {"emails": [w.outsider["email"]]}, who), 404)
+        problem(w.req("POST", f"/folders/{name}/rename", {"new_name": "stolen"}, who), 404)
+        problem(w.req("DELETE", f"/folders/{name}", who=who), 404)
+        problem(w.req("POST", f"/folders/{name}/invite", {"emails": [w.outsider["email"]]}, who), 404)
     assert name in w.names(w.alice)
-    _problem(w.req("GET", "/folders?all=true", who=w.alice), 403)
+    problem(w.req("GET", "/folders?all=true", who=w.alice), 403)
     assert f["id"] in {x["id"] for x in w.ok("GET", "/folders?all=true", who=ADMIN)}
 
 
@@ -481,28 +473,28 @@ def test_permission_matrix_group_folder(w: World) -> None:
                               ({"permission": "rw", "emails": ["nobody@nowhere"]}, w.dadmin, 404),
                               ({"permission": "rw"}, w.dadmin, 400), ({"emails": [w.bob["email"]]}, w.dadmin, 400),
                               ({"permission": "wd", "emails": [w.bob["email"]]}, w.bob, 404)):
-        _problem(w.req("POST", f"/folders/{name}/share", body, who), status)
+        problem(w.req("POST", f"/folders/{name}/share", body, who), status)
     assert [s["perm"] for s in w.ok("GET", f"/folders/_/shared?vfolder_id={g['id']}", who=w.dadmin)] == ["rw"]
-    _problem(w.req("POST", f"/folders/{name}/leave", who=w.bob), 400)
+    problem(w.req("POST", f"/folders/{name}/leave", who=w.bob), 400)
     r = w.ok("DELETE", f"/folders/{name}/unshare", {"emails": [w.bob["email"]]}, w.dadmin)
     assert r == {"unshared_emails": [w.bob["email"]]}
-    _problem(w.req("POST", f"/folders/{name}/mkdir", {"path": "again"}, w.bob), 404)
-    _problem(w.req("DELETE", f"/folders/{name}/unshare", {}, w.dadmin), 400)
+    problem(w.req("POST", f"/folders/{name}/mkdir", {"path": "again"}, w.bob), 404)
+    problem(w.req("DELETE", f"/folders/{name}/unshare", {}, w.dadmin), 400)
     # Users cannot invite to group folders, admins neither: groups share by /share.
-    _problem(w.req("POST", f"/folders/{name}/invite", {"emails": [w.carol["email"]]}, w.dadmin), 400)
+    problem(w.req("POST", f"/folders/{name}/invite", {"emails": [w.carol["email"]]}, w.dadmin), 400)
     user_folder = w.uniq("uf")
     w.folder(user_folder, w.alice)
-    _problem(w.req("POST", f"/folders/{user_folder}/share", {"permission": "rw", "emails": [w.bob["email"]]},
-                   w.alice), 400)
+    problem(w.req("POST", f"/folders/{user_folder}/share", {"permission": "rw", "emails": [w.bob["email"]]},
+                  w.alice), 400)
 
 
 def test_invitations_flow(w: World) -> None:
     name = w.uniq("inv")
     f = w.folder(name, w.alice)
-    _problem(w.req("POST", f"/folders/{name}/invite", {"perm": "ro"}, w.alice), 400)
-    _problem(w.req("POST", f"/folders/{name}/invite", {"emails": [w.alice["email"]]}, w.alice), 400)
-    _problem(w.req("POST", f"/folders/{name}/invite", {"emails": ["ghost@nowhere"]}, w.alice), 404)
-    _problem(w.req("POST", f"/folders/{name}/invite", {"perm": "xx", "emails": [w.bob["email"]]}, w.alice), 400)
+    problem(w.req("POST", f"/folders/{name}/invite", {"perm": "ro"}, w.alice), 400)
+    problem(w.req("POST", f"/folders/{name}/invite", {"emails": [w.alice["email"]]}, w.alice), 400)
+    problem(w.req("POST", f"/folders/{name}/invite", {"emails": ["ghost@nowhere"]}, w.alice), 404)
+    problem(w.req("POST", f"/folders/{name}/invite", {"perm": "xx", "emails": [w.bob["email"]]}, w.alice), 400)
     assert w.ok("GET", "/folders/invitations/list-sent", who=w.alice)["invitations"] == [] or all(
         i["vfolder_id"] != f["id"] for i in w.ok("GET", "/folders/invitations/list-sent", who=w.alice)["invitations"])
     r = w.ok("POST", f"/folders/{name}/invite", {"perm": "ro", "emails": [w.bob["email"], w.carol["email"]]}, w.alice)
@@ -518,25 +510,25 @@ def test_invitations_flow(w: World) -> None:
     assert got[0]["state"] == "pending" and got[0]["vfolder_name"] == name and uuid.UUID(got[0]["id"])
     inv_bob = got[0]["id"]
     # The inviter changes the permission; the invitee cannot.
-    _problem(w.req("POST", f"/folders/invitations/update/{inv_bob}", {}, w.alice), 400)
-    _problem(w.req("POST", f"/folders/invitations/update/{inv_bob}", {"perm": "rw"}, w.bob), 404)
+    problem(w.req("POST", f"/folders/invitations/update/{inv_bob}", {}, w.alice), 400)
+    problem(w.req("POST", f"/folders/invitations/update/{inv_bob}", {"perm": "rw"}, w.bob), 404)
     w.ok("POST", f"/folders/invitations/update/{inv_bob}", {"perm": "rw"}, w.alice)
     # Others cannot accept it; the folder is not visible before acceptance.
-    _problem(w.req("POST", "/folders/invitations/accept", {"inv_id": inv_bob}, w.carol), 404)
-    _problem(w.req("GET", f"/folders/{name}", who=w.bob), 404)
+    problem(w.req("POST", "/folders/invitations/accept", {"inv_id": inv_bob}, w.carol), 404)
+    problem(w.req("GET", f"/folders/{name}", who=w.bob), 404)
     w.ok("POST", "/folders/invitations/accept", {"inv_id": inv_bob}, w.bob)
     item = {x["name"]: x for x in w.ok("GET", "/folders", who=w.bob)}[name]
     assert item["permission"] == "rw" and item["is_owner"] is False and item["user_email"] == w.alice["email"]
-    _problem(w.req("POST", "/folders/invitations/accept", {"inv_id": inv_bob}, w.bob), 404)
+    problem(w.req("POST", "/folders/invitations/accept", {"inv_id": inv_bob}, w.bob), 404)
     assert all(i["vfolder_id"] != f["id"] for i in w.ok("GET", "/folders/invitations/list", who=w.bob)["invitations"])
     # Carol rejects hers (a DELETE with a JSON body).
     inv_carol = [i for i in w.ok("GET", "/folders/invitations/list", who=w.carol)["invitations"]
                  if i["vfolder_id"] == f["id"]][0]["id"]
     assert "rejected" in w.ok("DELETE", "/folders/invitations/delete", {"inv_id": inv_carol}, w.carol)["msg"]
-    _problem(w.req("POST", "/folders/invitations/accept", {"inv_id": inv_carol}, w.carol), 404)
-    _problem(w.req("GET", f"/folders/{name}", who=w.carol), 404)
-    _problem(w.req("DELETE", "/folders/invitations/delete", {"inv_id": str(uuid.uuid4())}, w.carol), 404)
-    _problem(w.req("DELETE", "/folders/invitations/delete", {}, w.carol), 400)
+    problem(w.req("POST", "/folders/invitations/accept", {"inv_id": inv_carol}, w.carol), 404)
+    problem(w.req("GET", f"/folders/{name}", who=w.carol), 404)
+    problem(w.req("DELETE", "/folders/invitations/delete", {"inv_id": str(uuid.uuid4())}, w.carol), 404)
+    problem(w.req("DELETE", "/folders/invitations/delete", {}, w.carol), 400)
     # Accepting a folder whose name the invitee already uses: 409, nothing granted.
     dup = w.uniq("dupname")
     w.folder(dup, w.alice)
@@ -544,7 +536,7 @@ def test_invitations_flow(w: World) -> None:
     w.ok("POST", f"/folders/{dup}/invite", {"emails": [w.carol["email"]]}, w.alice)
     inv = [i for i in w.ok("GET", "/folders/invitations/list", who=w.carol)["invitations"]
            if i["vfolder_name"] == dup][0]
-    _problem(w.req("POST", "/folders/invitations/accept", {"inv_id": inv["id"]}, w.carol), 409)
+    problem(w.req("POST", "/folders/invitations/accept", {"inv_id": inv["id"]}, w.carol), 409)
     assert [x["is_owner"] for x in w.ok("GET", "/folders", who=w.carol) if x["name"] == dup] == [True]
     # The inviter may cancel a pending invitation.
     assert "canceled" in w.ok("DELETE", "/folders/invitations/delete", {"inv_id": inv["id"]}, w.alice)["msg"]
@@ -560,16 +552,16 @@ def test_leave_and_shared_updates(w: World) -> None:
     assert [(s["vfolder_name"], s["shared_to"]["uuid"], s["perm"], s["shared_by"]) for s in shared] == [
         (name, w.bob["uuid"], "ro", w.alice["email"])]
     # Bob cannot change his own permission; Alice can.
-    _problem(w.req("POST", "/folders/_/shared", {"vfolder": f["id"], "user": w.bob["uuid"], "perm": "wd"}, w.bob),
-             404)
-    _problem(w.req("POST", "/folders/_/shared", {"vfolder": f["id"], "perm": "rw"}, w.alice), 400)
-    _problem(w.req("POST", "/folders/_/shared", {"vfolder": f["id"], "user": w.carol["uuid"], "perm": "rw"},
-                   w.alice), 404)
+    problem(w.req("POST", "/folders/_/shared", {"vfolder": f["id"], "user": w.bob["uuid"], "perm": "wd"}, w.bob),
+            404)
+    problem(w.req("POST", "/folders/_/shared", {"vfolder": f["id"], "perm": "rw"}, w.alice), 400)
+    problem(w.req("POST", "/folders/_/shared", {"vfolder": f["id"], "user": w.carol["uuid"], "perm": "rw"},
+                  w.alice), 404)
     w.ok("POST", "/folders/_/shared", {"vfolder": f["id"], "user": w.bob["uuid"], "perm": "rw"}, w.alice)
     assert {x["name"]: x for x in w.ok("GET", "/folders", who=w.bob)}[name]["permission"] == "rw"
     # The owner cannot leave; a stranger gets 404; bob leaves.
-    _problem(w.req("POST", f"/folders/{name}/leave", who=w.alice), 400)
-    _problem(w.req("POST", f"/folders/{name}/leave", who=w.carol), 404)
+    problem(w.req("POST", f"/folders/{name}/leave", who=w.alice), 400)
+    problem(w.req("POST", f"/folders/{name}/leave", who=w.carol), 404)
     assert "left" in w.ok("POST", f"/folders/{name}/leave", who=w.bob)["msg"]
     assert name not in w.names(w.bob)
     assert [s for s in w.ok("GET", "/folders/_/shared", who=w.alice) if s["vfolder_id"] == f["id"]] == []
@@ -579,9 +571,9 @@ def test_rename_and_update_options(w: World) -> None:
     a, b = w.uniq("ren-a"), w.uniq("ren-b")
     fa = w.folder(a, w.alice)
     w.folder(b, w.alice)
-    _problem(w.req("POST", f"/folders/{a}/rename", {"new_name": b}, w.alice), 409)
-    _problem(w.req("POST", f"/folders/{a}/rename", {"new_name": "x/y"}, w.alice), 400)
-    _problem(w.req("POST", f"/folders/{a}/rename", {}, w.alice), 400)
+    problem(w.req("POST", f"/folders/{a}/rename", {"new_name": b}, w.alice), 409)
+    problem(w.req("POST", f"/folders/{a}/rename", {"new_name": "x/y"}, w.alice), 400)
+    problem(w.req("POST", f"/folders/{a}/rename", {}, w.alice), 400)
     new = w.uniq("ren-c")
     r = w.ok("POST", f"/folders/{a}/rename", {"new_name": new}, w.alice, 201)
     assert r["name"] == new and r["id"] == fa["id"]
@@ -589,7 +581,7 @@ def test_rename_and_update_options(w: World) -> None:
     r = w.ok("POST", f"/folders/{new}/update-options", {"permission": "ro", "cloneable": True}, w.alice)
     assert r["cloneable"] is True
     assert w.ok("GET", f"/folders/{new}", who=w.alice)["default_permission"] == "ro"
-    _problem(w.req("POST", f"/folders/{new}/update-options", {}, w.alice), 400)
+    problem(w.req("POST", f"/folders/{new}/update-options", {}, w.alice), 400)
 
 
 # --- clone -------------------------------------------------------------------------------------------------
@@ -619,13 +611,14 @@ def test_clone(w: World) -> None:
     w.folder(src, w.alice)
     w.upload(src, "d/file.txt", b"cloned content", w.alice)
     before = w.disk()
-    _problem(w.req("POST", f"/folders/{src}/clone", {"target_name": w.uniq("c")}, w.alice), 403, "cloneable")
+    problem(w.req("POST", f"/folders/{src}/clone", {"target_name": w.uniq("c")}, w.alice), 403, "cloneable",
+            in_detail=True)
     assert w.disk() == before
     w.ok("POST", f"/folders/{src}/update-options", {"cloneable": True}, w.alice)
-    _problem(w.req("POST", f"/folders/{src}/clone", {}, w.alice), 400)
-    _problem(w.req("POST", f"/folders/{src}/clone", {"target_name": src}, w.alice), 409)
-    _problem(w.req("POST", f"/folders/{src}/clone", {"target_name": w.uniq("c"), "target_host": "local:volume2"},
-                   w.alice), 403)
+    problem(w.req("POST", f"/folders/{src}/clone", {}, w.alice), 400)
+    problem(w.req("POST", f"/folders/{src}/clone", {"target_name": src}, w.alice), 409)
+    problem(w.req("POST", f"/folders/{src}/clone", {"target_name": w.uniq("c"), "target_host": "local:volume2"},
+                  w.alice), 403)
     assert w.disk() == before
     # Bob, with read-only access, clones it into a folder of his own.
     w.ok("POST", f"/folders/{src}/invite", {"perm": "ro", "emails": [w.bob["email"]]}, w.alice)
@@ -661,8 +654,8 @@ def test_clone_to_other_volume(w: World) -> None:
     assert w.download(t, "f.txt", ADMIN) == b"across"
     # Another proxy's volume: refused before anything is created.
     before = w.names(ADMIN)
-    _problem(w.req("POST", f"/folders/{src}/clone", {"target_name": w.uniq("x"), "target_host": "down:volume1"},
-                   ADMIN), 400, "storage proxy")
+    problem(w.req("POST", f"/folders/{src}/clone", {"target_name": w.uniq("x"), "target_host": "down:volume1"},
+                  ADMIN), 400, "storage proxy", in_detail=True)
     assert w.names(ADMIN) == before
 
 
@@ -680,7 +673,7 @@ def test_delete_refused_while_mounted(w: World) -> None:
                                            "mount_path": f"/home/work/{name}", "permission": "rw"}],
     ))
     try:
-        _problem(w.req("DELETE", f"/folders/{name}"), 409, "mounted")
+        problem(w.req("DELETE", f"/folders/{name}"), 409, "mounted", in_detail=True)
         assert name in w.names(USER) and w.sp.folder_path(f["id"]).is_dir()
         assert w.ok("GET", f"/folders/{name}")["status"] == "ready"
         w.db(update(SessionRow).where(SessionRow.id == sid).values(status="TERMINATED"))

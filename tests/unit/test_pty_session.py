@@ -27,6 +27,7 @@ from ai.backend.kernel.pty_session import (
     read_frame,
     session_pids,
 )
+from ai.backend.testutils.processes import wait_until
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[=>]")
 
@@ -97,10 +98,8 @@ async def _open(m: PtyManager, **size: int) -> tuple[str, Client]:
 
 
 def _wait_gone(sid: int, timeout: float = 5.0) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while (pids := session_pids(sid)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return pids
+    return wait_until(f"the processes of session {sid} to end", lambda: session_pids(sid), lambda pids: not pids,
+                      timeout, interval=0.05)
 
 
 async def test_shell_runs_in_the_workdir_with_the_terminal_settings(manager: PtyManager) -> None:
