@@ -25,6 +25,7 @@ class GQLContext:
 
     @property
     def role(self) -> str:
+        """The caller's role (superadmin, admin, user or monitor)."""
         return self.auth.role
 
 

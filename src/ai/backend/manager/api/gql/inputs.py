@@ -26,6 +26,7 @@ def check_slug(value: str, what: str, max_len: int = 64) -> str:
 
 
 def check_uuid(value: Any, what: str) -> uuid.UUID:
+    """``value`` as a UUID, or a 400 naming ``what``."""
     try:
         return uuid.UUID(str(value))
     except ValueError:
@@ -33,6 +34,7 @@ def check_uuid(value: Any, what: str) -> uuid.UUID:
 
 
 def check_nonneg(value: int, what: str) -> int:
+    """``value`` unless it is negative (a 400 naming ``what``)."""
     if value < 0:
         raise InvalidAPIParameters(f"{what} must not be negative, got {value}.")
     return value
@@ -51,6 +53,7 @@ def parse_slots(value: Any, what: str = "total_resource_slots") -> dict[str, str
 
 
 def parse_json_object(value: Any, what: str) -> dict[str, Any]:
+    """A JSON object (``{}`` for null), or a 400 naming ``what``."""
     if value is None:
         return {}
     if not isinstance(value, Mapping):
@@ -59,6 +62,7 @@ def parse_json_object(value: Any, what: str) -> dict[str, Any]:
 
 
 def parse_size(value: Any, what: str) -> int:
+    """A byte size such as ``"64m"`` or ``1024`` as an integer, or a 400 naming ``what``."""
     try:
         return int(BinarySize.parse(value))
     except SlotTypeError as e:
@@ -66,6 +70,7 @@ def parse_size(value: Any, what: str) -> int:
 
 
 def check_str_list(value: Any, what: str) -> list[str]:
+    """A list of strings (``[]`` for null), or a 400 naming ``what``."""
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):

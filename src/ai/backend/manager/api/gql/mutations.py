@@ -14,7 +14,7 @@ from ai.backend.common.problems import Conflict
 
 @strawberry.type
 class Payload:
-    """The fields of every mutation payload; each payload type is a one-line subclass (its name is the wire name)."""
+    """The fields of every mutation payload; each payload type is a short subclass whose name is its GraphQL name."""
 
     ok: bool
     msg: str

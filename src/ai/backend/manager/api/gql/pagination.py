@@ -13,6 +13,7 @@ MAX_PAGE = 100
 
 
 def check_page(limit: int, offset: int) -> None:
+    """Refuse with 400 a page size outside 1..MAX_PAGE or a negative offset."""
     if not (0 < limit <= MAX_PAGE):
         raise InvalidAPIParameters(f"limit must be between 1 and {MAX_PAGE}, got {limit}.")
     if offset < 0:
