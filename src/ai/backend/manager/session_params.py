@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar, cast
 
 from dateutil.parser import isoparse
 from pydantic import (
@@ -101,7 +101,7 @@ def parse_starts_at(value: str, now: datetime | None = None) -> datetime:
     ``+1d2h``, ``90s``, ``1 hour`` (at most a year ahead)."""
     text = value.strip()
     try:
-        sa = isoparse(text)
+        sa: datetime = isoparse(text)
     except ValueError:
         pass
     else:
@@ -122,13 +122,13 @@ def parse_starts_at(value: str, now: datetime | None = None) -> datetime:
 
 def check_session_name(name: Any) -> str:
     """``name`` if it is a valid session name, else a 400 saying what a name may be."""
-    name = _str("name", name, max_len=64)
-    if not NAME_RE.match(name) or name == "from-template":
+    checked = _str("name", name, max_len=64)
+    if not NAME_RE.match(checked) or checked == "from-template":
         raise InvalidAPIParameters(
-            f"Invalid session name {name!r}: use 4–64 letters, digits, '-', '_' or '.', "
+            f"Invalid session name {checked!r}: use 4–64 letters, digits, '-', '_' or '.', "
             "starting and ending with a letter or digit."
         )
-    return name
+    return checked
 
 
 class SessionConfig(BaseModel):
@@ -155,8 +155,11 @@ def _aliases(*names: str) -> Any:
     return Field(None, validation_alias=AliasChoices(*names))
 
 
-def _before(*fields: str) -> Any:
-    return field_validator(*fields, mode="before")
+_F = TypeVar("_F")
+
+def _before(*fields: str) -> Callable[[_F], _F]:
+    """A "before" field validator of ``fields`` (typed, unlike pydantic's overloads seen through a wrapper)."""
+    return cast(Callable[[_F], _F], field_validator(*fields, mode="before"))
 
 
 class CreateSessionBody(RequestModel):
