@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import weakref
 from collections import OrderedDict
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import Request
 
-from ai.backend.common.problems import PROBLEM_BASE, NotFound, ProblemError
+from ai.backend.common.problems import NotFound
 
 from .config import StorageProxyConfig
 from .volumes.base import AbstractVolume
 from .volumes.safepath import Owner
 from .volumes.vfs import VfsVolume
 
-__all__ = ["StorageContext", "get_ctx", "install_error_handlers"]
+__all__ = ["StorageContext", "get_ctx"]
 
-log = logging.getLogger("ai.backend.storage")
 
 BACKENDS: dict[str, type[AbstractVolume]] = {"vfs": VfsVolume}
 _COMPLETED_MAX = 10_000
@@ -86,20 +83,3 @@ class StorageContext:
 def get_ctx(request: Request) -> StorageContext:
     ctx: StorageContext = request.app.state.ctx
     return ctx
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """RFC 7807 answers for problems, and for unexpected errors (logged) a 500 problem."""
-
-    # A problem may carry response headers in a ``headers`` attribute (the tus routes use it).
-    @app.exception_handler(ProblemError)
-    async def _problem(_: Request, exc: ProblemError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status, media_type="application/problem+json",
-                            headers=getattr(exc, "headers", None))
-
-    @app.exception_handler(Exception)
-    async def _internal(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"type": PROBLEM_BASE + "internal-error", "title": "Storage proxy error",
-                             "status": 500, "detail": type(exc).__name__}, status_code=500,
-                            media_type="application/problem+json")

@@ -6,111 +6,42 @@ JSON (also on the ``GET`` routes, as upstream does; query parameters are accepte
 
 from __future__ import annotations
 
-import hmac
 import json
+import logging
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
-from starlette.types import ASGIApp, Receive, Scope, Send
+from fastapi.responses import Response
+from pydantic import BaseModel
 
+from ai.backend.common.contracts import parse_wire
+from ai.backend.common.contracts.storage import (
+    AUTH_HEADER,
+    CloneFolder,
+    CreateFolder,
+    DeleteBody,
+    DownloadBody,
+    FolderRef,
+    ListBody,
+    MkdirBody,
+    MoveBody,
+    RenameBody,
+    SetQuota,
+    UploadBody,
+)
 from ai.backend.common.problems import Forbidden, InvalidAPIParameters
+from ai.backend.common.web import SharedSecretMiddleware, install_problem_handlers
 
-from .context import StorageContext, get_ctx, install_error_handlers
+from .context import StorageContext, get_ctx
 from .tokens import issue_token
 from .volumes.base import AbstractVolume, PayloadTooLarge, normalize_vfid
 from .volumes.safepath import split_relpath
 
 __all__ = ["AUTH_HEADER", "create_manager_app"]
 
-AUTH_HEADER = "X-BackendAI-Storage-Auth-Token"
+log = logging.getLogger("ai.backend.storage")
 API_VERSION = 1
 M = TypeVar("M", bound=BaseModel)
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-
-class FolderRef(_Body):
-    volume: StrictStr
-    vfid: StrictStr
-
-
-class FolderOptions(_Body):
-    quota: StrictInt | None = Field(None, ge=0)
-
-
-class CreateFolder(FolderRef):
-    options: FolderOptions | None = None
-
-
-class CloneFolder(_Body):
-    volume: StrictStr
-    src_vfid: StrictStr
-    dst_volume: StrictStr | None = None
-    dst_vfid: StrictStr | None = Field(None)
-    new_vfid: StrictStr | None = None  # the older upstream name of dst_vfid
-
-
-class SetQuota(FolderRef):
-    size_bytes: StrictInt | None = Field(..., ge=0)
-
-
-class MkdirBody(FolderRef):
-    relpath: StrictStr
-    parents: StrictBool = False
-    exist_ok: StrictBool = False
-
-
-class ListBody(FolderRef):
-    relpath: StrictStr = ""
-
-
-class RenameBody(FolderRef):
-    relpath: StrictStr
-    new_name: StrictStr
-
-
-class MoveBody(FolderRef):
-    src_relpath: StrictStr
-    dst_relpath: StrictStr
-
-
-class DeleteBody(FolderRef):
-    relpaths: list[StrictStr] = Field(..., min_length=1, max_length=10_000)
-    recursive: StrictBool = False
-
-
-class UploadBody(FolderRef):
-    relpath: StrictStr
-    size: StrictInt = Field(..., ge=0)
-
-
-class DownloadBody(FolderRef):
-    relpath: StrictStr = ""
-    archive: StrictBool = False
-
-
-class ManagerAuthMiddleware:
-    """Refuses requests without the manager secret (403 problem), compared in constant time."""
-
-    def __init__(self, app: ASGIApp, secret: str) -> None:
-        self.app = app
-        self.secret = secret.encode()
-        self.header = AUTH_HEADER.lower().encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            given = next((v for k, v in scope.get("headers", []) if k == self.header), b"")
-            if not hmac.compare_digest(given, self.secret):
-                exc = Forbidden(f"missing or wrong {AUTH_HEADER} header")
-                await JSONResponse(exc.body(), status_code=403, media_type="application/problem+json")(
-                    scope, receive, send
-                )
-                return
-        await self.app(scope, receive, send)
 
 
 async def _parse(request: Request, model: type[M]) -> M:
@@ -125,14 +56,7 @@ async def _parse(request: Request, model: type[M]) -> M:
         data = dict(request.query_params)
     else:
         data = {}
-    if not isinstance(data, dict):
-        raise InvalidAPIParameters("the request body must be a JSON object")
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        first = e.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or "body"
-        raise InvalidAPIParameters(f"{loc}: {first['msg']}") from None
+    return parse_wire(model, data, "request body")
 
 
 def _folder(ctx: StorageContext, body: FolderRef) -> tuple[AbstractVolume, str]:
@@ -147,8 +71,10 @@ def create_manager_app(ctx: StorageContext) -> FastAPI:
     """The manager-facing application (routes: see docs/storage-proxy.md)."""
     app = FastAPI(title="Backend.AI storage proxy (manager API)", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.ctx = ctx
-    install_error_handlers(app)
-    app.add_middleware(ManagerAuthMiddleware, secret=ctx.config.api.manager.secret)
+    install_problem_handlers(app, internal_title="Storage proxy error", internal_detail=lambda e: type(e).__name__,
+                             logger=log)
+    app.add_middleware(SharedSecretMiddleware, header=AUTH_HEADER, secret=ctx.config.api.manager.secret,
+                       refusal=Forbidden(f"missing or wrong {AUTH_HEADER} header"))
     sp = ctx.config.storage_proxy
 
     @app.get("/")

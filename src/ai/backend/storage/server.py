@@ -19,12 +19,12 @@ import socket
 import sys
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 from starlette.types import Receive, Scope, Send
 
 from ai.backend.common.config import ConfigError, load_config
+from ai.backend.common.web import serve
 
 from .client_api import start_client_server
 from .config import StorageProxyConfig
@@ -138,8 +138,6 @@ def _raise_fd_limit() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the storage proxy."""
-    import uvicorn
-
     parser = argparse.ArgumentParser(prog="backend.ai-storage-proxy")
     parser.add_argument("-f", "--config", help="path to storage-proxy.toml")
     parser.add_argument("--debug", action="store_true")
@@ -160,9 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"storage-proxy: cannot listen: {e}", file=sys.stderr)
         sys.exit(2)
     # loop="asyncio": uvloop has no loop.sendfile, which the client API's downloads rely on.
-    uv_config: Any = uvicorn.Config(app, lifespan="on", loop="asyncio", log_level="debug" if args.debug else "warning",
-                                    access_log=args.debug, timeout_keep_alive=30)
-    uvicorn.Server(uv_config).run(sockets=socks)
+    serve(app, sockets=socks, debug=args.debug, lifespan="on", loop="asyncio", timeout_keep_alive=30)
 
 
 if __name__ == "__main__":

@@ -22,11 +22,13 @@ from typing import Any
 
 import httpx
 
+from ai.backend.common.contracts.storage import AUTH_HEADER
+
 from .processes import stop_process, unmount_under
 
 __all__ = ["MANAGER_AUTH_HEADER", "StorageProxy", "launch_storage_proxy"]
 
-MANAGER_AUTH_HEADER = "X-BackendAI-Storage-Auth-Token"
+MANAGER_AUTH_HEADER = AUTH_HEADER
 
 
 @dataclass
