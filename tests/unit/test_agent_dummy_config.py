@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from ai.backend.agent.config import AgentConfig
 from ai.backend.agent.dummy_backend import DummyBackend, pick_delay
 from ai.backend.agent.fleet import fleet_configs
+from ai.backend.common.contracts.agent import KernelSpec
 from ai.backend.common.problems import InvalidAPIParameters, NotFound
 
 
@@ -70,11 +71,11 @@ def test_dummy_backend_kernel_lifecycle() -> None:
     async def scenario() -> None:
         b = DummyBackend(cfg, on_exit)
         with pytest.raises(InvalidAPIParameters):
-            await b.create_kernel({"kernel_id": "k0", "image": "not-there:1", "session_id": "s"})
-        r = await b.create_kernel({"kernel_id": "k1", "image": "python:3.11-debian12", "session_id": "s"})
-        assert r["container_id"] == "dummy-k1" and "container_start" in r["phases"]
+            await b.create_kernel(KernelSpec(kernel_id="k0", image="not-there:1", session_id="s"))
+        r = await b.create_kernel(KernelSpec(kernel_id="k1", image="python:3.11-debian12", session_id="s"))
+        assert r.container_id == "dummy-k1" and "container_start" in r.phases
         with pytest.raises(InvalidAPIParameters):
-            await b.create_kernel({"kernel_id": "k1", "image": "python:3.11-debian12", "session_id": "s"})
+            await b.create_kernel(KernelSpec(kernel_id="k1", image="python:3.11-debian12", session_id="s"))
         out = await b.runner_request("k1", "execute", mode="query", code="hi", run_id="r")
         assert out["status"] == "finished" and out["console"] == [["stdout", "hi"]]
         assert list(await b.live_stats()) == ["k1"]
@@ -82,8 +83,8 @@ def test_dummy_backend_kernel_lifecycle() -> None:
         assert not b.kernels
         with pytest.raises(NotFound):
             await b.runner_request("k1", "execute", code="x")
-        await b.create_kernel({"kernel_id": "k2", "image": "python:3.11-debian12", "session_id": "s",
-                               "session_type": "batch", "startup_command": "true"})
+        await b.create_kernel(KernelSpec(kernel_id="k2", image="python:3.11-debian12", session_id="s",
+                                         session_type="batch", startup_command="true"))
         await asyncio.sleep(0.05)
         assert exits == [("k2", "task-finished")] and not b.kernels
 

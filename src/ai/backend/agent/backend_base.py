@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
-# ``on_kernel_exit(kernel_id, reason, exit_code, **extra)``: a kernel ended by itself.
+from ai.backend.common.contracts.agent import KernelCreated, KernelSpec
+
+# ``on_kernel_exit(kernel_id, reason, exit_code, *, stats=None, task_log=None)``: a kernel ended by itself.
 KernelExitCallback = Callable[..., Awaitable[None]]
 # ``on_kernel_event(kernel_id, event)``: a step of a kernel's creation (``pulling``).
 KernelEventCallback = Callable[[str, str], Awaitable[None]]
@@ -27,8 +29,8 @@ class KernelBackend(Protocol):
         """The kernel images for the heartbeat: ``ref``, ``digest``, ``labels``, ``size``."""
         ...
 
-    async def create_kernel(self, spec: dict[str, Any]) -> dict[str, Any]:
-        """Start a kernel; answers ``container_id``, ``service_ports`` and the ``phases`` timings."""
+    async def create_kernel(self, spec: KernelSpec) -> KernelCreated:
+        """Start a kernel; answers its ``container_id``, ``service_ports`` and the ``phases`` timings."""
         ...
 
     async def destroy_kernel(self, kid: str) -> dict[str, Any]:

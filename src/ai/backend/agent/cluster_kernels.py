@@ -4,97 +4,85 @@ keypair's files, and the per-session Docker network on which kernels find each o
 The manager sends, in each kernel's creation request, the kernel's place in the session
 (``cluster_role``, ``cluster_idx``, ``cluster_hostname``, ``cluster_local_rank``, ``cluster_hosts``,
 ``cluster_replicas``), the name of the session's network (``cluster_network``, for sessions of more than
-one kernel) and the keypair (``cluster_ssh``).
+one kernel) and the keypair (``cluster_ssh``): see ``ClusterSpec`` in :mod:`ai.backend.common.contracts.agent`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import aiodocker
 from aiodocker.exceptions import DockerError
 
+from ai.backend.common.contracts import parse_wire
+from ai.backend.common.contracts.agent import ClusterSpec, is_cluster_network
 from ai.backend.common.problems import Conflict, InvalidAPIParameters
 
 from .kernel_tasks import tar_archive
 
 log = logging.getLogger(__name__)
 
-NETWORK_PREFIX = "bai-cluster-"
 LABEL_CLUSTER_NETWORK = "ai.backend.cluster-network"
-_NETWORK_NAME = re.compile(rf"^{NETWORK_PREFIX}[0-9a-f]{{8}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{12}}$")
-_HOSTNAME = re.compile(r"^(main|sub)[1-9][0-9]{0,3}$")
 
 
 def check_network_name(name: Any) -> str:
     """``name`` when it is a cluster network's name (``bai-cluster-<session uuid>``); a 400 otherwise."""
-    if not isinstance(name, str) or not _NETWORK_NAME.match(name):
+    if not is_cluster_network(name):
         raise InvalidAPIParameters(f"Not a cluster network name: {name!r}")
-    return name
+    return str(name)
 
 
-def _int(spec: dict[str, Any], key: str, default: int) -> int:
-    value = spec.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidAPIParameters(f"'{key}' must be a non-negative integer")
-    return value
+def _cluster(spec: ClusterSpec | Mapping[str, Any]) -> ClusterSpec:
+    # A KernelSpec is a ClusterSpec; a plain mapping (a test's, or a part of a spec) is checked here.
+    return spec if isinstance(spec, ClusterSpec) else parse_wire(ClusterSpec, dict(spec), "kernel spec")
 
 
-def cluster_environ(spec: dict[str, Any]) -> dict[str, str]:
+def cluster_environ(spec: ClusterSpec | Mapping[str, Any]) -> dict[str, str]:
     """The ``BACKENDAI_CLUSTER_*`` variables of the kernel ``spec`` describes (a lone ``main1`` by default)."""
-    hostname = hostname_of(spec)
-    if not _HOSTNAME.match(hostname):
-        raise InvalidAPIParameters(f"Bad cluster hostname {hostname!r}")
-    hosts = spec.get("cluster_hosts") or [hostname]
-    replicas = spec.get("cluster_replicas") or {str(spec.get("cluster_role") or "main"): 1}
-    if not (isinstance(hosts, list) and all(isinstance(h, str) and _HOSTNAME.match(h) for h in hosts)):
-        raise InvalidAPIParameters("'cluster_hosts' must be a list of kernel hostnames")
-    if not (isinstance(replicas, dict) and all(isinstance(v, int) for v in replicas.values())):
-        raise InvalidAPIParameters("'cluster_replicas' must map roles to counts")
+    c = _cluster(spec)
+    hosts = c.cluster_hosts or [c.cluster_hostname]
+    replicas = c.cluster_replicas or {c.cluster_role or "main": 1}
     return {
-        "BACKENDAI_CLUSTER_SIZE": str(_int(spec, "cluster_size", 1)),
+        "BACKENDAI_CLUSTER_SIZE": str(c.cluster_size),
         "BACKENDAI_CLUSTER_HOSTS": ",".join(hosts),
         "BACKENDAI_CLUSTER_REPLICAS": ",".join(f"{role}:{n}" for role, n in replicas.items()),
-        "BACKENDAI_CLUSTER_HOST": hostname,
-        "BACKENDAI_CLUSTER_IDX": str(_int(spec, "cluster_idx", 1)),
-        "BACKENDAI_CLUSTER_ROLE": str(spec.get("cluster_role") or "main"),
-        "BACKENDAI_CLUSTER_LOCAL_RANK": str(_int(spec, "cluster_local_rank", 0)),
+        "BACKENDAI_CLUSTER_HOST": c.cluster_hostname,
+        "BACKENDAI_CLUSTER_IDX": str(c.cluster_idx),
+        "BACKENDAI_CLUSTER_ROLE": c.cluster_role or "main",
+        "BACKENDAI_CLUSTER_LOCAL_RANK": str(c.cluster_local_rank),
     }
 
 
-def ssh_keypair_tar(spec: dict[str, Any], uid: int, gid: int) -> bytes | None:
+def ssh_keypair_tar(spec: ClusterSpec | Mapping[str, Any], uid: int, gid: int) -> bytes | None:
     """A tar (extracted at ``/``) placing the session's SSH keypair as ``/home/config/ssh/id_cluster{,.pub}``
     and ``~/.ssh/id_cluster{,.pub}`` with the public key authorized, owned by the kernel user; ``None``
     when the spec carries no keypair."""
-    ssh = spec.get("cluster_ssh")
+    ssh = _cluster(spec).cluster_ssh
     if ssh is None:
         return None
-    private, public = (ssh.get("private_key"), ssh.get("public_key")) if isinstance(ssh, dict) else (None, None)
-    if not (isinstance(private, str) and isinstance(public, str) and public.startswith("ssh-")):
-        raise InvalidAPIParameters("'cluster_ssh' must hold private_key and public_key")
+    private, public = ssh.private_key.encode(), ssh.public_key.encode()
     files = []
     for d in ("home/config/ssh", "home/work/.ssh"):
-        files += [(f"{d}/id_cluster", private.encode(), 0o600), (f"{d}/id_cluster.pub", public.encode(), 0o644)]
-    files.append(("home/work/.ssh/authorized_keys", public.encode(), 0o600))
+        files += [(f"{d}/id_cluster", private, 0o600), (f"{d}/id_cluster.pub", public, 0o644)]
+    files.append(("home/work/.ssh/authorized_keys", public, 0o600))
     return tar_archive(["home/config", "home/config/ssh", "home/work/.ssh"], files, uid, gid)
 
 
-def hostname_of(spec: dict[str, Any]) -> str:
+def hostname_of(spec: ClusterSpec | Mapping[str, Any]) -> str:
     """The kernel's hostname (``main1`` unless the spec says otherwise)."""
-    return str(spec.get("cluster_hostname") or "main1")
+    return _cluster(spec).cluster_hostname
 
 
-def endpoint_config(spec: dict[str, Any]) -> dict[str, Any] | None:
+def endpoint_config(spec: ClusterSpec | Mapping[str, Any]) -> dict[str, Any] | None:
     """The ``NetworkingConfig`` that joins a cluster kernel to its session's network under its hostname."""
-    network = spec.get("cluster_network")
-    if network is None:
+    c = _cluster(spec)
+    if c.cluster_network is None:
         return None
-    name = check_network_name(network)
-    return {"EndpointsConfig": {name: {"Aliases": [hostname_of(spec)]}}}
+    return {"EndpointsConfig": {c.cluster_network: {"Aliases": [c.cluster_hostname]}}}
 
 
 class ClusterNetworks:

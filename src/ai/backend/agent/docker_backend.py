@@ -20,11 +20,12 @@ from typing import Any
 import aiodocker
 from aiodocker.exceptions import DockerError
 
+from ai.backend.common.contracts.agent import FolderMount, KernelCreated, KernelSpec
 from ai.backend.common.problems import InvalidAPIParameters, NotFound, ProblemError
 from ai.backend.common.types import BinarySize
 
 from .accelerators import AcceleratorManager
-from .cluster_kernels import ClusterNetworks, cluster_environ, endpoint_config, hostname_of, ssh_keypair_tar
+from .cluster_kernels import ClusterNetworks, cluster_environ, endpoint_config, ssh_keypair_tar
 from .config import AgentConfig
 from .kernel_tasks import (
     BOOTSTRAP_PATH,
@@ -57,22 +58,17 @@ KernelEventCallback = Callable[..., Awaitable[None]]
 BOOTSTRAP_TIMEOUT = 600.0
 
 
-def folder_binds(mounts: Any) -> list[str]:
-    """Docker ``Binds`` for a kernel's virtual folders (``[{host_path, container_path, mode}]`` of the spec)."""
-    if not mounts:
-        return []
-    if not isinstance(mounts, list):
-        raise InvalidAPIParameters("'mounts' must be a list")
+def folder_binds(mounts: list[FolderMount]) -> list[str]:
+    """Docker ``Binds`` for a kernel's virtual folders (the spec's ``mounts``)."""
     binds = []
     for m in mounts:
-        host, target, mode = (m.get("host_path"), m.get("container_path"), m.get("mode", "ro")) \
-            if isinstance(m, dict) else (None, None, None)
-        if not (isinstance(host, str) and host.startswith("/") and isinstance(target, str) and target.startswith("/")
-                and mode in ("ro", "rw") and ":" not in host + target and "," not in host + target):
-            raise InvalidAPIParameters(f"Malformed folder mount: {m!r}")
+        host, target = m.host_path, m.container_path
+        if not (host.startswith("/") and target.startswith("/") and ":" not in host + target
+                and "," not in host + target):
+            raise InvalidAPIParameters(f"Malformed folder mount: {m.model_dump()!r}")
         if not os.path.isdir(host):
             raise KernelCreationFailed(f"The folder to mount is missing on this host: {host}", reason="mount-failed")
-        binds.append(f"{host}:{target}:{mode}")
+        binds.append(f"{host}:{target}:{m.mode}")
     return binds
 
 
@@ -427,53 +423,50 @@ class DockerBackend:
             await self._remove(state.container_id, state.scratch)
         return None
 
-    async def create_kernel(self, spec: dict[str, Any]) -> dict[str, Any]:
+    async def create_kernel(self, spec: KernelSpec) -> KernelCreated:
         """Take the kernel's accelerator devices (409 when they are not free), then start it."""
-        kid = str(spec["kernel_id"])
+        kid = spec.kernel_id
         if kid in self.kernels or self.accelerators.holds(kid):
             raise InvalidAPIParameters(f"Kernel {kid} already exists on this agent.")
-        slots = spec.get("slots") or {}
-        self.accelerators.allocate(kid, slots if isinstance(slots, dict) else {})
+        self.accelerators.allocate(kid, dict(spec.slots))
         try:
             return await self._create_kernel(spec)
         except BaseException:
             self.accelerators.release(kid)
             raise
 
-    async def _create_kernel(self, spec: dict[str, Any]) -> dict[str, Any]:
+    async def _create_kernel(self, spec: KernelSpec) -> KernelCreated:
         """Start a kernel (from a pre-started spare when there is one) and report the phase timings."""
-        kid = str(spec["kernel_id"])
+        kid = spec.kernel_id
         if kid in self.kernels:
             raise InvalidAPIParameters(f"Kernel {kid} already exists on this agent.")
-        image = str(spec["image"])
+        image = spec.image
         t = time.monotonic()
-        auth = spec.get("registry_auth")
-        labels = await self._ensure_image(image, kid, auth if isinstance(auth, dict) else None)
-        phases: dict[str, float] = {"image_check": round(time.monotonic() - t, 4)}
+        auth = spec.registry_auth.model_dump() if spec.registry_auth is not None else None
+        labels = await self._ensure_image(image, kid, auth)
+        phases: dict[str, int | float | None] = {"image_check": round(time.monotonic() - t, 4)}
         cc = self.config.container
-        slots = spec.get("slots") or {}
-        cpu = Decimal(str(slots.get("cpu", "1")))
-        mem = int(Decimal(str(slots.get("mem", 256 * 1024 * 1024))))
-        environ = dict(spec.get("environ") or {})
+        cpu = Decimal(str(spec.slots.get("cpu", "1")))
+        mem = int(Decimal(str(spec.slots.get("mem", 256 * 1024 * 1024))))
+        environ = dict(spec.environ)
         cores = str(max(int(cpu), 1))
         for name in filter(None, (labels.get("ai.backend.envs.corecount") or "").split(",")):
             environ.setdefault(name.strip(), cores)
         environ.update({
-            "BACKENDAI_SESSION_ID": str(spec["session_id"]), "BACKENDAI_KERNEL_ID": kid,
-            "BACKENDAI_SESSION_NAME": str(spec.get("session_name", "")),
+            "BACKENDAI_SESSION_ID": spec.session_id, "BACKENDAI_KERNEL_ID": kid,
+            "BACKENDAI_SESSION_NAME": spec.session_name,
             **cluster_environ(spec),
         })
         networking = endpoint_config(spec)
-        if networking is not None and not await self.networks.exists(str(spec["cluster_network"])):
+        if spec.cluster_network is not None and not await self.networks.exists(spec.cluster_network):
             raise KernelCreationFailed(
-                f"The session's network {spec['cluster_network']} does not exist on this agent's Docker engine; "
+                f"The session's network {spec.cluster_network} does not exist on this agent's Docker engine; "
                 "a multi-node session across hosts needs the agents' engines in one Docker swarm.",
                 reason="cluster-network-unavailable")
         accel_env, accel_host = self.accelerators.container_config(kid)
         environ.update(accel_env)
-        kernel_labels = {LABEL_KERNEL: kid, LABEL_SESSION: str(spec["session_id"]),
-                         LABEL_OWNER: str(spec.get("access_key", ""))}
-        binds = folder_binds(spec.get("mounts"))
+        kernel_labels = {LABEL_KERNEL: kid, LABEL_SESSION: spec.session_id, LABEL_OWNER: spec.access_key}
+        binds = folder_binds(spec.mounts)
         t = time.monotonic()
         # A running spare cannot gain bind mounts, devices or another network: such sessions start a fresh one.
         fresh = bool(binds) or self.accelerators.holds(kid) or networking is not None
@@ -505,9 +498,9 @@ class DockerBackend:
             ipc = self._prepare_scratch(scratch)
             await self._make_scratch(scratch, image)
             config = self._container_config(image, labels, cpu, mem, ipc, environ, kernel_labels,
-                                            hostname_of(spec), binds, accel_host)
+                                            spec.cluster_hostname, binds, accel_host)
             if networking is not None:
-                config["HostConfig"]["NetworkMode"] = spec["cluster_network"]
+                config["HostConfig"]["NetworkMode"] = spec.cluster_network
                 config["NetworkingConfig"] = networking
             cid, runner, launch_phases = await self._launch(config, f"bai-kernel-{kid}", scratch)
             phases.update(launch_phases)
@@ -519,21 +512,21 @@ class DockerBackend:
         except BaseException:
             await self.destroy_kernel(kid)
             raise
-        return {"container_id": state.container_id, "service_ports": [], "phases": phases}
+        return KernelCreated(container_id=state.container_id, service_ports=[], phases=phases)
 
-    async def _prepare_session(self, state: KernelState, spec: dict[str, Any]) -> dict[str, Any]:
+    async def _prepare_session(self, state: KernelState, spec: KernelSpec) -> dict[str, int | float | None]:
         """Place the user's dotfiles, run the bootstrap script and start a batch session's task."""
-        phases: dict[str, Any] = {}
+        phases: dict[str, int | float | None] = {}
         cc = self.config.container
         files = []
-        for entry in spec.get("dotfiles") or []:
+        for entry in spec.dotfiles:
             try:
-                path = dotfile_path(str(entry["path"]))
-            except (KeyError, ValueError) as e:
+                path = dotfile_path(entry.path)
+            except ValueError as e:
                 raise KernelCreationFailed(f"Bad dotfile: {e}") from None
-            files.append((path, str(entry.get("data", "")).encode(), parse_perm(entry.get("perm"))))
-        script = spec.get("bootstrap_script")
-        if isinstance(script, str) and script.strip():
+            files.append((path, entry.data.encode(), parse_perm(entry.perm)))
+        script = spec.bootstrap_script
+        if script is not None and script.strip():
             files.append((PurePosixPath(BOOTSTRAP_PATH), script.encode(), 0o700))
         archives = [files_tar(files, cc.kernel_uid, cc.kernel_gid)] if files else []
         keys = ssh_keypair_tar(spec, cc.kernel_uid, cc.kernel_gid)
@@ -549,7 +542,7 @@ class DockerBackend:
             except DockerError as e:
                 raise KernelCreationFailed(f"Could not place the session's files: {e.message}") from None
             phases["dotfiles"] = round(time.monotonic() - t, 4)
-        if isinstance(script, str) and script.strip():
+        if script is not None and script.strip():
             t = time.monotonic()
             state.task_log.write("[bootstrap script]\n")
             shell = f"/bin/bash {BOOTSTRAP_PATH}"
@@ -567,12 +560,12 @@ class DockerBackend:
         meta: dict[str, Any] = {LABEL_KERNEL: state.kernel_id}
         if self.accelerators.holds(state.kernel_id):
             meta["accelerators"] = self.accelerators.to_json(state.kernel_id)  # restored by _reattach
-        startup = spec.get("startup_command")
-        if spec.get("session_type") == "batch" and isinstance(startup, str) and startup.strip():
+        startup = spec.batch_command
+        if startup is not None:
             run_id = f"batch-{state.kernel_id}"
             opts: dict[str, Any] = {"exec": startup}
-            timeout = spec.get("batch_timeout")
-            if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0:
+            timeout = spec.batch_timeout
+            if timeout is not None and timeout > 0:
                 opts["timeout"] = timeout
             meta["batch_run_id"] = run_id
             self._start_batch_task(state, opts, run_id, resume=False)

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ai.backend.common.contracts.agent import KernelCreated, KernelSpec
 from ai.backend.common.problems import InvalidAPIParameters, NotFound
 
 from .accelerators import AcceleratorManager
@@ -91,16 +92,14 @@ class DummyBackend:
         self.networks.discard(name)
         return True
 
-    async def create_kernel(self, spec: dict[str, Any]) -> dict[str, Any]:
+    async def create_kernel(self, spec: KernelSpec) -> KernelCreated:
         """Wait the configured creation delay and keep the kernel (409-like 400 when it exists)."""
-        kid = str(spec["kernel_id"])
+        kid = spec.kernel_id
         if kid in self.kernels or self.accelerators.holds(kid):
             raise InvalidAPIParameters(f"Kernel {kid} already exists on this agent.")
-        image = str(spec["image"])
-        if not any(i["ref"] == image for i in self._images):
-            raise InvalidAPIParameters(f"Image {image} is not available on this dummy agent.")
-        slots = spec.get("slots") or {}
-        slots = slots if isinstance(slots, dict) else {}
+        if not any(i["ref"] == spec.image for i in self._images):
+            raise InvalidAPIParameters(f"Image {spec.image} is not available on this dummy agent.")
+        slots = dict(spec.slots)
         self.accelerators.allocate(kid, slots)
         # Reserve the id first so a concurrent duplicate is refused while this one waits.
         kernel = DummyKernel(kid, f"dummy-{kid}", slots)
@@ -113,11 +112,10 @@ class DummyBackend:
             self.kernels.pop(kid, None)
             self.accelerators.release(kid)
             raise
-        startup = spec.get("startup_command")
-        if spec.get("session_type") == "batch" and isinstance(startup, str) and startup.strip():
+        if spec.batch_command is not None:
             kernel.task = asyncio.create_task(self._finish_batch(kernel))
-        return {"container_id": kernel.container_id, "service_ports": [],
-                "phases": {"image_check": 0.0, "container_start": round(delay, 4)}}
+        return KernelCreated(container_id=kernel.container_id, service_ports=[],
+                             phases={"image_check": 0.0, "container_start": round(delay, 4)})
 
     async def _finish_batch(self, kernel: DummyKernel) -> None:
         """A dummy batch task succeeds at once; the kernel ends like a real one whose task finished."""

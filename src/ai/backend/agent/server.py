@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import platform
 import sys
@@ -11,14 +10,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
-import httpx
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ai.backend.common.auth import CLUSTER_SECRET_HEADER
 from ai.backend.common.config import server_setup
-from ai.backend.common.problems import AuthorizationFailed, InvalidAPIParameters, ProblemError, problem_document
+from ai.backend.common.contracts import agent as api
+from ai.backend.common.contracts import parse_wire
+from ai.backend.common.contracts.agent import Heartbeat, KernelCreated, KernelEvent, KernelSpec, NetworkSpec
+from ai.backend.common.problems import AuthorizationFailed, InvalidAPIParameters, ProblemError
+from ai.backend.common.web import SharedSecretMiddleware, install_problem_handlers, serve
 from ai.backend.kernel.protocol import cap_completions
 
 from .accelerators import AcceleratorManager, PluginError, load_plugins
@@ -28,6 +28,7 @@ from .config import AgentConfig
 from .docker_backend import DockerBackend
 from .dummy_backend import DummyBackend
 from .files import KernelFiles
+from .manager_client import EXIT_REPORT_TRIES, ManagerClient
 from .pty_relay import serve_pty
 from .resources import detect_capacity
 from .stats import HostStats
@@ -47,8 +48,7 @@ class Agent:
         self.config = config
         self.accelerators = accelerators if accelerators is not None else load_plugins(config)
         self.capacity = detect_capacity(config.resource) + self.accelerators.available_slots()
-        self.http = httpx.AsyncClient(base_url=config.agent.manager_url, timeout=10.0,
-                                      headers={CLUSTER_SECRET_HEADER: config.agent.cluster_secret})
+        self.manager = ManagerClient(config.agent.manager_url, config.agent.cluster_secret)
         self.backend: KernelBackend
         # File transfers go through Docker; a dummy agent has no container to read from.
         self.files: KernelFiles | None = None
@@ -65,9 +65,9 @@ class Agent:
         # Whether the manager has reconciled this process's kernels yet (asked for in the heartbeats until then).
         self.reconciled = False
 
-    async def create_kernel(self, spec: dict[str, Any]) -> dict[str, Any]:
+    async def create_kernel(self, spec: KernelSpec) -> KernelCreated:
         """Create a kernel; one destroyed while it was being created is removed, and the creation fails."""
-        kid = str(spec["kernel_id"])
+        kid = spec.kernel_id
         if kid in self.creating:
             raise InvalidAPIParameters(f"Kernel {kid} is already being created on this agent.")
         self.creating.add(kid)
@@ -99,94 +99,60 @@ class Agent:
         except Exception:  # noqa: BLE001 - a removal that failed is tried again at the next reconciliation
             log.exception("could not remove kernel %s", kid)
 
-    async def remove_stale(self, stale: Any) -> None:
+    async def remove_stale(self, stale: list[str] | None) -> None:
         """Remove the kernels that the manager says no live session owns (its heartbeat answer)."""
-        if not isinstance(stale, list):
+        if stale is None:
             return
         self.reconciled = True
         for kid in stale:
-            if isinstance(kid, str) and (kid in self.backend.kernels or kid in self.creating):
+            if kid in self.backend.kernels or kid in self.creating:
                 log.warning("kernel %s belongs to no live session on the manager: removing it", kid)
                 await self._destroy_quietly(kid)
 
-    async def on_kernel_exit(self, kernel_id: str, reason: str, exit_code: int | None, **extra: Any) -> None:
-        """Tell the manager that a kernel ended by itself (``extra``: ``stats``, ``task_log``)."""
+    async def on_kernel_exit(self, kernel_id: str, reason: str, exit_code: int | None, *,
+                             stats: dict[str, Any] | None = None, task_log: str | None = None) -> None:
+        """Tell the manager that a kernel ended by itself (tried a few times: the report is idempotent)."""
         log.info("kernel %s ended: %s (exit code %s)", kernel_id, reason, exit_code)
-        body = {"kernel_id": kernel_id, "reason": reason, "exit_code": exit_code, **extra}
-        for attempt in range(5):
-            try:
-                r = await self.http.post("/internal/kernel-events", json=body)
-                if r.status_code < 500:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.5 * (attempt + 1))
+        event = KernelEvent(kernel_id=kernel_id, reason=reason, exit_code=exit_code, stats=stats, task_log=task_log)
+        try:
+            await self.manager.kernel_event(event, tries=EXIT_REPORT_TRIES)
+        except ProblemError as e:
+            log.warning("could not report the end of kernel %s: %s", kernel_id, e.detail)
 
     async def on_kernel_event(self, kernel_id: str, event: str) -> None:
         """Tell the manager about a step of a kernel's creation (``pulling``); best effort."""
         try:
-            await self.http.post("/internal/kernel-events", json={"kernel_id": kernel_id, "event": event})
-        except httpx.HTTPError as e:
-            log.warning("could not report %s of kernel %s: %s", event, kernel_id, type(e).__name__)
+            await self.manager.kernel_event(KernelEvent(kernel_id=kernel_id, event=event))
+        except ProblemError as e:
+            log.warning("could not report %s of kernel %s: %s", event, kernel_id, e.detail)
 
     async def heartbeat_once(self) -> None:
-        body: dict[str, Any] = {
-            "id": self.config.agent.id, "addr": self.config.rpc_addr(),
-            "scaling_group": self.config.agent.scaling_group, "region": self.config.agent.region,
-            "available_slots": self.capacity.to_json(), "version": VERSION,
-            "slot_types": self.accelerators.slot_types(), "compute_plugins": self.accelerators.metadata(),
-            "architecture": platform.machine(), "images": await self.backend.list_images(),
-            "kernels": list(self.backend.kernels), "live_stat": self.host_stats.sample(),
-            "kernel_stats": await self.backend.live_stats(),
-        }
-        if not self.reconciled:
-            body["reconcile"] = True  # a restarted agent took back containers the manager may have ended
-        r = await self.http.post("/internal/heartbeat", json=body)
-        if r.status_code >= 400:
-            log.warning("heartbeat refused by the manager (%s): %s", r.status_code, r.text[:200])
-            return
-        try:
-            answer = r.json()
-        except ValueError:
-            return
-        if isinstance(answer, dict):
-            await self.remove_stale(answer.get("stale_kernels"))
+        """Send one heartbeat, and remove the kernels the manager's answer says are stale."""
+        hb = Heartbeat(
+            id=self.config.agent.id, addr=self.config.rpc_addr(), scaling_group=self.config.agent.scaling_group,
+            region=self.config.agent.region, available_slots=self.capacity.to_json(), version=VERSION,
+            slot_types=self.accelerators.slot_types(), compute_plugins=self.accelerators.metadata(),
+            architecture=platform.machine(), images=await self.backend.list_images(),
+            kernels=list(self.backend.kernels), live_stat=self.host_stats.sample(),
+            kernel_stats=await self.backend.live_stats(),
+            # A restarted agent took back containers the manager may have ended: it asks for reconciliation.
+            reconcile=None if self.reconciled else True,
+        )
+        answer = await self.manager.heartbeat(hb)
+        await self.remove_stale(answer.stale_kernels)
 
     async def heartbeat_loop(self) -> None:
         while True:
             try:
                 await self.heartbeat_once()
-            except httpx.HTTPError as e:
-                log.warning("cannot reach the manager at %s: %s", self.config.agent.manager_url, type(e).__name__)
+            except ProblemError as e:
+                log.warning("heartbeat to the manager at %s failed (%s): %s", self.config.agent.manager_url,
+                            e.status, e.detail)
             await asyncio.sleep(self.config.agent.heartbeat_interval)
 
 
 class KernelCreationCancelled(ProblemError):
     status, slug, title = 409, "kernel-creation-cancelled", "The kernel was destroyed while it was being created"
-
-
-class ClusterSecretMiddleware:
-    """Refuses HTTP requests without the cluster secret header (401 problem); a plain ASGI wrapper,
-    about half the cost of an ``@app.middleware("http")`` function on the execute path.
-
-    WebSocket routes check the header themselves.
-    """
-
-    def __init__(self, app: ASGIApp, secret: str) -> None:
-        self.app = app
-        self.secret = secret.encode()
-        self.header = CLUSTER_SECRET_HEADER.lower().encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            given = next((v for k, v in scope.get("headers", []) if k == self.header), b"")
-            if not hmac.compare_digest(given, self.secret):
-                exc = AuthorizationFailed("Bad or missing cluster secret.")
-                await JSONResponse(exc.body(), status_code=401, media_type="application/problem+json")(
-                    scope, receive, send
-                )
-                return
-        await self.app(scope, receive, send)
 
 
 def create_app(config: AgentConfig, accelerators: AcceleratorManager | None = None) -> FastAPI:
@@ -205,58 +171,47 @@ def create_app(config: AgentConfig, accelerators: AcceleratorManager | None = No
             with suppress(asyncio.CancelledError):
                 await hb
             await agent.backend.close()
-            await agent.http.aclose()
+            await agent.manager.close()
 
     app = FastAPI(title="Backend.AI agent RPC", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
 
-    @app.exception_handler(ProblemError)
-    async def _problem(_: Request, exc: ProblemError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status, media_type="application/problem+json")
-
-    @app.exception_handler(Exception)
-    async def _internal(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(problem_document(500, "agent-error", "Agent error", f"{type(exc).__name__}: {exc}"),
-                            status_code=500, media_type="application/problem+json")
-
-    app.add_middleware(ClusterSecretMiddleware, secret=config.agent.cluster_secret)
+    install_problem_handlers(app, internal_slug="agent-error", internal_title="Agent error",
+                             internal_detail=lambda e: f"{type(e).__name__}: {e}", logger=log)
+    # WebSocket routes (the pty) check the secret themselves.
+    app.add_middleware(SharedSecretMiddleware, header=api.CLUSTER_SECRET_HEADER, secret=config.agent.cluster_secret,
+                       refusal=AuthorizationFailed("Bad or missing cluster secret."))
 
     def backend(request: Request) -> KernelBackend:
         b: KernelBackend = request.app.state.agent.backend
         return b
 
-    @app.get("/v1/health")
+    @app.get(api.HEALTH_PATH)
     async def health(request: Request) -> dict[str, Any]:
         return {"id": config.agent.id, "kernels": len(backend(request).kernels)}
 
-    @app.post("/v1/kernels")
+    @app.post(api.KERNELS_PATH)
     async def create_kernel(request: Request) -> dict[str, Any]:
-        spec = await request.json()
-        if not isinstance(spec, dict) or "kernel_id" not in spec or "image" not in spec:
-            raise InvalidAPIParameters("kernel spec needs kernel_id and image")
+        spec = parse_wire(KernelSpec, await request.json(), "kernel spec")
         agent: Agent = request.app.state.agent
-        return await agent.create_kernel(spec)
+        return (await agent.create_kernel(spec)).to_wire()
 
-    @app.delete("/v1/kernels/{kid}")
+    @app.delete(api.KERNEL_PATH)
     async def destroy_kernel(kid: str, request: Request) -> dict[str, Any]:
         agent: Agent = request.app.state.agent
         return {"stats": await agent.destroy_kernel(kid)}
 
-    @app.post("/v1/networks")
+    @app.post(api.NETWORKS_PATH)
     async def create_network(request: Request) -> dict[str, Any]:
         """The private network of a cluster session: ``{"name": "bai-cluster-<session id>", "mode"}``."""
-        body = await request.json()
-        if not isinstance(body, dict):
-            raise InvalidAPIParameters("the body must be a JSON object")
-        return await backend(request).create_network(check_network_name(body.get("name")),
-                                                     str(body.get("mode") or "single-node"))
+        body = parse_wire(NetworkSpec, await request.json())
+        return await backend(request).create_network(check_network_name(body.name), body.mode or "single-node")
 
-    @app.delete("/v1/networks/{name}")
+    @app.delete(api.NETWORK_PATH)
     async def remove_network(name: str, request: Request) -> dict[str, Any]:
         return {"removed": await backend(request).remove_network(check_network_name(name))}
 
-    @app.post("/v1/kernels/{kid}/execute")
+    @app.post(api.EXECUTE_PATH)
     async def execute(kid: str, request: Request) -> JSONResponse:
         body = await request.json()
         result = await backend(request).runner_request(
@@ -265,27 +220,27 @@ def create_app(config: AgentConfig, accelerators: AcceleratorManager | None = No
         )
         return JSONResponse(result)  # plain JSON from the runner: no response-model encoding on the hot path
 
-    @app.post("/v1/kernels/{kid}/interrupt")
+    @app.post(api.INTERRUPT_PATH)
     async def interrupt(kid: str, request: Request) -> dict[str, Any]:
         return await backend(request).runner_request(kid, "interrupt")
 
-    @app.post("/v1/kernels/{kid}/complete")
+    @app.post(api.COMPLETE_PATH)
     async def complete(kid: str, request: Request) -> dict[str, Any]:
         body = await request.json()
         res = await backend(request).runner_request(kid, "complete", code=body.get("code", ""),
                                                     opts=body.get("opts") or {})
         return {"result": cap_completions(res.get("result"))}  # the runner is not trusted to have capped it
 
-    @app.post("/v1/kernels/{kid}/restart")
+    @app.post(api.RESTART_PATH)
     async def restart(kid: str, request: Request) -> dict[str, Any]:
         return await backend(request).runner_request(kid, "restart")
 
-    @app.websocket("/v1/kernels/{kid}/pty")
+    @app.websocket(api.PTY_PATH)
     async def pty(ws: WebSocket, kid: str) -> None:
         """A terminal in the kernel (see pty_relay.py); checks the cluster secret itself."""
         await serve_pty(ws, ws.app.state.agent.backend, kid, config.agent.cluster_secret)
 
-    @app.get("/v1/kernels/{kid}/logs")
+    @app.get(api.LOGS_PATH)
     async def logs(kid: str, request: Request) -> dict[str, Any]:
         return {"logs": await backend(request).logs(kid)}
 
@@ -296,18 +251,18 @@ def create_app(config: AgentConfig, accelerators: AcceleratorManager | None = No
             raise InvalidAPIParameters("The dummy agent backend has no kernel files.")
         return f
 
-    @app.put("/v1/kernels/{kid}/files")
+    @app.put(api.FILES_PATH)
     async def upload_files(kid: str, request: Request) -> dict[str, Any]:
         """Body: a tar of regular files to write under /home/work."""
         return {"written": await files(request).upload(kid, await request.body())}
 
-    @app.get("/v1/kernels/{kid}/archive")
+    @app.get(api.ARCHIVE_PATH)
     async def download_file(kid: str, request: Request, path: str = "", max_bytes: int = 64 * 1024 * 1024) -> Response:
         """A tar archive of one file or directory under /home/work."""
         data = await files(request).download(kid, path, max_bytes)
         return Response(data, media_type="application/x-tar")
 
-    @app.post("/v1/kernels/{kid}/list-files")
+    @app.post(api.LIST_FILES_PATH)
     async def list_files(kid: str, request: Request) -> dict[str, Any]:
         body = await request.json()
         return await files(request).list_files(kid, str(body.get("path") or ""))
@@ -317,17 +272,14 @@ def create_app(config: AgentConfig, accelerators: AcceleratorManager | None = No
 
 def main(argv: list[str] | None = None) -> None:
     """Run the agent: ``python -m ai.backend.agent.server [-f agent.toml]``."""
-    import uvicorn
-
     config, debug = server_setup(AgentConfig, "agent", "agent", argv)
     try:
         accelerators = load_plugins(config)
     except PluginError as e:
         print(f"agent: {e}", file=sys.stderr)
         sys.exit(2)
-    uvicorn.run(create_app(config, accelerators), host=config.agent.rpc_listen_host, port=config.agent.rpc_listen_port,
-                log_level="debug" if debug else "warning", access_log=debug,
-                timeout_keep_alive=RPC_KEEP_ALIVE)
+    serve(create_app(config, accelerators), config.agent.rpc_listen_host, config.agent.rpc_listen_port, debug=debug,
+          timeout_keep_alive=RPC_KEEP_ALIVE)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from ai.backend.common.contracts.agent import KernelSpec, RegistryAuth
 from ai.backend.common.problems import ServiceUnavailable
 
 from ..agent_client import AgentError, AgentRPC
@@ -264,19 +265,17 @@ class Launcher:
         main = kernel.cluster_role == "main"
         me = KernelSlot(kernel.cluster_role, kernel.cluster_idx, kernel.cluster_hostname,
                         local_rank(kernel.cluster_role, kernel.cluster_idx))
-        spec: dict[str, Any] = {
-            "kernel_id": str(kernel.id), "session_id": str(session.id), "session_name": session.name,
-            "image": kernel.image, "slots": kernel.occupied_slots, "environ": session.environ,
-            "session_type": session.session_type if main else "interactive",
-            "startup_command": session.startup_command if main else None,
-            "bootstrap_script": session.bootstrap_script, "access_key": session.access_key,
-            "batch_timeout": session.batch_timeout,
-            **cluster_spec(session.id, session.cluster_mode, size, me, ssh),
-        }
         auth = self._registry_auth(session.image)
-        if auth is not None:
-            spec["registry_auth"] = auth
-        return spec
+        spec = KernelSpec(
+            kernel_id=str(kernel.id), session_id=str(session.id), session_name=session.name,
+            image=kernel.image, slots=kernel.occupied_slots or {}, environ=session.environ or {},
+            session_type=session.session_type if main else "interactive",
+            startup_command=session.startup_command if main else None,
+            bootstrap_script=session.bootstrap_script, access_key=session.access_key,
+            batch_timeout=session.batch_timeout, registry_auth=RegistryAuth.model_validate(auth) if auth else None,
+            **cluster_spec(session.id, session.cluster_mode, size, me, ssh),
+        )
+        return spec.to_wire()
 
     async def fail_start(self, session_id: uuid.UUID, reason: str, detail: str) -> None:
         """Record that a session could not start: ERROR, its kernels' slots given back."""
