@@ -1,9 +1,11 @@
 """The manager's client of the storage proxies' manager-facing API (``docs/storage-proxy.md``).
 
 The manager never touches folder files: creating, deleting, cloning and every file operation is a call
-to the proxy that serves the folder's host (``"<proxy>:<volume>"``). One keep-alive HTTP client per
-proxy; a problem answered by the proxy is raised again as a problem with the same status (400, 404,
-409, 413), a proxy that cannot be reached as a 503, and anything else it fails with as a 502.
+to the proxy that serves the folder's host (``"<proxy>:<volume>"``), through the peer-client base
+(:mod:`ai.backend.common.peer`: one keep-alive pool) with the request bodies of
+:mod:`ai.backend.common.contracts.storage`. A problem answered by the proxy is raised again as a problem with
+the same status (400, 404, 409, 413), a proxy that cannot be reached as a 503, and anything else it fails with
+as a 502. No call is retried: the callers answer a user, who may try again.
 """
 
 from __future__ import annotations
@@ -15,8 +17,25 @@ from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Any
 
-import httpx
+from pydantic import BaseModel
 
+from ai.backend.common.contracts.storage import (
+    AUTH_HEADER,
+    CloneFolder,
+    CreateFolder,
+    DeleteBody,
+    DownloadBody,
+    FolderOptions,
+    FolderRef,
+    ListBody,
+    MkdirBody,
+    MoveBody,
+    RenameBody,
+    SetQuota,
+    StorageBody,
+    UploadBody,
+)
+from ai.backend.common.peer import PeerAnswer, PeerClient, problem_fields
 from ai.backend.common.problems import (
     Conflict,
     InvalidAPIParameters,
@@ -29,11 +48,10 @@ from .config import StorageProxySection
 
 log = logging.getLogger(__name__)
 
-AUTH_HEADER = "X-BackendAI-Storage-Auth-Token"
 VOLUMES_TTL = 10.0  # seconds a proxy's volume list is reused
 USAGE_TTL = 3.0  # seconds a folder's usage is reused ("not real-time", §11.5)
-_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
-_LONG_TIMEOUT = httpx.Timeout(24 * 3600.0, connect=5.0)  # clone and delete answer when the work is done
+_TIMEOUT = 30.0  # seconds of waiting for an answer (connecting: CONNECT_TIMEOUT of the peer base)
+_LONG_TIMEOUT = 24 * 3600.0  # clone and delete answer when the work is done
 
 
 class FolderQuotaExceeded(ProblemError):
@@ -94,12 +112,47 @@ def file_entry(item: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+class _ProxyPeer(PeerClient):
+    """Calls to storage proxies at full URLs; ``target`` is the proxy's name in ``[storage-proxies]``."""
+
+    peer = "storage proxy"
+
+    def unreachable(self, target: str, exc: BaseException) -> ProblemError:
+        return StorageProxyUnavailable(f"The storage proxy {target!r} is unreachable: {type(exc).__name__}.")
+
+    def timed_out(self, target: str, method: str, path: str) -> ProblemError:
+        return StorageProxyUnavailable(f"The storage proxy {target!r} did not answer {method} {_route(path)} in time.")
+
+    def malformed(self, target: str, method: str, path: str) -> ProblemError:
+        return StorageProxyFailed(f"The storage proxy {target!r} answered {method} {_route(path)} with non-JSON.")
+
+    def refused(self, target: str, method: str, path: str, answer: PeerAnswer) -> ProblemError:
+        doc = problem_fields(answer.body)
+        detail = str(doc.get("detail") or doc.get("title") or answer.reason) if doc else answer.reason
+        cls = _BY_STATUS.get(answer.status)
+        if cls is not None:
+            return cls(detail)
+        if answer.status in (401, 403):
+            log.error("storage proxy %s refused the manager's secret (%s %s)", target, method, _route(path))
+            return StorageProxyFailed(f"The storage proxy {target!r} refused the manager's credentials; "
+                                      "check [storage-proxies] secret.")
+        log.warning("storage proxy %s answered %s %s with %d: %s", target, method, _route(path), answer.status, detail)
+        return StorageProxyFailed(f"The storage proxy {target!r} failed: {detail}")
+
+
+def _route(url: str) -> str:
+    """The path of a proxy URL, for messages (``http://host:port/folder/create`` → ``/folder/create``)."""
+    return "/" + url.split("://", 1)[-1].partition("/")[2]
+
+
 class StorageClient:
     """Calls to the configured storage proxies, addressed by folder host."""
 
     def __init__(self, proxies: Mapping[str, StorageProxySection]) -> None:
         self.proxies = dict(proxies)
-        self._clients: dict[str, httpx.AsyncClient] = {}
+        # The manager API, and the client-facing API for the manager's own transfers (fewer connections).
+        self._manager_api = _ProxyPeer(limit_per_host=64, keepalive_timeout=30.0, default_timeout=_TIMEOUT)
+        self._client_api = _ProxyPeer(limit_per_host=16, keepalive_timeout=30.0, default_timeout=_TIMEOUT)
         self._volumes: dict[str, tuple[float, list[dict[str, Any]]]] = {}
         self._usage: dict[uuid.UUID, tuple[float, dict[str, Any]]] = {}
 
@@ -111,62 +164,18 @@ class StorageClient:
             raise UnknownStorageHost(f"No storage proxy named {name!r} is configured.")
         return cfg
 
-    def _client(self, name: str) -> httpx.AsyncClient:
-        client = self._clients.get(name)
-        if client is None:
-            cfg = self._proxy(name)
-            client = httpx.AsyncClient(
-                base_url=cfg.manager_api, headers={AUTH_HEADER: cfg.secret}, timeout=_TIMEOUT,
-                limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
-            )
-            self._clients[name] = client
-        return client
-
-    async def request(self, proxy: str, method: str, path: str, body: Mapping[str, Any] | None = None, *,
-                      timeout: httpx.Timeout | None = None) -> Any:
+    async def request(self, proxy: str, method: str, path: str, body: StorageBody | Mapping[str, Any] | None = None,
+                      *, timeout: float | None = None) -> Any:
         """One call to ``proxy``'s manager API; the decoded JSON answer (None for 204)."""
-        client = self._client(proxy)
-        try:
-            resp = await client.request(method, path, json=dict(body) if body is not None else None,
-                                        timeout=timeout or _TIMEOUT)
-        except httpx.TimeoutException:
-            raise StorageProxyUnavailable(f"The storage proxy {proxy!r} did not answer {method} {path} in time.") \
-                from None
-        except httpx.HTTPError as e:
-            raise StorageProxyUnavailable(f"The storage proxy {proxy!r} is unreachable: {type(e).__name__}.") \
-                from None
-        if resp.status_code >= 400:
-            raise self._problem(proxy, method, path, resp)
-        if resp.status_code == 204 or not resp.content:
-            return None
-        try:
-            return resp.json()
-        except ValueError:
-            raise StorageProxyFailed(f"The storage proxy {proxy!r} answered {method} {path} with non-JSON.") \
-                from None
-
-    @staticmethod
-    def _problem(proxy: str, method: str, path: str, resp: httpx.Response) -> ProblemError:
-        try:
-            doc = resp.json()
-        except ValueError:
-            doc = {}
-        detail = str(doc.get("detail") or doc.get("title") or resp.reason_phrase) if isinstance(doc, dict) \
-            else resp.reason_phrase
-        cls = _BY_STATUS.get(resp.status_code)
-        if cls is not None:
-            return cls(detail)
-        if resp.status_code in (401, 403):
-            log.error("storage proxy %s refused the manager's secret (%s %s)", proxy, method, path)
-            return StorageProxyFailed(f"The storage proxy {proxy!r} refused the manager's credentials; "
-                                      "check [storage-proxies] secret.")
-        log.warning("storage proxy %s answered %s %s with %d: %s", proxy, method, path, resp.status_code, detail)
-        return StorageProxyFailed(f"The storage proxy {proxy!r} failed: {detail}")
+        cfg = self._proxy(proxy)
+        doc = body.to_wire() if isinstance(body, BaseModel) else dict(body) if body is not None else None
+        return await self._manager_api.call(method, cfg.manager_api.rstrip("/") + path, doc,
+                                            timeout=timeout or _TIMEOUT, headers={AUTH_HEADER: cfg.secret},
+                                            target=proxy)
 
     async def close(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
+        await self._manager_api.close()
+        await self._client_api.close()
 
     # --- volumes and hosts ------------------------------------------------------------------------
 
@@ -206,18 +215,17 @@ class StorageClient:
 
     # --- folders ----------------------------------------------------------------------------------
 
-    async def _folder_call(self, host: str, method: str, path: str, vfid: uuid.UUID,
-                           extra: Mapping[str, Any] | None = None, *, timeout: httpx.Timeout | None = None) -> Any:
+    async def _folder_call(self, host: str, method: str, path: str, model: type[FolderRef], vfid: uuid.UUID,
+                           *, timeout: float | None = None, **fields: Any) -> Any:
         proxy, volume = split_host(host)
-        return await self.request(proxy, method, path, {"volume": volume, "vfid": vfid.hex, **dict(extra or {})},
-                                  timeout=timeout)
+        return await self.request(proxy, method, path, model(volume=volume, vfid=vfid.hex, **fields), timeout=timeout)
 
     async def create_folder(self, host: str, vfid: uuid.UUID, quota: int | None) -> None:
-        await self._folder_call(host, "POST", "/folder/create", vfid, {"options": {"quota": quota}})
+        await self._folder_call(host, "POST", "/folder/create", CreateFolder, vfid, options=FolderOptions(quota=quota))
 
     async def delete_folder(self, host: str, vfid: uuid.UUID) -> None:
         self._usage.pop(vfid, None)
-        await self._folder_call(host, "POST", "/folder/delete", vfid, timeout=_LONG_TIMEOUT)
+        await self._folder_call(host, "POST", "/folder/delete", FolderRef, vfid, timeout=_LONG_TIMEOUT)
 
     async def clone_folder(self, src_host: str, src: uuid.UUID, dst_host: str, dst: uuid.UUID) -> None:
         proxy, volume = split_host(src_host)
@@ -226,14 +234,14 @@ class StorageClient:
             raise InvalidAPIParameters("A folder can only be cloned to a volume of the same storage proxy "
                                        f"({proxy!r}).")
         await self.request(proxy, "POST", "/folder/clone",
-                           {"volume": volume, "src_vfid": src.hex, "dst_volume": dst_volume, "dst_vfid": dst.hex},
+                           CloneFolder(volume=volume, src_vfid=src.hex, dst_volume=dst_volume, dst_vfid=dst.hex),
                            timeout=_LONG_TIMEOUT)
 
     async def set_quota(self, host: str, vfid: uuid.UUID, size_bytes: int | None) -> None:
-        await self._folder_call(host, "POST", "/folder/quota", vfid, {"size_bytes": size_bytes})
+        await self._folder_call(host, "POST", "/folder/quota", SetQuota, vfid, size_bytes=size_bytes)
 
     async def mount_path(self, host: str, vfid: uuid.UUID) -> str:
-        doc = await self._folder_call(host, "GET", "/folder/mount", vfid)
+        doc = await self._folder_call(host, "GET", "/folder/mount", FolderRef, vfid)
         path = (doc or {}).get("path")
         if not isinstance(path, str) or not path:
             raise StorageProxyFailed("The storage proxy answered no mount path.")
@@ -244,7 +252,7 @@ class StorageClient:
         hit = self._usage.get(vfid)
         if hit is not None and hit[0] > time.monotonic():
             return hit[1]
-        doc = await self._folder_call(host, "GET", "/folder/usage", vfid) or {}
+        doc = await self._folder_call(host, "GET", "/folder/usage", FolderRef, vfid) or {}
         self._usage[vfid] = (time.monotonic() + USAGE_TTL, doc)
         if len(self._usage) > 10000:
             now = time.monotonic()
@@ -255,58 +263,51 @@ class StorageClient:
 
     async def list_files(self, host: str, vfid: uuid.UUID, relpath: str) -> tuple[list[dict[str, Any]], bool]:
         """The entries of ``relpath`` as File Objects, and whether the proxy cut the listing short."""
-        doc = await self._folder_call(host, "POST", "/folder/file/list", vfid, {"relpath": relpath}) or {}
+        doc = await self._folder_call(host, "POST", "/folder/file/list", ListBody, vfid, relpath=relpath) or {}
         return [file_entry(i) for i in doc.get("items", []) if isinstance(i, dict)], bool(doc.get("truncated"))
 
     async def mkdir(self, host: str, vfid: uuid.UUID, relpath: str, *, parents: bool, exist_ok: bool) -> None:
         self._usage.pop(vfid, None)
-        await self._folder_call(host, "POST", "/folder/file/mkdir", vfid,
-                                {"relpath": relpath, "parents": parents, "exist_ok": exist_ok})
+        await self._folder_call(host, "POST", "/folder/file/mkdir", MkdirBody, vfid, relpath=relpath, parents=parents,
+                                exist_ok=exist_ok)
 
     async def rename_file(self, host: str, vfid: uuid.UUID, relpath: str, new_name: str) -> None:
-        await self._folder_call(host, "POST", "/folder/file/rename", vfid, {"relpath": relpath, "new_name": new_name})
+        await self._folder_call(host, "POST", "/folder/file/rename", RenameBody, vfid, relpath=relpath,
+                                new_name=new_name)
 
     async def move_file(self, host: str, vfid: uuid.UUID, src: str, dst: str) -> None:
-        await self._folder_call(host, "POST", "/folder/file/move", vfid, {"src_relpath": src, "dst_relpath": dst})
+        await self._folder_call(host, "POST", "/folder/file/move", MoveBody, vfid, src_relpath=src, dst_relpath=dst)
 
     async def delete_files(self, host: str, vfid: uuid.UUID, relpaths: list[str], *, recursive: bool) -> None:
         self._usage.pop(vfid, None)
-        await self._folder_call(host, "POST", "/folder/file/delete", vfid,
-                                {"relpaths": relpaths, "recursive": recursive})
+        await self._folder_call(host, "POST", "/folder/file/delete", DeleteBody, vfid, relpaths=relpaths,
+                                recursive=recursive)
 
     async def upload_token(self, host: str, vfid: uuid.UUID, relpath: str, size: int) -> str:
         self._usage.pop(vfid, None)
-        doc = await self._folder_call(host, "POST", "/folder/file/upload", vfid, {"relpath": relpath, "size": size})
+        doc = await self._folder_call(host, "POST", "/folder/file/upload", UploadBody, vfid, relpath=relpath,
+                                      size=size)
         return _token(doc)
 
     async def download_token(self, host: str, vfid: uuid.UUID, relpath: str, *, archive: bool) -> str:
-        doc = await self._folder_call(host, "POST", "/folder/file/download", vfid,
-                                      {"relpath": relpath, "archive": archive})
+        doc = await self._folder_call(host, "POST", "/folder/file/download", DownloadBody, vfid, relpath=relpath,
+                                      archive=archive)
         return _token(doc)
 
     # --- the client-facing API, for the manager's own transfers (the v4 upload/download routes) --------
 
-    def _client_api(self, name: str) -> httpx.AsyncClient:
-        key = f"client-api:{name}"
-        client = self._clients.get(key)
-        if client is None:
-            client = httpx.AsyncClient(base_url=self._proxy(name).client_api, timeout=_TIMEOUT,
-                                       limits=httpx.Limits(max_connections=16, max_keepalive_connections=4))
-            self._clients[key] = client
-        return client
+    def _client_url(self, host: str, op: str) -> tuple[str, str]:
+        proxy = split_host(host)[0]
+        return proxy, self._proxy(proxy).client_api.rstrip("/") + op
 
     async def _client_call(self, host: str, method: str, path: str, token: str,
-                           headers: Mapping[str, str] | None = None, content: bytes | None = None) -> httpx.Response:
-        proxy = split_host(host)[0]
-        try:
-            resp = await self._client_api(proxy).request(method, path, params={"token": token},
-                                                         headers=dict(headers or {}), content=content)
-        except httpx.HTTPError as e:
-            raise StorageProxyUnavailable(f"The storage proxy {proxy!r} is unreachable: {type(e).__name__}.") \
-                from None
-        if resp.status_code >= 400:
-            raise self._problem(proxy, method, path, resp)
-        return resp
+                           headers: Mapping[str, str] | None = None, content: bytes | None = None) -> PeerAnswer:
+        proxy, url = self._client_url(host, path)
+        answer = await self._client_api.request(method, url, params={"token": token}, headers=headers, data=content,
+                                                target=proxy)
+        if answer.status >= 400:
+            raise self._client_api.refused(proxy, method, url, answer)
+        return answer
 
     async def put_file(self, host: str, vfid: uuid.UUID, relpath: str, content: bytes) -> None:
         """Write ``content`` to ``relpath`` (an upload token, then a tus creation and one ``PATCH``)."""
@@ -320,22 +321,18 @@ class StorageClient:
 
     async def file_size(self, host: str, token: str) -> int:
         """The size of the file a download token names (``HEAD`` on the proxy)."""
-        resp = await self._client_call(host, "HEAD", "/download", token)
+        answer = await self._client_call(host, "HEAD", "/download", token)
         try:
-            return int(resp.headers.get("content-length", ""))
+            return int(answer.headers.get("content-length", ""))
         except ValueError:
             raise StorageProxyFailed("The storage proxy answered no Content-Length for a download.") from None
 
     async def stream_file(self, host: str, token: str) -> AsyncIterator[bytes]:
         """The bytes of the file a download token names, as the proxy sends them."""
-        proxy = split_host(host)[0]
-        async with self._client_api(proxy).stream("GET", "/download", params={"token": token},
-                                                  timeout=_LONG_TIMEOUT) as resp:
-            if resp.status_code >= 400:
-                await resp.aread()
-                raise self._problem(proxy, "GET", "/download", resp)
-            async for chunk in resp.aiter_bytes():
-                yield chunk
+        proxy, url = self._client_url(host, "/download")
+        async for chunk in self._client_api.stream("GET", url, params={"token": token}, timeout=_LONG_TIMEOUT,
+                                                   target=proxy):
+            yield chunk
 
 
 def _token(doc: Any) -> str:
