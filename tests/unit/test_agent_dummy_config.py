@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from ai.backend.agent.backends.dummy import DummyBackend, pick_delay
 from ai.backend.agent.config import AgentConfig
-from ai.backend.agent.dummy_backend import DummyBackend, pick_delay
 from ai.backend.agent.fleet import fleet_configs
 from ai.backend.common.contracts.agent import KernelSpec
 from ai.backend.common.problems import InvalidAPIParameters, NotFound

@@ -10,7 +10,8 @@ from decimal import Decimal
 
 import pytest
 
-from ai.backend.agent.cluster_kernels import check_network_name, cluster_environ, endpoint_config, ssh_keypair_tar
+from ai.backend.agent.backends.docker.networks import endpoint_config
+from ai.backend.agent.cluster_kernels import check_network_name, cluster_environ, ssh_keypair_tar
 from ai.backend.common.problems import InvalidAPIParameters
 from ai.backend.common.types import ResourceSlot
 from ai.backend.manager.cluster import (

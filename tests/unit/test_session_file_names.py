@@ -11,7 +11,7 @@ import aiohttp
 import httpx
 import pytest
 
-from ai.backend.agent.files import check_relpath
+from ai.backend.agent.backends.docker.files import check_relpath
 from ai.backend.common.problems import InvalidAPIParameters
 from ai.backend.manager.api.session_files import (
     MAX_NAME_BYTES,

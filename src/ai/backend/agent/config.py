@@ -23,7 +23,7 @@ class AgentSection(_Section):
     cluster_secret: str = Field("change-me-cluster-secret", alias="cluster-secret", min_length=8)
     heartbeat_interval: float = Field(3.0, alias="heartbeat-interval", gt=0)
     region: str = "local"
-    # "docker" runs real containers; "dummy" simulates kernels in memory (see dummy_backend.py and [dummy]).
+    # "docker" runs real containers; "dummy" simulates kernels in memory (see backends/dummy.py and [dummy]).
     backend: Literal["docker", "dummy"] = "docker"
     # Compute plugins to load (see accelerators/); the mock-accelerator doc spells it "allowed-compute-plugins".
     allow_compute_plugins: list[str] = Field(

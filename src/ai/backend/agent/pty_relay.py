@@ -43,7 +43,7 @@ from ai.backend.kernel.pty_session import (
     read_frame,
 )
 
-from .docker_backend import DockerBackend
+from .backends.docker.backend import DockerBackend
 
 __all__ = ["open_terminal_socket", "serve_pty"]
 

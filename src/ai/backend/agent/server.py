@@ -22,12 +22,12 @@ from ai.backend.common.web import SharedSecretMiddleware, install_problem_handle
 from ai.backend.kernel.protocol import cap_completions
 
 from .accelerators import AcceleratorManager, PluginError, load_plugins
-from .backend_base import KernelBackend
+from .backends.base import KernelBackend
+from .backends.docker.backend import DockerBackend
+from .backends.docker.files import KernelFiles
+from .backends.dummy import DummyBackend
 from .cluster_kernels import check_network_name
 from .config import AgentConfig
-from .docker_backend import DockerBackend
-from .dummy_backend import DummyBackend
-from .files import KernelFiles
 from .manager_client import EXIT_REPORT_TRIES, ManagerClient
 from .pty_relay import serve_pty
 from .resources import detect_capacity

@@ -24,10 +24,10 @@ from ai.backend.common.contracts.agent import FolderMount, KernelCreated, Kernel
 from ai.backend.common.problems import InvalidAPIParameters, NotFound, ProblemError
 from ai.backend.common.types import BinarySize
 
-from .accelerators import AcceleratorManager
-from .cluster_kernels import ClusterNetworks, cluster_environ, endpoint_config, ssh_keypair_tar
-from .config import AgentConfig
-from .kernel_tasks import (
+from ...accelerators import AcceleratorManager
+from ...cluster_kernels import cluster_environ, ssh_keypair_tar
+from ...config import AgentConfig
+from ...kernel_tasks import (
     BOOTSTRAP_PATH,
     CONTAINER_LOG_LIMIT,
     CONTAINER_LOG_LINES,
@@ -38,13 +38,14 @@ from .kernel_tasks import (
     log_tail,
     parse_perm,
 )
-from .runner_client import RunnerClient, RunnerConnectionError
+from ...runner_client import RunnerClient, RunnerConnectionError
+from ...stats import container_stats, network_stats
+from .networks import ClusterNetworks, endpoint_config
 from .scratch import WRITABLE, ScratchSpace
-from .stats import container_stats, network_stats
 
 log = logging.getLogger(__name__)
 
-KERNEL_PKG_DIR = Path(__file__).resolve().parent.parent / "kernel"
+KERNEL_PKG_DIR = Path(__file__).resolve().parents[3] / "kernel"  # ai/backend/kernel
 RUNNER_MOUNT = "/opt/backend.ai/ai/backend/kernel"
 IPC_MOUNT = "/run/backend.ai/ipc"
 LABEL_KERNEL = "ai.backend.kernel-id"

@@ -27,9 +27,9 @@ from typing import Any
 from ai.backend.common.contracts.agent import KernelCreated, KernelSpec
 from ai.backend.common.problems import InvalidAPIParameters, NotFound
 
-from .accelerators import AcceleratorManager
-from .backend_base import KernelEventCallback, KernelExitCallback
-from .config import AgentConfig, Delay
+from ..accelerators import AcceleratorManager
+from ..config import AgentConfig, Delay
+from .base import KernelEventCallback, KernelExitCallback
 
 
 @dataclass

@@ -37,10 +37,10 @@ from ai.backend.common.problems import (
     ServiceUnavailable,
 )
 
-from .kernel_tasks import tar_archive
+from ...kernel_tasks import tar_archive
 
 if TYPE_CHECKING:
-    from .docker_backend import DockerBackend
+    from .backend import DockerBackend
 
 WORKDIR = "/home/work"
 #: Sanity limits; the manager enforces the API limits (20 files of 1 MiB) before anything reaches an agent.

@@ -1,0 +1,1 @@
+"""The Docker kernel backend (see :mod:`ai.backend.agent.backends`)."""
