@@ -159,7 +159,14 @@ class DockerBackend:
             self._bg_tasks.add(asyncio.create_task(self._remove(k.container_id, k.scratch)))
         if self._bg_tasks:
             await asyncio.gather(*self._bg_tasks, return_exceptions=True)
-        for k in self.kernels.values():
+        # The batch tasks stop following their runs first: a run goes on in its container and is followed again
+        # after a restart (_reattach), so closing its runner client must not report the task as lost.
+        kernels = list(self.kernels.values())
+        tasks = [k.batch_task for k in kernels if k.batch_task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for k in kernels:
             if k.runner:
                 await k.runner.close()
         await self.docker.close()
