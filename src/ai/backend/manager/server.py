@@ -8,14 +8,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi import FastAPI
 
 from ai.backend.common.config import server_setup
-from ai.backend.common.problems import ProblemError
 from ai.backend.common.types import BinarySize
+from ai.backend.common.web import install_problem_handlers
 
 from .agents.health import check_agents
 from .api import (
@@ -35,7 +32,7 @@ from .api import (
     vfolder_legacy,
     vfolders,
 )
-from .api.middleware import CompatPathMiddleware, problem_response
+from .api.middleware import CompatPathMiddleware
 from .api.spec import serve_spec_aliases
 from .body_limit import BodyLimitMiddleware
 from .config import ManagerConfig
@@ -45,31 +42,6 @@ from .scheduler import Scheduler
 from .session_limits import enforce_session_limits
 
 log = logging.getLogger("ai.backend.manager")
-
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ProblemError)
-    async def _problem(_: Request, exc: ProblemError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status, media_type="application/problem+json")
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        loc = ".".join(str(p) for p in first.get("loc", ()))
-        return problem_response(400, "invalid-api-params", "Invalid API parameters",
-                                 f"{loc}: {first.get('msg', 'invalid value')}")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        titles = {404: ("not-found", "Not found"), 405: ("method-not-allowed", "Method not allowed")}
-        slug, title = titles.get(exc.status_code, ("http-error", "HTTP error"))
-        return problem_response(exc.status_code, slug, title, str(exc.detail))
-
-    @app.exception_handler(Exception)
-    async def _internal(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(500, "internal-error", "Internal server error",
-                                 "The server failed to handle this request; the error was logged.")
-
 
 async def _periodic(interval: float, fn: Callable[[], Awaitable[Any]]) -> None:
     while True:
@@ -114,7 +86,7 @@ def create_app(config: ManagerConfig) -> FastAPI:
     app = FastAPI(title="Backend.AI manager (open implementation)", version=root.MANAGER_VERSION,
                   lifespan=lifespan, docs_url="/docs", openapi_url="/openapi.json", redoc_url=None)
     serve_spec_aliases(app, "/spec")  # the document's first home, still linked from older docs
-    _install_error_handlers(app)
+    install_problem_handlers(app, logger=log)
     for r in (root.router, auth.router, template.router, session_files.router, session.router, gql.router,
               agent_callbacks.router, status.router, stream.router, resource.router, events.router,
               userconfig.router, registries.router, vfolders.router, vfolder_legacy.router):

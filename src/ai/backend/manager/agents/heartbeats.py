@@ -17,6 +17,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from ai.backend.common.contracts import parse_wire
+from ai.backend.common.contracts.agent import Heartbeat
 from ai.backend.common.problems import InvalidAPIParameters
 from ai.backend.common.types import ResourceSlot, SlotTypeError
 
@@ -97,29 +99,28 @@ class AgentHeartbeats:
 
     async def receive(self, body: dict[str, Any]) -> dict[str, Any]:
         """Handle one heartbeat; the answer carries ``stale_kernels`` when it reconciles the agent's kernels."""
-        if "id" not in body:
-            raise InvalidAPIParameters("Malformed heartbeat: 'id' is missing.")
-        agent_id = str(body["id"])
+        hb = parse_wire(Heartbeat, body, "heartbeat")
+        agent_id = hb.id
         digest = heartbeat_digest(body)
-        if not await self._refresh_only(agent_id, body, digest):
-            await self._register(body)
+        if not await self._refresh_only(hb, digest):
+            await self._register(hb)
             self._written[agent_id] = (digest, time.monotonic())
-        self._agent_stats.update(agent_id, body.get("live_stat"))
-        self._kernel_stats.update(agent_id, body.get("kernel_stats"))
+        self._agent_stats.update(agent_id, hb.live_stat)
+        self._kernel_stats.update(agent_id, hb.kernel_stats)
         answer: dict[str, Any] = {"ok": True}
-        stale = await self._reconcile(agent_id, body)
+        stale = await self._reconcile(hb)
         if stale is not None:
             answer["stale_kernels"] = stale
         return answer
 
-    async def _refresh_only(self, agent_id: str, body: dict[str, Any], digest: str) -> bool:
+    async def _refresh_only(self, hb: Heartbeat, digest: str) -> bool:
         """The fast path: when the heartbeat repeats the last one fully written here (and recently), touch
         ``last_heartbeat`` of the still-ALIVE agent (at the same address). ``False`` when the full path must
         run."""
-        last = self._written.get(agent_id)
+        last = self._written.get(hb.id)
         if last is None or last[0] != digest or time.monotonic() - last[1] > FULL_WRITE_EVERY:
             return False
-        return await self._refresher.submit((agent_id, str(body.get("addr"))))
+        return await self._refresher.submit((hb.id, hb.addr))
 
     async def _refresh_txn(self, items: list[tuple[str, str]]) -> list[bool]:
         # SELECT … FOR UPDATE keeps the agents from changing between the check (still ALIVE, same address)
@@ -137,31 +138,29 @@ class AgentHeartbeats:
             await db.commit()
         return ok
 
-    async def _reconcile(self, agent_id: str, body: dict[str, Any]) -> list[str] | None:
+    async def _reconcile(self, hb: Heartbeat) -> list[str] | None:
         """The reconciliation contract: an agent lists its kernels (``kernels``) in every heartbeat, and at
         most every ``reconcile-interval`` seconds (at once when it asks with ``reconcile: true``, as it does
         after starting, and for the first heartbeat this manager process sees of it) the answer says which
         of them no live session owns on that agent (``stale_kernels``); the agent removes their containers.
         ``None`` when not due: the other heartbeats cost no query."""
-        kernels = body.get("kernels")
-        if not isinstance(kernels, list):
+        if hb.kernels is None:
             return None
         now = time.monotonic()
-        last = self._reconciled.get(agent_id)
-        if last is not None and now - last < self._reconcile_interval and body.get("reconcile") is not True:
+        last = self._reconciled.get(hb.id)
+        if last is not None and now - last < self._reconcile_interval and hb.reconcile is not True:
             return None
-        self._reconciled[agent_id] = now
-        return await self._reconciler.submit((agent_id, [str(k) for k in kernels]))
+        self._reconciled[hb.id] = now
+        return await self._reconciler.submit((hb.id, list(hb.kernels)))
 
-    async def _register(self, body: dict[str, Any]) -> None:
-        """The full path: check the heartbeat, then write the agent's whole row and its images."""
+    async def _register(self, hb: Heartbeat) -> None:
+        """The full path: check the heartbeat's slots and plugins, then write the agent's whole row and its
+        images."""
+        agent_id, addr, sgroup = hb.id, hb.addr, hb.scaling_group
         try:
-            agent_id = str(body["id"])
-            addr = str(body["addr"])
-            sgroup = str(body.get("scaling_group", "default"))
-            slots = ResourceSlot.from_user_input(body["available_slots"]).to_json()
-            plugins = compute_plugins(body.get("compute_plugins"), body.get("slot_types"))
-        except (KeyError, SlotTypeError) as e:
+            slots = ResourceSlot.from_user_input(hb.available_slots).to_json()
+            plugins = compute_plugins(hb.compute_plugins, hb.slot_types)
+        except SlotTypeError as e:
             raise InvalidAPIParameters(f"Malformed heartbeat: {e}.") from None
         joined = reshaped = False
         async with self._db() as db:
@@ -184,25 +183,23 @@ class AgentHeartbeats:
             agent.available_slots = slots
             agent.last_heartbeat = now
             agent.lost_at = None
-            agent.version = body.get("version")
-            agent.architecture = body.get("architecture", "x86_64")
-            agent.region = body.get("region")
+            agent.version = hb.version
+            agent.architecture = hb.architecture
+            agent.region = hb.region
             agent.compute_plugins = plugins
             images_said: tuple[str, tuple[Any, ...]] | None = None
-            if "images" in body:
-                if not isinstance(body["images"], list):
-                    raise InvalidAPIParameters("Malformed heartbeat: images must be a list.")
+            if hb.images is not None:
                 # The catalogue is written only if this agent's images changed, or the catalogue did since
                 # this manager last wrote them for it (all agents report the same images, every 30 s at least).
-                images_said = (_hash(body["images"]), await self._generations.current("images"))
+                images_said = (_hash(hb.images), await self._generations.current("images"))
                 if self._images_written.get(agent_id) != images_said:
-                    await register_images(db, body["images"])
+                    await register_images(db, hb.images)
             await db.commit()
         if images_said is not None:
             # The generation after this commit: a catalogue change of our own counts as seen.
             self._images_written[agent_id] = (images_said[0], await self._generations.current("images"))
-        if "images" in body:
-            self._images.update(agent_id, body["images"])
+        if hb.images is not None:
+            self._images.update(agent_id, hb.images)
         if joined or reshaped:
             self._on_capacity_change()
         if joined:

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import re
 
-from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ai.backend.common.problems import problem_document
+from ai.backend.common.web import problem_response
 
 _VERSION_PREFIX = re.compile(r"^/v(\d+)(?=/|$)")
 SUPPORTED_MAJORS = range(1, 9)
@@ -61,7 +60,3 @@ class CompatPathMiddleware:
 
         await self.app(scope, receive, send_with_language)
 
-
-def problem_response(status: int, slug: str, title: str, detail: str) -> JSONResponse:
-    return JSONResponse(problem_document(status, slug, title, detail), status_code=status,
-                        media_type="application/problem+json")
