@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` and `make test`.
-.PHONY: demo test down status lint typecheck bench clean
+.PHONY: demo test down status lint format typecheck bench clean
 
 demo:
 	bash scripts/setup.sh
@@ -18,6 +18,10 @@ test:
 
 lint:
 	.venv/bin/ruff check src tests benchmarks
+	.venv/bin/ruff format --check src tests benchmarks
+
+format:
+	.venv/bin/ruff format src tests benchmarks
 
 typecheck:
 	.venv/bin/mypy src

@@ -53,7 +53,7 @@ from ai.backend.common.auth import sign_request_headers
 from ai.backend.manager.accounts import add_keypair
 from ai.backend.manager.db import create_engine, session_factory
 from ai.backend.manager.fixtures import DEFAULT_GROUP_ID, USER
-from ai.backend.manager.models import Kernel, SessionRow, User
+from ai.backend.manager.models import KernelRow, SessionRow, UserRow
 from ai.backend.manager.models.base import utcnow
 from ai.backend.testutils.cluster import Cluster, launch_manager
 from ai.backend.testutils.databases import DB_KINDS, fresh_database, fresh_redis
@@ -82,25 +82,45 @@ async def _seed(db_url: str, n_keypairs: int) -> list[Caller]:
     callers = []
     try:
         async with session_factory(engine)() as db:
-            user = (await db.execute(select(User).where(User.email == USER["email"]))).scalar_one()
+            user = (await db.execute(select(UserRow).where(UserRow.email == USER["email"]))).scalar_one()
             for i in range(n_keypairs):
                 kp = await add_keypair(db, user)
                 ids = []
                 for j in range(SESSIONS_PER_KEY):
                     now = utcnow()
                     sid = uuid.uuid4()
-                    db.add(SessionRow(
-                        id=sid, name=f"bench-{i}-{j}", session_type="interactive", access_key=kp.access_key,
-                        user_uuid=user.uuid, domain_name="default", group_id=DEFAULT_GROUP_ID,
-                        scaling_group="default", image="python:3.11-debian12", status="RUNNING",
-                        status_changed=now, created_at=now, status_history={"PENDING": now.isoformat()},
-                        requested_slots={"cpu": "1", "mem": "268435456"},
-                        occupying_slots={"cpu": "1", "mem": "268435456"},
-                    ))
+                    db.add(
+                        SessionRow(
+                            id=sid,
+                            name=f"bench-{i}-{j}",
+                            session_type="interactive",
+                            access_key=kp.access_key,
+                            user_uuid=user.uuid,
+                            domain_name="default",
+                            group_id=DEFAULT_GROUP_ID,
+                            scaling_group="default",
+                            image="python:3.11-debian12",
+                            status="RUNNING",
+                            status_changed=now,
+                            created_at=now,
+                            status_history={"PENDING": now.isoformat()},
+                            requested_slots={"cpu": "1", "mem": "268435456"},
+                            occupying_slots={"cpu": "1", "mem": "268435456"},
+                        )
+                    )
                     await db.flush()
-                    db.add(Kernel(session_id=sid, image="python:3.11-debian12", status="RUNNING", created_at=now,
-                                  agent="i-bench", agent_addr="http://127.0.0.1:1", container_id=f"c{j:063d}",
-                                  occupied_slots={"cpu": "1", "mem": "268435456"}))
+                    db.add(
+                        KernelRow(
+                            session_id=sid,
+                            image="python:3.11-debian12",
+                            status="RUNNING",
+                            created_at=now,
+                            agent="i-bench",
+                            agent_addr="http://127.0.0.1:1",
+                            container_id=f"c{j:063d}",
+                            occupied_slots={"cpu": "1", "mem": "268435456"},
+                        )
+                    )
                     ids.append(str(sid))
                 callers.append(Caller(kp.access_key, kp.secret_key, ids))
             await db.commit()
@@ -110,9 +130,15 @@ async def _seed(db_url: str, n_keypairs: int) -> list[Caller]:
 
 
 def _signed(m: Cluster, method: str, path: str, who: Caller) -> dict[str, str]:
-    return sign_request_headers(method=method, path_with_query=path, host=m.endpoint.split("//", 1)[1],
-                                content_type="application/json", version=API_VERSION,
-                                access_key=who.access_key, secret_key=who.secret_key)
+    return sign_request_headers(
+        method=method,
+        path_with_query=path,
+        host=m.endpoint.split("//", 1)[1],
+        content_type="application/json",
+        version=API_VERSION,
+        access_key=who.access_key,
+        secret_key=who.secret_key,
+    )
 
 
 def _raw(m: Cluster, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> bytes:
@@ -131,10 +157,10 @@ def _requests(m: Cluster, endpoint: str, who: Caller | None) -> list[bytes]:
         return [_raw(m, "GET", "/", {})]
     assert who is not None
     if endpoint == "session_info":
-        return [_raw(m, "GET", f"/session/{sid}", _signed(m, "GET", f"/session/{sid}", who))
-                for sid in who.session_ids]
-    return [_raw(m, "POST", "/admin/graphql", _signed(m, "POST", "/admin/graphql", who),
-                 json.dumps(GQL_QUERY).encode())]
+        return [_raw(m, "GET", f"/session/{sid}", _signed(m, "GET", f"/session/{sid}", who)) for sid in who.session_ids]
+    return [
+        _raw(m, "POST", "/admin/graphql", _signed(m, "POST", "/admin/graphql", who), json.dumps(GQL_QUERY).encode())
+    ]
 
 
 class Connection:
@@ -175,8 +201,9 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _measure(conns: list[Connection], reqs: list[bytes], total: int, duration: float = 1e9,
-                   server_pid: int | None = None) -> dict[str, Any]:
+async def _measure(
+    conns: list[Connection], reqs: list[bytes], total: int, duration: float = 1e9, server_pid: int | None = None
+) -> dict[str, Any]:
     """Closed loop: each connection (one client) sends its next request when the last one is answered,
     until ``total`` requests were sent or ``duration`` seconds passed."""
     latencies: list[float] = []
@@ -259,16 +286,23 @@ def main(quick: bool = False, redis: bool = False) -> dict[str, Any]:
 
 def _print(res: dict[str, Any]) -> None:
     print(f"rate-limit counters in {res['rate_limit_counters']}; client: {res['client']}")
-    print(f"{'database':10s} {'clients':>7s} {'endpoint':13s} {'p50 ms':>8s} {'p99 ms':>8s} {'req/s':>6s} "
-          f"{'srv cpu ms':>10s} {'cli cpu':>7s} | {'ratio p50':>9s} {'p99':>6s} {'srv cpu':>7s}")
+    print(
+        f"{'database':10s} {'clients':>7s} {'endpoint':13s} {'p50 ms':>8s} {'p99 ms':>8s} {'req/s':>6s} "
+        f"{'srv cpu ms':>10s} {'cli cpu':>7s} | {'ratio p50':>9s} {'p99':>6s} {'srv cpu':>7s}"
+    )
     for kind, by_c in res["databases"].items():
         for c, row in by_c.items():
             for endpoint, r in row.items():
-                ratios = (f"{r['ratio_p50']:9.2f} {r['ratio_p99']:6.2f} {r['ratio_server_cpu']:7.2f}"
-                          if "ratio_p50" in r else f"{'(baseline)':>9s}")
-                print(f"{kind:10s} {c:>7s} {endpoint:13s} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
-                      f"{r['throughput_rps']:6.0f} {r['server_cpu_ms_per_req']:10.2f} {r['client_cpu']:7.2f} | "
-                      f"{ratios}")
+                ratios = (
+                    f"{r['ratio_p50']:9.2f} {r['ratio_p99']:6.2f} {r['ratio_server_cpu']:7.2f}"
+                    if "ratio_p50" in r
+                    else f"{'(baseline)':>9s}"
+                )
+                print(
+                    f"{kind:10s} {c:>7s} {endpoint:13s} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
+                    f"{r['throughput_rps']:6.0f} {r['server_cpu_ms_per_req']:10.2f} {r['client_cpu']:7.2f} | "
+                    f"{ratios}"
+                )
 
 
 if __name__ == "__main__":

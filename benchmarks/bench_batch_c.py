@@ -45,8 +45,9 @@ def wait_for_image(cluster: Cluster, alias: str = "c", timeout: float = 60) -> N
     """Wait until an agent has reported the image (it is in the manager's alias list)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        req = urllib.request.Request(cluster.endpoint + "/internal/status",
-                                     headers={CLUSTER_SECRET_HEADER: cluster.secret})
+        req = urllib.request.Request(
+            cluster.endpoint + "/internal/status", headers={CLUSTER_SECRET_HEADER: cluster.secret}
+        )
         with urllib.request.urlopen(req, timeout=5) as resp:
             if alias in json.load(resp)["image_aliases"]:
                 return
@@ -79,10 +80,30 @@ def main(runs: int = RUNS) -> dict[str, Any]:
         try:
             wait_for_image(cluster)
             env = cluster.env(USER)
-            ours = [str(BIN / "backend.ai"), "run", "--rm", "--build", "gcc main.c -o main", "--exec", "./main",
-                    "c", "main.c"]
-            docker = ["docker", "run", "--rm", "-v", f"{src}:/src:ro", "-w", "/src", IMAGE,
-                      "sh", "-c", "gcc main.c -o /tmp/main && /tmp/main"]
+            ours = [
+                str(BIN / "backend.ai"),
+                "run",
+                "--rm",
+                "--build",
+                "gcc main.c -o main",
+                "--exec",
+                "./main",
+                "c",
+                "main.c",
+            ]
+            docker = [
+                "docker",
+                "run",
+                "--rm",
+                "-v",
+                f"{src}:/src:ro",
+                "-w",
+                "/src",
+                IMAGE,
+                "sh",
+                "-c",
+                "gcc main.c -o /tmp/main && /tmp/main",
+            ]
             _timed(docker, 1, cwd=src)  # warm both paths once (page cache, image layers, imports)
             _timed(ours, 1, cwd=src, env=env)
             for name, gap in (("cold_run", GAP), ("cold_run_back_to_back", 0.0)):
@@ -96,8 +117,12 @@ def main(runs: int = RUNS) -> dict[str, Any]:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_C_RUNS", RUNS)),
-                        help="timed runs per side and measurement (default %(default)s)")
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=int(os.environ.get("BENCH_C_RUNS", RUNS)),
+        help="timed runs per side and measurement (default %(default)s)",
+    )
     args = parser.parse_args(sys.argv[1:])
     t0 = time.perf_counter()
     res = main(args.runs)
@@ -105,8 +130,10 @@ if __name__ == "__main__":
     for name in ("cold_run", "cold_run_back_to_back"):
         r = res[name]
         verdict = "ok" if r["ratio"] <= r["target"] else "MISSED"
-        print(f"batch C {name:22s} ours {r['ours_s']:.3f} s, docker run {r['docker_run_s']:.3f} s: "
-              f"ratio {r['ratio']:.3f} (target ≤ {r['target']}) {verdict}")
+        print(
+            f"batch C {name:22s} ours {r['ours_s']:.3f} s, docker run {r['docker_run_s']:.3f} s: "
+            f"ratio {r['ratio']:.3f} (target ≤ {r['target']}) {verdict}"
+        )
     print(f"total {res['runtime_s']:.0f} s")
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)

@@ -79,10 +79,12 @@ def rss_bytes(pid: int) -> int:
 
 def _cgroup_file(container_id: str, controller: str, names: tuple[str, ...]) -> Path | None:
     """A container's cgroup file, cgroup v1 (``cgroupfs`` or ``systemd`` driver) or v2."""
-    roots = [Path("/sys/fs/cgroup") / controller / "docker" / container_id,
-             Path("/sys/fs/cgroup") / controller / "system.slice" / f"docker-{container_id}.scope",
-             Path("/sys/fs/cgroup/system.slice") / f"docker-{container_id}.scope",
-             Path("/sys/fs/cgroup/docker") / container_id]
+    roots = [
+        Path("/sys/fs/cgroup") / controller / "docker" / container_id,
+        Path("/sys/fs/cgroup") / controller / "system.slice" / f"docker-{container_id}.scope",
+        Path("/sys/fs/cgroup/system.slice") / f"docker-{container_id}.scope",
+        Path("/sys/fs/cgroup/docker") / container_id,
+    ]
     for root in roots:
         for name in names:
             if (root / name).exists():
@@ -144,10 +146,10 @@ def _percentiles(lat: list[float]) -> dict[str, float]:
 def set_rate_limit(cluster: Cluster, access_key: str, limit: int) -> None:
     """Raise a keypair's rate limit through the admin GraphQL API (the default 10 000 calls per 15 minutes
     would stop a benchmark that makes more calls than that)."""
-    q = ("mutation($ak: String!, $p: ModifyKeyPairInput!) "
-         "{ modify_keypair(access_key: $ak, props: $p) { ok msg } }")
-    r = cluster.request("POST", "/admin/graphql", {"query": q, "variables": {"ak": access_key,
-                                                                            "p": {"rate_limit": limit}}}, who=ADMIN)
+    q = "mutation($ak: String!, $p: ModifyKeyPairInput!) { modify_keypair(access_key: $ak, props: $p) { ok msg } }"
+    r = cluster.request(
+        "POST", "/admin/graphql", {"query": q, "variables": {"ak": access_key, "p": {"rate_limit": limit}}}, who=ADMIN
+    )
     data = r.json()
     data = data.get("data", data)  # the manager answers the result without the "data" wrapper, like upstream
     if r.status_code != 200 or not (data.get("modify_keypair") or {}).get("ok"):
@@ -156,6 +158,7 @@ def set_rate_limit(cluster: Cluster, access_key: str, limit: int) -> None:
 
 def create_sessions(cluster: Cluster, names: list[str], image: str = IMAGE) -> dict[str, str]:
     """Create the sessions (in parallel, like independent users) and return name -> container id."""
+
     async def one(api: Any, name: str) -> None:
         sess = await api.ComputeSession.get_or_create(image, name=name)
         if sess.status != "RUNNING":
@@ -186,8 +189,9 @@ def _check(result: dict[str, Any], console: list[Any]) -> None:
         raise RuntimeError(f"unexpected execute result: {result} (console so far {console})")
 
 
-async def raw_execute_loop(cluster: Cluster, names: list[str], duration: float,
-                           probe: CpuProbe | None = None) -> dict[str, Any]:
+async def raw_execute_loop(
+    cluster: Cluster, names: list[str], duration: float, probe: CpuProbe | None = None
+) -> dict[str, Any]:
     """Closed loop of signed raw executes, one keep-alive connection per session."""
     host = cluster.endpoint.split("//", 1)[1]
     conns = [await Connection.open(cluster.endpoint) for _ in names]
@@ -196,10 +200,22 @@ async def raw_execute_loop(cluster: Cluster, names: list[str], duration: float,
 
     def request(name: str, body: bytes = EXEC_BODY) -> bytes:
         path = f"/session/{name}"
-        h = sign_request_headers(method="POST", path_with_query=path, host=host, content_type="application/json",
-                                 version=API_VERSION, access_key=USER["access_key"], secret_key=USER["secret_key"])
-        head = [f"POST {path} HTTP/1.1", f"Host: {host}", "Content-Type: application/json",
-                f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in h.items())]
+        h = sign_request_headers(
+            method="POST",
+            path_with_query=path,
+            host=host,
+            content_type="application/json",
+            version=API_VERSION,
+            access_key=USER["access_key"],
+            secret_key=USER["secret_key"],
+        )
+        head = [
+            f"POST {path} HTTP/1.1",
+            f"Host: {host}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(body)}",
+            *(f"{k}: {v}" for k, v in h.items()),
+        ]
         return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
 
     async def execute(conn: Connection, name: str) -> None:
@@ -266,8 +282,9 @@ async def raw_get_root_loop(cluster: Cluster, n_conns: int, duration: float) -> 
     return {"n": len(lat), "per_s": len(lat) / (time.perf_counter() - t0), **_percentiles(lat)}
 
 
-async def sdk_execute_loop(cluster: Cluster, names: list[str], duration: float,
-                           probe: CpuProbe | None = None) -> dict[str, Any]:
+async def sdk_execute_loop(
+    cluster: Cluster, names: list[str], duration: float, probe: CpuProbe | None = None
+) -> dict[str, Any]:
     """Closed loop through the SDK: ``AsyncSession`` + ``ComputeSession.execute``, one task per session."""
     from ai.backend.client.session import AsyncSession
 
@@ -305,6 +322,7 @@ async def sdk_execute_loop(cluster: Cluster, names: list[str], duration: float,
 
 def docker_exec_loop(containers: list[str], duration: float) -> dict[str, Any]:
     """``docker exec <c> python3 -c 'print(1)'`` in a closed loop per container (the naive baseline)."""
+
     async def run() -> dict[str, Any]:
         lat: list[float] = []
         deadline = time.perf_counter() + duration
@@ -313,8 +331,8 @@ def docker_exec_loop(containers: list[str], duration: float) -> dict[str, Any]:
             while time.perf_counter() < deadline:
                 t = time.perf_counter()
                 proc = await asyncio.create_subprocess_exec(
-                    "docker", "exec", cid, "python3", "-c", "print(1)",
-                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                    "docker", "exec", cid, "python3", "-c", "print(1)", stdout=subprocess.PIPE, stderr=subprocess.PIPE
+                )
                 out, err = await proc.communicate()
                 lat.append(time.perf_counter() - t)
                 if proc.returncode != 0 or out != b"1\n":
@@ -328,8 +346,13 @@ def docker_exec_loop(containers: list[str], duration: float) -> dict[str, Any]:
 
 
 def main(duration: float = DURATION, n_sessions: int = SESSIONS, postgres: bool = False) -> dict[str, Any]:
-    results: dict[str, Any] = {"sessions": n_sessions, "duration_s": duration, "target_per_s": TARGET_EPS,
-                               "cpus": os.cpu_count(), "database": "postgresql+redis" if postgres else "sqlite"}
+    results: dict[str, Any] = {
+        "sessions": n_sessions,
+        "duration_s": duration,
+        "target_per_s": TARGET_EPS,
+        "cpus": os.cpu_count(),
+        "database": "postgresql+redis" if postgres else "sqlite",
+    }
     with tempfile.TemporaryDirectory(prefix="bai-bench-exec-") as tmp, contextlib.ExitStack() as stack:
         db_url = redis_url = None
         if postgres:
@@ -337,8 +360,9 @@ def main(duration: float = DURATION, n_sessions: int = SESSIONS, postgres: bool 
 
             db_url = stack.enter_context(fresh_database("postgresql", Path(tmp)))
             redis_url = stack.enter_context(fresh_redis())
-        cluster = launch_cluster(Path(tmp), cpu=max(n_sessions + 2, 4), mem=f"{max(n_sessions, 4)}g",
-                                 db_url=db_url, redis_url=redis_url)
+        cluster = launch_cluster(
+            Path(tmp), cpu=max(n_sessions + 2, 4), mem=f"{max(n_sessions, 4)}g", db_url=db_url, redis_url=redis_url
+        )
         try:
             set_rate_limit(cluster, USER["access_key"], 10_000_000)
             names = [f"bench-exec-{i}" for i in range(n_sessions)]
@@ -361,14 +385,19 @@ def main(duration: float = DURATION, n_sessions: int = SESSIONS, postgres: bool 
 
 
 def _print(res: dict[str, Any]) -> None:
-    print(f"{res['sessions']} sessions, {res['duration_s']:.0f} s per measurement, {res['cpus']} CPUs, "
-          f"{res['database']}")
-    print(f"{'client':12s} {'per s':>7s} {'p50 ms':>7s} {'p99 ms':>7s} {'vs GET /':>8s} {'vs d.exec':>9s}  "
-          "CPU ms per op")
+    print(
+        f"{res['sessions']} sessions, {res['duration_s']:.0f} s per measurement, {res['cpus']} CPUs, {res['database']}"
+    )
+    print(
+        f"{'client':12s} {'per s':>7s} {'p50 ms':>7s} {'p99 ms':>7s} {'vs GET /':>8s} {'vs d.exec':>9s}  CPU ms per op"
+    )
     for name in ("version", "docker_exec", "raw", "sdk"):
         r = res[name]
-        ratios = (f"{r['ratio_vs_get_root']:8.3f} {r['ratio_vs_docker_exec']:9.1f}" if "ratio_vs_get_root" in r
-                  else f"{'(baseline)':>18s}")
+        ratios = (
+            f"{r['ratio_vs_get_root']:8.3f} {r['ratio_vs_docker_exec']:9.1f}"
+            if "ratio_vs_get_root" in r
+            else f"{'(baseline)':>18s}"
+        )
         cpu = " ".join(f"{k}={v:.2f}" for k, v in r.get("cpu_ms_per_op", {}).items())
         print(f"{name:12s} {r['per_s']:7.0f} {r['p50_ms']:7.2f} {r['p99_ms']:7.2f} {ratios}  {cpu}")
     for name in ("raw", "sdk"):
@@ -378,11 +407,16 @@ def _print(res: dict[str, Any]) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--duration", type=float, default=float(os.environ.get("BENCH_EXEC_DURATION", DURATION)),
-                        help="seconds per measurement (default %(default)s)")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=float(os.environ.get("BENCH_EXEC_DURATION", DURATION)),
+        help="seconds per measurement (default %(default)s)",
+    )
     parser.add_argument("--sessions", type=int, default=SESSIONS, help="concurrent sessions (default %(default)s)")
-    parser.add_argument("--postgres", action="store_true",
-                        help="PostgreSQL and Redis (scripts/setup.sh --test) instead of SQLite")
+    parser.add_argument(
+        "--postgres", action="store_true", help="PostgreSQL and Redis (scripts/setup.sh --test) instead of SQLite"
+    )
     args = parser.parse_args(sys.argv[1:])
     t0 = time.perf_counter()
     res = main(args.duration, args.sessions, args.postgres)

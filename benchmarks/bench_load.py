@@ -59,8 +59,17 @@ API_VERSION = "v6.20220615"
 DURATION = 600.0
 CLIENTS = 200
 USERS = 10
-WEIGHTS = {"root": 15, "session_info": 15, "execute": 20, "session_list": 10, "graphql": 10, "folders": 10,
-           "folder_files": 8, "mkdir": 5, "create_destroy": 2}
+WEIGHTS = {
+    "root": 15,
+    "session_info": 15,
+    "execute": 20,
+    "session_list": 10,
+    "graphql": 10,
+    "folders": 10,
+    "folder_files": 8,
+    "mkdir": 5,
+    "create_destroy": 2,
+}
 # Answers that are part of a call's documented behaviour under load, not errors.
 ALLOWED = {"create_destroy": {429, 503}}  # 503: no agent has room right now (other clients' sessions)
 RESULTS = Path(__file__).parent / "results" / "load.json"
@@ -96,16 +105,25 @@ def make_users(c: Cluster, n: int) -> list[User]:
     users = []
     for i in range(n):
         email = f"load-{i}-{uuid.uuid4().hex[:6]}@example.org"
-        _gql(c, "mutation($e: String!, $p: UserInput!) { create_user(email: $e, props: $p) { ok } }",
-             {"e": email, "p": {"password": "load-test-pw", "domain_name": "default",
-                                "group_ids": [str(DEFAULT_GROUP_ID)]}})
+        _gql(
+            c,
+            "mutation($e: String!, $p: UserInput!) { create_user(email: $e, props: $p) { ok } }",
+            {
+                "e": email,
+                "p": {"password": "load-test-pw", "domain_name": "default", "group_ids": [str(DEFAULT_GROUP_ID)]},
+            },
+        )
         kp = _gql(c, "query($e: String) { keypairs(email: $e) { access_key secret_key } }", {"e": email})
         ak, sk = kp["keypairs"][0]["access_key"], kp["keypairs"][0]["secret_key"]
         set_rate_limit(c, ak, 10_000_000)
         who = {"access_key": ak, "secret_key": sk}
         session, folder = f"load-s{i}", f"load-f{i}"
-        r = c.request("POST", "/session", {"image": "python", "name": session,
-                                           "config": {"resources": {"cpu": 1, "mem": "256m"}}}, who=who)
+        r = c.request(
+            "POST",
+            "/session",
+            {"image": "python", "name": session, "config": {"resources": {"cpu": 1, "mem": "256m"}}},
+            who=who,
+        )
         if r.status_code not in (200, 201) or r.json()["status"] != "RUNNING":
             raise RuntimeError(f"session {session}: {r.status_code} {r.text[:300]}")
         r = c.request("POST", "/folders", {"name": folder}, who=who)
@@ -130,8 +148,14 @@ class Signer:
             headers = self._cache.get(key) or {}
             if not headers:
                 headers = self._cache[key] = sign_request_headers(
-                    method=method, path_with_query=path, host=self.host, content_type="application/json",
-                    version=API_VERSION, access_key=who.access_key, secret_key=who.secret_key)
+                    method=method,
+                    path_with_query=path,
+                    host=self.host,
+                    content_type="application/json",
+                    version=API_VERSION,
+                    access_key=who.access_key,
+                    secret_key=who.secret_key,
+                )
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}", "Accept: */*"]
         lines += [f"{k}: {v}" for k, v in headers.items()]
         if data or method in ("POST", "DELETE"):
@@ -139,8 +163,11 @@ class Signer:
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + data
 
 
-SESSION_LIST = {"query": "query($l: Int!, $o: Int!) { compute_session_list(limit: $l, offset: $o) "
-                         "{ items { id name status } total_count } }", "variables": {"l": 20, "o": 0}}
+SESSION_LIST = {
+    "query": "query($l: Int!, $o: Int!) { compute_session_list(limit: $l, offset: $o) "
+    "{ items { id name status } total_count } }",
+    "variables": {"l": 20, "o": 0},
+}
 KEYPAIR = {"query": "{ keypair { access_key is_active } }"}
 
 
@@ -151,8 +178,11 @@ async def _call(conn: Connection, signer: Signer, kind: str, who: User) -> list[
     if kind == "session_info":
         return [await conn.request(signer.raw("GET", f"/session/{who.session}", who))]
     if kind == "execute":
-        return [await conn.request(signer.raw("POST", f"/session/{who.session}", who,
-                                              {"mode": "query", "code": "print(1)"}))]
+        return [
+            await conn.request(
+                signer.raw("POST", f"/session/{who.session}", who, {"mode": "query", "code": "print(1)"})
+            )
+        ]
     if kind == "session_list":
         return [await conn.request(signer.raw("POST", "/admin/graphql", who, SESSION_LIST))]
     if kind == "graphql":
@@ -162,11 +192,20 @@ async def _call(conn: Connection, signer: Signer, kind: str, who: User) -> list[
     if kind == "folder_files":
         return [await conn.request(signer.raw("GET", f"/folders/{who.folder}/files", who))]
     if kind == "mkdir":
-        return [await conn.request(signer.raw("POST", f"/folders/{who.folder}/mkdir", who,
-                                              {"path": f"d-{uuid.uuid4().hex[:10]}"}))]
+        return [
+            await conn.request(
+                signer.raw("POST", f"/folders/{who.folder}/mkdir", who, {"path": f"d-{uuid.uuid4().hex[:10]}"})
+            )
+        ]
     name = f"load-c-{uuid.uuid4().hex[:10]}"
-    created = await conn.request(signer.raw("POST", "/session", who, {
-        "image": "python", "name": name, "config": {"resources": {"cpu": 1, "mem": "256m"}}}))
+    created = await conn.request(
+        signer.raw(
+            "POST",
+            "/session",
+            who,
+            {"image": "python", "name": name, "config": {"resources": {"cpu": 1, "mem": "256m"}}},
+        )
+    )
     if created[0] not in (200, 201):
         return [created]
     return [created, await conn.request(signer.raw("DELETE", f"/session/{name}", who))]
@@ -221,14 +260,24 @@ def summarize(tally: Tally, memory: list[int], duration: float) -> dict[str, Any
     base = _p(tally.latencies["root"], 0.99)
     calls = {}
     for kind, lat in tally.latencies.items():
-        calls[kind] = {"count": len(lat), "per_s": len(lat) / duration, "p50_ms": _p(lat, 0.5),
-                       "p99_ms": _p(lat, 0.99), "p99_ratio_vs_root": _p(lat, 0.99) / base if lat else None,
-                       "statuses": tally.statuses[kind]}
-    half = memory[len(memory) // 2:] or memory
+        calls[kind] = {
+            "count": len(lat),
+            "per_s": len(lat) / duration,
+            "p50_ms": _p(lat, 0.5),
+            "p99_ms": _p(lat, 0.99),
+            "p99_ratio_vs_root": _p(lat, 0.99) / base if lat else None,
+            "statuses": tally.statuses[kind],
+        }
+    half = memory[len(memory) // 2 :] or memory
     growth = (half[-1] - half[0]) / half[0] if half and half[0] else 0.0
-    return {"calls": calls, "errors": len(tally.errors), "first_errors": tally.errors[:10],
-            "manager_rss_mib": [round(m / 2**20, 1) for m in memory],
-            "manager_rss_growth_second_half": growth, "memory_flat": growth <= 0.10}
+    return {
+        "calls": calls,
+        "errors": len(tally.errors),
+        "first_errors": tally.errors[:10],
+        "manager_rss_mib": [round(m / 2**20, 1) for m in memory],
+        "manager_rss_growth_second_half": growth,
+        "memory_flat": growth <= 0.10,
+    }
 
 
 @contextlib.contextmanager
@@ -241,8 +290,12 @@ def _cluster(kind: str, state: Path) -> Iterator[Cluster]:
         yield c
 
 
-def main(duration: float = DURATION, clients: int = CLIENTS, dbs: tuple[str, ...] = ("sqlite", "postgresql"),
-         keep: Path | None = None) -> dict[str, Any]:
+def main(
+    duration: float = DURATION,
+    clients: int = CLIENTS,
+    dbs: tuple[str, ...] = ("sqlite", "postgresql"),
+    keep: Path | None = None,
+) -> dict[str, Any]:
     out: dict[str, Any] = {"duration_s": duration, "clients": clients, "users": USERS, "weights": WEIGHTS}
     for kind in dbs:
         with contextlib.ExitStack() as stack:
@@ -266,12 +319,16 @@ def _print(res: dict[str, Any]) -> None:
         r = res.get(kind)
         if r is None:
             continue
-        print(f"  {kind}: errors {r['errors']}, manager RSS {r['manager_rss_mib'][:1]} -> "
-              f"{r['manager_rss_mib'][-1:]} MiB (second-half growth {r['manager_rss_growth_second_half']:.1%})")
+        print(
+            f"  {kind}: errors {r['errors']}, manager RSS {r['manager_rss_mib'][:1]} -> "
+            f"{r['manager_rss_mib'][-1:]} MiB (second-half growth {r['manager_rss_growth_second_half']:.1%})"
+        )
         for call, v in r["calls"].items():
             ratio = v["p99_ratio_vs_root"]
-            print(f"    {call:<15} {v['count']:>7} calls {v['per_s']:>7.1f}/s  p50 {v['p50_ms']:>7.1f} ms  "
-                  f"p99 {v['p99_ms']:>8.1f} ms  p99/root {ratio if ratio is None else round(ratio, 1)}")
+            print(
+                f"    {call:<15} {v['count']:>7} calls {v['per_s']:>7.1f}/s  p50 {v['p50_ms']:>7.1f} ms  "
+                f"p99 {v['p99_ms']:>8.1f} ms  p99/root {ratio if ratio is None else round(ratio, 1)}"
+            )
         for e in r["first_errors"]:
             print(f"    error: {e}")
     if any(res.get(k, {}).get("errors") for k in ("sqlite", "postgresql")):
@@ -285,5 +342,4 @@ if __name__ == "__main__":
     parser.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--keep", type=Path, help="keep each cluster's state and logs under this new directory")
     args = parser.parse_args()
-    _print(main(args.duration, args.clients, ("sqlite", "postgresql") if args.db == "both" else (args.db,),
-                args.keep))
+    _print(main(args.duration, args.clients, ("sqlite", "postgresql") if args.db == "both" else (args.db,), args.keep))

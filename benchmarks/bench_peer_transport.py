@@ -35,7 +35,7 @@ import httpx
 BODY = {"kernel_id": "0f5e6c1e-8d6b-4f55-9b2f-3c1d2e4f5a6b", "mode": "query", "code": "print(1)"}
 CONCURRENCY = 64
 
-_SERVER = r'''
+_SERVER = r"""
 import json, sys
 port, kind = int(sys.argv[1]), sys.argv[2]
 ANSWER = json.dumps({"status": "finished", "console": [["stdout", "1\n"]], "exitCode": 0, "options": None,
@@ -64,7 +64,7 @@ else:
     app = web.Application()
     app.router.add_post("/echo", echo)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
-'''
+"""
 
 
 def _free_port() -> int:
@@ -103,8 +103,12 @@ async def _measure(call: Call, requests: int, concurrency: int) -> dict[str, flo
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     n = len(latencies)
     latencies.sort()
-    return {"per_s": round(n / wall, 1), "p50_ms": round(statistics.median(latencies) * 1000, 3),
-            "p99_ms": round(latencies[int(n * 0.99) - 1] * 1000, 3), "cpu_us_per_req": round(cpu / n * 1e6, 1)}
+    return {
+        "per_s": round(n / wall, 1),
+        "p50_ms": round(statistics.median(latencies) * 1000, 3),
+        "p99_ms": round(latencies[int(n * 0.99) - 1] * 1000, 3),
+        "cpu_us_per_req": round(cpu / n * 1e6, 1),
+    }
 
 
 async def _aiohttp(url: str, requests: int, concurrency: int) -> dict[str, float]:
@@ -112,6 +116,7 @@ async def _aiohttp(url: str, requests: int, concurrency: int) -> dict[str, float
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=CONCURRENCY, keepalive_timeout=30)
     data = json.dumps(BODY).encode()
     async with aiohttp.ClientSession(connector=connector) as session:
+
         async def call() -> Any:
             async with session.post(url, data=data, headers={"Content-Type": "application/json"}) as r:
                 return json.loads(await r.read())
@@ -122,6 +127,7 @@ async def _aiohttp(url: str, requests: int, concurrency: int) -> dict[str, float
 async def _httpx(url: str, requests: int, concurrency: int) -> dict[str, float]:
     limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
     async with httpx.AsyncClient(limits=limits, timeout=30.0) as client:
+
         async def call() -> Any:
             r = await client.post(url, json=BODY)
             return r.json()
@@ -138,14 +144,16 @@ async def _run(url: str, requests: int) -> dict[str, dict[str, dict[str, float]]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--requests", type=int, default=6400, help="requests per concurrent measurement "
-                        "(a quarter of it sequentially)")
+    parser.add_argument(
+        "--requests", type=int, default=6400, help="requests per concurrent measurement (a quarter of it sequentially)"
+    )
     parser.add_argument("--server", choices=("uvicorn", "aiohttp"), default="uvicorn")
     args = parser.parse_args()
     logging_off = {"PYTHONWARNINGS": "ignore"}
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-c", _SERVER, str(port), args.server], env={**os.environ,
-                                                                                          **logging_off})
+    server = subprocess.Popen(
+        [sys.executable, "-c", _SERVER, str(port), args.server], env={**os.environ, **logging_off}
+    )
     try:
         _wait_port(port)
         results = asyncio.run(_run(f"http://127.0.0.1:{port}/echo", args.requests))
@@ -156,8 +164,10 @@ def main() -> None:
     print(f"{'client':8} {'mode':5} {'per s':>8} {'p50 ms':>8} {'p99 ms':>8} {'client CPU us/req':>18}")
     for client, modes in results.items():
         for mode, r in modes.items():
-            print(f"{client:8} {mode:5} {r['per_s']:8.0f} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f} "
-                  f"{r['cpu_us_per_req']:18.1f}")
+            print(
+                f"{client:8} {mode:5} {r['per_s']:8.0f} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f} "
+                f"{r['cpu_us_per_req']:18.1f}"
+            )
     out = Path(__file__).parent / "results" / "peer_transport.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"server": args.server, "requests": args.requests, "results": results}, indent=2) + "\n")

@@ -38,7 +38,7 @@ from sqlalchemy import func, select
 from ai.backend.common.auth import CLUSTER_SECRET_HEADER, sign_request_headers
 from ai.backend.manager.db import create_engine, session_factory
 from ai.backend.manager.fixtures import ADMIN, USER
-from ai.backend.manager.models import Agent, SessionRow
+from ai.backend.manager.models import AgentRow, SessionRow
 from ai.backend.manager.models.base import utcnow
 from ai.backend.manager.scheduler import Scheduler
 from ai.backend.testutils.cluster import Cluster, launch_manager
@@ -78,8 +78,14 @@ async def _insert_pending(db_url: str, prefix: str, sessions: int) -> float:
     try:
         async with session_factory(engine)() as db:
             now = utcnow()
-            await insert_pending(db, [f"{prefix}{i}" for i in range(sessions)], E2E_SLOTS, now,
-                                 status_history={"PENDING": now.isoformat()}, status_changed=now)
+            await insert_pending(
+                db,
+                [f"{prefix}{i}" for i in range(sessions)],
+                E2E_SLOTS,
+                now,
+                status_history={"PENDING": now.isoformat()},
+                status_changed=now,
+            )
             await db.commit()
             return time.perf_counter()
     finally:
@@ -92,12 +98,19 @@ async def _time_pass(db_url: str, sessions: int) -> dict[str, float]:
     try:
         factory = session_factory(engine)
         async with factory() as db:  # warm the connection and the ORM
-            await db.execute(select(Agent.id).limit(1))
+            await db.execute(select(AgentRow.id).limit(1))
         t = time.perf_counter()
         async with factory() as db:
-            rows = (await db.execute(select(SessionRow).where(SessionRow.status == "PENDING")
-                                     .order_by(SessionRow.created_at))).scalars().all()
-            agents = (await db.execute(select(Agent).where(Agent.status == "ALIVE"))).scalars().all()
+            rows = (
+                (
+                    await db.execute(
+                        select(SessionRow).where(SessionRow.status == "PENDING").order_by(SessionRow.created_at)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            agents = (await db.execute(select(AgentRow).where(AgentRow.status == "ALIVE"))).scalars().all()
         select_s = time.perf_counter() - t
         assert len(rows) == sessions and agents, (len(rows), len(agents))
         t = time.perf_counter()
@@ -118,10 +131,12 @@ def bench_pass(kind: str) -> dict[str, Any]:
             r = asyncio.run(_time_pass(url, sessions))
         r.update(agents=agents, sessions=sessions)
         out[f"{agents}x{sessions}"] = r
-        print(f"pass[{kind}] {agents:5d} agents {sessions:6d} sessions: {r['pass_s']:.3f}s "
-              f"(select {r['select_s']:.3f}s, ratio {r['ratio']:.1f})", flush=True)
+        print(
+            f"pass[{kind}] {agents:5d} agents {sessions:6d} sessions: {r['pass_s']:.3f}s "
+            f"(select {r['select_s']:.3f}s, ratio {r['ratio']:.1f})",
+            flush=True,
+        )
     return out
-
 
 
 # ---- (b) end to end with a dummy fleet --------------------------------------------------------------
@@ -140,18 +155,26 @@ async def _signed_burst(c: Cluster, n: int, concurrency: int, make: Any) -> floa
     manager during the creation burst on a small machine)."""
     host = c.endpoint.split("//", 1)[1]
     connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(c.endpoint, connector=connector,
-                                     timeout=aiohttp.ClientTimeout(total=120)) as client:
+    async with aiohttp.ClientSession(
+        c.endpoint, connector=connector, timeout=aiohttp.ClientTimeout(total=120)
+    ) as client:
         queue = iter(range(n))
 
         async def worker() -> None:
             for i in queue:
                 method, path, body = make(i)
-                h = sign_request_headers(method=method, path_with_query=path, host=host,
-                                         content_type="application/json", version="v6.20220615",
-                                         access_key=USER["access_key"], secret_key=USER["secret_key"])
-                async with client.request(method, path, headers=h,
-                                          data=json.dumps(body) if body is not None else None) as r:
+                h = sign_request_headers(
+                    method=method,
+                    path_with_query=path,
+                    host=host,
+                    content_type="application/json",
+                    version="v6.20220615",
+                    access_key=USER["access_key"],
+                    secret_key=USER["secret_key"],
+                )
+                async with client.request(
+                    method, path, headers=h, data=json.dumps(body) if body is not None else None
+                ) as r:
                     text = await r.text()
                     assert r.status < 300, text
 
@@ -162,13 +185,23 @@ async def _signed_burst(c: Cluster, n: int, concurrency: int, make: Any) -> floa
 
 async def _count_running(db: Any, prefix: str) -> int:
     """How many sessions named ``prefix*`` are RUNNING; raises if one failed (it would never run)."""
-    counts = dict((await db.execute(
-        select(SessionRow.status, func.count()).where(SessionRow.name.like(f"{prefix}%"))
-        .group_by(SessionRow.status))).all())
+    counts = dict(
+        (
+            await db.execute(
+                select(SessionRow.status, func.count())
+                .where(SessionRow.name.like(f"{prefix}%"))
+                .group_by(SessionRow.status)
+            )
+        ).all()
+    )
     if counts.get("ERROR") or counts.get("CANCELLED"):
-        why = (await db.execute(select(SessionRow.status_info, SessionRow.status_data).where(
-            SessionRow.name.like(f"{prefix}%"), SessionRow.status.in_(("ERROR", "CANCELLED")))
-            .limit(1))).first()
+        why = (
+            await db.execute(
+                select(SessionRow.status_info, SessionRow.status_data)
+                .where(SessionRow.name.like(f"{prefix}%"), SessionRow.status.in_(("ERROR", "CANCELLED")))
+                .limit(1)
+            )
+        ).first()
         raise RuntimeError(f"sessions failed: {counts}; e.g. {why}")
     return int(counts.get("RUNNING", 0))
 
@@ -204,8 +237,14 @@ def _wait_running(db_url: str, prefix: str, n: int, since: float) -> float | Non
         return None
 
 
-def bench_end_to_end(agents: int, sizes: list[int], heartbeat: float, concurrency: int = 32,
-                     db: str = "sqlite", pending: list[int] | None = None) -> dict[str, Any]:
+def bench_end_to_end(
+    agents: int,
+    sizes: list[int],
+    heartbeat: float,
+    concurrency: int = 32,
+    db: str = "sqlite",
+    pending: list[int] | None = None,
+) -> dict[str, Any]:
     """One manager (on a ``db`` database) and one fleet of ``agents`` dummy agents; each size in ``sizes`` is
     one burst of API creations. Each size in ``pending`` is a batch of sessions already PENDING (written
     into the database, then one creation through the API wakes the scheduler): the time until all are
@@ -216,10 +255,16 @@ def bench_end_to_end(agents: int, sizes: list[int], heartbeat: float, concurrenc
         url = stack.enter_context(fresh_database(db, state)) if db != "sqlite" else None
         m = launch_manager(state, db_url=url)
         stack.callback(m.shutdown)
-        _gql(m, 'mutation { modify_keypair_resource_policy(name: "default", props: '
-                '{max_concurrent_sessions: 1000000}) { ok msg } }')
-        _gql(m, f'mutation {{ modify_keypair(access_key: "{USER["access_key"]}", props: {{rate_limit: 10000000}}) '
-                '{ ok msg } }')
+        _gql(
+            m,
+            'mutation { modify_keypair_resource_policy(name: "default", props: '
+            "{max_concurrent_sessions: 1000000}) { ok msg } }",
+        )
+        _gql(
+            m,
+            f'mutation {{ modify_keypair(access_key: "{USER["access_key"]}", props: {{rate_limit: 10000000}}) '
+            "{ ok msg } }",
+        )
         fleet = start_fleet(m, state, agents, heartbeat=heartbeat, tables='[resource]\ncpu = 256\nmem = "1t"\n')
         stack.callback(stop_process, fleet, 20)
         deadline = time.monotonic() + heartbeat * 2 + 60
@@ -229,46 +274,95 @@ def bench_end_to_end(agents: int, sizes: list[int], heartbeat: float, concurrenc
             if alive >= agents:
                 break
             if time.monotonic() > deadline or fleet.poll() is not None:
-                raise RuntimeError(f"only {alive} of {agents} agents joined: "
-                                   + (state / "fleet.log").read_text()[-2000:])
+                raise RuntimeError(
+                    f"only {alive} of {agents} agents joined: " + (state / "fleet.log").read_text()[-2000:]
+                )
             time.sleep(0.5)
         for n in sizes:
             prefix = f"e2e{n}-"
             baseline_s = asyncio.run(_signed_burst(m, n, concurrency, lambda i: ("GET", "/", None)))
             t = time.perf_counter()
-            create_s = asyncio.run(_signed_burst(m, n, concurrency, lambda i, p=prefix: (
-                "POST", "/session", {"image": "python", "name": f"{p}{i}", "enqueueOnly": True,
-                                     "resources": {"cpu": 1, "mem": "256m"}})))
+            create_s = asyncio.run(
+                _signed_burst(
+                    m,
+                    n,
+                    concurrency,
+                    lambda i, p=prefix: (
+                        "POST",
+                        "/session",
+                        {
+                            "image": "python",
+                            "name": f"{p}{i}",
+                            "enqueueOnly": True,
+                            "resources": {"cpu": 1, "mem": "256m"},
+                        },
+                    ),
+                )
+            )
             total_s = _wait_running(m.db_url, prefix, n, t)
             if total_s is None:
                 out[f"{agents}x{n}"] = {"agents": agents, "sessions": n, "db": db, "error": _LAST_ERROR[0]}
                 continue
-            res = {"agents": agents, "sessions": n, "db": db, "create_s": create_s, "all_running_s": total_s,
-                 "sessions_per_s": n / total_s, "baseline_get_s": baseline_s, "ratio": total_s / baseline_s,
-                 "target_per_s": 500}
+            res = {
+                "agents": agents,
+                "sessions": n,
+                "db": db,
+                "create_s": create_s,
+                "all_running_s": total_s,
+                "sessions_per_s": n / total_s,
+                "baseline_get_s": baseline_s,
+                "ratio": total_s / baseline_s,
+                "target_per_s": 500,
+            }
             out[f"{agents}x{n}"] = res
-            print(f"e2e[{db}] {agents:5d} agents {n:6d} sessions: all RUNNING in {total_s:.2f}s "
-                  f"({res['sessions_per_s']:.0f}/s; enqueue {create_s:.2f}s; {n} GET / {baseline_s:.2f}s, "
-                  f"ratio {res['ratio']:.1f})", flush=True)
+            print(
+                f"e2e[{db}] {agents:5d} agents {n:6d} sessions: all RUNNING in {total_s:.2f}s "
+                f"({res['sessions_per_s']:.0f}/s; enqueue {create_s:.2f}s; {n} GET / {baseline_s:.2f}s, "
+                f"ratio {res['ratio']:.1f})",
+                flush=True,
+            )
         for n in pending or []:
             prefix = f"pend{n}-"
             baseline_s = asyncio.run(_signed_burst(m, n, concurrency, lambda i: ("GET", "/", None)))
             # Timed from the commit of the rows: the periodic safety pass may find them before the wake-up.
             t = asyncio.run(_insert_pending(m.db_url, prefix, n))
-            asyncio.run(_signed_burst(m, 1, 1, lambda i, p=prefix: (
-                "POST", "/session", {"image": "python", "name": f"{p}wake", "enqueueOnly": True,
-                                     "resources": {"cpu": 1, "mem": "256m"}})))
+            asyncio.run(
+                _signed_burst(
+                    m,
+                    1,
+                    1,
+                    lambda i, p=prefix: (
+                        "POST",
+                        "/session",
+                        {
+                            "image": "python",
+                            "name": f"{p}wake",
+                            "enqueueOnly": True,
+                            "resources": {"cpu": 1, "mem": "256m"},
+                        },
+                    ),
+                )
+            )
             total_s = _wait_running(m.db_url, prefix, n + 1, t)
             if total_s is None:
                 out[f"{agents}x{n}-pending"] = {"agents": agents, "sessions": n, "db": db, "error": _LAST_ERROR[0]}
                 continue
-            res = {"agents": agents, "sessions": n, "db": db, "all_running_s": total_s,
-                   "sessions_per_s": n / total_s, "baseline_get_s": baseline_s, "ratio": total_s / baseline_s,
-                   "target_per_s": 500}
+            res = {
+                "agents": agents,
+                "sessions": n,
+                "db": db,
+                "all_running_s": total_s,
+                "sessions_per_s": n / total_s,
+                "baseline_get_s": baseline_s,
+                "ratio": total_s / baseline_s,
+                "target_per_s": 500,
+            }
             out[f"{agents}x{n}-pending"] = res
-            print(f"e2e[{db}] {agents:5d} agents {n:6d} pending sessions: all RUNNING in {total_s:.2f}s "
-                  f"({res['sessions_per_s']:.0f}/s; {n} GET / {baseline_s:.2f}s, ratio {res['ratio']:.1f})",
-                  flush=True)
+            print(
+                f"e2e[{db}] {agents:5d} agents {n:6d} pending sessions: all RUNNING in {total_s:.2f}s "
+                f"({res['sessions_per_s']:.0f}/s; {n} GET / {baseline_s:.2f}s, ratio {res['ratio']:.1f})",
+                flush=True,
+            )
     return out
 
 
@@ -287,12 +381,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.skip_e2e:
         res["e2e"] = bench_end_to_end(100, [100, 1000], heartbeat=3.0, pending=[100, 1000])
         if args.postgres:
-            res["e2e_postgresql"] = bench_end_to_end(100, [100, 1000], heartbeat=3.0, db="postgresql",
-                                                     pending=[1000])
+            res["e2e_postgresql"] = bench_end_to_end(100, [100, 1000], heartbeat=3.0, db="postgresql", pending=[1000])
         if args.big:
             # 1,000 agents: a 10 s heartbeat interval keeps their heartbeats at 100/s for the manager.
-            res["e2e_big"] = bench_end_to_end(1000, [100, 1000, 10000], heartbeat=10.0,
-                                              pending=[100, 1000, 10000])
+            res["e2e_big"] = bench_end_to_end(1000, [100, 1000, 10000], heartbeat=10.0, pending=[100, 1000, 10000])
     return res
 
 

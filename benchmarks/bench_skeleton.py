@@ -50,16 +50,25 @@ def main() -> dict[str, Any]:
             _time([*cli, "run", "--rm", "python", "-c", "pass"], 1, env)
             n = 7
             # A user starting a session on an idle cluster: both sides get the same idle gap before each run.
-            docker_cold = statistics.median(_time(["docker", "run", "--rm", IMAGE, "python3", "-c", "pass"], n,
-                                                  gap=1.5))
+            docker_cold = statistics.median(
+                _time(["docker", "run", "--rm", IMAGE, "python3", "-c", "pass"], n, gap=1.5)
+            )
             ours_cold = statistics.median(_time([*cli, "run", "--rm", "python", "-c", "pass"], n, env, gap=1.5))
-            results["cold_run"] = {"ours_s": ours_cold, "docker_run_s": docker_cold,
-                                   "ratio": ours_cold / docker_cold, "target": 2.0}
+            results["cold_run"] = {
+                "ours_s": ours_cold,
+                "docker_run_s": docker_cold,
+                "ratio": ours_cold / docker_cold,
+                "target": 2.0,
+            }
             # Back to back (no gap): the spare container is still being replaced when the next run starts.
             docker_b2b = statistics.median(_time(["docker", "run", "--rm", IMAGE, "python3", "-c", "pass"], n))
             ours_b2b = statistics.median(_time([*cli, "run", "--rm", "python", "-c", "pass"], n, env))
-            results["cold_run_back_to_back"] = {"ours_s": ours_b2b, "docker_run_s": docker_b2b,
-                                                "ratio": ours_b2b / docker_b2b, "target": 2.0}
+            results["cold_run_back_to_back"] = {
+                "ours_s": ours_b2b,
+                "docker_run_s": docker_b2b,
+                "ratio": ours_b2b / docker_b2b,
+                "target": 2.0,
+            }
 
             os.environ.update(env)
             from ai.backend.client.session import Session
@@ -76,15 +85,22 @@ def main() -> dict[str, Any]:
                     assert r["console"] == [["stdout", "1\n"]], r
                 cid = subprocess.run(
                     ["docker", "ps", "-q", "--filter", f"label=ai.backend.agent-id={cluster.agent_id}"],
-                    capture_output=True, text=True, check=True,
+                    capture_output=True,
+                    text=True,
+                    check=True,
                 ).stdout.split()[0]
                 _time(["docker", "exec", cid, "python3", "-c", "print(1)"], 2)
                 dexec = statistics.median(_time(["docker", "exec", cid, "python3", "-c", "print(1)"], 30))
                 sess.destroy()
             p50 = statistics.median(lat)
             p99 = sorted(lat)[int(len(lat) * 0.99) - 1]
-            results["warm_execute"] = {"ours_p50_s": p50, "ours_p99_s": p99, "docker_exec_s": dexec,
-                                       "ratio": p50 / dexec, "target": 0.25}
+            results["warm_execute"] = {
+                "ours_p50_s": p50,
+                "ours_p99_s": p99,
+                "docker_exec_s": dexec,
+                "ratio": p50 / dexec,
+                "target": 0.25,
+            }
         finally:
             cluster.shutdown()
     py = statistics.median(_time([sys.executable, "-c", "pass"], 21))

@@ -94,11 +94,22 @@ async def soak(cluster: Cluster, container_id: str, count: int) -> dict[str, Any
         for i in range(WARMUP + count):
             if i >= WARMUP and (i - WARMUP) % SAMPLE_EVERY == 0:
                 samples.append((i - WARMUP, sample(cluster, container_id)))
-            h = sign_request_headers(method="POST", path_with_query=path, host=host,
-                                     content_type="application/json", version=API_VERSION,
-                                     access_key=USER["access_key"], secret_key=USER["secret_key"])
-            head = [f"POST {path} HTTP/1.1", f"Host: {host}", "Content-Type: application/json",
-                    f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in h.items())]
+            h = sign_request_headers(
+                method="POST",
+                path_with_query=path,
+                host=host,
+                content_type="application/json",
+                version=API_VERSION,
+                access_key=USER["access_key"],
+                secret_key=USER["secret_key"],
+            )
+            head = [
+                f"POST {path} HTTP/1.1",
+                f"Host: {host}",
+                "Content-Type: application/json",
+                f"Content-Length: {len(body)}",
+                *(f"{k}: {v}" for k, v in h.items()),
+            ]
             t = time.perf_counter()
             status, answer = await conn.request(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
             if i >= WARMUP:
@@ -123,8 +134,12 @@ async def soak(cluster: Cluster, container_id: str, count: int) -> dict[str, Any
             continue
         xs, ys = [p[0] for p in pts], [int(p[1]) for p in pts]  # type: ignore[arg-type]
         per_exec = slope(xs, ys)
-        res["memory"][key] = {"start_bytes": ys[0], "end_bytes": ys[-1], "growth_bytes_per_execute": per_exec,
-                              "flat": per_exec <= FLAT_BYTES}
+        res["memory"][key] = {
+            "start_bytes": ys[0],
+            "end_bytes": ys[-1],
+            "growth_bytes_per_execute": per_exec,
+            "flat": per_exec <= FLAT_BYTES,
+        }
     return res
 
 
@@ -147,20 +162,28 @@ def main(count: int = COUNT) -> dict[str, Any]:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--count", type=int, default=int(os.environ.get("BENCH_SOAK_COUNT", COUNT)),
-                        help="executes after the warm-up (default %(default)s)")
+    parser.add_argument(
+        "--count",
+        type=int,
+        default=int(os.environ.get("BENCH_SOAK_COUNT", COUNT)),
+        help="executes after the warm-up (default %(default)s)",
+    )
     args = parser.parse_args(sys.argv[1:])
     if args.count < 2 * WINDOW:
         parser.error(f"--count must be at least {2 * WINDOW}")
     t0 = time.perf_counter()
     res = main(args.count)
     res["runtime_s"] = time.perf_counter() - t0
-    print(f"{res['count']} executes in {res['soak_s']:.0f} s; p50 first {WINDOW}: {res['p50_first_ms']:.2f} ms, "
-          f"last {WINDOW}: {res['p50_last_ms']:.2f} ms (ratio {res['p50_ratio_last_first']:.2f}, target ≤ 1.5)")
+    print(
+        f"{res['count']} executes in {res['soak_s']:.0f} s; p50 first {WINDOW}: {res['p50_first_ms']:.2f} ms, "
+        f"last {WINDOW}: {res['p50_last_ms']:.2f} ms (ratio {res['p50_ratio_last_first']:.2f}, target ≤ 1.5)"
+    )
     for name, m in res["memory"].items():
-        print(f"  {name:20s} {m['start_bytes'] / 2**20:8.1f} MiB -> {m['end_bytes'] / 2**20:8.1f} MiB, "
-              f"{m['growth_bytes_per_execute']:8.1f} B/execute ({'flat' if m['flat'] else 'GROWS'}; "
-              f"upstream 23.09.10: ~2 MiB/execute)")
+        print(
+            f"  {name:20s} {m['start_bytes'] / 2**20:8.1f} MiB -> {m['end_bytes'] / 2**20:8.1f} MiB, "
+            f"{m['growth_bytes_per_execute']:8.1f} B/execute ({'flat' if m['flat'] else 'GROWS'}; "
+            f"upstream 23.09.10: ~2 MiB/execute)"
+        )
     print(f"{'ok' if res['ok'] else 'MISSED'}; total {res['runtime_s']:.0f} s")
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)

@@ -84,7 +84,7 @@ def _make_file(path: Path, size: int) -> None:
     block = os.urandom(BLOCK)
     with open(path, "wb") as f:
         for i in range(size // BLOCK):
-            f.write(block[i % 251:] + block[: i % 251])  # not one repeated block: defeats dedup/compression
+            f.write(block[i % 251 :] + block[: i % 251])  # not one repeated block: defeats dedup/compression
         f.write(block[: size % BLOCK])
 
 
@@ -123,9 +123,13 @@ def _upload(sp: StorageProxy, vfid: str, src: Path, size: int, relpath: str) -> 
             n = min(PATCH_SIZE, size - offset)
             if sock is None:
                 sock = _connect(sp)
-            sock.sendall((f"PATCH /upload?token={token} HTTP/1.1\r\nHost: proxy\r\nTus-Resumable: 1.0.0\r\n"
-                          f"Content-Type: application/offset+octet-stream\r\nUpload-Offset: {offset}\r\n"
-                          f"Content-Length: {n}\r\n\r\n").encode())
+            sock.sendall(
+                (
+                    f"PATCH /upload?token={token} HTTP/1.1\r\nHost: proxy\r\nTus-Resumable: 1.0.0\r\n"
+                    f"Content-Type: application/offset+octet-stream\r\nUpload-Offset: {offset}\r\n"
+                    f"Content-Length: {n}\r\n\r\n"
+                ).encode()
+            )
             sent = sock.sendfile(f, offset, n)  # zero-copy from the page cache, like cp's copy_file_range
             if sent != n:
                 raise RuntimeError(f"sent {sent} of {n} bytes")
@@ -229,8 +233,11 @@ def main(size_mb: int = 1024, repeat: int = 5) -> dict[str, Any]:
                 if i == 0:
                     (root / "spare-b.bin").unlink()
                 else:  # the previous round's upload (never the file a timed upload replaces)
-                    sp.request("POST", "/folder/file/delete",
-                               {"volume": sp.volume, "vfid": vfid, "relpaths": [f"up{i - 1}.bin"]}).raise_for_status()
+                    sp.request(
+                        "POST",
+                        "/folder/file/delete",
+                        {"volume": sp.volume, "vfid": vfid, "relpaths": [f"up{i - 1}.bin"]},
+                    ).raise_for_status()
                 os.sync()
                 with RssSampler(sp.pid) as sampler:
                     downs.append(_download(sp, vfid, f"up{i}.bin", root / "down.bin"))
@@ -244,14 +251,23 @@ def main(size_mb: int = 1024, repeat: int = 5) -> dict[str, Any]:
     mb = size / 1e6
     peak = max(up_rss + down_rss)
     return {
-        "size_bytes": size, "repeat": repeat,
-        "cp_s": t_cp, "cp_runs_s": cps, "cp_MBps": mb / t_cp,
+        "size_bytes": size,
+        "repeat": repeat,
+        "cp_s": t_cp,
+        "cp_runs_s": cps,
+        "cp_MBps": mb / t_cp,
         "upload": {"s": t_up, "runs_s": ups, "MBps": mb / t_up, "ratio": t_cp / t_up, "target": 0.5},
         "download": {"s": t_down, "runs_s": downs, "MBps": mb / t_down, "ratio": t_cp / t_down, "target": 0.5},
-        "rss": {"before_MB": rss_before / 1e6, "peak_upload_MB": max(up_rss) / 1e6,
-                "peak_download_MB": max(down_rss) / 1e6, "after_MB": rss_after / 1e6,
-                "peak_MB": peak / 1e6, "growth_MB": (peak - rss_before) / 1e6,
-                "samples": len(up_rss) + len(down_rss), "target_peak_MB": 100},
+        "rss": {
+            "before_MB": rss_before / 1e6,
+            "peak_upload_MB": max(up_rss) / 1e6,
+            "peak_download_MB": max(down_rss) / 1e6,
+            "after_MB": rss_after / 1e6,
+            "peak_MB": peak / 1e6,
+            "growth_MB": (peak - rss_before) / 1e6,
+            "samples": len(up_rss) + len(down_rss),
+            "target_peak_MB": 100,
+        },
     }
 
 
@@ -264,12 +280,16 @@ if __name__ == "__main__":
     for name in ("upload", "download"):
         r = res[name]
         verdict = "ok" if r["ratio"] >= r["target"] else "MISSED"
-        print(f"{name:9s} {r['MBps']:8.1f} MB/s vs cp {res['cp_MBps']:.1f} MB/s: ratio {r['ratio']:.3f} "
-              f"(target ≥ {r['target']}) {verdict}")
+        print(
+            f"{name:9s} {r['MBps']:8.1f} MB/s vs cp {res['cp_MBps']:.1f} MB/s: ratio {r['ratio']:.3f} "
+            f"(target ≥ {r['target']}) {verdict}"
+        )
     rss = res["rss"]
     flat = rss["peak_MB"] < rss["target_peak_MB"] and rss["growth_MB"] < 32
-    print(f"proxy RSS  before {rss['before_MB']:.1f} MB, peak {rss['peak_MB']:.1f} MB, after {rss['after_MB']:.1f} MB "
-          f"(target < {rss['target_peak_MB']} MB, flat) {'ok' if flat else 'MISSED'}")
+    print(
+        f"proxy RSS  before {rss['before_MB']:.1f} MB, peak {rss['peak_MB']:.1f} MB, after {rss['after_MB']:.1f} MB "
+        f"(target < {rss['target_peak_MB']} MB, flat) {'ok' if flat else 'MISSED'}"
+    )
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "vfolder_transfer.json").write_text(json.dumps(res, indent=2))

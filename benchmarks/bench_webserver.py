@@ -61,15 +61,25 @@ def _raw(host: str, method: str, path: str, headers: dict[str, str], body: bytes
 def _direct(m: Cluster, call: str) -> bytes:
     method, path, body = CALLS[call]
     host = m.endpoint.split("//", 1)[1]
-    headers = sign_request_headers(method=method, path_with_query=path, host=host, content_type="application/json",
-                                   version=API_VERSION, access_key=USER["access_key"], secret_key=USER["secret_key"])
+    headers = sign_request_headers(
+        method=method,
+        path_with_query=path,
+        host=host,
+        content_type="application/json",
+        version=API_VERSION,
+        access_key=USER["access_key"],
+        secret_key=USER["secret_key"],
+    )
     return _raw(host, method, path, headers, body)
 
 
 def _via_web(w: WebServer, cookie: str, call: str) -> bytes:
     method, path, body = CALLS[call]
-    headers = {"Cookie": f"AIOHTTP_SESSION={cookie}", "X-BackendAI-Version": API_VERSION,
-               "Content-Type": "application/json"}
+    headers = {
+        "Cookie": f"AIOHTTP_SESSION={cookie}",
+        "X-BackendAI-Version": API_VERSION,
+        "Content-Type": "application/json",
+    }
     return _raw(w.url.split("//", 1)[1], method, "/func" + path, headers, body)
 
 
@@ -91,8 +101,10 @@ async def _bench(m: Cluster, w: WebServer, cookie: str, quick: bool) -> dict[str
         row: dict[str, Any] = {}
         for call in CALLS:
             pair: dict[str, Any] = {}
-            for route, endpoint, raw in (("direct", m.endpoint, _direct(m, call)),
-                                         ("webserver", w.url, _via_web(w, cookie, call))):
+            for route, endpoint, raw in (
+                ("direct", m.endpoint, _direct(m, call)),
+                ("webserver", w.url, _via_web(w, cookie, call)),
+            ):
                 conns = [await Connection.open(endpoint) for _ in range(c)]
                 try:
                     await _measure(conns, [raw], max(c, 20))  # warm-up: caches, connection pools
@@ -120,23 +132,34 @@ def main(quick: bool = False) -> dict[str, Any]:
         asyncio.run(_unlimited(m.db_url))
         w = launch_webserver(tmp / "web", m.endpoint)
         stack.callback(w.shutdown)
-        r = httpx.post(w.url + "/server/login", json={"username": USER["email"], "password": USER["password"]},
-                       headers={"X-BackendAI-Version": API_VERSION})
+        r = httpx.post(
+            w.url + "/server/login",
+            json={"username": USER["email"], "password": USER["password"]},
+            headers={"X-BackendAI-Version": API_VERSION},
+        )
         r.raise_for_status()
         cookie = r.cookies["AIOHTTP_SESSION"]
-        return {"quick": quick, "client": "raw keep-alive HTTP/1.1, closed loop (bench_api.Connection)",
-                "store": "memory", "concurrency": asyncio.run(_bench(m, w, cookie, quick))}
+        return {
+            "quick": quick,
+            "client": "raw keep-alive HTTP/1.1, closed loop (bench_api.Connection)",
+            "store": "memory",
+            "concurrency": asyncio.run(_bench(m, w, cookie, quick)),
+        }
 
 
 def _print(res: dict[str, Any]) -> None:
-    print(f"{'clients':>7s} {'call':10s} {'direct p50':>10s} {'p99':>7s} {'web p50':>8s} {'p99':>7s} | "
-          f"{'ratio p50':>9s} {'p99':>5s} {'+p50 ms':>7s} {'web cpu ms/req':>14s}")
+    print(
+        f"{'clients':>7s} {'call':10s} {'direct p50':>10s} {'p99':>7s} {'web p50':>8s} {'p99':>7s} | "
+        f"{'ratio p50':>9s} {'p99':>5s} {'+p50 ms':>7s} {'web cpu ms/req':>14s}"
+    )
     for c, row in res["concurrency"].items():
         for call, p in row.items():
             d, v = p["direct"], p["webserver"]
-            print(f"{c:>7s} {call:10s} {d['p50_ms']:10.2f} {d['p99_ms']:7.2f} {v['p50_ms']:8.2f} {v['p99_ms']:7.2f} | "
-                  f"{p['ratio_p50']:9.2f} {p['ratio_p99']:5.2f} {p['added_p50_ms']:7.2f} "
-                  f"{v['webserver_cpu_ms_per_req']:14.2f}")
+            print(
+                f"{c:>7s} {call:10s} {d['p50_ms']:10.2f} {d['p99_ms']:7.2f} {v['p50_ms']:8.2f} {v['p99_ms']:7.2f} | "
+                f"{p['ratio_p50']:9.2f} {p['ratio_p99']:5.2f} {p['added_p50_ms']:7.2f} "
+                f"{v['webserver_cpu_ms_per_req']:14.2f}"
+            )
 
 
 if __name__ == "__main__":

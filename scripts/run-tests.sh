@@ -13,6 +13,7 @@ if (($#)); then
 fi
 echo "[test] ruff" >&2
 .venv/bin/ruff check src tests benchmarks
+.venv/bin/ruff format --check src tests benchmarks
 echo "[test] mypy" >&2
 .venv/bin/mypy src
 echo "[test] pytest: tests/integration, and tests/unit + tests/compat alongside" >&2

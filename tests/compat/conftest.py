@@ -60,8 +60,10 @@ class Run:
             raise AssertionError("not JSON:\n" + self.describe()) from None
 
     def describe(self) -> str:
-        return (f"$ backend.ai {' '.join(self.args)}\n(exit {self.rc})\n--- stdout\n{self.stdout}\n"
-                f"--- stderr\n{self.stderr}")
+        return (
+            f"$ backend.ai {' '.join(self.args)}\n(exit {self.rc})\n--- stdout\n{self.stdout}\n"
+            f"--- stderr\n{self.stderr}"
+        )
 
 
 @dataclass
@@ -104,8 +106,15 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def client_env(cluster: Cluster, who: Who, home: Path) -> dict[str, str]:
     """The environment an official client runs with: the BACKEND_* variables of ``who``, its own HOME."""
     env = cluster.env(who)
-    env.update(HOME=str(home), PYTHONWARNINGS="ignore", COLUMNS="200", LANG="C.UTF-8", LC_ALL="C.UTF-8",
-               NO_COLOR="1", TERM="dumb")
+    env.update(
+        HOME=str(home),
+        PYTHONWARNINGS="ignore",
+        COLUMNS="200",
+        LANG="C.UTF-8",
+        LC_ALL="C.UTF-8",
+        NO_COLOR="1",
+        TERM="dumb",
+    )
     env.pop("PYTHONPATH", None)
     return env
 
@@ -114,16 +123,31 @@ CLI = Callable[..., Run]
 
 
 def _runner(clients: OfficialClients, cluster: Cluster, home: Path, version: str) -> CLI:
-    def run(*args: str, who: Who = USER, input: str | None = None, timeout: float = 90,
-            cwd: Path | None = None, env: dict[str, str] | None = None) -> Run:
+    def run(
+        *args: str,
+        who: Who = USER,
+        input: str | None = None,
+        timeout: float = 90,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Run:
         e = client_env(cluster, who, home)
         e.update(env or {})
         try:
-            p = subprocess.run([clients.cli(version), *args], input=input, capture_output=True, text=True,
-                               timeout=timeout, cwd=cwd or home, env=e)
+            p = subprocess.run(
+                [clients.cli(version), *args],
+                input=input,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                cwd=cwd or home,
+                env=e,
+            )
         except subprocess.TimeoutExpired as exc:
-            raise AssertionError(f"`backend.ai {' '.join(args)}` ({version}) did not end within {timeout} s:\n"
-                                 f"{exc.stdout!r}\n{exc.stderr!r}") from None
+            raise AssertionError(
+                f"`backend.ai {' '.join(args)}` ({version}) did not end within {timeout} s:\n"
+                f"{exc.stdout!r}\n{exc.stderr!r}"
+            ) from None
         return Run(list(args), p.returncode, p.stdout, p.stderr)
 
     return run
@@ -152,15 +176,22 @@ def _sdk(clients: OfficialClients, cluster: Cluster, home: Path, version: str) -
     def run(code: str, who: Who = USER, timeout: float = 120, cwd: Path | None = None, check: bool = True) -> Any:
         """Run ``code`` (which calls ``emit(value)`` to hand back a JSON-able value) with the official SDK;
         with ``check`` a non-zero exit fails the test, else ``(rc, output, value)`` comes back."""
-        p = subprocess.run([clients.python(version), "-c", _SDK_PRELUDE + code], capture_output=True, text=True,
-                           timeout=timeout, cwd=cwd or home, env=client_env(cluster, who, home))
+        p = subprocess.run(
+            [clients.python(version), "-c", _SDK_PRELUDE + code],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=cwd or home,
+            env=client_env(cluster, who, home),
+        )
         value = None
         for line in p.stdout.splitlines():
             if line.startswith("@@RESULT@@"):
-                value = json.loads(line[len("@@RESULT@@"):])
+                value = json.loads(line[len("@@RESULT@@") :])
         if check:
-            assert p.returncode == 0, (f"SDK snippet ({version}) failed ({p.returncode}):\n{code}\n"
-                                       f"{p.stdout}\n{p.stderr}")
+            assert p.returncode == 0, (
+                f"SDK snippet ({version}) failed ({p.returncode}):\n{code}\n{p.stdout}\n{p.stderr}"
+            )
             return value
         return p.returncode, p.stdout + p.stderr, value
 
@@ -200,15 +231,32 @@ def user2(gql: GQL) -> Who:
     data = gql(
         "mutation($email: String!, $props: UserInput!) { create_user(email: $email, props: $props) "
         "{ ok msg user { uuid } } }",
-        {"email": email, "props": {"username": email.split("@")[0], "password": password, "need_password_change": False,
-                                   "full_name": "Compat User Two", "domain_name": "default", "role": "user",
-                                   "status": "active", "group_ids": [str(_default_group_id())]}},
+        {
+            "email": email,
+            "props": {
+                "username": email.split("@")[0],
+                "password": password,
+                "need_password_change": False,
+                "full_name": "Compat User Two",
+                "domain_name": "default",
+                "role": "user",
+                "status": "active",
+                "group_ids": [str(_default_group_id())],
+            },
+        },
     )
     assert data["create_user"]["ok"], data
     keys = gql("query($email: String) { keypairs(email: $email) { access_key secret_key } }", {"email": email})
     kp = keys["keypairs"][0]
-    return {"email": email, "password": password, "access_key": kp["access_key"], "secret_key": kp["secret_key"],
-            "uuid": data["create_user"]["user"]["uuid"], "role": "user", "is_admin": False}
+    return {
+        "email": email,
+        "password": password,
+        "access_key": kp["access_key"],
+        "secret_key": kp["secret_key"],
+        "uuid": data["create_user"]["user"]["uuid"],
+        "role": "user",
+        "is_admin": False,
+    }
 
 
 def _default_group_id() -> uuid.UUID:

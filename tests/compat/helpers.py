@@ -34,8 +34,9 @@ def session_status(cluster: Cluster, name: str, who: Who = USER) -> str | None:
     return str(r.json()["status"])
 
 
-def wait_status(cluster: Cluster, name: str, accept: Callable[[str | None], bool], timeout: float = 90,
-                who: Who = USER) -> str | None:
+def wait_status(
+    cluster: Cluster, name: str, accept: Callable[[str | None], bool], timeout: float = 90, who: Who = USER
+) -> str | None:
     deadline = time.monotonic() + timeout
     st = session_status(cluster, name, who)
     while not accept(st) and time.monotonic() < deadline:
@@ -58,15 +59,31 @@ def make_user(gql: GQL, prefix: str = "cs-sdku") -> Who:
     data = gql(
         "mutation($email: String!, $props: UserInput!) { create_user(email: $email, props: $props) "
         "{ ok msg user { uuid } } }",
-        {"email": email, "props": {"username": email.split("@")[0], "password": "pw-orig-1",
-                                   "need_password_change": False,
-                                   "full_name": "Compat SDK", "domain_name": "default", "role": "user",
-                                   "status": "active", "group_ids": [str(DEFAULT_GROUP_ID)]}},
+        {
+            "email": email,
+            "props": {
+                "username": email.split("@")[0],
+                "password": "pw-orig-1",
+                "need_password_change": False,
+                "full_name": "Compat SDK",
+                "domain_name": "default",
+                "role": "user",
+                "status": "active",
+                "group_ids": [str(DEFAULT_GROUP_ID)],
+            },
+        },
     )
     assert data["create_user"]["ok"], data
     kp = gql("query($e: String) { keypairs(email: $e) { access_key secret_key } }", {"e": email})["keypairs"][0]
-    return {"email": email, "password": "pw-orig-1", "access_key": kp["access_key"], "secret_key": kp["secret_key"],
-            "uuid": data["create_user"]["user"]["uuid"], "role": "user", "is_admin": False}
+    return {
+        "email": email,
+        "password": "pw-orig-1",
+        "access_key": kp["access_key"],
+        "secret_key": kp["secret_key"],
+        "uuid": data["create_user"]["user"]["uuid"],
+        "role": "user",
+        "is_admin": False,
+    }
 
 
 def try_gql(cluster: Cluster, query: str, variables: dict[str, Any]) -> None:
@@ -96,10 +113,18 @@ def vf_names(cluster: Cluster, name: str, path: str = ".") -> set[str]:
 
 
 def create_group(gql: GQL, name: str) -> str:
-    data = gql("mutation($n: String!, $p: GroupInput!) { create_group(name: $n, props: $p) { ok msg group { id } } }",
-               {"n": name, "p": {"domain_name": "default", "description": "orig desc",
-                                 "total_resource_slots": json.dumps({"cpu": "4"}),
-                                 "allowed_vfolder_hosts": [VOLUME]}})
+    data = gql(
+        "mutation($n: String!, $p: GroupInput!) { create_group(name: $n, props: $p) { ok msg group { id } } }",
+        {
+            "n": name,
+            "p": {
+                "domain_name": "default",
+                "description": "orig desc",
+                "total_resource_slots": json.dumps({"cpu": "4"}),
+                "allowed_vfolder_hosts": [VOLUME],
+            },
+        },
+    )
     assert data["create_group"]["ok"], data
     return str(data["create_group"]["group"]["id"])
 
@@ -109,12 +134,20 @@ def delete_group(gql: GQL, gid: str) -> None:
 
 
 def create_domain(gql: GQL, name: str) -> None:
-    data = gql("mutation($n: String!, $p: DomainInput!) { create_domain(name: $n, props: $p) { ok msg } }",
-               {"n": name, "p": {"description": "orig dom", "total_resource_slots": json.dumps({"cpu": "8"}),
-                                 "allowed_vfolder_hosts": [VOLUME], "allowed_docker_registries": ["cr.backend.ai"]}})
+    data = gql(
+        "mutation($n: String!, $p: DomainInput!) { create_domain(name: $n, props: $p) { ok msg } }",
+        {
+            "n": name,
+            "p": {
+                "description": "orig dom",
+                "total_resource_slots": json.dumps({"cpu": "8"}),
+                "allowed_vfolder_hosts": [VOLUME],
+                "allowed_docker_registries": ["cr.backend.ai"],
+            },
+        },
+    )
     assert data["create_domain"]["ok"], data
 
 
 def delete_domain(gql: GQL, name: str) -> None:
     gql("mutation($n: String!) { delete_domain(name: $n) { ok msg } }", {"n": name})
-

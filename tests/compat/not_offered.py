@@ -66,24 +66,37 @@ class NotOffered:
         return f"{self.version}-{self.kind}-{'-'.join(text.split())}"[:90]
 
 
-def _cli(version: Version, who: Runner, reason: str, *args: str, refusal: str = NOT_FOUND,
-         stdin: str | None = None, env: tuple[tuple[str, str], ...] = (), tags: tuple[str, ...] = (),
-         skip: str = "") -> NotOffered:
+def _cli(
+    version: Version,
+    who: Runner,
+    reason: str,
+    *args: str,
+    refusal: str = NOT_FOUND,
+    stdin: str | None = None,
+    env: tuple[tuple[str, str], ...] = (),
+    tags: tuple[str, ...] = (),
+    skip: str = "",
+) -> NotOffered:
     return NotOffered(version, "cli", args, who, reason, refusal, stdin, env, skip, tags)
 
 
-def _sdk(version: Version, who: Runner, reason: str, expr: str, refusal: str = NOT_FOUND,
-         tags: tuple[str, ...] = ()) -> NotOffered:
+def _sdk(
+    version: Version, who: Runner, reason: str, expr: str, refusal: str = NOT_FOUND, tags: tuple[str, ...] = ()
+) -> NotOffered:
     return NotOffered(version, "sdk", expr, who, reason, refusal, tags=tags)
 
 
 SESSION_MODE = (("BACKEND_ENDPOINT_TYPE", "session"),)
 APPS = "service ports / app proxy not implemented (GET /stream/session/{id}/apps 404)"
 SSH = "needs `id_container` in the session and `app sshd`: no SSH server in the images, no app proxy"
-WEB_LOGIN = ("19.09 session mode is not checked against the webserver (22.03's is: test_session_mode22.py); "
-             "these runs point it at the manager, which has no /server/login (404)")
-UPDATE_PASSWORD = ("the 19.09 CLI insists on endpoint type `session`, not checked against the webserver; the API call "
-                   "works (SDK Auth.update_password)")
+WEB_LOGIN = (
+    "19.09 session mode is not checked against the webserver (22.03's is: test_session_mode22.py); "
+    "these runs point it at the manager, which has no /server/login (404)"
+)
+UPDATE_PASSWORD = (
+    "the 19.09 CLI insists on endpoint type `session`, not checked against the webserver; the API call "
+    "works (SDK Auth.update_password)"
+)
 SERVER_LOGS = "GET /logs/error not implemented"
 ANNOUNCEMENT = "/manager/announcement not implemented"
 DISMISS = "/manager/announcement not implemented (dismiss is client-local: nothing was ever seen)"
@@ -120,27 +133,64 @@ NOT_OFFERED: list[NotOffered] = [
     _cli("22.03", "user", APPS, "apps", "-l", "{session}", "jupyter", tags=("session",)),
     _cli("22.03", "user", APPS, "app", "{session}", "jupyter", "-b", "127.0.0.1:18099", tags=("session",)),
     _cli("22.03", "user", SSH, "ssh", "{session}", refusal=r"Failed to download the SSH key", tags=("session",)),
-    _cli("22.03", "user", SSH, "scp", "{session}", "data.csv", "{session}:data.csv",
-         refusal=r"Failed to download the SSH key", tags=("session",)),
+    _cli(
+        "22.03",
+        "user",
+        SSH,
+        "scp",
+        "{session}",
+        "data.csv",
+        "{session}:data.csv",
+        refusal=r"Failed to download the SSH key",
+        tags=("session",),
+    ),
     _cli("22.03", "admin", SERVER_LOGS, "server-logs", "list"),
     _cli("22.03", "admin", SERVER_LOGS, "server-logs", "list", "--mark-read", "-l", "5", "-n", "1"),
-    _cli("22.03", "user", UNMANAGED, "vfolder", "create", "{name}", "local:volume1", "--unmanaged",
-         refusal=r"400 Bad Request|[Uu]nmanaged"),
+    _cli(
+        "22.03",
+        "user",
+        UNMANAGED,
+        "vfolder",
+        "create",
+        "{name}",
+        "local:volume1",
+        "--unmanaged",
+        refusal=r"400 Bad Request|[Uu]nmanaged",
+    ),
     _cli("22.03", "user", DOTFILES_DOMAIN, "dotfile", "create", ".cs-domrc", "-d", "default", "-f", "vimrc"),
     _cli("22.03", "user", DOTFILES_GROUP, "dotfile", "create", ".cs-grprc", "-g", "default", "-f", "vimrc"),
     _cli("22.03", "admin", ANNOUNCEMENT, "admin", "announcement", "get"),
     _cli("22.03", "admin", ANNOUNCEMENT, "admin", "announcement", "update", "-m", "compat announcement"),
     _cli("22.03", "admin", ANNOUNCEMENT, "admin", "announcement", "delete", stdin=YES),
-    _cli("22.03", "admin", DISMISS, "admin", "announcement", "dismiss", stdin=YES,
-         refusal=r"No announcements seen yet"),
-    _cli("22.03", "admin", PURGE_DOMAIN, "admin", "domain", "purge", "{domain}", stdin=YES,
-         refusal=r"Cannot query field 'purge_domain'"),
+    _cli(
+        "22.03", "admin", DISMISS, "admin", "announcement", "dismiss", stdin=YES, refusal=r"No announcements seen yet"
+    ),
+    _cli(
+        "22.03",
+        "admin",
+        PURGE_DOMAIN,
+        "admin",
+        "domain",
+        "purge",
+        "{domain}",
+        stdin=YES,
+        refusal=r"Cannot query field 'purge_domain'",
+    ),
     _cli("22.03", "admin", ETCD, "admin", "etcd", "get", "config/redis"),
     _cli("22.03", "admin", ETCD, "admin", "etcd", "get", "-p", "config"),
     _cli("22.03", "admin", ETCD, "admin", "etcd", "set", "cs-test/key", "value1"),
     _cli("22.03", "admin", ETCD, "admin", "etcd", "delete", "cs-test/key"),
-    _cli("22.03", "admin", PURGE_GROUP, "admin", "group", "purge", GID, stdin=YES,
-         refusal=r"Cannot query field 'purge_group'"),
+    _cli(
+        "22.03",
+        "admin",
+        PURGE_GROUP,
+        "admin",
+        "group",
+        "purge",
+        GID,
+        stdin=YES,
+        refusal=r"Cannot query field 'purge_group'",
+    ),
     _cli("22.03", "admin", LICENSE, "admin", "license", "show"),
     _cli("22.03", "admin", MANAGER, "admin", "manager", "status"),
     _cli("22.03", "admin", MANAGER, "admin", "manager", "freeze"),
@@ -152,10 +202,27 @@ NOT_OFFERED: list[NotOffered] = [
     _cli("22.03", "admin", USAGE_MONTH, "admin", "resource", "usage-per-month", "202612", GID),
     _cli("22.03", "admin", USAGE_PERIOD, "admin", "resource", "usage-per-period", GID, "20261201", "20261207"),
     _cli("22.03", "admin", STORAGE, "admin", "storage", "list", refusal=r"Cannot query field 'storage_volume_list'"),
-    _cli("22.03", "admin", STORAGE, "admin", "storage", "info", "local:volume1",
-         refusal=r"Cannot query field 'storage_volume'"),
-    _cli("22.03", "admin", PURGE_USER, "admin", "user", "purge", "{email}", stdin=YES,
-         refusal=r"Cannot query field 'purge_user'|Unknown type 'PurgeUserInput'"),
+    _cli(
+        "22.03",
+        "admin",
+        STORAGE,
+        "admin",
+        "storage",
+        "info",
+        "local:volume1",
+        refusal=r"Cannot query field 'storage_volume'",
+    ),
+    _cli(
+        "22.03",
+        "admin",
+        PURGE_USER,
+        "admin",
+        "user",
+        "purge",
+        "{email}",
+        stdin=YES,
+        refusal=r"Cannot query field 'purge_user'|Unknown type 'PurgeUserInput'",
+    ),
     _cli("22.03", "admin", PERF, "admin", "vfolder", "perf-metric", "local:volume1"),
     _cli("22.03", "admin", FSTAB, "admin", "vfolder", "get-fstab-contents"),
     _cli("22.03", "admin", FSTAB, "admin", "vfolder", "get-fstab-contents", "-a", "{agent}"),
@@ -177,25 +244,49 @@ NOT_OFFERED: list[NotOffered] = [
     _sdk("22.03", "admin", FSTAB, "session.VFolder.get_fstab_contents()"),
     _sdk("22.03", "admin", MOUNTS, "session.VFolder.list_mounts()"),
     _sdk("22.03", "admin", PERF, "session.VFolder.get_performance_metric('local:volume1')"),
-    _sdk("22.03", "admin", PURGE_USER, "session.User.purge('{email}')",
-         refusal=r"Cannot query field 'purge_user'|Unknown type 'PurgeUserInput'"),
+    _sdk(
+        "22.03",
+        "admin",
+        PURGE_USER,
+        "session.User.purge('{email}')",
+        refusal=r"Cannot query field 'purge_user'|Unknown type 'PurgeUserInput'",
+    ),
     _sdk("22.03", "admin", PURGE_GROUP, "session.Group.purge('{gid}')", refusal=r"Cannot query field 'purge_group'"),
-    _sdk("22.03", "admin", PURGE_DOMAIN, "session.Domain.purge('{domain}')",
-         refusal=r"Cannot query field 'purge_domain'"),
+    _sdk(
+        "22.03", "admin", PURGE_DOMAIN, "session.Domain.purge('{domain}')", refusal=r"Cannot query field 'purge_domain'"
+    ),
     _sdk("22.03", "admin", IMAGE_IMPORT, "session.Image.get_image_import_form()"),
     _sdk("22.03", "admin", MANAGER, "session.Manager.status()"),
     _sdk("22.03", "admin", ANNOUNCEMENT, "session.Manager.get_announcement()"),
-    _sdk("22.03", "admin", STORAGE, "list(session.Storage.paginated_list().items)",
-         refusal=r"Cannot query field 'storage_volume_list'"),
-    _sdk("22.03", "admin", STORAGE, "session.Storage.detail('local:volume1')",
-         refusal=r"Cannot query field 'storage_volume'"),
+    _sdk(
+        "22.03",
+        "admin",
+        STORAGE,
+        "list(session.Storage.paginated_list().items)",
+        refusal=r"Cannot query field 'storage_volume_list'",
+    ),
+    _sdk(
+        "22.03",
+        "admin",
+        STORAGE,
+        "session.Storage.detail('local:volume1')",
+        refusal=r"Cannot query field 'storage_volume'",
+    ),
     _sdk("22.03", "admin", SERVER_LOGS, "session.ServerLog.list()"),
     _sdk("22.03", "admin", ETCD, "session.EtcdConfig.get('config')"),
     # ---- 3. 19.09 CLI ------------------------------------------------------------------------------
     _cli("19.09", "admin", WEB_LOGIN, "login", stdin=LOGIN_INPUT, env=SESSION_MODE),
     _cli("19.09", "admin", WEB_LOGIN, "logout", env=SESSION_MODE),
-    _cli("19.09", "user", UPDATE_PASSWORD, "update-password", "{user_password}", "compat-New-1", "compat-New-1",
-         env=SESSION_MODE),
+    _cli(
+        "19.09",
+        "user",
+        UPDATE_PASSWORD,
+        "update-password",
+        "{user_password}",
+        "compat-New-1",
+        "compat-New-1",
+        env=SESSION_MODE,
+    ),
     _cli("19.09", "admin", MANAGER, "manager", "status"),
     _cli("19.09", "admin", MANAGER, "manager", "freeze"),
     _cli("19.09", "admin", MANAGER, "manager", "unfreeze"),
@@ -236,42 +327,94 @@ class ClientBug:
 
 CLIENT_BUGS: list[ClientBug] = [
     # 1. 22.03 CLI
-    ClientBug("22.03", "cli", "run -t NAME --terminal python",
-              "22.03 `exec_terminal` is `raise NotImplementedError`; the CLI demands `-c` first"),
+    ClientBug(
+        "22.03",
+        "cli",
+        "run -t NAME --terminal python",
+        "22.03 `exec_terminal` is `raise NotImplementedError`; the CLI demands `-c` first",
+    ),
     ClientBug("22.03", "cli", "ps -f resoucre_opts", "typo in the client's field list (`resoucre_opts`)"),
-    ClientBug("22.03", "cli", "info NAME",
-              "client refuses non-UUIDs in API v5+ (\"must be given in the UUID format\")"),
-    ClientBug("22.03", "cli", "create-from-template / start-from-template / session create-from-template TID",
-              "click 8.5 converts the `undefined` default of `--max-wait`/`--cluster-size` (TypeError); with both "
-              "given the CLI passes `callback_url=`, which `ComputeSession.create_from_template()` does not accept"),
-    ClientBug("22.03", "cli", "vfolder upload NAME a b",
-              "`VFolder.upload` returns inside its loop: only the first file is sent, \"Done\" printed"),
-    ClientBug("22.03", "cli", "vfolder upload NAME DIR / vfolder upload NAME f -b RELDIR",
-              "IsADirectoryError / `relative_to` ValueError in the client"),
-    ClientBug("22.03", "cli", "vfolder download NAME DIR",
-              "client never sends `archive: true`; 400 \"directory\" is the documented (and upstream) answer"),
-    ClientBug("22.03", "cli", "vfolder request-download NAME FILE",
-              "CLI calls `VFolder.request_download`, which 22.3.2 does not have"),
+    ClientBug("22.03", "cli", "info NAME", 'client refuses non-UUIDs in API v5+ ("must be given in the UUID format")'),
+    ClientBug(
+        "22.03",
+        "cli",
+        "create-from-template / start-from-template / session create-from-template TID",
+        "click 8.5 converts the `undefined` default of `--max-wait`/`--cluster-size` (TypeError); with both "
+        "given the CLI passes `callback_url=`, which `ComputeSession.create_from_template()` does not accept",
+    ),
+    ClientBug(
+        "22.03",
+        "cli",
+        "vfolder upload NAME a b",
+        '`VFolder.upload` returns inside its loop: only the first file is sent, "Done" printed',
+    ),
+    ClientBug(
+        "22.03",
+        "cli",
+        "vfolder upload NAME DIR / vfolder upload NAME f -b RELDIR",
+        "IsADirectoryError / `relative_to` ValueError in the client",
+    ),
+    ClientBug(
+        "22.03",
+        "cli",
+        "vfolder download NAME DIR",
+        'client never sends `archive: true`; 400 "directory" is the documented (and upstream) answer',
+    ),
+    ClientBug(
+        "22.03",
+        "cli",
+        "vfolder request-download NAME FILE",
+        "CLI calls `VFolder.request_download`, which 22.3.2 does not have",
+    ),
     ClientBug("22.03", "cli", "vfolder cp SRC DST", "`raise NotImplementedError` in 22.3.2"),
-    ClientBug("22.03", "cli", "dotfile list -o AK",
-              "client sends the parameter as `onwer_access_key` (typo), so the admin's own list comes back"),
-    ClientBug("22.03", "cli", "admin agent list --limit N (and admin keypair list --limit N)",
-              "`--limit` has no `type=int` (`'>' not supported between str and int`)"),
+    ClientBug(
+        "22.03",
+        "cli",
+        "dotfile list -o AK",
+        "client sends the parameter as `onwer_access_key` (typo), so the admin's own list comes back",
+    ),
+    ClientBug(
+        "22.03",
+        "cli",
+        "admin agent list --limit N (and admin keypair list --limit N)",
+        "`--limit` has no `type=int` (`'>' not supported between str and int`)",
+    ),
     ClientBug("22.03", "cli", "admin user list --limit N", "`--limit` has no `type=int` (see agent list)"),
-    ClientBug("22.03", "cli", "admin group info NAME",
-              "`Group.from_name` joins FieldSpec objects as strings (TypeError)"),
-    ClientBug("22.03", "cli", "admin scaling dissociate-scaling SG DOMAIN",
-              "mutation succeeds; the CLI then prints `data['scaling_group']`, which the mutation never returns"),
+    ClientBug(
+        "22.03", "cli", "admin group info NAME", "`Group.from_name` joins FieldSpec objects as strings (TypeError)"
+    ),
+    ClientBug(
+        "22.03",
+        "cli",
+        "admin scaling dissociate-scaling SG DOMAIN",
+        "mutation succeeds; the CLI then prints `data['scaling_group']`, which the mutation never returns",
+    ),
     # 2. 22.03 SDK
-    ClientBug("22.03", "sdk", "ComputeSession.from_session_id(id).get_info()",
-              "`get_info` builds the path from `self.name` (None)"),
-    ClientBug("22.03", "sdk", "VFolder(name).download(['d1/f'], basedir=tmp)",
-              "client does not create `d1/` locally (FileNotFoundError); top-level files download fine"),
+    ClientBug(
+        "22.03",
+        "sdk",
+        "ComputeSession.from_session_id(id).get_info()",
+        "`get_info` builds the path from `self.name` (None)",
+    ),
+    ClientBug(
+        "22.03",
+        "sdk",
+        "VFolder(name).download(['d1/f'], basedir=tmp)",
+        "client does not create `d1/` locally (FileNotFoundError); top-level files download fine",
+    ),
     ClientBug("22.03", "sdk", "Group.from_name(name)", "joins FieldSpec objects as strings (TypeError)"),
     # 3. 19.09 CLI
-    ClientBug("19.09", "cli", "info NAME",
-              "`ctx.forward` passes `owner_access_key` to `admin session`, which does not take it (TypeError)"),
-    ClientBug("19.09", "cli", "app NAME jupyter -b ADDR",
-              "`asyncio.start_server(loop=…)` fails on Python 3.11 before any request (apps are N/A anyway)"),
+    ClientBug(
+        "19.09",
+        "cli",
+        "info NAME",
+        "`ctx.forward` passes `owner_access_key` to `admin session`, which does not take it (TypeError)",
+    ),
+    ClientBug(
+        "19.09",
+        "cli",
+        "app NAME jupyter -b ADDR",
+        "`asyncio.start_server(loop=…)` fails on Python 3.11 before any request (apps are N/A anyway)",
+    ),
     ClientBug("19.09", "cli", "vfolder cp SRC DST", "`NotImplementedError`"),
 ]

@@ -51,10 +51,17 @@ def plain(text: str) -> str:
 
 def new_session(sdk22: SDK, name: str, who: Who = USER) -> str:
     """An interactive session started with the 22.03 SDK (an OK row); returns its id."""
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet(
+            """
         with Session() as s:
             emit(str(s.ComputeSession.get_or_create('python', name=NAME, resources=RES).id))
-    """, NAME=name, RES=RES), who=who)
+    """,
+            NAME=name,
+            RES=RES,
+        ),
+        who=who,
+    )
     return str(got)
 
 
@@ -133,8 +140,9 @@ def test_start(cli19: CLI, cluster: Cluster) -> None:
         destroy(cluster, name)
 
 
-def test_session_files_logs_restart(sess: dict[str, str], cli19: CLI, workdir: Path, sdk22: SDK,
-                                    cluster: Cluster) -> None:
+def test_session_files_logs_restart(
+    sess: dict[str, str], cli19: CLI, workdir: Path, sdk22: SDK, cluster: Cluster
+) -> None:
     (workdir / "data19.csv").write_text("a,b\n1,2\n")
     (workdir / "main19.py").write_text("print('main19')\n")
     assert "Uploaded" in cli19("upload", sess["name"], "data19.csv", "main19.py", cwd=workdir).ok().out
@@ -142,22 +150,37 @@ def test_session_files_logs_restart(sess: dict[str, str], cli19: CLI, workdir: P
     assert re.search(r"^data19\.csv\s+8 Bytes", out, re.M) and re.search(r"^main19\.py\s", out, re.M), out
     cli19("download", sess["name"], "data19.csv", "--dest", "dl19", cwd=workdir).ok()
     assert (workdir / "dl19" / "data19.csv").read_text() == "a,b\n1,2\n"
-    sdk22(snippet("""
+    sdk22(
+        snippet(
+            """
         with Session() as s:
             emit(s.ComputeSession(NAME).execute(code="import sys; print('to-the-log', file=sys.stderr)"))
-    """, NAME=sess["name"]))
+    """,
+            NAME=sess["name"],
+        )
+    )
     r = cli19("logs", sess["name"]).ok()
     assert "End of logs" in plain(r.out)
-    sdk22(snippet("""
+    sdk22(
+        snippet(
+            """
         with Session() as s:
             emit(s.ComputeSession(NAME).execute(code='marker19 = 1'))
-    """, NAME=sess["name"]))
+    """,
+            NAME=sess["name"],
+        )
+    )
     assert "Done" in plain(cli19("restart", sess["name"]).ok().out)
     assert wait_status(cluster, sess["id"], lambda st: st == "RUNNING") == "RUNNING"
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet(
+            """
         with Session() as s:
             emit(s.ComputeSession(NAME).execute(code="print('marker19' in globals())"))
-    """, NAME=sess["name"]))
+    """,
+            NAME=sess["name"],
+        )
+    )
     assert got["console"] == [["stdout", "False\n"]]
 
 
@@ -166,8 +189,14 @@ def test_events(sdk22: SDK, cluster: Cluster, clients: OfficialClients, home: Pa
     name = unique("cs-19ev")
     sid = new_session(sdk22, name)
     try:
-        proc = subprocess.Popen([clients.cli("19.09"), "events", name], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, env=client_env(cluster, USER, home), cwd=home)
+        proc = subprocess.Popen(
+            [clients.cli("19.09"), "events", name],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=client_env(cluster, USER, home),
+            cwd=home,
+        )
         time.sleep(3)
         destroy(cluster, sid)
         try:
@@ -206,11 +235,17 @@ def test_terminate_stats(sdk22: SDK, cli19: CLI, cluster: Cluster) -> None:
 
 def test_task_logs(sdk22: SDK, cli19: CLI, cluster: Cluster) -> None:
     name = unique("cs-19b")
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet(
+            """
         with Session() as s:
             emit(str(s.ComputeSession.get_or_create('python', name=NAME, type_='batch', resources=RES,
                                                     startup_command='python3 -c "print(6*7)"').id))
-    """, NAME=name, RES=RES))
+    """,
+            NAME=name,
+            RES=RES,
+        )
+    )
     try:
         wait_status(cluster, got, lambda st: st is None or st in ("TERMINATED", "ERROR"))
         r = cli19("task-logs", got).ok()
@@ -227,9 +262,13 @@ def _free_port() -> int:
 
 def test_proxy(cluster: Cluster, clients: OfficialClients, home: Path) -> None:
     port = _free_port()
-    proc = subprocess.Popen([clients.cli("19.09"), "proxy", "--bind", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=client_env(cluster, USER, home),
-                            cwd=home)
+    proc = subprocess.Popen(
+        [clients.cli("19.09"), "proxy", "--bind", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=client_env(cluster, USER, home),
+        cwd=home,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -270,13 +309,20 @@ def seed(sdk22: SDK, name: str, workdir: Path, files: dict[str, str]) -> None:
     for fn, text in files.items():
         (src / fn).parent.mkdir(parents=True, exist_ok=True)
         (src / fn).write_text(text)
-    sdk22(snippet("""
+    sdk22(
+        snippet(
+            """
         with Session() as s:
             vf = s.VFolder(NAME)
             for f in FILES:
                 vf.upload([f])
             emit(1)
-    """, NAME=name, FILES=list(files)), cwd=src)
+    """,
+            NAME=name,
+            FILES=list(files),
+        ),
+        cwd=src,
+    )
 
 
 def test_vfolder_lists(vfolder: str, cli19: CLI) -> None:
@@ -313,12 +359,18 @@ def test_vfolder_upload(vfolder: str, cli19: CLI, workdir: Path, cluster: Cluste
     (workdir / "main19.py").write_text("print(19)\n")
     cli19("vfolder", "upload", vfolder, "data19.csv", "main19.py", cwd=workdir).ok()
     assert vf_names(cluster, vfolder) == {"data19.csv", "main19.py"}
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet(
+            """
         with Session() as s:
             os.makedirs('back', exist_ok=True)
             s.VFolder(NAME).download(['data19.csv'], basedir='back')
             emit(open('back/data19.csv').read())
-    """, NAME=vfolder), cwd=workdir)
+    """,
+            NAME=vfolder,
+        ),
+        cwd=workdir,
+    )
     assert got == "x,y\n3,4\n"
 
 
@@ -412,8 +464,9 @@ def test_admin_domains_update(cli19: CLI, gql: GQL) -> None:
     create_domain(gql, name)
     try:
         cli19("admin", "domains", "update", name, "--description", "19 upd", who=ADMIN).ok()
-        d = gql("query($n: String) { domain(name: $n) { name description total_resource_slots is_active } }",
-                {"n": name})["domain"]
+        d = gql(
+            "query($n: String) { domain(name: $n) { name description total_resource_slots is_active } }", {"n": name}
+        )["domain"]
         assert d is not None, "the domain was renamed"
         assert d["description"] == "19 upd" and d["is_active"] is True
         assert json.loads(d["total_resource_slots"]) == {"cpu": "8"}
@@ -422,8 +475,11 @@ def test_admin_domains_update(cli19: CLI, gql: GQL) -> None:
 
 
 def group_of(gql: GQL, gid: str) -> dict[str, Any] | None:
-    g = gql("query($id: UUID!) { group(id: $id) { name description is_active total_resource_slots "
-            "allowed_vfolder_hosts } }", {"id": gid})["group"]
+    g = gql(
+        "query($id: UUID!) { group(id: $id) { name description is_active total_resource_slots "
+        "allowed_vfolder_hosts } }",
+        {"id": gid},
+    )["group"]
     return dict(g) if g else None
 
 
@@ -473,8 +529,10 @@ def test_admin_groups_add_users(group_id: str, cli19: CLI, gql: GQL, user2: Who)
 
 def test_admin_groups_remove_users(group_id: str, cli19: CLI, gql: GQL, user2: Who) -> None:
     """FAIL R9."""
-    gql("mutation($g: UUID!, $p: ModifyGroupInput!) { modify_group(gid: $g, props: $p) { ok msg } }",
-        {"g": group_id, "p": {"user_update_mode": "add", "user_uuids": [user2["uuid"]]}})
+    gql(
+        "mutation($g: UUID!, $p: ModifyGroupInput!) { modify_group(gid: $g, props: $p) { ok msg } }",
+        {"g": group_id, "p": {"user_update_mode": "add", "user_uuids": [user2["uuid"]]}},
+    )
     assert user2["email"] in members(gql, group_id)
     r = cli19("admin", "groups", "remove-users", group_id, user2["uuid"], who=ADMIN).ok()
     assert "removed" in r.out
@@ -505,8 +563,9 @@ def test_admin_keypairs(cli19: CLI, gql: GQL) -> None:
         ak = m.group(1)
 
         def kp() -> dict[str, Any] | None:
-            k = gql("query($a: String) { keypair(access_key: $a) { access_key rate_limit is_active } }",
-                    {"a": ak})["keypair"]
+            k = gql("query($a: String) { keypair(access_key: $a) { access_key rate_limit is_active } }", {"a": ak})[
+                "keypair"
+            ]
             return dict(k) if k else None
 
         assert kp() == {"access_key": ak, "rate_limit": 5000, "is_active": True}
@@ -523,18 +582,31 @@ def test_admin_keypairs(cli19: CLI, gql: GQL) -> None:
 
 
 def policy(gql: GQL, name: str) -> dict[str, Any] | None:
-    p = gql("query($n: String) { keypair_resource_policy(name: $n) { name max_concurrent_sessions "
-            "allowed_vfolder_hosts idle_timeout } }", {"n": name})["keypair_resource_policy"]
+    p = gql(
+        "query($n: String) { keypair_resource_policy(name: $n) { name max_concurrent_sessions "
+        "allowed_vfolder_hosts idle_timeout } }",
+        {"n": name},
+    )["keypair_resource_policy"]
     return dict(p) if p else None
 
 
 def test_admin_keypair_resource_policies(cli19: CLI, gql: GQL, cluster: Cluster) -> None:
-    assert re.search(r"^Name\s+default$", cli19("admin", "keypair-resource-policy", "-n", "default",
-                                                 who=ADMIN).ok().stdout, re.M)
+    assert re.search(
+        r"^Name\s+default$", cli19("admin", "keypair-resource-policy", "-n", "default", who=ADMIN).ok().stdout, re.M
+    )
     name = unique("cs-19pol")
     try:
-        cli19("admin", "keypair-resource-policies", "add", name, "--max-concurrent-sessions", "2",
-              "--allowed-vfolder-hosts", VOLUME, who=ADMIN).ok()
+        cli19(
+            "admin",
+            "keypair-resource-policies",
+            "add",
+            name,
+            "--max-concurrent-sessions",
+            "2",
+            "--allowed-vfolder-hosts",
+            VOLUME,
+            who=ADMIN,
+        ).ok()
         p = policy(gql, name)
         assert p is not None and p["max_concurrent_sessions"] == 2
         cli19("admin", "keypair-resource-policies", "delete", name, who=ADMIN, input="y\n").ok()
@@ -546,12 +618,23 @@ def test_admin_keypair_resource_policies(cli19: CLI, gql: GQL, cluster: Cluster)
 def test_admin_keypair_resource_policies_update(cli19: CLI, gql: GQL) -> None:
     """FAIL R2: ``allowed_vfolder_hosts: null`` must leave the hosts alone."""
     name = unique("cs-19polu")
-    data = gql("mutation($n: String!, $p: CreateKeyPairResourcePolicyInput!) { create_keypair_resource_policy("
-               "name: $n, props: $p) { ok msg } }",
-               {"n": name, "p": {"default_for_unspecified": "UNLIMITED", "total_resource_slots": "{}",
-                                 "max_concurrent_sessions": 2, "max_containers_per_session": 1,
-                                 "max_vfolder_count": 10, "max_vfolder_size": 0, "idle_timeout": 1800,
-                                 "allowed_vfolder_hosts": [VOLUME]}})
+    data = gql(
+        "mutation($n: String!, $p: CreateKeyPairResourcePolicyInput!) { create_keypair_resource_policy("
+        "name: $n, props: $p) { ok msg } }",
+        {
+            "n": name,
+            "p": {
+                "default_for_unspecified": "UNLIMITED",
+                "total_resource_slots": "{}",
+                "max_concurrent_sessions": 2,
+                "max_containers_per_session": 1,
+                "max_vfolder_count": 10,
+                "max_vfolder_size": 0,
+                "idle_timeout": 1800,
+                "allowed_vfolder_hosts": [VOLUME],
+            },
+        },
+    )
     assert data["create_keypair_resource_policy"]["ok"], data
     try:
         cli19("admin", "keypair-resource-policies", "update", name, "--max-concurrent-sessions", "3", who=ADMIN).ok()
@@ -563,19 +646,23 @@ def test_admin_keypair_resource_policies_update(cli19: CLI, gql: GQL) -> None:
 
 
 def test_admin_scaling_groups(cli19: CLI, gql: GQL, cluster: Cluster) -> None:
-    assert re.search(r"^Name\s+default$", cli19("admin", "scaling-group", "-n", "default", who=ADMIN).ok().stdout,
-                     re.M)
+    assert re.search(r"^Name\s+default$", cli19("admin", "scaling-group", "-n", "default", who=ADMIN).ok().stdout, re.M)
     sg, dom = unique("cs-19sg"), unique("cs-19sgd")
     create_domain(gql, dom)
 
     def sgroup() -> dict[str, Any] | None:
-        g = gql("query($n: String) { scaling_group(name: $n) { name description driver scheduler } }",
-                {"n": sg})["scaling_group"]
+        g = gql("query($n: String) { scaling_group(name: $n) { name description driver scheduler } }", {"n": sg})[
+            "scaling_group"
+        ]
         return dict(g) if g else None
 
     def of_domain() -> list[str]:
-        return [g["name"] for g in gql("query($d: String!) { scaling_groups_for_domain(domain: $d) { name } }",
-                                       {"d": dom})["scaling_groups_for_domain"]]
+        return [
+            g["name"]
+            for g in gql("query($d: String!) { scaling_groups_for_domain(domain: $d) { name } }", {"d": dom})[
+                "scaling_groups_for_domain"
+            ]
+        ]
 
     try:
         cli19("admin", "scaling-groups", "add", sg, "--driver", "static", "--scheduler", "fifo", who=ADMIN).ok()
@@ -625,4 +712,3 @@ def test_admin_resources(cli19: CLI) -> None:
 def test_admin_vfolders_list_hosts(cli19: CLI) -> None:
     out = cli19("admin", "vfolders", "list-hosts", who=ADMIN).ok().stdout
     assert f"Default vfolder host: {VOLUME}" in out and VOLUME in out.split("Mounted hosts:")[-1]
-

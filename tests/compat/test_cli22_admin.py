@@ -43,27 +43,39 @@ def adm(cli22: CLI) -> Admin:
 
 
 def _domain(gql: GQL, name: str) -> dict[str, Any] | None:
-    data = gql("query($n: String) { domain(name: $n) { name description is_active total_resource_slots "
-               "allowed_vfolder_hosts allowed_docker_registries } }", {"n": name})
+    data = gql(
+        "query($n: String) { domain(name: $n) { name description is_active total_resource_slots "
+        "allowed_vfolder_hosts allowed_docker_registries } }",
+        {"n": name},
+    )
     return data["domain"]
 
 
 def _group(gql: GQL, gid: str) -> dict[str, Any] | None:
-    data = gql("query($id: UUID!) { group(id: $id) { id name description is_active domain_name "
-               "total_resource_slots allowed_vfolder_hosts } }", {"id": gid})
+    data = gql(
+        "query($id: UUID!) { group(id: $id) { id name description is_active domain_name "
+        "total_resource_slots allowed_vfolder_hosts } }",
+        {"id": gid},
+    )
     return data["group"]
 
 
 def _user(gql: GQL, email: str) -> dict[str, Any] | None:
-    data = gql("query($e: String) { user(email: $e) { uuid email username full_name description role status "
-               "need_password_change is_active } }", {"e": email})
+    data = gql(
+        "query($e: String) { user(email: $e) { uuid email username full_name description role status "
+        "need_password_change is_active } }",
+        {"e": email},
+    )
     return data["user"]
 
 
 def _policy(gql: GQL, name: str) -> dict[str, Any] | None:
-    data = gql("query($n: String) { keypair_resource_policy(name: $n) { name total_resource_slots "
-               "max_concurrent_sessions max_containers_per_session idle_timeout max_vfolder_count "
-               "max_vfolder_size allowed_vfolder_hosts } }", {"n": name})
+    data = gql(
+        "query($n: String) { keypair_resource_policy(name: $n) { name total_resource_slots "
+        "max_concurrent_sessions max_containers_per_session idle_timeout max_vfolder_count "
+        "max_vfolder_size allowed_vfolder_hosts } }",
+        {"n": name},
+    )
     return data["keypair_resource_policy"]
 
 
@@ -72,14 +84,17 @@ def _policies(gql: GQL) -> list[str]:
 
 
 def _scaling_group(gql: GQL, name: str) -> dict[str, Any] | None:
-    data = gql("query($n: String) { scaling_groups(name: $n) { name description is_active driver scheduler } }",
-               {"n": name})
+    data = gql(
+        "query($n: String) { scaling_groups(name: $n) { name description is_active driver scheduler } }", {"n": name}
+    )
     return data["scaling_groups"][0] if data["scaling_groups"] else None
 
 
 def _keypairs(gql: GQL, email: str) -> list[dict[str, Any]]:
-    return gql("query($e: String) { keypairs(email: $e) { access_key is_active is_admin rate_limit "
-               "resource_policy } }", {"e": email})["keypairs"]
+    return gql(
+        "query($e: String) { keypairs(email: $e) { access_key is_active is_admin rate_limit resource_policy } }",
+        {"e": email},
+    )["keypairs"]
 
 
 def _slots(value: Any) -> dict[str, Any]:
@@ -102,8 +117,12 @@ def _mutation_ok(gql: GQL, query: str, variables: dict[str, Any], field: str) ->
 
 
 def _make_domain(gql: GQL, name: str, **props: Any) -> None:
-    _mutation_ok(gql, "mutation($n: String!, $p: DomainInput!) { create_domain(name: $n, props: $p) { ok msg } }",
-                 {"n": name, "p": props}, "create_domain")
+    _mutation_ok(
+        gql,
+        "mutation($n: String!, $p: DomainInput!) { create_domain(name: $n, props: $p) { ok msg } }",
+        {"n": name, "p": props},
+        "create_domain",
+    )
 
 
 def _drop_domain(gql: GQL, name: str) -> None:
@@ -111,8 +130,10 @@ def _drop_domain(gql: GQL, name: str) -> None:
 
 
 def _make_group(gql: GQL, name: str, domain: str = "default", **props: Any) -> str:
-    data = gql("mutation($n: String!, $p: GroupInput!) { create_group(name: $n, props: $p) { ok msg group { id } } }",
-               {"n": name, "p": {"domain_name": domain, **props}})["create_group"]
+    data = gql(
+        "mutation($n: String!, $p: GroupInput!) { create_group(name: $n, props: $p) { ok msg group { id } } }",
+        {"n": name, "p": {"domain_name": domain, **props}},
+    )["create_group"]
     assert data["ok"], data
     return str(data["group"]["id"])
 
@@ -122,11 +143,20 @@ def _drop_group(gql: GQL, gid: str) -> None:
 
 
 def _make_user(gql: GQL, email: str, **props: Any) -> str:
-    base = {"username": email.split("@")[0], "password": "compat-pass-x", "need_password_change": False,
-            "full_name": "Compat Admin Target", "domain_name": "default", "role": "user", "status": "active",
-            "group_ids": [str(DEFAULT_GROUP_ID)]}
-    data = gql("mutation($e: String!, $p: UserInput!) { create_user(email: $e, props: $p) { ok msg user { uuid } } }",
-               {"e": email, "p": {**base, **props}})["create_user"]
+    base = {
+        "username": email.split("@")[0],
+        "password": "compat-pass-x",
+        "need_password_change": False,
+        "full_name": "Compat Admin Target",
+        "domain_name": "default",
+        "role": "user",
+        "status": "active",
+        "group_ids": [str(DEFAULT_GROUP_ID)],
+    }
+    data = gql(
+        "mutation($e: String!, $p: UserInput!) { create_user(email: $e, props: $p) { ok msg user { uuid } } }",
+        {"e": email, "p": {**base, **props}},
+    )["create_user"]
     assert data["ok"], data
     return str(data["user"]["uuid"])
 
@@ -144,10 +174,12 @@ def _drop_scaling_group(gql: GQL, name: str) -> None:
 
 
 def _make_scaling_group(gql: GQL, name: str) -> None:
-    _mutation_ok(gql, "mutation($n: String!, $p: ScalingGroupInput!) { create_scaling_group(name: $n, props: $p) "
-                      "{ ok msg } }",
-                 {"n": name, "p": {"description": "compat sg", "is_active": True, "driver": "static",
-                                   "scheduler": "fifo"}}, "create_scaling_group")
+    _mutation_ok(
+        gql,
+        "mutation($n: String!, $p: ScalingGroupInput!) { create_scaling_group(name: $n, props: $p) { ok msg } }",
+        {"n": name, "p": {"description": "compat sg", "is_active": True, "driver": "static", "scheduler": "fifo"}},
+        "create_scaling_group",
+    )
 
 
 def _json_items(run: Run) -> list[dict[str, Any]]:
@@ -163,9 +195,15 @@ def _json_items(run: Run) -> list[dict[str, Any]]:
 def domain(gql: GQL) -> Iterator[str]:
     """A fresh domain with slots, hosts and registries; soft-deleted afterwards."""
     name = unique("cs-dom")
-    _make_domain(gql, name, description="compat domain", is_active=True,
-                 total_resource_slots=json.dumps({"cpu": "16", "mem": "68719476736"}),
-                 allowed_vfolder_hosts=[VOLUME], allowed_docker_registries=["cr.backend.ai"])
+    _make_domain(
+        gql,
+        name,
+        description="compat domain",
+        is_active=True,
+        total_resource_slots=json.dumps({"cpu": "16", "mem": "68719476736"}),
+        allowed_vfolder_hosts=[VOLUME],
+        allowed_docker_registries=["cr.backend.ai"],
+    )
     yield name
     _drop_domain(gql, name)
 
@@ -173,8 +211,13 @@ def domain(gql: GQL) -> Iterator[str]:
 @pytest.fixture
 def group(gql: GQL) -> Iterator[str]:
     """A fresh group of the default domain with slots and a host; its id. Soft-deleted afterwards."""
-    gid = _make_group(gql, unique("cs-grp"), description="compat group",
-                      total_resource_slots=json.dumps({"cpu": "4"}), allowed_vfolder_hosts=[VOLUME])
+    gid = _make_group(
+        gql,
+        unique("cs-grp"),
+        description="compat group",
+        total_resource_slots=json.dumps({"cpu": "4"}),
+        allowed_vfolder_hosts=[VOLUME],
+    )
     yield gid
     _drop_group(gql, gid)
 
@@ -192,13 +235,25 @@ def target_user(gql: GQL) -> Iterator[str]:
 def policy(gql: GQL) -> Iterator[str]:
     """A fresh keypair resource policy that allows the test volume."""
     name = unique("cs-pol")
-    _mutation_ok(gql, "mutation($n: String!, $p: CreateKeyPairResourcePolicyInput!) "
-                      "{ create_keypair_resource_policy(name: $n, props: $p) { ok msg } }",
-                 {"n": name, "p": {"default_for_unspecified": "UNLIMITED",
-                                   "total_resource_slots": json.dumps({"cpu": "4"}), "max_concurrent_sessions": 5,
-                                   "max_containers_per_session": 2, "idle_timeout": 1800, "max_vfolder_count": 10,
-                                   "max_vfolder_size": 1073741824, "allowed_vfolder_hosts": [VOLUME]}},
-                 "create_keypair_resource_policy")
+    _mutation_ok(
+        gql,
+        "mutation($n: String!, $p: CreateKeyPairResourcePolicyInput!) "
+        "{ create_keypair_resource_policy(name: $n, props: $p) { ok msg } }",
+        {
+            "n": name,
+            "p": {
+                "default_for_unspecified": "UNLIMITED",
+                "total_resource_slots": json.dumps({"cpu": "4"}),
+                "max_concurrent_sessions": 5,
+                "max_containers_per_session": 2,
+                "idle_timeout": 1800,
+                "max_vfolder_count": 10,
+                "max_vfolder_size": 1073741824,
+                "allowed_vfolder_hosts": [VOLUME],
+            },
+        },
+        "create_keypair_resource_policy",
+    )
     yield name
     _drop_policy(gql, name)
 
@@ -216,8 +271,9 @@ def pending_session(cluster: Cluster) -> Iterator[dict[str, str]]:
     """A session of the normal user reserved an hour ahead (PENDING, never started: no container)."""
     name = unique("cs-adms")
     starts = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
-    r = cluster.request("POST", "/session", {"image": "python", "name": name, "enqueueOnly": True,
-                                              "startsAt": starts}, who=USER)
+    r = cluster.request(
+        "POST", "/session", {"image": "python", "name": name, "enqueueOnly": True, "startsAt": starts}, who=USER
+    )
     assert r.status_code in (200, 201), r.text
     sid = str(r.json()["sessionId"])
     yield {"name": name, "id": sid}
@@ -227,11 +283,15 @@ def pending_session(cluster: Cluster) -> Iterator[dict[str, str]]:
 # --- agents ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args", [
-    (),
-    ("-s", "ALIVE", "--scaling-group", "default"),
-    ("--filter", 'id like "i-%"', "--order", "id"),
-], ids=["plain", "alive-sgroup", "filter-order"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        (),
+        ("-s", "ALIVE", "--scaling-group", "default"),
+        ("--filter", 'id like "i-%"', "--order", "id"),
+    ],
+    ids=["plain", "alive-sgroup", "filter-order"],
+)
 def test_agent_list(adm: Admin, cluster: Cluster, args: tuple[str, ...]) -> None:
     run = adm("admin", "agent", "list", *args).ok()
     assert cluster.agent_id in run.out, run.describe()
@@ -270,9 +330,20 @@ def test_domain_info(adm: Admin) -> None:
 def test_domain_add(adm: Admin, gql: GQL) -> None:
     name = unique("cs-dom")
     try:
-        run = adm("admin", "domain", "add", name, "-d", "compat domain", "--total-resource-slots",
-                  '{"cpu": 16, "mem": "64g"}', "--allowed-vfolder-hosts", VOLUME,
-                  "--allowed-docker-registries", "cr.backend.ai").ok()
+        run = adm(
+            "admin",
+            "domain",
+            "add",
+            name,
+            "-d",
+            "compat domain",
+            "--total-resource-slots",
+            '{"cpu": 16, "mem": "64g"}',
+            "--allowed-vfolder-hosts",
+            VOLUME,
+            "--allowed-docker-registries",
+            "cr.backend.ai",
+        ).ok()
         assert re.search(r"ok\s+True", run.out), run.describe()
         d = _domain(gql, name)
         assert d is not None and d["description"] == "compat domain" and d["is_active"], d
@@ -338,8 +409,19 @@ def test_group_list(adm: Admin, group: str, args: tuple[str, ...]) -> None:
 
 def test_group_add(adm: Admin, gql: GQL) -> None:
     name = unique("cs-grp")
-    run = adm("admin", "group", "add", "default", name, "-d", "compat group", "--total-resource-slots",
-              '{"cpu": 4}', "--allowed-vfolder-hosts", VOLUME).ok()
+    run = adm(
+        "admin",
+        "group",
+        "add",
+        "default",
+        name,
+        "-d",
+        "compat group",
+        "--total-resource-slots",
+        '{"cpu": 4}',
+        "--allowed-vfolder-hosts",
+        VOLUME,
+    ).ok()
     m = re.search(r"^id\s+([0-9a-f-]{36})", run.out, re.M)
     assert m, run.describe()
     try:
@@ -487,8 +569,9 @@ def test_keypair_list_by_user(adm: Admin, gql: GQL, target_user: str) -> None:
 
 def test_keypair_list_filtered(adm: Admin, gql: GQL, target_user: str) -> None:
     ak = _keypairs(gql, target_user)[0]["access_key"]
-    run = adm("admin", "keypair", "list", "--is-active", "true", "--filter", 'user_id like "cs-%"',
-              "--order", "access_key").ok()
+    run = adm(
+        "admin", "keypair", "list", "--is-active", "true", "--filter", 'user_id like "cs-%"', "--order", "access_key"
+    ).ok()
     assert ak in run.out and ADMIN["access_key"] not in run.out, run.describe()
 
 
@@ -505,15 +588,30 @@ def test_keypair_info_json(adm: Admin) -> None:
 def test_keypair_update(adm: Admin, gql: GQL, target_user: str, policy: str) -> None:
     ak = _keypairs(gql, target_user)[0]["access_key"]
     try:
-        run = adm("admin", "keypair", "update", ak, "--is-admin", "false", "--is-active", "true", "-r", "3000",
-                  "--resource-policy", policy).ok()
+        run = adm(
+            "admin",
+            "keypair",
+            "update",
+            ak,
+            "--is-admin",
+            "false",
+            "--is-active",
+            "true",
+            "-r",
+            "3000",
+            "--resource-policy",
+            policy,
+        ).ok()
         assert re.search(r"ok\s+True", run.out), run.describe()
         kp = next(k for k in _keypairs(gql, target_user) if k["access_key"] == ak)
         assert kp["rate_limit"] == 3000 and kp["resource_policy"] == policy and kp["is_active"], kp
         assert kp["is_admin"] is False, kp
     finally:  # the policy can only be deleted once no keypair uses it
-        _quietly(gql, "mutation($a: String!) { modify_keypair(access_key: $a, props: {resource_policy: \"default\"}) "
-                      "{ ok } }", {"a": ak})
+        _quietly(
+            gql,
+            'mutation($a: String!) { modify_keypair(access_key: $a, props: {resource_policy: "default"}) { ok } }',
+            {"a": ak},
+        )
 
 
 def test_keypair_deactivate_activate_delete(adm: Admin, gql: GQL, target_user: str) -> None:
@@ -548,15 +646,36 @@ def test_resource_policy_info(adm: Admin) -> None:
 def test_resource_policy_add(adm: Admin, gql: GQL) -> None:
     name = unique("cs-pol")
     try:
-        run = adm("admin", "keypair-resource-policy", "add", name, "--total-resource-slots",
-                  '{"cpu": "4", "mem": "8g"}', "--max-concurrent-sessions", "5", "--max-containers-per-session", "2",
-                  "--max-vfolder-count", "10", "--max-vfolder-size", "1073741824", "--idle-timeout", "1800",
-                  "--allowed-vfolder-hosts", VOLUME).ok()
+        run = adm(
+            "admin",
+            "keypair-resource-policy",
+            "add",
+            name,
+            "--total-resource-slots",
+            '{"cpu": "4", "mem": "8g"}',
+            "--max-concurrent-sessions",
+            "5",
+            "--max-containers-per-session",
+            "2",
+            "--max-vfolder-count",
+            "10",
+            "--max-vfolder-size",
+            "1073741824",
+            "--idle-timeout",
+            "1800",
+            "--allowed-vfolder-hosts",
+            VOLUME,
+        ).ok()
         assert re.search(r"ok\s+True", run.out), run.describe()
         p = _policy(gql, name)
         assert p is not None, run.describe()
-        assert (p["max_concurrent_sessions"], p["max_containers_per_session"], p["max_vfolder_count"],
-                int(p["max_vfolder_size"]), int(p["idle_timeout"])) == (5, 2, 10, 1073741824, 1800), p
+        assert (
+            p["max_concurrent_sessions"],
+            p["max_containers_per_session"],
+            p["max_vfolder_count"],
+            int(p["max_vfolder_size"]),
+            int(p["idle_timeout"]),
+        ) == (5, 2, 10, 1073741824, 1800), p
         assert p["allowed_vfolder_hosts"] == [VOLUME], p
         slots = _slots(p["total_resource_slots"])
         assert float(slots["cpu"]) == 4 and int(float(slots["mem"])) == 8 * 2**30, p
@@ -613,8 +732,22 @@ def test_scaling_add(adm: Admin, gql: GQL) -> None:
     """FAIL R8 today: the client declares ``$input: CreateScalingGroupInput!`` (server: ``ScalingGroupInput``)."""
     name = unique("cs-sg")
     try:
-        run = adm("admin", "scaling", "add", name, "-d", "compat sg", "--driver", "static", "--driver-opts", "{}",
-                  "--scheduler", "fifo", "--scheduler-opts", "{}").ok()
+        run = adm(
+            "admin",
+            "scaling",
+            "add",
+            name,
+            "-d",
+            "compat sg",
+            "--driver",
+            "static",
+            "--driver-opts",
+            "{}",
+            "--scheduler",
+            "fifo",
+            "--scheduler-opts",
+            "{}",
+        ).ok()
         assert re.search(r"ok\s+True", run.out), run.describe()
         sg = _scaling_group(gql, name)
         assert sg is not None, f"scaling group {name} was not created: {run.describe()}"
@@ -676,21 +809,43 @@ def test_user_add(adm: Admin, gql: GQL) -> None:
     email = f"{unique('cs-usr')}@example.org"
     name = email.split("@")[0]
     try:
-        run = adm("admin", "user", "add", "default", email, "compat-Pass-1", "-u", name, "-n", "CS User Two",
-                  "-r", "user", "--description", "compat user").ok()
+        run = adm(
+            "admin",
+            "user",
+            "add",
+            "default",
+            email,
+            "compat-Pass-1",
+            "-u",
+            name,
+            "-n",
+            "CS User Two",
+            "-r",
+            "user",
+            "--description",
+            "compat user",
+        ).ok()
         assert re.search(r"ok\s+True", run.out), run.describe()
         u = _user(gql, email)
         assert u is not None and (u["username"], u["full_name"], u["role"], u["description"]) == (
-            name, "CS User Two", "user", "compat user"), u
+            name,
+            "CS User Two",
+            "user",
+            "compat user",
+        ), u
     finally:
         _drop_user(gql, email)
 
 
-@pytest.mark.parametrize("args", [
-    (),
-    ("-s", "active", "--filter", 'email like "cs-%"', "--order", "created_at"),
-    ("-g", str(DEFAULT_GROUP_ID)),
-], ids=["plain", "filtered", "group"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        (),
+        ("-s", "active", "--filter", 'email like "cs-%"', "--order", "created_at"),
+        ("-g", str(DEFAULT_GROUP_ID)),
+    ],
+    ids=["plain", "filtered", "group"],
+)
 def test_user_list(adm: Admin, target_user: str, args: tuple[str, ...]) -> None:
     run = adm("admin", "user", "list", *args).ok()
     assert target_user in run.out, run.describe()
@@ -719,12 +874,16 @@ def test_user_info_json(adm: Admin, target_user: str) -> None:
 
 
 def test_user_update(adm: Admin, gql: GQL, target_user: str) -> None:
-    run = adm("admin", "user", "update", target_user, "-n", "CS User 2", "--description", "updated",
-              "--need-password-change").ok()
+    run = adm(
+        "admin", "user", "update", target_user, "-n", "CS User 2", "--description", "updated", "--need-password-change"
+    ).ok()
     assert re.search(r"ok\s+True", run.out), run.describe()
     u = _user(gql, target_user)
     assert u is not None and (u["full_name"], u["description"], u["need_password_change"]) == (
-        "CS User 2", "updated", True), u
+        "CS User 2",
+        "updated",
+        True,
+    ), u
 
 
 def test_user_update_keeps_full_name(adm: Admin, gql: GQL, target_user: str) -> None:

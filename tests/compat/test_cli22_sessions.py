@@ -68,8 +68,9 @@ def cleanup(cluster: Cluster, *refs: str, who: Who = USER) -> None:
             pass
 
 
-def wait_status(cluster: Cluster, ref: str, statuses: tuple[str, ...], timeout: float = 60,
-                who: Who = USER) -> dict[str, Any]:
+def wait_status(
+    cluster: Cluster, ref: str, statuses: tuple[str, ...], timeout: float = 60, who: Who = USER
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     doc = None
     while time.monotonic() < deadline:
@@ -85,7 +86,7 @@ def table_rows(text: str) -> list[str]:
     lines = text.splitlines()
     for i, line in enumerate(lines):
         if line.strip() and set(line.strip()) <= {"-", " "}:
-            return [ln for ln in lines[i + 1:] if ln.strip()]
+            return [ln for ln in lines[i + 1 :] if ln.strip()]
     return []
 
 
@@ -123,13 +124,24 @@ def shared(cluster: Cluster, cli22: CLI) -> Iterator[Shared]:
         api_create(cluster, dead)
         cluster.request("DELETE", f"/session/{dead}")
         # The bootstrap script's output is the line the interactive session's log must show.
-        doc = api_create(cluster, run, tag="cs-tag", bootstrap_script="echo cs-log-marker",
-                         config={"resources": {"cpu": "1", "mem": "256m"}, "environ": {"FOO": "bar"}})
+        doc = api_create(
+            cluster,
+            run,
+            tag="cs-tag",
+            bootstrap_script="echo cs-log-marker",
+            config={"resources": {"cpu": "1", "mem": "256m"}, "environ": {"FOO": "bar"}},
+        )
         api_create(cluster, pend, enqueueOnly=True, starts_at=reserved_at())
         # files for ls/download
-        cli22("run", "-t", run, "python", "-c",
-              "import os; os.makedirs('ddir', exist_ok=True); open('ddir/inner.txt', 'w').write('inner-text');"
-              "open('seed.txt', 'w').write('seed-text')").ok()
+        cli22(
+            "run",
+            "-t",
+            run,
+            "python",
+            "-c",
+            "import os; os.makedirs('ddir', exist_ok=True); open('ddir/inner.txt', 'w').write('inner-text');"
+            "open('seed.txt', 'w').write('seed-text')",
+        ).ok()
         info = info_of(cluster, run)
         assert info is not None
         yield Shared(prefix, run, pend, dead, doc["sessionId"], info["kernelId"], info["userId"], info["groupId"])
@@ -185,8 +197,7 @@ def test_run_build_and_exec_c(cli22: CLI, workdir: Path, cluster: Cluster) -> No
     write(workdir / "main.c", '#include <stdio.h>\nint main(void){printf("hello from c %d\\n", 6*7);return 0;}\n')
     name = unique("cs-runb")
     try:
-        r = cli22("run", "--rm", "-t", name, *RES, "c", "main.c", "--build", "*", "--exec", "./main",
-                  cwd=workdir).ok()
+        r = cli22("run", "--rm", "-t", name, *RES, "c", "main.c", "--build", "*", "--exec", "./main", cwd=workdir).ok()
         assert "hello from c 42" in r.stdout
         assert "Build finished. (exit code = 0)" in r.out
     finally:
@@ -218,8 +229,23 @@ def test_run_env_range(cli22: CLI, cluster: Cluster, home: Path) -> None:
     name = unique("cs-runr")
     names = [f"{name}-{i}" for i in range(3)]
     try:
-        r = cli22("run", "--rm", "-t", name, *RES, "-e", "N=$X", "--env-range", "X=range:1,4", "--max-parallel", "2",
-                  "-c", 'import os; print("val", int(os.environ["N"]) * 10)', "python", timeout=150).ok()
+        r = cli22(
+            "run",
+            "--rm",
+            "-t",
+            name,
+            *RES,
+            "-e",
+            "N=$X",
+            "--env-range",
+            "X=range:1,4",
+            "--max-parallel",
+            "2",
+            "-c",
+            'import os; print("val", int(os.environ["N"]) * 10)',
+            "python",
+            timeout=150,
+        ).ok()
         for i in (1, 2, 3):
             assert f"env = 'N={i}'" in r.out
         assert [client_log(home, n).split() for n in names] == [["val", "10"], ["val", "20"], ["val", "30"]]
@@ -233,8 +259,21 @@ def test_run_env_range(cli22: CLI, cluster: Cluster, home: Path) -> None:
 def test_run_resources_and_tag(cli22: CLI, cluster: Cluster) -> None:
     name = unique("cs-runres")
     try:
-        r = cli22("run", "--rm", "-t", name, "-r", "cpu=1", "-r", "mem=256m", "--tag", "cs-tag", "python",
-                  "-c", "print('res-ok')").ok()
+        r = cli22(
+            "run",
+            "--rm",
+            "-t",
+            name,
+            "-r",
+            "cpu=1",
+            "-r",
+            "mem=256m",
+            "--tag",
+            "cs-tag",
+            "python",
+            "-c",
+            "print('res-ok')",
+        ).ok()
         assert "res-ok" in r.stdout
         doc = info_of(cluster, name)
         assert doc is not None and doc["tag"] == "cs-tag"
@@ -247,8 +286,21 @@ def test_run_basedir_quiet(cli22: CLI, workdir: Path, cluster: Cluster) -> None:
     write(workdir / "src" / "main.py", 'print("from basedir")\n')
     name = unique("cs-runbd")
     try:
-        r = cli22("run", "--rm", "-t", name, *RES, "python", "src/main.py", "--basedir", "src",
-                  "--exec", "python3 main.py", "-q", cwd=workdir).ok()
+        r = cli22(
+            "run",
+            "--rm",
+            "-t",
+            name,
+            *RES,
+            "python",
+            "src/main.py",
+            "--basedir",
+            "src",
+            "--exec",
+            "python3 main.py",
+            "-q",
+            cwd=workdir,
+        ).ok()
         assert r.stdout.strip() == "from basedir"
         assert "Session name prefix" not in r.out  # -q
     finally:
@@ -259,8 +311,22 @@ def test_run_clean_build_exec(cli22: CLI, workdir: Path, cluster: Cluster) -> No
     write(workdir / "main.py", 'print("main ran")\n')
     name = unique("cs-runcl")
     try:
-        r = cli22("run", "--rm", "-t", name, *RES, "python", "main.py", "--clean", "echo cleaning",
-                  "--build", "echo building", "--exec", "python3 main.py", cwd=workdir).ok()
+        r = cli22(
+            "run",
+            "--rm",
+            "-t",
+            name,
+            *RES,
+            "python",
+            "main.py",
+            "--clean",
+            "echo cleaning",
+            "--build",
+            "echo building",
+            "--exec",
+            "python3 main.py",
+            cwd=workdir,
+        ).ok()
         assert r.stdout.split("\n")[:3] == ["cleaning", "building", "main ran"]
     finally:
         cleanup(cluster, name)
@@ -271,8 +337,23 @@ def test_run_exec_range(cli22: CLI, workdir: Path, cluster: Cluster, home: Path)
     name = unique("cs-runer")
     names = [f"{name}-0", f"{name}-1"]
     try:
-        r = cli22("run", "--rm", "-t", name, *RES, "python", "main.py", "--exec", "python3 main.py $X",
-                  "--exec-range", "X=case:a,b", "--max-parallel", "1", cwd=workdir, timeout=150).ok()
+        r = cli22(
+            "run",
+            "--rm",
+            "-t",
+            name,
+            *RES,
+            "python",
+            "main.py",
+            "--exec",
+            "python3 main.py $X",
+            "--exec-range",
+            "X=case:a,b",
+            "--max-parallel",
+            "1",
+            cwd=workdir,
+            timeout=150,
+        ).ok()
         assert "exec = 'python3 main.py a'" in r.out and "exec = 'python3 main.py b'" in r.out
         assert client_log(home, names[0]).split() == ["arg", "a"]
         assert client_log(home, names[1]).split() == ["arg", "b"]
@@ -307,8 +388,9 @@ def test_run_mount(cli22: CLI, cluster: Cluster, folder_with_entry: str) -> None
     name = unique("cs-runm")
     vf = folder_with_entry
     try:
-        r = cli22("run", "--rm", "-t", name, *RES, "-m", vf, "python", "-c",
-                  f"import os; print(os.listdir({vf!r}))").ok()
+        r = cli22(
+            "run", "--rm", "-t", name, *RES, "-m", vf, "python", "-c", f"import os; print(os.listdir({vf!r}))"
+        ).ok()
         assert "['sub']" in r.stdout
     finally:
         cleanup(cluster, name)
@@ -317,8 +399,9 @@ def test_run_mount(cli22: CLI, cluster: Cluster, folder_with_entry: str) -> None
 def test_run_user_input(cli22: CLI, cluster: Cluster) -> None:
     name = unique("cs-runin")
     try:
-        r = cli22("run", "--rm", "-t", name, *RES, "python", "-c", 'x = input("num? "); print(int(x) * 2)',
-                  input="21\n").ok()
+        r = cli22(
+            "run", "--rm", "-t", name, *RES, "python", "-c", 'x = input("num? "); print(int(x) * 2)', input="21\n"
+        ).ok()
         assert "42" in r.stdout and "num?" in r.stdout
     finally:
         cleanup(cluster, name)
@@ -327,8 +410,16 @@ def test_run_user_input(cli22: CLI, cluster: Cluster) -> None:
 def test_run_stderr_and_exit_code(cli22: CLI, cluster: Cluster) -> None:
     name = unique("cs-runerr")
     try:
-        r = cli22("run", "--rm", "-t", name, *RES, "python", "-c",
-                  "import sys; print('to-stderr', file=sys.stderr); sys.exit(3)")
+        r = cli22(
+            "run",
+            "--rm",
+            "-t",
+            name,
+            *RES,
+            "python",
+            "-c",
+            "import sys; print('to-stderr', file=sys.stderr); sys.exit(3)",
+        )
         assert r.rc == 0, r.describe()
         assert "to-stderr" in r.stderr and "to-stderr" not in r.stdout
         assert "exit code = 3" in r.out
@@ -339,8 +430,16 @@ def test_run_stderr_and_exit_code(cli22: CLI, cluster: Cluster) -> None:
 def test_run_media_output(cli22: CLI, cluster: Cluster) -> None:
     name = unique("cs-runmedia")
     try:
-        r = cli22("run", "--rm", "-t", name, *RES, "python", "-c",
-                  "import matplotlib.pyplot as plt; plt.plot([1, 2, 3]); plt.show()").ok()
+        r = cli22(
+            "run",
+            "--rm",
+            "-t",
+            name,
+            *RES,
+            "python",
+            "-c",
+            "import matplotlib.pyplot as plt; plt.plot([1, 2, 3]); plt.show()",
+        ).ok()
         assert "output record (type: media)" in r.stdout
         assert "data:image/png;base64,iVBORw0KGgo" in r.stdout
     finally:
@@ -350,8 +449,19 @@ def test_run_media_output(cli22: CLI, cluster: Cluster) -> None:
 def test_run_assign_agent_as_admin(cli22: CLI, cluster: Cluster) -> None:
     name = unique("cs-runaa")
     try:
-        r = cli22("run", "--rm", "-t", name, *RES, "--assign-agent", cluster.agent_id, "python", "-c",
-                  "print('aa-ok')", who=ADMIN).ok()
+        r = cli22(
+            "run",
+            "--rm",
+            "-t",
+            name,
+            *RES,
+            "--assign-agent",
+            cluster.agent_id,
+            "python",
+            "-c",
+            "print('aa-ok')",
+            who=ADMIN,
+        ).ok()
         assert "aa-ok" in r.stdout
         doc = info_of(cluster, name, who=ADMIN)
         assert doc is not None and doc["agent"] == cluster.agent_id
@@ -377,8 +487,21 @@ def test_create_and_start(cli22: CLI, cluster: Cluster, cmd: tuple[str, ...]) ->
 def test_session_create_with_options(cli22: CLI, cluster: Cluster) -> None:
     name = unique("cs-s2")
     try:
-        r = cli22("session", "create", "-t", name, "-r", "cpu=1", "-r", "mem=256m", "-e", "FOO=bar",
-                  "--tag", "cs-tag", "python").ok()
+        r = cli22(
+            "session",
+            "create",
+            "-t",
+            name,
+            "-r",
+            "cpu=1",
+            "-r",
+            "mem=256m",
+            "-e",
+            "FOO=bar",
+            "--tag",
+            "cs-tag",
+            "python",
+        ).ok()
         assert "is created and ready" in r.out
         doc = info_of(cluster, name)
         assert doc is not None and doc["status"] == "RUNNING"
@@ -456,15 +579,39 @@ def test_create_bootstrap_and_depends(cli22: CLI, cluster: Cluster, workdir: Pat
     write(workdir / "boot.sh", "#!/bin/sh\necho booted > /home/work/booted.txt\n")
     s4, s5 = unique("cs-s4"), unique("cs-s5")
     try:
-        cli22("create", "-t", s4, *RES, "--bootstrap-script", "boot.sh", "--resource-opts", "shmem=64m",
-              "--cluster-size", "1", "--cluster-mode", "single-node", "python", cwd=workdir).ok()
+        cli22(
+            "create",
+            "-t",
+            s4,
+            *RES,
+            "--bootstrap-script",
+            "boot.sh",
+            "--resource-opts",
+            "shmem=64m",
+            "--cluster-size",
+            "1",
+            "--cluster-mode",
+            "single-node",
+            "python",
+            cwd=workdir,
+        ).ok()
         doc = info_of(cluster, s4)
         assert doc is not None and doc["status"] == "RUNNING"
         assert doc["clusterSize"] == 1 and doc["clusterMode"] == "single-node"
         r = cli22("run", "-t", s4, "python", "-c", "print(open('/home/work/booted.txt').read())").ok()
         assert "booted" in r.stdout
-        r = cli22("create", "-t", s5, "--depends", s4, "--callback-url", "http://127.0.0.1:9/cb", "--enqueue-only",
-                  *RES, "python").ok()
+        r = cli22(
+            "create",
+            "-t",
+            s5,
+            "--depends",
+            s4,
+            "--callback-url",
+            "http://127.0.0.1:9/cb",
+            "--enqueue-only",
+            *RES,
+            "python",
+        ).ok()
         doc5 = info_of(cluster, s5)
         assert doc5 is not None and f"Session ID {doc5['sessionId']} is enqueued for scheduling." in r.out
     finally:
@@ -564,7 +711,7 @@ PS_VARIANTS = {
     "pending": ["ps", "-s", "PENDING"],
     "dead": ["ps", "--dead", "--limit", "3"],
     "running": ["session", "list", "--running"],
-    "filter-order": ["ps", "--filter", "name like \"{prefix}%\"", "--order", "-created_at"],
+    "filter-order": ["ps", "--filter", 'name like "{prefix}%"', "--order", "-created_at"],
     "offset-limit": ["ps", "--offset", "1", "--limit", "1"],
 }
 
@@ -581,22 +728,65 @@ def test_ps_variants(cli22: CLI, shared: Shared, variant: str) -> None:
 
 # Every format key of the 22.03 client's ``session_fields`` except its own typo ``resoucre_opts`` (CLIENT);
 # ``created_user_id`` (R16) and ``containers`` (R1) are FAIL rows. Value: what the running session shows.
-PS_FIELDS = ["kernel_id", "tag", "name", "type", "session_id", "image", "registry", "cluster_template",
-             "cluster_mode", "cluster_size", "domain_name", "group_name", "group_id", "user_email", "user_id",
-             "access_key", "created_user_email", "created_user_id", "status", "status_info", "status_data",
-             "status_changed", "created_at", "terminated_at", "starts_at", "startup_command", "result",
-             "scaling_group", "service_ports", "mounts", "occupied_slots", "containers", "dependencies"]
+PS_FIELDS = [
+    "kernel_id",
+    "tag",
+    "name",
+    "type",
+    "session_id",
+    "image",
+    "registry",
+    "cluster_template",
+    "cluster_mode",
+    "cluster_size",
+    "domain_name",
+    "group_name",
+    "group_id",
+    "user_email",
+    "user_id",
+    "access_key",
+    "created_user_email",
+    "created_user_id",
+    "status",
+    "status_info",
+    "status_data",
+    "status_changed",
+    "created_at",
+    "terminated_at",
+    "starts_at",
+    "startup_command",
+    "result",
+    "scaling_group",
+    "service_ports",
+    "mounts",
+    "occupied_slots",
+    "containers",
+    "dependencies",
+]
 
 
 def _field_expect(field: str, s: Shared) -> list[str]:
     """Strings one of which the session's row must show for ``field`` (empty: anything)."""
     return {
-        "tag": ["cs-tag"], "type": ["interactive"], "session_id": [s.sid], "image": ["python"],
-        "cluster_mode": ["single-node"], "cluster_size": ["1"], "domain_name": ["default"],
-        "group_name": ["default"], "group_id": [s.group_id], "user_email": [USER["email"]],
-        "user_id": [s.user_id], "access_key": [USER["access_key"]], "created_user_email": [USER["email"]],
-        "created_user_id": [s.user_id], "status": ["RUNNING"], "result": ["UNDEFINED"],
-        "occupied_slots": ["cpu:1"], "containers": [s.kernel_id, s.sid], "dependencies": ["no dependency"],
+        "tag": ["cs-tag"],
+        "type": ["interactive"],
+        "session_id": [s.sid],
+        "image": ["python"],
+        "cluster_mode": ["single-node"],
+        "cluster_size": ["1"],
+        "domain_name": ["default"],
+        "group_name": ["default"],
+        "group_id": [s.group_id],
+        "user_email": [USER["email"]],
+        "user_id": [s.user_id],
+        "access_key": [USER["access_key"]],
+        "created_user_email": [USER["email"]],
+        "created_user_id": [s.user_id],
+        "status": ["RUNNING"],
+        "result": ["UNDEFINED"],
+        "occupied_slots": ["cpu:1"],
+        "containers": [s.kernel_id, s.sid],
+        "dependencies": ["no dependency"],
     }.get(field, [])
 
 
@@ -636,8 +826,14 @@ def test_session_upload(cli22: CLI, shared: Shared, workdir: Path) -> None:
     write(workdir / "main.py", "print('uploaded main')\n")
     r = cli22("session", "upload", shared.run, "data.csv", "main.py", cwd=workdir).ok()
     assert "Uploaded." in r.out
-    check = cli22("run", "-t", shared.run, "python", "-c",
-                  "print(repr(open('data.csv').read())); print(repr(open('main.py').read()))").ok()
+    check = cli22(
+        "run",
+        "-t",
+        shared.run,
+        "python",
+        "-c",
+        "print(repr(open('data.csv').read())); print(repr(open('main.py').read()))",
+    ).ok()
     assert "'a,b\\n1,2\\n'" in check.stdout and "\"print('uploaded main')\\n\"" in check.stdout
 
 
@@ -650,8 +846,9 @@ def test_session_ls(cli22: CLI, shared: Shared, path: str) -> None:
 
 
 def test_session_download_files(cli22: CLI, shared: Shared, workdir: Path) -> None:
-    cli22("run", "-t", shared.run, "python", "-c",
-          "open('dl1.txt', 'w').write('one'); open('dl2.txt', 'w').write('two')").ok()
+    cli22(
+        "run", "-t", shared.run, "python", "-c", "open('dl1.txt', 'w').write('one'); open('dl2.txt', 'w').write('two')"
+    ).ok()
     r = cli22("session", "download", shared.run, "dl1.txt", "dl2.txt", "--dest", "dl", cwd=workdir).ok()
     assert "Downloaded to" in r.out
     assert (workdir / "dl" / "dl1.txt").read_text() == "one" and (workdir / "dl" / "dl2.txt").read_text() == "two"
@@ -745,8 +942,11 @@ def test_events_while_destroyed(cli22: CLI, cluster: Cluster) -> None:
         cleanup(cluster, name)
 
 
-@pytest.mark.parametrize("cmd,count", [(("session", "destroy"), 1), (("rm",), 1), (("kill",), 1), (("rm",), 2)],
-                         ids=["session-destroy", "rm", "kill", "rm-two"])
+@pytest.mark.parametrize(
+    "cmd,count",
+    [(("session", "destroy"), 1), (("rm",), 1), (("kill",), 1), (("rm",), 2)],
+    ids=["session-destroy", "rm", "kill", "rm-two"],
+)
 def test_destroy_aliases(cli22: CLI, cluster: Cluster, cmd: tuple[str, ...], count: int) -> None:
     names = [unique("cs-d") for _ in range(count)]
     try:
@@ -779,9 +979,11 @@ def test_kill_stats(cli22: CLI, cluster: Cluster) -> None:
 
 
 def template_yaml(name: str, foo: str = "bar") -> str:
-    return (f"api_version: v1\nkind: taskTemplate\nmetadata:\n  name: {name}\n  tag: cs-tag\nspec:\n"
-            f"  kernel:\n    environ:\n      FOO: {foo}\n    image: python\n  resources:\n    cpu: '1'\n"
-            f"    mem: 256m\n  sessionType: interactive\n")
+    return (
+        f"api_version: v1\nkind: taskTemplate\nmetadata:\n  name: {name}\n  tag: cs-tag\nspec:\n"
+        f"  kernel:\n    environ:\n      FOO: {foo}\n    image: python\n  resources:\n    cpu: '1'\n"
+        f"    mem: 256m\n  sessionType: interactive\n"
+    )
 
 
 def templates_named(cluster: Cluster, name: str) -> list[dict[str, Any]]:
@@ -839,8 +1041,9 @@ def template(cluster: Cluster) -> Iterator[tuple[str, str]]:
         delete_templates(cluster, name)
 
 
-@pytest.mark.parametrize("args,who", [(("sesstpl", "list"), USER), (("sesstpl", "list", "-a"), ADMIN)],
-                         ids=["list", "list-all-admin"])
+@pytest.mark.parametrize(
+    "args,who", [(("sesstpl", "list"), USER), (("sesstpl", "list", "-a"), ADMIN)], ids=["list", "list-all-admin"]
+)
 def test_sesstpl_list(cli22: CLI, template: tuple[str, str], args: tuple[str, ...], who: Who) -> None:
     r = cli22(*args, who=who).ok()
     row = [x for x in table_rows(r.stdout) if template[0] in x]
@@ -857,8 +1060,7 @@ def test_sesstpl_get(cli22: CLI, template: tuple[str, str]) -> None:
 
 
 @pytest.mark.parametrize("source", ["file", "stdin"])
-def test_sesstpl_update(cli22: CLI, cluster: Cluster, template: tuple[str, str], workdir: Path,
-                        source: str) -> None:
+def test_sesstpl_update(cli22: CLI, cluster: Cluster, template: tuple[str, str], workdir: Path, source: str) -> None:
     name, tid = template
     if source == "file":
         write(workdir / "tpl2.yaml", template_yaml(name, foo="baz"))

@@ -58,8 +58,10 @@ def files(cluster: Cluster, name: str, path: str = ".", who: Who = USER) -> dict
 
 def gql_folder(gql: GQL, folder_id: str) -> dict[str, Any]:
     """The folder's row as GraphQL (admin) shows it: its own permission, cloneable, quota, ownership."""
-    items = gql("{ vfolder_list(limit: 100) { items { id name permission cloneable usage_mode max_size "
-                "ownership_type group } } }")["vfolder_list"]["items"]
+    items = gql(
+        "{ vfolder_list(limit: 100) { items { id name permission cloneable usage_mode max_size "
+        "ownership_type group } } }"
+    )["vfolder_list"]["items"]
     found = [i for i in items if i["id"].replace("-", "") == folder_id.replace("-", "")]
     assert len(found) == 1, (folder_id, items)
     return found[0]
@@ -428,8 +430,9 @@ def dot(cluster: Cluster) -> Iterator[str]:
 def test_dotfile_create_from_file(cli22: CLI, cluster: Cluster, workdir: Path, dot: str, who: str) -> None:
     write(workdir / "vimrc", "set nu\nsyntax on\n")
     owner = ("-o", USER["access_key"]) if who != "user" else ()
-    r = cli22("dotfile", "create", dot, "-f", "vimrc", "--perm", "644", *owner, cwd=workdir,
-              who=ADMIN if owner else USER).ok()
+    r = cli22(
+        "dotfile", "create", dot, "-f", "vimrc", "--perm", "644", *owner, cwd=workdir, who=ADMIN if owner else USER
+    ).ok()
     assert f"Dotfile {dot} created and ready" in r.out
     got = dotfiles(cluster)[dot]
     assert got["data"] == "set nu\nsyntax on\n" and got["permission"] == "644"
@@ -469,8 +472,9 @@ def test_dotfile_update(cli22: CLI, cluster: Cluster, workdir: Path, dot: str, w
     _api_dotfile(cluster, dot, "old\n", "644")
     write(workdir / "vimrc", "new content\n")
     owner = ("-o", USER["access_key"]) if who != "user" else ()
-    r = cli22("dotfile", "update", dot, "-f", "vimrc", "--perm", "600", *owner, cwd=workdir,
-              who=ADMIN if owner else USER).ok()
+    r = cli22(
+        "dotfile", "update", dot, "-f", "vimrc", "--perm", "600", *owner, cwd=workdir, who=ADMIN if owner else USER
+    ).ok()
     assert f"Dotfile {dot} updated" in r.out
     got = dotfiles(cluster)[dot]
     assert got["data"] == "new content\n" and got["permission"] == "600"

@@ -30,22 +30,38 @@ ERROR_MARKS = ("Traceback", "Error:", "error:", "BackendAPIError", "✘")
 def throwaway(gql: GQL) -> Iterator[dict[str, str]]:
     """A group, a domain and a user that the purge commands may remove (they never do today)."""
     domain = unique("cs-nodom")
-    out = gql("mutation($n: String!) { create_domain(name: $n, props: {description: \"compat n/a\"}) { ok msg } }",
-              {"n": domain})["create_domain"]
+    out = gql(
+        'mutation($n: String!) { create_domain(name: $n, props: {description: "compat n/a"}) { ok msg } }',
+        {"n": domain},
+    )["create_domain"]
     assert out["ok"], out
-    group = gql("mutation($n: String!) { create_group(name: $n, props: {domain_name: \"default\"}) "
-                "{ ok msg group { id } } }", {"n": unique("cs-nogrp")})["create_group"]
+    group = gql(
+        'mutation($n: String!) { create_group(name: $n, props: {domain_name: "default"}) { ok msg group { id } } }',
+        {"n": unique("cs-nogrp")},
+    )["create_group"]
     assert group["ok"], group
     email = f"{unique('cs-nousr')}@example.org"
-    user = gql("mutation($e: String!, $p: UserInput!) { create_user(email: $e, props: $p) { ok msg } }",
-               {"e": email, "p": {"username": email.split("@")[0], "password": "compat-pass-n",
-                                  "domain_name": "default", "need_password_change": False, "role": "user",
-                                  "status": "active"}})["create_user"]
+    user = gql(
+        "mutation($e: String!, $p: UserInput!) { create_user(email: $e, props: $p) { ok msg } }",
+        {
+            "e": email,
+            "p": {
+                "username": email.split("@")[0],
+                "password": "compat-pass-n",
+                "domain_name": "default",
+                "need_password_change": False,
+                "role": "user",
+                "status": "active",
+            },
+        },
+    )["create_user"]
     assert user["ok"], user
     yield {"gid": str(group["group"]["id"]), "domain": domain, "email": email}
-    for query, var in (("mutation($e: String!) { delete_user(email: $e) { ok } }", {"e": email}),
-                       ("mutation($g: UUID) { delete_group(gid: $g) { ok } }", {"g": str(group["group"]["id"])}),
-                       ("mutation($n: String!) { delete_domain(name: $n) { ok } }", {"n": domain})):
+    for query, var in (
+        ("mutation($e: String!) { delete_user(email: $e) { ok } }", {"e": email}),
+        ("mutation($g: UUID) { delete_group(gid: $g) { ok } }", {"g": str(group["group"]["id"])}),
+        ("mutation($n: String!) { delete_domain(name: $n) { ok } }", {"n": domain}),
+    ):
         try:
             gql(query, var)
         except AssertionError:
@@ -63,12 +79,19 @@ def user_session(cli22: CLI, cluster: Cluster) -> Iterator[str]:
 
 
 @pytest.fixture
-def values(request: pytest.FixtureRequest, entry: NotOffered, cluster: Cluster,
-           throwaway: dict[str, str]) -> Iterator[dict[str, str]]:
+def values(
+    request: pytest.FixtureRequest, entry: NotOffered, cluster: Cluster, throwaway: dict[str, str]
+) -> Iterator[dict[str, str]]:
     """The placeholder values of ``entry`` (the session only when it needs one); a folder created under
     ``{name}`` by a command that works now is removed afterwards."""
-    v = {"agent": cluster.agent_id, "name": unique("cs-nofolder"), "admin_email": ADMIN["email"],
-         "admin_password": ADMIN["password"], "user_password": USER["password"], **throwaway}
+    v = {
+        "agent": cluster.agent_id,
+        "name": unique("cs-nofolder"),
+        "admin_email": ADMIN["email"],
+        "admin_password": ADMIN["password"],
+        "user_password": USER["password"],
+        **throwaway,
+    }
     if "session" in entry.tags:
         v["session"] = request.getfixturevalue("user_session")
     yield v
@@ -85,8 +108,9 @@ def _fill(text: str, values: dict[str, str]) -> str:
     return text.format(**values)
 
 
-def _run_cli(e: NotOffered, values: dict[str, str], cli22: CLI, cli19: CLI, clients: OfficialClients,
-             workdir: Path) -> tuple[int, str]:
+def _run_cli(
+    e: NotOffered, values: dict[str, str], cli22: CLI, cli19: CLI, clients: OfficialClients, workdir: Path
+) -> tuple[int, str]:
     (workdir / "vimrc").write_text("set number\n")
     (workdir / "data.csv").write_text("a,b\n1,2\n")
     assert isinstance(e.call, tuple)
@@ -95,27 +119,46 @@ def _run_cli(e: NotOffered, values: dict[str, str], cli22: CLI, cli19: CLI, clie
     # `ssh`/`scp` call `backend.ai` from PATH: the same official client
     env["PATH"] = str(Path(clients.cli(e.version)).parent) + os.pathsep + os.environ.get("PATH", "")
     runner = cli22 if e.version == "22.03" else cli19
-    run = runner(*args, who=ADMIN if e.who == "admin" else USER, cwd=workdir, env=env,
-                 input=_fill(e.stdin, values) if e.stdin is not None else None, timeout=90)
+    run = runner(
+        *args,
+        who=ADMIN if e.who == "admin" else USER,
+        cwd=workdir,
+        env=env,
+        input=_fill(e.stdin, values) if e.stdin is not None else None,
+        timeout=90,
+    )
     return run.rc, f"$ backend.ai {' '.join(args)}\n(exit {run.rc})\n{run.out}"
 
 
 def _run_sdk(e: NotOffered, values: dict[str, str], sdk22: SDK, sdk19: SDK, workdir: Path) -> tuple[int, str]:
     assert isinstance(e.call, str)
     expr = _fill(e.call, values)
-    code = ("from ai.backend.client.session import Session\n"
-            "with Session() as session:\n"
-            f"    result = {expr}\n"
-            "emit(result)\n")
+    code = (
+        "from ai.backend.client.session import Session\n"
+        "with Session() as session:\n"
+        f"    result = {expr}\n"
+        "emit(result)\n"
+    )
     runner = sdk22 if e.version == "22.03" else sdk19
     rc, out, _ = runner(code, who=ADMIN if e.who == "admin" else USER, cwd=workdir, check=False)
     return rc, f">>> {expr}\n(exit {rc})\n{out}"
 
 
-@pytest.mark.parametrize("entry", [pytest.param(e, id=e.id, marks=[pytest.mark.skip(reason=e.skip)] if e.skip else [])
-                                   for e in NOT_OFFERED], indirect=True)
-def test_still_refused(entry: NotOffered, values: dict[str, str], cli22: CLI, cli19: CLI, sdk22: SDK, sdk19: SDK,
-                       clients: OfficialClients, workdir: Path) -> None:
+@pytest.mark.parametrize(
+    "entry",
+    [pytest.param(e, id=e.id, marks=[pytest.mark.skip(reason=e.skip)] if e.skip else []) for e in NOT_OFFERED],
+    indirect=True,
+)
+def test_still_refused(
+    entry: NotOffered,
+    values: dict[str, str],
+    cli22: CLI,
+    cli19: CLI,
+    sdk22: SDK,
+    sdk19: SDK,
+    clients: OfficialClients,
+    workdir: Path,
+) -> None:
     if entry.kind == "cli":
         rc, out = _run_cli(entry, values, cli22, cli19, clients, workdir)
     else:
@@ -125,10 +168,17 @@ def test_still_refused(entry: NotOffered, values: dict[str, str], cli22: CLI, cl
         return
     if rc == 0:
         marks = [m for m in ERROR_MARKS if m in out]
-        pytest.fail(f"{WORKS_NOW} ({entry.version} {entry.kind}; was N/A: {entry.reason})"
-                    + (f" [the output still shows {marks}: check it]" if marks else "") + f"\n{out}", pytrace=False)
-    pytest.fail(f"the refusal changed (expected /{entry.refusal}/; {entry.reason}): fix the record in "
-                f"not_offered.py or move the command into the checked set\n{out}", pytrace=False)
+        pytest.fail(
+            f"{WORKS_NOW} ({entry.version} {entry.kind}; was N/A: {entry.reason})"
+            + (f" [the output still shows {marks}: check it]" if marks else "")
+            + f"\n{out}",
+            pytrace=False,
+        )
+    pytest.fail(
+        f"the refusal changed (expected /{entry.refusal}/; {entry.reason}): fix the record in "
+        f"not_offered.py or move the command into the checked set\n{out}",
+        pytrace=False,
+    )
 
 
 def test_records_are_well_formed() -> None:

@@ -36,19 +36,27 @@ def snippet(body: str, **params: Any) -> str:
 def sess(sdk22: SDK, cluster: Cluster) -> Iterator[dict[str, str]]:
     """An interactive session for the per-session calls (started with the 22.03 SDK, an OK row)."""
     name = unique("cs-19k")
-    sid = sdk22(snippet22("""
+    sid = sdk22(
+        snippet22(
+            """
         with Session() as s:
             emit(str(s.ComputeSession.get_or_create('python', name=NAME, resources=RES).id))
-    """, NAME=name, RES=RES))
+    """,
+            NAME=name,
+            RES=RES,
+        )
+    )
     yield {"name": name, "id": str(sid)}
     destroy(cluster, str(sid))
 
 
 def test_hello(sdk19: SDK) -> None:
-    got = sdk19(snippet("""
+    got = sdk19(
+        snippet("""
         with Session() as s:
             emit(s.Kernel.hello())
-    """))
+    """)
+    )
     assert got["version"].startswith("v4.") or got["version"].startswith("v6."), got
 
 
@@ -56,12 +64,18 @@ def test_get_or_create(sdk19: SDK, cluster: Cluster) -> None:
     """FAIL R4: the create answer must carry ``kernelId``; the returned object must work."""
     name = unique("cs-19kc")
     try:
-        got = sdk19(snippet("""
+        got = sdk19(
+            snippet(
+                """
             with Session() as s:
                 k = s.Kernel.get_or_create('python', client_token=NAME, resources=RES, envs={'K19': 'yes'})
                 r = k.execute(code="import os; print(os.environ['K19'])")
                 emit({'kid': k.kernel_id, 'created': k.created, 'status': k.status, 'console': r['console']})
-        """, NAME=name, RES=RES))
+        """,
+                NAME=name,
+                RES=RES,
+            )
+        )
         assert got["created"] is True and got["status"] == "RUNNING", got
         assert got["kid"] and got["console"] == [["stdout", "yes\n"]]
         assert session_status(cluster, name) == "RUNNING"
@@ -71,11 +85,17 @@ def test_get_or_create(sdk19: SDK, cluster: Cluster) -> None:
 
 def test_get_or_create_again_reuses(sess: dict[str, str], sdk19: SDK) -> None:
     """FAIL R4 (the reuse answer lacks ``kernelId`` too)."""
-    got = sdk19(snippet("""
+    got = sdk19(
+        snippet(
+            """
         with Session() as s:
             k = s.Kernel.get_or_create('python', client_token=NAME, resources=RES)
             emit({'kid': k.kernel_id, 'created': k.created, 'status': k.status, 'info': k.get_info()['status']})
-    """, NAME=sess["name"], RES=RES))
+    """,
+            NAME=sess["name"],
+            RES=RES,
+        )
+    )
     assert got["created"] is False and got["status"] == "RUNNING" and got["info"] == "RUNNING", got
     assert got["kid"] in (sess["name"], sess["id"])
 
@@ -84,12 +104,18 @@ def test_get_or_create_batch(sdk19: SDK, cluster: Cluster) -> None:
     """FAIL R4."""
     name = unique("cs-19kb")
     try:
-        got = sdk19(snippet("""
+        got = sdk19(
+            snippet(
+                """
             with Session() as s:
                 k = s.Kernel.get_or_create('python', client_token=NAME, type_='batch', resources=RES,
                                            startup_command='python3 -c "print(6*7)"')
                 emit({'kid': k.kernel_id, 'status': k.status})
-        """, NAME=name, RES=RES))
+        """,
+                NAME=name,
+                RES=RES,
+            )
+        )
         assert got["kid"], got
         st = wait_status(cluster, name, lambda st: st is None or st in ("TERMINATED", "ERROR"))
         assert st == "TERMINATED", st
@@ -100,23 +126,35 @@ def test_get_or_create_batch(sdk19: SDK, cluster: Cluster) -> None:
 
 
 def test_get_info(sess: dict[str, str], sdk19: SDK) -> None:
-    got = sdk19(snippet("""
+    got = sdk19(
+        snippet(
+            """
         with Session() as s:
             emit(s.Kernel(NAME).get_info())
-    """, NAME=sess["name"]))
+    """,
+            NAME=sess["name"],
+        )
+    )
     assert got["status"] == "RUNNING" and "python" in json.dumps(got.get("image") or got.get("lang")), got
 
 
 def test_execute_query(sess: dict[str, str], sdk19: SDK) -> None:
-    got = sdk19(snippet("""
+    got = sdk19(
+        snippet(
+            """
         with Session() as s:
             emit(s.Kernel(NAME).execute(code='print(1+2)', mode='query'))
-    """, NAME=sess["name"]))
+    """,
+            NAME=sess["name"],
+        )
+    )
     assert got["status"] == "finished" and got["console"] == [["stdout", "3\n"]], got
 
 
 def test_execute_batch_and_continue(sess: dict[str, str], sdk19: SDK) -> None:
-    got = sdk19(snippet("""
+    got = sdk19(
+        snippet(
+            """
         with Session() as s:
             k = s.Kernel(NAME)
             run_id = os.urandom(8).hex()
@@ -128,13 +166,18 @@ def test_execute_batch_and_continue(sess: dict[str, str], sdk19: SDK) -> None:
                 n += 1
             out += [c[1] for c in r['console'] if c[0] == 'stdout']
             emit({'out': ''.join(out), 'status': r['status'], 'continued': n, 'exit': r.get('exitCode')})
-    """, NAME=sess["name"]))
+    """,
+            NAME=sess["name"],
+        )
+    )
     assert got["status"] == "finished" and "42" in got["out"] and got["exit"] == 0, got
     assert got["continued"] >= 1
 
 
 def test_execute_user_input(sess: dict[str, str], sdk19: SDK) -> None:
-    got = sdk19(snippet("""
+    got = sdk19(
+        snippet(
+            """
         with Session() as s:
             k = s.Kernel(NAME)
             run_id = os.urandom(8).hex()
@@ -150,29 +193,43 @@ def test_execute_user_input(sess: dict[str, str], sdk19: SDK) -> None:
                 else:
                     r = k.execute(run_id, code='', mode='continue')
             emit({'seen': seen, 'out': ''.join(out)})
-    """, NAME=sess["name"]))
+    """,
+            NAME=sess["name"],
+        )
+    )
     assert "waiting-input" in got["seen"] and "42" in got["out"], got
 
 
 def test_complete(sess: dict[str, str], sdk19: SDK) -> None:
-    got = sdk19(snippet("""
+    got = sdk19(
+        snippet(
+            """
         with Session() as s:
             emit(s.Kernel(NAME).complete('import o'))
-    """, NAME=sess["name"]))
+    """,
+            NAME=sess["name"],
+        )
+    )
     result = got["result"] if isinstance(got, dict) else got
     assert isinstance(result, list) and all(isinstance(c, str) for c in result), got
 
 
 def test_upload_list_download(sess: dict[str, str], sdk19: SDK, workdir: Path) -> None:
     (workdir / "k19.txt").write_text("kernel 19.09 upload\n")
-    got = sdk19(snippet("""
+    got = sdk19(
+        snippet(
+            """
         with Session() as s:
             k = s.Kernel(NAME)
             k.upload(['k19.txt'])
             listing = k.list_files('.')
             dl = k.download(['k19.txt'], dest='dl')
             emit({'files': listing['files'], 'dl': dl})
-    """, NAME=sess["name"]), cwd=workdir)
+    """,
+            NAME=sess["name"],
+        ),
+        cwd=workdir,
+    )
     entries = {e["filename"]: e for e in json.loads(got["files"])}
     assert entries["k19.txt"]["size"] == len("kernel 19.09 upload\n")
     assert "k19.txt" in got["dl"]["file_names"]
@@ -180,7 +237,9 @@ def test_upload_list_download(sess: dict[str, str], sdk19: SDK, workdir: Path) -
 
 
 def test_logs_interrupt_restart(sess: dict[str, str], sdk19: SDK, cluster: Cluster) -> None:
-    got = sdk19(snippet("""
+    got = sdk19(
+        snippet(
+            """
         with Session() as s:
             k = s.Kernel(NAME)
             k.execute(code='mark19 = 1')
@@ -188,14 +247,19 @@ def test_logs_interrupt_restart(sess: dict[str, str], sdk19: SDK, cluster: Clust
             k.interrupt()
             k.restart()
             emit({'logs': logs, 'after': k.execute(code="print('mark19' in globals())")})
-    """, NAME=sess["name"]))
+    """,
+            NAME=sess["name"],
+        )
+    )
     assert isinstance(got["logs"]["result"]["logs"], str), got
     assert got["after"]["console"] == [["stdout", "False\n"]], got
     assert session_status(cluster, sess["id"]) == "RUNNING"
 
 
 def test_stream_execute(sess: dict[str, str], sdk19: SDK) -> None:
-    got = sdk19(snippet("""
+    got = sdk19(
+        snippet(
+            """
         async def main():
             async with AsyncSession() as s:
                 out, last = [], None
@@ -207,12 +271,17 @@ def test_stream_execute(sess: dict[str, str], sdk19: SDK) -> None:
                             break
                 return {'out': ''.join(out), 'status': last and last.get('status')}
         emit(asyncio.new_event_loop().run_until_complete(main()))
-    """, NAME=sess["name"]))
+    """,
+            NAME=sess["name"],
+        )
+    )
     assert got == {"out": "s19\n", "status": "finished"}
 
 
 def test_stream_pty(sess: dict[str, str], sdk19: SDK) -> None:
-    got = sdk19(snippet("""
+    got = sdk19(
+        snippet(
+            """
         async def main():
             async with AsyncSession() as s:
                 buf = b''
@@ -226,21 +295,35 @@ def test_stream_pty(sess: dict[str, str], sdk19: SDK) -> None:
                             buf += base64.b64decode(ev['data'])
                 return buf.decode(errors='replace')
         emit(asyncio.new_event_loop().run_until_complete(main()))
-    """, NAME=sess["name"]))
+    """,
+            NAME=sess["name"],
+        )
+    )
     assert "pty19-42" in got, got
 
 
 def test_destroy(sdk22: SDK, sdk19: SDK, cluster: Cluster) -> None:
     name = unique("cs-19kd")
-    sdk22(snippet22("""
+    sdk22(
+        snippet22(
+            """
         with Session() as s:
             emit(str(s.ComputeSession.get_or_create('python', name=NAME, resources=RES).id))
-    """, NAME=name, RES=RES))
+    """,
+            NAME=name,
+            RES=RES,
+        )
+    )
     try:
-        got = sdk19(snippet("""
+        got = sdk19(
+            snippet(
+                """
             with Session() as s:
                 emit(s.Kernel(NAME).destroy())
-        """, NAME=name))
+        """,
+                NAME=name,
+            )
+        )
         assert isinstance(got["stats"], dict), got
         assert gone(wait_status(cluster, name, gone, 30))
     finally:
@@ -250,12 +333,20 @@ def test_destroy(sdk22: SDK, sdk19: SDK, cluster: Cluster) -> None:
 def test_stream_events(sdk22: SDK, sdk19: SDK, cluster: Cluster) -> None:
     """FAIL R15: ``GET /stream/kernel/_/events?sessionId=...``."""
     name = unique("cs-19ke")
-    sid = sdk22(snippet22("""
+    sid = sdk22(
+        snippet22(
+            """
         with Session() as s:
             emit(str(s.ComputeSession.get_or_create('python', name=NAME, resources=RES).id))
-    """, NAME=name, RES=RES))
+    """,
+            NAME=name,
+            RES=RES,
+        )
+    )
     try:
-        got = sdk19(snippet("""
+        got = sdk19(
+            snippet(
+                """
             async def main():
                 async with AsyncSession() as s:
                     k = s.Kernel(NAME)
@@ -274,7 +365,10 @@ def test_stream_events(sdk22: SDK, sdk19: SDK, cluster: Cluster) -> None:
                         await task
                     return events
             emit(asyncio.new_event_loop().run_until_complete(main()))
-        """, NAME=name))
+        """,
+                NAME=name,
+            )
+        )
         names = [e[0] for e in got]
         assert any(n.endswith("_terminated") for n in names), got
         assert all(e[1].get("sessionId") in (sid, name) or e[1].get("sessionName") == name for e in got), got
@@ -284,14 +378,22 @@ def test_stream_events(sdk22: SDK, sdk19: SDK, cluster: Cluster) -> None:
 
 def test_get_task_logs(sdk22: SDK, sdk19: SDK, cluster: Cluster) -> None:
     name = unique("cs-19kt")
-    sid = sdk22(snippet22("""
+    sid = sdk22(
+        snippet22(
+            """
         with Session() as s:
             emit(str(s.ComputeSession.get_or_create('python', name=NAME, type_='batch', resources=RES,
                                                     startup_command='python3 -c "print(6*7)"').id))
-    """, NAME=name, RES=RES))
+    """,
+            NAME=name,
+            RES=RES,
+        )
+    )
     try:
         wait_status(cluster, sid, lambda st: st is None or st in ("TERMINATED", "ERROR"))
-        got = sdk19(snippet("""
+        got = sdk19(
+            snippet(
+                """
             async def main():
                 async with AsyncSession() as s:
                     chunks = []
@@ -299,7 +401,10 @@ def test_get_task_logs(sdk22: SDK, sdk19: SDK, cluster: Cluster) -> None:
                         chunks.append(chunk)
                     return b''.join(chunks).decode()
             emit(asyncio.new_event_loop().run_until_complete(main()))
-        """, SID=sid))
+        """,
+                SID=sid,
+            )
+        )
         assert "42" in got.split(), got
     finally:
         destroy(cluster, sid)
@@ -324,18 +429,27 @@ def seed(sdk22: SDK, name: str, workdir: Path, files: dict[str, str]) -> None:
     for fn, text in files.items():
         (src / fn).parent.mkdir(parents=True, exist_ok=True)
         (src / fn).write_text(text)
-    sdk22(snippet22("""
+    sdk22(
+        snippet22(
+            """
         with Session() as s:
             for f in FILES:
                 s.VFolder(NAME).upload([f])
             emit(1)
-    """, NAME=name, FILES=list(files)), cwd=src)
+    """,
+            NAME=name,
+            FILES=list(files),
+        ),
+        cwd=src,
+    )
 
 
 def test_vfolder_basics(sdk19: SDK, cluster: Cluster) -> None:
     name, new, other = unique("cs-19sdkvf"), unique("cs-19sdkvfr"), unique("cs-19sdkvfo")
     try:
-        got = sdk19(snippet("""
+        got = sdk19(
+            snippet(
+                """
             with Session() as s:
                 c = s.VFolder.create(NAME, HOST)
                 o = s.VFolder.create(OTHER, HOST)
@@ -346,19 +460,31 @@ def test_vfolder_basics(sdk19: SDK, cluster: Cluster) -> None:
                 s.VFolder(NAME).mkdir('d19')
                 s.VFolder(NAME).rename(NEW)
                 emit({'c': c, 'o': o, 'listed': listed, 'hosts': hosts, 'types': types, 'info': info})
-        """, NAME=name, OTHER=other, NEW=new, HOST=VOLUME))
+        """,
+                NAME=name,
+                OTHER=other,
+                NEW=new,
+                HOST=VOLUME,
+            )
+        )
         assert got["c"]["name"] == name and name in got["listed"] and other in got["listed"]
         assert VOLUME in got["hosts"]["allowed"] and "user" in got["types"]
         assert got["info"]["name"] == name
         mine = vfolders(cluster)
         assert new in mine and name not in mine
         assert vf_names(cluster, new) == {"d19"}
-        sdk19(snippet("""
+        sdk19(
+            snippet(
+                """
             with Session() as s:
                 s.VFolder(NEW).delete()
                 s.VFolder.delete_by_id(OID)
                 emit(1)
-        """, NEW=new, OID=got["o"]["id"]))
+        """,
+                NEW=new,
+                OID=got["o"]["id"],
+            )
+        )
         mine = vfolders(cluster)
         assert new not in mine and other not in mine
     finally:
@@ -369,11 +495,17 @@ def test_vfolder_basics(sdk19: SDK, cluster: Cluster) -> None:
 def test_vfolder_upload(vfolder: str, sdk19: SDK, workdir: Path, cluster: Cluster) -> None:
     """FAIL R7: ``POST /folders/{name}/upload`` (multipart)."""
     (workdir / "v19.txt").write_text("v19 upload\n")
-    sdk19(snippet("""
+    sdk19(
+        snippet(
+            """
         with Session() as s:
             s.VFolder(NAME).upload(['v19.txt'])
             emit(1)
-    """, NAME=vfolder), cwd=workdir)
+    """,
+            NAME=vfolder,
+        ),
+        cwd=workdir,
+    )
     r = cluster.request("GET", f"/folders/{vfolder}/files?path=.")
     files = r.json()["files"]
     entries = {e["filename"]: e for e in (json.loads(files) if isinstance(files, str) else files)}
@@ -383,10 +515,15 @@ def test_vfolder_upload(vfolder: str, sdk19: SDK, workdir: Path, cluster: Cluste
 def test_vfolder_list_files(vfolder: str, sdk19: SDK, sdk22: SDK, workdir: Path) -> None:
     """FAIL R6: ``files`` must be a JSON string."""
     seed(sdk22, vfolder, workdir, {"v19.txt": "123"})
-    got = sdk19(snippet("""
+    got = sdk19(
+        snippet(
+            """
         with Session() as s:
             emit(s.VFolder(NAME).list_files('.'))
-    """, NAME=vfolder))
+    """,
+            NAME=vfolder,
+        )
+    )
     assert isinstance(got["files"], str), got
     entries = {e["filename"]: e for e in json.loads(got["files"])}
     assert entries["v19.txt"]["size"] == 3
@@ -395,10 +532,15 @@ def test_vfolder_list_files(vfolder: str, sdk19: SDK, sdk22: SDK, workdir: Path)
 def test_vfolder_rename_file(vfolder: str, sdk19: SDK, sdk22: SDK, workdir: Path, cluster: Cluster) -> None:
     """FAIL R7: ``POST /folders/{name}/rename_file``."""
     seed(sdk22, vfolder, workdir, {"d19/in.txt": "i"})
-    sdk19(snippet("""
+    sdk19(
+        snippet(
+            """
         with Session() as s:
             emit(s.VFolder(NAME).rename_file('d19', 'd19b'))
-    """, NAME=vfolder))
+    """,
+            NAME=vfolder,
+        )
+    )
     assert vf_names(cluster, vfolder) == {"d19b"}
 
 
@@ -407,47 +549,82 @@ def test_vfolder_download(vfolder: str, sdk19: SDK, sdk22: SDK, workdir: Path) -
     seed(sdk22, vfolder, workdir, {"v19.txt": "download me\n"})
     dest = workdir / "dl"
     dest.mkdir()
-    sdk19(snippet("""
+    sdk19(
+        snippet(
+            """
         with Session() as s:
             s.VFolder(NAME).download(['v19.txt'])
             emit(1)
-    """, NAME=vfolder), cwd=dest)
+    """,
+            NAME=vfolder,
+        ),
+        cwd=dest,
+    )
     assert (dest / "v19.txt").read_text() == "download me\n"
 
 
 def test_vfolder_delete_files(vfolder: str, sdk19: SDK, sdk22: SDK, workdir: Path, cluster: Cluster) -> None:
     """FAIL R7: ``DELETE /folders/{name}/delete_files``."""
     seed(sdk22, vfolder, workdir, {"d19b/in.txt": "i", "keep.txt": "k"})
-    sdk19(snippet("""
+    sdk19(
+        snippet(
+            """
         with Session() as s:
             emit(s.VFolder(NAME).delete_files(['d19b'], recursive=True))
-    """, NAME=vfolder))
+    """,
+            NAME=vfolder,
+        )
+    )
     assert vf_names(cluster, vfolder) == {"keep.txt"}
 
 
 def test_vfolder_invitations(vfolder: str, sdk19: SDK, user2: Who, cluster: Cluster) -> None:
-    sdk19(snippet("""
+    sdk19(
+        snippet(
+            """
         with Session() as s:
             emit(s.VFolder(NAME).invite('ro', [EMAIL]))
-    """, NAME=vfolder, EMAIL=user2["email"]))
-    got = sdk19(snippet("""
+    """,
+            NAME=vfolder,
+            EMAIL=user2["email"],
+        )
+    )
+    got = sdk19(
+        snippet(
+            """
         with Session() as s:
             mine = [i for i in s.VFolder.invitations()['invitations'] if i['vfolder_name'] == NAME]
             s.VFolder.accept_invitation(mine[0]['id'])
             emit(mine)
-    """, NAME=vfolder), who=user2)
+    """,
+            NAME=vfolder,
+        ),
+        who=user2,
+    )
     assert len(got) == 1 and got[0]["perm"] == "ro"
     assert vfolders(cluster, user2)[vfolder]["permission"] == "ro"
     cluster.request("POST", f"/folders/{vfolder}/leave", who=user2)
-    sdk19(snippet("""
+    sdk19(
+        snippet(
+            """
         with Session() as s:
             emit(s.VFolder(NAME).invite('rw', [EMAIL]))
-    """, NAME=vfolder, EMAIL=user2["email"]))
-    got = sdk19(snippet("""
+    """,
+            NAME=vfolder,
+            EMAIL=user2["email"],
+        )
+    )
+    got = sdk19(
+        snippet(
+            """
         with Session() as s:
             mine = [i for i in s.VFolder.invitations()['invitations'] if i['vfolder_name'] == NAME]
             s.VFolder.delete_invitation(mine[0]['id'])
             emit([i for i in s.VFolder.invitations()['invitations'] if i['vfolder_name'] == NAME])
-    """, NAME=vfolder), who=user2)
+    """,
+            NAME=vfolder,
+        ),
+        who=user2,
+    )
     assert got == []
     assert vfolder not in vfolders(cluster, user2)

@@ -44,11 +44,17 @@ from .helpers import (
 def sess(sdk22: SDK, cluster: Cluster) -> Iterator[dict[str, Any]]:
     """One interactive session for the read-mostly calls, created with the SDK's ``get_or_create``."""
     name = unique("cs-sdk")
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet(
+            """
         with Session() as s:
             cs = s.ComputeSession.get_or_create('python', name=NAME, resources=RES, envs={'A': '1'}, tag='cs')
             emit({'id': str(cs.id), 'created': cs.created, 'status': cs.status, 'name': cs.name})
-    """, NAME=name, RES=RES))
+    """,
+            NAME=name,
+            RES=RES,
+        )
+    )
     yield {**got, "name": name}
     destroy(cluster, got["id"])
 
@@ -57,12 +63,18 @@ def sess(sdk22: SDK, cluster: Cluster) -> Iterator[dict[str, Any]]:
 def batch(sdk22: SDK, cluster: Cluster) -> Iterator[dict[str, Any]]:
     """A batch session that prints 42, created with the SDK and waited for until it ends."""
     name = unique("cs-sdkb")
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet(
+            """
         with Session() as s:
             cs = s.ComputeSession.get_or_create('python', name=NAME, type_='batch', resources=RES,
                                                 startup_command='python3 -c "print(6*7)"')
             emit({'id': str(cs.id), 'status': cs.status})
-    """, NAME=name, RES=RES))
+    """,
+            NAME=name,
+            RES=RES,
+        )
+    )
     wait_status(cluster, got["id"], lambda st: st is None or st in ("TERMINATED", "ERROR", "CANCELLED"))
     yield {**got, "name": name}
     destroy(cluster, got["id"])
@@ -72,11 +84,13 @@ def batch(sdk22: SDK, cluster: Cluster) -> Iterator[dict[str, Any]]:
 
 
 def test_hello_and_versions(sdk22: SDK) -> None:
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet("""
         with Session() as s:
             emit({'hello': s.ComputeSession.hello(), 'versions': s.System.get_versions(),
                   'manager': s.System.get_manager_version(), 'api': s.System.get_api_version()})
-    """))
+    """)
+    )
     assert got["hello"]["version"].startswith("v6.")
     assert got["versions"]["version"] == got["hello"]["version"]
     assert got["manager"] and got["manager"] == got["hello"]["manager"]
@@ -88,41 +102,65 @@ def test_get_or_create(sess: dict[str, Any], cluster: Cluster, sdk22: SDK) -> No
     assert uuid.UUID(sess["id"])
     r = cluster.request("GET", f"/session/{sess['name']}")
     assert r.status_code == 200 and r.json()["status"] == "RUNNING", r.text
-    out = sdk22(snippet("""
+    out = sdk22(
+        snippet(
+            """
         with Session() as s:
             emit(s.ComputeSession(NAME).execute(code="import os; print(os.environ['A'])"))
-    """, NAME=sess["name"]))
+    """,
+            NAME=sess["name"],
+        )
+    )
     assert out["console"] == [["stdout", "1\n"]]
     data = gql_session(cluster, sess["id"])
     assert data["tag"] == "cs" and data["name"] == sess["name"]
 
 
 def gql_session(cluster: Cluster, sid: str) -> dict[str, Any]:
-    r = cluster.request("POST", "/admin/gql", {"query": "query($id: UUID!) { compute_session(id: $id) "
-                                                        "{ id name tag status type } }", "variables": {"id": sid}})
+    r = cluster.request(
+        "POST",
+        "/admin/gql",
+        {
+            "query": "query($id: UUID!) { compute_session(id: $id) { id name tag status type } }",
+            "variables": {"id": sid},
+        },
+    )
     assert r.status_code == 200, r.text
     return dict(r.json()["data"]["compute_session"])
 
 
 def test_get_or_create_again_reuses(sess: dict[str, Any], sdk22: SDK) -> None:
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet(
+            """
         with Session() as s:
             cs = s.ComputeSession.get_or_create('python', name=NAME, resources=RES)
             emit({'id': str(cs.id), 'created': cs.created, 'status': cs.status})
-    """, NAME=sess["name"], RES=RES))
+    """,
+            NAME=sess["name"],
+            RES=RES,
+        )
+    )
     assert got == {"id": sess["id"], "created": False, "status": "RUNNING"}
 
 
 def test_execute(sess: dict[str, Any], sdk22: SDK) -> None:
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet(
+            """
         with Session() as s:
             emit(s.ComputeSession(NAME).execute(code='print(1+1)'))
-    """, NAME=sess["name"]))
+    """,
+            NAME=sess["name"],
+        )
+    )
     assert got["status"] == "finished" and got["console"] == [["stdout", "2\n"]]
 
 
 def test_execute_batch_and_continue(sess: dict[str, Any], sdk22: SDK) -> None:
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet(
+            """
         with Session() as s:
             cs = s.ComputeSession(NAME)
             run_id = os.urandom(8).hex()
@@ -135,13 +173,18 @@ def test_execute_batch_and_continue(sess: dict[str, Any], sdk22: SDK) -> None:
                 r = cs.execute(run_id, code='', mode='continue')
                 modes.append('continue')
             emit({'out': ''.join(out), 'status': r['status'], 'exit': r.get('exitCode')})
-    """, NAME=sess["name"]))
+    """,
+            NAME=sess["name"],
+        )
+    )
     assert got["status"] == "finished" and "42" in got["out"], got
     assert got["exit"] == 0
 
 
 def test_execute_user_input(sess: dict[str, Any], sdk22: SDK) -> None:
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet(
+            """
         with Session() as s:
             cs = s.ComputeSession(NAME)
             run_id = os.urandom(8).hex()
@@ -157,27 +200,40 @@ def test_execute_user_input(sess: dict[str, Any], sdk22: SDK) -> None:
                 else:
                     r = cs.execute(run_id, code='', mode='continue')
             emit({'seen': seen, 'out': ''.join(out)})
-    """, NAME=sess["name"]))
+    """,
+            NAME=sess["name"],
+        )
+    )
     assert "waiting-input" in got["seen"] and got["seen"][-1] == "finished", got
     assert "10" in got["out"]
 
 
 def test_complete(sess: dict[str, Any], sdk22: SDK) -> None:
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet(
+            """
         with Session() as s:
             emit(s.ComputeSession(NAME).complete('import o'))
-    """, NAME=sess["name"]))
+    """,
+            NAME=sess["name"],
+        )
+    )
     assert isinstance(got, (dict, list)), got
     if isinstance(got, dict):
         assert "result" in got or "status" in got, got
 
 
 def test_get_info_and_logs(sess: dict[str, Any], sdk22: SDK) -> None:
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet(
+            """
         with Session() as s:
             cs = s.ComputeSession(NAME)
             emit({'info': cs.get_info(), 'logs': cs.get_logs()})
-    """, NAME=sess["name"]))
+    """,
+            NAME=sess["name"],
+        )
+    )
     info = got["info"]
     assert info["status"] == "RUNNING", info
     assert "python" in json.dumps(info.get("image") or info.get("lang"))
@@ -187,14 +243,20 @@ def test_get_info_and_logs(sess: dict[str, Any], sdk22: SDK) -> None:
 
 def test_upload_list_download(sess: dict[str, Any], sdk22: SDK, workdir: Path) -> None:
     (workdir / "up1.txt").write_text("uploaded by the 22.03 sdk\n")
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet(
+            """
         with Session() as s:
             cs = s.ComputeSession(NAME)
             cs.upload(['up1.txt'])
             listing = cs.list_files('.')
             dl = cs.download(['up1.txt'], dest='dl')
             emit({'files': listing['files'], 'dl': dl})
-    """, NAME=sess["name"]), cwd=workdir)
+    """,
+            NAME=sess["name"],
+        ),
+        cwd=workdir,
+    )
     assert isinstance(got["files"], str)
     entries = {e["filename"]: e for e in json.loads(got["files"])}
     assert entries["up1.txt"]["size"] == len("uploaded by the 22.03 sdk\n")
@@ -203,11 +265,13 @@ def test_upload_list_download(sess: dict[str, Any], sdk22: SDK, workdir: Path) -
 
 
 def test_paginated_list(sess: dict[str, Any], sdk22: SDK) -> None:
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet("""
         with Session() as s:
             r = s.ComputeSession.paginated_list('RUNNING')
             emit({'total': r.total_count, 'items': r.items})
-    """))
+    """)
+    )
     ids = [str(i.get("session_id") or i.get("id")) for i in got["items"]]
     assert sess["id"] in ids, got
     assert all(i["status"] == "RUNNING" for i in got["items"])
@@ -215,7 +279,9 @@ def test_paginated_list(sess: dict[str, Any], sdk22: SDK) -> None:
 
 
 def test_stream_execute(sess: dict[str, Any], sdk22: SDK) -> None:
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet(
+            """
         async def main():
             async with AsyncSession() as s:
                 out, last = [], None
@@ -227,12 +293,17 @@ def test_stream_execute(sess: dict[str, Any], sdk22: SDK) -> None:
                             break
                 return {'out': ''.join(out), 'status': last and last.get('status')}
         emit(asyncio.run(main()))
-    """, NAME=sess["name"]))
+    """,
+            NAME=sess["name"],
+        )
+    )
     assert got == {"out": "streamed\n", "status": "finished"}
 
 
 def test_stream_pty(sess: dict[str, Any], sdk22: SDK) -> None:
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet(
+            """
         async def main():
             async with AsyncSession() as s:
                 buf = b''
@@ -248,12 +319,17 @@ def test_stream_pty(sess: dict[str, Any], sdk22: SDK) -> None:
                             buf += base64.b64decode(ev['data'])
                 return buf.decode(errors='replace')
         emit(asyncio.run(main()))
-    """, NAME=sess["name"]))
+    """,
+            NAME=sess["name"],
+        )
+    )
     assert "pty-42" in got and "30 100" in got, got
 
 
 def test_listen_events_by_name(sess: dict[str, Any], sdk22: SDK, cluster: Cluster) -> None:
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet(
+            """
         async def main():
             async with AsyncSession() as s:
                 cs = s.ComputeSession(NAME)
@@ -272,7 +348,10 @@ def test_listen_events_by_name(sess: dict[str, Any], sdk22: SDK, cluster: Cluste
                     await task
                 return events
         emit(asyncio.run(main()))
-    """, NAME=sess["name"]))
+    """,
+            NAME=sess["name"],
+        )
+    )
     names = [e[0] for e in got]
     assert "session_restarting" in names, got
     data = dict(got[names.index("session_restarting")][1])
@@ -281,7 +360,9 @@ def test_listen_events_by_name(sess: dict[str, Any], sdk22: SDK, cluster: Cluste
 
 
 def test_interrupt_and_restart(sess: dict[str, Any], sdk22: SDK, cluster: Cluster) -> None:
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet(
+            """
         with Session() as s:
             cs = s.ComputeSession(NAME)
             cs.execute(code='marker = 7')
@@ -289,7 +370,10 @@ def test_interrupt_and_restart(sess: dict[str, Any], sdk22: SDK, cluster: Cluste
             cs.restart()
             r = cs.execute(code="print('marker' in globals())")
             emit(r)
-    """, NAME=sess["name"]))
+    """,
+            NAME=sess["name"],
+        )
+    )
     assert got["console"] == [["stdout", "False\n"]], got  # a restart starts a fresh interpreter
     assert session_status(cluster, sess["name"]) == "RUNNING"
 
@@ -298,11 +382,17 @@ def test_rename(sess: dict[str, Any], sdk22: SDK, cluster: Cluster) -> None:
     """FAIL R10: ``POST /session/{name}/rename?name=NEW``."""
     new = unique("cs-sdkr")
     try:
-        sdk22(snippet("""
+        sdk22(
+            snippet(
+                """
             with Session() as s:
                 s.ComputeSession(NAME).rename(NEW)
                 emit(True)
-        """, NAME=sess["name"], NEW=new))
+        """,
+                NAME=sess["name"],
+                NEW=new,
+            )
+        )
         r = cluster.request("GET", f"/session/{new}")
         assert r.status_code == 200, r.text
         assert gql_session(cluster, sess["id"])["name"] == new
@@ -314,11 +404,17 @@ def test_rename(sess: dict[str, Any], sdk22: SDK, cluster: Cluster) -> None:
 def test_destroy(sdk22: SDK, cluster: Cluster) -> None:
     name = unique("cs-sdkd")
     try:
-        got = sdk22(snippet("""
+        got = sdk22(
+            snippet(
+                """
             with Session() as s:
                 cs = s.ComputeSession.get_or_create('python', name=NAME, resources=RES)
                 emit({'id': str(cs.id), 'destroyed': cs.destroy()})
-        """, NAME=name, RES=RES))
+        """,
+                NAME=name,
+                RES=RES,
+            )
+        )
         assert isinstance(got["destroyed"]["stats"], dict), got
         assert gone(wait_status(cluster, name, gone, 60))
     finally:
@@ -328,13 +424,18 @@ def test_destroy(sdk22: SDK, cluster: Cluster) -> None:
 def test_batch_session(batch: dict[str, Any], cluster: Cluster) -> None:
     data = gql_session(cluster, batch["id"])
     assert data["type"] in ("BATCH", "batch") and data["status"] == "TERMINATED", data
-    r = cluster.request("POST", "/admin/gql", {"query": "query($id: UUID!) { compute_session(id: $id) { result } }",
-                                               "variables": {"id": batch["id"]}})
+    r = cluster.request(
+        "POST",
+        "/admin/gql",
+        {"query": "query($id: UUID!) { compute_session(id: $id) { result } }", "variables": {"id": batch["id"]}},
+    )
     assert r.json()["data"]["compute_session"]["result"] == "SUCCESS", r.text
 
 
 def test_get_task_logs(batch: dict[str, Any], sdk22: SDK) -> None:
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet(
+            """
         async def main():
             async with AsyncSession() as s:
                 chunks = []
@@ -342,14 +443,19 @@ def test_get_task_logs(batch: dict[str, Any], sdk22: SDK) -> None:
                     chunks.append(chunk)
                 return b''.join(chunks).decode()
         emit(asyncio.run(main()))
-    """, ID=batch["id"]))
+    """,
+            ID=batch["id"],
+        )
+    )
     assert "42" in got, got
 
 
 def test_listen_events_by_id_and_destroy(sdk22: SDK, cluster: Cluster) -> None:
     name = unique("cs-sdke")
     try:
-        got = sdk22(snippet("""
+        got = sdk22(
+            snippet(
+                """
             async def main():
                 async with AsyncSession() as s:
                     cs = await s.ComputeSession.get_or_create('python', name=NAME, resources=RES)
@@ -369,7 +475,11 @@ def test_listen_events_by_id_and_destroy(sdk22: SDK, cluster: Cluster) -> None:
                         await task
                     return {'id': str(cs.id), 'events': events}
             emit(asyncio.run(main()))
-        """, NAME=name, RES=RES))
+        """,
+                NAME=name,
+                RES=RES,
+            )
+        )
         names = [e[0] for e in got["events"]]
         assert "session_terminating" in names and "session_terminated" in names, got
         assert all(n.startswith("session_") for n in names), names  # scope "session"
@@ -382,9 +492,11 @@ def test_listen_events_by_id_and_destroy(sdk22: SDK, cluster: Cluster) -> None:
 
 
 def template_yaml(name: str) -> str:
-    return (f"api_version: v1\nkind: taskTemplate\nmetadata:\n  name: {name}\n  tag: cs-tag\nspec:\n"
-            f"  session_type: interactive\n  kernel:\n    image: python\n    environ:\n      TPL: 'yes'\n"
-            f"  resources:\n    cpu: '1'\n    mem: 256m\n")
+    return (
+        f"api_version: v1\nkind: taskTemplate\nmetadata:\n  name: {name}\n  tag: cs-tag\nspec:\n"
+        f"  session_type: interactive\n  kernel:\n    image: python\n    environ:\n      TPL: 'yes'\n"
+        f"  resources:\n    cpu: '1'\n    mem: 256m\n"
+    )
 
 
 @pytest.fixture
@@ -402,11 +514,17 @@ def test_session_template_create(sdk22: SDK, cluster: Cluster) -> None:
     """FAIL R11: the single-template answer must be an object with ``id``."""
     name = unique("cs-tplc")
     before = {t["id"] for t in cluster.request("GET", "/template/session").json()}
-    rc, out, got = sdk22(snippet("""
+    rc, out, got = sdk22(
+        snippet(
+            """
         with Session() as s:
             t = s.SessionTemplate.create(TPL)
             emit(str(t.template_id))
-    """, TPL=template_yaml(name)), check=False)
+    """,
+            TPL=template_yaml(name),
+        ),
+        check=False,
+    )
     new = [t for t in cluster.request("GET", "/template/session").json() if t["id"] not in before]
     for t in new:
         cluster.request("DELETE", f"/template/session/{t['id']}")
@@ -416,7 +534,9 @@ def test_session_template_create(sdk22: SDK, cluster: Cluster) -> None:
 
 
 def test_session_template_list_get_put_delete(template_id: str, sdk22: SDK, cluster: Cluster) -> None:
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet(
+            """
         with Session() as s:
             listed = s.SessionTemplate.list_templates()
             t = s.SessionTemplate(TID)
@@ -426,7 +546,11 @@ def test_session_template_list_get_put_delete(template_id: str, sdk22: SDK, clus
             after = t.get('yaml')
             t.delete()
             emit({'listed': listed, 'yaml': as_yaml, 'json': as_json, 'after': after})
-    """, TID=template_id, NEW=template_yaml("cs-tpl-renamed")))
+    """,
+            TID=template_id,
+            NEW=template_yaml("cs-tpl-renamed"),
+        )
+    )
     assert template_id in [str(t["id"]) for t in got["listed"]]
     assert "kind: taskTemplate" in got["yaml"] and "TPL" in got["yaml"]
     js = got["json"] if isinstance(got["json"], dict) else json.loads(got["json"])
@@ -438,12 +562,18 @@ def test_session_template_list_get_put_delete(template_id: str, sdk22: SDK, clus
 def test_create_from_template(template_id: str, sdk22: SDK, cluster: Cluster) -> None:
     name = unique("cs-sdktpl")
     try:
-        got = sdk22(snippet("""
+        got = sdk22(
+            snippet(
+                """
             with Session() as s:
                 cs = s.ComputeSession.create_from_template(TID, name=NAME)
                 r = cs.execute(code="import os; print(os.environ.get('TPL'))")
                 emit({'id': str(cs.id), 'status': cs.status, 'out': r['console'], 'destroyed': cs.destroy()})
-        """, TID=template_id, NAME=name))
+        """,
+                TID=template_id,
+                NAME=name,
+            )
+        )
         assert got["status"] == "RUNNING" and got["out"] == [["stdout", "yes\n"]], got
         assert gone(wait_status(cluster, name, gone, 60))
     finally:
@@ -455,7 +585,9 @@ def test_create_from_template(template_id: str, sdk22: SDK, cluster: Cluster) ->
 
 def test_dotfiles(sdk22: SDK, cluster: Cluster) -> None:
     path = f".{unique('cs-sdkrc')}"
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet(
+            """
         with Session() as s:
             s.Dotfile.create('x=1\\n', PATH, '644')
             listed = s.Dotfile.list_dotfiles()
@@ -466,7 +598,10 @@ def test_dotfiles(sdk22: SDK, cluster: Cluster) -> None:
             d.delete()
             after = [x['path'] for x in s.Dotfile.list_dotfiles()]
             emit({'listed': listed, 'first': first, 'second': second, 'after': after})
-    """, PATH=path))
+    """,
+            PATH=path,
+        )
+    )
     assert path in [x["path"] for x in got["listed"]]
     assert got["first"]["data"] == "x=1\n" and got["first"]["permission"] in ("644", 0o644, 420)
     assert got["second"]["data"] == "x=2\n" and got["second"]["permission"] in ("600", 0o600, 384)
@@ -474,11 +609,14 @@ def test_dotfiles(sdk22: SDK, cluster: Cluster) -> None:
 
 
 def test_resources(sdk22: SDK) -> None:
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet("""
         with Session() as s:
             emit({'presets': s.Resource.list(), 'check': s.Resource.check_presets(),
                   'slots': s.Resource.get_resource_slots(), 'registries': s.Resource.get_docker_registries()})
-    """), who=ADMIN)  # the registries are for superadmins only
+    """),
+        who=ADMIN,
+    )  # the registries are for superadmins only
     assert isinstance(got["presets"], (list, dict))
     assert "keypair_remaining" in got["check"] and "presets" in got["check"], got["check"]
     assert got["slots"]["cpu"] == "count" and got["slots"]["mem"] == "bytes"
@@ -486,14 +624,19 @@ def test_resources(sdk22: SDK) -> None:
 
 
 def test_scaling_groups_keypair_admin_query(sess: dict[str, Any], sdk22: SDK) -> None:
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet(
+            """
         with Session() as s:
             emit({'sg': s.ScalingGroup.list_available('default'),
                   'kp': s.KeyPair(AK).info(),
                   'q': s.Admin.query('{ keypair { access_key is_admin resource_policy } }'),
                   'cs': s.Admin.query('query { compute_session_list(limit: 50, offset: 0, status: "RUNNING") '
                                       '{ items { id name status } total_count } }')})
-    """, AK=USER["access_key"]))
+    """,
+            AK=USER["access_key"],
+        )
+    )
     assert "default" in [g["name"] for g in got["sg"]]
     assert got["kp"]["access_key"] == USER["access_key"]
     assert got["q"]["keypair"] == {"access_key": USER["access_key"], "is_admin": False, "resource_policy": "default"}
@@ -501,10 +644,12 @@ def test_scaling_groups_keypair_admin_query(sess: dict[str, Any], sdk22: SDK) ->
 
 
 def test_image_group_user_reads(sdk22: SDK) -> None:
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet("""
         with Session() as s:
             emit({'images': s.Image.list(), 'groups': s.Group.list('default'), 'me': s.User.detail()})
-    """))
+    """)
+    )
     assert any(i["name"].endswith("python") for i in got["images"]), got["images"]
     assert "default" in [g["name"] for g in got["groups"]]
     assert got["me"]["email"] == USER["email"]
@@ -513,7 +658,9 @@ def test_image_group_user_reads(sdk22: SDK) -> None:
 def test_auth_update_password(sdk22: SDK, gql: GQL) -> None:
     who = make_user(gql)
     try:
-        got = sdk22(snippet("""
+        got = sdk22(
+            snippet(
+                """
             with Session() as s:
                 out = {}
                 for key, args in (('wrong', ('not-the-password', 'pw-new-2', 'pw-new-2')),
@@ -524,12 +671,22 @@ def test_auth_update_password(sdk22: SDK, gql: GQL) -> None:
                     except BackendAPIError as e:
                         out[key] = e.status
                 emit(out)
-        """, OLD=who["password"]), who=who)
+        """,
+                OLD=who["password"],
+            ),
+            who=who,
+        )
         assert got == {"wrong": 401, "mismatch": 400, "ok": {}}, got
-        auth = sdk22(snippet("""
+        auth = sdk22(
+            snippet(
+                """
             with Session() as s:
                 emit(s.User.authorize(EMAIL, 'pw-new-2').content['access_key'])
-        """, EMAIL=who["email"]), who=who)
+        """,
+                EMAIL=who["email"],
+            ),
+            who=who,
+        )
         assert auth == who["access_key"]
     finally:
         delete_user(gql, who["email"])
@@ -551,10 +708,17 @@ def vfolder(cluster: Cluster) -> Iterator[str]:
 def test_vfolder_create(sdk22: SDK, cluster: Cluster) -> None:
     a, b = unique("cs-sdkvf"), unique("cs-sdkvf2")
     try:
-        got = sdk22(snippet("""
+        got = sdk22(
+            snippet(
+                """
             with Session() as s:
                 emit([s.VFolder.create(A, host=HOST), s.VFolder.create(B, HOST, cloneable=True)])
-        """, A=a, B=b, HOST=VOLUME))
+        """,
+                A=a,
+                B=b,
+                HOST=VOLUME,
+            )
+        )
         assert [g["name"] for g in got] == [a, b]
         mine = vfolders(cluster)
         assert mine[a]["host"] == VOLUME and mine[b]["host"] == VOLUME
@@ -593,14 +757,20 @@ def test_vfolder_lists(vfolder: str, sdk22: SDK) -> None:
 
 def test_vfolder_info_upload_mkdir(vfolder: str, sdk22: SDK, workdir: Path, cluster: Cluster) -> None:
     (workdir / "vf-up.txt").write_text("vfolder upload 22.03\n")
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet(
+            """
         with Session() as s:
             vf = s.VFolder(NAME)
             info = vf.info()
             vf.upload(['vf-up.txt'])
             vf.mkdir('d1')
             emit(info)
-    """, NAME=vfolder), cwd=workdir)
+    """,
+            NAME=vfolder,
+        ),
+        cwd=workdir,
+    )
     assert got["name"] == vfolder and got["host"] == VOLUME
     r = cluster.request("GET", f"/folders/{vfolder}/files?path=.")
     assert r.status_code == 200, r.text
@@ -613,12 +783,18 @@ def test_vfolder_info_upload_mkdir(vfolder: str, sdk22: SDK, workdir: Path, clus
 def test_vfolder_list_files(vfolder: str, sdk22: SDK, workdir: Path) -> None:
     """FAIL R6: ``files`` must be a JSON-encoded string, as both official CLIs (and upstream) read it."""
     (workdir / "lf.txt").write_text("12345")
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet(
+            """
         with Session() as s:
             vf = s.VFolder(NAME)
             vf.upload(['lf.txt'])
             emit(vf.list_files('.'))
-    """, NAME=vfolder), cwd=workdir)
+    """,
+            NAME=vfolder,
+        ),
+        cwd=workdir,
+    )
     assert isinstance(got["files"], str), got
     entries = {e["filename"]: e for e in json.loads(got["files"])}
     assert entries["lf.txt"]["size"] == 5 and isinstance(entries["lf.txt"]["mtime"], (int, float))
@@ -629,28 +805,45 @@ def test_vfolder_file_ops_and_rename(vfolder: str, sdk22: SDK, workdir: Path, cl
     (workdir / "vf-up.txt").write_text("x")
     new = unique("cs-sdkvfr")
     try:
-        sdk22(snippet("""
+        sdk22(
+            snippet(
+                """
             with Session() as s:
                 vf = s.VFolder(NAME)
                 vf.upload(['vf-up.txt'])
                 vf.mkdir('d1')
                 vf.rename_file('vf-up.txt', 'vf-up2.txt')
                 emit(1)
-        """, NAME=vfolder), cwd=workdir)
+        """,
+                NAME=vfolder,
+            ),
+            cwd=workdir,
+        )
         assert vf_names(cluster, vfolder) == {"vf-up2.txt", "d1"}
-        sdk22(snippet("""
+        sdk22(
+            snippet(
+                """
             with Session() as s:
                 s.VFolder(NAME).move_file('vf-up2.txt', 'd1/vf-up3.txt')
                 emit(1)
-        """, NAME=vfolder))
+        """,
+                NAME=vfolder,
+            )
+        )
         assert vf_names(cluster, vfolder) == {"d1"} and vf_names(cluster, vfolder, "d1") == {"vf-up3.txt"}
-        sdk22(snippet("""
+        sdk22(
+            snippet(
+                """
             with Session() as s:
                 vf = s.VFolder(NAME)
                 vf.delete_files(['d1'], recursive=True)
                 vf.rename(NEW)
                 emit(1)
-        """, NAME=vfolder, NEW=new))
+        """,
+                NAME=vfolder,
+                NEW=new,
+            )
+        )
         assert vf_names(cluster, new) == set()
         names = vfolders(cluster)
         assert new in names and vfolder not in names
@@ -661,13 +854,20 @@ def test_vfolder_file_ops_and_rename(vfolder: str, sdk22: SDK, workdir: Path, cl
 def test_vfolder_update_options_and_clone(vfolder: str, sdk22: SDK, cluster: Cluster, gql: GQL) -> None:
     clone = unique("cs-sdkvf3")
     try:
-        got = sdk22(snippet("""
+        got = sdk22(
+            snippet(
+                """
             with Session() as s:
                 vf = s.VFolder(NAME)
                 vf.update_options(NAME, permission='ro', cloneable=True)
                 r = vf.clone(CLONE, target_host=HOST)
                 emit(r)
-        """, NAME=vfolder, CLONE=clone, HOST=VOLUME))
+        """,
+                NAME=vfolder,
+                CLONE=clone,
+                HOST=VOLUME,
+            )
+        )
         assert got["name"] == clone, got
         deadline = time.monotonic() + 60
         while clone not in vfolders(cluster) and time.monotonic() < deadline:
@@ -681,58 +881,106 @@ def test_vfolder_update_options_and_clone(vfolder: str, sdk22: SDK, cluster: Clu
 
 
 def test_vfolder_invitations(vfolder: str, sdk22: SDK, user2: Who, cluster: Cluster) -> None:
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet(
+            """
         with Session() as s:
             emit(s.VFolder(NAME).invite('ro', [EMAIL]))
-    """, NAME=vfolder, EMAIL=user2["email"]))
+    """,
+            NAME=vfolder,
+            EMAIL=user2["email"],
+        )
+    )
     assert got["invited_ids"] == [user2["email"]] or user2["email"] in json.dumps(got), got
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet(
+            """
         with Session() as s:
             invs = s.VFolder.invitations()['invitations']
             mine = [i for i in invs if i['vfolder_name'] == NAME]
             s.VFolder.accept_invitation(mine[0]['id'])
             emit({'inv': mine, 'after': [f['name'] for f in s.VFolder.list()]})
-    """, NAME=vfolder), who=user2)
+    """,
+            NAME=vfolder,
+        ),
+        who=user2,
+    )
     assert got["inv"][0]["perm"] == "ro" and vfolder in got["after"]
-    sdk22(snippet("""
+    sdk22(
+        snippet(
+            """
         with Session() as s:
             s.VFolder(NAME).leave()
             emit(1)
-    """, NAME=vfolder), who=user2)
+    """,
+            NAME=vfolder,
+        ),
+        who=user2,
+    )
     assert vfolder not in vfolders(cluster, user2)
-    sdk22(snippet("""
+    sdk22(
+        snippet(
+            """
         with Session() as s:
             s.VFolder(NAME).invite('rw', [EMAIL])
             emit(1)
-    """, NAME=vfolder, EMAIL=user2["email"]))
-    got = sdk22(snippet("""
+    """,
+            NAME=vfolder,
+            EMAIL=user2["email"],
+        )
+    )
+    got = sdk22(
+        snippet(
+            """
         with Session() as s:
             mine = [i for i in s.VFolder.invitations()['invitations'] if i['vfolder_name'] == NAME]
             s.VFolder.delete_invitation(mine[0]['id'])
             left = [i for i in s.VFolder.invitations()['invitations'] if i['vfolder_name'] == NAME]
             emit({'left': left, 'folders': [f['name'] for f in s.VFolder.list()]})
-    """, NAME=vfolder), who=user2)
+    """,
+            NAME=vfolder,
+        ),
+        who=user2,
+    )
     assert got["left"] == [] and vfolder not in got["folders"], got
 
 
 def test_vfolder_share_unshare(sdk22: SDK, user2: Who, cluster: Cluster) -> None:
     name = unique("cs-gvf")
-    r = cluster.request("POST", "/folders", {"name": name, "host": VOLUME, "group": str(DEFAULT_GROUP_ID),
-                                             "permission": "ro"}, who=ADMIN)
+    r = cluster.request(
+        "POST",
+        "/folders",
+        {"name": name, "host": VOLUME, "group": str(DEFAULT_GROUP_ID), "permission": "ro"},
+        who=ADMIN,
+    )
     assert r.status_code in (200, 201), r.text
     try:
         assert vfolders(cluster, user2)[name]["permission"] == "ro"
-        sdk22(snippet("""
+        sdk22(
+            snippet(
+                """
             with Session() as s:
                 s.VFolder(NAME).share('rw', [EMAIL])
                 emit(1)
-        """, NAME=name, EMAIL=user2["email"]), who=ADMIN)
+        """,
+                NAME=name,
+                EMAIL=user2["email"],
+            ),
+            who=ADMIN,
+        )
         assert vfolders(cluster, user2)[name]["permission"] == "rw"
-        sdk22(snippet("""
+        sdk22(
+            snippet(
+                """
             with Session() as s:
                 s.VFolder(NAME).unshare([EMAIL])
                 emit(1)
-        """, NAME=name, EMAIL=user2["email"]), who=ADMIN)
+        """,
+                NAME=name,
+                EMAIL=user2["email"],
+            ),
+            who=ADMIN,
+        )
         assert vfolders(cluster, user2)[name]["permission"] == "ro"
     finally:
         delete_vfolder(cluster, name, ADMIN)
@@ -746,12 +994,18 @@ def test_vfolder_delete_and_delete_by_id(sdk22: SDK, cluster: Cluster) -> None:
         assert r.status_code in (200, 201), r.text
         ids[n] = r.json()["id"]
     try:
-        sdk22(snippet("""
+        sdk22(
+            snippet(
+                """
             with Session() as s:
                 s.VFolder(A).delete()
                 s.VFolder.delete_by_id(BID)
                 emit(1)
-        """, A=a, BID=ids[b]))
+        """,
+                A=a,
+                BID=ids[b],
+            )
+        )
         names = vfolders(cluster)
         assert a not in names and b not in names
     finally:
@@ -765,7 +1019,9 @@ def test_vfolder_delete_and_delete_by_id(sdk22: SDK, cluster: Cluster) -> None:
 def test_keypairs(sdk22: SDK, gql: GQL) -> None:
     who = make_user(gql, "cs-sdkkp")
     try:
-        got = sdk22(snippet("""
+        got = sdk22(
+            snippet(
+                """
             with Session() as s:
                 made = s.KeyPair.create(EMAIL, resource_policy='default')
                 ak = made['keypair']['access_key']
@@ -782,7 +1038,11 @@ def test_keypairs(sdk22: SDK, gql: GQL) -> None:
                 after = [k['access_key'] for k in s.KeyPair.list(EMAIL)]
                 emit({'ak': ak, 'ok': [made['ok'], upd['ok'], deact['ok'], act['ok'], dele['ok']], 'listed': listed,
                       'paged': paged, 'inactive': inactive, 'active': active, 'rl': rl, 'after': after})
-        """, EMAIL=who["email"]), who=ADMIN)
+        """,
+                EMAIL=who["email"],
+            ),
+            who=ADMIN,
+        )
         assert got["ok"] == [True] * 5, got
         assert got["ak"] in got["listed"] and got["ak"] in got["paged"]
         assert got["inactive"] is False and got["active"] is True
@@ -794,7 +1054,9 @@ def test_keypairs(sdk22: SDK, gql: GQL) -> None:
 
 def test_keypair_resource_policies(sdk22: SDK, gql: GQL) -> None:
     name = unique("cs-sdkpol")
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet(
+            """
         with Session() as s:
             c = s.KeypairResourcePolicy.create(NAME, default_for_unspecified='UNLIMITED',
                 total_resource_slots='{"cpu": "4"}', max_concurrent_sessions=3, max_containers_per_session=1,
@@ -809,7 +1071,12 @@ def test_keypair_resource_policies(sdk22: SDK, gql: GQL) -> None:
             d = s.KeypairResourcePolicy.delete(NAME)
             after = [p['name'] for p in s.KeypairResourcePolicy.list()]
             emit({'ok': [c['ok'], u['ok'], d['ok']], 'listed': listed, 'q': q, 'after': after})
-    """, NAME=name, HOST=VOLUME), who=ADMIN)
+    """,
+            NAME=name,
+            HOST=VOLUME,
+        ),
+        who=ADMIN,
+    )
     assert got["ok"] == [True, True, True], got
     assert name in got["listed"] and name not in got["after"]
     pol = got["q"]["keypair_resource_policy"]
@@ -820,7 +1087,9 @@ def test_keypair_resource_policies(sdk22: SDK, gql: GQL) -> None:
 def test_users(sdk22: SDK, gql: GQL) -> None:
     email = f"{unique('cs-sdkuser')}@example.org"
     try:
-        got = sdk22(snippet("""
+        got = sdk22(
+            snippet(
+                """
             with Session() as s:
                 c = s.User.create('default', EMAIL, 'pw-sdk-123', username=EMAIL.split('@')[0], full_name='SDK User',
                                   group_ids=[GID])
@@ -833,7 +1102,12 @@ def test_users(sdk22: SDK, gql: GQL) -> None:
                 d = s.User.delete(EMAIL)
                 emit({'ok': [c['ok'], u['ok'], d['ok']], 'listed': listed, 'paged': paged, 'detail': detail,
                       'detail2': detail2, 'auth': auth})
-        """, EMAIL=email, GID=str(DEFAULT_GROUP_ID)), who=ADMIN)
+        """,
+                EMAIL=email,
+                GID=str(DEFAULT_GROUP_ID),
+            ),
+            who=ADMIN,
+        )
         assert got["ok"] == [True, True, True], got
         assert email in got["listed"] and email in got["paged"]
         assert got["detail"]["email"] == email and got["detail"]["username"] == email.split("@")[0]
@@ -848,16 +1122,24 @@ def test_users(sdk22: SDK, gql: GQL) -> None:
 
 def test_user_detail_by_uuid(sdk22: SDK, user2: Who) -> None:
     """FAIL R9: ``user_from_uuid(user_id: ...)`` must accept the client's ``$user_id: ID``."""
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet(
+            """
         with Session() as s:
             emit(s.User.detail_by_uuid(UID))
-    """, UID=user2["uuid"]), who=ADMIN)
+    """,
+            UID=user2["uuid"],
+        ),
+        who=ADMIN,
+    )
     assert got["email"] == user2["email"]
 
 
 def test_groups(sdk22: SDK, gql: GQL, user2: Who) -> None:
     name = unique("cs-sdkgrp")
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet(
+            """
         with Session() as s:
             c = s.Group.create('default', NAME, description='sdk group')
             gid = c['group']['id']
@@ -869,7 +1151,12 @@ def test_groups(sdk22: SDK, gql: GQL, user2: Who) -> None:
             d = s.Group.delete(gid)
             emit({'gid': gid, 'ok': [c['ok'], a['ok'], r['ok'], d['ok']], 'detail': detail, 'members': members,
                   'members2': members2})
-    """, NAME=name, UID=user2["uuid"]), who=ADMIN)
+    """,
+            NAME=name,
+            UID=user2["uuid"],
+        ),
+        who=ADMIN,
+    )
     assert got["ok"] == [True] * 4, got
     assert got["detail"]["name"] == name and got["detail"]["description"] == "sdk group"
     assert user2["email"] in got["members"] and user2["email"] not in got["members2"]
@@ -882,13 +1169,22 @@ def test_group_update_keeps_unchanged_fields(sdk22: SDK, gql: GQL) -> None:
     name = unique("cs-sdkgrpu")
     gid = create_group(gql, name)
     try:
-        got = sdk22(snippet("""
+        got = sdk22(
+            snippet(
+                """
             with Session() as s:
                 emit(s.Group.update(GID, description='x'))
-        """, GID=gid), who=ADMIN)
+        """,
+                GID=gid,
+            ),
+            who=ADMIN,
+        )
         assert got["ok"] is True, got
-        g = gql("query($id: UUID!) { group(id: $id) { name description total_resource_slots allowed_vfolder_hosts "
-                "is_active } }", {"id": gid})["group"]
+        g = gql(
+            "query($id: UUID!) { group(id: $id) { name description total_resource_slots allowed_vfolder_hosts "
+            "is_active } }",
+            {"id": gid},
+        )["group"]
         assert g["name"] == name and g["description"] == "x" and g["is_active"] is True, g
         assert json.loads(g["total_resource_slots"]) == {"cpu": "4"}
         assert g["allowed_vfolder_hosts"] == [VOLUME]
@@ -898,14 +1194,20 @@ def test_group_update_keeps_unchanged_fields(sdk22: SDK, gql: GQL) -> None:
 
 def test_domains(sdk22: SDK, gql: GQL) -> None:
     name = unique("cs-sdkdom")
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet(
+            """
         with Session() as s:
             c = s.Domain.create(NAME, description='sdk dom')
             listed = [d['name'] for d in s.Domain.list()]
             detail = s.Domain.detail(NAME)
             d = s.Domain.delete(NAME)
             emit({'ok': [c['ok'], d['ok']], 'listed': listed, 'detail': detail})
-    """, NAME=name), who=ADMIN)
+    """,
+            NAME=name,
+        ),
+        who=ADMIN,
+    )
     assert got["ok"] == [True, True], got
     assert name in got["listed"]
     assert got["detail"]["name"] == name and got["detail"]["description"] == "sdk dom"
@@ -918,13 +1220,22 @@ def test_domain_update_keeps_unchanged_fields(sdk22: SDK, gql: GQL) -> None:
     name = unique("cs-sdkdomu")
     create_domain(gql, name)
     try:
-        got = sdk22(snippet("""
+        got = sdk22(
+            snippet(
+                """
             with Session() as s:
                 emit(s.Domain.update(NAME, description='y'))
-        """, NAME=name), who=ADMIN)
+        """,
+                NAME=name,
+            ),
+            who=ADMIN,
+        )
         assert got["ok"] is True, got
-        d = gql("query($n: String) { domain(name: $n) { name description total_resource_slots "
-                "allowed_vfolder_hosts allowed_docker_registries is_active } }", {"n": name})["domain"]
+        d = gql(
+            "query($n: String) { domain(name: $n) { name description total_resource_slots "
+            "allowed_vfolder_hosts allowed_docker_registries is_active } }",
+            {"n": name},
+        )["domain"]
         assert d is not None, "the domain was renamed"
         assert d["description"] == "y" and d["is_active"] is True
         assert json.loads(d["total_resource_slots"]) == {"cpu": "8"}
@@ -935,7 +1246,9 @@ def test_domain_update_keeps_unchanged_fields(sdk22: SDK, gql: GQL) -> None:
 
 def test_image_alias_dealias_rescan(sdk22: SDK, gql: GQL) -> None:
     alias = unique("cs-py")
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet(
+            """
         with Session() as s:
             target = [i for i in s.Image.list() if i['name'].endswith('python')][0]
             ref = target['name'] + ':' + target['tag']
@@ -945,7 +1258,11 @@ def test_image_alias_dealias_rescan(sdk22: SDK, gql: GQL) -> None:
             q2 = s.Admin.query('query($r: String!) { image(reference: $r) { name tag } }', {'r': ALIAS})
             r = s.Image.rescan_images('local')
             emit({'ref': ref, 'ok': [a['ok'], d['ok'], r['ok']], 'q1': q1, 'q2': q2, 'task': r.get('task_id')})
-    """, ALIAS=alias), who=ADMIN)
+    """,
+            ALIAS=alias,
+        ),
+        who=ADMIN,
+    )
     assert got["ok"] == [True, True, True], got
     img = got["q1"]["image"]
     assert img is not None and img["name"] + ":" + img["tag"] == got["ref"]
@@ -954,7 +1271,8 @@ def test_image_alias_dealias_rescan(sdk22: SDK, gql: GQL) -> None:
 
 
 def test_background_task_events(sdk22: SDK) -> None:
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet("""
         async def main():
             async with AsyncSession() as s:
                 r = await s.Image.rescan_images('local')
@@ -968,15 +1286,24 @@ def test_background_task_events(sdk22: SDK) -> None:
                     await asyncio.wait_for(collect(), 90)
                 return events
         emit(asyncio.run(main()))
-    """), who=ADMIN, timeout=150)
+    """),
+        who=ADMIN,
+        timeout=150,
+    )
     assert got and got[-1] == "bgtask_done", got
 
 
 def test_agents(sdk22: SDK, cluster: Cluster) -> None:
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet(
+            """
         with Session() as s:
             emit({'list': s.Agent.paginated_list('ALIVE', page_size=100).items, 'detail': s.Agent.detail(AID)})
-    """, AID=cluster.agent_id), who=ADMIN)
+    """,
+            AID=cluster.agent_id,
+        ),
+        who=ADMIN,
+    )
     assert cluster.agent_id in [a["id"] for a in got["list"]]
     assert got["detail"]["id"] == cluster.agent_id and got["detail"]["status"] == "ALIVE"
 
@@ -985,53 +1312,90 @@ def test_agents(sdk22: SDK, cluster: Cluster) -> None:
 def sgroup(gql: GQL) -> Iterator[str]:
     """A scaling group created through our own GraphQL (``ScalingGroupInput``)."""
     name = unique("cs-sg")
-    data = gql("mutation($n: String!, $p: ScalingGroupInput!) { create_scaling_group(name: $n, props: $p) "
-               "{ ok msg } }", {"n": name, "p": {"driver": "static", "scheduler": "fifo", "description": "orig sg"}})
+    data = gql(
+        "mutation($n: String!, $p: ScalingGroupInput!) { create_scaling_group(name: $n, props: $p) { ok msg } }",
+        {"n": name, "p": {"driver": "static", "scheduler": "fifo", "description": "orig sg"}},
+    )
     assert data["create_scaling_group"]["ok"], data
     yield name
     gql("mutation($n: String!) { delete_scaling_group(name: $n) { ok msg } }", {"n": name})
 
 
 def sgroups_of_domain(gql: GQL, domain: str) -> list[str]:
-    return [g["name"] for g in gql("query($d: String!) { scaling_groups_for_domain(domain: $d) { name } }",
-                                   {"d": domain})["scaling_groups_for_domain"]]
+    return [
+        g["name"]
+        for g in gql("query($d: String!) { scaling_groups_for_domain(domain: $d) { name } }", {"d": domain})[
+            "scaling_groups_for_domain"
+        ]
+    ]
 
 
 def sgroups_of_group(gql: GQL, gid: str) -> list[str]:
-    return [g["name"] for g in gql("query($g: String!) { scaling_groups_for_user_group(user_group: $g) { name } }",
-                                   {"g": gid})["scaling_groups_for_user_group"]]
+    return [
+        g["name"]
+        for g in gql("query($g: String!) { scaling_groups_for_user_group(user_group: $g) { name } }", {"g": gid})[
+            "scaling_groups_for_user_group"
+        ]
+    ]
 
 
 def test_scaling_groups(sgroup: str, sdk22: SDK, gql: GQL) -> None:
     dom = unique("cs-sgdom")
     create_domain(gql, dom)
     try:
-        got = sdk22(snippet("""
+        got = sdk22(
+            snippet(
+                """
             with Session() as s:
                 listed = [g['name'] for g in s.ScalingGroup.list()]
                 detail = s.ScalingGroup.detail('default')
                 u = s.ScalingGroup.update(SG, description='z')
                 a = s.ScalingGroup.associate_domain(SG, DOM)
                 emit({'listed': listed, 'detail': detail, 'ok': [u['ok'], a['ok']]})
-        """, SG=sgroup, DOM=dom), who=ADMIN)
+        """,
+                SG=sgroup,
+                DOM=dom,
+            ),
+            who=ADMIN,
+        )
         assert got["ok"] == [True, True], got
         assert sgroup in got["listed"] and got["detail"]["name"] == "default"
-        assert gql("query($n: String) { scaling_group(name: $n) { description } }",
-                   {"n": sgroup})["scaling_group"]["description"] == "z"
+        assert (
+            gql("query($n: String) { scaling_group(name: $n) { description } }", {"n": sgroup})["scaling_group"][
+                "description"
+            ]
+            == "z"
+        )
         assert sgroups_of_domain(gql, dom) == [sgroup]
-        got = sdk22(snippet("""
+        got = sdk22(
+            snippet(
+                """
             with Session() as s:
                 d = s.ScalingGroup.dissociate_domain(SG, DOM)
                 emit(d['ok'])
-        """, SG=sgroup, DOM=dom), who=ADMIN)
+        """,
+                SG=sgroup,
+                DOM=dom,
+            ),
+            who=ADMIN,
+        )
         assert got is True and sgroups_of_domain(gql, dom) == []
-        gql("mutation($s: String!, $d: String!) { associate_scaling_group_with_domain(scaling_group: $s, domain: $d) "
-            "{ ok msg } }", {"s": sgroup, "d": dom})
+        gql(
+            "mutation($s: String!, $d: String!) { associate_scaling_group_with_domain(scaling_group: $s, domain: $d) "
+            "{ ok msg } }",
+            {"s": sgroup, "d": dom},
+        )
         assert sgroups_of_domain(gql, dom) == [sgroup]
-        got = sdk22(snippet("""
+        got = sdk22(
+            snippet(
+                """
             with Session() as s:
                 emit(s.ScalingGroup.dissociate_all_domain(DOM)['ok'])
-        """, DOM=dom), who=ADMIN)
+        """,
+                DOM=dom,
+            ),
+            who=ADMIN,
+        )
         assert got is True and sgroups_of_domain(gql, dom) == []
     finally:
         delete_domain(gql, dom)
@@ -1041,14 +1405,21 @@ def test_scaling_group_create(sdk22: SDK, gql: GQL) -> None:
     """FAIL R8: the client's ``$input: CreateScalingGroupInput!`` must be accepted."""
     name = unique("cs-sdksg")
     try:
-        got = sdk22(snippet("""
+        got = sdk22(
+            snippet(
+                """
             with Session() as s:
                 emit(s.ScalingGroup.create(NAME, description='sdk sg', driver='static', driver_opts={},
                                            scheduler='fifo', scheduler_opts={}))
-        """, NAME=name), who=ADMIN)
+        """,
+                NAME=name,
+            ),
+            who=ADMIN,
+        )
         assert got["ok"] is True, got
-        sg = gql("query($n: String) { scaling_group(name: $n) { name description driver scheduler } }",
-                 {"n": name})["scaling_group"]
+        sg = gql("query($n: String) { scaling_group(name: $n) { name description driver scheduler } }", {"n": name})[
+            "scaling_group"
+        ]
         assert sg == {"name": name, "description": "sdk sg", "driver": "static", "scheduler": "fifo"}
     finally:
         gql("mutation($n: String!) { delete_scaling_group(name: $n) { ok msg } }", {"n": name})
@@ -1062,17 +1433,27 @@ def group_id(gql: GQL) -> Iterator[str]:
 
 
 def associate_group(gql: GQL, sgroup: str, gid: str) -> None:
-    data = gql("mutation($s: String!, $g: String!) { associate_scaling_group_with_user_group(scaling_group: $s, "
-               "user_group: $g) { ok msg } }", {"s": sgroup, "g": gid})
+    data = gql(
+        "mutation($s: String!, $g: String!) { associate_scaling_group_with_user_group(scaling_group: $s, "
+        "user_group: $g) { ok msg } }",
+        {"s": sgroup, "g": gid},
+    )
     assert data["associate_scaling_group_with_user_group"]["ok"], data
 
 
 def test_scaling_group_associate_group(sgroup: str, group_id: str, sdk22: SDK, gql: GQL) -> None:
     """FAIL R9: the client declares ``$user_group: UUID!``."""
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet(
+            """
         with Session() as s:
             emit(s.ScalingGroup.associate_group(SG, GID))
-    """, SG=sgroup, GID=group_id), who=ADMIN)
+    """,
+            SG=sgroup,
+            GID=group_id,
+        ),
+        who=ADMIN,
+    )
     assert got["ok"] is True, got
     assert sgroups_of_group(gql, group_id) == [sgroup]
 
@@ -1080,10 +1461,17 @@ def test_scaling_group_associate_group(sgroup: str, group_id: str, sdk22: SDK, g
 def test_scaling_group_dissociate_group(sgroup: str, group_id: str, sdk22: SDK, gql: GQL) -> None:
     associate_group(gql, sgroup, group_id)
     assert sgroups_of_group(gql, group_id) == [sgroup]
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet(
+            """
         with Session() as s:
             emit(s.ScalingGroup.dissociate_group(SG, GID))
-    """, SG=sgroup, GID=group_id), who=ADMIN)
+    """,
+            SG=sgroup,
+            GID=group_id,
+        ),
+        who=ADMIN,
+    )
     assert got["ok"] is True, got
     assert sgroups_of_group(gql, group_id) == []
 
@@ -1091,9 +1479,15 @@ def test_scaling_group_dissociate_group(sgroup: str, group_id: str, sdk22: SDK, 
 def test_scaling_group_dissociate_all_group(sgroup: str, group_id: str, sdk22: SDK, gql: GQL) -> None:
     """FAIL R9: the client declares ``$group_id: UUID!`` for ``user_group``."""
     associate_group(gql, sgroup, group_id)
-    got = sdk22(snippet("""
+    got = sdk22(
+        snippet(
+            """
         with Session() as s:
             emit(s.ScalingGroup.dissociate_all_group(GID))
-    """, GID=group_id), who=ADMIN)
+    """,
+            GID=group_id,
+        ),
+        who=ADMIN,
+    )
     assert got["ok"] is True, got
     assert sgroups_of_group(gql, group_id) == []

@@ -84,13 +84,17 @@ def test_update_password(cli22: CLI, web: WebServer, user2: Who) -> None:
     new = "compat-New-22"
     try:
         cli22("update-password", user2["password"], new, new, env=env).ok()
-        assert "Password updated." in cli22("update-password", new, user2["password"], user2["password"],
-                                            env=env).ok().out
+        assert (
+            "Password updated." in cli22("update-password", new, user2["password"], user2["password"], env=env).ok().out
+        )
     finally:
         cli22("logout", env=env)
     # The password is back to the original: a fresh login with it works.
-    r = httpx.post(web.url + "/server/login", json={"username": user2["email"], "password": user2["password"]},
-                   headers={"X-BackendAI-Version": "v6.20220615"})
+    r = httpx.post(
+        web.url + "/server/login",
+        json={"username": user2["email"], "password": user2["password"]},
+        headers={"X-BackendAI-Version": "v6.20220615"},
+    )
     assert r.status_code == 200, r.text
 
 
@@ -107,8 +111,9 @@ def test_sdk_login_logout(clients: OfficialClients, cluster: Cluster, web: WebSe
     )
     env = client_env(cluster, USER, home)
     env.update(_session_env(web))
-    p = subprocess.run([clients.python("22.03"), "-c", code], capture_output=True, text=True, env=env, timeout=120,
-                       cwd=home)
+    p = subprocess.run(
+        [clients.python("22.03"), "-c", code], capture_output=True, text=True, env=env, timeout=120, cwd=home
+    )
     assert p.returncode == 0, p.stdout + p.stderr
     result: dict[str, Any] = json.loads(p.stdout.strip().splitlines()[-1])
     assert result["authenticated"] is True and result["data"]["role"] == "user" and result["folders"], result

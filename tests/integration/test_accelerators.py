@@ -40,8 +40,10 @@ def gpu_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         pytest.fail("Docker engine or the python kernel image is missing: run scripts/setup.sh first")
     state = tmp_path_factory.mktemp("accel")
     (state / "mock-accelerator.toml").write_text(MOCK_TOML)
-    agent_toml = (f'allowed-compute-plugins = ["ai.backend.accelerator.mock"]\n\n'
-                  f'[plugins.mock]\nconfig = "{state / "mock-accelerator.toml"}"')
+    agent_toml = (
+        f'allowed-compute-plugins = ["ai.backend.accelerator.mock"]\n\n'
+        f'[plugins.mock]\nconfig = "{state / "mock-accelerator.toml"}"'
+    )
     c = launch_cluster(state, storage=False, agent_toml=agent_toml)
     try:
         yield c
@@ -76,8 +78,9 @@ def test_slots_are_reported(gpu_cluster: Cluster) -> None:
 
 
 def test_unknown_slot_is_400(gpu_cluster: Cluster) -> None:
-    r = gpu_cluster.request("POST", "/session", {"image": "python", "name": "tpu-1",
-                                                 "config": {"resources": {"tpu.device": "1"}}})
+    r = gpu_cluster.request(
+        "POST", "/session", {"image": "python", "name": "tpu-1", "config": {"resources": {"tpu.device": "1"}}}
+    )
     assert r.status_code == 400 and "tpu.device" in r.json()["detail"], r.text
     assert gpu_cluster.request("GET", "/session/tpu-1").status_code == 404
 
@@ -92,14 +95,23 @@ def test_devices_are_allocated_queued_released_and_survive_restart(gpu_cluster: 
     assert env_a["CUDA_VISIBLE_DEVICES"] == "0"
     assert _agent(c)["occupied_slots"]["cuda.device"] == "2"
     # Both devices are taken: the third waits.
-    r = c.request("POST", "/session", {"image": "python", "name": "gpu-c", "enqueueOnly": True,
-                                       "config": {"resources": {"mem": "256m", "cuda.device": "1"}}})
+    r = c.request(
+        "POST",
+        "/session",
+        {
+            "image": "python",
+            "name": "gpu-c",
+            "enqueueOnly": True,
+            "config": {"resources": {"mem": "256m", "cuda.device": "1"}},
+        },
+    )
     assert r.status_code == 201, r.text
     time.sleep(3)
     assert c.request("GET", "/session/gpu-c").json()["status"] == "PENDING"
     # More devices than the agent has can never fit.
-    r = c.request("POST", "/session", {"image": "python", "name": "gpu-3",
-                                       "config": {"resources": {"cuda.device": "3"}}})
+    r = c.request(
+        "POST", "/session", {"image": "python", "name": "gpu-3", "config": {"resources": {"cuda.device": "3"}}}
+    )
     assert r.status_code == 406, r.text
     # An agent restart keeps both allocations: when gpu-b ends, gpu-c gets exactly gpu-b's device
     # (had the agent forgotten gpu-a's, it would hand out the first device, gpu-a's).
@@ -124,12 +136,22 @@ def test_fractional_shares_and_batch_end_release(gpu_cluster: Cluster) -> None:
     c = gpu_cluster
     c.create_session("frac-a", config={"resources": {"mem": "256m", "cuda.shares": "1.5"}}, running=False)
     shares = _env(c, "frac-a")["BACKENDAI_ACCELERATOR_CUDA_SHARES"]
-    assert sorted(shares.split(",")) == ["mock-frac-0=1", "mock-frac-1=0.5"] or \
-        sorted(shares.split(",")) == ["mock-frac-0=0.5", "mock-frac-1=1"]
+    assert sorted(shares.split(",")) == ["mock-frac-0=1", "mock-frac-1=0.5"] or sorted(shares.split(",")) == [
+        "mock-frac-0=0.5",
+        "mock-frac-1=1",
+    ]
     # A batch session takes the remaining half and gives it back when its task ends.
-    r = c.request("POST", "/session", {"image": "python", "name": "frac-batch", "type": "batch",
-                                       "startupCommand": "echo $BACKENDAI_ACCELERATOR_CUDA_SHARES",
-                                       "config": {"resources": {"mem": "256m", "cuda.shares": "0.5"}}})
+    r = c.request(
+        "POST",
+        "/session",
+        {
+            "image": "python",
+            "name": "frac-batch",
+            "type": "batch",
+            "startupCommand": "echo $BACKENDAI_ACCELERATOR_CUDA_SHARES",
+            "config": {"resources": {"mem": "256m", "cuda.shares": "0.5"}},
+        },
+    )
     assert r.status_code == 201, r.text
     c.wait_for_status("frac-batch", "TERMINATED")
     logs = c.request("GET", "/session/frac-batch/logs").json()["result"]["logs"]
@@ -142,14 +164,24 @@ def test_fractional_shares_and_batch_end_release(gpu_cluster: Cluster) -> None:
 
 def test_agent_refuses_unknown_plugin(tmp_path: Path) -> None:
     (tmp_path / "agent.toml").write_text('[agent]\nallow-compute-plugins = ["ai.backend.accelerator.nope"]\n')
-    out = subprocess.run([sys.executable, "-m", "ai.backend.agent.server", "-f", str(tmp_path / "agent.toml")],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "ai.backend.agent.server", "-f", str(tmp_path / "agent.toml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "unknown compute plugin" in out.stderr
-    (tmp_path / "agent.toml").write_text('[agent]\nallow-compute-plugins = ["ai.backend.accelerator.mock"]\n'
-                                         f'[plugins.mock]\nconfig = "{tmp_path}/missing.toml"\n')
-    out = subprocess.run([sys.executable, "-m", "ai.backend.agent.server", "-f", str(tmp_path / "agent.toml")],
-                         capture_output=True, text=True, timeout=60)
+    (tmp_path / "agent.toml").write_text(
+        '[agent]\nallow-compute-plugins = ["ai.backend.accelerator.mock"]\n'
+        f'[plugins.mock]\nconfig = "{tmp_path}/missing.toml"\n'
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "ai.backend.agent.server", "-f", str(tmp_path / "agent.toml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and out.stderr.strip().count("\n") == 0 and "missing.toml" in out.stderr
 
 
@@ -172,8 +204,9 @@ def test_real_gpu_through_device_requests(tmp_path_factory: pytest.TempPathFacto
         c.create_session("real-gpu", config={"resources": {"mem": "256m", "cuda.device": "1"}}, running=False)
         info = c.request("GET", "/session/real-gpu").json()
         fmt = "{{json .HostConfig.DeviceRequests}}"
-        inspect = subprocess.run(["docker", "inspect", "-f", fmt, info["containerId"]], capture_output=True,
-                                 text=True, check=True)
+        inspect = subprocess.run(
+            ["docker", "inspect", "-f", fmt, info["containerId"]], capture_output=True, text=True, check=True
+        )
         requests = json.loads(inspect.stdout)
         assert requests[0]["Driver"] == "nvidia" and len(requests[0]["DeviceIDs"]) == 1
         code = "import os\nprint(sorted(os.listdir('/dev')))"
@@ -182,4 +215,3 @@ def test_real_gpu_through_device_requests(tmp_path_factory: pytest.TempPathFacto
         assert c.request("DELETE", "/session/real-gpu").status_code == 200
     finally:
         c.shutdown()
-

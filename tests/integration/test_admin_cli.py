@@ -30,14 +30,21 @@ def uniq(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(3)}"
 
 
-def cli(cluster: Cluster, *args: str, who: dict[str, Any] = ADMIN, input: str | None = None,
-        ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], env=cluster.env(who), capture_output=True, text=True, input=input,
-                          timeout=120)
+def cli(
+    cluster: Cluster,
+    *args: str,
+    who: dict[str, Any] = ADMIN,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], env=cluster.env(who), capture_output=True, text=True, input=input, timeout=120)
 
 
-def ok(cluster: Cluster, *args: str, who: dict[str, Any] = ADMIN, input: str | None = None,
-       ) -> subprocess.CompletedProcess[str]:
+def ok(
+    cluster: Cluster,
+    *args: str,
+    who: dict[str, Any] = ADMIN,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
     p = cli(cluster, *args, who=who, input=input)
     assert p.returncode == 0, f"{args}: {p.stdout}\n{p.stderr}"
     assert "Traceback" not in p.stderr
@@ -67,8 +74,19 @@ def test_domain_group_user_keypair_lifecycle(cluster: Cluster) -> None:
     email, password = f"{uniq('u')}@example.org", "pass-word-1"
 
     # domain
-    p = ok(cluster, "admin", "domain", "add", dom, "-d", "CLI test", "--total-resource-slots",
-           '{"cpu": 8, "mem": "16g"}', "--allowed-vfolder-hosts", "local")
+    p = ok(
+        cluster,
+        "admin",
+        "domain",
+        "add",
+        dom,
+        "-d",
+        "CLI test",
+        "--total-resource-slots",
+        '{"cpu": 8, "mem": "16g"}',
+        "--allowed-vfolder-hosts",
+        "local",
+    )
     assert f"Domain {dom} is created." in p.stderr
     assert dom in ok(cluster, "admin", "domain", "list").stdout
     listed = js(cluster, "admin", "domain", "list")
@@ -146,8 +164,19 @@ def test_domain_group_user_keypair_lifecycle(cluster: Cluster) -> None:
 
 def test_policy_and_resource_presets(cluster: Cluster) -> None:
     policy, preset = uniq("pol"), uniq("preset")
-    ok(cluster, "admin", "keypair-resource-policy", "add", policy, "--max-concurrent-sessions", "2",
-       "--total-resource-slots", "cpu=2,mem=2g", "--max-vfolder-size", "1g")
+    ok(
+        cluster,
+        "admin",
+        "keypair-resource-policy",
+        "add",
+        policy,
+        "--max-concurrent-sessions",
+        "2",
+        "--total-resource-slots",
+        "cpu=2,mem=2g",
+        "--max-vfolder-size",
+        "1g",
+    )
     info = js(cluster, "admin", "keypair-resource-policy", "info", policy)
     assert info["max_concurrent_sessions"] == 2 and info["idle_timeout"] == 1800
     assert info["max_vfolder_size"] == 2**30 and info["default_for_unspecified"] == "UNLIMITED"
@@ -169,13 +198,13 @@ def test_policy_and_resource_presets(cluster: Cluster) -> None:
     fails(cluster, "admin", "keypair-resource-policy", "info", policy)
 
     # resource presets through GraphQL and REST
-    ok(cluster, "admin", "resource-preset", "add", preset, "--resource-slots", "cpu=1,mem=1g", "--shared-memory",
-       "64m")
+    ok(cluster, "admin", "resource-preset", "add", preset, "--resource-slots", "cpu=1,mem=1g", "--shared-memory", "64m")
     items = js(cluster, "admin", "resource-preset", "list")["items"]
     mine = next(i for i in items if i["name"] == preset)
     assert mine["resource_slots"] == {"cpu": "1", "mem": str(2**30)} and mine["shared_memory"] == 64 * 2**20
-    row = next(line for line in ok(cluster, "admin", "resource-preset", "list").stdout.splitlines()
-               if line.startswith(preset))
+    row = next(
+        line for line in ok(cluster, "admin", "resource-preset", "list").stdout.splitlines() if line.startswith(preset)
+    )
     assert row.split() == [preset, "cpu=1", "mem=1g", "64m"]
     assert preset in names(js(cluster, "admin", "resource", "presets", who=USER)["items"])
     ok(cluster, "admin", "resource-preset", "update", preset, "--resource-slots", "cpu=2,mem=1g")

@@ -47,11 +47,18 @@ def fails(manager: Cluster, *args: str, code: int = 1, needle: str = "") -> None
 
 
 def _heartbeat(manager: Cluster, agent_id: str, sgroup: str) -> None:
-    body = {"id": agent_id, "addr": "http://10.213.99.2:6001", "scaling_group": sgroup, "region": "r1",
-            "available_slots": {"cpu": "3", "mem": str(3 * 2**30)}, "version": "test",
-            "compute_plugins": {"intrinsic": {"slot_types": {"cpu": "count", "mem": "bytes"}}}}
-    r = httpx.post(manager.endpoint + "/internal/heartbeat", json=body,
-                   headers={CLUSTER_SECRET_HEADER: manager.secret}, timeout=30)
+    body = {
+        "id": agent_id,
+        "addr": "http://10.213.99.2:6001",
+        "scaling_group": sgroup,
+        "region": "r1",
+        "available_slots": {"cpu": "3", "mem": str(3 * 2**30)},
+        "version": "test",
+        "compute_plugins": {"intrinsic": {"slot_types": {"cpu": "count", "mem": "bytes"}}},
+    }
+    r = httpx.post(
+        manager.endpoint + "/internal/heartbeat", json=body, headers={CLUSTER_SECRET_HEADER: manager.secret}, timeout=30
+    )
     assert r.status_code == 200, r.text
 
 
@@ -77,8 +84,9 @@ def test_scaling_group_spellings(manager: Cluster) -> None:
     # The domain associations and the usable groups of a project, in every spelling.
     ok(manager, "admin", "scaling-groups", "associate-scaling-group", sg, "default")
     available = ok(manager, "admin", "list-scaling-groups", "default").splitlines()
-    assert sg in available and available == ok(manager, "admin", "scaling-group", "get-available",
-                                                "default").splitlines()
+    assert (
+        sg in available and available == ok(manager, "admin", "scaling-group", "get-available", "default").splitlines()
+    )
     assert js(manager, "admin", "list-scaling-groups", "default")["count"] == len(available)
     ok(manager, "admin", "scaling-groups", "dissociate-scaling-group", sg, "default")
     assert sg not in ok(manager, "admin", "list-scaling-groups", "default").splitlines()

@@ -51,12 +51,26 @@ GQL_EXAMPLES = 25  # per GraphQL root-field group and role
 ROLES = {"user": USER, "admin": ADMIN}
 STATUSES: dict[int, int] = {}  # answers seen, by status (printed with -s)
 GQL_SKIPPED_MUTATIONS = {"rescan_images", "preload_image", "unload_image"}
-GQL_GUARDED_MUTATIONS = {"delete_keypair", "modify_keypair", "delete_user", "modify_user", "delete_domain",
-                        "modify_domain", "delete_group", "modify_group", "delete_keypair_resource_policy",
-                        "modify_keypair_resource_policy"}
-_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
-                     phases=[Phase.explicit, Phase.generate],
-                     suppress_health_check=list(HealthCheck))
+GQL_GUARDED_MUTATIONS = {
+    "delete_keypair",
+    "modify_keypair",
+    "delete_user",
+    "modify_user",
+    "delete_domain",
+    "modify_domain",
+    "delete_group",
+    "modify_group",
+    "delete_keypair_resource_policy",
+    "modify_keypair_resource_policy",
+}
+_SETTINGS = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
 
 
 class Signed(AuthBase):
@@ -68,9 +82,17 @@ class Signed(AuthBase):
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         host = (r.url or "").split("//", 1)[1].split("/", 1)[0]
         ctype = r.headers.get("Content-Type") or "application/json"
-        r.headers.update(sign_request_headers(
-            method=r.method or "GET", path_with_query=r.path_url, host=host, content_type=ctype,
-            version=API_VERSION, access_key=self.who["access_key"], secret_key=self.who["secret_key"]))
+        r.headers.update(
+            sign_request_headers(
+                method=r.method or "GET",
+                path_with_query=r.path_url,
+                host=host,
+                content_type=ctype,
+                version=API_VERSION,
+                access_key=self.who["access_key"],
+                secret_key=self.who["secret_key"],
+            )
+        )
         return r
 
 
@@ -149,8 +171,9 @@ def test_rest_fuzz(fuzz_manager: Cluster, role: str) -> None:
         count += 1
     print(f"{role}: {count} operations in {time.monotonic() - started:.0f} s; statuses so far: {STATUSES}")
     assert count > 50, "the OpenAPI document lists too few operations"
-    assert not failures, f"{len(failures)} operation(s) failed ({time.monotonic() - started:.0f} s):\n" + \
-        "\n".join(failures)
+    assert not failures, f"{len(failures)} operation(s) failed ({time.monotonic() - started:.0f} s):\n" + "\n".join(
+        failures
+    )
 
 
 def _gql_sdl() -> str:
@@ -164,8 +187,11 @@ def _gql_strategies() -> dict[str, st.SearchStrategy[str]]:
     schema = graphql.build_schema(sdl)
     assert schema.mutation_type is not None
     fuzzed = sorted(set(schema.mutation_type.fields) - GQL_SKIPPED_MUTATIONS - GQL_GUARDED_MUTATIONS)
-    custom = {name: _scalar(name) for name, t in schema.type_map.items()
-              if isinstance(t, graphql.GraphQLScalarType) and name not in graphql.specified_scalar_types}
+    custom = {
+        name: _scalar(name)
+        for name, t in schema.type_map.items()
+        if isinstance(t, graphql.GraphQLScalarType) and name not in graphql.specified_scalar_types
+    }
     return {
         "queries": queries(sdl, custom_scalars=custom),
         "mutations": mutations(sdl, fields=fuzzed, custom_scalars=custom),
@@ -196,8 +222,14 @@ def test_graphql_fuzz(fuzz_manager: Cluster, role: str) -> None:
         @settings(_SETTINGS, max_examples=GQL_EXAMPLES)
         @given(doc=strategy)
         def check(doc: str) -> None:
-            resp = _send(session, "POST", fuzz_manager.endpoint + "/admin/gql", who,
-                         data=json.dumps({"query": doc}), headers={"Content-Type": "application/json"})
+            resp = _send(
+                session,
+                "POST",
+                fuzz_manager.endpoint + "/admin/gql",
+                who,
+                data=json.dumps({"query": doc}),
+                headers={"Content-Type": "application/json"},
+            )
             why = _problem_failure(resp)
             assert why is None, f"{doc[:300]}: {why}"
             if resp.status_code == 200:

@@ -15,27 +15,29 @@ pytestmark = pytest.mark.docker
 
 
 def _session_count(cluster: Cluster) -> int:
-    q = {"query": "{ compute_session_list(limit: 100, status: \"PENDING,SCHEDULED,PREPARING,RUNNING\") "
-                  "{ total_count } }"}
+    q = {"query": '{ compute_session_list(limit: 100, status: "PENDING,SCHEDULED,PREPARING,RUNNING") { total_count } }'}
     r = cluster.request("POST", "/admin/gql", q)
     assert r.status_code == 200, r.text
     return int(r.json()["data"]["compute_session_list"]["total_count"])
 
 
-@pytest.mark.parametrize("body,status,words", [
-    ({"image": "no-such-image", "name": "bad-img"}, 404, ["no-such-image"]),
-    ({"image": "python", "name": "bad-res", "config": {"resources": {"mem": "lots"}}}, 400, ["mem"]),
-    ({"image": "python", "name": "bad-res2", "config": {"resources": {"cpu": "-1"}}}, 400, ["cpu"]),
-    ({"image": "python", "name": "bad-slot", "config": {"resources": {"gpu.magic": "1"}}}, 400, ["gpu.magic"]),
-    ({"image": "python", "name": "too-big", "config": {"resources": {"mem": "64t"}}}, 406, ["never fit"]),
-    ({"image": "python", "name": "tiny-mem", "config": {"resources": {"mem": "1m"}}}, 400, ["minimum"]),
-    ({"image": "python", "name": "x"}, 400, ["name"]),
-    ({"name": "no-image"}, 400, ["image"]),
-    ({"image": "python", "name": "bad-type", "type": "weird"}, 400, ["type"]),
-    ({"image": "python", "name": "bad-env", "config": {"environ": {"A": 1}}}, 400, ["environ"]),
-    ({"image": "python", "name": "bad-grp", "group": "nope"}, 404, ["nope"]),
-    ({"image": "python", "name": "bad-wait", "maxWaitSeconds": -3}, 400, ["maxWaitSeconds"]),
-])
+@pytest.mark.parametrize(
+    "body,status,words",
+    [
+        ({"image": "no-such-image", "name": "bad-img"}, 404, ["no-such-image"]),
+        ({"image": "python", "name": "bad-res", "config": {"resources": {"mem": "lots"}}}, 400, ["mem"]),
+        ({"image": "python", "name": "bad-res2", "config": {"resources": {"cpu": "-1"}}}, 400, ["cpu"]),
+        ({"image": "python", "name": "bad-slot", "config": {"resources": {"gpu.magic": "1"}}}, 400, ["gpu.magic"]),
+        ({"image": "python", "name": "too-big", "config": {"resources": {"mem": "64t"}}}, 406, ["never fit"]),
+        ({"image": "python", "name": "tiny-mem", "config": {"resources": {"mem": "1m"}}}, 400, ["minimum"]),
+        ({"image": "python", "name": "x"}, 400, ["name"]),
+        ({"name": "no-image"}, 400, ["image"]),
+        ({"image": "python", "name": "bad-type", "type": "weird"}, 400, ["type"]),
+        ({"image": "python", "name": "bad-env", "config": {"environ": {"A": 1}}}, 400, ["environ"]),
+        ({"image": "python", "name": "bad-grp", "group": "nope"}, 404, ["nope"]),
+        ({"image": "python", "name": "bad-wait", "maxWaitSeconds": -3}, 400, ["maxWaitSeconds"]),
+    ],
+)
 def test_create_rejections(cluster: Cluster, body: dict[str, object], status: int, words: list[str]) -> None:
     before = _session_count(cluster)
     problem(cluster.request("POST", "/session", body), status, *words)
@@ -46,8 +48,15 @@ def test_non_json_body(cluster: Cluster) -> None:
     host = cluster.endpoint.split("//")[1]
     from ai.backend.common.auth import sign_request_headers
 
-    h = sign_request_headers(method="POST", path_with_query="/session", host=host, content_type="application/json",
-                             version="v6.20220615", access_key=USER["access_key"], secret_key=USER["secret_key"])
+    h = sign_request_headers(
+        method="POST",
+        path_with_query="/session",
+        host=host,
+        content_type="application/json",
+        version="v6.20220615",
+        access_key=USER["access_key"],
+        secret_key=USER["secret_key"],
+    )
     r = httpx.post(cluster.endpoint + "/session", headers=h, content=b"{not json")
     problem(r, 400, "JSON")
 

@@ -16,10 +16,16 @@ pytestmark = pytest.mark.docker
 
 
 def test_batch_session_success_records_exit_code_result_and_logs(cluster: Cluster) -> None:
-    r = cluster.request("POST", "/session", {
-        "image": "python", "name": "batch-ok", "type": "batch",
-        "startupCommand": "echo task says hi; python3 -c 'import sys; print(\"to err\", file=sys.stderr)'",
-    })
+    r = cluster.request(
+        "POST",
+        "/session",
+        {
+            "image": "python",
+            "name": "batch-ok",
+            "type": "batch",
+            "startupCommand": "echo task says hi; python3 -c 'import sys; print(\"to err\", file=sys.stderr)'",
+        },
+    )
     assert r.status_code == 201, r.text
     info = cluster.wait_for_status("batch-ok", "TERMINATED")
     assert info["statusInfo"] == "task-finished"
@@ -35,25 +41,41 @@ def test_batch_session_success_records_exit_code_result_and_logs(cluster: Cluste
     assert task_logs.status_code == 200 and "task says hi" in task_logs.text
     assert task_logs.headers["content-type"].startswith("text/plain")
     cli = [sys.executable, "-m", "ai.backend.client.cli"]
-    p = subprocess.run([*cli, "task-logs", info["sessionId"]], env=cluster.env(), capture_output=True, text=True,
-                       timeout=60)
+    p = subprocess.run(
+        [*cli, "task-logs", info["sessionId"]], env=cluster.env(), capture_output=True, text=True, timeout=60
+    )
     assert p.returncode == 0 and "task says hi" in p.stdout, p.stderr
-    p = subprocess.run([*cli, "task-logs", "no-such-task"], env=cluster.env(), capture_output=True, text=True,
-                       timeout=60)
+    p = subprocess.run(
+        [*cli, "task-logs", "no-such-task"], env=cluster.env(), capture_output=True, text=True, timeout=60
+    )
     assert p.returncode != 0 and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
     # The container is gone once the task ended.
     assert not any(info["sessionId"] in c for c in cluster.containers())
 
 
 def test_batch_session_failure_and_timeout(cluster: Cluster) -> None:
-    r = cluster.request("POST", "/session", {
-        "image": "python", "name": "batch-fail", "type": "batch", "startupCommand": "echo failing; exit 3",
-    })
+    r = cluster.request(
+        "POST",
+        "/session",
+        {
+            "image": "python",
+            "name": "batch-fail",
+            "type": "batch",
+            "startupCommand": "echo failing; exit 3",
+        },
+    )
     assert r.status_code == 201, r.text
-    r = cluster.request("POST", "/session", {
-        "image": "python", "name": "batch-slow", "type": "batch", "startupCommand": "sleep 600",
-        "batchTimeout": 1.5,
-    })
+    r = cluster.request(
+        "POST",
+        "/session",
+        {
+            "image": "python",
+            "name": "batch-slow",
+            "type": "batch",
+            "startupCommand": "sleep 600",
+            "batchTimeout": 1.5,
+        },
+    )
     assert r.status_code == 201, r.text
     failed = cluster.wait_for_status("batch-fail", "TERMINATED")
     assert (failed["statusInfo"], failed["result"], failed["statusData"]["exit_code"]) == ("task-failed", "FAILURE", 3)
@@ -64,19 +86,32 @@ def test_batch_session_failure_and_timeout(cluster: Cluster) -> None:
 def test_batch_session_needs_a_startup_command_and_a_valid_timeout(cluster: Cluster) -> None:
     r = cluster.request("POST", "/session", {"image": "python", "name": "batch-bad", "type": "batch"})
     assert r.status_code == 400 and "startupCommand" in r.json()["detail"]
-    r = cluster.request("POST", "/session", {
-        "image": "python", "name": "batch-bad", "type": "batch", "startupCommand": "true", "batchTimeout": -1,
-    })
+    r = cluster.request(
+        "POST",
+        "/session",
+        {
+            "image": "python",
+            "name": "batch-bad",
+            "type": "batch",
+            "startupCommand": "true",
+            "batchTimeout": -1,
+        },
+    )
     assert r.status_code == 400 and "batchTimeout" in r.json()["detail"]
     r = cluster.request("GET", "/session/batch-bad")
     assert r.status_code == 404  # nothing was created
 
 
 def test_bootstrap_script_runs_before_the_session_starts(cluster: Cluster) -> None:
-    r = cluster.request("POST", "/session", {
-        "image": "python", "name": "boot-1",
-        "bootstrap_script": "#!/bin/bash\necho \"booted as $(id -u)\" > /home/work/boot.txt\necho bootstrap-out\n",
-    })
+    r = cluster.request(
+        "POST",
+        "/session",
+        {
+            "image": "python",
+            "name": "boot-1",
+            "bootstrap_script": '#!/bin/bash\necho "booted as $(id -u)" > /home/work/boot.txt\necho bootstrap-out\n',
+        },
+    )
     assert r.status_code == 201 and r.json()["status"] == "RUNNING", r.text
     result = cluster.exec("boot-1", "print(open('boot.txt').read().strip())")
     assert result["console"] == [["stdout", "booted as 1000\n"]]
@@ -91,8 +126,12 @@ def test_bootstrap_script_runs_before_the_session_starts(cluster: Cluster) -> No
 def test_execution_timeout_ends_the_run_not_the_session(cluster: Cluster) -> None:
     r = cluster.request("POST", "/session", {"image": "python", "name": "exec-timeout"})
     assert r.status_code == 201, r.text
-    body: dict[str, Any] = {"mode": "query", "code": "import time\nprint('start', flush=True)\ntime.sleep(60)",
-                            "runId": "slow1", "options": {"timeout": 1}}
+    body: dict[str, Any] = {
+        "mode": "query",
+        "code": "import time\nprint('start', flush=True)\ntime.sleep(60)",
+        "runId": "slow1",
+        "options": {"timeout": 1},
+    }
     result = cluster.exec("exec-timeout", **body)
     seen = [result]
     while result["status"] == "continued":
@@ -127,20 +166,33 @@ def test_live_stats_are_reported_and_change(cluster: Cluster) -> None:
         time.sleep(0.5)
     assert stats is not None and stats["mem_cur_bytes"] >= 64 * 1024 * 1024, stats
     assert stats["cpu_used"] > 0
-    assert set(stats) >= {"cpu_used", "mem_max_bytes", "mem_cur_bytes", "net_rx_bytes", "net_tx_bytes",
-                          "io_read_bytes", "io_write_bytes"}
+    assert set(stats) >= {
+        "cpu_used",
+        "mem_max_bytes",
+        "mem_cur_bytes",
+        "net_rx_bytes",
+        "net_tx_bytes",
+        "io_read_bytes",
+        "io_write_bytes",
+    }
     q = "query($id: UUID!) { compute_session(id: $id) { containers { live_stat } } }"
     sid = cluster.request("GET", "/session/stats-1").json()["sessionId"]
     g = cluster.request("POST", "/admin/gql", {"query": q, "variables": {"id": sid}})
     assert g.status_code == 200, g.text
     assert '"mem_cur_bytes"' in g.json()["data"]["compute_session"]["containers"][0]["live_stat"]
     cli = [sys.executable, "-m", "ai.backend.client.cli"]
-    shown = subprocess.run([*cli, "session", "info", "stats-1"], env=cluster.env(), capture_output=True, text=True,
-                           timeout=60)
+    shown = subprocess.run(
+        [*cli, "session", "info", "stats-1"], env=cluster.env(), capture_output=True, text=True, timeout=60
+    )
     assert shown.returncode == 0, shown.stderr
     assert "Resource usage (live" in shown.stdout and "mem_cur_bytes" in shown.stdout
-    only = subprocess.run([*cli, "--output", "json", "info", "-s", "stats-1"], env=cluster.env(), capture_output=True,
-                          text=True, timeout=60)
+    only = subprocess.run(
+        [*cli, "--output", "json", "info", "-s", "stats-1"],
+        env=cluster.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert only.returncode == 0, only.stderr
     assert json.loads(only.stdout)["stats"]["mem_cur_bytes"] > 0
     d = cluster.request("DELETE", "/session/stats-1")
@@ -148,8 +200,9 @@ def test_live_stats_are_reported_and_change(cluster: Cluster) -> None:
 
 
 def test_agent_restart_reports_a_container_that_died_meanwhile(cluster: Cluster) -> None:
-    r = cluster.request("POST", "/session", {"image": "python", "name": "dies-while-away",
-                                             "config": {"resources": {"mem": "256m"}}})
+    r = cluster.request(
+        "POST", "/session", {"image": "python", "name": "dies-while-away", "config": {"resources": {"mem": "256m"}}}
+    )
     assert r.status_code == 201, r.text
     sid = r.json()["sessionId"]
     r = cluster.request("POST", "/session", {"image": "python", "name": "stays-alive"})
@@ -158,8 +211,9 @@ def test_agent_restart_reports_a_container_that_died_meanwhile(cluster: Cluster)
     kid = cluster.request("GET", f"/session/{sid}").json()["kernelId"]
     cluster.stop("agent")
     # A pre-started container keeps its labels when handed over, so find it by its name.
-    ids = subprocess.run(["docker", "ps", "-q", "--filter", f"name=bai-kernel-{kid}"],
-                         capture_output=True, text=True, check=True).stdout.split()
+    ids = subprocess.run(
+        ["docker", "ps", "-q", "--filter", f"name=bai-kernel-{kid}"], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert ids, cluster.containers()
     subprocess.run(["docker", "kill", ids[0]], capture_output=True, check=True)
     cluster.start("agent")
@@ -173,10 +227,17 @@ def test_agent_restart_reports_a_container_that_died_meanwhile(cluster: Cluster)
 
 
 def test_batch_task_survives_an_agent_restart(cluster: Cluster) -> None:
-    r = cluster.request("POST", "/session", {
-        "image": "python", "name": "batch-restart", "type": "batch",
-        "startupCommand": "sleep 4; echo finished-after-restart",
-    }, who=USER)
+    r = cluster.request(
+        "POST",
+        "/session",
+        {
+            "image": "python",
+            "name": "batch-restart",
+            "type": "batch",
+            "startupCommand": "sleep 4; echo finished-after-restart",
+        },
+        who=USER,
+    )
     assert r.status_code == 201, r.text
     cluster.stop("agent")
     cluster.start("agent")
@@ -203,8 +264,11 @@ def test_restart_passes_through_restarting_and_keeps_files(cluster: Cluster) -> 
 
 def test_instant_batch_task_still_passes_through_running(cluster: Cluster) -> None:
     for i in range(3):
-        r = cluster.request("POST", "/session", {"image": "python", "name": f"batch-instant-{i}", "type": "batch",
-                                                 "startupCommand": "true"})
+        r = cluster.request(
+            "POST",
+            "/session",
+            {"image": "python", "name": f"batch-instant-{i}", "type": "batch", "startupCommand": "true"},
+        )
         assert r.status_code == 201, r.text
     for i in range(3):
         info = cluster.wait_for_status(f"batch-instant-{i}", "TERMINATED")

@@ -133,8 +133,11 @@ MEMORY_BOMB = "print('MEM start', flush=True)\nb = bytearray(4 * 1024**3)\nprint
 def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     if not docker_available():
         pytest.fail("Docker engine or the python kernel image is missing: run scripts/setup.sh first")
-    c = launch_cluster(tmp_path_factory.mktemp("bombs"), storage=False,
-                       container_settings={"pids-limit": PIDS_LIMIT, "scratch-size": SCRATCH, "warm-pool-size": 0})
+    c = launch_cluster(
+        tmp_path_factory.mktemp("bombs"),
+        storage=False,
+        container_settings={"pids-limit": PIDS_LIMIT, "scratch-size": SCRATCH, "warm-pool-size": 0},
+    )
     try:
         yield c
     finally:
@@ -147,8 +150,10 @@ def _run(c: Cluster, name: str, code: str) -> tuple[str, str]:
     seen = [c.exec(name, code, run_id=run_id)]
     while seen[-1]["status"] not in ("finished", "exec-timeout"):
         seen.append(c.exec(name, mode="continue", run_id=run_id))
-    return tuple("".join(i[1] for r in seen for i in r["console"] if i[0] == s)  # type: ignore[return-value]
-                 for s in ("stdout", "stderr"))
+    return tuple(
+        "".join(i[1] for r in seen for i in r["console"] if i[0] == s)  # type: ignore[return-value]
+        for s in ("stdout", "stderr")
+    )
 
 
 def _info(c: Cluster, name: str) -> dict[str, Any]:
@@ -231,8 +236,9 @@ def test_bombs_are_contained_and_the_neighbour_keeps_its_latency(small: Cluster)
 
     with Neighbour(c, nb) as w:
         out, err = _run(c, bomb, MEMORY_BOMB)
-        info = wait_until("the bomb session to end", lambda: _info(c, bomb), lambda i: i["status"] == "TERMINATED",
-                          timeout=30)
+        info = wait_until(
+            "the bomb session to end", lambda: _info(c, bomb), lambda i: i["status"] == "TERMINATED", timeout=30
+        )
     w.check("memory bomb", report)
     assert "MEM start" in out and "MEM survived" not in out, (out, err)
     assert "out-of-memory killer" in err, err  # the runner says why the run ended ...

@@ -21,8 +21,9 @@ UPSTREAM = REPO / ".cache" / "upstream-client"
 def _cli(
     cluster: Cluster, *args: str, input: str | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], env=cluster.env(), capture_output=True, text=True, input=input,
-                          timeout=timeout)
+    return subprocess.run(
+        [*CLI, *args], env=cluster.env(), capture_output=True, text=True, input=input, timeout=timeout
+    )
 
 
 def test_cli_run_prints_42(cluster: Cluster) -> None:
@@ -103,9 +104,26 @@ def _upstream_client() -> Path:
     pip = [str(UPSTREAM / "bin" / "pip"), "install", "-q"]
     steps = [
         [*pip, "--no-deps", "backend.ai-client==22.3.2", "backend.ai-cli~=0.6.0"],
-        [*pip, "aiohttp~=3.8.6", "PyYAML>=6", "yarl<1.17", "aiotusclient~=0.1.4", "appdirs", "click~=8.0",
-         "colorama", "humanize", "janus", "python-dateutil", "rich~=12.2", "tabulate", "tqdm", "attrs",
-         "multidict", "async_timeout", "setuptools<81"],
+        [
+            *pip,
+            "aiohttp~=3.8.6",
+            "PyYAML>=6",
+            "yarl<1.17",
+            "aiotusclient~=0.1.4",
+            "appdirs",
+            "click~=8.0",
+            "colorama",
+            "humanize",
+            "janus",
+            "python-dateutil",
+            "rich~=12.2",
+            "tabulate",
+            "tqdm",
+            "attrs",
+            "multidict",
+            "async_timeout",
+            "setuptools<81",
+        ],
     ]
     for step in steps:
         if subprocess.run(step, capture_output=True, timeout=600).returncode != 0:
@@ -116,12 +134,23 @@ def _upstream_client() -> Path:
 def test_upstream_2203_client(cluster: Cluster) -> None:
     client = _upstream_client()
     env = {**cluster.env(), "PYTHONWARNINGS": "ignore"}
-    run = subprocess.run([str(client), "run", "--rm", "python", "-c", "print(6*7)"], env=env,
-                         capture_output=True, text=True, timeout=120, cwd=os.getcwd())
+    run = subprocess.run(
+        [str(client), "run", "--rm", "python", "-c", "print(6*7)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=os.getcwd(),
+    )
     assert run.returncode == 0, run.stderr
     assert "42" in run.stdout.splitlines()
-    start = subprocess.run([str(client), "run", "-t", "upstream-keep", "python", "-c", "print(1)"], env=env,
-                           capture_output=True, text=True, timeout=120)
+    start = subprocess.run(
+        [str(client), "run", "-t", "upstream-keep", "python", "-c", "print(1)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert start.returncode == 0, start.stderr
     ps = subprocess.run([str(client), "ps"], env=env, capture_output=True, text=True, timeout=60)
     assert ps.returncode == 0 and "upstream-keep" in ps.stdout, ps.stderr

@@ -35,14 +35,21 @@ def uniq(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(3)}"
 
 
-def cli(manager: Cluster, *args: str, who: dict[str, Any] = ADMIN, input: str | None = None,
-        ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], env=manager.env(who), capture_output=True, text=True, input=input,
-                          timeout=120)
+def cli(
+    manager: Cluster,
+    *args: str,
+    who: dict[str, Any] = ADMIN,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], env=manager.env(who), capture_output=True, text=True, input=input, timeout=120)
 
 
-def ok(manager: Cluster, *args: str, who: dict[str, Any] = ADMIN, input: str | None = None,
-       ) -> subprocess.CompletedProcess[str]:
+def ok(
+    manager: Cluster,
+    *args: str,
+    who: dict[str, Any] = ADMIN,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
     p = cli(manager, *args, who=who, input=input)
     assert p.returncode == 0, f"{args}: {p.stdout}\n{p.stderr}"
     assert "Traceback" not in p.stderr
@@ -53,8 +60,13 @@ def js(manager: Cluster, *args: str, who: dict[str, Any] = ADMIN) -> Any:
     return json.loads(ok(manager, "--output", "json", *args, who=who).stdout)
 
 
-def fails(manager: Cluster, *args: str, who: dict[str, Any] = ADMIN, code: int = 1, needles: tuple[str, ...] = (),
-          ) -> str:
+def fails(
+    manager: Cluster,
+    *args: str,
+    who: dict[str, Any] = ADMIN,
+    code: int = 1,
+    needles: tuple[str, ...] = (),
+) -> str:
     """Run a command that must fail with one ``✘`` line on stderr and nothing on stdout; returns that line."""
     p = cli(manager, *args, who=who)
     assert p.returncode == code, f"{args}: rc={p.returncode}\n{p.stdout}\n{p.stderr}"
@@ -101,8 +113,9 @@ def names(items: list[dict[str, Any]], key: str = "name") -> set[str]:
 @pytest.fixture
 def api(manager: Cluster) -> Iterator[Session]:
     """An SDK session as the superadmin, to set things up and read effects back."""
-    config = APIConfig(endpoint=manager.endpoint, endpoint_type="api", access_key=ADMIN["access_key"],
-                       secret_key=ADMIN["secret_key"])
+    config = APIConfig(
+        endpoint=manager.endpoint, endpoint_type="api", access_key=ADMIN["access_key"], secret_key=ADMIN["secret_key"]
+    )
     with Session(config=config) as s:
         yield s
 
@@ -120,8 +133,22 @@ def new_user(api: Session, domain: str = "default", **kwargs: Any) -> dict[str, 
 
 def test_domain_add_list_info(manager: Cluster, api: Session) -> None:
     dom = uniq("dom")
-    p = ok(manager, "admin", "domain", "add", dom, "-i", "-d", "First", "--total-resource-slots", "cpu=4,mem=8g",
-           "--allowed-vfolder-hosts", "local,nfs", "--allowed-vfolder-hosts", "local")
+    p = ok(
+        manager,
+        "admin",
+        "domain",
+        "add",
+        dom,
+        "-i",
+        "-d",
+        "First",
+        "--total-resource-slots",
+        "cpu=4,mem=8g",
+        "--allowed-vfolder-hosts",
+        "local,nfs",
+        "--allowed-vfolder-hosts",
+        "local",
+    )
     assert done(p) == f"Domain {dom} is created." and p.stdout == ""
     got = api.Domain.detail(dom, fields=["description", "is_active", "total_resource_slots", "allowed_vfolder_hosts"])
     assert got is not None and json.loads(got.pop("total_resource_slots")) == {"cpu": "4", "mem": str(8 * 2**30)}
@@ -164,8 +191,16 @@ def test_duplicates_and_missing_objects_are_one_line(manager: Cluster, api: Sess
     fails(manager, "--output", "json", "admin", "domain", "add", "default", needles=("(409)",))
     assert api.Domain.detail("default", fields=["description"]) == {"description": "The default domain"}
     fails(manager, "admin", "domain", "info", "nope", needles=("No such domain: nope",))
-    fails(manager, "--output", "json", "admin", "keypair", "info", "AKIANOSUCHKEY0000000",
-          needles=("No such keypair: AKIANOSUCHKEY0000000",))
+    fails(
+        manager,
+        "--output",
+        "json",
+        "admin",
+        "keypair",
+        "info",
+        "AKIANOSUCHKEY0000000",
+        needles=("No such keypair: AKIANOSUCHKEY0000000",),
+    )
     fails(manager, "admin", "keypair", "update", "AKIANOSUCHKEY0000000", "--rate-limit", "1", needles=("(404)",))
     bad = "bad name!"
     fails(manager, "admin", "domain", "add", bad, needles=("(400)",))
@@ -174,12 +209,32 @@ def test_duplicates_and_missing_objects_are_one_line(manager: Cluster, api: Sess
 
 def test_bad_input_changes_nothing(manager: Cluster, api: Session) -> None:
     dom, email = uniq("dom"), f"{uniq('u')}@example.org"
-    fails(manager, "admin", "domain", "add", dom, "--total-resource-slots", "{bad", code=2,
-          needles=("--total-resource-slots", "valid JSON"))
+    fails(
+        manager,
+        "admin",
+        "domain",
+        "add",
+        dom,
+        "--total-resource-slots",
+        "{bad",
+        code=2,
+        needles=("--total-resource-slots", "valid JSON"),
+    )
     fails(manager, "admin", "domain", "add", dom, "--total-resource-slots", '{"mem": "lots"}', needles=("(400)",))
     assert api.Domain.detail(dom) is None
-    fails(manager, "admin", "user", "add", "default", email, PASSWORD, "-r", "wizard", code=2,
-          needles=("'wizard' is not one of",))
+    fails(
+        manager,
+        "admin",
+        "user",
+        "add",
+        "default",
+        email,
+        PASSWORD,
+        "-r",
+        "wizard",
+        code=2,
+        needles=("'wizard' is not one of",),
+    )
     fails(manager, "admin", "user", "add", "default", email, "short", needles=("(400)", "8 characters"))
     assert api.User.detail(email) is None and api.KeyPair.list(email) == []
 
@@ -222,11 +277,20 @@ def test_group_add_resolution_and_members(manager: Cluster, api: Session) -> Non
     gid = m.group(1)
     assert done(p) == f"Group {grp} is created in {dom}."
     assert api.Group.detail(gid, fields=["name", "domain_name", "description"]) == {
-        "name": grp, "domain_name": dom, "description": "desc"}
+        "name": grp,
+        "domain_name": dom,
+        "description": "desc",
+    }
 
     api.Group.create(other, grp)  # the same name in another domain
-    fails(manager, "admin", "group", "info", grp,
-          needles=(f"exists in several domains ({', '.join(sorted([dom, other]))})", "-d/--domain"))
+    fails(
+        manager,
+        "admin",
+        "group",
+        "info",
+        grp,
+        needles=(f"exists in several domains ({', '.join(sorted([dom, other]))})", "-d/--domain"),
+    )
     fails(manager, "admin", "group", "info", uniq("nope"), needles=("No such group",))
 
     a, b = new_user(api, dom), new_user(api, dom)
@@ -250,20 +314,42 @@ def test_user_add_prompts_for_the_password_and_update(manager: Cluster, api: Ses
     gid1 = api.Group.create(dom, g1)["group"]["id"]
     gid2 = api.Group.create(dom, g2)["group"]["id"]
     email, password = f"{uniq('n')}@example.org", "s3cret-pass"
-    p = ok(manager, "admin", "user", "add", dom, email, "-g", g1, "-r", "admin", "-n", "N. N.",
-           input=f"{password}\n{password}\n")
+    p = ok(
+        manager,
+        "admin",
+        "user",
+        "add",
+        dom,
+        email,
+        "-g",
+        g1,
+        "-r",
+        "admin",
+        "-n",
+        "N. N.",
+        input=f"{password}\n{password}\n",
+    )
     m = re.fullmatch(rf"User UUID: ({UUID_RE})\n", p.stdout)
     assert m, p.stdout
     got = api.User.detail(email, fields=["uuid", "role", "full_name", "domain_name", "groups { id }"])
-    assert got == {"uuid": m.group(1), "role": "admin", "full_name": "N. N.", "domain_name": dom,
-                   "groups": [{"id": gid1}]}
+    assert got == {
+        "uuid": m.group(1),
+        "role": "admin",
+        "full_name": "N. N.",
+        "domain_name": dom,
+        "groups": [{"id": gid1}],
+    }
     assert api.Auth.authorize(dom, email, password)["role"] == "admin"  # the prompted password was sent
 
     api.User.update(email, need_password_change=True)
     p = ok(manager, "admin", "user", "update", email, "-s", "inactive", "--no-need-password-change", "-g", gid2)
     assert done(p) == f"User {email} is updated."
     assert api.User.detail(email, fields=["status", "need_password_change", "groups { id }", "role"]) == {
-        "status": "inactive", "need_password_change": False, "groups": [{"id": gid2}], "role": "admin"}
+        "status": "inactive",
+        "need_password_change": False,
+        "groups": [{"id": gid2}],
+        "role": "admin",
+    }
 
 
 def test_user_list_pages(manager: Cluster, api: Session) -> None:
@@ -313,14 +399,21 @@ def test_keypair_add_prints_working_keys(manager: Cluster, api: Session) -> None
     assert done(p) == f"Keypair is created for {owner['email']}."
     ak, sk = m.groups()
     assert api.KeyPair(ak).info(fields=["user_id", "is_admin", "resource_policy", "rate_limit", "is_active"]) == {
-        "user_id": owner["email"], "is_admin": True, "resource_policy": policy, "rate_limit": 100, "is_active": True}
+        "user_id": owner["email"],
+        "is_admin": True,
+        "resource_policy": policy,
+        "rate_limit": 100,
+        "is_active": True,
+    }
     assert js(manager, "admin", "keypair", "info", who={"access_key": ak, "secret_key": sk})["access_key"] == ak
 
     created = js(manager, "admin", "keypair", "add", owner["email"])
     assert created["ok"] is True and set(created["keypair"]) == {"access_key", "secret_key"}
-    assert api.KeyPair(created["keypair"]["access_key"]).info(fields=["is_admin", "resource_policy",
-                                                                      "rate_limit"]) == {
-        "is_admin": False, "resource_policy": "default", "rate_limit": 5000}
+    assert api.KeyPair(created["keypair"]["access_key"]).info(fields=["is_admin", "resource_policy", "rate_limit"]) == {
+        "is_admin": False,
+        "resource_policy": "default",
+        "rate_limit": 5000,
+    }
 
 
 def test_keypair_activation_messages(manager: Cluster, api: Session) -> None:
@@ -344,19 +437,42 @@ def test_policy_add_defaults_list_and_update(manager: Cluster, api: Session) -> 
     got = api.KeypairResourcePolicy().info(policy)
     assert got is not None
     got.pop("created_at")
-    assert got == {"name": policy, "default_for_unspecified": "UNLIMITED", "total_resource_slots": "{}",
-                   "max_concurrent_sessions": 30, "max_containers_per_session": 1, "max_vfolder_count": 10,
-                   "max_vfolder_size": 2**30, "idle_timeout": 1800, "allowed_vfolder_hosts": ["local"]}
+    assert got == {
+        "name": policy,
+        "default_for_unspecified": "UNLIMITED",
+        "total_resource_slots": "{}",
+        "max_concurrent_sessions": 30,
+        "max_containers_per_session": 1,
+        "max_vfolder_count": 10,
+        "max_vfolder_size": 2**30,
+        "idle_timeout": 1800,
+        "allowed_vfolder_hosts": ["local"],
+    }
     out = ok(manager, "admin", "keypair-resource-policy", "list").stdout
     assert row(out, policy) == [policy, "UNLIMITED", "{}", "30", "1", "10", "1g", "1800", "local"]
     assert row(out, "default")[:3] == ["default", "UNLIMITED", "{}"]
-    ok(manager, "admin", "keypair-resource-policy", "update", policy, "--default-for-unspecified", "limited",
-       "--allowed-vfolder-hosts", "local,nfs", "--total-resource-slots", '{"cpu": 2}')
-    after = api.KeypairResourcePolicy().info(policy, fields=["default_for_unspecified", "allowed_vfolder_hosts",
-                                                             "total_resource_slots", "max_vfolder_size"])
+    ok(
+        manager,
+        "admin",
+        "keypair-resource-policy",
+        "update",
+        policy,
+        "--default-for-unspecified",
+        "limited",
+        "--allowed-vfolder-hosts",
+        "local,nfs",
+        "--total-resource-slots",
+        '{"cpu": 2}',
+    )
+    after = api.KeypairResourcePolicy().info(
+        policy, fields=["default_for_unspecified", "allowed_vfolder_hosts", "total_resource_slots", "max_vfolder_size"]
+    )
     assert after is not None and json.loads(after.pop("total_resource_slots")) == {"cpu": "2"}
-    assert after == {"default_for_unspecified": "LIMITED", "allowed_vfolder_hosts": ["local", "nfs"],
-                     "max_vfolder_size": 2**30}
+    assert after == {
+        "default_for_unspecified": "LIMITED",
+        "allowed_vfolder_hosts": ["local", "nfs"],
+        "max_vfolder_size": 2**30,
+    }
 
 
 def test_resource_commands(manager: Cluster, api: Session) -> None:
@@ -370,9 +486,18 @@ def test_resource_commands(manager: Cluster, api: Session) -> None:
     assert info["Keypair using"] == "cpu=0 mem=0" and info["Scaling group remaining"] == "cpu=0 mem=0"
     assert "Scaling group default: using: cpu=0 mem=0, remaining: cpu=0 mem=0" in out.splitlines()
     assert [line.split() for line in out.splitlines() if line.startswith(preset)] == [
-        [preset, "cpu=1", "mem=1g", "-", "no"]]
-    fails(manager, "admin", "resource", "check-presets", "--scaling-group", "no-such-sg", who=USER,
-          needles=("(404)", "no-such-sg"))
+        [preset, "cpu=1", "mem=1g", "-", "no"]
+    ]
+    fails(
+        manager,
+        "admin",
+        "resource",
+        "check-presets",
+        "--scaling-group",
+        "no-such-sg",
+        who=USER,
+        needles=("(404)", "no-such-sg"),
+    )
     ok(manager, "admin", "resource-preset", "update", preset, "--shared-memory", "64m")
     assert api.Resource.preset_info(preset, fields=["shared_memory"]) == {"shared_memory": 64 * 2**20}
     api.Resource.delete_preset(preset)
@@ -383,13 +508,27 @@ def test_scaling_group_commands(manager: Cluster, api: Session) -> None:
     api.Domain.create(dom)
     gid = api.Group.create("default", grp)["group"]["id"]
     owner = new_user(api)
-    ok(manager, "admin", "scaling-group", "add", sg, "--private", "--scheduler-opts", "num_retries=3",
-       "--driver-opts", '{"x": 1}', "--wsproxy-addr", "http://w:5000")
-    got = api.ScalingGroup.detail(sg, fields=["is_public", "driver", "scheduler", "scheduler_opts", "driver_opts",
-                                              "wsproxy_addr"])
+    ok(
+        manager,
+        "admin",
+        "scaling-group",
+        "add",
+        sg,
+        "--private",
+        "--scheduler-opts",
+        "num_retries=3",
+        "--driver-opts",
+        '{"x": 1}',
+        "--wsproxy-addr",
+        "http://w:5000",
+    )
+    got = api.ScalingGroup.detail(
+        sg, fields=["is_public", "driver", "scheduler", "scheduler_opts", "driver_opts", "wsproxy_addr"]
+    )
     assert got is not None
     assert json.loads(got.pop("scheduler_opts")) == {"num_retries": "3"} and json.loads(got.pop("driver_opts")) == {
-        "x": 1}
+        "x": 1
+    }
     assert got == {"is_public": False, "driver": "static", "scheduler": "fifo", "wsproxy_addr": "http://w:5000"}
 
     p = ok(manager, "admin", "scaling-group", "associate-domain", sg, dom)  # the alias of associate-scaling-group
@@ -405,7 +544,8 @@ def test_scaling_group_commands(manager: Cluster, api: Session) -> None:
     ok(manager, "admin", "scaling-group", "dissociate-all-group", grp, "-d", "default")
     assert api.ScalingGroup.list_for_group(gid, fields=["name"]) == []
     assert ok(manager, "admin", "scaling-group", "list", "--domain", dom).stdout == (
-        "There are no matching scaling groups.\n")
+        "There are no matching scaling groups.\n"
+    )
     fails(manager, "admin", "scaling-group", "info", uniq("nope"), needles=("No such scaling group",))
 
 
@@ -426,8 +566,15 @@ def test_update_password(manager: Cluster, api: Session) -> None:
     owner = new_user(api)
     new = "new-pass-2"
     fails(manager, "update-password", PASSWORD, new, "other", who=owner, code=2, needles=("do not match",))
-    fails(manager, "update-password", "wrong-password", new, new, who=owner,
-          needles=("(401)", "The old password is wrong."))
+    fails(
+        manager,
+        "update-password",
+        "wrong-password",
+        new,
+        new,
+        who=owner,
+        needles=("(401)", "The old password is wrong."),
+    )
     assert api.Auth.authorize("default", owner["email"], PASSWORD)["access_key"] == owner["access_key"]  # unchanged
     p = ok(manager, "update-password", who=owner, input=f"{PASSWORD}\n{new}\n{new}\n")
     assert "✔ Password updated." in p.stderr.splitlines()

@@ -35,8 +35,13 @@ def uniq(prefix: str) -> str:
 
 
 def config(manager: Cluster, who: dict[str, Any] = ADMIN, **kwargs: Any) -> APIConfig:
-    return APIConfig(endpoint=manager.endpoint, endpoint_type="api", access_key=who["access_key"],
-                     secret_key=who["secret_key"], **kwargs)
+    return APIConfig(
+        endpoint=manager.endpoint,
+        endpoint_type="api",
+        access_key=who["access_key"],
+        secret_key=who["secret_key"],
+        **kwargs,
+    )
 
 
 def session(manager: Cluster, who: dict[str, Any] = ADMIN) -> Session:
@@ -83,8 +88,13 @@ def refused(status: int, call: Any, *words: str) -> BackendAPIError:
 
 def test_domain_create_detail_list(api: Session) -> None:
     name = uniq("dom")
-    res = api.Domain.create(name, "desc", total_resource_slots={"cpu": 4, "mem": "1g"},
-                            allowed_vfolder_hosts=["local"], fields=["name", "is_active", "total_resource_slots"])
+    res = api.Domain.create(
+        name,
+        "desc",
+        total_resource_slots={"cpu": 4, "mem": "1g"},
+        allowed_vfolder_hosts=["local"],
+        fields=["name", "is_active", "total_resource_slots"],
+    )
     assert res["ok"] is True and res["msg"] == "success"
     assert res["domain"]["name"] == name and res["domain"]["is_active"] is True
     assert json.loads(res["domain"]["total_resource_slots"]) == {"cpu": "4", "mem": str(2**30)}
@@ -115,8 +125,12 @@ def test_domain_is_active_filter(api: Session) -> None:
 def test_domain_update_and_delete(api: Session) -> None:
     name, renamed = uniq("dom"), uniq("dom")
     api.Domain.create(name, "before", total_resource_slots='{"cpu": 2}')
-    assert api.Domain.update(name, new_name=renamed, description="", allowed_docker_registries=["cr.example.org"],
-                             integration_id="ext-1") == OK
+    assert (
+        api.Domain.update(
+            name, new_name=renamed, description="", allowed_docker_registries=["cr.example.org"], integration_id="ext-1"
+        )
+        == OK
+    )
     assert api.Domain.detail(name) is None
     after = api.Domain.detail(renamed)
     assert after is not None
@@ -151,7 +165,8 @@ def test_group_create_list_detail_from_name(api: Session) -> None:
     listed = api.Group.list(dom, fields=["id", "name", "domain_name"])
     assert sorted(listed, key=lambda g: g["name"]) == sorted(
         [{"id": gid1, "name": g1, "domain_name": dom}, {"id": gid2, "name": g2, "domain_name": dom}],
-        key=lambda g: g["name"])
+        key=lambda g: g["name"],
+    )
     assert names(api.Group.list(dom, fields=["name"], is_active=True)) == {g1}
     assert g1 not in names(api.Group.list("default", fields=["name"]))
     assert {g1, g2, "default"} <= names(api.Group.list(fields=["name"]))  # every domain
@@ -160,7 +175,9 @@ def test_group_create_list_detail_from_name(api: Session) -> None:
     assert detail is not None and json.loads(detail.pop("total_resource_slots")) == {"cpu": "1"}
     assert detail == {"id": gid1, "name": g1, "description": "desc", "is_active": True}
     assert api.Group.detail(gid2, fields=["allowed_vfolder_hosts", "is_active"]) == {
-        "allowed_vfolder_hosts": ["local"], "is_active": False}
+        "allowed_vfolder_hosts": ["local"],
+        "is_active": False,
+    }
     assert api.Group.detail(uuid.uuid4(), fields=["id"]) is None
 
     assert api.Group.from_name(g2, domain_name=dom, fields=["id"]) == [{"id": gid2}]
@@ -196,29 +213,50 @@ def test_user_create_detail_update_delete(api: Session) -> None:
     dom = new_domain(api)
     gid = api.Group.create(dom, uniq("grp"))["group"]["id"]
     email = f"{uniq('n')}@example.org"
-    res = api.User.create(dom, email, PASSWORD, full_name="N. N.", role="admin", group_ids=[gid],
-                          fields=["uuid", "email", "role"])
+    res = api.User.create(
+        dom, email, PASSWORD, full_name="N. N.", role="admin", group_ids=[gid], fields=["uuid", "email", "role"]
+    )
     assert res["ok"] is True and res["user"]["email"] == email and res["user"]["role"] == "admin"
     uid = res["user"]["uuid"]
     got = api.User.detail(email)
     assert got is not None and set(got) == {f.split()[0] for f in user_mod.DEFAULT_FIELDS}
-    assert {k: got[k] for k in ("uuid", "username", "need_password_change", "full_name", "description", "status",
-                                "domain_name", "role")} == {
-        "uuid": uid, "username": email, "need_password_change": False, "full_name": "N. N.", "description": "",
-        "status": "active", "domain_name": dom, "role": "admin"}
+    assert {
+        k: got[k]
+        for k in (
+            "uuid",
+            "username",
+            "need_password_change",
+            "full_name",
+            "description",
+            "status",
+            "domain_name",
+            "role",
+        )
+    } == {
+        "uuid": uid,
+        "username": email,
+        "need_password_change": False,
+        "full_name": "N. N.",
+        "description": "",
+        "status": "active",
+        "domain_name": dom,
+        "role": "admin",
+    }
     assert [g["id"] for g in got["groups"]] == [gid]
     assert api.User.detail_by_uuid(uid, fields=["uuid", "email"]) == {"uuid": uid, "email": email}
     assert api.User.detail(f"{uniq('ghost')}@example.org", fields=["email"]) is None
     # The password reached the server: it signs in.
     assert api.Auth.authorize(dom, email, PASSWORD)["role"] == "admin"
 
-    assert api.User.update(email, status="inactive", need_password_change=True, group_ids=[],
-                           description="moved") == OK
+    assert api.User.update(email, status="inactive", need_password_change=True, group_ids=[], description="moved") == OK
     after = api.User.detail(email, fields=["status", "need_password_change", "groups { id }", "description"])
     assert after == {"status": "inactive", "need_password_change": True, "groups": [], "description": "moved"}
     api.User.update(email, username="nn", full_name="New Name", group_ids=gid)  # one group ID is accepted too
     assert api.User.detail(email, fields=["username", "full_name", "groups { id }"]) == {
-        "username": "nn", "full_name": "New Name", "groups": [{"id": gid}]}
+        "username": "nn",
+        "full_name": "New Name",
+        "groups": [{"id": gid}],
+    }
 
     assert api.User.delete(email) == OK
     assert api.User.detail(email, fields=["status"]) == {"status": "deleted"}
@@ -238,16 +276,20 @@ def test_user_list_and_paginated_list(api: Session) -> None:
     assert api.User.list(status="inactive", group=str(gid), fields=["email"]) == [{"email": emails[1]}]
     assert api.User.list(status="before-verification", group=gid, fields=["email"]) == []
 
-    page = api.User.paginated_list(fields=["email"], page_size=2, filter=f'email like "%-{tag}@example.org"',
-                                   order="-email")
+    page = api.User.paginated_list(
+        fields=["email"], page_size=2, filter=f'email like "%-{tag}@example.org"', order="-email"
+    )
     assert page.total_count == 3 and [i["email"] for i in page.items] == [emails[2], emails[1]]
     assert tuple(page.fields) == ("email",)
-    rest = api.User.paginated_list(fields=["email"], page_offset=2, page_size=2,
-                                   filter=f'email like "%-{tag}@example.org"', order="-email")
+    rest = api.User.paginated_list(
+        fields=["email"], page_offset=2, page_size=2, filter=f'email like "%-{tag}@example.org"', order="-email"
+    )
     assert rest.total_count == 3 and rest.items == [{"email": emails[0]}]
     active = api.User.paginated_list("active", gid, fields=["email", "status"], order="email")
-    assert active.total_count == 2 and active.items == [{"email": emails[0], "status": "active"},
-                                                        {"email": emails[2], "status": "active"}]
+    assert active.total_count == 2 and active.items == [
+        {"email": emails[0], "status": "active"},
+        {"email": emails[2], "status": "active"},
+    ]
     refused(400, lambda: api.User.paginated_list(fields=["email"], filter="password == 1"))
 
 
@@ -271,8 +313,14 @@ def test_keypair_create_update_list_delete(manager: Cluster, api: Session) -> No
     assert res["ok"] is True and set(res["keypair"]) == {"access_key", "secret_key"}
     ak = res["keypair"]["access_key"]
     fields = ["user_id", "access_key", "is_active", "is_admin", "resource_policy", "rate_limit"]
-    assert api.KeyPair(ak).info(fields=fields) == {"user_id": owner["email"], "access_key": ak, "is_active": True,
-                                                   "is_admin": True, "resource_policy": policy, "rate_limit": 100}
+    assert api.KeyPair(ak).info(fields=fields) == {
+        "user_id": owner["email"],
+        "access_key": ak,
+        "is_active": True,
+        "is_admin": True,
+        "resource_policy": policy,
+        "rate_limit": 100,
+    }
     # The new keys sign requests, and KeyPair() is the caller's own keypair.
     with session(manager, res["keypair"]) as own:
         assert own.KeyPair().info(fields=["access_key", "user_id"]) == {"access_key": ak, "user_id": owner["email"]}
@@ -285,7 +333,8 @@ def test_keypair_create_update_list_delete(manager: Cluster, api: Session) -> No
     assert api.KeyPair.deactivate(ak) == OK
     assert api.KeyPair(ak).info(fields=["is_active"]) == {"is_active": False}
     assert names(api.KeyPair.list(owner["email"], is_active=True, fields=["access_key"]), "access_key") == {
-        owner["access_key"]}
+        owner["access_key"]
+    }
     assert api.KeyPair.list(owner["email"], is_active=False, fields=["access_key"]) == [{"access_key": ak}]
     page = api.KeyPair.paginated_list(False, "default", user_id=owner["email"], fields=["access_key"])
     assert page.total_count == 1 and page.items == [{"access_key": ak}]
@@ -302,11 +351,18 @@ def test_keypair_create_update_list_delete(manager: Cluster, api: Session) -> No
 
 
 def test_keypair_info_of_self(manager: Cluster, api: Session) -> None:
-    assert api.KeyPair().info() == {"user_id": ADMIN["email"], "access_key": ADMIN["access_key"],
-                                    "secret_key": ADMIN["secret_key"], "is_active": True, "is_admin": True}
+    assert api.KeyPair().info() == {
+        "user_id": ADMIN["email"],
+        "access_key": ADMIN["access_key"],
+        "secret_key": ADMIN["secret_key"],
+        "is_active": True,
+        "is_admin": True,
+    }
     with session(manager, USER) as user_api:
-        assert user_api.KeyPair().info(fields=["access_key", "is_admin"]) == {"access_key": USER["access_key"],
-                                                                              "is_admin": False}
+        assert user_api.KeyPair().info(fields=["access_key", "is_admin"]) == {
+            "access_key": USER["access_key"],
+            "is_admin": False,
+        }
 
 
 # ---- keypair resource policy ----
@@ -316,22 +372,57 @@ def test_keypair_resource_policy_calls(manager: Cluster, api: Session) -> None:
     name = uniq("pol")
     res = api.KeypairResourcePolicy.create(name, total_resource_slots={"cpu": 2})
     assert res == {**OK, "resource_policy": {"name": name}}
-    fields = ["name", "default_for_unspecified", "total_resource_slots", "max_concurrent_sessions",
-              "max_containers_per_session", "max_vfolder_count", "max_vfolder_size", "idle_timeout",
-              "allowed_vfolder_hosts"]
+    fields = [
+        "name",
+        "default_for_unspecified",
+        "total_resource_slots",
+        "max_concurrent_sessions",
+        "max_containers_per_session",
+        "max_vfolder_count",
+        "max_vfolder_size",
+        "idle_timeout",
+        "allowed_vfolder_hosts",
+    ]
     got = api.KeypairResourcePolicy().info(name, fields=fields)
     assert got is not None and json.loads(got.pop("total_resource_slots")) == {"cpu": "2"}
-    assert got == {"name": name, "default_for_unspecified": "UNLIMITED", "max_concurrent_sessions": 30,
-                   "max_containers_per_session": 1, "max_vfolder_count": 10, "max_vfolder_size": 0,
-                   "idle_timeout": 1800, "allowed_vfolder_hosts": []}
+    assert got == {
+        "name": name,
+        "default_for_unspecified": "UNLIMITED",
+        "max_concurrent_sessions": 30,
+        "max_containers_per_session": 1,
+        "max_vfolder_count": 10,
+        "max_vfolder_size": 0,
+        "idle_timeout": 1800,
+        "allowed_vfolder_hosts": [],
+    }
 
-    assert api.KeypairResourcePolicy.update(name, max_vfolder_size=2**40, allowed_vfolder_hosts=["local"],
-                                            default_for_unspecified="LIMITED", idle_timeout=60) == OK
-    after = api.KeypairResourcePolicy().info(name, fields=["max_vfolder_size", "allowed_vfolder_hosts",
-                                                           "default_for_unspecified", "idle_timeout",
-                                                           "max_concurrent_sessions"])
-    assert after == {"max_vfolder_size": 2**40, "allowed_vfolder_hosts": ["local"],
-                     "default_for_unspecified": "LIMITED", "idle_timeout": 60, "max_concurrent_sessions": 30}
+    assert (
+        api.KeypairResourcePolicy.update(
+            name,
+            max_vfolder_size=2**40,
+            allowed_vfolder_hosts=["local"],
+            default_for_unspecified="LIMITED",
+            idle_timeout=60,
+        )
+        == OK
+    )
+    after = api.KeypairResourcePolicy().info(
+        name,
+        fields=[
+            "max_vfolder_size",
+            "allowed_vfolder_hosts",
+            "default_for_unspecified",
+            "idle_timeout",
+            "max_concurrent_sessions",
+        ],
+    )
+    assert after == {
+        "max_vfolder_size": 2**40,
+        "allowed_vfolder_hosts": ["local"],
+        "default_for_unspecified": "LIMITED",
+        "idle_timeout": 60,
+        "max_concurrent_sessions": 30,
+    }
     assert {"default", name} <= names(api.KeypairResourcePolicy.list(fields=["name"]))
     # Without a name: the policy of the caller's keypair.
     assert api.KeypairResourcePolicy().info(fields=["name"]) == {"name": "default"}
@@ -350,16 +441,30 @@ def test_keypair_resource_policy_calls(manager: Cluster, api: Session) -> None:
 
 def test_scaling_group_create_detail_update_delete(api: Session) -> None:
     sg = uniq("sg")
-    res = api.ScalingGroup.create(sg, driver="static", scheduler="fifo", scheduler_opts={"num_retries": 3},
-                                  wsproxy_addr="http://w:5000", description="for tests")
+    res = api.ScalingGroup.create(
+        sg,
+        driver="static",
+        scheduler="fifo",
+        scheduler_opts={"num_retries": 3},
+        wsproxy_addr="http://w:5000",
+        description="for tests",
+    )
     assert res == {**OK, "scaling_group": {"name": sg}}
     got = api.ScalingGroup.detail(sg)
     assert got is not None
     assert json.loads(got.pop("scheduler_opts")) == {"num_retries": 3} and json.loads(got.pop("driver_opts")) == {}
     got.pop("created_at")
-    assert got == {"name": sg, "description": "for tests", "is_active": True, "is_public": True, "driver": "static",
-                   "scheduler": "fifo", "use_host_network": False, "wsproxy_addr": "http://w:5000",
-                   "wsproxy_api_token": None}
+    assert got == {
+        "name": sg,
+        "description": "for tests",
+        "is_active": True,
+        "is_public": True,
+        "driver": "static",
+        "scheduler": "fifo",
+        "use_host_network": False,
+        "wsproxy_addr": "http://w:5000",
+        "wsproxy_api_token": None,
+    }
     assert sg in names(api.ScalingGroup.list(fields=["name"]))
     assert api.ScalingGroup.detail(uniq("nope"), fields=["name"]) is None
 

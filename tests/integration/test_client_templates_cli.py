@@ -98,8 +98,22 @@ def test_session_template_cli_round_trip(cluster: Cluster, tmp_path: Path) -> No
         cluster.request("DELETE", f"/session/{name}")
     # session create-from-template with -e replaces the whole environment; --tag overrides the tag.
     name2 = f"tplcli-{secrets.token_hex(3)}"
-    out = json.loads(ok(cluster, "--output", "json", "session", "create-from-template", tid, "-t", name2,
-                        "-e", "MYCONFIG=ZZZ", "--tag", "override").stdout)
+    out = json.loads(
+        ok(
+            cluster,
+            "--output",
+            "json",
+            "session",
+            "create-from-template",
+            tid,
+            "-t",
+            name2,
+            "-e",
+            "MYCONFIG=ZZZ",
+            "--tag",
+            "override",
+        ).stdout
+    )
     assert out["name"] == name2 and out["status"] == "RUNNING" and out["created"] is True
     try:
         assert run_code(cluster, name2, ENV_CODE) == "ZZZ None\n"

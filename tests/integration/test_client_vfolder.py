@@ -42,10 +42,12 @@ class Stack:
         env["XDG_CACHE_HOME"] = str(self.home / who["access_key"])
         return env
 
-    def cli(self, *args: str, who: dict[str, Any] = USER, cwd: Path | None = None,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*CLI, *args], env=self.env(who), capture_output=True, text=True, timeout=180,
-                              cwd=cwd, input=input)
+    def cli(
+        self, *args: str, who: dict[str, Any] = USER, cwd: Path | None = None, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CLI, *args], env=self.env(who), capture_output=True, text=True, timeout=180, cwd=cwd, input=input
+        )
 
     def ok(self, *args: str, who: dict[str, Any] = USER, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
         p = self.cli(*args, who=who, cwd=cwd)
@@ -56,8 +58,14 @@ class Stack:
     def json(self, *args: str, who: dict[str, Any] = USER, cwd: Path | None = None) -> Any:
         return json.loads(self.ok("--output", "json", *args, who=who, cwd=cwd).stdout)
 
-    def fails(self, *args: str, code: int = 1, who: dict[str, Any] = USER, cwd: Path | None = None,
-              needles: tuple[str, ...] = ()) -> str:
+    def fails(
+        self,
+        *args: str,
+        code: int = 1,
+        who: dict[str, Any] = USER,
+        cwd: Path | None = None,
+        needles: tuple[str, ...] = (),
+    ) -> str:
         p = self.cli(*args, who=who, cwd=cwd)
         assert p.returncode == code, f"{args}: rc={p.returncode}\n{p.stdout}\n{p.stderr}"
         err = p.stderr.strip()
@@ -68,8 +76,12 @@ class Stack:
         return err
 
     def config(self, who: dict[str, Any] = USER) -> APIConfig:
-        return APIConfig(endpoint=self.manager.endpoint, access_key=who["access_key"],
-                         secret_key=who["secret_key"], endpoint_type="api")
+        return APIConfig(
+            endpoint=self.manager.endpoint,
+            access_key=who["access_key"],
+            secret_key=who["secret_key"],
+            endpoint_type="api",
+        )
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +89,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     state = tmp_path_factory.mktemp("vfolder-stack")
     proxy = launch_storage_proxy(state / "storage")
     try:
-        manager = launch_manager(state / "manager", manager_toml=proxy.manager_toml(),
-                                 settings={"default-vfolder-host": proxy.host})
+        manager = launch_manager(
+            state / "manager", manager_toml=proxy.manager_toml(), settings={"default-vfolder-host": proxy.host}
+        )
     except Exception:
         proxy.shutdown()
         raise
@@ -107,9 +120,11 @@ def names(listing: dict[str, Any]) -> set[str]:
 def test_round_trip(stack: Stack, tmp_path: Path) -> None:
     work = tmp_path / "work"
     big = write_random(work / "bigdata.csv", 5 * MiB + 12345)
-    tree = {"tree/a.txt": write_random(work / "tree" / "a.txt", 100),
-            "tree/sub/b.bin": write_random(work / "tree" / "sub" / "b.bin", 2 * MiB + 1),
-            "tree/sub/empty": write_random(work / "tree" / "sub" / "empty", 0)}
+    tree = {
+        "tree/a.txt": write_random(work / "tree" / "a.txt", 100),
+        "tree/sub/b.bin": write_random(work / "tree" / "sub" / "b.bin", 2 * MiB + 1),
+        "tree/sub/empty": write_random(work / "tree" / "sub" / "empty", 0),
+    }
 
     created = stack.json("vfolder", "create", "mydata1", stack.proxy.host)
     assert created["name"] == "mydata1" and created["host"] == stack.proxy.host
@@ -183,8 +198,9 @@ def test_interrupted_upload_resumes_with_the_missing_bytes_only(stack: Stack, tm
             raise Interrupt  # the process "dies" after two acknowledged chunks
 
     with Session(config=stack.config()) as api, pytest.raises(Interrupt):
-        api.VFolder("resume1").upload([work / "big.bin"], basedir=work, chunk_size=MiB, on_chunk=stop_after_two,
-                                      state_dir=cache)
+        api.VFolder("resume1").upload(
+            [work / "big.bin"], basedir=work, chunk_size=MiB, on_chunk=stop_after_two, state_dir=cache
+        )
     (state_file,) = cache.glob("*.json")
     saved = UploadStateStore(cache).load(state_file.stem)
     assert saved is not None
@@ -224,8 +240,7 @@ async def test_async_sdk(stack: Stack, tmp_path: Path) -> None:
         assert [(f["filename"], f["size"]) for f in files] == [("f.bin", 3 * MiB)]
         link = await vf.request_download("d/f.bin")
         async with httpx.AsyncClient() as client:
-            resp = await client.get(link["url"], params={"token": link["token"]},
-                                    headers={"Range": "bytes=10-19"})
+            resp = await client.get(link["url"], params={"token": link["token"]}, headers={"Range": "bytes=10-19"})
         assert resp.status_code == 206 and resp.content == data[10:20]
         got = await vf.download(["d/f.bin"], basedir=tmp_path / "out")
         assert got[0]["files"] == ["d/f.bin"] and (tmp_path / "out" / "d" / "f.bin").read_bytes() == data
@@ -251,7 +266,8 @@ def test_invitations_between_two_users(stack: Stack, tmp_path: Path) -> None:
 
     received = stack.json("vfolder", "invitations", who=ADMIN)["items"]
     assert [(i["vfolder_name"], i["inviter"], i["permission"]) for i in received] == [
-        ("tobeshared", USER["email"], "ro")]
+        ("tobeshared", USER["email"], "ro")
+    ]
     table = stack.ok("vfolder", "invitations", "--no-interactive", who=ADMIN).stdout
     assert "tobeshared" in table and received[0]["id"] in table
     stack.ok("vfolder", "invitations", "--accept", received[0]["id"], who=ADMIN)

@@ -37,9 +37,15 @@ async def _burst(m: Cluster, requests: list[Request]) -> list[httpx.Response]:
 
 
 def _signed(m: Cluster, method: str, path: str, who: dict[str, Any] = USER) -> dict[str, str]:
-    return sign_request_headers(method=method, path_with_query=path, host=m.endpoint.split("//", 1)[1],
-                                content_type="application/json", version="v6.20220615",
-                                access_key=who["access_key"], secret_key=who["secret_key"])
+    return sign_request_headers(
+        method=method,
+        path_with_query=path,
+        host=m.endpoint.split("//", 1)[1],
+        content_type="application/json",
+        version="v6.20220615",
+        access_key=who["access_key"],
+        secret_key=who["secret_key"],
+    )
 
 
 def _summary(responses: list[httpx.Response]) -> str:

@@ -88,8 +88,12 @@ def test_scratch_is_bounded_and_the_session_lives_on(small: Cluster) -> None:
     assert code == "ENOSPC" and 50 <= int(written) < 64, out
     assert _run(small, sess, FILL.format(path="/tmp/more", mib=20)).split()[0] == "ENOSPC"
     # Nothing else is writable: the image's files and the container layer are read-only.
-    out = _run(small, sess, "for p in ('/big', '/usr/lib/x', '/opt/x'):\n"
-                            "    try:\n        open(p, 'w')\n    except OSError as e:\n        print(e.errno)")
+    out = _run(
+        small,
+        sess,
+        "for p in ('/big', '/usr/lib/x', '/opt/x'):\n"
+        "    try:\n        open(p, 'w')\n    except OSError as e:\n        print(e.errno)",
+    )
     assert out.split() == ["30", "30", "30"], out  # EROFS
     # The host grew by at most the limit.
     assert _allocated(scratch) - before <= SCRATCH + (1 << 20)
@@ -106,8 +110,13 @@ def test_scratch_is_bounded_and_the_session_lives_on(small: Cluster) -> None:
         time.sleep(0.5)
     assert stats.get("io_max_scratch_size") == SCRATCH, stats
     assert 10 << 20 <= stats["io_cur_scratch_size"] < SCRATCH, stats
-    cli = subprocess.run([sys.executable, "-m", "ai.backend.client.cli", "--output", "json", "session", "info",
-                          sess], capture_output=True, text=True, env=small.env(USER), timeout=60)
+    cli = subprocess.run(
+        [sys.executable, "-m", "ai.backend.client.cli", "--output", "json", "session", "info", sess],
+        capture_output=True,
+        text=True,
+        env=small.env(USER),
+        timeout=60,
+    )
     assert cli.returncode == 0, cli.stderr
     assert json.loads(cli.stdout)["stats"]["io_max_scratch_size"] == SCRATCH
     assert small.request("DELETE", f"/session/{sess}").status_code == 200

@@ -29,12 +29,21 @@ def new_user(m: Cluster) -> dict[str, Any]:
     """A fresh plain user in the default project, with its keypair."""
     email = f"dot-{secrets.token_hex(4)}@example.org"
     q = "mutation($e: String!, $p: UserInput!) { create_user(email: $e, props: $p) { ok msg } }"
-    props = {"password": "pass-word-1", "domain_name": "default", "role": "user",
-             "group_ids": [str(DEFAULT_GROUP_ID)], "need_password_change": False}
+    props = {
+        "password": "pass-word-1",
+        "domain_name": "default",
+        "role": "user",
+        "group_ids": [str(DEFAULT_GROUP_ID)],
+        "need_password_change": False,
+    }
     r = m.request("POST", "/admin/gql", {"query": q, "variables": {"e": email, "p": props}}, who=ADMIN)
     assert r.json()["data"]["create_user"]["ok"] is True, r.text
-    r = m.request("POST", "/admin/gql", {"query": "query($e: String) { keypairs(email: $e) { access_key secret_key } }",
-                                         "variables": {"e": email}}, who=ADMIN)
+    r = m.request(
+        "POST",
+        "/admin/gql",
+        {"query": "query($e: String) { keypairs(email: $e) { access_key secret_key } }", "variables": {"e": email}},
+        who=ADMIN,
+    )
     kp = r.json()["data"]["keypairs"][0]
     return {"email": email, "access_key": kp["access_key"], "secret_key": kp["secret_key"]}
 
@@ -146,8 +155,12 @@ def test_other_users_and_admins(manager: Cluster) -> None:
     # An admin manages a user's dotfiles with owner_access_key.
     r = manager.request("GET", DOT + "?owner_access_key=" + u["access_key"], who=ADMIN)
     assert [d["path"] for d in r.json()] == [".secret"]
-    r = manager.request("POST", DOT, {"path": ".fromadmin", "data": "hi", "permission": "644",
-                                      "owner_access_key": u["access_key"]}, who=ADMIN)
+    r = manager.request(
+        "POST",
+        DOT,
+        {"path": ".fromadmin", "data": "hi", "permission": "644", "owner_access_key": u["access_key"]},
+        who=ADMIN,
+    )
     assert r.status_code == 200, r.text
     assert {d["path"] for d in _list(manager, u)} == {".secret", ".fromadmin"}
     assert ".fromadmin" not in {d["path"] for d in _list(manager, ADMIN)}
@@ -222,7 +235,7 @@ def test_dotfiles_and_bootstrap_script_in_new_sessions(cluster: Cluster) -> None
     u = new_user(cluster)
     assert _add(cluster, u, ".myrc", "export A=1\n", "640").status_code == 200
     assert _add(cluster, u, "bin/run.sh", "#!/bin/sh\necho ran\n", "755").status_code == 200
-    script = "echo \"user script $BACKENDAI_SESSION_NAME\" > /home/work/bootstrapped\n"
+    script = 'echo "user script $BACKENDAI_SESSION_NAME" > /home/work/bootstrapped\n'
     assert cluster.request("POST", "/user-config/bootstrap-script", {"script": script}, who=u).status_code == 200
     code = (
         "import os, stat\n"

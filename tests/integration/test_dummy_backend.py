@@ -28,8 +28,9 @@ SMALL = {"image": "python", "resources": {"cpu": 1, "mem": "256m"}}
 
 
 def _agents(c: Cluster) -> dict[str, dict[str, Any]]:
-    rows = c.gql("{ agents(status: \"ALIVE\") { id scaling_group addr available_slots occupied_slots } }",
-                 legacy=True)["agents"]
+    rows = c.gql('{ agents(status: "ALIVE") { id scaling_group addr available_slots occupied_slots } }', legacy=True)[
+        "agents"
+    ]
     return {a["id"]: a for a in rows}
 
 
@@ -48,13 +49,25 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, s
     prefix = f"i-dummy-{uuid.uuid4().hex[:6]}-"
     proc: subprocess.Popen[bytes] | None = None
     try:
-        m.gql('mutation { create_scaling_group(name: "dummy-b", props: {driver: "static", scheduler: "fifo", '
-              'is_active: true}) { ok msg } }', legacy=True)
-        m.gql('mutation { associate_scaling_group_with_domain(scaling_group: "dummy-b", domain: "default") '
-              '{ ok msg } }', legacy=True)
-        proc = start_fleet(m, state, 3, heartbeat=1.0, id_prefix=prefix, scaling_groups="default,dummy-b,default",
-                           tables=f'[resource]\ncpu = 2\nmem = "2g"\n\n[dummy]\ncreate-delay = {CREATE_DELAY}\n'
-                                  'destroy-delay = [0.0, 0.05]\nexecute = "echo"\n')
+        m.gql(
+            'mutation { create_scaling_group(name: "dummy-b", props: {driver: "static", scheduler: "fifo", '
+            "is_active: true}) { ok msg } }",
+            legacy=True,
+        )
+        m.gql(
+            'mutation { associate_scaling_group_with_domain(scaling_group: "dummy-b", domain: "default") { ok msg } }',
+            legacy=True,
+        )
+        proc = start_fleet(
+            m,
+            state,
+            3,
+            heartbeat=1.0,
+            id_prefix=prefix,
+            scaling_groups="default,dummy-b,default",
+            tables=f'[resource]\ncpu = 2\nmem = "2g"\n\n[dummy]\ncreate-delay = {CREATE_DELAY}\n'
+            'destroy-delay = [0.0, 0.05]\nexecute = "echo"\n',
+        )
         _wait("three dummy agents", lambda: _agents(m), lambda a: len(a) == 3)
         yield m, prefix
     finally:
@@ -67,7 +80,10 @@ def test_agents_register_capacity_groups_and_images(fleet: tuple[Cluster, str]) 
     m, prefix = fleet
     agents = _agents(m)
     assert {a: agents[a]["scaling_group"] for a in agents} == {
-        f"{prefix}1": "default", f"{prefix}2": "dummy-b", f"{prefix}3": "default"}
+        f"{prefix}1": "default",
+        f"{prefix}2": "dummy-b",
+        f"{prefix}3": "default",
+    }
     for a in agents.values():
         slots = json.loads(a["available_slots"])
         assert float(slots["cpu"]) == 2 and int(slots["mem"]) == 2 * 1024**3
@@ -92,8 +108,11 @@ def test_session_runs_without_docker_and_honours_create_delay(fleet: tuple[Clust
     assert json.loads(_agents(m)[f"{prefix}2"]["occupied_slots"])["cpu"] in ("1", "1.0", 1)
     r = m.request("DELETE", f"/session/{name}")
     assert r.status_code in (200, 204), r.text
-    _wait("capacity freed", lambda: json.loads(_agents(m)[f"{prefix}2"]["occupied_slots"]),
-          lambda occ: float(occ.get("cpu", 0)) == 0)
+    _wait(
+        "capacity freed",
+        lambda: json.loads(_agents(m)[f"{prefix}2"]["occupied_slots"]),
+        lambda occ: float(occ.get("cpu", 0)) == 0,
+    )
 
 
 def test_scheduler_never_overcommits(fleet: tuple[Cluster, str]) -> None:
@@ -103,8 +122,12 @@ def test_scheduler_never_overcommits(fleet: tuple[Cluster, str]) -> None:
     for n in names:
         r = m.request("POST", "/session", {**SMALL, "name": n, "enqueueOnly": True})
         assert r.status_code == 201, r.text
-    statuses = _wait("four running", lambda: {n: _info(m, n)["status"] for n in names},
-                     lambda s: list(s.values()).count("RUNNING") == 4, timeout=30)
+    statuses = _wait(
+        "four running",
+        lambda: {n: _info(m, n)["status"] for n in names},
+        lambda s: list(s.values()).count("RUNNING") == 4,
+        timeout=30,
+    )
     time.sleep(1.5)  # a few more passes: nothing else may start
     infos = {n: _info(m, n) for n in names}
     waiting = [n for n, i in infos.items() if i["status"] == "PENDING"]
@@ -122,15 +145,21 @@ def test_scheduler_never_overcommits(fleet: tuple[Cluster, str]) -> None:
     running = [n for n in names if n not in waiting]
     assert m.request("DELETE", f"/session/{running[0]}").status_code in (200, 204)
     assert m.request("DELETE", f"/session/{running[1]}").status_code in (200, 204)
-    _wait("the waiting ones start", lambda: [_info(m, n)["status"] for n in waiting],
-          lambda s: s == ["RUNNING", "RUNNING"], timeout=30)
+    _wait(
+        "the waiting ones start",
+        lambda: [_info(m, n)["status"] for n in waiting],
+        lambda s: s == ["RUNNING", "RUNNING"],
+        timeout=30,
+    )
     for n in [n for n in names if n not in running[:2]]:
         m.request("DELETE", f"/session/{n}")
 
 
 def _containers(m: Cluster, session_id: str) -> list[dict[str, Any]]:
-    q = ("query($id: UUID!) { compute_session(id: $id) { containers { cluster_hostname cluster_role local_rank "
-         "agent status occupied_slots } } }")
+    q = (
+        "query($id: UUID!) { compute_session(id: $id) { containers { cluster_hostname cluster_role local_rank "
+        "agent status occupied_slots } } }"
+    )
     rows: list[dict[str, Any]] = m.gql(q, {"id": session_id}, legacy=True)["compute_session"]["containers"]
     return rows
 
@@ -138,22 +167,45 @@ def _containers(m: Cluster, session_id: str) -> list[dict[str, Any]]:
 def test_cluster_sessions_single_and_multi_node(fleet: tuple[Cluster, str]) -> None:
     """Multi-node kernels spread over the group's agents (whole or not at all); single-node ones share one."""
     m, prefix = fleet
-    m.gql('mutation { modify_keypair_resource_policy(name: "default", props: {max_containers_per_session: 4}) '
-          '{ ok msg } }', legacy=True)
+    m.gql(
+        'mutation { modify_keypair_resource_policy(name: "default", props: {max_containers_per_session: 4}) '
+        "{ ok msg } }",
+        legacy=True,
+    )
     tag = uuid.uuid4().hex[:6]
     both = {f"{prefix}1", f"{prefix}3"}  # the default group: two agents of 2 cores
-    r = m.request("POST", "/session", {**SMALL, "name": f"mn-{tag}", "clusterSize": 2, "clusterMode": "multi-node",
-                                       "config": {"resources": {"cpu": 2, "mem": "256m"}}})
+    r = m.request(
+        "POST",
+        "/session",
+        {
+            **SMALL,
+            "name": f"mn-{tag}",
+            "clusterSize": 2,
+            "clusterMode": "multi-node",
+            "config": {"resources": {"cpu": 2, "mem": "256m"}},
+        },
+    )
     assert r.status_code == 201 and r.json()["status"] == "RUNNING", r.text
     multi = r.json()["sessionId"]
     kernels = _containers(m, multi)
     assert [(k["cluster_hostname"], k["cluster_role"], k["local_rank"]) for k in kernels] == [
-        ("main1", "main", 0), ("sub1", "sub", 1)]
+        ("main1", "main", 0),
+        ("sub1", "sub", 1),
+    ]
     assert {k["agent"] for k in kernels} == both and all(k["status"] == "RUNNING" for k in kernels)
     assert all(json.loads(k["occupied_slots"])["cpu"] == "2" for k in kernels), kernels
     # The group is full now: a single-node pair waits with the reason, and starts once the cluster ends.
-    r = m.request("POST", "/session", {**SMALL, "name": f"sn-{tag}", "clusterSize": 2, "enqueueOnly": True,
-                                       "config": {"resources": {"cpu": 1, "mem": "256m"}}})
+    r = m.request(
+        "POST",
+        "/session",
+        {
+            **SMALL,
+            "name": f"sn-{tag}",
+            "clusterSize": 2,
+            "enqueueOnly": True,
+            "config": {"resources": {"cpu": 1, "mem": "256m"}},
+        },
+    )
     assert r.status_code == 201, r.text
     single = r.json()["sessionId"]
     info = _wait("the waiting reason", lambda: _info(m, f"sn-{tag}"), lambda i: bool(i["statusInfo"]))
@@ -165,5 +217,8 @@ def test_cluster_sessions_single_and_multi_node(fleet: tuple[Cluster, str]) -> N
     occupied = json.loads(_agents(m)[kernels[0]["agent"]]["occupied_slots"])
     assert float(occupied["cpu"]) == 2, occupied
     assert m.request("DELETE", f"/session/sn-{tag}").status_code in (200, 204)
-    _wait("capacity freed", lambda: [float(json.loads(_agents(m)[a]["occupied_slots"]).get("cpu", 0)) for a in both],
-          lambda cpus: cpus == [0, 0])
+    _wait(
+        "capacity freed",
+        lambda: [float(json.loads(_agents(m)[a]["occupied_slots"]).get("cpu", 0)) for a in both],
+        lambda cpus: cpus == [0, 0],
+    )

@@ -28,7 +28,7 @@ from ai.backend.common.config import load_config
 from ai.backend.manager.bgtask import ProgressReporter, RedisTaskStore, TaskInfo
 from ai.backend.manager.config import ManagerConfig
 from ai.backend.manager.events import Event, RedisEventBus
-from ai.backend.manager.models import User
+from ai.backend.manager.models import UserRow
 from ai.backend.manager.server import create_app
 from ai.backend.testutils.cluster import _write_manager_config, launch_manager, prepare_database
 from ai.backend.testutils.databases import (
@@ -43,14 +43,26 @@ from ai.backend.testutils.databases import (
 
 from .conftest import ADMIN, USER, Cluster
 
-ALL_LIFECYCLE = ["session_enqueued", "session_preparing", "session_creating", "session_started",
-                 "session_terminating", "session_terminated"]
+ALL_LIFECYCLE = [
+    "session_enqueued",
+    "session_preparing",
+    "session_creating",
+    "session_started",
+    "session_terminating",
+    "session_terminated",
+]
 
 
 def _headers(endpoint: str, path: str, who: dict[str, Any]) -> dict[str, str]:
-    return sign_request_headers(method="GET", path_with_query=path, host=endpoint.split("//", 1)[1],
-                                content_type="application/json", version="v6.20220615",
-                                access_key=who["access_key"], secret_key=who["secret_key"])
+    return sign_request_headers(
+        method="GET",
+        path_with_query=path,
+        host=endpoint.split("//", 1)[1],
+        content_type="application/json",
+        version="v6.20220615",
+        access_key=who["access_key"],
+        secret_key=who["secret_key"],
+    )
 
 
 class Stream:
@@ -163,8 +175,13 @@ async def test_interactive_session_lifecycle_in_order(cluster: Cluster) -> None:
     mine = [m for m in msgs if m.json().get("sessionName") == name]
     assert _names([m for m in mine if m.event.startswith("session_")]) == ALL_LIFECYCLE
     kernel = [m for m in mine if m.event.startswith("kernel_")]
-    assert [m.event for m in kernel] == ["kernel_preparing", "kernel_creating", "kernel_started",
-                                         "kernel_terminating", "kernel_terminated"]
+    assert [m.event for m in kernel] == [
+        "kernel_preparing",
+        "kernel_creating",
+        "kernel_started",
+        "kernel_terminating",
+        "kernel_terminated",
+    ]
     # Each kernel event comes right before its session twin and names the main kernel.
     order = [m.event for m in mine]
     assert order.index("kernel_started") + 1 == order.index("session_started")
@@ -182,14 +199,19 @@ async def test_batch_session_reports_its_result(cluster: Cluster) -> None:
     ok_name, bad_name = _uniq("ev-batch-ok"), _uniq("ev-batch-bad")
     async with stream(cluster.endpoint, "/events/session?name=*&scope=session") as s:
         for name, cmd in ((ok_name, "sleep 2; echo fine"), (bad_name, "sleep 2; exit 3")):
-            r = await _req(cluster, "POST", "/session", {"image": "python", "name": name, "type": "batch",
-                                                          "startupCommand": cmd, "enqueueOnly": True})
+            r = await _req(
+                cluster,
+                "POST",
+                "/session",
+                {"image": "python", "name": name, "type": "batch", "startupCommand": cmd, "enqueueOnly": True},
+            )
             assert r.status_code == 201, r.text
         done: dict[str, dict[str, Any]] = {}
         seen: list[SSEMessage] = []
         while len(done) < 2:
-            got = await s.until(lambda m: m.event == "session_terminated"
-                                and m.json()["sessionName"] in (ok_name, bad_name))
+            got = await s.until(
+                lambda m: m.event == "session_terminated" and m.json()["sessionName"] in (ok_name, bad_name)
+            )
             seen += got
             done[got[-1].json()["sessionName"]] = got[-1].json()
     assert all(not m.event.startswith("kernel_") for m in seen)  # scope=session
@@ -228,8 +250,9 @@ async def test_single_session_stream_closes_after_the_final_event(cluster: Clust
     path = "/stream/session/_/events"
     h = _headers(cluster.endpoint, path, USER)
     async with httpx.AsyncClient(timeout=30) as client:
-        r2 = await client.request("GET", cluster.endpoint + path, headers=h,
-                                  content=json.dumps({"sessionId": sid, "scope": "kernel"}))
+        r2 = await client.request(
+            "GET", cluster.endpoint + path, headers=h, content=json.dumps({"sessionId": sid, "scope": "kernel"})
+        )
     assert r2.status_code == 200 and "event: kernel_terminated" in r2.text and "session_terminated" not in r2.text
     assert (await _req(cluster, "DELETE", f"/session/{other}")).status_code == 200
 
@@ -246,10 +269,13 @@ async def test_visibility_and_filters(cluster: Cluster) -> None:
         assert bad.status_code == 404 and bad.headers["content-type"].startswith("application/problem+json")
     refused = await _req(cluster, "GET", f"/events/session?name={theirs}&ownerAccessKey={ADMIN['access_key']}")
     assert refused.status_code == 403
-    async with (stream(cluster.endpoint, "/events/session?sessionId=*&scope=session") as user_s,
-                stream(cluster.endpoint, f"/events/session?sessionId=*&ownerAccessKey={USER['access_key']}",
-                       who=ADMIN) as admin_s,
-                stream(cluster.endpoint, f"/events/session?name={their_id}", who=ADMIN) as admin_one):
+    async with (
+        stream(cluster.endpoint, "/events/session?sessionId=*&scope=session") as user_s,
+        stream(
+            cluster.endpoint, f"/events/session?sessionId=*&ownerAccessKey={USER['access_key']}", who=ADMIN
+        ) as admin_s,
+        stream(cluster.endpoint, f"/events/session?name={their_id}", who=ADMIN) as admin_one,
+    ):
         assert admin_one.resp.status_code == 200  # an admin watches any session by UUID
         assert (await _req(cluster, "POST", "/session", {"image": "python", "name": mine})).status_code == 201
         assert (await _req(cluster, "DELETE", f"/session/{theirs}", who=ADMIN)).status_code == 200
@@ -267,9 +293,13 @@ async def test_visibility_and_filters(cluster: Cluster) -> None:
 
 @pytest.mark.docker
 async def test_bad_parameters_and_keepalive(cluster: Cluster) -> None:
-    for q, status, word in (("scope=pod", 400, "scope"), ("keepalive=0", 400, "keepalive"),
-                            ("keepalive=soon", 400, "keepalive"), ("group=no-such-group", 404, "group"),
-                            ("sessionId=no-such-session", 404, "no-such-session")):
+    for q, status, word in (
+        ("scope=pod", 400, "scope"),
+        ("keepalive=0", 400, "keepalive"),
+        ("keepalive=soon", 400, "keepalive"),
+        ("group=no-such-group", 404, "group"),
+        ("sessionId=no-such-session", 404, "no-such-session"),
+    ):
         r = await _req(cluster, "GET", f"/events/session?{q}")
         assert r.status_code == status and word in r.json()["detail"], (q, r.text)
     unsigned = httpx.get(cluster.endpoint + "/events/session", timeout=10)
@@ -338,8 +368,13 @@ with Session() as api:
         print(json.dumps([e.event for e in resp]))
 """
     name = _uniq("ev-sdk")
-    p = subprocess.run([sys.executable, "-c", script.replace("NAME", repr(name))], env=cluster.env(ADMIN),
-                       capture_output=True, text=True, timeout=180)
+    p = subprocess.run(
+        [sys.executable, "-c", script.replace("NAME", repr(name))],
+        env=cluster.env(ADMIN),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert p.returncode == 0, p.stderr
     bg, sess, sync = (json.loads(line) for line in p.stdout.splitlines())
     # Progress events only while it ran (it may have finished before the stream opened), then the end.
@@ -353,8 +388,13 @@ with Session() as api:
 
 
 def _cli(cluster: Cluster, *args: str, who: dict[str, Any] = USER) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "ai.backend.client.cli", *args], env=cluster.env(who),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ai.backend.client.cli", *args],
+        env=cluster.env(who),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_watching(p: subprocess.Popen[str]) -> str:
@@ -376,8 +416,12 @@ def test_cli_events_follows_a_session_until_it_ends(cluster: Cluster) -> None:
     out, err = console.communicate(timeout=60)
     assert console.returncode == 0, err
     lines = out.splitlines()
-    assert [ln.split()[1] for ln in lines] == ["kernel_terminating", "session_terminating", "kernel_terminated",
-                                              "session_terminated"]
+    assert [ln.split()[1] for ln in lines] == [
+        "kernel_terminating",
+        "session_terminating",
+        "kernel_terminated",
+        "session_terminated",
+    ]
     assert all(name in ln for ln in lines) and "reason: user-requested" in lines[-1]
     assert "result: UNDEFINED" in lines[-1] and "Traceback" not in err
     jout, jerr = js.communicate(timeout=60)
@@ -425,8 +469,9 @@ def manager_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 async def in_process_manager(config_path: Path) -> AsyncIterator[tuple[Any, str]]:
     config = load_config(ManagerConfig, "manager", str(config_path))
     app = create_app(config)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=config.manager.service_addr_port,
-                                           log_level="warning", lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=config.manager.service_addr_port, log_level="warning", lifespan="on")
+    )
     task = asyncio.create_task(server.serve())
     while not server.started:
         assert not task.done(), task
@@ -460,7 +505,7 @@ async def test_client_disconnect_releases_the_subscription(manager_config: Path)
 async def test_live_task_progress_then_done_then_close(manager_config: Path) -> None:
     async with in_process_manager(manager_config) as (app, endpoint):
         async with app.state.ctx.db() as db:
-            user_uuid = (await db.execute(select(User.uuid).where(User.email == USER["email"]))).scalar_one()
+            user_uuid = (await db.execute(select(UserRow.uuid).where(UserRow.email == USER["email"]))).scalar_one()
         steps = asyncio.Queue[str]()
 
         async def work(p: ProgressReporter) -> str:
@@ -469,8 +514,9 @@ async def test_live_task_progress_then_done_then_close(manager_config: Path) -> 
                 await p.update(1, message=await steps.get())
             return "finished both"
 
-        tid = await app.state.ctx.bgtasks.start(work, name="demo", owner_access_key=USER["access_key"],
-                                            owner_user=str(user_uuid))
+        tid = await app.state.ctx.bgtasks.start(
+            work, name="demo", owner_access_key=USER["access_key"], owner_user=str(user_uuid)
+        )
         async with stream(endpoint, f"/events/background-task?taskId={tid}&keepalive=1") as s:
             first = await s.until(lambda m: m.event == "task_updated")
             assert [m.event for m in first] == ["bgtask_updated", "task_updated"]
@@ -482,10 +528,14 @@ async def test_live_task_progress_then_done_then_close(manager_config: Path) -> 
             assert not s.eof
             steps.put_nowait("step two")
             rest = await s.rest()
-        assert [m.event for m in rest] == ["bgtask_updated", "task_updated", "bgtask_done", "task_done",
-                                           "server_close"]
-        assert rest[2].json() == {"task_id": tid, "current_progress": 2, "total_progress": 2,
-                                  "message": "finished both", "status": "done"}
+        assert [m.event for m in rest] == ["bgtask_updated", "task_updated", "bgtask_done", "task_done", "server_close"]
+        assert rest[2].json() == {
+            "task_id": tid,
+            "current_progress": 2,
+            "total_progress": 2,
+            "message": "finished both",
+            "status": "done",
+        }
         # Watched by another user: refused; by a superadmin: allowed.
         async with stream(endpoint, f"/events/background-task?taskId={tid}", who=ADMIN) as s:
             assert [m.event for m in await s.rest()][-1] == "server_close"

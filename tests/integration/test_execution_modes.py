@@ -38,8 +38,7 @@ def test_interrupt_stops_an_infinite_loop_and_keeps_the_globals(cluster: Cluster
     first = cluster.exec(sess, "print('looping', flush=True)\nwhile True:\n    pass", run_id="loop1")
     assert first["status"] == "continued"
     assert cluster.request("POST", f"/session/{sess}/interrupt").status_code == 204
-    seen = _until_done(cluster, sess, cluster.exec(sess, mode="continue", run_id="loop1"),
-                       "loop1")
+    seen = _until_done(cluster, sess, cluster.exec(sess, mode="continue", run_id="loop1"), "loop1")
     text = "".join(item[1] for r in [first, *seen] for item in r["console"])
     assert "looping" in text and "KeyboardInterrupt" in text
     assert seen[-1]["status"] == "finished"
@@ -60,8 +59,12 @@ def test_interrupt_stops_a_batch_program(cluster: Cluster, sess: str) -> None:
 
 def test_batch_mode_build_and_exec_with_python(cluster: Cluster, sess: str) -> None:
     cluster.exec(sess, "open('main.py', 'w').write('print(21 * 2)')")
-    first = cluster.exec(sess, mode="batch", run_id="b-ok",
-                         options={"clean": "rm -f built.txt", "build": "echo built > built.txt", "exec": "*"})
+    first = cluster.exec(
+        sess,
+        mode="batch",
+        run_id="b-ok",
+        options={"clean": "rm -f built.txt", "build": "echo built > built.txt", "exec": "*"},
+    )
     seen = _until_done(cluster, sess, first, "b-ok")
     statuses = [r["status"] for r in seen]
     assert statuses[-3:] == ["clean-finished", "build-finished", "finished"] or (
@@ -69,8 +72,9 @@ def test_batch_mode_build_and_exec_with_python(cluster: Cluster, sess: str) -> N
     ), statuses
     assert seen[-1]["exitCode"] == 0
     assert ["stdout", "42\n"] in seen[-1]["console"]
-    failing = cluster.exec(sess, mode="batch", run_id="b-fail",
-                           options={"build": "echo broken >&2; exit 2", "exec": "echo ran"})
+    failing = cluster.exec(
+        sess, mode="batch", run_id="b-fail", options={"build": "echo broken >&2; exit 2", "exec": "echo ran"}
+    )
     seen = _until_done(cluster, sess, failing, "b-fail")
     build = next(r for r in seen if r["status"] == "build-finished")
     assert build["exitCode"] == 2
@@ -99,12 +103,30 @@ def test_execute_on_a_terminated_session_is_refused(cluster: Cluster) -> None:
 
 def test_cli_range_expansion_runs_every_case_with_max_parallel(cluster: Cluster, tmp_path: Path) -> None:
     env = {**cluster.env(), "HOME": str(tmp_path)}
-    code = ("import os, time\nprint('case', os.environ['CASENO'], os.environ['Y'])\n"
-            "open('/tmp/x', 'w')\ntime.sleep(1)")
+    code = "import os, time\nprint('case', os.environ['CASENO'], os.environ['Y'])\nopen('/tmp/x', 'w')\ntime.sleep(1)"
     p = subprocess.run(
-        [*CLI, "run", "--rm", "-c", code, "-e", "CASENO=$X", "-e", "Y=$Y", "--env-range=X=case:a,b",
-         "--env-range=Y=range:1,3", "--max-parallel", "2", "-t", "rngx", "python"],
-        env=env, capture_output=True, text=True, timeout=300,
+        [
+            *CLI,
+            "run",
+            "--rm",
+            "-c",
+            code,
+            "-e",
+            "CASENO=$X",
+            "-e",
+            "Y=$Y",
+            "--env-range=X=case:a,b",
+            "--env-range=Y=range:1,3",
+            "--max-parallel",
+            "2",
+            "-t",
+            "rngx",
+            "python",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert p.returncode == 0, p.stdout + p.stderr
     assert "Running multiple sessions for the following combinations:" in p.stdout + p.stderr
@@ -118,14 +140,20 @@ def test_cli_range_expansion_runs_every_case_with_max_parallel(cluster: Cluster,
     assert g.status_code == 200, g.text
     items = g.json()["data"]["compute_session_list"]["items"]
     assert sorted(i["name"] for i in items) == ["rngx-0", "rngx-1", "rngx-2", "rngx-3"], items
-    edges = sorted([(i["created_at"], 1) for i in items] + [(i["terminated_at"], -1) for i in items],
-                   key=lambda e: (e[0], e[1]))
+    edges = sorted(
+        [(i["created_at"], 1) for i in items] + [(i["terminated_at"], -1) for i in items], key=lambda e: (e[0], e[1])
+    )
     running = peak = 0
     for _, step in edges:
         running += step
         peak = max(peak, running)
     assert peak <= 2, edges
-    bad = subprocess.run([*CLI, "run", "-c", "1", "--env-range=X=linspace:1,2", "python"], env=env,
-                         capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [*CLI, "run", "-c", "1", "--env-range=X=linspace:1,2", "python"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode != 0 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
     assert os.path.isdir(tmp_path)

@@ -31,9 +31,14 @@ SMALL = {"cpu": "1", "mem": "128m"}
 def crashy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     if not docker_available():
         pytest.fail("Docker engine or the python kernel image is missing: run scripts/setup.sh first")
-    c = launch_cluster(tmp_path_factory.mktemp("faults"), cpu=16, mem="8g", storage=False,
-                       manager_settings={"reconcile-interval": 2.0, "reconcile-grace": 5.0},
-                       container_settings={"warm-pool-size": 0})
+    c = launch_cluster(
+        tmp_path_factory.mktemp("faults"),
+        cpu=16,
+        mem="8g",
+        storage=False,
+        manager_settings={"reconcile-interval": 2.0, "reconcile-grace": 5.0},
+        container_settings={"warm-pool-size": 0},
+    )
     try:
         yield c
     finally:
@@ -52,8 +57,14 @@ def up(crashy: Cluster) -> Cluster:
 
 def _enqueue(c: Cluster, name: str, bootstrap: str) -> str:
     """Enqueue a small session running ``bootstrap`` first; its id."""
-    body = c.create_session(name, config={"resources": SMALL}, expect=(200, 201), running=False, enqueueOnly=True,
-                            bootstrap_script=bootstrap)
+    body = c.create_session(
+        name,
+        config={"resources": SMALL},
+        expect=(200, 201),
+        running=False,
+        enqueueOnly=True,
+        bootstrap_script=bootstrap,
+    )
     return str(body["sessionId"])
 
 
@@ -64,8 +75,9 @@ def _db(c: Cluster) -> sqlite3.Connection:
 def _sessions(c: Cluster, ids: list[str]) -> dict[str, tuple[str, str]]:
     """Session id -> (status, status_info), read from the database (works while the manager is down)."""
     with _db(c) as db:
-        rows = db.execute(f"SELECT id, status, status_info FROM sessions WHERE id IN ({','.join('?' * len(ids))})",
-                          ids).fetchall()
+        rows = db.execute(
+            f"SELECT id, status, status_info FROM sessions WHERE id IN ({','.join('?' * len(ids))})", ids
+        ).fetchall()
     return {str(sid): (st, info or "") for sid, st, info in rows}
 
 
@@ -77,9 +89,20 @@ def _occupied_cpu(c: Cluster) -> Decimal:
 
 def _containers(c: Cluster) -> dict[str, list[str]]:
     """Session id -> the states of the agent's kernel containers of that session."""
-    out = subprocess.run(["docker", "ps", "-a", "--filter", f"label=ai.backend.agent-id={c.agent_id}",
-                          "--format", '{{.Label "ai.backend.session-id"}} {{.State}}'],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            "docker",
+            "ps",
+            "-a",
+            "--filter",
+            f"label=ai.backend.agent-id={c.agent_id}",
+            "--format",
+            '{{.Label "ai.backend.session-id"}} {{.State}}',
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     found: dict[str, list[str]] = {}
     for line in out.splitlines():
         sid, _, state = line.partition(" ")
@@ -113,8 +136,9 @@ def _inconsistencies(c: Cluster, ids: list[str]) -> list[str]:
 
 
 def _converged(c: Cluster, ids: list[str]) -> None:
-    wait_until("the cluster to converge", lambda: _inconsistencies(c, ids), lambda bad: not bad,
-               timeout=CONVERGE, interval=0.5)
+    wait_until(
+        "the cluster to converge", lambda: _inconsistencies(c, ids), lambda bad: not bad, timeout=CONVERGE, interval=0.5
+    )
 
 
 def _destroy_all(c: Cluster, ids: list[str]) -> None:
@@ -126,8 +150,9 @@ def test_manager_crash_during_a_burst_converges(up: Cluster) -> None:
     c = up
     # The bootstrap script keeps each session PREPARING for a while after its container exists.
     ids = [_enqueue(c, f"burst-{i}", "sleep 4") for i in range(14)]
-    wait_until("a few kernel containers", lambda: _containers(c), lambda found: len(found) >= 2, timeout=60,
-               interval=0.1)
+    wait_until(
+        "a few kernel containers", lambda: _containers(c), lambda found: len(found) >= 2, timeout=60, interval=0.1
+    )
     c.kill("manager")
     caught = [st for st, _ in _sessions(c, ids).values()]
     assert {"SCHEDULED", "PREPARING", "PULLING"} & set(caught), caught  # the crash interrupted starts
@@ -141,8 +166,7 @@ def test_manager_crash_during_a_burst_converges(up: Cluster) -> None:
 def test_agent_crash_after_container_creation(up: Cluster) -> None:
     c = up
     sid = _enqueue(c, "agent-crash", "sleep 5")
-    wait_until("the session's container", lambda: _containers(c), lambda found: sid in found, timeout=60,
-               interval=0.05)
+    wait_until("the session's container", lambda: _containers(c), lambda found: sid in found, timeout=60, interval=0.05)
     c.kill("agent")
     # The manager's creation call failed with the agent: the session is ERROR, its container still runs.
     wait_until("the session to fail", lambda: _sessions(c, [sid])[sid][0], lambda st: st in ENDED, timeout=30)
@@ -176,8 +200,12 @@ def test_container_removed_while_the_agent_was_down_ends_its_session(up: Cluster
     sid = _enqueue(c, "vanishing", "")
     wait_until("the session to run", lambda: _sessions(c, [sid])[sid][0], lambda st: st == "RUNNING", timeout=60)
     c.kill("agent")
-    out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=ai.backend.session-id={sid}"],
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=ai.backend.session-id={sid}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert out
     subprocess.run(["docker", "rm", "-f", *out], capture_output=True, check=True)
     c.start("agent")

@@ -27,22 +27,31 @@ occupied_slots mem_cur_bytes mem_max_bytes cpu_using }
     total_count
   }
 }"""
-ONE_1909 = ("query($sess_id: String!) {  compute_session(sess_id: $sess_id) { sess_id role image tag created_at "
-            "terminated_at agent status status_info occupied_slots cpu_used mem_cur_bytes mem_max_bytes num_queries "
-            "net_rx_bytes net_tx_bytes io_read_bytes io_write_bytes io_max_scratch_size io_cur_scratch_size "
-            "cpu_using }}")
-INFO_2203 = ("query($id: UUID!) { compute_session(id: $id) { id name created_user_id containers { id cluster_role "
-             "cluster_idx cluster_hostname session_id image registry status status_info status_data status_changed "
-             "agent container_id resource_opts occupied_slots live_stat last_stat } dependencies { name id } } }")
-KEYPAIR_1909 = ("query {  keypair {    user_id access_key secret_key is_active is_admin created_at last_used "
-                "resource_policy rate_limit concurrency_limit concurrency_used  }}")
-AGENT_2203 = ("query($agent_id: String!) {\n    agent(agent_id: $agent_id) {id status region architecture "
-              "first_contact cpu_cur_pct available_slots occupied_slots hardware_metadata live_stat}\n}\n")
+ONE_1909 = (
+    "query($sess_id: String!) {  compute_session(sess_id: $sess_id) { sess_id role image tag created_at "
+    "terminated_at agent status status_info occupied_slots cpu_used mem_cur_bytes mem_max_bytes num_queries "
+    "net_rx_bytes net_tx_bytes io_read_bytes io_write_bytes io_max_scratch_size io_cur_scratch_size "
+    "cpu_using }}"
+)
+INFO_2203 = (
+    "query($id: UUID!) { compute_session(id: $id) { id name created_user_id containers { id cluster_role "
+    "cluster_idx cluster_hostname session_id image registry status status_info status_data status_changed "
+    "agent container_id resource_opts occupied_slots live_stat last_stat } dependencies { name id } } }"
+)
+KEYPAIR_1909 = (
+    "query {  keypair {    user_id access_key secret_key is_active is_admin created_at last_used "
+    "resource_policy rate_limit concurrency_limit concurrency_used  }}"
+)
+AGENT_2203 = (
+    "query($agent_id: String!) {\n    agent(agent_id: $agent_id) {id status region architecture "
+    "first_contact cpu_cur_pct available_slots occupied_slots hardware_metadata live_stat}\n}\n"
+)
 
 
 def _start(cluster: Cluster, name: str) -> str:
-    r = cluster.request("POST", "/session", {"image": "python", "name": name,
-                                            "config": {"resources": {"cpu": "1", "mem": "256m"}}})
+    r = cluster.request(
+        "POST", "/session", {"image": "python", "name": name, "config": {"resources": {"cpu": "1", "mem": "256m"}}}
+    )
     assert r.status_code == 201, r.text
     sid: str = r.json()["sessionId"]
     for _ in range(200):
@@ -66,8 +75,9 @@ def running(cluster: Cluster) -> Any:
 def test_v4_session_list_and_detail(cluster: Cluster, running: tuple[str, str]) -> None:
     name, sid = running
     status = "PENDING,PREPARING,PULLING,RUNNING,RESTARTING,TERMINATING,RESIZING,SUSPENDED,ERROR"
-    page = cluster.gql(LIST_1909, {"limit": 20, "offset": 0, "status": status, "ak": None},
-                       who=USER)["compute_session_list"]
+    page = cluster.gql(LIST_1909, {"limit": 20, "offset": 0, "status": status, "ak": None}, who=USER)[
+        "compute_session_list"
+    ]
     (item,) = [i for i in page["items"] if i["id"] == sid]
     assert item["sess_id"] == name and item["sess_type"] == "interactive" and item["status"] == "RUNNING"
     assert item["access_key"] == USER["access_key"]
@@ -96,16 +106,18 @@ def test_2203_session_info_fields(cluster: Cluster, running: tuple[str, str]) ->
     (c,) = s["containers"]
     assert c["cluster_role"] == "main" and c["status_data"] is None and s["dependencies"] == []
     # The 22.03 shape is unchanged: compute_session(id:) with the same answer.
-    same = cluster.gql("query($id: UUID!) { compute_session(id: $id) { id name created_user_uuid } }",
-                       {"id": sid}, who=USER)["compute_session"]
+    same = cluster.gql(
+        "query($id: UUID!) { compute_session(id: $id) { id name created_user_uuid } }", {"id": sid}, who=USER
+    )["compute_session"]
     assert same["id"] == sid and same["created_user_uuid"] == s["created_user_id"]
 
 
 def test_keypair_concurrency_fields(cluster: Cluster) -> None:
     kp = cluster.gql(KEYPAIR_1909, who=USER)["keypair"]
     assert kp["access_key"] == USER["access_key"]
-    policy = cluster.gql("{ keypair_resource_policy { name max_concurrent_sessions } }",
-                         who=USER)["keypair_resource_policy"]
+    policy = cluster.gql("{ keypair_resource_policy { name max_concurrent_sessions } }", who=USER)[
+        "keypair_resource_policy"
+    ]
     assert policy["name"] == kp["resource_policy"]
     assert kp["concurrency_limit"] == policy["max_concurrent_sessions"]
     assert isinstance(kp["concurrency_used"], int)
@@ -131,8 +143,7 @@ def test_agent_hardware_metadata_and_live_stat(cluster: Cluster, running: tuple[
 def _cli(version: str, cluster: Cluster, *args: str, who: dict[str, Any] = USER) -> str:
     if not CLI[version].exists():
         pytest.skip(f"the official {version} client is not installed")
-    p = subprocess.run([str(CLI[version]), *args], env=cluster.env(who), capture_output=True, text=True,
-                       timeout=120)
+    p = subprocess.run([str(CLI[version]), *args], env=cluster.env(who), capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and "Traceback" not in p.stderr, p.stdout + p.stderr
     return p.stdout
 

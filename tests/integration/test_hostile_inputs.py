@@ -16,8 +16,9 @@ from ai.backend.testutils.cluster import Cluster
 from ai.backend.testutils.problems import problem
 
 
-@pytest.mark.parametrize("date", ["2026-12-07T14:00:00+25:00", "Mon, 07 Dec 2026 14:00:00 +2500",
-                                  "2026-12-07T14:00:00-24:00"])
+@pytest.mark.parametrize(
+    "date", ["2026-12-07T14:00:00+25:00", "Mon, 07 Dec 2026 14:00:00 +2500", "2026-12-07T14:00:00-24:00"]
+)
 def test_date_with_an_offset_of_a_day_or_more_is_a_400(manager: Cluster, date: str) -> None:
     r = manager.request("GET", "/session/no-such-session", headers={"Date": date, "X-BackendAI-Date": date})
     problem(r, 400, "date", in_detail=True)
@@ -26,8 +27,9 @@ def test_date_with_an_offset_of_a_day_or_more_is_a_400(manager: Cluster, date: s
 @pytest.mark.parametrize("method", ["SHAKE_128", "shake_256", "NOPE"])
 def test_unusable_signature_hashes_are_a_400(manager: Cluster, method: str) -> None:
     auth = f"BackendAI signMethod=HMAC-{method}, credential={USER['access_key']}:{'0' * 64}"
-    problem(manager.request("GET", "/session/no-such-session", headers={"Authorization": auth}), 400, "hash",
-            in_detail=True)
+    problem(
+        manager.request("GET", "/session/no-such-session", headers={"Authorization": auth}), 400, "hash", in_detail=True
+    )
 
 
 def _nested(depth: int) -> str:
@@ -41,18 +43,30 @@ def test_deeply_nested_json_body_is_a_400(manager: Cluster) -> None:
 
     host = manager.endpoint.split("//", 1)[1]
     for path in ("/session", "/admin/gql"):
-        h = sign_request_headers(method="POST", path_with_query=path, host=host, content_type="application/json",
-                                 version="v6.20220615", access_key=USER["access_key"], secret_key=USER["secret_key"])
+        h = sign_request_headers(
+            method="POST",
+            path_with_query=path,
+            host=host,
+            content_type="application/json",
+            version="v6.20220615",
+            access_key=USER["access_key"],
+            secret_key=USER["secret_key"],
+        )
         r = httpx.post(manager.endpoint + path, headers=h, content='{"x": ' + _nested(100_000) + "}", timeout=30)
         problem(r, 400, "nested too deeply", in_detail=True)
 
 
 def test_deeply_nested_graphql_jsonstring_variable_is_refused(manager: Cluster) -> None:
-    r = manager.request("POST", "/admin/graphql", {
-        "query": "mutation($n: String!, $p: CreateResourcePresetInput!) { create_resource_preset(name: $n, props: $p)"
-                 " { ok } }",
-        "variables": {"n": "deep-preset", "p": {"resource_slots": '{"cpu": ' + _nested(100_000) + "}"}},
-    }, who=USER)
+    r = manager.request(
+        "POST",
+        "/admin/graphql",
+        {
+            "query": "mutation($n: String!, $p: CreateResourcePresetInput!) {"
+            " create_resource_preset(name: $n, props: $p) { ok } }",
+            "variables": {"n": "deep-preset", "p": {"resource_slots": '{"cpu": ' + _nested(100_000) + "}"}},
+        },
+        who=USER,
+    )
     problem(r, 400, "nested too deeply", in_detail=True)
 
 
@@ -71,9 +85,15 @@ def _forwarded(m: Cluster, signed_path: str, sent_method: str, sent_path: str) -
     from ai.backend.common.auth import sign_request_headers
 
     host = m.endpoint.split("//", 1)[1]
-    h = sign_request_headers(method=sent_method, path_with_query=signed_path, host=host,
-                             content_type="application/json", version="v6.20220615",
-                             access_key=USER["access_key"], secret_key=USER["secret_key"])
+    h = sign_request_headers(
+        method=sent_method,
+        path_with_query=signed_path,
+        host=host,
+        content_type="application/json",
+        version="v6.20220615",
+        access_key=USER["access_key"],
+        secret_key=USER["secret_key"],
+    )
     h["X-Forwarded-URL"] = f"http://{host}{signed_path}"
     return httpx.request(sent_method, m.endpoint + sent_path, headers=h, timeout=30)
 
@@ -101,8 +121,9 @@ def test_trusted_proxies_must_be_addresses(tmp_path: Any) -> None:
 
     cfg = tmp_path / "manager.toml"
     cfg.write_text('[manager]\ntrusted-proxies = ["not-an-address"]\n')
-    p = subprocess.run([sys.executable, "-m", "ai.backend.manager.server", "-f", str(cfg)], capture_output=True,
-                       text=True, timeout=60)
+    p = subprocess.run(
+        [sys.executable, "-m", "ai.backend.manager.server", "-f", str(cfg)], capture_output=True, text=True, timeout=60
+    )
     assert p.returncode == 2 and "not-an-address" in p.stderr and "Traceback" not in p.stderr, p.stderr
 
 
@@ -122,9 +143,17 @@ def _signed_post(m: Cluster, path: str, body: bytes, *, sign_body: bool) -> dict
     from ai.backend.common.auth import sign_request_headers
 
     host = m.endpoint.split("//", 1)[1]
-    return sign_request_headers(method="POST", path_with_query=path, host=host, content_type="application/json",
-                                version="v6.20220615", access_key=USER["access_key"], secret_key=USER["secret_key"],
-                                body=body, sign_body=sign_body)
+    return sign_request_headers(
+        method="POST",
+        path_with_query=path,
+        host=host,
+        content_type="application/json",
+        version="v6.20220615",
+        access_key=USER["access_key"],
+        secret_key=USER["secret_key"],
+        body=body,
+        sign_body=sign_body,
+    )
 
 
 def test_a_signed_body_cannot_be_replayed_with_another_body(manager: Cluster) -> None:
@@ -165,8 +194,12 @@ def test_a_query_running_too_long_is_stopped_but_mutations_finish(tmp_path: Any)
     try:
         r = m.request("POST", "/admin/graphql", {"query": "{ domains { name } }"}, who=ADMIN)
         problem(r, 503, "longer than", in_detail=True)
-        r = m.request("POST", "/admin/graphql", {
-            "query": "mutation { create_domain(name: \"slow-ok\", props: {description: \"x\"}) { ok } }"}, who=ADMIN)
+        r = m.request(
+            "POST",
+            "/admin/graphql",
+            {"query": 'mutation { create_domain(name: "slow-ok", props: {description: "x"}) { ok } }'},
+            who=ADMIN,
+        )
         assert r.status_code == 200 and r.json()["create_domain"]["ok"], r.text
     finally:
         m.shutdown()

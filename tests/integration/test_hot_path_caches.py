@@ -43,8 +43,9 @@ def twins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, C
 
 def _new_keypair(m: Cluster, email: str) -> dict[str, str]:
     m.gql(f'mutation {{ create_user(email: "{email}", props: {{password: "long-enough"}}) {{ ok }} }}', legacy=True)
-    kp: dict[str, str] = m.gql(f'{{ keypairs(email: "{email}") {{ access_key secret_key }} }}',
-                               legacy=True)["keypairs"][0]
+    kp: dict[str, str] = m.gql(f'{{ keypairs(email: "{email}") {{ access_key secret_key }} }}', legacy=True)[
+        "keypairs"
+    ][0]
     return kp
 
 
@@ -70,9 +71,22 @@ def test_mgr_cli_changes_reach_running_managers(twins: tuple[Cluster, Cluster]) 
     kp = _new_keypair(a, "cli-cached@example.org")
     for m in (a, b):
         assert m.request("GET", "/auth/test", who=kp).status_code == 200
-    out = subprocess.run([sys.executable, "-m", "ai.backend.manager.cli", "-f", str(b.state / "manager.toml"),
-                          "keypair", "set-active", kp["access_key"], "false"], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ai.backend.manager.cli",
+            "-f",
+            str(b.state / "manager.toml"),
+            "keypair",
+            "set-active",
+            kp["access_key"],
+            "false",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert a.request("GET", "/auth/test", who=kp).status_code == 401
     assert b.request("GET", "/auth/test", who=kp).status_code == 401

@@ -34,8 +34,13 @@ def session(cluster: Cluster, image: str) -> Iterator[str]:
         cluster.request("DELETE", f"/session/{name}")
 
 
-def execute(cluster: Cluster, name: str, mode: str, code: str = "", options: dict[str, Any] | None = None,
-            ) -> list[dict[str, Any]]:
+def execute(
+    cluster: Cluster,
+    name: str,
+    mode: str,
+    code: str = "",
+    options: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
     """One run to its end (continuing as told); returns every answer."""
     run_id = secrets.token_hex(6)
     body: dict[str, Any] = {"mode": mode, "code": code, "runId": run_id, "options": options}
@@ -72,8 +77,13 @@ def write_files(files: dict[str, str]) -> str:
     return " && ".join(f"printf %s {shlex.quote(body)} > {shlex.quote(path)}" for path, body in files.items())
 
 
-def batch(cluster: Cluster, name: str, files: dict[str, str], build: str = "*", exec_: str = "*",
-          ) -> list[dict[str, Any]]:
+def batch(
+    cluster: Cluster,
+    name: str,
+    files: dict[str, str],
+    build: str = "*",
+    exec_: str = "*",
+) -> list[dict[str, Any]]:
     return execute(cluster, name, "batch", options={"clean": write_files(files), "build": build, "exec": exec_})
 
 
@@ -103,8 +113,10 @@ def test_c_query_and_batch(cluster: Cluster) -> None:
 
 def test_cpp_batch_and_query(cluster: Cluster) -> None:
     with session(cluster, "cpp") as name:
-        src = {"main.cpp": "#include <iostream>\n#include <vector>\nint main() { std::vector<int> v{1, 2, 3};\n"
-                           "  std::cout << v.size() << \" items\" << std::endl; }\n"}
+        src = {
+            "main.cpp": "#include <iostream>\n#include <vector>\nint main() { std::vector<int> v{1, 2, 3};\n"
+            '  std::cout << v.size() << " items" << std::endl; }\n'
+        }
         answers = batch(cluster, name, src)
         assert step_codes(answers) == {"clean-finished": 0, "build-finished": 0, "finished": 0}
         assert text(answers, "stdout") == "3 items\n"
@@ -136,8 +148,12 @@ def test_nodejs_query_batch_and_interrupt(cluster: Cluster) -> None:
 
 def test_lua_query_and_batch(cluster: Cluster) -> None:
     with session(cluster, "lua") as name:
-        answers = execute(cluster, name, "query", "local t = {} for i = 1, 3 do t[#t + 1] = i * i end\n"
-                                                  "print(table.concat(t, ' '))\nprint(_VERSION)")
+        answers = execute(
+            cluster,
+            name,
+            "query",
+            "local t = {} for i = 1, 3 do t[#t + 1] = i * i end\nprint(table.concat(t, ' '))\nprint(_VERSION)",
+        )
         assert console(answers) == [["stdout", "1 4 9\nLua 5.3\n"]]
         answers = execute(cluster, name, "query", "error('bad thing')")
         assert answers[-1]["exitCode"] == 1 and "bad thing" in text(answers, "stderr")
@@ -145,8 +161,9 @@ def test_lua_query_and_batch(cluster: Cluster) -> None:
         answers = batch(cluster, name, {"main.lua": code})
         assert text(answers, "stdout") == "written\n"
         # .output files of a batch run come with its finished answer.
-        assert answers[-1]["files"] == [{"name": "squares.txt", "size": 5,
-                                         "url": "data:text/plain;base64," + base64.b64encode(b"1 4 9").decode()}]
+        assert answers[-1]["files"] == [
+            {"name": "squares.txt", "size": 5, "url": "data:text/plain;base64," + base64.b64encode(b"1 4 9").decode()}
+        ]
 
 
 def test_python_rich_output_and_output_files(cluster: Cluster) -> None:
@@ -199,7 +216,7 @@ def test_python_rich_output_and_output_files(cluster: Cluster) -> None:
 
 def test_recipe_aliases_resolve(cluster: Cluster) -> None:
     """The `ai.backend.aliases` label of a recipe (lua: "lua5 lua5.3") names the image too."""
-    q = 'query($r: String!) { image(reference: $r) { reference } }'
+    q = "query($r: String!) { image(reference: $r) { reference } }"
     for alias, target in (("lua5", "lua:5.3-debian12"), ("python3", "python:3.11-debian12"), ("gcc", "c:12-debian12")):
         r = cluster.request("POST", "/admin/gql", {"query": q, "variables": {"r": alias}})
         assert r.status_code == 200, r.text

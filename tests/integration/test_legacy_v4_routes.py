@@ -26,11 +26,25 @@ CLI_1909 = Path.home() / ".cache/backend.ai-compat/19.09/bin/backend.ai"
 V4 = "v4.20190615"
 
 
-def _send(cluster: Cluster, method: str, path: str, content: bytes | None, content_type: str,
-          who: dict[str, Any] = USER, headers: dict[str, str] | None = None) -> httpx.Response:
+def _send(
+    cluster: Cluster,
+    method: str,
+    path: str,
+    content: bytes | None,
+    content_type: str,
+    who: dict[str, Any] = USER,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
     host = cluster.endpoint.split("//", 1)[1]
-    h = sign_request_headers(method=method, path_with_query=path, host=host, content_type=content_type,
-                             version=V4, access_key=who["access_key"], secret_key=who["secret_key"])
+    h = sign_request_headers(
+        method=method,
+        path_with_query=path,
+        host=host,
+        content_type=content_type,
+        version=V4,
+        access_key=who["access_key"],
+        secret_key=who["secret_key"],
+    )
     h["Content-Type"] = content_type
     h.update(headers or {})
     return httpx.request(method, cluster.endpoint + path, headers=h, content=content, timeout=120)
@@ -40,14 +54,20 @@ def _json(cluster: Cluster, method: str, path: str, body: Any, who: dict[str, An
     return _send(cluster, method, path, json.dumps(body).encode(), "application/json", who)
 
 
-def _upload(cluster: Cluster, folder: str, files: list[tuple[str, bytes]],
-            who: dict[str, Any] = USER) -> httpx.Response:
+def _upload(
+    cluster: Cluster, folder: str, files: list[tuple[str, bytes]], who: dict[str, Any] = USER
+) -> httpx.Response:
     boundary = "b" + secrets.token_hex(8)
-    body = b"".join(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="src"; filename="{n}"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n".encode() + c + b"\r\n"
-        for n, c in files
-    ) + f"--{boundary}--\r\n".encode()
+    body = (
+        b"".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="src"; filename="{n}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n".encode()
+            + c
+            + b"\r\n"
+            for n, c in files
+        )
+        + f"--{boundary}--\r\n".encode()
+    )
     return _send(cluster, "POST", f"/folders/{folder}/upload", body, f"multipart/form-data; boundary={boundary}", who)
 
 
@@ -63,7 +83,7 @@ def _parts(r: httpx.Response) -> list[tuple[str, bytes]]:
     delim = b"--" + m.group(1).encode()
     out = []
     for chunk in r.content.split(b"\r\n" + delim)[0:]:
-        chunk = chunk[len(delim):] if chunk.startswith(delim) else chunk
+        chunk = chunk[len(delim) :] if chunk.startswith(delim) else chunk
         if chunk.startswith(b"--"):
             break
         head, _, payload = chunk[2:].partition(b"\r\n\r\n")
@@ -104,8 +124,11 @@ def test_upload_download_rename_delete_round_trip(cluster: Cluster) -> None:
     folder = _new_folder(cluster)
     try:
         blob = os.urandom(300_000) + b"--" + b"\r\n--boundary-like\r\n"
-        r = _upload(cluster, folder, [("a.txt", b"hello\n"), ("sub/dir/b.bin", blob), ("empty", b""),
-                                      ("\ud55c\uae00.txt", "유니코드".encode())])
+        r = _upload(
+            cluster,
+            folder,
+            [("a.txt", b"hello\n"), ("sub/dir/b.bin", blob), ("empty", b""), ("\ud55c\uae00.txt", "유니코드".encode())],
+        )
         assert r.status_code == 201, r.text
         assert set(_listing(cluster, folder)) == {"a.txt", "sub", "empty", "한글.txt"}
         assert _listing(cluster, folder, "sub/dir")["b.bin"]["size"] == len(blob)
@@ -121,8 +144,9 @@ def test_upload_download_rename_delete_round_trip(cluster: Cluster) -> None:
         assert r.json() == {}
         assert "c.txt" in _listing(cluster, folder) and "a.txt" not in _listing(cluster, folder)
 
-        r = _json(cluster, "DELETE", f"/folders/{folder}/delete_files", {"files": ["c.txt", "empty"],
-                                                                          "recursive": False})
+        r = _json(
+            cluster, "DELETE", f"/folders/{folder}/delete_files", {"files": ["c.txt", "empty"], "recursive": False}
+        )
         assert r.status_code == 200, r.text
         r = _json(cluster, "DELETE", f"/folders/{folder}/delete_files", {"files": ["sub"], "recursive": True})
         assert r.status_code == 200, r.text
@@ -144,11 +168,14 @@ def test_bad_input_is_refused_and_changes_nothing(cluster: Cluster) -> None:
             assert "filename" in doc["detail"]
         for bad in ("../keep.txt", "/keep.txt"):
             problem(_download(cluster, folder, [bad]), 400)
-            problem(_json(cluster, "POST", f"/folders/{folder}/rename_file",
-                          {"target_path": bad, "new_name": "z"}), 400)
+            problem(
+                _json(cluster, "POST", f"/folders/{folder}/rename_file", {"target_path": bad, "new_name": "z"}), 400
+            )
             problem(_json(cluster, "DELETE", f"/folders/{folder}/delete_files", {"files": [bad]}), 400)
-        problem(_json(cluster, "POST", f"/folders/{folder}/rename_file",
-                      {"target_path": "keep.txt", "new_name": "../z"}), 400)
+        problem(
+            _json(cluster, "POST", f"/folders/{folder}/rename_file", {"target_path": "keep.txt", "new_name": "../z"}),
+            400,
+        )
         problem(_upload(cluster, folder, [("d.txt", b"1"), ("d.txt", b"2")]), 400)
         problem(_send(cluster, "POST", f"/folders/{folder}/upload", b"{}", "application/json"), 400)
         problem(_download(cluster, folder, []), 400)
@@ -160,16 +187,25 @@ def test_bad_input_is_refused_and_changes_nothing(cluster: Cluster) -> None:
         for name in (f"missing-{secrets.token_hex(3)}", theirs):
             problem(_upload(cluster, name, [("x.txt", b"x")]), 404)
             problem(_download(cluster, name, ["x.txt"]), 404)
-            problem(_json(cluster, "POST", f"/folders/{name}/rename_file",
-                          {"target_path": "x.txt", "new_name": "y"}), 404)
+            problem(
+                _json(cluster, "POST", f"/folders/{name}/rename_file", {"target_path": "x.txt", "new_name": "y"}), 404
+            )
             problem(_json(cluster, "DELETE", f"/folders/{name}/delete_files", {"files": ["x.txt"]}), 404)
         assert _listing(cluster, theirs, who=ADMIN) == {}
         # Quota and body size: 413 problems.
         doc = problem(_upload(cluster, small, [("big.bin", b"x" * 2048)]), 413)
         assert "quota" in doc["detail"]
         assert _listing(cluster, small) == {}
-        problem(_send(cluster, "POST", f"/folders/{folder}/upload", b"x" * (UPLOAD_BODY_LIMIT + 1),
-                      "multipart/form-data; boundary=x"), 413)
+        problem(
+            _send(
+                cluster,
+                "POST",
+                f"/folders/{folder}/upload",
+                b"x" * (UPLOAD_BODY_LIMIT + 1),
+                "multipart/form-data; boundary=x",
+            ),
+            413,
+        )
         after = _listing(cluster, folder)
         assert set(after) == set(before) | {"dir"} and after["keep.txt"]["size"] == 4
     finally:
@@ -181,11 +217,13 @@ def test_read_only_share_may_download_but_not_write(cluster: Cluster) -> None:
     folder = _new_folder(cluster, who=ADMIN)
     try:
         assert _upload(cluster, folder, [("r.txt", b"read me")], who=ADMIN).status_code == 201
-        r = cluster.request("POST", f"/folders/{folder}/share", {"permission": "ro", "emails": [USER["email"]]},
-                            who=ADMIN)
+        r = cluster.request(
+            "POST", f"/folders/{folder}/share", {"permission": "ro", "emails": [USER["email"]]}, who=ADMIN
+        )
         if r.status_code >= 400:  # user folders are shared by invitation
-            r = cluster.request("POST", f"/folders/{folder}/invite", {"perm": "ro", "emails": [USER["email"]]},
-                                who=ADMIN)
+            r = cluster.request(
+                "POST", f"/folders/{folder}/invite", {"perm": "ro", "emails": [USER["email"]]}, who=ADMIN
+            )
             assert r.status_code == 200, r.text
             invs = cluster.request("GET", "/folders/invitations/list").json()["invitations"]
             inv = next(i for i in invs if i["vfolder_name"] == folder)
@@ -206,8 +244,9 @@ def test_official_1909_cli_round_trip(cluster: Cluster, tmp_path: Path) -> None:
     env = cluster.env(USER)
 
     def cli(*args: str, cwd: Path = tmp_path, stdin: str = "") -> str:
-        p = subprocess.run([str(CLI_1909), *args], cwd=cwd, env=env, input=stdin, capture_output=True, text=True,
-                           timeout=120)
+        p = subprocess.run(
+            [str(CLI_1909), *args], cwd=cwd, env=env, input=stdin, capture_output=True, text=True, timeout=120
+        )
         assert p.returncode == 0, p.stdout + p.stderr
         return p.stdout + p.stderr
 
@@ -233,8 +272,15 @@ def test_official_1909_cli_round_trip(cluster: Cluster, tmp_path: Path) -> None:
 def _events(cluster: Cluster, query: str, who: dict[str, Any] = USER) -> tuple[int, str]:
     path = f"/stream/kernel/_/events?{query}"
     host = cluster.endpoint.split("//", 1)[1]
-    h = sign_request_headers(method="GET", path_with_query=path, host=host, content_type="application/json",
-                             version=V4, access_key=who["access_key"], secret_key=who["secret_key"])
+    h = sign_request_headers(
+        method="GET",
+        path_with_query=path,
+        host=host,
+        content_type="application/json",
+        version=V4,
+        access_key=who["access_key"],
+        secret_key=who["secret_key"],
+    )
     with httpx.stream("GET", cluster.endpoint + path, headers=h, timeout=60) as r:
         text = ""
         for chunk in r.iter_text():

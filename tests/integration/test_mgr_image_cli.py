@@ -31,11 +31,17 @@ PYTHON_REF = "python:3.11-debian12"
 GHOST = "ghost-image:1.0"
 
 
-def mgr(m: Cluster, *args: str, env: dict[str, str] | None = None, via_client: bool = False,
-        timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def mgr(
+    m: Cluster, *args: str, env: dict[str, str] | None = None, via_client: bool = False, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "ai.backend.client.cli", "mgr"] if via_client else MGR
-    return subprocess.run([*cmd, "-f", str(m.state / "manager.toml"), "image", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [*cmd, "-f", str(m.state / "manager.toml"), "image", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def ok(m: Cluster, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
@@ -62,8 +68,15 @@ def listed(m: Cluster) -> dict[str, dict[str, Any]]:
 
 def heartbeat(m: Cluster, agent_id: str, addr: str, refs: list[str]) -> None:
     # One digest per repository: the tags of one image share it (as `repo:latest` does with its tag).
-    images = [{"ref": ref, "digest": "sha256:" + hashlib.sha256(ref.split(":")[0].encode()).hexdigest(), "size": 1000,
-               "labels": {"ai.backend.kernelspec": "1", "ai.backend.runtime-type": "python"}} for ref in refs]
+    images = [
+        {
+            "ref": ref,
+            "digest": "sha256:" + hashlib.sha256(ref.split(":")[0].encode()).hexdigest(),
+            "size": 1000,
+            "labels": {"ai.backend.kernelspec": "1", "ai.backend.runtime-type": "python"},
+        }
+        for ref in refs
+    ]
     hb = {"id": agent_id, "addr": addr, "available_slots": {"cpu": "1", "mem": "1g"}, "images": images}
     r = httpx.post(m.endpoint + "/internal/heartbeat", json=hb, headers={CLUSTER_SECRET_HEADER: m.secret})
     assert r.status_code == 200, r.text
@@ -158,8 +171,9 @@ def test_build_up_to_date_is_quick_and_idempotent(im: Cluster, tmp_path: Path) -
 
 def test_build_failure_names_the_image(im: Cluster, tmp_path: Path) -> None:
     recipe = (REPO / "images" / "lua" / "recipe.env").read_text()
-    recipe = recipe.replace("NAME=lua", "NAME=bai-broken-test").replace('PACKAGES="lua5.3"',
-                                                                         'PACKAGES="no-such-package-bai"')
+    recipe = recipe.replace("NAME=lua", "NAME=bai-broken-test").replace(
+        'PACKAGES="lua5.3"', 'PACKAGES="no-such-package-bai"'
+    )
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "recipe.env").write_text(recipe)
     env = {**_env(), "BAI_IMAGE_RECIPES": str(tmp_path)}

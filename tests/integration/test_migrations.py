@@ -53,8 +53,10 @@ def _describe(diffs: list[Any]) -> str:
         for op in d if isinstance(d, list) else [d]:
             if op[0].startswith("modify_"):
                 _, _, table, column, existing, db_value, model_value = op
-                lines.append(f"{op[0]} {table}.{column}: database has {_show(db_value)}, "
-                             f"models have {_show(model_value)} ({existing.get('existing_type')})")
+                lines.append(
+                    f"{op[0]} {table}.{column}: database has {_show(db_value)}, "
+                    f"models have {_show(model_value)} ({existing.get('existing_type')})"
+                )
             else:
                 lines.append(f"{op[0]} {_show(op[1:])}")
     return "\n".join(lines)
@@ -75,12 +77,17 @@ def _snapshot(url: str) -> dict[str, Any]:
         tables: dict[str, Any] = {}
         for name in sorted(insp.get_table_names()):
             tables[name] = {
-                "columns": [(c["name"], str(c["type"]), c["nullable"], str(c.get("default")))
-                            for c in insp.get_columns(name)],
-                "indexes": sorted((i["name"] or "", tuple(str(c) for c in i["column_names"]), bool(i["unique"]))
-                                  for i in insp.get_indexes(name)),
-                "foreign_keys": sorted((f["name"] or "", f["referred_table"], tuple(f["constrained_columns"]))
-                                       for f in insp.get_foreign_keys(name)),
+                "columns": [
+                    (c["name"], str(c["type"]), c["nullable"], str(c.get("default"))) for c in insp.get_columns(name)
+                ],
+                "indexes": sorted(
+                    (i["name"] or "", tuple(str(c) for c in i["column_names"]), bool(i["unique"]))
+                    for i in insp.get_indexes(name)
+                ),
+                "foreign_keys": sorted(
+                    (f["name"] or "", f["referred_table"], tuple(f["constrained_columns"]))
+                    for f in insp.get_foreign_keys(name)
+                ),
                 "rows": conn.execute(sa.text(f'SELECT count(*) FROM "{name}"')).scalar_one(),
             }
         revision = MigrationContext.configure(conn).get_current_heads()
@@ -154,7 +161,7 @@ _V1_ROWS = [
     "'u@lab.org', 'x', false, 'U', '', 'active', NULL, 'user', 'lab', '2026-01-01 00:00:00')",
     "INSERT INTO association_groups_users (group_id, user_id) VALUES ('11111111-1111-1111-1111-111111111111', "
     "'22222222-2222-2222-2222-222222222222')",
-    "INSERT INTO keypairs (access_key, secret_key, user_id, \"user\", is_active, is_admin, is_main, created_at, "
+    'INSERT INTO keypairs (access_key, secret_key, user_id, "user", is_active, is_admin, is_main, created_at, '
     "modified_at, last_used, rate_limit, num_queries, resource_policy) VALUES ('AKIAOLDOLDOLDOLDOLD1', 's', "
     "'u@lab.org', '22222222-2222-2222-2222-222222222222', true, false, true, '2026-01-01 00:00:00', "
     "'2026-01-01 00:00:00', NULL, 100, 0, 'p')",

@@ -103,17 +103,37 @@ def multihost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiHost]:
         m = launch_manager(state, host=spaces[0].host_ip, settings={"heartbeat-timeout": HEARTBEAT_TIMEOUT})
         procs: list[subprocess.Popen[bytes]] = []
         try:
-            m.gql("mutation($n: String!) { create_scaling_group(name: $n, props: {driver: \"static\", "
-                  "scheduler: \"fifo\", is_active: true}) { ok msg } }", {"n": sgroups[1]})
-            m.gql("mutation($n: String!) { associate_scaling_group_with_domain(scaling_group: $n, "
-                  "domain: \"default\") { ok msg } }", {"n": sgroups[1]})
+            m.gql(
+                'mutation($n: String!) { create_scaling_group(name: $n, props: {driver: "static", '
+                'scheduler: "fifo", is_active: true}) { ok msg } }',
+                {"n": sgroups[1]},
+            )
+            m.gql(
+                "mutation($n: String!) { associate_scaling_group_with_domain(scaling_group: $n, "
+                'domain: "default") { ok msg } }',
+                {"n": sgroups[1]},
+            )
             port = _free_port()  # free in the host namespace: the agents must not be reachable there
             for i, (ns, agent_id, sg) in enumerate(zip(spaces, agents, sgroups, strict=True)):
-                procs.append(launch_netns_agent(ns, state, agent_id=agent_id, manager_url=m.endpoint,
-                                                secret=m.secret, scaling_group=sg, port=port, cpu=2 + i,
-                                                mem=f"{2 + i}g"))
-            _wait("both agents alive", lambda: _agents(m),
-                  lambda a: all(a.get(i, {}).get("status") == "ALIVE" for i in agents), timeout=40)
+                procs.append(
+                    launch_netns_agent(
+                        ns,
+                        state,
+                        agent_id=agent_id,
+                        manager_url=m.endpoint,
+                        secret=m.secret,
+                        scaling_group=sg,
+                        port=port,
+                        cpu=2 + i,
+                        mem=f"{2 + i}g",
+                    )
+                )
+            _wait(
+                "both agents alive",
+                lambda: _agents(m),
+                lambda a: all(a.get(i, {}).get("status") == "ALIVE" for i in agents),
+                timeout=40,
+            )
             yield MultiHost(m, spaces, agents, sgroups, procs, port)
         finally:
             for p in procs:
@@ -143,8 +163,10 @@ def test_sessions_land_on_their_scaling_group_and_capacity_follows(multihost: Mu
     tag = secrets.token_hex(3)
     fit_b = f"mh-fit-b-{tag}"  # fits only the idle agent b (3 cores)
     small = f"mh-small-{tag}"
-    create = "mutation($n: String!, $p: CreateResourcePresetInput!) { create_resource_preset(name: $n, " \
-             "props: $p) { ok msg } }"
+    create = (
+        "mutation($n: String!, $p: CreateResourcePresetInput!) { create_resource_preset(name: $n, "
+        "props: $p) { ok msg } }"
+    )
     m.gql(create, {"n": fit_b, "p": {"resource_slots": json.dumps({"cpu": "3", "mem": "1g"})}})
     m.gql(create, {"n": small, "p": {"resource_slots": json.dumps({"cpu": "1", "mem": "256m"})}})
 
@@ -163,8 +185,9 @@ def test_sessions_land_on_their_scaling_group_and_capacity_follows(multihost: Mu
     try:
         for name, sg, agent_id, ns in zip(names, mh.sgroups, mh.agents, mh.spaces, strict=True):
             before = [s.host_bytes() for s in mh.spaces]
-            sid = m.create_session(name, config={"scalingGroup": sg,
-                                                 "resources": {"cpu": 1, "mem": "512m"}})["sessionId"]
+            sid = m.create_session(name, config={"scalingGroup": sg, "resources": {"cpu": 1, "mem": "512m"}})[
+                "sessionId"
+            ]
             assert _kernel_agent(m, sid) == agent_id
             result = m.exec(name, "import socket\nprint(socket.gethostname() != '', 'x' * 300_000)")
             assert result["status"] == "finished"
@@ -181,31 +204,45 @@ def test_sessions_land_on_their_scaling_group_and_capacity_follows(multihost: Mu
             remaining = _slots(busy["scaling_groups"][sg]["remaining"])
             assert remaining == {k: Decimal(v) - used[k] for k, v in idle[sg].items()}, busy
             a = _agents(m)[agent_id]
-            free = {k: Decimal(v) - Decimal(json.loads(a["occupied_slots"]).get(k, 0))
-                    for k, v in json.loads(a["available_slots"]).items()}
+            free = {
+                k: Decimal(v) - Decimal(json.loads(a["occupied_slots"]).get(k, 0))
+                for k, v in json.loads(a["available_slots"]).items()
+            }
             assert remaining == free
         assert flags(busy) == {fit_b: False, small: True}
 
         # Only the scaling groups the caller may use count.
-        dissociate = "mutation($n: String!) { disassociate_scaling_group_with_domain(scaling_group: $n, " \
-                     "domain: \"default\") { ok msg } }"
+        dissociate = (
+            "mutation($n: String!) { disassociate_scaling_group_with_domain(scaling_group: $n, "
+            'domain: "default") { ok msg } }'
+        )
         m.gql(dissociate, {"n": mh.sgroups[1]})
         try:
             narrowed = _check(m, {})
             assert list(narrowed["scaling_groups"]) == [mh.sgroups[0]]
             assert narrowed["scaling_group_remaining"] == busy["scaling_groups"][mh.sgroups[0]]["remaining"]
-            assert m.request("POST", "/resource/check-presets", {"scaling_group": mh.sgroups[1]},
-                             who=USER).status_code == 403
+            assert (
+                m.request("POST", "/resource/check-presets", {"scaling_group": mh.sgroups[1]}, who=USER).status_code
+                == 403
+            )
         finally:
-            m.gql("mutation($n: String!) { associate_scaling_group_with_domain(scaling_group: $n, "
-                  "domain: \"default\") { ok msg } }", {"n": mh.sgroups[1]})
+            m.gql(
+                "mutation($n: String!) { associate_scaling_group_with_domain(scaling_group: $n, "
+                'domain: "default") { ok msg } }',
+                {"n": mh.sgroups[1]},
+            )
 
         assert m.request("DELETE", f"/session/{names[1]}").status_code == 200
-        after = _wait("b's capacity back", lambda: _check(m, {}),
-                      lambda o: o["scaling_groups"][mh.sgroups[1]]["remaining"] == idle[mh.sgroups[1]], timeout=10)
+        after = _wait(
+            "b's capacity back",
+            lambda: _check(m, {}),
+            lambda o: o["scaling_groups"][mh.sgroups[1]]["remaining"] == idle[mh.sgroups[1]],
+            timeout=10,
+        )
         assert flags(after) == {fit_b: True, small: True}
         assert _slots(after["scaling_groups"][mh.sgroups[0]]["remaining"]) == _slots(
-            busy["scaling_groups"][mh.sgroups[0]]["remaining"])
+            busy["scaling_groups"][mh.sgroups[0]]["remaining"]
+        )
     finally:
         for name in names:
             m.request("DELETE", f"/session/{name}")
@@ -218,33 +255,57 @@ def test_multi_node_cluster_spans_two_hosts(multihost: MultiHost, tmp_path: Path
     network, the other agent's kernel joins it, and main1 reaches sub1 by its hostname."""
     mh, m = multihost, multihost.manager
     other = f"{mh.agents[0]}-c"  # a second agent of the default group, in the other namespace
-    proc = launch_netns_agent(mh.spaces[1], tmp_path, agent_id=other, manager_url=m.endpoint, secret=m.secret,
-                              port=_free_port(), cpu=2, mem="2g")
+    proc = launch_netns_agent(
+        mh.spaces[1],
+        tmp_path,
+        agent_id=other,
+        manager_url=m.endpoint,
+        secret=m.secret,
+        port=_free_port(),
+        cpu=2,
+        mem="2g",
+    )
     name = f"mh-mn-{secrets.token_hex(3)}"
     try:
         _wait("agent c alive", lambda: _agents(m), lambda a: a.get(other, {}).get("status") == "ALIVE", timeout=40)
-        m.gql('mutation { modify_keypair_resource_policy(name: "default", '
-              'props: {max_containers_per_session: 2}) { ok msg } }')
-        r = m.request("POST", "/session", {"image": "python", "name": name, "clusterSize": 2,
-                                           "clusterMode": "multi-node",
-                                           "config": {"resources": {"cpu": 2, "mem": "256m"}}})
+        m.gql(
+            'mutation { modify_keypair_resource_policy(name: "default", '
+            "props: {max_containers_per_session: 2}) { ok msg } }"
+        )
+        r = m.request(
+            "POST",
+            "/session",
+            {
+                "image": "python",
+                "name": name,
+                "clusterSize": 2,
+                "clusterMode": "multi-node",
+                "config": {"resources": {"cpu": 2, "mem": "256m"}},
+            },
+        )
         assert r.status_code == 201 and r.json()["status"] == "RUNNING", r.text
         sid = r.json()["sessionId"]
         q = "query($s: UUID!) { compute_session(id: $s) { containers { cluster_hostname agent container_id } } }"
         kernels = m.gql(q, {"s": sid})["compute_session"]["containers"]
         assert {k["cluster_hostname"]: k["agent"] for k in kernels} in (
-            {"main1": mh.agents[0], "sub1": other}, {"main1": other, "sub1": mh.agents[0]}), kernels
+            {"main1": mh.agents[0], "sub1": other},
+            {"main1": other, "sub1": mh.agents[0]},
+        ), kernels
         sub1 = next(k["container_id"] for k in kernels if k["cluster_hostname"] == "sub1")
-        subprocess.run(["docker", "exec", "-d", sub1, "python3", "-m", "http.server", "8080", "--directory",
-                        "/home/config/ssh"], check=True)
-        code = ("import urllib.request, time\n"
-                "for _ in range(50):\n"
-                "    try:\n"
-                "        url = 'http://sub1:8080/id_cluster.pub'\n"
-                "        print(urllib.request.urlopen(url, timeout=2).read().decode()[:12])\n"
-                "        break\n"
-                "    except OSError:\n"
-                "        time.sleep(0.1)\n")
+        subprocess.run(
+            ["docker", "exec", "-d", sub1, "python3", "-m", "http.server", "8080", "--directory", "/home/config/ssh"],
+            check=True,
+        )
+        code = (
+            "import urllib.request, time\n"
+            "for _ in range(50):\n"
+            "    try:\n"
+            "        url = 'http://sub1:8080/id_cluster.pub'\n"
+            "        print(urllib.request.urlopen(url, timeout=2).read().decode()[:12])\n"
+            "        break\n"
+            "    except OSError:\n"
+            "        time.sleep(0.1)\n"
+        )
         result = m.exec(name, code)
         console = list(result["console"])
         while result["status"] == "continued":  # the run outlived one flush interval
@@ -263,20 +324,28 @@ def test_a_killed_agent_is_lost_and_the_other_keeps_working(multihost: MultiHost
     mh, m = multihost, multihost.manager
     mh.procs[1].kill()
     mh.procs[1].wait(10)
-    lost = _wait("agent b LOST", lambda: _agents(m)[mh.agents[1]]["status"], lambda s: s == "LOST",
-                 timeout=HEARTBEAT_TIMEOUT + 12)
+    lost = _wait(
+        "agent b LOST",
+        lambda: _agents(m)[mh.agents[1]]["status"],
+        lambda s: s == "LOST",
+        timeout=HEARTBEAT_TIMEOUT + 12,
+    )
     assert lost == "LOST" and _agents(m)[mh.agents[0]]["status"] == "ALIVE"
     out = _check(m, {})
     assert _slots(out["scaling_groups"][mh.sgroups[1]]["remaining"]) == {"cpu": 0, "mem": 0}
     # A session for b's scaling group waits: its only agent is gone.
     waiting = f"mh-wait-{secrets.token_hex(3)}"
-    r = m.request("POST", "/session", {"image": "python", "name": waiting, "enqueueOnly": True,
-                                       "config": {"scalingGroup": mh.sgroups[1]}})
+    r = m.request(
+        "POST",
+        "/session",
+        {"image": "python", "name": waiting, "enqueueOnly": True, "config": {"scalingGroup": mh.sgroups[1]}},
+    )
     assert r.status_code == 201, r.text
     name = f"mh-still-{secrets.token_hex(3)}"
     try:
-        sid = m.create_session(name, config={"scalingGroup": mh.sgroups[0],
-                                             "resources": {"cpu": 1, "mem": "512m"}})["sessionId"]
+        sid = m.create_session(name, config={"scalingGroup": mh.sgroups[0], "resources": {"cpu": 1, "mem": "512m"}})[
+            "sessionId"
+        ]
         assert _kernel_agent(m, sid) == mh.agents[0]
         assert m.exec(name, "print(6 * 7)")["console"] == [["stdout", "42\n"]]
         pending = m.request("GET", f"/session/{waiting}")

@@ -82,31 +82,43 @@ class World:
 
     def make_user(self, domain: str = DEFAULT, role: str = "user", groups: list[str] | None = None) -> Who:
         email = f"{self.uniq(role[:3])}@ex.com"
-        props: dict[str, Any] = {"password": PASSWORD, "domain_name": domain, "role": role,
-                                 "group_ids": groups or []}
-        d = self.sa("mutation($e: String!, $p: UserInput!) { create_user(email: $e, props: $p) "
-                    "{ ok msg user { uuid } } }", {"e": email, "p": props})
+        props: dict[str, Any] = {"password": PASSWORD, "domain_name": domain, "role": role, "group_ids": groups or []}
+        d = self.sa(
+            "mutation($e: String!, $p: UserInput!) { create_user(email: $e, props: $p) { ok msg user { uuid } } }",
+            {"e": email, "p": props},
+        )
         assert d["create_user"]["ok"] is True, d
         kps = self.keypairs_of(email)
         assert len(kps) == 1, kps
-        return {"email": email, "uuid": d["create_user"]["user"]["uuid"], "access_key": kps[0]["access_key"],
-                "secret_key": kps[0]["secret_key"], "is_admin": kps[0]["is_admin"], "role": role}
+        return {
+            "email": email,
+            "uuid": d["create_user"]["user"]["uuid"],
+            "access_key": kps[0]["access_key"],
+            "secret_key": kps[0]["secret_key"],
+            "is_admin": kps[0]["is_admin"],
+            "role": role,
+        }
 
     def keypairs_of(self, email: str) -> list[dict[str, Any]]:
-        d = self.sa("query($e: String) { keypairs(email: $e) { access_key secret_key is_admin is_main } }",
-                    {"e": email})
+        d = self.sa(
+            "query($e: String) { keypairs(email: $e) { access_key secret_key is_admin is_main } }", {"e": email}
+        )
         return list(d["keypairs"])
 
     def add_keypair(self, email: str, is_admin: bool = False) -> Who:
-        d = self.sa("mutation($u: String!, $a: Boolean) { create_keypair(user_id: $u, props: {is_admin: $a}) "
-                    "{ ok msg keypair { access_key secret_key } } }", {"u": email, "a": is_admin})
+        d = self.sa(
+            "mutation($u: String!, $a: Boolean) { create_keypair(user_id: $u, props: {is_admin: $a}) "
+            "{ ok msg keypair { access_key secret_key } } }",
+            {"u": email, "a": is_admin},
+        )
         assert d["create_keypair"]["ok"] is True, d
         return dict(d["create_keypair"]["keypair"])
 
     def make_domain(self) -> str:
         name = self.uniq("dom")
-        d = self.sa('mutation($n: String!) { create_domain(name: $n, props: {description: "before"}) { ok } }',
-                    {"n": name})
+        d = self.sa(
+            'mutation($n: String!) { create_domain(name: $n, props: {description: "before"}) { ok } }', {"n": name}
+        )
         assert d["create_domain"]["ok"] is True, d
         return name
 
@@ -115,8 +127,11 @@ class World:
         return d["domain"]  # type: ignore[no-any-return]
 
     def make_group(self, domain: str = DEFAULT, name: str | None = None) -> str:
-        d = self.sa('mutation($n: String!, $d: String!) { create_group(name: $n, props: {domain_name: $d, '
-                    'description: "before"}) { ok group { id } } }', {"n": name or self.uniq("grp"), "d": domain})
+        d = self.sa(
+            "mutation($n: String!, $d: String!) { create_group(name: $n, props: {domain_name: $d, "
+            'description: "before"}) { ok group { id } } }',
+            {"n": name or self.uniq("grp"), "d": domain},
+        )
         assert d["create_group"]["ok"] is True, d
         return str(d["create_group"]["group"]["id"])
 
@@ -125,36 +140,48 @@ class World:
         return d["group"]  # type: ignore[no-any-return]
 
     def groups_named(self, name: str, domain: str) -> list[dict[str, Any]]:
-        d = self.sa("query($n: String!, $d: String) { groups_by_name(name: $n, domain_name: $d) { id } }",
-                    {"n": name, "d": domain})
+        d = self.sa(
+            "query($n: String!, $d: String) { groups_by_name(name: $n, domain_name: $d) { id } }",
+            {"n": name, "d": domain},
+        )
         return list(d["groups_by_name"])
 
     def user(self, email: str) -> dict[str, Any] | None:
-        d = self.sa("query($e: String) { user(email: $e) { email full_name status domain_name role "
-                    "groups { id } } }", {"e": email})
+        d = self.sa(
+            "query($e: String) { user(email: $e) { email full_name status domain_name role groups { id } } }",
+            {"e": email},
+        )
         return d["user"]  # type: ignore[no-any-return]
 
     def keypair(self, access_key: str) -> dict[str, Any] | None:
-        d = self.sa("query($a: String) { keypair(access_key: $a) { access_key rate_limit is_active } }",
-                    {"a": access_key})
+        d = self.sa(
+            "query($a: String) { keypair(access_key: $a) { access_key rate_limit is_active } }", {"a": access_key}
+        )
         return d["keypair"]  # type: ignore[no-any-return]
 
     def make_policy(self) -> str:
         name = self.uniq("pol")
-        d = self.sa("mutation($n: String!, $p: CreateKeyPairResourcePolicyInput!) { "
-                    "create_keypair_resource_policy(name: $n, props: $p) { ok } }", {"n": name, "p": POLICY_PROPS})
+        d = self.sa(
+            "mutation($n: String!, $p: CreateKeyPairResourcePolicyInput!) { "
+            "create_keypair_resource_policy(name: $n, props: $p) { ok } }",
+            {"n": name, "p": POLICY_PROPS},
+        )
         assert d["create_keypair_resource_policy"]["ok"] is True, d
         return name
 
     def policy(self, name: str) -> dict[str, Any] | None:
-        d = self.sa("query($n: String) { keypair_resource_policy(name: $n) { name max_concurrent_sessions } }",
-                    {"n": name})
+        d = self.sa(
+            "query($n: String) { keypair_resource_policy(name: $n) { name max_concurrent_sessions } }", {"n": name}
+        )
         return d["keypair_resource_policy"]  # type: ignore[no-any-return]
 
     def make_preset(self) -> str:
         name = self.uniq("preset")
-        d = self.sa("mutation($n: String!, $s: JSONString!) { create_resource_preset(name: $n, "
-                    "props: {resource_slots: $s}) { ok } }", {"n": name, "s": json.dumps(PRESET_SLOTS)})
+        d = self.sa(
+            "mutation($n: String!, $s: JSONString!) { create_resource_preset(name: $n, "
+            "props: {resource_slots: $s}) { ok } }",
+            {"n": name, "s": json.dumps(PRESET_SLOTS)},
+        )
         assert d["create_resource_preset"]["ok"] is True, d
         return name
 
@@ -165,8 +192,11 @@ class World:
 
     def make_sgroup(self) -> str:
         name = self.uniq("sg")
-        d = self.sa('mutation($n: String!) { create_scaling_group(name: $n, props: {driver: "static", '
-                    'scheduler: "fifo", description: "before"}) { ok } }', {"n": name})
+        d = self.sa(
+            'mutation($n: String!) { create_scaling_group(name: $n, props: {driver: "static", '
+            'scheduler: "fifo", description: "before"}) { ok } }',
+            {"n": name},
+        )
         assert d["create_scaling_group"]["ok"] is True, d
         return name
 
@@ -179,8 +209,11 @@ class World:
         return {g["name"] for g in d["scaling_groups_for_domain"]}
 
     def associate(self, sgroup: str) -> None:
-        d = self.sa('mutation($s: String!) { associate_scaling_group_with_domain(domain: "default", '
-                    "scaling_group: $s) { ok } }", {"s": sgroup})
+        d = self.sa(
+            'mutation($s: String!) { associate_scaling_group_with_domain(domain: "default", '
+            "scaling_group: $s) { ok } }",
+            {"s": sgroup},
+        )
         assert d["associate_scaling_group_with_domain"]["ok"] is True, d
 
     def image(self, reference: str) -> dict[str, Any] | None:
@@ -189,8 +222,13 @@ class World:
 
 
 POLICY_PROPS: dict[str, Any] = {
-    "default_for_unspecified": "LIMITED", "total_resource_slots": "{}", "max_concurrent_sessions": 3,
-    "max_containers_per_session": 1, "idle_timeout": 0, "max_vfolder_count": 0, "max_vfolder_size": 0,
+    "default_for_unspecified": "LIMITED",
+    "total_resource_slots": "{}",
+    "max_concurrent_sessions": 3,
+    "max_containers_per_session": 1,
+    "idle_timeout": 0,
+    "max_vfolder_count": 0,
+    "max_vfolder_size": 0,
 }
 PRESET_SLOTS = {"cpu": "1", "mem": "1g"}
 
@@ -203,11 +241,25 @@ def _explain(r: httpx.Response) -> str:
 def world(manager: Any) -> World:
     """The second domain, its group and the callers, created through the API as the superadmin."""
     tok = secrets.token_hex(3)
-    w = World(manager=manager, tok=tok, other="", other_group="", team_group="", who={}, peer={}, ouser={},
-              oadmin={}, preset="", spare_policy="", images=[])
+    w = World(
+        manager=manager,
+        tok=tok,
+        other="",
+        other_group="",
+        team_group="",
+        who={},
+        peer={},
+        ouser={},
+        oadmin={},
+        preset="",
+        spare_policy="",
+        images=[],
+    )
     w.other = f"other-{tok}"
-    d = w.sa('mutation($n: String!) { create_domain(name: $n, props: {description: "the other domain"}) { ok } }',
-             {"n": w.other})
+    d = w.sa(
+        'mutation($n: String!) { create_domain(name: $n, props: {description: "the other domain"}) { ok } }',
+        {"n": w.other},
+    )
     assert d["create_domain"]["ok"] is True, d
     # Named like the default domain's group, so that groups_by_name(name: "default") shows the scoping.
     w.other_group = w.make_group(w.other, name=DEFAULT)
@@ -266,6 +318,7 @@ def op(name: str) -> Callable[[Builder], Builder]:
     def register(fn: Builder) -> Builder:
         OPS[name] = fn
         return fn
+
     return register
 
 
@@ -280,6 +333,7 @@ def _ids(items: list[dict[str, Any]]) -> set[str]:
 def _domain_own(w: World, role: str) -> Case:
     def check(v: Any) -> None:
         assert v["name"] == DEFAULT
+
     return Case("{ domain { name } }", "domain", allowed=check)
 
 
@@ -287,6 +341,7 @@ def _domain_own(w: World, role: str) -> Case:
 def _domain_other(w: World, role: str) -> Case:
     def check(v: Any) -> None:
         assert v is not None and v["name"] == w.other
+
     return Case("query($n: String) { domain(name: $n) { name } }", "domain", {"n": w.other}, check)
 
 
@@ -294,6 +349,7 @@ def _domain_other(w: World, role: str) -> Case:
 def _domains(w: World, role: str) -> Case:
     def check(v: Any) -> None:
         assert {DEFAULT, w.other} <= {d["name"] for d in v}
+
     return Case("{ domains { name } }", "domains", allowed=check)
 
 
@@ -319,6 +375,7 @@ def _groups(w: World, role: str) -> Case:
             assert DEFAULT_GID in ids
             assert ids <= _user_groups(w, role), v
             assert w.team_group not in ids and w.other_group not in ids
+
     return Case("{ groups { id domain_name } }", "groups", allowed=check)
 
 
@@ -327,8 +384,8 @@ def _groups_other_domain(w: World, role: str) -> Case:
     def check(v: Any) -> None:
         assert w.other_group in _ids(v)
         assert all(g["domain_name"] == w.other for g in v), v
-    return Case("query($d: String) { groups(domain_name: $d) { id domain_name } }", "groups", {"d": w.other},
-                check)
+
+    return Case("query($d: String) { groups(domain_name: $d) { id domain_name } }", "groups", {"d": w.other}, check)
 
 
 @op("groups_by_name")
@@ -340,6 +397,7 @@ def _groups_by_name(w: World, role: str) -> Case:
             assert {DEFAULT_GID, w.other_group} <= ids
         else:
             assert ids == {DEFAULT_GID}, v
+
     return Case('{ groups_by_name(name: "default") { id domain_name } }', "groups_by_name", allowed=check)
 
 
@@ -347,6 +405,7 @@ def _groups_by_name(w: World, role: str) -> Case:
 def _group_other(w: World, role: str) -> Case:
     def check(v: Any) -> None:
         assert v is not None and v["id"] == w.other_group and v["domain_name"] == w.other
+
     return Case("query($g: UUID!) { group(id: $g) { id domain_name } }", "group", {"g": w.other_group}, check)
 
 
@@ -354,6 +413,7 @@ def _group_other(w: World, role: str) -> Case:
 def _group_default(w: World, role: str) -> Case:
     def check(v: Any) -> None:
         assert v is not None and v["id"] == DEFAULT_GID
+
     return Case("query($g: UUID!) { group(id: $g) { id domain_name } }", "group", {"g": DEFAULT_GID}, check)
 
 
@@ -363,6 +423,7 @@ def _group_default(w: World, role: str) -> Case:
 def _email_is(email: str) -> Callable[[Any], None]:
     def check(v: Any) -> None:
         assert v is not None and v["email"] == email, v
+
     return check
 
 
@@ -373,14 +434,16 @@ def _user_self(w: World, role: str) -> Case:
 
 @op("user-same-domain")
 def _user_same(w: World, role: str) -> Case:
-    return Case("query($e: String) { user(email: $e) { email } }", "user", {"e": w.peer["email"]},
-                _email_is(w.peer["email"]))
+    return Case(
+        "query($e: String) { user(email: $e) { email } }", "user", {"e": w.peer["email"]}, _email_is(w.peer["email"])
+    )
 
 
 @op("user-other-domain")
 def _user_other(w: World, role: str) -> Case:
-    return Case("query($e: String) { user(email: $e) { email } }", "user", {"e": w.ouser["email"]},
-                _email_is(w.ouser["email"]))
+    return Case(
+        "query($e: String) { user(email: $e) { email } }", "user", {"e": w.ouser["email"]}, _email_is(w.ouser["email"])
+    )
 
 
 @op("user_from_uuid-self")
@@ -390,14 +453,22 @@ def _user_uuid_self(w: World, role: str) -> Case:
 
 @op("user_from_uuid-same-domain")
 def _user_uuid_same(w: World, role: str) -> Case:
-    return Case("query($u: String) { user_from_uuid(user_id: $u) { email } }", "user_from_uuid",
-                {"u": w.peer["uuid"]}, _email_is(w.peer["email"]))
+    return Case(
+        "query($u: String) { user_from_uuid(user_id: $u) { email } }",
+        "user_from_uuid",
+        {"u": w.peer["uuid"]},
+        _email_is(w.peer["email"]),
+    )
 
 
 @op("user_from_uuid-other-domain")
 def _user_uuid_other(w: World, role: str) -> Case:
-    return Case("query($u: String) { user_from_uuid(user_id: $u) { email } }", "user_from_uuid",
-                {"u": w.ouser["uuid"]}, _email_is(w.ouser["email"]))
+    return Case(
+        "query($u: String) { user_from_uuid(user_id: $u) { email } }",
+        "user_from_uuid",
+        {"u": w.ouser["uuid"]},
+        _email_is(w.ouser["email"]),
+    )
 
 
 def _all_user_emails(w: World, domain: str | None) -> set[str]:
@@ -416,6 +487,7 @@ def _users(w: World, role: str) -> Case:
         else:
             assert emails == _all_user_emails(w, None)
             assert {w.peer["email"], w.ouser["email"], w.oadmin["email"]} <= emails
+
     return Case("{ users { email domain_name } }", "users", allowed=check)
 
 
@@ -428,8 +500,10 @@ def _user_list(w: World, role: str) -> Case:
         else:
             assert v["total_count"] == len(_all_user_emails(w, None))
         assert len(v["items"]) == min(10, v["total_count"])
-    return Case("{ user_list(limit: 10, offset: 0) { items { email domain_name } total_count } }", "user_list",
-                allowed=check)
+
+    return Case(
+        "{ user_list(limit: 10, offset: 0) { items { email domain_name } total_count } }", "user_list", allowed=check
+    )
 
 
 # queries: keypairs
@@ -441,6 +515,7 @@ def _keypair_self(w: World, role: str) -> Case:
 
     def check(v: Any) -> None:
         assert v["access_key"] == me["access_key"] and v["secret_key"] == me["secret_key"], v
+
     return Case("{ keypair { access_key secret_key } }", "keypair", allowed=check)
 
 
@@ -449,8 +524,13 @@ def _keypair_of(w: World, role: str, owner: Who) -> Case:
         assert v is not None and v["access_key"] == owner["access_key"], v
         # Another user's secret key: visible to superadmins only.
         assert v["secret_key"] == (owner["secret_key"] if role == S else None), v
-    return Case("query($a: String) { keypair(access_key: $a) { access_key secret_key } }", "keypair",
-                {"a": owner["access_key"]}, check)
+
+    return Case(
+        "query($a: String) { keypair(access_key: $a) { access_key secret_key } }",
+        "keypair",
+        {"a": owner["access_key"]},
+        check,
+    )
 
 
 @op("keypair-same-domain")
@@ -464,8 +544,10 @@ def _keypair_other(w: World, role: str) -> Case:
 
 
 def _all_keys(w: World, domain: str | None = None, email: str | None = None) -> set[str]:
-    d = w.sa("query($d: String, $e: String) { keypairs(domain_name: $d, email: $e) { access_key } }",
-             {"d": domain, "e": email})
+    d = w.sa(
+        "query($d: String, $e: String) { keypairs(domain_name: $d, email: $e) { access_key } }",
+        {"d": domain, "e": email},
+    )
     return {k["access_key"] for k in d["keypairs"]}
 
 
@@ -495,6 +577,7 @@ def _check_keypairs(w: World, role: str, items: list[dict[str, Any]], total: int
 def _keypairs(w: World, role: str) -> Case:
     def check(v: Any) -> None:
         _check_keypairs(w, role, v)
+
     return Case("{ keypairs { access_key user_id domain_name secret_key } }", "keypairs", allowed=check)
 
 
@@ -502,8 +585,12 @@ def _keypairs(w: World, role: str) -> Case:
 def _keypair_list(w: World, role: str) -> Case:
     def check(v: Any) -> None:
         _check_keypairs(w, role, v["items"], v["total_count"])
-    return Case("{ keypair_list(limit: 10, offset: 0) { items { access_key user_id domain_name secret_key } "
-                "total_count } }", "keypair_list", allowed=check)
+
+    return Case(
+        "{ keypair_list(limit: 10, offset: 0) { items { access_key user_id domain_name secret_key } total_count } }",
+        "keypair_list",
+        allowed=check,
+    )
 
 
 @op("keypairs-of-other-user")
@@ -511,8 +598,10 @@ def _keypairs_other_user(w: World, role: str) -> Case:
     def check(v: Any) -> None:
         assert {k["access_key"] for k in v} == _all_keys(w, email=w.peer["email"])
         assert all(k["user_id"] == w.peer["email"] for k in v), v
-    return Case("query($e: String) { keypairs(email: $e) { access_key user_id } }", "keypairs",
-                {"e": w.peer["email"]}, check)
+
+    return Case(
+        "query($e: String) { keypairs(email: $e) { access_key user_id } }", "keypairs", {"e": w.peer["email"]}, check
+    )
 
 
 # queries: policies, presets
@@ -522,6 +611,7 @@ def _keypairs_other_user(w: World, role: str) -> Case:
 def _policy(w: World, role: str) -> Case:
     def check(v: Any) -> None:
         assert v is not None and v["name"] == DEFAULT
+
     return Case("{ keypair_resource_policy { name } }", "keypair_resource_policy", allowed=check)
 
 
@@ -529,8 +619,13 @@ def _policy(w: World, role: str) -> Case:
 def _policy_by_name(w: World, role: str) -> Case:
     def check(v: Any) -> None:
         assert v is not None and v["name"] == w.spare_policy
-    return Case("query($n: String) { keypair_resource_policy(name: $n) { name } }", "keypair_resource_policy",
-                {"n": w.spare_policy}, check)
+
+    return Case(
+        "query($n: String) { keypair_resource_policy(name: $n) { name } }",
+        "keypair_resource_policy",
+        {"n": w.spare_policy},
+        check,
+    )
 
 
 @op("keypair_resource_policies")
@@ -541,6 +636,7 @@ def _policies(w: World, role: str) -> Case:
             assert names == {DEFAULT}, v
         else:
             assert {DEFAULT, w.spare_policy} <= names
+
     return Case("{ keypair_resource_policies { name } }", "keypair_resource_policies", allowed=check)
 
 
@@ -548,14 +644,20 @@ def _policies(w: World, role: str) -> Case:
 def _preset(w: World, role: str) -> Case:
     def check(v: Any) -> None:
         assert v is not None and v["name"] == w.preset
-    return Case("query($n: String!) { resource_preset(name: $n) { name resource_slots } }", "resource_preset",
-                {"n": w.preset}, check)
+
+    return Case(
+        "query($n: String!) { resource_preset(name: $n) { name resource_slots } }",
+        "resource_preset",
+        {"n": w.preset},
+        check,
+    )
 
 
 @op("resource_presets")
 def _presets(w: World, role: str) -> Case:
     def check(v: Any) -> None:
         assert w.preset in {p["name"] for p in v}
+
     return Case("{ resource_presets { name } }", "resource_presets", allowed=check)
 
 
@@ -566,12 +668,14 @@ def _presets(w: World, role: str) -> Case:
 def _sgroup(w: World, role: str) -> Case:
     def check(v: Any) -> None:
         assert v is not None and v["name"] == DEFAULT
+
     return Case('{ scaling_group(name: "default") { name } }', "scaling_group", allowed=check)
 
 
 def _names_include(*names: str) -> Callable[[Any], None]:
     def check(v: Any) -> None:
         assert set(names) <= {g["name"] for g in v}, v
+
     return check
 
 
@@ -582,26 +686,38 @@ def _sgroups(w: World, role: str) -> Case:
 
 @op("scaling_groups_for_domain")
 def _sgroups_domain(w: World, role: str) -> Case:
-    return Case('{ scaling_groups_for_domain(domain: "default") { name } }', "scaling_groups_for_domain",
-                allowed=_names_include(DEFAULT))
+    return Case(
+        '{ scaling_groups_for_domain(domain: "default") { name } }',
+        "scaling_groups_for_domain",
+        allowed=_names_include(DEFAULT),
+    )
 
 
 @op("scaling_groups_for_user_group")
 def _sgroups_group(w: World, role: str) -> Case:
-    return Case("query($g: String!) { scaling_groups_for_user_group(user_group: $g) { name } }",
-                "scaling_groups_for_user_group", {"g": DEFAULT_GID}, _names_include())
+    return Case(
+        "query($g: String!) { scaling_groups_for_user_group(user_group: $g) { name } }",
+        "scaling_groups_for_user_group",
+        {"g": DEFAULT_GID},
+        _names_include(),
+    )
 
 
 @op("scaling_groups_for_keypair")
 def _sgroups_keypair(w: World, role: str) -> Case:
-    return Case("query($a: String!) { scaling_groups_for_keypair(access_key: $a) { name } }",
-                "scaling_groups_for_keypair", {"a": USER["access_key"]}, _names_include())
+    return Case(
+        "query($a: String!) { scaling_groups_for_keypair(access_key: $a) { name } }",
+        "scaling_groups_for_keypair",
+        {"a": USER["access_key"]},
+        _names_include(),
+    )
 
 
 @op("agent")
 def _agent(w: World, role: str) -> Case:
     def check(v: Any) -> None:
         assert v is None  # no agent on a manager-only server
+
     return Case('{ agent(agent_id: "i-nonexistent") { id } }', "agent", allowed=check)
 
 
@@ -609,6 +725,7 @@ def _agent(w: World, role: str) -> Case:
 def _agent_list(w: World, role: str) -> Case:
     def check(v: Any) -> None:
         assert isinstance(v["total_count"], int) and len(v["items"]) == min(10, v["total_count"])
+
     return Case("{ agent_list(limit: 10, offset: 0) { items { id } total_count } }", "agent_list", allowed=check)
 
 
@@ -616,6 +733,7 @@ def _agent_list(w: World, role: str) -> Case:
 def _agents(w: World, role: str) -> Case:
     def check(v: Any) -> None:
         assert isinstance(v, list)
+
     return Case("{ agents { id } }", "agents", allowed=check)
 
 
@@ -624,6 +742,7 @@ def _image(w: World, role: str) -> Case:
     # A manager-only server may know no image at all; then the answer is null, still an allow.
     def check(v: Any) -> None:
         assert v is None or v["reference"], v
+
     return Case('{ image(reference: "python") { reference } }', "image", allowed=check)
 
 
@@ -631,6 +750,7 @@ def _image(w: World, role: str) -> Case:
 def _images(w: World, role: str) -> Case:
     def check(v: Any) -> None:
         assert {i["reference"] for i in v} == set(w.images)
+
     return Case("{ images { reference } }", "images", allowed=check)
 
 
@@ -647,24 +767,36 @@ def _sessions(w: World, role: str) -> Case:
             assert all(s["access_key"] == w.who[U]["access_key"] for s in v["items"]), v
         elif role == A:
             assert all(s["domain_name"] == DEFAULT for s in v["items"]), v
-    return Case("{ compute_session_list(limit: 10, offset: 0) " + _SESSIONS + " }", "compute_session_list",
-                allowed=check)
+
+    return Case(
+        "{ compute_session_list(limit: 10, offset: 0) " + _SESSIONS + " }", "compute_session_list", allowed=check
+    )
 
 
 @op("compute_session_list-peer-key")
 def _sessions_peer(w: World, role: str) -> Case:
     def check(v: Any) -> None:
         assert all(s["access_key"] == w.peer["access_key"] for s in v["items"]), v
-    return Case("query($a: String) { compute_session_list(limit: 10, offset: 0, access_key: $a) " + _SESSIONS
-                + " }", "compute_session_list", {"a": w.peer["access_key"]}, check)
+
+    return Case(
+        "query($a: String) { compute_session_list(limit: 10, offset: 0, access_key: $a) " + _SESSIONS + " }",
+        "compute_session_list",
+        {"a": w.peer["access_key"]},
+        check,
+    )
 
 
 @op("compute_session_list-other-domain")
 def _sessions_other(w: World, role: str) -> Case:
     def check(v: Any) -> None:
         assert all(s["domain_name"] == w.other for s in v["items"]), v
-    return Case("query($d: String) { compute_session_list(limit: 10, offset: 0, domain_name: $d) " + _SESSIONS
-                + " }", "compute_session_list", {"d": w.other}, check)
+
+    return Case(
+        "query($d: String) { compute_session_list(limit: 10, offset: 0, domain_name: $d) " + _SESSIONS + " }",
+        "compute_session_list",
+        {"d": w.other},
+        check,
+    )
 
 
 # mutations: domains
@@ -679,8 +811,14 @@ def _create_domain(w: World, role: str) -> Case:
 
     def denied() -> None:
         assert w.domain(name) is None
-    return Case('mutation($n: String!) { create_domain(name: $n, props: {description: "new"}) { ok msg } }',
-                "create_domain", {"n": name}, allowed, denied)
+
+    return Case(
+        'mutation($n: String!) { create_domain(name: $n, props: {description: "new"}) { ok msg } }',
+        "create_domain",
+        {"n": name},
+        allowed,
+        denied,
+    )
 
 
 @op("modify_domain")
@@ -690,8 +828,14 @@ def _modify_domain(w: World, role: str) -> Case:
     def description_is(expected: str) -> None:
         found = w.domain(name)
         assert found is not None and found["description"] == expected, found
-    return Case('mutation($n: String!) { modify_domain(name: $n, props: {description: "after"}) { ok msg } }',
-                "modify_domain", {"n": name}, lambda v: description_is("after"), lambda: description_is("before"))
+
+    return Case(
+        'mutation($n: String!) { modify_domain(name: $n, props: {description: "after"}) { ok msg } }',
+        "modify_domain",
+        {"n": name},
+        lambda v: description_is("after"),
+        lambda: description_is("before"),
+    )
 
 
 @op("delete_domain")
@@ -701,8 +845,14 @@ def _delete_domain(w: World, role: str) -> Case:
     def active_is(expected: bool) -> None:
         found = w.domain(name)
         assert found is not None and found["is_active"] is expected, found
-    return Case("mutation($n: String!) { delete_domain(name: $n) { ok msg } }", "delete_domain", {"n": name},
-                lambda v: active_is(False), lambda: active_is(True))
+
+    return Case(
+        "mutation($n: String!) { delete_domain(name: $n) { ok msg } }",
+        "delete_domain",
+        {"n": name},
+        lambda v: active_is(False),
+        lambda: active_is(True),
+    )
 
 
 # mutations: groups
@@ -713,9 +863,15 @@ def _create_group(w: World, domain: str) -> Case:
 
     def count_is(n: int) -> None:
         assert len(w.groups_named(name, domain)) == n
-    return Case("mutation($n: String!, $d: String!) { create_group(name: $n, props: {domain_name: $d}) "
-                "{ ok msg group { id domain_name } } }", "create_group", {"n": name, "d": domain},
-                lambda v: count_is(1), lambda: count_is(0))
+
+    return Case(
+        "mutation($n: String!, $d: String!) { create_group(name: $n, props: {domain_name: $d}) "
+        "{ ok msg group { id domain_name } } }",
+        "create_group",
+        {"n": name, "d": domain},
+        lambda v: count_is(1),
+        lambda: count_is(0),
+    )
 
 
 @op("create_group-default")
@@ -734,8 +890,14 @@ def _modify_group(w: World, domain: str) -> Case:
     def description_is(expected: str) -> None:
         found = w.group(gid)
         assert found is not None and found["description"] == expected, found
-    return Case('mutation($g: UUID) { modify_group(gid: $g, props: {description: "after"}) { ok msg } }',
-                "modify_group", {"g": gid}, lambda v: description_is("after"), lambda: description_is("before"))
+
+    return Case(
+        'mutation($g: UUID) { modify_group(gid: $g, props: {description: "after"}) { ok msg } }',
+        "modify_group",
+        {"g": gid},
+        lambda v: description_is("after"),
+        lambda: description_is("before"),
+    )
 
 
 def _delete_group(w: World, domain: str) -> Case:
@@ -744,8 +906,14 @@ def _delete_group(w: World, domain: str) -> Case:
     def active_is(expected: bool) -> None:
         found = w.group(gid)
         assert found is not None and found["is_active"] is expected, found
-    return Case("mutation($g: UUID) { delete_group(gid: $g) { ok msg } }", "delete_group", {"g": gid},
-                lambda v: active_is(False), lambda: active_is(True))
+
+    return Case(
+        "mutation($g: UUID) { delete_group(gid: $g) { ok msg } }",
+        "delete_group",
+        {"g": gid},
+        lambda v: active_is(False),
+        lambda: active_is(True),
+    )
 
 
 @op("modify_group-default")
@@ -777,9 +945,14 @@ def _create_user(w: World, role: str) -> Case:
 
     def exists(expected: bool) -> None:
         assert (w.user(email) is not None) is expected
-    return Case("mutation($e: String!, $p: UserInput!) { create_user(email: $e, props: $p) { ok msg } }",
-                "create_user", {"e": email, "p": {"password": PASSWORD, "domain_name": DEFAULT}},
-                lambda v: exists(True), lambda: exists(False))
+
+    return Case(
+        "mutation($e: String!, $p: UserInput!) { create_user(email: $e, props: $p) { ok msg } }",
+        "create_user",
+        {"e": email, "p": {"password": PASSWORD, "domain_name": DEFAULT}},
+        lambda v: exists(True),
+        lambda: exists(False),
+    )
 
 
 @op("modify_user")
@@ -789,9 +962,14 @@ def _modify_user(w: World, role: str) -> Case:
     def full_name_is(expected: str | None) -> None:
         found = w.user(target["email"])
         assert found is not None and found["full_name"] == expected, found
-    return Case('mutation($e: String!) { modify_user(email: $e, props: {full_name: "Changed"}) { ok msg } }',
-                "modify_user", {"e": target["email"]}, lambda v: full_name_is("Changed"),
-                lambda: full_name_is(None))
+
+    return Case(
+        'mutation($e: String!) { modify_user(email: $e, props: {full_name: "Changed"}) { ok msg } }',
+        "modify_user",
+        {"e": target["email"]},
+        lambda v: full_name_is("Changed"),
+        lambda: full_name_is(None),
+    )
 
 
 @op("delete_user")
@@ -801,8 +979,14 @@ def _delete_user(w: World, role: str) -> Case:
     def status_is(expected: str) -> None:
         found = w.user(target["email"])
         assert found is not None and found["status"] == expected, found
-    return Case("mutation($e: String!) { delete_user(email: $e) { ok msg } }", "delete_user",
-                {"e": target["email"]}, lambda v: status_is("deleted"), lambda: status_is("active"))
+
+    return Case(
+        "mutation($e: String!) { delete_user(email: $e) { ok msg } }",
+        "delete_user",
+        {"e": target["email"]},
+        lambda v: status_is("deleted"),
+        lambda: status_is("active"),
+    )
 
 
 # mutations: keypairs
@@ -814,8 +998,14 @@ def _create_keypair(w: World, role: str) -> Case:
 
     def count_is(n: int) -> None:
         assert len(w.keypairs_of(target["email"])) == n
-    return Case("mutation($u: String!) { create_keypair(user_id: $u, props: {is_admin: false}) { ok msg } }",
-                "create_keypair", {"u": target["email"]}, lambda v: count_is(2), lambda: count_is(1))
+
+    return Case(
+        "mutation($u: String!) { create_keypair(user_id: $u, props: {is_admin: false}) { ok msg } }",
+        "create_keypair",
+        {"u": target["email"]},
+        lambda v: count_is(2),
+        lambda: count_is(1),
+    )
 
 
 @op("modify_keypair")
@@ -827,9 +1017,14 @@ def _modify_keypair(w: World, role: str) -> Case:
     def rate_limit_is(expected: int) -> None:
         found = w.keypair(target["access_key"])
         assert found is not None and found["rate_limit"] == expected, found
-    return Case("mutation($a: String!) { modify_keypair(access_key: $a, props: {rate_limit: 1234}) { ok msg } }",
-                "modify_keypair", {"a": target["access_key"]}, lambda v: rate_limit_is(1234),
-                lambda: rate_limit_is(before["rate_limit"]))
+
+    return Case(
+        "mutation($a: String!) { modify_keypair(access_key: $a, props: {rate_limit: 1234}) { ok msg } }",
+        "modify_keypair",
+        {"a": target["access_key"]},
+        lambda v: rate_limit_is(1234),
+        lambda: rate_limit_is(before["rate_limit"]),
+    )
 
 
 @op("delete_keypair")
@@ -838,8 +1033,14 @@ def _delete_keypair(w: World, role: str) -> Case:
 
     def exists(expected: bool) -> None:
         assert (w.keypair(extra["access_key"]) is not None) is expected
-    return Case("mutation($a: String!) { delete_keypair(access_key: $a) { ok msg } }", "delete_keypair",
-                {"a": extra["access_key"]}, lambda v: exists(False), lambda: exists(True))
+
+    return Case(
+        "mutation($a: String!) { delete_keypair(access_key: $a) { ok msg } }",
+        "delete_keypair",
+        {"a": extra["access_key"]},
+        lambda v: exists(False),
+        lambda: exists(True),
+    )
 
 
 # mutations: keypair resource policies
@@ -851,9 +1052,15 @@ def _create_policy(w: World, role: str) -> Case:
 
     def exists(expected: bool) -> None:
         assert (w.policy(name) is not None) is expected
-    return Case("mutation($n: String!, $p: CreateKeyPairResourcePolicyInput!) { "
-                "create_keypair_resource_policy(name: $n, props: $p) { ok msg } }", "create_keypair_resource_policy",
-                {"n": name, "p": POLICY_PROPS}, lambda v: exists(True), lambda: exists(False))
+
+    return Case(
+        "mutation($n: String!, $p: CreateKeyPairResourcePolicyInput!) { "
+        "create_keypair_resource_policy(name: $n, props: $p) { ok msg } }",
+        "create_keypair_resource_policy",
+        {"n": name, "p": POLICY_PROPS},
+        lambda v: exists(True),
+        lambda: exists(False),
+    )
 
 
 @op("modify_keypair_resource_policy")
@@ -863,9 +1070,15 @@ def _modify_policy(w: World, role: str) -> Case:
     def limit_is(expected: int) -> None:
         found = w.policy(name)
         assert found is not None and found["max_concurrent_sessions"] == expected, found
-    return Case("mutation($n: String!) { modify_keypair_resource_policy(name: $n, "
-                "props: {max_concurrent_sessions: 7}) { ok msg } }", "modify_keypair_resource_policy", {"n": name},
-                lambda v: limit_is(7), lambda: limit_is(POLICY_PROPS["max_concurrent_sessions"]))
+
+    return Case(
+        "mutation($n: String!) { modify_keypair_resource_policy(name: $n, "
+        "props: {max_concurrent_sessions: 7}) { ok msg } }",
+        "modify_keypair_resource_policy",
+        {"n": name},
+        lambda v: limit_is(7),
+        lambda: limit_is(POLICY_PROPS["max_concurrent_sessions"]),
+    )
 
 
 @op("delete_keypair_resource_policy")
@@ -874,8 +1087,14 @@ def _delete_policy(w: World, role: str) -> Case:
 
     def exists(expected: bool) -> None:
         assert (w.policy(name) is not None) is expected
-    return Case("mutation($n: String!) { delete_keypair_resource_policy(name: $n) { ok msg } }",
-                "delete_keypair_resource_policy", {"n": name}, lambda v: exists(False), lambda: exists(True))
+
+    return Case(
+        "mutation($n: String!) { delete_keypair_resource_policy(name: $n) { ok msg } }",
+        "delete_keypair_resource_policy",
+        {"n": name},
+        lambda v: exists(False),
+        lambda: exists(True),
+    )
 
 
 # mutations: resource presets
@@ -887,9 +1106,15 @@ def _create_preset(w: World, role: str) -> Case:
 
     def exists(expected: bool) -> None:
         assert (w.preset_slots(name) is not None) is expected
-    return Case("mutation($n: String!, $s: JSONString!) { create_resource_preset(name: $n, "
-                "props: {resource_slots: $s}) { ok msg } }", "create_resource_preset",
-                {"n": name, "s": json.dumps(PRESET_SLOTS)}, lambda v: exists(True), lambda: exists(False))
+
+    return Case(
+        "mutation($n: String!, $s: JSONString!) { create_resource_preset(name: $n, "
+        "props: {resource_slots: $s}) { ok msg } }",
+        "create_resource_preset",
+        {"n": name, "s": json.dumps(PRESET_SLOTS)},
+        lambda v: exists(True),
+        lambda: exists(False),
+    )
 
 
 @op("modify_resource_preset")
@@ -904,9 +1129,15 @@ def _modify_preset(w: World, role: str) -> Case:
     def allowed(v: Any) -> None:
         after = w.preset_slots(name)
         assert after is not None and after != before and float(after["cpu"]) == 2, after
-    return Case("mutation($n: String!, $s: JSONString) { modify_resource_preset(name: $n, "
-                "props: {resource_slots: $s}) { ok msg } }", "modify_resource_preset",
-                {"n": name, "s": json.dumps({"cpu": "2", "mem": "1g"})}, allowed, lambda: slots_are(before))
+
+    return Case(
+        "mutation($n: String!, $s: JSONString) { modify_resource_preset(name: $n, "
+        "props: {resource_slots: $s}) { ok msg } }",
+        "modify_resource_preset",
+        {"n": name, "s": json.dumps({"cpu": "2", "mem": "1g"})},
+        allowed,
+        lambda: slots_are(before),
+    )
 
 
 @op("delete_resource_preset")
@@ -915,8 +1146,14 @@ def _delete_preset(w: World, role: str) -> Case:
 
     def exists(expected: bool) -> None:
         assert (w.preset_slots(name) is not None) is expected
-    return Case("mutation($n: String!) { delete_resource_preset(name: $n) { ok msg } }", "delete_resource_preset",
-                {"n": name}, lambda v: exists(False), lambda: exists(True))
+
+    return Case(
+        "mutation($n: String!) { delete_resource_preset(name: $n) { ok msg } }",
+        "delete_resource_preset",
+        {"n": name},
+        lambda v: exists(False),
+        lambda: exists(True),
+    )
 
 
 # mutations: scaling groups
@@ -928,9 +1165,15 @@ def _create_sgroup(w: World, role: str) -> Case:
 
     def exists(expected: bool) -> None:
         assert (w.sgroup(name) is not None) is expected
-    return Case('mutation($n: String!) { create_scaling_group(name: $n, props: {driver: "static", '
-                'scheduler: "fifo"}) { ok msg } }', "create_scaling_group", {"n": name},
-                lambda v: exists(True), lambda: exists(False))
+
+    return Case(
+        'mutation($n: String!) { create_scaling_group(name: $n, props: {driver: "static", '
+        'scheduler: "fifo"}) { ok msg } }',
+        "create_scaling_group",
+        {"n": name},
+        lambda v: exists(True),
+        lambda: exists(False),
+    )
 
 
 @op("modify_scaling_group")
@@ -940,9 +1183,14 @@ def _modify_sgroup(w: World, role: str) -> Case:
     def description_is(expected: str) -> None:
         found = w.sgroup(name)
         assert found is not None and found["description"] == expected, found
-    return Case('mutation($n: String!) { modify_scaling_group(name: $n, props: {description: "after"}) '
-                "{ ok msg } }", "modify_scaling_group", {"n": name}, lambda v: description_is("after"),
-                lambda: description_is("before"))
+
+    return Case(
+        'mutation($n: String!) { modify_scaling_group(name: $n, props: {description: "after"}) { ok msg } }',
+        "modify_scaling_group",
+        {"n": name},
+        lambda v: description_is("after"),
+        lambda: description_is("before"),
+    )
 
 
 @op("delete_scaling_group")
@@ -951,8 +1199,14 @@ def _delete_sgroup(w: World, role: str) -> Case:
 
     def exists(expected: bool) -> None:
         assert (w.sgroup(name) is not None) is expected
-    return Case("mutation($n: String!) { delete_scaling_group(name: $n) { ok msg } }", "delete_scaling_group",
-                {"n": name}, lambda v: exists(False), lambda: exists(True))
+
+    return Case(
+        "mutation($n: String!) { delete_scaling_group(name: $n) { ok msg } }",
+        "delete_scaling_group",
+        {"n": name},
+        lambda v: exists(False),
+        lambda: exists(True),
+    )
 
 
 @op("associate_scaling_group_with_domain")
@@ -961,9 +1215,15 @@ def _associate(w: World, role: str) -> Case:
 
     def associated(expected: bool) -> None:
         assert (name in w.sgroups_of_default()) is expected
-    return Case('mutation($s: String!) { associate_scaling_group_with_domain(domain: "default", '
-                "scaling_group: $s) { ok msg } }", "associate_scaling_group_with_domain", {"s": name},
-                lambda v: associated(True), lambda: associated(False))
+
+    return Case(
+        'mutation($s: String!) { associate_scaling_group_with_domain(domain: "default", '
+        "scaling_group: $s) { ok msg } }",
+        "associate_scaling_group_with_domain",
+        {"s": name},
+        lambda v: associated(True),
+        lambda: associated(False),
+    )
 
 
 @op("disassociate_scaling_group_with_domain")
@@ -973,9 +1233,15 @@ def _disassociate(w: World, role: str) -> Case:
 
     def associated(expected: bool) -> None:
         assert (name in w.sgroups_of_default()) is expected
-    return Case('mutation($s: String!) { disassociate_scaling_group_with_domain(domain: "default", '
-                "scaling_group: $s) { ok msg } }", "disassociate_scaling_group_with_domain", {"s": name},
-                lambda v: associated(False), lambda: associated(True))
+
+    return Case(
+        'mutation($s: String!) { disassociate_scaling_group_with_domain(domain: "default", '
+        "scaling_group: $s) { ok msg } }",
+        "disassociate_scaling_group_with_domain",
+        {"s": name},
+        lambda v: associated(False),
+        lambda: associated(True),
+    )
 
 
 # mutations: images (a manager-only server usually knows no image: see MATRIX)
@@ -988,22 +1254,36 @@ def _alias_image(w: World, role: str) -> Case:
 
     def resolves(expected: bool) -> None:
         assert (w.image(alias) is not None) is expected
-    return Case("mutation($a: String!, $t: String!) { alias_image(alias: $a, target: $t) { ok msg } }",
-                "alias_image", {"a": alias, "t": target}, lambda v: resolves(True), lambda: resolves(False))
+
+    return Case(
+        "mutation($a: String!, $t: String!) { alias_image(alias: $a, target: $t) { ok msg } }",
+        "alias_image",
+        {"a": alias, "t": target},
+        lambda v: resolves(True),
+        lambda: resolves(False),
+    )
 
 
 @op("dealias_image")
 def _dealias_image(w: World, role: str) -> Case:
     alias = w.uniq("alias")
     if w.images:  # with an image to point at, the denied call must leave a real alias in place
-        d = w.sa("mutation($a: String!, $t: String!) { alias_image(alias: $a, target: $t) { ok } }",
-                 {"a": alias, "t": w.images[0]})
+        d = w.sa(
+            "mutation($a: String!, $t: String!) { alias_image(alias: $a, target: $t) { ok } }",
+            {"a": alias, "t": w.images[0]},
+        )
         assert d["alias_image"]["ok"] is True, d
 
     def resolves(expected: bool) -> None:
         assert (w.image(alias) is not None) is expected
-    return Case("mutation($a: String!) { dealias_image(alias: $a) { ok msg } }", "dealias_image", {"a": alias},
-                lambda v: resolves(False), lambda: resolves(bool(w.images)))
+
+    return Case(
+        "mutation($a: String!) { dealias_image(alias: $a) { ok msg } }",
+        "dealias_image",
+        {"a": alias},
+        lambda v: resolves(False),
+        lambda: resolves(bool(w.images)),
+    )
 
 
 # --- the matrix -------------------------------------------------------------------------------------

@@ -41,8 +41,15 @@ def clean(text: str) -> str:
 
 def ws_headers(cluster: Cluster, path: str, who: dict[str, Any] = USER) -> dict[str, str]:
     host = cluster.endpoint.split("//", 1)[1]
-    h = sign_request_headers(method="GET", path_with_query=path, host=host, content_type="application/octet-stream",
-                             version=VERSION, access_key=who["access_key"], secret_key=who["secret_key"])
+    h = sign_request_headers(
+        method="GET",
+        path_with_query=path,
+        host=host,
+        content_type="application/octet-stream",
+        version=VERSION,
+        access_key=who["access_key"],
+        secret_key=who["secret_key"],
+    )
     # Like the upstream client: no Content-Type on the upgrade; the server reads it as application/octet-stream.
     h.pop("Content-Type")
     return h
@@ -50,8 +57,12 @@ def ws_headers(cluster: Cluster, path: str, who: dict[str, Any] = USER) -> dict[
 
 def open_ws(cluster: Cluster, path: str, who: dict[str, Any] = USER, headers: dict[str, str] | None = None) -> Any:
     url = "ws://" + cluster.endpoint.split("//", 1)[1] + path
-    return connect(url, additional_headers=headers if headers is not None else ws_headers(cluster, path, who),
-                   proxy=None, open_timeout=30)
+    return connect(
+        url,
+        additional_headers=headers if headers is not None else ws_headers(cluster, path, who),
+        proxy=None,
+        open_timeout=30,
+    )
 
 
 class Term:
@@ -145,8 +156,9 @@ def container_processes(container: str) -> list[str]:
         "        if cmd and str(os.getpid()) != p:\n"
         "            print(cmd)\n"
     )
-    out = subprocess.run(["docker", "exec", container, "python3", "-c", script], capture_output=True, text=True,
-                         check=True, timeout=30)
+    out = subprocess.run(
+        ["docker", "exec", container, "python3", "-c", script], capture_output=True, text=True, check=True, timeout=30
+    )
     return out.stdout.splitlines()
 
 
@@ -221,8 +233,9 @@ async def test_bad_messages_give_errors_and_keep_going(cluster: Cluster, term_se
         assert (await t.run("echo $((7*6))", "DONE")).strip().splitlines()[-1] == "42"
 
 
-async def test_restart_gives_a_fresh_shell_and_kills_the_old_one(cluster: Cluster,
-                                                                   term_session: dict[str, Any]) -> None:
+async def test_restart_gives_a_fresh_shell_and_kills_the_old_one(
+    cluster: Cluster, term_session: dict[str, Any]
+) -> None:
     container = term_session["containerId"]
     async with open_ws(cluster, "/stream/session/pty-main/pty") as ws:
         t = Term(ws)
@@ -339,8 +352,9 @@ async def test_legacy_kernel_path(cluster: Cluster, term_session: dict[str, Any]
 
 
 def _sdk_config(cluster: Cluster, who: dict[str, Any] = USER) -> APIConfig:
-    return APIConfig(endpoint=cluster.endpoint, endpoint_type="api", access_key=who["access_key"],
-                     secret_key=who["secret_key"])
+    return APIConfig(
+        endpoint=cluster.endpoint, endpoint_type="api", access_key=who["access_key"], secret_key=who["secret_key"]
+    )
 
 
 async def _read_until(pty: Any, needle: str, timeout: float = 20.0) -> str:

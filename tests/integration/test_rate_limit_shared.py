@@ -35,12 +35,20 @@ def test_budget_is_shared_between_managers(twin_managers: tuple[Cluster, Cluster
     a, b = twin_managers
     q = """mutation { create_user(email: "twin@example.org", props: {password: "long-enough"}) { ok } }"""
     assert a.request("POST", "/admin/graphql", {"query": q}, who=ADMIN).status_code == 200
-    kp = a.request("POST", "/admin/graphql", {"query": '{ keypairs(email: "twin@example.org") '
-                                                       "{ access_key secret_key } }"}, who=ADMIN).json()["keypairs"][0]
+    kp = a.request(
+        "POST",
+        "/admin/graphql",
+        {"query": '{ keypairs(email: "twin@example.org") { access_key secret_key } }'},
+        who=ADMIN,
+    ).json()["keypairs"][0]
     set_limit = f'mutation {{ modify_keypair(access_key: "{kp["access_key"]}", props: {{rate_limit: 4}}) {{ ok }} }}'
     assert b.request("POST", "/admin/graphql", {"query": set_limit}, who=ADMIN).status_code == 200
-    seen = [a.request("GET", "/auth/test", who=kp), b.request("GET", "/auth/test", who=kp),
-            a.request("GET", "/auth/test", who=kp), b.request("GET", "/auth/test", who=kp)]
+    seen = [
+        a.request("GET", "/auth/test", who=kp),
+        b.request("GET", "/auth/test", who=kp),
+        a.request("GET", "/auth/test", who=kp),
+        b.request("GET", "/auth/test", who=kp),
+    ]
     assert [r.status_code for r in seen] == [200] * 4
     assert [int(r.headers["X-RateLimit-Remaining"]) for r in seen] == [3, 2, 1, 0]
     over = a.request("GET", "/auth/test", who=kp)

@@ -20,8 +20,8 @@ import pytest
 
 from ai.backend.common.auth import sign_request_headers
 from ai.backend.testutils.cluster import Cluster, docker_available, launch_cluster
+from ai.backend.testutils.docker_registry import TestRegistry
 from ai.backend.testutils.problems import problem
-from ai.backend.testutils.registry import TestRegistry
 
 from .conftest import ADMIN, USER
 
@@ -36,17 +36,21 @@ def registries() -> Iterator[tuple[TestRegistry, TestRegistry]]:
     """``(open, authenticated)`` registries serving kernel images made from ``python:latest``."""
     if not docker_available():
         pytest.fail("Docker engine or the python kernel image is missing: run scripts/setup.sh first")
-    extra = {"extra_files": {MARKER: b"pulled from the test registry\n"},
-             "extra_labels": {"ai.backend.test-registry": "yes"}}
+    extra = {
+        "extra_files": {MARKER: b"pulled from the test registry\n"},
+        "extra_labels": {"ai.backend.test-registry": "yes"},
+    }
     open_reg, auth_reg = TestRegistry(), TestRegistry(username="alice", password="s3cret")
     open_reg.add_docker_image("python:latest", REMOTE_REPO, "1", **extra)  # type: ignore[arg-type]
     open_reg.add_docker_image("python:latest", REMOTE_REPO, "latest", **extra)  # type: ignore[arg-type]
     open_reg.add_docker_image("python:latest", "testing/python-gone", "1", **extra)  # type: ignore[arg-type]
     open_reg.add_synthetic_image("testing/not-a-kernel", "1", {"org.opencontainers.image.title": "plain"})
-    arm = open_reg.add_synthetic_image("testing/multiarch", None, {"ai.backend.kernelspec": "1", "arch": "arm64"},
-                                       architecture="arm64", oci=True)
-    amd = open_reg.add_synthetic_image("testing/multiarch", None, {"ai.backend.kernelspec": "1", "arch": "amd64"},
-                                       architecture="amd64", oci=True)
+    arm = open_reg.add_synthetic_image(
+        "testing/multiarch", None, {"ai.backend.kernelspec": "1", "arch": "arm64"}, architecture="arm64", oci=True
+    )
+    amd = open_reg.add_synthetic_image(
+        "testing/multiarch", None, {"ai.backend.kernelspec": "1", "arch": "amd64"}, architecture="amd64", oci=True
+    )
     open_reg.add_index("testing/multiarch", "2", [(arm, "arm64"), (amd, "amd64")])
     auth_reg.add_docker_image("python:latest", "testing/python-auth", "1", **extra)  # type: ignore[arg-type]
     with open_reg, auth_reg:
@@ -54,23 +58,36 @@ def registries() -> Iterator[tuple[TestRegistry, TestRegistry]]:
 
 
 @pytest.fixture(scope="module")
-def rcluster(registries: tuple[TestRegistry, TestRegistry], tmp_path_factory: pytest.TempPathFactory
-             ) -> Iterator[Cluster]:
+def rcluster(
+    registries: tuple[TestRegistry, TestRegistry], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
     open_reg, auth_reg = registries
-    toml = "\n".join([
-        f'[docker-registries."{open_reg.address}"]', f'url = "{open_reg.url}"', "",
-        f'[docker-registries."{auth_reg.address}"]', f'url = "{auth_reg.url}"', 'username = "alice"',
-        'password = "s3cret"', "",
-        f'[docker-registries."localhost:{auth_reg.port}"]', f'url = "{auth_reg.url}"', 'username = "alice"',
-        'password = "wrong"',
-    ])
+    toml = "\n".join(
+        [
+            f'[docker-registries."{open_reg.address}"]',
+            f'url = "{open_reg.url}"',
+            "",
+            f'[docker-registries."{auth_reg.address}"]',
+            f'url = "{auth_reg.url}"',
+            'username = "alice"',
+            'password = "s3cret"',
+            "",
+            f'[docker-registries."localhost:{auth_reg.port}"]',
+            f'url = "{auth_reg.url}"',
+            'username = "alice"',
+            'password = "wrong"',
+        ]
+    )
     c = launch_cluster(tmp_path_factory.mktemp("registry-cluster"), manager_toml=toml)
     try:
         yield c
     finally:
         c.shutdown()  # first: its spare containers may use the pulled images
-        for reg, repo in ((open_reg, REMOTE_REPO), (open_reg, "testing/python-gone"),
-                          (auth_reg, "testing/python-auth")):
+        for reg, repo in (
+            (open_reg, REMOTE_REPO),
+            (open_reg, "testing/python-gone"),
+            (auth_reg, "testing/python-auth"),
+        ):
             subprocess.run(["docker", "rmi", f"{reg.address}/{repo}:1"], capture_output=True)
 
 
@@ -85,9 +102,15 @@ def _wait_task(c: Cluster, task_id: str, timeout: float = 120) -> tuple[str, dic
     """Follow ``GET /events/background-task`` until the task's final event: ``(event name, data)``."""
     path = f"/events/background-task?task_id={task_id}"
     host = c.endpoint.split("//", 1)[1]
-    headers = sign_request_headers(method="GET", path_with_query=path, host=host, content_type="application/json",
-                                   version="v6.20220615", access_key=ADMIN["access_key"],
-                                   secret_key=ADMIN["secret_key"])
+    headers = sign_request_headers(
+        method="GET",
+        path_with_query=path,
+        host=host,
+        content_type="application/json",
+        version="v6.20220615",
+        access_key=ADMIN["access_key"],
+        secret_key=ADMIN["secret_key"],
+    )
     event = ""
     with httpx.stream("GET", c.endpoint + path, headers=headers, timeout=timeout) as resp:
         assert resp.status_code == 200, resp.read()
@@ -135,34 +158,58 @@ def _run_code(c: Cluster, session: str, code: str) -> list[Any]:
     raise AssertionError(f"the code did not finish: {console}")
 
 
-def test_registries_endpoint_lists_names_and_urls_only(rcluster: Cluster,
-                                                        registries: tuple[TestRegistry, TestRegistry]) -> None:
+def test_registries_endpoint_lists_names_and_urls_only(
+    rcluster: Cluster, registries: tuple[TestRegistry, TestRegistry]
+) -> None:
     open_reg, auth_reg = registries
     r = rcluster.request("GET", "/config/docker-registries", who=ADMIN)
     assert r.status_code == 200, r.text
-    assert r.json() == {open_reg.address: open_reg.url, auth_reg.address: auth_reg.url,
-                        f"localhost:{auth_reg.port}": auth_reg.url}
+    assert r.json() == {
+        open_reg.address: open_reg.url,
+        auth_reg.address: auth_reg.url,
+        f"localhost:{auth_reg.port}": auth_reg.url,
+    }
     assert "s3cret" not in r.text and "alice" not in r.text
     problem(rcluster.request("GET", "/config/docker-registries", who=USER), 403, "superadmin")
     cli = [sys.executable, "-m", "ai.backend.client.cli"]
-    p = subprocess.run([*cli, "--output", "json", "admin", "resource", "docker-registries"], env=rcluster.env(ADMIN),
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [*cli, "--output", "json", "admin", "resource", "docker-registries"],
+        env=rcluster.env(ADMIN),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 0 and json.loads(p.stdout) == r.json(), p.stderr
-    p = subprocess.run([*cli, "admin", "resource", "docker-registries"], env=rcluster.env(ADMIN),
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [*cli, "admin", "resource", "docker-registries"],
+        env=rcluster.env(ADMIN),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 0 and open_reg.url in p.stdout, p.stderr
-    p = subprocess.run([*cli, "admin", "resource", "docker-registries"], env=rcluster.env(USER),
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [*cli, "admin", "resource", "docker-registries"],
+        env=rcluster.env(USER),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode != 0 and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
 
 
 def test_rescan_refusals(rcluster: Cluster, registries: tuple[TestRegistry, TestRegistry]) -> None:
     open_reg, _ = registries
     before = _images(rcluster)
-    problem(rcluster.gql_request(f'mutation {{ rescan_images(registry: "{open_reg.address}") {{ ok }} }}',
-                                 who=USER), 403)
-    body = problem(rcluster.gql_request('mutation { rescan_images(registry: "cr.example.com") { ok } }'), 404,
-                   "cr.example.com", open_reg.address)
+    problem(
+        rcluster.gql_request(f'mutation {{ rescan_images(registry: "{open_reg.address}") {{ ok }} }}', who=USER), 403
+    )
+    body = problem(
+        rcluster.gql_request('mutation { rescan_images(registry: "cr.example.com") { ok } }'),
+        404,
+        "cr.example.com",
+        open_reg.address,
+    )
     assert "registry" in body["detail"]
     assert _images(rcluster) == before  # nothing registered by a refused rescan
 
@@ -208,8 +255,12 @@ def test_rescan_with_credentials(rcluster: Cluster, registries: tuple[TestRegist
 
 
 def _mgr(c: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ai.backend.manager.cli", "-f", str(c.state / "manager.toml"), *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "ai.backend.manager.cli", "-f", str(c.state / "manager.toml"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_mgr_image_rescan(rcluster: Cluster, registries: tuple[TestRegistry, TestRegistry]) -> None:
@@ -239,8 +290,9 @@ def test_session_pulls_registry_image(rcluster: Cluster, registries: tuple[TestR
     history = info["statusHistory"]
     assert "PULLING" in history and history["PREPARING"] <= history["PULLING"] <= history["RUNNING"], history
     assert info["image"] == ref
-    assert _run_code(rcluster, "from-registry", f"print(open({MARKER!r}).read())") == \
-        [["stdout", "pulled from the test registry\n\n"]]
+    assert _run_code(rcluster, "from-registry", f"print(open({MARKER!r}).read())") == [
+        ["stdout", "pulled from the test registry\n\n"]
+    ]
     blob_gets = [p for m, p, _ in open_reg.requests if m == "GET" and "/blobs/" in p and REMOTE_REPO in p]
     assert blob_gets, "the agent did not download anything from the registry"
     # The agent's next heartbeats report the pulled image: installed, still the registry's row, no duplicate.
@@ -289,8 +341,9 @@ def test_private_registry_pull_uses_the_configured_credentials(
     assert "PULLING" in rcluster.request("GET", "/session/from-private").json()["statusHistory"]
     pulls = [a for m, p, a in auth_reg.requests if m == "GET" and "/blobs/" in p]
     assert pulls and all(a == "basic" for a in pulls), pulls
-    assert _run_code(rcluster, "from-private", f"print(open({MARKER!r}).read())") == \
-        [["stdout", "pulled from the test registry\n\n"]]
+    assert _run_code(rcluster, "from-private", f"print(open({MARKER!r}).read())") == [
+        ["stdout", "pulled from the test registry\n\n"]
+    ]
     assert rcluster.request("DELETE", "/session/from-private").status_code == 200
     subprocess.run(["docker", "rmi", "-f", ref], capture_output=True)
 

@@ -30,8 +30,9 @@ RSS_GROWTH_LIMIT = 150 * MiB
 NEIGHBOUR_LIMIT = 5.0
 
 
-def _run(cluster: Cluster, name: str, code: str, run_id: str,
-         opts: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def _run(
+    cluster: Cluster, name: str, code: str, run_id: str, opts: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """Execute ``code`` and follow it with ``continue`` until it ends; every answer."""
     seen = [cluster.exec(name, code, run_id=run_id, options=opts, timeout=300)]
     while seen[-1]["status"] not in ("finished", "exec-timeout"):
@@ -62,8 +63,10 @@ class Watch:
         self.peak = dict(self.base)
         self.latencies: list[float] = []
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._sample, daemon=True),
-                         threading.Thread(target=self._neighbour, daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._sample, daemon=True),
+            threading.Thread(target=self._neighbour, daemon=True),
+        ]
 
     def _sample(self) -> None:
         while not self._stop.is_set():
@@ -92,9 +95,12 @@ class Watch:
     def check(self, label: str) -> None:
         growth = {name: self.peak[name] - self.base[name] for name in self.pids}
         worst = max(self.latencies, default=0.0)
-        print(f"\n[{label}] RSS growth: " + ", ".join(f"{n} {g / MiB:.0f} MiB" for n, g in growth.items())
-              + f"; neighbour print(1): {len(self.latencies)} runs, worst {worst * 1000:.0f} ms,"
-              f" median {sorted(self.latencies)[len(self.latencies) // 2] * 1000 if self.latencies else 0:.0f} ms")
+        print(
+            f"\n[{label}] RSS growth: "
+            + ", ".join(f"{n} {g / MiB:.0f} MiB" for n, g in growth.items())
+            + f"; neighbour print(1): {len(self.latencies)} runs, worst {worst * 1000:.0f} ms,"
+            f" median {sorted(self.latencies)[len(self.latencies) // 2] * 1000 if self.latencies else 0:.0f} ms"
+        )
         assert self.latencies, "the neighbour never got an answer"
         assert worst < NEIGHBOUR_LIMIT, (label, worst)
         for name, g in growth.items():
@@ -122,8 +128,12 @@ def test_output_before_an_oom_kill_reaches_the_user(cluster: Cluster, watch: Cal
     cluster.create_session("abuse-oom", config={"resources": {"mem": "512m"}})
     try:
         with watch() as w:
-            answers = _run(cluster, "abuse-oom", "print('STARTED', flush=True)\nprint('UNFLUSHED')\n"
-                                                 "b = bytearray(3 * 1024**3)", "oom1")
+            answers = _run(
+                cluster,
+                "abuse-oom",
+                "print('STARTED', flush=True)\nprint('UNFLUSHED')\nb = bytearray(3 * 1024**3)",
+                "oom1",
+            )
         w.check("oom")
     finally:
         cluster.request("DELETE", "/session/abuse-oom")
@@ -140,14 +150,19 @@ def test_output_before_a_timeout_is_kept(cluster: Cluster, neighbour: str) -> No
     assert "timed out" in _text(answers, "stderr")
 
 
-@pytest.mark.parametrize(("code", "expected"), [
-    ("print('BEFORE-EXIT')\nimport os\nos._exit(3)", ["BEFORE-EXIT\n"]),
-    ("import os\nos.write(1, b'FD-WRITE\\n')\nprint('PY-WRITE')\nos._exit(4)", ["FD-WRITE\n", "PY-WRITE\n"]),
-    ("print('BEFORE-SIGNAL')\nimport os, signal\nos.kill(os.getpid(), signal.SIGKILL)", ["BEFORE-SIGNAL\n"]),
-    ("import ctypes\nprint('BEFORE-CRASH')\nctypes.string_at(0)", ["BEFORE-CRASH\n"]),
-], ids=["os-exit", "fd-write", "sigkill", "segfault"])
-def test_output_before_the_process_dies_is_kept(cluster: Cluster, neighbour: str, code: str,
-                                                expected: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("print('BEFORE-EXIT')\nimport os\nos._exit(3)", ["BEFORE-EXIT\n"]),
+        ("import os\nos.write(1, b'FD-WRITE\\n')\nprint('PY-WRITE')\nos._exit(4)", ["FD-WRITE\n", "PY-WRITE\n"]),
+        ("print('BEFORE-SIGNAL')\nimport os, signal\nos.kill(os.getpid(), signal.SIGKILL)", ["BEFORE-SIGNAL\n"]),
+        ("import ctypes\nprint('BEFORE-CRASH')\nctypes.string_at(0)", ["BEFORE-CRASH\n"]),
+    ],
+    ids=["os-exit", "fd-write", "sigkill", "segfault"],
+)
+def test_output_before_the_process_dies_is_kept(
+    cluster: Cluster, neighbour: str, code: str, expected: list[str]
+) -> None:
     answers = _run(cluster, neighbour, code, f"die-{abs(hash(code))}")
     out = _text(answers)
     for text in expected:
@@ -189,8 +204,9 @@ def test_huge_completions_are_capped(cluster: Cluster, big_sessions: list[str], 
         assert sum(len(c) for c in a["result"]) < 100_000
 
 
-def test_huge_execute_output_is_capped_head_and_tail(cluster: Cluster, big_sessions: list[str],
-                                                     watch: Callable[[], Watch]) -> None:
+def test_huge_execute_output_is_capped_head_and_tail(
+    cluster: Cluster, big_sessions: list[str], watch: Callable[[], Watch]
+) -> None:
     code = "s = 'HEAD' + 'x' * 200_000_000 + 'TAIL'\nprint(s)\ndel s\nprint('LAST')"
 
     def run(name_and_id: tuple[str, str]) -> list[dict[str, Any]]:
@@ -309,8 +325,9 @@ def _frame(size: int, rid: Any = 987_654_321) -> bytes:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="copying the runner's socket from the host needs root")
-def test_unsolicited_frames_from_the_container_are_capped(cluster: Cluster, big_sessions: list[str],
-                                                           watch: Callable[[], Watch]) -> None:
+def test_unsolicited_frames_from_the_container_are_capped(
+    cluster: Cluster, big_sessions: list[str], watch: Callable[[], Watch]
+) -> None:
     # Simulates a compromised runner: the test writes into the runner's connection to the agent.
     target = big_sessions[1]
     assert cluster.exec(target, "print('ok')", timeout=300)["console"]
@@ -333,13 +350,11 @@ def test_unsolicited_frames_from_the_container_are_capped(cluster: Cluster, big_
     log = (cluster.state / "agent.log").read_bytes()[log_size:].decode(errors="replace")
     assert "over the limit" in log, log[-2000:]
     # A few small unsolicited frames close the connection too; the kernel stays usable after each.
-    assert cluster.exec(target, "print('again')", timeout=300)["console"] == [
-        ["stdout", "again\n"]]
+    assert cluster.exec(target, "print('again')", timeout=300)["console"] == [["stdout", "again\n"]]
     for fd in _agent_connections(pid, agent_pid):
         _push(_steal_fd(pid, fd), [_frame(1024, rid=10**9 + i) for i in range(200)])
     time.sleep(0.5)
     log = (cluster.state / "agent.log").read_bytes()[log_size:].decode(errors="replace")
     assert "unsolicited" in log, log[-2000:]
-    assert cluster.exec(target, "print('still')", timeout=300)["console"] == [
-        ["stdout", "still\n"]]
+    assert cluster.exec(target, "print('still')", timeout=300)["console"] == [["stdout", "still\n"]]
     assert cluster.procs["agent"].poll() is None

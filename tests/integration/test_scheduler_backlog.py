@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from ai.backend.manager.db import create_engine, session_factory
-from ai.backend.manager.models import Agent, SessionRow
+from ai.backend.manager.models import AgentRow, SessionRow
 from ai.backend.manager.models.base import utcnow
 from ai.backend.manager.scheduler import REWRITE_WAITING_AFTER, Scheduler
 from ai.backend.testutils.scheduler_rows import insert_agents, insert_pending, prepare_schema, unlimit_fixture_user
@@ -31,8 +31,14 @@ async def _setup(url: str, sessions: int) -> None:
             await unlimit_fixture_user(db, 1000)
             now = utcnow()
             await insert_agents(db, ["i-backlog"], {"cpu": "4", "mem": str(64 * 1024**3)}, now)
-            await insert_pending(db, [f"backlog-{i}" for i in range(sessions)], SLOTS, now,
-                                 status_data={"note": "kept"}, status_history={"PENDING": now.isoformat()})
+            await insert_pending(
+                db,
+                [f"backlog-{i}" for i in range(sessions)],
+                SLOTS,
+                now,
+                status_data={"note": "kept"},
+                status_history={"PENDING": now.isoformat()},
+            )
             await db.commit()
     finally:
         await engine.dispose()
@@ -47,8 +53,13 @@ async def _scenario(url: str) -> list[dict[str, dict[str, Any]]]:
 
     async def waiting() -> dict[str, dict[str, Any]]:
         async with factory() as db:
-            rows = (await db.execute(select(SessionRow.name, SessionRow.status_info, SessionRow.status_data)
-                                     .where(SessionRow.status == "PENDING"))).all()
+            rows = (
+                await db.execute(
+                    select(SessionRow.name, SessionRow.status_info, SessionRow.status_data).where(
+                        SessionRow.status == "PENDING"
+                    )
+                )
+            ).all()
         return {name: {"info": info, **(data or {}).get("scheduler", {})} for name, info, data in rows}
 
     try:
@@ -66,22 +77,38 @@ async def _scenario(url: str) -> list[dict[str, dict[str, Any]]]:
         await scheduler.schedule_once()
         out.append(await waiting())
         async with factory() as db:  # the agent is drained: every reason changes at once
-            await db.execute(update(Agent).where(Agent.id == "i-backlog").values(schedulable=False))
+            await db.execute(update(AgentRow).where(AgentRow.id == "i-backlog").values(schedulable=False))
             await db.commit()
         await scheduler.schedule_once()
         out.append(await waiting())
         async with factory() as db:  # back, and big enough for everyone
-            await db.execute(update(Agent).where(Agent.id == "i-backlog").values(
-                schedulable=True, available_slots={"cpu": "64", "mem": str(64 * 1024**3)}))
+            await db.execute(
+                update(AgentRow)
+                .where(AgentRow.id == "i-backlog")
+                .values(schedulable=True, available_slots={"cpu": "64", "mem": str(64 * 1024**3)})
+            )
             await db.commit()
         placed = await scheduler.schedule_once()
         assert len(placed) == 6
         async with factory() as db:
-            rows = (await db.execute(select(SessionRow.name, SessionRow.status, SessionRow.status_info,
-                                            SessionRow.status_data, SessionRow.status_history,
-                                            SessionRow.occupying_slots))).all()
-        out.append({name: {"status": st, "info": info, "data": data, "history": history, "occupying": occ}
-                    for name, st, info, data, history, occ in rows})
+            rows = (
+                await db.execute(
+                    select(
+                        SessionRow.name,
+                        SessionRow.status,
+                        SessionRow.status_info,
+                        SessionRow.status_data,
+                        SessionRow.status_history,
+                        SessionRow.occupying_slots,
+                    )
+                )
+            ).all()
+        out.append(
+            {
+                name: {"status": st, "info": info, "data": data, "history": history, "occupying": occ}
+                for name, st, info, data, history, occ in rows
+            }
+        )
         return out
     finally:
         await engine.dispose()

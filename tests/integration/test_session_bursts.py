@@ -33,11 +33,20 @@ AGENT_CPU = 64
 def fleet(manager: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """The module's manager with two dummy agents of ``AGENT_CPU`` cores in ``default``."""
     state: Path = tmp_path_factory.mktemp("burst-fleet")
-    proc = start_fleet(manager, state, 2, heartbeat=1.0, id_prefix=f"i-burst-{uuid.uuid4().hex[:6]}-",
-                       tables=f'[resource]\ncpu = {AGENT_CPU}\nmem = "64g"\n\n[dummy]\ncreate-delay = [0.0, 0.05]\n')
+    proc = start_fleet(
+        manager,
+        state,
+        2,
+        heartbeat=1.0,
+        id_prefix=f"i-burst-{uuid.uuid4().hex[:6]}-",
+        tables=f'[resource]\ncpu = {AGENT_CPU}\nmem = "64g"\n\n[dummy]\ncreate-delay = [0.0, 0.05]\n',
+    )
     try:
-        wait_until("two dummy agents", lambda: manager.gql('{ agents(status: "ALIVE") { id } }', legacy=True)["agents"],
-                   lambda a: len(a) == 2)
+        wait_until(
+            "two dummy agents",
+            lambda: manager.gql('{ agents(status: "ALIVE") { id } }', legacy=True)["agents"],
+            lambda a: len(a) == 2,
+        )
         yield manager
     finally:
         stop_process(proc, 20)
@@ -51,9 +60,15 @@ async def _burst(m: Cluster, bodies: list[dict[str, Any]]) -> list[httpx.Respons
         start = asyncio.Event()
 
         async def one(body: dict[str, Any]) -> httpx.Response:
-            headers = sign_request_headers(method="POST", path_with_query="/session", host=host,
-                                           content_type="application/json", version="v6.20220615",
-                                           access_key=USER["access_key"], secret_key=USER["secret_key"])
+            headers = sign_request_headers(
+                method="POST",
+                path_with_query="/session",
+                host=host,
+                content_type="application/json",
+                version="v6.20220615",
+                access_key=USER["access_key"],
+                secret_key=USER["secret_key"],
+            )
             await start.wait()
             return await client.post("/session", headers=headers, content=json.dumps(body))
 
@@ -65,9 +80,12 @@ async def _burst(m: Cluster, bodies: list[dict[str, Any]]) -> list[httpx.Respons
 
 def _sessions(m: Cluster, prefix: str) -> list[dict[str, Any]]:
     """The active sessions whose name starts with ``prefix`` (at most 100 are active at any time here)."""
-    rows = m.gql('{ compute_session_list(limit: 100, status: "PENDING,SCHEDULED,PREPARING,PULLING,RUNNING") '
-                 '{ items { session_id name status status_info '
-                 'occupied_slots containers { agent occupied_slots status } } } }', legacy=True)
+    rows = m.gql(
+        '{ compute_session_list(limit: 100, status: "PENDING,SCHEDULED,PREPARING,PULLING,RUNNING") '
+        "{ items { session_id name status status_info "
+        "occupied_slots containers { agent occupied_slots status } } } }",
+        legacy=True,
+    )
     return [s for s in rows["compute_session_list"]["items"] if s["name"].startswith(prefix)]
 
 
@@ -78,17 +96,29 @@ def _destroy_all(m: Cluster, prefix: str) -> None:
 
 def _set_policy(m: Cluster, **props: Any) -> None:
     fields = ", ".join(f"{k}: {json.dumps(v)}" for k, v in props.items())
-    m.gql(f'mutation {{ modify_keypair_resource_policy(name: "default", props: {{{fields}}}) {{ ok msg }} }}',
-          legacy=True)
+    m.gql(
+        f'mutation {{ modify_keypair_resource_policy(name: "default", props: {{{fields}}}) {{ ok msg }} }}', legacy=True
+    )
 
 
 def test_racing_creations_never_pass_the_session_limit(fleet: Cluster) -> None:
     _set_policy(fleet, max_concurrent_sessions=3)
     prefix = f"race{uuid.uuid4().hex[:6]}-"
     try:
-        responses = asyncio.run(_burst(fleet, [
-            {"image": "python", "name": f"{prefix}{i}", "enqueueOnly": True, "resources": {"cpu": 1, "mem": "256m"}}
-            for i in range(24)]))
+        responses = asyncio.run(
+            _burst(
+                fleet,
+                [
+                    {
+                        "image": "python",
+                        "name": f"{prefix}{i}",
+                        "enqueueOnly": True,
+                        "resources": {"cpu": 1, "mem": "256m"},
+                    }
+                    for i in range(24)
+                ],
+            )
+        )
         codes = sorted(r.status_code for r in responses)
         assert codes.count(201) == 3 and codes.count(429) == 21, [(r.status_code, r.text[:200]) for r in responses]
         refused = next(r for r in responses if r.status_code == 429)
@@ -103,8 +133,12 @@ def test_racing_creations_never_pass_the_session_limit(fleet: Cluster) -> None:
 def test_racing_creations_of_one_name_make_one_session(fleet: Cluster) -> None:
     name = f"same{uuid.uuid4().hex[:6]}"
     try:
-        responses = asyncio.run(_burst(fleet, [
-            {"image": "python", "name": name, "enqueueOnly": True, "resources": {"cpu": 1, "mem": "256m"}}] * 12))
+        responses = asyncio.run(
+            _burst(
+                fleet,
+                [{"image": "python", "name": name, "enqueueOnly": True, "resources": {"cpu": 1, "mem": "256m"}}] * 12,
+            )
+        )
         assert all(r.status_code in (200, 201) for r in responses), [r.text[:200] for r in responses]
         assert [r.status_code for r in responses].count(201) == 1
         assert len({r.json()["sessionId"] for r in responses}) == 1
@@ -119,12 +153,27 @@ def test_a_burst_runs_every_session_through_every_state(fleet: Cluster) -> None:
     prefix = f"burst{uuid.uuid4().hex[:6]}-"
     n = 60
     try:
-        responses = asyncio.run(_burst(fleet, [
-            {"image": "python", "name": f"{prefix}{i}", "enqueueOnly": True, "resources": {"cpu": 1, "mem": "256m"}}
-            for i in range(n)]))
+        responses = asyncio.run(
+            _burst(
+                fleet,
+                [
+                    {
+                        "image": "python",
+                        "name": f"{prefix}{i}",
+                        "enqueueOnly": True,
+                        "resources": {"cpu": 1, "mem": "256m"},
+                    }
+                    for i in range(n)
+                ],
+            )
+        )
         assert all(r.status_code == 201 for r in responses), [r.text[:200] for r in responses if r.status_code != 201]
-        rows = wait_until("the burst RUNNING", lambda: _sessions(fleet, prefix),
-                          lambda rows: len(rows) == n and all(s["status"] == "RUNNING" for s in rows), timeout=60)
+        rows = wait_until(
+            "the burst RUNNING",
+            lambda: _sessions(fleet, prefix),
+            lambda rows: len(rows) == n and all(s["status"] == "RUNNING" for s in rows),
+            timeout=60,
+        )
         per_agent: dict[str, float] = {}
         for s in rows:
             info = fleet.request("GET", f"/session/{s['name']}")

@@ -33,8 +33,9 @@ def reserved(cluster: Cluster) -> Iterator[list[str]]:
 
 
 def _reserve(cluster: Cluster, name: str, starts_at: str = "1h", **extra: Any) -> Any:
-    return cluster.request("POST", "/session", {"image": "python", "name": name, "enqueueOnly": True,
-                                                "starts_at": starts_at, **extra})
+    return cluster.request(
+        "POST", "/session", {"image": "python", "name": name, "enqueueOnly": True, "starts_at": starts_at, **extra}
+    )
 
 
 def test_relative_starts_at_and_kernel_id(cluster: Cluster, reserved: list[str]) -> None:
@@ -83,8 +84,7 @@ def test_rename_and_its_refusals(cluster: Cluster, reserved: list[str]) -> None:
     # Someone else's session is not found; an admin renames it with owner_access_key.
     assert cluster.request("POST", f"/session/{new}/rename?name={_name()}", who=ADMIN).status_code == 404
     other = _name()
-    r = cluster.request("POST", f"/session/{new}/rename?name={other}&owner_access_key={USER['access_key']}",
-                        who=ADMIN)
+    r = cluster.request("POST", f"/session/{new}/rename?name={other}&owner_access_key={USER['access_key']}", who=ADMIN)
     assert r.status_code == 204, r.text
     reserved.append(other)
     assert cluster.request("GET", f"/session/{other}").status_code == 200

@@ -27,16 +27,25 @@ CLI = [sys.executable, "-m", "ai.backend.client.cli"]
 MiB = 1024 * 1024
 
 
-def _send(cluster: Cluster, method: str, path: str, content: bytes | None, content_type: str,
-          who: dict[str, Any] = USER) -> httpx.Response:
+def _send(
+    cluster: Cluster, method: str, path: str, content: bytes | None, content_type: str, who: dict[str, Any] = USER
+) -> httpx.Response:
     host = cluster.endpoint.split("//", 1)[1]
-    h = sign_request_headers(method=method, path_with_query=path, host=host, content_type=content_type,
-                             version="v6.20220615", access_key=who["access_key"], secret_key=who["secret_key"])
+    h = sign_request_headers(
+        method=method,
+        path_with_query=path,
+        host=host,
+        content_type=content_type,
+        version="v6.20220615",
+        access_key=who["access_key"],
+        secret_key=who["secret_key"],
+    )
     return httpx.request(method, cluster.endpoint + path, headers=h, content=content, timeout=120)
 
 
-def _upload(cluster: Cluster, sess: str, files: list[tuple[str, bytes]], who: dict[str, Any] = USER,
-            query: str = "") -> httpx.Response:
+def _upload(
+    cluster: Cluster, sess: str, files: list[tuple[str, bytes]], who: dict[str, Any] = USER, query: str = ""
+) -> httpx.Response:
     req = httpx.Request("POST", "http://x/", files=[("src", (n, c, "application/octet-stream")) for n, c in files])
     return _send(cluster, "POST", f"/session/{sess}/upload{query}", req.read(), req.headers["content-type"], who)
 
@@ -44,10 +53,13 @@ def _upload(cluster: Cluster, sess: str, files: list[tuple[str, bytes]], who: di
 def _raw_upload(cluster: Cluster, sess: str, files: list[tuple[str, bytes]]) -> httpx.Response:
     """An upload with the file names as given (httpx would percent-escape control characters)."""
     boundary = "b" + secrets.token_hex(8)
-    body = b"".join(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="src"; filename="{n}"\r\n\r\n'.encode() + c + b"\r\n"
-        for n, c in files
-    ) + f"--{boundary}--\r\n".encode()
+    body = (
+        b"".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="src"; filename="{n}"\r\n\r\n'.encode() + c + b"\r\n"
+            for n, c in files
+        )
+        + f"--{boundary}--\r\n".encode()
+    )
     return _send(cluster, "POST", f"/session/{sess}/upload", body, f"multipart/form-data; boundary={boundary}")
 
 
@@ -78,8 +90,9 @@ def _container(cluster: Cluster, sess: str) -> str:
 
 def _root_sh(cid: str, script: str) -> str:
     """Run a shell script in the container as root (the test's view, not the user's)."""
-    p = subprocess.run(["docker", "exec", "-u", "0", cid, "sh", "-c", script], capture_output=True, text=True,
-                       timeout=60)
+    p = subprocess.run(
+        ["docker", "exec", "-u", "0", cid, "sh", "-c", script], capture_output=True, text=True, timeout=60
+    )
     return p.stdout
 
 
@@ -93,22 +106,36 @@ def session(cluster: Cluster) -> Iterator[str]:
 
 
 def test_upload_nested_overwrite_and_execute(cluster: Cluster, session: str) -> None:
-    r = _upload(cluster, session, [("a.txt", b"first\n"), ("dir/sub/b.txt", b"\x00\x01binary\r\n"),
-                                   ("/home/work/abs.txt", b"absolute")])
+    r = _upload(
+        cluster,
+        session,
+        [("a.txt", b"first\n"), ("dir/sub/b.txt", b"\x00\x01binary\r\n"), ("/home/work/abs.txt", b"absolute")],
+    )
     assert r.status_code == 204, r.text
     assert _stdout(cluster, session, "print(open('a.txt').read(), end='')") == "first\n"
     assert _py(cluster, session, "open('dir/sub/b.txt','rb').read().hex()") == b"\x00\x01binary\r\n".hex()
     assert _py(cluster, session, "open('abs.txt').read()") == "absolute"
-    owners = _py(cluster, session, "[(p, os.stat(p).st_uid, os.stat(p).st_gid, oct(stat.S_IMODE(os.stat(p).st_mode)))"
-                                   " for p in ('a.txt', 'dir', 'dir/sub', 'dir/sub/b.txt')]")
-    assert owners == [["a.txt", 1000, 1000, "0o644"], ["dir", 1000, 1000, "0o755"],
-                      ["dir/sub", 1000, 1000, "0o755"], ["dir/sub/b.txt", 1000, 1000, "0o644"]]
+    owners = _py(
+        cluster,
+        session,
+        "[(p, os.stat(p).st_uid, os.stat(p).st_gid, oct(stat.S_IMODE(os.stat(p).st_mode)))"
+        " for p in ('a.txt', 'dir', 'dir/sub', 'dir/sub/b.txt')]",
+    )
+    assert owners == [
+        ["a.txt", 1000, 1000, "0o644"],
+        ["dir", 1000, 1000, "0o755"],
+        ["dir/sub", 1000, 1000, "0o755"],
+        ["dir/sub/b.txt", 1000, 1000, "0o644"],
+    ]
     # The user can write into the created directories and overwrite uploaded files.
     _stdout(cluster, session, "open('dir/sub/mine.txt', 'w').write('ok')")
     r = _upload(cluster, session, [("a.txt", b"second"), ("dir/sub/c.txt", b"c")])
     assert r.status_code == 204, r.text
     assert _py(cluster, session, "[open(p).read() for p in ('a.txt', 'dir/sub/c.txt', 'dir/sub/mine.txt')]") == [
-        "second", "c", "ok"]
+        "second",
+        "c",
+        "ok",
+    ]
     # Exactly 1 MiB is allowed.
     assert _upload(cluster, session, [("big.bin", b"z" * MiB)]).status_code == 204
     assert _py(cluster, session, "os.path.getsize('big.bin')") == MiB
@@ -128,31 +155,58 @@ def test_upload_limits_write_nothing(cluster: Cluster, session: str) -> None:
     assert not [n for n in left if n.startswith(("many", "small", "huge", "ok", "dup", "x"))], left
 
 
-@pytest.mark.parametrize("bad", ["../escape.txt", "a/../../escape.txt", "/etc/escape.txt", "/home/workx/e.txt",
-                                 "", "bad\x01name", "d/" + "n" * 256, "/home/work", "dir/"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "../escape.txt",
+        "a/../../escape.txt",
+        "/etc/escape.txt",
+        "/home/workx/e.txt",
+        "",
+        "bad\x01name",
+        "d/" + "n" * 256,
+        "/home/work",
+        "dir/",
+    ],
+)
 def test_upload_bad_names(cluster: Cluster, session: str, bad: str) -> None:
     p = problem(_raw_upload(cluster, session, [("fine.txt", b"1"), (bad, b"2")]), 400)
     assert p["title"] == "Invalid API parameters"
     assert _py(cluster, session, "[os.path.exists(p) for p in ('fine.txt', '../escape.txt', '/etc/escape.txt')]") == [
-        False, False, False]
+        False,
+        False,
+        False,
+    ]
 
 
 def test_symlinks_cannot_escape(cluster: Cluster, session: str) -> None:
     marker = "bai-pwn-" + secrets.token_hex(4)
     cid = _container(cluster, session)
-    _stdout(cluster, session, "os = __import__('os')\nos.mkdir('realdir')\nos.symlink('/', 'root')\n"
-                              "os.symlink('/etc', 'etc2')\nos.symlink('/etc/shadow', 'sh')\n"
-                              "os.symlink('/etc/shadow', 'sh2')\nos.symlink('realdir', 'inner')")
+    _stdout(
+        cluster,
+        session,
+        "os = __import__('os')\nos.mkdir('realdir')\nos.symlink('/', 'root')\n"
+        "os.symlink('/etc', 'etc2')\nos.symlink('/etc/shadow', 'sh')\n"
+        "os.symlink('/etc/shadow', 'sh2')\nos.symlink('realdir', 'inner')",
+    )
     shadow_before = _root_sh(cid, "stat -c '%s %Y %i' /etc/shadow")
     assert shadow_before.strip()
-    for name in (f"root/tmp/{marker}", f"etc2/{marker}", f"root/etc/{marker}", f"inner/{marker}",
-                 f"root/home/work/{marker}"):
+    for name in (
+        f"root/tmp/{marker}",
+        f"etc2/{marker}",
+        f"root/etc/{marker}",
+        f"inner/{marker}",
+        f"root/home/work/{marker}",
+    ):
         p = problem(_upload(cluster, session, [("innocent.txt", b"1"), (name, b"pwned")]), 400)
         assert p["type"].endswith("/symlink-refused"), p
         assert "symbolic link" in p["detail"]
     # Nothing was written: not in the container's root-owned places, not on the host, not the innocent file.
-    found = _root_sh(cid, f"ls -d /tmp/{marker} /etc/{marker} /home/work/{marker} /home/work/realdir/{marker} "
-                          "/home/work/innocent.txt 2>/dev/null")
+    found = _root_sh(
+        cid,
+        f"ls -d /tmp/{marker} /etc/{marker} /home/work/{marker} /home/work/realdir/{marker} "
+        "/home/work/innocent.txt 2>/dev/null",
+    )
     assert found == ""
     assert not Path("/tmp", marker).exists() and not Path("/etc", marker).exists()
     # A symlink as the last component is replaced by the uploaded file; its target is untouched.
@@ -191,8 +245,11 @@ def test_symlink_swap_race_is_contained(cluster: Cluster, session: str) -> None:
         "    for _ in range(10000):\n"
         "        assert swap(-100, b'race', -100, b'race_other', 2) == 0, ctypes.get_errno()\n"
     )
-    _stdout(cluster, session, f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', {loop!r}], "
-                              "start_new_session=True)")
+    _stdout(
+        cluster,
+        session,
+        f"import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', {loop!r}], start_new_session=True)",
+    )
     statuses = set()
     for _ in range(25):
         r = _upload(cluster, session, [(f"race/{marker}", b"pwned")])
@@ -278,9 +335,11 @@ def test_ownership_delegation_and_state(cluster: Cluster, session: str) -> None:
     problem(cluster.request("GET", f"/session/{session}/files?owner_access_key={adm}"), 403)
     # Once the session is terminated, its files are gone.
     assert cluster.request("DELETE", f"/session/{session}").status_code == 200
-    for r in (_upload(cluster, session, [("late.txt", b"1")]),
-              cluster.request("GET", f"/session/{session}/files"),
-              cluster.request("GET", f"/session/{session}/download?files=by-admin.txt")):
+    for r in (
+        _upload(cluster, session, [("late.txt", b"1")]),
+        cluster.request("GET", f"/session/{session}/files"),
+        cluster.request("GET", f"/session/{session}/download?files=by-admin.txt"),
+    ):
         assert r.status_code in (404, 409), r.text
         assert r.headers["content-type"].startswith("application/problem+json")
 
@@ -316,8 +375,11 @@ def test_cli_upload_ls_download_round_trip(cluster: Cluster, session: str, tmp_p
     assert p.returncode != 0 and "Refused to extract" in p.stderr, p.stderr
     assert not (dest / "rootlink").exists()
     # Failures: one line on stderr and a non-zero exit.
-    for args in (("ls", session, "no-such-dir"), ("download", session, "no-such-file"),
-                 ("download", session, "../../etc/passwd")):
+    for args in (
+        ("ls", session, "no-such-dir"),
+        ("download", session, "no-such-file"),
+        ("download", session, "../../etc/passwd"),
+    ):
         p = cli(*args)
         assert p.returncode != 0, (args, p.stdout)
         assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr, p.stderr

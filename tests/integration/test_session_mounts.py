@@ -43,9 +43,13 @@ def test_data_written_in_a_session_stays_in_the_folder(cluster: Cluster) -> None
     sess = f"mnt-{secrets.token_hex(3)}"
     r = cluster.request("POST", "/session", {"image": "python", "name": sess, "config": {"mounts": [name]}})
     assert r.status_code == 201 and r.json()["status"] == "RUNNING", r.text
-    out = _run(cluster, sess, f"import os\nopen('/home/work/{name}/result.txt', 'w').write('42')\n"
-                              f"os.makedirs('/home/work/{name}/sub', exist_ok=True)\n"
-                              f"print(os.stat('/home/work/{name}/result.txt').st_uid)")
+    out = _run(
+        cluster,
+        sess,
+        f"import os\nopen('/home/work/{name}/result.txt', 'w').write('42')\n"
+        f"os.makedirs('/home/work/{name}/sub', exist_ok=True)\n"
+        f"print(os.stat('/home/work/{name}/result.txt').st_uid)",
+    )
     assert out == "1000\n"
     # Deleting a mounted folder is refused while the session runs.
     busy = cluster.request("DELETE", f"/folders/{name}")
@@ -54,8 +58,11 @@ def test_data_written_in_a_session_stays_in_the_folder(cluster: Cluster) -> None
     assert _files(cluster, name) == ["result.txt", "sub"]
     # A second session sees the data.
     sess2 = f"mnt-{secrets.token_hex(3)}"
-    r = cluster.request("POST", "/session", {"image": "python", "name": sess2,
-                                             "config": {"mounts": [name], "mount_map": {name: "/data/in"}}})
+    r = cluster.request(
+        "POST",
+        "/session",
+        {"image": "python", "name": sess2, "config": {"mounts": [name], "mount_map": {name: "/data/in"}}},
+    )
     assert r.status_code == 201, r.text
     assert _run(cluster, sess2, "print(open('/data/in/result.txt').read())") == "42\n"
     assert cluster.request("DELETE", f"/session/{sess2}").status_code == 200
@@ -68,11 +75,18 @@ def test_read_only_mounts_and_dot_folders(cluster: Cluster) -> None:
     _folder(cluster, name)
     _folder(cluster, dot)
     sess = f"mnt-{secrets.token_hex(3)}"
-    r = cluster.request("POST", "/session", {"image": "python", "name": sess, "config": {
-        "mounts": [name], "mount_options": {name: {"permission": "ro"}}}})
+    r = cluster.request(
+        "POST",
+        "/session",
+        {"image": "python", "name": sess, "config": {"mounts": [name], "mount_options": {name: {"permission": "ro"}}}},
+    )
     assert r.status_code == 201, r.text
-    out = _run(cluster, sess, f"try:\n    open('/home/work/{name}/x', 'w')\nexcept OSError as e:\n"
-                              f"    print(type(e).__name__)\nimport os\nprint(os.path.isdir('/home/work/{dot}'))")
+    out = _run(
+        cluster,
+        sess,
+        f"try:\n    open('/home/work/{name}/x', 'w')\nexcept OSError as e:\n"
+        f"    print(type(e).__name__)\nimport os\nprint(os.path.isdir('/home/work/{dot}'))",
+    )
     assert out == "OSError\nTrue\n"
     assert cluster.request("DELETE", f"/session/{sess}").status_code == 200
     for f in (name, dot):
@@ -105,7 +119,7 @@ def test_mount_refusals_create_nothing(cluster: Cluster) -> None:
 def test_keypair_vfolders_lists_the_owners_folders(cluster: Cluster) -> None:
     name = f"kpv-{secrets.token_hex(3)}"
     _folder(cluster, name)
-    q = 'query($a: String) { keypair(access_key: $a) { access_key vfolders { name host ownership_type } } }'
+    q = "query($a: String) { keypair(access_key: $a) { access_key vfolders { name host ownership_type } } }"
     r = cluster.request("POST", "/admin/gql", {"query": q, "variables": {"a": USER["access_key"]}})
     assert r.status_code == 200, r.text
     folders = {f["name"]: f for f in r.json()["data"]["keypair"]["vfolders"]}

@@ -36,7 +36,8 @@ def test_execute_keeps_state_and_runs_unprivileged(cluster: Cluster) -> None:
     phases = set(info["creationPhases"])
     # Either a cold start or the hand-over of a pre-started spare container.
     assert phases >= {"container_create", "container_start", "runner_ready", "total"} or phases >= {
-        "warm_handover", "total"
+        "warm_handover",
+        "total",
     }, phases
     assert cluster.request("DELETE", "/session/state-test").status_code == 200
 
@@ -115,8 +116,9 @@ def test_destroy_leaves_no_container(cluster: Cluster) -> None:
     assert "mem_max_bytes" in r.json()["stats"]
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        left = subprocess.run(["docker", "ps", "-aq", "--no-trunc", "--filter", f"id={container}"],
-                              capture_output=True, text=True).stdout
+        left = subprocess.run(
+            ["docker", "ps", "-aq", "--no-trunc", "--filter", f"id={container}"], capture_output=True, text=True
+        ).stdout
         if not left.strip():
             break
         time.sleep(0.2)
@@ -157,8 +159,9 @@ def test_enqueue_only_then_wait(cluster: Cluster) -> None:
 
 def test_pending_session_is_cancelled(cluster: Cluster) -> None:
     future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
-    r = cluster.request("POST", "/session", {"image": "python", "name": "later-1", "starts_at": future,
-                                             "maxWaitSeconds": 1})
+    r = cluster.request(
+        "POST", "/session", {"image": "python", "name": "later-1", "starts_at": future, "maxWaitSeconds": 1}
+    )
     assert r.status_code == 201
     assert r.json()["status"] == "TIMEOUT"
     info = cluster.request("GET", "/session/later-1").json()

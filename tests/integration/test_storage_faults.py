@@ -73,17 +73,28 @@ class Stack:
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
         return self.proxy.volume_path / ".upload" / str(claims["session"])
 
-    def sdk_upload(self, folder: str, local: Path, chunk_size: int, state_dir: Path,
-                   on_chunk: Callable[[str, int], None] | None = None) -> list[dict[str, Any]]:
+    def sdk_upload(
+        self,
+        folder: str,
+        local: Path,
+        chunk_size: int,
+        state_dir: Path,
+        on_chunk: Callable[[str, int], None] | None = None,
+    ) -> list[dict[str, Any]]:
         """``VFolder(folder).upload([local])`` with the synchronous SDK (the decorated method runs the call)."""
         with Session(config=self.config()) as api:
-            results = api.VFolder(folder).upload([local], basedir=local.parent, chunk_size=chunk_size,
-                                                 on_chunk=on_chunk, state_dir=state_dir)
+            results = api.VFolder(folder).upload(
+                [local], basedir=local.parent, chunk_size=chunk_size, on_chunk=on_chunk, state_dir=state_dir
+            )
         return cast(list[dict[str, Any]], results)
 
     def config(self) -> APIConfig:
-        return APIConfig(endpoint=self.manager.endpoint, access_key=USER["access_key"],
-                         secret_key=USER["secret_key"], endpoint_type="api")
+        return APIConfig(
+            endpoint=self.manager.endpoint,
+            access_key=USER["access_key"],
+            secret_key=USER["secret_key"],
+            endpoint_type="api",
+        )
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +102,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     state = tmp_path_factory.mktemp("storage-faults")
     proxy = launch_storage_proxy(state / "storage")
     try:
-        manager = launch_manager(state / "manager", manager_toml=proxy.manager_toml(),
-                                 settings={"default-vfolder-host": proxy.host})
+        manager = launch_manager(
+            state / "manager", manager_toml=proxy.manager_toml(), settings={"default-vfolder-host": proxy.host}
+        )
     except Exception:
         proxy.shutdown()
         raise
@@ -143,13 +155,17 @@ class PausedSender(threading.Thread):
         for start in range(0, len(self.data), MiB):
             if start == self.pause_at:
                 self.resume.wait(60)
-            yield self.data[start:start + MiB]
+            yield self.data[start : start + MiB]
 
     def run(self) -> None:
         try:
-            r = httpx.patch(self.url, params={"token": self.token}, content=self._body(),
-                            headers={**PATCH_HEADERS, "Upload-Offset": "0", "Content-Length": str(len(self.data))},
-                            timeout=60)
+            r = httpx.patch(
+                self.url,
+                params={"token": self.token},
+                content=self._body(),
+                headers={**PATCH_HEADERS, "Upload-Offset": "0", "Content-Length": str(len(self.data))},
+                timeout=60,
+            )
             self.outcome = f"answered {r.status_code}"
         except httpx.HTTPError as e:
             self.outcome = f"failed: {type(e).__name__}"
@@ -164,8 +180,13 @@ def test_proxy_killed_mid_patch_resumes_from_head_after_restart(up: Stack) -> No
     sender = PausedSender(url, token, data, pause_at=24 * MiB)
     sender.start()
     # Kill while the body is still arriving: at least 12 MiB written, up to 24 MiB sent.
-    wait_until("part of the body on the proxy's disk", lambda: _size(partial), lambda n: n >= 12 * MiB, timeout=60,
-               interval=0.005)
+    wait_until(
+        "part of the body on the proxy's disk",
+        lambda: _size(partial),
+        lambda n: n >= 12 * MiB,
+        timeout=60,
+        interval=0.005,
+    )
     s.proxy.kill()
     sender.resume.set()
     sender.join(60)
@@ -180,20 +201,32 @@ def test_proxy_killed_mid_patch_resumes_from_head_after_restart(up: Stack) -> No
     assert offset == written, (offset, written)  # exactly what is on disk: nothing lost, nothing invented
     assert int(head.headers["Upload-Length"]) == len(data)
     # The offset the client believed in (everything it had sent) is refused and the true one is named.
-    r = httpx.patch(url, params={"token": token}, content=data[24 * MiB:],
-                    headers={**PATCH_HEADERS, "Upload-Offset": str(24 * MiB)}, timeout=60)
+    r = httpx.patch(
+        url,
+        params={"token": token},
+        content=data[24 * MiB :],
+        headers={**PATCH_HEADERS, "Upload-Offset": str(24 * MiB)},
+        timeout=60,
+    )
     if offset != 24 * MiB:
         assert r.status_code == 409 and r.headers["Upload-Offset"] == str(offset), (r.status_code, r.headers)
-        r = httpx.patch(url, params={"token": token}, content=data[offset:],
-                        headers={**PATCH_HEADERS, "Upload-Offset": str(offset)}, timeout=60)
+        r = httpx.patch(
+            url,
+            params={"token": token},
+            content=data[offset:],
+            headers={**PATCH_HEADERS, "Upload-Offset": str(offset)},
+            timeout=60,
+        )
     assert r.status_code == 204, r.text
     assert r.headers["Upload-Offset"] == str(len(data))
     assert _head(url, token).headers["Upload-Offset"] == str(len(data))
     got = s.download("crash-raw", "big.bin")
     assert len(got) == len(data) and _digest(got) == _digest(data)
     assert not partial.exists()
-    print(f"\n[proxy kill -9 mid-PATCH] {written / MiB:.1f} MiB of {len(data) / MiB:.1f} MiB on disk at the kill; "
-          f"HEAD after restart: {offset}; resumed and byte-identical")
+    print(
+        f"\n[proxy kill -9 mid-PATCH] {written / MiB:.1f} MiB of {len(data) / MiB:.1f} MiB on disk at the kill; "
+        f"HEAD after restart: {offset}; resumed and byte-identical"
+    )
 
 
 def test_proxy_killed_during_an_sdk_upload_resumes_with_the_sdk(up: Stack, tmp_path: Path) -> None:
@@ -216,8 +249,13 @@ def test_proxy_killed_during_an_sdk_upload_resumes_with_the_sdk(up: Stack, tmp_p
         partial = s.partial(str(saved["token"]))
 
         def killer() -> None:
-            wait_until("the next chunk to arrive", lambda: _size(partial), lambda n: n > offset + MiB, timeout=30,
-                       interval=0.002)
+            wait_until(
+                "the next chunk to arrive",
+                lambda: _size(partial),
+                lambda n: n > offset + MiB,
+                timeout=30,
+                interval=0.002,
+            )
             s.proxy.kill()
             killed["at"] = _size(partial)
 
@@ -240,8 +278,10 @@ def test_proxy_killed_during_an_sdk_upload_resumes_with_the_sdk(up: Stack, tmp_p
     assert list(cache.glob("*.json")) == []
     got = s.download("crash-sdk", "big.bin")
     assert _digest(got) == _digest(data)
-    print(f"\n[proxy kill -9 during SDK upload] acked {killed['acked'] / MiB:.0f} MiB, {killed['at'] / MiB:.1f} MiB "
-          f"on disk at the kill; the SDK resumed from {results[0]['resumed_from']}")
+    print(
+        f"\n[proxy kill -9 during SDK upload] acked {killed['acked'] / MiB:.0f} MiB, {killed['at'] / MiB:.1f} MiB "
+        f"on disk at the kill; the SDK resumed from {results[0]['resumed_from']}"
+    )
 
 
 def test_crash_between_the_last_byte_and_the_move_into_place(up: Stack, tmp_path: Path) -> None:
@@ -255,14 +295,15 @@ def test_crash_between_the_last_byte_and_the_move_into_place(up: Stack, tmp_path
     partial = s.partial(token)
     sender = PausedSender(url, token, data, pause_at=8 * MiB)
     sender.start()
-    wait_until("the first half on the proxy's disk", lambda: _size(partial), lambda n: n == 8 * MiB, timeout=60,
-               interval=0.005)
+    wait_until(
+        "the first half on the proxy's disk", lambda: _size(partial), lambda n: n == 8 * MiB, timeout=60, interval=0.005
+    )
     s.proxy.kill()
     sender.resume.set()
     sender.join(60)
     # What the dead proxy would have written had the rest of the body arrived before the kill.
     with open(partial, "ab") as f:
-        f.write(data[8 * MiB:])
+        f.write(data[8 * MiB :])
     s.proxy.restart()
     # The SDK's tus client sees nothing left to send and reports success; the file must be there.
     local = tmp_path / "final.bin"
@@ -310,9 +351,13 @@ def test_manager_answers_503_while_the_proxy_is_down_and_recovers(up: Stack) -> 
     assert "Traceback" not in (s.manager.state / "manager.log").read_text(errors="replace")[-20000:]
 
     s.proxy.restart()
-    wait_until("the folder calls to succeed again",
-               lambda: [s.manager.request(m, p, b, timeout=60).status_code for m, p, b in calls[:4]],
-               lambda codes: all(c in (200, 201) for c in codes), timeout=30, interval=0.3)
+    wait_until(
+        "the folder calls to succeed again",
+        lambda: [s.manager.request(m, p, b, timeout=60).status_code for m, p, b in calls[:4]],
+        lambda codes: all(c in (200, 201) for c in codes),
+        timeout=30,
+        interval=0.3,
+    )
     s.folder("created-after")
     assert s.proxy.host in s.ok("GET", "/folders/_/hosts")["allowed"]
     print(f"\n[proxy down] {len(calls)} folder calls answered 503 in {answered_in:.2f} s")

@@ -80,9 +80,12 @@ def tus_upload(sp: StorageProxy, token: str, data: bytes, chunk: int = 1 << 20) 
     with httpx.Client(timeout=60) as c:
         offset = int(c.head(url, params={"token": token}, headers=TUS).headers["upload-offset"])
         while offset < len(data):
-            part = data[offset:offset + chunk]
-            r = _ok(c.patch(url, params={"token": token}, content=part,
-                            headers={**PATCH_HEADERS, "Upload-Offset": str(offset)}))
+            part = data[offset : offset + chunk]
+            r = _ok(
+                c.patch(
+                    url, params={"token": token}, content=part, headers={**PATCH_HEADERS, "Upload-Offset": str(offset)}
+                )
+            )
             offset = int(r.headers["upload-offset"])
         if not data:
             _ok(c.patch(url, params={"token": token}, content=b"", headers={**PATCH_HEADERS, "Upload-Offset": "0"}))
@@ -93,8 +96,9 @@ def upload(sp: StorageProxy, vfid: str, relpath: str, data: bytes) -> None:
 
 
 def download(sp: StorageProxy, vfid: str, relpath: str, archive: bool = False, **kw: Any) -> httpx.Response:
-    return httpx.get(sp.client_url + "/download", params={"token": download_token(sp, vfid, relpath, archive)},
-                     timeout=60, **kw)
+    return httpx.get(
+        sp.client_url + "/download", params={"token": download_token(sp, vfid, relpath, archive)}, timeout=60, **kw
+    )
 
 
 def forge(sp: StorageProxy, claims: dict[str, Any], secret: str | None = None) -> str:
@@ -114,23 +118,50 @@ def test_status_volumes_and_the_manager_secret(proxy: StorageProxy) -> None:
     r = _ok(proxy.request("GET", "/"), 200).json()
     assert r == {"status": "ok", "node_id": "local", "api_version": 1}
     vols = _ok(proxy.request("GET", "/volumes"), 200).json()["volumes"]
-    assert vols == [{"name": "volume1", "backend": "vfs", "path": str(proxy.volume_path), "fsprefix": "",
-                     "capabilities": ["vfolder", "quota"]}]
+    assert vols == [
+        {
+            "name": "volume1",
+            "backend": "vfs",
+            "path": str(proxy.volume_path),
+            "fsprefix": "",
+            "capabilities": ["vfolder", "quota"],
+        }
+    ]
     vfid = new_folder(proxy)
-    routes = [("GET", "/"), ("GET", "/volumes"), ("POST", "/folder/create"), ("POST", "/folder/delete"),
-              ("POST", "/folder/clone"), ("GET", "/folder/mount"), ("GET", "/folder/usage"),
-              ("GET", "/folder/quota"), ("POST", "/folder/quota"), ("POST", "/folder/file/mkdir"),
-              ("POST", "/folder/file/list"), ("POST", "/folder/file/rename"), ("POST", "/folder/file/move"),
-              ("POST", "/folder/file/delete"), ("POST", "/folder/file/upload"), ("POST", "/folder/file/download")]
+    routes = [
+        ("GET", "/"),
+        ("GET", "/volumes"),
+        ("POST", "/folder/create"),
+        ("POST", "/folder/delete"),
+        ("POST", "/folder/clone"),
+        ("GET", "/folder/mount"),
+        ("GET", "/folder/usage"),
+        ("GET", "/folder/quota"),
+        ("POST", "/folder/quota"),
+        ("POST", "/folder/file/mkdir"),
+        ("POST", "/folder/file/list"),
+        ("POST", "/folder/file/rename"),
+        ("POST", "/folder/file/move"),
+        ("POST", "/folder/file/delete"),
+        ("POST", "/folder/file/upload"),
+        ("POST", "/folder/file/download"),
+    ]
     for method, path in routes:
-        for headers in ({}, {"X-BackendAI-Storage-Auth-Token": "wrong"},
-                        {"X-BackendAI-Storage-Auth-Token": proxy.secret + "x"}):
+        for headers in (
+            {},
+            {"X-BackendAI-Storage-Auth-Token": "wrong"},
+            {"X-BackendAI-Storage-Auth-Token": proxy.secret + "x"},
+        ):
             r = httpx.request(method, proxy.manager_url + path, json=body(proxy, vfid, relpath="x"), headers=headers)
             problem(r, 403)
     assert Path(proxy.folder_path(vfid)).is_dir()  # the refused delete did nothing
     # The two APIs live on separate sockets: neither serves the other's routes.
-    assert httpx.post(proxy.client_url + "/folder/delete", json=body(proxy, vfid),
-                      headers=proxy.manager_headers()).status_code == 404
+    assert (
+        httpx.post(
+            proxy.client_url + "/folder/delete", json=body(proxy, vfid), headers=proxy.manager_headers()
+        ).status_code
+        == 404
+    )
     assert httpx.get(proxy.manager_url + "/download", headers=proxy.manager_headers()).status_code == 404
 
 
@@ -154,18 +185,40 @@ def test_folder_lifecycle(proxy: StorageProxy) -> None:
     assert usage == {"file_count": 3, "used_bytes": 1234}
     # Clone: a full copy, on completion.
     dst = str(uuid.uuid4())
-    _ok(proxy.request("POST", "/folder/clone", {"volume": proxy.volume, "src_vfid": vfid,
-                                                "dst_volume": proxy.volume, "dst_vfid": dst}))
+    _ok(
+        proxy.request(
+            "POST",
+            "/folder/clone",
+            {"volume": proxy.volume, "src_vfid": vfid, "dst_volume": proxy.volume, "dst_vfid": dst},
+        )
+    )
     assert (proxy.folder_path(dst) / "a" / "one.bin").read_bytes() == b"1" * 1000
-    problem(proxy.request("POST", "/folder/clone", {"volume": proxy.volume, "src_vfid": vfid,
-                                                    "dst_volume": proxy.volume, "dst_vfid": dst}), 409)
-    problem(proxy.request("POST", "/folder/clone", {"volume": proxy.volume, "src_vfid": str(uuid.uuid4()),
-                                                    "dst_vfid": str(uuid.uuid4())}), 404)
+    problem(
+        proxy.request(
+            "POST",
+            "/folder/clone",
+            {"volume": proxy.volume, "src_vfid": vfid, "dst_volume": proxy.volume, "dst_vfid": dst},
+        ),
+        409,
+    )
+    problem(
+        proxy.request(
+            "POST",
+            "/folder/clone",
+            {"volume": proxy.volume, "src_vfid": str(uuid.uuid4()), "dst_vfid": str(uuid.uuid4())},
+        ),
+        404,
+    )
     # Delete (recursive), then everything about the folder is 404.
     _ok(proxy.request("POST", "/folder/delete", body(proxy, vfid)))
     assert not proxy.folder_path(vfid).exists()
-    for method, path in [("POST", "/folder/delete"), ("GET", "/folder/mount"), ("GET", "/folder/usage"),
-                         ("GET", "/folder/quota"), ("POST", "/folder/file/list")]:
+    for method, path in [
+        ("POST", "/folder/delete"),
+        ("GET", "/folder/mount"),
+        ("GET", "/folder/usage"),
+        ("GET", "/folder/quota"),
+        ("POST", "/folder/file/list"),
+    ]:
         problem(proxy.request(method, path, body(proxy, vfid)), 404)
     assert (proxy.folder_path(dst) / "two.bin").exists()
     # Bad input.
@@ -201,19 +254,25 @@ def test_file_operations(proxy: StorageProxy) -> None:
     assert (root / "d1" / "g.txt").read_text() == "hello"
     problem(proxy.request("POST", "/folder/file/rename", body(proxy, vfid, relpath="d1/g.txt", new_name="a/b")), 400)
     problem(proxy.request("POST", "/folder/file/rename", body(proxy, vfid, relpath="d1/g.txt", new_name="..")), 400)
-    problem(proxy.request("POST", "/folder/file/rename", body(proxy, vfid, relpath="d1/missing",
-                                                              new_name="z")), 404)
+    problem(proxy.request("POST", "/folder/file/rename", body(proxy, vfid, relpath="d1/missing", new_name="z")), 404)
     upload(proxy, vfid, "d1/h.txt", b"h")
-    problem(proxy.request("POST", "/folder/file/rename", body(proxy, vfid, relpath="d1/g.txt",
-                                                              new_name="h.txt")), 409)
+    problem(proxy.request("POST", "/folder/file/rename", body(proxy, vfid, relpath="d1/g.txt", new_name="h.txt")), 409)
     # move: anywhere in the folder (parents created), never over an existing entry, never into itself.
-    _ok(proxy.request("POST", "/folder/file/move", body(proxy, vfid, src_relpath="d1/g.txt",
-                                                        dst_relpath="new/place/g.txt")))
+    _ok(
+        proxy.request(
+            "POST", "/folder/file/move", body(proxy, vfid, src_relpath="d1/g.txt", dst_relpath="new/place/g.txt")
+        )
+    )
     assert (root / "new" / "place" / "g.txt").read_text() == "hello"
-    problem(proxy.request("POST", "/folder/file/move", body(proxy, vfid, src_relpath="d1/h.txt",
-                                                            dst_relpath="new/place/g.txt")), 409)
-    problem(proxy.request("POST", "/folder/file/move", body(proxy, vfid, src_relpath="x",
-                                                            dst_relpath="x/y/inside")), 400)
+    problem(
+        proxy.request(
+            "POST", "/folder/file/move", body(proxy, vfid, src_relpath="d1/h.txt", dst_relpath="new/place/g.txt")
+        ),
+        409,
+    )
+    problem(
+        proxy.request("POST", "/folder/file/move", body(proxy, vfid, src_relpath="x", dst_relpath="x/y/inside")), 400
+    )
     # delete: files, directories only with recursive, all-or-nothing validation.
     problem(proxy.request("POST", "/folder/file/delete", body(proxy, vfid, relpaths=["d1/h.txt", "x"])), 400)
     assert (root / "d1" / "h.txt").exists()
@@ -247,10 +306,16 @@ def test_tus_upload_protocol(proxy: StorageProxy) -> None:
     r = problem(httpx.patch(url, params=q, content=b"x", headers={**PATCH_HEADERS, "Upload-Offset": "7"}), 409)
     r2 = httpx.patch(url, params=q, content=b"x", headers={**PATCH_HEADERS, "Upload-Offset": "7"})
     assert r2.headers["upload-offset"] == "0"
-    problem(httpx.patch(url, params=q, content=b"x", headers={**TUS, "Upload-Offset": "0",
-                                                              "Content-Type": "text/plain"}), 415)
-    problem(httpx.patch(url, params=q, content=b"x", headers={**PATCH_HEADERS, "Upload-Offset": "0",
-                                                              "Tus-Resumable": "0.2.2"}), 412)
+    problem(
+        httpx.patch(url, params=q, content=b"x", headers={**TUS, "Upload-Offset": "0", "Content-Type": "text/plain"}),
+        415,
+    )
+    problem(
+        httpx.patch(
+            url, params=q, content=b"x", headers={**PATCH_HEADERS, "Upload-Offset": "0", "Tus-Resumable": "0.2.2"}
+        ),
+        412,
+    )
     problem(httpx.patch(url, params=q, content=b"x", headers={**PATCH_HEADERS, "Upload-Offset": "abc"}), 400)
     # Part 1, then a body that would go past the size (413: nothing of it is kept), then the rest.
     first = 1024 * 1024
@@ -261,8 +326,7 @@ def test_tus_upload_protocol(proxy: StorageProxy) -> None:
         yield data[first:]
         yield b"extra"
 
-    problem(httpx.patch(url, params=q, content=too_much(), headers={**PATCH_HEADERS, "Upload-Offset": str(first)}),
-            413)
+    problem(httpx.patch(url, params=q, content=too_much(), headers={**PATCH_HEADERS, "Upload-Offset": str(first)}), 413)
     assert httpx.head(url, params=q).headers["upload-offset"] == str(first)
     assert not (proxy.folder_path(vfid) / "deep").exists()  # nothing is in place before the end
     _ok(httpx.patch(url, params=q, content=data[first:], headers={**PATCH_HEADERS, "Upload-Offset": str(first)}))
@@ -293,9 +357,11 @@ def test_tus_resume_after_a_dropped_connection(proxy: StorageProxy) -> None:
     port = int(proxy.client_url.rsplit(":", 1)[1])
     sent = 3 * 1024 * 1024 + 100  # not a multiple of the proxy's write batch
     with socket.create_connection(("127.0.0.1", port)) as s:
-        head = (f"PATCH /upload?token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\n"
-                f"Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n"
-                f"Content-Length: {len(data)}\r\n\r\n")
+        head = (
+            f"PATCH /upload?token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\n"
+            f"Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n"
+        )
         s.sendall(head.encode() + data[:sent])
         time.sleep(0.5)
     # The bytes that arrived are kept; HEAD waits for the interrupted request to finish writing them.
@@ -308,10 +374,14 @@ def test_tus_resume_after_a_dropped_connection(proxy: StorageProxy) -> None:
         time.sleep(0.1)
     assert offset == sent
     assert not (proxy.folder_path(vfid) / "resumed.bin").exists()
-    _ok(httpx.patch(url, params={"token": token}, content=data[offset:],
-                    headers={**PATCH_HEADERS, "Upload-Offset": str(offset)}))
-    assert hashlib.sha256((proxy.folder_path(vfid) / "resumed.bin").read_bytes()).digest() == \
-        hashlib.sha256(data).digest()
+    _ok(
+        httpx.patch(
+            url, params={"token": token}, content=data[offset:], headers={**PATCH_HEADERS, "Upload-Offset": str(offset)}
+        )
+    )
+    assert (
+        hashlib.sha256((proxy.folder_path(vfid) / "resumed.bin").read_bytes()).digest() == hashlib.sha256(data).digest()
+    )
 
 
 def test_a_new_token_for_the_same_path_starts_over(proxy: StorageProxy) -> None:
@@ -338,15 +408,26 @@ def test_quota_limits_uploads(proxy: StorageProxy) -> None:
     t1 = upload_token(proxy, vfid, "c1", 600)
     t2 = upload_token(proxy, vfid, "c2", 600)
     tus_upload(proxy, t1, b"1" * 600)
-    r = httpx.patch(proxy.client_url + "/upload", params={"token": t2}, content=b"2" * 600,
-                    headers={**PATCH_HEADERS, "Upload-Offset": "0"})
+    r = httpx.patch(
+        proxy.client_url + "/upload",
+        params={"token": t2},
+        content=b"2" * 600,
+        headers={**PATCH_HEADERS, "Upload-Offset": "0"},
+    )
     problem(r, 413)
     assert not (proxy.folder_path(vfid) / "c2").exists()
     # A token never lets more than its size in, whatever the quota.
     _ok(proxy.request("POST", "/folder/quota", body(proxy, vfid, size_bytes=None)))
     t3 = upload_token(proxy, vfid, "d", 3)
-    problem(httpx.patch(proxy.client_url + "/upload", params={"token": t3}, content=b"12345",
-                        headers={**PATCH_HEADERS, "Upload-Offset": "0"}), 413)
+    problem(
+        httpx.patch(
+            proxy.client_url + "/upload",
+            params={"token": t3},
+            content=b"12345",
+            headers={**PATCH_HEADERS, "Upload-Offset": "0"},
+        ),
+        413,
+    )
     assert httpx.head(proxy.client_url + "/upload", params={"token": t3}).headers["upload-offset"] == "0"
 
 
@@ -360,8 +441,15 @@ def test_tokens_are_checked(proxy: StorageProxy) -> None:
     assert httpx.get(dl, params={"token": good}).content == b"mine"
     problem(httpx.get(dl), 401)
     problem(httpx.get(dl, params={"token": "garbage"}), 401)
-    claims = {"op": "download", "volume": proxy.volume, "vfid": uuid.UUID(vfid).hex, "relpath": "mine.txt",
-              "archive": False, "session": "ab" * 16, "exp": int(time.time()) - 60}
+    claims = {
+        "op": "download",
+        "volume": proxy.volume,
+        "vfid": uuid.UUID(vfid).hex,
+        "relpath": "mine.txt",
+        "archive": False,
+        "session": "ab" * 16,
+        "exp": int(time.time()) - 60,
+    }
     problem(httpx.get(dl, params={"token": forge(proxy, claims)}), 401)  # expired
     claims["exp"] = int(time.time()) + 60
     assert httpx.get(dl, params={"token": forge(proxy, claims)}).content == b"mine"  # same, unexpired: fine
@@ -376,8 +464,9 @@ def test_tokens_are_checked(proxy: StorageProxy) -> None:
     utok = upload_token(proxy, vfid, "mine.txt", 4)
     problem(httpx.get(dl, params={"token": utok}), 403)
     assert httpx.head(up, params={"token": good}).status_code == 403  # (a HEAD answer has no body)
-    problem(httpx.patch(up, params={"token": good}, content=b"evil", headers={**PATCH_HEADERS, "Upload-Offset": "0"}),
-            403)
+    problem(
+        httpx.patch(up, params={"token": good}, content=b"evil", headers={**PATCH_HEADERS, "Upload-Offset": "0"}), 403
+    )
     assert (proxy.folder_path(vfid) / "mine.txt").read_bytes() == b"mine"
 
 
@@ -393,15 +482,21 @@ def test_download_ranges(proxy: StorageProxy) -> None:
     r = _ok(httpx.get(dl, params={"token": token}), 200)
     assert r.content == data and r.headers["accept-ranges"] == "bytes"
     assert "filename*=UTF-8''%C3%BCn%C3%AF%20c%C3%B6d%C3%A9.bin" in r.headers["content-disposition"]
-    cases = {"bytes=0-9": (0, 9), "bytes=100-": (100, len(data) - 1), "bytes=-7": (len(data) - 7, len(data) - 1),
-             f"bytes=5-{len(data) + 100}": (5, len(data) - 1)}
+    cases = {
+        "bytes=0-9": (0, 9),
+        "bytes=100-": (100, len(data) - 1),
+        "bytes=-7": (len(data) - 7, len(data) - 1),
+        f"bytes=5-{len(data) + 100}": (5, len(data) - 1),
+    }
     for rng, (a, b) in cases.items():
         r = _ok(httpx.get(dl, params={"token": token}, headers={"Range": rng}), 206)
-        assert r.content == data[a:b + 1], rng
+        assert r.content == data[a : b + 1], rng
         assert r.headers["content-range"] == f"bytes {a}-{b}/{len(data)}"
     r = problem(httpx.get(dl, params={"token": token}, headers={"Range": f"bytes={len(data)}-"}), 416)
-    assert httpx.get(dl, params={"token": token}, headers={"Range": "bytes=99999999-"}).headers["content-range"] \
+    assert (
+        httpx.get(dl, params={"token": token}, headers={"Range": "bytes=99999999-"}).headers["content-range"]
         == f"bytes */{len(data)}"
+    )
     r = _ok(httpx.head(dl, params={"token": token}), 200)
     assert r.headers["content-length"] == str(len(data)) and r.content == b""
     # If-Range: the validators of the current file give the range; stale ones give the whole file.
@@ -456,17 +551,27 @@ def test_planted_symlink_escapes_are_refused(proxy: StorageProxy, outside: Path)
     (root / "dir" / "up").symlink_to("../..")
     before = sorted(os.listdir(outside))
     for link in ("out", "slash", "neighbour", "dir/up"):
-        for kw in ({"relpath": link + "/secret.txt"}, {"relpath": link + "/private.txt"},
-                   {"relpath": link, "archive": True}):
+        for kw in (
+            {"relpath": link + "/secret.txt"},
+            {"relpath": link + "/private.txt"},
+            {"relpath": link, "archive": True},
+        ):
             problem(proxy.request("POST", "/folder/file/download", body(proxy, vfid, **kw)), 400)
         problem(proxy.request("POST", "/folder/file/list", body(proxy, vfid, relpath=link)), 400)
         problem(proxy.request("POST", "/folder/file/upload", body(proxy, vfid, relpath=link + "/x", size=1)), 400)
-        problem(proxy.request("POST", "/folder/file/mkdir", body(proxy, vfid, relpath=link + "/x",
-                                                                 parents=True)), 400)
-        problem(proxy.request("POST", "/folder/file/delete", body(proxy, vfid, relpaths=[link + "/secret.txt"],
-                                                                  recursive=True)), 400)
-        problem(proxy.request("POST", "/folder/file/move", body(proxy, vfid, src_relpath="secret",
-                                                                dst_relpath=link + "/moved")), 400)
+        problem(proxy.request("POST", "/folder/file/mkdir", body(proxy, vfid, relpath=link + "/x", parents=True)), 400)
+        problem(
+            proxy.request(
+                "POST", "/folder/file/delete", body(proxy, vfid, relpaths=[link + "/secret.txt"], recursive=True)
+            ),
+            400,
+        )
+        problem(
+            proxy.request(
+                "POST", "/folder/file/move", body(proxy, vfid, src_relpath="secret", dst_relpath=link + "/moved")
+            ),
+            400,
+        )
     problem(proxy.request("POST", "/folder/file/download", body(proxy, vfid, relpath="secret")), 400)
     # A token issued while "dir" was a directory, used after it was swapped for a link: still refused.
     token = download_token(proxy, vfid, "dir", archive=True)
@@ -478,11 +583,21 @@ def test_planted_symlink_escapes_are_refused(proxy: StorageProxy, outside: Path)
     (root / "dir2" / "file").unlink()
     (root / "dir2").rmdir()
     (root / "dir2").symlink_to(outside)
-    problem(httpx.patch(proxy.client_url + "/upload", params={"token": utoken}, content=b"12345",
-                        headers={**PATCH_HEADERS, "Upload-Offset": "0"}), 400)
+    problem(
+        httpx.patch(
+            proxy.client_url + "/upload",
+            params={"token": utoken},
+            content=b"12345",
+            headers={**PATCH_HEADERS, "Upload-Offset": "0"},
+        ),
+        400,
+    )
     # Deleting the links deletes links only.
-    _ok(proxy.request("POST", "/folder/file/delete", body(proxy, vfid, relpaths=["out", "neighbour", "dir"],
-                                                          recursive=True)))
+    _ok(
+        proxy.request(
+            "POST", "/folder/file/delete", body(proxy, vfid, relpaths=["out", "neighbour", "dir"], recursive=True)
+        )
+    )
     assert sorted(os.listdir(outside)) == before and (outside / "secret.txt").read_text() == "top secret"
     assert (proxy.folder_path(other) / "private.txt").read_bytes() == b"someone else's"
     # Usage does not follow links either.
@@ -514,8 +629,13 @@ def test_concurrent_uploads(proxy: StorageProxy) -> None:
     results: list[int] = []
 
     def patch() -> None:
-        r = httpx.patch(proxy.client_url + "/upload", params={"token": token}, content=data,
-                        headers={**PATCH_HEADERS, "Upload-Offset": "0"}, timeout=60)
+        r = httpx.patch(
+            proxy.client_url + "/upload",
+            params={"token": token},
+            content=data,
+            headers={**PATCH_HEADERS, "Upload-Offset": "0"},
+            timeout=60,
+        )
         results.append(r.status_code)
 
     racers = [threading.Thread(target=patch) for _ in range(2)]
@@ -549,12 +669,18 @@ def test_memory_stays_flat_for_large_transfers(proxy: StorageProxy) -> None:
                 peak = max(peak, rss())
             yield block
 
-    r = httpx.patch(proxy.client_url + "/upload", params={"token": token}, content=body_chunks(),
-                    headers={**PATCH_HEADERS, "Upload-Offset": "0", "Content-Length": str(size)}, timeout=120)
+    r = httpx.patch(
+        proxy.client_url + "/upload",
+        params={"token": token},
+        content=body_chunks(),
+        headers={**PATCH_HEADERS, "Upload-Offset": "0", "Content-Length": str(size)},
+        timeout=120,
+    )
     _ok(r)
     got = 0
-    with httpx.stream("GET", proxy.client_url + "/download", timeout=120,
-                      params={"token": download_token(proxy, vfid, "big.bin")}) as resp:
+    with httpx.stream(
+        "GET", proxy.client_url + "/download", timeout=120, params={"token": download_token(proxy, vfid, "big.bin")}
+    ) as resp:
         for chunk in resp.iter_bytes(1 << 20):
             got += len(chunk)
             if got % (16 << 20) < len(chunk):

@@ -19,8 +19,9 @@ pytestmark = pytest.mark.docker
 
 
 def _config(cluster: Cluster) -> APIConfig:
-    return APIConfig(endpoint=cluster.endpoint, endpoint_type="api", access_key=USER["access_key"],
-                     secret_key=USER["secret_key"])
+    return APIConfig(
+        endpoint=cluster.endpoint, endpoint_type="api", access_key=USER["access_key"], secret_key=USER["secret_key"]
+    )
 
 
 def _stdout(results: list[dict[str, Any]]) -> str:
@@ -92,8 +93,9 @@ async def test_send_str_input_and_message_objects(cluster: Cluster, stream_sessi
         assert next(answers, None) is None  # both inputs were asked for
 
 
-async def test_batch_mode(cluster: Cluster, stream_session: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)\
-        -> None:
+async def test_batch_mode(
+    cluster: Cluster, stream_session: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "main.py").write_text("import sys\nprint('batch', sys.argv[1:])\nsys.exit(3)\n")
     monkeypatch.chdir(tmp_path)
     async with AsyncSession(config=_config(cluster)) as api:
@@ -118,8 +120,12 @@ async def test_refusals(cluster: Cluster, stream_session: str) -> None:
         with pytest.raises(BackendClientError, match="query and batch"):
             api.ComputeSession(stream_session).stream_execute("1", mode="complete")
         # A wrong secret key: the signed handshake is refused with 401.
-        bad = APIConfig(endpoint=cluster.endpoint, endpoint_type="api", access_key=USER["access_key"],
-                        secret_key="wrong-" + USER["secret_key"])
+        bad = APIConfig(
+            endpoint=cluster.endpoint,
+            endpoint_type="api",
+            access_key=USER["access_key"],
+            secret_key="wrong-" + USER["secret_key"],
+        )
     async with AsyncSession(config=bad) as api:
         with pytest.raises(BackendAPIError) as ei:
             async with api.ComputeSession(stream_session).stream_execute("print(1)"):
@@ -169,7 +175,8 @@ def test_upstream_2203_client_streams(cluster: Cluster, stream_session: str, tmp
     script = tmp_path / "upstream_streams.py"
     script.write_text(UPSTREAM_SCRIPT)
     env = {**cluster.env(), "PYTHONWARNINGS": "ignore"}
-    run = subprocess.run([str(python), str(script), stream_session], env=env, capture_output=True, text=True,
-                         timeout=120)
+    run = subprocess.run(
+        [str(python), str(script), stream_session], env=env, capture_output=True, text=True, timeout=120
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.splitlines() == ["EXEC 42", "PTY ok"]

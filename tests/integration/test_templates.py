@@ -19,8 +19,8 @@ import yaml
 
 from ai.backend.common.auth import CLUSTER_SECRET_HEADER
 from ai.backend.manager.fixtures import DEFAULT_GROUP_ID
-from ai.backend.manager.session_params import parse_create_params
-from ai.backend.manager.templates import (
+from ai.backend.manager.sessions.params import parse_create_params
+from ai.backend.manager.sessions.templates import (
     GitSpec,
     add_git_clone,
     check_template,
@@ -61,8 +61,12 @@ spec:
 
 
 def _template(name: str, image: str = IMAGE, environ: dict[str, str] | None = None, **spec: Any) -> str:
-    doc = {"api_version": "v1", "kind": "taskTemplate", "metadata": {"name": name},
-           "spec": {"kernel": {"image": image, "environ": environ or {}}, **spec}}
+    doc = {
+        "api_version": "v1",
+        "kind": "taskTemplate",
+        "metadata": {"name": name},
+        "spec": {"kernel": {"image": image, "environ": environ or {}}, **spec},
+    }
     return yaml.safe_dump(doc, sort_keys=False)
 
 
@@ -83,8 +87,12 @@ def _ids(m: Cluster, who: dict[str, Any] = USER, query: str = "") -> list[str]:
 @pytest.fixture(scope="module")
 def tm(manager: Cluster) -> Cluster:
     """The manager with the kernel image registered (as an agent's heartbeat would)."""
-    hb = {"id": "tpl-fake-agent", "addr": "http://127.0.0.1:9", "available_slots": {"cpu": "1", "mem": "1g"},
-          "images": [{"ref": IMAGE, "digest": "sha256:" + "0" * 64, "labels": {"ai.backend.kernelspec": "1"}}]}
+    hb = {
+        "id": "tpl-fake-agent",
+        "addr": "http://127.0.0.1:9",
+        "available_slots": {"cpu": "1", "mem": "1g"},
+        "images": [{"ref": IMAGE, "digest": "sha256:" + "0" * 64, "labels": {"ai.backend.kernelspec": "1"}}],
+    }
     r = httpx.post(manager.endpoint + "/internal/heartbeat", json=hb, headers={CLUSTER_SECRET_HEADER: manager.secret})
     assert r.status_code == 200, r.text
     return manager
@@ -95,8 +103,13 @@ def other(tm: Cluster) -> dict[str, Any]:
     """A second plain user in the default project."""
     email = f"tpl-{secrets.token_hex(3)}@example.org"
     q = "mutation($e: String!, $p: UserInput!) { create_user(email: $e, props: $p) { ok msg } }"
-    props = {"password": "pass-word-1", "domain_name": "default", "role": "user",
-             "group_ids": [str(DEFAULT_GROUP_ID)], "need_password_change": False}
+    props = {
+        "password": "pass-word-1",
+        "domain_name": "default",
+        "role": "user",
+        "group_ids": [str(DEFAULT_GROUP_ID)],
+        "need_password_change": False,
+    }
     r = tm.request("POST", "/admin/gql", {"query": q, "variables": {"e": email, "p": props}}, who=ADMIN)
     assert r.json()["data"]["create_user"]["ok"] is True, r.text
     kq = "query($e: String) { keypairs(email: $e) { access_key secret_key } }"
@@ -141,8 +154,9 @@ def test_json_payload_and_wrapper(tm: Cluster) -> None:
     doc = yaml.safe_load(_template("json-one"))
     tid = _create(tm, json.dumps(doc))
     assert tm.request("GET", f"/template/session/{tid}").json()["template"] == doc
-    wrapped = json.dumps({"session_templates": [{"template": doc, "name": "first"},
-                                                {"template": yaml.safe_load(_template("second"))}]})
+    wrapped = json.dumps(
+        {"session_templates": [{"template": doc, "name": "first"}, {"template": yaml.safe_load(_template("second"))}]}
+    )
     r = tm.request("POST", "/template/session", {"payload": wrapped})
     assert r.status_code == 200, r.text
     ids = [item["id"] for item in r.json()]
@@ -162,8 +176,10 @@ def test_json_payload_and_wrapper(tm: Cluster) -> None:
         (_template("x", resources={"cpu": "lots"}), ["spec.resources"]),
         (_template("x", type="weird"), ["spec.session_type", "weird"]),
         (_template("x", environ={"1BAD": "v"}), ["spec.kernel.environ", "1BAD"]),
-        (_template("x").replace("environ: {}", "git: {repository: 'https://h/r.git', destinationDir: ../etc}"),
-         ["destination_dir", ".."]),
+        (
+            _template("x").replace("environ: {}", "git: {repository: 'https://h/r.git', destinationDir: ../etc}"),
+            ["destination_dir", ".."],
+        ),
         (_template("x").replace("environ: {}", "git: {branch: main}"), ["spec.kernel.git.repository"]),
         ("- just\n- a list\n", ["mapping"]),
         (_template("x", image="no-such-image:1.0"), ["spec.kernel.image", "no-such-image:1.0"]),
@@ -178,10 +194,14 @@ def test_invalid_templates_are_refused_and_store_nothing(tm: Cluster, payload: s
 def test_bad_request_bodies(tm: Cluster) -> None:
     problem(tm.request("POST", "/template/session", {}), 400, "payload")
     problem(tm.request("POST", "/template/session", {"payload": {"api_version": "v1"}}), 400, "string")
-    problem(tm.request("POST", "/template/session", {"payload": _template("x"), "group": "no-such-group"}),
-            400, "no-such-group")
-    problem(tm.request("POST", "/template/session", {"payload": _template("x"), "domain": "elsewhere"}),
-            400, "elsewhere")
+    problem(
+        tm.request("POST", "/template/session", {"payload": _template("x"), "group": "no-such-group"}),
+        400,
+        "no-such-group",
+    )
+    problem(
+        tm.request("POST", "/template/session", {"payload": _template("x"), "domain": "elsewhere"}), 400, "elsewhere"
+    )
     problem(tm.request("GET", "/template/session/not-a-uuid"), 404)
     tid = _create(tm, _template("fmt"))
     problem(tm.request("GET", f"/template/session/{tid}?format=xml"), 400, "format")
@@ -197,8 +217,10 @@ def test_other_users_templates_are_invisible(tm: Cluster, other: dict[str, Any])
     for method, body in (("GET", None), ("PUT", {"payload": _template("hijack")}), ("DELETE", None)):
         problem(tm.request(method, f"/template/session/{theirs}", body), 404)
     problem(tm.request("POST", "/session/_/create-from-template", {"template_id": theirs}), 404)
-    assert yaml.safe_load(tm.request("GET", f"/template/session/{theirs}?format=yaml", who=other).text)[
-        "metadata"]["name"] == "theirs"
+    assert (
+        yaml.safe_load(tm.request("GET", f"/template/session/{theirs}?format=yaml", who=other).text)["metadata"]["name"]
+        == "theirs"
+    )
     # Acting for another user is for admins only.
     problem(tm.request("GET", "/template/session/" + theirs + "?owner_access_key=" + other["access_key"]), 403)
     # The superadmin lists everything with all=true and reads any template; is_owner tells whose it is.
@@ -217,8 +239,14 @@ def test_git_clone_script_clones_into_the_destination(tmp_path: Path) -> None:
     if shutil.which("git") is None:
         pytest.skip("git is not installed on this host")
     src = tmp_path / "src repo"
-    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@e",
-           "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    env = {
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@e",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@e",
+        "HOME": str(tmp_path),
+        "PATH": "/usr/bin:/bin",
+    }
 
     def git(*args: str, cwd: Path = src) -> str:
         return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
@@ -241,8 +269,14 @@ def test_git_clone_script_clones_into_the_destination(tmp_path: Path) -> None:
 
 
 def test_git_credentials_stay_out_of_the_clone_config() -> None:
-    script = git_clone_script(GitSpec(repository="https://git.example.org/r.git", dest_dir="/home/work/r",
-                                      username="me", password="p@ss word;rm -rf /"))
+    script = git_clone_script(
+        GitSpec(
+            repository="https://git.example.org/r.git",
+            dest_dir="/home/work/r",
+            username="me",
+            password="p@ss word;rm -rf /",
+        )
+    )
     lines = script.splitlines()
     assert "https://me:p%40ss%20word%3Brm%20-rf%20%2F@git.example.org/r.git" in lines[1]
     assert lines[2] == "git -C /home/work/r remote set-url origin https://git.example.org/r.git"
@@ -253,9 +287,17 @@ def test_merge_overrides_replace_whole_values_in_any_spelling() -> None:
     base = creation_body(tpl, domain="default", group="g1")
     assert base["config"]["mounts"] == ["hostpath-test", "test-vfolder"]
     assert base["config"]["mount_map"] == {"hostpath-test": "/home/work/hostDesktop"}
-    merged = merge_overrides(base, {"template_id": "x", "sessionType": "batch", "groupName": "g2", "tag": None,
-                                    "startup_command": "python run.py",
-                                    "config": {"environ": {"B": "2"}, "mounts": ["other"], "scaling_group": None}})
+    merged = merge_overrides(
+        base,
+        {
+            "template_id": "x",
+            "sessionType": "batch",
+            "groupName": "g2",
+            "tag": None,
+            "startup_command": "python run.py",
+            "config": {"environ": {"B": "2"}, "mounts": ["other"], "scaling_group": None},
+        },
+    )
     # (Mounts are checked when sessions are created; folders are not part of this check.)
     params = parse_create_params({**merged, "config": {k: v for k, v in merged["config"].items() if k != "mounts"}})
     assert params.session_type == "batch" and params.group == "g2" and params.tag == "example-tag"
@@ -266,7 +308,8 @@ def test_merge_overrides_replace_whole_values_in_any_spelling() -> None:
     assert "template_id" not in merged
     add_git_clone(merged, tpl.git)
     assert merged["bootstrap_script"].splitlines()[1] == (
-        "git clone --branch 19.09 -- https://github.com/lablup/backend.ai-agent /home/work/baiagent")
+        "git clone --branch 19.09 -- https://github.com/lablup/backend.ai-agent /home/work/baiagent"
+    )
     commit = "10daee9e328876d75e6d0fa4998d4456711730db"
     assert merged["bootstrap_script"].splitlines()[2] == f"git -C /home/work/baiagent checkout --quiet {commit}"
 
@@ -282,10 +325,12 @@ def _run(cluster: Cluster, name: str, code: str) -> str:
 
 @pytest.mark.docker
 def test_create_from_template_with_overrides(cluster: Cluster) -> None:
-    tpl = _template("envtpl", image="python", environ={"MYCONFIG": "XXX", "OTHER": "kept"},
-                    resources={"cpu": "1", "mem": "256m"})
-    tpl = tpl.replace("kind: taskTemplate", "kind: task_template").replace("metadata:\n  name: envtpl",
-                                                                         "metadata:\n  name: envtpl\n  tag: from-tpl")
+    tpl = _template(
+        "envtpl", image="python", environ={"MYCONFIG": "XXX", "OTHER": "kept"}, resources={"cpu": "1", "mem": "256m"}
+    )
+    tpl = tpl.replace("kind: taskTemplate", "kind: task_template").replace(
+        "metadata:\n  name: envtpl", "metadata:\n  name: envtpl\n  tag: from-tpl"
+    )
     tid = _create(cluster, tpl)
     env_code = "import os\nprint(os.environ.get('MYCONFIG'), os.environ.get('OTHER'))"
     r = cluster.request("POST", "/session/_/create-from-template", {"template_id": tid, "name": "tpl-plain"})
@@ -302,9 +347,11 @@ def test_create_from_template_with_overrides(cluster: Cluster) -> None:
     finally:
         cluster.request("DELETE", "/session/tpl-plain")
     # Overrides win, and the environment is replaced as a whole (OTHER is gone).
-    r = cluster.request("POST", "/session/_/create-from-template",
-                        {"templateId": tid, "name": "tpl-over", "tag": "mine",
-                         "config": {"environ": {"MYCONFIG": "YYY"}}})
+    r = cluster.request(
+        "POST",
+        "/session/_/create-from-template",
+        {"templateId": tid, "name": "tpl-over", "tag": "mine", "config": {"environ": {"MYCONFIG": "YYY"}}},
+    )
     assert r.status_code == 201, r.text
     try:
         assert _run(cluster, "tpl-over", env_code) == "YYY None\n"
@@ -324,10 +371,20 @@ def test_create_from_template_refusals_create_nothing(cluster: Cluster) -> None:
 
     before = names()
     problem(cluster.request("POST", "/session/_/create-from-template", {}), 400, "template_id")
-    problem(cluster.request("POST", "/session/_/create-from-template",
-                            {"template_id": tid, "name": "tpl-bad", "type": "weird"}), 400, "type")
-    problem(cluster.request("POST", "/session/_/create-from-template",
-                            {"template_id": tid, "name": "tpl-bad", "image": "no-such-image"}), 404, "no-such-image")
+    problem(
+        cluster.request(
+            "POST", "/session/_/create-from-template", {"template_id": tid, "name": "tpl-bad", "type": "weird"}
+        ),
+        400,
+        "type",
+    )
+    problem(
+        cluster.request(
+            "POST", "/session/_/create-from-template", {"template_id": tid, "name": "tpl-bad", "image": "no-such-image"}
+        ),
+        404,
+        "no-such-image",
+    )
     cluster.request("DELETE", f"/template/session/{tid}")
     problem(cluster.request("POST", "/session/_/create-from-template", {"template_id": tid, "name": "tpl-bad"}), 404)
     assert names() == before

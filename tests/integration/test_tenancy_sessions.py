@@ -15,24 +15,42 @@ pytestmark = pytest.mark.docker
 
 def _new_user(cluster: Cluster, policy: str = "default") -> dict[str, str]:
     email = f"t-{secrets.token_hex(3)}@example.org"
-    cluster.gql("""mutation($e: String!) { create_user(email: $e, props: {password: "long-enough",
-                     group_ids: ["2de2b969-1d04-48a6-af16-0bc8adb3c831"]}) { ok } }""", {"e": email}, legacy=True)
+    cluster.gql(
+        """mutation($e: String!) { create_user(email: $e, props: {password: "long-enough",
+                     group_ids: ["2de2b969-1d04-48a6-af16-0bc8adb3c831"]}) { ok } }""",
+        {"e": email},
+        legacy=True,
+    )
     q = "query($e: String) { keypairs(email: $e) { access_key secret_key } }"
     kp = cluster.gql(q, {"e": email}, legacy=True)["keypairs"][0]
     if policy != "default":
-        cluster.gql("mutation($a: String!, $p: String!) { modify_keypair(access_key: $a, "
-                    "props: {resource_policy: $p}) { ok } }", {"a": kp["access_key"], "p": policy}, legacy=True)
+        cluster.gql(
+            "mutation($a: String!, $p: String!) { modify_keypair(access_key: $a, "
+            "props: {resource_policy: $p}) { ok } }",
+            {"a": kp["access_key"], "p": policy},
+            legacy=True,
+        )
     return {"email": email, **kp}
 
 
 def _policy(cluster: Cluster, **overrides: Any) -> str:
     name = f"pol-{secrets.token_hex(3)}"
-    props = {"default_for_unspecified": "UNLIMITED", "total_resource_slots": "{}", "max_concurrent_sessions": 5,
-             "max_containers_per_session": 1, "idle_timeout": 0, "max_vfolder_count": 0, "max_vfolder_size": 0,
-             **overrides}
-    cluster.gql("""mutation($n: String!, $p: CreateKeyPairResourcePolicyInput!) {
-                     create_keypair_resource_policy(name: $n, props: $p) { ok } }""", {"n": name, "p": props},
-                legacy=True)
+    props = {
+        "default_for_unspecified": "UNLIMITED",
+        "total_resource_slots": "{}",
+        "max_concurrent_sessions": 5,
+        "max_containers_per_session": 1,
+        "idle_timeout": 0,
+        "max_vfolder_count": 0,
+        "max_vfolder_size": 0,
+        **overrides,
+    }
+    cluster.gql(
+        """mutation($n: String!, $p: CreateKeyPairResourcePolicyInput!) {
+                     create_keypair_resource_policy(name: $n, props: $p) { ok } }""",
+        {"n": name, "p": props},
+        legacy=True,
+    )
     return name
 
 
@@ -53,32 +71,56 @@ def test_deactivated_keypair_keeps_its_running_session(cluster: Cluster) -> None
 
 
 def test_policy_totals_and_concurrency_are_enforced(cluster: Cluster) -> None:
-    limited = _policy(cluster, default_for_unspecified="LIMITED", total_resource_slots='{"cpu": "1", "mem": "1g"}',
-                      max_concurrent_sessions=1)
+    limited = _policy(
+        cluster,
+        default_for_unspecified="LIMITED",
+        total_resource_slots='{"cpu": "1", "mem": "1g"}',
+        max_concurrent_sessions=1,
+    )
     u = _new_user(cluster, limited)
-    too_big = cluster.request("POST", "/session", {"image": "python", "name": "too-big",
-                                                   "config": {"resources": {"cpu": 2, "mem": "512m"}}}, who=u)
+    too_big = cluster.request(
+        "POST",
+        "/session",
+        {"image": "python", "name": "too-big", "config": {"resources": {"cpu": 2, "mem": "512m"}}},
+        who=u,
+    )
     assert too_big.status_code == 406 and "cpu" in too_big.json()["detail"], too_big.text
-    first = cluster.request("POST", "/session", {"image": "python", "name": "first",
-                                                 "config": {"resources": {"cpu": 1, "mem": "512m"}}}, who=u)
+    first = cluster.request(
+        "POST",
+        "/session",
+        {"image": "python", "name": "first", "config": {"resources": {"cpu": 1, "mem": "512m"}}},
+        who=u,
+    )
     assert first.status_code == 201, first.text
-    second = cluster.request("POST", "/session", {"image": "python", "name": "second",
-                                                  "config": {"resources": {"cpu": 1, "mem": "256m"}}}, who=u)
+    second = cluster.request(
+        "POST",
+        "/session",
+        {"image": "python", "name": "second", "config": {"resources": {"cpu": 1, "mem": "256m"}}},
+        who=u,
+    )
     assert second.status_code in (406, 429), second.text
     assert cluster.request("DELETE", "/session/first", who=u).status_code == 200
 
 
 def test_scaling_group_must_be_associated(cluster: Cluster) -> None:
     name = f"sg-{secrets.token_hex(3)}"
-    cluster.gql("""mutation($n: String!) { create_scaling_group(name: $n, props: {driver: "static",
-                     scheduler: "fifo"}) { ok } }""", {"n": name}, legacy=True)
+    cluster.gql(
+        """mutation($n: String!) { create_scaling_group(name: $n, props: {driver: "static",
+                     scheduler: "fifo"}) { ok } }""",
+        {"n": name},
+        legacy=True,
+    )
     u = _new_user(cluster)
-    r = cluster.request("POST", "/session", {"image": "python", "name": "elsewhere",
-                                             "config": {"scalingGroup": name}}, who=u)
+    r = cluster.request(
+        "POST", "/session", {"image": "python", "name": "elsewhere", "config": {"scalingGroup": name}}, who=u
+    )
     assert r.status_code == 403 and name in r.json()["detail"], r.text
     # No session row was left behind by the refusal.
-    rows = cluster.gql("query($a: String) { compute_session_list(limit: 10, offset: 0, access_key: $a) "
-                       "{ total_count } }", {"a": u["access_key"]}, legacy=True)
+    rows = cluster.gql(
+        "query($a: String) { compute_session_list(limit: 10, offset: 0, access_key: $a) { total_count } }",
+        {"a": u["access_key"]},
+        legacy=True,
+    )
     assert rows["compute_session_list"]["total_count"] == 0
 
 

@@ -90,15 +90,18 @@ class World:
     def disk(self, root: Path | None = None) -> set[str]:
         """Every path under the volumes (folders and their files)."""
         out: set[str] = set()
-        for base in ([root] if root else [self.sp.volume_path, self.vol2]):
+        for base in [root] if root else [self.sp.volume_path, self.vol2]:
             out |= {str(p.relative_to(base)) for p in base.rglob("*")}
         return out
 
     def upload(self, name: str, path: str, data: bytes, who: Who) -> None:
         info = self.ok("POST", f"/folders/{name}/request-upload", {"path": path, "size": len(data)}, who)
-        r = httpx.patch(info["url"], params={"token": info["token"]}, content=data,
-                        headers={"Tus-Resumable": "1.0.0", "Upload-Offset": "0",
-                                 "Content-Type": "application/offset+octet-stream"})
+        r = httpx.patch(
+            info["url"],
+            params={"token": info["token"]},
+            content=data,
+            headers={"Tus-Resumable": "1.0.0", "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"},
+        )
         assert r.status_code == 204, r.text
 
     def download(self, name: str, path: str, who: Who) -> bytes:
@@ -131,28 +134,45 @@ def _sa(m: Cluster, query: str, variables: dict[str, Any]) -> Any:
 
 
 def _make_policy(m: Cluster, name: str, count: int, size: int) -> None:
-    d = _sa(m, "mutation($n: String!, $p: CreateKeyPairResourcePolicyInput!) { "
-            "create_keypair_resource_policy(name: $n, props: $p) { ok msg } }",
-            {"n": name, "p": {"default_for_unspecified": "UNLIMITED", "total_resource_slots": "{}",
-                              "max_concurrent_sessions": 1, "max_containers_per_session": 1, "idle_timeout": 0,
-                              "max_vfolder_count": count, "max_vfolder_size": size,
-                              "allowed_vfolder_hosts": ["local:volume1"]}})
+    d = _sa(
+        m,
+        "mutation($n: String!, $p: CreateKeyPairResourcePolicyInput!) { "
+        "create_keypair_resource_policy(name: $n, props: $p) { ok msg } }",
+        {
+            "n": name,
+            "p": {
+                "default_for_unspecified": "UNLIMITED",
+                "total_resource_slots": "{}",
+                "max_concurrent_sessions": 1,
+                "max_containers_per_session": 1,
+                "idle_timeout": 0,
+                "max_vfolder_count": count,
+                "max_vfolder_size": size,
+                "allowed_vfolder_hosts": ["local:volume1"],
+            },
+        },
+    )
     assert d["create_keypair_resource_policy"]["ok"], d
 
 
-def _make_user(m: Cluster, email: str, role: str = "user", groups: list[str] | None = None,
-               policy: str | None = None) -> Who:
+def _make_user(
+    m: Cluster, email: str, role: str = "user", groups: list[str] | None = None, policy: str | None = None
+) -> Who:
     def sa(query: str, variables: dict[str, Any]) -> Any:
         return _sa(m, query, variables)
 
-    d = sa("mutation($e: String!, $p: UserInput!) { create_user(email: $e, props: $p) { ok msg user { uuid } } }",
-           {"e": email, "p": {"password": PASSWORD, "domain_name": "default", "role": role,
-                              "group_ids": groups or []}})
+    d = sa(
+        "mutation($e: String!, $p: UserInput!) { create_user(email: $e, props: $p) { ok msg user { uuid } } }",
+        {"e": email, "p": {"password": PASSWORD, "domain_name": "default", "role": role, "group_ids": groups or []}},
+    )
     assert d["create_user"]["ok"], d
     kp = sa("query($e: String) { keypairs(email: $e) { access_key secret_key } }", {"e": email})["keypairs"][0]
     if policy is not None:
-        mod = sa("mutation($a: String!, $p: String) { modify_keypair(access_key: $a, props: {resource_policy: $p}) "
-                 "{ ok msg } }", {"a": kp["access_key"], "p": policy})
+        mod = sa(
+            "mutation($a: String!, $p: String) { modify_keypair(access_key: $a, props: {resource_policy: $p}) "
+            "{ ok msg } }",
+            {"a": kp["access_key"], "p": policy},
+        )
         assert mod["modify_keypair"]["ok"], mod
     return {"email": email, "uuid": d["create_user"]["user"]["uuid"], **kp}
 
@@ -168,15 +188,28 @@ def w(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) 
         sp = launch_storage_proxy(state / "sp", extra_toml=f'[volume.volume2]\nbackend = "vfs"\npath = "{vol2}"')
         stack.callback(sp.shutdown)
         db_url = stack.enter_context(fresh_database(kind, state))
-        down = (f'[storage-proxies.down]\nclient-api = "http://127.0.0.1:{_closed_port()}"\n'
-                f'manager-api = "http://127.0.0.1:{_closed_port()}"\nsecret = "whatever"')
-        m = launch_manager(state / "m", db_url=db_url, manager_toml=sp.manager_toml() + "\n\n" + down,
-                           settings={"anonymous-rate-limit": 0})
+        down = (
+            f'[storage-proxies.down]\nclient-api = "http://127.0.0.1:{_closed_port()}"\n'
+            f'manager-api = "http://127.0.0.1:{_closed_port()}"\nsecret = "whatever"'
+        )
+        m = launch_manager(
+            state / "m",
+            db_url=db_url,
+            manager_toml=sp.manager_toml() + "\n\n" + down,
+            settings={"anonymous-rate-limit": 0},
+        )
         stack.callback(m.shutdown)
         tok = secrets.token_hex(3)
-        r = m.request("POST", "/admin/gql", {"query": 'mutation($n: String!) { create_group(name: $n, props: '
-                                                      '{domain_name: "default"}) { ok group { id } } }',
-                                             "variables": {"n": f"team-{tok}"}}, who=ADMIN)
+        r = m.request(
+            "POST",
+            "/admin/gql",
+            {
+                "query": "mutation($n: String!) { create_group(name: $n, props: "
+                '{domain_name: "default"}) { ok group { id } } }',
+                "variables": {"n": f"team-{tok}"},
+            },
+            who=ADMIN,
+        )
         team = r.json()["data"]["create_group"]["group"]["id"]
         # max_vfolder_count 0: no limit (the tests make many folders).
         _make_policy(m, f"roomy-{tok}", 0, 0)
@@ -194,8 +227,10 @@ def w(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) 
 
 def test_hosts(w: World) -> None:
     assert w.ok("GET", "/folders/_/hosts") == {
-        "default": "local:volume1", "allowed": ["local:volume1"],
-        "volume_info": {"local:volume1": {"backend": "vfs", "capabilities": ["vfolder", "quota"]}}}
+        "default": "local:volume1",
+        "allowed": ["local:volume1"],
+        "volume_info": {"local:volume1": {"backend": "vfs", "capabilities": ["vfolder", "quota"]}},
+    }
     # The superadmin may use every volume of every reachable proxy (the "down" proxy is skipped).
     assert w.ok("GET", "/folders/_/hosts", who=ADMIN)["allowed"] == ["local:volume1", "local:volume2"]
     assert w.ok("GET", "/folders/_/all-hosts", who=ADMIN)["allowed"] == ["local:volume1", "local:volume2"]
@@ -253,16 +288,38 @@ def test_create_refusals_change_nothing(w: World) -> None:
     w.folder(name, w.alice)
     before_names, before_disk = w.names(w.alice), w.disk()
     problem(w.req("POST", "/folders", {"name": name}, w.alice), 409, "already exists", in_detail=True)
-    for bad in ("", ".", "..", "a/b", "x" * 65, "a\x00b", "tab\there", "\u202eevil", " lead", "trail ",
-                "back\\slash", "\udc80"):
+    for bad in (
+        "",
+        ".",
+        "..",
+        "a/b",
+        "x" * 65,
+        "a\x00b",
+        "tab\there",
+        "\u202eevil",
+        " lead",
+        "trail ",
+        "back\\slash",
+        "\udc80",
+    ):
         problem(w.req("POST", "/folders", {"name": bad}, w.alice), 400)
-    for bad_body in ({}, {"name": 5}, {"name": "ok", "usage_mode": "weird"}, {"name": "ok", "permission": "rwx"},
-                     {"name": "ok", "quota": "lots"}, {"name": "ok", "cloneable": "maybe"}):
+    for bad_body in (
+        {},
+        {"name": 5},
+        {"name": "ok", "usage_mode": "weird"},
+        {"name": "ok", "permission": "rwx"},
+        {"name": "ok", "quota": "lots"},
+        {"name": "ok", "cloneable": "maybe"},
+    ):
         problem(w.req("POST", "/folders", bad_body, w.alice), 400)
     for host in ("local:nope", "nope:volume1", "novolume", ":volume1"):
         problem(w.req("POST", "/folders", {"name": w.uniq("h"), "host": host}, w.alice), 400)
-    problem(w.req("POST", "/folders", {"name": w.uniq("h"), "host": "local:volume2"}, w.alice), 403,
-            "local:volume2", in_detail=True)
+    problem(
+        w.req("POST", "/folders", {"name": w.uniq("h"), "host": "local:volume2"}, w.alice),
+        403,
+        "local:volume2",
+        in_detail=True,
+    )
     # Group folders: only admins create them, for groups they administer.
     problem(w.req("POST", "/folders", {"name": w.uniq("g"), "group_id": w.team}, w.alice), 403)
     problem(w.req("POST", "/folders", {"name": w.uniq("g"), "group_id": str(uuid.uuid4())}, w.dadmin), 404)
@@ -329,8 +386,7 @@ def test_file_operations(w: World) -> None:
     problem(w.req("POST", f"/folders/{name}/request-download", {"path": "a"}, w.alice), 400)
     arc = w.ok("POST", f"/folders/{name}/request-download", {"path": "a", "archive": True}, w.alice)
     assert httpx.get(arc["url"], params={"token": arc["token"]}).content[:2] == b"PK"
-    w.ok("POST", f"/folders/{name}/rename-file", {"target_path": "a/b/data.txt", "new_name": "renamed.txt"},
-         w.alice)
+    w.ok("POST", f"/folders/{name}/rename-file", {"target_path": "a/b/data.txt", "new_name": "renamed.txt"}, w.alice)
     assert set(w.ls(name, w.alice, "a/b")) == {"renamed.txt"}
     w.ok("POST", f"/folders/{name}/move-file", {"src": "a/b/renamed.txt", "dst": "moved.txt"}, w.alice)
     assert set(w.ls(name, w.alice)) == {"a", "moved.txt"}
@@ -342,8 +398,19 @@ def test_file_operations(w: World) -> None:
     problem(w.req("POST", f"/folders/{name}/request-upload", {"path": "x"}, w.alice), 400)  # no size
 
 
-BAD_PATHS = ["..", "../x", "a/../../b", "a/..", "/etc/passwd", "/", "a\x00b", "a\nb", "\u202etxt.exe", "\udc80",
-             "x" * 256]
+BAD_PATHS = [
+    "..",
+    "../x",
+    "a/../../b",
+    "a/..",
+    "/etc/passwd",
+    "/",
+    "a\x00b",
+    "a\nb",
+    "\u202etxt.exe",
+    "\udc80",
+    "x" * 256,
+]
 
 
 def test_path_traversal_refused(w: World) -> None:
@@ -367,8 +434,7 @@ def test_path_traversal_refused(w: World) -> None:
         for method, path, body in calls:
             problem(w.req(method, path, body, w.alice), 400)
     # Single names for rename-file: no "/".
-    problem(w.req("POST", f"/folders/{name}/rename-file", {"target_path": "keep.txt", "new_name": "d/e"},
-                  w.alice), 400)
+    problem(w.req("POST", f"/folders/{name}/rename-file", {"target_path": "keep.txt", "new_name": "d/e"}, w.alice), 400)
     assert w.disk() == before_all
     assert sorted(p.name for p in folder.iterdir()) == ["keep.txt"]
     assert (folder / "keep.txt").read_bytes() == b"keep"
@@ -386,15 +452,22 @@ def _matrix_ops(w: World, ref: str) -> dict[str, tuple[str, str, dict[str, Any],
         "download": ("POST", f"/folders/{ref}/request-download", {"path": "seed.txt"}, 200),
         "upload": ("POST", f"/folders/{ref}/request-upload", {"path": f"{t}.txt", "size": 1}, 200),
         "mkdir": ("POST", f"/folders/{ref}/mkdir", {"path": t}, 201),
-        "rename-file": ("POST", f"/folders/{ref}/rename-file", {"target_path": "victim.txt", "new_name": f"{t}.r"},
-                        200),
+        "rename-file": (
+            "POST",
+            f"/folders/{ref}/rename-file",
+            {"target_path": "victim.txt", "new_name": f"{t}.r"},
+            200,
+        ),
         "delete-files": ("DELETE", f"/folders/{ref}/delete-files", {"files": ["victim.txt"]}, 200),
         "update-options": ("POST", f"/folders/{ref}/update-options", {"cloneable": True}, 200),
     }
 
 
-READ, WRITE, MANAGE = ("info", "files", "download"), ("upload", "mkdir", "rename-file", "delete-files"), \
-    ("update-options",)
+READ, WRITE, MANAGE = (
+    ("info", "files", "download"),
+    ("upload", "mkdir", "rename-file", "delete-files"),
+    ("update-options",),
+)
 
 
 def _check_matrix(w: World, owner: Who, name: str, fid: str, expect: dict[str, tuple[Who, str, set[str]]]) -> None:
@@ -424,17 +497,23 @@ def test_permission_matrix_user_folder(w: World) -> None:
         mine = [i for i in inv if i["vfolder_id"] == f["id"]]
         w.ok("POST", "/folders/invitations/accept", {"inv_id": mine[0]["id"]}, who)
     all_ops = set(READ) | set(WRITE) | set(MANAGE)
-    _check_matrix(w, w.alice, name, f["id"], {
-        "owner": (w.alice, "name", all_ops),
-        "invitee ro": (w.bob, "name", set(READ)),
-        "invitee rw": (w.carol, "name", set(READ) | set(WRITE)),
-        "other user": (w.outsider, "name", set()),
-        "other user by id": (w.outsider, "id", set()),
-        "project member (not shared)": (USER, "name", set()),
-        "domain admin by name": (w.dadmin, "name", set()),
-        "domain admin by id": (w.dadmin, "id", all_ops),
-        "superadmin by id": (ADMIN, "id", all_ops),
-    })
+    _check_matrix(
+        w,
+        w.alice,
+        name,
+        f["id"],
+        {
+            "owner": (w.alice, "name", all_ops),
+            "invitee ro": (w.bob, "name", set(READ)),
+            "invitee rw": (w.carol, "name", set(READ) | set(WRITE)),
+            "other user": (w.outsider, "name", set()),
+            "other user by id": (w.outsider, "id", set()),
+            "project member (not shared)": (USER, "name", set()),
+            "domain admin by name": (w.dadmin, "name", set()),
+            "domain admin by id": (w.dadmin, "id", all_ops),
+            "superadmin by id": (ADMIN, "id", all_ops),
+        },
+    )
     listing = {x["name"]: x for x in w.ok("GET", "/folders", who=w.bob)}
     assert listing[name]["is_owner"] is False and listing[name]["permission"] == "ro"
     # Only the owner (or an admin, by id) renames or deletes it; invitees get 404 and nothing changes.
@@ -453,12 +532,18 @@ def test_permission_matrix_group_folder(w: World) -> None:
     assert g["type"] == "group" and g["group"] == w.team and g["user"] is None and g["is_owner"] is True
     w.upload(g["id"], "seed.txt", b"seed", w.dadmin)
     all_ops = set(READ) | set(WRITE) | set(MANAGE)
-    _check_matrix(w, w.dadmin, name, g["id"], {
-        "member (ro default)": (w.bob, "name", set(READ)),
-        "non-member": (w.carol, "name", set()),
-        "domain admin": (w.dadmin, "name", all_ops),
-        "superadmin by id": (ADMIN, "id", all_ops),
-    })
+    _check_matrix(
+        w,
+        w.dadmin,
+        name,
+        g["id"],
+        {
+            "member (ro default)": (w.bob, "name", set(READ)),
+            "non-member": (w.carol, "name", set()),
+            "domain admin": (w.dadmin, "name", all_ops),
+            "superadmin by id": (ADMIN, "id", all_ops),
+        },
+    )
     listed = {x["name"]: x for x in w.ok("GET", "/folders", who=w.bob)}[name]
     assert listed["permission"] == "ro" and listed["is_owner"] is False and listed["group_name"].startswith("team-")
     # share overrides the default for a member; unshare falls back to it.
@@ -469,10 +554,13 @@ def test_permission_matrix_group_folder(w: World) -> None:
     assert [(s["shared_to"]["email"], s["perm"]) for s in shared] == [(w.bob["email"], "rw")]
     assert shared[0]["shared-to"] == shared[0]["shared_to"]
     # Refusals change nothing: not members, no emails, no permission, a user folder, a non-manager.
-    for body, who, status in (({"permission": "rw", "emails": [w.carol["email"]]}, w.dadmin, 404),
-                              ({"permission": "rw", "emails": ["nobody@nowhere"]}, w.dadmin, 404),
-                              ({"permission": "rw"}, w.dadmin, 400), ({"emails": [w.bob["email"]]}, w.dadmin, 400),
-                              ({"permission": "wd", "emails": [w.bob["email"]]}, w.bob, 404)):
+    for body, who, status in (
+        ({"permission": "rw", "emails": [w.carol["email"]]}, w.dadmin, 404),
+        ({"permission": "rw", "emails": ["nobody@nowhere"]}, w.dadmin, 404),
+        ({"permission": "rw"}, w.dadmin, 400),
+        ({"emails": [w.bob["email"]]}, w.dadmin, 400),
+        ({"permission": "wd", "emails": [w.bob["email"]]}, w.bob, 404),
+    ):
         problem(w.req("POST", f"/folders/{name}/share", body, who), status)
     assert [s["perm"] for s in w.ok("GET", f"/folders/_/shared?vfolder_id={g['id']}", who=w.dadmin)] == ["rw"]
     problem(w.req("POST", f"/folders/{name}/leave", who=w.bob), 400)
@@ -484,8 +572,9 @@ def test_permission_matrix_group_folder(w: World) -> None:
     problem(w.req("POST", f"/folders/{name}/invite", {"emails": [w.carol["email"]]}, w.dadmin), 400)
     user_folder = w.uniq("uf")
     w.folder(user_folder, w.alice)
-    problem(w.req("POST", f"/folders/{user_folder}/share", {"permission": "rw", "emails": [w.bob["email"]]},
-                  w.alice), 400)
+    problem(
+        w.req("POST", f"/folders/{user_folder}/share", {"permission": "rw", "emails": [w.bob["email"]]}, w.alice), 400
+    )
 
 
 def test_invitations_flow(w: World) -> None:
@@ -496,14 +585,19 @@ def test_invitations_flow(w: World) -> None:
     problem(w.req("POST", f"/folders/{name}/invite", {"emails": ["ghost@nowhere"]}, w.alice), 404)
     problem(w.req("POST", f"/folders/{name}/invite", {"perm": "xx", "emails": [w.bob["email"]]}, w.alice), 400)
     assert w.ok("GET", "/folders/invitations/list-sent", who=w.alice)["invitations"] == [] or all(
-        i["vfolder_id"] != f["id"] for i in w.ok("GET", "/folders/invitations/list-sent", who=w.alice)["invitations"])
+        i["vfolder_id"] != f["id"] for i in w.ok("GET", "/folders/invitations/list-sent", who=w.alice)["invitations"]
+    )
     r = w.ok("POST", f"/folders/{name}/invite", {"perm": "ro", "emails": [w.bob["email"], w.carol["email"]]}, w.alice)
     assert sorted(r["invited_ids"]) == sorted([w.bob["email"], w.carol["email"]])
     # Inviting again creates nothing new.
-    assert w.ok("POST", f"/folders/{name}/invite", {"perm": "rw", "emails": [w.bob["email"]]},
-                w.alice) == {"invited_ids": []}
-    sent = [i for i in w.ok("GET", "/folders/invitations/list-sent", who=w.alice)["invitations"]
-            if i["vfolder_id"] == f["id"]]
+    assert w.ok("POST", f"/folders/{name}/invite", {"perm": "rw", "emails": [w.bob["email"]]}, w.alice) == {
+        "invited_ids": []
+    }
+    sent = [
+        i
+        for i in w.ok("GET", "/folders/invitations/list-sent", who=w.alice)["invitations"]
+        if i["vfolder_id"] == f["id"]
+    ]
     assert sorted(i["invitee"] for i in sent) == sorted([w.bob["email"], w.carol["email"]])
     got = [i for i in w.ok("GET", "/folders/invitations/list", who=w.bob)["invitations"] if i["vfolder_id"] == f["id"]]
     assert len(got) == 1 and got[0]["inviter"] == w.alice["email"] and got[0]["perm"] == "ro"
@@ -522,8 +616,9 @@ def test_invitations_flow(w: World) -> None:
     problem(w.req("POST", "/folders/invitations/accept", {"inv_id": inv_bob}, w.bob), 404)
     assert all(i["vfolder_id"] != f["id"] for i in w.ok("GET", "/folders/invitations/list", who=w.bob)["invitations"])
     # Carol rejects hers (a DELETE with a JSON body).
-    inv_carol = [i for i in w.ok("GET", "/folders/invitations/list", who=w.carol)["invitations"]
-                 if i["vfolder_id"] == f["id"]][0]["id"]
+    inv_carol = [
+        i for i in w.ok("GET", "/folders/invitations/list", who=w.carol)["invitations"] if i["vfolder_id"] == f["id"]
+    ][0]["id"]
     assert "rejected" in w.ok("DELETE", "/folders/invitations/delete", {"inv_id": inv_carol}, w.carol)["msg"]
     problem(w.req("POST", "/folders/invitations/accept", {"inv_id": inv_carol}, w.carol), 404)
     problem(w.req("GET", f"/folders/{name}", who=w.carol), 404)
@@ -534,8 +629,9 @@ def test_invitations_flow(w: World) -> None:
     w.folder(dup, w.alice)
     w.folder(dup, w.carol)
     w.ok("POST", f"/folders/{dup}/invite", {"emails": [w.carol["email"]]}, w.alice)
-    inv = [i for i in w.ok("GET", "/folders/invitations/list", who=w.carol)["invitations"]
-           if i["vfolder_name"] == dup][0]
+    inv = [i for i in w.ok("GET", "/folders/invitations/list", who=w.carol)["invitations"] if i["vfolder_name"] == dup][
+        0
+    ]
     problem(w.req("POST", "/folders/invitations/accept", {"inv_id": inv["id"]}, w.carol), 409)
     assert [x["is_owner"] for x in w.ok("GET", "/folders", who=w.carol) if x["name"] == dup] == [True]
     # The inviter may cancel a pending invitation.
@@ -550,13 +646,14 @@ def test_leave_and_shared_updates(w: World) -> None:
     w.ok("POST", "/folders/invitations/accept", {"inv_id": inv[0]["id"]}, w.bob)
     shared = [s for s in w.ok("GET", "/folders/_/shared", who=w.alice) if s["vfolder_id"] == f["id"]]
     assert [(s["vfolder_name"], s["shared_to"]["uuid"], s["perm"], s["shared_by"]) for s in shared] == [
-        (name, w.bob["uuid"], "ro", w.alice["email"])]
+        (name, w.bob["uuid"], "ro", w.alice["email"])
+    ]
     # Bob cannot change his own permission; Alice can.
-    problem(w.req("POST", "/folders/_/shared", {"vfolder": f["id"], "user": w.bob["uuid"], "perm": "wd"}, w.bob),
-            404)
+    problem(w.req("POST", "/folders/_/shared", {"vfolder": f["id"], "user": w.bob["uuid"], "perm": "wd"}, w.bob), 404)
     problem(w.req("POST", "/folders/_/shared", {"vfolder": f["id"], "perm": "rw"}, w.alice), 400)
-    problem(w.req("POST", "/folders/_/shared", {"vfolder": f["id"], "user": w.carol["uuid"], "perm": "rw"},
-                  w.alice), 404)
+    problem(
+        w.req("POST", "/folders/_/shared", {"vfolder": f["id"], "user": w.carol["uuid"], "perm": "rw"}, w.alice), 404
+    )
     w.ok("POST", "/folders/_/shared", {"vfolder": f["id"], "user": w.bob["uuid"], "perm": "rw"}, w.alice)
     assert {x["name"]: x for x in w.ok("GET", "/folders", who=w.bob)}[name]["permission"] == "rw"
     # The owner cannot leave; a stranger gets 404; bob leaves.
@@ -590,8 +687,15 @@ def test_rename_and_update_options(w: World) -> None:
 def _bgtask_events(w: World, task_id: str, who: Who) -> list[tuple[str, dict[str, Any]]]:
     path = f"/events/background-task?taskId={task_id}"
     host = w.m.endpoint.split("//", 1)[1]
-    h = sign_request_headers(method="GET", path_with_query=path, host=host, content_type="application/json",
-                             version="v6.20220615", access_key=who["access_key"], secret_key=who["secret_key"])
+    h = sign_request_headers(
+        method="GET",
+        path_with_query=path,
+        host=host,
+        content_type="application/json",
+        version="v6.20220615",
+        access_key=who["access_key"],
+        secret_key=who["secret_key"],
+    )
     events: list[tuple[str, dict[str, Any]]] = []
     with httpx.stream("GET", w.m.endpoint + path, headers=h, timeout=60) as resp:
         assert resp.status_code == 200, resp.read()
@@ -611,22 +715,24 @@ def test_clone(w: World) -> None:
     w.folder(src, w.alice)
     w.upload(src, "d/file.txt", b"cloned content", w.alice)
     before = w.disk()
-    problem(w.req("POST", f"/folders/{src}/clone", {"target_name": w.uniq("c")}, w.alice), 403, "cloneable",
-            in_detail=True)
+    problem(
+        w.req("POST", f"/folders/{src}/clone", {"target_name": w.uniq("c")}, w.alice), 403, "cloneable", in_detail=True
+    )
     assert w.disk() == before
     w.ok("POST", f"/folders/{src}/update-options", {"cloneable": True}, w.alice)
     problem(w.req("POST", f"/folders/{src}/clone", {}, w.alice), 400)
     problem(w.req("POST", f"/folders/{src}/clone", {"target_name": src}, w.alice), 409)
-    problem(w.req("POST", f"/folders/{src}/clone", {"target_name": w.uniq("c"), "target_host": "local:volume2"},
-                  w.alice), 403)
+    problem(
+        w.req("POST", f"/folders/{src}/clone", {"target_name": w.uniq("c"), "target_host": "local:volume2"}, w.alice),
+        403,
+    )
     assert w.disk() == before
     # Bob, with read-only access, clones it into a folder of his own.
     w.ok("POST", f"/folders/{src}/invite", {"perm": "ro", "emails": [w.bob["email"]]}, w.alice)
     inv = [i for i in w.ok("GET", "/folders/invitations/list", who=w.bob)["invitations"] if i["vfolder_name"] == src]
     w.ok("POST", "/folders/invitations/accept", {"inv_id": inv[0]["id"]}, w.bob)
     target = w.uniq("clone")
-    r = w.ok("POST", f"/folders/{src}/clone", {"target_name": target, "usage_mode": "data", "permission": "ro"},
-             w.bob)
+    r = w.ok("POST", f"/folders/{src}/clone", {"target_name": target, "usage_mode": "data", "permission": "ro"}, w.bob)
     assert r["name"] == target and r["user"] == w.bob["uuid"] and r["usage_mode"] == "data"
     assert r["is_owner"] is True and r["bgtask_id"] == r["task_id"]
     events = _bgtask_events(w, r["bgtask_id"], w.bob)
@@ -654,8 +760,12 @@ def test_clone_to_other_volume(w: World) -> None:
     assert w.download(t, "f.txt", ADMIN) == b"across"
     # Another proxy's volume: refused before anything is created.
     before = w.names(ADMIN)
-    problem(w.req("POST", f"/folders/{src}/clone", {"target_name": w.uniq("x"), "target_host": "down:volume1"},
-                  ADMIN), 400, "storage proxy", in_detail=True)
+    problem(
+        w.req("POST", f"/folders/{src}/clone", {"target_name": w.uniq("x"), "target_host": "down:volume1"}, ADMIN),
+        400,
+        "storage proxy",
+        in_detail=True,
+    )
     assert w.names(ADMIN) == before
 
 
@@ -666,12 +776,28 @@ def test_delete_refused_while_mounted(w: World) -> None:
     name = w.uniq("mounted")
     f = w.folder(name, USER)
     sid = uuid.uuid4()
-    w.db(insert(SessionRow).values(
-        id=sid, name=w.uniq("sess"), access_key=USER["access_key"], user_uuid=uuid.UUID(f["user"]),
-        domain_name="default", group_id=DEFAULT_GROUP_ID, scaling_group="default", image="python:latest",
-        status="RUNNING", vfolder_mounts=[{"vfid": uuid.UUID(f["id"]).hex, "name": name, "host": f["host"],
-                                           "mount_path": f"/home/work/{name}", "permission": "rw"}],
-    ))
+    w.db(
+        insert(SessionRow).values(
+            id=sid,
+            name=w.uniq("sess"),
+            access_key=USER["access_key"],
+            user_uuid=uuid.UUID(f["user"]),
+            domain_name="default",
+            group_id=DEFAULT_GROUP_ID,
+            scaling_group="default",
+            image="python:latest",
+            status="RUNNING",
+            vfolder_mounts=[
+                {
+                    "vfid": uuid.UUID(f["id"]).hex,
+                    "name": name,
+                    "host": f["host"],
+                    "mount_path": f"/home/work/{name}",
+                    "permission": "rw",
+                }
+            ],
+        )
+    )
     try:
         problem(w.req("DELETE", f"/folders/{name}"), 409, "mounted", in_detail=True)
         assert name in w.names(USER) and w.sp.folder_path(f["id"]).is_dir()
@@ -688,9 +814,11 @@ def test_gql_vfolder_list(w: World) -> None:
     f = w.folder(own, w.carol, quota=5 * 2**20)
     g = w.folder(grp, w.dadmin, group_id=w.team)
     other = w.folder(w.uniq("gq-other"), w.outsider)
-    q = ("query($ak: String, $d: String, $g: UUID) { vfolder_list(limit: 100, offset: 0, access_key: $ak, "
-         "domain_name: $d, group_id: $g, order: \"name\") { total_count items { id name host user group "
-         "ownership_type max_size quota num_files cur_size created_at } } }")
+    q = (
+        "query($ak: String, $d: String, $g: UUID) { vfolder_list(limit: 100, offset: 0, access_key: $ak, "
+        'domain_name: $d, group_id: $g, order: "name") { total_count items { id name host user group '
+        "ownership_type max_size quota num_files cur_size created_at } } }"
+    )
 
     def items(who: Who, **variables: Any) -> dict[str, dict[str, Any]]:
         r = w.gql(q, variables, who)
@@ -709,8 +837,9 @@ def test_gql_vfolder_list(w: World) -> None:
     assert r.status_code == 403
     admin_view = items(w.dadmin)
     assert {f["id"], g["id"], other["id"]} <= set(admin_view)
-    assert set(items(w.dadmin, ak=w.carol["access_key"])) == {k for k, v in admin_view.items()
-                                                               if v["user"] == w.carol["uuid"]}
+    assert set(items(w.dadmin, ak=w.carol["access_key"])) == {
+        k for k, v in admin_view.items() if v["user"] == w.carol["uuid"]
+    }
     assert set(items(w.dadmin, g=w.team)) == {k for k, v in admin_view.items() if v["group"] == w.team}
     assert w.gql(q, {"d": "elsewhere"}, w.dadmin).status_code == 403
     assert {f["id"], g["id"], other["id"]} <= set(items(ADMIN))
@@ -731,8 +860,9 @@ def test_upstream_2203_client_vfolder_commands(w: World, tmp_path: Path) -> None
     env = {**w.m.env(w.alice), "PYTHONWARNINGS": "ignore"}
 
     def run(*args: str) -> str:
-        out = subprocess.run([str(client), *args], env=env, capture_output=True, text=True, timeout=120,
-                             cwd=tmp_path, input="y\n")
+        out = subprocess.run(
+            [str(client), *args], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path, input="y\n"
+        )
         assert out.returncode == 0 and "✘" not in out.stdout + out.stderr, (args, out.stdout, out.stderr)
         return out.stdout + out.stderr
 

@@ -49,8 +49,9 @@ def web(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 def _login(web: WebServer, who: dict[str, Any] = USER, username: str | None = None) -> httpx.Client:
     client = httpx.Client(base_url=web.url, timeout=120)
-    r = client.post("/server/login", json={"username": username or who["email"], "password": who["password"]},
-                    headers=V)
+    r = client.post(
+        "/server/login", json={"username": username or who["email"], "password": who["password"]}, headers=V
+    )
     assert r.status_code == 200 and r.json()["authenticated"] is True, r.text
     _no_keys(r)
     return client
@@ -127,20 +128,31 @@ def test_csrf_refusals_change_nothing(web: WebServer) -> None:
     listing = client.get("/func/folders")
     assert listing.status_code == 200 and name not in {f["name"] for f in listing.json()}
     # The login and logout are state-changing too.
-    assert httpx.post(web.url + "/server/login", json={"username": USER["email"],
-                                                       "password": USER["password"]}).status_code == 403
+    assert (
+        httpx.post(
+            web.url + "/server/login", json={"username": USER["email"], "password": USER["password"]}
+        ).status_code
+        == 403
+    )
     assert client.post("/server/logout").status_code == 403
     assert client.get("/func/auth/role").status_code == 200  # still logged in
     # A same-origin browser call (Origin = this server) with the custom header passes.
-    ok = client.post("/func/folders", json={"name": name}, headers={"X-Requested-With": "XMLHttpRequest",
-                                                                    "Origin": web.url})
+    ok = client.post(
+        "/func/folders", json={"name": name}, headers={"X-Requested-With": "XMLHttpRequest", "Origin": web.url}
+    )
     assert ok.status_code in (200, 201), ok.text
     assert client.delete(f"/func/folders/{name}", headers=V).status_code in (200, 204)
     # A cross-site WebSocket handshake is refused before any upgrade.
-    ws = client.get("/func/stream/session/x/execute", headers={"Upgrade": "websocket", "Connection": "Upgrade",
-                                                               "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-                                                               "Sec-WebSocket-Version": "13",
-                                                               "Origin": "http://evil.example"})
+    ws = client.get(
+        "/func/stream/session/x/execute",
+        headers={
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Version": "13",
+            "Origin": "http://evil.example",
+        },
+    )
     assert ws.status_code == 403, ws.text
 
 
@@ -169,8 +181,9 @@ def test_rest_graphql_sse_through_the_webserver(web: WebServer) -> None:
         created = client.post("/func/session", json={"image": "python", "name": name}, headers=V)
         assert created.status_code in (200, 201) and created.json()["status"] == "RUNNING", created.text
         _no_keys(created)
-        run = client.post(f"/func/session/{name}", json={"mode": "query", "code": "print(6*7)", "runId": "r1"},
-                          headers=V)
+        run = client.post(
+            f"/func/session/{name}", json={"mode": "query", "code": "print(6*7)", "runId": "r1"}, headers=V
+        )
         assert run.status_code == 200, run.text
         assert ["stdout", "42\n"] in run.json()["result"]["console"], run.text
         for line in sse.iter_lines():
@@ -184,10 +197,13 @@ def test_rest_graphql_sse_through_the_webserver(web: WebServer) -> None:
 
 
 def test_limits_throttle_then_block(cluster: Cluster, tmp_path: Path) -> None:
-    w = launch_webserver(tmp_path, cluster.endpoint, session={"login-allowed-fail-count": 3,
-                                                              "login-allowed-fail-count-per-ip": 6,
-                                                              "login-block-time": 60})
+    w = launch_webserver(
+        tmp_path,
+        cluster.endpoint,
+        session={"login-allowed-fail-count": 3, "login-allowed-fail-count-per-ip": 6, "login-block-time": 60},
+    )
     try:
+
         def attempt(username: str, password: str) -> httpx.Response:
             return httpx.post(w.url + "/server/login", json={"username": username, "password": password}, headers=V)
 
@@ -236,8 +252,9 @@ def test_sessions_shared_in_redis(cluster: Cluster, tmp_path: Path) -> None:
         assert client.get("/func/auth/role").status_code == 401
 
 
-async def test_sdk_session_mode_stream_execute(web: WebServer, cluster: Cluster, tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_sdk_session_mode_stream_execute(
+    web: WebServer, cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Our SDK logs in (the cookie is saved), then streams an execution over the WebSocket proxy."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     config = APIConfig(endpoint=web.url, endpoint_type="session")
@@ -277,8 +294,15 @@ def test_cli_session_mode(web: WebServer, tmp_path: Path) -> None:
     env.update(web.env(), XDG_CONFIG_HOME=str(tmp_path / "conf"), PYTHONWARNINGS="ignore")
 
     def cli(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "ai.backend.client.cli", *args], input=input, text=True,
-                              capture_output=True, env=env, timeout=180, cwd=tmp_path)
+        return subprocess.run(
+            [sys.executable, "-m", "ai.backend.client.cli", *args],
+            input=input,
+            text=True,
+            capture_output=True,
+            env=env,
+            timeout=180,
+            cwd=tmp_path,
+        )
 
     bad = cli("login", "-u", USER["email"], "--password-stdin", input="wrong-password\n")
     assert bad.returncode == 1 and "Login failed" in bad.stderr, bad.stderr
@@ -299,6 +323,11 @@ def test_cli_session_mode(web: WebServer, tmp_path: Path) -> None:
     after = cli("ps")
     assert after.returncode == 1 and "not logged in" in after.stderr, after.stdout + after.stderr
     api_mode = dict(env, BACKEND_ENDPOINT_TYPE="api")
-    refused = subprocess.run([sys.executable, "-m", "ai.backend.client.cli", "login"], text=True,
-                             capture_output=True, env=api_mode, timeout=60)
+    refused = subprocess.run(
+        [sys.executable, "-m", "ai.backend.client.cli", "login"],
+        text=True,
+        capture_output=True,
+        env=api_mode,
+        timeout=60,
+    )
     assert refused.returncode == 2 and 'endpoint type must be "session"' in refused.stderr, refused.stderr

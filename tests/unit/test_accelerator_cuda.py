@@ -37,8 +37,9 @@ def test_allocation_gives_device_requests_for_the_chosen_gpus() -> None:
     mgr.allocate("a", {"cuda.device": "1"})
     mgr.allocate("b", {"cuda.device": "2"})
     env, host = mgr.container_config("b")
-    assert host == {"DeviceRequests": [{"Driver": "nvidia", "DeviceIDs": ["GPU-1", "GPU-2"],
-                                        "Capabilities": [["gpu"]]}]}
+    assert host == {
+        "DeviceRequests": [{"Driver": "nvidia", "DeviceIDs": ["GPU-1", "GPU-2"], "Capabilities": [["gpu"]]}]
+    }
     assert env["CUDA_VISIBLE_DEVICES"] == "0,1"
     assert env["BACKENDAI_ACCELERATOR_CUDA_DEVICES"] == "GPU-1,GPU-2"
     with pytest.raises(AllocationError):

@@ -34,14 +34,18 @@ def test_example_file_gives_device_and_shares_slots() -> None:
 
 
 def test_older_spellings_and_mig_slices() -> None:
-    p = MockPlugin({
-        "slot_name": "cuda", "nvidia_driver": "418", "devices": [
-            {"mother_uuid": "m0", "smp_count": 56, "memory_size": "20G", "is_mig_devices": True},
-            {"mother_uuid": "m0", "smp_count": 28, "memory_size": "10G", "is_mig_device": True},
-            {"mother_uuid": "m0", "smp_count": 28, "memory_size": "10G", "is_mig_device": True},
-            dev(1),
-        ],
-    })
+    p = MockPlugin(
+        {
+            "slot_name": "cuda",
+            "nvidia_driver": "418",
+            "devices": [
+                {"mother_uuid": "m0", "smp_count": 56, "memory_size": "20G", "is_mig_devices": True},
+                {"mother_uuid": "m0", "smp_count": 28, "memory_size": "10G", "is_mig_device": True},
+                {"mother_uuid": "m0", "smp_count": 28, "memory_size": "10G", "is_mig_device": True},
+                dev(1),
+            ],
+        }
+    )
     assert p.slot_types() == {"cuda.20g-mig": "unique", "cuda.10g-mig": "unique", "cuda.device": "count"}
     assert p.available_slots() == {"cuda.20g-mig": Decimal(1), "cuda.10g-mig": Decimal(2), "cuda.device": Decimal(1)}
     assert [d.device_id for d in p.list_devices()] == ["m0-0", "m0-1", "m0-2", "uuid-1"]
@@ -58,15 +62,18 @@ def test_fractional_capacity_from_units() -> None:
     assert p.available_slots() == {"cuda.shares": Decimal("10.8")}  # min(40 GiB / 1 GiB, 108 / 10)
 
 
-@pytest.mark.parametrize("config, message", [
-    ({"devices": []}, "non-empty"),
-    ({"devices": [{"model_name": "x"}]}, "mother_uuid"),
-    ({"devices": [dev(1, memory_size="lots")]}, "memory_size"),
-    ({"devices": [dev(1, colour="red")]}, "colour"),
-    ({"allocation_mode": "greedy", "devices": [dev(1)]}, "allocation_mode"),
-    ({"slot_name": "CUDA!", "devices": [dev(1)]}, "slot_name"),
-    ({"devices": [dev(1, device_id="x"), dev(2, device_id="x")]}, "duplicate"),
-])
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"devices": []}, "non-empty"),
+        ({"devices": [{"model_name": "x"}]}, "mother_uuid"),
+        ({"devices": [dev(1, memory_size="lots")]}, "memory_size"),
+        ({"devices": [dev(1, colour="red")]}, "colour"),
+        ({"allocation_mode": "greedy", "devices": [dev(1)]}, "allocation_mode"),
+        ({"slot_name": "CUDA!", "devices": [dev(1)]}, "slot_name"),
+        ({"devices": [dev(1, device_id="x"), dev(2, device_id="x")]}, "duplicate"),
+    ],
+)
 def test_bad_mock_config_is_refused(config: dict[str, object], message: str) -> None:
     with pytest.raises(PluginError, match=message):
         MockPlugin(config)
@@ -176,21 +183,32 @@ def test_duplicate_slot_owner_is_refused() -> None:
 
 
 amounts = st.decimals(min_value=Decimal("0.01"), max_value=Decimal("2.5"), places=2)
-ops = st.lists(st.one_of(
-    st.tuples(st.just("alloc"), st.sampled_from(["cuda.device", "cuda.shares", "cuda.10g-mig"]), amounts),
-    st.tuples(st.just("release"), st.integers(0, 20), st.just(Decimal(0))),
-), max_size=40)
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("alloc"), st.sampled_from(["cuda.device", "cuda.shares", "cuda.10g-mig"]), amounts),
+        st.tuples(st.just("release"), st.integers(0, 20), st.just(Decimal(0))),
+    ),
+    max_size=40,
+)
 
 
 @settings(max_examples=200, deadline=None)
 @given(ops)
 def test_random_allocate_release_never_exceeds_capacity(seq: list[tuple[str, object, Decimal]]) -> None:
-    plugin = MockPlugin({"slot_name": "cuda", "devices": [
-        dev(1), dev(2), dev(3, allocation_mode="fractional"), dev(4, allocation_mode="fractional"),
-        dev(5, allocation_mode="fractional"),
-        {"mother_uuid": "m", "memory_size": "10G", "is_mig_device": True},
-        {"mother_uuid": "m", "memory_size": "10G", "is_mig_device": True},
-    ]})
+    plugin = MockPlugin(
+        {
+            "slot_name": "cuda",
+            "devices": [
+                dev(1),
+                dev(2),
+                dev(3, allocation_mode="fractional"),
+                dev(4, allocation_mode="fractional"),
+                dev(5, allocation_mode="fractional"),
+                {"mother_uuid": "m", "memory_size": "10G", "is_mig_device": True},
+                {"mother_uuid": "m", "memory_size": "10G", "is_mig_device": True},
+            ],
+        }
+    )
     mgr = AcceleratorManager([plugin])
     live: list[str] = []
     for n, (op, arg, amount) in enumerate(seq):
@@ -208,8 +226,10 @@ def test_random_allocate_release_never_exceeds_capacity(seq: list[tuple[str, obj
         elif live:
             mgr.release(live.pop(int(str(arg)) % len(live)))
         for d in plugin.list_devices():
-            held = sum((a[plugin.name].get(d.slot_name, {}).get(d.device_id, Decimal(0))
-                        for a in mgr.allocations.values()), Decimal(0))
+            held = sum(
+                (a[plugin.name].get(d.slot_name, {}).get(d.device_id, Decimal(0)) for a in mgr.allocations.values()),
+                Decimal(0),
+            )
             assert held == plugin.allocator.used[d.device_id] <= d.capacity
             if not d.fractional:
                 holders = [k for k, a in mgr.allocations.items() if d.device_id in a[plugin.name].get(d.slot_name, {})]

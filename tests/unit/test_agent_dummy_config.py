@@ -26,11 +26,17 @@ def test_backend_defaults_to_docker_and_dummy_defaults() -> None:
 
 
 def test_dummy_section_parses_numbers_ranges_and_images() -> None:
-    cfg = AgentConfig.model_validate({
-        "agent": {"backend": "dummy"},
-        "dummy": {"create-delay": [0.1, 0.3], "destroy-delay": 2, "execute": "echo",
-                  "images": [{"ref": "lablup/r:4", "labels": {"ai.backend.kernelspec": "1"}}]},
-    })
+    cfg = AgentConfig.model_validate(
+        {
+            "agent": {"backend": "dummy"},
+            "dummy": {
+                "create-delay": [0.1, 0.3],
+                "destroy-delay": 2,
+                "execute": "echo",
+                "images": [{"ref": "lablup/r:4", "labels": {"ai.backend.kernelspec": "1"}}],
+            },
+        }
+    )
     assert cfg.agent.backend == "dummy"
     assert cfg.dummy.create_delay == (0.1, 0.3) and cfg.dummy.destroy_delay == 2.0
     assert [i.ref for i in cfg.dummy.images] == ["lablup/r:4"]
@@ -39,14 +45,17 @@ def test_dummy_section_parses_numbers_ranges_and_images() -> None:
     assert pick_delay(cfg.dummy.destroy_delay) == 2.0
 
 
-@pytest.mark.parametrize("bad", [
-    {"agent": {"backend": "podman"}},
-    {"dummy": {"create-delay": -1}},
-    {"dummy": {"create-delay": [2, 1]}},
-    {"dummy": {"execute": "python"}},
-    {"dummy": {"unknown-key": 1}},
-    {"dummy": {"images": [{"ref": ""}]}},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"agent": {"backend": "podman"}},
+        {"dummy": {"create-delay": -1}},
+        {"dummy": {"create-delay": [2, 1]}},
+        {"dummy": {"execute": "python"}},
+        {"dummy": {"unknown-key": 1}},
+        {"dummy": {"images": [{"ref": ""}]}},
+    ],
+)
 def test_bad_dummy_settings_are_refused(bad: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         AgentConfig.model_validate(bad)
@@ -83,8 +92,15 @@ def test_dummy_backend_kernel_lifecycle() -> None:
         assert not b.kernels
         with pytest.raises(NotFound):
             await b.runner_request("k1", "execute", code="x")
-        await b.create_kernel(KernelSpec(kernel_id="k2", image="python:3.11-debian12", session_id="s",
-                                         session_type="batch", startup_command="true"))
+        await b.create_kernel(
+            KernelSpec(
+                kernel_id="k2",
+                image="python:3.11-debian12",
+                session_id="s",
+                session_type="batch",
+                startup_command="true",
+            )
+        )
         await asyncio.sleep(0.05)
         assert exits == [("k2", "task-finished")] and not b.kernels
 

@@ -43,8 +43,13 @@ async def test_progress_then_done_with_the_return_value_as_message() -> None:
         events = await _collect(q, tid, "bgtask_done")
     assert [e.name for e in events] == ["bgtask_updated"] * 4 + ["bgtask_done"]
     assert [e.data["current_progress"] for e in events] == [0, 1, 2, 3, 3]
-    assert events[-1].data == {"task_id": tid, "current_progress": 3, "total_progress": 3,
-                               "message": "all 3 done", "status": "done"}
+    assert events[-1].data == {
+        "task_id": tid,
+        "current_progress": 3,
+        "total_progress": 3,
+        "message": "all 3 done",
+        "status": "done",
+    }
     final = await reg.get(tid)
     assert final is not None and final.finished and final.finished_at is not None
     assert (final.owner_access_key, final.owner_user, final.name) == ("AK", "u1", "demo")

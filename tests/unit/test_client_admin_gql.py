@@ -75,8 +75,10 @@ def test_any_string_round_trips_through_a_graphql_document(text: str) -> None:
 @given(
     st.recursive(
         st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(alphabet=st.characters(codec="utf-8")),
-        lambda children: st.lists(children, max_size=3)
-        | st.dictionaries(st.from_regex(r"[a-z_][a-z0-9_]{0,5}", fullmatch=True), children, max_size=3),
+        lambda children: (
+            st.lists(children, max_size=3)
+            | st.dictionaries(st.from_regex(r"[a-z_][a-z0-9_]{0,5}", fullmatch=True), children, max_size=3)
+        ),
         max_leaves=8,
     )
 )
@@ -128,7 +130,7 @@ def test_selection_accepts_fields_and_nested_blocks(field: str) -> None:
         "groups { }",
         "groups { id } }",
         "{ id }",
-        "name } mutation { delete_domain(name: \"x\") { ok",
+        'name } mutation { delete_domain(name: "x") { ok',
         "name(arg: 1)",
         "na-me",
         "name # comment",

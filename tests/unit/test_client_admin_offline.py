@@ -56,8 +56,12 @@ def offline_env(monkeypatch: pytest.MonkeyPatch, refusing_endpoint: str) -> str:
 @pytest.fixture
 def api(refusing_endpoint: str) -> Iterator[Session]:
     """An SDK session that cannot reach any server (no version negotiation either)."""
-    config = APIConfig(endpoint=refusing_endpoint, endpoint_type="api", access_key="AKIAIOSFODNN7EXAMPLE",
-                       secret_key="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+    config = APIConfig(
+        endpoint=refusing_endpoint,
+        endpoint_type="api",
+        access_key="AKIAIOSFODNN7EXAMPLE",
+        secret_key="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    )
     with Session(config=config, proxy_mode=True) as s:
         yield s
 
@@ -84,8 +88,18 @@ def test_session_has_the_admin_function_classes(api: Session) -> None:
     from ai.backend.client.func.domain import Domain
     from ai.backend.client.func.keypair_resource_policy import KeypairResourcePolicy
 
-    for name in ("Agent", "Auth", "Domain", "Group", "Image", "KeyPair", "KeypairResourcePolicy", "Resource",
-                 "ScalingGroup", "User"):
+    for name in (
+        "Agent",
+        "Auth",
+        "Domain",
+        "Group",
+        "Image",
+        "KeyPair",
+        "KeypairResourcePolicy",
+        "Resource",
+        "ScalingGroup",
+        "User",
+    ):
         assert isinstance(getattr(api, name), type), name
     assert api.Domain is Domain and api.KeypairResourcePolicy is KeypairResourcePolicy
 
@@ -107,27 +121,37 @@ BAD_CALLS: dict[str, tuple[Callable[[Session], Any], str]] = {
     "group JSON array": (lambda api: api.Group.create("default", "g", total_resource_slots="[]"), "JSON object"),
     "add no users": (lambda api: api.Group.add_users(GID, []), "at least one user"),
     "user role": (lambda api: api.User.create("default", "n@x.y", "pw", role="root"), "Unknown role 'root'"),
-    "user status": (lambda api: api.User.create("default", "n@x.y", "pw", status="sleeping"),
-                    "Unknown user status 'sleeping'"),
+    "user status": (
+        lambda api: api.User.create("default", "n@x.y", "pw", status="sleeping"),
+        "Unknown user status 'sleeping'",
+    ),
     "user empty password": (lambda api: api.User.create("default", "n@x.y", ""), "password must not be empty"),
     "user list status": (lambda api: api.User.list(status="sleeping"), "Unknown user status"),
     "user update role": (lambda api: api.User.update("a@b.c", role="root"), "Unknown role"),
     "user update empty password": (lambda api: api.User.update("a@b.c", password=""), "password must not be empty"),
     "keypair rate limit": (lambda api: api.KeyPair.create("u@x.y", rate_limit=-1), "rate limit"),
     "keypair update rate limit": (lambda api: api.KeyPair.update("AK", rate_limit=-1), "rate limit"),
-    "policy default": (lambda api: api.KeypairResourcePolicy.create("p1", default_for_unspecified="SOMETIMES"),
-                       "LIMITED, UNLIMITED"),
+    "policy default": (
+        lambda api: api.KeypairResourcePolicy.create("p1", default_for_unspecified="SOMETIMES"),
+        "LIMITED, UNLIMITED",
+    ),
     "policy idle timeout": (lambda api: api.KeypairResourcePolicy.create("p1", idle_timeout=-5), "idle_timeout"),
-    "scaling group driver": (lambda api: api.ScalingGroup.create("sg", driver="", scheduler="fifo"),
-                             "driver and a scheduler"),
-    "preset shared memory": (lambda api: api.Resource.create_preset("p", {"cpu": 1}, shared_memory="lots"),
-                             "shared memory"),
+    "scaling group driver": (
+        lambda api: api.ScalingGroup.create("sg", driver="", scheduler="fifo"),
+        "driver and a scheduler",
+    ),
+    "preset shared memory": (
+        lambda api: api.Resource.create_preset("p", {"cpu": 1}, shared_memory="lots"),
+        "shared memory",
+    ),
     "agent status": (lambda api: api.Agent.paginated_list("SLEEPING"), "Unknown agent status"),
     "agent page size": (lambda api: api.Agent.paginated_list(page_size=1000), "page size"),
     "user page offset": (lambda api: api.User.paginated_list(page_offset=-1), "page offset"),
     "password confirmation": (lambda api: api.Auth.update_password("old", "new", "other"), "do not match"),
-    "injected field": (lambda api: api.User.list(fields=['email } mutation { delete_user(email: "x") { ok']),
-                       "GraphQL field"),
+    "injected field": (
+        lambda api: api.User.list(fields=['email } mutation { delete_user(email: "x") { ok']),
+        "GraphQL field",
+    ),
     "two fields in one": (lambda api: api.Domain.list(fields=["name description"]), "one GraphQL field"),
 }
 
@@ -163,8 +187,23 @@ def test_unexpected_response_shapes() -> None:
 
 ADMIN_PATHS: list[list[str]] = [
     ["admin"],
-    *(["admin", g] for g in ("domain", "group", "user", "keypair", "keypair-resource-policy", "scaling-group",
-                             "resource", "resource-preset", "image", "agent", "session", "sessions")),
+    *(
+        ["admin", g]
+        for g in (
+            "domain",
+            "group",
+            "user",
+            "keypair",
+            "keypair-resource-policy",
+            "scaling-group",
+            "resource",
+            "resource-preset",
+            "image",
+            "agent",
+            "session",
+            "sessions",
+        )
+    ),
     *(["admin", "domain", c] for c in ("info", "list", "add", "update", "delete")),
     *(["admin", "group", c] for c in ("info", "list", "add", "update", "delete", "add-users", "remove-users")),
     *(["admin", "user", c] for c in ("info", "list", "add", "update", "delete")),
@@ -172,10 +211,24 @@ ADMIN_PATHS: list[list[str]] = [
     *(["admin", "keypair-resource-policy", c] for c in ("info", "list", "add", "update", "delete")),
     *(
         ["admin", "scaling-group", c]
-        for c in ("get-available", "info", "list", "add", "update", "delete", "associate-scaling-group",
-                  "dissociate-scaling-group", "associate-domain", "dissociate-domain", "dissociate-all-domain",
-                  "associate-group", "dissociate-group", "dissociate-all-group", "associate-keypair",
-                  "dissociate-keypair")
+        for c in (
+            "get-available",
+            "info",
+            "list",
+            "add",
+            "update",
+            "delete",
+            "associate-scaling-group",
+            "dissociate-scaling-group",
+            "associate-domain",
+            "dissociate-domain",
+            "dissociate-all-domain",
+            "associate-group",
+            "dissociate-group",
+            "dissociate-all-group",
+            "associate-keypair",
+            "dissociate-keypair",
+        )
     ),
     *(["admin", "resource", c] for c in ("query-slots", "check-presets", "presets")),
     *(["admin", "resource-preset", c] for c in ("list", "info", "add", "update", "delete")),
@@ -184,8 +237,10 @@ ADMIN_PATHS: list[list[str]] = [
     # The 19.09 spellings, and "scaling" for "scaling-group".
     ["admin", "agents"],
     ["admin", "list-scaling-groups"],
-    *(["admin", "scaling-groups", c] for c in ("add", "update", "delete", "associate-scaling-group",
-                                               "dissociate-scaling-group")),
+    *(
+        ["admin", "scaling-groups", c]
+        for c in ("add", "update", "delete", "associate-scaling-group", "dissociate-scaling-group")
+    ),
     *(["admin", "scaling", c] for c in ("info", "list", "add")),
     ["admin", "session", "list"],
     ["admin", "session", "info"],
@@ -202,8 +257,19 @@ def test_help_of_every_admin_command(path: list[str]) -> None:
 
 def test_admin_help_lists_the_entity_groups() -> None:
     out = invoke("admin", "--help").stdout
-    for name in ("domain", "group", "user", "keypair", "keypair-resource-policy", "scaling-group", "resource-preset",
-                 "image", "agent", "session", "sessions"):
+    for name in (
+        "domain",
+        "group",
+        "user",
+        "keypair",
+        "keypair-resource-policy",
+        "scaling-group",
+        "resource-preset",
+        "image",
+        "agent",
+        "session",
+        "sessions",
+    ):
         assert f"  {name} " in out
     sg = invoke("admin", "scaling-group", "--help").stdout
     assert "associate-scaling-group (associate-domain)" in sg
@@ -216,8 +282,9 @@ def test_admin_help_imports_no_entity_module() -> None:
         "main(['admin', '--help'], standalone_mode=False); "
         "print(sorted(m for m in sys.modules if m.startswith('ai.backend.client.cli.admin.') or m == 'httpx'))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(SRC)},
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": str(SRC)}, check=True
+    )
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
@@ -312,12 +379,27 @@ def test_image_and_agent_tables(capsys: pytest.CaptureFixture[str]) -> None:
     from ai.backend.client.cli.admin.agent import LIST_COLUMNS as AGENT_COLUMNS
     from ai.backend.client.cli.admin.image import COLUMNS as IMAGE_COLUMNS
 
-    images = [{"name": "python", "registry": "local", "tag": "latest", "digest": "sha256:ab",
-               "size_bytes": 3 * 2**20, "aliases": ["python", "py"]}]
+    images = [
+        {
+            "name": "python",
+            "registry": "local",
+            "tag": "latest",
+            "digest": "sha256:ab",
+            "size_bytes": 3 * 2**20,
+            "aliases": ["python", "py"],
+        }
+    ]
     _, out, _ = _render("console", lambda: print_items(images, IMAGE_COLUMNS), capsys)
     assert out.splitlines()[2].split() == ["python", "local", "latest", "sha256:ab", "3m", "python,", "py"]
-    agents = [{"id": "i-1", "status": "ALIVE", "scaling_group": "default",
-               "available_slots": '{"cpu": "4", "mem": "4294967296"}', "occupied_slots": "{}"}]
+    agents = [
+        {
+            "id": "i-1",
+            "status": "ALIVE",
+            "scaling_group": "default",
+            "available_slots": '{"cpu": "4", "mem": "4294967296"}',
+            "occupied_slots": "{}",
+        }
+    ]
 
     def show() -> None:
         print_items(agents, AGENT_COLUMNS, json_fields=AGENT_JSON, total=30, what="agents")
@@ -332,28 +414,32 @@ def test_image_and_agent_tables(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_detail_view_of_a_missing_item(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = _render("json", lambda: print_item(None, [Column("name", "Name")], not_found="No such x: y"),
-                             capsys)
+    code, out, err = _render(
+        "json", lambda: print_item(None, [Column("name", "Name")], not_found="No such x: y"), capsys
+    )
     assert (code, out, err) == (1, "", "✘ No such x: y\n")
 
 
-@pytest.mark.parametrize(("kind", "value", "text"), [
-    ("text", None, "-"),
-    ("bool", True, "yes"),
-    ("bool", False, "no"),
-    ("slots", '{"cpu": "2", "mem": "1073741824", "cuda.mem": "2147483648"}', "cpu=2 mem=1g cuda.mem=2g"),
-    ("slots", {"cpu": "Infinity", "mem": "Infinity"}, "cpu=Infinity mem=Infinity"),
-    ("slots", "{}", "{}"),
-    ("slots", "not json", "not json"),
-    ("bytes", 2**40, "1t"),
-    ("bytes", 0, "0"),
-    ("bytes", "1.5", "1.5"),
-    ("list", [], "-"),
-    ("list", ["local", "nfs"], "local, nfs"),
-    ("groups", [{"id": GID, "name": "default"}, {"id": "x", "name": "g2"}], "default, g2"),
-    ("groups", [], "-"),
-    ("json", '{"a": 1}', '{"a": 1}'),
-    ("text", {"a": [1]}, '{"a": [1]}'),
-])
+@pytest.mark.parametrize(
+    ("kind", "value", "text"),
+    [
+        ("text", None, "-"),
+        ("bool", True, "yes"),
+        ("bool", False, "no"),
+        ("slots", '{"cpu": "2", "mem": "1073741824", "cuda.mem": "2147483648"}', "cpu=2 mem=1g cuda.mem=2g"),
+        ("slots", {"cpu": "Infinity", "mem": "Infinity"}, "cpu=Infinity mem=Infinity"),
+        ("slots", "{}", "{}"),
+        ("slots", "not json", "not json"),
+        ("bytes", 2**40, "1t"),
+        ("bytes", 0, "0"),
+        ("bytes", "1.5", "1.5"),
+        ("list", [], "-"),
+        ("list", ["local", "nfs"], "local, nfs"),
+        ("groups", [{"id": GID, "name": "default"}, {"id": "x", "name": "g2"}], "default, g2"),
+        ("groups", [], "-"),
+        ("json", '{"a": 1}', '{"a": 1}'),
+        ("text", {"a": [1]}, '{"a": [1]}'),
+    ],
+)
 def test_format_value(kind: str, value: Any, text: str) -> None:
     assert format_value(kind, value) == text

@@ -19,8 +19,7 @@ def parse_all(*chunks: bytes | str) -> list[SSEMessage]:
 
 
 def test_named_events_with_json_data_and_comments() -> None:
-    stream = (b": keep-alive\n\nevent: session_started\ndata: {\"sessionId\": \"x\"}\n\n"
-              b"event: server_close\ndata: {}\n\n")
+    stream = b': keep-alive\n\nevent: session_started\ndata: {"sessionId": "x"}\n\nevent: server_close\ndata: {}\n\n'
     msgs = parse_all(stream)
     assert [(m.event, m.data) for m in msgs] == [("session_started", '{"sessionId": "x"}'), ("server_close", "{}")]
     assert msgs[0].json() == {"sessionId": "x"}
@@ -38,11 +37,11 @@ def test_every_line_ending(eol: str) -> None:
 
 
 def test_split_anywhere_even_inside_crlf_and_utf8() -> None:
-    raw = "event: ü\r\ndata: {\"m\": \"한글\"}\r\n\r\n".encode()
+    raw = 'event: ü\r\ndata: {"m": "한글"}\r\n\r\n'.encode()
     whole = parse_all(raw)
     for i in range(1, len(raw)):
         assert parse_all(raw[:i], raw[i:]) == whole, i
-    assert parse_all(*[raw[i:i + 1] for i in range(len(raw))]) == whole
+    assert parse_all(*[raw[i : i + 1] for i in range(len(raw))]) == whole
     assert whole[0].event == "ü" and whole[0].json() == {"m": "한글"}
 
 

@@ -156,16 +156,24 @@ def client(fake: FakeStorage) -> httpx.AsyncClient:
 # ---- tus_upload ----
 
 
-async def test_fresh_upload_is_chunked_and_streamed(tmp_path: Path, fake: FakeStorage,
-                                                    client: httpx.AsyncClient) -> None:
+async def test_fresh_upload_is_chunked_and_streamed(
+    tmp_path: Path, fake: FakeStorage, client: httpx.AsyncClient
+) -> None:
     chunk = 64 * KiB
     size = 5 * chunk + 123
     data = make_file(tmp_path / "f.bin", size)
     token = fake.new_upload("f.bin", size)
     progress = RecordingProgress(size)
     acks: list[int] = []
-    result = await tus_upload(client, f"{PROXY}/upload?token={token}", tmp_path / "f.bin", size=size,
-                              chunk_size=chunk, progress=progress, on_chunk=acks.append)
+    result = await tus_upload(
+        client,
+        f"{PROXY}/upload?token={token}",
+        tmp_path / "f.bin",
+        size=size,
+        chunk_size=chunk,
+        progress=progress,
+        on_chunk=acks.append,
+    )
     assert fake.files["f.bin"] == data
     assert fake.patches == [(i * chunk, chunk) for i in range(5)] + [(5 * chunk, 123)]
     assert acks == [chunk, 2 * chunk, 3 * chunk, 4 * chunk, 5 * chunk, size]
@@ -174,8 +182,9 @@ async def test_fresh_upload_is_chunked_and_streamed(tmp_path: Path, fake: FakeSt
     assert fake.received == size
 
 
-async def test_large_chunk_is_sent_in_small_pieces(tmp_path: Path, fake: FakeStorage,
-                                                   client: httpx.AsyncClient) -> None:
+async def test_large_chunk_is_sent_in_small_pieces(
+    tmp_path: Path, fake: FakeStorage, client: httpx.AsyncClient
+) -> None:
     size = 3 * 1024 * KiB
     data = make_file(tmp_path / "big.bin", size)
     token = fake.new_upload("big.bin", size)
@@ -185,15 +194,17 @@ async def test_large_chunk_is_sent_in_small_pieces(tmp_path: Path, fake: FakeSto
     assert fake.max_piece <= 256 * KiB  # ... read from disk and sent a piece at a time
 
 
-async def test_upload_resumes_from_the_server_offset(tmp_path: Path, fake: FakeStorage,
-                                                     client: httpx.AsyncClient) -> None:
+async def test_upload_resumes_from_the_server_offset(
+    tmp_path: Path, fake: FakeStorage, client: httpx.AsyncClient
+) -> None:
     size = 300 * KiB
     data = make_file(tmp_path / "f.bin", size)
     have = 100 * KiB + 7
     token = fake.new_upload("f.bin", size, prefix=data[:have])
     progress = RecordingProgress(size)
-    result = await tus_upload(client, f"{PROXY}/upload?token={token}", tmp_path / "f.bin", size=size,
-                              chunk_size=128 * KiB, progress=progress)
+    result = await tus_upload(
+        client, f"{PROXY}/upload?token={token}", tmp_path / "f.bin", size=size, chunk_size=128 * KiB, progress=progress
+    )
     assert fake.files["f.bin"] == data
     assert fake.received == size - have  # only the missing bytes were sent
     assert fake.patches[0] == (have, 128 * KiB)
@@ -201,15 +212,17 @@ async def test_upload_resumes_from_the_server_offset(tmp_path: Path, fake: FakeS
     assert progress.values[0] == have and progress.done == size
 
 
-async def test_broken_connection_mid_chunk_resumes_in_the_same_call(tmp_path: Path, fake: FakeStorage,
-                                                                    client: httpx.AsyncClient) -> None:
+async def test_broken_connection_mid_chunk_resumes_in_the_same_call(
+    tmp_path: Path, fake: FakeStorage, client: httpx.AsyncClient
+) -> None:
     size = 400 * KiB
     data = make_file(tmp_path / "f.bin", size)
     token = fake.new_upload("f.bin", size)
     fake.break_after = 150 * KiB  # the first PATCH breaks after 150 KiB of its 256 KiB
     progress = RecordingProgress(size)
-    await tus_upload(client, f"{PROXY}/upload?token={token}", tmp_path / "f.bin", size=size,
-                     chunk_size=256 * KiB, progress=progress)
+    await tus_upload(
+        client, f"{PROXY}/upload?token={token}", tmp_path / "f.bin", size=size, chunk_size=256 * KiB, progress=progress
+    )
     assert fake.files["f.bin"] == data
     assert fake.patches[0] == (0, 150 * KiB)
     assert fake.patches[1][0] == 150 * KiB  # continued exactly where the server stopped
@@ -218,8 +231,7 @@ async def test_broken_connection_mid_chunk_resumes_in_the_same_call(tmp_path: Pa
     assert max(progress.values) <= size and progress.done == size
 
 
-async def test_offset_mismatch_resynchronizes(tmp_path: Path, fake: FakeStorage,
-                                              client: httpx.AsyncClient) -> None:
+async def test_offset_mismatch_resynchronizes(tmp_path: Path, fake: FakeStorage, client: httpx.AsyncClient) -> None:
     size = 200 * KiB
     data = make_file(tmp_path / "f.bin", size)
     have = 64 * KiB
@@ -239,8 +251,7 @@ async def test_upload_of_an_empty_file(tmp_path: Path, fake: FakeStorage, client
     assert fake.patches == [(0, 0)]
 
 
-async def test_unknown_session_and_wrong_length(tmp_path: Path, fake: FakeStorage,
-                                                client: httpx.AsyncClient) -> None:
+async def test_unknown_session_and_wrong_length(tmp_path: Path, fake: FakeStorage, client: httpx.AsyncClient) -> None:
     make_file(tmp_path / "f.bin", 10)
     with pytest.raises(TusSessionGone):
         await tus_upload(client, f"{PROXY}/upload?token=nope", tmp_path / "f.bin", size=10)
@@ -261,8 +272,7 @@ async def test_too_many_failures_give_up_with_one_line(tmp_path: Path, fake: Fak
 
     client = mock_client(always_breaks)
     with pytest.raises(BackendClientError, match="failed after 2 retries.*run the same upload again") as ei:
-        await tus_upload(client, f"{PROXY}/upload?token={token}", tmp_path / "f.bin", size=100 * KiB,
-                         max_retries=2)
+        await tus_upload(client, f"{PROXY}/upload?token={token}", tmp_path / "f.bin", size=100 * KiB, max_retries=2)
     assert "\n" not in str(ei.value)
 
 
@@ -270,8 +280,9 @@ async def test_too_many_failures_give_up_with_one_line(tmp_path: Path, fake: Fak
 
 
 def _session(fake: FakeStorage) -> AsyncSession:
-    config = APIConfig(endpoint="http://manager.test:8081", access_key="AKIAFAKE", secret_key="s" * 40,
-                       endpoint_type="api")
+    config = APIConfig(
+        endpoint="http://manager.test:8081", access_key="AKIAFAKE", secret_key="s" * 40, endpoint_type="api"
+    )
     sess = AsyncSession(config=config, proxy_mode=True)
     sess.http_client = mock_client(fake.handler)
     return sess
@@ -294,8 +305,9 @@ async def test_interrupted_upload_resumes_in_the_next_call(tmp_path: Path, fake:
 
     async with _session(fake) as api:
         with pytest.raises(Interrupt):
-            await api.VFolder("f").upload([src / "data.bin"], basedir=src, chunk_size=chunk, on_chunk=stop_after_two,
-                                          state_dir=state)
+            await api.VFolder("f").upload(
+                [src / "data.bin"], basedir=src, chunk_size=chunk, on_chunk=stop_after_two, state_dir=state
+            )
         assert fake.request_uploads == 1
         assert len(list(state.glob("*.json"))) == 1  # the unfinished upload is remembered
         (token,) = fake.uploads
@@ -317,8 +329,13 @@ async def test_expired_remembered_upload_starts_over(tmp_path: Path, fake: FakeS
 
     async with _session(fake) as api:
         with pytest.raises(Interrupt):
-            await api.VFolder("f").upload([src / "a.bin"], basedir=src, chunk_size=32 * KiB, state_dir=state,
-                                          on_chunk=lambda t, o: (_ for _ in ()).throw(Interrupt()))
+            await api.VFolder("f").upload(
+                [src / "a.bin"],
+                basedir=src,
+                chunk_size=32 * KiB,
+                state_dir=state,
+                on_chunk=lambda t, o: (_ for _ in ()).throw(Interrupt()),
+            )
         fake.uploads.clear()  # the server forgot it (token expired)
         fake.received = 0
         results = await api.VFolder("f").upload([src / "a.bin"], basedir=src, chunk_size=32 * KiB, state_dir=state)
@@ -334,16 +351,22 @@ async def test_changed_file_does_not_resume(tmp_path: Path, fake: FakeStorage) -
     state = tmp_path / "state"
     async with _session(fake) as api:
         with pytest.raises(Interrupt):
-            await api.VFolder("f").upload([src / "a.bin"], basedir=src, chunk_size=32 * KiB, state_dir=state,
-                                          on_chunk=lambda t, o: (_ for _ in ()).throw(Interrupt()))
+            await api.VFolder("f").upload(
+                [src / "a.bin"],
+                basedir=src,
+                chunk_size=32 * KiB,
+                state_dir=state,
+                on_chunk=lambda t, o: (_ for _ in ()).throw(Interrupt()),
+            )
         data = make_file(src / "a.bin", 100 * KiB + 1)  # another size: another key
         results = await api.VFolder("f").upload([src / "a.bin"], basedir=src, chunk_size=32 * KiB, state_dir=state)
     assert fake.request_uploads == 2 and results[0]["resumed_from"] == 0
     assert fake.files["a.bin"] == data
 
 
-async def test_directory_upload_keeps_relative_paths(tmp_path: Path, fake: FakeStorage,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_directory_upload_keeps_relative_paths(
+    tmp_path: Path, fake: FakeStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
     tree = tmp_path / "tree"
     (tree / "sub" / "deeper").mkdir(parents=True)
     a = make_file(tree / "a.txt", 10)
@@ -373,8 +396,9 @@ def test_state_store_forgets_expired_tokens(tmp_path: Path) -> None:
 
 
 class FakeDownloads:
-    def __init__(self, body: bytes, *, content_type: str = "application/octet-stream",
-                 honor_range: bool = True) -> None:
+    def __init__(
+        self, body: bytes, *, content_type: str = "application/octet-stream", honor_range: bool = True
+    ) -> None:
         self.body = body
         self.content_type = content_type
         self.honor_range = honor_range
@@ -414,8 +438,9 @@ async def test_download_resumes_a_partial_file(tmp_path: Path) -> None:
     partial.write_bytes(body[: 100 * KiB])
     (tmp_path / ".out.bin.bai-partial.json").write_text(json.dumps({"total": len(body)}))
     progress = RecordingProgress()
-    result = await download_file(client, f"{PROXY}/download?token=t", tmp_path / "out.bin", base=tmp_path,
-                                 progress=progress)
+    result = await download_file(
+        client, f"{PROXY}/download?token=t", tmp_path / "out.bin", base=tmp_path, progress=progress
+    )
     assert (tmp_path / "out.bin").read_bytes() == body
     assert fake.ranges == [f"bytes={100 * KiB}-"]
     assert result.resumed_from == 100 * KiB and not partial.exists()
@@ -484,8 +509,9 @@ def _zip(entries: list[tuple[str, bytes, int]]) -> bytes:
 
 
 async def test_directory_archive_is_extracted_inside_the_destination(tmp_path: Path) -> None:
-    body = _zip([("a.txt", b"A", 0o100644), ("sub/b.txt", b"B", 0o100600),
-                 ("evil-link", b"/etc/passwd", stat.S_IFLNK | 0o777)])
+    body = _zip(
+        [("a.txt", b"A", 0o100644), ("sub/b.txt", b"B", 0o100600), ("evil-link", b"/etc/passwd", stat.S_IFLNK | 0o777)]
+    )
     fake = FakeDownloads(body, content_type="application/zip")
     client = mock_client(fake.handler)
     result = await download_file(client, f"{PROXY}/download?token=t", tmp_path / "dir", base=tmp_path)
@@ -523,7 +549,8 @@ def test_address_map() -> None:
     url = "http://10.0.0.5:6021/upload?token=abc"
     assert apply_address_map(url, None) == url
     assert apply_address_map(url, {"http://10.0.0.5:6021": "https://proxy.example.com"}) == (
-        "https://proxy.example.com/upload?token=abc")
+        "https://proxy.example.com/upload?token=abc"
+    )
     assert apply_address_map(url, {"10.0.0.5:6021": "localhost:7000"}) == "http://localhost:7000/upload?token=abc"
     assert apply_address_map(url, {"http://10.0.0.5:6021/upload": "http://x/u"}) == "http://x/u?token=abc"
     assert apply_address_map(url, {"http://other:1": "http://x"}) == url

@@ -39,8 +39,9 @@ class TTYBuffer(io.StringIO):
         return True
 
 
-@pytest.mark.parametrize(("seconds", "text"), [(0, "0s"), (7.9, "7s"), (65, "1m05s"), (3600 * 2 + 180, "2h03m"),
-                                               (-3, "0s")])
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(0, "0s"), (7.9, "7s"), (65, "1m05s"), (3600 * 2 + 180, "2h03m"), (-3, "0s")]
+)
 def test_format_elapsed(seconds: float, text: str) -> None:
     assert format_elapsed(seconds) == text
 
@@ -48,7 +49,8 @@ def test_format_elapsed(seconds: float, text: str) -> None:
 def test_wait_line_shows_the_reason_only_while_pending() -> None:
     reason = "no agent has enough free resources:\n best candidate i-1 lacks cpu 2"
     assert format_wait_line("s1", "PENDING", reason, 12.4) == (
-        "Session s1: PENDING (no agent has enough free resources: best candidate i-1 lacks cpu 2), waited 12s")
+        "Session s1: PENDING (no agent has enough free resources: best candidate i-1 lacks cpu 2), waited 12s"
+    )
     assert format_wait_line("s1", "PULLING", "stale", 61) == "Session s1: PULLING, waited 1m01s"
     assert format_wait_line("s1", None, None, 0) == "Session s1: creating, waited 0s"
 
@@ -56,8 +58,10 @@ def test_wait_line_shows_the_reason_only_while_pending() -> None:
 def test_max_wait_message() -> None:
     reason = "keypair resource policy limit: cpu 2 of 2 in use"
     kept = format_max_wait_message("s1", 3, "PENDING", reason, destroyed=False)
-    assert kept == ("Session s1 did not start within 3s (PENDING: keypair resource policy limit: cpu 2 of 2 in use); "
-                    "it stays queued and may start later (cancel it with 'backend.ai rm s1').")
+    assert kept == (
+        "Session s1 did not start within 3s (PENDING: keypair resource policy limit: cpu 2 of 2 in use); "
+        "it stays queued and may start later (cancel it with 'backend.ai rm s1')."
+    )
     gone = format_max_wait_message("s1", 90, None, None, destroyed=True)
     assert gone == "Session s1 did not start within 1m30s (PENDING); it is destroyed."
     assert "\n" not in format_max_wait_message("s", 1, "PENDING", "a\nb", destroyed=True)
@@ -169,14 +173,21 @@ def test_watch_start_stops_when_cancelled() -> None:
 
 
 def test_membership_problems_are_recognized_from_the_server_messages() -> None:
-    session = BackendAPIError(404, "Not Found", {
-        "title": "Not Found", "detail": "No project (group) 'default' in domain 'default' that the user belongs to."})
+    session = BackendAPIError(
+        404,
+        "Not Found",
+        {"title": "Not Found", "detail": "No project (group) 'default' in domain 'default' that the user belongs to."},
+    )
     assert membership_problem(session) == (True, "default", "default")
-    folder = BackendAPIError(404, "Not Found", {"title": "Not Found",
-                                                "msg": "No group 'lab' that you are a member of."})
+    folder = BackendAPIError(
+        404, "Not Found", {"title": "Not Found", "msg": "No group 'lab' that you are a member of."}
+    )
     assert membership_problem(folder) == (True, "lab", None)
-    host = BackendAPIError(403, "Forbidden", {
-        "title": "Forbidden", "detail": "You may not create folders on the storage host 'x'; see GET ..."})
+    host = BackendAPIError(
+        403,
+        "Forbidden",
+        {"title": "Forbidden", "detail": "You may not create folders on the storage host 'x'; see GET ..."},
+    )
     assert membership_problem(host) == (False, None, None)
     assert membership_problem(BackendAPIError(404, "Not Found", {"title": "No such session"})) is None
     assert membership_problem(ValueError("No group 'x' that you are a member of.")) is None
@@ -186,7 +197,8 @@ def test_no_project_hint_names_the_add_users_command() -> None:
     uid = "0b0f3c5e-1111-2222-3333-444455556666"
     assert format_no_project_hint("default", "default", uid, []) == (
         "you belong to no project; an admin can add you with: "
-        f"backend.ai admin group add-users default -d default {uid}")
+        f"backend.ai admin group add-users default -d default {uid}"
+    )
     other = format_no_project_hint("default", "default", uid, ["lab", "vision"])
     assert "pick one of yours (lab, vision) with -g/--group" in other and f"add-users default -d default {uid}" in other
     assert format_no_project_hint(None, None, None, None).endswith("backend.ai admin group add-users PROJECT USER_UUID")
@@ -208,11 +220,14 @@ def test_file_lists_come_as_a_list_or_as_a_json_string() -> None:
         decode_file_list(json.dumps({"a": 1}))
 
 
-@pytest.mark.parametrize(("body", "shown"), [
-    ({"title": "Bad", "detail": "the detail", "msg": "the detail"}, "Bad: the detail (400)"),
-    ({"title": "Bad", "msg": "only msg"}, "Bad: only msg (400)"),
-    ({"title": "Bad", "detail": "the detail", "msg": "another"}, "Bad: the detail (400)"),
-    ({"title": "Bad"}, "Bad (400)"),
-])
+@pytest.mark.parametrize(
+    ("body", "shown"),
+    [
+        ({"title": "Bad", "detail": "the detail", "msg": "the detail"}, "Bad: the detail (400)"),
+        ({"title": "Bad", "msg": "only msg"}, "Bad: only msg (400)"),
+        ({"title": "Bad", "detail": "the detail", "msg": "another"}, "Bad: the detail (400)"),
+        ({"title": "Bad"}, "Bad (400)"),
+    ],
+)
 def test_problem_bodies_show_detail_else_msg(body: dict[str, Any], shown: str) -> None:
     assert str(BackendAPIError(400, "Bad Request", body)) == shown

@@ -14,7 +14,7 @@ from ai.backend.agent.backends.docker.networks import endpoint_config
 from ai.backend.agent.cluster_kernels import check_network_name, cluster_environ, ssh_keypair_tar
 from ai.backend.common.problems import InvalidAPIParameters
 from ai.backend.common.types import ResourceSlot
-from ai.backend.manager.cluster import (
+from ai.backend.manager.sessions.cluster import (
     cluster_never_fits,
     cluster_spec,
     kernel_layout,
@@ -33,27 +33,57 @@ def test_layout_and_environment_of_every_kernel() -> None:
     sid = uuid.uuid4()
     layout = kernel_layout(4)
     assert [(k.role, k.idx, k.hostname, k.local_rank) for k in layout] == [
-        ("main", 1, "main1", 0), ("sub", 1, "sub1", 1), ("sub", 2, "sub2", 2), ("sub", 3, "sub3", 3)]
+        ("main", 1, "main1", 0),
+        ("sub", 1, "sub1", 1),
+        ("sub", 2, "sub2", 2),
+        ("sub", 3, "sub3", 3),
+    ]
     env = cluster_environ(cluster_spec(sid, "multi-node", 4, layout[2], None))
-    assert env == {"BACKENDAI_CLUSTER_SIZE": "4", "BACKENDAI_CLUSTER_HOSTS": "main1,sub1,sub2,sub3",
-                   "BACKENDAI_CLUSTER_REPLICAS": "main:1,sub:3", "BACKENDAI_CLUSTER_HOST": "sub2",
-                   "BACKENDAI_CLUSTER_IDX": "2", "BACKENDAI_CLUSTER_ROLE": "sub", "BACKENDAI_CLUSTER_LOCAL_RANK": "2"}
+    assert env == {
+        "BACKENDAI_CLUSTER_SIZE": "4",
+        "BACKENDAI_CLUSTER_HOSTS": "main1,sub1,sub2,sub3",
+        "BACKENDAI_CLUSTER_REPLICAS": "main:1,sub:3",
+        "BACKENDAI_CLUSTER_HOST": "sub2",
+        "BACKENDAI_CLUSTER_IDX": "2",
+        "BACKENDAI_CLUSTER_ROLE": "sub",
+        "BACKENDAI_CLUSTER_LOCAL_RANK": "2",
+    }
     # A lone kernel: main1 of one, and no network of its own.
     single = cluster_spec(sid, "single-node", 1, kernel_layout(1)[0], None)
     assert cluster_environ(single)["BACKENDAI_CLUSTER_REPLICAS"] == "main:1" and endpoint_config(single) is None
     assert endpoint_config(cluster_spec(sid, "single-node", 2, layout[1], None)) == {
-        "EndpointsConfig": {f"bai-cluster-{sid}": {"Aliases": ["sub1"]}}}
+        "EndpointsConfig": {f"bai-cluster-{sid}": {"Aliases": ["sub1"]}}
+    }
 
 
-@pytest.mark.parametrize("name", ["bridge", "host", "bai-cluster-x", "bai-cluster-../etc", None, 3,
-                                  f"bai-cluster-{uuid.uuid4()}/x", f"other-{uuid.uuid4()}"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "bridge",
+        "host",
+        "bai-cluster-x",
+        "bai-cluster-../etc",
+        None,
+        3,
+        f"bai-cluster-{uuid.uuid4()}/x",
+        f"other-{uuid.uuid4()}",
+    ],
+)
 def test_agents_touch_only_cluster_networks(name: object) -> None:
     with pytest.raises(InvalidAPIParameters):
         check_network_name(name)
 
 
-@pytest.mark.parametrize("spec", [{"cluster_hostname": "evil;rm"}, {"cluster_hosts": ["main1", "../x"]},
-                                  {"cluster_idx": -1}, {"cluster_size": "3"}, {"cluster_replicas": ["main"]}])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"cluster_hostname": "evil;rm"},
+        {"cluster_hosts": ["main1", "../x"]},
+        {"cluster_idx": -1},
+        {"cluster_size": "3"},
+        {"cluster_replicas": ["main"]},
+    ],
+)
 def test_bad_cluster_specs_are_refused(spec: dict[str, object]) -> None:
     with pytest.raises(InvalidAPIParameters):
         cluster_environ(spec)

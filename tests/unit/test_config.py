@@ -21,7 +21,9 @@ def test_defaults_without_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 def test_file_in_cwd_then_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "manager.toml").write_text('[manager]\nservice-addr-port = 9000\n[db]\nurl = "sqlite+aiosqlite:///x.db"\n')
+    (tmp_path / "manager.toml").write_text(
+        '[manager]\nservice-addr-port = 9000\n[db]\nurl = "sqlite+aiosqlite:///x.db"\n'
+    )
     cfg = load_config(ManagerConfig, "manager", environ={"BACKENDAI_MANAGER__MANAGER__SERVICE_ADDR_PORT": "9100"})
     assert cfg.manager.service_addr_port == 9100
     assert cfg.db_url() == "sqlite+aiosqlite:///x.db"

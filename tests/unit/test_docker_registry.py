@@ -33,8 +33,8 @@ from ai.backend.manager.docker_registry import (
     verify_digest,
 )
 from ai.backend.manager.images import register_images
-from ai.backend.manager.models import Image, ImageAlias, metadata
-from ai.backend.testutils.registry import TestRegistry
+from ai.backend.manager.models import ImageAliasRow, ImageRow, metadata
+from ai.backend.testutils.docker_registry import TestRegistry
 
 # ---- recorded answers (shapes as registries send them; digests shortened where irrelevant) ----------
 
@@ -89,14 +89,19 @@ RECORDED_CONFIG: dict[str, Any] = json.loads("""{
 def test_www_authenticate_bearer_and_basic() -> None:
     scheme, params = parse_www_authenticate(
         'Bearer realm="https://auth.docker.io/token",service="registry.docker.io",'
-        'scope="repository:library/python:pull"')
+        'scope="repository:library/python:pull"'
+    )
     assert scheme == "bearer"
-    assert params == {"realm": "https://auth.docker.io/token", "service": "registry.docker.io",
-                      "scope": "repository:library/python:pull"}
+    assert params == {
+        "realm": "https://auth.docker.io/token",
+        "service": "registry.docker.io",
+        "scope": "repository:library/python:pull",
+    }
     assert parse_www_authenticate('Basic realm="Registry Realm"') == ("basic", {"realm": "Registry Realm"})
     # Harbor writes the scope with commas inside the quotes.
-    _, harbor = parse_www_authenticate('Bearer realm="https://h/service/token",service="harbor-registry",'
-                                       'scope="repository:p/r:pull,push"')
+    _, harbor = parse_www_authenticate(
+        'Bearer realm="https://h/service/token",service="harbor-registry",scope="repository:p/r:pull,push"'
+    )
     assert harbor["scope"] == "repository:p/r:pull,push"
 
 
@@ -110,16 +115,19 @@ def test_select_platform_prefers_host_then_amd64_and_skips_attestations() -> Non
     assert select_platform(RECORDED_INDEX, "arm64")["digest"] == "sha256:aaa2"
     assert select_platform(RECORDED_INDEX, "amd64")["digest"] == "sha256:aaa1"
     assert select_platform(RECORDED_INDEX, "s390x")["digest"] == "sha256:aaa1"  # falls back to linux/amd64
-    only_other = {"manifests": [m for m in RECORDED_INDEX["manifests"]
-                                if m["digest"] in ("sha256:aaa3", "sha256:aaa4")]}
+    only_other = {
+        "manifests": [m for m in RECORDED_INDEX["manifests"] if m["digest"] in ("sha256:aaa3", "sha256:aaa4")]
+    }
     with pytest.raises(UnsupportedImage) as e:
         select_platform(only_other, "arm64")
     assert "linux/arm64" in str(e.value) and "unknown/unknown" in str(e.value) and "windows/amd64" in str(e.value)
 
 
 def test_manifest_media_type_and_parsing() -> None:
-    assert manifest_media_type("application/vnd.docker.distribution.manifest.v2+json; charset=utf-8", {}) \
+    assert (
+        manifest_media_type("application/vnd.docker.distribution.manifest.v2+json; charset=utf-8", {})
         == dr.DOCKER_MANIFEST
+    )
     # A registry answering application/json: the document says what it is.
     assert manifest_media_type("application/json", RECORDED_SCHEMA2) == dr.DOCKER_MANIFEST
     assert manifest_media_type("application/json", {"schemaVersion": 2, "manifests": []}) == dr.OCI_INDEX
@@ -163,8 +171,12 @@ def _fill(reg: TestRegistry) -> None:
     reg.add_synthetic_image("other/kernel", "3", {**KERNEL, "which": "other"})
     reg.add_synthetic_image("solo/only-latest", "latest", {**KERNEL, "which": "solo"})
     # An image that only an old schema-1 manifest describes: skipped, not fatal.
-    reg.add_manifest("team/ancient", "1", "application/vnd.docker.distribution.manifest.v1+prettyjws",
-                     {"schemaVersion": 1, "name": "team/ancient", "tag": "1", "fsLayers": []})
+    reg.add_manifest(
+        "team/ancient",
+        "1",
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+        {"schemaVersion": 1, "name": "team/ancient", "tag": "1", "fsLayers": []},
+    )
 
 
 @pytest.fixture
@@ -181,8 +193,9 @@ class Recorder:
         self.current = 0
         self.total = 0
 
-    async def update(self, increment: int = 0, *, current: int | None = None, total: int | None = None,
-                     message: str | None = None) -> None:
+    async def update(
+        self, increment: int = 0, *, current: int | None = None, total: int | None = None, message: str | None = None
+    ) -> None:
         self.current = current if current is not None else self.current + increment
         self.total = total if total is not None else self.total
         if message:
@@ -207,14 +220,21 @@ async def test_scan_finds_kernel_images_only(registry: TestRegistry) -> None:
     progress = Recorder()
     found = await scan_registry(DockerRegistrySection(url=registry.url), progress)
     got = {(i.repository, i.tag): i for i in found}
-    assert set(got) == {("team/kernel", "1.0"), ("team/kernel", "latest"), ("team/multi", "2"),
-                        ("other/kernel", "3"), ("solo/only-latest", "latest")}
+    assert set(got) == {
+        ("team/kernel", "1.0"),
+        ("team/kernel", "latest"),
+        ("team/multi", "2"),
+        ("other/kernel", "3"),
+        ("solo/only-latest", "latest"),
+    }
     assert got[("team/multi", "2")].labels["which"] == ("arm" if dr.host_architecture() == "arm64" else "amd")
     assert got[("team/kernel", "1.0")].labels["ai.backend.resource.min.mem"] == "64m"
     assert progress.total == 7 and progress.current == 7
     assert any("team/plain:1: not a kernel image" in m for m in progress.messages)
-    assert any(m.startswith("team/ancient:1: skipped") and "unsupported manifest type" in m and "prettyjws" in m
-               for m in progress.messages)
+    assert any(
+        m.startswith("team/ancient:1: skipped") and "unsupported manifest type" in m and "prettyjws" in m
+        for m in progress.messages
+    )
     only_team = await scan_registry(DockerRegistrySection(url=registry.url, project=["team"]), Recorder())
     assert {i.repository for i in only_team} == {"team/kernel", "team/multi"}
 
@@ -295,27 +315,39 @@ async def db(tmp_path: Any) -> AsyncIterator[AsyncSession]:
 
 
 async def _aliases(db: AsyncSession) -> dict[str, str]:
-    return {a.alias: a.image for a in (await db.execute(select(ImageAlias))).scalars()}
+    return {a.alias: a.image for a in (await db.execute(select(ImageAliasRow))).scalars()}
 
 
 async def test_rescan_registers_and_heartbeats_do_not_rename(registry: TestRegistry, db: AsyncSession) -> None:
     name = registry.address
     # A local image the agents reported before: left untouched by the rescan.
-    await register_images(db, [{"ref": "python:3.11", "digest": "sha256:local", "labels": KERNEL, "size": 5},
-                               {"ref": "python:latest", "digest": "sha256:local", "labels": KERNEL, "size": 5}])
+    await register_images(
+        db,
+        [
+            {"ref": "python:3.11", "digest": "sha256:local", "labels": KERNEL, "size": 5},
+            {"ref": "python:latest", "digest": "sha256:local", "labels": KERNEL, "size": 5},
+        ],
+    )
     await db.commit()
     count = await rescan_registry(db, name, DockerRegistrySection(url=registry.url))
     await db.commit()
-    rows = {r.name: r for r in (await db.execute(select(Image))).scalars()}
+    rows = {r.name: r for r in (await db.execute(select(ImageRow))).scalars()}
     assert count == 4
-    assert set(rows) == {"python:3.11", f"{name}/team/kernel:1.0", f"{name}/team/multi:2", f"{name}/other/kernel:3",
-                         f"{name}/solo/only-latest:latest"}
+    assert set(rows) == {
+        "python:3.11",
+        f"{name}/team/kernel:1.0",
+        f"{name}/team/multi:2",
+        f"{name}/other/kernel:3",
+        f"{name}/solo/only-latest:latest",
+    }
     assert rows["python:3.11"].registry_name == "local" and rows["python:3.11"].config_digest == "sha256:local"
     kernel = rows[f"{name}/team/kernel:1.0"]
     assert kernel.registry_name == name and kernel.tag == "1.0" and kernel.labels["which"] == "one"
     assert kernel.size_bytes > 0 and kernel.architecture == "x86_64"
-    assert kernel.config_digest == json.loads(registry.manifests[registry.tags["team/kernel"]["1.0"]].data)[
-        "config"]["digest"]
+    assert (
+        kernel.config_digest
+        == json.loads(registry.manifests[registry.tags["team/kernel"]["1.0"]].data)["config"]["digest"]
+    )
     aliases = await _aliases(db)
     assert aliases[f"{name}/team/kernel:latest"] == f"{name}/team/kernel:1.0"
     assert aliases[f"{name}/team/kernel"] == f"{name}/team/kernel:1.0"
@@ -325,15 +357,20 @@ async def test_rescan_registers_and_heartbeats_do_not_rename(registry: TestRegis
     # An agent pulled team/kernel:1.0 and reports it next to the local image with the same digest (as Docker
     # shows one image with several tags): the registry row stays the registry's, nothing is duplicated and the
     # local aliases stay where they are.
-    pulled = {"ref": f"{name}/team/kernel:1.0", "digest": kernel.config_digest, "labels": kernel.labels,
-              "size": 999}
+    pulled = {"ref": f"{name}/team/kernel:1.0", "digest": kernel.config_digest, "labels": kernel.labels, "size": 999}
     same_as_local = {"ref": f"{name}/other/kernel:3", "digest": "sha256:local", "labels": KERNEL, "size": 5}
-    await db.execute(delete(ImageAlias).where(ImageAlias.alias.in_(["python", "python:latest"])))
-    await register_images(db, [same_as_local, pulled,
-                               {"ref": "python:latest", "digest": "sha256:local", "labels": KERNEL, "size": 5},
-                               {"ref": "python:3.11", "digest": "sha256:local", "labels": KERNEL, "size": 5}])
+    await db.execute(delete(ImageAliasRow).where(ImageAliasRow.alias.in_(["python", "python:latest"])))
+    await register_images(
+        db,
+        [
+            same_as_local,
+            pulled,
+            {"ref": "python:latest", "digest": "sha256:local", "labels": KERNEL, "size": 5},
+            {"ref": "python:3.11", "digest": "sha256:local", "labels": KERNEL, "size": 5},
+        ],
+    )
     await db.commit()
-    rows2 = {r.name: r for r in (await db.execute(select(Image))).scalars()}
+    rows2 = {r.name: r for r in (await db.execute(select(ImageRow))).scalars()}
     assert set(rows2) == set(rows)
     assert rows2[f"{name}/team/kernel:1.0"].registry_name == name and rows2[f"{name}/team/kernel:1.0"].size_bytes == 999
     assert rows2[f"{name}/other/kernel:3"].registry_name == name
@@ -347,7 +384,7 @@ async def test_rescan_registers_and_heartbeats_do_not_rename(registry: TestRegis
     await db.commit()
     await rescan_registry(db, name, DockerRegistrySection(url=registry.url))
     await db.commit()
-    assert (await db.get(Image, f"{name}/other/kernel:3")).registry_name == name  # type: ignore[union-attr]
+    assert (await db.get(ImageRow, f"{name}/other/kernel:3")).registry_name == name  # type: ignore[union-attr]
 
 
 async def test_failed_scan_changes_nothing(db: AsyncSession) -> None:
@@ -356,7 +393,7 @@ async def test_failed_scan_changes_nothing(db: AsyncSession) -> None:
         port = s.getsockname()[1]
     with pytest.raises(RegistryError):
         await rescan_registry(db, f"127.0.0.1:{port}", DockerRegistrySection(url=f"http://127.0.0.1:{port}"))
-    assert (await db.execute(select(Image))).scalars().all() == []
+    assert (await db.execute(select(ImageRow))).scalars().all() == []
 
 
 def test_registry_config_validation(tmp_path: Any) -> None:
@@ -368,17 +405,23 @@ def test_registry_config_validation(tmp_path: Any) -> None:
         path.write_text(toml)
         return load_config(ManagerConfig, "manager", path, environ={})
 
-    cfg = load('[docker-registries."cr.example.com"]\nurl = "https://cr.example.com/"\nusername = "u"\n'
-               'password = "p"\nproject = "stable"\n\n[docker-registries."localhost:5000"]\nurl = "http://localhost:5000"\n')
+    cfg = load(
+        '[docker-registries."cr.example.com"]\nurl = "https://cr.example.com/"\nusername = "u"\n'
+        'password = "p"\nproject = "stable"\n\n[docker-registries."localhost:5000"]\nurl = "http://localhost:5000"\n'
+    )
     assert cfg.docker_registries["cr.example.com"].url == "https://cr.example.com"
     assert cfg.docker_registries["cr.example.com"].project == ["stable"]
-    assert dr.registry_summary(cfg.docker_registries) == {"cr.example.com": "https://cr.example.com",
-                                                          "localhost:5000": "http://localhost:5000"}
+    assert dr.registry_summary(cfg.docker_registries) == {
+        "cr.example.com": "https://cr.example.com",
+        "localhost:5000": "http://localhost:5000",
+    }
     assert load("").docker_registries == {}
-    for bad, words in (('[docker-registries.python]\nurl = "http://x"\n', "must be host.domain"),
-                       ('[docker-registries."a.b"]\nurl = "ftp://a.b"\n', "http:// or https://"),
-                       ('[docker-registries."a.b"]\n', "url"),
-                       ('[docker-registries."a.b"]\nurl = "http://a.b"\ntoken = "x"\n', "token")):
+    for bad, words in (
+        ('[docker-registries.python]\nurl = "http://x"\n', "must be host.domain"),
+        ('[docker-registries."a.b"]\nurl = "ftp://a.b"\n', "http:// or https://"),
+        ('[docker-registries."a.b"]\n', "url"),
+        ('[docker-registries."a.b"]\nurl = "http://a.b"\ntoken = "x"\n', "token"),
+    ):
         with pytest.raises(ConfigError) as e:
             load(bad)
         assert words in str(e.value) and "docker-registries" in str(e.value), str(e.value)

@@ -16,7 +16,7 @@ from ai.backend.manager import generations
 from ai.backend.manager.db import create_engine, session_factory
 from ai.backend.manager.fixtures import USER, populate_defaults
 from ai.backend.manager.generations import GenerationCache, GenerationReader
-from ai.backend.manager.models import Domain, KeyPair
+from ai.backend.manager.models import DomainRow, KeyPairRow
 from ai.backend.manager.models.base import Base
 
 
@@ -42,7 +42,7 @@ async def test_orm_change_moves_only_its_group(db: async_sessionmaker[AsyncSessi
     reader = GenerationReader(tmp_path / "state", None)
     before = await _gens(reader)
     async with db() as s:
-        kp = await s.get(KeyPair, USER["access_key"])
+        kp = await s.get(KeyPairRow, USER["access_key"])
         assert kp is not None
         kp.is_active = False
         await s.commit()
@@ -51,18 +51,20 @@ async def test_orm_change_moves_only_its_group(db: async_sessionmaker[AsyncSessi
     assert (tmp_path / "state" / "generation.accounts").exists()
 
 
-async def test_bulk_update_moves_it_and_neutral_statements_do_not(db: async_sessionmaker[AsyncSession],
-                                                                  tmp_path: Path) -> None:
+async def test_bulk_update_moves_it_and_neutral_statements_do_not(
+    db: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
     reader = GenerationReader(tmp_path / "state", None)
     g0 = await reader.current("accounts")
     async with db() as s:
-        await s.execute(update(KeyPair).where(KeyPair.access_key == USER["access_key"]).values(rate_limit=7))
+        await s.execute(update(KeyPairRow).where(KeyPairRow.access_key == USER["access_key"]).values(rate_limit=7))
         await s.commit()
     g1 = await reader.current("accounts")
     assert g1 != g0
     async with db() as s:
-        await s.execute(update(KeyPair).values(num_queries=KeyPair.num_queries + 1)
-                        .execution_options(generation_neutral=True))
+        await s.execute(
+            update(KeyPairRow).values(num_queries=KeyPairRow.num_queries + 1).execution_options(generation_neutral=True)
+        )
         await s.commit()
     assert await reader.current("accounts") == g1
 
@@ -72,36 +74,36 @@ async def test_a_domain_rename_moves_accounts(db: async_sessionmaker[AsyncSessio
     reader = GenerationReader(tmp_path / "state", None)
     g0 = await reader.current("accounts")
     async with db() as s:
-        s.add(Domain(name="before"))
+        s.add(DomainRow(name="before"))
         await s.commit()
     g1 = await reader.current("accounts")
     async with db() as s:
-        await s.execute(update(Domain).where(Domain.name == "before").values(name="after"))
+        await s.execute(update(DomainRow).where(DomainRow.name == "before").values(name="after"))
         await s.commit()
     assert len({g0, g1, await reader.current("accounts")}) == 3
 
 
-async def test_rollback_reads_and_no_op_writes_do_not_move_it(db: async_sessionmaker[AsyncSession],
-                                                                tmp_path: Path) -> None:
+async def test_rollback_reads_and_no_op_writes_do_not_move_it(
+    db: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
     reader = GenerationReader(tmp_path / "state", None)
     g0 = await reader.current("accounts")
     async with db() as s:
-        kp = await s.get(KeyPair, USER["access_key"])
+        kp = await s.get(KeyPairRow, USER["access_key"])
         assert kp is not None
         kp.is_active = False
         await s.flush()
         await s.rollback()
     async with db() as s:
-        (await s.execute(select(KeyPair))).scalars().all()
-        kp = await s.get(KeyPair, USER["access_key"])
+        (await s.execute(select(KeyPairRow))).scalars().all()
+        kp = await s.get(KeyPairRow, USER["access_key"])
         assert kp is not None
         kp.is_active = kp.is_active  # set to the same value: nothing to re-read
         await s.commit()
     assert await reader.current("accounts") == g0
 
 
-async def test_another_process_is_seen_through_the_marker(db: async_sessionmaker[AsyncSession],
-                                                          tmp_path: Path) -> None:
+async def test_another_process_is_seen_through_the_marker(db: async_sessionmaker[AsyncSession], tmp_path: Path) -> None:
     reader = GenerationReader(tmp_path / "state", None)
     g0 = await reader.current("accounts")
     script = f"""
@@ -144,7 +146,8 @@ def test_every_table_is_watched_or_declared_uncached() -> None:
     tables = set(metadata.tables)
     assert set(generations.GROUPS) | generations.UNCACHED == tables, (
         "a table is neither in generations.GROUPS nor in UNCACHED: "
-        f"{sorted(tables - set(generations.GROUPS) - generations.UNCACHED)}")
+        f"{sorted(tables - set(generations.GROUPS) - generations.UNCACHED)}"
+    )
     assert not set(generations.GROUPS) & generations.UNCACHED
 
 
@@ -155,10 +158,10 @@ async def test_sessions_not_made_by_session_factory_move_no_generation(
     g0 = await reader.current("accounts")
     engine = db.kw["bind"]
     async with AsyncSession(engine) as s:  # a plain session: its changes are not watched
-        await s.execute(update(KeyPair).where(KeyPair.access_key == USER["access_key"]).values(rate_limit=9))
+        await s.execute(update(KeyPairRow).where(KeyPairRow.access_key == USER["access_key"]).values(rate_limit=9))
         await s.commit()
     assert await reader.current("accounts") == g0
     async with db() as s:
-        await s.execute(update(KeyPair).where(KeyPair.access_key == USER["access_key"]).values(rate_limit=8))
+        await s.execute(update(KeyPairRow).where(KeyPairRow.access_key == USER["access_key"]).values(rate_limit=8))
         await s.commit()
     assert await reader.current("accounts") != g0

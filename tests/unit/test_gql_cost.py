@@ -22,12 +22,15 @@ def test_ordinary_documents_pass() -> None:
     gate.check("{ not valid graphql")  # left for validation to report
 
 
-@pytest.mark.parametrize(("query", "words"), [
-    ("{ " + " ".join(f"a{i}: domains {{ name }}" for i in range(6)) + " }", "aliases"),
-    ("{ domains { " + " ".join(f"f{i}" for i in range(60)) + " } }", "fields"),
-    ("{ x }" + " " * 5000, "bytes"),
-    ("fragment F on Domain { name } { domains { " + " ".join("...F" for _ in range(7)) + " } }", "spreads"),
-])
+@pytest.mark.parametrize(
+    ("query", "words"),
+    [
+        ("{ " + " ".join(f"a{i}: domains {{ name }}" for i in range(6)) + " }", "aliases"),
+        ("{ domains { " + " ".join(f"f{i}" for i in range(60)) + " } }", "fields"),
+        ("{ x }" + " " * 5000, "bytes"),
+        ("fragment F on Domain { name } { domains { " + " ".join("...F" for _ in range(7)) + " } }", "spreads"),
+    ],
+)
 def test_limits_are_refused_with_the_limit_named(query: str, words: str) -> None:
     with pytest.raises(DocumentTooCostly) as e:
         _gate().check(query)

@@ -70,5 +70,5 @@ def test_documents_without_variables_or_unparsable_are_returned_as_is(norm: Vari
 
 
 def test_a_variable_used_at_two_different_types_is_left_alone(norm: VariableTypeNormalizer) -> None:
-    query = ("query($x: String!) { group(id: $x) { id } user_from_uuid(user_id: $x) { email } }")
+    query = "query($x: String!) { group(id: $x) { id } user_from_uuid(user_id: $x) { email } }"
     assert norm.normalize(query) == query

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ai.backend.agent.stats import HostStats
-from ai.backend.manager.live_stats import AgentLiveStats
+from ai.backend.manager.agents.live_stats import AgentLiveStats
 
 
 def _proc(tmp: Path, user: int, idle: int) -> None:

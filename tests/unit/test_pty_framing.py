@@ -60,7 +60,7 @@ def test_roundtrip_every_kind_fed_byte_by_byte(kind: bytes) -> None:
     dec = FrameDecoder()
     frames: list[tuple[bytes, bytes]] = []
     for i in range(len(wire)):
-        frames += dec.feed(wire[i:i + 1])
+        frames += dec.feed(wire[i : i + 1])
     assert frames == [(kind, payload), (kind, b"")]
     assert dec.pending == 0
 
@@ -134,7 +134,8 @@ def test_session_pids_reads_proc(tmp_path: Path) -> None:
 
 def test_agent_control_messages() -> None:
     assert _control_frame('{"type": "resize", "rows": 30, "cols": 100}') == encode_frame(
-        KIND_RESIZE, encode_resize(30, 100))
+        KIND_RESIZE, encode_resize(30, 100)
+    )
     assert _control_frame('{"type": "restart"}') == encode_frame(KIND_RESTART)
     assert _control_frame('{"type": "close"}') is None
     for bad in ('{"type": "resize", "rows": "30", "cols": 100}', '{"type": "nope"}', "[]", "{"):
@@ -185,7 +186,9 @@ async def test_terminal_socket_must_be_a_socket_in_the_ipc_dir(tmp_path: Path) -
 
 def test_client_messages() -> None:
     assert parse_pty_message(json.dumps({"type": "stdin", "chars": base64.b64encode(b"ls\x03\n").decode()})) == (
-        "stdin", b"ls\x03\n")
+        "stdin",
+        b"ls\x03\n",
+    )
     assert parse_pty_message('{"type": "resize", "rows": 25, "cols": 80}') == ("resize", (25, 80))
     assert parse_pty_message('{"type": "ping"}') == ("ping", None)
     assert parse_pty_message('{"type": "restart"}') == ("restart", None)
@@ -193,18 +196,21 @@ def test_client_messages() -> None:
     assert parse_pty_message(json.dumps({"type": "stdin", "chars": big}))[1] == b"x" * MAX_STDIN_BYTES
 
 
-@pytest.mark.parametrize(("text", "fragment"), [
-    ("{", "JSON"),
-    ('{"type": "ping",}', "JSON"),
-    ('"ping"', "object"),
-    ('{"type": "stdin", "chars": 5}', "chars"),
-    ('{"type": "stdin", "chars": "a*b="}', "base64"),
-    ('{"type": "resize", "rows": true, "cols": 80}', "rows"),
-    ('{"type": "resize", "rows": 24}', "cols"),
-    ('{"type": "resize", "rows": 24, "cols": 1001}', "cols"),
-    ('{"type": "resize", "rows": 2.5, "cols": 80}', "rows"),
-    ('{"kind": "stdin"}', "unknown message type"),
-])
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("{", "JSON"),
+        ('{"type": "ping",}', "JSON"),
+        ('"ping"', "object"),
+        ('{"type": "stdin", "chars": 5}', "chars"),
+        ('{"type": "stdin", "chars": "a*b="}', "base64"),
+        ('{"type": "resize", "rows": true, "cols": 80}', "rows"),
+        ('{"type": "resize", "rows": 24}', "cols"),
+        ('{"type": "resize", "rows": 24, "cols": 1001}', "cols"),
+        ('{"type": "resize", "rows": 2.5, "cols": 80}', "rows"),
+        ('{"kind": "stdin"}', "unknown message type"),
+    ],
+)
 def test_bad_client_messages(text: str, fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment):
         parse_pty_message(text)
@@ -234,15 +240,30 @@ async def test_handshake_is_signed_as_sent(endpoint: str) -> None:
     assert headers["Content-Type"] == "application/octet-stream"
     # The SDK signs the (empty) body of the handshake too: its hash is the header, covered by the signature.
     assert headers[BODY_HASH_HEADER] == hashlib.sha256(b"").hexdigest()
-    expected = make_signature(method="GET", path_with_query=uri.resource_name, date_header=headers["Date"],
-                              date=isoparse(headers["Date"]), host=host, content_type="application/octet-stream",
-                              version=headers["X-BackendAI-Version"], secret_key="sk-example",
-                              hash_type=auth.hash_type, body_sha256=headers[BODY_HASH_HEADER])
+    expected = make_signature(
+        method="GET",
+        path_with_query=uri.resource_name,
+        date_header=headers["Date"],
+        date=isoparse(headers["Date"]),
+        host=host,
+        content_type="application/octet-stream",
+        version=headers["X-BackendAI-Version"],
+        secret_key="sk-example",
+        hash_type=auth.hash_type,
+        body_sha256=headers[BODY_HASH_HEADER],
+    )
     assert auth.signature == expected and auth.access_key == "AKIAEXAMPLE"
 
 
-@pytest.mark.parametrize(("url", "host"), [("ws://h:80/x", "h"), ("ws://h:8080/x", "h:8080"), ("wss://h:443/x", "h"),
-                                         ("wss://H.Example:8443/x", "h.example:8443")])
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("ws://h:80/x", "h"),
+        ("ws://h:8080/x", "h:8080"),
+        ("wss://h:443/x", "h"),
+        ("wss://H.Example:8443/x", "h.example:8443"),
+    ],
+)
 def test_handshake_host_matches_httpx(url: str, host: str) -> None:
     """The Host httpx signs and the Host websockets sends agree (default ports omitted)."""
     uri = parse_uri(url)

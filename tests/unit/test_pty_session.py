@@ -98,8 +98,13 @@ async def _open(m: PtyManager, **size: int) -> tuple[str, Client]:
 
 
 def _wait_gone(sid: int, timeout: float = 5.0) -> list[int]:
-    return wait_until(f"the processes of session {sid} to end", lambda: session_pids(sid), lambda pids: not pids,
-                      timeout, interval=0.05)
+    return wait_until(
+        f"the processes of session {sid} to end",
+        lambda: session_pids(sid),
+        lambda pids: not pids,
+        timeout,
+        interval=0.05,
+    )
 
 
 async def test_shell_runs_in_the_workdir_with_the_terminal_settings(manager: PtyManager) -> None:

@@ -100,7 +100,7 @@ async def test_c_output_streams_across_continuations(start_runner: StartRunner) 
 @needs_gcc
 async def test_c_output_is_capped(start_runner: StartRunner) -> None:  # noqa: F811
     runner = await start_runner(runtime_type="c")
-    code = "for (int i = 0; i < 200000; i++) fputs(\"0123456789\", stdout);"
+    code = 'for (int i = 0; i < 200000; i++) fputs("0123456789", stdout);'
     responses = await run_to_end(runner.client, code)
     out = text_of(responses, "stdout")
     assert out.startswith("0123456789") and "[output truncated: stdout exceeded" in out
@@ -145,7 +145,9 @@ async def test_nodejs_query_and_batch(start_runner: StartRunner) -> None:  # noq
     runner = await start_runner(runtime_type="nodejs")
     client = runner.client
     assert await run(client, "console.log(1 + 1); console.error('to stderr')") == (
-        [["stdout", "2\n"], ["stderr", "to stderr\n"]], 0)
+        [["stdout", "2\n"], ["stderr", "to stderr\n"]],
+        0,
+    )
     console, exit_code = await run(client, "throw new Error('boom')")
     assert exit_code == 1 and "Error: boom" in console[-1][1]
     (runner.workdir / "main.js").write_text("console.log('from main.js')\n")

@@ -24,8 +24,10 @@ def test_media_content_rules() -> None:
     assert display_mod.media_content("text/plain", b"caf\xc3\xa9") == "café"
     assert display_mod.media_content("image/svg+xml", "<svg/>") == "<svg/>"
     assert display_mod.media_content("application/json", b"{}") == "{}"
-    assert display_mod.media_content("image/png", b"\x89PNG") == "data:image/png;base64," + base64.b64encode(
-        b"\x89PNG").decode()
+    assert (
+        display_mod.media_content("image/png", b"\x89PNG")
+        == "data:image/png;base64," + base64.b64encode(b"\x89PNG").decode()
+    )
     assert display_mod.media_content("image/png", "data:image/png;base64,AA==") == "data:image/png;base64,AA=="
     assert not display_mod.is_text_mime("application/pdf") and display_mod.is_text_mime("text/html; charset=utf-8")
 
@@ -120,8 +122,10 @@ async def test_basic_config_logs_to_the_console(start_runner: StartRunner) -> No
     assert (kind, level, name, message) == ("log", "info", "root", "hi")
     # An explicit destination is the user's choice: plain stderr text.
     runner = await start_runner()
-    code = "import logging, sys\nlogging.basicConfig(stream=sys.stderr, format='%(levelname)s:%(message)s')\n" \
-           "logging.warning('as text')"
+    code = (
+        "import logging, sys\nlogging.basicConfig(stream=sys.stderr, format='%(levelname)s:%(message)s')\n"
+        "logging.warning('as text')"
+    )
     result = await query(runner.client, code)
     assert result["console"] == [["stderr", "WARNING:as text\n"]]
 
@@ -147,8 +151,9 @@ async def test_plt_show_sends_figures_as_png(start_runner: StartRunner) -> None:
     )
     code = "import matplotlib.pyplot as plt\nplt.figure(); plt.figure()\nprint('before')\nplt.show()\nprint('after')"
     result = await query(runner.client, code)
-    png = [["media", ["image/png", "data:image/png;base64," + base64.b64encode(b"PNG-%d" % n).decode()]]
-           for n in (1, 2)]
+    png = [
+        ["media", ["image/png", "data:image/png;base64," + base64.b64encode(b"PNG-%d" % n).decode()]] for n in (1, 2)
+    ]
     assert result["console"] == [["stdout", "before\n"], *png, ["stdout", "after\n"]]
     # Shown figures are closed: a second show() has nothing to send.
     result = await query(runner.client, "plt.show()")

@@ -279,9 +279,7 @@ async def test_interrupt_when_idle_is_harmless(runner: Runner) -> None:
 async def test_completion(runner: Runner) -> None:
     client = runner.client
     await query(client, "import os\nmy_variable = 1")
-    result = await client.request(
-        "complete", code="os.pa", opts={"post": "", "line": "os.pa", "row": 0, "col": 5}
-    )
+    result = await client.request("complete", code="os.pa", opts={"post": "", "line": "os.pa", "row": 0, "col": 5})
     assert "os.path" in result["result"]
     result = await client.request("complete", code="x = my_va", opts=None)
     assert result["result"] == ["my_variable"]

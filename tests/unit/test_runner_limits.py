@@ -26,15 +26,22 @@ from .test_runner import start_runner as start_runner  # noqa: F401 (the fixture
 # -- output of a Python process that dies -----------------------------------------------------
 
 
-@pytest.mark.parametrize(("code", "expected", "exit_code"), [
-    ("print('A')\nimport os\nos._exit(3)", "A\n", 3),
-    ("import os\nos.write(1, b'FD\\n')\nprint('PY')\nos._exit(4)", "FD\nPY\n", 4),
-    ("print('B')\nimport os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "B\n", -9),
-    # bytearray() zero-fills holding the GIL: no helper thread may send anything meanwhile.
-    ("print('C')\nimport os, signal\nb = bytearray(1 << 28)\nos.kill(os.getpid(), signal.SIGKILL)", "C\n", -9),
-])
-async def test_output_written_before_the_process_dies_is_kept(runner: Runner, code: str, expected: str,  # noqa: F811
-                                                              exit_code: int) -> None:
+@pytest.mark.parametrize(
+    ("code", "expected", "exit_code"),
+    [
+        ("print('A')\nimport os\nos._exit(3)", "A\n", 3),
+        ("import os\nos.write(1, b'FD\\n')\nprint('PY')\nos._exit(4)", "FD\nPY\n", 4),
+        ("print('B')\nimport os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "B\n", -9),
+        # bytearray() zero-fills holding the GIL: no helper thread may send anything meanwhile.
+        ("print('C')\nimport os, signal\nb = bytearray(1 << 28)\nos.kill(os.getpid(), signal.SIGKILL)", "C\n", -9),
+    ],
+)
+async def test_output_written_before_the_process_dies_is_kept(
+    runner: Runner,
+    code: str,
+    expected: str,  # noqa: F811
+    exit_code: int,
+) -> None:
     responses = await run_to_end(runner.client, code)
     out = text_of(responses, "stdout")
     assert sorted(out.splitlines()) == sorted(expected.splitlines()), responses
@@ -126,8 +133,9 @@ async def fake_runner() -> AsyncIterator[tuple[str, list[bytes]]]:
     os.rmdir(d)
 
 
-async def test_an_oversized_frame_closes_the_connection_unread(fake_runner: tuple[str, list[bytes]],
-                                                               caplog: pytest.LogCaptureFixture) -> None:
+async def test_an_oversized_frame_closes_the_connection_unread(
+    fake_runner: tuple[str, list[bytes]], caplog: pytest.LogCaptureFixture
+) -> None:
     path, script = fake_runner
     client = await RunnerClient.open(path, timeout=5)
     assert (await client.request("ping"))["ok"] is True

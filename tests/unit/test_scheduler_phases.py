@@ -32,10 +32,14 @@ ROOMY = KeypairState(ResourceSlot({"cpu": Decimal(100)}), 100)
 FAILING_ALONE: dict[str, tuple[PendingSession, KeypairState]] = {
     "reserved_time": (PendingSession("s", "AK", "default", ONE, starts_at=NOW + timedelta(hours=1)), ROOMY),
     "scaling_group_access": (PendingSession("s", "AK", "default", ONE, sgroup_allowed=False), ROOMY),
-    "keypair_concurrency_limit": (PendingSession("s", "AK", "default", ONE),
-                                  KeypairState(ResourceSlot({"cpu": Decimal(100)}), 1, active=1)),
-    "keypair_resource_limit": (PendingSession("s", "AK", "default", ONE),
-                               KeypairState(ResourceSlot({"cpu": Decimal(1)}), 100, using=ONE)),
+    "keypair_concurrency_limit": (
+        PendingSession("s", "AK", "default", ONE),
+        KeypairState(ResourceSlot({"cpu": Decimal(100)}), 1, active=1),
+    ),
+    "keypair_resource_limit": (
+        PendingSession("s", "AK", "default", ONE),
+        KeypairState(ResourceSlot({"cpu": Decimal(1)}), 100, using=ONE),
+    ),
 }
 
 

@@ -57,8 +57,10 @@ def test_waiting_reasons_follow_the_placements_made_before_them() -> None:
     def slots(cpu: int) -> ResourceSlot:
         return ResourceSlot({"cpu": Decimal(cpu), "mem": Decimal(1024)})
 
-    agents = [AgentState("A", "default", slots(4), ResourceSlot({"cpu": Decimal(2)})),
-              AgentState("B", "default", slots(4), ResourceSlot({"cpu": Decimal(3)}))]
+    agents = [
+        AgentState("A", "default", slots(4), ResourceSlot({"cpu": Decimal(2)})),
+        AgentState("B", "default", slots(4), ResourceSlot({"cpu": Decimal(3)})),
+    ]
     asked = {"s1": 3, "s2": 2, "s3": 3, "s4": 3}
     pending = [PendingSession(sid, "AK", "default", ResourceSlot({"cpu": Decimal(c)})) for sid, c in asked.items()]
     plan = plan_pass(pending, agents, {"AK": KeypairState(ResourceSlot(), 100)}, {}, {}, datetime.now(UTC))

@@ -63,8 +63,7 @@ class Sim:
         return sid
 
     def occupied(self, agent_id: str) -> ResourceSlot:
-        return sum((r for _, kernels, _ in self.running.values() for a, r in kernels if a == agent_id),
-                   ResourceSlot())
+        return sum((r for _, kernels, _ in self.running.values() for a, r in kernels if a == agent_id), ResourceSlot())
 
     def holding(self, ak: str) -> tuple[ResourceSlot, int]:
         mine = [total for k, _, total in self.running.values() if k == ak]
@@ -100,8 +99,11 @@ class Sim:
 ops = st.lists(
     st.one_of(
         st.tuples(st.just("create"), st.sampled_from(["AK1", "AK2", "AK3"]), amounts),
-        st.tuples(st.sampled_from(["single-node", "multi-node"]),
-                  st.tuples(st.sampled_from(["AK1", "AK2", "AK3"]), st.integers(2, 4)), amounts),
+        st.tuples(
+            st.sampled_from(["single-node", "multi-node"]),
+            st.tuples(st.sampled_from(["AK1", "AK2", "AK3"]), st.integers(2, 4)),
+            amounts,
+        ),
         st.tuples(st.just("terminate"), st.integers(0, 1000), st.just((0, 0, 0))),
         st.tuples(st.just("schedule"), st.just(0), st.just((0, 0, 0))),
     ),
@@ -118,7 +120,10 @@ ops = st.lists(
     steps=ops,
 )
 def test_no_sequence_overcommits_an_agent_or_a_policy(
-    caps: list[tuple[int, int, int]], limits: list[tuple[tuple[int, int, int], int]], policy: str, strategy: str,
+    caps: list[tuple[int, int, int]],
+    limits: list[tuple[tuple[int, int, int], int]],
+    policy: str,
+    strategy: str,
     steps: list[tuple[str, object, tuple[int, int, int]]],
 ) -> None:
     sim = Sim(
@@ -152,8 +157,11 @@ def test_drf_converges_to_fair_shares(units: list[int], size: tuple[int, int, in
     one = slot(size)
     caps = [slot(tuple(u * v for v in size)) for u in units]  # type: ignore[arg-type]
     unlimited = KeypairState(ResourceSlot(), 10**6)
-    sim = Sim([AgentState(f"i-{i}", "default", c) for i, c in enumerate(caps)],
-              {"A": unlimited, "B": unlimited}, GroupSettings("drf", "dispersed"))
+    sim = Sim(
+        [AgentState(f"i-{i}", "default", c) for i, c in enumerate(caps)],
+        {"A": unlimited, "B": unlimited},
+        GroupSettings("drf", "dispersed"),
+    )
     total = sum(caps, ResourceSlot())
     ends: dict[str, int] = {}
     life = itertools.cycle(lifetimes)

@@ -29,8 +29,13 @@ G = 1024**3
 
 
 def slots(cpu: float, mem_g: float, **extra: float) -> ResourceSlot:
-    return ResourceSlot({"cpu": Decimal(str(cpu)), "mem": Decimal(int(mem_g * G)), **{
-        k.replace("_", "."): Decimal(str(v)) for k, v in extra.items()}})
+    return ResourceSlot(
+        {
+            "cpu": Decimal(str(cpu)),
+            "mem": Decimal(int(mem_g * G)),
+            **{k.replace("_", "."): Decimal(str(v)) for k, v in extra.items()},
+        }
+    )
 
 
 def agent(aid: str, cap: ResourceSlot, used: ResourceSlot | None = None, **kw: object) -> AgentState:
@@ -81,7 +86,8 @@ def test_predicates_and_reasons() -> None:
     assert failed[P_KEYPAIR_SLOTS] == "keypair resource policy limit: cpu 4 of 4 in use, 1 asked"
     full = KeypairState(slots(100, 100), max_concurrent=1, active=1)
     assert dict(check_predicates(PendingSession("s2", "AK", "default", slots(1, 1)), full, NOW)) == {
-        P_CONCURRENCY: "keypair concurrency limit: 1 of 1 sessions active"}
+        P_CONCURRENCY: "keypair concurrency limit: 1 of 1 sessions active"
+    }
     roomy = KeypairState(slots(4, 8), max_concurrent=2, using=slots(3, 2), active=1)
     assert check_predicates(PendingSession("s3", "AK", "default", slots(1, 1), starts_at=NOW), roomy, NOW) == []
 
@@ -89,8 +95,7 @@ def test_predicates_and_reasons() -> None:
 def test_plan_reports_nearest_agent_and_never_fit() -> None:
     a = agent("i-a", slots(4, 4), slots(3, 1))
     b = agent("i-b", slots(4, 4), slots(1, 3))
-    pending = [PendingSession("p1", "AK", "default", slots(2, 2)),
-               PendingSession("p2", "AK", "default", slots(8, 1))]
+    pending = [PendingSession("p1", "AK", "default", slots(2, 2)), PendingSession("p2", "AK", "default", slots(8, 1))]
     plan = plan_pass(pending, [a, b], {}, {}, {}, NOW)
     assert plan.placements == []
     why = {w.session_id: w for w in plan.waiting}
@@ -120,34 +125,56 @@ def _cluster(sid: str, cpu: float, size: int, mode: str) -> PendingSession:
 
 def test_multi_node_cluster_spreads_over_agents_whole_or_not_at_all() -> None:
     agents = [agent("i-a", slots(2, 8)), agent("i-b", slots(2, 8)), agent("i-c", slots(1, 8))]
-    plan = plan_pass([_cluster("big", 2, 3, "multi-node"),  # three 2-CPU kernels: only two agents have room
-                      _cluster("pair", 2, 2, "multi-node"),
-                      _cluster("one", 1, 1, "single-node")],
-                     agents, {}, {"default": GroupSettings("fifo", "dispersed")}, {}, NOW)
+    plan = plan_pass(
+        [
+            _cluster("big", 2, 3, "multi-node"),  # three 2-CPU kernels: only two agents have room
+            _cluster("pair", 2, 2, "multi-node"),
+            _cluster("one", 1, 1, "single-node"),
+        ],
+        agents,
+        {},
+        {"default": GroupSettings("fifo", "dispersed")},
+        {},
+        NOW,
+    )
     assert plan.placements == [("pair", "i-a"), ("one", "i-c")]
     assert plan.kernel_agents == {"pair": ["i-a", "i-b"]}
     (waiting,) = plan.waiting
     assert waiting.session_id == "big" and waiting.predicates == (P_CAPACITY,)
-    assert waiting.reason == ("the request can never fit: a multi-node cluster of 3 kernels of cpu 2, mem 1g "
-                              "each; the agents have room for 2 even when empty")
+    assert waiting.reason == (
+        "the request can never fit: a multi-node cluster of 3 kernels of cpu 2, mem 1g "
+        "each; the agents have room for 2 even when empty"
+    )
 
 
 def test_multi_node_cluster_waits_for_room_and_gives_back_a_partial_placement() -> None:
     # Room for two 1-CPU kernels now; a cluster of three waits, and the single session behind it still gets
     # the room its partial placement would have taken.
     agents = [agent("i-a", slots(2, 8), slots(1, 1)), agent("i-b", slots(2, 8), slots(1, 1))]
-    plan = plan_pass([_cluster("trio", 1, 3, "multi-node"), _cluster("s1", 1, 1, "single-node"),
-                      _cluster("s2", 1, 1, "single-node")],
-                     agents, {}, {"default": GroupSettings("fifo", "concentrated")}, {}, NOW)
+    plan = plan_pass(
+        [
+            _cluster("trio", 1, 3, "multi-node"),
+            _cluster("s1", 1, 1, "single-node"),
+            _cluster("s2", 1, 1, "single-node"),
+        ],
+        agents,
+        {},
+        {"default": GroupSettings("fifo", "concentrated")},
+        {},
+        NOW,
+    )
     assert [sid for sid, _ in plan.placements] == ["s1", "s2"]
     assert {aid for _, aid in plan.placements} == {"i-a", "i-b"}
     (waiting,) = plan.waiting
-    assert waiting.reason == "no room for a multi-node cluster of 3 kernels of cpu 1, mem 1g each: " \
-                             "the agents have room for 2 now"
+    assert (
+        waiting.reason == "no room for a multi-node cluster of 3 kernels of cpu 1, mem 1g each: "
+        "the agents have room for 2 now"
+    )
 
 
 def test_single_node_cluster_needs_one_agent_with_room_for_all() -> None:
     agents = [agent("i-a", slots(2, 8)), agent("i-b", slots(4, 8))]
-    plan = plan_pass([_cluster("trio", 1, 3, "single-node")], agents, {},
-                     {"default": GroupSettings("fifo", "dispersed")}, {}, NOW)
+    plan = plan_pass(
+        [_cluster("trio", 1, 3, "single-node")], agents, {}, {"default": GroupSettings("fifo", "dispersed")}, {}, NOW
+    )
     assert plan.placements == [("trio", "i-b")] and plan.kernel_agents == {"trio": ["i-b"] * 3}

@@ -117,14 +117,16 @@ def test_parse_form_files_round_trips_binary_content() -> None:
 
 
 def test_parse_form_files_rfc2231_name_and_errors() -> None:
-    body = (b"--XYZ\r\nContent-Disposition: form-data; name=\"src\"; filename*=UTF-8''d%C3%A9j%C3%A0.txt\r\n\r\n"
-            b"data\r\n--XYZ--\r\n")
+    body = (
+        b"--XYZ\r\nContent-Disposition: form-data; name=\"src\"; filename*=UTF-8''d%C3%A9j%C3%A0.txt\r\n\r\n"
+        b"data\r\n--XYZ--\r\n"
+    )
     assert parse_form_files(body, "multipart/form-data; boundary=XYZ") == [("déjà.txt", b"data")]
     with pytest.raises(InvalidAPIParameters, match="multipart/form-data"):
         parse_form_files(body, "application/json")
     with pytest.raises(InvalidAPIParameters, match="truncated"):
         parse_form_files(body[:-12], "multipart/form-data; boundary=XYZ")
-    field = b"--XYZ\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\nvalue\r\n--XYZ--\r\n"
+    field = b'--XYZ\r\nContent-Disposition: form-data; name="x"\r\n\r\nvalue\r\n--XYZ--\r\n'
     with pytest.raises(InvalidAPIParameters, match="filename"):
         parse_form_files(field, "multipart/form-data; boundary=XYZ")
 

@@ -14,8 +14,8 @@ from sqlalchemy import insert, select
 from ai.backend.manager.db import create_engine, session_factory
 from ai.backend.manager.events import EventBus
 from ai.backend.manager.fixtures import DEFAULT_GROUP_ID, USER
-from ai.backend.manager.models import Agent, Kernel, SessionRow
-from ai.backend.manager.models.accounts import User
+from ai.backend.manager.models import AgentRow, KernelRow, SessionRow
+from ai.backend.manager.models.accounts import UserRow
 from ai.backend.manager.models.base import utcnow
 from ai.backend.manager.registry import SessionNotRunning, SessionRegistry
 from ai.backend.testutils.scheduler_rows import IMAGE, insert_agents, prepare_schema
@@ -63,25 +63,55 @@ async def _session(reg: SessionRegistry, status: str) -> uuid.UUID:
     now = utcnow()
     sid, kid = uuid.uuid4(), uuid.uuid4()
     async with reg.db() as db:
-        user_uuid = (await db.execute(select(User.uuid).where(User.email == USER["email"]))).scalar_one()
-        await db.execute(insert(SessionRow), [{
-            "id": sid, "name": f"s-{sid.hex[:6]}", "access_key": USER["access_key"], "user_uuid": user_uuid,
-            "domain_name": "default", "group_id": DEFAULT_GROUP_ID, "scaling_group": "default", "image": IMAGE,
-            "status": status, "status_data": {}, "status_history": {status: now.isoformat()}, "created_at": now,
-            "requested_slots": {"cpu": "1"}, "occupying_slots": {"cpu": "1"}, "environ": {}, "resource_opts": {}}])
-        await db.execute(insert(Kernel), [{
-            "id": kid, "session_id": sid, "image": IMAGE, "status": status, "agent": "a1",
-            "agent_addr": "http://agent-a1", "occupied_slots": {"cpu": "1"}, "created_at": now}])
-        agent = await db.get(Agent, "a1")
+        user_uuid = (await db.execute(select(UserRow.uuid).where(UserRow.email == USER["email"]))).scalar_one()
+        await db.execute(
+            insert(SessionRow),
+            [
+                {
+                    "id": sid,
+                    "name": f"s-{sid.hex[:6]}",
+                    "access_key": USER["access_key"],
+                    "user_uuid": user_uuid,
+                    "domain_name": "default",
+                    "group_id": DEFAULT_GROUP_ID,
+                    "scaling_group": "default",
+                    "image": IMAGE,
+                    "status": status,
+                    "status_data": {},
+                    "status_history": {status: now.isoformat()},
+                    "created_at": now,
+                    "requested_slots": {"cpu": "1"},
+                    "occupying_slots": {"cpu": "1"},
+                    "environ": {},
+                    "resource_opts": {},
+                }
+            ],
+        )
+        await db.execute(
+            insert(KernelRow),
+            [
+                {
+                    "id": kid,
+                    "session_id": sid,
+                    "image": IMAGE,
+                    "status": status,
+                    "agent": "a1",
+                    "agent_addr": "http://agent-a1",
+                    "occupied_slots": {"cpu": "1"},
+                    "created_at": now,
+                }
+            ],
+        )
+        agent = await db.get(AgentRow, "a1")
         assert agent is not None
         agent.occupied_slots = {"cpu": "1"}
         await db.commit()
     return sid
 
 
-async def _row(reg: SessionRegistry, sid: uuid.UUID) -> tuple[SessionRow, Agent]:
+async def _row(reg: SessionRegistry, sid: uuid.UUID) -> tuple[SessionRow, AgentRow]:
     async with reg.db() as db:
-        session, agent = await db.get(SessionRow, sid), await db.get(Agent, "a1")
+        session, agent = await db.get(SessionRow, sid), await db.get(AgentRow, "a1")
     assert session is not None and agent is not None
     return session, agent
 

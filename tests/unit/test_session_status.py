@@ -35,16 +35,32 @@ def test_active_and_terminal_partition_the_statuses() -> None:
 
 
 def test_the_happy_path_is_allowed_step_by_step() -> None:
-    path = ["PENDING", "SCHEDULED", "PREPARING", "PULLING", "RUNNING", "RESTARTING", "RUNNING", "TERMINATING",
-            "TERMINATED"]
+    path = [
+        "PENDING",
+        "SCHEDULED",
+        "PREPARING",
+        "PULLING",
+        "RUNNING",
+        "RESTARTING",
+        "RUNNING",
+        "TERMINATING",
+        "TERMINATED",
+    ]
     for a, b in zip(path, path[1:], strict=False):
         assert check_transition(a, b) == b
 
 
-@pytest.mark.parametrize(("current", "to"), [
-    ("TERMINATED", "RUNNING"), ("CANCELLED", "PENDING"), ("PENDING", "RUNNING"), ("RUNNING", "PENDING"),
-    ("TERMINATING", "RUNNING"), ("ERROR", "RUNNING"),
-])
+@pytest.mark.parametrize(
+    ("current", "to"),
+    [
+        ("TERMINATED", "RUNNING"),
+        ("CANCELLED", "PENDING"),
+        ("PENDING", "RUNNING"),
+        ("RUNNING", "PENDING"),
+        ("TERMINATING", "RUNNING"),
+        ("ERROR", "RUNNING"),
+    ],
+)
 def test_a_change_outside_the_table_is_refused(current: str, to: str) -> None:
     with pytest.raises(IllegalTransition, match=f"{current} session cannot become {to}"):
         check_transition(current, to)

@@ -101,8 +101,9 @@ async def test_without_the_gate_the_same_code_loses_updates(tmp_path: Path) -> N
     """The contrast: the same read-modify-write on an engine without the gate (same pragmas) goes wrong,
     so the test above can fail."""
     path = tmp_path / "nogate.db"
-    plain = create_async_engine(f"sqlite+aiosqlite:///{path}", connect_args={"timeout": 30},
-                                pool_size=16, max_overflow=32)
+    plain = create_async_engine(
+        f"sqlite+aiosqlite:///{path}", connect_args={"timeout": 30}, pool_size=16, max_overflow=32
+    )
 
     @event.listens_for(plain.sync_engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -114,8 +115,7 @@ async def test_without_the_gate_the_same_code_loses_updates(tmp_path: Path) -> N
     try:
         await _setup(plain)
         n = 20
-        results = await asyncio.gather(*(_increment_for_update(plain, 0.05) for _ in range(n)),
-                                       return_exceptions=True)
+        results = await asyncio.gather(*(_increment_for_update(plain, 0.05) for _ in range(n)), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         assert errors or await _value(plain) < n
     finally:
@@ -174,7 +174,8 @@ async def test_cancelling_a_waiter_leaves_no_turn_taken(engine: AsyncEngine) -> 
 
 
 async def test_a_waiter_times_out_with_a_lock_error_and_the_holder_commits(
-        engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(db, "WRITE_TURN_TIMEOUT", 0.2)
     took, release = asyncio.Event(), asyncio.Event()
     holder = asyncio.create_task(_hold_turn(engine, took, release, value=100))
@@ -193,7 +194,8 @@ async def test_a_waiter_times_out_with_a_lock_error_and_the_holder_commits(
 
 
 async def test_retry_locked_gets_through_once_the_holder_finishes(
-        engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The gate's timeout is a lock error in the sense of :func:`retry_locked`: the step is tried again."""
     monkeypatch.setattr(db, "WRITE_TURN_TIMEOUT", 0.1)
     took, release = asyncio.Event(), asyncio.Event()

@@ -81,8 +81,24 @@ def test_split_relpath_refuses_malformed_paths() -> None:
     assert split_relpath("a/b/") == ("a", "b")
     # NFD input is normalised to NFC ("é" as e + combining acute).
     assert split_relpath("cafe\u0301/x") == ("caf\u00e9", "x")
-    bad = ["..", "a/../b", "../x", "/etc/passwd", "/", "a//b", "a/./b", "./a", "a\x00b", "a/\x01b", "tab\there",
-           "new\nline", "del\x7f", "x" * 256, "a/" * 3000, "\ud800"]
+    bad = [
+        "..",
+        "a/../b",
+        "../x",
+        "/etc/passwd",
+        "/",
+        "a//b",
+        "a/./b",
+        "./a",
+        "a\x00b",
+        "a/\x01b",
+        "tab\there",
+        "new\nline",
+        "del\x7f",
+        "x" * 256,
+        "a/" * 3000,
+        "\ud800",
+    ]
     for p in bad:
         with pytest.raises(PathRefused):
             split_relpath(p)
@@ -96,8 +112,7 @@ def test_split_relpath_refuses_malformed_paths() -> None:
             safepath.check_name(name)
 
 
-async def test_traversal_and_absolute_paths_refused(volume: VfsVolume, folder: tuple[str, Path],
-                                                   outside: Path) -> None:
+async def test_traversal_and_absolute_paths_refused(volume: VfsVolume, folder: tuple[str, Path], outside: Path) -> None:
     vfid, _ = folder
     before = snapshot(outside)
     for rel in ("../../outside", "/etc", "data/../../x", "data/\x00"):
@@ -118,8 +133,9 @@ async def test_traversal_and_absolute_paths_refused(volume: VfsVolume, folder: t
     assert snapshot(outside) == before
 
 
-async def test_symlinked_directories_are_never_entered(volume: VfsVolume, folder: tuple[str, Path],
-                                                      outside: Path) -> None:
+async def test_symlinked_directories_are_never_entered(
+    volume: VfsVolume, folder: tuple[str, Path], outside: Path
+) -> None:
     vfid, root = folder
     before = snapshot(outside)
     for link in ("to-outside", "to-root", "relative-up", "loop", "data/up"):
@@ -148,8 +164,9 @@ async def test_symlinked_directories_are_never_entered(volume: VfsVolume, folder
     assert not (Path("/") / "planted").exists()
 
 
-async def test_symlink_as_last_component_is_the_link_itself(volume: VfsVolume, folder: tuple[str, Path],
-                                                           outside: Path) -> None:
+async def test_symlink_as_last_component_is_the_link_itself(
+    volume: VfsVolume, folder: tuple[str, Path], outside: Path
+) -> None:
     vfid, root = folder
     before = snapshot(outside)
     # Downloads of a symlink (to a file or a directory, even as an archive) are refused.
@@ -177,8 +194,9 @@ async def test_symlink_as_last_component_is_the_link_itself(volume: VfsVolume, f
     assert Path("/etc/passwd").exists()
 
 
-async def test_upload_replaces_a_symlink_instead_of_writing_through_it(volume: VfsVolume, folder: tuple[str, Path],
-                                                                       outside: Path) -> None:
+async def test_upload_replaces_a_symlink_instead_of_writing_through_it(
+    volume: VfsVolume, folder: tuple[str, Path], outside: Path
+) -> None:
     vfid, root = folder
     before = snapshot(outside)
     session = "ab" * 16
@@ -196,9 +214,9 @@ async def test_upload_replaces_a_symlink_instead_of_writing_through_it(volume: V
         assert (st.st_uid, st.st_gid) == (1000, 1000)
 
 
-async def test_upload_through_a_symlinked_parent_is_refused_at_completion(volume: VfsVolume,
-                                                                          folder: tuple[str, Path],
-                                                                          outside: Path) -> None:
+async def test_upload_through_a_symlinked_parent_is_refused_at_completion(
+    volume: VfsVolume, folder: tuple[str, Path], outside: Path
+) -> None:
     """The token was issued while ``later`` was a real directory; by completion it is a link to outside."""
     vfid, root = folder
     before = snapshot(outside)
@@ -241,8 +259,9 @@ async def test_special_files_are_never_opened(volume: VfsVolume, folder: tuple[s
     assert not any(os.path.lexists(root / n) for n in specials)
 
 
-async def test_hard_links_are_counted_once_and_never_written_through(volume: VfsVolume, folder: tuple[str, Path],
-                                                                      tmp_path: Path) -> None:
+async def test_hard_links_are_counted_once_and_never_written_through(
+    volume: VfsVolume, folder: tuple[str, Path], tmp_path: Path
+) -> None:
     vfid, root = folder
     os.link(root / "data" / "file.txt", root / "hardlink.txt")
     usage = await volume.usage(vfid)
@@ -280,8 +299,7 @@ async def test_clone_copies_links_as_links(volume: VfsVolume, folder: tuple[str,
     assert (droot / "data" / "file.txt").read_text() == "inside"
 
 
-async def test_delete_folder_does_not_follow_links(volume: VfsVolume, folder: tuple[str, Path],
-                                                   outside: Path) -> None:
+async def test_delete_folder_does_not_follow_links(volume: VfsVolume, folder: tuple[str, Path], outside: Path) -> None:
     vfid, root = folder
     before = snapshot(outside)
     (root / "data" / "nested").mkdir()
@@ -318,8 +336,9 @@ async def test_very_deep_trees_are_deleted_completely(volume: VfsVolume, folder:
     assert sorted(os.listdir(root)) == sorted(["data", "to-outside", "to-secret", "to-root", "relative-up", "loop"])
 
 
-async def test_delete_refuses_directories_without_recursive_and_deletes_nothing(volume: VfsVolume,
-                                                                                folder: tuple[str, Path]) -> None:
+async def test_delete_refuses_directories_without_recursive_and_deletes_nothing(
+    volume: VfsVolume, folder: tuple[str, Path]
+) -> None:
     vfid, root = folder
     with pytest.raises(InvalidAPIParameters):
         await volume.delete_files(vfid, ["to-secret", "data"], recursive=False)

@@ -11,10 +11,20 @@ from hypothesis import strategies as st
 from ai.backend.common.types import BinarySize, ResourceSlot, SlotTypeError
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("512m", 512 * 2**20), ("512M", 512 * 2**20), ("512MiB", 512 * 2**20), ("4g", 4 * 2**30),
-    ("64GiB", 64 * 2**30), ("1073741824", 2**30), ("1.5k", 1536), ("0", 0), ("2t", 2 * 2**40),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("512m", 512 * 2**20),
+        ("512M", 512 * 2**20),
+        ("512MiB", 512 * 2**20),
+        ("4g", 4 * 2**30),
+        ("64GiB", 64 * 2**30),
+        ("1073741824", 2**30),
+        ("1.5k", 1536),
+        ("0", 0),
+        ("2t", 2 * 2**40),
+    ],
+)
 def test_binary_size_parse(text: str, expected: int) -> None:
     assert BinarySize.parse(text) == expected
 
@@ -39,8 +49,9 @@ def test_slots_from_user_input_and_json() -> None:
     assert ResourceSlot.from_json(s.to_json()) == s
 
 
-@pytest.mark.parametrize("bad", [{"cpu": "two"}, {"cpu": -1}, {"mem": "lots"}, {"Bad Name": 1}, {"cpu": True},
-                                 {"cpu": "NaN"}])
+@pytest.mark.parametrize(
+    "bad", [{"cpu": "two"}, {"cpu": -1}, {"mem": "lots"}, {"Bad Name": 1}, {"cpu": True}, {"cpu": "NaN"}]
+)
 def test_slots_reject_malformed(bad: dict[str, object]) -> None:
     with pytest.raises(SlotTypeError):
         ResourceSlot.from_user_input(bad)

@@ -15,8 +15,13 @@ from ai.backend.web.store import MemoryStore
 def test_config_defaults_and_checks() -> None:
     conf = WebConfig.model_validate({"api": {"endpoint": "http://a:1/, https://b:2"}})
     assert conf.api.endpoint == ["http://a:1", "https://b:2"] and conf.session.cookie_samesite == "Lax"
-    for bad in ({"session": {"cookie-samesite": "None"}}, {"api": {"endpoint": "ftp://x"}},
-                {"session": {"redis-url": "http://x"}}, {"service": {"ssl-cert": "/nope"}}, {"bogus": {}}):
+    for bad in (
+        {"session": {"cookie-samesite": "None"}},
+        {"api": {"endpoint": "ftp://x"}},
+        {"session": {"redis-url": "http://x"}},
+        {"service": {"ssl-cert": "/nope"}},
+        {"bogus": {}},
+    ):
         with pytest.raises(ValidationError):
             WebConfig.model_validate(bad)
 

@@ -27,7 +27,8 @@ class AgentSection(_Section):
     backend: Literal["docker", "dummy"] = "docker"
     # Compute plugins to load (see accelerators/); the mock-accelerator doc spells it "allowed-compute-plugins".
     allow_compute_plugins: list[str] = Field(
-        default_factory=list, validation_alias=AliasChoices("allow-compute-plugins", "allowed-compute-plugins"),
+        default_factory=list,
+        validation_alias=AliasChoices("allow-compute-plugins", "allowed-compute-plugins"),
     )
 
     @field_validator("allow_compute_plugins")
@@ -93,16 +94,22 @@ class PluginsSection(_Section):
 Delay = float | tuple[float, float]
 
 # The kernel image a dummy agent reports by default, with the labels of the real python image.
-DUMMY_DEFAULT_IMAGES: list[dict[str, Any]] = [{
-    "ref": "python:3.11-debian12",
-    "labels": {
-        "ai.backend.kernelspec": "1", "ai.backend.aliases": "python python3 python3.11",
-        "ai.backend.base-distro": "debian12", "ai.backend.features": "batch query uid-match user-input",
-        "ai.backend.resource.min.cpu": "1", "ai.backend.resource.min.mem": "128m",
-        "ai.backend.runtime-path": "/usr/bin/python3", "ai.backend.runtime-type": "python",
-        "ai.backend.service-ports": "",
-    },
-}]
+DUMMY_DEFAULT_IMAGES: list[dict[str, Any]] = [
+    {
+        "ref": "python:3.11-debian12",
+        "labels": {
+            "ai.backend.kernelspec": "1",
+            "ai.backend.aliases": "python python3 python3.11",
+            "ai.backend.base-distro": "debian12",
+            "ai.backend.features": "batch query uid-match user-input",
+            "ai.backend.resource.min.cpu": "1",
+            "ai.backend.resource.min.mem": "128m",
+            "ai.backend.runtime-path": "/usr/bin/python3",
+            "ai.backend.runtime-type": "python",
+            "ai.backend.service-ports": "",
+        },
+    }
+]
 
 
 class DummyImage(_Section):

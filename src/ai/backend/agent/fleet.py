@@ -43,30 +43,37 @@ class FleetRouter:
         if scope["type"] == "lifespan":
             return  # the agents' lifespans are run by run_fleet
         path: str = scope["path"]
-        agent_id, _, rest = path[len(PREFIX):].partition("/") if path.startswith(PREFIX) else ("", "", "")
+        agent_id, _, rest = path[len(PREFIX) :].partition("/") if path.startswith(PREFIX) else ("", "", "")
         app = self.apps.get(agent_id)
         if app is None:
             if scope["type"] == "http":
                 exc = NotFound(f"No agent {agent_id!r} in this fleet.")
                 await JSONResponse(exc.body(), status_code=404, media_type="application/problem+json")(
-                    scope, receive, send)
+                    scope, receive, send
+                )
             return
         await app({**scope, "path": "/" + rest, "raw_path": ("/" + rest).encode()}, receive, send)
 
 
-def fleet_configs(base: AgentConfig, *, count: int, port: int, id_prefix: str,
-                  scaling_groups: Sequence[str] = ()) -> list[AgentConfig]:
+def fleet_configs(
+    base: AgentConfig, *, count: int, port: int, id_prefix: str, scaling_groups: Sequence[str] = ()
+) -> list[AgentConfig]:
     """The configuration of each agent of a fleet, derived from ``base``."""
     host = base.agent.rpc_listen_host
     out = []
     for i in range(1, count + 1):
         agent_id = f"{id_prefix}{i}"
-        agent = base.agent.model_copy(update={
-            "id": agent_id, "backend": "dummy", "rpc_listen_port": port,
-            "advertised_addr": f"http://{host}:{port}{PREFIX}{agent_id}",
-            "scaling_group": scaling_groups[(i - 1) % len(scaling_groups)] if scaling_groups else
-            base.agent.scaling_group,
-        })
+        agent = base.agent.model_copy(
+            update={
+                "id": agent_id,
+                "backend": "dummy",
+                "rpc_listen_port": port,
+                "advertised_addr": f"http://{host}:{port}{PREFIX}{agent_id}",
+                "scaling_group": scaling_groups[(i - 1) % len(scaling_groups)]
+                if scaling_groups
+                else base.agent.scaling_group,
+            }
+        )
         out.append(base.model_copy(update={"agent": agent}))
     return out
 
@@ -77,8 +84,17 @@ async def run_fleet(configs: list[AgentConfig], host: str, port: int) -> None:
 
     apps: dict[str, FastAPI] = {}
     async with AsyncExitStack() as stack:
-        server = uvicorn.Server(uvicorn.Config(FleetRouter(apps), host=host, port=port, log_level="warning",
-                                               access_log=False, lifespan="off", timeout_keep_alive=RPC_KEEP_ALIVE))
+        server = uvicorn.Server(
+            uvicorn.Config(
+                FleetRouter(apps),
+                host=host,
+                port=port,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+                timeout_keep_alive=RPC_KEEP_ALIVE,
+            )
+        )
         serving = asyncio.create_task(server.serve())
         for cfg in configs:
             app = create_app(cfg, load_plugins(cfg))
@@ -107,11 +123,13 @@ def main(argv: list[str] | None = None) -> None:
         print("fleet: --count must be >= 1 and --base-port a TCP port", file=sys.stderr)
         sys.exit(2)
     base = load_config_or_exit(AgentConfig, "agent", args.config, "fleet")
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     groups = [g.strip() for g in args.scaling_groups.split(",") if g.strip()]
-    configs = fleet_configs(base, count=args.count, port=args.base_port, id_prefix=args.id_prefix,
-                            scaling_groups=groups)
+    configs = fleet_configs(
+        base, count=args.count, port=args.base_port, id_prefix=args.id_prefix, scaling_groups=groups
+    )
     try:
         asyncio.run(run_fleet(configs, base.agent.rpc_listen_host, args.base_port))
     except PluginError as e:

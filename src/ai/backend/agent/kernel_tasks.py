@@ -34,6 +34,8 @@ def log_tail(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return f"[log truncated: {len(text) - limit} earlier characters cut]\n" + text[-limit:]
+
+
 WORKDIR = PurePosixPath("/home/work")
 
 RunnerCall = Callable[..., Awaitable[dict[str, Any]]]
@@ -119,10 +121,21 @@ def tar_archive(dirs: Iterable[str], files: Iterable[tuple[str, bytes, int]], ui
 
 def files_tar(files: Sequence[tuple[PurePosixPath, bytes, int]], uid: int, gid: int) -> bytes:
     """A tar (extracted at ``/``) of files at absolute paths, with their missing parents below /home/work."""
-    dirs = sorted({parent for path, _, _ in files for parent in path.parents
-                   if parent.is_relative_to(WORKDIR) and parent != WORKDIR}, key=lambda p: len(p.parts))
-    return tar_archive([str(d.relative_to("/")) for d in dirs],
-                       [(str(path.relative_to("/")), data, mode) for path, data, mode in files], uid, gid)
+    dirs = sorted(
+        {
+            parent
+            for path, _, _ in files
+            for parent in path.parents
+            if parent.is_relative_to(WORKDIR) and parent != WORKDIR
+        },
+        key=lambda p: len(p.parts),
+    )
+    return tar_archive(
+        [str(d.relative_to("/")) for d in dirs],
+        [(str(path.relative_to("/")), data, mode) for path, data, mode in files],
+        uid,
+        gid,
+    )
 
 
 def parse_perm(perm: Any, default: int = 0o644) -> int:

@@ -24,8 +24,7 @@ class ManagerClient(PeerClient):
     peer = "manager"
 
     def __init__(self, manager_url: str, cluster_secret: str) -> None:
-        super().__init__(manager_url, {CLUSTER_SECRET_HEADER: cluster_secret}, limit_per_host=8,
-                         default_timeout=10.0)
+        super().__init__(manager_url, {CLUSTER_SECRET_HEADER: cluster_secret}, limit_per_host=8, default_timeout=10.0)
 
     async def heartbeat(self, hb: Heartbeat) -> HeartbeatAnswer:
         """Send a heartbeat; the manager's answer (an answer without a JSON object reads as a plain ``ok``)."""
@@ -34,8 +33,9 @@ class ManagerClient(PeerClient):
             return HeartbeatAnswer()
         stale = answer.get("stale_kernels")
         # The stale list is taken as far as it is a list of ids; anything else is ignored, not refused.
-        return HeartbeatAnswer(stale_kernels=[k for k in stale if isinstance(k, str)] if isinstance(stale, list)
-                               else None)
+        return HeartbeatAnswer(
+            stale_kernels=[k for k in stale if isinstance(k, str)] if isinstance(stale, list) else None
+        )
 
     async def kernel_event(self, event: KernelEvent, *, tries: int = 1) -> None:
         """Report a kernel event; with ``tries``, transport failures and 5xx answers are tried again."""

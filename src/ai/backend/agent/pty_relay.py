@@ -57,14 +57,14 @@ async def deny(ws: WebSocket, exc: ProblemError) -> None:
     """Refuse the handshake with the problem's HTTP status (or a close code where denial is unsupported)."""
     body = exc.body()
     try:
-        await ws.send_denial_response(JSONResponse(body, status_code=exc.status,
-                                                   media_type="application/problem+json"))
+        await ws.send_denial_response(JSONResponse(body, status_code=exc.status, media_type="application/problem+json"))
     except RuntimeError:
         await ws.close(code=4000 + exc.status % 1000, reason=str(body.get("detail") or exc.title)[:120])
 
 
-async def open_terminal_socket(ipc_dir: str | os.PathLike[str], name: str) -> tuple[asyncio.StreamReader,
-                                                                                   asyncio.StreamWriter]:
+async def open_terminal_socket(
+    ipc_dir: str | os.PathLike[str], name: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Connect to the terminal socket ``name`` in a kernel's ipc dir.
 
     The ipc dir belongs to the kernel user: the entry is opened with ``O_PATH | O_NOFOLLOW`` and must be
@@ -107,7 +107,7 @@ async def _ws_to_runner(ws: WebSocket, writer: asyncio.StreamWriter) -> None:
         text: str | None = msg.get("text")
         if data is not None:
             for i in range(0, len(data), MAX_FRAME):  # keystrokes may be split freely
-                writer.write(encode_frame(KIND_STDIN, data[i:i + MAX_FRAME]))
+                writer.write(encode_frame(KIND_STDIN, data[i : i + MAX_FRAME]))
         elif text is not None:
             try:
                 frame = _control_frame(text)

@@ -109,8 +109,15 @@ class Agent:
                 log.warning("kernel %s belongs to no live session on the manager: removing it", kid)
                 await self._destroy_quietly(kid)
 
-    async def on_kernel_exit(self, kernel_id: str, reason: str, exit_code: int | None, *,
-                             stats: dict[str, Any] | None = None, task_log: str | None = None) -> None:
+    async def on_kernel_exit(
+        self,
+        kernel_id: str,
+        reason: str,
+        exit_code: int | None,
+        *,
+        stats: dict[str, Any] | None = None,
+        task_log: str | None = None,
+    ) -> None:
         """Tell the manager that a kernel ended by itself (tried a few times: the report is idempotent)."""
         log.info("kernel %s ended: %s (exit code %s)", kernel_id, reason, exit_code)
         event = KernelEvent(kernel_id=kernel_id, reason=reason, exit_code=exit_code, stats=stats, task_log=task_log)
@@ -129,11 +136,18 @@ class Agent:
     async def heartbeat_once(self) -> None:
         """Send one heartbeat, and remove the kernels the manager's answer says are stale."""
         hb = Heartbeat(
-            id=self.config.agent.id, addr=self.config.rpc_addr(), scaling_group=self.config.agent.scaling_group,
-            region=self.config.agent.region, available_slots=self.capacity.to_json(), version=VERSION,
-            slot_types=self.accelerators.slot_types(), compute_plugins=self.accelerators.metadata(),
-            architecture=platform.machine(), images=await self.backend.list_images(),
-            kernels=list(self.backend.kernels), live_stat=self.host_stats.sample(),
+            id=self.config.agent.id,
+            addr=self.config.rpc_addr(),
+            scaling_group=self.config.agent.scaling_group,
+            region=self.config.agent.region,
+            available_slots=self.capacity.to_json(),
+            version=VERSION,
+            slot_types=self.accelerators.slot_types(),
+            compute_plugins=self.accelerators.metadata(),
+            architecture=platform.machine(),
+            images=await self.backend.list_images(),
+            kernels=list(self.backend.kernels),
+            live_stat=self.host_stats.sample(),
             kernel_stats=await self.backend.live_stats(),
             # A restarted agent took back containers the manager may have ended: it asks for reconciliation.
             reconcile=None if self.reconciled else True,
@@ -146,8 +160,9 @@ class Agent:
             try:
                 await self.heartbeat_once()
             except ProblemError as e:
-                log.warning("heartbeat to the manager at %s failed (%s): %s", self.config.agent.manager_url,
-                            e.status, e.detail)
+                log.warning(
+                    "heartbeat to the manager at %s failed (%s): %s", self.config.agent.manager_url, e.status, e.detail
+                )
             await asyncio.sleep(self.config.agent.heartbeat_interval)
 
 
@@ -173,14 +188,22 @@ def create_app(config: AgentConfig, accelerators: AcceleratorManager | None = No
             await agent.backend.close()
             await agent.manager.close()
 
-    app = FastAPI(title="Backend.AI agent RPC", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
+    app = FastAPI(title="Backend.AI agent RPC", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 
-    install_problem_handlers(app, internal_slug="agent-error", internal_title="Agent error",
-                             internal_detail=lambda e: f"{type(e).__name__}: {e}", logger=log)
+    install_problem_handlers(
+        app,
+        internal_slug="agent-error",
+        internal_title="Agent error",
+        internal_detail=lambda e: f"{type(e).__name__}: {e}",
+        logger=log,
+    )
     # WebSocket routes (the pty) check the secret themselves.
-    app.add_middleware(SharedSecretMiddleware, header=api.CLUSTER_SECRET_HEADER, secret=config.agent.cluster_secret,
-                       refusal=AuthorizationFailed("Bad or missing cluster secret."))
+    app.add_middleware(
+        SharedSecretMiddleware,
+        header=api.CLUSTER_SECRET_HEADER,
+        secret=config.agent.cluster_secret,
+        refusal=AuthorizationFailed("Bad or missing cluster secret."),
+    )
 
     def backend(request: Request) -> KernelBackend:
         b: KernelBackend = request.app.state.agent.backend
@@ -215,8 +238,12 @@ def create_app(config: AgentConfig, accelerators: AcceleratorManager | None = No
     async def execute(kid: str, request: Request) -> JSONResponse:
         body = await request.json()
         result = await backend(request).runner_request(
-            kid, "execute", mode=body.get("mode", "query"), run_id=body.get("run_id"),
-            code=body.get("code", ""), opts=body.get("opts"),
+            kid,
+            "execute",
+            mode=body.get("mode", "query"),
+            run_id=body.get("run_id"),
+            code=body.get("code", ""),
+            opts=body.get("opts"),
         )
         return JSONResponse(result)  # plain JSON from the runner: no response-model encoding on the hot path
 
@@ -227,8 +254,9 @@ def create_app(config: AgentConfig, accelerators: AcceleratorManager | None = No
     @app.post(api.COMPLETE_PATH)
     async def complete(kid: str, request: Request) -> dict[str, Any]:
         body = await request.json()
-        res = await backend(request).runner_request(kid, "complete", code=body.get("code", ""),
-                                                    opts=body.get("opts") or {})
+        res = await backend(request).runner_request(
+            kid, "complete", code=body.get("code", ""), opts=body.get("opts") or {}
+        )
         return {"result": cap_completions(res.get("result"))}  # the runner is not trusted to have capped it
 
     @app.post(api.RESTART_PATH)
@@ -278,8 +306,13 @@ def main(argv: list[str] | None = None) -> None:
     except PluginError as e:
         print(f"agent: {e}", file=sys.stderr)
         sys.exit(2)
-    serve(create_app(config, accelerators), config.agent.rpc_listen_host, config.agent.rpc_listen_port, debug=debug,
-          timeout_keep_alive=RPC_KEEP_ALIVE)
+    serve(
+        create_app(config, accelerators),
+        config.agent.rpc_listen_host,
+        config.agent.rpc_listen_port,
+        debug=debug,
+        timeout_keep_alive=RPC_KEEP_ALIVE,
+    )
 
 
 if __name__ == "__main__":

@@ -34,11 +34,27 @@ def _kv(path: Path) -> dict[str, int]:
 def container_stats(container_id: str) -> dict[str, Any]:
     """The Container Stats Object of the API for a running container (zeros where unreadable)."""
     stats: dict[str, Any] = {
-        "cpu_used": 0, "mem_max_bytes": 0, "mem_cur_bytes": 0, "net_rx_bytes": 0, "net_tx_bytes": 0,
-        "io_read_bytes": 0, "io_write_bytes": 0, "io_max_scratch_size": 0, "io_cur_scratch_size": 0,
+        "cpu_used": 0,
+        "mem_max_bytes": 0,
+        "mem_cur_bytes": 0,
+        "net_rx_bytes": 0,
+        "net_tx_bytes": 0,
+        "io_read_bytes": 0,
+        "io_write_bytes": 0,
+        "io_max_scratch_size": 0,
+        "io_cur_scratch_size": 0,
     }
-    v2 = next((p for p in (CGROUP_ROOT / "system.slice" / f"docker-{container_id}.scope",
-                           CGROUP_ROOT / "docker" / container_id) if (p / "cgroup.controllers").exists()), None)
+    v2 = next(
+        (
+            p
+            for p in (
+                CGROUP_ROOT / "system.slice" / f"docker-{container_id}.scope",
+                CGROUP_ROOT / "docker" / container_id,
+            )
+            if (p / "cgroup.controllers").exists()
+        ),
+        None,
+    )
     if v2 is not None:
         cpu = _kv(v2 / "cpu.stat")
         stats["cpu_used"] = cpu.get("usage_usec", 0) // 1000

@@ -29,8 +29,12 @@ STORAGE_CLIENT_PORT = 6021
 STORAGE_MANAGER_PORT = 6022
 WEB_PORT = 8090  # the webserver: cookie logins and the /func/ proxy (session mode)
 #: Start order (stopped in reverse): the manager needs the storage proxy, the agent the manager.
-SERVICES = (("storage-proxy", "ai.backend.storage.server"), ("manager", "ai.backend.manager.server"),
-            ("agent", "ai.backend.agent.server"), ("webserver", "ai.backend.web.server"))
+SERVICES = (
+    ("storage-proxy", "ai.backend.storage.server"),
+    ("manager", "ai.backend.manager.server"),
+    ("agent", "ai.backend.agent.server"),
+    ("webserver", "ai.backend.web.server"),
+)
 
 
 def _state_dir(arg: str | None) -> Path:
@@ -80,7 +84,7 @@ def _write_configs(state: Path) -> str:
             "[agent]\n"
             f'id = "i-local"\nrpc-listen-host = "127.0.0.1"\nrpc-listen-port = {AGENT_PORT}\n'
             f'manager-url = "http://127.0.0.1:{MANAGER_PORT}"\ncluster-secret = "{secret}"\n'
-            'heartbeat-interval = 3.0\n\n'
+            "heartbeat-interval = 3.0\n\n"
             f'[container]\nscratch-root = "{state}/scratches"\n'
             'scratch-size = "2g"            # each session\'s writable space (ADR 0009)\n'
         )
@@ -119,8 +123,13 @@ def _spawn(state: Path, name: str, module: str, config: Path) -> None:
     logdir = state / "logs"
     logdir.mkdir(exist_ok=True)
     log = open(logdir / f"{name}.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", module, "-f", str(config)], stdout=log, stderr=log,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, "-f", str(config)],
+        stdout=log,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     pidfile.write_text(str(proc.pid))
     print(f"∙ started {name} (pid {proc.pid}, log {logdir / f'{name}.log'})", file=sys.stderr)
 
@@ -179,12 +188,19 @@ def up(state: Path, env_dir: Path, timeout: float) -> int:
     while time.monotonic() < deadline:
         st = _status(secret)
         if st and st.get("agents_alive") and st.get("image_aliases") and _web_answers():
-            print(f"✔ The cluster is up at http://127.0.0.1:{MANAGER_PORT} "
-                  f"(images: {', '.join(map(str, st['image_aliases']))}).", file=sys.stderr)
-            print(f"∙ source {env_dir / 'env-local-user-api.sh'} (or env-local-admin-api.sh) to use it.",
-                  file=sys.stderr)
-            print(f"∙ The webserver is at http://127.0.0.1:{WEB_PORT} (session mode: source "
-                  f"{env_dir / 'env-local-user-session.sh'}, then backend.ai login).", file=sys.stderr)
+            print(
+                f"✔ The cluster is up at http://127.0.0.1:{MANAGER_PORT} "
+                f"(images: {', '.join(map(str, st['image_aliases']))}).",
+                file=sys.stderr,
+            )
+            print(
+                f"∙ source {env_dir / 'env-local-user-api.sh'} (or env-local-admin-api.sh) to use it.", file=sys.stderr
+            )
+            print(
+                f"∙ The webserver is at http://127.0.0.1:{WEB_PORT} (session mode: source "
+                f"{env_dir / 'env-local-user-session.sh'}, then backend.ai login).",
+                file=sys.stderr,
+            )
             return 0
         for name, _ in SERVICES:
             if not _pid_alive(state / f"{name}.pid"):
@@ -192,8 +208,10 @@ def up(state: Path, env_dir: Path, timeout: float) -> int:
                 print(f"✘ the {name} exited during start-up; last log lines:\n" + "\n".join(tail), file=sys.stderr)
                 return 1
         time.sleep(0.3)
-    print("✘ the cluster did not become ready in time: no agent or no kernel image registered "
-          f"(see {state / 'logs'}).", file=sys.stderr)
+    print(
+        f"✘ the cluster did not become ready in time: no agent or no kernel image registered (see {state / 'logs'}).",
+        file=sys.stderr,
+    )
     return 1
 
 

@@ -133,9 +133,15 @@ class SSEParser:
 class SSEResponse(BaseResponse):
     """An open event stream; iterate it (``async for ev in resp``) for :class:`SSEMessage` objects."""
 
-    def __init__(self, session: Any, raw_response: httpx.Response, *,
-                 connector: Callable[[], Awaitable[httpx.Response]], auto_reconnect: bool = True,
-                 default_retry: float = DEFAULT_RETRY) -> None:
+    def __init__(
+        self,
+        session: Any,
+        raw_response: httpx.Response,
+        *,
+        connector: Callable[[], Awaitable[httpx.Response]],
+        auto_reconnect: bool = True,
+        default_retry: float = DEFAULT_RETRY,
+    ) -> None:
         super().__init__(session, raw_response)
         self._connector = connector
         self._auto_reconnect = auto_reconnect
@@ -195,8 +201,7 @@ class SSEContextManager:
     A 4xx/5xx answer raises ``BackendAPIError`` on entry (before any event).
     """
 
-    def __init__(self, request: Request, *, auto_reconnect: bool = True,
-                 default_retry: float = DEFAULT_RETRY) -> None:
+    def __init__(self, request: Request, *, auto_reconnect: bool = True, default_retry: float = DEFAULT_RETRY) -> None:
         self.request = request
         self.auto_reconnect = auto_reconnect
         self.default_retry = default_retry
@@ -219,8 +224,13 @@ class SSEContextManager:
 
     async def __aenter__(self) -> SSEResponse:
         raw = await self._connect()
-        return SSEResponse(self.request.session, raw, connector=self._connect, auto_reconnect=self.auto_reconnect,
-                           default_retry=self.default_retry)
+        return SSEResponse(
+            self.request.session,
+            raw,
+            connector=self._connect,
+            auto_reconnect=self.auto_reconnect,
+            default_retry=self.default_retry,
+        )
 
     async def __aexit__(self, *exc_info: object) -> Literal[False]:
         await self._release()
@@ -239,7 +249,8 @@ class SSEContextManager:
         return False
 
 
-def connect_events(request: Request, *, auto_reconnect: bool = True,
-                   default_retry: float = DEFAULT_RETRY) -> SSEContextManager:
+def connect_events(
+    request: Request, *, auto_reconnect: bool = True, default_retry: float = DEFAULT_RETRY
+) -> SSEContextManager:
     """Open ``request`` as an event stream (see :class:`SSEContextManager`)."""
     return SSEContextManager(request, auto_reconnect=auto_reconnect, default_retry=default_retry)

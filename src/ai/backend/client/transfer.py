@@ -420,9 +420,7 @@ class UploadStateStore:
             data = json.loads(f.read_text())
         except (OSError, ValueError):
             return None
-        if not isinstance(data, dict) or not isinstance(data.get("url"), str) or not isinstance(
-            data.get("token"), str
-        ):
+        if not isinstance(data, dict) or not isinstance(data.get("url"), str) or not isinstance(data.get("token"), str):
             self.drop(key)
             return None
         if float(data.get("expires") or 0) <= time.time() + 30:

@@ -52,8 +52,9 @@ HANDSHAKE_CONTENT_TYPE = "application/octet-stream"
 #: Largest message accepted from the server (execute results carry up to 2 x 512k characters of console).
 MAX_MESSAGE_SIZE = 64 << 20
 # Headers of the prepared HTTP request that make no sense on (or would be duplicated in) a WebSocket upgrade.
-_SKIP_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "accept-encoding", "accept",
-                           "upgrade"})
+_SKIP_HEADERS = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "accept-encoding", "accept", "upgrade"}
+)
 
 R = TypeVar("R", bound="WebSocketResponse")
 
@@ -99,8 +100,11 @@ def build_handshake(request: Request, client: httpx.AsyncClient) -> tuple[str, d
     scheme = {"http": "ws", "https": "wss"}.get(url.scheme, url.scheme)
     # The path and query go on the wire exactly as signed (httpx already percent-encoded them).
     ws_url = str(url.copy_with(scheme=scheme))
-    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in prepared.headers.raw
-               if k.decode("latin-1").lower() not in _SKIP_HEADERS}
+    headers = {
+        k.decode("latin-1"): v.decode("latin-1")
+        for k, v in prepared.headers.raw
+        if k.decode("latin-1").lower() not in _SKIP_HEADERS
+    }
     if request.config.endpoint_type == "session":
         cookies = "; ".join(f"{c.name}={c.value}" for c in client.cookies.jar)
         if cookies:
@@ -148,8 +152,9 @@ class WebSocketResponse:
             await self._conn.send(data)
         except ConnectionClosed as e:
             self._exception = e
-            raise BackendClientError(f"The WebSocket is closed ({e.rcvd.code if e.rcvd else 'no close frame'}).") \
-                from None
+            raise BackendClientError(
+                f"The WebSocket is closed ({e.rcvd.code if e.rcvd else 'no close frame'})."
+            ) from None
 
     async def send_str(self, data: str) -> None:
         """Send a TEXT message."""
@@ -288,8 +293,9 @@ class WebSocketContextManager(Generic[R]):
     streaming execute). Connection failures fail over to the next configured endpoint.
     """
 
-    def __init__(self, request: Request, *, response_cls: type[R],
-                 on_enter: Callable[[R], Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self, request: Request, *, response_cls: type[R], on_enter: Callable[[R], Awaitable[None]] | None = None
+    ) -> None:
         self.request = request
         self.response_cls = response_cls
         self.on_enter = on_enter
@@ -314,9 +320,14 @@ class WebSocketContextManager(Generic[R]):
             if url.startswith("wss:") and (ctx := self._ssl()) is not None:
                 extra["ssl"] = ctx
             try:
-                return await ws_connect(url, additional_headers=headers, user_agent_header=None,
-                                        open_timeout=config.connection_timeout or None, max_size=MAX_MESSAGE_SIZE,
-                                        **extra)
+                return await ws_connect(
+                    url,
+                    additional_headers=headers,
+                    user_agent_header=None,
+                    open_timeout=config.connection_timeout or None,
+                    max_size=MAX_MESSAGE_SIZE,
+                    **extra,
+                )
             except InvalidStatus as e:
                 resp = e.response
                 raise BackendAPIError(resp.status_code, resp.reason_phrase, bytes(resp.body or b"")) from None
@@ -324,8 +335,9 @@ class WebSocketContextManager(Generic[R]):
                 if attempt + 1 < attempts and isinstance(e, ConnectionError | TimeoutError):
                     config.rotate_endpoints()
                     continue
-                raise BackendClientError(f"Cannot connect to the API endpoint {endpoint}: "
-                                         f"{str(e) or type(e).__name__}") from e
+                raise BackendClientError(
+                    f"Cannot connect to the API endpoint {endpoint}: {str(e) or type(e).__name__}"
+                ) from e
             except (InvalidHandshake, WebSocketException) as e:
                 raise BackendClientError(f"The WebSocket handshake with {endpoint} failed: {e}") from e
         raise BackendClientError("No API endpoint is configured")
@@ -352,14 +364,19 @@ class WebSocketContextManager(Generic[R]):
         return False
 
     def __enter__(self) -> Any:
-        raise BackendClientError("WebSocket streams need an AsyncSession and 'async with'; "
-                                 "the blocking Session cannot stream.")
+        raise BackendClientError(
+            "WebSocket streams need an AsyncSession and 'async with'; the blocking Session cannot stream."
+        )
 
     def __exit__(self, *exc_info: object) -> Literal[False]:
         return False
 
 
-def connect_websocket(request: Request, *, response_cls: type[R] = WebSocketResponse,  # type: ignore[assignment]
-                      on_enter: Callable[[R], Awaitable[None]] | None = None) -> WebSocketContextManager[R]:
+def connect_websocket(
+    request: Request,
+    *,
+    response_cls: type[R] = WebSocketResponse,  # type: ignore[assignment]
+    on_enter: Callable[[R], Awaitable[None]] | None = None,
+) -> WebSocketContextManager[R]:
     """Open ``request`` as a WebSocket (see :class:`WebSocketContextManager`)."""
     return WebSocketContextManager(request, response_cls=response_cls, on_enter=on_enter)

@@ -60,17 +60,29 @@ class ParsedAuthorization:
 
 
 #: Hashes an HMAC can be made with (the SHAKE functions of ``hashlib.algorithms_guaranteed`` cannot).
-HMAC_HASHES = frozenset({"md5", "sha1", "sha224", "sha256", "sha384", "sha512", "sha3_224", "sha3_256",
-                         "sha3_384", "sha3_512", "blake2b", "blake2s"})
+HMAC_HASHES = frozenset(
+    {
+        "md5",
+        "sha1",
+        "sha224",
+        "sha256",
+        "sha384",
+        "sha512",
+        "sha3_224",
+        "sha3_256",
+        "sha3_384",
+        "sha3_512",
+        "blake2b",
+        "blake2s",
+    }
+)
 
 
 def parse_authorization(value: str) -> ParsedAuthorization:
     """Parse an Authorization header value, raising :class:`AuthHeaderError` if malformed."""
     m = _AUTH_RE.match(value.strip(_WS))
     if m is None:
-        raise AuthHeaderError(
-            "Expected 'BackendAI signMethod=HMAC-SHA256, credential=<access-key>:<signature>'."
-        )
+        raise AuthHeaderError("Expected 'BackendAI signMethod=HMAC-SHA256, credential=<access-key>:<signature>'.")
     hash_type = m.group("hash").lower()
     if hash_type not in HMAC_HASHES:
         raise AuthHeaderError(f"Unsupported signature hash: HMAC-{m.group('hash')}.")

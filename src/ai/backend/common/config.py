@@ -19,8 +19,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-__all__ = ["ConfigError", "check_tls_files", "config_search_paths", "load_config", "read_config_dict",
-           "server_setup"]
+__all__ = ["ConfigError", "check_tls_files", "config_search_paths", "load_config", "read_config_dict", "server_setup"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -120,8 +119,9 @@ def server_setup(model: type[M], name: str, prog: str, argv: list[str] | None) -
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
     config = load_config_or_exit(model, name, args.config, prog)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     return config, bool(args.debug)
 
 

@@ -43,8 +43,9 @@ class PeerProblem(ProblemError):
     """A peer answered with a problem document: its status (a 5xx becomes 502, the peer's failure is not the
     caller's), type and title are passed on, and the document is kept in ``data``."""
 
-    def __init__(self, status: int, doc: Mapping[str, Any], default_title: str = "Peer error",
-                 default_slug: str = "peer-error") -> None:
+    def __init__(
+        self, status: int, doc: Mapping[str, Any], default_title: str = "Peer error", default_slug: str = "peer-error"
+    ) -> None:
         super().__init__(doc.get("detail") or doc.get("title") or default_title.lower())
         self.status = status if 400 <= status < 500 else 502
         self.slug = str(doc.get("type", default_slug)).rsplit("/", 1)[-1]
@@ -82,9 +83,16 @@ class PeerClient:
 
     peer = "peer"
 
-    def __init__(self, base_url: str = "", headers: Mapping[str, str] | None = None, *, limit_per_host: int = 64,
-                 keepalive_timeout: float = 30.0, default_timeout: float | None = 60.0,
-                 retry_delay: float = 0.5) -> None:
+    def __init__(
+        self,
+        base_url: str = "",
+        headers: Mapping[str, str] | None = None,
+        *,
+        limit_per_host: int = 64,
+        keepalive_timeout: float = 30.0,
+        default_timeout: float | None = 60.0,
+        retry_delay: float = 0.5,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._headers = dict(headers or {})
         self._limit_per_host = limit_per_host
@@ -104,32 +112,48 @@ class PeerClient:
     def refused(self, target: str, method: str, path: str, answer: PeerAnswer) -> ProblemError:
         """The problem raised for an answer of status 400 or more (by default the peer's own, see
         :class:`PeerProblem`)."""
-        return PeerProblem(answer.status, problem_fields(answer.body), f"{self.peer.capitalize()} error",
-                           f"{self.peer.replace(' ', '-')}-error")
+        return PeerProblem(
+            answer.status,
+            problem_fields(answer.body),
+            f"{self.peer.capitalize()} error",
+            f"{self.peer.replace(' ', '-')}-error",
+        )
 
     def malformed(self, target: str, method: str, path: str) -> ProblemError:
         return BadGateway(f"The {self.peer} at {target} sent a malformed answer.")
 
     def too_large(self, target: str, size: int, limit: int) -> ProblemError:
-        return BadGateway(f"The {self.peer} at {target} sent an answer of {size} bytes or more, over the limit of"
-                          f" {limit}.")
+        return BadGateway(
+            f"The {self.peer} at {target} sent an answer of {size} bytes or more, over the limit of {limit}."
+        )
 
     # --- calls ----------------------------------------------------------------------------------------------
 
     def _http(self) -> aiohttp.ClientSession:
         # Made on first use: a ClientSession belongs to the running event loop.
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=0, limit_per_host=self._limit_per_host,
-                                             keepalive_timeout=self._keepalive)
+            connector = aiohttp.TCPConnector(
+                limit=0, limit_per_host=self._limit_per_host, keepalive_timeout=self._keepalive
+            )
             self._session = aiohttp.ClientSession(connector=connector, headers=self._headers)
         return self._session
 
-    async def _once(self, method: str, path: str, target: str, *, data: bytes | None,
-                    headers: Mapping[str, str] | None, params: Mapping[str, str | int] | None, timeout: float | None,
-                    limit: int | None) -> PeerAnswer:
+    async def _once(
+        self,
+        method: str,
+        path: str,
+        target: str,
+        *,
+        data: bytes | None,
+        headers: Mapping[str, str] | None,
+        params: Mapping[str, str | int] | None,
+        timeout: float | None,
+        limit: int | None,
+    ) -> PeerAnswer:
         try:
-            async with self._http().request(method, self.base_url + path, data=data, headers=headers, params=params,
-                                            timeout=_timeout(timeout)) as resp:
+            async with self._http().request(
+                method, self.base_url + path, data=data, headers=headers, params=params, timeout=_timeout(timeout)
+            ) as resp:
                 ctype = resp.headers.get("Content-Type", "")
                 if limit is None or (resp.content_length is not None and resp.content_length <= limit):
                     body = await resp.read()  # the hot path: one size check
@@ -152,9 +176,17 @@ class PeerClient:
             raise self.unreachable(target, e) from None
 
     async def request(
-        self, method: str, path: str, *, json: Any = None, data: bytes | None = None,
-        headers: Mapping[str, str] | None = None, params: Mapping[str, str | int] | None = None,
-        timeout: float | EllipsisType | None = ..., limit: int | None = None, retries: int = 0,
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        data: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str | int] | None = None,
+        timeout: float | EllipsisType | None = ...,
+        limit: int | None = None,
+        retries: int = 0,
         target: str | None = None,
     ) -> PeerAnswer:
         """One call to ``base_url + path``; the answer whatever its status.
@@ -172,8 +204,9 @@ class PeerClient:
         for attempt in range(retries + 1):
             last = attempt == retries
             try:
-                answer = await self._once(method, path, who, data=data, headers=headers, params=params, timeout=wait,
-                                          limit=limit)
+                answer = await self._once(
+                    method, path, who, data=data, headers=headers, params=params, timeout=wait, limit=limit
+                )
             except ProblemError:
                 if last:
                     raise
@@ -183,14 +216,24 @@ class PeerClient:
             await asyncio.sleep(self.retry_delay * (attempt + 1))
         raise AssertionError("not reached: the last attempt returns or raises")
 
-    async def call(self, method: str, path: str, json: Any = None, *, timeout: float | EllipsisType | None = ...,
-                   limit: int | None = None, retries: int = 0, headers: Mapping[str, str] | None = None,
-                   target: str | None = None) -> Any:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        json: Any = None,
+        *,
+        timeout: float | EllipsisType | None = ...,
+        limit: int | None = None,
+        retries: int = 0,
+        headers: Mapping[str, str] | None = None,
+        target: str | None = None,
+    ) -> Any:
         """A call answered with JSON: the decoded answer (``None`` for 204 or an empty body); an answer of status
         400 or more is raised as :meth:`refused` makes it. Arguments as for :meth:`request`."""
         who = target or self.base_url or path
-        answer = await self.request(method, path, json=json, timeout=timeout, limit=limit, retries=retries,
-                                    headers=headers, target=who)
+        answer = await self.request(
+            method, path, json=json, timeout=timeout, limit=limit, retries=retries, headers=headers, target=who
+        )
         if answer.status >= 400:
             raise self.refused(who, method, path, answer)
         if answer.status == 204 or not answer.body:
@@ -200,18 +243,33 @@ class PeerClient:
         except (ValueError, UnicodeDecodeError):
             raise self.malformed(who, method, path) from None
 
-    async def stream(self, method: str, path: str, *, params: Mapping[str, str | int] | None = None,
-                     headers: Mapping[str, str] | None = None, timeout: float | None = None,
-                     chunk_size: int = 1 << 16, target: str | None = None) -> AsyncIterator[bytes]:
+    async def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        chunk_size: int = 1 << 16,
+        target: str | None = None,
+    ) -> AsyncIterator[bytes]:
         """The body of a large answer as it arrives; an error status is raised as :meth:`refused` makes it."""
         who = target or self.base_url or path
         try:
-            async with self._http().request(method, self.base_url + path, params=params, headers=headers,
-                                            timeout=_timeout(timeout)) as resp:
+            async with self._http().request(
+                method, self.base_url + path, params=params, headers=headers, timeout=_timeout(timeout)
+            ) as resp:
                 if resp.status >= 400:
                     body = await resp.read()
-                    raise self.refused(who, method, path, PeerAnswer(
-                        resp.status, resp.headers.get("Content-Type", ""), body, resp.headers, resp.reason or ""))
+                    raise self.refused(
+                        who,
+                        method,
+                        path,
+                        PeerAnswer(
+                            resp.status, resp.headers.get("Content-Type", ""), body, resp.headers, resp.reason or ""
+                        ),
+                    )
                 async for chunk in resp.content.iter_chunked(chunk_size):
                     yield chunk
         except TimeoutError:

@@ -28,17 +28,20 @@ PROBLEM_JSON = "application/problem+json"
 _HTTP_ERRORS = {404: ("not-found", "Not found"), 405: ("method-not-allowed", "Method not allowed")}
 
 
-def problem_response(status: int, slug: str, title: str, detail: str | None = None,
-                     headers: dict[str, str] | None = None) -> JSONResponse:
+def problem_response(
+    status: int, slug: str, title: str, detail: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     """An ``application/problem+json`` response (see :func:`~ai.backend.common.problems.problem_document`)."""
-    return JSONResponse(problem_document(status, slug, title, detail), status_code=status, media_type=PROBLEM_JSON,
-                        headers=headers)
+    return JSONResponse(
+        problem_document(status, slug, title, detail), status_code=status, media_type=PROBLEM_JSON, headers=headers
+    )
 
 
 def error_response(exc: ProblemError) -> JSONResponse:
     """The answer for a raised problem; one may carry response headers in a ``headers`` attribute (tus)."""
-    return JSONResponse(exc.body(), status_code=exc.status, media_type=PROBLEM_JSON,
-                        headers=getattr(exc, "headers", None))
+    return JSONResponse(
+        exc.body(), status_code=exc.status, media_type=PROBLEM_JSON, headers=getattr(exc, "headers", None)
+    )
 
 
 def _internal_detail(_: Exception) -> str:
@@ -46,8 +49,12 @@ def _internal_detail(_: Exception) -> str:
 
 
 def install_problem_handlers(
-    app: FastAPI, *, internal_slug: str = "internal-error", internal_title: str = "Internal server error",
-    internal_detail: Callable[[Exception], str] = _internal_detail, logger: logging.Logger = log,
+    app: FastAPI,
+    *,
+    internal_slug: str = "internal-error",
+    internal_title: str = "Internal server error",
+    internal_detail: Callable[[Exception], str] = _internal_detail,
+    logger: logging.Logger = log,
 ) -> None:
     """Answer every error of ``app`` as a problem: a raised :class:`ProblemError` with its own status; a request
     that fails FastAPI's parameter validation with 400 ``invalid-api-params``; an unknown route or method with
@@ -63,8 +70,9 @@ def install_problem_handlers(
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         loc = ".".join(str(p) for p in first.get("loc", ()))
-        return problem_response(400, "invalid-api-params", "Invalid API parameters",
-                                f"{loc}: {first.get('msg', 'invalid value')}")
+        return problem_response(
+            400, "invalid-api-params", "Invalid API parameters", f"{loc}: {first.get('msg', 'invalid value')}"
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -99,8 +107,15 @@ class SharedSecretMiddleware:
         await self.app(scope, receive, send)
 
 
-def serve(app: ASGIApp, host: str | None = None, port: int | None = None, *, debug: bool = False,
-          sockets: Sequence[socket.socket] | None = None, **options: Any) -> None:
+def serve(
+    app: ASGIApp,
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    debug: bool = False,
+    sockets: Sequence[socket.socket] | None = None,
+    **options: Any,
+) -> None:
     """Run ``app`` under uvicorn until it is stopped: on ``host:port``, or on already bound ``sockets``.
 
     Logs at ``warning`` (``debug``: at ``debug`` with the access log); ``options`` are passed to

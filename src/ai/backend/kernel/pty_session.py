@@ -138,7 +138,7 @@ class FrameDecoder:
             end = _HEADER.size + length
             if len(self._buf) < end:
                 break
-            frames.append((kind, bytes(self._buf[_HEADER.size:end])))
+            frames.append((kind, bytes(self._buf[_HEADER.size : end])))
             del self._buf[:end]
         return frames
 
@@ -184,7 +184,7 @@ def session_pids(sid: int, proc_root: str = "/proc") -> list[int]:
         except OSError:
             continue  # gone meanwhile
         # "pid (comm) state ppid pgrp session ..."; comm may contain spaces and parentheses.
-        fields = stat[stat.rfind(b")") + 2:].split()
+        fields = stat[stat.rfind(b")") + 2 :].split()
         if len(fields) >= 4 and fields[0] != b"Z" and fields[3] == str(sid).encode():
             pids.append(int(name))
     return pids
@@ -233,8 +233,15 @@ class _Shell:
             _set_winsize(slave, rows, cols)
             os.set_blocking(master, False)
             self.proc = subprocess.Popen(
-                argv, stdin=slave, stdout=slave, stderr=slave, cwd=workdir, env=env, close_fds=True,
-                start_new_session=True, preexec_fn=_become_terminal_owner,
+                argv,
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                cwd=workdir,
+                env=env,
+                close_fds=True,
+                start_new_session=True,
+                preexec_fn=_become_terminal_owner,
             )
         except BaseException:
             os.close(master)

@@ -29,8 +29,25 @@ __all__ = ["RUNTIMES", "QueryRuntime", "prepare_query"]
 
 _HAS_MAIN = re.compile(r"\bmain\s*\(")
 _C_HEADERS = ("stdio.h", "stdlib.h", "string.h", "math.h", "stdint.h", "stdbool.h", "unistd.h")
-_CPP_HEADERS = ("cstdio", "cstdlib", "cstring", "cmath", "cstdint", "iostream", "iomanip", "sstream", "string",
-                "vector", "map", "set", "unordered_map", "algorithm", "numeric", "memory", "utility")
+_CPP_HEADERS = (
+    "cstdio",
+    "cstdlib",
+    "cstring",
+    "cmath",
+    "cstdint",
+    "iostream",
+    "iomanip",
+    "sstream",
+    "string",
+    "vector",
+    "map",
+    "set",
+    "unordered_map",
+    "algorithm",
+    "numeric",
+    "memory",
+    "utility",
+)
 _LINK_FLAGS = "-pthread -lm -lrt -ldl"
 
 

@@ -278,8 +278,12 @@ class Run:
         """Append one ``media``/``html``/``log`` item as it is, within the per-response budget."""
         size = len(json.dumps(value))
         if self.rich_chars + size > RICH_LIMIT:
-            self.add_output("stderr", f"[a {kind} item of {size} characters was dropped: over {RICH_LIMIT} "
-                            "characters of rich output in one response]\n", note=True)
+            self.add_output(
+                "stderr",
+                f"[a {kind} item of {size} characters was dropped: over {RICH_LIMIT} "
+                "characters of rich output in one response]\n",
+                note=True,
+            )
             return
         self.rich_chars += size
         self.console.append((kind, [value]))
@@ -288,17 +292,19 @@ class Run:
         for stream, tail in self.tails.items():
             cut = self.cut.get(stream, 0)
             if cut:
-                self._append(stream, f"\n[output truncated: {stream} exceeded {CONSOLE_LIMIT} characters in this"
-                                     f" response; {cut} characters cut here, the first {CONSOLE_HEAD} and the"
-                                     f" last {CONSOLE_TAIL} are kept]\n")
+                self._append(
+                    stream,
+                    f"\n[output truncated: {stream} exceeded {CONSOLE_LIMIT} characters in this"
+                    f" response; {cut} characters cut here, the first {CONSOLE_HEAD} and the"
+                    f" last {CONSOLE_TAIL} are kept]\n",
+                )
             self._append(stream, "".join(tail))
         result = {
             "runId": self.run_id,
             "status": status,
             "exitCode": exit_code,
             "console": [
-                [stream, chunks[0] if stream in RICH_ITEM_TYPES else "".join(chunks)]
-                for stream, chunks in self.console
+                [stream, chunks[0] if stream in RICH_ITEM_TYPES else "".join(chunks)] for stream, chunks in self.console
             ],
             "options": options,
             "files": [],
@@ -408,8 +414,17 @@ class ReplChild:
         try:
             self._journal = mmap.mmap(journal_fd, JOURNAL_SIZE)
             self.proc = subprocess.Popen(
-                [sys.executable, "-I", str(REPL_PATH), "--fd", str(child_sock.fileno()),
-                 "--journal-fd", str(journal_fd), "--pipe-fds", ",".join(map(str, pipes))],
+                [
+                    sys.executable,
+                    "-I",
+                    str(REPL_PATH),
+                    "--fd",
+                    str(child_sock.fileno()),
+                    "--journal-fd",
+                    str(journal_fd),
+                    "--pipe-fds",
+                    ",".join(map(str, pipes)),
+                ],
                 stdin=subprocess.DEVNULL,
                 cwd=self._workdir,
                 env=self._env,
@@ -904,8 +919,11 @@ class Supervisor:
         root = os.path.realpath(self.workdir)
         real = os.path.realpath(folder)
         if real != root and not real.startswith(root + os.sep):
-            return {"status": "outside", "folder_path": folder,
-                    "detail": f"{folder} leads outside {self.workdir} through a symbolic link"}
+            return {
+                "status": "outside",
+                "folder_path": folder,
+                "detail": f"{folder} leads outside {self.workdir} through a symbolic link",
+            }
         limit = 10_000
 
         def scan() -> dict[str, Any]:
@@ -922,9 +940,14 @@ class Supervisor:
                         except OSError:
                             continue  # removed while listing
                         item: dict[str, Any] = {
-                            "filename": entry.name, "size": st.st_size, "mode": stat.filemode(st.st_mode),
-                            "mtime": st.st_mtime, "ctime": st.st_ctime, "atime": st.st_atime,
-                            "is_dir": stat.S_ISDIR(st.st_mode), "is_symlink": stat.S_ISLNK(st.st_mode),
+                            "filename": entry.name,
+                            "size": st.st_size,
+                            "mode": stat.filemode(st.st_mode),
+                            "mtime": st.st_mtime,
+                            "ctime": st.st_ctime,
+                            "atime": st.st_atime,
+                            "is_dir": stat.S_ISDIR(st.st_mode),
+                            "is_symlink": stat.S_ISLNK(st.st_mode),
                         }
                         if item["is_symlink"]:
                             with contextlib.suppress(OSError):

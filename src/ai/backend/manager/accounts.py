@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ai.backend.common.problems import Conflict, InvalidAPIParameters, NotFound
 
-from .models import Domain, Group, KeyPair, KeyPairResourcePolicy, User, group_members
+from .models import DomainRow, KeyPairResourcePolicyRow, KeyPairRow, ProjectRow, UserRow, group_members
 from .passwords import generate_keypair, hash_password
 
 ROLES = ("superadmin", "admin", "user", "monitor")
@@ -55,14 +55,14 @@ async def resolve_groups(db: AsyncSession, group_ids: Sequence[str], domain_name
         except ValueError:
             pass
         gid = (
-            await db.execute(select(Group.id).where(Group.name == ref, Group.domain_name == domain_name))
+            await db.execute(select(ProjectRow.id).where(ProjectRow.name == ref, ProjectRow.domain_name == domain_name))
         ).scalar_one_or_none()
         if gid is None:
             raise NotFound(f"No group named {ref!r} in domain {domain_name!r}.")
         gids.append(gid)
     if not gids:
         return []
-    rows = (await db.execute(select(Group.id, Group.domain_name).where(Group.id.in_(gids)))).all()
+    rows = (await db.execute(select(ProjectRow.id, ProjectRow.domain_name).where(ProjectRow.id.in_(gids)))).all()
     known = {gid: dom for gid, dom in rows}
     missing = [str(g) for g in gids if g not in known]
     if missing:
@@ -73,45 +73,79 @@ async def resolve_groups(db: AsyncSession, group_ids: Sequence[str], domain_name
     return list(dict.fromkeys(gids))
 
 
-async def add_keypair(db: AsyncSession, user: User, *, is_active: bool = True, is_admin: bool = False,
-                      resource_policy: str = "default", rate_limit: int = DEFAULT_RATE_LIMIT) -> KeyPair:
+async def add_keypair(
+    db: AsyncSession,
+    user: UserRow,
+    *,
+    is_active: bool = True,
+    is_admin: bool = False,
+    resource_policy: str = "default",
+    rate_limit: int = DEFAULT_RATE_LIMIT,
+) -> KeyPairRow:
     """A new keypair for ``user``; the first one becomes the user's main keypair."""
-    if await db.get(KeyPairResourcePolicy, resource_policy) is None:
+    if await db.get(KeyPairResourcePolicyRow, resource_policy) is None:
         raise NotFound(f"No such keypair resource policy: {resource_policy!r}.")
     if rate_limit < 0:
         raise InvalidAPIParameters(f"rate_limit must not be negative, got {rate_limit}.")
     has_main = (
-        await db.execute(select(KeyPair.access_key).where(KeyPair.user == user.uuid, KeyPair.is_main.is_(True)))
+        await db.execute(
+            select(KeyPairRow.access_key).where(KeyPairRow.user == user.uuid, KeyPairRow.is_main.is_(True))
+        )
     ).first()
     ak, sk = generate_keypair()
-    kp = KeyPair(access_key=ak, secret_key=sk, user_id=user.email, user=user.uuid, is_active=is_active,
-                 is_admin=is_admin, is_main=has_main is None, resource_policy=resource_policy, rate_limit=rate_limit)
+    kp = KeyPairRow(
+        access_key=ak,
+        secret_key=sk,
+        user_id=user.email,
+        user=user.uuid,
+        is_active=is_active,
+        is_admin=is_admin,
+        is_main=has_main is None,
+        resource_policy=resource_policy,
+        rate_limit=rate_limit,
+    )
     db.add(kp)
     await db.flush()
     return kp
 
 
 async def add_user(
-    db: AsyncSession, *, email: str, password: str, domain_name: str = "default", role: str = "user",
-    status: str = "active", username: str | None = None, full_name: str | None = None,
-    description: str | None = None, need_password_change: bool = False, group_ids: Sequence[str] = (),
-) -> tuple[User, KeyPair]:
+    db: AsyncSession,
+    *,
+    email: str,
+    password: str,
+    domain_name: str = "default",
+    role: str = "user",
+    status: str = "active",
+    username: str | None = None,
+    full_name: str | None = None,
+    description: str | None = None,
+    need_password_change: bool = False,
+    group_ids: Sequence[str] = (),
+) -> tuple[UserRow, KeyPairRow]:
     """A new user with its main keypair (admin flag from the role, policy ``default``)."""
     check_email(email)
     check_password(password)
     check_choice(role, ROLES, "role")
     check_choice(status, STATUSES, "status")
     username = username or email
-    if await db.get(Domain, domain_name) is None:
+    if await db.get(DomainRow, domain_name) is None:
         raise NotFound(f"No such domain: {domain_name!r}.")
-    if (await db.execute(select(User.uuid).where(User.email == email))).first():
+    if (await db.execute(select(UserRow.uuid).where(UserRow.email == email))).first():
         raise Conflict(f"A user with e-mail {email!r} already exists.")
-    if (await db.execute(select(User.uuid).where(User.username == username))).first():
+    if (await db.execute(select(UserRow.uuid).where(UserRow.username == username))).first():
         raise Conflict(f"The username {username!r} is taken.")
     gids = await resolve_groups(db, group_ids, domain_name)
-    user = User(
-        email=email, username=username, password=hash_password(password), need_password_change=need_password_change,
-        full_name=full_name, description=description, status=status, role=role, domain_name=domain_name,
+    user = UserRow(
+        email=email,
+        username=username,
+        password=hash_password(password),
+        need_password_change=need_password_change,
+        full_name=full_name,
+        description=description,
+        status=status,
+        role=role,
+        domain_name=domain_name,
     )
     db.add(user)
     await db.flush()

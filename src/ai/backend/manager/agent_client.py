@@ -49,23 +49,32 @@ class AgentRPC:
 
     def __init__(self, cluster_secret: str) -> None:
         # Idle connections are closed sooner than the agents close theirs (RPC_KEEP_ALIVE): the manager first.
-        self._peer = _AgentPeer(headers={CLUSTER_SECRET_HEADER: cluster_secret},
-                                limit_per_host=MAX_CONNECTIONS_PER_AGENT, keepalive_timeout=30)
+        self._peer = _AgentPeer(
+            headers={CLUSTER_SECRET_HEADER: cluster_secret},
+            limit_per_host=MAX_CONNECTIONS_PER_AGENT,
+            keepalive_timeout=30,
+        )
 
-    async def call(
-        self, addr: str, method: str, path: str, json: Any = None, timeout: float | None = 600.0
-    ) -> Any:
+    async def call(self, addr: str, method: str, path: str, json: Any = None, timeout: float | None = 600.0) -> Any:
         """Call an agent endpoint and return its JSON answer (None for 204)."""
         return await self._peer.call(method, addr + path, json, timeout=timeout, limit=MAX_ANSWER_SIZE, target=addr)
 
     async def call_raw(
-        self, addr: str, method: str, path: str, *, params: dict[str, str | int] | None = None,
-        content: bytes | None = None, content_type: str | None = None, timeout: float | None = 600.0,
+        self,
+        addr: str,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str | int] | None = None,
+        content: bytes | None = None,
+        content_type: str | None = None,
+        timeout: float | None = 600.0,
     ) -> RawAnswer:
         """Call an agent endpoint that takes or answers raw bytes; errors are raised as in :meth:`call`."""
         headers = {"Content-Type": content_type} if content_type else None
-        answer = await self._peer.request(method, addr + path, data=content, headers=headers, params=params,
-                                          timeout=timeout, target=addr)
+        answer = await self._peer.request(
+            method, addr + path, data=content, headers=headers, params=params, timeout=timeout, target=addr
+        )
         if answer.status >= 400:
             raise self._peer.refused(addr, method, path, answer)
         return RawAnswer(answer.body, answer.content_type)

@@ -25,7 +25,7 @@ from ai.backend.common.auth import BODY_HASH_HEADER, AuthHeaderError, make_signa
 from ai.backend.common.problems import AuthorizationFailed, InvalidAuthParameters
 
 from .generations import GenerationCache, GenerationReader
-from .models import KeyPair, User
+from .models import KeyPairRow, UserRow
 
 if TYPE_CHECKING:
     from .context import ManagerContext
@@ -48,22 +48,33 @@ class KeypairRecord(NamedTuple):
     status: str
 
 
-_KEYPAIR_QUERY = (
-    select(KeyPair.secret_key, KeyPair.is_active, KeyPair.is_admin, KeyPair.resource_policy, KeyPair.rate_limit,
-           User.uuid, User.email, User.role, User.domain_name, User.status)
-    .join(User, User.uuid == KeyPair.user)
-)
+_KEYPAIR_QUERY = select(
+    KeyPairRow.secret_key,
+    KeyPairRow.is_active,
+    KeyPairRow.is_admin,
+    KeyPairRow.resource_policy,
+    KeyPairRow.rate_limit,
+    UserRow.uuid,
+    UserRow.email,
+    UserRow.role,
+    UserRow.domain_name,
+    UserRow.status,
+).join(UserRow, UserRow.uuid == KeyPairRow.user)
 
 
-async def lookup_keypair(db_factory: async_sessionmaker[AsyncSession], gens: GenerationReader,
-                         cache: GenerationCache[str, KeypairRecord], access_key: str) -> KeypairRecord | None:
+async def lookup_keypair(
+    db_factory: async_sessionmaker[AsyncSession],
+    gens: GenerationReader,
+    cache: GenerationCache[str, KeypairRecord],
+    access_key: str,
+) -> KeypairRecord | None:
     """The keypair's row (None if unknown): from ``cache`` while the accounts generation is unchanged."""
     gen = await gens.current(ACCOUNTS)
     record = cache.get(access_key, gen)
     if record is not None:
         return record
     async with db_factory() as db:
-        row = (await db.execute(_KEYPAIR_QUERY.where(KeyPair.access_key == access_key))).first()
+        row = (await db.execute(_KEYPAIR_QUERY.where(KeyPairRow.access_key == access_key))).first()
     if row is None:
         cache.discard(access_key)
         return None
@@ -163,8 +174,9 @@ async def authenticate(request: HTTPConnection, mgr: ManagerContext) -> AuthCont
     # GET requests may carry a JSON body too (parameters of the file listings, §14 item 8).
     read_body = method not in ("GET", "HEAD") or body_sha256 is not None
     body = await request.body() if isinstance(request, Request) and read_body else b""
-    if body_sha256 is not None and not hmac.compare_digest(body_sha256.strip().lower(),
-                                                          hashlib.sha256(body).hexdigest()):
+    if body_sha256 is not None and not hmac.compare_digest(
+        body_sha256.strip().lower(), hashlib.sha256(body).hexdigest()
+    ):
         raise AuthorizationFailed(f"The request body does not match its {BODY_HASH_HEADER} header.")
     expected = make_signature(
         method=method,

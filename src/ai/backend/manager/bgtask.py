@@ -52,8 +52,13 @@ class TaskInfo:
 
     def event_data(self) -> dict[str, Any]:
         """The SSE data object: the documented fields plus the status."""
-        return {"task_id": self.task_id, "current_progress": self.current, "total_progress": self.total,
-                "message": self.message, "status": self.status}
+        return {
+            "task_id": self.task_id,
+            "current_progress": self.current,
+            "total_progress": self.total,
+            "message": self.message,
+            "status": self.status,
+        }
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -130,8 +135,9 @@ class ProgressReporter:
     def task_id(self) -> str:
         return self._info.task_id
 
-    async def update(self, increment: int = 0, *, current: int | None = None, total: int | None = None,
-                     message: str | None = None) -> None:
+    async def update(
+        self, increment: int = 0, *, current: int | None = None, total: int | None = None, message: str | None = None
+    ) -> None:
         """Advance the progress by ``increment`` (or set ``current``), optionally with a new total/message."""
         info = self._info
         if total is not None:
@@ -156,8 +162,13 @@ class BackgroundTaskRegistry:
 
     async def start(self, fn: TaskFunc, *, name: str, owner_access_key: str, owner_user: str) -> str:
         """Record a new task, run ``fn`` in the background and return the task id (a UUID string)."""
-        info = TaskInfo(task_id=str(uuid.uuid4()), name=name, owner_access_key=owner_access_key,
-                        owner_user=owner_user, created_at=time.time())
+        info = TaskInfo(
+            task_id=str(uuid.uuid4()),
+            name=name,
+            owner_access_key=owner_access_key,
+            owner_user=owner_user,
+            created_at=time.time(),
+        )
         await self.store.put(info)
         task = asyncio.get_running_loop().create_task(self._run(fn, info), name=f"bgtask:{name}:{info.task_id}")
         self._running[info.task_id] = task

@@ -15,10 +15,19 @@ from ai.backend.common.problems import problem_document
 
 
 async def _send_413(send: Send, limit: int) -> None:
-    body = json.dumps(problem_document(413, "request-too-large", "Request body too large",
-                                       f"The request body exceeds the server's limit of {limit} bytes.")).encode()
-    headers = [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode()),
-               (b"connection", b"close")]
+    body = json.dumps(
+        problem_document(
+            413,
+            "request-too-large",
+            "Request body too large",
+            f"The request body exceeds the server's limit of {limit} bytes.",
+        )
+    ).encode()
+    headers = [
+        (b"content-type", b"application/problem+json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
     await send({"type": "http.response.start", "status": 413, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -105,23 +105,46 @@ def user() -> None:
 
 @user.command("add")
 @click.argument("email")
-@click.option("-p", "--password", prompt=True, hide_input=True, confirmation_prompt=True,
-              help="The password (prompted when omitted).")
+@click.option(
+    "-p",
+    "--password",
+    prompt=True,
+    hide_input=True,
+    confirmation_prompt=True,
+    help="The password (prompted when omitted).",
+)
 @click.option("-d", "--domain", default="default", show_default=True)
-@click.option("-r", "--role", type=click.Choice(["superadmin", "admin", "user", "monitor"]), default="user",
-              show_default=True)
+@click.option(
+    "-r", "--role", type=click.Choice(["superadmin", "admin", "user", "monitor"]), default="user", show_default=True
+)
 @click.option("-u", "--username", default=None, help="Defaults to the e-mail address.")
 @click.option("-n", "--full-name", default=None)
 @click.option("-g", "--group", "groups", multiple=True, help="Group name or id to join (repeatable).")
 @click.pass_obj
-def user_add(config_path: str | None, email: str, password: str, domain: str, role: str, username: str | None,
-             full_name: str | None, groups: tuple[str, ...]) -> None:
+def user_add(
+    config_path: str | None,
+    email: str,
+    password: str,
+    domain: str,
+    role: str,
+    username: str | None,
+    full_name: str | None,
+    groups: tuple[str, ...],
+) -> None:
     """Create a user and its main keypair, and print the keypair."""
     from .accounts import add_user
 
     async def _do(db: Any) -> tuple[str, str]:
-        _, kp = await add_user(db, email=email, password=password, domain_name=domain, role=role,
-                               username=username, full_name=full_name, group_ids=list(groups))
+        _, kp = await add_user(
+            db,
+            email=email,
+            password=password,
+            domain_name=domain,
+            role=role,
+            username=username,
+            full_name=full_name,
+            group_ids=list(groups),
+        )
         return kp.access_key, kp.secret_key
 
     ak, sk = _run_db(config_path, _do)
@@ -135,10 +158,10 @@ def user_list(config_path: str | None) -> None:
     """List users: e-mail, domain, role and status."""
     from sqlalchemy import select
 
-    from .models import User
+    from .models import UserRow
 
     async def _do(db: Any) -> list[Any]:
-        return list((await db.execute(select(User).order_by(User.domain_name, User.email))).scalars().all())
+        return list((await db.execute(select(UserRow).order_by(UserRow.domain_name, UserRow.email))).scalars().all())
 
     for u in _run_db(config_path, _do):
         click.echo(f"{u.email}\t{u.domain_name}\t{u.role}\t{u.status}")
@@ -156,22 +179,24 @@ def keypair() -> None:
 @click.option("--resource-policy", default="default", show_default=True)
 @click.option("--rate-limit", type=click.IntRange(min=0), default=10000, show_default=True)
 @click.pass_obj
-def keypair_add(config_path: str | None, email: str, is_admin: bool, inactive: bool, resource_policy: str,
-                rate_limit: int) -> None:
+def keypair_add(
+    config_path: str | None, email: str, is_admin: bool, inactive: bool, resource_policy: str, rate_limit: int
+) -> None:
     """Create another keypair for the user with EMAIL and print it."""
     from sqlalchemy import select
 
     from ai.backend.common.problems import NotFound
 
     from .accounts import add_keypair
-    from .models import User
+    from .models import UserRow
 
     async def _do(db: Any) -> tuple[str, str]:
-        u = (await db.execute(select(User).where(User.email == email))).scalar_one_or_none()
+        u = (await db.execute(select(UserRow).where(UserRow.email == email))).scalar_one_or_none()
         if u is None:
             raise NotFound(f"No such user: {email!r}.")
-        kp = await add_keypair(db, u, is_active=not inactive, is_admin=is_admin, resource_policy=resource_policy,
-                               rate_limit=rate_limit)
+        kp = await add_keypair(
+            db, u, is_active=not inactive, is_admin=is_admin, resource_policy=resource_policy, rate_limit=rate_limit
+        )
         return kp.access_key, kp.secret_key
 
     ak, sk = _run_db(config_path, _do)
@@ -186,12 +211,12 @@ def keypair_list(config_path: str | None, email: str | None) -> None:
     """List keypairs (secret keys are not shown)."""
     from sqlalchemy import select
 
-    from .models import KeyPair
+    from .models import KeyPairRow
 
     async def _do(db: Any) -> list[Any]:
-        q = select(KeyPair).order_by(KeyPair.user_id, KeyPair.created_at)
+        q = select(KeyPairRow).order_by(KeyPairRow.user_id, KeyPairRow.created_at)
         if email:
-            q = q.where(KeyPair.user_id == email)
+            q = q.where(KeyPairRow.user_id == email)
         return list((await db.execute(q)).scalars().all())
 
     for kp in _run_db(config_path, _do):
@@ -207,10 +232,10 @@ def keypair_set_active(config_path: str | None, access_key: str, active: bool) -
     """Activate (true) or deactivate (false) a keypair; deactivation applies to the next request."""
     from ai.backend.common.problems import NotFound
 
-    from .models import KeyPair
+    from .models import KeyPairRow
 
     async def _do(db: Any) -> None:
-        kp = await db.get(KeyPair, access_key)
+        kp = await db.get(KeyPairRow, access_key)
         if kp is None:
             raise NotFound(f"No such keypair: {access_key!r}.")
         kp.is_active = active

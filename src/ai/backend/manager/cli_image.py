@@ -160,7 +160,7 @@ def list_images(config_path: str | None, output: str) -> None:
     """List local kernel images and the images and aliases registered in the manager database."""
     from sqlalchemy import select
 
-    from .models import Image, ImageAlias
+    from .models import ImageAliasRow, ImageRow
 
     local = local_images()
     registered: dict[str, dict[str, Any]] | None = None
@@ -168,10 +168,12 @@ def list_images(config_path: str | None, output: str) -> None:
     if _database_exists(config_path):
 
         async def _do(db: Any) -> dict[str, dict[str, Any]]:
-            rows = (await db.execute(select(Image).order_by(Image.name))).scalars().all()
-            aliases = (await db.execute(select(ImageAlias.alias, ImageAlias.image))).all()
-            found = {r.name: {"digest": r.config_digest, "size": r.size_bytes, "labels": r.labels or {},
-                              "aliases": []} for r in rows}
+            rows = (await db.execute(select(ImageRow).order_by(ImageRow.name))).scalars().all()
+            aliases = (await db.execute(select(ImageAliasRow.alias, ImageAliasRow.image))).all()
+            found = {
+                r.name: {"digest": r.config_digest, "size": r.size_bytes, "labels": r.labels or {}, "aliases": []}
+                for r in rows
+            }
             for alias, target in aliases:
                 if target in found:
                     found[target]["aliases"].append(alias)
@@ -194,14 +196,27 @@ def list_images(config_path: str | None, output: str) -> None:
         if item["ref"] not in (canon or tags[:1]):
             continue  # a :latest tag of an image listed under its canonical tag
         by_ref[item["ref"]] = {
-            "reference": item["ref"], "local": True, "registered": False, "tags": sorted(tags),
-            "digest": item["digest"], "size_bytes": item["size"], "labels": item["labels"], "aliases": [],
+            "reference": item["ref"],
+            "local": True,
+            "registered": False,
+            "tags": sorted(tags),
+            "digest": item["digest"],
+            "size_bytes": item["size"],
+            "labels": item["labels"],
+            "aliases": [],
         }
     for name, reg in (registered or {}).items():
-        entry = by_ref.setdefault(name, {
-            "reference": name, "local": False, "tags": [], "digest": reg["digest"], "size_bytes": reg["size"],
-            "labels": reg["labels"],
-        })
+        entry = by_ref.setdefault(
+            name,
+            {
+                "reference": name,
+                "local": False,
+                "tags": [],
+                "digest": reg["digest"],
+                "size_bytes": reg["size"],
+                "labels": reg["labels"],
+            },
+        )
         entry["registered"] = True
         entry["aliases"] = sorted(reg["aliases"])
     items = [by_ref[k] for k in sorted(by_ref)]
@@ -220,8 +235,16 @@ def list_images(config_path: str | None, output: str) -> None:
     rows = [("REFERENCE", "RUNTIME", "SIZE", "LOCAL", "REGISTERED", "ALIASES")]
     for it in items:
         reg_col = "?" if it["registered"] is None else ("yes" if it["registered"] else "no")
-        rows.append((it["reference"], it["runtime_type"] or "-", f"{it['size_bytes'] / 1e6:.0f} MB",
-                     "yes" if it["local"] else "no", reg_col, ", ".join(it["aliases"]) or "-"))
+        rows.append(
+            (
+                it["reference"],
+                it["runtime_type"] or "-",
+                f"{it['size_bytes'] / 1e6:.0f} MB",
+                "yes" if it["local"] else "no",
+                reg_col,
+                ", ".join(it["aliases"]) or "-",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
@@ -236,17 +259,17 @@ def alias_image(config_path: str | None, alias: str, target: str) -> None:
     from ai.backend.common.problems import Conflict
 
     from .images import check_alias, resolve_image
-    from .models import Image, ImageAlias
+    from .models import ImageAliasRow, ImageRow
 
     async def _do(db: Any) -> str:
         check_alias(alias)
         row = await resolve_image(db, target)
-        existing = await db.get(ImageAlias, alias)
+        existing = await db.get(ImageAliasRow, alias)
         if existing is not None:
             raise Conflict(f"The alias {alias!r} already points to {existing.image!r}; remove it first.")
-        if await db.get(Image, alias) is not None:
+        if await db.get(ImageRow, alias) is not None:
             raise Conflict(f"{alias!r} is the name of an image; it cannot be an alias.")
-        db.add(ImageAlias(alias=alias, image=row.name))
+        db.add(ImageAliasRow(alias=alias, image=row.name))
         name: str = row.name
         return name
 
@@ -261,10 +284,10 @@ def dealias_image(config_path: str | None, alias: str) -> None:
     """Remove the image alias ALIAS."""
     from ai.backend.common.problems import NotFound
 
-    from .models import ImageAlias
+    from .models import ImageAliasRow
 
     async def _do(db: Any) -> str:
-        row = await db.get(ImageAlias, alias)
+        row = await db.get(ImageAliasRow, alias)
         if row is None:
             raise NotFound(f"No such image alias: {alias!r}.")
         target: str = row.image
@@ -275,8 +298,10 @@ def dealias_image(config_path: str | None, alias: str) -> None:
     click.echo(f"✔ Alias {alias} (of {target}) removed.", err=True)
     repo = target.rpartition(":")[0]
     if alias in (repo, f"{repo}:latest"):
-        click.echo(f"note: agents that still have the {repo}:latest tag add this alias again at their next heartbeat.",
-                   err=True)
+        click.echo(
+            f"note: agents that still have the {repo}:latest tag add this alias again at their next heartbeat.",
+            err=True,
+        )
 
 
 @image.command("forget")
@@ -293,11 +318,11 @@ def forget_image(config_path: str | None, reference: str, force: bool) -> None:
     from ai.backend.common.problems import Conflict
 
     from .images import ImageInventory, resolve_image
-    from .models import Agent, ImageAlias
+    from .models import AgentRow, ImageAliasRow
 
     async def _do(db: Any) -> str:
         row = await resolve_image(db, reference)
-        alive = {a.id: a.addr for a in (await db.execute(select(Agent).where(Agent.status == "ALIVE"))).scalars()}
+        alive = {a.id: a.addr for a in (await db.execute(select(AgentRow).where(AgentRow.status == "ALIVE"))).scalars()}
         here = {agent_id for agent_id, addr in alive.items() if _is_local(addr)}
         inventory = ImageInventory()
         if here:
@@ -306,13 +331,17 @@ def forget_image(config_path: str | None, reference: str, force: bool) -> None:
                 inventory.update(agent_id, reports)
         having = inventory.agents_having(row.name, set(alive))
         if having:
-            raise Conflict(f"Image {row.name!r} is still installed on {', '.join(having)}; it would be registered "
-                           "again by their next heartbeat. Remove it there first (docker rmi).")
+            raise Conflict(
+                f"Image {row.name!r} is still installed on {', '.join(having)}; it would be registered "
+                "again by their next heartbeat. Remove it there first (docker rmi)."
+            )
         elsewhere = sorted(set(alive) - here)
         if elsewhere and not force:
-            raise Conflict(f"Cannot tell whether the alive agents {', '.join(elsewhere)} (on other hosts) still have "
-                           f"{row.name!r}; use the forget_image GraphQL mutation, or --force.")
-        await db.execute(delete(ImageAlias).where(ImageAlias.image == row.name))
+            raise Conflict(
+                f"Cannot tell whether the alive agents {', '.join(elsewhere)} (on other hosts) still have "
+                f"{row.name!r}; use the forget_image GraphQL mutation, or --force."
+            )
+        await db.execute(delete(ImageAliasRow).where(ImageAliasRow.image == row.name))
         await db.delete(row)
         name: str = row.name
         return name
@@ -324,8 +353,9 @@ def forget_image(config_path: str | None, reference: str, force: bool) -> None:
 class _EchoProgress:
     """Rescan progress as lines on stderr."""
 
-    async def update(self, increment: int = 0, *, current: int | None = None, total: int | None = None,
-                     message: str | None = None) -> None:
+    async def update(
+        self, increment: int = 0, *, current: int | None = None, total: int | None = None, message: str | None = None
+    ) -> None:
         if message:
             click.echo(f"  {message}", err=True)
 
@@ -343,7 +373,8 @@ def rescan_registry_images(config_path: str | None, registry: str) -> None:
     if cfg is None:
         known = ", ".join(sorted(registries)) or "none"
         hint = " (local images are learned from the agents' heartbeats)" if registry == "local" else ""
-        raise click.ClickException(f"no such registry {registry!r} in [docker-registries] of the manager config; "
-                                   f"configured: {known}{hint}")
+        raise click.ClickException(
+            f"no such registry {registry!r} in [docker-registries] of the manager config; configured: {known}{hint}"
+        )
     count = _run_db(config_path, lambda db: rescan_registry(db, registry, cfg, _EchoProgress()))
     click.echo(f"✔ {count} kernel image(s) of registry {registry} registered.", err=True)

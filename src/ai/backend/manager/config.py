@@ -150,8 +150,9 @@ class ManagerConfig(_Section):
             host = name.split(":")[0] if not name.startswith("[") else name
             # Docker pulls "<name>/<repo>:<tag>" from a registry only when <name> has a dot or a port, or is localhost.
             if not _REGISTRY_NAME.match(name) or not ("." in host or ":" in name or host == "localhost"):
-                raise ValueError(f"registry name {name!r} must be host.domain, host:port or localhost[:port] "
-                                 "(what agents pull from)")
+                raise ValueError(
+                    f"registry name {name!r} must be host.domain, host:port or localhost[:port] (what agents pull from)"
+                )
         return v
 
     def db_url(self) -> str:

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from . import generations
 from .agent_client import AgentRPC
 from .agents.heartbeats import AgentHeartbeats
+from .agents.live_stats import AgentLiveStats, KernelLiveStats
 from .auth import KeypairRecord
 from .bgtask import BackgroundTaskRegistry, make_bgtask_registry
 from .config import ManagerConfig
@@ -22,7 +23,6 @@ from .db import create_engine, session_factory
 from .events import EventBus, make_event_bus
 from .generations import GenerationCache, GenerationReader
 from .images import ImageInventory
-from .live_stats import AgentLiveStats, KernelLiveStats
 from .ratelimit import ApiUsage, RateLimiter, make_rate_limiter
 from .registry import SessionRegistry
 from .storage_client import StorageClient
@@ -84,22 +84,44 @@ async def build_context(config: ManagerConfig) -> ManagerContext:
     async def folder_path(host: str, vfid: str) -> str:
         return await storage.mount_path(host, uuid.UUID(str(vfid)))
 
-    registry = SessionRegistry(db, rpc, bus, generations=gens, docker_registries=dict(config.docker_registries),
-                               folder_path=folder_path if config.storage_proxies else None)
+    registry = SessionRegistry(
+        db,
+        rpc,
+        bus,
+        generations=gens,
+        docker_registries=dict(config.docker_registries),
+        folder_path=folder_path if config.storage_proxies else None,
+    )
     images = ImageInventory()
     agent_stats, kernel_stats = AgentLiveStats(), KernelLiveStats()
     grace = config.manager.reconcile_grace
     heartbeats = AgentHeartbeats(
-        db, gens, images=images, agent_stats=agent_stats, kernel_stats=kernel_stats,
+        db,
+        gens,
+        images=images,
+        agent_stats=agent_stats,
+        kernel_stats=kernel_stats,
         reconcile=lambda reports: registry.reconcile_agents(reports, grace),
         reconcile_interval=config.manager.reconcile_interval,
-        on_capacity_change=registry.agents_changed, on_join=registry.schedule_event.set,
+        on_capacity_change=registry.agents_changed,
+        on_join=registry.schedule_event.set,
     )
     return ManagerContext(
-        config=config, engine=engine, db=db, generations=gens, bus=bus,
-        bgtasks=make_bgtask_registry(bus, config.redis.url or None), rpc=rpc, storage=storage, registry=registry,
+        config=config,
+        engine=engine,
+        db=db,
+        generations=gens,
+        bus=bus,
+        bgtasks=make_bgtask_registry(bus, config.redis.url or None),
+        rpc=rpc,
+        storage=storage,
+        registry=registry,
         heartbeats=heartbeats,
         rate_limiter=make_rate_limiter(config.redis.url or None, config.manager.rate_limit_window),
-        api_usage=ApiUsage(), keypairs=GenerationCache(), images=images, agent_stats=agent_stats,
-        kernel_stats=kernel_stats, graphql=GraphQLRuntime.for_config(config),
+        api_usage=ApiUsage(),
+        keypairs=GenerationCache(),
+        images=images,
+        agent_stats=agent_stats,
+        kernel_stats=kernel_stats,
+        graphql=GraphQLRuntime.for_config(config),
     )

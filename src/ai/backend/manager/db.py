@@ -36,8 +36,7 @@ class WriteGate:
     """Turn-taking of one SQLite database's writers within this process (one lock per event loop)."""
 
     def __init__(self) -> None:
-        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-            weakref.WeakKeyDictionary())
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 
     def _lock(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
@@ -51,8 +50,9 @@ class WriteGate:
         try:
             await asyncio.wait_for(lock.acquire(), WRITE_TURN_TIMEOUT)
         except TimeoutError:
-            raise OperationalError("(waiting for the write turn)", None,
-                                   sqlite3.OperationalError("database is locked")) from None
+            raise OperationalError(
+                "(waiting for the write turn)", None, sqlite3.OperationalError("database is locked")
+            ) from None
         return asyncio.get_running_loop(), lock
 
     def install(self, engine: AsyncEngine) -> None:

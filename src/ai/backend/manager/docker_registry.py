@@ -66,15 +66,17 @@ class UnsupportedImage(RegistryError):
 class Progress(Protocol):
     """What a rescan reports its progress to (:class:`~ai.backend.manager.bgtask.ProgressReporter` fits)."""
 
-    async def update(self, increment: int = 0, *, current: int | None = None, total: int | None = None,
-                     message: str | None = None) -> None: ...
+    async def update(
+        self, increment: int = 0, *, current: int | None = None, total: int | None = None, message: str | None = None
+    ) -> None: ...
 
 
 class NullProgress:
     """A progress sink that discards everything."""
 
-    async def update(self, increment: int = 0, *, current: int | None = None, total: int | None = None,
-                     message: str | None = None) -> None:
+    async def update(
+        self, increment: int = 0, *, current: int | None = None, total: int | None = None, message: str | None = None
+    ) -> None:
         return None
 
 
@@ -84,15 +86,17 @@ class NullProgress:
 def parse_www_authenticate(header: str) -> tuple[str, dict[str, str]]:
     """``Bearer realm="...",service="..."`` -> ``("bearer", {"realm": ..., "service": ...})``."""
     scheme, _, rest = header.strip().partition(" ")
-    params = {m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3)
-              for m in re.finditer(r'([A-Za-z_][\w-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))', rest)}
+    params = {
+        m.group(1).lower(): m.group(2) if m.group(2) is not None else m.group(3)
+        for m in re.finditer(r'([A-Za-z_][\w-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))', rest)
+    }
     return scheme.lower(), params
 
 
 def parse_next_link(header: str | None) -> str | None:
     """The target of ``rel="next"`` in a ``Link`` header, if any."""
     for part in (header or "").split(","):
-        m = re.match(r'\s*<([^>]*)>\s*;(.*)', part)
+        m = re.match(r"\s*<([^>]*)>\s*;(.*)", part)
         if m and re.search(r'rel\s*=\s*"?next"?', m.group(2)):
             return m.group(1)
     return None
@@ -114,10 +118,12 @@ def select_platform(index: dict[str, Any], arch: str | None = None) -> dict[str,
             p = m.get("platform") or {}
             if p.get("os") == "linux" and p.get("architecture") == want:
                 return m
-    seen = sorted({f"{(m.get('platform') or {}).get('os')}/{(m.get('platform') or {}).get('architecture')}"
-                   for m in entries})
-    raise UnsupportedImage(f"no linux/{wanted[0]} or linux/amd64 image in the manifest list (it has: "
-                           f"{', '.join(seen) or 'nothing'})")
+    seen = sorted(
+        {f"{(m.get('platform') or {}).get('os')}/{(m.get('platform') or {}).get('architecture')}" for m in entries}
+    )
+    raise UnsupportedImage(
+        f"no linux/{wanted[0]} or linux/amd64 image in the manifest list (it has: {', '.join(seen) or 'nothing'})"
+    )
 
 
 def manifest_media_type(content_type: str | None, body: dict[str, Any]) -> str:
@@ -154,8 +160,9 @@ def parse_image_manifest(body: dict[str, Any], digest: str) -> ImageManifest:
         raise UnsupportedImage("the manifest has no config descriptor")
     layers = body.get("layers") or []
     size = int(config.get("size") or 0) + sum(int(la.get("size") or 0) for la in layers if isinstance(la, dict))
-    return ImageManifest(digest=digest, config_digest=config["digest"], config_size=int(config.get("size") or 0),
-                         size=size)
+    return ImageManifest(
+        digest=digest, config_digest=config["digest"], config_size=int(config.get("size") or 0), size=size
+    )
 
 
 def image_labels(config: dict[str, Any]) -> dict[str, str]:
@@ -181,8 +188,9 @@ def _error_text(resp: httpx.Response) -> str:
     """The registry's own error messages (``{"errors": [{"code", "message"}]}``) or the status line."""
     try:
         errors = resp.json().get("errors") or []
-        text = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ")
-                         for e in errors if isinstance(e, dict))
+        text = "; ".join(
+            f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors if isinstance(e, dict)
+        )
     except (ValueError, AttributeError):
         text = ""
     return f"HTTP {resp.status_code}" + (f" ({text})" if text else "")
@@ -205,8 +213,15 @@ class RegistryImage:
 class RegistryClient:
     """A read-only client of one registry's HTTP API v2 (use it as an async context manager)."""
 
-    def __init__(self, url: str, *, username: str = "", password: str = "", timeout: float = 30.0,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        username: str = "",
+        password: str = "",
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self._creds = (username, password) if username or password else None
         self._timeout = timeout
@@ -239,13 +254,16 @@ class RegistryClient:
         realm = challenge.get("realm")
         if not realm:
             raise self._fail("bearer challenge without a realm")
-        query = {k: v for k, v in (("service", challenge.get("service")),
-                                   ("scope", challenge.get("scope") or scope)) if v}
+        query = {
+            k: v for k, v in (("service", challenge.get("service")), ("scope", challenge.get("scope") or scope)) if v
+        }
         auth = httpx.BasicAuth(*self._creds) if self._creds else None
         resp = await self._send("GET", realm + ("&" if "?" in realm else "?") + urlencode(query), {}, auth)
         if resp.status_code in (401, 403):
-            raise self._fail(f"the token service {realm} refused the credentials ({_error_text(resp)}); check "
-                             "username/password of the registry in the manager config")
+            raise self._fail(
+                f"the token service {realm} refused the credentials ({_error_text(resp)}); check "
+                "username/password of the registry in the manager config"
+            )
         if resp.status_code != 200:
             raise self._fail(f"the token service {realm} answered {_error_text(resp)}")
         try:
@@ -278,8 +296,10 @@ class RegistryClient:
                 break
         if resp.status_code == 401:
             hint = "check username/password" if self._creds else "set username/password"
-            raise self._fail(f"GET {path}: authentication required or refused ({_error_text(resp)}); {hint} of "
-                             "the registry in the manager config")
+            raise self._fail(
+                f"GET {path}: authentication required or refused ({_error_text(resp)}); {hint} of "
+                "the registry in the manager config"
+            )
         if resp.status_code == 403:
             raise self._fail(f"GET {path}: access denied ({_error_text(resp)})")
         if resp.status_code >= 400:
@@ -327,8 +347,9 @@ class RegistryClient:
     async def manifest(self, repository: str, reference: str) -> tuple[str, dict[str, Any], str]:
         """``(media type, document, digest)`` of the manifest ``reference`` (a tag or digest) of ``repository``."""
         what = f"manifest {repository}:{reference}"
-        resp = await self.request(f"/v2/{repository}/manifests/{reference}", scope=f"repository:{repository}:pull",
-                                  accept=ACCEPT_MANIFESTS)
+        resp = await self.request(
+            f"/v2/{repository}/manifests/{reference}", scope=f"repository:{repository}:pull", accept=ACCEPT_MANIFESTS
+        )
         body = self._json(resp, what)
         digest = resp.headers.get("docker-content-digest") or "sha256:" + hashlib.sha256(resp.content).hexdigest()
         if reference.startswith("sha256:"):
@@ -347,8 +368,9 @@ class RegistryClient:
 
     async def image_config(self, repository: str, manifest: ImageManifest) -> dict[str, Any]:
         """The image config blob (checked against its digest)."""
-        resp = await self.request(f"/v2/{repository}/blobs/{manifest.config_digest}",
-                                  scope=f"repository:{repository}:pull", accept="*/*")
+        resp = await self.request(
+            f"/v2/{repository}/blobs/{manifest.config_digest}", scope=f"repository:{repository}:pull", accept="*/*"
+        )
         try:
             verify_digest(resp.content, manifest.config_digest)
         except UnsupportedImage as e:
@@ -381,9 +403,14 @@ def _in_projects(repository: str, projects: list[str]) -> bool:
     return not projects or any(repository == p or repository.startswith(p.rstrip("/") + "/") for p in projects)
 
 
-async def scan_registry(cfg: DockerRegistrySection, progress: Progress, *, concurrency: int = 4,
-                        timeout: float = 30.0, transport: httpx.AsyncBaseTransport | None = None,
-                        ) -> list[RegistryImage]:
+async def scan_registry(
+    cfg: DockerRegistrySection,
+    progress: Progress,
+    *,
+    concurrency: int = 4,
+    timeout: float = 30.0,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> list[RegistryImage]:
     """The kernel images of a registry (those whose config has the ``ai.backend.kernelspec`` label).
 
     Unreachable registries and refused credentials raise :class:`RegistryError`; a single image that
@@ -392,8 +419,9 @@ async def scan_registry(cfg: DockerRegistrySection, progress: Progress, *, concu
     """
     found: list[RegistryImage] = []
     sem = asyncio.Semaphore(max(concurrency, 1))
-    async with RegistryClient(cfg.url, username=cfg.username, password=cfg.password, timeout=timeout,
-                              transport=transport) as client:
+    async with RegistryClient(
+        cfg.url, username=cfg.username, password=cfg.password, timeout=timeout, transport=transport
+    ) as client:
         await client.ping()
         repos = [r for r in await client.catalog() if _in_projects(r, cfg.project)]
         await progress.update(current=0, total=0, message=f"{len(repos)} repositories in {cfg.url}")
@@ -438,8 +466,15 @@ async def register_registry_images(db: AsyncSession, name: str, images: list[Reg
         tagged = [i for i in same if i.tag != "latest"] or same
         latest = [f"{name}/{repo}:latest" for i in same if i.tag == "latest" and i not in tagged]
         for img in tagged:
-            await upsert_image(db, f"{name}/{repo}:{img.tag}", img.manifest.config_digest, dict(img.labels),
-                               size=img.manifest.size, architecture=img.architecture, registry_name=name)
+            await upsert_image(
+                db,
+                f"{name}/{repo}:{img.tag}",
+                img.manifest.config_digest,
+                dict(img.labels),
+                size=img.manifest.size,
+                architecture=img.architecture,
+                registry_name=name,
+            )
             count += 1
         await db.flush()
         await add_default_aliases(db, f"{name}/{repo}:{tagged[-1].tag}", latest)
@@ -447,8 +482,9 @@ async def register_registry_images(db: AsyncSession, name: str, images: list[Reg
     return count
 
 
-async def rescan_registry(db: AsyncSession, name: str, cfg: DockerRegistrySection, progress: Progress | None = None,
-                          **scan_options: Any) -> int:
+async def rescan_registry(
+    db: AsyncSession, name: str, cfg: DockerRegistrySection, progress: Progress | None = None, **scan_options: Any
+) -> int:
     """Scan registry ``name`` and register its kernel images; returns how many image rows were registered.
 
     The registry is read first and the database written afterwards (no transaction is held across
@@ -467,8 +503,23 @@ def registry_summary(registries: dict[str, DockerRegistrySection]) -> dict[str, 
 
 
 __all__ = [
-    "ImageManifest", "NullProgress", "Progress", "RegistryClient", "RegistryError", "RegistryImage",
-    "UnsupportedImage", "image_architecture", "image_labels", "manifest_media_type", "parse_image_manifest",
-    "parse_next_link", "parse_www_authenticate", "register_registry_images", "registry_summary",
-    "rescan_registry", "scan_registry", "select_platform", "verify_digest",
+    "ImageManifest",
+    "NullProgress",
+    "Progress",
+    "RegistryClient",
+    "RegistryError",
+    "RegistryImage",
+    "UnsupportedImage",
+    "image_architecture",
+    "image_labels",
+    "manifest_media_type",
+    "parse_image_manifest",
+    "parse_next_link",
+    "parse_www_authenticate",
+    "register_registry_images",
+    "registry_summary",
+    "rescan_registry",
+    "scan_registry",
+    "select_platform",
+    "verify_digest",
 ]

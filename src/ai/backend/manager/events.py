@@ -106,8 +106,9 @@ class RedisEventBus(EventBus):
         try:
             self._outbox.put_nowait(event)
         except asyncio.QueueFull:
-            log.warning("event outbox full; event %s for %s not forwarded to other managers",
-                        event.name, event.session_id)
+            log.warning(
+                "event outbox full; event %s for %s not forwarded to other managers", event.name, event.session_id
+            )
 
     async def start(self) -> None:
         """Connect to Redis and start forwarding and receiving events."""
@@ -135,8 +136,9 @@ class RedisEventBus(EventBus):
             self._redis = None
 
     def _encode(self, event: Event) -> str:
-        return json.dumps({"origin": self.origin, "name": event.name, "subject": event.session_id,
-                           "data": event.data}, default=str)
+        return json.dumps(
+            {"origin": self.origin, "name": event.name, "subject": event.session_id, "data": event.data}, default=str
+        )
 
     async def _pump(self) -> None:
         while True:
@@ -147,8 +149,7 @@ class RedisEventBus(EventBus):
                         await self._redis.publish(self.channel, self._encode(event))
                         break
                     except Exception as e:  # noqa: BLE001 - a Redis failure must not stop the pump
-                        log.warning("forwarding event %s to Redis failed (attempt %d): %s", event.name,
-                                    attempt + 1, e)
+                        log.warning("forwarding event %s to Redis failed (attempt %d): %s", event.name, attempt + 1, e)
                         await asyncio.sleep(RECONNECT_DELAY * (attempt + 1))
             finally:
                 self._outbox.task_done()

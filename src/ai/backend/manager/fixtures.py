@@ -9,12 +9,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .models import (
-    Domain,
-    Group,
-    KeyPair,
-    KeyPairResourcePolicy,
-    ScalingGroup,
-    User,
+    DomainRow,
+    KeyPairResourcePolicyRow,
+    KeyPairRow,
+    ProjectRow,
+    ScalingGroupRow,
+    UserRow,
     group_members,
     sgroups_for_domains,
 )
@@ -53,9 +53,9 @@ async def _ensure(db: AsyncSession, model: type[Any], key: Any, **values: Any) -
 
 async def populate_defaults(db: AsyncSession) -> None:
     """Insert the default rows that are missing; existing rows are left as they are (idempotent)."""
-    await _ensure(db, Domain, "default", name="default", description="The default domain")
+    await _ensure(db, DomainRow, "default", name="default", description="The default domain")
     await _ensure(
-        db, ScalingGroup, "default", name="default", description="The default scaling group", scheduler="fifo"
+        db, ScalingGroupRow, "default", name="default", description="The default scaling group", scheduler="fifo"
     )
     linked = (
         await db.execute(
@@ -68,7 +68,7 @@ async def populate_defaults(db: AsyncSession) -> None:
         await db.execute(sgroups_for_domains.insert().values(scaling_group="default", domain="default"))
     await _ensure(
         db,
-        KeyPairResourcePolicy,
+        KeyPairResourcePolicyRow,
         "default",
         name="default",
         total_resource_slots={},
@@ -78,22 +78,38 @@ async def populate_defaults(db: AsyncSession) -> None:
         allowed_vfolder_hosts=["local:volume1"],  # the all-in-one storage proxy "local", volume "volume1"
     )
     await _ensure(
-        db, Group, DEFAULT_GROUP_ID, id=DEFAULT_GROUP_ID, name="default", domain_name="default",
+        db,
+        ProjectRow,
+        DEFAULT_GROUP_ID,
+        id=DEFAULT_GROUP_ID,
+        name="default",
+        domain_name="default",
         description="The default project",
     )
     for spec in (ADMIN, USER):
-        user = (await db.execute(select(User).where(User.email == spec["email"]))).scalar_one_or_none()
+        user = (await db.execute(select(UserRow).where(UserRow.email == spec["email"]))).scalar_one_or_none()
         if user is None:
-            user = User(
-                email=spec["email"], username=spec["username"], password=hash_password(spec["password"]),
-                role=spec["role"], domain_name="default", full_name=spec["username"],
+            user = UserRow(
+                email=spec["email"],
+                username=spec["username"],
+                password=hash_password(spec["password"]),
+                role=spec["role"],
+                domain_name="default",
+                full_name=spec["username"],
             )
             db.add(user)
             await db.flush()
             await db.execute(group_members.insert().values(group_id=DEFAULT_GROUP_ID, user_id=user.uuid))
         await _ensure(
-            db, KeyPair, spec["access_key"], access_key=spec["access_key"], secret_key=spec["secret_key"],
-            user_id=spec["email"], user=user.uuid, is_admin=spec["is_admin"], is_main=True,
+            db,
+            KeyPairRow,
+            spec["access_key"],
+            access_key=spec["access_key"],
+            secret_key=spec["secret_key"],
+            user_id=spec["email"],
+            user=user.uuid,
+            is_admin=spec["is_admin"],
+            is_main=True,
             resource_policy="default",
         )
     await db.commit()

@@ -44,12 +44,23 @@ log = logging.getLogger(__name__)
 # resource policies, scaling groups and their associations): all change rarely, and session creation
 # caches what it reads of them.
 GROUPS: dict[str, str] = {
-    "keypairs": "accounts", "users": "accounts", "domains": "accounts", "groups": "accounts",
-    "association_groups_users": "accounts", "keypair_resource_policies": "accounts", "scaling_groups": "accounts",
-    "sgroups_for_domains": "accounts", "sgroups_for_groups": "accounts", "sgroups_for_keypairs": "accounts",
-    "images": "images", "image_aliases": "images",
-    "vfolders": "vfolders", "vfolder_permissions": "vfolders", "vfolder_invitations": "vfolders",
-    "sessions": "sessions", "kernels": "sessions",
+    "keypairs": "accounts",
+    "users": "accounts",
+    "domains": "accounts",
+    "groups": "accounts",
+    "association_groups_users": "accounts",
+    "keypair_resource_policies": "accounts",
+    "scaling_groups": "accounts",
+    "sgroups_for_domains": "accounts",
+    "sgroups_for_groups": "accounts",
+    "sgroups_for_keypairs": "accounts",
+    "images": "images",
+    "image_aliases": "images",
+    "vfolders": "vfolders",
+    "vfolder_permissions": "vfolders",
+    "vfolder_invitations": "vfolders",
+    "sessions": "sessions",
+    "kernels": "sessions",
 }
 # Tables no hot-path cache reads, so their changes move no generation: agents (heartbeats write them many
 # times a second), dotfiles, resource presets and session templates (read per request). A new table must

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ai.backend.common.problems import ImageNotFound, InvalidAPIParameters
 from ai.backend.common.types import ResourceSlot, SlotTypeError
 
-from .models import Image, ImageAlias
+from .models import ImageAliasRow, ImageRow
 
 LABEL_MIN_PREFIX = "ai.backend.resource.min."
 LABEL_MAX_PREFIX = "ai.backend.resource.max."
@@ -36,15 +36,16 @@ class ImageInventory:
 
     def agents_having(self, image_name: str, alive: set[str]) -> list[str]:
         """The agents among ``alive`` whose latest report lists ``image_name``, sorted."""
-        return sorted(a for a, items in self._reports.items()
-                      if a in alive and any(r["ref"] == image_name for r in items))
+        return sorted(
+            a for a, items in self._reports.items() if a in alive and any(r["ref"] == image_name for r in items)
+        )
 
     def reports(self, alive: set[str]) -> dict[str, list[dict[str, Any]]]:
         """The latest reports of the agents in ``alive``."""
         return {a: items for a, items in self._reports.items() if a in alive}
 
 
-def image_min_slots(image: Image) -> ResourceSlot:
+def image_min_slots(image: ImageRow) -> ResourceSlot:
     """The minimum resource slots an image declares with ``ai.backend.resource.min.*`` labels."""
     mins: dict[str, Any] = {}
     for key, value in (image.labels or {}).items():
@@ -57,18 +58,27 @@ def image_min_slots(image: Image) -> ResourceSlot:
     return slots.filled({"cpu": Decimal(1), "mem": Decimal(256 * 1024 * 1024)})
 
 
-async def upsert_image(db: AsyncSession, ref: str, digest: str, labels: dict[str, Any], *, size: int = 0,
-                       architecture: str = "x86_64", registry_name: str | None = None) -> Image:
+async def upsert_image(
+    db: AsyncSession,
+    ref: str,
+    digest: str,
+    labels: dict[str, Any],
+    *,
+    size: int = 0,
+    architecture: str = "x86_64",
+    registry_name: str | None = None,
+) -> ImageRow:
     """Create or update the catalogue row whose canonical name is ``ref``.
 
     ``registry_name`` (a registry rescan) also sets the row's registry; ``None`` (an agent heartbeat)
     keeps the registry of an existing row and makes new rows ``local``, so an agent reporting an
     image it pulled from a registry updates that registry's row instead of renaming it.
     """
-    row = await db.get(Image, ref)
+    row = await db.get(ImageRow, ref)
     if row is None:
-        row = Image(name=ref, tag=ref.rpartition(":")[2], registry_name=registry_name or "local",
-                    config_digest=digest)
+        row = ImageRow(
+            name=ref, tag=ref.rpartition(":")[2], registry_name=registry_name or "local", config_digest=digest
+        )
         db.add(row)
     elif registry_name is not None:
         row.registry_name = registry_name
@@ -83,8 +93,8 @@ async def add_default_aliases(db: AsyncSession, canonical: str, latest_refs: Ite
     """Make the bare repository name of ``canonical`` and ``latest_refs`` (and any extra names given there)
     aliases of it, unless taken."""
     for alias in sorted({canonical.rpartition(":")[0], *latest_refs} - {canonical}):
-        if await db.get(ImageAlias, alias) is None and await db.get(Image, alias) is None:
-            db.add(ImageAlias(alias=alias, image=canonical))
+        if await db.get(ImageAliasRow, alias) is None and await db.get(ImageRow, alias) is None:
+            db.add(ImageAliasRow(alias=alias, image=canonical))
             await db.flush()
 
 
@@ -112,8 +122,14 @@ async def register_images(db: AsyncSession, reported: list[dict[str, Any]]) -> N
         )
         if tag == "latest":
             continue
-        await upsert_image(db, ref, item["digest"], labels, size=int(item.get("size") or 0),
-                           architecture=item.get("architecture") or "x86_64")
+        await upsert_image(
+            db,
+            ref,
+            item["digest"],
+            labels,
+            size=int(item.get("size") or 0),
+            architecture=item.get("architecture") or "x86_64",
+        )
     await db.flush()
     for key, refs in by_image.items():
         canon = next((r for r in refs if not r.endswith(":latest")), None)
@@ -123,17 +139,17 @@ async def register_images(db: AsyncSession, reported: list[dict[str, Any]]) -> N
     await db.flush()
 
 
-async def resolve_image(db: AsyncSession, ref: str) -> Image:
+async def resolve_image(db: AsyncSession, ref: str) -> ImageRow:
     """Find an image by canonical name or alias, raising a 404 problem naming what was asked for."""
-    row = await db.get(Image, ref)
+    row = await db.get(ImageRow, ref)
     if row is None:
-        alias = await db.get(ImageAlias, ref)
+        alias = await db.get(ImageAliasRow, ref)
         if alias is not None:
-            row = await db.get(Image, alias.image)
+            row = await db.get(ImageRow, alias.image)
     if row is None and ":" not in ref:
-        row = (await db.execute(select(Image).where(Image.name.like(f"{ref}:%")).limit(1))).scalar_one_or_none()
+        row = (await db.execute(select(ImageRow).where(ImageRow.name.like(f"{ref}:%")).limit(1))).scalar_one_or_none()
     if row is None:
-        known = (await db.execute(select(ImageAlias.alias))).scalars().all()
+        known = (await db.execute(select(ImageAliasRow.alias))).scalars().all()
         hint = f" Known aliases: {', '.join(sorted(known))}." if known else " No images are registered yet."
         raise ImageNotFound(f"Unknown image {ref!r}.{hint}")
     return row

@@ -21,10 +21,12 @@ def _jsonb(column: Any) -> ColumnElement[Any]:
 def json_with_key(column: Any, key: str, value: str, dialect: str) -> ColumnElement[Any]:
     """``column`` with ``key`` set to the string ``value`` (``dialect``: the engine's dialect name)."""
     if dialect == "postgresql":
-        return cast(_jsonb(column).op("||")(func.jsonb_build_object(literal(key, String), literal(value, String))),
-                    JSON)
-    return func.json_set(func.coalesce(column, literal("{}", String)), literal(f"$.{key}", String),
-                         literal(value, String))
+        return cast(
+            _jsonb(column).op("||")(func.jsonb_build_object(literal(key, String), literal(value, String))), JSON
+        )
+    return func.json_set(
+        func.coalesce(column, literal("{}", String)), literal(f"$.{key}", String), literal(value, String)
+    )
 
 
 def json_without_key(column: Any, key: str, dialect: str) -> ColumnElement[Any]:

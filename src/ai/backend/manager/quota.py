@@ -10,23 +10,24 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ai.backend.common.types import SLOT_TYPES, ResourceSlot
 
-from .models import KeyPairResourcePolicy, SessionRow
+from .models import KeyPairResourcePolicyRow, SessionRow
 
 # Built once (expanding parameters for the key and status lists): these run on every creation and pass.
 _COUNTS = (
     select(SessionRow.access_key, func.count())
-    .where(SessionRow.access_key.in_(bindparam("keys", expanding=True)),
-           SessionRow.status.in_(bindparam("statuses", expanding=True)))
+    .where(
+        SessionRow.access_key.in_(bindparam("keys", expanding=True)),
+        SessionRow.status.in_(bindparam("statuses", expanding=True)),
+    )
     .group_by(SessionRow.access_key)
 )
-_SLOTS = (
-    select(SessionRow.access_key, SessionRow.requested_slots)
-    .where(SessionRow.access_key.in_(bindparam("keys", expanding=True)),
-           SessionRow.status.in_(bindparam("statuses", expanding=True)))
+_SLOTS = select(SessionRow.access_key, SessionRow.requested_slots).where(
+    SessionRow.access_key.in_(bindparam("keys", expanding=True)),
+    SessionRow.status.in_(bindparam("statuses", expanding=True)),
 )
 
 
-def policy_limits(policy: KeyPairResourcePolicy, slot_names: Iterable[str] = ()) -> ResourceSlot:
+def policy_limits(policy: KeyPairResourcePolicyRow, slot_names: Iterable[str] = ()) -> ResourceSlot:
     """The policy's total slots; slots it leaves out are unlimited (``Infinity``) under ``UNLIMITED``
     and zero under ``LIMITED``, for every known slot and every name in ``slot_names``."""
     limits = dict(ResourceSlot.from_json(policy.total_resource_slots))
@@ -42,7 +43,10 @@ def has_finite_limit(limit: ResourceSlot) -> bool:
 
 
 async def keypair_holdings(
-    db: AsyncSession, access_keys: Collection[str], statuses: Collection[str], need_slots: Collection[str],
+    db: AsyncSession,
+    access_keys: Collection[str],
+    statuses: Collection[str],
+    need_slots: Collection[str],
 ) -> dict[str, tuple[ResourceSlot, int]]:
     """For each of ``access_keys`` with sessions in ``statuses``: the sum of their requested slots and
     their number. The count is one aggregate query; the slots are summed (one row per session) only for

@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ai.backend.common.problems import TooManyRequests
 
 from .counters import PendingCounts
-from .models import KeyPair
+from .models import KeyPairRow
 from .models.base import utcnow
 
 WINDOW_SECONDS = 15 * 60
@@ -151,8 +151,9 @@ class ApiUsage:
                 for ak, n in counts.items():
                     # Usage counters: cached keypair rows need not be re-read (see generations.py).
                     await db.execute(
-                        update(KeyPair).where(KeyPair.access_key == ak)
-                        .values(num_queries=KeyPair.num_queries + n, last_used=now)
+                        update(KeyPairRow)
+                        .where(KeyPairRow.access_key == ak)
+                        .values(num_queries=KeyPairRow.num_queries + n, last_used=now)
                         .execution_options(generation_neutral=True)
                     )
                 await db.commit()
@@ -168,8 +169,13 @@ class RateLimitMiddleware:
     that presented credentials but failed authentication is counted against the client IP.
     """
 
-    def __init__(self, app: ASGIApp, get_limiter: Callable[[], RateLimiter | None],
-                 anonymous_limit: Callable[[], int], exempt_prefixes: tuple[str, ...] = ("/internal/",)) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        get_limiter: Callable[[], RateLimiter | None],
+        anonymous_limit: Callable[[], int],
+        exempt_prefixes: tuple[str, ...] = ("/internal/",),
+    ) -> None:
         self.app = app
         self._limiter = get_limiter
         self._anon_limit = anonymous_limit
@@ -208,21 +214,25 @@ class RateLimitMiddleware:
 def _too_many(verdict: Verdict) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     from fastapi.responses import JSONResponse
 
-    exc = TooManyRequests(f"More than {verdict.limit} calls in the last {verdict.window // 60} minutes; "
-                          "slow down and retry later.")
+    exc = TooManyRequests(
+        f"More than {verdict.limit} calls in the last {verdict.window // 60} minutes; slow down and retry later."
+    )
     resp = JSONResponse(exc.body(), status_code=429, media_type="application/problem+json")
     for name, value in verdict.headers():
         resp.headers[name.decode()] = value.decode()
     return resp
 
 
-async def enforce_keypair_limit(state: dict[str, Any], limiter: RateLimiter | None, access_key: str,
-                                limit: int) -> None:
+async def enforce_keypair_limit(
+    state: dict[str, Any], limiter: RateLimiter | None, access_key: str, limit: int
+) -> None:
     """Count an authenticated call against its access key; raise 429 past the keypair's limit."""
     if limiter is None:
         return
     verdict = await limiter.hit("ak:" + access_key, limit)
     state["ratelimit"] = verdict
     if verdict.exceeded:
-        raise TooManyRequests(f"Access key {access_key} made more than {limit} calls in the last "
-                              f"{verdict.window // 60} minutes; slow down and retry later.")
+        raise TooManyRequests(
+            f"Access key {access_key} made more than {limit} calls in the last "
+            f"{verdict.window // 60} minutes; slow down and retry later."
+        )

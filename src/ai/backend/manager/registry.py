@@ -18,25 +18,37 @@ from .agent_client import AgentRPC
 from .background import BackgroundTasks
 from .events import EventBus
 from .generations import GenerationReader
-from .session_limits import ActivityTracker
 from .sessions.admission import Admission, new_session_name
 from .sessions.kernel_proxy import KernelProxy, SessionNotRunning, session_age_ms
 from .sessions.launcher import FolderPath, Launcher
 from .sessions.lifecycle import CONTAINER_LOST, CREATION_INTERRUPTED, MANAGER_RESTARTED, Lifecycle
+from .sessions.limits import ActivityTracker
 from .sessions.store import SessionStore
 
 __all__ = [
-    "CONTAINER_LOST", "CREATION_INTERRUPTED", "MANAGER_RESTARTED", "SessionNotRunning", "SessionRegistry",
-    "new_session_name", "session_age_ms",
+    "CONTAINER_LOST",
+    "CREATION_INTERRUPTED",
+    "MANAGER_RESTARTED",
+    "SessionNotRunning",
+    "SessionRegistry",
+    "new_session_name",
+    "session_age_ms",
 ]
 
 
 class SessionRegistry:
     """The session services of one manager, built together; the methods are theirs, named here once."""
 
-    def __init__(self, db: async_sessionmaker[AsyncSession], rpc: AgentRPC, bus: EventBus, *,
-                 generations: GenerationReader | None = None, docker_registries: Mapping[str, Any] | None = None,
-                 folder_path: FolderPath | None = None) -> None:
+    def __init__(
+        self,
+        db: async_sessionmaker[AsyncSession],
+        rpc: AgentRPC,
+        bus: EventBus,
+        *,
+        generations: GenerationReader | None = None,
+        docker_registries: Mapping[str, Any] | None = None,
+        folder_path: FolderPath | None = None,
+    ) -> None:
         self.db = db
         self.rpc = rpc
         self.bus = bus
@@ -47,10 +59,16 @@ class SessionRegistry:
         self.spawn = self._background.spawn
         self.store = SessionStore(db, generations)
         self.admission = Admission(self.store, bus, self.schedule_event)
-        self.launcher = Launcher(self.store, rpc, bus, self.schedule_event, self.spawn, folder_path=folder_path,
-                                 docker_registries=docker_registries)
-        self.lifecycle = Lifecycle(self.store, self.launcher, rpc, bus, self.schedule_event, self.spawn,
-                                   self.activity)
+        self.launcher = Launcher(
+            self.store,
+            rpc,
+            bus,
+            self.schedule_event,
+            self.spawn,
+            folder_path=folder_path,
+            docker_registries=docker_registries,
+        )
+        self.lifecycle = Lifecycle(self.store, self.launcher, rpc, bus, self.schedule_event, self.spawn, self.activity)
         self.kernels = KernelProxy(self.store, rpc, self.activity)
         # Lookups (store).
         self.resolve_owner = self.store.resolve_owner

@@ -39,9 +39,10 @@ from .config import ManagerConfig
 from .context import ManagerContext, build_context
 from .ratelimit import RateLimiter, RateLimitMiddleware
 from .scheduler import Scheduler
-from .session_limits import enforce_session_limits
+from .sessions.limits import enforce_session_limits
 
 log = logging.getLogger("ai.backend.manager")
+
 
 async def _periodic(interval: float, fn: Callable[[], Awaitable[Any]]) -> None:
     while True:
@@ -64,13 +65,20 @@ def create_app(config: ManagerConfig) -> FastAPI:
         await ctx.registry.recover_after_restart()
         tasks = [
             asyncio.create_task(_periodic(2.0, lambda: ctx.api_usage.flush(ctx.db))),
-            asyncio.create_task(Scheduler(ctx.db, ctx.registry.schedule_event,
-                                          lambda sid: ctx.registry.spawn(ctx.registry.start_session(sid))).run()),
+            asyncio.create_task(
+                Scheduler(
+                    ctx.db, ctx.registry.schedule_event, lambda sid: ctx.registry.spawn(ctx.registry.start_session(sid))
+                ).run()
+            ),
             asyncio.create_task(_periodic(2.0, ctx.registry.flush_query_counts)),
-            asyncio.create_task(_periodic(5.0, lambda: check_agents(ctx.db, ctx.registry.mark_terminated,
-                                                                   config.manager.heartbeat_timeout))),
-            asyncio.create_task(_periodic(config.manager.session_limit_check_interval,
-                                          lambda: enforce_session_limits(ctx.registry))),
+            asyncio.create_task(
+                _periodic(
+                    5.0, lambda: check_agents(ctx.db, ctx.registry.mark_terminated, config.manager.heartbeat_timeout)
+                )
+            ),
+            asyncio.create_task(
+                _periodic(config.manager.session_limit_check_interval, lambda: enforce_session_limits(ctx.registry))
+            ),
         ]
         ctx.registry.schedule_event.set()
         try:
@@ -83,21 +91,42 @@ def create_app(config: ManagerConfig) -> FastAPI:
                     await t
             await ctx.close()
 
-    app = FastAPI(title="Backend.AI manager (open implementation)", version=root.MANAGER_VERSION,
-                  lifespan=lifespan, docs_url="/docs", openapi_url="/openapi.json", redoc_url=None)
+    app = FastAPI(
+        title="Backend.AI manager (open implementation)",
+        version=root.MANAGER_VERSION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+        redoc_url=None,
+    )
     serve_spec_aliases(app, "/spec")  # the document's first home, still linked from older docs
     install_problem_handlers(app, logger=log)
-    for r in (root.router, auth.router, template.router, session_files.router, session.router, gql.router,
-              agent_callbacks.router, status.router, stream.router, resource.router, events.router,
-              userconfig.router, registries.router, vfolders.router, vfolder_legacy.router):
+    for r in (
+        root.router,
+        auth.router,
+        template.router,
+        session_files.router,
+        session.router,
+        gql.router,
+        agent_callbacks.router,
+        status.router,
+        stream.router,
+        resource.router,
+        events.router,
+        userconfig.router,
+        registries.router,
+        vfolders.router,
+        vfolder_legacy.router,
+    ):
         app.include_router(r)
 
     def limiter() -> RateLimiter | None:
         ctx: ManagerContext | None = getattr(app.state, "ctx", None)
         return None if ctx is None else ctx.rate_limiter
 
-    app.add_middleware(RateLimitMiddleware, get_limiter=limiter,
-                       anonymous_limit=lambda: config.manager.anonymous_rate_limit)
+    app.add_middleware(
+        RateLimitMiddleware, get_limiter=limiter, anonymous_limit=lambda: config.manager.anonymous_rate_limit
+    )
     app.add_middleware(CompatPathMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit=int(BinarySize.parse(config.manager.max_request_body)))
 
@@ -109,11 +138,19 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     config, debug = server_setup(ManagerConfig, "manager", "manager", argv)
-    uvicorn.run(create_app(config), host=config.manager.service_addr_host, port=config.manager.service_addr_port,
-                log_level="debug" if debug else "warning", access_log=debug, loop="auto", http="auto",
-                # Open SSE streams never end by themselves: cut them (clients reconnect) instead of hanging.
-                timeout_graceful_shutdown=5,
-                ssl_certfile=config.manager.ssl_cert or None, ssl_keyfile=config.manager.ssl_key or None)
+    uvicorn.run(
+        create_app(config),
+        host=config.manager.service_addr_host,
+        port=config.manager.service_addr_port,
+        log_level="debug" if debug else "warning",
+        access_log=debug,
+        loop="auto",
+        http="auto",
+        # Open SSE streams never end by themselves: cut them (clients reconnect) instead of hanging.
+        timeout_graceful_shutdown=5,
+        ssl_certfile=config.manager.ssl_cert or None,
+        ssl_keyfile=config.manager.ssl_key or None,
+    )
 
 
 if __name__ == "__main__":

@@ -71,7 +71,10 @@ class UnknownStorageHost(InvalidAPIParameters):
 
 
 _BY_STATUS: dict[int, type[ProblemError]] = {
-    400: InvalidAPIParameters, 404: NotFound, 409: Conflict, 413: FolderQuotaExceeded,
+    400: InvalidAPIParameters,
+    404: NotFound,
+    409: Conflict,
+    413: FolderQuotaExceeded,
 }
 
 
@@ -134,8 +137,9 @@ class _ProxyPeer(PeerClient):
             return cls(detail)
         if answer.status in (401, 403):
             log.error("storage proxy %s refused the manager's secret (%s %s)", target, method, _route(path))
-            return StorageProxyFailed(f"The storage proxy {target!r} refused the manager's credentials; "
-                                      "check [storage-proxies] secret.")
+            return StorageProxyFailed(
+                f"The storage proxy {target!r} refused the manager's credentials; check [storage-proxies] secret."
+            )
         log.warning("storage proxy %s answered %s %s with %d: %s", target, method, _route(path), answer.status, detail)
         return StorageProxyFailed(f"The storage proxy {target!r} failed: {detail}")
 
@@ -164,14 +168,26 @@ class StorageClient:
             raise UnknownStorageHost(f"No storage proxy named {name!r} is configured.")
         return cfg
 
-    async def request(self, proxy: str, method: str, path: str, body: StorageBody | Mapping[str, Any] | None = None,
-                      *, timeout: float | None = None) -> Any:
+    async def request(
+        self,
+        proxy: str,
+        method: str,
+        path: str,
+        body: StorageBody | Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
         """One call to ``proxy``'s manager API; the decoded JSON answer (None for 204)."""
         cfg = self._proxy(proxy)
         doc = body.to_wire() if isinstance(body, BaseModel) else dict(body) if body is not None else None
-        return await self._manager_api.call(method, cfg.manager_api.rstrip("/") + path, doc,
-                                            timeout=timeout or _TIMEOUT, headers={AUTH_HEADER: cfg.secret},
-                                            target=proxy)
+        return await self._manager_api.call(
+            method,
+            cfg.manager_api.rstrip("/") + path,
+            doc,
+            timeout=timeout or _TIMEOUT,
+            headers={AUTH_HEADER: cfg.secret},
+            target=proxy,
+        )
 
     async def close(self) -> None:
         await self._manager_api.close()
@@ -215,8 +231,17 @@ class StorageClient:
 
     # --- folders ----------------------------------------------------------------------------------
 
-    async def _folder_call(self, host: str, method: str, path: str, model: type[FolderRef], vfid: uuid.UUID,
-                           *, timeout: float | None = None, **fields: Any) -> Any:
+    async def _folder_call(
+        self,
+        host: str,
+        method: str,
+        path: str,
+        model: type[FolderRef],
+        vfid: uuid.UUID,
+        *,
+        timeout: float | None = None,
+        **fields: Any,
+    ) -> Any:
         proxy, volume = split_host(host)
         return await self.request(proxy, method, path, model(volume=volume, vfid=vfid.hex, **fields), timeout=timeout)
 
@@ -231,11 +256,16 @@ class StorageClient:
         proxy, volume = split_host(src_host)
         dst_proxy, dst_volume = split_host(dst_host)
         if dst_proxy != proxy:
-            raise InvalidAPIParameters("A folder can only be cloned to a volume of the same storage proxy "
-                                       f"({proxy!r}).")
-        await self.request(proxy, "POST", "/folder/clone",
-                           CloneFolder(volume=volume, src_vfid=src.hex, dst_volume=dst_volume, dst_vfid=dst.hex),
-                           timeout=_LONG_TIMEOUT)
+            raise InvalidAPIParameters(
+                f"A folder can only be cloned to a volume of the same storage proxy ({proxy!r})."
+            )
+        await self.request(
+            proxy,
+            "POST",
+            "/folder/clone",
+            CloneFolder(volume=volume, src_vfid=src.hex, dst_volume=dst_volume, dst_vfid=dst.hex),
+            timeout=_LONG_TIMEOUT,
+        )
 
     async def set_quota(self, host: str, vfid: uuid.UUID, size_bytes: int | None) -> None:
         await self._folder_call(host, "POST", "/folder/quota", SetQuota, vfid, size_bytes=size_bytes)
@@ -268,30 +298,33 @@ class StorageClient:
 
     async def mkdir(self, host: str, vfid: uuid.UUID, relpath: str, *, parents: bool, exist_ok: bool) -> None:
         self._usage.pop(vfid, None)
-        await self._folder_call(host, "POST", "/folder/file/mkdir", MkdirBody, vfid, relpath=relpath, parents=parents,
-                                exist_ok=exist_ok)
+        await self._folder_call(
+            host, "POST", "/folder/file/mkdir", MkdirBody, vfid, relpath=relpath, parents=parents, exist_ok=exist_ok
+        )
 
     async def rename_file(self, host: str, vfid: uuid.UUID, relpath: str, new_name: str) -> None:
-        await self._folder_call(host, "POST", "/folder/file/rename", RenameBody, vfid, relpath=relpath,
-                                new_name=new_name)
+        await self._folder_call(
+            host, "POST", "/folder/file/rename", RenameBody, vfid, relpath=relpath, new_name=new_name
+        )
 
     async def move_file(self, host: str, vfid: uuid.UUID, src: str, dst: str) -> None:
         await self._folder_call(host, "POST", "/folder/file/move", MoveBody, vfid, src_relpath=src, dst_relpath=dst)
 
     async def delete_files(self, host: str, vfid: uuid.UUID, relpaths: list[str], *, recursive: bool) -> None:
         self._usage.pop(vfid, None)
-        await self._folder_call(host, "POST", "/folder/file/delete", DeleteBody, vfid, relpaths=relpaths,
-                                recursive=recursive)
+        await self._folder_call(
+            host, "POST", "/folder/file/delete", DeleteBody, vfid, relpaths=relpaths, recursive=recursive
+        )
 
     async def upload_token(self, host: str, vfid: uuid.UUID, relpath: str, size: int) -> str:
         self._usage.pop(vfid, None)
-        doc = await self._folder_call(host, "POST", "/folder/file/upload", UploadBody, vfid, relpath=relpath,
-                                      size=size)
+        doc = await self._folder_call(host, "POST", "/folder/file/upload", UploadBody, vfid, relpath=relpath, size=size)
         return _token(doc)
 
     async def download_token(self, host: str, vfid: uuid.UUID, relpath: str, *, archive: bool) -> str:
-        doc = await self._folder_call(host, "POST", "/folder/file/download", DownloadBody, vfid, relpath=relpath,
-                                      archive=archive)
+        doc = await self._folder_call(
+            host, "POST", "/folder/file/download", DownloadBody, vfid, relpath=relpath, archive=archive
+        )
         return _token(doc)
 
     # --- the client-facing API, for the manager's own transfers (the v4 upload/download routes) --------
@@ -300,11 +333,19 @@ class StorageClient:
         proxy = split_host(host)[0]
         return proxy, self._proxy(proxy).client_api.rstrip("/") + op
 
-    async def _client_call(self, host: str, method: str, path: str, token: str,
-                           headers: Mapping[str, str] | None = None, content: bytes | None = None) -> PeerAnswer:
+    async def _client_call(
+        self,
+        host: str,
+        method: str,
+        path: str,
+        token: str,
+        headers: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+    ) -> PeerAnswer:
         proxy, url = self._client_url(host, path)
-        answer = await self._client_api.request(method, url, params={"token": token}, headers=headers, data=content,
-                                                target=proxy)
+        answer = await self._client_api.request(
+            method, url, params={"token": token}, headers=headers, data=content, target=proxy
+        )
         if answer.status >= 400:
             raise self._client_api.refused(proxy, method, url, answer)
         return answer
@@ -315,8 +356,14 @@ class StorageClient:
         tus = {"Tus-Resumable": "1.0.0"}
         await self._client_call(host, "POST", "/upload", token, {**tus, "Upload-Length": str(len(content))})
         if content:
-            await self._client_call(host, "PATCH", "/upload", token, {
-                **tus, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}, content)
+            await self._client_call(
+                host,
+                "PATCH",
+                "/upload",
+                token,
+                {**tus, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"},
+                content,
+            )
         self._usage.pop(vfid, None)
 
     async def file_size(self, host: str, token: str) -> int:
@@ -330,8 +377,9 @@ class StorageClient:
     async def stream_file(self, host: str, token: str) -> AsyncIterator[bytes]:
         """The bytes of the file a download token names, as the proxy sends them."""
         proxy, url = self._client_url(host, "/download")
-        async for chunk in self._client_api.stream("GET", url, params={"token": token}, timeout=_LONG_TIMEOUT,
-                                                   target=proxy):
+        async for chunk in self._client_api.stream(
+            "GET", url, params={"token": token}, timeout=_LONG_TIMEOUT, target=proxy
+        ):
             yield chunk
 
 

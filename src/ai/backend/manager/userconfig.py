@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ai.backend.common.problems import InvalidAPIParameters
 
-from .models import Dotfile, User
+from .models import DotfileRow, UserRow
 
 __all__ = (
     "MAX_BOOTSTRAP_BYTES",
@@ -73,7 +73,7 @@ def check_permission(value: Any) -> str:
     """A mode as three octal digits (``"755"``; ``"0755"`` is accepted too)."""
     m = _PERMISSION.match(value) if isinstance(value, str) else None
     if m is None:
-        raise InvalidAPIParameters(f"'permission' must be an octal mode such as \"644\" or \"755\", got {value!r}.")
+        raise InvalidAPIParameters(f'\'permission\' must be an octal mode such as "644" or "755", got {value!r}.')
     return m.group(1)
 
 
@@ -101,11 +101,15 @@ async def kernel_user_config(db: AsyncSession, user_uuid: uuid.UUID, session_boo
     else the user's (``None`` when neither exists).
     """
     rows = (
-        await db.execute(select(Dotfile).where(Dotfile.user_uuid == user_uuid).order_by(Dotfile.path))
-    ).scalars().all()
+        (await db.execute(select(DotfileRow).where(DotfileRow.user_uuid == user_uuid).order_by(DotfileRow.path)))
+        .scalars()
+        .all()
+    )
     script = session_bootstrap
     if not script:
-        script = (await db.execute(select(User.bootstrap_script).where(User.uuid == user_uuid))).scalar_one_or_none()
+        script = (
+            await db.execute(select(UserRow.bootstrap_script).where(UserRow.uuid == user_uuid))
+        ).scalar_one_or_none()
     return {
         "dotfiles": [{"path": r.path, "perm": r.permission, "data": r.data} for r in rows],
         "bootstrap_script": script or None,

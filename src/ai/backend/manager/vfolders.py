@@ -30,9 +30,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ai.backend.common.problems import Forbidden, InvalidAPIParameters, NotFound, ProblemError, QuotaExceeded
 
 from .auth import AuthContext
-from .models import Domain, Group, KeyPairResourcePolicy, SessionRow, User, VFolder, VFolderPermission, group_members
+from .models import (
+    DomainRow,
+    KeyPairResourcePolicyRow,
+    ProjectRow,
+    SessionRow,
+    UserRow,
+    VFolderPermissionRow,
+    VFolderRow,
+    group_members,
+)
 from .models.vfolders import OWNERSHIP_TYPES, PERMISSIONS, USAGE_MODES
-from .session_params import parse_bool_value
+from .sessions.params import parse_bool_value
 from .sessions.status import ACTIVE
 
 NAME_MAX = 64
@@ -78,8 +87,9 @@ def check_folder_name(raw: Any, what: str = "name") -> str:
     if len(name) > NAME_MAX:
         raise InvalidAPIParameters(f"'{what}' is too long ({len(name)} characters; at most {NAME_MAX}).")
     if name != name.strip() or any(_odd_char(c) for c in name):
-        raise InvalidAPIParameters(f"'{what}' {raw!r} has control, unassigned or direction-changing characters, "
-                                   "or leading/trailing spaces.")
+        raise InvalidAPIParameters(
+            f"'{what}' {raw!r} has control, unassigned or direction-changing characters, or leading/trailing spaces."
+        )
     return name
 
 
@@ -101,8 +111,9 @@ def check_relpath(raw: Any, what: str = "path", *, allow_root: bool = True) -> s
         if part == "..":
             raise InvalidAPIParameters(f"'{what}' {raw!r} must not contain '..'.")
         if any(_odd_char(c) for c in part):
-            raise InvalidAPIParameters(f"'{what}' {raw!r} has NUL, control, unassigned or direction-changing "
-                                       "characters.")
+            raise InvalidAPIParameters(
+                f"'{what}' {raw!r} has NUL, control, unassigned or direction-changing characters."
+            )
         if len(part.encode("utf-8")) > COMPONENT_MAX:
             raise InvalidAPIParameters(f"'{what}' has a name longer than {COMPONENT_MAX} bytes.")
         parts.append(part)
@@ -196,7 +207,7 @@ def parse_str_list(body: Mapping[str, Any], key: str, *aliases: str) -> list[str
 class Access:
     """A folder as the caller reaches it."""
 
-    vf: VFolder
+    vf: VFolderRow
     permission: str  # the caller's effective permission
     is_owner: bool  # the owner of a user folder; an admin of a group folder's project
     manage: bool  # may rename, delete, invite, share and change options
@@ -206,13 +217,15 @@ class Access:
     def require(self, perm: str, action: str) -> None:
         """404 unless the caller's permission is at least ``perm`` (§11.17: no-permission is not-found)."""
         if PERM_RANK[self.permission] < PERM_RANK[perm]:
-            raise VFolderNotFound(f"You have {self.permission!r} permission on folder {self.vf.name!r}; "
-                                  f"{action} needs {perm!r}.")
+            raise VFolderNotFound(
+                f"You have {self.permission!r} permission on folder {self.vf.name!r}; {action} needs {perm!r}."
+            )
 
     def require_manage(self, action: str) -> None:
         if not self.manage:
-            raise VFolderNotFound(f"Only the owner of folder {self.vf.name!r} (or an admin of its project) may "
-                                  f"{action}.")
+            raise VFolderNotFound(
+                f"Only the owner of folder {self.vf.name!r} (or an admin of its project) may {action}."
+            )
 
     def require_status(self, *allowed: str) -> None:
         if self.vf.status not in allowed:
@@ -222,9 +235,9 @@ class Access:
 def _base() -> Any:
     """Folders with the owner's e-mail, the group's name and the owner's domain."""
     return (
-        select(VFolder, User.email, Group.name, func.coalesce(User.domain_name, Group.domain_name))
-        .join(User, User.uuid == VFolder.user, isouter=True)
-        .join(Group, Group.id == VFolder.group, isouter=True)
+        select(VFolderRow, UserRow.email, ProjectRow.name, func.coalesce(UserRow.domain_name, ProjectRow.domain_name))
+        .join(UserRow, UserRow.uuid == VFolderRow.user, isouter=True)
+        .join(ProjectRow, ProjectRow.id == VFolderRow.group, isouter=True)
     )
 
 
@@ -236,14 +249,15 @@ async def member_group_ids(db: AsyncSession, user_uuid: uuid.UUID) -> list[uuid.
 def _admin_group_cond(ctx: AuthContext) -> Any:
     """Which group folders the caller administers (None: none)."""
     if ctx.is_superadmin:
-        return VFolder.group.is_not(None)
+        return VFolderRow.group.is_not(None)
     if ctx.role == "admin":
-        return and_(VFolder.group.is_not(None), Group.domain_name == ctx.domain_name)
+        return and_(VFolderRow.group.is_not(None), ProjectRow.domain_name == ctx.domain_name)
     return None
 
 
-async def accessible(db: AsyncSession, ctx: AuthContext, *, group_id: uuid.UUID | None = None,
-                     where: Any = None, own_only: bool = False) -> list[Access]:
+async def accessible(
+    db: AsyncSession, ctx: AuthContext, *, group_id: uuid.UUID | None = None, where: Any = None, own_only: bool = False
+) -> list[Access]:
     """Every folder the caller reaches: own first, then shared with the caller, then group folders.
     ``group_id`` narrows the group folders to that group (user folders stay, §11.2); ``where`` is an extra
     condition on the folders (e.g. a name); ``own_only`` stops after the caller's own folders."""
@@ -251,33 +265,42 @@ async def accessible(db: AsyncSession, ctx: AuthContext, *, group_id: uuid.UUID 
     out: list[Access] = []
     seen: set[uuid.UUID] = set()
     extra = [where] if where is not None else []
-    own = _base().where(VFolder.user == me, *extra).order_by(VFolder.created_at)
+    own = _base().where(VFolderRow.user == me, *extra).order_by(VFolderRow.created_at)
     for vf, email, gname, _ in await db.execute(own):
         out.append(Access(vf, "wd", True, True, email, gname))
         seen.add(vf.id)
     if own_only:
         return out
     shared = (
-        _base().add_columns(VFolderPermission.permission)
-        .join(VFolderPermission, and_(VFolderPermission.vfolder == VFolder.id, VFolderPermission.user == me))
-        .where(VFolder.ownership_type == "user", *extra).order_by(VFolder.created_at)
+        _base()
+        .add_columns(VFolderPermissionRow.permission)
+        .join(
+            VFolderPermissionRow, and_(VFolderPermissionRow.vfolder == VFolderRow.id, VFolderPermissionRow.user == me)
+        )
+        .where(VFolderRow.ownership_type == "user", *extra)
+        .order_by(VFolderRow.created_at)
     )
     for vf, email, gname, _, perm in await db.execute(shared):
         if vf.id not in seen:
             out.append(Access(vf, perm, False, False, email, gname))
             seen.add(vf.id)
-    conds: list[Any] = [VFolder.group.in_(select(group_members.c.group_id).where(group_members.c.user_id == me))]
+    conds: list[Any] = [VFolderRow.group.in_(select(group_members.c.group_id).where(group_members.c.user_id == me))]
     admin_cond = _admin_group_cond(ctx)
     if admin_cond is not None:
         conds.append(admin_cond)
-    q = _base().where(VFolder.ownership_type == "group", or_(*conds), *extra)
+    q = _base().where(VFolderRow.ownership_type == "group", or_(*conds), *extra)
     if group_id is not None:
-        q = q.where(VFolder.group == group_id)
-    rows = (await db.execute(q.order_by(VFolder.created_at))).all()
+        q = q.where(VFolderRow.group == group_id)
+    rows = (await db.execute(q.order_by(VFolderRow.created_at))).all()
     if rows:
         overrides = dict(
-            (await db.execute(select(VFolderPermission.vfolder, VFolderPermission.permission).where(
-                VFolderPermission.user == me, VFolderPermission.vfolder.in_([r[0].id for r in rows])))).all()
+            (
+                await db.execute(
+                    select(VFolderPermissionRow.vfolder, VFolderPermissionRow.permission).where(
+                        VFolderPermissionRow.user == me, VFolderPermissionRow.vfolder.in_([r[0].id for r in rows])
+                    )
+                )
+            ).all()
         )
         for vf, email, gname, domain in rows:
             if vf.id in seen:
@@ -296,8 +319,8 @@ async def all_folders(db: AsyncSession, ctx: AuthContext, *, group_id: uuid.UUID
     seen = {a.vf.id for a in out}
     q = _base()
     if group_id is not None:
-        q = q.where(or_(VFolder.group == group_id, VFolder.ownership_type == "user"))
-    for vf, email, gname, _ in await db.execute(q.order_by(VFolder.created_at)):
+        q = q.where(or_(VFolderRow.group == group_id, VFolderRow.ownership_type == "user"))
+    for vf, email, gname, _ in await db.execute(q.order_by(VFolderRow.created_at)):
         if vf.id not in seen:
             out.append(Access(vf, "wd", False, True, email, gname))
     return out
@@ -307,7 +330,7 @@ async def find_folder(db: AsyncSession, ctx: AuthContext, ref: str) -> Access:
     """The folder ``ref`` names for the caller: a name (own folders first, then shared, then group folders) or
     the folder's id. 404 when the caller cannot reach it."""
     name = unicodedata.normalize("NFC", ref)
-    reach = await accessible(db, ctx, where=VFolder.name == name)
+    reach = await accessible(db, ctx, where=VFolderRow.name == name)
     for bucket in (
         [a for a in reach if a.vf.ownership_type == "user" and a.is_owner],
         [a for a in reach if a.vf.ownership_type == "user" and not a.is_owner],
@@ -323,10 +346,10 @@ async def find_folder(db: AsyncSession, ctx: AuthContext, ref: str) -> Access:
         vid = uuid.UUID(ref)
     except ValueError:
         raise VFolderNotFound(f"No virtual folder named {ref!r} that you may use.") from None
-    for a in await accessible(db, ctx, where=VFolder.id == vid):
+    for a in await accessible(db, ctx, where=VFolderRow.id == vid):
         return a
     if ctx.is_superadmin or ctx.role == "admin":
-        row = (await db.execute(_base().where(VFolder.id == vid))).first()
+        row = (await db.execute(_base().where(VFolderRow.id == vid))).first()
         if row is not None:
             vf, email, gname, domain = row
             if ctx.is_superadmin or domain == ctx.domain_name:
@@ -345,13 +368,16 @@ async def allowed_hosts(db: AsyncSession, ctx: AuthContext, group_id: uuid.UUID 
     """The hosts the caller may create folders on: the union of the domain's, the groups' (the given group, or
     every group the caller is a member of) and the keypair resource policy's ``allowed_vfolder_hosts``."""
     hosts: set[str] = set()
-    hosts |= _hosts((await db.execute(select(Domain.allowed_vfolder_hosts).where(
-        Domain.name == ctx.domain_name))).scalar_one_or_none())
+    hosts |= _hosts(
+        (
+            await db.execute(select(DomainRow.allowed_vfolder_hosts).where(DomainRow.name == ctx.domain_name))
+        ).scalar_one_or_none()
+    )
     gids = [group_id] if group_id is not None else await member_group_ids(db, ctx.user_uuid)
     if gids:
-        for (value,) in await db.execute(select(Group.allowed_vfolder_hosts).where(Group.id.in_(gids))):
+        for (value,) in await db.execute(select(ProjectRow.allowed_vfolder_hosts).where(ProjectRow.id.in_(gids))):
             hosts |= _hosts(value)
-    policy = await db.get(KeyPairResourcePolicy, ctx.resource_policy)
+    policy = await db.get(KeyPairResourcePolicyRow, ctx.resource_policy)
     if policy is not None:
         hosts |= _hosts(policy.allowed_vfolder_hosts)
     return hosts
@@ -362,52 +388,60 @@ async def check_host_allowed(db: AsyncSession, ctx: AuthContext, host: str, grou
     if ctx.is_superadmin:
         return
     if host not in await allowed_hosts(db, ctx, group_id):
-        raise VFolderHostForbidden(f"You may not create folders on the storage host {host!r}; see "
-                                   "GET /folders/_/hosts for the hosts you may use.")
+        raise VFolderHostForbidden(
+            f"You may not create folders on the storage host {host!r}; see "
+            "GET /folders/_/hosts for the hosts you may use."
+        )
 
 
-async def policy_of(db: AsyncSession, ctx: AuthContext) -> KeyPairResourcePolicy | None:
-    return await db.get(KeyPairResourcePolicy, ctx.resource_policy)
+async def policy_of(db: AsyncSession, ctx: AuthContext) -> KeyPairResourcePolicyRow | None:
+    return await db.get(KeyPairResourcePolicyRow, ctx.resource_policy)
 
 
-async def check_count_limit(db: AsyncSession, ctx: AuthContext, policy: KeyPairResourcePolicy | None) -> None:
+async def check_count_limit(db: AsyncSession, ctx: AuthContext, policy: KeyPairResourcePolicyRow | None) -> None:
     """406 when the caller already owns ``max_vfolder_count`` user folders (0: unlimited)."""
     limit = policy.max_vfolder_count if policy is not None else 0
     if limit <= 0:
         return
-    count = (await db.execute(select(func.count()).select_from(VFolder).where(VFolder.user == ctx.user_uuid)))
+    count = await db.execute(select(func.count()).select_from(VFolderRow).where(VFolderRow.user == ctx.user_uuid))
     n = int(count.scalar_one())
     if n >= limit:
-        raise QuotaExceeded(f"You own {n} folders; your resource policy allows at most {limit} "
-                            "(max_vfolder_count).")
+        raise QuotaExceeded(f"You own {n} folders; your resource policy allows at most {limit} (max_vfolder_count).")
 
 
-def folder_quota(requested: int | None, policy: KeyPairResourcePolicy | None) -> int | None:
+def folder_quota(requested: int | None, policy: KeyPairResourcePolicyRow | None) -> int | None:
     """The quota (bytes) of a new folder: the request's, at most the policy's ``max_vfolder_size`` (0: no limit);
     None means unlimited. 406 when the request asks for more than the policy allows."""
     cap = policy.max_vfolder_size if policy is not None else 0
     want = requested or None
     if cap and cap > 0:
         if want is not None and want > cap:
-            raise QuotaExceeded(f"A quota of {want} bytes exceeds your resource policy's max_vfolder_size "
-                                f"({cap} bytes).")
+            raise QuotaExceeded(
+                f"A quota of {want} bytes exceeds your resource policy's max_vfolder_size ({cap} bytes)."
+            )
         return want or cap
     return want
 
 
-async def check_name_free(db: AsyncSession, name: str, *, user: uuid.UUID | None = None,
-                          group: uuid.UUID | None = None, exclude: uuid.UUID | None = None) -> None:
+async def check_name_free(
+    db: AsyncSession,
+    name: str,
+    *,
+    user: uuid.UUID | None = None,
+    group: uuid.UUID | None = None,
+    exclude: uuid.UUID | None = None,
+) -> None:
     """409 when the owner (a user, including the folders shared with the user, or a group) already has a
     folder named ``name`` on any host."""
     conds: list[Any] = []
     if user is not None:
-        shared = select(VFolderPermission.vfolder).where(VFolderPermission.user == user)
-        conds.append(or_(VFolder.user == user, and_(VFolder.ownership_type == "user", VFolder.id.in_(shared))))
+        shared = select(VFolderPermissionRow.vfolder).where(VFolderPermissionRow.user == user)
+        conds.append(or_(VFolderRow.user == user, and_(VFolderRow.ownership_type == "user", VFolderRow.id.in_(shared))))
     if group is not None:
-        conds.append(VFolder.group == group)
-    q = select(VFolder.id).where(VFolder.name == name, or_(*conds))
+        conds.append(VFolderRow.group == group)
+    q = select(VFolderRow.id).where(VFolderRow.name == name, or_(*conds))
     if exclude is not None:
-        q = q.where(VFolder.id != exclude)
+        q = q.where(VFolderRow.id != exclude)
     if (await db.execute(q.limit(1))).first() is not None:
         raise VFolderExists(f"A folder named {name!r} already exists (names are unique per owner across hosts).")
 
@@ -416,8 +450,9 @@ async def sessions_using(db: AsyncSession, vfids: Iterable[uuid.UUID]) -> list[s
     """Names of the active sessions that mount any of the folders ``vfids``."""
     wanted = {v.hex for v in vfids}
     rows = await db.execute(
-        select(SessionRow.name, SessionRow.vfolder_mounts)
-        .where(SessionRow.status.in_(ACTIVE), SessionRow.vfolder_mounts.is_not(None))
+        select(SessionRow.name, SessionRow.vfolder_mounts).where(
+            SessionRow.status.in_(ACTIVE), SessionRow.vfolder_mounts.is_not(None)
+        )
     )
     names: list[str] = []
     for name, mounts in rows:

@@ -58,9 +58,21 @@ LOCK_WAIT_S = 15.0
 KEEPALIVE_S = 30.0
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _CORS_METHODS = ("GET", "HEAD", "POST", "PATCH", "OPTIONS")
-_CORS_EXPOSE = ", ".join(("Upload-Offset", "Upload-Length", "Location", "Tus-Resumable", "Tus-Version",
-                          "Tus-Extension", "Tus-Max-Size", "Content-Range", "Content-Disposition", "ETag",
-                          "Last-Modified"))
+_CORS_EXPOSE = ", ".join(
+    (
+        "Upload-Offset",
+        "Upload-Length",
+        "Location",
+        "Tus-Resumable",
+        "Tus-Version",
+        "Tus-Extension",
+        "Tus-Max-Size",
+        "Content-Range",
+        "Content-Disposition",
+        "ETag",
+        "Last-Modified",
+    )
+)
 _CTX: web.AppKey[StorageContext] = web.AppKey("ctx", StorageContext)
 
 
@@ -149,8 +161,11 @@ async def _handle(request: web.Request, handler: Any) -> web.StreamResponse:
         if e.status < 400:
             raise
         slug = e.reason.lower().replace(" ", "-")
-        return _problem(problem_document(e.status, slug, e.reason), e.status,
-                        {k: v for k, v in e.headers.items() if k.lower() == "allow"})
+        return _problem(
+            problem_document(e.status, slug, e.reason),
+            e.status,
+            {k: v for k, v in e.headers.items() if k.lower() == "allow"},
+        )
     except (asyncio.CancelledError, ConnectionError):
         raise
     except Exception as e:
@@ -165,8 +180,12 @@ async def _cors_preflight(request: web.Request, handler: Any) -> web.StreamRespo
     if request.method != "OPTIONS" or "Origin" not in request.headers or wanted is None:
         resp: web.StreamResponse = await handler(request)
         return resp
-    headers = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": ", ".join(_CORS_METHODS),
-               "Access-Control-Max-Age": "600", "Vary": "Origin"}
+    headers = {
+        "Access-Control-Allow-Origin": "*",
+        "Access-Control-Allow-Methods": ", ".join(_CORS_METHODS),
+        "Access-Control-Max-Age": "600",
+        "Vary": "Origin",
+    }
     if asked := request.headers.get("Access-Control-Request-Headers"):
         headers["Access-Control-Allow-Headers"] = asked
     if wanted.upper() not in _CORS_METHODS:
@@ -184,8 +203,9 @@ async def _cors_headers(request: web.Request, response: web.StreamResponse) -> N
 # ---------------------------------------------------------------------------------------------- download
 
 
-async def _send_file(request: web.Request, target: DownloadTarget, status: int, headers: dict[str, str],
-                     offset: int, length: int) -> web.StreamResponse:
+async def _send_file(
+    request: web.Request, target: DownloadTarget, status: int, headers: dict[str, str], offset: int, length: int
+) -> web.StreamResponse:
     """Send ``length`` bytes of the open file from ``offset`` with ``sendfile`` (the caller closes it)."""
     resp = web.StreamResponse(status=status, headers=headers)
     await resp.prepare(request)  # a StreamResponse sends its headers now, before the file's bytes
@@ -226,9 +246,11 @@ async def download(request: web.Request) -> web.StreamResponse:
         if target.is_dir:
             if not claims.get("archive"):
                 raise InvalidAPIParameters("this is a directory: ask for an archive download")
-            headers = {"Content-Type": "application/zip",
-                       "Content-Disposition": _content_disposition((target.name or "folder") + ".zip"),
-                       "Cache-Control": "no-store"}
+            headers = {
+                "Content-Type": "application/zip",
+                "Content-Disposition": _content_disposition((target.name or "folder") + ".zip"),
+                "Cache-Control": "no-store",
+            }
             if request.method == "HEAD":
                 return web.Response(status=200, headers=headers)
             fd, target.fd = target.fd, -1  # handed over to the archive thread
@@ -244,9 +266,14 @@ async def download(request: web.Request) -> web.StreamResponse:
         except RangeNotSatisfiable as e:
             e.headers = {"Content-Range": f"bytes */{size}"}  # type: ignore[attr-defined]
             raise
-        headers = {"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes",
-                   "Content-Disposition": _content_disposition(target.name), "Cache-Control": "no-store",
-                   "ETag": etag, "Last-Modified": last_modified}
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Accept-Ranges": "bytes",
+            "Content-Disposition": _content_disposition(target.name),
+            "Cache-Control": "no-store",
+            "ETag": etag,
+            "Last-Modified": last_modified,
+        }
         if rng is None:
             status, offset, length = 200, 0, size
         else:
@@ -291,10 +318,15 @@ def _offset_of(ctx: StorageContext, vol: AbstractVolume, session: str) -> int:
 
 
 async def upload_options(request: web.Request) -> web.Response:
-    return web.Response(status=204, headers={
-        "Tus-Resumable": TUS_VERSION, "Tus-Version": TUS_VERSION, "Tus-Extension": "creation",
-        "Tus-Max-Size": str(request.app[_CTX].config.storage_proxy.max_upload_size),
-    })
+    return web.Response(
+        status=204,
+        headers={
+            "Tus-Resumable": TUS_VERSION,
+            "Tus-Version": TUS_VERSION,
+            "Tus-Extension": "creation",
+            "Tus-Max-Size": str(request.app[_CTX].config.storage_proxy.max_upload_size),
+        },
+    )
 
 
 async def upload_head(request: web.Request) -> web.Response:
@@ -307,14 +339,14 @@ async def upload_head(request: web.Request) -> web.Response:
             # Every byte is here but the upload was never moved into place: a proxy process stopped (kill -9,
             # a crash) between its last write and the move. A resuming client hears "complete" and sends
             # nothing more, so the move happens now (under the lock, as the last PATCH would have done it).
-            log.info("upload %s: complete but not in place (the proxy stopped before moving it); moving it now",
-                     session[:8])
+            log.info(
+                "upload %s: complete but not in place (the proxy stopped before moving it); moving it now", session[:8]
+            )
             await vol.finish_upload(vfid, relpath, session, size)
             ctx.mark_completed(session, size)
     finally:
         lock.release()
-    return web.Response(status=200, headers=_tus_headers(**{"Upload-Offset": str(offset),
-                                                            "Upload-Length": str(size)}))
+    return web.Response(status=200, headers=_tus_headers(**{"Upload-Offset": str(offset), "Upload-Length": str(size)}))
 
 
 async def upload_create(request: web.Request) -> web.Response:
@@ -375,7 +407,7 @@ def _write_all(fd: int, chunks: list[bytes]) -> None:
         return
     rest = memoryview(b"".join(chunks))[done:]
     while rest:
-        rest = rest[os.write(fd, rest):]
+        rest = rest[os.write(fd, rest) :]
 
 
 async def _append(request: web.Request, vol: AbstractVolume, session: str, offset: int, size: int) -> int:
@@ -439,8 +471,12 @@ def _can_splice(request: web.Request) -> bool:
     if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
         return False
     transport = request.transport
-    return (transport is not None and not transport.is_closing() and transport.get_extra_info("sslcontext") is None
-            and transport.get_extra_info("socket") is not None)
+    return (
+        transport is not None
+        and not transport.is_closing()
+        and transport.get_extra_info("sslcontext") is None
+        and transport.get_extra_info("socket") is not None
+    )
 
 
 async def _splice_body(request: web.Request, fd: int, offset: int, session: str) -> int:
@@ -546,8 +582,13 @@ def create_client_app(ctx: StorageContext) -> web.Application:
 
 async def start_client_server(ctx: StorageContext, sock: Any) -> web.AppRunner:
     """Serve the client API on the bound listening socket ``sock`` in the running loop; cleanup() stops it."""
-    runner = web.AppRunner(create_client_app(ctx), access_log=None, keepalive_timeout=KEEPALIVE_S,
-                           read_bufsize=READ_BUFSIZE, handle_signals=False)
+    runner = web.AppRunner(
+        create_client_app(ctx),
+        access_log=None,
+        keepalive_timeout=KEEPALIVE_S,
+        read_bufsize=READ_BUFSIZE,
+        handle_signals=False,
+    )
     await runner.setup()
     site = web.SockSite(runner, sock)
     await site.start()

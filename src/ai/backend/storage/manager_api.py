@@ -71,10 +71,15 @@ def create_manager_app(ctx: StorageContext) -> FastAPI:
     """The manager-facing application (routes: see docs/storage-proxy.md)."""
     app = FastAPI(title="Backend.AI storage proxy (manager API)", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.ctx = ctx
-    install_problem_handlers(app, internal_title="Storage proxy error", internal_detail=lambda e: type(e).__name__,
-                             logger=log)
-    app.add_middleware(SharedSecretMiddleware, header=AUTH_HEADER, secret=ctx.config.api.manager.secret,
-                       refusal=Forbidden(f"missing or wrong {AUTH_HEADER} header"))
+    install_problem_handlers(
+        app, internal_title="Storage proxy error", internal_detail=lambda e: type(e).__name__, logger=log
+    )
+    app.add_middleware(
+        SharedSecretMiddleware,
+        header=AUTH_HEADER,
+        secret=ctx.config.api.manager.secret,
+        refusal=Forbidden(f"missing or wrong {AUTH_HEADER} header"),
+    )
     sp = ctx.config.storage_proxy
 
     @app.get("/")
@@ -189,8 +194,9 @@ def create_manager_app(ctx: StorageContext) -> FastAPI:
         is_dir = target.is_dir
         target.close()
         if is_dir and not body.archive:
-            raise InvalidAPIParameters(f"{body.relpath or 'the folder root'} is a directory: set archive=true "
-                                       "to download it as a zip")
+            raise InvalidAPIParameters(
+                f"{body.relpath or 'the folder root'} is a directory: set archive=true to download it as a zip"
+            )
         relpath = "/".join(split_relpath(body.relpath))
         claims = {"op": "download", "volume": vol.name, "vfid": vfid, "relpath": relpath, "archive": body.archive}
         return {"token": issue_token(claims, sp.secret, sp.session_expire)}

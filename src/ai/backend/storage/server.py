@@ -98,13 +98,18 @@ class StorageProxyApp:
         if self._client_sock is not None:
             self._client_runner = await start_client_server(self.ctx, self._client_sock)
         self._cleanup = asyncio.create_task(self._cleanup_loop())
-        log.info("storage proxy %s: client API on port %d, manager API on port %d, volumes: %s",
-                 self.config.storage_proxy.node_id, self.client_port, self.manager_port,
-                 ", ".join(f"{v.name} ({v.backend}: {v.path})" for v in self.ctx.volumes.values()))
+        log.info(
+            "storage proxy %s: client API on port %d, manager API on port %d, volumes: %s",
+            self.config.storage_proxy.node_id,
+            self.client_port,
+            self.manager_port,
+            ", ".join(f"{v.name} ({v.backend}: {v.path})" for v in self.ctx.volumes.values()),
+        )
         if self.ready_file:
             tmp = Path(self.ready_file + ".tmp")
-            tmp.write_text(json.dumps({"pid": os.getpid(), "client_port": self.client_port,
-                                       "manager_port": self.manager_port}))
+            tmp.write_text(
+                json.dumps({"pid": os.getpid(), "client_port": self.client_port, "manager_port": self.manager_port})
+            )
             tmp.rename(self.ready_file)
 
     async def shutdown(self) -> None:
@@ -149,8 +154,9 @@ def main(argv: list[str] | None = None) -> None:
     except (ConfigError, ValueError) as e:
         print(f"storage-proxy: {e}", file=sys.stderr)
         sys.exit(2)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     _raise_fd_limit()
     try:
         socks = app.bind()

@@ -60,28 +60,48 @@ class Cluster:
     def env(self, who: dict[str, Any] = USER) -> dict[str, str]:
         """Environment for the SDK/CLI acting as ``who``."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("BACKEND_", "SORNA_"))}
-        env.update(BACKEND_ENDPOINT=self.endpoint, BACKEND_ACCESS_KEY=who["access_key"],
-                   BACKEND_SECRET_KEY=who["secret_key"], BACKEND_ENDPOINT_TYPE="api")
+        env.update(
+            BACKEND_ENDPOINT=self.endpoint,
+            BACKEND_ACCESS_KEY=who["access_key"],
+            BACKEND_SECRET_KEY=who["secret_key"],
+            BACKEND_ENDPOINT_TYPE="api",
+        )
         return env
 
-    def request(self, method: str, path: str, body: Any = None, who: dict[str, Any] = USER,
-                headers: dict[str, str] | None = None, timeout: float = 120) -> httpx.Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        who: dict[str, Any] = USER,
+        headers: dict[str, str] | None = None,
+        timeout: float = 120,
+    ) -> httpx.Response:
         """A signed request as ``who``; ``headers`` override the signed ones (to test failures)."""
         host = self.endpoint.split("//", 1)[1]
-        h = sign_request_headers(method=method, path_with_query=path, host=host, content_type="application/json",
-                                 version="v6.20220615", access_key=who["access_key"], secret_key=who["secret_key"])
+        h = sign_request_headers(
+            method=method,
+            path_with_query=path,
+            host=host,
+            content_type="application/json",
+            version="v6.20220615",
+            access_key=who["access_key"],
+            secret_key=who["secret_key"],
+        )
         h.update(headers or {})
         content = json.dumps(body) if body is not None else None
         return httpx.request(method, self.endpoint + path, headers=h, content=content, timeout=timeout)
 
-    def gql_request(self, query: str, variables: dict[str, Any] | None = None, *, who: dict[str, Any] = ADMIN,
-                    legacy: bool = False) -> httpx.Response:
+    def gql_request(
+        self, query: str, variables: dict[str, Any] | None = None, *, who: dict[str, Any] = ADMIN, legacy: bool = False
+    ) -> httpx.Response:
         """Send a GraphQL document to ``/admin/gql`` (or the seed's ``/admin/graphql`` with ``legacy``)."""
         path = "/admin/graphql" if legacy else "/admin/gql"
         return self.request("POST", path, {"query": query, "variables": variables or {}}, who=who)
 
-    def gql(self, query: str, variables: dict[str, Any] | None = None, *, who: dict[str, Any] = ADMIN,
-            legacy: bool = False) -> dict[str, Any]:
+    def gql(
+        self, query: str, variables: dict[str, Any] | None = None, *, who: dict[str, Any] = ADMIN, legacy: bool = False
+    ) -> dict[str, Any]:
         """The data of a GraphQL document that must succeed: a 200 without errors.
 
         ``/admin/gql`` wraps the data in ``{"data": ...}``; the legacy endpoint answers the fields at the top.
@@ -93,9 +113,17 @@ class Cluster:
         data: dict[str, Any] = doc if legacy else doc["data"]
         return data
 
-    def create_session(self, name: str, *, who: dict[str, Any] = USER, image: str = "python",
-                       config: dict[str, Any] | None = None, expect: tuple[int, ...] = (201,),
-                       running: bool = True, **extra: Any) -> dict[str, Any]:
+    def create_session(
+        self,
+        name: str,
+        *,
+        who: dict[str, Any] = USER,
+        image: str = "python",
+        config: dict[str, Any] | None = None,
+        expect: tuple[int, ...] = (201,),
+        running: bool = True,
+        **extra: Any,
+    ) -> dict[str, Any]:
         """``POST /session`` for ``name``; assert its status is one of ``expect`` and, with ``running``, that the
         session is RUNNING; return the answer. ``extra`` are more request fields (``enqueueOnly``, ...)."""
         body: dict[str, Any] = {"image": image, "name": name, **extra}
@@ -108,8 +136,17 @@ class Cluster:
             assert doc["status"] == "RUNNING", doc
         return doc
 
-    def exec(self, name: str, code: str = "", *, mode: str = "query", run_id: str | None = None,
-             who: dict[str, Any] = USER, timeout: float = 120, **fields: Any) -> dict[str, Any]:
+    def exec(
+        self,
+        name: str,
+        code: str = "",
+        *,
+        mode: str = "query",
+        run_id: str | None = None,
+        who: dict[str, Any] = USER,
+        timeout: float = 120,
+        **fields: Any,
+    ) -> dict[str, Any]:
         """Run ``code`` in the session ``name`` (``POST /session/{name}``; ``fields`` such as ``options`` are
         added to the body); assert a 200 and return its ``result``."""
         body: dict[str, Any] = {"mode": mode, "code": code, **fields}
@@ -127,17 +164,27 @@ class Cluster:
         info: dict[str, Any] = r.json()
         return info
 
-    def wait_for_status(self, name: str, *statuses: str, who: dict[str, Any] = USER,
-                        timeout: float = 60) -> dict[str, Any]:
+    def wait_for_status(
+        self, name: str, *statuses: str, who: dict[str, Any] = USER, timeout: float = 60
+    ) -> dict[str, Any]:
         """Poll :meth:`session_info` until the session's status is one of ``statuses``; return that answer."""
-        return wait_until(f"session {name} to be {' or '.join(statuses)}", lambda: self.session_info(name, who=who),
-                          lambda info: info["status"] in statuses, timeout, interval=0.3)
+        return wait_until(
+            f"session {name} to be {' or '.join(statuses)}",
+            lambda: self.session_info(name, who=who),
+            lambda info: info["status"] in statuses,
+            timeout,
+            interval=0.3,
+        )
 
     def start(self, name: str) -> None:
         module = {"manager": "ai.backend.manager.server", "agent": "ai.backend.agent.server"}[name]
         log = open(self.state / f"{name}.log", "ab")
-        self.procs[name] = subprocess.Popen([sys.executable, "-m", module, "-f", str(self.state / f"{name}.toml")],
-                                            stdout=log, stderr=log, start_new_session=True)
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", module, "-f", str(self.state / f"{name}.toml")],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
 
     def stop(self, name: str) -> None:
         proc = self.procs.pop(name, None)
@@ -157,13 +204,15 @@ class Cluster:
         need_agents = bool(self.agent_id) if agents is None else agents
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            req = urllib.request.Request(self.endpoint + "/internal/status",
-                                         headers={CLUSTER_SECRET_HEADER: self.secret})
+            req = urllib.request.Request(
+                self.endpoint + "/internal/status", headers={CLUSTER_SECRET_HEADER: self.secret}
+            )
             try:
                 with urllib.request.urlopen(req, timeout=2) as resp:
                     st = json.load(resp)
-                    if not need_agents or (st["agents_alive"] and "python" in st["image_aliases"]
-                                           and self.agent_answers()):
+                    if not need_agents or (
+                        st["agents_alive"] and "python" in st["image_aliases"] and self.agent_answers()
+                    ):
                         return
             except OSError:
                 pass
@@ -179,8 +228,9 @@ class Cluster:
         m = re.search(r"rpc-listen-port = (\d+)", (self.state / "agent.toml").read_text())
         if m is None:
             return True
-        req = urllib.request.Request(f"http://127.0.0.1:{m.group(1)}/v1/health",
-                                     headers={CLUSTER_SECRET_HEADER: self.secret})
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{m.group(1)}/v1/health", headers={CLUSTER_SECRET_HEADER: self.secret}
+        )
         try:
             with urllib.request.urlopen(req, timeout=2):
                 return True
@@ -206,10 +256,21 @@ def _toml_str(value: str) -> str:
     return json.dumps(value)  # a JSON string is a valid TOML basic string
 
 
-def _write_manager_config(state: Path, port: int, secret: str, db_url: str | None, redis_url: str | None,
-                          settings: dict[str, Any] | None, extra_toml: str = "") -> None:
-    lines = ["[manager]", f"service-addr-port = {port}", f"cluster-secret = {_toml_str(secret)}",
-             f"state-dir = {_toml_str(str(state))}"]
+def _write_manager_config(
+    state: Path,
+    port: int,
+    secret: str,
+    db_url: str | None,
+    redis_url: str | None,
+    settings: dict[str, Any] | None,
+    extra_toml: str = "",
+) -> None:
+    lines = [
+        "[manager]",
+        f"service-addr-port = {port}",
+        f"cluster-secret = {_toml_str(secret)}",
+        f"state-dir = {_toml_str(str(state))}",
+    ]
     if "heartbeat-timeout" not in (settings or {}):  # a setting of the caller replaces the default
         lines.append("heartbeat-timeout = 30.0")
     for key, value in (settings or {}).items():
@@ -229,12 +290,20 @@ def prepare_database(config_path: Path) -> None:
     for step in (["schema", "oneshot"], ["fixture", "populate"]):
         out = subprocess.run([*cli, *step], capture_output=True, text=True)
         if out.returncode != 0:
-            raise RuntimeError(f"`backend.ai mgr {' '.join(step)}` failed ({out.returncode}):\n"
-                               + (out.stdout + out.stderr)[-4000:])
+            raise RuntimeError(
+                f"`backend.ai mgr {' '.join(step)}` failed ({out.returncode}):\n" + (out.stdout + out.stderr)[-4000:]
+            )
 
 
-def launch_manager(state: Path, *, db_url: str | None = None, redis_url: str | None = None,
-                   settings: dict[str, Any] | None = None, manager_toml: str = "", host: str = "127.0.0.1") -> Cluster:
+def launch_manager(
+    state: Path,
+    *,
+    db_url: str | None = None,
+    redis_url: str | None = None,
+    settings: dict[str, Any] | None = None,
+    manager_toml: str = "",
+    host: str = "127.0.0.1",
+) -> Cluster:
     """Start a manager without agents: write ``manager.toml`` under ``state``, create the schema and the
     default fixtures in ``db_url`` (an SQLite file under ``state`` when not given), start it and wait
     until it answers. ``redis_url`` goes to ``[redis] url``; ``settings`` are extra ``[manager]`` keys
@@ -247,8 +316,9 @@ def launch_manager(state: Path, *, db_url: str | None = None, redis_url: str | N
         settings = {**(settings or {}), "service-addr-host": host}
     _write_manager_config(state, mport, secret, db_url, redis_url, settings, manager_toml)
     prepare_database(state / "manager.toml")
-    c = Cluster(state, f"http://{host}:{mport}", secret, "", {},
-                db_url or f"sqlite+aiosqlite:///{state}/manager.db", redis_url)
+    c = Cluster(
+        state, f"http://{host}:{mport}", secret, "", {}, db_url or f"sqlite+aiosqlite:///{state}/manager.db", redis_url
+    )
     c.start("manager")
     try:
         c.wait_ready()
@@ -258,10 +328,19 @@ def launch_manager(state: Path, *, db_url: str | None = None, redis_url: str | N
     return c
 
 
-def launch_cluster(state: Path, *, cpu: int = 4, mem: str = "4g", db_url: str | None = None,
-                   redis_url: str | None = None, manager_toml: str = "", storage: bool = True,
-                   agent_toml: str = "", manager_settings: dict[str, Any] | None = None,
-                   container_settings: dict[str, Any] | None = None) -> Cluster:
+def launch_cluster(
+    state: Path,
+    *,
+    cpu: int = 4,
+    mem: str = "4g",
+    db_url: str | None = None,
+    redis_url: str | None = None,
+    manager_toml: str = "",
+    storage: bool = True,
+    agent_toml: str = "",
+    manager_settings: dict[str, Any] | None = None,
+    container_settings: dict[str, Any] | None = None,
+) -> Cluster:
     """Write configs under ``state``, create the schema and fixtures, start the servers and wait.
     ``manager_toml`` is appended to ``manager.toml`` (extra tables, e.g. ``[docker-registries."..."]``);
     ``agent_toml`` goes right after the ``[agent]`` keys (its leading keys extend ``[agent]``, then tables);
@@ -282,8 +361,16 @@ def launch_cluster(state: Path, *, cpu: int = 4, mem: str = "4g", db_url: str | 
         f'[container]\nscratch-root = "{state}/scratches"\n{container}\n[resource]\ncpu = {cpu}\nmem = "{mem}"\n'
     )
     prepare_database(state / "manager.toml")
-    c = Cluster(state, f"http://127.0.0.1:{mport}", secret, agent_id, {},
-                db_url or f"sqlite+aiosqlite:///{state}/manager.db", redis_url, storage=proxy)
+    c = Cluster(
+        state,
+        f"http://127.0.0.1:{mport}",
+        secret,
+        agent_id,
+        {},
+        db_url or f"sqlite+aiosqlite:///{state}/manager.db",
+        redis_url,
+        storage=proxy,
+    )
     c.start("manager")
     c.start("agent")
     try:

@@ -115,14 +115,13 @@ async def create_pg_database_async() -> str:
     conn = await _pg_connect()
     try:
         if make_url(pg_admin_url()).host in ("127.0.0.1", "localhost", "::1"):
-            for (name,) in await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE $1",
-                                            DB_PREFIX + "%"):
-                pid = name[len(DB_PREFIX):].split("_", 1)[0]
+            for (name,) in await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE $1", DB_PREFIX + "%"):
+                pid = name[len(DB_PREFIX) :].split("_", 1)[0]
                 if pid.isdigit() and not _pid_alive(int(pid)):
                     with contextlib.suppress(asyncpg.PostgresError):
                         await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
         name = f"{DB_PREFIX}{os.getpid()}_{secrets.token_hex(4)}"
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0 ENCODING \'UTF8\'')
+        await conn.execute(f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8'")
     finally:
         await conn.close()
     return _sqlalchemy_url(name)

@@ -116,8 +116,13 @@ def network_namespaces(count: int) -> Iterator[list[NetNS]]:
     spaces: list[NetNS] = []
     try:
         for i in range(count):
-            ns = NetNS(f"bai-mh-{tag}-{i}", f"bmh{tag}h{i}", f"bmh{tag}n{i}", f"10.213.{x}.{4 * i + 1}",
-                       f"10.213.{x}.{4 * i + 2}")
+            ns = NetNS(
+                f"bai-mh-{tag}-{i}",
+                f"bmh{tag}h{i}",
+                f"bmh{tag}n{i}",
+                f"10.213.{x}.{4 * i + 1}",
+                f"10.213.{x}.{4 * i + 2}",
+            )
             _ip("netns", "add", ns.name)
             spaces.append(ns)
             _ip("link", "add", ns.host_if, "type", "veth", "peer", "name", ns.ns_if)
@@ -134,9 +139,20 @@ def network_namespaces(count: int) -> Iterator[list[NetNS]]:
             _remove(ns)
 
 
-def launch_netns_agent(ns: NetNS, state: Path, *, agent_id: str, manager_url: str, secret: str,
-                       scaling_group: str = "default", port: int = 6001, cpu: float = 2, mem: str = "2g",
-                       backend: str = "docker", extra_toml: str = "") -> subprocess.Popen[bytes]:
+def launch_netns_agent(
+    ns: NetNS,
+    state: Path,
+    *,
+    agent_id: str,
+    manager_url: str,
+    secret: str,
+    scaling_group: str = "default",
+    port: int = 6001,
+    cpu: float = 2,
+    mem: str = "2g",
+    backend: str = "docker",
+    extra_toml: str = "",
+) -> subprocess.Popen[bytes]:
     """Start an agent inside ``ns``: it listens on all of the namespace's addresses at ``port``, advertises
     ``http://<namespace address>:<port>`` to the manager at ``manager_url`` and joins ``scaling_group``.
     Its config and log are ``state/<agent_id>.toml`` and ``.log``; ``extra_toml`` is appended."""
@@ -150,5 +166,9 @@ def launch_netns_agent(ns: NetNS, state: Path, *, agent_id: str, manager_url: st
         f'[resource]\ncpu = {cpu}\nmem = "{mem}"\n\n{extra_toml}\n'
     )
     log = open(state / f"{agent_id}.log", "ab")
-    return subprocess.Popen([*ns.prefix(), sys.executable, "-m", "ai.backend.agent.server", "-f", str(config)],
-                            stdout=log, stderr=log, start_new_session=True)
+    return subprocess.Popen(
+        [*ns.prefix(), sys.executable, "-m", "ai.backend.agent.server", "-f", str(config)],
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )

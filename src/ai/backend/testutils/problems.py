@@ -7,8 +7,9 @@ from typing import Any
 import httpx
 
 
-def problem(r: httpx.Response, status: int, *words: str, in_detail: bool = False,
-            slug: str | None = None) -> dict[str, Any]:
+def problem(
+    r: httpx.Response, status: int, *words: str, in_detail: bool = False, slug: str | None = None
+) -> dict[str, Any]:
     """Assert that ``r`` is a problem document of ``status`` (with its ``type`` URI, ``title`` and ``status``)
     whose title or detail (only the detail with ``in_detail``) mentions each of ``words`` in any case, and
     whose ``type`` ends with ``slug`` when given; return the document."""

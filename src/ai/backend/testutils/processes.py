@@ -37,8 +37,12 @@ def unmount_under(path: Path) -> None:
 
 def agent_containers(agent_id: str, *, check: bool = True) -> list[str]:
     """IDs of every container (running or not) that the agent ``agent_id`` created."""
-    out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=ai.backend.agent-id={agent_id}"],
-                         capture_output=True, text=True, check=check)
+    out = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=ai.backend.agent-id={agent_id}"],
+        capture_output=True,
+        text=True,
+        check=check,
+    )
     return out.stdout.split()
 
 
@@ -49,8 +53,9 @@ def remove_agent_containers(agent_id: str) -> None:
         subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
 
 
-def wait_until(what: str, probe: Callable[[], T], ok: Callable[[T], bool], timeout: float = 30,
-               interval: float = 0.2) -> T:
+def wait_until(
+    what: str, probe: Callable[[], T], ok: Callable[[T], bool], timeout: float = 30, interval: float = 0.2
+) -> T:
     """Call ``probe`` every ``interval`` seconds until ``ok`` accepts its answer, and return that answer;
     an AssertionError naming ``what`` and the last answer after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -59,13 +59,20 @@ class StorageProxy:
 
     def request(self, method: str, path: str, body: Any = None, timeout: float = 60) -> httpx.Response:
         """A request to the manager-facing API with the secret header."""
-        return httpx.request(method, self.manager_url + path, json=body, headers=self.manager_headers(),
-                             timeout=timeout)
+        return httpx.request(
+            method, self.manager_url + path, json=body, headers=self.manager_headers(), timeout=timeout
+        )
 
     def manager_toml(self) -> str:
         """The ``[storage-proxies.<node_id>]`` table for ``manager.toml``."""
-        return "\n".join([f"[storage-proxies.{self.node_id}]", f"client-api = {json.dumps(self.client_url)}",
-                          f"manager-api = {json.dumps(self.manager_url)}", f"secret = {json.dumps(self.secret)}"])
+        return "\n".join(
+            [
+                f"[storage-proxies.{self.node_id}]",
+                f"client-api = {json.dumps(self.client_url)}",
+                f"manager-api = {json.dumps(self.manager_url)}",
+                f"secret = {json.dumps(self.secret)}",
+            ]
+        )
 
     def folder_path(self, vfid: str) -> Path:
         """Where folder ``vfid`` (32 hex digits or a UUID) lives on the host."""
@@ -105,22 +112,43 @@ class StorageProxy:
         unmount_under(self.volume_path)
 
 
-def launch_storage_proxy(state: Path, *, manager_secret: str | None = None, jwt_secret: str | None = None,
-                         node_id: str = "local", volume: str = "volume1", session_expire: str = "1h",
-                         max_upload_size: str = "100g", scandir_limit: int = 1000, extra_toml: str = "",
-                         env: dict[str, str] | None = None, timeout: float = 30) -> StorageProxy:
+def launch_storage_proxy(
+    state: Path,
+    *,
+    manager_secret: str | None = None,
+    jwt_secret: str | None = None,
+    node_id: str = "local",
+    volume: str = "volume1",
+    session_expire: str = "1h",
+    max_upload_size: str = "100g",
+    scandir_limit: int = 1000,
+    extra_toml: str = "",
+    env: dict[str, str] | None = None,
+    timeout: float = 30,
+) -> StorageProxy:
     """Start a storage proxy with its state (config, volume, log) under ``state``; ready when returned."""
     state.mkdir(parents=True, exist_ok=True)
     manager_secret = manager_secret or secrets.token_hex(16)
     jwt_secret = jwt_secret or secrets.token_hex(24)
     volume_path = (state / "vfroot" / volume).resolve()
     lines = [
-        "[storage-proxy]", f"node-id = {json.dumps(node_id)}", f"secret = {json.dumps(jwt_secret)}",
-        f"session-expire = {json.dumps(session_expire)}", f"max-upload-size = {json.dumps(max_upload_size)}",
-        f"scandir-limit = {scandir_limit}", "",
-        "[api.client]", 'service-addr = { host = "127.0.0.1", port = 0 }', "",
-        "[api.manager]", 'service-addr = { host = "127.0.0.1", port = 0 }', f"secret = {json.dumps(manager_secret)}",
-        "", f"[volume.{volume}]", 'backend = "vfs"', f"path = {json.dumps(str(volume_path))}",
+        "[storage-proxy]",
+        f"node-id = {json.dumps(node_id)}",
+        f"secret = {json.dumps(jwt_secret)}",
+        f"session-expire = {json.dumps(session_expire)}",
+        f"max-upload-size = {json.dumps(max_upload_size)}",
+        f"scandir-limit = {scandir_limit}",
+        "",
+        "[api.client]",
+        'service-addr = { host = "127.0.0.1", port = 0 }',
+        "",
+        "[api.manager]",
+        'service-addr = { host = "127.0.0.1", port = 0 }',
+        f"secret = {json.dumps(manager_secret)}",
+        "",
+        f"[volume.{volume}]",
+        'backend = "vfs"',
+        f"path = {json.dumps(str(volume_path))}",
     ]
     if os.geteuid() == 0:  # as the all-in-one does: quotas hold for writes from sessions (needs mount)
         lines.append("options = { quota-images = true }")
@@ -133,10 +161,19 @@ def launch_storage_proxy(state: Path, *, manager_secret: str | None = None, jwt_
     proc_env.update(env or {})
     proc = _spawn(config, log_path, proc_env, timeout)
     ports = json.loads((state / "storage-proxy.ready").read_text())
-    sp = StorageProxy(state=state, client_url=f"http://127.0.0.1:{ports['client_port']}",
-                      manager_url=f"http://127.0.0.1:{ports['manager_port']}", secret=manager_secret,
-                      jwt_secret=jwt_secret, volume_path=volume_path, proc=proc, node_id=node_id, volume=volume,
-                      log_path=log_path, env=proc_env)
+    sp = StorageProxy(
+        state=state,
+        client_url=f"http://127.0.0.1:{ports['client_port']}",
+        manager_url=f"http://127.0.0.1:{ports['manager_port']}",
+        secret=manager_secret,
+        jwt_secret=jwt_secret,
+        volume_path=volume_path,
+        proc=proc,
+        node_id=node_id,
+        volume=volume,
+        log_path=log_path,
+        env=proc_env,
+    )
     _wait_answering(sp, timeout)
     return sp
 
@@ -146,9 +183,13 @@ def _spawn(config: Path, log_path: Path, env: dict[str, str], timeout: float) ->
     ready = config.parent / "storage-proxy.ready"
     ready.unlink(missing_ok=True)
     log = open(log_path, "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "ai.backend.storage.server", "-f", str(config),
-                             "--ready-file", str(ready)], stdout=log, stderr=log, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ai.backend.storage.server", "-f", str(config), "--ready-file", str(ready)],
+        stdout=log,
+        stderr=log,
+        env=env,
+        start_new_session=True,
+    )
     log.close()
     deadline = time.monotonic() + timeout
     while not ready.exists():

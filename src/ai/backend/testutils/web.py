@@ -41,22 +41,31 @@ class WebServer:
         stop_process(self.proc, 10)
 
 
-def launch_webserver(state: Path, manager_endpoint: str, *, redis_url: str | None = None,
-                     session: dict[str, Any] | None = None, extra_toml: str = "") -> WebServer:
+def launch_webserver(
+    state: Path,
+    manager_endpoint: str,
+    *,
+    redis_url: str | None = None,
+    session: dict[str, Any] | None = None,
+    extra_toml: str = "",
+) -> WebServer:
     """Write ``web.toml`` under ``state`` (``[session]`` keys from ``session``), start the webserver for the
     manager at ``manager_endpoint`` and wait until its ``/func/`` answers."""
     state.mkdir(parents=True, exist_ok=True)
     port = _free_port()
-    lines = ["[service]", f"port = {port}", "", "[api]", f"endpoint = {json.dumps(manager_endpoint)}", "",
-             "[session]"]
+    lines = ["[service]", f"port = {port}", "", "[api]", f"endpoint = {json.dumps(manager_endpoint)}", "", "[session]"]
     if redis_url:
         lines.append(f"redis-url = {json.dumps(redis_url)}")
     lines += [f"{k} = {json.dumps(v)}" for k, v in (session or {}).items()]
     config = state / "web.toml"
     config.write_text("\n".join(lines) + "\n" + extra_toml)
     log = state / "web.log"
-    proc = subprocess.Popen([sys.executable, "-m", "ai.backend.web.server", "-f", str(config)],
-                            stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ai.backend.web.server", "-f", str(config)],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     ws = WebServer(f"http://127.0.0.1:{port}", config, proc, log)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

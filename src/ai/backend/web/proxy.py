@@ -36,21 +36,64 @@ SMALL_ANSWER = 1024 * 1024
 MAX_WS_MESSAGE = 16 * 1024 * 1024
 
 # Hop-by-hop headers, those the signature sets, and those the webserver alone may set towards the manager.
-_DROP_REQUEST = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding",
-    "upgrade", "host", "cookie", "authorization", "date", "x-backendai-date", "x-sorna-date", "x-backendai-version",
-    "x-sorna-version", "content-length", "content-type", "x-forwarded-url", "x-forwarded-for", "x-forwarded-host",
-    "x-forwarded-proto", "x-real-ip", "x-backendai-body-sha256", "x-backendai-cluster-secret", "expect", "origin",
-    "referer", "sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol",
-    "sec-websocket-accept",
-})
+_DROP_REQUEST = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "cookie",
+        "authorization",
+        "date",
+        "x-backendai-date",
+        "x-sorna-date",
+        "x-backendai-version",
+        "x-sorna-version",
+        "content-length",
+        "content-type",
+        "x-forwarded-url",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-real-ip",
+        "x-backendai-body-sha256",
+        "x-backendai-cluster-secret",
+        "expect",
+        "origin",
+        "referer",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+        "sec-websocket-accept",
+    }
+)
 # Hop-by-hop headers and anything that would let the manager's answer set state in the browser.
-_DROP_RESPONSE = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "te", "trailer", "transfer-encoding", "upgrade",
-    "content-length", "set-cookie", "access-control-allow-origin", "access-control-allow-credentials",
-    "access-control-allow-headers", "access-control-allow-methods", "access-control-expose-headers", "server",
-    "date",
-})
+_DROP_RESPONSE = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "set-cookie",
+        "access-control-allow-origin",
+        "access-control-allow-credentials",
+        "access-control-allow-headers",
+        "access-control-allow-methods",
+        "access-control-expose-headers",
+        "server",
+        "date",
+    }
+)
 
 
 class Upstream:
@@ -64,10 +107,11 @@ class Upstream:
     @property
     def client(self) -> aiohttp.ClientSession:
         if self._client is None:
-            connector = aiohttp.TCPConnector(limit=0, ssl=self.conf.ssl_verify,
-                                             keepalive_timeout=30)
+            connector = aiohttp.TCPConnector(limit=0, ssl=self.conf.ssl_verify, keepalive_timeout=30)
             self._client = aiohttp.ClientSession(
-                connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
+                connector=connector,
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.conf.connect_timeout),
                 skip_auto_headers=("User-Agent", "Content-Type"),
             )
@@ -86,8 +130,9 @@ class Upstream:
         for attempt in range(len(self.endpoints)):
             endpoint = self.endpoints[0]
             try:
-                async with self.client.post(endpoint + "/auth/authorize", json=body,
-                                            headers={"X-Forwarded-For": client_ip}) as resp:
+                async with self.client.post(
+                    endpoint + "/auth/authorize", json=body, headers={"X-Forwarded-For": client_ip}
+                ) as resp:
                     try:
                         answer = await resp.json(content_type=None)
                     except ValueError:
@@ -129,7 +174,7 @@ def _raw_tail(request: web.Request) -> tuple[str, str]:
     """The path after ``/func/`` and the query string, still percent-encoded as the client sent them."""
     raw = request.raw_path
     path, _, query = raw.partition("?")
-    tail = path[len("/func"):].lstrip("/")
+    tail = path[len("/func") :].lstrip("/")
     return tail, query
 
 
@@ -144,8 +189,9 @@ async def proxy_root(request: web.Request, upstream: Upstream) -> web.StreamResp
         raise BadGateway(f"The manager cannot be reached: {e}") from None
 
 
-async def proxy_func(request: web.Request, upstream: Upstream, tail: str, access_key: str, secret_key: str, *,
-                     websocket: bool = False) -> web.StreamResponse:
+async def proxy_func(
+    request: web.Request, upstream: Upstream, tail: str, access_key: str, secret_key: str, *, websocket: bool = False
+) -> web.StreamResponse:
     """Forward one ``/func/`` call to the manager as the keypair's owner and stream the answer back."""
     raw_tail, query = _raw_tail(request)
     version = request.headers.get("X-BackendAI-Version") or API_VERSION
@@ -166,15 +212,24 @@ async def proxy_func(request: web.Request, upstream: Upstream, tail: str, access
             headers["Content-Length"] = str(length)
     in_memory = isinstance(body, bytes)
     url, path_with_query, host = _target(upstream.endpoints[0], raw_tail, query)
-    headers.update(sign_request_headers(
-        method=method, path_with_query=path_with_query, host=host, content_type=content_type, version=version,
-        access_key=access_key, secret_key=secret_key, body=body if in_memory else b"",
-        # The body's hash is signed when it is at hand, so a captured call cannot carry another body.
-        sign_body=in_memory and (bool(body) or method not in ("GET", "HEAD")),
-    ))
+    headers.update(
+        sign_request_headers(
+            method=method,
+            path_with_query=path_with_query,
+            host=host,
+            content_type=content_type,
+            version=version,
+            access_key=access_key,
+            secret_key=secret_key,
+            body=body if in_memory else b"",
+            # The body's hash is signed when it is at hand, so a captured call cannot carry another body.
+            sign_body=in_memory and (bool(body) or method not in ("GET", "HEAD")),
+        )
+    )
     try:
-        ctx = upstream.client.request(method, url, data=body if (not in_memory or body) else None,
-                                      headers=headers, allow_redirects=False)
+        ctx = upstream.client.request(
+            method, url, data=body if (not in_memory or body) else None, headers=headers, allow_redirects=False
+        )
         resp = await ctx.__aenter__()
     except aiohttp.ClientConnectionError as e:
         raise BadGateway(f"The manager cannot be reached: {e}") from None
@@ -203,27 +258,37 @@ async def proxy_func(request: web.Request, upstream: Upstream, tail: str, access
         await ctx.__aexit__(None, None, None)
 
 
-async def _proxy_websocket(request: web.Request, upstream: Upstream, raw_tail: str, query: str, version: str,
-                           access_key: str, secret_key: str) -> web.StreamResponse:
+async def _proxy_websocket(
+    request: web.Request, upstream: Upstream, raw_tail: str, query: str, version: str, access_key: str, secret_key: str
+) -> web.StreamResponse:
     url, path_with_query, host = _target(upstream.endpoints[0], raw_tail, query)
     url = url.with_scheme("wss" if url.scheme == "https" else "ws")
     headers = _forward_headers(request)
     # The manager reads a handshake without Content-Type as application/octet-stream; none is sent.
-    signed = sign_request_headers(method="GET", path_with_query=path_with_query, host=host,
-                                  content_type="application/octet-stream", version=version,
-                                  access_key=access_key, secret_key=secret_key)
+    signed = sign_request_headers(
+        method="GET",
+        path_with_query=path_with_query,
+        host=host,
+        content_type="application/octet-stream",
+        version=version,
+        access_key=access_key,
+        secret_key=secret_key,
+    )
     signed.pop("Content-Type", None)
     headers.update(signed)
     protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
     try:
-        up_ws = await upstream.client.ws_connect(url, headers=headers, protocols=protocols, autoping=True,
-                                                 heartbeat=None, max_msg_size=0, compress=0)
+        up_ws = await upstream.client.ws_connect(
+            url, headers=headers, protocols=protocols, autoping=True, heartbeat=None, max_msg_size=0, compress=0
+        )
     except aiohttp.WSServerHandshakeError as e:
         # A refusal before the upgrade (no such session, not yours, not running) is answered as HTTP.
         status = e.status if 400 <= e.status < 600 else 502
         return web.json_response(
             problem_document(status, "websocket-refused", "WebSocket refused by the manager", e.message),
-            status=status, content_type="application/problem+json")
+            status=status,
+            content_type="application/problem+json",
+        )
     except aiohttp.ClientConnectionError as e:
         raise BadGateway(f"The manager cannot be reached: {e}") from None
     # A browser's message is bounded like the manager bounds it (uvicorn's 16 MiB): the webserver holds

@@ -50,8 +50,7 @@ MAX_LOGIN_BODY = 64 * 1024
 
 def problem_response(exc: ProblemError, headers: dict[str, str] | None = None) -> web.Response:
     """A problem document as an ``application/problem+json`` response."""
-    return web.json_response(exc.body(), status=exc.status, content_type="application/problem+json",
-                             headers=headers)
+    return web.json_response(exc.body(), status=exc.status, content_type="application/problem+json", headers=headers)
 
 
 @web.middleware
@@ -63,11 +62,15 @@ async def problem_middleware(request: web.Request, handler: Any) -> web.StreamRe
     except ProblemError as e:
         return problem_response(e)
     except web.HTTPNotFound:
-        return problem_response(_NotFoundHere(f"No route for {request.method} {request.path}; the API is under "
-                                              "/func/ and the login under /server/."))
+        return problem_response(
+            _NotFoundHere(
+                f"No route for {request.method} {request.path}; the API is under /func/ and the login under /server/."
+            )
+        )
     except web.HTTPMethodNotAllowed as e:
-        return problem_response(_MethodNotAllowed(f"{request.method} is not allowed here; use "
-                                                  f"{', '.join(sorted(e.allowed_methods))}."))
+        return problem_response(
+            _MethodNotAllowed(f"{request.method} is not allowed here; use {', '.join(sorted(e.allowed_methods))}.")
+        )
 
 
 class _NotFoundHere(ProblemError):
@@ -96,8 +99,10 @@ def check_cross_site(request: web.Request) -> None:
     """Refuse requests a browser marks as coming from another site (any method, WebSockets included)."""
     origin = request.headers.get("Origin")
     if origin is not None and not _origin_allowed(origin, request):
-        raise Forbidden(f"Cross-site request refused: origin {origin!r} is not this server "
-                        "(add it to [security] allowed-origins to allow it).")
+        raise Forbidden(
+            f"Cross-site request refused: origin {origin!r} is not this server "
+            "(add it to [security] allowed-origins to allow it)."
+        )
     if request.headers.get("Sec-Fetch-Site") == "cross-site" and origin is None:
         raise Forbidden("Cross-site request refused.")
 
@@ -108,8 +113,10 @@ def check_csrf(request: web.Request) -> None:
     if request.method in SAFE_METHODS:
         return
     if not any(h in request.headers for h in CSRF_HEADERS):
-        raise Forbidden(f"State-changing calls must carry one of the headers {', '.join(CSRF_HEADERS)} "
-                        "(protection against cross-site request forgery).")
+        raise Forbidden(
+            f"State-changing calls must carry one of the headers {', '.join(CSRF_HEADERS)} "
+            "(protection against cross-site request forgery)."
+        )
 
 
 # ------------------------------------------------------------------------------------ login sessions
@@ -117,8 +124,12 @@ def check_csrf(request: web.Request) -> None:
 
 def _cookie_kwargs(request: web.Request) -> dict[str, Any]:
     conf = request.app[CONFIG_KEY].session
-    return {"path": "/", "httponly": True, "samesite": conf.cookie_samesite,
-            "secure": conf.cookie_secure or request.secure}
+    return {
+        "path": "/",
+        "httponly": True,
+        "samesite": conf.cookie_samesite,
+        "secure": conf.cookie_secure or request.secure,
+    }
 
 
 async def current_session(request: web.Request) -> tuple[str, dict[str, Any]] | None:
@@ -138,16 +149,21 @@ async def require_login(request: web.Request) -> dict[str, Any]:
     if found is not None:
         return found[1]
     if request.cookies.get(request.app[CONFIG_KEY].session.cookie_name):
-        raise LoginRequired("Your login session has expired or is not valid; log in again "
-                            "(POST /server/login, or `backend.ai login`).")
+        raise LoginRequired(
+            "Your login session has expired or is not valid; log in again (POST /server/login, or `backend.ai login`)."
+        )
     raise LoginRequired("You are not logged in; log in first (POST /server/login, or `backend.ai login`).")
 
 
 def _public_data(data: dict[str, Any]) -> dict[str, Any]:
     """What the browser may see of a login: never the keypair (neither half)."""
     token = data.get("token", {})
-    return {"username": data.get("username"), "role": token.get("role"), "status": token.get("status"),
-            "need_password_change": token.get("need_password_change", False)}
+    return {
+        "username": data.get("username"),
+        "role": token.get("role"),
+        "status": token.get("status"),
+        "need_password_change": token.get("need_password_change", False),
+    }
 
 
 def _client_ip(request: web.Request) -> str:
@@ -166,9 +182,9 @@ async def login(request: web.Request) -> web.StreamResponse:
     try:
         body = await request.json()
     except ValueError:
-        raise InvalidAPIParameters("The login request must be a JSON object {\"username\", \"password\"}.") from None
+        raise InvalidAPIParameters('The login request must be a JSON object {"username", "password"}.') from None
     if not isinstance(body, dict):
-        raise InvalidAPIParameters("The login request must be a JSON object {\"username\", \"password\"}.")
+        raise InvalidAPIParameters('The login request must be a JSON object {"username", "password"}.')
     username, password = body.get("username"), body.get("password")
     if not isinstance(username, str) or not username.strip() or not isinstance(password, str) or not password:
         raise InvalidAPIParameters("'username' (an email or user name) and 'password' are required.")
@@ -184,8 +200,10 @@ async def login(request: web.Request) -> web.StreamResponse:
         if ip_fails >= sconf.login_allowed_fail_count_per_ip:
             await store.touch_failures(ip_key, sconf.login_block_time)
         minutes = max(1, sconf.login_block_time // 60)
-        raise TooManyRequests(f"Too many failed login attempts; this account or address is blocked for "
-                              f"{minutes} minutes after the last attempt.")
+        raise TooManyRequests(
+            f"Too many failed login attempts; this account or address is blocked for "
+            f"{minutes} minutes after the last attempt."
+        )
     status, answer = await app[UPSTREAM_KEY].authorize(conf.api.domain, username, password, _client_ip(request))
     if status == 401:
         await store.add_failure(account_key, sconf.login_block_time)
@@ -195,8 +213,9 @@ async def login(request: web.Request) -> web.StreamResponse:
         # is, with the upstream-style "authenticated": false for consoles that look at that field.
         doc = answer if isinstance(answer, dict) else {"title": "Login failed", "status": status}
         doc = {**doc, "authenticated": False}
-        return web.json_response(doc, status=status if 400 <= status < 500 else 502,
-                                 content_type="application/problem+json")
+        return web.json_response(
+            doc, status=status if 400 <= status < 500 else 502, content_type="application/problem+json"
+        )
     data = answer.get("data") if isinstance(answer, dict) else None
     if not isinstance(data, dict) or not data.get("access_key") or not data.get("secret_key"):
         raise BadGateway("The manager answered the login with no keypair.")
@@ -205,9 +224,14 @@ async def login(request: web.Request) -> web.StreamResponse:
     session = {
         "authenticated": True,
         "username": username,
-        "token": {"type": "keypair", "access_key": data["access_key"], "secret_key": data["secret_key"],
-                  "role": data.get("role"), "status": data.get("status"),
-                  "need_password_change": bool(data.get("need_password_change", False))},
+        "token": {
+            "type": "keypair",
+            "access_key": data["access_key"],
+            "secret_key": data["secret_key"],
+            "role": data.get("role"),
+            "status": data.get("status"),
+            "need_password_change": bool(data.get("need_password_change", False)),
+        },
         "created": time.time(),
         "expires": time.time() + sconf.max_age,
     }
@@ -254,8 +278,9 @@ async def func(request: web.Request) -> web.StreamResponse:
         check_csrf(request)
     session = await require_login(request)
     token = session["token"]
-    return await proxy_func(request, request.app[UPSTREAM_KEY], tail, token["access_key"], token["secret_key"],
-                            websocket=is_ws)
+    return await proxy_func(
+        request, request.app[UPSTREAM_KEY], tail, token["access_key"], token["secret_key"], websocket=is_ws
+    )
 
 
 # ------------------------------------------------------------------------------------------- the app
@@ -302,8 +327,15 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
         pass
     log.info("webserver for %s on %s:%d", ", ".join(config.api.endpoint), config.service.host, config.service.port)
-    web.run_app(create_app(config), host=config.service.host, port=config.service.port, ssl_context=ssl_ctx,
-                access_log=log if debug else None, print=None, shutdown_timeout=5)
+    web.run_app(
+        create_app(config),
+        host=config.service.host,
+        port=config.service.port,
+        ssl_context=ssl_ctx,
+        access_log=log if debug else None,
+        print=None,
+        shutdown_timeout=5,
+    )
 
 
 if __name__ == "__main__":

@@ -61,8 +61,10 @@ class AcceleratorManager:
         for p in self.plugins:
             for slot in p.slot_types():
                 if slot in INTRINSIC or slot in self.owner:
-                    raise PluginError(f"slot {slot!r} of {p.name} is already provided"
-                                      + (f" by {self.owner[slot].name}" if slot in self.owner else ""))
+                    raise PluginError(
+                        f"slot {slot!r} of {p.name} is already provided"
+                        + (f" by {self.owner[slot].name}" if slot in self.owner else "")
+                    )
                 self.owner[slot] = p
         self.allocations: dict[str, dict[str, Allocation]] = {}  # kernel id → plugin name → allocation
 

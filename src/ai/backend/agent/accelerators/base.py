@@ -66,10 +66,18 @@ class Device:
 
     def info(self) -> dict[str, Any]:
         """JSON description for the agent's ``compute_plugins`` report."""
-        return {"device_id": self.device_id, "slot_name": self.slot_name, "capacity": str(self.capacity),
-                "index": self.index, "model_name": self.model_name, "memory_size": self.memory_size,
-                "processing_units": self.processing_units, "numa_node": self.numa_node,
-                "is_mig_device": self.is_mig_device, "mother_uuid": self.mother_uuid}
+        return {
+            "device_id": self.device_id,
+            "slot_name": self.slot_name,
+            "capacity": str(self.capacity),
+            "index": self.index,
+            "model_name": self.model_name,
+            "memory_size": self.memory_size,
+            "processing_units": self.processing_units,
+            "numa_node": self.numa_node,
+            "is_mig_device": self.is_mig_device,
+            "mother_uuid": self.mother_uuid,
+        }
 
 
 class ComputePlugin(Protocol):
@@ -81,8 +89,7 @@ class ComputePlugin(Protocol):
         """Slot name → ``count``, ``bytes`` or ``unique``."""
         ...
 
-    def list_devices(self) -> list[Device]:
-        ...
+    def list_devices(self) -> list[Device]: ...
 
     def available_slots(self) -> ResourceSlot:
         """The total capacity per slot (what the scheduler may place on this agent)."""
@@ -92,8 +99,7 @@ class ComputePlugin(Protocol):
         """Take concrete devices for the slots of ``requested`` this plugin owns; raises AllocationError."""
         ...
 
-    def release(self, allocation: Allocation) -> None:
-        ...
+    def release(self, allocation: Allocation) -> None: ...
 
     def restore(self, allocation: Allocation) -> None:
         """Mark a stored allocation as taken again (after an agent restart)."""
@@ -150,8 +156,9 @@ class SlotAllocator:
             if amount <= 0:
                 continue
             devs = [d for d in self.devices if d.slot_name == slot]
-            plan[slot] = self._plan_fraction(slot, devs, amount) if devs[0].fractional \
-                else self._plan_whole(slot, devs, amount)
+            plan[slot] = (
+                self._plan_fraction(slot, devs, amount) if devs[0].fractional else self._plan_whole(slot, devs, amount)
+            )
         for per_dev in plan.values():
             for dev_id, amount in per_dev.items():
                 self.used[dev_id] += amount
@@ -270,8 +277,12 @@ class DevicePlugin:
             return {}
         key = self.prefix.upper().replace("-", "_").replace(".", "_")
         env = {f"BACKENDAI_ACCELERATOR_{key}_DEVICES": ",".join(d.device_id for d in devs)}
-        shares = [f"{dev}={fmt_amount(amount)}" for slot, per_dev in sorted(allocation.items())
-                  for dev, amount in per_dev.items() if self._is_fractional(dev)]
+        shares = [
+            f"{dev}={fmt_amount(amount)}"
+            for slot, per_dev in sorted(allocation.items())
+            for dev, amount in per_dev.items()
+            if self._is_fractional(dev)
+        ]
         if shares:
             env[f"BACKENDAI_ACCELERATOR_{key}_SHARES"] = ",".join(shares)
         return env

@@ -63,8 +63,16 @@ def probe_nvml(library: str = NVML_LIBRARY) -> tuple[list[Device], dict[str, str
             model = name.value.decode() if nvml.nvmlDeviceGetName(handle, name, 96) == NVML_SUCCESS else "GPU"
             mem = _Memory()
             total = mem.total if nvml.nvmlDeviceGetMemoryInfo(handle, ctypes.byref(mem)) == NVML_SUCCESS else 0
-            devices.append(Device(device_id=uuid.value.decode(), slot_name="cuda.device", index=i,
-                                  model_name=model, memory_size=int(total), mother_uuid=uuid.value.decode()))
+            devices.append(
+                Device(
+                    device_id=uuid.value.decode(),
+                    slot_name="cuda.device",
+                    index=i,
+                    model_name=model,
+                    memory_size=int(total),
+                    mother_uuid=uuid.value.decode(),
+                )
+            )
         return devices, attrs
     finally:
         nvml.nvmlShutdown()

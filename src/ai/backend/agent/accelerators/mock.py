@@ -32,10 +32,31 @@ from ai.backend.common.types import BinarySize, SlotTypeError
 from .base import Allocation, Device, DevicePlugin, PluginError
 
 PLUGIN_NAME = "ai.backend.accelerator.mock"
-DEVICE_KEYS = {"mother_uuid", "device_id", "model_name", "numa_node", "subproc_count", "smp_count", "memory_size",
-               "is_mig_device", "is_mig_devices", "allocation_mode", "slot_name"}
-TOP_KEYS = {"slot_name", "device_plugin_name", "allocation_mode", "unit_mem", "unit_proc", "devices", "attributes",
-            "formats", "nvidia_driver", "cuda_runtime"}
+DEVICE_KEYS = {
+    "mother_uuid",
+    "device_id",
+    "model_name",
+    "numa_node",
+    "subproc_count",
+    "smp_count",
+    "memory_size",
+    "is_mig_device",
+    "is_mig_devices",
+    "allocation_mode",
+    "slot_name",
+}
+TOP_KEYS = {
+    "slot_name",
+    "device_plugin_name",
+    "allocation_mode",
+    "unit_mem",
+    "unit_proc",
+    "devices",
+    "attributes",
+    "formats",
+    "nvidia_driver",
+    "cuda_runtime",
+}
 MODES = ("discrete", "fractional")
 
 
@@ -56,8 +77,12 @@ class MockPlugin(DevicePlugin):
         if unknown:
             raise PluginError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}")
         self.prefix = config.get("slot_name", "cuda")
-        if not isinstance(self.prefix, str) or not self.prefix.replace("_", "").replace("-", "").isalnum() \
-                or not self.prefix[:1].isalpha() or self.prefix != self.prefix.lower():
+        if (
+            not isinstance(self.prefix, str)
+            or not self.prefix.replace("_", "").replace("-", "").isalnum()
+            or not self.prefix[:1].isalpha()
+            or self.prefix != self.prefix.lower()
+        ):
             raise PluginError(f"{source}: slot_name must be a lowercase name such as 'cuda', got {self.prefix!r}")
         self.device_plugin_name = str(config.get("device_plugin_name", "MockDevice"))
         if self.device_plugin_name not in ("CUDADevice", "MockDevice"):
@@ -132,9 +157,21 @@ class MockPlugin(DevicePlugin):
                 slot, capacity, fractional = f"{self.prefix}.shares", self._shares(memory, procs), True
             else:
                 slot, capacity, fractional = f"{self.prefix}.device", Decimal(1), False
-            out.append(Device(device_id=dev_id, slot_name=slot, capacity=capacity, fractional=fractional, index=i,
-                              model_name=str(d.get("model_name", "")), memory_size=memory, processing_units=procs,
-                              numa_node=numa, is_mig_device=mig, mother_uuid=mother))
+            out.append(
+                Device(
+                    device_id=dev_id,
+                    slot_name=slot,
+                    capacity=capacity,
+                    fractional=fractional,
+                    index=i,
+                    model_name=str(d.get("model_name", "")),
+                    memory_size=memory,
+                    processing_units=procs,
+                    numa_node=numa,
+                    is_mig_device=mig,
+                    mother_uuid=mother,
+                )
+            )
         return out
 
     def _shares(self, memory: int, procs: int) -> Decimal:
@@ -155,5 +192,9 @@ class MockPlugin(DevicePlugin):
         return {"Env": env, "HostConfig": {}}
 
     def metadata(self) -> dict[str, Any]:
-        return {**super().metadata(), "device_plugin_name": self.device_plugin_name, "attributes": self.attributes,
-                "formats": self.formats}
+        return {
+            **super().metadata(),
+            "device_plugin_name": self.device_plugin_name,
+            "attributes": self.attributes,
+            "formats": self.formats,
+        }

@@ -56,8 +56,11 @@ class DummyBackend:
     """Keeps this agent's simulated kernels."""
 
     def __init__(
-        self, config: AgentConfig, on_kernel_exit: KernelExitCallback,
-        on_kernel_event: KernelEventCallback | None = None, accelerators: AcceleratorManager | None = None,
+        self,
+        config: AgentConfig,
+        on_kernel_exit: KernelExitCallback,
+        on_kernel_event: KernelEventCallback | None = None,
+        accelerators: AcceleratorManager | None = None,
     ) -> None:
         self.config = config
         self.accelerators = accelerators if accelerators is not None else AcceleratorManager()
@@ -65,8 +68,10 @@ class DummyBackend:
         self.networks: set[str] = set()  # cluster networks "created" here
         self._on_kernel_exit = on_kernel_exit
         self._tasks: set[asyncio.Task[None]] = set()
-        self._images = [{"ref": i.ref, "digest": i.digest or f"sha256:dummy-{i.ref}", "labels": dict(i.labels),
-                         "size": i.size} for i in config.dummy.images]
+        self._images = [
+            {"ref": i.ref, "digest": i.digest or f"sha256:dummy-{i.ref}", "labels": dict(i.labels), "size": i.size}
+            for i in config.dummy.images
+        ]
 
     async def start(self) -> None:
         """Nothing to prepare."""
@@ -114,8 +119,11 @@ class DummyBackend:
             raise
         if spec.batch_command is not None:
             kernel.task = asyncio.create_task(self._finish_batch(kernel))
-        return KernelCreated(container_id=kernel.container_id, service_ports=[],
-                             phases={"image_check": 0.0, "container_start": round(delay, 4)})
+        return KernelCreated(
+            container_id=kernel.container_id,
+            service_ports=[],
+            phases={"image_check": 0.0, "container_start": round(delay, 4)},
+        )
 
     async def _finish_batch(self, kernel: DummyKernel) -> None:
         """A dummy batch task succeeds at once; the kernel ends like a real one whose task finished."""
@@ -134,8 +142,10 @@ class DummyBackend:
         return kernel
 
     def _stats(self, kernel: DummyKernel) -> dict[str, Any]:
-        return {"cpu_used": {"current": "0", "capacity": None},
-                "mem": {"current": "0", "capacity": str(kernel.slots.get("mem", "0"))}}
+        return {
+            "cpu_used": {"current": "0", "capacity": None},
+            "mem": {"current": "0", "capacity": str(kernel.slots.get("mem", "0"))},
+        }
 
     async def live_stats(self) -> dict[str, dict[str, Any]]:
         return {kid: self._stats(k) for kid, k in self.kernels.items() if not k.destroying}
@@ -146,8 +156,7 @@ class DummyBackend:
         if op == "execute":
             kernel.executions += 1
             out = str(fields.get("code") or "") if self.config.dummy.execute == "echo" else ""
-            return {"status": "finished", "console": [["stdout", out]], "exitCode": 0, "options": None,
-                    "files": []}
+            return {"status": "finished", "console": [["stdout", out]], "exitCode": 0, "options": None, "files": []}
         if op in ("interrupt", "restart"):
             return {"status": "ok"}
         if op == "complete":

@@ -41,13 +41,16 @@ def _require_session_mode(what: str) -> None:
 
     conf = get_cli_context().get_config()
     if conf.endpoint_type != "session":
-        raise click.UsageError(f"To {what}, your endpoint type must be \"session\": set BACKEND_ENDPOINT_TYPE=session "
-                               "and BACKEND_ENDPOINT to the webserver's URL.")
+        raise click.UsageError(
+            f'To {what}, your endpoint type must be "session": set BACKEND_ENDPOINT_TYPE=session '
+            "and BACKEND_ENDPOINT to the webserver's URL."
+        )
 
 
 @click.command()
-@click.option("-u", "--username", "--user-id", "username", default=None,
-              help="Your email or user name (asked for if not given).")
+@click.option(
+    "-u", "--username", "--user-id", "username", default=None, help="Your email or user name (asked for if not given)."
+)
 @click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
 def login(username: str | None, password_stdin: bool) -> None:
     """Log in to the webserver (session mode); the login cookie is kept for later commands."""

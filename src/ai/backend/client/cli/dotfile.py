@@ -44,10 +44,25 @@ def _permission(value: str) -> str:
 
 
 def _options(f: click.decorators.FC) -> click.decorators.FC:
-    f = click.option("-o", "--owner", "--owner-access-key", "owner", metavar="ACCESS_KEY", default=None,
-                     help="Act for this access key's user (admins only).")(f)
-    f = click.option("-m", "--perm", "--permission", "permission", metavar="MODE", default="755", show_default=True,
-                     help="The file mode (octal).")(f)
+    f = click.option(
+        "-o",
+        "--owner",
+        "--owner-access-key",
+        "owner",
+        metavar="ACCESS_KEY",
+        default=None,
+        help="Act for this access key's user (admins only).",
+    )(f)
+    f = click.option(
+        "-m",
+        "--perm",
+        "--permission",
+        "permission",
+        metavar="MODE",
+        default="755",
+        show_default=True,
+        help="The file mode (octal).",
+    )(f)
     f = click.option("-f", "--file", "file_path", metavar="FILE", default=None, help="Read the content from FILE.")(f)
     f = click.option("--data", metavar="TEXT", default=None, help="The content.")(f)
     return f
@@ -73,23 +88,38 @@ def create(path: str, data: str | None, file_path: str | None, permission: str, 
 
 
 @dotfile.command(name="list")
-@click.option("-o", "--owner", "--owner-access-key", "owner", metavar="ACCESS_KEY", default=None,
-              help="List this access key's user's dotfiles (admins only).")
+@click.option(
+    "-o",
+    "--owner",
+    "--owner-access-key",
+    "owner",
+    metavar="ACCESS_KEY",
+    default=None,
+    help="List this access key's user's dotfiles (admins only).",
+)
 def list_(owner: str | None) -> None:
     """List your dotfiles."""
     items = run_api(lambda api: api.Dotfile.list_dotfiles(owner_access_key=owner))
     if not get_cli_context().json_output:
         for item in items:
             text = str(item.get("data", ""))
-            item["data"] = text if len(text) <= _PREVIEW and "\n" not in text else (
-                text.replace("\n", "⏎")[:_PREVIEW] + "…")
+            item["data"] = (
+                text if len(text) <= _PREVIEW and "\n" not in text else (text.replace("\n", "⏎")[:_PREVIEW] + "…")
+            )
     print_items(items, COLUMNS, empty="There are no dotfiles.", what="dotfiles")
 
 
 @dotfile.command()
 @click.argument("path")
-@click.option("-o", "--owner", "--owner-access-key", "owner", metavar="ACCESS_KEY", default=None,
-              help="The dotfile's owner (admins only).")
+@click.option(
+    "-o",
+    "--owner",
+    "--owner-access-key",
+    "owner",
+    metavar="ACCESS_KEY",
+    default=None,
+    help="The dotfile's owner (admins only).",
+)
 def get(path: str, owner: str | None) -> None:
     """Show the dotfile PATH."""
     item = run_api(lambda api: api.Dotfile(path, owner_access_key=owner).get())
@@ -114,8 +144,15 @@ def update(path: str, data: str | None, file_path: str | None, permission: str, 
 @dotfile.command()
 @click.argument("path")
 @click.option("-f", "--force", is_flag=True, help="Do not ask for confirmation.")
-@click.option("-o", "--owner", "--owner-access-key", "owner", metavar="ACCESS_KEY", default=None,
-              help="The dotfile's owner (admins only).")
+@click.option(
+    "-o",
+    "--owner",
+    "--owner-access-key",
+    "owner",
+    metavar="ACCESS_KEY",
+    default=None,
+    help="The dotfile's owner (admins only).",
+)
 def delete(path: str, force: bool, owner: str | None) -> None:
     """Remove the dotfile PATH."""
     if not force:

@@ -64,10 +64,21 @@ def _exit_now() -> None:
 
 @click.command()
 @click.argument("session_ref", metavar="SESSION_NAME_OR_ID")
-@click.option("-o", "--owner", "--owner-access-key", "owner", metavar="ACCESS_KEY",
-              help="The session owner's access key (admins only).")
-@click.option("--scope", type=click.Choice(["*", "session", "kernel"]), default="*", show_default=True,
-              help="Which events: session_*, kernel_* or both.")
+@click.option(
+    "-o",
+    "--owner",
+    "--owner-access-key",
+    "owner",
+    metavar="ACCESS_KEY",
+    help="The session owner's access key (admins only).",
+)
+@click.option(
+    "--scope",
+    type=click.Choice(["*", "session", "kernel"]),
+    default="*",
+    show_default=True,
+    help="Which events: session_*, kernel_* or both.",
+)
 def events(session_ref: str, owner: str | None, scope: str) -> None:
     """Show the lifecycle events of a session live ('*' for all your sessions; Ctrl-C stops)."""
     import asyncio
@@ -106,8 +117,9 @@ def events(session_ref: str, owner: str | None, scope: str) -> None:
                     now = datetime.now().astimezone()
                     data = _decode(msg)
                     if cli.json_output:
-                        click.echo(json.dumps({"time": now.isoformat(), "event": msg.event, "data": data},
-                                              ensure_ascii=False))
+                        click.echo(
+                            json.dumps({"time": now.isoformat(), "event": msg.event, "data": data}, ensure_ascii=False)
+                        )
                     else:
                         click.echo(format_event(msg.event, data, now))
 

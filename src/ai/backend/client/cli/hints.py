@@ -20,8 +20,14 @@ __all__ = ("format_no_project_hint", "membership_problem", "no_project_hint", "n
 
 _Q = r"""['"](?P<{}>[^'"]*)['"]"""
 _EXPLICIT = (
-    re.compile(r"No project \(group\) " + _Q.format("group") + r" in domain " + _Q.format("domain")
-               + r" (?:that the user belongs to|for the owner)", re.I),
+    re.compile(
+        r"No project \(group\) "
+        + _Q.format("group")
+        + r" in domain "
+        + _Q.format("domain")
+        + r" (?:that the user belongs to|for the owner)",
+        re.I,
+    ),
     re.compile(r"No group " + _Q.format("group") + r" that you are a member of", re.I),
     re.compile(r"You are not a member of the group " + _Q.format("group"), re.I),
 )
@@ -62,8 +68,10 @@ def format_no_project_hint(
         return f"you are not a member of the project {project or 'asked for'}; an admin can add you with: {command}"
     if projects:
         listed = ", ".join(projects)
-        return (f"you are not in the project {project}; pick one of yours ({listed}) with -g/--group, "
-                f"or an admin can add you with: {command}")
+        return (
+            f"you are not in the project {project}; pick one of yours ({listed}) with -g/--group, "
+            f"or an admin can add you with: {command}"
+        )
     return f"you belong to no project; an admin can add you with: {command}"
 
 

@@ -56,7 +56,8 @@ COMMANDS: dict[str, CommandSpec] = {
     ),
     "create-from-template": _S(
         "ai.backend.client.cli.session_template:create_from_template_top",
-        "Create a compute session from a session template.", ["start-from-template", "start-template"],
+        "Create a compute session from a session template.",
+        ["start-from-template", "start-template"],
     ),
     "dotfile": _S("ai.backend.client.cli.dotfile:dotfile", "Manage your dotfiles (placed in every new session)."),
     "vfolder": _S("ai.backend.client.cli.vfolder:vfolder", "Virtual folder commands (storage, transfers, sharing)."),

@@ -14,7 +14,15 @@ from typing import Any, TextIO
 import click
 
 __all__ = (
-    "Printer", "Spinner", "is_tty", "print_done", "print_fail", "print_hint", "print_info", "print_wait", "print_warn",
+    "Printer",
+    "Spinner",
+    "is_tty",
+    "print_done",
+    "print_fail",
+    "print_hint",
+    "print_info",
+    "print_wait",
+    "print_warn",
 )
 
 _MARKS = {

@@ -283,9 +283,7 @@ async def _run_case(
         if opts.enqueue_only:
             compute_session = await _create()
         else:
-            compute_session = await create_with_progress(
-                _create, session.ComputeSession(name).get_info, progress
-            )
+            compute_session = await create_with_progress(_create, session.ComputeSession(name).get_info, progress)
     except BackendError as e:
         printer.fail(f"[{idx}] {e}")
         hint = await no_project_hint(session, e)
@@ -308,10 +306,7 @@ async def _run_case(
                 destroyed = True
             except BackendError as e:
                 printer.fail(f"[{idx}] Failed to clean up the session: {e}")
-        printer.fail(
-            f"[{idx}] "
-            + format_max_wait_message(name, opts.max_wait, *last, destroyed=destroyed)
-        )
+        printer.fail(f"[{idx}] " + format_max_wait_message(name, opts.max_wait, *last, destroyed=destroyed))
         return 1
     if status == "TERMINATED":
         printer.warn(f"Session ID {name} is already terminated.\nThis may be an error in the kernel image.")

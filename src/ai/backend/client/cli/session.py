@@ -209,33 +209,37 @@ def create(
     progress = WaitProgress(name, enabled=not cli.json_output and not enqueue_only)
 
     async def _create(api_sess: AsyncSession) -> tuple[Any, tuple[str | None, str | None] | None]:
-        cs = await create_with_progress(lambda: api_sess.ComputeSession.get_or_create(
-            image,
-            name=name,
-            type_=type_,
-            starts_at=starts_at,
-            enqueue_only=enqueue_only,
-            max_wait=max_wait,
-            no_reuse=no_reuse,
-            dependencies=list(depends) or None,
-            callback_url=callback_url,
-            mounts=mounts,
-            mount_map=mount_map,
-            envs=pairs_to_dict(env),
-            startup_command=startup_command,
-            resources=pairs_to_dict(resources),
-            resource_opts=pairs_to_dict(resource_opts),
-            cluster_size=cluster_size,
-            cluster_mode="multi-node" if cluster_mode == "multi-node" else "single-node",
-            domain_name=domain,
-            group_name=group,
-            bootstrap_script=script,
-            tag=tag,
-            scaling_group=scaling_group,
-            owner_access_key=owner,
-            preopen_ports=preopen,
-            assign_agent=assign_agent,
-        ), api_sess.ComputeSession(name, owner).get_info, progress)
+        cs = await create_with_progress(
+            lambda: api_sess.ComputeSession.get_or_create(
+                image,
+                name=name,
+                type_=type_,
+                starts_at=starts_at,
+                enqueue_only=enqueue_only,
+                max_wait=max_wait,
+                no_reuse=no_reuse,
+                dependencies=list(depends) or None,
+                callback_url=callback_url,
+                mounts=mounts,
+                mount_map=mount_map,
+                envs=pairs_to_dict(env),
+                startup_command=startup_command,
+                resources=pairs_to_dict(resources),
+                resource_opts=pairs_to_dict(resource_opts),
+                cluster_size=cluster_size,
+                cluster_mode="multi-node" if cluster_mode == "multi-node" else "single-node",
+                domain_name=domain,
+                group_name=group,
+                bootstrap_script=script,
+                tag=tag,
+                scaling_group=scaling_group,
+                owner_access_key=owner,
+                preopen_ports=preopen,
+                assign_agent=assign_agent,
+            ),
+            api_sess.ComputeSession(name, owner).get_info,
+            progress,
+        )
         last = await state_after_timeout(cs, progress) if cs.status == "TIMEOUT" else None
         return cs, last
 
@@ -733,7 +737,8 @@ def rename(name: str, new_name: str) -> None:
     lazy_commands={
         "create-from-template": CommandSpec(
             "ai.backend.client.cli.session_template:create_from_template_top",
-            "Create a compute session from a session template.", ["start-from-template"],
+            "Create a compute session from a session template.",
+            ["start-from-template"],
         ),
         "events": CommandSpec("ai.backend.client.cli.events:events", "Show session lifecycle events live."),
     },

@@ -61,17 +61,31 @@ def session_template() -> None:
 
 
 @session_template.command()
-@click.option("-f", "--file", "template_path", metavar="PATH", default=None,
-              help="The template file (YAML or JSON); stdin when not given.")
+@click.option(
+    "-f",
+    "--file",
+    "template_path",
+    metavar="PATH",
+    default=None,
+    help="The template file (YAML or JSON); stdin when not given.",
+)
 @click.option("-d", "--domain", metavar="DOMAIN_NAME", default=None, help="The domain of the template.")
 @click.option("-g", "--group", metavar="GROUP_NAME", default=None, help="The project (group) of the template.")
-@click.option("-o", "--owner", "--owner-access-key", "owner", metavar="ACCESS_KEY", default=None,
-              help="Create it for this access key's user (admins only).")
+@click.option(
+    "-o",
+    "--owner",
+    "--owner-access-key",
+    "owner",
+    metavar="ACCESS_KEY",
+    default=None,
+    help="Create it for this access key's user (admins only).",
+)
 def create(template_path: str | None, domain: str | None, group: str | None, owner: str | None) -> None:
     """Store a session template; prints its ID."""
     text = _read_template(template_path)
-    tpl = run_api(lambda api: api.SessionTemplate.create(text, domain_name=domain, group_name=group,
-                                                         owner_access_key=owner))
+    tpl = run_api(
+        lambda api: api.SessionTemplate.create(text, domain_name=domain, group_name=group, owner_access_key=owner)
+    )
     if get_cli_context().json_output:
         emit_json({"id": tpl.template_id})
         return
@@ -89,10 +103,23 @@ def list_(list_all: bool) -> None:
 
 @session_template.command()
 @click.argument("template_id", metavar="TEMPLATE_ID")
-@click.option("-f", "--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml",
-              help="Print the template as YAML (default) or JSON.")
-@click.option("-o", "--owner", "--owner-access-key", "owner", metavar="ACCESS_KEY", default=None,
-              help="The template's owner (admins only).")
+@click.option(
+    "-f",
+    "--format",
+    "fmt",
+    type=click.Choice(["yaml", "json"]),
+    default="yaml",
+    help="Print the template as YAML (default) or JSON.",
+)
+@click.option(
+    "-o",
+    "--owner",
+    "--owner-access-key",
+    "owner",
+    metavar="ACCESS_KEY",
+    default=None,
+    help="The template's owner (admins only).",
+)
 def get(template_id: str, fmt: str, owner: str | None) -> None:
     """Print the session template TEMPLATE_ID."""
     if get_cli_context().json_output:
@@ -103,10 +130,23 @@ def get(template_id: str, fmt: str, owner: str | None) -> None:
 
 @session_template.command()
 @click.argument("template_id", metavar="TEMPLATE_ID")
-@click.option("-f", "--file", "template_path", metavar="PATH", default=None,
-              help="The new template file (YAML or JSON); stdin when not given.")
-@click.option("-o", "--owner", "--owner-access-key", "owner", metavar="ACCESS_KEY", default=None,
-              help="The template's owner (admins only).")
+@click.option(
+    "-f",
+    "--file",
+    "template_path",
+    metavar="PATH",
+    default=None,
+    help="The new template file (YAML or JSON); stdin when not given.",
+)
+@click.option(
+    "-o",
+    "--owner",
+    "--owner-access-key",
+    "owner",
+    metavar="ACCESS_KEY",
+    default=None,
+    help="The template's owner (admins only).",
+)
 def update(template_id: str, template_path: str | None, owner: str | None) -> None:
     """Replace the session template TEMPLATE_ID."""
     text = _read_template(template_path)
@@ -120,8 +160,15 @@ def update(template_id: str, template_path: str | None, owner: str | None) -> No
 @session_template.command()
 @click.argument("template_id", metavar="TEMPLATE_ID")
 @click.option("-f", "--force", is_flag=True, help="Do not ask for confirmation.")
-@click.option("-o", "--owner", "--owner-access-key", "owner", metavar="ACCESS_KEY", default=None,
-              help="The template's owner (admins only).")
+@click.option(
+    "-o",
+    "--owner",
+    "--owner-access-key",
+    "owner",
+    metavar="ACCESS_KEY",
+    default=None,
+    help="The template's owner (admins only).",
+)
 def delete(template_id: str, force: bool, owner: str | None) -> None:
     """Delete the session template TEMPLATE_ID."""
     if not force:
@@ -154,26 +201,59 @@ def _override(pairs: tuple[Any, ...], clear: bool, convert: Any) -> Any:
 @click.argument("template_id", metavar="TEMPLATE_ID")
 @click.option("-t", "--name", "--client-token", "name", metavar="NAME", type=SessionNameType(), help="Session name.")
 @click.option("-o", "--owner", "--owner-access-key", "owner", metavar="ACCESS_KEY", help="Owner (admins only).")
-@click.option("--type", "type_", type=click.Choice(["batch", "interactive"]), default=None,
-              help="Session type (default: the template's).")
+@click.option(
+    "--type",
+    "type_",
+    type=click.Choice(["batch", "interactive"]),
+    default=None,
+    help="Session type (default: the template's).",
+)
 @click.option("--starts-at", "--starts_at", "starts_at", metavar="STARTS_AT", help="Start the session at this time.")
 @click.option("-i", "--image", metavar="IMAGE", default=None, help="Use this image instead of the template's.")
 @click.option("-c", "--startup-command", metavar="COMMAND", help="The command of a batch session.")
 @click.option("--enqueue-only", is_flag=True, help="Only enqueue the session; do not wait for it.")
-@click.option("--max-wait", metavar="SECONDS", type=click.IntRange(min=0), default=None,
-              help="Wait at most this long for the session to start.")
+@click.option(
+    "--max-wait",
+    metavar="SECONDS",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Wait at most this long for the session to start.",
+)
 @click.option("--no-reuse", is_flag=True, help="Fail instead of reusing a session with the same name.")
 @click.option("--depends", metavar="SESSION", multiple=True, help="Sessions that must finish first.")
 @click.option("--callback-url", metavar="URL", help="URL called on session lifecycle events.")
-@click.option("-e", "--env", metavar="KEY=VAL", type=ENV_TYPE, multiple=True,
-              help="Environment variable (replaces the template's whole environment).")
+@click.option(
+    "-e",
+    "--env",
+    metavar="KEY=VAL",
+    type=ENV_TYPE,
+    multiple=True,
+    help="Environment variable (replaces the template's whole environment).",
+)
 @click.option("--bootstrap-script", metavar="PATH", type=click.File("r"), help="A script to run on startup.")
 @click.option("--tag", type=str, default=None, help="A user-defined tag of the session.")
-@click.option("-v", "--volume", "-m", "--mount", "mount", metavar="NAME[=PATH]", type=MountType(), multiple=True,
-              help="Mount a folder (replaces the template's mounts).")
+@click.option(
+    "-v",
+    "--volume",
+    "-m",
+    "--mount",
+    "mount",
+    metavar="NAME[=PATH]",
+    type=MountType(),
+    multiple=True,
+    help="Mount a folder (replaces the template's mounts).",
+)
 @click.option("--scaling-group", "--sgroup", type=str, default=None)
-@click.option("-r", "--resources", "--resource", "resources", metavar="KEY=VAL", type=RESOURCE_TYPE, multiple=True,
-              help="Resource slot, e.g. -r cpu=2 -r mem=4g (replaces the template's resources).")
+@click.option(
+    "-r",
+    "--resources",
+    "--resource",
+    "resources",
+    metavar="KEY=VAL",
+    type=RESOURCE_TYPE,
+    multiple=True,
+    help="Resource slot, e.g. -r cpu=2 -r mem=4g (replaces the template's resources).",
+)
 @click.option("--cluster-size", metavar="NUMBER", type=click.IntRange(min=1), default=None)
 @click.option("--cluster-mode", type=click.Choice(["single-node", "multi-node"]), default=None)
 @click.option("--resource-opts", metavar="KEY=VAL", type=RESOURCE_OPT_TYPE, multiple=True)
@@ -257,14 +337,24 @@ def _report(cs: Any, json_output: bool) -> None:
     """Say how the creation went; exit code 1 when the session failed."""
     failed = cs.status in ("ERROR", "CANCELLED", "TERMINATED")
     if json_output:
-        emit_json({"name": cs.name, "session_id": str(cs.id) if cs.id else None, "status": cs.status,
-                   "created": cs.created, "service_ports": cs.service_ports})
+        emit_json(
+            {
+                "name": cs.name,
+                "session_id": str(cs.id) if cs.id else None,
+                "status": cs.status,
+                "created": cs.created,
+                "service_ports": cs.service_ports,
+            }
+        )
         sys.exit(1 if failed else 0)
     if cs.status == "PENDING":
         print_info(f"Session ID {cs.name} is enqueued for scheduling.")
     elif cs.status == "RUNNING":
-        print_done(f"Session ID {cs.name} is created and ready." if cs.created
-                   else f"Session ID {cs.name} is already running and ready.")
+        print_done(
+            f"Session ID {cs.name} is created and ready."
+            if cs.created
+            else f"Session ID {cs.name} is already running and ready."
+        )
         if cs.service_ports:
             apps = ", ".join(str(p.get("name")) for p in cs.service_ports if isinstance(p, Mapping))
             print_info(f"This session provides the following app services: {apps}")
@@ -273,8 +363,10 @@ def _report(cs: Any, json_output: bool) -> None:
     elif cs.status == "TERMINATED":
         print_warn(f"Session ID {cs.name} is already terminated.")
     elif failed:
-        print_fail(f"Session ID {cs.name} has an error during scheduling/startup or cancelled."
-                   + (f" ({cs.status_info})" if cs.status_info else ""))
+        print_fail(
+            f"Session ID {cs.name} has an error during scheduling/startup or cancelled."
+            + (f" ({cs.status_info})" if cs.status_info else "")
+        )
     else:
         print_info(f"Session ID {cs.name} is {cs.status}.")
     sys.exit(1 if failed else 0)

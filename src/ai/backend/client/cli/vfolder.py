@@ -95,8 +95,9 @@ def _address_map(values: Sequence[str]) -> dict[str, str]:
                 continue
             k, sep, v = part.partition("=")
             if not sep or not k.strip() or not v.strip():
-                raise click.BadParameter(f"{part!r} is not ORIGINAL=REPLACEMENT",
-                                         param_hint="'--override-storage-proxy'")
+                raise click.BadParameter(
+                    f"{part!r} is not ORIGINAL=REPLACEMENT", param_hint="'--override-storage-proxy'"
+                )
             out[k.strip()] = v.strip()
     return out
 
@@ -109,12 +110,28 @@ def _done(message: str, data: Any) -> None:
 
 
 def _transfer_options(f: Any) -> Any:
-    f = click.option("--override-storage-proxy", "override", multiple=True, metavar="ORIGINAL=NEW",
-                     help="Reach a storage proxy at another address than the manager says (repeatable).")(f)
-    f = click.option("--chunk-size", type=BYTE_SIZE, default="16m", show_default=True,
-                     help="The size of one upload request (e.g. 4m).")(f)
-    f = click.option("-b", "--base-dir", "base_dir", type=click.Path(file_okay=False), default=None,
-                     help="The local directory the paths are relative to (default: the current directory).")(f)
+    f = click.option(
+        "--override-storage-proxy",
+        "override",
+        multiple=True,
+        metavar="ORIGINAL=NEW",
+        help="Reach a storage proxy at another address than the manager says (repeatable).",
+    )(f)
+    f = click.option(
+        "--chunk-size",
+        type=BYTE_SIZE,
+        default="16m",
+        show_default=True,
+        help="The size of one upload request (e.g. 4m).",
+    )(f)
+    f = click.option(
+        "-b",
+        "--base-dir",
+        "base_dir",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="The local directory the paths are relative to (default: the current directory).",
+    )(f)
     return f
 
 
@@ -174,21 +191,49 @@ def list_allowed_types() -> None:
 @click.argument("name")
 @click.argument("host", required=False)
 @click.option("-g", "--group", default=None, help="Make it a group folder of this group (ID or name).")
-@click.option("--unmanaged", "unmanaged_path", default=None, metavar="PATH",
-              help="Use an existing host path (superadmins; not supported by this server).")
+@click.option(
+    "--unmanaged",
+    "unmanaged_path",
+    default=None,
+    metavar="PATH",
+    help="Use an existing host path (superadmins; not supported by this server).",
+)
 @click.option("-m", "--usage-mode", type=USAGE_MODE, default="general", show_default=True)
-@click.option("-p", "--permission", type=PERMISSION, default="rw", show_default=True,
-              help="The permission of those it is shared with (owners always have wd).")
+@click.option(
+    "-p",
+    "--permission",
+    type=PERMISSION,
+    default="rw",
+    show_default=True,
+    help="The permission of those it is shared with (owners always have wd).",
+)
 @click.option("-q", "--quota", type=BYTE_SIZE, default="0", show_default=True, help="Size limit (0: none).")
 @click.option("--cloneable", "--allow-clone", "cloneable", is_flag=True, help="Allow others to clone it.")
-def create(name: str, host: str | None, group: str | None, unmanaged_path: str | None, usage_mode: str,
-           permission: str, quota: int, cloneable: bool) -> None:
+def create(
+    name: str,
+    host: str | None,
+    group: str | None,
+    unmanaged_path: str | None,
+    usage_mode: str,
+    permission: str,
+    quota: int,
+    cloneable: bool,
+) -> None:
     """Create the folder NAME on HOST (default: the default host)."""
     if not name.strip():
         raise click.BadParameter("the name is empty", param_hint="'NAME'")
-    result = run_api(lambda api: api.VFolder.create(
-        name, host, unmanaged_path=unmanaged_path, group=group, usage_mode=usage_mode, permission=permission,
-        quota=str(quota), cloneable=cloneable))
+    result = run_api(
+        lambda api: api.VFolder.create(
+            name,
+            host,
+            unmanaged_path=unmanaged_path,
+            group=group,
+            usage_mode=usage_mode,
+            permission=permission,
+            quota=str(quota),
+            cloneable=cloneable,
+        )
+    )
     _done(f'Virtual folder "{result.get("name", name)}" is created.', result)
 
 
@@ -222,8 +267,14 @@ def info(name: str) -> None:
 @vfolder.command(name="update-options")
 @click.argument("name")
 @click.option("-p", "--permission", type=PERMISSION, default=None, help="The default share permission.")
-@click.option("--set-cloneable", "cloneable", type=bool, default=None, metavar="BOOLEAN",
-              help="Whether others may clone it (true/false).")
+@click.option(
+    "--set-cloneable",
+    "cloneable",
+    type=bool,
+    default=None,
+    metavar="BOOLEAN",
+    help="Whether others may clone it (true/false).",
+)
 def update_options(name: str, permission: str | None, cloneable: bool | None) -> None:
     """Change the options of the folder NAME."""
     if permission is None and cloneable is None:
@@ -240,16 +291,24 @@ def update_options(name: str, permission: str | None, cloneable: bool | None) ->
 @click.option("-p", "--permission", type=PERMISSION, default="rw", show_default=True)
 @click.option("--cloneable", "--allow-clone", "cloneable", is_flag=True, help="Allow cloning the clone.")
 @click.option("--no-wait", is_flag=True, help="Return once the copy has started.")
-def clone(name: str, target_name: str, target_host: str | None, usage_mode: str, permission: str,
-          cloneable: bool, no_wait: bool) -> None:
+def clone(
+    name: str,
+    target_name: str,
+    target_host: str | None,
+    usage_mode: str,
+    permission: str,
+    cloneable: bool,
+    no_wait: bool,
+) -> None:
     """Copy the cloneable folder NAME into a new folder TARGET_NAME (on TARGET_HOST).
 
     The copy runs on the server; this waits for it to finish unless --no-wait is given.
     """
 
     async def _clone(api: Any) -> tuple[dict[str, Any], str, str]:
-        result = await api.VFolder(name).clone(target_name, target_host, usage_mode=usage_mode,
-                                               permission=permission, cloneable=cloneable)
+        result = await api.VFolder(name).clone(
+            target_name, target_host, usage_mode=usage_mode, permission=permission, cloneable=cloneable
+        )
         task_id = result.get("bgtask_id")
         if no_wait or not task_id:
             return result, "started" if task_id else "done", ""
@@ -299,8 +358,11 @@ def upload(name: str, files: tuple[str, ...], base_dir: str | None, chunk_size: 
     if chunk_size <= 0:
         raise click.BadParameter("must be positive", param_hint="'--chunk-size'")
     amap = _address_map(override)
-    results = run_api(lambda api: api.VFolder(name).upload(
-        list(files), basedir=base_dir, chunk_size=chunk_size, address_map=amap, show_progress=_progress_enabled()))
+    results = run_api(
+        lambda api: api.VFolder(name).upload(
+            list(files), basedir=base_dir, chunk_size=chunk_size, address_map=amap, show_progress=_progress_enabled()
+        )
+    )
     total = sum(int(r["size"]) for r in results)
     from ..transfer import human_bytes
 
@@ -312,16 +374,24 @@ def upload(name: str, files: tuple[str, ...], base_dir: str | None, chunk_size: 
 @click.argument("paths", nargs=-1, required=True)
 @_transfer_options
 @click.option("--no-resume", is_flag=True, help="Start over instead of resuming a partial download.")
-def download(name: str, paths: tuple[str, ...], base_dir: str | None, chunk_size: int,
-             override: tuple[str, ...], no_resume: bool) -> None:
+def download(
+    name: str, paths: tuple[str, ...], base_dir: str | None, chunk_size: int, override: tuple[str, ...], no_resume: bool
+) -> None:
     """Download PATHS of the folder NAME (directories as a whole) into the current or base directory.
 
     Each path keeps its place relative to the folder root; existing local files are overwritten.
     """
     amap = _address_map(override)
-    results = run_api(lambda api: api.VFolder(name).download(
-        list(paths), basedir=base_dir, chunk_size=chunk_size, address_map=amap, show_progress=_progress_enabled(),
-        resume=not no_resume))
+    results = run_api(
+        lambda api: api.VFolder(name).download(
+            list(paths),
+            basedir=base_dir,
+            chunk_size=chunk_size,
+            address_map=amap,
+            show_progress=_progress_enabled(),
+            resume=not no_resume,
+        )
+    )
     count = sum(len(r["files"]) for r in results)
     _done(f"Downloaded {count} file(s) from {name}.", results)
 
@@ -385,12 +455,15 @@ def cp(paths: tuple[str, ...]) -> None:
             raise click.UsageError("Download from one folder at a time.")
         folder = folders.pop()
         rels = [r[1] for r in rsources if r is not None]
-        results = run_api(lambda api: api.VFolder(folder).download(rels, basedir=dest,
-                                                                   show_progress=_progress_enabled()))
+        results = run_api(
+            lambda api: api.VFolder(folder).download(rels, basedir=dest, show_progress=_progress_enabled())
+        )
         _done(f"Downloaded {sum(len(r['files']) for r in results)} file(s) from {folder}.", results)
         return
-    raise click.UsageError("Either every source is a FOLDER:PATH and the destination a local directory, "
-                           "or every source is local and the destination is FOLDER: .")
+    raise click.UsageError(
+        "Either every source is a FOLDER:PATH and the destination a local directory, "
+        "or every source is local and the destination is FOLDER: ."
+    )
 
 
 @vfolder.command()
@@ -529,8 +602,9 @@ def _interactive(items: list[dict[str, Any]]) -> None:
 @click.option("--accept", "accept_id", metavar="ID", default=None, help="Accept this invitation.")
 @click.option("--reject", "reject_id", metavar="ID", default=None, help="Reject this invitation.")
 @click.option("--sent", is_flag=True, help="List the invitations you sent instead.")
-@click.option("-i/-n", "--interactive/--no-interactive", default=None,
-              help="Ask what to do with them (default: on a terminal).")
+@click.option(
+    "-i/-n", "--interactive/--no-interactive", default=None, help="Ask what to do with them (default: on a terminal)."
+)
 def invitations(accept_id: str | None, reject_id: str | None, sent: bool, interactive: bool | None) -> None:
     """List your pending invitations; accept or reject one (--accept/--reject ID, or interactively)."""
     if accept_id and reject_id:

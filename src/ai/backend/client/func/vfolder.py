@@ -363,8 +363,9 @@ class VFolder(BaseFunction):
         try:
             for local, target in pairs:
                 try:
-                    results.append(await self._upload_one(session, local, target, amap, chunk_size, progress,
-                                                          on_chunk, store))
+                    results.append(
+                        await self._upload_one(session, local, target, amap, chunk_size, progress, on_chunk, store)
+                    )
                 except OSError as e:  # a local file that cannot be read
                     raise BackendClientError(f"Cannot read {local}: {e.strerror or e}") from e
         finally:
@@ -383,8 +384,9 @@ class VFolder(BaseFunction):
         store: UploadStateStore,
     ) -> dict[str, Any]:
         st = local.stat()
-        key = store.make_key(str(session.config.endpoint), session.config.access_key, self.name, target,
-                             st.st_size, st.st_mtime_ns)
+        key = store.make_key(
+            str(session.config.endpoint), session.config.access_key, self.name, target, st.st_size, st.st_mtime_ns
+        )
         saved = store.load(key)
         start_done = progress.done
 
@@ -403,10 +405,18 @@ class VFolder(BaseFunction):
                 if saved is not None:
                     offset, _ = await tus_head(session.http_client, url)
                     if offset:
-                        progress.note(f"Resuming the upload of {target} at {human_bytes(offset)} "
-                                      f"of {human_bytes(st.st_size)}")
-                result = await tus_upload(session.http_client, url, local, size=st.st_size, chunk_size=chunk_size,
-                                          progress=progress, on_chunk=_chunk)
+                        progress.note(
+                            f"Resuming the upload of {target} at {human_bytes(offset)} of {human_bytes(st.st_size)}"
+                        )
+                result = await tus_upload(
+                    session.http_client,
+                    url,
+                    local,
+                    size=st.st_size,
+                    chunk_size=chunk_size,
+                    progress=progress,
+                    on_chunk=_chunk,
+                )
             except TusSessionGone:
                 store.drop(key)
                 progress.set(start_done)
@@ -452,18 +462,21 @@ class VFolder(BaseFunction):
                 info = await self._orig_request_download(clean, archive=True)  # type: ignore[attr-defined]
                 url = with_token(apply_address_map(str(info["url"]), amap), str(info["token"]))
                 try:
-                    result = await download_file(session.http_client, url, dest, base=base, progress=progress,
-                                                 resume=resume, partial=partial)
+                    result = await download_file(
+                        session.http_client, url, dest, base=base, progress=progress, resume=resume, partial=partial
+                    )
                 except OSError as e:  # the destination cannot be written
                     raise BackendClientError(f"Cannot write {e.filename or dest}: {e.strerror or e}") from e
-                results.append({
-                    "path": clean,
-                    "local_path": str(result.path),
-                    "size": result.size,
-                    "resumed_from": result.resumed_from,
-                    "archive": result.is_archive,
-                    "files": result.files,
-                })
+                results.append(
+                    {
+                        "path": clean,
+                        "local_path": str(result.path),
+                        "size": result.size,
+                        "resumed_from": result.resumed_from,
+                        "archive": result.is_archive,
+                        "files": result.files,
+                    }
+                )
         finally:
             progress.close()
         return results

@@ -68,7 +68,8 @@ def path(template: str, **params: str) -> str:
 
 CLUSTER_NETWORK_PREFIX = "bai-cluster-"
 _NETWORK_NAME = re.compile(
-    rf"^{CLUSTER_NETWORK_PREFIX}[0-9a-f]{{8}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{12}}$")
+    rf"^{CLUSTER_NETWORK_PREFIX}[0-9a-f]{{8}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{12}}$"
+)
 #: A kernel's hostname in its cluster session: ``main1``, ``sub1`` … ``sub9999``.
 HOSTNAME_PATTERN = r"^(main|sub)[1-9][0-9]{0,3}$"
 Hostname = Annotated[str, Field(pattern=HOSTNAME_PATTERN)]

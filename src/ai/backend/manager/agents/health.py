@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ..models import Agent, Kernel, SessionRow
+from ..models import AgentRow, KernelRow, SessionRow
 from ..models.base import utcnow
 from ..sessions.status import ON_AGENT
 from .status import AgentStatus
@@ -34,8 +34,14 @@ async def mark_lost_agents(db: async_sessionmaker[AsyncSession], timeout: float)
     cutoff = utcnow() - timedelta(seconds=timeout)
     async with db() as s:
         stale = (
-            await s.execute(select(Agent).where(Agent.status == AgentStatus.ALIVE, Agent.last_heartbeat < cutoff))
-        ).scalars().all()
+            (
+                await s.execute(
+                    select(AgentRow).where(AgentRow.status == AgentStatus.ALIVE, AgentRow.last_heartbeat < cutoff)
+                )
+            )
+            .scalars()
+            .all()
+        )
         for agent in stale:
             agent.status = AgentStatus.LOST
             agent.lost_at = utcnow()
@@ -59,20 +65,29 @@ async def handle_lost_agents(db: async_sessionmaker[AsyncSession], terminate: Te
         # A session is as lost as its first lost agent (any kernel's: a cluster needs all of them).
         lost_since: dict[uuid.UUID, datetime] = {}
         flagged: set[uuid.UUID] = set()
-        for sid, info, lost_at in (await s.execute(
-            select(SessionRow.id, SessionRow.status_info, Agent.lost_at)
-            .join(Kernel, Kernel.session_id == SessionRow.id).join(Agent, Agent.id == Kernel.agent)
-            .where(SessionRow.status.in_(ON_AGENT), Agent.status == AgentStatus.LOST)
-        )).all():
+        for sid, info, lost_at in (
+            await s.execute(
+                select(SessionRow.id, SessionRow.status_info, AgentRow.lost_at)
+                .join(KernelRow, KernelRow.session_id == SessionRow.id)
+                .join(AgentRow, AgentRow.id == KernelRow.agent)
+                .where(SessionRow.status.in_(ON_AGENT), AgentRow.status == AgentStatus.LOST)
+            )
+        ).all():
             at = lost_at or now
             lost_since[sid] = min(lost_since.get(sid, at), at)
             if info == AGENT_LOST:
                 flagged.add(sid)
         ended = [sid for sid, at in lost_since.items() if at + timedelta(seconds=grace) <= now]
         to_flag = [sid for sid, at in lost_since.items() if sid not in flagged and sid not in ended]
-        to_unflag = [sid for sid in (await s.execute(
-            select(SessionRow.id).where(SessionRow.status.in_(ON_AGENT), SessionRow.status_info == AGENT_LOST)
-        )).scalars() if sid not in lost_since]
+        to_unflag = [
+            sid
+            for sid in (
+                await s.execute(
+                    select(SessionRow.id).where(SessionRow.status.in_(ON_AGENT), SessionRow.status_info == AGENT_LOST)
+                )
+            ).scalars()
+            if sid not in lost_since
+        ]
         for ids, info in ((to_flag, AGENT_LOST), (to_unflag, "")):
             if ids:
                 await s.execute(update(SessionRow).where(SessionRow.id.in_(ids)).values(status_info=info))

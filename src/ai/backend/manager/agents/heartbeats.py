@@ -26,9 +26,9 @@ from ..batching import Coalescer
 from ..db import retry_locked
 from ..generations import GenerationReader
 from ..images import ImageInventory, register_images
-from ..live_stats import AgentLiveStats, KernelLiveStats
-from ..models import Agent, ScalingGroup
+from ..models import AgentRow, ScalingGroupRow
 from ..models.base import utcnow
+from .live_stats import AgentLiveStats, KernelLiveStats
 from .status import AgentStatus
 
 # A heartbeat that repeats what this manager last wrote for the agent only refreshes ``last_heartbeat``;
@@ -72,10 +72,19 @@ class AgentHeartbeats:
     (capacity caches); ``on_join`` when one joins or comes back (the scheduler may place waiting sessions).
     """
 
-    def __init__(self, db: async_sessionmaker[AsyncSession], generations: GenerationReader, *,
-                 images: ImageInventory, agent_stats: AgentLiveStats, kernel_stats: KernelLiveStats,
-                 reconcile: Reconcile, reconcile_interval: float,
-                 on_capacity_change: Callable[[], None], on_join: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        db: async_sessionmaker[AsyncSession],
+        generations: GenerationReader,
+        *,
+        images: ImageInventory,
+        agent_stats: AgentLiveStats,
+        kernel_stats: KernelLiveStats,
+        reconcile: Reconcile,
+        reconcile_interval: float,
+        on_capacity_change: Callable[[], None],
+        on_join: Callable[[], None],
+    ) -> None:
         self._db = db
         self._generations = generations
         self._images = images
@@ -94,7 +103,8 @@ class AgentHeartbeats:
         # The fast path's writes, coalesced: the refreshes of heartbeats arriving together (a thousand agents
         # send a hundred a second) are one transaction.
         self._refresher: Coalescer[tuple[str, str], bool] = Coalescer(
-            lambda items: retry_locked(lambda: self._refresh_txn(items)))
+            lambda items: retry_locked(lambda: self._refresh_txn(items))
+        )
         self._reconciler: Coalescer[tuple[str, list[str]], list[str]] = Coalescer(reconcile)
 
     async def receive(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -126,15 +136,21 @@ class AgentHeartbeats:
         # SELECT … FOR UPDATE keeps the agents from changing between the check (still ALIVE, same address)
         # and the UPDATE.
         async with self._db() as db:
-            alive = dict((await db.execute(
-                select(Agent.id, Agent.addr)
-                .where(Agent.id.in_({a for a, _ in items}), Agent.status == AgentStatus.ALIVE).with_for_update()
-            )).all())
+            alive = dict(
+                (
+                    await db.execute(
+                        select(AgentRow.id, AgentRow.addr)
+                        .where(AgentRow.id.in_({a for a, _ in items}), AgentRow.status == AgentStatus.ALIVE)
+                        .with_for_update()
+                    )
+                ).all()
+            )
             ok = [alive.get(agent_id) == addr for agent_id, addr in items]
             fresh = {agent_id for (agent_id, _), good in zip(items, ok, strict=True) if good}
             if fresh:
-                await db.execute(update(Agent).where(Agent.id.in_(fresh)).values(last_heartbeat=utcnow(),
-                                                                                lost_at=None))
+                await db.execute(
+                    update(AgentRow).where(AgentRow.id.in_(fresh)).values(last_heartbeat=utcnow(), lost_at=None)
+                )
             await db.commit()
         return ok
 
@@ -164,12 +180,12 @@ class AgentHeartbeats:
             raise InvalidAPIParameters(f"Malformed heartbeat: {e}.") from None
         joined = reshaped = False
         async with self._db() as db:
-            if await db.get(ScalingGroup, sgroup) is None:
+            if await db.get(ScalingGroupRow, sgroup) is None:
                 raise InvalidAPIParameters(f"Unknown scaling group {sgroup!r}.")
-            agent = await db.get(Agent, agent_id)
+            agent = await db.get(AgentRow, agent_id)
             now = utcnow()
             if agent is None:
-                agent = Agent(id=agent_id, addr=addr, scaling_group=sgroup, first_contact=now, occupied_slots={})
+                agent = AgentRow(id=agent_id, addr=addr, scaling_group=sgroup, first_contact=now, occupied_slots={})
                 db.add(agent)
                 joined = True
             else:

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from ai.backend.common.problems import InvalidAPIParameters
 
-from ..models import Kernel
+from ..models import KernelRow
 from .deps import Ctx, json_body, require_cluster_secret
 
 router = APIRouter(prefix="/internal")
@@ -47,14 +47,18 @@ async def kernel_event(request: Request, ctx: Ctx) -> Response:
     reason = str(body.get("reason") or "self-terminated")
     exit_code = body.get("exit_code")
     async with ctx.db() as db:
-        kernel = (await db.execute(select(Kernel).where(Kernel.id == kernel_id))).scalar_one_or_none()
+        kernel = (await db.execute(select(KernelRow).where(KernelRow.id == kernel_id))).scalar_one_or_none()
     if not isinstance(exit_code, int) or isinstance(exit_code, bool):
         exit_code = None
     stats = body.get("stats")
     task_log = body.get("task_log")
     if kernel is not None:
         await reg.mark_terminated(
-            kernel.session_id, reason[:256], exit_code=exit_code, stats=stats if isinstance(stats, dict) else None,
-            task_log=task_log if isinstance(task_log, str) else None, kernel_id=kernel.id,
+            kernel.session_id,
+            reason[:256],
+            exit_code=exit_code,
+            stats=stats if isinstance(stats, dict) else None,
+            task_log=task_log if isinstance(task_log, str) else None,
+            kernel_id=kernel.id,
         )
     return Response(status_code=204)

@@ -16,7 +16,7 @@ from sqlalchemy import or_, select
 from ai.backend.common.problems import AuthorizationFailed, InvalidAPIParameters, TooManyRequests
 
 from ..auth import AuthContext
-from ..models import Group, KeyPair, User, group_members
+from ..models import KeyPairRow, ProjectRow, UserRow, group_members
 from ..passwords import hash_password, verify_password
 from .bodies import AliasChoices, DocumentedRoute, Field, NonEmptyStr, RequestModel, body_of
 from .deps import auth_required, json_body, manager_context
@@ -50,6 +50,7 @@ class AuthorizeBody(RequestModel):
         if v != "keypair":
             raise InvalidAPIParameters("Only type 'keypair' is supported.")
         return "keypair"
+
     domain: NonEmptyStr = "default"
     username: NonEmptyStr = Field(validation_alias=_USERNAME, description="The e-mail address or user name.")
     password: NonEmptyStr
@@ -78,19 +79,26 @@ class UpdatePasswordNoAuthBody(RequestModel):
         return v
 
 
-async def _check_credentials(request: Request, domain: str, username: str, password: str) -> User:
+async def _check_credentials(request: Request, domain: str, username: str, password: str) -> UserRow:
     limiter = manager_context(request).rate_limiter
     verdict = await limiter.hit(f"login:{domain}:{username.lower()}", LOGIN_ATTEMPTS)
     if verdict.exceeded:
         # Per account, not per IP: the web server logs everyone in from one address.
-        raise TooManyRequests(f"Too many login attempts for this account; wait up to {verdict.window // 60} "
-                              "minutes and try again.")
+        raise TooManyRequests(
+            f"Too many login attempts for this account; wait up to {verdict.window // 60} minutes and try again."
+        )
     async with manager_context(request).db() as db:
         user = (
-            await db.execute(
-                select(User).where(or_(User.email == username, User.username == username), User.domain_name == domain)
+            (
+                await db.execute(
+                    select(UserRow).where(
+                        or_(UserRow.email == username, UserRow.username == username), UserRow.domain_name == domain
+                    )
+                )
             )
-        ).scalars().first()
+            .scalars()
+            .first()
+        )
     if user is None:
         verify_password(password, _DUMMY_HASH)
         raise AuthorizationFailed("Wrong domain, username or password.")
@@ -100,23 +108,32 @@ async def _check_credentials(request: Request, domain: str, username: str, passw
 
 
 @router.post("/auth/authorize")
-async def authorize(request: Request,
-                    body: AuthorizeBody = Depends(body_of(AuthorizeBody))) -> dict[str, Any]:
+async def authorize(request: Request, body: AuthorizeBody = Depends(body_of(AuthorizeBody))) -> dict[str, Any]:
     """Exchange a username and password for the user's main keypair (what the web server does at login)."""
     user = await _check_credentials(request, body.domain, body.username, body.password)
     async with manager_context(request).db() as db:
         keypair = (
-            await db.execute(
-                select(KeyPair).where(KeyPair.user == user.uuid, KeyPair.is_active.is_(True))
-                .order_by(KeyPair.is_main.desc(), KeyPair.created_at)
+            (
+                await db.execute(
+                    select(KeyPairRow)
+                    .where(KeyPairRow.user == user.uuid, KeyPairRow.is_active.is_(True))
+                    .order_by(KeyPairRow.is_main.desc(), KeyPairRow.created_at)
+                )
             )
-        ).scalars().first()
+            .scalars()
+            .first()
+        )
     if keypair is None:
         raise AuthorizationFailed("This account has no active keypair; ask an administrator.")
-    return {"data": {
-        "access_key": keypair.access_key, "secret_key": keypair.secret_key, "role": user.role,
-        "status": user.status, "need_password_change": user.need_password_change,
-    }}
+    return {
+        "data": {
+            "access_key": keypair.access_key,
+            "secret_key": keypair.secret_key,
+            "role": user.role,
+            "status": user.status,
+            "need_password_change": user.need_password_change,
+        }
+    }
 
 
 @router.get("/auth/role")
@@ -128,9 +145,13 @@ async def role(request: Request, ctx: AuthContext = Depends(auth_required)) -> d
         async with manager_context(request).db() as db:
             member = (
                 await db.execute(
-                    select(Group.id).join(group_members, group_members.c.group_id == Group.id)
-                    .where(group_members.c.user_id == ctx.user_uuid, Group.domain_name == ctx.domain_name,
-                           or_(Group.name == group, Group.id.in_(_as_uuid_list(group))))
+                    select(ProjectRow.id)
+                    .join(group_members, group_members.c.group_id == ProjectRow.id)
+                    .where(
+                        group_members.c.user_id == ctx.user_uuid,
+                        ProjectRow.domain_name == ctx.domain_name,
+                        or_(ProjectRow.name == group, ProjectRow.id.in_(_as_uuid_list(group))),
+                    )
                 )
             ).first()
         group_role = "user" if member else None
@@ -153,15 +174,18 @@ def _as_uuid_list(value: str) -> list[Any]:
 
 
 @router.post("/auth/update-password")
-async def update_password(request: Request, ctx: AuthContext = Depends(auth_required),
-                          body: UpdatePasswordBody = Depends(body_of(UpdatePasswordBody))) -> dict[str, Any]:
+async def update_password(
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
+    body: UpdatePasswordBody = Depends(body_of(UpdatePasswordBody)),
+) -> dict[str, Any]:
     """Change the caller's own password; the old one must be given."""
     old, new = body.old_password, body.new_password
     if new != body.new_password2:
         raise InvalidAPIParameters("The new password and its confirmation differ.")
     _check_new_password(new)
     async with manager_context(request).db() as db:
-        user = await db.get(User, ctx.user_uuid)
+        user = await db.get(UserRow, ctx.user_uuid)
         if user is None or not verify_password(old, user.password):
             raise AuthorizationFailed("The old password is wrong.")
         user.password = hash_password(new)
@@ -180,7 +204,7 @@ async def update_password_no_auth(
     if new == body.current_password:
         raise InvalidAPIParameters("The new password must differ from the current one.")
     async with manager_context(request).db() as db:
-        row = await db.get(User, user.uuid)
+        row = await db.get(UserRow, user.uuid)
         if row is not None:
             row.password = hash_password(new)
             row.need_password_change = False

@@ -32,9 +32,23 @@ from ai.backend.common.problems import InvalidAPIParameters
 
 M = TypeVar("M", bound="RequestModel")
 
-__all__ = ["AliasChoices", "DocumentedRoute", "Field", "LaterBool", "LaterInt", "LaterObject", "LaterStr",
-           "LaterStrOrInt", "LaterStrs", "NonEmptyStr", "RawParams", "RequestModel", "body_of", "given",
-           "validate_body"]
+__all__ = [
+    "AliasChoices",
+    "DocumentedRoute",
+    "Field",
+    "LaterBool",
+    "LaterInt",
+    "LaterObject",
+    "LaterStr",
+    "LaterStrOrInt",
+    "LaterStrs",
+    "NonEmptyStr",
+    "RawParams",
+    "RequestModel",
+    "body_of",
+    "given",
+    "validate_body",
+]
 
 
 class RequestModel(BaseModel):
@@ -75,8 +89,9 @@ LaterBool = Annotated[Any, WithJsonSchema({"type": "boolean"})]
 LaterInt = Annotated[Any, WithJsonSchema({"type": "integer"})]
 LaterObject = Annotated[Any, WithJsonSchema({"type": "object"})]
 LaterStrOrInt = Annotated[Any, WithJsonSchema({"type": ["string", "integer"]})]
-LaterStrs = Annotated[Any, WithJsonSchema({"anyOf": [{"type": "string"},
-                                                     {"type": "array", "items": {"type": "string"}}]})]
+LaterStrs = Annotated[
+    Any, WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]})
+]
 
 
 class RawParams(RequestModel):
@@ -144,8 +159,10 @@ def _openapi_for(model: type[BaseModel], *, as_query: bool) -> dict[str, Any]:
     if not as_query:
         return {"requestBody": {"required": False, "content": {"application/json": {"schema": schema}}}}
     required = set(schema.get("required", ()))
-    params = [{"name": name, "in": "query", "required": name in required, "schema": prop}
-              for name, prop in schema.get("properties", {}).items()]
+    params = [
+        {"name": name, "in": "query", "required": name in required, "schema": prop}
+        for name, prop in schema.get("properties", {}).items()
+    ]
     return {"parameters": params}
 
 

@@ -40,8 +40,9 @@ async def auth_required(request: Request) -> AuthContext:
         ctx = await authenticate(request, mgr)
         request.state.auth = ctx
         mgr.api_usage.count(ctx.access_key)
-        await enforce_keypair_limit(request.scope.setdefault("state", {}), mgr.rate_limiter, ctx.access_key,
-                                    ctx.rate_limit)
+        await enforce_keypair_limit(
+            request.scope.setdefault("state", {}), mgr.rate_limiter, ctx.access_key, ctx.rate_limit
+        )
     return ctx
 
 

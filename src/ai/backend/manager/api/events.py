@@ -37,7 +37,7 @@ from ai.backend.common.problems import Forbidden, InvalidAPIParameters, NotFound
 from ..auth import AuthContext
 from ..bgtask import FINAL_EVENTS, UPDATED_EVENT, BackgroundTaskRegistry, TaskInfo
 from ..events import Event
-from ..models import Group, SessionRow
+from ..models import ProjectRow, SessionRow
 from ..models.sessions import select_with_main_kernel
 from ..registry import SessionRegistry
 from ..sessions.status import TERMINAL
@@ -63,10 +63,17 @@ KERNEL_EVENTS = {
     "session_cancelled": "kernel_cancelled",
 }
 # The event that reports each dead status, for a watched session that is already over.
-TERMINAL_EVENT_OF_STATUS = {"TERMINATED": "session_terminated", "CANCELLED": "session_cancelled",
-                            "ERROR": "session_failure"}
-LEGACY_TASK_EVENTS = {"bgtask_updated": "task_updated", "bgtask_done": "task_done",
-                      "bgtask_failed": "task_failed", "bgtask_cancelled": "task_cancelled"}
+TERMINAL_EVENT_OF_STATUS = {
+    "TERMINATED": "session_terminated",
+    "CANCELLED": "session_cancelled",
+    "ERROR": "session_failure",
+}
+LEGACY_TASK_EVENTS = {
+    "bgtask_updated": "task_updated",
+    "bgtask_done": "task_done",
+    "bgtask_failed": "task_failed",
+    "bgtask_cancelled": "task_cancelled",
+}
 
 
 def sse_message(event: str, data: Any) -> bytes:
@@ -80,8 +87,9 @@ class EventStreamResponse(StreamingResponse):
     (which releases the event-bus subscription) however the stream ended."""
 
     def __init__(self, content: AsyncIterator[bytes], on_close: Callable[[], Awaitable[Any]]) -> None:
-        super().__init__(content, media_type="text/event-stream",
-                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        super().__init__(
+            content, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
         self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -181,10 +189,20 @@ async def _load_facts(reg: SessionRegistry, session_id: uuid.UUID) -> SessionFac
         return None
     s, k = row
     return SessionFacts(
-        id=s.id, name=s.name, access_key=s.access_key, user_uuid=s.user_uuid, domain_name=s.domain_name,
-        group_id=s.group_id, status=s.status, status_info=s.status_info, status_data=dict(s.status_data or {}),
-        result=s.result or "UNDEFINED", kernel_id=k.id if k else None, cluster_role=k.cluster_role if k else "main",
-        cluster_idx=k.cluster_idx if k else 1, exit_code=k.exit_code if k else None,
+        id=s.id,
+        name=s.name,
+        access_key=s.access_key,
+        user_uuid=s.user_uuid,
+        domain_name=s.domain_name,
+        group_id=s.group_id,
+        status=s.status,
+        status_info=s.status_info,
+        status_data=dict(s.status_data or {}),
+        result=s.result or "UNDEFINED",
+        kernel_id=k.id if k else None,
+        cluster_role=k.cluster_role if k else "main",
+        cluster_idx=k.cluster_idx if k else 1,
+        exit_code=k.exit_code if k else None,
     )
 
 
@@ -234,10 +252,10 @@ class SessionWatch:
 def render_session_event(ev: Event, f: SessionFacts, scope: str) -> list[bytes]:
     """The SSE messages for one session event: its kernel twin (scope ``*``/``kernel``), then itself
     (scope ``*``/``session``)."""
-    data: dict[str, Any] = {k: v for k, v in ev.data.items() if k not in ("sessionId", "sessionName",
-                                                                              "ownerAccessKey")}
-    data.update(sessionId=str(f.id), sessionName=f.name, ownerAccessKey=f.access_key,
-                reason=ev.data.get("reason") or "")
+    data: dict[str, Any] = {k: v for k, v in ev.data.items() if k not in ("sessionId", "sessionName", "ownerAccessKey")}
+    data.update(
+        sessionId=str(f.id), sessionName=f.name, ownerAccessKey=f.access_key, reason=ev.data.get("reason") or ""
+    )
     ending = ev.name in ("session_terminated", "session_cancelled", "session_failure")
     data["exitCode"] = f.exit_code if ending else None
     if ev.name == "session_terminated":
@@ -274,10 +292,10 @@ def terminal_event(f: SessionFacts) -> Event:
 
 async def _group_ids(reg: SessionRegistry, ctx: AuthContext, group: str) -> set[uuid.UUID]:
     gid = _as_uuid(group)
-    cond = Group.id == gid if gid is not None else Group.name == group
-    q = select(Group.id).where(cond)
+    cond = ProjectRow.id == gid if gid is not None else ProjectRow.name == group
+    q = select(ProjectRow.id).where(cond)
     if not ctx.is_superadmin:
-        q = q.where(Group.domain_name == ctx.domain_name)
+        q = q.where(ProjectRow.domain_name == ctx.domain_name)
     async with reg.db() as db:
         ids = set((await db.execute(q)).scalars().all())
     if not ids:
@@ -285,8 +303,9 @@ async def _group_ids(reg: SessionRegistry, ctx: AuthContext, group: str) -> set[
     return ids
 
 
-async def _resolve_session(reg: SessionRegistry, ctx: AuthContext, ref: str, owner_param: str | None,
-                           owner: str) -> SessionFacts:
+async def _resolve_session(
+    reg: SessionRegistry, ctx: AuthContext, ref: str, owner_param: str | None, owner: str
+) -> SessionFacts:
     sid = _as_uuid(ref)
     facts: SessionFacts | None = None
     if sid is not None and owner_param is None:
@@ -302,8 +321,9 @@ async def _resolve_session(reg: SessionRegistry, ctx: AuthContext, ref: str, own
     return facts
 
 
-async def _session_stream(reg: SessionRegistry, q: asyncio.Queue[Event], watch: SessionWatch,
-                          single: SessionFacts | None) -> AsyncIterator[bytes]:
+async def _session_stream(
+    reg: SessionRegistry, q: asyncio.Queue[Event], watch: SessionWatch, single: SessionFacts | None
+) -> AsyncIterator[bytes]:
     if single is not None and single.status in TERMINAL:
         for chunk in render_session_event(terminal_event(single), single, watch.scope):
             yield chunk
@@ -347,7 +367,9 @@ async def _session_stream(reg: SessionRegistry, q: asyncio.Queue[Event], watch: 
 @router.get("/events/session")
 @router.get("/stream/session/_/events")
 async def session_events(
-    request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry),
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
+    reg: SessionRegistry = Depends(registry),
 ) -> EventStreamResponse:
     """Stream the lifecycle events of one session or of all sessions visible to the caller."""
     params = await json_body(request)
@@ -361,8 +383,7 @@ async def session_events(
         raise InvalidAPIParameters(f"'scope' must be one of *, session, kernel; got {scope!r}.")
     keepalive = _keepalive(params)
     owner = await reg.resolve_owner(ctx, owner_param)  # 403 for users naming another owner
-    watch = SessionWatch(ctx=ctx, scope=scope, keepalive=keepalive,
-                         owner=owner if owner_param is not None else None)
+    watch = SessionWatch(ctx=ctx, scope=scope, keepalive=keepalive, owner=owner if owner_param is not None else None)
     if group != "*":
         watch.group_ids = await _group_ids(reg, ctx, group)
     stack = AsyncExitStack()
@@ -390,8 +411,9 @@ def _task_messages(event: str, data: dict[str, Any]) -> list[bytes]:
     return out
 
 
-async def _task_stream(tasks: BackgroundTaskRegistry, q: asyncio.Queue[Event], info: TaskInfo,
-                       keepalive: float) -> AsyncIterator[bytes]:
+async def _task_stream(
+    tasks: BackgroundTaskRegistry, q: asyncio.Queue[Event], info: TaskInfo, keepalive: float
+) -> AsyncIterator[bytes]:
     if info.finished:
         for chunk in _task_messages(FINAL_EVENTS[info.status], info.event_data()):
             yield chunk
@@ -442,8 +464,9 @@ async def background_task_events(request: Request, ctx: AuthContext = Depends(au
     try:
         info = await tasks.get(str(tid))
         if info is None:
-            raise NotFound(f"No background task {tid}: it does not exist or its result expired "
-                           "(results are kept for 24 hours).")
+            raise NotFound(
+                f"No background task {tid}: it does not exist or its result expired (results are kept for 24 hours)."
+            )
         if info.owner_user != str(ctx.user_uuid) and not ctx.is_superadmin:
             raise Forbidden("Only the user who started a background task (or a superadmin) may watch it.")
     except BaseException:

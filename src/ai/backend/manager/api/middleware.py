@@ -32,12 +32,13 @@ class CompatPathMiddleware:
             m = _VERSION_PREFIX.match(path)
             if m is not None:
                 if int(m.group(1)) not in SUPPORTED_MAJORS and scope["type"] == "http":
-                    await problem_response(404, "not-found", "Not found",
-                                            f"API major version v{m.group(1)} is not supported.")(scope, receive, send)
+                    await problem_response(
+                        404, "not-found", "Not found", f"API major version v{m.group(1)} is not supported."
+                    )(scope, receive, send)
                     return
-                path = path[m.end():] or "/"
+                path = path[m.end() :] or "/"
             if path == "/kernel" or path.startswith("/kernel/"):
-                path = "/session" + path[len("/kernel"):]
+                path = "/session" + path[len("/kernel") :]
             elif path == "/stream/kernel/_/events":  # the v4 client's session events
                 path = "/stream/session/_/events"
             if path != scope["path"]:
@@ -59,4 +60,3 @@ class CompatPathMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_language)
-

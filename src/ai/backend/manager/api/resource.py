@@ -27,10 +27,18 @@ from ai.backend.common.problems import Forbidden, InvalidAPIParameters, NotFound
 from ai.backend.common.types import SLOT_TYPES, ResourceSlot
 
 from ..auth import AuthContext
-from ..models import Agent, Group, KeyPairResourcePolicy, ResourcePreset, ScalingGroup, SessionRow, group_members
+from ..models import (
+    AgentRow,
+    KeyPairResourcePolicyRow,
+    ProjectRow,
+    ResourcePresetRow,
+    ScalingGroupRow,
+    SessionRow,
+    group_members,
+)
 from ..quota import policy_limits
+from ..scaling_groups import allowed_scaling_groups
 from ..sessions.status import ACTIVE
-from ..sgroups import allowed_scaling_groups
 from .bodies import DocumentedRoute, Field, LaterStr, RequestModel, body_of
 from .deps import auth_required, manager_context
 
@@ -47,10 +55,16 @@ async def known_slot_types(db: AsyncSession) -> dict[str, str]:
     """``cpu``/``mem`` plus the slot names alive agents report, each with its kind (as the agent's compute
     plugins declare it: ``count``, ``bytes`` or ``unique``)."""
     out = dict(SLOT_TYPES)
-    rows = await db.execute(select(Agent.available_slots, Agent.compute_plugins).where(Agent.status == "ALIVE"))
+    rows = await db.execute(
+        select(AgentRow.available_slots, AgentRow.compute_plugins).where(AgentRow.status == "ALIVE")
+    )
     for slots, plugins in rows:
-        declared = {str(k): str(v) for meta in (plugins or {}).values() if isinstance(meta, dict)
-                    for k, v in (meta.get("slot_types") or {}).items()}
+        declared = {
+            str(k): str(v)
+            for meta in (plugins or {}).values()
+            if isinstance(meta, dict)
+            for k, v in (meta.get("slot_types") or {}).items()
+        }
         for name in slots or {}:
             out.setdefault(str(name), declared.get(str(name)) or slot_kind(str(name)))
     return dict(sorted(out.items()))
@@ -61,22 +75,24 @@ def _only(slots: Mapping[str, Decimal], known: Iterable[str]) -> dict[str, str]:
     return ResourceSlot({k: slots.get(k, ZERO) for k in known}).to_json()
 
 
-def _preset_json(p: ResourcePreset, known: Iterable[str]) -> dict[str, Any]:
+def _preset_json(p: ResourcePresetRow, known: Iterable[str]) -> dict[str, Any]:
     slots = ResourceSlot.from_json(p.resource_slots)
     kept = {k: v for k, v in slots.items() if k in set(known)}
     return {"name": p.name, "resource_slots": ResourceSlot(kept).to_json(), "shared_memory": p.shared_memory}
 
 
-async def resolve_group(db: AsyncSession, ctx: AuthContext, ref: Any) -> Group:
+async def resolve_group(db: AsyncSession, ctx: AuthContext, ref: Any) -> ProjectRow:
     """A group by ID, or by name in the caller's domain, that the caller may act in (404/403 otherwise)."""
     if not isinstance(ref, str) or not ref.strip():
         raise InvalidAPIParameters("group must be a group (project) name or ID.")
-    group: Group | None
+    group: ProjectRow | None
     try:
-        group = await db.get(Group, uuid.UUID(ref))
+        group = await db.get(ProjectRow, uuid.UUID(ref))
     except ValueError:
         group = (
-            await db.execute(select(Group).where(Group.name == ref, Group.domain_name == ctx.domain_name))
+            await db.execute(
+                select(ProjectRow).where(ProjectRow.name == ref, ProjectRow.domain_name == ctx.domain_name)
+            )
         ).scalar_one_or_none()
     if group is None:
         raise NotFound(f"No such group (project): {ref!r}.")
@@ -97,10 +113,11 @@ async def resolve_group(db: AsyncSession, ctx: AuthContext, ref: Any) -> Group:
     return group
 
 
-async def _allowed(db: AsyncSession, ctx: AuthContext, group: Group) -> list[str]:
+async def _allowed(db: AsyncSession, ctx: AuthContext, group: ProjectRow) -> list[str]:
     """The scaling groups session creation would accept for the caller in ``group`` (same rule)."""
-    return await allowed_scaling_groups(db, domain=group.domain_name, group_id=group.id, access_key=ctx.access_key,
-                                        include_private=ctx.is_admin)
+    return await allowed_scaling_groups(
+        db, domain=group.domain_name, group_id=group.id, access_key=ctx.access_key, include_private=ctx.is_admin
+    )
 
 
 def _sum(items: Iterable[Mapping[str, Any]]) -> ResourceSlot:
@@ -128,13 +145,16 @@ async def list_presets(request: Request, ctx: AuthContext = Depends(auth_require
     """All resource presets; slot types the cluster does not have are removed."""
     async with manager_context(request).db() as db:
         known = await known_slot_types(db)
-        rows = (await db.execute(select(ResourcePreset).order_by(ResourcePreset.name))).scalars().all()
+        rows = (await db.execute(select(ResourcePresetRow).order_by(ResourcePresetRow.name))).scalars().all()
     return {"presets": [_preset_json(p, known) for p in rows]}
 
 
 @router.post("/resource/check-presets")
-async def check_presets(request: Request, ctx: AuthContext = Depends(auth_required),
-                        params: CheckPresetsBody = Depends(body_of(CheckPresetsBody))) -> dict[str, Any]:
+async def check_presets(
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
+    params: CheckPresetsBody = Depends(body_of(CheckPresetsBody)),
+) -> dict[str, Any]:
     """Keypair limits/usage/remaining, scaling-group capacity and which presets are allocatable now."""
     body = params.model_dump()
     sg_name = body.get("scaling_group")
@@ -145,30 +165,42 @@ async def check_presets(request: Request, ctx: AuthContext = Depends(auth_requir
         group = await resolve_group(db, ctx, body.get("group") or "default")
         allowed = await _allowed(db, ctx, group)
         if sg_name:
-            if await db.get(ScalingGroup, sg_name) is None:
+            if await db.get(ScalingGroupRow, sg_name) is None:
                 raise NotFound(f"No such scaling group: {sg_name!r}.")
             if sg_name not in allowed:
                 raise Forbidden(f"You may not use the scaling group {sg_name!r} in the group {group.name!r}.")
             considered = [sg_name]
         else:
             considered = allowed
-        policy = await db.get(KeyPairResourcePolicy, ctx.resource_policy)
+        policy = await db.get(KeyPairResourcePolicyRow, ctx.resource_policy)
         if policy is None:
             raise NotFound(f"The keypair's resource policy {ctx.resource_policy!r} does not exist.")
         # Usage counts what active sessions asked for, as the policy check of session creation does.
         sessions = (
-            await db.execute(
-                select(SessionRow.requested_slots)
-                .where(SessionRow.access_key == ctx.access_key, SessionRow.status.in_(ACTIVE))
+            (
+                await db.execute(
+                    select(SessionRow.requested_slots).where(
+                        SessionRow.access_key == ctx.access_key, SessionRow.status.in_(ACTIVE)
+                    )
+                )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
         agents = (
-            await db.execute(
-                select(Agent).where(Agent.status == "ALIVE", Agent.schedulable.is_(True),
-                                    Agent.scaling_group.in_(considered))
+            (
+                await db.execute(
+                    select(AgentRow).where(
+                        AgentRow.status == "ALIVE",
+                        AgentRow.schedulable.is_(True),
+                        AgentRow.scaling_group.in_(considered),
+                    )
+                )
             )
-        ).scalars().all()
-        presets = (await db.execute(select(ResourcePreset).order_by(ResourcePreset.name))).scalars().all()
+            .scalars()
+            .all()
+        )
+        presets = (await db.execute(select(ResourcePresetRow).order_by(ResourcePresetRow.name))).scalars().all()
     limits = policy_limits(policy, known)
     using = _sum(sessions)
     remaining = _clamp(limits - using)
@@ -178,8 +210,10 @@ async def check_presets(request: Request, ctx: AuthContext = Depends(auth_requir
     for name in considered:
         members = [a for a in agents if a.scaling_group == name]
         sg_using = _sum(a.occupied_slots for a in members)
-        frees = [_clamp(ResourceSlot.from_json(a.available_slots) - ResourceSlot.from_json(a.occupied_slots))
-                 for a in members]
+        frees = [
+            _clamp(ResourceSlot.from_json(a.available_slots) - ResourceSlot.from_json(a.occupied_slots))
+            for a in members
+        ]
         sg_free = _sum(f.to_json() for f in frees)
         free_per_agent.extend(frees)
         sg_total = sg_total + sg_free

@@ -15,10 +15,10 @@ from ai.backend.kernel.protocol import cap_completions
 
 from ..auth import AuthContext
 from ..images import registry_of
-from ..models import Kernel, SessionRow
+from ..models import KernelRow, SessionRow
 from ..models.sessions import select_with_main_kernel
 from ..registry import SessionRegistry, session_age_ms
-from ..session_params import CreateParams, CreateSessionBody, check_session_name
+from ..sessions.params import CreateParams, CreateSessionBody, check_session_name
 from ..sessions.status import ENDED_CLEANLY
 from ..sessions.status import SessionStatus as S
 from .bodies import DocumentedRoute, RequestModel, body_of
@@ -121,7 +121,7 @@ class CompleteBody(RequestModel):
 
 
 def session_info(
-    session: SessionRow, kernel: Kernel | None = None, queries: int = 0, live: dict[str, int] | None = None
+    session: SessionRow, kernel: KernelRow | None = None, queries: int = 0, live: dict[str, int] | None = None
 ) -> dict[str, Any]:
     """The session info document: documented keys plus the upstream ones clients read.
 
@@ -199,10 +199,19 @@ async def create_and_respond(
     status = row.status
     if created and params.enqueue_only:
         # Just written and not waited for: the row says all there is (PENDING, no service ports yet).
-        return JSONResponse({"sessionId": str(row.id), "sessionName": row.name, "sessId": row.name,
-                             "kernelId": row.name, "status": status, "statusInfo": row.status_info,
-                             "servicePorts": [], "created": True},
-                            status_code=201)
+        return JSONResponse(
+            {
+                "sessionId": str(row.id),
+                "sessionName": row.name,
+                "sessId": row.name,
+                "kernelId": row.name,
+                "status": status,
+                "statusInfo": row.status_info,
+                "servicePorts": [],
+                "created": True,
+            },
+            status_code=201,
+        )
     if created:
         status = await reg.wait_for_start(row.id, params.max_wait)
     async with reg.db() as db:  # the session as it is now and its main kernel, in one query
@@ -266,7 +275,10 @@ async def destroy(
 
 @router.post("/session/{ref}/rename")
 async def rename(
-    ref: str, request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry),
+    ref: str,
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
+    reg: SessionRegistry = Depends(registry),
     body: RenameBody = Depends(body_of(RenameBody)),
 ) -> Response:
     """Rename an active session: ``?name=NEW`` (the 22.03 client's spelling) or ``{"name": NEW}``."""
@@ -287,7 +299,10 @@ async def restart(
 
 @router.post("/session/{ref}")
 async def execute(
-    ref: str, request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry),
+    ref: str,
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
+    reg: SessionRegistry = Depends(registry),
     body: ExecuteBody = Depends(body_of(ExecuteBody)),
 ) -> JSONResponse:
     """Execute code in the session (query or batch mode) and answer the Execution Result Object."""
@@ -317,7 +332,10 @@ async def interrupt(
 
 @router.post("/session/{ref}/complete")
 async def complete(
-    ref: str, request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry),
+    ref: str,
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
+    reg: SessionRegistry = Depends(registry),
     body: CompleteBody = Depends(body_of(CompleteBody)),
 ) -> dict[str, Any]:
     code, opts = body.code, body.options

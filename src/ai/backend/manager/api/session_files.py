@@ -35,6 +35,7 @@ router = APIRouter(route_class=DocumentedRoute)
 class ListFilesParams(RawParams):
     path: LaterStr = Field(None, description="A directory of the session (the working directory when not given).")
 
+
 WORKDIR = "/home/work"
 MAX_UPLOAD_FILES = 20
 MAX_UPLOAD_FILE_SIZE = 1024 * 1024
@@ -132,8 +133,9 @@ def _parse_part(part: bytes) -> tuple[str, bytes]:
         lines = head.decode("utf-8").split("\r\n") if head else []
     except UnicodeDecodeError:
         raise InvalidAPIParameters("Multipart headers (file names) must be UTF-8.") from None
-    disposition = next((v.strip() for k, _, v in (ln.partition(":") for ln in lines)
-                        if k.strip().lower() == "content-disposition"), "")
+    disposition = next(
+        (v.strip() for k, _, v in (ln.partition(":") for ln in lines) if k.strip().lower() == "content-disposition"), ""
+    )
     filename = _header("content-disposition", disposition).get_filename() if disposition else None
     if filename is None:
         raise InvalidAPIParameters("Every part of an upload must be a file with a filename.")
@@ -175,8 +177,7 @@ def multipart_mixed(parts: list[tuple[str, bytes]]) -> tuple[bytes, str]:
         fallback = "".join(c if 0x20 < ord(c) < 0x7F and c not in '"\\' else "_" for c in name)
         chunks.append(
             f"--{boundary}\r\nContent-Type: application/x-tar\r\n"
-            f"Content-Disposition: attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name)}\r\n\r\n"
-            .encode()
+            f"Content-Disposition: attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name)}\r\n\r\n".encode()
         )
         chunks.extend((data, b"\r\n"))
     chunks.append(f"--{boundary}--\r\n".encode())
@@ -185,13 +186,16 @@ def multipart_mixed(parts: list[tuple[str, bytes]]) -> tuple[bytes, str]:
 
 def _require_running(session: SessionRow) -> None:
     if session.status != S.RUNNING:
-        raise SessionNotRunning(f"Session {session.name!r} is {session.status}, not RUNNING; its files are "
-                                "not reachable.")
+        raise SessionNotRunning(
+            f"Session {session.name!r} is {session.status}, not RUNNING; its files are not reachable."
+        )
 
 
 def _upload_too_large() -> InvalidAPIParameters:
-    return InvalidAPIParameters(f"The upload is too large: at most {MAX_UPLOAD_FILES} files of "
-                                f"{MAX_UPLOAD_FILE_SIZE} bytes each can be sent at once.")
+    return InvalidAPIParameters(
+        f"The upload is too large: at most {MAX_UPLOAD_FILES} files of "
+        f"{MAX_UPLOAD_FILE_SIZE} bytes each can be sent at once."
+    )
 
 
 async def _upload_size_guard(request: Request) -> None:
@@ -203,7 +207,10 @@ async def _upload_size_guard(request: Request) -> None:
 
 @router.post("/session/{ref}/upload")
 async def upload(
-    ref: str, request: Request, _: None = Depends(_upload_size_guard), ctx: AuthContext = Depends(auth_required),
+    ref: str,
+    request: Request,
+    _: None = Depends(_upload_size_guard),
+    ctx: AuthContext = Depends(auth_required),
     reg: SessionRegistry = Depends(registry),
 ) -> Response:
     """Write the uploaded files under the session's /home/work (204); nothing is written on a 4xx answer."""
@@ -219,21 +226,24 @@ async def upload(
     for raw, content in parts:
         name = session_relpath(raw, what="file name", for_file=True)
         if len(content) > MAX_UPLOAD_FILE_SIZE:
-            raise InvalidAPIParameters(f"{raw!r} is {len(content)} bytes; each file may have at most "
-                                       f"{MAX_UPLOAD_FILE_SIZE} bytes.")
+            raise InvalidAPIParameters(
+                f"{raw!r} is {len(content)} bytes; each file may have at most {MAX_UPLOAD_FILE_SIZE} bytes."
+            )
         files.append((name, content))
     names = [n for n, _ in files]
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup is not None:
         raise InvalidAPIParameters(f"{dup!r} is uploaded more than once.")
-    await reg.kernel_call_raw(session, "PUT", "/files", content=_transport_tar(files),
-                              content_type="application/x-tar")
+    await reg.kernel_call_raw(session, "PUT", "/files", content=_transport_tar(files), content_type="application/x-tar")
     return Response(status_code=204)
 
 
 @router.get("/session/{ref}/files")
 async def list_files(
-    ref: str, request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry),
+    ref: str,
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
+    reg: SessionRegistry = Depends(registry),
     given_params: ListFilesParams = Depends(body_of(ListFilesParams)),
 ) -> dict[str, Any]:
     """Entries of a directory of the session (``files`` is a JSON string, as documented)."""
@@ -243,8 +253,12 @@ async def list_files(
     session = await requested_session(reg, ctx, ref, request)
     _require_running(session)
     res = await reg.kernel_call(session, "POST", "/list-files", json={"path": rel})
-    return {"files": json.dumps(res.get("files", [])), "folder_path": res.get("folder_path"),
-            "errors": res.get("errors") or "", "truncated": bool(res.get("truncated"))}
+    return {
+        "files": json.dumps(res.get("files", [])),
+        "folder_path": res.get("folder_path"),
+        "errors": res.get("errors") or "",
+        "truncated": bool(res.get("truncated")),
+    }
 
 
 @router.get("/session/{ref}/download")

@@ -36,7 +36,7 @@ from ai.backend.common.auth import CLUSTER_SECRET_HEADER
 from ai.backend.common.problems import ProblemError, SessionNotFound
 
 from ..auth import authenticate
-from ..models import Kernel, SessionRow
+from ..models import KernelRow, SessionRow
 from ..ratelimit import enforce_keypair_limit
 from ..registry import SessionNotRunning, SessionRegistry
 from ..sessions.status import SessionStatus as S
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 
-async def _caller_session(ws: WebSocket, reg: SessionRegistry, ref: str) -> tuple[SessionRow, Kernel]:
+async def _caller_session(ws: WebSocket, reg: SessionRegistry, ref: str) -> tuple[SessionRow, KernelRow]:
     """Authenticate a stream handshake like any API call (signature, usage, rate limit, owner delegation)
     and find the session it names with its main kernel; refusals are problems."""
     mgr = manager_context(ws)
@@ -62,8 +62,9 @@ async def _refuse(ws: WebSocket, e: ProblemError) -> None:
     """Refuse the handshake with the problem's status and body (a 403 close where the server cannot)."""
     log.info("stream refused (%s): %s", e.status, e.detail or e.title)
     try:
-        await ws.send_denial_response(JSONResponse(e.body(), status_code=e.status,
-                                                   media_type="application/problem+json"))
+        await ws.send_denial_response(
+            JSONResponse(e.body(), status_code=e.status, media_type="application/problem+json")
+        )
     except RuntimeError:  # no websocket.http.response extension in this ASGI server
         await ws.close(code=4000 + min(e.status, 999) % 1000, reason=(e.detail or e.title)[:120])
 
@@ -210,15 +211,20 @@ async def _connect_agent(ws: WebSocket, addr: str, kernel_id: str) -> ClientConn
     """The agent's terminal WebSocket for a kernel; raises ``ValueError`` with a message for the client."""
     base = addr.rstrip("/")
     if base.startswith("https://"):
-        url = "wss://" + base[len("https://"):]
+        url = "wss://" + base[len("https://") :]
     elif base.startswith("http://"):
-        url = "ws://" + base[len("http://"):]
+        url = "ws://" + base[len("http://") :]
     else:
         url = "ws://" + base
     secret: str = manager_context(ws).config.manager.cluster_secret
     try:
-        return await ws_connect(f"{url}/v1/kernels/{kernel_id}/pty", additional_headers={CLUSTER_SECRET_HEADER: secret},
-                                proxy=None, open_timeout=AGENT_CONNECT_TIMEOUT, max_size=16 << 20)
+        return await ws_connect(
+            f"{url}/v1/kernels/{kernel_id}/pty",
+            additional_headers={CLUSTER_SECRET_HEADER: secret},
+            proxy=None,
+            open_timeout=AGENT_CONNECT_TIMEOUT,
+            max_size=16 << 20,
+        )
     except InvalidStatus as e:
         try:
             body = json.loads(e.response.body or b"{}")
@@ -258,8 +264,10 @@ async def stream_pty(ws: WebSocket, ref: str) -> None:
             await ws.close(code=1011)
         return
     reg.activity.touch(session.id)
-    tasks = [asyncio.ensure_future(_client_to_agent(ws, agent, reg, session)),
-             asyncio.ensure_future(_agent_to_client(ws, agent))]
+    tasks = [
+        asyncio.ensure_future(_client_to_agent(ws, agent, reg, session)),
+        asyncio.ensure_future(_agent_to_client(ws, agent)),
+    ]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in done:

@@ -21,11 +21,18 @@ from ai.backend.common.problems import Forbidden, ImageNotFound, InvalidAPIParam
 
 from ..auth import AuthContext
 from ..images import resolve_image
-from ..models import Group, KeyPair, SessionTemplate, User, group_members
+from ..models import KeyPairRow, ProjectRow, SessionTemplateRow, UserRow, group_members
 from ..models.base import utcnow
 from ..registry import SessionRegistry
-from ..session_params import parse_bool_value, parse_create_params
-from ..templates import TaskTemplate, add_git_clone, check_template, creation_body, load_payload, merge_overrides
+from ..sessions.params import parse_bool_value, parse_create_params
+from ..sessions.templates import (
+    TaskTemplate,
+    add_git_clone,
+    check_template,
+    creation_body,
+    load_payload,
+    merge_overrides,
+)
 from .bodies import AliasChoices, DocumentedRoute, Field, LaterBool, LaterStr, RequestModel, body_of
 from .deps import auth_required, json_body, registry
 from .session import create_and_respond
@@ -102,12 +109,12 @@ def _text(body: dict[str, Any], name: str, *aliases: str) -> str | None:
     return value
 
 
-async def _acting_user(reg: SessionRegistry, ctx: AuthContext, body: dict[str, Any]) -> User:
+async def _acting_user(reg: SessionRegistry, ctx: AuthContext, body: dict[str, Any]) -> UserRow:
     """The user the request acts for: the caller, or (admins) the owner of ``owner_access_key``."""
     owner_ak = await reg.resolve_owner(ctx, _text(body, "owner_access_key", "ownerAccessKey"))
     async with reg.db() as db:
-        q = select(User).join(KeyPair, KeyPair.user == User.uuid).where(KeyPair.access_key == owner_ak)
-        user: User = (await db.execute(q)).scalar_one()
+        q = select(UserRow).join(KeyPairRow, KeyPairRow.user == UserRow.uuid).where(KeyPairRow.access_key == owner_ak)
+        user: UserRow = (await db.execute(q)).scalar_one()
     return user
 
 
@@ -126,7 +133,7 @@ def _validated(payload: Any) -> tuple[list[tuple[TaskTemplate, dict[str, Any]]],
     return [(check_template(doc, name), doc) for doc, name in docs], wrapped
 
 
-def _visible(ctx: AuthContext, acting: User, row: SessionTemplate, *, acting_given: bool) -> bool:
+def _visible(ctx: AuthContext, acting: UserRow, row: SessionTemplateRow, *, acting_given: bool) -> bool:
     if not row.is_active or row.type != "task":
         return False
     if row.user_uuid == acting.uuid:
@@ -136,7 +143,7 @@ def _visible(ctx: AuthContext, acting: User, row: SessionTemplate, *, acting_giv
     return ctx.is_superadmin or (ctx.is_admin and row.domain_name == ctx.domain_name)
 
 
-async def _find(reg: SessionRegistry, ctx: AuthContext, ref: str, body: dict[str, Any]) -> SessionTemplate:
+async def _find(reg: SessionRegistry, ctx: AuthContext, ref: str, body: dict[str, Any]) -> SessionTemplateRow:
     acting = await _acting_user(reg, ctx, body)
     acting_given = _pick(body, "owner_access_key", "ownerAccessKey") not in (None, ctx.access_key)
     try:
@@ -144,7 +151,7 @@ async def _find(reg: SessionRegistry, ctx: AuthContext, ref: str, body: dict[str
     except ValueError:
         raise TemplateNotFound(f"Session template {ref!r} does not exist or is not yours.") from None
     async with reg.db() as db:
-        row = await db.get(SessionTemplate, tid)
+        row = await db.get(SessionTemplateRow, tid)
     if row is None or not _visible(ctx, acting, row, acting_given=acting_given):
         raise TemplateNotFound(f"Session template {ref!r} does not exist or is not yours.")
     return row
@@ -152,7 +159,9 @@ async def _find(reg: SessionRegistry, ctx: AuthContext, ref: str, body: dict[str
 
 @router.post("/template/session")
 async def create(
-    request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry),
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
+    reg: SessionRegistry = Depends(registry),
     params: TemplateBody = Depends(body_of(TemplateBody)),
 ) -> list[dict[str, str]] | dict[str, str]:
     """Store one or more task templates; answers ``{"id", "user"}`` for one template document (what the
@@ -167,9 +176,11 @@ async def create(
     if domain != owner.domain_name:
         raise InvalidAPIParameters(f"The template owner does not belong to domain {domain!r}.")
     async with reg.db() as db:
-        q = select(Group).where(Group.name == group_name, Group.domain_name == domain)
+        q = select(ProjectRow).where(ProjectRow.name == group_name, ProjectRow.domain_name == domain)
         if owner.role not in ("superadmin", "admin"):  # admins may file templates under any project
-            q = q.join(group_members, group_members.c.group_id == Group.id).where(group_members.c.user_id == owner.uuid)
+            q = q.join(group_members, group_members.c.group_id == ProjectRow.id).where(
+                group_members.c.user_id == owner.uuid
+            )
         group = (await db.execute(q)).scalar_one_or_none()
         if group is None:
             raise InvalidAPIParameters(f"No project (group) {group_name!r} in domain {domain!r} for the owner.")
@@ -179,9 +190,17 @@ async def create(
         now = utcnow()
         out = []
         for tpl, doc in checked:
-            row = SessionTemplate(
-                id=uuid.uuid4(), name=tpl.name, type="task", template=doc, is_active=True, domain_name=domain,
-                group_id=group.id, user_uuid=owner.uuid, created_at=now, modified_at=now,
+            row = SessionTemplateRow(
+                id=uuid.uuid4(),
+                name=tpl.name,
+                type="task",
+                template=doc,
+                is_active=True,
+                domain_name=domain,
+                group_id=group.id,
+                user_uuid=owner.uuid,
+                created_at=now,
+                modified_at=now,
             )
             db.add(row)
             out.append({"id": str(row.id), "user": str(owner.uuid)})
@@ -191,7 +210,9 @@ async def create(
 
 @router.get("/template/session")
 async def list_templates(
-    request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry),
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
+    reg: SessionRegistry = Depends(registry),
     params: TemplateListParams = Depends(body_of(TemplateListParams)),
 ) -> list[dict[str, Any]]:
     """The caller's templates; with ``all=true`` an admin gets every template in reach."""
@@ -199,20 +220,20 @@ async def list_templates(
     list_all = _flag(body, "all")
     group_id = _text(body, "group_id", "groupId")
     q = (
-        select(SessionTemplate, User.email, Group.name)
-        .join(User, User.uuid == SessionTemplate.user_uuid)
-        .join(Group, Group.id == SessionTemplate.group_id, isouter=True)
-        .where(SessionTemplate.is_active.is_(True), SessionTemplate.type == "task")
-        .order_by(SessionTemplate.created_at)
+        select(SessionTemplateRow, UserRow.email, ProjectRow.name)
+        .join(UserRow, UserRow.uuid == SessionTemplateRow.user_uuid)
+        .join(ProjectRow, ProjectRow.id == SessionTemplateRow.group_id, isouter=True)
+        .where(SessionTemplateRow.is_active.is_(True), SessionTemplateRow.type == "task")
+        .order_by(SessionTemplateRow.created_at)
     )
     if list_all and ctx.is_admin:
         if not ctx.is_superadmin:
-            q = q.where(SessionTemplate.domain_name == ctx.domain_name)
+            q = q.where(SessionTemplateRow.domain_name == ctx.domain_name)
     else:
-        q = q.where(SessionTemplate.user_uuid == ctx.user_uuid)
+        q = q.where(SessionTemplateRow.user_uuid == ctx.user_uuid)
     if group_id:
         try:
-            q = q.where(SessionTemplate.group_id == uuid.UUID(group_id))
+            q = q.where(SessionTemplateRow.group_id == uuid.UUID(group_id))
         except ValueError:
             raise InvalidAPIParameters(f"'group_id' must be a UUID, got {group_id!r}.") from None
     async with reg.db() as db:
@@ -238,7 +259,9 @@ async def list_templates(
 
 @router.get("/template/session/{template_id}", response_model=None)
 async def get(
-    template_id: str, request: Request, ctx: AuthContext = Depends(auth_required),
+    template_id: str,
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
     reg: SessionRegistry = Depends(registry),
     params: TemplateGetParams = Depends(body_of(TemplateGetParams)),
 ) -> Response | dict[str, Any]:
@@ -263,7 +286,9 @@ async def get(
 
 @router.put("/template/session/{template_id}")
 async def put(
-    template_id: str, request: Request, ctx: AuthContext = Depends(auth_required),
+    template_id: str,
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
     reg: SessionRegistry = Depends(registry),
     params: TemplateBody = Depends(body_of(TemplateBody)),
 ) -> dict[str, Any]:
@@ -278,7 +303,7 @@ async def put(
     tpl, doc = checked[0]
     async with reg.db() as db:
         await _check_images(db, [tpl])
-        fresh = await db.get(SessionTemplate, row.id)
+        fresh = await db.get(SessionTemplateRow, row.id)
         assert fresh is not None
         fresh.name = tpl.name
         fresh.template = doc
@@ -289,7 +314,9 @@ async def put(
 
 @router.delete("/template/session/{template_id}")
 async def delete(
-    template_id: str, request: Request, ctx: AuthContext = Depends(auth_required),
+    template_id: str,
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
     reg: SessionRegistry = Depends(registry),
     params: TemplateOwnerParams = Depends(body_of(TemplateOwnerParams)),
 ) -> dict[str, Any]:
@@ -297,7 +324,7 @@ async def delete(
     body = _given(params)
     row = await _find(reg, ctx, template_id, body)
     async with reg.db() as db:
-        fresh = await db.get(SessionTemplate, row.id)
+        fresh = await db.get(SessionTemplateRow, row.id)
         assert fresh is not None
         fresh.is_active = False
         fresh.modified_at = utcnow()
@@ -307,7 +334,9 @@ async def delete(
 
 @router.post("/session/_/create-from-template")
 async def create_from_template(
-    request: Request, ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry),
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
+    reg: SessionRegistry = Depends(registry),
     params: FromTemplateBody = Depends(body_of(FromTemplateBody)),
 ) -> JSONResponse:
     """Create a session from a template; every parameter given in the body replaces the template's value
@@ -319,7 +348,7 @@ async def create_from_template(
     row = await _find(reg, ctx, str(ref), body)
     tpl = check_template(row.template, row.name)
     async with reg.db() as db:
-        group = await db.get(Group, row.group_id) if row.group_id is not None else None
+        group = await db.get(ProjectRow, row.group_id) if row.group_id is not None else None
     base = creation_body(tpl, domain=row.domain_name, group=group.name if group is not None else None)
     merged = merge_overrides(base, body)
     add_git_clone(merged, tpl.git)

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from ai.backend.common.problems import Conflict, InvalidAPIParameters, NotFound
 
 from ..auth import AuthContext
-from ..models import Dotfile, KeyPair, User
+from ..models import DotfileRow, KeyPairRow, UserRow
 from ..models.base import utcnow
 from ..registry import SessionRegistry
 from ..userconfig import (
@@ -47,8 +47,9 @@ class DotfileBody(OwnerParams):
 
     path: LaterStr = None
     data: LaterStr = None
-    permission: LaterStr = Field(None, description="The file mode in octal, e.g. 644.",
-                                validation_alias=AliasChoices("permission", "perm"))
+    permission: LaterStr = Field(
+        None, description="The file mode in octal, e.g. 644.", validation_alias=AliasChoices("permission", "perm")
+    )
 
 
 class DotfilePathParams(OwnerParams):
@@ -79,7 +80,7 @@ async def _owner_uuid(reg: SessionRegistry, ctx: AuthContext, body: dict[str, An
     if owner_ak == ctx.access_key:
         return ctx.user_uuid
     async with reg.db() as db:
-        return (await db.execute(select(KeyPair.user).where(KeyPair.access_key == owner_ak))).scalar_one()
+        return (await db.execute(select(KeyPairRow.user).where(KeyPairRow.access_key == owner_ak))).scalar_one()
 
 
 def _data(body: dict[str, Any]) -> str:
@@ -97,8 +98,8 @@ async def _save(reg: SessionRegistry, ctx: AuthContext, body: dict[str, Any], *,
     owner = await _owner_uuid(reg, ctx, body)
     async with reg.db() as db:
         # Lock the owner's row so that concurrent writes cannot overshoot the limits together.
-        await db.execute(select(User.uuid).where(User.uuid == owner).with_for_update())
-        rows = (await db.execute(select(Dotfile).where(Dotfile.user_uuid == owner))).scalars().all()
+        await db.execute(select(UserRow.uuid).where(UserRow.uuid == owner).with_for_update())
+        rows = (await db.execute(select(DotfileRow).where(DotfileRow.user_uuid == owner))).scalars().all()
         current = next((r for r in rows if r.path == path), None)
         if create and current is not None:
             raise DotfileAlreadyExists(f"A dotfile {path!r} already exists; update it instead.")
@@ -113,7 +114,7 @@ async def _save(reg: SessionRegistry, ctx: AuthContext, body: dict[str, Any], *,
                 f"{MAX_TOTAL_BYTES // 1024} KiB allowed per user ({used} bytes used by the others)."
             )
         if current is None:
-            db.add(Dotfile(user_uuid=owner, path=path, permission=perm, data=data))
+            db.add(DotfileRow(user_uuid=owner, path=path, permission=perm, data=data))
         else:
             current.data = data
             current.permission = perm
@@ -126,7 +127,8 @@ async def _save(reg: SessionRegistry, ctx: AuthContext, body: dict[str, Any], *,
 
 @router.post("/dotfiles")
 async def create_dotfile(
-    ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry),
+    ctx: AuthContext = Depends(auth_required),
+    reg: SessionRegistry = Depends(registry),
     body: DotfileBody = Depends(body_of(DotfileBody)),
 ) -> dict[str, Any]:
     """Add a dotfile (409 if the path exists)."""
@@ -136,7 +138,8 @@ async def create_dotfile(
 
 @router.patch("/dotfiles")
 async def update_dotfile(
-    ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry),
+    ctx: AuthContext = Depends(auth_required),
+    reg: SessionRegistry = Depends(registry),
     body: DotfileBody = Depends(body_of(DotfileBody)),
 ) -> dict[str, Any]:
     """Replace a dotfile's content and mode (404 if there is none at that path)."""
@@ -146,7 +149,8 @@ async def update_dotfile(
 
 @router.get("/dotfiles", response_model=None)
 async def list_or_get_dotfiles(
-    ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry),
+    ctx: AuthContext = Depends(auth_required),
+    reg: SessionRegistry = Depends(registry),
     params: DotfilePathParams = Depends(body_of(DotfilePathParams)),
 ) -> list[dict[str, Any]] | dict[str, Any]:
     """All dotfiles, or the one at ``?path=``."""
@@ -156,21 +160,24 @@ async def list_or_get_dotfiles(
         if body.get("path"):
             path = check_dotfile_path(body["path"])
             row = (
-                await db.execute(select(Dotfile).where(Dotfile.user_uuid == owner, Dotfile.path == path))
+                await db.execute(select(DotfileRow).where(DotfileRow.user_uuid == owner, DotfileRow.path == path))
             ).scalar_one_or_none()
             if row is None:
                 raise DotfileNotFound(f"There is no dotfile {path!r}.")
             # Upstream answers a single file with "perm"; "permission" matches the listing.
             return {"path": row.path, "permission": row.permission, "perm": row.permission, "data": row.data}
         rows = (
-            await db.execute(select(Dotfile).where(Dotfile.user_uuid == owner).order_by(Dotfile.path))
-        ).scalars().all()
+            (await db.execute(select(DotfileRow).where(DotfileRow.user_uuid == owner).order_by(DotfileRow.path)))
+            .scalars()
+            .all()
+        )
     return [{"path": r.path, "permission": r.permission, "data": r.data} for r in rows]
 
 
 @router.delete("/dotfiles")
 async def delete_dotfile(
-    ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry),
+    ctx: AuthContext = Depends(auth_required),
+    reg: SessionRegistry = Depends(registry),
     params: DotfilePathParams = Depends(body_of(DotfilePathParams)),
 ) -> dict[str, Any]:
     """Remove the dotfile at ``?path=``."""
@@ -179,7 +186,7 @@ async def delete_dotfile(
     owner = await _owner_uuid(reg, ctx, body)
     async with reg.db() as db:
         row = (
-            await db.execute(select(Dotfile).where(Dotfile.user_uuid == owner, Dotfile.path == path))
+            await db.execute(select(DotfileRow).where(DotfileRow.user_uuid == owner, DotfileRow.path == path))
         ).scalar_one_or_none()
         if row is None:
             raise DotfileNotFound(f"There is no dotfile {path!r}.")
@@ -190,19 +197,21 @@ async def delete_dotfile(
 
 @router.get("/bootstrap-script")
 async def get_bootstrap_script(
-    ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry),
+    ctx: AuthContext = Depends(auth_required),
+    reg: SessionRegistry = Depends(registry),
     params: OwnerParams = Depends(body_of(OwnerParams)),
 ) -> str:
     """The user's bootstrap script as a JSON string ("" when none is set)."""
     owner = await _owner_uuid(reg, ctx, params.model_dump())
     async with reg.db() as db:
-        script = (await db.execute(select(User.bootstrap_script).where(User.uuid == owner))).scalar_one_or_none()
+        script = (await db.execute(select(UserRow.bootstrap_script).where(UserRow.uuid == owner))).scalar_one_or_none()
     return script or ""
 
 
 @router.post("/bootstrap-script")
 async def set_bootstrap_script(
-    ctx: AuthContext = Depends(auth_required), reg: SessionRegistry = Depends(registry),
+    ctx: AuthContext = Depends(auth_required),
+    reg: SessionRegistry = Depends(registry),
     params: BootstrapScriptBody = Depends(body_of(BootstrapScriptBody)),
 ) -> dict[str, Any]:
     """Set the script run in each new session that has no bootstrap script of its own ("" clears it)."""
@@ -212,7 +221,7 @@ async def set_bootstrap_script(
     script = check_bootstrap_script(body["script"])
     owner = await _owner_uuid(reg, ctx, body)
     async with reg.db() as db:
-        user = await db.get(User, owner)
+        user = await db.get(UserRow, owner)
         assert user is not None
         user.bootstrap_script = script
         await db.commit()

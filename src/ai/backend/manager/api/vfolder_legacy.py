@@ -35,6 +35,7 @@ router = APIRouter(prefix="/folders", route_class=DocumentedRoute)
 class DownloadParams(RawParams):
     files: LaterStrs = Field(None, description="Paths of files in the folder.")
 
+
 MAX_FILES = MAX_UPLOAD_FILES  # files per upload or download call
 UPLOAD_BODY_LIMIT = 32 * 1024 * 1024
 DOWNLOAD_LIMIT = 1024 * 1024 * 1024
@@ -52,8 +53,10 @@ async def _upload_size_guard(request: Request) -> None:
 
 
 def _too_large_upload() -> PayloadTooLarge:
-    return PayloadTooLarge(f"A v4 upload body may have at most {UPLOAD_BODY_LIMIT} bytes; send bigger files "
-                           "through request-upload (the storage proxy's tus API).")
+    return PayloadTooLarge(
+        f"A v4 upload body may have at most {UPLOAD_BODY_LIMIT} bytes; send bigger files "
+        "through request-upload (the storage proxy's tus API)."
+    )
 
 
 async def _read_capped(request: Request, limit: int) -> bytes:
@@ -68,8 +71,9 @@ async def _read_capped(request: Request, limit: int) -> bytes:
 
 
 @router.post("/{name}/upload", status_code=201)
-async def upload(name: str, request: Request, _: None = Depends(_upload_size_guard),
-                 ctx: AuthContext = Depends(auth_required)) -> JSONResponse:
+async def upload(
+    name: str, request: Request, _: None = Depends(_upload_size_guard), ctx: AuthContext = Depends(auth_required)
+) -> JSONResponse:
     """Write each file part to its path in the folder (201); a refused call writes nothing."""
     body = await _read_capped(request, UPLOAD_BODY_LIMIT)
     parts = parse_form_files(body, request.headers.get("content-type", ""))
@@ -86,8 +90,9 @@ async def upload(name: str, request: Request, _: None = Depends(_upload_size_gua
     if a.vf.quota is not None:
         used = int((await storage.usage(a.vf.host, a.vf.id)).get("used_bytes") or 0)
         if used + total > a.vf.quota:
-            raise FolderQuotaExceeded(f"{total} bytes do not fit in the folder's quota ({a.vf.quota} bytes, "
-                                      f"{used} used).")
+            raise FolderQuotaExceeded(
+                f"{total} bytes do not fit in the folder's quota ({a.vf.quota} bytes, {used} used)."
+            )
     for path, content in files:
         await storage.put_file(a.vf.host, a.vf.id, path, content)
     return JSONResponse({"files": names}, status_code=201)
@@ -95,14 +100,19 @@ async def upload(name: str, request: Request, _: None = Depends(_upload_size_gua
 
 def _part_head(boundary: str, filename: str, size: int) -> bytes:
     fallback = "".join(c if 0x20 < ord(c) < 0x7F and c not in '"\\' else "_" for c in filename)
-    return (f"--{boundary}\r\nContent-Type: application/octet-stream\r\nContent-Length: {size}\r\n"
-            f"Content-Disposition: attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename)}\r\n\r\n"
-            ).encode()
+    return (
+        f"--{boundary}\r\nContent-Type: application/octet-stream\r\nContent-Length: {size}\r\n"
+        f"Content-Disposition: attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename)}\r\n\r\n"
+    ).encode()
 
 
 @router.get("/{name}/download")
-async def download(name: str, request: Request, ctx: AuthContext = Depends(auth_required),
-                   params: DownloadParams = Depends(body_of(DownloadParams))) -> StreamingResponse:
+async def download(
+    name: str,
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
+    params: DownloadParams = Depends(body_of(DownloadParams)),
+) -> StreamingResponse:
     """The ``files`` as ``multipart/mixed``, one part per file named by its base name (directories are 400)."""
     body = given(params)
     raw = body.get("files")
@@ -121,8 +131,10 @@ async def download(name: str, request: Request, ctx: AuthContext = Depends(auth_
         items.append((posixpath.basename(path), token, await storage.file_size(host, token)))
     total = sum(size for _, _, size in items)
     if total > DOWNLOAD_LIMIT:
-        raise PayloadTooLarge(f"The files have {total} bytes; a v4 download may have at most {DOWNLOAD_LIMIT} "
-                              "bytes (use request-download for bigger files).")
+        raise PayloadTooLarge(
+            f"The files have {total} bytes; a v4 download may have at most {DOWNLOAD_LIMIT} "
+            "bytes (use request-download for bigger files)."
+        )
     boundary = secrets.token_hex(16)
 
     async def stream() -> AsyncIterator[bytes]:
@@ -133,20 +145,29 @@ async def download(name: str, request: Request, ctx: AuthContext = Depends(auth_
             yield b"\r\n"
         yield f"--{boundary}--\r\n".encode()
 
-    return StreamingResponse(stream(), media_type=f"multipart/mixed; boundary={boundary}",
-                             headers={"X-TOTAL-PAYLOADS-LENGTH": str(total)})
+    return StreamingResponse(
+        stream(), media_type=f"multipart/mixed; boundary={boundary}", headers={"X-TOTAL-PAYLOADS-LENGTH": str(total)}
+    )
 
 
 @router.post("/{name}/rename_file")
-async def rename_file(name: str, request: Request, ctx: AuthContext = Depends(auth_required),
-                      params: vfolders.RenameFileBody = Depends(body_of(vfolders.RenameFileBody))) -> JSONResponse:
+async def rename_file(
+    name: str,
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
+    params: vfolders.RenameFileBody = Depends(body_of(vfolders.RenameFileBody)),
+) -> JSONResponse:
     """The v4 spelling of ``rename-file``."""
     return await vfolders.rename_file(name, request, ctx, params)
 
 
 @router.delete("/{name}/delete_files")
 @router.post("/{name}/delete_files")
-async def delete_files(name: str, request: Request, ctx: AuthContext = Depends(auth_required),
-                       params: vfolders.DeleteFilesBody = Depends(body_of(vfolders.DeleteFilesBody))) -> JSONResponse:
+async def delete_files(
+    name: str,
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
+    params: vfolders.DeleteFilesBody = Depends(body_of(vfolders.DeleteFilesBody)),
+) -> JSONResponse:
     """The v4 spelling of ``delete-files``."""
     return await vfolders.delete_files(name, request, ctx, params)

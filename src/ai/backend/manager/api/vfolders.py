@@ -24,7 +24,7 @@ from ai.backend.common.types import BinarySize, SlotTypeError
 
 from ..auth import AuthContext
 from ..bgtask import ProgressReporter
-from ..models import Group, User, VFolder, VFolderInvitation, VFolderPermission, group_members
+from ..models import ProjectRow, UserRow, VFolderInvitationRow, VFolderPermissionRow, VFolderRow, group_members
 from ..models.base import utcnow
 from ..storage_client import StorageClient, split_host
 from ..vfolders import (
@@ -231,14 +231,17 @@ def _quota(body: dict[str, Any]) -> int | None:
     return parse_int(body, "quota")
 
 
-async def _resolve_group(db: AsyncSession, ctx: AuthContext, ref: str) -> Group:
+async def _resolve_group(db: AsyncSession, ctx: AuthContext, ref: str) -> ProjectRow:
     """A group by id or by name (in the caller's domain); 404 when unknown."""
-    group: Group | None = None
+    group: ProjectRow | None = None
     try:
-        group = await db.get(Group, uuid.UUID(ref))
+        group = await db.get(ProjectRow, uuid.UUID(ref))
     except ValueError:
-        group = (await db.execute(
-            select(Group).where(Group.name == ref, Group.domain_name == ctx.domain_name))).scalar_one_or_none()
+        group = (
+            await db.execute(
+                select(ProjectRow).where(ProjectRow.name == ref, ProjectRow.domain_name == ctx.domain_name)
+            )
+        ).scalar_one_or_none()
     if group is None or (not ctx.is_superadmin and group.domain_name != ctx.domain_name):
         raise NotFound(f"No group {ref!r} in your domain.")
     return group
@@ -253,8 +256,11 @@ async def _reload(request: Request, ctx: AuthContext, vfid: uuid.UUID) -> dict[s
 
 
 @router.get("")
-async def list_folders(request: Request, ctx: AuthContext = Depends(auth_required),
-        params: ListFoldersParams = Depends(body_of(ListFoldersParams))) -> JSONResponse:
+async def list_folders(
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
+    params: ListFoldersParams = Depends(body_of(ListFoldersParams)),
+) -> JSONResponse:
     """The caller's folders: own, shared with the caller and of the caller's groups (``all``: every folder)."""
     body = given(params)
     list_all = parse_bool(body, "all", False)
@@ -268,8 +274,9 @@ async def list_folders(request: Request, ctx: AuthContext = Depends(auth_require
 
 
 @router.get("/_/hosts")
-async def list_hosts(request: Request, ctx: AuthContext = Depends(auth_required),
-        params: GroupParams = Depends(body_of(GroupParams))) -> JSONResponse:
+async def list_hosts(
+    request: Request, ctx: AuthContext = Depends(auth_required), params: GroupParams = Depends(body_of(GroupParams))
+) -> JSONResponse:
     """The hosts the caller may create folders on, and the default one."""
     body = given(params)
     raw_gid = body.get("group_id", body.get("group"))
@@ -285,12 +292,16 @@ async def list_hosts(request: Request, ctx: AuthContext = Depends(auth_required)
     default: str | None = manager_context(request).config.manager.default_vfolder_host
     if default not in allowed:
         default = min(allowed) if allowed else None
-    return JSONResponse({
-        "default": default,
-        "allowed": sorted(allowed),
-        "volume_info": {h: {"backend": existing[h].get("backend"), "capabilities": existing[h].get("capabilities", [])}
-                        for h in sorted(allowed)},
-    })
+    return JSONResponse(
+        {
+            "default": default,
+            "allowed": sorted(allowed),
+            "volume_info": {
+                h: {"backend": existing[h].get("backend"), "capabilities": existing[h].get("capabilities", [])}
+                for h in sorted(allowed)
+            },
+        }
+    )
 
 
 @router.get("/_/all-hosts")
@@ -315,8 +326,11 @@ async def list_allowed_types(ctx: AuthContext = Depends(auth_required)) -> JSONR
 
 
 @router.post("")
-async def create(request: Request, ctx: AuthContext = Depends(auth_required),
-        params: CreateFolderBody = Depends(body_of(CreateFolderBody))) -> JSONResponse:
+async def create(
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
+    params: CreateFolderBody = Depends(body_of(CreateFolderBody)),
+) -> JSONResponse:
     """Create a folder (a group folder with ``group_id``; domain admins and superadmins only)."""
     body = given(params)
     name = check_folder_name(body.get("name"))
@@ -331,10 +345,12 @@ async def create(request: Request, ctx: AuthContext = Depends(auth_required),
     storage = _storage(request)
     async with _db(request) as db:
         group = await _resolve_group(db, ctx, group_ref) if group_ref else None
-        if group is not None and not (ctx.is_superadmin
-                                      or (ctx.role == "admin" and group.domain_name == ctx.domain_name)):
-            raise Forbidden("Only domain admins (for the groups of their domain) and superadmins may create "
-                            "group folders.")
+        if group is not None and not (
+            ctx.is_superadmin or (ctx.role == "admin" and group.domain_name == ctx.domain_name)
+        ):
+            raise Forbidden(
+                "Only domain admins (for the groups of their domain) and superadmins may create group folders."
+            )
         await storage.check_host(host)
         await check_host_allowed(db, ctx, host, group.id if group else None)
         policy = await policy_of(db, ctx)
@@ -344,10 +360,17 @@ async def create(request: Request, ctx: AuthContext = Depends(auth_required),
         else:
             await check_name_free(db, name, group=group.id)
         quota = folder_quota(requested_quota, policy)
-        vf = VFolder(
-            host=host, name=name, usage_mode=usage_mode, permission=permission,
-            ownership_type="group" if group else "user", user=None if group else ctx.user_uuid,
-            group=group.id if group else None, creator=ctx.email, cloneable=cloneable, status="performing",
+        vf = VFolderRow(
+            host=host,
+            name=name,
+            usage_mode=usage_mode,
+            permission=permission,
+            ownership_type="group" if group else "user",
+            user=None if group else ctx.user_uuid,
+            group=group.id if group else None,
+            creator=ctx.email,
+            cloneable=cloneable,
+            status="performing",
             quota=quota,
         )
         db.add(vf)
@@ -359,11 +382,11 @@ async def create(request: Request, ctx: AuthContext = Depends(auth_required),
         await storage.create_folder(host, vf.id, quota)
     except BaseException:
         async with _db(request) as db:
-            await db.execute(delete(VFolder).where(VFolder.id == vf.id))
+            await db.execute(delete(VFolderRow).where(VFolderRow.id == vf.id))
             await db.commit()
         raise
     async with _db(request) as db:
-        row = await db.get(VFolder, vf.id)
+        row = await db.get(VFolderRow, vf.id)
         assert row is not None
         row.status = vf.status = "ready"
         await db.commit()
@@ -375,8 +398,11 @@ async def create(request: Request, ctx: AuthContext = Depends(auth_required),
 
 
 @router.get("/_/shared")
-async def list_shared(request: Request, ctx: AuthContext = Depends(auth_required),
-        params: SharedListParams = Depends(body_of(SharedListParams))) -> JSONResponse:
+async def list_shared(
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
+    params: SharedListParams = Depends(body_of(SharedListParams)),
+) -> JSONResponse:
     """Users that the caller's folders (those the caller manages) are shared with."""
     body = given(params)
     raw = body.get("vfolder_id")
@@ -388,23 +414,44 @@ async def list_shared(request: Request, ctx: AuthContext = Depends(auth_required
             if not managed:
                 raise VFolderNotFound(f"No folder {raw!r} that you manage.")
         by_id = {a.vf.id: a for a in managed}
-        rows = (await db.execute(
-            select(VFolderPermission, User.email).join(User, User.uuid == VFolderPermission.user)
-            .where(VFolderPermission.vfolder.in_(list(by_id))).order_by(User.email)
-        )).all() if by_id else []
+        rows = (
+            (
+                await db.execute(
+                    select(VFolderPermissionRow, UserRow.email)
+                    .join(UserRow, UserRow.uuid == VFolderPermissionRow.user)
+                    .where(VFolderPermissionRow.vfolder.in_(list(by_id)))
+                    .order_by(UserRow.email)
+                )
+            ).all()
+            if by_id
+            else []
+        )
     out = []
     for perm, email in rows:
         vf = by_id[perm.vfolder].vf
         to = {"uuid": str(perm.user), "email": email}
-        out.append({"vfolder_id": str(vf.id), "vfolder_name": vf.name, "status": vf.status,
-                    "owner": str(vf.user or vf.group), "type": vf.ownership_type, "shared_by": ctx.email,
-                    "shared_to": to, "shared-to": to, "perm": perm.permission})
+        out.append(
+            {
+                "vfolder_id": str(vf.id),
+                "vfolder_name": vf.name,
+                "status": vf.status,
+                "owner": str(vf.user or vf.group),
+                "type": vf.ownership_type,
+                "shared_by": ctx.email,
+                "shared_to": to,
+                "shared-to": to,
+                "perm": perm.permission,
+            }
+        )
     return JSONResponse(out)
 
 
 @router.post("/_/shared")
-async def update_shared(request: Request, ctx: AuthContext = Depends(auth_required),
-        params: UpdateSharedBody = Depends(body_of(UpdateSharedBody))) -> JSONResponse:
+async def update_shared(
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
+    params: UpdateSharedBody = Depends(body_of(UpdateSharedBody)),
+) -> JSONResponse:
     """Change (``perm``) or remove (``perm: null``) the permission of a user sharing one of the caller's folders."""
     body = given(params)
     if body.get("vfolder") in (None, "") or body.get("user") in (None, ""):
@@ -415,7 +462,7 @@ async def update_shared(request: Request, ctx: AuthContext = Depends(auth_requir
     async with _db(request) as db:
         if not any(a.vf.id == vid and a.manage for a in await accessible(db, ctx)):
             raise VFolderNotFound(f"No folder {str(vid)!r} that you manage.")
-        row = await db.get(VFolderPermission, (vid, uid))
+        row = await db.get(VFolderPermissionRow, (vid, uid))
         if row is None:
             raise NotFound(f"The folder is not shared with user {str(uid)!r}.")
         if perm is None:
@@ -435,8 +482,15 @@ async def info(name: str, request: Request, ctx: AuthContext = Depends(auth_requ
     if a.vf.status == "ready":
         usage = await _storage(request).usage(a.vf.host, a.vf.id)
     files, used = usage.get("file_count"), usage.get("used_bytes")
-    item.update(num_files=files, numFiles=files, used_bytes=used, cur_size=used, created=item["created_at"],
-                usage={"file_count": files, "used_bytes": used}, default_permission=a.vf.permission)
+    item.update(
+        num_files=files,
+        numFiles=files,
+        used_bytes=used,
+        cur_size=used,
+        created=item["created_at"],
+        usage={"file_count": files, "used_bytes": used},
+        default_permission=a.vf.permission,
+    )
     return JSONResponse(item)
 
 
@@ -447,9 +501,10 @@ async def _delete_folder(request: Request, a: Access) -> Response:
     async with _db(request) as db:
         users = await sessions_using(db, [vf.id])
         if users:
-            raise VFolderBusy(f"The folder {vf.name!r} is mounted by active sessions ({', '.join(users[:5])}); "
-                              "terminate them first.")
-        row = await db.get(VFolder, vf.id)
+            raise VFolderBusy(
+                f"The folder {vf.name!r} is mounted by active sessions ({', '.join(users[:5])}); terminate them first."
+            )
+        row = await db.get(VFolderRow, vf.id)
         if row is None or row.status != "ready":
             raise VFolderBusy(f"The folder {vf.name!r} is busy; try again later.")
         row.status = "deleting"
@@ -460,15 +515,15 @@ async def _delete_folder(request: Request, a: Access) -> Response:
         pass  # already gone from the volume
     except BaseException:
         async with _db(request) as db:
-            row = await db.get(VFolder, vf.id)
+            row = await db.get(VFolderRow, vf.id)
             if row is not None:
                 row.status = "ready"
                 await db.commit()
         raise
     async with _db(request) as db:
-        await db.execute(delete(VFolderInvitation).where(VFolderInvitation.vfolder == vf.id))
-        await db.execute(delete(VFolderPermission).where(VFolderPermission.vfolder == vf.id))
-        await db.execute(delete(VFolder).where(VFolder.id == vf.id))
+        await db.execute(delete(VFolderInvitationRow).where(VFolderInvitationRow.vfolder == vf.id))
+        await db.execute(delete(VFolderPermissionRow).where(VFolderPermissionRow.vfolder == vf.id))
+        await db.execute(delete(VFolderRow).where(VFolderRow.id == vf.id))
         await db.commit()
     return Response(status_code=204)
 
@@ -480,8 +535,9 @@ async def delete_folder(name: str, request: Request, ctx: AuthContext = Depends(
 
 
 @router.delete("")
-async def delete_by_id(request: Request, ctx: AuthContext = Depends(auth_required),
-        params: FolderIdBody = Depends(body_of(FolderIdBody))) -> Response:
+async def delete_by_id(
+    request: Request, ctx: AuthContext = Depends(auth_required), params: FolderIdBody = Depends(body_of(FolderIdBody))
+) -> Response:
     """``DELETE /folders {"id"}``: delete a folder by id (the SDK's ``delete_by_id``)."""
     body = given(params)
     if body.get("id") in (None, ""):
@@ -490,8 +546,12 @@ async def delete_by_id(request: Request, ctx: AuthContext = Depends(auth_require
 
 
 @router.post("/{name}/rename")
-async def rename(name: str, request: Request, ctx: AuthContext = Depends(auth_required),
-        params: RenameFolderBody = Depends(body_of(RenameFolderBody))) -> JSONResponse:
+async def rename(
+    name: str,
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
+    params: RenameFolderBody = Depends(body_of(RenameFolderBody)),
+) -> JSONResponse:
     """Rename the folder (``new_name``); 201 as documented."""
     body = given(params)
     new_name = check_folder_name(body.get("new_name"), "new_name")
@@ -500,7 +560,7 @@ async def rename(name: str, request: Request, ctx: AuthContext = Depends(auth_re
         a.require_manage("rename it")
         a.require_status("ready")
         await check_name_free(db, new_name, user=a.vf.user, group=a.vf.group, exclude=a.vf.id)
-        row = await db.get(VFolder, a.vf.id)
+        row = await db.get(VFolderRow, a.vf.id)
         assert row is not None
         row.name = new_name
         try:
@@ -511,8 +571,12 @@ async def rename(name: str, request: Request, ctx: AuthContext = Depends(auth_re
 
 
 @router.post("/{name}/update-options")
-async def update_options(name: str, request: Request, ctx: AuthContext = Depends(auth_required),
-        params: UpdateOptionsBody = Depends(body_of(UpdateOptionsBody))) -> JSONResponse:
+async def update_options(
+    name: str,
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
+    params: UpdateOptionsBody = Depends(body_of(UpdateOptionsBody)),
+) -> JSONResponse:
     """Change the folder's default share ``permission`` and/or ``cloneable``."""
     body = given(params)
     perm = check_permission(body["permission"]) if body.get("permission") is not None else None
@@ -522,7 +586,7 @@ async def update_options(name: str, request: Request, ctx: AuthContext = Depends
     async with _db(request) as db:
         a = await find_folder(db, ctx, name)
         a.require_manage("change its options")
-        row = await db.get(VFolder, a.vf.id)
+        row = await db.get(VFolderRow, a.vf.id)
         assert row is not None
         if perm is not None:
             row.permission = perm
@@ -543,8 +607,12 @@ async def _for_files(request: Request, ctx: AuthContext, name: str, perm: str, a
 
 
 @router.get("/{name}/files")
-async def list_files(name: str, request: Request, ctx: AuthContext = Depends(auth_required),
-        params: ListFilesParams = Depends(body_of(ListFilesParams))) -> JSONResponse:
+async def list_files(
+    name: str,
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
+    params: ListFilesParams = Depends(body_of(ListFilesParams)),
+) -> JSONResponse:
     """The entries of ``path`` (default: the root) as Virtual Folder File Objects."""
     body = given(params)
     path = check_relpath(_text(body, "path", "folder_path") or "")
@@ -555,8 +623,12 @@ async def list_files(name: str, request: Request, ctx: AuthContext = Depends(aut
 
 
 @router.post("/{name}/request-upload")
-async def request_upload(name: str, request: Request, ctx: AuthContext = Depends(auth_required),
-        params: RequestUploadBody = Depends(body_of(RequestUploadBody))) -> JSONResponse:
+async def request_upload(
+    name: str,
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
+    params: RequestUploadBody = Depends(body_of(RequestUploadBody)),
+) -> JSONResponse:
     """A token and URL to upload ``size`` bytes to ``path`` on the folder's storage proxy (tus protocol)."""
     body = given(params)
     path = check_relpath(_text(body, "path"), allow_root=False)
@@ -569,8 +641,12 @@ async def request_upload(name: str, request: Request, ctx: AuthContext = Depends
 
 
 @router.post("/{name}/request-download")
-async def request_download(name: str, request: Request, ctx: AuthContext = Depends(auth_required),
-        params: RequestDownloadBody = Depends(body_of(RequestDownloadBody))) -> JSONResponse:
+async def request_download(
+    name: str,
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
+    params: RequestDownloadBody = Depends(body_of(RequestDownloadBody)),
+) -> JSONResponse:
     """A token and URL to download ``path`` (a directory as a zip with ``archive``) from the storage proxy."""
     body = given(params)
     path = check_relpath(_text(body, "path"))
@@ -582,8 +658,12 @@ async def request_download(name: str, request: Request, ctx: AuthContext = Depen
 
 
 @router.post("/{name}/mkdir")
-async def mkdir(name: str, request: Request, ctx: AuthContext = Depends(auth_required),
-        params: MkdirBody = Depends(body_of(MkdirBody))) -> JSONResponse:
+async def mkdir(
+    name: str,
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
+    params: MkdirBody = Depends(body_of(MkdirBody)),
+) -> JSONResponse:
     """Create the directory ``path`` (or each of a list); ``parents`` (default true) and ``exist_ok``."""
     body = given(params)
     raw = body.get("path")
@@ -600,8 +680,12 @@ async def mkdir(name: str, request: Request, ctx: AuthContext = Depends(auth_req
 
 @router.delete("/{name}/delete-files")
 @router.post("/{name}/delete-files")
-async def delete_files(name: str, request: Request, ctx: AuthContext = Depends(auth_required),
-        params: DeleteFilesBody = Depends(body_of(DeleteFilesBody))) -> JSONResponse:
+async def delete_files(
+    name: str,
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
+    params: DeleteFilesBody = Depends(body_of(DeleteFilesBody)),
+) -> JSONResponse:
     """Delete ``files`` (directories need ``recursive``)."""
     body = given(params)
     files = [check_relpath(p, "files", allow_root=False) for p in parse_str_list(body, "files")]
@@ -614,8 +698,12 @@ async def delete_files(name: str, request: Request, ctx: AuthContext = Depends(a
 
 
 @router.post("/{name}/rename-file")
-async def rename_file(name: str, request: Request, ctx: AuthContext = Depends(auth_required),
-        params: RenameFileBody = Depends(body_of(RenameFileBody))) -> JSONResponse:
+async def rename_file(
+    name: str,
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
+    params: RenameFileBody = Depends(body_of(RenameFileBody)),
+) -> JSONResponse:
     """Rename ``target_path`` to ``new_name`` (a name in the same directory)."""
     body = given(params)
     target = check_relpath(_text(body, "target_path"), "target_path", allow_root=False)
@@ -626,8 +714,12 @@ async def rename_file(name: str, request: Request, ctx: AuthContext = Depends(au
 
 
 @router.post("/{name}/move-file")
-async def move_file(name: str, request: Request, ctx: AuthContext = Depends(auth_required),
-        params: MoveFileBody = Depends(body_of(MoveFileBody))) -> JSONResponse:
+async def move_file(
+    name: str,
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
+    params: MoveFileBody = Depends(body_of(MoveFileBody)),
+) -> JSONResponse:
     """Move ``src`` to ``dst`` inside the folder."""
     body = given(params)
     src = check_relpath(_text(body, "src", "src_path"), "src", allow_root=False)
@@ -640,15 +732,25 @@ async def move_file(name: str, request: Request, ctx: AuthContext = Depends(auth
 # --- invitations ---------------------------------------------------------------------------------------
 
 
-def _invitation(inv: VFolderInvitation, vf_name: str) -> dict[str, Any]:
-    return {"id": str(inv.id), "inviter": inv.inviter, "invitee": inv.invitee, "perm": inv.permission,
-            "permission": inv.permission, "state": inv.state, "created_at": inv.created_at.isoformat(),
-            "modified_at": inv.modified_at.isoformat() if inv.modified_at else None,
-            "vfolder_id": str(inv.vfolder), "vfolder_name": vf_name}
+def _invitation(inv: VFolderInvitationRow, vf_name: str) -> dict[str, Any]:
+    return {
+        "id": str(inv.id),
+        "inviter": inv.inviter,
+        "invitee": inv.invitee,
+        "perm": inv.permission,
+        "permission": inv.permission,
+        "state": inv.state,
+        "created_at": inv.created_at.isoformat(),
+        "modified_at": inv.modified_at.isoformat() if inv.modified_at else None,
+        "vfolder_id": str(inv.vfolder),
+        "vfolder_name": vf_name,
+    }
 
 
-async def _users_by_email(db: AsyncSession, emails: list[str]) -> dict[str, User]:
-    rows = (await db.execute(select(User).where(User.email.in_(emails), User.status == "active"))).scalars().all()
+async def _users_by_email(db: AsyncSession, emails: list[str]) -> dict[str, UserRow]:
+    rows = (
+        (await db.execute(select(UserRow).where(UserRow.email.in_(emails), UserRow.status == "active"))).scalars().all()
+    )
     found = {u.email: u for u in rows}
     missing = [e for e in emails if e not in found]
     if missing:
@@ -657,8 +759,12 @@ async def _users_by_email(db: AsyncSession, emails: list[str]) -> dict[str, User
 
 
 @router.post("/{name}/invite")
-async def invite(name: str, request: Request, ctx: AuthContext = Depends(auth_required),
-        params: InviteBody = Depends(body_of(InviteBody))) -> JSONResponse:
+async def invite(
+    name: str,
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
+    params: InviteBody = Depends(body_of(InviteBody)),
+) -> JSONResponse:
     """Invite users (``emails``) to the caller's user folder with ``perm``; users already invited or sharing it
     are skipped."""
     body = given(params)
@@ -674,16 +780,26 @@ async def invite(name: str, request: Request, ctx: AuthContext = Depends(auth_re
         if a.vf.ownership_type != "user":
             raise InvalidAPIParameters("Group folders are not shared by invitation; use POST /folders/:name/share.")
         users = await _users_by_email(db, emails)
-        sharing = set((await db.execute(
-            select(VFolderPermission.user).where(VFolderPermission.vfolder == a.vf.id))).scalars())
-        pending = set((await db.execute(select(VFolderInvitation.invitee).where(
-            VFolderInvitation.vfolder == a.vf.id, VFolderInvitation.state == "pending"))).scalars())
+        sharing = set(
+            (
+                await db.execute(select(VFolderPermissionRow.user).where(VFolderPermissionRow.vfolder == a.vf.id))
+            ).scalars()
+        )
+        pending = set(
+            (
+                await db.execute(
+                    select(VFolderInvitationRow.invitee).where(
+                        VFolderInvitationRow.vfolder == a.vf.id, VFolderInvitationRow.state == "pending"
+                    )
+                )
+            ).scalars()
+        )
         invited: list[str] = []
         for email in emails:
             u = users[email]
             if u.uuid in sharing or u.uuid == a.vf.user or email in pending:
                 continue
-            db.add(VFolderInvitation(vfolder=a.vf.id, inviter=ctx.email, invitee=email, permission=perm))
+            db.add(VFolderInvitationRow(vfolder=a.vf.id, inviter=ctx.email, invitee=email, permission=perm))
             invited.append(email)
         await db.commit()
     return JSONResponse({"invited_ids": invited})
@@ -691,24 +807,28 @@ async def invite(name: str, request: Request, ctx: AuthContext = Depends(auth_re
 
 async def _invitation_list(request: Request, cond: Any) -> JSONResponse:
     async with _db(request) as db:
-        rows = (await db.execute(
-            select(VFolderInvitation, VFolder.name).join(VFolder, VFolder.id == VFolderInvitation.vfolder)
-            .where(cond, VFolderInvitation.state == "pending").order_by(VFolderInvitation.created_at)
-        )).all()
+        rows = (
+            await db.execute(
+                select(VFolderInvitationRow, VFolderRow.name)
+                .join(VFolderRow, VFolderRow.id == VFolderInvitationRow.vfolder)
+                .where(cond, VFolderInvitationRow.state == "pending")
+                .order_by(VFolderInvitationRow.created_at)
+            )
+        ).all()
     return JSONResponse({"invitations": [_invitation(inv, vname) for inv, vname in rows]})
 
 
 @router.get("/invitations/list")
 async def invitations_received(request: Request, ctx: AuthContext = Depends(auth_required)) -> JSONResponse:
     """Pending invitations to the caller."""
-    return await _invitation_list(request, VFolderInvitation.invitee == ctx.email)
+    return await _invitation_list(request, VFolderInvitationRow.invitee == ctx.email)
 
 
 @router.get("/invitations/list-sent")
 @router.get("/invitations/list_sent")
 async def invitations_sent(request: Request, ctx: AuthContext = Depends(auth_required)) -> JSONResponse:
     """Pending invitations the caller sent."""
-    return await _invitation_list(request, VFolderInvitation.inviter == ctx.email)
+    return await _invitation_list(request, VFolderInvitationRow.inviter == ctx.email)
 
 
 def _inv_id(body: dict[str, Any], given: str | None = None) -> uuid.UUID:
@@ -722,22 +842,25 @@ def _inv_id(body: dict[str, Any], given: str | None = None) -> uuid.UUID:
 
 
 @router.post("/invitations/accept")
-async def accept_invitation(request: Request, ctx: AuthContext = Depends(auth_required),
-        params: InvitationRefBody = Depends(body_of(InvitationRefBody))) -> JSONResponse:
+async def accept_invitation(
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
+    params: InvitationRefBody = Depends(body_of(InvitationRefBody)),
+) -> JSONResponse:
     """Accept an invitation: the caller gains its permission on the folder."""
     body = given(params)
     inv_id = _inv_id(body)
     async with _db(request) as db:
-        inv = await db.get(VFolderInvitation, inv_id)
+        inv = await db.get(VFolderInvitationRow, inv_id)
         if inv is None or inv.invitee != ctx.email or inv.state != "pending":
             raise InvitationNotFound(f"No pending invitation {str(inv_id)!r} to you.")
-        vf = await db.get(VFolder, inv.vfolder)
+        vf = await db.get(VFolderRow, inv.vfolder)
         if vf is None:
             raise InvitationNotFound("The folder of this invitation no longer exists.")
         await check_name_free(db, vf.name, user=ctx.user_uuid, exclude=vf.id)
-        row = await db.get(VFolderPermission, (vf.id, ctx.user_uuid))
+        row = await db.get(VFolderPermissionRow, (vf.id, ctx.user_uuid))
         if row is None:
-            db.add(VFolderPermission(vfolder=vf.id, user=ctx.user_uuid, permission=inv.permission))
+            db.add(VFolderPermissionRow(vfolder=vf.id, user=ctx.user_uuid, permission=inv.permission))
         else:
             row.permission = inv.permission
         inv.state = "accepted"
@@ -748,13 +871,16 @@ async def accept_invitation(request: Request, ctx: AuthContext = Depends(auth_re
 
 @router.delete("/invitations/delete")
 @router.post("/invitations/delete")
-async def delete_invitation(request: Request, ctx: AuthContext = Depends(auth_required),
-        params: InvitationRefBody = Depends(body_of(InvitationRefBody))) -> JSONResponse:
+async def delete_invitation(
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
+    params: InvitationRefBody = Depends(body_of(InvitationRefBody)),
+) -> JSONResponse:
     """Reject an invitation to the caller, or cancel one the caller sent."""
     body = given(params)
     inv_id = _inv_id(body)
     async with _db(request) as db:
-        inv = await db.get(VFolderInvitation, inv_id)
+        inv = await db.get(VFolderInvitationRow, inv_id)
         if inv is None or inv.state != "pending" or ctx.email not in (inv.invitee, inv.inviter):
             raise InvitationNotFound(f"No pending invitation {str(inv_id)!r} to or from you.")
         inv.state = "rejected" if inv.invitee == ctx.email else "canceled"
@@ -765,9 +891,12 @@ async def delete_invitation(request: Request, ctx: AuthContext = Depends(auth_re
 
 
 @router.post("/invitations/update/{inv_id}")
-async def update_invitation(inv_id: str, request: Request,
-                            ctx: AuthContext = Depends(auth_required),
-        params: UpdateInvitationBody = Depends(body_of(UpdateInvitationBody))) -> JSONResponse:
+async def update_invitation(
+    inv_id: str,
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
+    params: UpdateInvitationBody = Depends(body_of(UpdateInvitationBody)),
+) -> JSONResponse:
     """Change the permission (``perm``) of a pending invitation the caller sent."""
     body = given(params)
     iid = _inv_id(body, inv_id)
@@ -775,7 +904,7 @@ async def update_invitation(inv_id: str, request: Request,
         raise InvalidAPIParameters("'perm' (the new permission) is required.")
     perm = check_permission(body.get("perm", body.get("permission")), "perm")
     async with _db(request) as db:
-        inv = await db.get(VFolderInvitation, iid)
+        inv = await db.get(VFolderInvitationRow, iid)
         if inv is None or inv.inviter != ctx.email or inv.state != "pending":
             raise InvitationNotFound(f"No pending invitation {inv_id!r} sent by you.")
         inv.permission = perm
@@ -793,7 +922,7 @@ async def leave(name: str, request: Request, ctx: AuthContext = Depends(auth_req
             raise InvalidAPIParameters("Group folders cannot be left; they belong to your project.")
         if a.vf.user == ctx.user_uuid:
             raise InvalidAPIParameters("You own this folder; delete it instead of leaving it.")
-        row = await db.get(VFolderPermission, (a.vf.id, ctx.user_uuid))
+        row = await db.get(VFolderPermissionRow, (a.vf.id, ctx.user_uuid))
         if row is None:
             raise VFolderNotFound(f"The folder {name!r} is not shared with you.")
         await db.delete(row)
@@ -813,8 +942,12 @@ async def _group_folder(db: AsyncSession, ctx: AuthContext, name: str, action: s
 
 
 @router.post("/{name}/share")
-async def share(name: str, request: Request, ctx: AuthContext = Depends(auth_required),
-        params: ShareBody = Depends(body_of(ShareBody))) -> JSONResponse:
+async def share(
+    name: str,
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
+    params: ShareBody = Depends(body_of(ShareBody)),
+) -> JSONResponse:
     """Give members of the folder's group (``emails``) a ``permission`` that overrides the folder's default."""
     body = given(params)
     if body.get("permission", body.get("perm")) is None:
@@ -826,15 +959,16 @@ async def share(name: str, request: Request, ctx: AuthContext = Depends(auth_req
     async with _db(request) as db:
         a = await _group_folder(db, ctx, name, "share it")
         users = await _users_by_email(db, emails)
-        members = set((await db.execute(select(group_members.c.user_id).where(
-            group_members.c.group_id == a.vf.group))).scalars())
+        members = set(
+            (await db.execute(select(group_members.c.user_id).where(group_members.c.group_id == a.vf.group))).scalars()
+        )
         outsiders = [e for e in emails if users[e].uuid not in members]
         if outsiders:
             raise NotFound(f"Not members of the folder's group: {', '.join(outsiders)}.")
         for email in emails:
-            row = await db.get(VFolderPermission, (a.vf.id, users[email].uuid))
+            row = await db.get(VFolderPermissionRow, (a.vf.id, users[email].uuid))
             if row is None:
-                db.add(VFolderPermission(vfolder=a.vf.id, user=users[email].uuid, permission=perm))
+                db.add(VFolderPermissionRow(vfolder=a.vf.id, user=users[email].uuid, permission=perm))
             else:
                 row.permission = perm
         await db.commit()
@@ -843,8 +977,12 @@ async def share(name: str, request: Request, ctx: AuthContext = Depends(auth_req
 
 @router.delete("/{name}/unshare")
 @router.post("/{name}/unshare")
-async def unshare(name: str, request: Request, ctx: AuthContext = Depends(auth_required),
-        params: UnshareBody = Depends(body_of(UnshareBody))) -> JSONResponse:
+async def unshare(
+    name: str,
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
+    params: UnshareBody = Depends(body_of(UnshareBody)),
+) -> JSONResponse:
     """Remove the overriding permissions of ``emails`` (they fall back to the folder's default)."""
     body = given(params)
     emails = parse_str_list(body, "emails")
@@ -852,10 +990,13 @@ async def unshare(name: str, request: Request, ctx: AuthContext = Depends(auth_r
         raise InvalidAPIParameters("'emails' is required.")
     async with _db(request) as db:
         a = await _group_folder(db, ctx, name, "unshare it")
-        rows = (await db.execute(
-            select(VFolderPermission, User.email).join(User, User.uuid == VFolderPermission.user)
-            .where(VFolderPermission.vfolder == a.vf.id, User.email.in_(emails))
-        )).all()
+        rows = (
+            await db.execute(
+                select(VFolderPermissionRow, UserRow.email)
+                .join(UserRow, UserRow.uuid == VFolderPermissionRow.user)
+                .where(VFolderPermissionRow.vfolder == a.vf.id, UserRow.email.in_(emails))
+            )
+        ).all()
         for row, _ in rows:
             await db.delete(row)
         await db.commit()
@@ -866,8 +1007,12 @@ async def unshare(name: str, request: Request, ctx: AuthContext = Depends(auth_r
 
 
 @router.post("/{name}/clone")
-async def clone(name: str, request: Request, ctx: AuthContext = Depends(auth_required),
-        params: CloneBody = Depends(body_of(CloneBody))) -> JSONResponse:
+async def clone(
+    name: str,
+    request: Request,
+    ctx: AuthContext = Depends(auth_required),
+    params: CloneBody = Depends(body_of(CloneBody)),
+) -> JSONResponse:
     """Clone a cloneable folder into a new user folder of the caller; the copy runs as a background task
     (``bgtask_id``; the new folder is ``cloning`` until it is done)."""
     body = given(params)
@@ -883,17 +1028,27 @@ async def clone(name: str, request: Request, ctx: AuthContext = Depends(auth_req
         src.require_status("ready")
         target_host = _text(body, "target_host", "folder_host") or src.vf.host
         if split_host(target_host)[0] != split_host(src.vf.host)[0]:
-            raise InvalidAPIParameters("A folder can only be cloned to a volume of its own storage proxy "
-                                       f"({split_host(src.vf.host)[0]!r}).")
+            raise InvalidAPIParameters(
+                f"A folder can only be cloned to a volume of its own storage proxy ({split_host(src.vf.host)[0]!r})."
+            )
         await storage.check_host(target_host)
         await check_host_allowed(db, ctx, target_host, None)
         policy = await policy_of(db, ctx)
         await check_count_limit(db, ctx, policy)
         await check_name_free(db, target_name, user=ctx.user_uuid)
         quota = folder_quota(None, policy)
-        vf = VFolder(host=target_host, name=target_name, usage_mode=usage_mode, permission=permission,
-                     ownership_type="user", user=ctx.user_uuid, creator=ctx.email, cloneable=cloneable,
-                     status="cloning", quota=quota)
+        vf = VFolderRow(
+            host=target_host,
+            name=target_name,
+            usage_mode=usage_mode,
+            permission=permission,
+            ownership_type="user",
+            user=ctx.user_uuid,
+            creator=ctx.email,
+            cloneable=cloneable,
+            status="cloning",
+            quota=quota,
+        )
         db.add(vf)
         try:
             await db.commit()
@@ -909,7 +1064,7 @@ async def clone(name: str, request: Request, ctx: AuthContext = Depends(auth_req
             await storage.set_quota(target_host, dst_id, quota)  # the clone starts with the source's quota
         except BaseException:
             async with state.db() as db:
-                await db.execute(delete(VFolder).where(VFolder.id == dst_id))
+                await db.execute(delete(VFolderRow).where(VFolderRow.id == dst_id))
                 await db.commit()
             try:
                 await storage.delete_folder(target_host, dst_id)
@@ -917,15 +1072,16 @@ async def clone(name: str, request: Request, ctx: AuthContext = Depends(auth_req
                 pass  # nothing was copied
             raise
         async with state.db() as db:
-            row = await db.get(VFolder, dst_id)
+            row = await db.get(VFolderRow, dst_id)
             if row is not None:
                 row.status = "ready"
             await db.commit()
         await progress.update(1, message="Cloned.")
         return f"The folder {target_name!r} is ready."
 
-    task_id = await state.bgtasks.start(run, name="vfolder-clone", owner_access_key=ctx.access_key,
-                                        owner_user=str(ctx.user_uuid))
+    task_id = await state.bgtasks.start(
+        run, name="vfolder-clone", owner_access_key=ctx.access_key, owner_user=str(ctx.user_uuid)
+    )
     item = folder_item(Access(vf, "wd", True, True, ctx.email, None))
     item.update(bgtask_id=task_id, task_id=task_id)
     return JSONResponse(item)

@@ -1,40 +1,48 @@
 """Database tables of the manager (SQLAlchemy 2, one metadata for SQLite and PostgreSQL)."""
 
-from .accounts import Domain, Group, KeyPair, KeyPairResourcePolicy, ResourcePreset, User, group_members
+from .accounts import (
+    DomainRow,
+    KeyPairResourcePolicyRow,
+    KeyPairRow,
+    ProjectRow,
+    ResourcePresetRow,
+    UserRow,
+    group_members,
+)
 from .base import Base, metadata
 from .resources import (
-    Agent,
-    Image,
-    ImageAlias,
-    ScalingGroup,
+    AgentRow,
+    ImageAliasRow,
+    ImageRow,
+    ScalingGroupRow,
     sgroups_for_domains,
     sgroups_for_groups,
     sgroups_for_keypairs,
 )
-from .sessions import Kernel, SessionRow
-from .templates import SessionTemplate
-from .userconfig import Dotfile
-from .vfolders import VFolder, VFolderInvitation, VFolderPermission
+from .sessions import KernelRow, SessionRow
+from .templates import SessionTemplateRow
+from .userconfig import DotfileRow
+from .vfolders import VFolderInvitationRow, VFolderPermissionRow, VFolderRow
 
 __all__ = [
-    "Agent",
+    "AgentRow",
     "Base",
-    "Domain",
-    "Dotfile",
-    "Group",
-    "Image",
-    "ImageAlias",
-    "Kernel",
-    "KeyPair",
-    "KeyPairResourcePolicy",
-    "ResourcePreset",
-    "ScalingGroup",
+    "DomainRow",
+    "DotfileRow",
+    "ProjectRow",
+    "ImageRow",
+    "ImageAliasRow",
+    "KernelRow",
+    "KeyPairRow",
+    "KeyPairResourcePolicyRow",
+    "ResourcePresetRow",
+    "ScalingGroupRow",
     "SessionRow",
-    "SessionTemplate",
-    "User",
-    "VFolder",
-    "VFolderInvitation",
-    "VFolderPermission",
+    "SessionTemplateRow",
+    "UserRow",
+    "VFolderRow",
+    "VFolderInvitationRow",
+    "VFolderPermissionRow",
     "group_members",
     "sgroups_for_domains",
     "sgroups_for_groups",

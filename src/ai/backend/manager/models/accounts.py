@@ -12,7 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from .base import GUID, Base, UTCDateTime, metadata, utcnow
 
 
-class Domain(Base):
+class DomainRow(Base):
     __tablename__ = "domains"
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     description: Mapped[str | None] = mapped_column(Text)
@@ -27,7 +27,7 @@ class Domain(Base):
     )
 
 
-class Group(Base):
+class ProjectRow(Base):
     __tablename__ = "groups"
     # Project names are unique inside a domain only.
     __table_args__ = (UniqueConstraint("domain_name", "name", name="uq_groups_domain_name_name"),)
@@ -45,7 +45,7 @@ class Group(Base):
     )
 
 
-class User(Base):
+class UserRow(Base):
     __tablename__ = "users"
     uuid: Mapped[uuid.UUID] = mapped_column(GUID, primary_key=True, default=uuid.uuid4)
     username: Mapped[str] = mapped_column(String(64), unique=True)
@@ -74,7 +74,7 @@ group_members = Table(
 )
 
 
-class KeyPairResourcePolicy(Base):
+class KeyPairResourcePolicyRow(Base):
     __tablename__ = "keypair_resource_policies"
     name: Mapped[str] = mapped_column(String(256), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -89,7 +89,7 @@ class KeyPairResourcePolicy(Base):
     allowed_vfolder_hosts: Mapped[list[Any]] = mapped_column(default=list)
 
 
-class KeyPair(Base):
+class KeyPairRow(Base):
     __tablename__ = "keypairs"
     access_key: Mapped[str] = mapped_column(String(20), primary_key=True)
     secret_key: Mapped[str] = mapped_column(String(40))
@@ -108,7 +108,7 @@ class KeyPair(Base):
     ssh_private_key: Mapped[str | None] = mapped_column(Text)
 
 
-class ResourcePreset(Base):
+class ResourcePresetRow(Base):
     __tablename__ = "resource_presets"
     name: Mapped[str] = mapped_column(String(256), primary_key=True)
     resource_slots: Mapped[dict[str, Any]] = mapped_column(default=dict)

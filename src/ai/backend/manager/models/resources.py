@@ -11,7 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from .base import GUID, Base, UTCDateTime, metadata, utcnow
 
 
-class ScalingGroup(Base):
+class ScalingGroupRow(Base):
     __tablename__ = "scaling_groups"
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     description: Mapped[str | None] = mapped_column(Text)
@@ -31,28 +31,30 @@ class ScalingGroup(Base):
 sgroups_for_domains = Table(
     "sgroups_for_domains",
     metadata,
-    Column("scaling_group", ForeignKey("scaling_groups.name", ondelete="CASCADE", onupdate="CASCADE"),
-           primary_key=True),
+    Column(
+        "scaling_group", ForeignKey("scaling_groups.name", ondelete="CASCADE", onupdate="CASCADE"), primary_key=True
+    ),
     Column("domain", ForeignKey("domains.name", ondelete="CASCADE", onupdate="CASCADE"), primary_key=True),
 )
 sgroups_for_groups = Table(
     "sgroups_for_groups",
     metadata,
-    Column("scaling_group", ForeignKey("scaling_groups.name", ondelete="CASCADE", onupdate="CASCADE"),
-           primary_key=True),
+    Column(
+        "scaling_group", ForeignKey("scaling_groups.name", ondelete="CASCADE", onupdate="CASCADE"), primary_key=True
+    ),
     Column("group", GUID, ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
 )
 sgroups_for_keypairs = Table(
     "sgroups_for_keypairs",
     metadata,
-    Column("scaling_group", ForeignKey("scaling_groups.name", ondelete="CASCADE", onupdate="CASCADE"),
-           primary_key=True),
-    Column("access_key", ForeignKey("keypairs.access_key", ondelete="CASCADE", onupdate="CASCADE"),
-           primary_key=True),
+    Column(
+        "scaling_group", ForeignKey("scaling_groups.name", ondelete="CASCADE", onupdate="CASCADE"), primary_key=True
+    ),
+    Column("access_key", ForeignKey("keypairs.access_key", ondelete="CASCADE", onupdate="CASCADE"), primary_key=True),
 )
 
 
-class Agent(Base):
+class AgentRow(Base):
     __tablename__ = "agents"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     status: Mapped[str] = mapped_column(String(32), default="ALIVE", index=True)
@@ -71,7 +73,7 @@ class Agent(Base):
     compute_plugins: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
-class Image(Base):
+class ImageRow(Base):
     __tablename__ = "images"
     name: Mapped[str] = mapped_column(String(256), primary_key=True)  # canonical "repo:tag"
     registry_name: Mapped[str] = mapped_column("registry", String(128), default="local")
@@ -84,7 +86,7 @@ class Image(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class ImageAlias(Base):
+class ImageAliasRow(Base):
     __tablename__ = "image_aliases"
     alias: Mapped[str] = mapped_column(String(256), primary_key=True)
     image: Mapped[str] = mapped_column(ForeignKey("images.name", ondelete="CASCADE", onupdate="CASCADE"))

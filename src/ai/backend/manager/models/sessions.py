@@ -46,7 +46,7 @@ class SessionRow(Base):
     vfolder_mounts: Mapped[list[Any] | None] = mapped_column(JSON)  # [{vfid, name, host, mount_path, permission}]
 
 
-class Kernel(Base):
+class KernelRow(Base):
     __tablename__ = "kernels"
     id: Mapped[uuid.UUID] = mapped_column(GUID, primary_key=True, default=uuid.uuid4)
     session_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
@@ -70,12 +70,12 @@ class Kernel(Base):
 
 
 # The order of a session's kernels wherever they are listed: main1, then sub1, sub2, ...
-KERNEL_ORDER = (Kernel.cluster_role != "main", Kernel.cluster_idx)
+KERNEL_ORDER = (KernelRow.cluster_role != "main", KernelRow.cluster_idx)
 
 # A session joined with its main kernel (``main1``); the kernel is None for a session without kernels.
-MAIN_KERNEL_JOIN = and_(Kernel.session_id == SessionRow.id, Kernel.cluster_role == "main")
+MAIN_KERNEL_JOIN = and_(KernelRow.session_id == SessionRow.id, KernelRow.cluster_role == "main")
 
 
-def select_with_main_kernel() -> Select[SessionRow, Kernel]:
+def select_with_main_kernel() -> Select[SessionRow, KernelRow]:
     """``SELECT session, main kernel`` (outer join): add the ``where`` clauses."""
-    return select(SessionRow, Kernel).join(Kernel, MAIN_KERNEL_JOIN, isouter=True)
+    return select(SessionRow, KernelRow).join(KernelRow, MAIN_KERNEL_JOIN, isouter=True)

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from .base import GUID, Base, UTCDateTime, utcnow
 
 
-class SessionTemplate(Base):
+class SessionTemplateRow(Base):
     __tablename__ = "session_templates"
     id: Mapped[uuid.UUID] = mapped_column(GUID, primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(128), index=True)

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from .base import GUID, Base, UTCDateTime, utcnow
 
 
-class Dotfile(Base):
+class DotfileRow(Base):
     __tablename__ = "dotfiles"
     __table_args__ = (UniqueConstraint("user_uuid", "path", name="uq_dotfiles_user_uuid_path"),)
     id: Mapped[uuid.UUID] = mapped_column(GUID, primary_key=True, default=uuid.uuid4)

@@ -24,7 +24,7 @@ STATUSES = ("ready", "performing", "cloning", "deleting")
 INVITATION_STATES = ("pending", "accepted", "rejected", "canceled")
 
 
-class VFolder(Base):
+class VFolderRow(Base):
     __tablename__ = "vfolders"
     __table_args__ = (
         UniqueConstraint("user", "name", name="uq_vfolders_user_name"),
@@ -47,17 +47,16 @@ class VFolder(Base):
     last_used: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-class VFolderPermission(Base):
+class VFolderPermissionRow(Base):
     """A user other than the owner who may use a folder (an accepted invitation, or a project share)."""
 
     __tablename__ = "vfolder_permissions"
     vfolder: Mapped[uuid.UUID] = mapped_column(ForeignKey("vfolders.id", ondelete="CASCADE"), primary_key=True)
-    user: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.uuid", ondelete="CASCADE"), primary_key=True,
-                                            index=True)
+    user: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.uuid", ondelete="CASCADE"), primary_key=True, index=True)
     permission: Mapped[str] = mapped_column(String(2), default="rw")
 
 
-class VFolderInvitation(Base):
+class VFolderInvitationRow(Base):
     __tablename__ = "vfolder_invitations"
     id: Mapped[uuid.UUID] = mapped_column(GUID, primary_key=True, default=uuid.uuid4)
     vfolder: Mapped[uuid.UUID] = mapped_column(ForeignKey("vfolders.id", ondelete="CASCADE"), index=True)

@@ -15,10 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ai.backend.common.types import ResourceSlot
 
-from ..cluster import kernel_layout, per_kernel_slots
 from ..json_sql import json_with_key, json_without_key
-from ..models import Agent, Kernel, SessionRow
+from ..models import AgentRow, KernelRow, SessionRow
 from ..models.base import utcnow
+from ..sessions.cluster import kernel_layout, per_kernel_slots
 from ..sessions.status import SessionStatus as S
 from ..sessions.status import check_transition, status_values
 from .state import PassPlan
@@ -27,8 +27,9 @@ from .state import PassPlan
 REWRITE_WAITING_AFTER = 10.0
 
 
-async def apply_plan(db: AsyncSession, plan: PassPlan, rows: dict[str, Any],
-                     agents: dict[str, Agent], now: datetime) -> None:
+async def apply_plan(
+    db: AsyncSession, plan: PassPlan, rows: dict[str, Any], agents: dict[str, AgentRow], now: datetime
+) -> None:
     """Write the plan: placements (SCHEDULED, reasons cleared, as ``registry.set_status`` would) and
     the reasons of those left waiting, as plain table statements (the ORM's per-row bookkeeping costs
     more than the database for 10,000 rows): one UPDATE per kind of placement and chunk of sessions
@@ -55,9 +56,16 @@ async def apply_plan(db: AsyncSession, plan: PassPlan, rows: dict[str, Any],
         for k, kernel_agent in zip(kernel_layout(len(per_agent)), per_agent, strict=True):
             agent = agents[kernel_agent]
             occupied[agent.id] = occupied.get(agent.id, ResourceSlot.from_json(agent.occupied_slots)) + per
-            kernel_updates.append({"b_session_id": session.id, "b_host": k.hostname, "agent": agent.id,
-                                   "agent_addr": agent.addr, "occupied_slots": per_json,
-                                   "status": S.SCHEDULED})
+            kernel_updates.append(
+                {
+                    "b_session_id": session.id,
+                    "b_host": k.hostname,
+                    "agent": agent.id,
+                    "agent_addr": agent.addr,
+                    "occupied_slots": per_json,
+                    "status": S.SCHEDULED,
+                }
+            )
         placed_by_slots.setdefault(slots_key, (slots, []))[1].append(session.id)
     for agent_id, total in occupied.items():
         agents[agent_id].occupied_slots = total.to_json()
@@ -67,32 +75,47 @@ async def apply_plan(db: AsyncSession, plan: PassPlan, rows: dict[str, Any],
         previous = (session.status_data or {}).get("scheduler") or {}
         if _still_recorded(session.status_info, previous, w.reason[:256], w.predicates, now):
             continue
-        waiting_updates.append({"b_id": session.id, "status_info": w.reason[:256], "status_data": {
-            **(session.status_data or {}), "scheduler": {
-                "predicates": list(w.predicates), "retries": int(previous.get("retries", 0)) + 1,
-                "last_try": now.isoformat()}}})
-    kernels = cast(Table, Kernel.__table__)
+        waiting_updates.append(
+            {
+                "b_id": session.id,
+                "status_info": w.reason[:256],
+                "status_data": {
+                    **(session.status_data or {}),
+                    "scheduler": {
+                        "predicates": list(w.predicates),
+                        "retries": int(previous.get("retries", 0)) + 1,
+                        "last_try": now.isoformat(),
+                    },
+                },
+            }
+        )
+    kernels = cast(Table, KernelRow.__table__)
     sessions = cast(Table, SessionRow.__table__)
     dialect = db.get_bind().dialect.name
     for slots, ids in placed_by_slots.values():
         # PENDING → SCHEDULED (every row read was PENDING), as status_change would write it, in SQL.
         values = {
-            **status_values(check_transition(S.PENDING, S.SCHEDULED), stamp, ""), "occupying_slots": slots,
+            **status_values(check_transition(S.PENDING, S.SCHEDULED), stamp, ""),
+            "occupying_slots": slots,
             "status_history": json_with_key(sessions.c.status_history, S.SCHEDULED, stamp.isoformat(), dialect),
             "status_data": json_without_key(sessions.c.status_data, "scheduler", dialect),
         }
         for chunk in _chunks(ids):
             await db.execute(update(sessions).where(sessions.c.id.in_(chunk)).values(**values))
     if kernel_updates:
-        await db.execute(update(kernels).where(kernels.c.session_id == bindparam("b_session_id"),
-                                               kernels.c.cluster_hostname == bindparam("b_host")), kernel_updates)
+        await db.execute(
+            update(kernels).where(
+                kernels.c.session_id == bindparam("b_session_id"), kernels.c.cluster_hostname == bindparam("b_host")
+            ),
+            kernel_updates,
+        )
     if waiting_updates:
         await db.execute(update(sessions).where(sessions.c.id == bindparam("b_id")), waiting_updates)
 
 
 def _chunks(ids: list[Any], size: int = 1000) -> list[list[Any]]:
     """``ids`` in pieces small enough for one statement's parameters on either database."""
-    return [ids[i:i + size] for i in range(0, len(ids), size)]
+    return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
 def _still_recorded(info: str | None, previous: dict[str, Any], reason: str, predicates: Any, now: datetime) -> bool:

@@ -39,8 +39,13 @@ class Scheduler:
     GAP_FACTOR = 3.0
     MAX_GAP = 1.0
 
-    def __init__(self, db: async_sessionmaker[AsyncSession], wake: asyncio.Event,
-                 start: Callable[[uuid.UUID], None], interval: float = 5.0) -> None:
+    def __init__(
+        self,
+        db: async_sessionmaker[AsyncSession],
+        wake: asyncio.Event,
+        start: Callable[[uuid.UUID], None],
+        interval: float = 5.0,
+    ) -> None:
         self.db = db
         self.wake = wake
         self.start = start

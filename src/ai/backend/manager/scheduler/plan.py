@@ -16,7 +16,7 @@ from typing import Any
 
 from ai.backend.common.types import ResourceSlot
 
-from ..cluster import per_kernel_slots
+from ..sessions.cluster import per_kernel_slots
 from .policies import pop_next
 from .predicates import P_ARCH, P_CAPACITY, architecture, check_predicates
 from .reasons import cluster_shortfall
@@ -63,8 +63,13 @@ def plan_pass(
             chosen = None if failed else _place(picker, candidates, s)
             if chosen is None:
                 if not failed:
-                    key = (id(candidates), tuple(sorted(s.requested.items())), s.cluster_size, s.cluster_mode,
-                           picker.changes)
+                    key = (
+                        id(candidates),
+                        tuple(sorted(s.requested.items())),
+                        s.cluster_size,
+                        s.cluster_mode,
+                        picker.changes,
+                    )
                     if key not in shortfalls:
                         shortfalls[key] = cluster_shortfall(candidates, free, s)
                     failed.append((P_CAPACITY, shortfalls[key]))
@@ -73,8 +78,9 @@ def plan_pass(
             if s.cluster_size > 1:
                 plan.kernel_agents[s.id] = chosen
             if kp is not None:
-                kp_state[s.access_key] = KeypairState(kp.limit, kp.max_concurrent, kp.using + s.requested,
-                                                      kp.active + 1)
+                kp_state[s.access_key] = KeypairState(
+                    kp.limit, kp.max_concurrent, kp.using + s.requested, kp.active + 1
+                )
             group_usage[s.access_key] = group_usage.get(s.access_key, ResourceSlot()) + s.requested
             plan.placements.append((s.id, chosen[0]))
     return plan

@@ -51,7 +51,8 @@ def keypair_resource_limit(session: PendingSession, keypair: KeypairState | None
     return "keypair resource policy limit: " + ", ".join(
         f"{k} {format_amount(k, keypair.using.get(k, Decimal(0)))} of "
         f"{format_amount(k, keypair.limit[k])} in use, {format_amount(k, session.requested[k])} asked"
-        for k in sorted(over))
+        for k in sorted(over)
+    )
 
 
 # The predicates every pending session is checked against, in this order.
@@ -81,8 +82,9 @@ def normalize_arch(arch: str | None) -> str | None:
     return _ARCH_ALIASES.get(a, a)
 
 
-def architecture(session: PendingSession, members: Sequence[AgentState],
-                 by_arch: dict[str | None, list[AgentState]]) -> tuple[Sequence[AgentState], str | None]:
+def architecture(
+    session: PendingSession, members: Sequence[AgentState], by_arch: dict[str | None, list[AgentState]]
+) -> tuple[Sequence[AgentState], str | None]:
     """The candidate agents of ``session`` among a scaling group's ``members``: those of its image's
     architecture (all when unrecorded), and why it fails when the group has agents but none of that one.
     ``by_arch`` keeps one list per architecture for the pass (the picker keys its heaps by the list)."""

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from ai.backend.common.types import SLOT_TYPES, BinarySize, ResourceSlot
 
-from ..cluster import kernels_fitting, per_kernel_slots
+from ..sessions.cluster import kernels_fitting, per_kernel_slots
 from .policies import dominant_share
 from .state import AgentState, PendingSession
 
@@ -27,15 +27,20 @@ def format_slots(slots: Mapping[str, Decimal]) -> str:
     return ", ".join(f"{k} {format_amount(k, v)}" for k, v in sorted(slots.items()) if v > 0) or "nothing"
 
 
-def shortfall_reason(candidates: Sequence[AgentState], free: Mapping[str, ResourceSlot],
-                     requested: ResourceSlot) -> str:
+def shortfall_reason(
+    candidates: Sequence[AgentState], free: Mapping[str, ResourceSlot], requested: ResourceSlot
+) -> str:
     """Why no candidate fits: "can never fit" when none has the capacity even empty, else the nearest one."""
     if not candidates:
         return "no alive schedulable agent in the scaling group"
     if not any(requested.fits_in(a.available) for a in candidates):
         big = max(candidates, key=lambda a: (dominant_share(a.available, requested), a.id))
-        return ("the request can never fit on any agent: asked "
-                + format_slots(requested) + f"; the largest agent {big.id} has " + format_slots(big.available))
+        return (
+            "the request can never fit on any agent: asked "
+            + format_slots(requested)
+            + f"; the largest agent {big.id} has "
+            + format_slots(big.available)
+        )
 
     def lacking(a: AgentState) -> dict[str, Decimal]:
         f = free[a.id]

@@ -51,8 +51,7 @@ def selection_strategy(opts: Mapping[str, Any] | None) -> str:
 def scheduler_opts_error(opts: Mapping[str, Any]) -> str | None:
     """Why ``opts`` is not a valid ``scheduler_opts`` (only the keys the scheduler reads are checked)."""
     if STRATEGY_KEY in opts and opts[STRATEGY_KEY] not in STRATEGIES:
-        return (f"scheduler_opts.{STRATEGY_KEY} must be one of {', '.join(STRATEGIES)}; "
-                f"got {opts[STRATEGY_KEY]!r}.")
+        return f"scheduler_opts.{STRATEGY_KEY} must be one of {', '.join(STRATEGIES)}; got {opts[STRATEGY_KEY]!r}."
     return None
 
 
@@ -88,8 +87,9 @@ def _unused_accelerators(agent: AgentState, requested: ResourceSlot) -> int:
     return n
 
 
-def _selection_key(agent: AgentState, free: ResourceSlot, requested: ResourceSlot,
-                   score: Score) -> tuple[int, Decimal, str]:
+def _selection_key(
+    agent: AgentState, free: ResourceSlot, requested: ResourceSlot, score: Score
+) -> tuple[int, Decimal, str]:
     """What the selection minimizes: accelerators left unused, then the strategy's score, then the id."""
     return (_unused_accelerators(agent, requested), score(_remaining_share(agent, free, requested)), agent.id)
 
@@ -122,8 +122,10 @@ class AgentPicker:
         self.changes = 0  # placements and undos so far: free slots are unchanged while this is
         self._agents: dict[str, AgentState] = {}
         # (request signature) -> [heap of (key, agent id), current key by agent id, position in _log]
-        self._heaps: dict[tuple[Any, ...], tuple[list[tuple[tuple[int, Decimal, str], str]],
-                                                 dict[str, tuple[int, Decimal, str]], list[int]]] = {}
+        self._heaps: dict[
+            tuple[Any, ...],
+            tuple[list[tuple[tuple[int, Decimal, str], str]], dict[str, tuple[int, Decimal, str]], list[int]],
+        ] = {}
 
     def pick(self, candidates: Sequence[AgentState], requested: ResourceSlot) -> AgentState | None:
         """The agent the strategy picks among ``candidates`` for ``requested`` now, or None if none fits."""
@@ -131,15 +133,18 @@ class AgentPicker:
         entry = self._heaps.get(sig)
         if entry is None:
             by_id = {a.id: a for a in candidates if a.eligible}
-            keys = {a.id: _selection_key(a, self.free[a.id], requested, self.score) for a in by_id.values()
-                    if requested.fits_in(self.free[a.id])}
+            keys = {
+                a.id: _selection_key(a, self.free[a.id], requested, self.score)
+                for a in by_id.values()
+                if requested.fits_in(self.free[a.id])
+            }
             heap = [(k, aid) for aid, k in keys.items()]
             heapq.heapify(heap)
             entry = (heap, keys, [len(self._log)])
             self._heaps[sig] = entry
             self._agents.update(by_id)
         heap, keys, seen = entry
-        for aid in self._log[seen[0]:]:
+        for aid in self._log[seen[0] :]:
             if aid in keys:
                 agent = self._agents[aid]
                 if requested.fits_in(self.free[aid]):

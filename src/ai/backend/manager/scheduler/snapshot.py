@@ -17,19 +17,30 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ai.backend.common.types import ResourceSlot
 
 from ..agents.status import AgentStatus
-from ..models import Agent, Image, KeyPair, KeyPairResourcePolicy, ScalingGroup, SessionRow
+from ..models import AgentRow, ImageRow, KeyPairResourcePolicyRow, KeyPairRow, ScalingGroupRow, SessionRow
 from ..quota import has_finite_limit, keypair_holdings, policy_limits
+from ..scaling_groups import allowed_scaling_groups
 from ..sessions.status import HOLDING
 from ..sessions.status import SessionStatus as S
-from ..sgroups import allowed_scaling_groups
 from .selectors import selection_strategy
 from .state import DEFAULT_POLICY, AgentState, GroupSettings, KeypairState, PendingSession
 
 # What a pass reads of a pending session.
-_PENDING_COLUMNS = (SessionRow.id, SessionRow.status_info, SessionRow.access_key, SessionRow.domain_name,
-                    SessionRow.group_id, SessionRow.scaling_group, SessionRow.image, SessionRow.requested_slots,
-                    SessionRow.starts_at, SessionRow.status_data, SessionRow.status_history,
-                    SessionRow.cluster_size, SessionRow.cluster_mode)
+_PENDING_COLUMNS = (
+    SessionRow.id,
+    SessionRow.status_info,
+    SessionRow.access_key,
+    SessionRow.domain_name,
+    SessionRow.group_id,
+    SessionRow.scaling_group,
+    SessionRow.image,
+    SessionRow.requested_slots,
+    SessionRow.starts_at,
+    SessionRow.status_data,
+    SessionRow.status_history,
+    SessionRow.cluster_size,
+    SessionRow.cluster_mode,
+)
 
 
 @dataclass
@@ -37,7 +48,7 @@ class Snapshot:
     """What one pass reads: the rows it will write back (by id) and the records the pure phases decide on."""
 
     rows: dict[str, Any]  # pending session id -> its row (the columns of ``_PENDING_COLUMNS``)
-    agent_rows: dict[str, Agent]  # agent id -> its ORM row (locked; the pass updates ``occupied_slots``)
+    agent_rows: dict[str, AgentRow]  # agent id -> its ORM row (locked; the pass updates ``occupied_slots``)
     pending: list[PendingSession]  # oldest first
     agents: list[AgentState]
     keypairs: dict[str, KeypairState]
@@ -50,29 +61,48 @@ async def read_snapshot(db: AsyncSession) -> Snapshot | None:
     # Only the columns a pass reads (plain rows, no ORM objects: 10,000 of them must load fast).
     rows = (
         await db.execute(
-            select(*_PENDING_COLUMNS).where(SessionRow.status == S.PENDING).order_by(SessionRow.created_at)
+            select(*_PENDING_COLUMNS)
+            .where(SessionRow.status == S.PENDING)
+            .order_by(SessionRow.created_at)
             .with_for_update()
         )
     ).all()
     if not rows:
         return None
     agents = (
-        await db.execute(
-            select(Agent).where(Agent.status == AgentStatus.ALIVE, Agent.schedulable.is_(True)).with_for_update()
+        (
+            await db.execute(
+                select(AgentRow)
+                .where(AgentRow.status == AgentStatus.ALIVE, AgentRow.schedulable.is_(True))
+                .with_for_update()
+            )
         )
-    ).scalars().all()
+        .scalars()
+        .all()
+    )
     pending = await _pending_snapshot(db, rows)
-    groups = {name: GroupSettings(policy or DEFAULT_POLICY, selection_strategy(opts)) for name, policy, opts in (
-        await db.execute(select(ScalingGroup.name, ScalingGroup.scheduler, ScalingGroup.scheduler_opts))
-    ).all()}
+    groups = {
+        name: GroupSettings(policy or DEFAULT_POLICY, selection_strategy(opts))
+        for name, policy, opts in (
+            await db.execute(select(ScalingGroupRow.name, ScalingGroupRow.scheduler, ScalingGroupRow.scheduler_opts))
+        ).all()
+    }
     # Only ``drf`` orders by usage: the other groups' holdings need not be read.
     drf = {p.scaling_group for p in pending if groups.get(p.scaling_group, GroupSettings()).policy == "drf"}
     return Snapshot(
         rows={str(r.id): r for r in rows},
         agent_rows={a.id: a for a in agents},
         pending=pending,
-        agents=[AgentState(a.id, a.scaling_group, ResourceSlot.from_json(a.available_slots),
-                           ResourceSlot.from_json(a.occupied_slots), a.architecture or "x86_64") for a in agents],
+        agents=[
+            AgentState(
+                a.id,
+                a.scaling_group,
+                ResourceSlot.from_json(a.available_slots),
+                ResourceSlot.from_json(a.occupied_slots),
+                a.architecture or "x86_64",
+            )
+            for a in agents
+        ],
         keypairs=await _keypair_snapshot(db, rows),
         groups=groups,
         usage=await _usage_snapshot(db, drf),
@@ -81,9 +111,13 @@ async def read_snapshot(db: AsyncSession) -> Snapshot | None:
 
 async def _pending_snapshot(db: AsyncSession, rows: Any) -> list[PendingSession]:
     """Pending rows as :class:`PendingSession`: with the image architecture and scaling group access."""
-    arch = dict((await db.execute(
-        select(Image.name, Image.architecture).where(Image.name.in_({r.image for r in rows}))
-    )).all())
+    arch = dict(
+        (
+            await db.execute(
+                select(ImageRow.name, ImageRow.architecture).where(ImageRow.name.in_({r.image for r in rows}))
+            )
+        ).all()
+    )
     allowed: dict[tuple[str, uuid.UUID, str], list[str]] = {}
     # Pending sessions mostly ask for the same few amounts: decode each once (a ResourceSlot is immutable).
     slots: dict[tuple[tuple[str, Any], ...], ResourceSlot] = {}
@@ -92,15 +126,26 @@ async def _pending_snapshot(db: AsyncSession, rows: Any) -> list[PendingSession]
         key = (r.domain_name, r.group_id, r.access_key)
         if key not in allowed:
             # Private groups count: the owner passed the creation checks; what matters is a removed association.
-            allowed[key] = await allowed_scaling_groups(db, domain=r.domain_name, group_id=r.group_id,
-                                                        access_key=r.access_key, include_private=True)
+            allowed[key] = await allowed_scaling_groups(
+                db, domain=r.domain_name, group_id=r.group_id, access_key=r.access_key, include_private=True
+            )
         asked = tuple((r.requested_slots or {}).items())
         requested = slots.get(asked)
         if requested is None:
             requested = slots[asked] = ResourceSlot.from_json(r.requested_slots)
-        out.append(PendingSession(str(r.id), r.access_key, r.scaling_group, requested,
-                                  r.starts_at, arch.get(r.image), r.scaling_group in allowed[key],
-                                  r.cluster_size or 1, r.cluster_mode or "single-node"))
+        out.append(
+            PendingSession(
+                str(r.id),
+                r.access_key,
+                r.scaling_group,
+                requested,
+                r.starts_at,
+                arch.get(r.image),
+                r.scaling_group in allowed[key],
+                r.cluster_size or 1,
+                r.cluster_mode or "single-node",
+            )
+        )
     return out
 
 
@@ -112,11 +157,13 @@ async def _keypair_snapshot(db: AsyncSession, rows: Any) -> dict[str, KeypairSta
     asked: dict[str, set[str]] = {}
     for r in rows:
         asked.setdefault(r.access_key, set()).update(r.requested_slots or {})
-    policies = (await db.execute(
-        select(KeyPair.access_key, KeyPairResourcePolicy)
-        .join(KeyPairResourcePolicy, KeyPairResourcePolicy.name == KeyPair.resource_policy)
-        .where(KeyPair.access_key.in_(keys))
-    )).all()
+    policies = (
+        await db.execute(
+            select(KeyPairRow.access_key, KeyPairResourcePolicyRow)
+            .join(KeyPairResourcePolicyRow, KeyPairResourcePolicyRow.name == KeyPairRow.resource_policy)
+            .where(KeyPairRow.access_key.in_(keys))
+        )
+    ).all()
     limits = {ak: policy_limits(policy, asked.get(ak, ())) for ak, policy in policies}
     holding = await keypair_holdings(db, keys, HOLDING, [ak for ak, lim in limits.items() if has_finite_limit(lim)])
     out = {}
@@ -131,9 +178,12 @@ async def _usage_snapshot(db: AsyncSession, scaling_groups: set[str]) -> dict[tu
     usage: dict[tuple[str, str], ResourceSlot] = {}
     if not scaling_groups:
         return usage
-    for sg, ak, occ in (await db.execute(
-        select(SessionRow.scaling_group, SessionRow.access_key, SessionRow.occupying_slots)
-        .where(SessionRow.status.in_(HOLDING), SessionRow.scaling_group.in_(scaling_groups))
-    )).all():
+    for sg, ak, occ in (
+        await db.execute(
+            select(SessionRow.scaling_group, SessionRow.access_key, SessionRow.occupying_slots).where(
+                SessionRow.status.in_(HOLDING), SessionRow.scaling_group.in_(scaling_groups)
+            )
+        )
+    ).all():
         usage[(sg, ak)] = usage.get((sg, ak), ResourceSlot()) + ResourceSlot.from_json(occ)
     return usage

@@ -13,8 +13,8 @@ from ai.backend.common.problems import Conflict, SessionNotFound
 
 from ..agent_client import AgentRPC, RawAnswer
 from ..counters import PendingCounts
-from ..models import Kernel, SessionRow
-from ..session_limits import ActivityTracker
+from ..models import KernelRow, SessionRow
+from .limits import ActivityTracker
 from .status import SessionStatus as S
 from .store import SessionStore
 
@@ -33,8 +33,15 @@ class KernelProxy:
         self._query_counts: PendingCounts[uuid.UUID] = PendingCounts()
 
     async def kernel_call(
-        self, session: SessionRow, method: str, op: str, json: Any = None, timeout: float | None = 600,
-        *, check_status: bool = True, kernel: Kernel | None = None,
+        self,
+        session: SessionRow,
+        method: str,
+        op: str,
+        json: Any = None,
+        timeout: float | None = 600,
+        *,
+        check_status: bool = True,
+        kernel: KernelRow | None = None,
     ) -> Any:
         """Forward a call to the session's main kernel on its agent (``kernel``: that kernel, if already loaded)."""
         self.activity.touch(session.id)
@@ -47,12 +54,20 @@ class KernelProxy:
                 kernel = await self.store.main_kernel(db, session)
         if not kernel.agent_addr:
             raise SessionNotFound(f"Session {session.name!r} has no running kernel.")
-        return await self._rpc.call(kernel.agent_addr, method, f"/v1/kernels/{kernel.id}{op}", json=json,
-                                   timeout=timeout)
+        return await self._rpc.call(
+            kernel.agent_addr, method, f"/v1/kernels/{kernel.id}{op}", json=json, timeout=timeout
+        )
 
     async def kernel_call_raw(
-        self, session: SessionRow, method: str, op: str, *, params: dict[str, str | int] | None = None,
-        content: bytes | None = None, content_type: str | None = None, timeout: float | None = 600,
+        self,
+        session: SessionRow,
+        method: str,
+        op: str,
+        *,
+        params: dict[str, str | int] | None = None,
+        content: bytes | None = None,
+        content_type: str | None = None,
+        timeout: float | None = 600,
     ) -> RawAnswer:
         """Like :meth:`kernel_call`, for agent endpoints that take or answer raw bytes (session files)."""
         self.activity.touch(session.id)
@@ -64,19 +79,29 @@ class KernelProxy:
             kernel = await self.store.main_kernel(db, session)
         if not kernel.agent_addr:
             raise SessionNotFound(f"Session {session.name!r} has no running kernel.")
-        return await self._rpc.call_raw(kernel.agent_addr, method, f"/v1/kernels/{kernel.id}{op}", params=params,
-                                       content=content, content_type=content_type, timeout=timeout)
+        return await self._rpc.call_raw(
+            kernel.agent_addr,
+            method,
+            f"/v1/kernels/{kernel.id}{op}",
+            params=params,
+            content=content,
+            content_type=content_type,
+            timeout=timeout,
+        )
 
     def count_query(self, session: SessionRow) -> None:
         self._query_counts.count(session.id)
 
     async def flush_query_counts(self) -> None:
         """Write the execute counters kept in memory (one write per interval, not per execute)."""
+
         async def write(counts: dict[uuid.UUID, int]) -> None:
             async with self.store.db() as db:
                 for sid, n in counts.items():
                     await db.execute(
-                        update(SessionRow).where(SessionRow.id == sid).values(num_queries=SessionRow.num_queries + n)
+                        update(SessionRow)
+                        .where(SessionRow.id == sid)
+                        .values(num_queries=SessionRow.num_queries + n)
                         .execution_options(generation_neutral=True)  # a counter: cached lookups need not reload
                     )
                 await db.commit()
@@ -86,7 +111,6 @@ class KernelProxy:
     def unflushed_queries(self, session: SessionRow) -> int:
         """Executions counted in memory and not yet written (or being written) to the session row."""
         return self._query_counts.pending(session.id)
-
 
 
 def session_age_ms(session: SessionRow) -> int:

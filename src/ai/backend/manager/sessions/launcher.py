@@ -22,12 +22,12 @@ from ai.backend.common.problems import ServiceUnavailable
 from ..agent_client import AgentError, AgentRPC
 from ..background import Spawn
 from ..batching import Coalescer
-from ..cluster import KernelSlot, cluster_spec, local_rank, network_name, new_ssh_keypair
 from ..db import retry_locked
 from ..events import EventBus
-from ..models import Kernel, SessionRow
+from ..models import KernelRow, SessionRow
 from ..models.base import utcnow
 from ..userconfig import kernel_user_config
+from .cluster import KernelSlot, cluster_spec, local_rank, network_name, new_ssh_keypair
 from .events import publish_session_event
 from .status import START_SETTLED, TERMINAL, status_change
 from .status import SessionStatus as S
@@ -45,7 +45,7 @@ log = logging.getLogger("ai.backend.manager.sessions")
 # Sessions whose kernels are being created at the same time (each waits on its agents).
 MAX_CONCURRENT_STARTS = 64
 # A started session: its row, its kernels (main1 first) and its owner's dotfiles and bootstrap script.
-Prepared = tuple[SessionRow, list[Kernel], dict[str, Any]]
+Prepared = tuple[SessionRow, list[KernelRow], dict[str, Any]]
 # Where a folder lives on the hosts: (host, vfid) -> absolute path (the storage proxy answers).
 FolderPath = Callable[[str, str], Awaitable[str]]
 
@@ -53,8 +53,17 @@ FolderPath = Callable[[str, str], Awaitable[str]]
 class Launcher:
     """Starts sessions the scheduler placed, and removes kernels from their agents."""
 
-    def __init__(self, store: SessionStore, rpc: AgentRPC, bus: EventBus, wake: asyncio.Event, spawn: Spawn, *,
-                 folder_path: FolderPath | None = None, docker_registries: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        store: SessionStore,
+        rpc: AgentRPC,
+        bus: EventBus,
+        wake: asyncio.Event,
+        spawn: Spawn,
+        *,
+        folder_path: FolderPath | None = None,
+        docker_registries: Mapping[str, Any] | None = None,
+    ) -> None:
         self.store = store
         self._rpc = rpc
         self._bus = bus
@@ -69,8 +78,9 @@ class Launcher:
         # A pass may place thousands of sessions at once; their starts share the database pool and the agents.
         self._start_slots = asyncio.Semaphore(MAX_CONCURRENT_STARTS)
         self._preparing: Coalescer[uuid.UUID, Prepared | None] = Coalescer(self._prepare_batch)
-        self._running: Coalescer[tuple[SessionRow, dict[uuid.UUID, dict[str, Any]], dict[str, Any]],
-                                 tuple[SessionRow, bool]] = Coalescer(self._running_batch)
+        self._running: Coalescer[
+            tuple[SessionRow, dict[uuid.UUID, dict[str, Any]], dict[str, Any]], tuple[SessionRow, bool]
+        ] = Coalescer(self._running_batch)
 
     def _publish(self, name: str, session: SessionRow, reason: str | None = None, **extra: Any) -> None:
         publish_session_event(self._bus, name, session, reason, **extra)
@@ -136,6 +146,7 @@ class Launcher:
         """One transaction for many starts: the sessions still SCHEDULED become PREPARING (with their
         kernels), and each comes back with its kernels and what the agents need of its owner (dotfiles,
         bootstrap script); ``None`` for the others."""
+
         async def txn() -> list[Prepared | None]:
             async with self.store.db() as db:
                 sessions, kernels = await sessions_with_kernels(db, ids)
@@ -151,22 +162,23 @@ class Launcher:
                         continue
                     if session.user_uuid not in users:
                         users[session.user_uuid] = await kernel_user_config(db, session.user_uuid, None)
-                    config = {**users[session.user_uuid],
-                              "bootstrap_script": session.bootstrap_script or users[session.user_uuid][
-                                  "bootstrap_script"]}
+                    config = {
+                        **users[session.user_uuid],
+                        "bootstrap_script": session.bootstrap_script or users[session.user_uuid]["bootstrap_script"],
+                    }
                     record_change(session, status_change(session, S.PREPARING, now), session_updates)
                     for k in kernels[sid]:
                         record_change(k, {"status": S.PREPARING}, kernel_updates)
                     out.append((session, kernels[sid], config))
                 await update_rows(db, SessionRow, session_updates)
-                await update_rows(db, Kernel, kernel_updates)
+                await update_rows(db, KernelRow, kernel_updates)
                 await db.commit()
             return out
 
         return await retry_locked(txn)
 
     async def _create_kernels(
-        self, session: SessionRow, kernels: list[Kernel], user_config: dict[str, Any]
+        self, session: SessionRow, kernels: list[KernelRow], user_config: dict[str, Any]
     ) -> dict[uuid.UUID, dict[str, Any]] | None:
         """Create the session's kernels on their agents (a cluster's network first, the sub kernels before
         ``main1``); the agents' answers by kernel id, or ``None`` after recording the failure (ERROR)."""
@@ -178,10 +190,15 @@ class Launcher:
             common: dict[str, Any] = {"mounts": await self._mount_specs(session), **user_config}
             if cluster:
                 assert kernels[0].agent_addr is not None
-                await self._rpc.call(kernels[0].agent_addr, "POST", "/v1/networks",
-                                    json={"name": network_name(session.id), "mode": session.cluster_mode}, timeout=120)
+                await self._rpc.call(
+                    kernels[0].agent_addr,
+                    "POST",
+                    "/v1/networks",
+                    json={"name": network_name(session.id), "mode": session.cluster_mode},
+                    timeout=120,
+                )
 
-            async def create(k: Kernel) -> None:
+            async def create(k: KernelRow) -> None:
                 assert k.agent_addr is not None
                 spec = {**self.kernel_spec(session, k, ssh), **common}
                 created[k.id] = await self._rpc.call(k.agent_addr, "POST", "/v1/kernels", json=spec, timeout=900)
@@ -203,8 +220,9 @@ class Launcher:
             return None
         return created
 
-    async def _record_running(self, session: SessionRow, kernels: list[Kernel],
-                              created: dict[uuid.UUID, dict[str, Any]], t0: float) -> None:
+    async def _record_running(
+        self, session: SessionRow, kernels: list[KernelRow], created: dict[uuid.UUID, dict[str, Any]], t0: float
+    ) -> None:
         """Record created kernels (RUNNING, in a transaction shared with other starts); a session destroyed
         while its kernels were being created has them torn down instead."""
         phases = dict(created.get(kernels[0].id, {}).get("phases") or {})
@@ -222,8 +240,9 @@ class Launcher:
             # Destroyed while it was being created: the destroyer could not reach the containers.
             self._spawn(self.teardown(session.id, kernels, kernels))
 
-    async def _running_batch(self, items: list[tuple[SessionRow, dict[uuid.UUID, dict[str, Any]], dict[str, Any]]]
-                             ) -> list[tuple[SessionRow, bool]]:
+    async def _running_batch(
+        self, items: list[tuple[SessionRow, dict[uuid.UUID, dict[str, Any]], dict[str, Any]]]
+    ) -> list[tuple[SessionRow, bool]]:
         """One transaction for many created sessions: each kernel's container id and service ports, and the
         session RUNNING with its creation phases, unless it was destroyed meanwhile (then ``False``)."""
         ids = [row.id for row, _, _ in items]
@@ -244,41 +263,57 @@ class Launcher:
                     destroyed = session.status in (S.TERMINATING, S.TERMINATED, S.CANCELLED)
                     for k in kernels.get(sid, []):
                         info = created.get(k.id) or {}
-                        kernel_updates.append({
-                            "b_id": k.id, "container_id": info.get("container_id"),
-                            "service_ports": info.get("service_ports", []),
-                            "status": k.status if destroyed else S.RUNNING})
+                        kernel_updates.append(
+                            {
+                                "b_id": k.id,
+                                "container_id": info.get("container_id"),
+                                "service_ports": info.get("service_ports", []),
+                                "status": k.status if destroyed else S.RUNNING,
+                            }
+                        )
                     if not destroyed:
-                        record_change(session, status_change(session, S.RUNNING, now, "", {"phases": phases}),
-                                       session_updates)
+                        record_change(
+                            session, status_change(session, S.RUNNING, now, "", {"phases": phases}), session_updates
+                        )
                     out.append((session, not destroyed))
-                await update_rows(db, Kernel, kernel_updates)
+                await update_rows(db, KernelRow, kernel_updates)
                 await update_rows(db, SessionRow, session_updates)
                 await db.commit()
             return out
 
         return await retry_locked(txn)
 
-    def kernel_spec(self, session: SessionRow, kernel: Kernel, ssh: tuple[str, str] | None) -> dict[str, Any]:
+    def kernel_spec(self, session: SessionRow, kernel: KernelRow, ssh: tuple[str, str] | None) -> dict[str, Any]:
         """The creation request of one kernel for its agent. Only ``main1`` runs a batch session's task."""
         size = session.cluster_size or 1
         main = kernel.cluster_role == "main"
-        me = KernelSlot(kernel.cluster_role, kernel.cluster_idx, kernel.cluster_hostname,
-                        local_rank(kernel.cluster_role, kernel.cluster_idx))
+        me = KernelSlot(
+            kernel.cluster_role,
+            kernel.cluster_idx,
+            kernel.cluster_hostname,
+            local_rank(kernel.cluster_role, kernel.cluster_idx),
+        )
         auth = self._registry_auth(session.image)
         spec = KernelSpec(
-            kernel_id=str(kernel.id), session_id=str(session.id), session_name=session.name,
-            image=kernel.image, slots=kernel.occupied_slots or {}, environ=session.environ or {},
+            kernel_id=str(kernel.id),
+            session_id=str(session.id),
+            session_name=session.name,
+            image=kernel.image,
+            slots=kernel.occupied_slots or {},
+            environ=session.environ or {},
             session_type=session.session_type if main else "interactive",
             startup_command=session.startup_command if main else None,
-            bootstrap_script=session.bootstrap_script, access_key=session.access_key,
-            batch_timeout=session.batch_timeout, registry_auth=RegistryAuth.model_validate(auth) if auth else None,
+            bootstrap_script=session.bootstrap_script,
+            access_key=session.access_key,
+            batch_timeout=session.batch_timeout,
+            registry_auth=RegistryAuth.model_validate(auth) if auth else None,
             **cluster_spec(session.id, session.cluster_mode, size, me, ssh),
         )
         return spec.to_wire()
 
     async def fail_start(self, session_id: uuid.UUID, reason: str, detail: str) -> None:
         """Record that a session could not start: ERROR, its kernels' slots given back."""
+
         async def record() -> SessionRow | None:
             async with self.store.db() as db:
                 session = await db.get(SessionRow, session_id)
@@ -299,7 +334,7 @@ class Launcher:
         self._publish("session_failure", session, reason, error=detail)
         self._wake.set()
 
-    async def teardown(self, session_id: uuid.UUID, doomed: list[Kernel], kernels: list[Kernel]) -> None:
+    async def teardown(self, session_id: uuid.UUID, doomed: list[KernelRow], kernels: list[KernelRow]) -> None:
         """Destroy the ``doomed`` kernels on their agents (errors logged), then, for a cluster session (all its
         ``kernels``, main1 first), its network on main1's agent."""
         await asyncio.gather(*(self.destroy_kernel_quietly(k) for k in doomed))
@@ -313,7 +348,7 @@ class Launcher:
     async def mark_pulling(self, kernel_id: uuid.UUID) -> None:
         """The agent is pulling the image of a kernel being created: the session says PULLING meanwhile."""
         async with self.store.db() as db:
-            kernel = await db.get(Kernel, kernel_id)
+            kernel = await db.get(KernelRow, kernel_id)
             if kernel is None:
                 return
             session = await db.get(SessionRow, kernel.session_id)
@@ -331,8 +366,13 @@ class Launcher:
             if self._folder_path is None:
                 raise ServiceUnavailable("No storage proxy is configured; folders cannot be mounted.")
             host_path = await self._folder_path(m["host"], m["vfid"])
-            out.append({"host_path": host_path, "container_path": m["mount_path"],
-                        "mode": "ro" if m["permission"] == "ro" else "rw"})
+            out.append(
+                {
+                    "host_path": host_path,
+                    "container_path": m["mount_path"],
+                    "mode": "ro" if m["permission"] == "ro" else "rw",
+                }
+            )
         return out
 
     def _registry_auth(self, image: str) -> dict[str, str] | None:
@@ -343,7 +383,7 @@ class Launcher:
             return None
         return {"username": cfg.username, "password": cfg.password, "serveraddress": host}
 
-    async def destroy_kernel_quietly(self, kernel: Kernel) -> dict[str, Any]:
+    async def destroy_kernel_quietly(self, kernel: KernelRow) -> dict[str, Any]:
         """Destroy a kernel on its agent; its last stats, or ``{}`` when the agent did not answer (logged: the
         container may already be gone)."""
         if not kernel.agent_addr:

@@ -14,12 +14,12 @@ from sqlalchemy import select, update
 from ..agent_client import AgentRPC
 from ..background import Spawn
 from ..events import EventBus
-from ..models import Kernel, SessionRow
+from ..models import KernelRow, SessionRow
 from ..models.base import utcnow
-from ..session_limits import ActivityTracker
 from .events import publish_session_event
 from .kernel_proxy import SessionNotRunning
 from .launcher import Launcher
+from .limits import ActivityTracker
 from .status import ACTIVE, HAS_CONTAINER, KERNEL_GOING, QUEUED, STARTING, TERMINAL, check_transition
 from .status import SessionStatus as S
 from .store import SessionStore, release_slots, set_status
@@ -35,8 +35,16 @@ CONTAINER_LOST = "container-lost"
 class Lifecycle:
     """Moves sessions through their statuses after admission (see :mod:`.status` for the table)."""
 
-    def __init__(self, store: SessionStore, launcher: Launcher, rpc: AgentRPC, bus: EventBus, wake: asyncio.Event,
-                 spawn: Spawn, activity: ActivityTracker) -> None:
+    def __init__(
+        self,
+        store: SessionStore,
+        launcher: Launcher,
+        rpc: AgentRPC,
+        bus: EventBus,
+        wake: asyncio.Event,
+        spawn: Spawn,
+        activity: ActivityTracker,
+    ) -> None:
         self.store = store
         self._launcher = launcher
         self._rpc = rpc
@@ -95,8 +103,14 @@ class Lifecycle:
         return stats
 
     async def mark_terminated(
-        self, session_id: uuid.UUID, reason: str, *, stats: dict[str, Any] | None = None,
-        exit_code: int | None = None, task_log: str | None = None, kernel_id: uuid.UUID | None = None,
+        self,
+        session_id: uuid.UUID,
+        reason: str,
+        *,
+        stats: dict[str, Any] | None = None,
+        exit_code: int | None = None,
+        task_log: str | None = None,
+        kernel_id: uuid.UUID | None = None,
     ) -> None:
         """Record the end of a session and free its resources (idempotent). ``kernel_id``: the kernel whose
         end was reported (default ``main1``); the other kernels of a cluster session still up are destroyed."""
@@ -104,9 +118,16 @@ class Lifecycle:
             session = await db.get(SessionRow, session_id)
             if session is None or session.status in TERMINAL:
                 return
-            if session.status in STARTING and self._launcher.defer_end(session_id, {
-                    "reason": reason, "stats": stats, "exit_code": exit_code, "task_log": task_log,
-                    "kernel_id": kernel_id}):
+            if session.status in STARTING and self._launcher.defer_end(
+                session_id,
+                {
+                    "reason": reason,
+                    "stats": stats,
+                    "exit_code": exit_code,
+                    "task_log": task_log,
+                    "kernel_id": kernel_id,
+                },
+            ):
                 return
             kernels = await self.store.session_kernels(db, session)
             ended = next((k for k in kernels if k.id == kernel_id), kernels[0])
@@ -143,14 +164,21 @@ class Lifecycle:
         at its next reconciliation); RESTARTING ones are RUNNING again. One manager per database is
         assumed (see ``docs/architecture.md``). Returns how many sessions of each status were handled."""
         async with self.store.db() as db:
-            rows = (await db.execute(select(SessionRow.id, SessionRow.status, SessionRow.status_info).where(
-                SessionRow.status.in_((S.SCHEDULED, S.PREPARING, S.PULLING, S.TERMINATING, S.RESTARTING))
-            ))).all()
+            rows = (
+                await db.execute(
+                    select(SessionRow.id, SessionRow.status, SessionRow.status_info).where(
+                        SessionRow.status.in_((S.SCHEDULED, S.PREPARING, S.PULLING, S.TERMINATING, S.RESTARTING))
+                    )
+                )
+            ).all()
             restarting = [sid for sid, st, _ in rows if st == S.RESTARTING]
             if restarting:
                 back = check_transition(S.RESTARTING, S.RUNNING)
-                await db.execute(update(SessionRow).where(SessionRow.id.in_(restarting), SessionRow.status ==
-                                                          S.RESTARTING).values(status=back))
+                await db.execute(
+                    update(SessionRow)
+                    .where(SessionRow.id.in_(restarting), SessionRow.status == S.RESTARTING)
+                    .values(status=back)
+                )
                 await db.commit()
         counts: dict[str, int] = {}
         for sid, status, info in rows:
@@ -166,8 +194,9 @@ class Lifecycle:
             if status == S.TERMINATING:
                 await self.mark_terminated(sid, info or MANAGER_RESTARTED)
             else:
-                await self._launcher.fail_start(sid, CREATION_INTERRUPTED,
-                                       "The manager restarted while the session was being created.")
+                await self._launcher.fail_start(
+                    sid, CREATION_INTERRUPTED, "The manager restarted while the session was being created."
+                )
             if kernels:
                 self._spawn(self._launcher.teardown(sid, kernels, kernels))
         if rows:
@@ -197,23 +226,40 @@ class Lifecycle:
         async with self.store.db() as db:
             ids = list(wanted)
             for i in range(0, len(ids), 500):
-                alive.update((wanted[k], agent) for k, agent in (await db.execute(
-                    select(Kernel.id, Kernel.agent).join(SessionRow, SessionRow.id == Kernel.session_id)
-                    .where(Kernel.id.in_(ids[i:i + 500]), Kernel.status.notin_(TERMINAL),
-                           SessionRow.status.notin_(TERMINAL))
-                )).all())
-            for k, sid, agent in (await db.execute(
-                select(Kernel.id, Kernel.session_id, Kernel.agent).join(SessionRow, SessionRow.id == Kernel.session_id)
-                .where(Kernel.agent.in_(agents), Kernel.status == S.RUNNING, SessionRow.status.in_(HAS_CONTAINER),
-                       SessionRow.status_changed < cutoff)
-            )).all():
+                alive.update(
+                    (wanted[k], agent)
+                    for k, agent in (
+                        await db.execute(
+                            select(KernelRow.id, KernelRow.agent)
+                            .join(SessionRow, SessionRow.id == KernelRow.session_id)
+                            .where(
+                                KernelRow.id.in_(ids[i : i + 500]),
+                                KernelRow.status.notin_(TERMINAL),
+                                SessionRow.status.notin_(TERMINAL),
+                            )
+                        )
+                    ).all()
+                )
+            for k, sid, agent in (
+                await db.execute(
+                    select(KernelRow.id, KernelRow.session_id, KernelRow.agent)
+                    .join(SessionRow, SessionRow.id == KernelRow.session_id)
+                    .where(
+                        KernelRow.agent.in_(agents),
+                        KernelRow.status == S.RUNNING,
+                        SessionRow.status.in_(HAS_CONTAINER),
+                        SessionRow.status_changed < cutoff,
+                    )
+                )
+            ).all():
                 if k not in wanted and agent is not None:
                     lost.append((k, sid, agent))
         for k, sid, agent in lost:
             log.warning("kernel %s of session %s is gone from agent %s: ending the session", k, sid, agent)
             self._spawn(self.mark_terminated(sid, CONTAINER_LOST, kernel_id=k))
-        return [[str(raw) for raw in kernel_ids if alive.get(str(raw), "") != agent_id]
-                for agent_id, kernel_ids in reports]
+        return [
+            [str(raw) for raw in kernel_ids if alive.get(str(raw), "") != agent_id] for agent_id, kernel_ids in reports
+        ]
 
     async def restart(self, session: SessionRow) -> None:
         """Restart the runners of the session's kernels (globals reset, files kept); RESTARTING meanwhile."""
@@ -229,8 +275,13 @@ class Lifecycle:
             async with self.store.db() as db:
                 kernels = await self.store.session_kernels(db, row)
             self._activity.touch(row.id)
-            await asyncio.gather(*(self._rpc.call(k.agent_addr, "POST", f"/v1/kernels/{k.id}/restart", timeout=600)
-                                   for k in kernels if k.agent_addr))
+            await asyncio.gather(
+                *(
+                    self._rpc.call(k.agent_addr, "POST", f"/v1/kernels/{k.id}/restart", timeout=600)
+                    for k in kernels
+                    if k.agent_addr
+                )
+            )
         finally:
             async with self.store.db() as db:
                 row = await db.get(SessionRow, session.id)

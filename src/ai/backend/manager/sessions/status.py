@@ -36,9 +36,18 @@ KernelStatus = SessionStatus
 S = SessionStatus
 
 # A session that still holds, or waits for, resources: counted against quotas, blocks its name.
-ACTIVE: frozenset[SessionStatus] = frozenset({
-    S.PENDING, S.SCHEDULED, S.PREPARING, S.PULLING, S.RUNNING, S.RESTARTING, S.RUNNING_DEGRADED, S.TERMINATING,
-})
+ACTIVE: frozenset[SessionStatus] = frozenset(
+    {
+        S.PENDING,
+        S.SCHEDULED,
+        S.PREPARING,
+        S.PULLING,
+        S.RUNNING,
+        S.RESTARTING,
+        S.RUNNING_DEGRADED,
+        S.TERMINATING,
+    }
+)
 # A session that has ended for good: nothing moves it any more.
 TERMINAL: frozenset[SessionStatus] = frozenset({S.TERMINATED, S.CANCELLED, S.ERROR})
 # Ended the way a user meant to (an ERROR session still has a failure to read).
@@ -109,8 +118,9 @@ class HasStatus(Protocol):
     status_data: dict[str, Any]
 
 
-def status_change(session: HasStatus, to: str, now: datetime, info: str | None = None,
-                  data: dict[str, Any] | None = None) -> dict[str, Any]:
+def status_change(
+    session: HasStatus, to: str, now: datetime, info: str | None = None, data: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The columns of ``session`` that change when it enters ``to`` at ``now``: the status, its time and
     history entry, ``info`` (when given), ``data`` merged into ``status_data``, and the end time of a
     terminal status. Raises :class:`IllegalTransition` for a change :data:`TRANSITIONS` does not allow."""

@@ -20,7 +20,7 @@ from ai.backend.common.types import ResourceSlot
 
 from ..auth import AuthContext
 from ..generations import GenerationCache, GenerationReader
-from ..models import Agent, Kernel, KeyPair, SessionRow, User
+from ..models import AgentRow, KernelRow, KeyPairRow, SessionRow, UserRow
 from ..models.base import utcnow
 from ..models.sessions import KERNEL_ORDER, select_with_main_kernel
 from .status import ACTIVE, status_change
@@ -35,7 +35,7 @@ async def update_rows(db: AsyncSession, model: Any, rows: list[dict[str, Any]]) 
         await db.execute(update(table).where(table.c.id == bindparam("b_id")), rows)
 
 
-def record_change(row: SessionRow | Kernel, values: dict[str, Any], updates: list[dict[str, Any]]) -> None:
+def record_change(row: SessionRow | KernelRow, values: dict[str, Any], updates: list[dict[str, Any]]) -> None:
     """Queue ``values`` for an executemany UPDATE of ``row`` (a session or a kernel), and show them on the
     loaded row without making the ORM write it again."""
     updates.append({"b_id": row.id, **values})
@@ -49,24 +49,28 @@ def set_status(session: SessionRow, status: str, info: str | None = None, **data
         setattr(session, name, value)
 
 
-async def release_slots(db: AsyncSession, kernel: Kernel) -> None:
+async def release_slots(db: AsyncSession, kernel: KernelRow) -> None:
     """Give a kernel's occupied slots back to its agent."""
     if not kernel.agent or not kernel.occupied_slots:
         return
-    agent = await db.get(Agent, kernel.agent, with_for_update=True)
+    agent = await db.get(AgentRow, kernel.agent, with_for_update=True)
     if agent is not None:
         occ = ResourceSlot.from_json(agent.occupied_slots) - ResourceSlot.from_json(kernel.occupied_slots)
         agent.occupied_slots = ResourceSlot({k: max(v, Decimal(0)) for k, v in occ.items()}).to_json()
     kernel.occupied_slots = {}
 
 
-async def sessions_with_kernels(db: AsyncSession, ids: list[uuid.UUID]
-                                ) -> tuple[dict[uuid.UUID, SessionRow], dict[uuid.UUID, list[Kernel]]]:
+async def sessions_with_kernels(
+    db: AsyncSession, ids: list[uuid.UUID]
+) -> tuple[dict[uuid.UUID, SessionRow], dict[uuid.UUID, list[KernelRow]]]:
     """The sessions of ``ids`` and their kernels (main1 first), in two queries."""
     sessions = {s.id: s for s in (await db.execute(select(SessionRow).where(SessionRow.id.in_(ids)))).scalars()}
-    kernels: dict[uuid.UUID, list[Kernel]] = {}
-    for k in (await db.execute(select(Kernel).where(Kernel.session_id.in_(ids))
-                               .order_by(Kernel.session_id, *KERNEL_ORDER))).scalars():
+    kernels: dict[uuid.UUID, list[KernelRow]] = {}
+    for k in (
+        await db.execute(
+            select(KernelRow).where(KernelRow.session_id.in_(ids)).order_by(KernelRow.session_id, *KERNEL_ORDER)
+        )
+    ).scalars():
         kernels.setdefault(k.session_id, []).append(k)
     return sessions, kernels
 
@@ -92,10 +96,11 @@ class SessionStore:
         self.db = db
         # Without a reader nothing is cached.
         self.generations = generations
-        self._hot_sessions: GenerationCache[tuple[str, str], tuple[SessionRow, Kernel]] = GenerationCache()
+        self._hot_sessions: GenerationCache[tuple[str, str], tuple[SessionRow, KernelRow]] = GenerationCache()
 
-    async def cached(self, cache: GenerationCache[Any, tuple[T]], group: str, key: Any,
-                     load: Callable[[], Awaitable[T]]) -> T:
+    async def cached(
+        self, cache: GenerationCache[Any, tuple[T]], group: str, key: Any, load: Callable[[], Awaitable[T]]
+    ) -> T:
         """``load()``, or what it gave before while the generation of table group ``group`` is unchanged
         (read first, so a change committed during the load leaves no stale entry)."""
         if self.generations is None:
@@ -117,8 +122,9 @@ class SessionStore:
         async with self.db() as db:
             row = (
                 await db.execute(
-                    select(KeyPair, User).join(User, User.uuid == KeyPair.user)
-                    .where(KeyPair.access_key == owner_access_key)
+                    select(KeyPairRow, UserRow)
+                    .join(UserRow, UserRow.uuid == KeyPairRow.user)
+                    .where(KeyPairRow.access_key == owner_access_key)
                 )
             ).first()
         if row is None:
@@ -137,7 +143,9 @@ class SessionStore:
             raise SessionNotFound(f"Session {ref!r} does not exist or is not yours.")
         return row
 
-    async def find_session_and_kernel(self, db: AsyncSession, ref: str, access_key: str) -> tuple[SessionRow, Kernel]:
+    async def find_session_and_kernel(
+        self, db: AsyncSession, ref: str, access_key: str
+    ) -> tuple[SessionRow, KernelRow]:
         """:meth:`find_session` and :meth:`main_kernel` in one query (the session-info hot path)."""
         q = select_with_main_kernel().where(*_lookup(ref, access_key)).order_by(*_NEWEST_FIRST).limit(1)
         row = (await db.execute(q)).first()
@@ -149,7 +157,7 @@ class SessionStore:
 
     async def find_session_and_kernel_cached(
         self, gens: GenerationReader, ref: str, access_key: str
-    ) -> tuple[SessionRow, Kernel]:
+    ) -> tuple[SessionRow, KernelRow]:
         """:meth:`find_session_and_kernel` without a query while the ``sessions`` generation is unchanged
         (the execute hot path). The rows are shared between requests: read them, never change them."""
         gen = await gens.current("sessions")
@@ -161,21 +169,24 @@ class SessionStore:
         self._hot_sessions.put((ref, access_key), gen, found)
         return found
 
-    async def main_kernel(self, db: AsyncSession, session: SessionRow) -> Kernel:
+    async def main_kernel(self, db: AsyncSession, session: SessionRow) -> KernelRow:
         """The session's ``main1`` kernel."""
         row = (
             await db.execute(
-                select(Kernel).where(Kernel.session_id == session.id, Kernel.cluster_role == "main")
+                select(KernelRow).where(KernelRow.session_id == session.id, KernelRow.cluster_role == "main")
             )
         ).scalar_one_or_none()
         if row is None:
             raise SessionNotFound(f"Session {session.name!r} has no main kernel.")
         return row
 
-    async def session_kernels(self, db: AsyncSession, session: SessionRow) -> list[Kernel]:
+    async def session_kernels(self, db: AsyncSession, session: SessionRow) -> list[KernelRow]:
         """Every kernel of ``session`` in layout order: ``main1``, then ``sub1``, ``sub2``..."""
-        rows = (await db.execute(select(Kernel).where(Kernel.session_id == session.id).order_by(*KERNEL_ORDER))
-                ).scalars().all()
+        rows = (
+            (await db.execute(select(KernelRow).where(KernelRow.session_id == session.id).order_by(*KERNEL_ORDER)))
+            .scalars()
+            .all()
+        )
         if not rows:
             raise SessionNotFound(f"Session {session.name!r} has no kernels.")
         return list(rows)
@@ -187,15 +198,23 @@ class SessionStore:
         another active session of the owner with that name is a 409 naming it.
         """
         async with self.db() as db:
-            await db.execute(select(KeyPair.access_key).where(KeyPair.access_key == access_key).with_for_update())
+            await db.execute(select(KeyPairRow.access_key).where(KeyPairRow.access_key == access_key).with_for_update())
             row = await self.find_session(db, ref, access_key, alive_only=True)
             if row.name != new_name:
-                clash = (await db.execute(select(SessionRow.id).where(
-                    SessionRow.access_key == access_key, SessionRow.name == new_name,
-                    SessionRow.status.in_(ACTIVE)))).scalar_one_or_none()
+                clash = (
+                    await db.execute(
+                        select(SessionRow.id).where(
+                            SessionRow.access_key == access_key,
+                            SessionRow.name == new_name,
+                            SessionRow.status.in_(ACTIVE),
+                        )
+                    )
+                ).scalar_one_or_none()
                 if clash is not None:
-                    raise SessionAlreadyExists(f"You already have an active session named {new_name!r}.",
-                                               data={"existingSessionId": str(clash)})
+                    raise SessionAlreadyExists(
+                        f"You already have an active session named {new_name!r}.",
+                        data={"existingSessionId": str(clash)},
+                    )
                 row.name = new_name
                 await db.commit()
             return row

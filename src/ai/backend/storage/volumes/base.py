@@ -73,8 +73,13 @@ class AbstractVolume(ABC):
         self.options = options
 
     def info(self) -> dict[str, Any]:
-        return {"name": self.name, "backend": self.backend, "path": self.path, "fsprefix": "",
-                "capabilities": list(self.capabilities)}
+        return {
+            "name": self.name,
+            "backend": self.backend,
+            "path": self.path,
+            "fsprefix": "",
+            "capabilities": list(self.capabilities),
+        }
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Prepare the volume at start-up."""
@@ -114,15 +119,19 @@ class AbstractVolume(ABC):
     @abstractmethod
     async def check_upload(self, vfid: str, relpath: str, size: int) -> str:
         """Validate an upload of ``size`` bytes to ``relpath`` (quota, path); the normalised relpath."""
+
     @abstractmethod
     def upload_fd(self, session: str) -> tuple[int, int]:
         """The (appendable) partial file of an upload session and its current size."""
+
     @abstractmethod
     def upload_size(self, session: str) -> int:
         """Bytes received so far for an upload session (0 when none)."""
+
     @abstractmethod
     async def finish_upload(self, vfid: str, relpath: str, session: str, size: int) -> None:
         """Move a complete upload into place (parents created, an existing file replaced)."""
+
     @abstractmethod
     async def discard_upload(self, session: str) -> None: ...
     @abstractmethod

@@ -46,8 +46,20 @@ def _mkfs(image: str, size: int, uid: int, gid: int) -> None:
     # 4 KiB blocks and GDT blocks reserved for a thousandfold growth: online growth (a raised quota) then
     # works; with the 1 KiB blocks mkfs picks for small images, resize2fs refuses to grow a mounted one.
     blocks = size // 4096
-    _run(["mkfs.ext4", "-q", "-F", "-m", "0", "-b", "4096", "-E",
-          f"root_owner={uid}:{gid},lazy_itable_init=1,resize={min(blocks * 1024, 2**32 - 1)}", image])
+    _run(
+        [
+            "mkfs.ext4",
+            "-q",
+            "-F",
+            "-m",
+            "0",
+            "-b",
+            "4096",
+            "-E",
+            f"root_owner={uid}:{gid},lazy_itable_init=1,resize={min(blocks * 1024, 2**32 - 1)}",
+            image,
+        ]
+    )
 
 
 def make(image: str, path: str, quota: int, uid: int, gid: int) -> None:
@@ -115,8 +127,9 @@ def _grow_offline(image: str, path: str, old_size: int) -> None:
         # Back to the size the file system has, so the image and the mount stay as they were.
         os.truncate(image, old_size)
         err = e.errno or 0
-        raise ImageBusy(err, f"the folder is in use ({os.strerror(err)}); its quota can grow when no session "
-                             "mounts it") from None
+        raise ImageBusy(
+            err, f"the folder is in use ({os.strerror(err)}); its quota can grow when no session mounts it"
+        ) from None
     try:
         _run(["e2fsck", "-f", "-y", image], ok=(0, 1, 2))  # 1, 2: something was corrected
         _run(["resize2fs", image])

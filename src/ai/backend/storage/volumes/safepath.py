@@ -33,8 +33,22 @@ from typing import NoReturn
 from ai.backend.common.problems import Conflict, Forbidden, InvalidAPIParameters, NotFound, ProblemError
 
 __all__ = [
-    "MAX_DEPTH", "Owner", "PathRefused", "WalkEvent", "check_name", "copy_tree", "fs_error", "iter_tree",
-    "copy_file_fd", "lstat_at", "mkdir_at", "open_dir", "open_dir_at", "open_regular", "rmtree_at", "split_relpath",
+    "MAX_DEPTH",
+    "Owner",
+    "PathRefused",
+    "WalkEvent",
+    "check_name",
+    "copy_tree",
+    "fs_error",
+    "iter_tree",
+    "copy_file_fd",
+    "lstat_at",
+    "mkdir_at",
+    "open_dir",
+    "open_dir_at",
+    "open_regular",
+    "rmtree_at",
+    "split_relpath",
 ]
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -394,7 +408,7 @@ def copy_file_fd(src: int, dst: int, limit: int | None = None) -> int:
             n = len(data)
             view = memoryview(data)
             while view:
-                view = view[os.write(dst, view):]
+                view = view[os.write(dst, view) :]
         if n == 0:
             break
         copied += n
@@ -437,8 +451,9 @@ def copy_tree(src_root: int, dst_root: int, owner: Owner) -> None:
                 except (PathRefused, NotFound):
                     continue  # replaced by something else meanwhile
                 try:
-                    dfd = os.open(ev.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                  0o600, dir_fd=dst)
+                    dfd = os.open(
+                        ev.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dst
+                    )
                     try:
                         owner.apply(dfd)
                         copy_file_fd(sfd, dfd)

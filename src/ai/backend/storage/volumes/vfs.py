@@ -164,8 +164,9 @@ class VfsVolume(AbstractVolume):
 
     def _write_meta(self, vfid: str, data: dict[str, Any]) -> None:
         tmp = f".{vfid}.{secrets.token_hex(4)}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                     dir_fd=self._meta_fd)
+        fd = os.open(
+            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=self._meta_fd
+        )
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(json.dumps(data).encode())
@@ -202,8 +203,9 @@ class VfsVolume(AbstractVolume):
                 self._write_meta(vfid, {"quota": quota})
                 if self.quota_images and quota:
                     # Sessions bind-mount the directory: only a file system of its own limits their writes.
-                    quota_images.make(self._image(vfid), os.path.join(self.path, a, b, rest), quota,
-                                      self.owner.uid, self.owner.gid)
+                    quota_images.make(
+                        self._image(vfid), os.path.join(self.path, a, b, rest), quota, self.owner.uid, self.owner.gid
+                    )
             except BaseException:
                 self._remove_meta(vfid)
                 os.rmdir(rest, dir_fd=shard)
@@ -382,9 +384,14 @@ class VfsVolume(AbstractVolume):
         else:
             kind = "FILE"
         item: dict[str, Any] = {
-            "name": _display(name), "type": kind,
-            "stat": {"mode": st.st_mode, "size": st.st_size, "created": _iso(st.st_ctime),
-                     "modified": _iso(st.st_mtime)},
+            "name": _display(name),
+            "type": kind,
+            "stat": {
+                "mode": st.st_mode,
+                "size": st.st_size,
+                "created": _iso(st.st_ctime),
+                "modified": _iso(st.st_mtime),
+            },
         }
         if _display(name) != name:
             item["name_undecodable"] = True
@@ -501,8 +508,9 @@ class VfsVolume(AbstractVolume):
             return
         used = (await self.usage(vfid)).used_bytes
         if used + growth > quota:
-            raise PayloadTooLarge(f"the folder quota is {quota} bytes and {used} are used; "
-                                  f"{max(growth, 0)} more do not fit")
+            raise PayloadTooLarge(
+                f"the folder quota is {quota} bytes and {used} are used; {max(growth, 0)} more do not fit"
+            )
 
     def _upload_target_size(self, vfid: str, parts: tuple[str, ...]) -> int:
         """Bytes freed by replacing what is at ``parts`` (0 if nothing); refuses directories and paths
@@ -533,8 +541,9 @@ class VfsVolume(AbstractVolume):
 
     def upload_fd(self, session: str) -> tuple[int, int]:
         name = self._check_session(session)
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                     dir_fd=self._upload_fd)
+        fd = os.open(
+            name, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=self._upload_fd
+        )
         return fd, os.fstat(fd).st_size
 
     def upload_size(self, session: str) -> int:
@@ -584,8 +593,9 @@ class VfsVolume(AbstractVolume):
         tmp = f".upload-{secrets.token_hex(8)}"
         src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._upload_fd)
         try:
-            dst = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
-                          dir_fd=parent)
+            dst = os.open(
+                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=parent
+            )
             try:
                 try:
                     self.owner.apply(dst)

@@ -64,8 +64,9 @@ def folder_binds(mounts: list[FolderMount]) -> list[str]:
     binds = []
     for m in mounts:
         host, target = m.host_path, m.container_path
-        if not (host.startswith("/") and target.startswith("/") and ":" not in host + target
-                and "," not in host + target):
+        if not (
+            host.startswith("/") and target.startswith("/") and ":" not in host + target and "," not in host + target
+        ):
             raise InvalidAPIParameters(f"Malformed folder mount: {m.model_dump()!r}")
         if not os.path.isdir(host):
             raise KernelCreationFailed(f"The folder to mount is missing on this host: {host}", reason="mount-failed")
@@ -110,7 +111,9 @@ class DockerBackend:
     """Owns this agent's kernel containers."""
 
     def __init__(
-        self, config: AgentConfig, on_kernel_exit: KernelEventCallback,
+        self,
+        config: AgentConfig,
+        on_kernel_exit: KernelEventCallback,
         on_kernel_event: Callable[[str, str], Awaitable[None]] | None = None,
         accelerators: AcceleratorManager | None = None,
     ) -> None:
@@ -128,8 +131,9 @@ class DockerBackend:
         self._refilling: dict[str, asyncio.Task[None]] = {}
         self.scratch_root = Path(config.container.scratch_root).resolve()
         cc = config.container
-        self.scratch = ScratchSpace(self.scratch_root, int(BinarySize.parse(cc.scratch_size)), cc.kernel_uid,
-                                    cc.kernel_gid)
+        self.scratch = ScratchSpace(
+            self.scratch_root, int(BinarySize.parse(cc.scratch_size)), cc.kernel_uid, cc.kernel_gid
+        )
         self._template_locks: dict[str, asyncio.Lock] = {}
         self.networks = ClusterNetworks(self.docker, config.agent.id)
 
@@ -177,12 +181,16 @@ class DockerBackend:
             await self.docker.networks.get(name)
         except DockerError:
             try:
-                await self.docker.networks.create({
-                    "Name": name, "Driver": "bridge", "CheckDuplicate": True,
-                    # Kernels of different users must not reach each other.
-                    "Options": {"com.docker.network.bridge.enable_icc": "false"},
-                    "Labels": {"ai.backend.managed": "1"},
-                })
+                await self.docker.networks.create(
+                    {
+                        "Name": name,
+                        "Driver": "bridge",
+                        "CheckDuplicate": True,
+                        # Kernels of different users must not reach each other.
+                        "Options": {"com.docker.network.bridge.enable_icc": "false"},
+                        "Labels": {"ai.backend.managed": "1"},
+                    }
+                )
             except DockerError as e:
                 if e.status != 409:
                     raise
@@ -195,8 +203,12 @@ class DockerBackend:
         for c in containers:
             info = await c.show()
             labels = info["Config"].get("Labels") or {}
-            scratch = Path(next((m["Source"] for m in info.get("Mounts", []) if m.get("Destination") == IPC_MOUNT),
-                                str(self.scratch_root / "unknown" / "ipc"))).parent
+            scratch = Path(
+                next(
+                    (m["Source"] for m in info.get("Mounts", []) if m.get("Destination") == IPC_MOUNT),
+                    str(self.scratch_root / "unknown" / "ipc"),
+                )
+            ).parent
             kid = labels.get(LABEL_KERNEL)
             if not kid and (scratch / "kernel.json").exists():
                 kid = json.loads((scratch / "kernel.json").read_text()).get(LABEL_KERNEL)
@@ -239,21 +251,40 @@ class DockerBackend:
             for ref in img.get("RepoTags") or []:
                 if ref == "<none>:<none>":
                     continue
-                out.append({"ref": ref, "digest": img["Id"], "labels": img.get("Labels") or {},
-                            "size": img.get("Size", 0)})
+                out.append(
+                    {"ref": ref, "digest": img["Id"], "labels": img.get("Labels") or {}, "size": img.get("Size", 0)}
+                )
         return out
 
     def _container_config(
-        self, image: str, labels: dict[str, str], cpu: Decimal, mem: int, ipc: Path, environ: dict[str, str],
-        extra_labels: dict[str, str], hostname: str, mounts: list[str] | None = None,
+        self,
+        image: str,
+        labels: dict[str, str],
+        cpu: Decimal,
+        mem: int,
+        ipc: Path,
+        environ: dict[str, str],
+        extra_labels: dict[str, str],
+        hostname: str,
+        mounts: list[str] | None = None,
         host_extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         cc = self.config.container
         config: dict[str, Any] = {
             "Image": image,
-            "Cmd": ["python3", "-I", f"{RUNNER_MOUNT}/runner.py", "--socket", f"{IPC_MOUNT}/runner.sock",
-                    "--runtime-type", labels.get("ai.backend.runtime-type", "python"), "--workdir", "/home/work",
-                    "--flush-timeout", str(cc.flush_timeout)],
+            "Cmd": [
+                "python3",
+                "-I",
+                f"{RUNNER_MOUNT}/runner.py",
+                "--socket",
+                f"{IPC_MOUNT}/runner.sock",
+                "--runtime-type",
+                labels.get("ai.backend.runtime-type", "python"),
+                "--workdir",
+                "/home/work",
+                "--flush-timeout",
+                str(cc.flush_timeout),
+            ],
             "Entrypoint": [],
             "User": f"{cc.kernel_uid}:{cc.kernel_gid}",
             "WorkingDir": "/home/work",
@@ -301,8 +332,9 @@ class DockerBackend:
     async def _image_home(self, image: str) -> Any:
         """The image's ``/home/work`` as a tar (None when it has none), read from a created, never started
         container."""
-        container = await self.docker.containers.create({"Image": image, "Cmd": ["true"], "Entrypoint": [],
-                                                         "Labels": {LABEL_AGENT: self.config.agent.id}})
+        container = await self.docker.containers.create(
+            {"Image": image, "Cmd": ["true"], "Entrypoint": [], "Labels": {LABEL_AGENT: self.config.agent.id}}
+        )
         try:
             return await container.get_archive("/home/work")
         except DockerError:
@@ -350,8 +382,9 @@ class DockerBackend:
         try:
             img = await self.docker.images.inspect(image)
         except DockerError:
-            raise KernelCreationFailed(f"Image {image!r} is not present on agent {self.config.agent.id}.",
-                                       reason="image-not-found") from None
+            raise KernelCreationFailed(
+                f"Image {image!r} is not present on agent {self.config.agent.id}.", reason="image-not-found"
+            ) from None
         return dict(img["Config"].get("Labels") or {})
 
     async def _ensure_image(self, image: str, kid: str, auth: dict[str, str] | None = None) -> dict[str, str]:
@@ -367,8 +400,9 @@ class DockerBackend:
         try:
             async for progress in self.docker.images.pull(image, auth=auth, stream=True):
                 if isinstance(progress, dict) and progress.get("error"):
-                    raise KernelCreationFailed(f"Pulling {image!r} failed: {progress['error']}",
-                                               reason="failed-to-pull")
+                    raise KernelCreationFailed(
+                        f"Pulling {image!r} failed: {progress['error']}", reason="failed-to-pull"
+                    )
                 status = f"{progress.get('id', '')} {progress.get('status', '')}".strip()
                 if status != last:
                     log.debug("pull %s: %s", image, status)
@@ -377,8 +411,9 @@ class DockerBackend:
             raise KernelCreationFailed(f"Pulling {image!r} failed: {e.message}", reason="failed-to-pull") from None
         labels = await self._image_labels(image)
         if "ai.backend.kernelspec" not in labels:
-            raise KernelCreationFailed(f"{image!r} is not a kernel image (no ai.backend.kernelspec label).",
-                                       reason="failed-to-pull")
+            raise KernelCreationFailed(
+                f"{image!r} is not a kernel image (no ai.backend.kernelspec label).", reason="failed-to-pull"
+            )
         return labels
 
     async def _fill_pool(self, image: str) -> None:
@@ -390,8 +425,9 @@ class DockerBackend:
             ipc = self._prepare_scratch(scratch)
             await self._make_scratch(scratch, image)
             # Modest limits until the container is handed to a session, which sets its own.
-            config = self._container_config(image, labels, Decimal("0.5"), 256 * 1024 * 1024, ipc, {},
-                                            {LABEL_POOL: image}, "main1")
+            config = self._container_config(
+                image, labels, Decimal("0.5"), 256 * 1024 * 1024, ipc, {}, {LABEL_POOL: image}, "main1"
+            )
             cid, runner, _ = await self._launch(config, f"bai-pool-{pool_id}", scratch)
         except Exception as e:  # noqa: BLE001 - a missing spare only makes the next start slower
             log.warning("could not pre-start a container of %s: %s", image, e)
@@ -460,17 +496,21 @@ class DockerBackend:
         cores = str(max(int(cpu), 1))
         for name in filter(None, (labels.get("ai.backend.envs.corecount") or "").split(",")):
             environ.setdefault(name.strip(), cores)
-        environ.update({
-            "BACKENDAI_SESSION_ID": spec.session_id, "BACKENDAI_KERNEL_ID": kid,
-            "BACKENDAI_SESSION_NAME": spec.session_name,
-            **cluster_environ(spec),
-        })
+        environ.update(
+            {
+                "BACKENDAI_SESSION_ID": spec.session_id,
+                "BACKENDAI_KERNEL_ID": kid,
+                "BACKENDAI_SESSION_NAME": spec.session_name,
+                **cluster_environ(spec),
+            }
+        )
         networking = endpoint_config(spec)
         if spec.cluster_network is not None and not await self.networks.exists(spec.cluster_network):
             raise KernelCreationFailed(
                 f"The session's network {spec.cluster_network} does not exist on this agent's Docker engine; "
                 "a multi-node session across hosts needs the agents' engines in one Docker swarm.",
-                reason="cluster-network-unavailable")
+                reason="cluster-network-unavailable",
+            )
         accel_env, accel_host = self.accelerators.container_config(kid)
         environ.update(accel_env)
         kernel_labels = {LABEL_KERNEL: kid, LABEL_SESSION: spec.session_id, LABEL_OWNER: spec.access_key}
@@ -484,10 +524,18 @@ class DockerBackend:
             self.kernels[kid] = state
             try:
                 container = self.docker.containers.container(state.container_id)
-                limits = {"Memory": mem, "MemorySwap": mem, "NanoCpus": int(cpu * Decimal(1_000_000_000)),
-                          "PidsLimit": cc.pids_limit}
-                await self.docker._query_json(f"containers/{state.container_id}/update", method="POST",
-                                              data=json.dumps(limits), headers={"Content-Type": "application/json"})
+                limits = {
+                    "Memory": mem,
+                    "MemorySwap": mem,
+                    "NanoCpus": int(cpu * Decimal(1_000_000_000)),
+                    "PidsLimit": cc.pids_limit,
+                }
+                await self.docker._query_json(
+                    f"containers/{state.container_id}/update",
+                    method="POST",
+                    data=json.dumps(limits),
+                    headers={"Content-Type": "application/json"},
+                )
                 (state.scratch / "kernel.json").write_text(json.dumps({**kernel_labels}))
                 assert state.runner is not None
                 resp = await state.runner.request("restart", environ=environ)
@@ -505,8 +553,9 @@ class DockerBackend:
             scratch = self.scratch_root / kid
             ipc = self._prepare_scratch(scratch)
             await self._make_scratch(scratch, image)
-            config = self._container_config(image, labels, cpu, mem, ipc, environ, kernel_labels,
-                                            spec.cluster_hostname, binds, accel_host)
+            config = self._container_config(
+                image, labels, cpu, mem, ipc, environ, kernel_labels, spec.cluster_hostname, binds, accel_host
+            )
             if networking is not None:
                 config["HostConfig"]["NetworkMode"] = spec.cluster_network
                 config["NetworkingConfig"] = networking
@@ -558,7 +607,8 @@ class DockerBackend:
             try:
                 outcome = await drive_batch(
                     lambda op, **kw: self.runner_request(state.kernel_id, op, **kw),
-                    {"exec": command, "timeout": BOOTSTRAP_TIMEOUT}, state.task_log.write,
+                    {"exec": command, "timeout": BOOTSTRAP_TIMEOUT},
+                    state.task_log.write,
                 )
             except ProblemError as e:
                 raise KernelCreationFailed(f"The bootstrap script could not run: {e.detail}") from None
@@ -592,14 +642,16 @@ class DockerBackend:
                 target = next((t for t in WRITABLE.values() if name.startswith(t + "/")), None)
                 if target is None:
                     if name.rstrip("/") in WRITABLE.values() or any(
-                            t.startswith(name.rstrip("/") + "/") for t in WRITABLE.values()):
+                        t.startswith(name.rstrip("/") + "/") for t in WRITABLE.values()
+                    ):
                         continue  # a writable directory or a parent of one (e.g. /home): it exists
-                    raise KernelCreationFailed(f"{name} is outside the kernel's writable directories "
-                                               f"({', '.join(WRITABLE.values())})")
+                    raise KernelCreationFailed(
+                        f"{name} is outside the kernel's writable directories ({', '.join(WRITABLE.values())})"
+                    )
                 if target not in parts:
                     buf = io.BytesIO()
                     parts[target] = (buf, tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT))
-                m.name = name[len(target) + 1:]
+                m.name = name[len(target) + 1 :]
                 parts[target][1].addfile(m, src.extractfile(m) if m.isfile() else None)
         out = []
         for target, (buf, tar) in parts.items():
@@ -761,9 +813,15 @@ class DockerBackend:
         """Report kernels whose containers die without being destroyed by us (crash, OOM, exit)."""
         while True:
             try:
-                sub = self.docker.events.subscribe(filters=json.dumps({
-                    "type": ["container"], "event": ["die"], "label": [f"{LABEL_AGENT}={self.config.agent.id}"],
-                }))
+                sub = self.docker.events.subscribe(
+                    filters=json.dumps(
+                        {
+                            "type": ["container"],
+                            "event": ["die"],
+                            "label": [f"{LABEL_AGENT}={self.config.agent.id}"],
+                        }
+                    )
+                )
                 while True:
                     ev = await sub.get()
                     if ev is None:

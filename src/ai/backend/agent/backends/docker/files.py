@@ -159,8 +159,7 @@ class KernelFiles:
                 # runc gives up freezing a busy cgroup now and then ("unable to freeze"); it thaws it again.
                 log.info("pausing container %s failed (%s); attempt %d", cid[:12], e.message, attempt + 1)
                 await asyncio.sleep(0.05 * (attempt + 1))
-        raise ServiceUnavailable("The session's container could not be frozen for a safe file transfer; "
-                                 "try again.")
+        raise ServiceUnavailable("The session's container could not be frozen for a safe file transfer; try again.")
 
     async def _stat(self, cid: str, path: str) -> PathStat | None:
         """Docker's stat of ``path`` in the container (symlinks before the last component are followed)."""
@@ -197,8 +196,10 @@ class KernelFiles:
             if st is None:
                 missing.add(rel)
             elif st.is_symlink:
-                raise SymlinkRefused(f"{_abs(parts)} is a symbolic link (to {st.link_target!r}); session file "
-                                     "transfers do not follow symbolic links.")
+                raise SymlinkRefused(
+                    f"{_abs(parts)} is a symbolic link (to {st.link_target!r}); session file "
+                    "transfers do not follow symbolic links."
+                )
             elif not st.is_dir:
                 raise InvalidAPIParameters(f"{_abs(parts)} exists and is not a directory.")
         return missing
@@ -229,8 +230,9 @@ class KernelFiles:
     def _build_tar(self, dirs: list[str], files: list[tuple[list[str], bytes]]) -> bytes:
         """The archive Docker extracts: owned by the kernel user, sane modes, directories and regular files only."""
         cc = self.backend.config.container
-        return tar_archive(dirs, [("/".join(parts), content, 0o644) for parts, content in files],
-                           cc.kernel_uid, cc.kernel_gid)
+        return tar_archive(
+            dirs, [("/".join(parts), content, 0o644) for parts, content in files], cc.kernel_uid, cc.kernel_gid
+        )
 
     async def upload(self, kid: str, data: bytes) -> list[str]:
         """Write the regular files of the tar ``data`` (paths relative to /home/work) into the kernel.
@@ -260,7 +262,9 @@ class KernelFiles:
             archive = self._build_tar(new_dirs, files)
             try:
                 async with self.backend.docker._query(
-                    f"containers/{cid}/archive", method="PUT", data=archive,
+                    f"containers/{cid}/archive",
+                    method="PUT",
+                    data=archive,
                     params={"path": WORKDIR, "noOverwriteDirNonDir": "true"},
                     headers={"Content-Type": "application/x-tar"},
                 ):
@@ -287,8 +291,9 @@ class KernelFiles:
                     async for chunk in resp.content.iter_chunked(_READ_CHUNK):
                         total += len(chunk)
                         if total > max_bytes:
-                            raise PayloadTooLarge(f"The requested files exceed {max_bytes} bytes in all; "
-                                                  "download fewer or smaller files.")
+                            raise PayloadTooLarge(
+                                f"The requested files exceed {max_bytes} bytes in all; download fewer or smaller files."
+                            )
                         chunks.append(chunk)
             except DockerError as e:
                 if e.status == 404:
@@ -304,8 +309,12 @@ class KernelFiles:
         resp = await self.backend.runner_request(kid, "list_files", path=path)
         status = resp.get("status")
         if status == "ok":
-            return {"files": resp.get("files", []), "folder_path": resp.get("folder_path", path),
-                    "errors": resp.get("errors", ""), "truncated": bool(resp.get("truncated"))}
+            return {
+                "files": resp.get("files", []),
+                "folder_path": resp.get("folder_path", path),
+                "errors": resp.get("errors", ""),
+                "truncated": bool(resp.get("truncated")),
+            }
         detail = str(resp.get("detail") or status)
         if status == "not-found":
             raise NotFound(detail)

@@ -54,7 +54,9 @@ class ClusterNetworks:
             raise InvalidAPIParameters(f"Unknown cluster mode {mode!r}")
         driver = "overlay" if mode == "multi-node" and await self._swarm_manager() else "bridge"
         config: dict[str, Any] = {
-            "Name": name, "Driver": driver, "CheckDuplicate": True,
+            "Name": name,
+            "Driver": driver,
+            "CheckDuplicate": True,
             "Labels": {"ai.backend.managed": "1", LABEL_CLUSTER_NETWORK: name, "ai.backend.agent-id": self.agent_id},
         }
         if driver == "overlay":
@@ -96,8 +98,9 @@ class ClusterNetworks:
     async def remove_unused(self) -> list[str]:
         """Remove the cluster networks this agent made that no container uses any more (left by a crash)."""
         removed = []
-        for net in await self.docker.networks.list(filters={"label": [f"ai.backend.agent-id={self.agent_id}",
-                                                                      LABEL_CLUSTER_NETWORK]}):
+        for net in await self.docker.networks.list(
+            filters={"label": [f"ai.backend.agent-id={self.agent_id}", LABEL_CLUSTER_NETWORK]}
+        ):
             try:
                 detail = await self.docker.networks.get(net["Id"])
                 info = await detail.show()
@@ -107,4 +110,3 @@ class ClusterNetworks:
             except DockerError as e:
                 log.warning("could not inspect or remove network %s: %s", net.get("Name"), e.message)
         return removed
-

@@ -84,8 +84,22 @@ class ScratchSpace:
         with open(image, "wb") as f:
             f.truncate(self.size)
         # No journal (scratch dies with its kernel) and no root-reserved blocks (kernels run as a user).
-        run_checked(["mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", "-E", "lazy_itable_init=1",
-                   "-d", str(template), str(image)])
+        run_checked(
+            [
+                "mkfs.ext4",
+                "-q",
+                "-F",
+                "-m",
+                "0",
+                "-O",
+                "^has_journal",
+                "-E",
+                "lazy_itable_init=1",
+                "-d",
+                str(template),
+                str(image),
+            ]
+        )
         run_checked(["mount", "-o", "loop,nosuid,nodev", str(image), str(mnt)])
         try:
             os.rmdir(mnt / "lost+found")  # not needed without a journal to replay; keeps /home/work clean

@@ -59,8 +59,14 @@ def show_agent(agent_id: str) -> None:
 
 
 @click.group(invoke_without_command=True, no_args_is_help=True)
-@click.option("-i", "--id", "agent_id", default=None, metavar="ID",
-              help='Show the agent ID (the 19.09 spelling of "agent info ID").')
+@click.option(
+    "-i",
+    "--id",
+    "agent_id",
+    default=None,
+    metavar="ID",
+    help='Show the agent ID (the 19.09 spelling of "agent info ID").',
+)
 @click.pass_context
 def agent(ctx: click.Context, agent_id: str | None) -> None:
     """Agent (compute node) commands (superadmins)."""
@@ -79,8 +85,14 @@ def info(agent_id: str) -> None:
 
 
 @agent.command(name="list")
-@click.option("-s", "--status", type=click.Choice([*AGENT_STATUSES, "ALL"], case_sensitive=False), default="ALIVE",
-              show_default=True, help="Only agents with this status.")
+@click.option(
+    "-s",
+    "--status",
+    type=click.Choice([*AGENT_STATUSES, "ALL"], case_sensitive=False),
+    default="ALIVE",
+    show_default=True,
+    help="Only agents with this status.",
+)
 @click.option("--scaling-group", "--sgroup", "scaling_group", default=None, help="Only agents of this scaling group.")
 @paging_options
 def list_(
@@ -98,7 +110,12 @@ def list_(
     async def _list(api: AsyncSession) -> tuple[list[dict[str, Any]], int]:
         return await fetch_pages(
             lambda off, size: api.Agent.paginated_list(
-                status_arg, scaling_group, fields=LIST_FIELDS, page_offset=off, page_size=size, filter=filter_,
+                status_arg,
+                scaling_group,
+                fields=LIST_FIELDS,
+                page_offset=off,
+                page_size=size,
+                filter=filter_,
                 order=order,
             ),
             offset=offset,
@@ -107,5 +124,12 @@ def list_(
         )
 
     items, total = run_api(_list)
-    print_items(items, LIST_COLUMNS, json_fields=JSON_FIELDS, total=total, offset=offset,
-                empty="There are no matching agents.", what="agents")
+    print_items(
+        items,
+        LIST_COLUMNS,
+        json_fields=JSON_FIELDS,
+        total=total,
+        offset=offset,
+        empty="There are no matching agents.",
+        what="agents",
+    )

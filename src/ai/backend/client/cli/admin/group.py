@@ -84,7 +84,7 @@ def list_(domain: str | None, is_active: bool | None) -> None:
 @click.argument("name")
 @click.option("-d", "--description", default="", help="A description of the group.")
 @click.option("-i", "--inactive", is_flag=True, help="Create the group inactive.")
-@click.option("--total-resource-slots", type=JSON_OBJECT, default=None, help='Limits, e.g. \'{"cpu": 8}\'.')
+@click.option("--total-resource-slots", type=JSON_OBJECT, default=None, help="Limits, e.g. '{\"cpu\": 8}'.")
 @click.option("--allowed-vfolder-hosts", type=_LIST, multiple=True, help="Comma-separated storage hosts.")
 @click.option("--integration-id", default=None, help="An ID in an external system.")
 def add(
@@ -115,8 +115,9 @@ def add(
         if created.get("id"):
             click.echo(f"Group ID: {created['id']}")
 
-    print_result(result, f"Group {name} is created in {domain_name}.", failed=f"Group {name} was not created",
-                 extra=_show)
+    print_result(
+        result, f"Group {name} is created in {domain_name}.", failed=f"Group {name} was not created", extra=_show
+    )
 
 
 @group.command()
@@ -125,7 +126,7 @@ def add(
 @click.option("-n", "--name", default=None, help="Rename the group.")
 @click.option("--description", default=None, help="A new description.")
 @click.option("--active/--inactive", "is_active", default=None, help="Activate or deactivate the group.")
-@click.option("--total-resource-slots", type=JSON_OBJECT, default=None, help='Limits, e.g. \'{"cpu": 8}\'.')
+@click.option("--total-resource-slots", type=JSON_OBJECT, default=None, help="Limits, e.g. '{\"cpu\": 8}'.")
 @click.option("--allowed-vfolder-hosts", type=_LIST, multiple=True, help="Comma-separated storage hosts.")
 @click.option("--integration-id", default=None, help="An ID in an external system.")
 def update(

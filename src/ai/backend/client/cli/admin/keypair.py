@@ -93,8 +93,9 @@ def list_(
         )
 
     items, total = run_api(_list)
-    print_items(items, LIST_COLUMNS, total=total, offset=offset, empty="There are no matching keypairs.",
-                what="keypairs")
+    print_items(
+        items, LIST_COLUMNS, total=total, offset=offset, empty="There are no matching keypairs.", what="keypairs"
+    )
 
 
 @keypair.command()
@@ -102,8 +103,14 @@ def list_(
 @click.argument("resource_policy", default="default")
 @click.option("-a", "--admin", "is_admin", is_flag=True, help="Make it an admin keypair.")
 @click.option("-i", "--inactive", is_flag=True, help="Create the keypair inactive.")
-@click.option("-r", "--rate-limit", type=click.IntRange(min=0), default=5000, show_default=True,
-              help="Requests allowed per 15 minutes.")
+@click.option(
+    "-r",
+    "--rate-limit",
+    type=click.IntRange(min=0),
+    default=5000,
+    show_default=True,
+    help="Requests allowed per 15 minutes.",
+)
 def add(user_id: str, resource_policy: str, is_admin: bool, inactive: bool, rate_limit: int) -> None:
     """Create a keypair for the user with EMAIL (RESOURCE_POLICY: default "default").
 
@@ -125,8 +132,9 @@ def add(user_id: str, resource_policy: str, is_admin: bool, inactive: bool, rate
         click.echo(f"Access Key: {created.get('access_key')}")
         click.echo(f"Secret Key: {created.get('secret_key')}")
 
-    print_result(result, f"Keypair is created for {user_id}.", failed=f"No keypair was created for {user_id}",
-                 extra=_show)
+    print_result(
+        result, f"Keypair is created for {user_id}.", failed=f"No keypair was created for {user_id}", extra=_show
+    )
 
 
 @keypair.command()
@@ -143,8 +151,12 @@ def update(
     rate_limit: int | None,
 ) -> None:
     """Change the keypair ACCESS_KEY."""
-    changes: dict[str, Any] = {"resource_policy": resource_policy, "is_admin": is_admin, "is_active": is_active,
-               "rate_limit": rate_limit}
+    changes: dict[str, Any] = {
+        "resource_policy": resource_policy,
+        "is_admin": is_admin,
+        "is_active": is_active,
+        "rate_limit": rate_limit,
+    }
     require_changes(changes)
     result = run_api(lambda api: api.KeyPair.update(access_key, **changes))
     print_result(result, f"Keypair {access_key} is updated.", failed=f"Keypair {access_key} was not updated")

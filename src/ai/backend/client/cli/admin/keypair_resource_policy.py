@@ -59,23 +59,40 @@ def info(name: str | None) -> None:
 def list_() -> None:
     """List the keypair resource policies."""
     items = run_api(lambda api: api.KeypairResourcePolicy.list(fields=FIELDS))
-    print_items(items, LIST_COLUMNS, json_fields=JSON_FIELDS, empty="There are no keypair resource policies.",
-                what="policies")
+    print_items(
+        items, LIST_COLUMNS, json_fields=JSON_FIELDS, empty="There are no keypair resource policies.", what="policies"
+    )
 
 
 @keypair_resource_policy.command()
 @click.argument("name")
-@click.option("--default-for-unspecified", type=_DFU, default="UNLIMITED", show_default=True,
-              help="How slots missing from --total-resource-slots are limited.")
-@click.option("--total-resource-slots", type=JSON_OBJECT, default="{}", show_default=True,
-              help='Slot limits, e.g. \'{"cpu": 8, "mem": "16g"}\'.')
+@click.option(
+    "--default-for-unspecified",
+    type=_DFU,
+    default="UNLIMITED",
+    show_default=True,
+    help="How slots missing from --total-resource-slots are limited.",
+)
+@click.option(
+    "--total-resource-slots",
+    type=JSON_OBJECT,
+    default="{}",
+    show_default=True,
+    help='Slot limits, e.g. \'{"cpu": 8, "mem": "16g"}\'.',
+)
 @click.option("--max-concurrent-sessions", type=_COUNT, default=30, show_default=True)
 @click.option("--max-containers-per-session", type=_COUNT, default=1, show_default=True)
 @click.option("--max-vfolder-count", type=_COUNT, default=10, show_default=True)
 @click.option("--max-vfolder-size", type=BYTE_SIZE, default="0", show_default=True, help="0: unlimited.")
 @click.option("--idle-timeout", type=_COUNT, default=1800, show_default=True, help="Seconds.")
-@click.option("--allowed-vfolder-hosts", type=_LIST, multiple=True, default=[["local"]], show_default="local",
-              help="Comma-separated storage hosts.")
+@click.option(
+    "--allowed-vfolder-hosts",
+    type=_LIST,
+    multiple=True,
+    default=[["local"]],
+    show_default="local",
+    help="Comma-separated storage hosts.",
+)
 def add(
     name: str,
     default_for_unspecified: str,
@@ -107,7 +124,7 @@ def add(
 @keypair_resource_policy.command()
 @click.argument("name")
 @click.option("--default-for-unspecified", type=_DFU, default=None)
-@click.option("--total-resource-slots", type=JSON_OBJECT, default=None, help='e.g. \'{"cpu": 8}\'.')
+@click.option("--total-resource-slots", type=JSON_OBJECT, default=None, help="e.g. '{\"cpu\": 8}'.")
 @click.option("--max-concurrent-sessions", type=_COUNT, default=None)
 @click.option("--max-containers-per-session", type=_COUNT, default=None)
 @click.option("--max-vfolder-count", type=_COUNT, default=None)

@@ -64,8 +64,9 @@ def docker_registries() -> None:
 def presets() -> None:
     """List the resource presets (REST)."""
     items = run_api(lambda api: api.Resource.list())
-    print_items(items, PRESET_COLUMNS, json_fields=PRESET_JSON_FIELDS, empty="There are no resource presets.",
-                what="presets")
+    print_items(
+        items, PRESET_COLUMNS, json_fields=PRESET_JSON_FIELDS, empty="There are no resource presets.", what="presets"
+    )
 
 
 @resource.command(name="check-presets")
@@ -109,8 +110,9 @@ def resource_preset() -> None:
 def list_() -> None:
     """List the resource presets."""
     items = run_api(lambda api: api.Resource.list_presets(fields=PRESET_FIELDS))
-    print_items(items, PRESET_COLUMNS, json_fields=PRESET_JSON_FIELDS, empty="There are no resource presets.",
-                what="presets")
+    print_items(
+        items, PRESET_COLUMNS, json_fields=PRESET_JSON_FIELDS, empty="There are no resource presets.", what="presets"
+    )
 
 
 @resource_preset.command()
@@ -123,8 +125,12 @@ def info(name: str) -> None:
 
 @resource_preset.command()
 @click.argument("name")
-@click.option("--resource-slots", type=JSON_OBJECT, required=True,
-              help='The slots, e.g. \'{"cpu": 1, "mem": "1g"}\' or cpu=1,mem=1g.')
+@click.option(
+    "--resource-slots",
+    type=JSON_OBJECT,
+    required=True,
+    help='The slots, e.g. \'{"cpu": 1, "mem": "1g"}\' or cpu=1,mem=1g.',
+)
 @click.option("--shared-memory", type=BYTE_SIZE, default=None, help="Shared memory size, e.g. 64m.")
 def add(name: str, resource_slots: dict[str, Any], shared_memory: int | None) -> None:
     """Create a resource preset called NAME."""
@@ -136,7 +142,7 @@ def add(name: str, resource_slots: dict[str, Any], shared_memory: int | None) ->
 
 @resource_preset.command()
 @click.argument("name")
-@click.option("--resource-slots", type=JSON_OBJECT, default=None, help='The slots, e.g. \'{"cpu": 2}\'.')
+@click.option("--resource-slots", type=JSON_OBJECT, default=None, help="The slots, e.g. '{\"cpu\": 2}'.")
 @click.option("--shared-memory", type=BYTE_SIZE, default=None, help="Shared memory size, e.g. 64m.")
 def update(name: str, resource_slots: dict[str, Any] | None, shared_memory: int | None) -> None:
     """Change the resource preset NAME."""

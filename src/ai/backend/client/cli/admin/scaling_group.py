@@ -58,10 +58,17 @@ _SUBCOMMAND_ALIASES = {
 }
 
 
-@click.group(name="scaling-group", cls=LazyGroup, aliases=_SUBCOMMAND_ALIASES, invoke_without_command=True,
-             no_args_is_help=True)
-@click.option("-n", "--name", "sgroup_name", default=None, metavar="NAME",
-              help='Show the scaling group NAME (the 19.09 spelling of "info NAME").')
+@click.group(
+    name="scaling-group", cls=LazyGroup, aliases=_SUBCOMMAND_ALIASES, invoke_without_command=True, no_args_is_help=True
+)
+@click.option(
+    "-n",
+    "--name",
+    "sgroup_name",
+    default=None,
+    metavar="NAME",
+    help='Show the scaling group NAME (the 19.09 spelling of "info NAME").',
+)
 @click.pass_context
 def scaling_group(ctx: click.Context, sgroup_name: str | None) -> None:
     """Scaling group administration commands (superadmins; get-available is for everyone)."""
@@ -116,8 +123,13 @@ def list_(domain: str | None, group_ref: str | None, access_key: str | None, gro
         return await api.ScalingGroup.list(fields=LIST_FIELDS)
 
     items = run_api(_list)
-    print_items(items, LIST_COLUMNS, json_fields=JSON_FIELDS, empty="There are no matching scaling groups.",
-                what="scaling groups")
+    print_items(
+        items,
+        LIST_COLUMNS,
+        json_fields=JSON_FIELDS,
+        empty="There are no matching scaling groups.",
+        what="scaling groups",
+    )
 
 
 @scaling_group.command()
@@ -128,8 +140,9 @@ def list_(domain: str | None, group_ref: str | None, access_key: str | None, gro
 @click.option("--driver", default="static", show_default=True, help="The agent provisioning driver.")
 @click.option("--driver-opts", "--driver_opts", "driver_opts", type=JSON_OBJECT, default="{}", help="JSON options.")
 @click.option("--scheduler", default="fifo", show_default=True, help="The scheduler (fifo, lifo, drf).")
-@click.option("--scheduler-opts", "--scheduler_opts", "scheduler_opts", type=JSON_OBJECT, default="{}",
-              help="JSON options.")
+@click.option(
+    "--scheduler-opts", "--scheduler_opts", "scheduler_opts", type=JSON_OBJECT, default="{}", help="JSON options."
+)
 @click.option("--use-host-network", is_flag=True, help="Run containers with the host network.")
 @click.option("--wsproxy-addr", default=None, help="The app proxy address.")
 @click.option("--wsproxy-api-token", default=None, help="The app proxy API token.")
@@ -173,8 +186,9 @@ def add(
 @click.option("--driver", default=None, help="The agent provisioning driver.")
 @click.option("--driver-opts", "--driver_opts", "driver_opts", type=JSON_OBJECT, default=None, help="JSON options.")
 @click.option("--scheduler", default=None, help="The scheduler (fifo, lifo, drf).")
-@click.option("--scheduler-opts", "--scheduler_opts", "scheduler_opts", type=JSON_OBJECT, default=None,
-              help="JSON options.")
+@click.option(
+    "--scheduler-opts", "--scheduler_opts", "scheduler_opts", type=JSON_OBJECT, default=None, help="JSON options."
+)
 @click.option("--use-host-network/--no-use-host-network", default=None, help="Run containers with the host network.")
 @click.option("--wsproxy-addr", default=None, help="The app proxy address.")
 @click.option("--wsproxy-api-token", default=None, help="The app proxy API token.")
@@ -276,12 +290,14 @@ def _keypair_command(name: str, associate: bool) -> click.Command:
     def _cmd(sgroup: str, access_key: str) -> None:
         if associate:
             result = run_api(lambda api: api.ScalingGroup.associate_keypair(sgroup, access_key))
-            print_result(result, f"Scaling group {sgroup} is associated with keypair {access_key}.",
-                         failed="Not associated")
+            print_result(
+                result, f"Scaling group {sgroup} is associated with keypair {access_key}.", failed="Not associated"
+            )
         else:
             result = run_api(lambda api: api.ScalingGroup.dissociate_keypair(sgroup, access_key))
-            print_result(result, f"Scaling group {sgroup} is dissociated from keypair {access_key}.",
-                         failed="Not dissociated")
+            print_result(
+                result, f"Scaling group {sgroup} is dissociated from keypair {access_key}.", failed="Not dissociated"
+            )
 
     _cmd.help = "Let ACCESS_KEY use SCALING_GROUP." if associate else "Stop ACCESS_KEY from using SCALING_GROUP."
     return _cmd
@@ -305,8 +321,13 @@ def dissociate_all_group(group_ref: str, domain: str | None) -> None:
     print_result(run_api(_run), f"All scaling groups are dissociated from group {group_ref}.", failed="Not dissociated")
 
 
-@click.group(name="scaling-groups", cls=LazyGroup, aliases=_SUBCOMMAND_ALIASES, invoke_without_command=True,
-             commands=scaling_group.commands)
+@click.group(
+    name="scaling-groups",
+    cls=LazyGroup,
+    aliases=_SUBCOMMAND_ALIASES,
+    invoke_without_command=True,
+    commands=scaling_group.commands,
+)
 @click.pass_context
 def scaling_groups(ctx: click.Context) -> None:
     """Scaling groups (the 19.09 spelling): alone, list them all; the subcommands are those of scaling-group."""

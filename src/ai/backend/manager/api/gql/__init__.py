@@ -73,8 +73,11 @@ def build_schema(*, allow_introspection: bool = False) -> strawberry.Schema:
     """Assemble the schema from the area modules."""
     queries, mutations = _collect()
     # Parsed and validated documents are cached: clients send the same few queries over and over.
-    extensions: list[Any] = [ParserCache(maxsize=512), ValidationCache(maxsize=512),
-                             QueryDepthLimiter(max_depth=MAX_DEPTH)]
+    extensions: list[Any] = [
+        ParserCache(maxsize=512),
+        ValidationCache(maxsize=512),
+        QueryDepthLimiter(max_depth=MAX_DEPTH),
+    ]
     if not allow_introspection:
         extensions.append(AddValidationRules([NoSchemaIntrospectionCustomRule]))
     return _Schema(
@@ -99,8 +102,13 @@ class GraphQLRuntime:
     @classmethod
     def for_config(cls, config: ManagerConfig) -> GraphQLRuntime:
         schema = build_schema(allow_introspection=config.manager.allow_graphql_introspection)
-        return cls(schema, VariableTypeNormalizer(schema._schema), CostGate(),
-                   InFlight(config.manager.graphql_concurrency), config.manager.graphql_timeout)
+        return cls(
+            schema,
+            VariableTypeNormalizer(schema._schema),
+            CostGate(),
+            InFlight(config.manager.graphql_concurrency),
+            config.manager.graphql_timeout,
+        )
 
 
 router = APIRouter()
@@ -135,19 +143,24 @@ async def _execute(request: Request, ctx: AuthContext) -> GQLOutcome:
     try:
         async with rt.in_flight.slot(ctx.access_key):
             async with asyncio.timeout(timeout):
-                result = await rt.schema.execute(query, variable_values=variables, context_value=gctx,
-                                              operation_name=op_name)
+                result = await rt.schema.execute(
+                    query, variable_values=variables, context_value=gctx, operation_name=op_name
+                )
     except CannotGetOperationTypeError:
         raise InvalidAPIParameters(f"'operationName' {op_name!r} names no operation of the document.") from None
     except TimeoutError:
-        raise ServiceUnavailable(f"The query ran longer than {timeout} s and was stopped; ask for less "
-                                 "(pagination, fewer fields).") from None
+        raise ServiceUnavailable(
+            f"The query ran longer than {timeout} s and was stopped; ask for less (pagination, fewer fields)."
+        ) from None
     errors: list[dict[str, Any]] = []
     problem: ProblemError | None = None
     for err in result.errors or []:
         orig = err.original_error
-        entry: dict[str, Any] = {"message": err.message, "path": err.path,
-                                 "locations": [loc._asdict() for loc in err.locations or []]}
+        entry: dict[str, Any] = {
+            "message": err.message,
+            "path": err.path,
+            "locations": [loc._asdict() for loc in err.locations or []],
+        }
         if isinstance(orig, ProblemError):
             entry["message"] = orig.detail or orig.title
             entry["extensions"] = {"status": orig.status, "type": PROBLEM_BASE + orig.slug}
@@ -167,9 +180,16 @@ def _problem(outcome: GQLOutcome) -> JSONResponse:
         body["errors"] = outcome.errors
         return JSONResponse(body, status_code=outcome.problem.status, media_type="application/problem+json")
     return JSONResponse(
-        problem_document(400, "graphql-error", "GraphQL-generated error", outcome.errors[0]["message"],
-                         errors=outcome.errors, data=outcome.errors),
-        status_code=400, media_type="application/problem+json",
+        problem_document(
+            400,
+            "graphql-error",
+            "GraphQL-generated error",
+            outcome.errors[0]["message"],
+            errors=outcome.errors,
+            data=outcome.errors,
+        ),
+        status_code=400,
+        media_type="application/problem+json",
     )
 
 

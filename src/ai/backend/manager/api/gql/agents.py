@@ -21,8 +21,7 @@ from sqlalchemy import func, select
 from strawberry.types import Info
 
 from ...agents.status import AgentStatus
-from ...models import Agent as AgentRow
-from ...models import Kernel, SessionRow
+from ...models import AgentRow, KernelRow, SessionRow
 from .context import GQLContext, context
 from .filters import filter_clause
 from .pagination import check_page, order_clauses
@@ -32,10 +31,18 @@ from .sessions import KERNEL_STATUSES, ComputeContainer, container_to_gql, parse
 
 AGENT_STATUSES = tuple(AgentStatus)
 AGENT_COLUMNS: dict[str, Any] = {
-    "id": AgentRow.id, "status": AgentRow.status, "status_changed": AgentRow.status_changed,
-    "region": AgentRow.region, "scaling_group": AgentRow.scaling_group, "schedulable": AgentRow.schedulable,
-    "addr": AgentRow.addr, "first_contact": AgentRow.first_contact, "lost_at": AgentRow.lost_at,
-    "last_heartbeat": AgentRow.last_heartbeat, "version": AgentRow.version, "architecture": AgentRow.architecture,
+    "id": AgentRow.id,
+    "status": AgentRow.status,
+    "status_changed": AgentRow.status_changed,
+    "region": AgentRow.region,
+    "scaling_group": AgentRow.scaling_group,
+    "schedulable": AgentRow.schedulable,
+    "addr": AgentRow.addr,
+    "first_contact": AgentRow.first_contact,
+    "lost_at": AgentRow.lost_at,
+    "last_heartbeat": AgentRow.last_heartbeat,
+    "version": AgentRow.version,
+    "architecture": AgentRow.architecture,
 }
 _MIB = Decimal(2**20)
 
@@ -84,15 +91,17 @@ class Agent:
     @strawberry.field(description="The containers (kernels) placed on this agent, optionally by status.")
     async def compute_containers(self, info: Info, status: str | None = None) -> list[ComputeContainer]:
         ctx = context(info)
-        conds: list[Any] = [Kernel.agent == str(self.id)]
+        conds: list[Any] = [KernelRow.agent == str(self.id)]
         statuses = parse_statuses(status, KERNEL_STATUSES, "container")
         if statuses is not None:
-            conds.append(Kernel.status.in_(statuses))
+            conds.append(KernelRow.status.in_(statuses))
         async with ctx.db() as db:
             rows = (
                 await db.execute(
-                    select(Kernel, SessionRow.resource_opts).join(SessionRow, SessionRow.id == Kernel.session_id)
-                    .where(*conds).order_by(Kernel.created_at, Kernel.id)
+                    select(KernelRow, SessionRow.resource_opts)
+                    .join(SessionRow, SessionRow.id == KernelRow.session_id)
+                    .where(*conds)
+                    .order_by(KernelRow.created_at, KernelRow.id)
                 )
             ).all()
         return [container_to_gql(k, opts, ctx.role == SUPERADMIN, ctx.state) for k, opts in rows]
@@ -106,17 +115,21 @@ class AgentList:
 
 def _metric(current: float | int | None, capacity: float | int | None, unit: str) -> dict[str, Any]:
     pct = None if current is None or not capacity else round(100.0 * float(current) / float(capacity), 2)
-    return {"current": None if current is None else str(current),
-            "capacity": None if capacity is None else str(capacity),
-            "pct": None if pct is None else str(pct), "unit_hint": unit}
+    return {
+        "current": None if current is None else str(current),
+        "capacity": None if capacity is None else str(capacity),
+        "pct": None if pct is None else str(pct),
+        "unit_hint": unit,
+    }
 
 
 def agent_live_stat(stats: dict[str, float], cores: dict[str, float]) -> dict[str, Any]:
     """Upstream's agent stat object (node and per-device metrics) plus the flat keys of ``stats``."""
     per_core = {c: _metric(p, 100, "percent") for c, p in sorted(cores.items(), key=lambda kv: int(kv[0]))}
     cpu_pct = stats.get("cpu_util_pct")
-    node_cpu = _metric(None if cpu_pct is None else round(cpu_pct * max(len(cores), 1), 1),
-                       100 * max(len(cores), 1), "percent")
+    node_cpu = _metric(
+        None if cpu_pct is None else round(cpu_pct * max(len(cores), 1), 1), 100 * max(len(cores), 1), "percent"
+    )
     node_cpu["pct"] = None if cpu_pct is None else str(cpu_pct)
     node: dict[str, Any] = {"cpu_util": node_cpu}
     devices: dict[str, Any] = {"cpu_util": per_core}
@@ -141,17 +154,32 @@ def to_gql(row: AgentRow, stats: dict[str, float] | None = None, cores: dict[str
     stats, cores = stats or {}, cores or {}
     avail, occ = row.available_slots or {}, row.occupied_slots or {}
     return Agent(
-        id=strawberry.ID(row.id), status=row.status, status_changed=row.status_changed, region=row.region,
-        scaling_group=row.scaling_group, schedulable=row.schedulable, available_slots=avail, occupied_slots=occ,
-        addr=row.addr, architecture=row.architecture, first_contact=row.first_contact, lost_at=row.lost_at,
-        last_heartbeat=row.last_heartbeat, live_stat=agent_live_stat(stats, cores),
-        hardware_metadata=_hardware_metadata(avail, stats, cores), version=row.version,
+        id=strawberry.ID(row.id),
+        status=row.status,
+        status_changed=row.status_changed,
+        region=row.region,
+        scaling_group=row.scaling_group,
+        schedulable=row.schedulable,
+        available_slots=avail,
+        occupied_slots=occ,
+        addr=row.addr,
+        architecture=row.architecture,
+        first_contact=row.first_contact,
+        lost_at=row.lost_at,
+        last_heartbeat=row.last_heartbeat,
+        live_stat=agent_live_stat(stats, cores),
+        hardware_metadata=_hardware_metadata(avail, stats, cores),
+        version=row.version,
         compute_plugins=row.compute_plugins or {},
-        mem_slots=int(_slot(avail, "mem") // _MIB), cpu_slots=float(_slot(avail, "cpu")),
-        gpu_slots=float(_slot(avail, "cuda.device", "cuda.shares")), tpu_slots=float(_slot(avail, "tpu.device")),
-        used_mem_slots=int(_slot(occ, "mem") // _MIB), used_cpu_slots=float(_slot(occ, "cpu")),
+        mem_slots=int(_slot(avail, "mem") // _MIB),
+        cpu_slots=float(_slot(avail, "cpu")),
+        gpu_slots=float(_slot(avail, "cuda.device", "cuda.shares")),
+        tpu_slots=float(_slot(avail, "tpu.device")),
+        used_mem_slots=int(_slot(occ, "mem") // _MIB),
+        used_cpu_slots=float(_slot(occ, "cpu")),
         used_gpu_slots=float(_slot(occ, "cuda.device", "cuda.shares")),
-        used_tpu_slots=float(_slot(occ, "tpu.device")), cpu_cur_pct=stats.get("cpu_util_pct"),
+        used_tpu_slots=float(_slot(occ, "tpu.device")),
+        cpu_cur_pct=stats.get("cpu_util_pct"),
         mem_cur_bytes=stats.get("mem_used_bytes"),
     )
 
@@ -187,9 +215,7 @@ class Query:
         return None if row is None else _with_stats(ctx, row)
 
     @strawberry.field(description="All agents, optionally by status (comma-separated) and scaling group.")
-    async def agents(
-        self, info: Info, status: str | None = None, scaling_group: str | None = None
-    ) -> list[Agent]:
+    async def agents(self, info: Info, status: str | None = None, scaling_group: str | None = None) -> list[Agent]:
         ctx = _allowed(info, "Listing agents")
         conds = _conds(status, scaling_group)
         async with ctx.db() as db:
@@ -198,9 +224,16 @@ class Query:
 
     @strawberry.field(description="One page of agents (superadmin and monitor only).")
     async def agent_list(
-        self, info: Info, limit: int = 20, offset: int = 0, order_key: str | None = None,
-        order_asc: bool | None = True, scaling_group: str | None = None, status: str | None = None,
-        filter: str | None = None, order: str | None = None,
+        self,
+        info: Info,
+        limit: int = 20,
+        offset: int = 0,
+        order_key: str | None = None,
+        order_asc: bool | None = True,
+        scaling_group: str | None = None,
+        status: str | None = None,
+        filter: str | None = None,
+        order: str | None = None,
     ) -> AgentList:
         ctx = _allowed(info, "Listing agents")
         check_page(limit, offset)
@@ -208,12 +241,18 @@ class Query:
         extra = filter_clause(filter, AGENT_COLUMNS)
         if extra is not None:
             conds.append(extra)
-        ordering = order_clauses(AGENT_COLUMNS, order_key=order_key, order_asc=order_asc, order=order,
-                                 default=[AgentRow.id.asc()])
+        ordering = order_clauses(
+            AGENT_COLUMNS, order_key=order_key, order_asc=order_asc, order=order, default=[AgentRow.id.asc()]
+        )
         async with ctx.db() as db:
             total = (await db.execute(select(func.count()).select_from(AgentRow).where(*conds))).scalar_one()
             rows = (
-                await db.execute(select(AgentRow).where(*conds).order_by(*ordering, AgentRow.id)
-                                 .limit(limit).offset(offset))
-            ).scalars().all()
+                (
+                    await db.execute(
+                        select(AgentRow).where(*conds).order_by(*ordering, AgentRow.id).limit(limit).offset(offset)
+                    )
+                )
+                .scalars()
+                .all()
+            )
         return AgentList(items=[_with_stats(ctx, r) for r in rows], total_count=total)

@@ -60,8 +60,10 @@ class _Counter:
     def _bump_fields(self, n: int) -> None:
         self.fields += n
         if self.fields > self.limits.max_fields:
-            raise DocumentTooCostly(f"The document resolves more than {self.limits.max_fields} fields "
-                                    "(fragments expanded); split it into smaller queries or use pagination.")
+            raise DocumentTooCostly(
+                f"The document resolves more than {self.limits.max_fields} fields "
+                "(fragments expanded); split it into smaller queries or use pagination."
+            )
 
     def selection_fields(self, sel: SelectionSetNode | None, stack: tuple[str, ...]) -> int:
         """Fields under ``sel`` with fragments expanded; counts aliases and spreads on the way."""
@@ -81,7 +83,8 @@ class _Counter:
                 self.spreads += 1
                 if self.spreads > self.limits.max_fragment_spreads:
                     raise DocumentTooCostly(
-                        f"The document has more than {self.limits.max_fragment_spreads} fragment spreads.")
+                        f"The document has more than {self.limits.max_fragment_spreads} fragment spreads."
+                    )
                 total += self.fragment_fields(node.name.value, stack)
             if total > self.limits.max_fields:
                 self._bump_fields(total)
@@ -150,8 +153,9 @@ class InFlight:
             entry = self._keys[access_key] = (asyncio.Semaphore(self.limit), [0])
         turns, held = entry
         if held[0] >= self.limit + self.max_waiting:
-            raise TooManyRequests(f"This access key has {held[0]} GraphQL requests running or waiting; "
-                                  "wait for them to finish.")
+            raise TooManyRequests(
+                f"This access key has {held[0]} GraphQL requests running or waiting; wait for them to finish."
+            )
         held[0] += 1
         try:
             async with turns:

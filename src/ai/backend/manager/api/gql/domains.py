@@ -14,8 +14,7 @@ from strawberry.types import Info
 
 from ai.backend.common.problems import Conflict, Forbidden, InvalidAPIParameters, NotFound
 
-from ...models import Domain as DomainRow
-from ...models import SessionRow, sgroups_for_domains
+from ...models import DomainRow, SessionRow, sgroups_for_domains
 from .context import context
 from .inputs import check_slug, check_str_list, parse_slots, updates_from
 from .mutations import Payload, commit_or_conflict
@@ -53,11 +52,16 @@ async def load_domains(db: AsyncSession, conds: Sequence[Any]) -> list[Domain]:
             sgroups[dom].append(sg)
     return [
         Domain(
-            name=r.name, description=r.description, is_active=r.is_active, created_at=r.created_at,
-            modified_at=r.modified_at, total_resource_slots=r.total_resource_slots or {},
+            name=r.name,
+            description=r.description,
+            is_active=r.is_active,
+            created_at=r.created_at,
+            modified_at=r.modified_at,
+            total_resource_slots=r.total_resource_slots or {},
             allowed_vfolder_hosts=list(r.allowed_vfolder_hosts or []),
             allowed_docker_registries=list(r.allowed_docker_registries or []),
-            integration_id=r.integration_id, scaling_groups=sgroups[r.name],
+            integration_id=r.integration_id,
+            scaling_groups=sgroups[r.name],
         )
         for r in rows
     ]
@@ -120,8 +124,15 @@ class DeleteDomain(Payload):
     pass
 
 
-_MODIFIABLE = ("name", "description", "is_active", "total_resource_slots", "allowed_vfolder_hosts",
-               "allowed_docker_registries", "integration_id")
+_MODIFIABLE = (
+    "name",
+    "description",
+    "is_active",
+    "total_resource_slots",
+    "allowed_vfolder_hosts",
+    "allowed_docker_registries",
+    "integration_id",
+)
 
 
 def _clean(values: dict[str, object]) -> dict[str, object]:
@@ -169,8 +180,7 @@ class Mutation:
                     raise Conflict(f"A domain named {new_name!r} already exists.")
                 # Groups, users and associations follow by ON UPDATE CASCADE; sessions keep a plain copy.
                 await db.execute(update(DomainRow).where(DomainRow.name == name).values(name=new_name))
-                await db.execute(update(SessionRow).where(SessionRow.domain_name == name)
-                                 .values(domain_name=new_name))
+                await db.execute(update(SessionRow).where(SessionRow.domain_name == name).values(domain_name=new_name))
             if values:
                 await db.execute(update(DomainRow).where(DomainRow.name == new_name).values(**values))
             await commit_or_conflict(db, f"Domain {name!r}")

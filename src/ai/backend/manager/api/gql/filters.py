@@ -44,7 +44,7 @@ def filter_clause(expr: str | None, columns: Mapping[str, Any]) -> Any | None:
             break
         m = _TOKEN_RE.match(expr, pos)
         if m is None or m.end() == pos:
-            raise InvalidAPIParameters(f"Cannot parse the filter near {expr[pos:pos + 20]!r}.")
+            raise InvalidAPIParameters(f"Cannot parse the filter near {expr[pos : pos + 20]!r}.")
         kind = m.lastgroup or ""
         tokens.append((kind, m.group(kind)))
         pos = m.end()

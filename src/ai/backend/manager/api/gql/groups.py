@@ -16,10 +16,7 @@ from strawberry.types import Info
 from ai.backend.common.problems import Conflict, Forbidden, InvalidAPIParameters, NotFound
 
 from ...accounts import check_choice
-from ...models import Domain as DomainRow
-from ...models import Group as GroupRow
-from ...models import User as UserRow
-from ...models import group_members, sgroups_for_groups
+from ...models import DomainRow, ProjectRow, UserRow, group_members, sgroups_for_groups
 from .context import GQLContext, context
 from .inputs import check_slug, check_str_list, check_uuid, parse_slots, updates_from
 from .mutations import Payload, commit_or_conflict
@@ -45,8 +42,10 @@ class Group:
 async def load_groups(db: AsyncSession, conds: Sequence[Any]) -> list[Group]:
     """Groups matching ``conds`` with their scaling groups, in two queries."""
     rows = (
-        await db.execute(select(GroupRow).where(*conds).order_by(GroupRow.domain_name, GroupRow.name))
-    ).scalars().all()
+        (await db.execute(select(ProjectRow).where(*conds).order_by(ProjectRow.domain_name, ProjectRow.name)))
+        .scalars()
+        .all()
+    )
     sgroups: dict[uuid.UUID, list[str]] = defaultdict(list)
     if rows:
         for sg, gid in (
@@ -59,11 +58,17 @@ async def load_groups(db: AsyncSession, conds: Sequence[Any]) -> list[Group]:
             sgroups[gid].append(sg)
     return [
         Group(
-            id=strawberry.ID(str(r.id)), name=r.name, description=r.description, is_active=r.is_active,
-            created_at=r.created_at, modified_at=r.modified_at, domain_name=r.domain_name,
+            id=strawberry.ID(str(r.id)),
+            name=r.name,
+            description=r.description,
+            is_active=r.is_active,
+            created_at=r.created_at,
+            modified_at=r.modified_at,
+            domain_name=r.domain_name,
             total_resource_slots=r.total_resource_slots or {},
             allowed_vfolder_hosts=list(r.allowed_vfolder_hosts or []),
-            integration_id=r.integration_id, scaling_groups=sgroups[r.id],
+            integration_id=r.integration_id,
+            scaling_groups=sgroups[r.id],
         )
         for r in rows
     ]
@@ -73,12 +78,12 @@ def _visibility(ctx: GQLContext, domain_name: str | None, action: str) -> list[A
     """Conditions limiting groups to what the caller may see."""
     if ctx.role in (SUPERADMIN, MONITOR, ADMIN):
         dom = scoped_domain(ctx, domain_name, action)
-        return [] if dom is None else [GroupRow.domain_name == dom]
+        return [] if dom is None else [ProjectRow.domain_name == dom]
     conds: list[Any] = [
-        GroupRow.id.in_(select(group_members.c.group_id).where(group_members.c.user_id == ctx.auth.user_uuid))
+        ProjectRow.id.in_(select(group_members.c.group_id).where(group_members.c.user_id == ctx.auth.user_uuid))
     ]
     if domain_name is not None:
-        conds.append(GroupRow.domain_name == domain_name)
+        conds.append(ProjectRow.domain_name == domain_name)
     return conds
 
 
@@ -89,14 +94,14 @@ class Query:
         ctx = context(info)
         gid = check_uuid(id, "Group id")
         async with ctx.db() as db:
-            found = await load_groups(db, [GroupRow.id == gid])
+            found = await load_groups(db, [ProjectRow.id == gid])
         if not found:
             return None
         g = found[0]
         if domain_name is not None and g.domain_name != domain_name:
             return None
         async with ctx.db() as db:
-            visible = await load_groups(db, [GroupRow.id == gid, *_visibility(ctx, None, "Reading a group")])
+            visible = await load_groups(db, [ProjectRow.id == gid, *_visibility(ctx, None, "Reading a group")])
         if not visible:
             raise Forbidden("You may not look at this group.")
         return g
@@ -106,14 +111,14 @@ class Query:
         ctx = context(info)
         conds = _visibility(ctx, domain_name, "Listing groups")
         if is_active is not None:
-            conds.append(GroupRow.is_active == is_active)
+            conds.append(ProjectRow.is_active == is_active)
         async with ctx.db() as db:
             return await load_groups(db, conds)
 
     @strawberry.field(description="Groups with the given name (names are unique per domain).")
     async def groups_by_name(self, info: Info, name: str, domain_name: str | None = None) -> list[Group]:
         ctx = context(info)
-        conds = [*_visibility(ctx, domain_name, "Listing groups"), GroupRow.name == name]
+        conds = [*_visibility(ctx, domain_name, "Listing groups"), ProjectRow.name == name]
         async with ctx.db() as db:
             return await load_groups(db, conds)
 
@@ -156,8 +161,15 @@ class DeleteGroup(Payload):
     pass
 
 
-_FIELDS = ("name", "description", "is_active", "domain_name", "total_resource_slots", "allowed_vfolder_hosts",
-           "integration_id")
+_FIELDS = (
+    "name",
+    "description",
+    "is_active",
+    "domain_name",
+    "total_resource_slots",
+    "allowed_vfolder_hosts",
+    "integration_id",
+)
 
 
 def _check_domain_admin(ctx: GQLContext, domain_name: str, action: str) -> None:
@@ -176,14 +188,15 @@ def _clean(values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-async def _find_group(db: AsyncSession, ctx: GQLContext, gid: uuid.UUID | None, name: str | None,
-                      domain_name: str | None) -> GroupRow:
+async def _find_group(
+    db: AsyncSession, ctx: GQLContext, gid: uuid.UUID | None, name: str | None, domain_name: str | None
+) -> ProjectRow:
     if gid:
-        row = await db.get(GroupRow, gid)
+        row = await db.get(ProjectRow, gid)
     elif name:
         dom = domain_name or ctx.auth.domain_name
         row = (
-            await db.execute(select(GroupRow).where(GroupRow.name == name, GroupRow.domain_name == dom))
+            await db.execute(select(ProjectRow).where(ProjectRow.name == name, ProjectRow.domain_name == dom))
         ).scalar_one_or_none()
     else:
         raise InvalidAPIParameters("Name the group with gid (its id) or name.")
@@ -204,20 +217,22 @@ class Mutation:
             if await db.get(DomainRow, props.domain_name) is None:
                 raise NotFound(f"No such domain: {props.domain_name!r}.")
             exists = (
-                await db.execute(select(GroupRow.id).where(GroupRow.name == name,
-                                                           GroupRow.domain_name == props.domain_name))
+                await db.execute(
+                    select(ProjectRow.id).where(ProjectRow.name == name, ProjectRow.domain_name == props.domain_name)
+                )
             ).first()
             if exists:
                 raise Conflict(f"Domain {props.domain_name!r} already has a group named {name!r}.")
-            row = GroupRow(**values)
+            row = ProjectRow(**values)
             db.add(row)
             await commit_or_conflict(db, f"Group {name!r}")
-            created = await load_groups(db, [GroupRow.id == row.id])
+            created = await load_groups(db, [ProjectRow.id == row.id])
         return CreateGroup(ok=True, msg="success", group=created[0])
 
     @strawberry.mutation(description="Modify a group named by gid (or by name within props.domain_name).")
-    async def modify_group(self, info: Info, props: ModifyGroupInput, gid: uuid.UUID | None = None,
-                           name: str | None = None) -> ModifyGroup:
+    async def modify_group(
+        self, info: Info, props: ModifyGroupInput, gid: uuid.UUID | None = None, name: str | None = None
+    ) -> ModifyGroup:
         ctx = context(info)
         require_roles(ctx, (SUPERADMIN, ADMIN), "Modifying a group")
         values = _clean(updates_from(props, _FIELDS))
@@ -241,9 +256,13 @@ class Mutation:
             new_name = values.get("name", row.name)
             if (new_name, target_domain) != (row.name, row.domain_name):
                 clash = (
-                    await db.execute(select(GroupRow.id).where(GroupRow.name == new_name,
-                                                               GroupRow.domain_name == target_domain,
-                                                               GroupRow.id != row.id))
+                    await db.execute(
+                        select(ProjectRow.id).where(
+                            ProjectRow.name == new_name,
+                            ProjectRow.domain_name == target_domain,
+                            ProjectRow.id != row.id,
+                        )
+                    )
                 ).first()
                 if clash:
                     raise Conflict(f"Domain {target_domain!r} already has a group named {new_name!r}.")
@@ -252,12 +271,13 @@ class Mutation:
             if uuids:
                 await _update_members(db, row, mode or "", uuids)
             await commit_or_conflict(db, f"Group {row.name!r}")
-            found = await load_groups(db, [GroupRow.id == row.id])
+            found = await load_groups(db, [ProjectRow.id == row.id])
         return ModifyGroup(ok=True, msg="success", group=found[0])
 
     @strawberry.mutation(description="Deactivate a group (a soft delete; memberships and data stay).")
-    async def delete_group(self, info: Info, gid: uuid.UUID | None = None, name: str | None = None,
-                           domain_name: str | None = None) -> DeleteGroup:
+    async def delete_group(
+        self, info: Info, gid: uuid.UUID | None = None, name: str | None = None, domain_name: str | None = None
+    ) -> DeleteGroup:
         ctx = context(info)
         require_roles(ctx, (SUPERADMIN, ADMIN), "Deleting a group")
         async with ctx.db() as db:
@@ -269,7 +289,7 @@ class Mutation:
         return DeleteGroup(ok=True, msg="success")
 
 
-async def _update_members(db: AsyncSession, group: GroupRow, mode: str, raw_uuids: list[str]) -> None:
+async def _update_members(db: AsyncSession, group: ProjectRow, mode: str, raw_uuids: list[str]) -> None:
     uuids = [check_uuid(u, "user uuid") for u in raw_uuids]
     users = (await db.execute(select(UserRow.uuid, UserRow.domain_name).where(UserRow.uuid.in_(uuids)))).all()
     known = {u for u, _ in users}
@@ -278,12 +298,14 @@ async def _update_members(db: AsyncSession, group: GroupRow, mode: str, raw_uuid
         raise NotFound(f"No such users: {', '.join(missing)}.")
     foreign = [str(u) for u, dom in users if dom != group.domain_name]
     if foreign:
-        raise InvalidAPIParameters(f"Users outside domain {group.domain_name!r} cannot join this group: "
-                                   f"{', '.join(foreign)}.")
+        raise InvalidAPIParameters(
+            f"Users outside domain {group.domain_name!r} cannot join this group: {', '.join(foreign)}."
+        )
     if mode == "add":
         current = set(
             (await db.execute(select(group_members.c.user_id).where(group_members.c.group_id == group.id)))
-            .scalars().all()
+            .scalars()
+            .all()
         )
         new = [u for u in dict.fromkeys(uuids) if u not in current]
         if new:

@@ -33,8 +33,7 @@ from ai.backend.common.types import ResourceSlot, SlotTypeError
 from ...bgtask import ProgressReporter
 from ...docker_registry import rescan_registry
 from ...images import LABEL_MAX_PREFIX, check_alias, image_min_slots, register_images, resolve_image
-from ...models import Agent, ImageAlias
-from ...models import Image as ImageRow
+from ...models import AgentRow, ImageAliasRow, ImageRow
 from .context import GQLContext, context
 from .mutations import Payload, commit_or_conflict
 from .permissions import SUPERADMIN, require_superadmin
@@ -77,13 +76,14 @@ class Image:
 def _resource_limits(row: ImageRow) -> list[ResourceLimit]:
     mins = image_min_slots(row).to_json()
     maxes: dict[str, str] = {}
-    raw = {k[len(LABEL_MAX_PREFIX):]: v for k, v in (row.labels or {}).items() if k.startswith(LABEL_MAX_PREFIX)}
+    raw = {k[len(LABEL_MAX_PREFIX) :]: v for k, v in (row.labels or {}).items() if k.startswith(LABEL_MAX_PREFIX)}
     try:
         maxes = ResourceSlot.from_user_input(raw).to_json()
     except SlotTypeError:
         maxes = {}
-    return [ResourceLimit(key=k, min=mins.get(k, "0"), max=maxes.get(k, "Infinity"))
-            for k in sorted(set(mins) | set(maxes))]
+    return [
+        ResourceLimit(key=k, min=mins.get(k, "0"), max=maxes.get(k, "Infinity")) for k in sorted(set(mins) | set(maxes))
+    ]
 
 
 def _is_operation(row: ImageRow) -> bool:
@@ -94,26 +94,34 @@ def _to_gql(row: ImageRow, aliases: list[str], agents: list[str], show_agents: b
     labels = row.labels or {}
     repo = row.name.rpartition(":")[0] or row.name
     if row.registry_name not in (None, "", REGISTRY) and repo.startswith(f"{row.registry_name}/"):
-        repo = repo[len(row.registry_name) + 1:]  # the name within its registry, as upstream shows it
+        repo = repo[len(row.registry_name) + 1 :]  # the name within its registry, as upstream shows it
     accel = str(labels.get("ai.backend.accelerators", ""))
     return Image(
-        name=repo, humanized_name=str(labels.get("ai.backend.humanized-name", repo)), tag=row.tag,
-        registry=row.registry_name or REGISTRY, reference=row.name, architecture=row.architecture,
-        digest=row.config_digest, labels=[KVPair(key=k, value=str(v)) for k, v in sorted(labels.items())],
-        aliases=sorted(aliases), size_bytes=row.size_bytes or 0, resource_limits=_resource_limits(row),
-        supported_accelerators=[a.strip() for a in accel.split(",") if a.strip()], installed=bool(agents),
+        name=repo,
+        humanized_name=str(labels.get("ai.backend.humanized-name", repo)),
+        tag=row.tag,
+        registry=row.registry_name or REGISTRY,
+        reference=row.name,
+        architecture=row.architecture,
+        digest=row.config_digest,
+        labels=[KVPair(key=k, value=str(v)) for k, v in sorted(labels.items())],
+        aliases=sorted(aliases),
+        size_bytes=row.size_bytes or 0,
+        resource_limits=_resource_limits(row),
+        supported_accelerators=[a.strip() for a in accel.split(",") if a.strip()],
+        installed=bool(agents),
         installed_agents=agents if show_agents else None,
     )
 
 
 async def _alive_agents(db: AsyncSession) -> set[str]:
-    return set((await db.execute(select(Agent.id).where(Agent.status == "ALIVE"))).scalars().all())
+    return set((await db.execute(select(AgentRow.id).where(AgentRow.status == "ALIVE"))).scalars().all())
 
 
 async def _load(ctx: GQLContext, db: AsyncSession, rows: Sequence[ImageRow]) -> list[Image]:
     aliases: dict[str, list[str]] = defaultdict(list)
     if rows:
-        q = select(ImageAlias.alias, ImageAlias.image).where(ImageAlias.image.in_([r.name for r in rows]))
+        q = select(ImageAliasRow.alias, ImageAliasRow.image).where(ImageAliasRow.image.in_([r.name for r in rows]))
         for alias, target in (await db.execute(q)).all():
             aliases[target].append(alias)
     alive = await _alive_agents(db)
@@ -157,8 +165,9 @@ async def _rescan_docker_registry(ctx: GQLContext, name: str) -> RescanImages:
     cfg = ctx.state.config.docker_registries.get(name)
     if cfg is None:
         known = ", ".join([REGISTRY, *sorted(ctx.state.config.docker_registries)])
-        raise NotFound(f"No such registry: {name!r}; configured registries: {known} (see [docker-registries] "
-                       "in manager.toml).")
+        raise NotFound(
+            f"No such registry: {name!r}; configured registries: {known} (see [docker-registries] in manager.toml)."
+        )
 
     async def _rescan(progress: ProgressReporter) -> str:
         async with ctx.db() as db:
@@ -166,10 +175,12 @@ async def _rescan_docker_registry(ctx: GQLContext, name: str) -> RescanImages:
             await db.commit()
         return f"registered {count} kernel image(s) of registry {name!r}"
 
-    task_id = await ctx.state.bgtasks.start(_rescan, name="rescan_images", owner_access_key=ctx.auth.access_key,
-                                            owner_user=str(ctx.auth.user_uuid))
-    return RescanImages(ok=True, task_id=task_id,
-                        msg=f"started: scanning registry {name!r} ({cfg.url}) in background task {task_id}.")
+    task_id = await ctx.state.bgtasks.start(
+        _rescan, name="rescan_images", owner_access_key=ctx.auth.access_key, owner_user=str(ctx.auth.user_uuid)
+    )
+    return RescanImages(
+        ok=True, task_id=task_id, msg=f"started: scanning registry {name!r} ({cfg.url}) in background task {task_id}."
+    )
 
 
 @strawberry.type
@@ -187,7 +198,10 @@ class Query:
 
     @strawberry.field(description="All images (local and registry ones), optionally filtered.")
     async def images(
-        self, info: Info, is_installed: bool | None = None, is_operation: bool | None = None,
+        self,
+        info: Info,
+        is_installed: bool | None = None,
+        is_operation: bool | None = None,
     ) -> list[Image]:
         ctx = context(info)
         async with ctx.db() as db:
@@ -209,12 +223,12 @@ class Mutation:
         check_alias(alias)
         async with ctx.db() as db:
             image = await resolve_image(db, target)
-            existing = await db.get(ImageAlias, alias)
+            existing = await db.get(ImageAliasRow, alias)
             if existing is not None:
                 raise Conflict(f"The alias {alias!r} already points to {existing.image!r}; remove it first.")
             if await db.get(ImageRow, alias) is not None:
                 raise Conflict(f"{alias!r} is the name of an image; it cannot be an alias.")
-            db.add(ImageAlias(alias=alias, image=image.name))
+            db.add(ImageAliasRow(alias=alias, image=image.name))
             await commit_or_conflict(db, f"Alias {alias!r}")
         return AliasImage(ok=True, msg="success")
 
@@ -223,7 +237,7 @@ class Mutation:
         ctx = context(info)
         require_superadmin(ctx, "Removing an image alias")
         async with ctx.db() as db:
-            row = await db.get(ImageAlias, alias)
+            row = await db.get(ImageAliasRow, alias)
             if row is None:
                 raise NotFound(f"No such image alias: {alias!r}.")
             await db.delete(row)
@@ -250,29 +264,30 @@ class Mutation:
                 await progress.update(1, message=f"agent {agent_id}: {len(items)} image(s)")
             return f"re-registered {len(seen)} image reference(s) reported by {len(reports)} alive agent(s)"
 
-        task_id = await ctx.state.bgtasks.start(_rescan, name="rescan_images", owner_access_key=ctx.auth.access_key,
-                                                owner_user=str(ctx.auth.user_uuid))
+        task_id = await ctx.state.bgtasks.start(
+            _rescan, name="rescan_images", owner_access_key=ctx.auth.access_key, owner_user=str(ctx.auth.user_uuid)
+        )
         return RescanImages(
-            ok=True, task_id=task_id,
+            ok=True,
+            task_id=task_id,
             msg=f"started: re-registering the images reported by {len(reports)} alive agent(s) in background task "
-                f"{task_id}; images are learned from agent heartbeats.",
+            f"{task_id}; images are learned from agent heartbeats.",
         )
 
     @strawberry.mutation(description="Not supported: images are imported on each agent host.")
-    async def preload_image(
-        self, info: Info, reference: str, target_agents: str
-    ) -> PreloadImage:
+    async def preload_image(self, info: Info, reference: str, target_agents: str) -> PreloadImage:
         require_superadmin(context(info), "Preloading an image")
-        raise InvalidAPIParameters("preload_image is not supported by this server: there is no image registry to "
-                                   "pull from; build or import the image on the agent host instead.")
+        raise InvalidAPIParameters(
+            "preload_image is not supported by this server: there is no image registry to "
+            "pull from; build or import the image on the agent host instead."
+        )
 
     @strawberry.mutation(description="Not supported: images are removed on each agent host.")
-    async def unload_image(
-        self, info: Info, reference: str, target_agents: str
-    ) -> UnloadImage:
+    async def unload_image(self, info: Info, reference: str, target_agents: str) -> UnloadImage:
         require_superadmin(context(info), "Unloading an image")
-        raise InvalidAPIParameters("unload_image is not supported by this server: remove the image on the agent "
-                                   "host (docker rmi) instead.")
+        raise InvalidAPIParameters(
+            "unload_image is not supported by this server: remove the image on the agent host (docker rmi) instead."
+        )
 
     @strawberry.mutation(description="Forget an image that no alive agent has any more (superadmin only).")
     async def forget_image(self, info: Info, reference: str) -> ForgetImage:
@@ -282,9 +297,11 @@ class Mutation:
             row = await resolve_image(db, reference)
             agents = ctx.state.images.agents_having(row.name, await _alive_agents(db))
             if agents:
-                raise Conflict(f"Image {row.name!r} is still installed on {', '.join(agents)}; it would be "
-                               "registered again by their next heartbeat. Remove it there first.")
-            await db.execute(delete(ImageAlias).where(ImageAlias.image == row.name))
+                raise Conflict(
+                    f"Image {row.name!r} is still installed on {', '.join(agents)}; it would be "
+                    "registered again by their next heartbeat. Remove it there first."
+                )
+            await db.execute(delete(ImageAliasRow).where(ImageAliasRow.image == row.name))
             await db.delete(row)
             await db.commit()
         return ForgetImage(ok=True, msg="success")

@@ -19,10 +19,8 @@ from strawberry.types import Info
 from ai.backend.common.problems import Conflict, Forbidden, InvalidAPIParameters, NotFound
 
 from ...accounts import DEFAULT_RATE_LIMIT, add_keypair
-from ...models import KeyPair as KeyPairRow
-from ...models import KeyPairResourcePolicy, SessionRow
-from ...models import User as UserRow
-from ...models.vfolders import VFolder as VFolderRow
+from ...models import KeyPairResourcePolicyRow, KeyPairRow, SessionRow, UserRow
+from ...models.vfolders import VFolderRow
 from ...sessions.status import ACTIVE
 from .context import GQLContext, context
 from .filters import filter_clause
@@ -64,9 +62,11 @@ class KeyPair:
     async def vfolders(self, info: Info) -> list[VirtualFolder]:
         ctx = context(info)
         async with ctx.db() as db:
-            rows = (await db.execute(
-                folder_query([VFolderRow.user == uuid.UUID(str(self.user))]).order_by(VFolderRow.created_at)
-            )).all()
+            rows = (
+                await db.execute(
+                    folder_query([VFolderRow.user == uuid.UUID(str(self.user))]).order_by(VFolderRow.created_at)
+                )
+            ).all()
         return [folder_to_gql(vf, email, gname) for vf, email, gname in rows]
 
 
@@ -77,10 +77,16 @@ class KeyPairList:
 
 
 _ORDERABLE = {
-    "access_key": KeyPairRow.access_key, "user_id": KeyPairRow.user_id, "email": KeyPairRow.user_id,
-    "created_at": KeyPairRow.created_at, "last_used": KeyPairRow.last_used, "is_active": KeyPairRow.is_active,
-    "is_admin": KeyPairRow.is_admin, "resource_policy": KeyPairRow.resource_policy,
-    "rate_limit": KeyPairRow.rate_limit, "num_queries": KeyPairRow.num_queries,
+    "access_key": KeyPairRow.access_key,
+    "user_id": KeyPairRow.user_id,
+    "email": KeyPairRow.user_id,
+    "created_at": KeyPairRow.created_at,
+    "last_used": KeyPairRow.last_used,
+    "is_active": KeyPairRow.is_active,
+    "is_admin": KeyPairRow.is_admin,
+    "resource_policy": KeyPairRow.resource_policy,
+    "rate_limit": KeyPairRow.rate_limit,
+    "num_queries": KeyPairRow.num_queries,
 }
 
 
@@ -88,8 +94,16 @@ def _query(conds: Sequence[Any]) -> Any:
     return select(KeyPairRow, UserRow).join(UserRow, UserRow.uuid == KeyPairRow.user).where(*conds)
 
 
-async def load_keypairs(db: AsyncSession, ctx: GQLContext, conds: Sequence[Any], order: Sequence[Any] = (),
-                        limit: int | None = None, offset: int = 0, *, reveal: str | None = None) -> list[KeyPair]:
+async def load_keypairs(
+    db: AsyncSession,
+    ctx: GQLContext,
+    conds: Sequence[Any],
+    order: Sequence[Any] = (),
+    limit: int | None = None,
+    offset: int = 0,
+    *,
+    reveal: str | None = None,
+) -> list[KeyPair]:
     """Keypairs matching ``conds`` with their live session counts. ``reveal`` shows that one's secret."""
     q = _query(conds).order_by(*(order or (KeyPairRow.created_at, KeyPairRow.access_key)))
     if limit is not None:
@@ -101,34 +115,53 @@ async def load_keypairs(db: AsyncSession, ctx: GQLContext, conds: Sequence[Any],
             (
                 await db.execute(
                     select(SessionRow.access_key, func.count())
-                    .where(SessionRow.access_key.in_([kp.access_key for kp, _ in rows]),
-                           SessionRow.status.in_(ACTIVE))
+                    .where(SessionRow.access_key.in_([kp.access_key for kp, _ in rows]), SessionRow.status.in_(ACTIVE))
                     .group_by(SessionRow.access_key)
                 )
-            ).tuples().all()
+            )
+            .tuples()
+            .all()
         )
     limits: dict[str, int] = {}
     if rows:
-        limits = dict((await db.execute(
-            select(KeyPairResourcePolicy.name, KeyPairResourcePolicy.max_concurrent_sessions)
-            .where(KeyPairResourcePolicy.name.in_({kp.resource_policy for kp, _ in rows}))
-        )).tuples().all())
+        limits = dict(
+            (
+                await db.execute(
+                    select(KeyPairResourcePolicyRow.name, KeyPairResourcePolicyRow.max_concurrent_sessions).where(
+                        KeyPairResourcePolicyRow.name.in_({kp.resource_policy for kp, _ in rows})
+                    )
+                )
+            )
+            .tuples()
+            .all()
+        )
     usage = ctx.state.api_usage
     out = []
     for kp, user in rows:
         mine = kp.user == ctx.auth.user_uuid
         show_secret = mine or ctx.role == SUPERADMIN or kp.access_key == reveal
-        out.append(KeyPair(
-            user_id=kp.user_id, access_key=kp.access_key, secret_key=kp.secret_key if show_secret else None,
-            is_active=kp.is_active, is_admin=kp.is_admin, is_main=kp.is_main, resource_policy=kp.resource_policy,
-            created_at=kp.created_at, modified_at=kp.modified_at, last_used=kp.last_used,
-            concurrency_used=used.get(kp.access_key, 0), concurrency_limit=limits.get(kp.resource_policy),
-            rate_limit=kp.rate_limit,
-            num_queries=kp.num_queries + (usage.pending(kp.access_key) if usage else 0),
-            user=strawberry.ID(str(kp.user)),
-            domain_name=user.domain_name, ssh_public_key=kp.ssh_public_key,
-            user_info=UserInfo(email=user.email, full_name=user.full_name),
-        ))
+        out.append(
+            KeyPair(
+                user_id=kp.user_id,
+                access_key=kp.access_key,
+                secret_key=kp.secret_key if show_secret else None,
+                is_active=kp.is_active,
+                is_admin=kp.is_admin,
+                is_main=kp.is_main,
+                resource_policy=kp.resource_policy,
+                created_at=kp.created_at,
+                modified_at=kp.modified_at,
+                last_used=kp.last_used,
+                concurrency_used=used.get(kp.access_key, 0),
+                concurrency_limit=limits.get(kp.resource_policy),
+                rate_limit=kp.rate_limit,
+                num_queries=kp.num_queries + (usage.pending(kp.access_key) if usage else 0),
+                user=strawberry.ID(str(kp.user)),
+                domain_name=user.domain_name,
+                ssh_public_key=kp.ssh_public_key,
+                user_info=UserInfo(email=user.email, full_name=user.full_name),
+            )
+        )
     return out
 
 
@@ -152,8 +185,9 @@ def _list_conds(ctx: GQLContext, domain_name: str | None, email: str | None, is_
 @strawberry.type
 class Query:
     @strawberry.field(description="A keypair by access key; without one, the caller's.")
-    async def keypair(self, info: Info, domain_name: str | None = None,
-                      access_key: str | None = None) -> KeyPair | None:
+    async def keypair(
+        self, info: Info, domain_name: str | None = None, access_key: str | None = None
+    ) -> KeyPair | None:
         ctx = context(info)
         ak = access_key or ctx.auth.access_key
         async with ctx.db() as db:
@@ -170,8 +204,9 @@ class Query:
         return kp
 
     @strawberry.field(description="Keypairs: a user's own; admins' domain; superadmins' all.")
-    async def keypairs(self, info: Info, domain_name: str | None = None, email: str | None = None,
-                       is_active: bool | None = None) -> list[KeyPair]:
+    async def keypairs(
+        self, info: Info, domain_name: str | None = None, email: str | None = None, is_active: bool | None = None
+    ) -> list[KeyPair]:
         ctx = context(info)
         conds = _list_conds(ctx, domain_name, email, is_active)
         async with ctx.db() as db:
@@ -179,9 +214,18 @@ class Query:
 
     @strawberry.field(description="One page of keypairs.")
     async def keypair_list(
-        self, info: Info, limit: int, offset: int, order_key: str | None = None, order_asc: bool | None = True,
-        filter: str | None = None, order: str | None = None, domain_name: str | None = None,
-        email: str | None = None, user_id: str | None = None, is_active: bool | None = None,
+        self,
+        info: Info,
+        limit: int,
+        offset: int,
+        order_key: str | None = None,
+        order_asc: bool | None = True,
+        filter: str | None = None,
+        order: str | None = None,
+        domain_name: str | None = None,
+        email: str | None = None,
+        user_id: str | None = None,
+        is_active: bool | None = None,
     ) -> KeyPairList:
         ctx = context(info)
         check_page(limit, offset)
@@ -192,8 +236,12 @@ class Query:
         ordering = order_clauses(_ORDERABLE, order_key=order_key, order_asc=order_asc, order=order)
         async with ctx.db() as db:
             total = (
-                await db.execute(select(func.count()).select_from(KeyPairRow)
-                                 .join(UserRow, UserRow.uuid == KeyPairRow.user).where(*conds))
+                await db.execute(
+                    select(func.count())
+                    .select_from(KeyPairRow)
+                    .join(UserRow, UserRow.uuid == KeyPairRow.user)
+                    .where(*conds)
+                )
             ).scalar_one()
             items = await load_keypairs(db, ctx, conds, ordering, limit, offset)
         return KeyPairList(items=items, total_count=total)
@@ -233,7 +281,7 @@ class DeleteKeyPair(Payload):
 
 
 async def _check_policy(db: AsyncSession, name: str) -> str:
-    if await db.get(KeyPairResourcePolicy, name) is None:
+    if await db.get(KeyPairResourcePolicyRow, name) is None:
         raise NotFound(f"No such keypair resource policy: {name!r}.")
     return name
 
@@ -249,8 +297,11 @@ class Mutation:
             if user is None:
                 raise NotFound(f"No such user: {user_id!r}.")
             kp = await add_keypair(
-                db, user, is_active=True if props.is_active is None else props.is_active,
-                is_admin=bool(props.is_admin), resource_policy=props.resource_policy or "default",
+                db,
+                user,
+                is_active=True if props.is_active is None else props.is_active,
+                is_admin=bool(props.is_admin),
+                resource_policy=props.resource_policy or "default",
                 rate_limit=DEFAULT_RATE_LIMIT if props.rate_limit is None else props.rate_limit,
             )
             ak = kp.access_key
@@ -297,8 +348,10 @@ class Mutation:
                 )
             ).scalar_one()
             if sessions:
-                raise Conflict(f"Keypair {access_key!r} owns {sessions} session record(s) kept for accounting; "
-                               "deactivate it instead.")
+                raise Conflict(
+                    f"Keypair {access_key!r} owns {sessions} session record(s) kept for accounting; "
+                    "deactivate it instead."
+                )
             await db.delete(row)
             await commit_or_conflict(db, f"Keypair {access_key!r}")
         return DeleteKeyPair(ok=True, msg="success")

@@ -21,8 +21,12 @@ def check_page(limit: int, offset: int) -> None:
 
 
 def order_clauses(
-    columns: Mapping[str, Any], *, order_key: str | None = None, order_asc: bool | None = True,
-    order: str | None = None, default: Sequence[Any] = (),
+    columns: Mapping[str, Any],
+    *,
+    order_key: str | None = None,
+    order_asc: bool | None = True,
+    order: str | None = None,
+    default: Sequence[Any] = (),
 ) -> list[Any]:
     """ORDER BY clauses from ``order_key``/``order_asc`` (seed) or ``order`` ("-created_at,email")."""
     out: list[Any] = []

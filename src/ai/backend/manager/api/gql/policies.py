@@ -14,8 +14,8 @@ from strawberry.types import Info
 from ai.backend.common.problems import Conflict, Forbidden, InvalidAPIParameters, NotFound
 
 from ...accounts import check_choice
-from ...models import KeyPair as KeyPairRow
-from ...models import KeyPairResourcePolicy as PolicyRow
+from ...models import KeyPairResourcePolicyRow as PolicyRow
+from ...models import KeyPairRow
 from .context import GQLContext, context
 from .inputs import check_nonneg, check_slug, check_str_list, parse_slots, updates_from
 from .mutations import Payload, commit_or_conflict
@@ -42,10 +42,16 @@ class KeyPairResourcePolicy:
 
 def _to_gql(r: PolicyRow) -> KeyPairResourcePolicy:
     return KeyPairResourcePolicy(
-        name=r.name, created_at=r.created_at, default_for_unspecified=r.default_for_unspecified,
-        total_resource_slots=r.total_resource_slots or {}, max_session_lifetime=r.max_session_lifetime,
-        max_concurrent_sessions=r.max_concurrent_sessions, max_containers_per_session=r.max_containers_per_session,
-        idle_timeout=r.idle_timeout, max_vfolder_count=r.max_vfolder_count, max_vfolder_size=r.max_vfolder_size,
+        name=r.name,
+        created_at=r.created_at,
+        default_for_unspecified=r.default_for_unspecified,
+        total_resource_slots=r.total_resource_slots or {},
+        max_session_lifetime=r.max_session_lifetime,
+        max_concurrent_sessions=r.max_concurrent_sessions,
+        max_containers_per_session=r.max_containers_per_session,
+        idle_timeout=r.idle_timeout,
+        max_vfolder_count=r.max_vfolder_count,
+        max_vfolder_size=r.max_vfolder_size,
         allowed_vfolder_hosts=list(r.allowed_vfolder_hosts or []),
     )
 
@@ -124,18 +130,33 @@ class DeleteKeyPairResourcePolicy(Payload):
     pass
 
 
-_FIELDS = ("default_for_unspecified", "total_resource_slots", "max_concurrent_sessions",
-           "max_containers_per_session", "idle_timeout", "max_vfolder_count", "max_vfolder_size",
-           "allowed_vfolder_hosts", "max_session_lifetime")
-_COUNTS = ("max_concurrent_sessions", "max_containers_per_session", "idle_timeout", "max_vfolder_count",
-           "max_vfolder_size", "max_session_lifetime")
+_FIELDS = (
+    "default_for_unspecified",
+    "total_resource_slots",
+    "max_concurrent_sessions",
+    "max_containers_per_session",
+    "idle_timeout",
+    "max_vfolder_count",
+    "max_vfolder_size",
+    "allowed_vfolder_hosts",
+    "max_session_lifetime",
+)
+_COUNTS = (
+    "max_concurrent_sessions",
+    "max_containers_per_session",
+    "idle_timeout",
+    "max_vfolder_count",
+    "max_vfolder_size",
+    "max_session_lifetime",
+)
 
 
 def _clean(values: dict[str, Any]) -> dict[str, Any]:
     out = dict(values)
     if "default_for_unspecified" in out:
-        out["default_for_unspecified"] = check_choice(str(out["default_for_unspecified"]).upper(),
-                                                      DEFAULT_FOR_UNSPECIFIED, "default_for_unspecified")
+        out["default_for_unspecified"] = check_choice(
+            str(out["default_for_unspecified"]).upper(), DEFAULT_FOR_UNSPECIFIED, "default_for_unspecified"
+        )
     if "total_resource_slots" in out:
         out["total_resource_slots"] = parse_slots(out["total_resource_slots"])
     if "allowed_vfolder_hosts" in out:
@@ -152,7 +173,10 @@ def _clean(values: dict[str, Any]) -> dict[str, Any]:
 class Mutation:
     @strawberry.mutation
     async def create_keypair_resource_policy(
-        self, info: Info, name: str, props: CreateKeyPairResourcePolicyInput,
+        self,
+        info: Info,
+        name: str,
+        props: CreateKeyPairResourcePolicyInput,
     ) -> CreateKeyPairResourcePolicy:
         ctx = context(info)
         require_superadmin(ctx, "Creating a keypair resource policy")
@@ -169,7 +193,10 @@ class Mutation:
 
     @strawberry.mutation
     async def modify_keypair_resource_policy(
-        self, info: Info, name: str, props: ModifyKeyPairResourcePolicyInput,
+        self,
+        info: Info,
+        name: str,
+        props: ModifyKeyPairResourcePolicyInput,
     ) -> ModifyKeyPairResourcePolicy:
         ctx = context(info)
         require_superadmin(ctx, "Modifying a keypair resource policy")

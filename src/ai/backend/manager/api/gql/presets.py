@@ -16,7 +16,7 @@ from strawberry.types import Info
 
 from ai.backend.common.problems import Conflict, InvalidAPIParameters, NotFound
 
-from ...models import ResourcePreset as ResourcePresetRow
+from ...models import ResourcePresetRow
 from .context import context
 from .inputs import check_slug, parse_size, parse_slots, updates_from
 from .mutations import Payload, commit_or_conflict
@@ -80,7 +80,8 @@ def _shared_memory(value: str) -> int | None:
 def _check_shmem(slots: dict[str, Any], shmem: int | None) -> None:
     if shmem is not None and "mem" in slots and Decimal(str(slots["mem"])) < shmem:
         raise InvalidAPIParameters(
-            f"shared_memory ({shmem} bytes) cannot exceed the preset's mem ({slots['mem']} bytes).")
+            f"shared_memory ({shmem} bytes) cannot exceed the preset's mem ({slots['mem']} bytes)."
+        )
 
 
 @strawberry.type

@@ -21,8 +21,16 @@ from strawberry.types import Info
 from ai.backend.common.problems import Conflict, InvalidAPIParameters, NotFound
 
 from ...accounts import check_choice
-from ...models import Agent, Domain, Group, KeyPair, SessionRow, sgroups_for_domains, sgroups_for_groups
-from ...models import ScalingGroup as ScalingGroupRow
+from ...models import (
+    AgentRow,
+    DomainRow,
+    KeyPairRow,
+    ProjectRow,
+    ScalingGroupRow,
+    SessionRow,
+    sgroups_for_domains,
+    sgroups_for_groups,
+)
 from ...models import sgroups_for_keypairs as sgroups_for_keypairs_table
 from ...scheduler import POLICIES as SCHEDULERS
 from ...scheduler import scheduler_opts_error
@@ -55,10 +63,18 @@ class ScalingGroup:
 def to_gql(row: ScalingGroupRow) -> ScalingGroup:
     """A scaling-group row as its GraphQL object."""
     return ScalingGroup(
-        name=row.name, description=row.description, is_active=row.is_active, is_public=row.is_public,
-        created_at=row.created_at, driver=row.driver, driver_opts=row.driver_opts or {}, scheduler=row.scheduler,
-        scheduler_opts=row.scheduler_opts or {}, use_host_network=row.use_host_network,
-        wsproxy_addr=row.wsproxy_addr, wsproxy_api_token=row.wsproxy_api_token,
+        name=row.name,
+        description=row.description,
+        is_active=row.is_active,
+        is_public=row.is_public,
+        created_at=row.created_at,
+        driver=row.driver,
+        driver_opts=row.driver_opts or {},
+        scheduler=row.scheduler,
+        scheduler_opts=row.scheduler_opts or {},
+        use_host_network=row.use_host_network,
+        wsproxy_addr=row.wsproxy_addr,
+        wsproxy_api_token=row.wsproxy_api_token,
     )
 
 
@@ -80,22 +96,22 @@ async def get_sgroup(db: AsyncSession, name: str) -> ScalingGroupRow:
     return row
 
 
-async def _get_domain(db: AsyncSession, name: str) -> Domain:
-    row = await db.get(Domain, name)
+async def _get_domain(db: AsyncSession, name: str) -> DomainRow:
+    row = await db.get(DomainRow, name)
     if row is None:
         raise NotFound(f"No such domain: {name!r}.")
     return row
 
 
-async def _get_group(db: AsyncSession, group_id: str) -> Group:
-    row = await db.get(Group, check_uuid(group_id, "user_group"))
+async def _get_group(db: AsyncSession, group_id: str) -> ProjectRow:
+    row = await db.get(ProjectRow, check_uuid(group_id, "user_group"))
     if row is None:
         raise NotFound(f"No such group (project): {group_id!r}.")
     return row
 
 
-async def _get_keypair(db: AsyncSession, access_key: str) -> KeyPair:
-    row = await db.get(KeyPair, access_key)
+async def _get_keypair(db: AsyncSession, access_key: str) -> KeyPairRow:
+    row = await db.get(KeyPairRow, access_key)
     if row is None:
         raise NotFound(f"No such keypair: {access_key!r}.")
     return row
@@ -122,7 +138,8 @@ def _clean(values: dict[str, Any]) -> dict[str, Any]:
                 value = None
             elif len(value) > 1024 or not value.startswith(("http://", "https://")):
                 raise InvalidAPIParameters(
-                    "wsproxy_addr must be an http:// or https:// URL of at most 1024 characters.")
+                    "wsproxy_addr must be an http:// or https:// URL of at most 1024 characters."
+                )
         elif key == "wsproxy_api_token":
             if value == "":
                 value = None
@@ -132,8 +149,18 @@ def _clean(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-_FIELDS = ("description", "is_active", "is_public", "driver", "driver_opts", "scheduler", "scheduler_opts",
-           "use_host_network", "wsproxy_addr", "wsproxy_api_token")
+_FIELDS = (
+    "description",
+    "is_active",
+    "is_public",
+    "driver",
+    "driver_opts",
+    "scheduler",
+    "scheduler_opts",
+    "use_host_network",
+    "wsproxy_addr",
+    "wsproxy_api_token",
+)
 
 
 @strawberry.input
@@ -297,9 +324,7 @@ async def _disassociate(db: AsyncSession, table: Any, values: dict[str, Any], wh
 @strawberry.type
 class Mutation:
     @strawberry.mutation(description="Create a scaling group (superadmin only).")
-    async def create_scaling_group(
-        self, info: Info, name: str, props: ScalingGroupInput
-    ) -> CreateScalingGroup:
+    async def create_scaling_group(self, info: Info, name: str, props: ScalingGroupInput) -> CreateScalingGroup:
         ctx = _superadmin(info, "Creating a scaling group")
         check_slug(name, "Scaling group name")
         values = _clean(updates_from(props, _FIELDS))
@@ -317,9 +342,7 @@ class Mutation:
         return CreateScalingGroup(ok=True, msg="success", scaling_group=created)
 
     @strawberry.mutation(description="Change a scaling group's properties (superadmin only).")
-    async def modify_scaling_group(
-        self, info: Info, name: str, props: ModifyScalingGroupInput
-    ) -> ModifyScalingGroup:
+    async def modify_scaling_group(self, info: Info, name: str, props: ModifyScalingGroupInput) -> ModifyScalingGroup:
         ctx = _superadmin(info, "Modifying a scaling group")
         values = _clean(updates_from(props, _FIELDS))
         async with ctx.db() as db:
@@ -335,14 +358,18 @@ class Mutation:
         async with ctx.db() as db:
             row = await get_sgroup(db, name)
             agents = (
-                await db.execute(select(Agent.id).where(Agent.scaling_group == name).order_by(Agent.id))
-            ).scalars().all()
+                (await db.execute(select(AgentRow.id).where(AgentRow.scaling_group == name).order_by(AgentRow.id)))
+                .scalars()
+                .all()
+            )
             if agents:
-                raise Conflict(f"Scaling group {name!r} still has agents ({', '.join(agents)}); "
-                               "move or remove them first.")
+                raise Conflict(
+                    f"Scaling group {name!r} still has agents ({', '.join(agents)}); move or remove them first."
+                )
             active = (
                 await db.execute(
-                    select(func.count()).select_from(SessionRow)
+                    select(func.count())
+                    .select_from(SessionRow)
                     .where(SessionRow.scaling_group == name, SessionRow.status.in_(ACTIVE))
                 )
             ).scalar_one()
@@ -362,8 +389,12 @@ class Mutation:
         async with ctx.db() as db:
             await get_sgroup(db, scaling_group)
             await _get_domain(db, domain)
-            await _associate(db, sgroups_for_domains, {"scaling_group": scaling_group, "domain": domain},
-                             f"Scaling group {scaling_group!r} with domain {domain!r}")
+            await _associate(
+                db,
+                sgroups_for_domains,
+                {"scaling_group": scaling_group, "domain": domain},
+                f"Scaling group {scaling_group!r} with domain {domain!r}",
+            )
         return AssociateScalingGroupWithDomain(ok=True, msg="success")
 
     @strawberry.mutation
@@ -374,8 +405,12 @@ class Mutation:
         async with ctx.db() as db:
             await get_sgroup(db, scaling_group)
             group = await _get_group(db, user_group)
-            await _associate(db, sgroups_for_groups, {"scaling_group": scaling_group, "group": group.id},
-                             f"Scaling group {scaling_group!r} with group {user_group!r}")
+            await _associate(
+                db,
+                sgroups_for_groups,
+                {"scaling_group": scaling_group, "group": group.id},
+                f"Scaling group {scaling_group!r} with group {user_group!r}",
+            )
         return AssociateScalingGroupWithUserGroup(ok=True, msg="success")
 
     @strawberry.mutation
@@ -386,8 +421,12 @@ class Mutation:
         async with ctx.db() as db:
             await get_sgroup(db, scaling_group)
             await _get_keypair(db, access_key)
-            await _associate(db, sgroups_for_keypairs_table, {"scaling_group": scaling_group, "access_key": access_key},
-                             f"Scaling group {scaling_group!r} with keypair {access_key!r}")
+            await _associate(
+                db,
+                sgroups_for_keypairs_table,
+                {"scaling_group": scaling_group, "access_key": access_key},
+                f"Scaling group {scaling_group!r} with keypair {access_key!r}",
+            )
         return AssociateScalingGroupWithKeyPair(ok=True, msg="success")
 
     @strawberry.mutation
@@ -398,8 +437,12 @@ class Mutation:
         async with ctx.db() as db:
             await get_sgroup(db, scaling_group)
             await _get_domain(db, domain)
-            await _disassociate(db, sgroups_for_domains, {"scaling_group": scaling_group, "domain": domain},
-                                f"Scaling group {scaling_group!r} with domain {domain!r}")
+            await _disassociate(
+                db,
+                sgroups_for_domains,
+                {"scaling_group": scaling_group, "domain": domain},
+                f"Scaling group {scaling_group!r} with domain {domain!r}",
+            )
         return DisassociateScalingGroupWithDomain(ok=True, msg="success")
 
     @strawberry.mutation
@@ -410,8 +453,12 @@ class Mutation:
         async with ctx.db() as db:
             await get_sgroup(db, scaling_group)
             group = await _get_group(db, user_group)
-            await _disassociate(db, sgroups_for_groups, {"scaling_group": scaling_group, "group": group.id},
-                                f"Scaling group {scaling_group!r} with group {user_group!r}")
+            await _disassociate(
+                db,
+                sgroups_for_groups,
+                {"scaling_group": scaling_group, "group": group.id},
+                f"Scaling group {scaling_group!r} with group {user_group!r}",
+            )
         return DisassociateScalingGroupWithUserGroup(ok=True, msg="success")
 
     @strawberry.mutation
@@ -422,9 +469,12 @@ class Mutation:
         async with ctx.db() as db:
             await get_sgroup(db, scaling_group)
             await _get_keypair(db, access_key)
-            await _disassociate(db, sgroups_for_keypairs_table,
-                                {"scaling_group": scaling_group, "access_key": access_key},
-                                f"Scaling group {scaling_group!r} with keypair {access_key!r}")
+            await _disassociate(
+                db,
+                sgroups_for_keypairs_table,
+                {"scaling_group": scaling_group, "access_key": access_key},
+                f"Scaling group {scaling_group!r} with keypair {access_key!r}",
+            )
         return DisassociateScalingGroupWithKeyPair(ok=True, msg="success")
 
     @strawberry.mutation

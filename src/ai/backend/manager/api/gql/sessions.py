@@ -25,10 +25,10 @@ from strawberry.types import Info
 
 from ai.backend.common.problems import Forbidden, InvalidAPIParameters, NotFound
 
-from ...cluster import local_rank
 from ...images import registry_of
-from ...models import Group, Kernel, SessionRow, User
+from ...models import KernelRow, ProjectRow, SessionRow, UserRow
 from ...models.sessions import KERNEL_ORDER, MAIN_KERNEL_JOIN
+from ...sessions.cluster import local_rank
 from ...sessions.status import TERMINAL
 from ...sessions.status import SessionStatus as S
 from .context import GQLContext, context
@@ -44,33 +44,69 @@ if TYPE_CHECKING:
 # The statuses a status filter accepts: the ones this server uses plus those of the upstream enum that
 # clients name in their filters (BUILDING, PREPARED, CREATING, RESIZING, SUSPENDED); those match nothing here.
 SESSION_STATUSES = (
-    "PENDING", "SCHEDULED", "PREPARING", "BUILDING", "PULLING", "PREPARED", "CREATING", "RUNNING", "RESTARTING",
-    "RESIZING", "SUSPENDED", "RUNNING_DEGRADED", "TERMINATING", "TERMINATED", "ERROR", "CANCELLED",
+    "PENDING",
+    "SCHEDULED",
+    "PREPARING",
+    "BUILDING",
+    "PULLING",
+    "PREPARED",
+    "CREATING",
+    "RUNNING",
+    "RESTARTING",
+    "RESIZING",
+    "SUSPENDED",
+    "RUNNING_DEGRADED",
+    "TERMINATING",
+    "TERMINATED",
+    "ERROR",
+    "CANCELLED",
 )
 KERNEL_STATUSES = SESSION_STATUSES
 # The seed's legacy role names for cluster kernels map onto main/sub.
 _ROLE_ALIASES = {"master": "main", "slave": "sub"}
 
 SESSION_COLUMNS: dict[str, Any] = {
-    "id": SessionRow.id, "session_id": SessionRow.id, "name": SessionRow.name, "type": SessionRow.session_type,
-    "image": SessionRow.image, "tag": SessionRow.tag, "status": SessionRow.status,
-    "status_info": SessionRow.status_info, "status_changed": SessionRow.status_changed,
-    "created_at": SessionRow.created_at, "terminated_at": SessionRow.terminated_at,
-    "starts_at": SessionRow.starts_at, "result": SessionRow.result, "access_key": SessionRow.access_key,
-    "domain_name": SessionRow.domain_name, "group_id": SessionRow.group_id, "user_id": SessionRow.user_uuid,
-    "scaling_group": SessionRow.scaling_group, "cluster_mode": SessionRow.cluster_mode,
-    "cluster_size": SessionRow.cluster_size, "num_queries": SessionRow.num_queries,
-    "group_name": Group.name, "user_email": User.email,
+    "id": SessionRow.id,
+    "session_id": SessionRow.id,
+    "name": SessionRow.name,
+    "type": SessionRow.session_type,
+    "image": SessionRow.image,
+    "tag": SessionRow.tag,
+    "status": SessionRow.status,
+    "status_info": SessionRow.status_info,
+    "status_changed": SessionRow.status_changed,
+    "created_at": SessionRow.created_at,
+    "terminated_at": SessionRow.terminated_at,
+    "starts_at": SessionRow.starts_at,
+    "result": SessionRow.result,
+    "access_key": SessionRow.access_key,
+    "domain_name": SessionRow.domain_name,
+    "group_id": SessionRow.group_id,
+    "user_id": SessionRow.user_uuid,
+    "scaling_group": SessionRow.scaling_group,
+    "cluster_mode": SessionRow.cluster_mode,
+    "cluster_size": SessionRow.cluster_size,
+    "num_queries": SessionRow.num_queries,
+    "group_name": ProjectRow.name,
+    "user_email": UserRow.email,
 }
 CONTAINER_COLUMNS: dict[str, Any] = {
-    "id": Kernel.id, "role": Kernel.cluster_role, "idx": Kernel.cluster_idx, "hostname": Kernel.cluster_hostname,
-    "status": Kernel.status, "status_changed": Kernel.status_changed, "created_at": Kernel.created_at,
-    "terminated_at": Kernel.terminated_at, "image": Kernel.image,
+    "id": KernelRow.id,
+    "role": KernelRow.cluster_role,
+    "idx": KernelRow.cluster_idx,
+    "hostname": KernelRow.cluster_hostname,
+    "status": KernelRow.status,
+    "status_changed": KernelRow.status_changed,
+    "created_at": KernelRow.created_at,
+    "terminated_at": KernelRow.terminated_at,
+    "image": KernelRow.image,
 }
 
 
-@strawberry.type(description="One container (kernel) of a compute session. `agent` is shown to superadmins "
-                             "only; `live_stat` is the Container Stats Object of the agent's latest heartbeat.")
+@strawberry.type(
+    description="One container (kernel) of a compute session. `agent` is shown to superadmins "
+    "only; `live_stat` is the Container Stats Object of the agent's latest heartbeat."
+)
 class ComputeContainer:
     id: strawberry.ID
     idx: int
@@ -104,31 +140,46 @@ class ComputeContainerList:
     total_count: int
 
 
-def _live_stat(k: Kernel, state: ManagerContext | None) -> dict[str, int] | None:
+def _live_stat(k: KernelRow, state: ManagerContext | None) -> dict[str, int] | None:
     """A running kernel's Container Stats Object from its agent's latest heartbeat (kept in the manager's
     ``state``)."""
     return state.kernel_stats.get(str(k.id)) if state is not None and k.status == S.RUNNING else None
 
 
 def container_to_gql(
-    k: Kernel, resource_opts: dict[str, Any] | None, show_agent: bool, state: ManagerContext | None = None
+    k: KernelRow, resource_opts: dict[str, Any] | None, show_agent: bool, state: ManagerContext | None = None
 ) -> ComputeContainer:
     """A kernel row as a :class:`ComputeContainer` (``agent`` hidden unless ``show_agent``)."""
     live = _live_stat(k, state)
     return ComputeContainer(
-        id=strawberry.ID(str(k.id)), idx=k.cluster_idx, role=k.cluster_role, hostname=k.cluster_hostname,
-        cluster_idx=k.cluster_idx, cluster_role=k.cluster_role, cluster_hostname=k.cluster_hostname,
+        id=strawberry.ID(str(k.id)),
+        idx=k.cluster_idx,
+        role=k.cluster_role,
+        hostname=k.cluster_hostname,
+        cluster_idx=k.cluster_idx,
+        cluster_role=k.cluster_role,
+        cluster_hostname=k.cluster_hostname,
         local_rank=local_rank(k.cluster_role, k.cluster_idx),
-        session_id=strawberry.ID(str(k.session_id)), image=k.image, registry=registry_of(k.image), status=k.status,
-        status_changed=k.status_changed, status_info=k.status_info, created_at=k.created_at,
-        terminated_at=k.terminated_at, agent=k.agent if show_agent else None, container_id=k.container_id,
-        resource_opts=resource_opts or {}, occupied_slots=k.occupied_slots or {}, live_stat=live,
-        last_stat=k.last_stat or None, exit_code=k.exit_code,
+        session_id=strawberry.ID(str(k.session_id)),
+        image=k.image,
+        registry=registry_of(k.image),
+        status=k.status,
+        status_changed=k.status_changed,
+        status_info=k.status_info,
+        created_at=k.created_at,
+        terminated_at=k.terminated_at,
+        agent=k.agent if show_agent else None,
+        container_id=k.container_id,
+        resource_opts=resource_opts or {},
+        occupied_slots=k.occupied_slots or {},
+        live_stat=live,
+        last_stat=k.last_stat or None,
+        exit_code=k.exit_code,
         status_data={"kernel": {"exit_code": k.exit_code}} if k.exit_code is not None else None,
     )
 
 
-def _kernel_stats(k: Kernel | None, state: ManagerContext | None) -> dict[str, int]:
+def _kernel_stats(k: KernelRow | None, state: ManagerContext | None) -> dict[str, int]:
     """The main kernel's Container Stats Object: live while it runs, else its last sample (``{}``: none)."""
     if k is None:
         return {}
@@ -194,11 +245,16 @@ class ComputeSession:
         ctx = context(info)
         async with ctx.db() as db:
             rows = (
-                await db.execute(
-                    select(Kernel).where(Kernel.session_id == uuid.UUID(str(self.id)))
-                    .order_by(*KERNEL_ORDER, Kernel.created_at)
+                (
+                    await db.execute(
+                        select(KernelRow)
+                        .where(KernelRow.session_id == uuid.UUID(str(self.id)))
+                        .order_by(*KERNEL_ORDER, KernelRow.created_at)
+                    )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
         show = ctx.role == SUPERADMIN
         opts = cast(dict[str, Any], self.resource_opts)  # _to_gql set it from the row's dict
         return [container_to_gql(k, opts, show, ctx.state) for k in rows]
@@ -222,32 +278,68 @@ def _cpu_using(cpu_used_ms: int, row: SessionRow) -> float:
     return round(100.0 * cpu_used_ms / elapsed_ms, 1) if elapsed_ms > 0 else 0.0
 
 
-def _to_gql(row: SessionRow, group_name: str | None, email: str | None, main: Kernel | None,
-            ctx: GQLContext) -> ComputeSession:
+def _to_gql(
+    row: SessionRow, group_name: str | None, email: str | None, main: KernelRow | None, ctx: GQLContext
+) -> ComputeSession:
     stats = _kernel_stats(main, ctx.state)
     ports = main.service_ports if main is not None else None
     return ComputeSession(
-        id=strawberry.ID(str(row.id)), session_id=strawberry.ID(str(row.id)), name=row.name,
-        type=row.session_type, image=row.image, registry=registry_of(row.image), tag=row.tag, cluster_template=None,
-        cluster_mode=row.cluster_mode, cluster_size=row.cluster_size, domain_name=row.domain_name,
-        group_id=strawberry.ID(str(row.group_id)), group_name=group_name, user_id=strawberry.ID(str(row.user_uuid)),
-        user_email=email, access_key=row.access_key, created_user_email=email,
-        created_user_uuid=strawberry.ID(str(row.user_uuid)), status=row.status, status_info=row.status_info,
-        status_data=row.status_data, status_changed=row.status_changed, created_at=row.created_at,
-        terminated_at=row.terminated_at, starts_at=row.starts_at, startup_command=row.startup_command,
-        result=row.result, scaling_group=row.scaling_group, occupied_slots=row.occupying_slots or {},
-        occupying_slots=row.occupying_slots or {}, requested_slots=row.requested_slots or {},
-        resource_opts=row.resource_opts or {}, service_ports=ports or [], mounts=[], num_queries=row.num_queries,
-        created_user_id=strawberry.ID(str(row.user_uuid)), sess_id=row.name, sess_type=row.session_type,
+        id=strawberry.ID(str(row.id)),
+        session_id=strawberry.ID(str(row.id)),
+        name=row.name,
+        type=row.session_type,
+        image=row.image,
+        registry=registry_of(row.image),
+        tag=row.tag,
+        cluster_template=None,
+        cluster_mode=row.cluster_mode,
+        cluster_size=row.cluster_size,
+        domain_name=row.domain_name,
+        group_id=strawberry.ID(str(row.group_id)),
+        group_name=group_name,
+        user_id=strawberry.ID(str(row.user_uuid)),
+        user_email=email,
+        access_key=row.access_key,
+        created_user_email=email,
+        created_user_uuid=strawberry.ID(str(row.user_uuid)),
+        status=row.status,
+        status_info=row.status_info,
+        status_data=row.status_data,
+        status_changed=row.status_changed,
+        created_at=row.created_at,
+        terminated_at=row.terminated_at,
+        starts_at=row.starts_at,
+        startup_command=row.startup_command,
+        result=row.result,
+        scaling_group=row.scaling_group,
+        occupied_slots=row.occupying_slots or {},
+        occupying_slots=row.occupying_slots or {},
+        requested_slots=row.requested_slots or {},
+        resource_opts=row.resource_opts or {},
+        service_ports=ports or [],
+        mounts=[],
+        num_queries=row.num_queries,
+        created_user_id=strawberry.ID(str(row.user_uuid)),
+        sess_id=row.name,
+        sess_type=row.session_type,
         role=main.cluster_role if main is not None else None,
         agent=main.agent if main is not None and ctx.role == SUPERADMIN else None,
-        cpu_used=stats.get("cpu_used", 0), cpu_using=_cpu_using(stats.get("cpu_used", 0), row),
+        cpu_used=stats.get("cpu_used", 0),
+        cpu_using=_cpu_using(stats.get("cpu_used", 0), row),
         **{k: stats.get(k, 0) for k in _LEGACY_STAT_KEYS},
     )
 
 
-_LEGACY_STAT_KEYS = ("mem_cur_bytes", "mem_max_bytes", "net_rx_bytes", "net_tx_bytes", "io_read_bytes",
-                     "io_write_bytes", "io_max_scratch_size", "io_cur_scratch_size")
+_LEGACY_STAT_KEYS = (
+    "mem_cur_bytes",
+    "mem_max_bytes",
+    "net_rx_bytes",
+    "net_tx_bytes",
+    "io_read_bytes",
+    "io_write_bytes",
+    "io_max_scratch_size",
+    "io_cur_scratch_size",
+)
 
 
 def parse_statuses(raw: str | None, allowed: Sequence[str], what: str) -> list[str] | None:
@@ -262,7 +354,11 @@ def parse_statuses(raw: str | None, allowed: Sequence[str], what: str) -> list[s
 
 
 def session_scope(
-    ctx: GQLContext, *, domain_name: str | None = None, group_id: str | None = None, access_key: str | None = None,
+    ctx: GQLContext,
+    *,
+    domain_name: str | None = None,
+    group_id: str | None = None,
+    access_key: str | None = None,
 ) -> list[Any]:
     """WHERE conditions limiting sessions to what the caller may see, narrowed by the given filters."""
     conds: list[Any] = []
@@ -282,10 +378,10 @@ def session_scope(
 
 def _session_query(conds: Sequence[Any]) -> Any:
     return (
-        select(SessionRow, Group.name, User.email, Kernel)
-        .join(Group, Group.id == SessionRow.group_id, isouter=True)
-        .join(User, User.uuid == SessionRow.user_uuid, isouter=True)
-        .join(Kernel, MAIN_KERNEL_JOIN, isouter=True)
+        select(SessionRow, ProjectRow.name, UserRow.email, KernelRow)
+        .join(ProjectRow, ProjectRow.id == SessionRow.group_id, isouter=True)
+        .join(UserRow, UserRow.uuid == SessionRow.user_uuid, isouter=True)
+        .join(KernelRow, MAIN_KERNEL_JOIN, isouter=True)
         .where(*conds)
     )
 
@@ -299,9 +395,17 @@ async def _visible_session(db: AsyncSession, ctx: GQLContext, session_id: uuid.U
 class Query:
     @strawberry.field(description="One page of compute sessions within the caller's scope.")
     async def compute_session_list(
-        self, info: Info, limit: int = 20, offset: int = 0, order_key: str | None = None,
-        order_asc: bool | None = True, domain_name: str | None = None, group_id: str | None = None,
-        access_key: str | None = None, status: str | None = None, filter: str | None = None,
+        self,
+        info: Info,
+        limit: int = 20,
+        offset: int = 0,
+        order_key: str | None = None,
+        order_asc: bool | None = True,
+        domain_name: str | None = None,
+        group_id: str | None = None,
+        access_key: str | None = None,
+        status: str | None = None,
+        filter: str | None = None,
         order: str | None = None,
     ) -> ComputeSessionList:
         ctx = context(info)
@@ -313,18 +417,28 @@ class Query:
         extra = filter_clause(filter, SESSION_COLUMNS)
         if extra is not None:
             conds.append(extra)
-        ordering = order_clauses(SESSION_COLUMNS, order_key=order_key, order_asc=order_asc, order=order,
-                                 default=[SessionRow.created_at.desc()])
+        ordering = order_clauses(
+            SESSION_COLUMNS,
+            order_key=order_key,
+            order_asc=order_asc,
+            order=order,
+            default=[SessionRow.created_at.desc()],
+        )
         base = _session_query(conds)
         async with ctx.db() as db:
             total = (await db.execute(select(func.count()).select_from(base.subquery()))).scalar_one()
             rows = (await db.execute(base.order_by(*ordering, SessionRow.id).limit(limit).offset(offset))).all()
         return ComputeSessionList(items=[_to_gql(r[0], r[1], r[2], r[3], ctx) for r in rows], total_count=total)
 
-    @strawberry.field(description="One compute session by ID, or by name or ID with the v4 `sess_id` (the "
-                                  "caller's own and active sessions first); null when none is in scope.")
+    @strawberry.field(
+        description="One compute session by ID, or by name or ID with the v4 `sess_id` (the "
+        "caller's own and active sessions first); null when none is in scope."
+    )
     async def compute_session(
-        self, info: Info, id: uuid.UUID | None = None, sess_id: str | None = None,
+        self,
+        info: Info,
+        id: uuid.UUID | None = None,
+        sess_id: str | None = None,
     ) -> ComputeSession | None:
         ctx = context(info)
         conds = session_scope(ctx)
@@ -338,8 +452,11 @@ class Query:
                 conds.append(SessionRow.name == sess_id)
         else:
             raise InvalidAPIParameters("Give the session's 'id' (or the v4 'sess_id').")
-        order = (SessionRow.access_key != ctx.auth.access_key, SessionRow.status.in_(tuple(TERMINAL)),
-                 SessionRow.created_at.desc())
+        order = (
+            SessionRow.access_key != ctx.auth.access_key,
+            SessionRow.status.in_(tuple(TERMINAL)),
+            SessionRow.created_at.desc(),
+        )
         async with ctx.db() as db:
             row = (await db.execute(_session_query(conds).order_by(*order).limit(1))).first()
         return None if row is None else _to_gql(row[0], row[1], row[2], row[3], ctx)
@@ -351,40 +468,61 @@ class Query:
         async with ctx.db() as db:
             row = (
                 await db.execute(
-                    select(Kernel, SessionRow.resource_opts).join(SessionRow, SessionRow.id == Kernel.session_id)
-                    .where(Kernel.id == id, *conds)
+                    select(KernelRow, SessionRow.resource_opts)
+                    .join(SessionRow, SessionRow.id == KernelRow.session_id)
+                    .where(KernelRow.id == id, *conds)
                 )
             ).first()
         return None if row is None else container_to_gql(row[0], row[1], ctx.role == SUPERADMIN, ctx.state)
 
     @strawberry.field(description="One page of the containers of a session (404 if the session is not visible).")
     async def compute_container_list(
-        self, info: Info, session_id: uuid.UUID, limit: int = 20, offset: int = 0, role: str | None = None,
+        self,
+        info: Info,
+        session_id: uuid.UUID,
+        limit: int = 20,
+        offset: int = 0,
+        role: str | None = None,
     ) -> ComputeContainerList:
         ctx = context(info)
         check_page(limit, offset)
         sid = session_id
-        conds: list[Any] = [Kernel.session_id == sid]
+        conds: list[Any] = [KernelRow.session_id == sid]
         if role is not None:
-            conds.append(Kernel.cluster_role == _ROLE_ALIASES.get(role, role))
+            conds.append(KernelRow.cluster_role == _ROLE_ALIASES.get(role, role))
         async with ctx.db() as db:
             session = await _visible_session(db, ctx, sid)
             if session is None:
                 raise NotFound(f"No compute session {str(sid)!r} that you may see.")
-            total = (await db.execute(select(func.count()).select_from(Kernel).where(*conds))).scalar_one()
+            total = (await db.execute(select(func.count()).select_from(KernelRow).where(*conds))).scalar_one()
             rows = (
-                await db.execute(
-                    select(Kernel).where(*conds)
-                    .order_by(*KERNEL_ORDER, Kernel.created_at, Kernel.id)
-                    .limit(limit).offset(offset)
+                (
+                    await db.execute(
+                        select(KernelRow)
+                        .where(*conds)
+                        .order_by(*KERNEL_ORDER, KernelRow.created_at, KernelRow.id)
+                        .limit(limit)
+                        .offset(offset)
+                    )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
         show = ctx.role == SUPERADMIN
-        return ComputeContainerList(items=[container_to_gql(k, session.resource_opts, show, ctx.state) for k in rows],
-                                    total_count=total)
+        return ComputeContainerList(
+            items=[container_to_gql(k, session.resource_opts, show, ctx.state) for k in rows], total_count=total
+        )
 
 
 __all__ = [
-    "CONTAINER_COLUMNS", "ComputeContainer", "ComputeContainerList", "ComputeSession", "ComputeSessionList",
-    "KERNEL_STATUSES", "Query", "container_to_gql", "parse_statuses", "session_scope",
+    "CONTAINER_COLUMNS",
+    "ComputeContainer",
+    "ComputeContainerList",
+    "ComputeSession",
+    "ComputeSessionList",
+    "KERNEL_STATUSES",
+    "Query",
+    "container_to_gql",
+    "parse_statuses",
+    "session_scope",
 ]

@@ -20,11 +20,7 @@ from strawberry.types import Info
 from ai.backend.common.problems import Conflict, Forbidden, InvalidAPIParameters, NotFound
 
 from ...accounts import ROLES, STATUSES, add_user, check_choice, check_password, resolve_groups
-from ...models import Domain as DomainRow
-from ...models import Group as GroupRow
-from ...models import KeyPair as KeyPairRow
-from ...models import User as UserRow
-from ...models import group_members
+from ...models import DomainRow, KeyPairRow, ProjectRow, UserRow, group_members
 from ...passwords import hash_password
 from .context import GQLContext, context
 from .filters import filter_clause
@@ -66,15 +62,21 @@ class UserList:
 
 
 _ORDERABLE = {
-    "email": UserRow.email, "username": UserRow.username, "full_name": UserRow.full_name,
-    "created_at": UserRow.created_at, "modified_at": UserRow.modified_at, "status": UserRow.status,
-    "role": UserRow.role, "domain_name": UserRow.domain_name,
+    "email": UserRow.email,
+    "username": UserRow.username,
+    "full_name": UserRow.full_name,
+    "created_at": UserRow.created_at,
+    "modified_at": UserRow.modified_at,
+    "status": UserRow.status,
+    "role": UserRow.role,
+    "domain_name": UserRow.domain_name,
 }
 _FILTERABLE = {**_ORDERABLE, "uuid": UserRow.uuid, "description": UserRow.description}
 
 
-async def load_users(db: AsyncSession, conds: Sequence[Any], order: Sequence[Any] = (),
-                     limit: int | None = None, offset: int = 0) -> list[User]:
+async def load_users(
+    db: AsyncSession, conds: Sequence[Any], order: Sequence[Any] = (), limit: int | None = None, offset: int = 0
+) -> list[User]:
     """Users matching ``conds`` with their groups, in two queries."""
     q = select(UserRow).where(*conds).order_by(*(order or (UserRow.created_at, UserRow.email)))
     if limit is not None:
@@ -84,35 +86,45 @@ async def load_users(db: AsyncSession, conds: Sequence[Any], order: Sequence[Any
     if rows:
         for uid, gid, gname in (
             await db.execute(
-                select(group_members.c.user_id, GroupRow.id, GroupRow.name)
-                .join(GroupRow, GroupRow.id == group_members.c.group_id)
+                select(group_members.c.user_id, ProjectRow.id, ProjectRow.name)
+                .join(ProjectRow, ProjectRow.id == group_members.c.group_id)
                 .where(group_members.c.user_id.in_([r.uuid for r in rows]))
-                .order_by(GroupRow.name)
+                .order_by(ProjectRow.name)
             )
         ).all():
             groups[uid].append(UserGroup(id=strawberry.ID(str(gid)), name=gname))
     return [
         User(
-            id=strawberry.ID(str(r.uuid)), uuid=strawberry.ID(str(r.uuid)), username=r.username, email=r.email,
-            need_password_change=r.need_password_change, full_name=r.full_name, description=r.description,
-            is_active=r.status == "active", status=r.status, status_info=r.status_info, created_at=r.created_at,
-            modified_at=r.modified_at, domain_name=r.domain_name, role=r.role, groups=groups[r.uuid],
+            id=strawberry.ID(str(r.uuid)),
+            uuid=strawberry.ID(str(r.uuid)),
+            username=r.username,
+            email=r.email,
+            need_password_change=r.need_password_change,
+            full_name=r.full_name,
+            description=r.description,
+            is_active=r.status == "active",
+            status=r.status,
+            status_info=r.status_info,
+            created_at=r.created_at,
+            modified_at=r.modified_at,
+            domain_name=r.domain_name,
+            role=r.role,
+            groups=groups[r.uuid],
         )
         for r in rows
     ]
 
 
-def _list_conds(ctx: GQLContext, domain_name: str | None, group_id: uuid.UUID | None, is_active: bool | None,
-                status: str | None) -> list[Any]:
+def _list_conds(
+    ctx: GQLContext, domain_name: str | None, group_id: uuid.UUID | None, is_active: bool | None, status: str | None
+) -> list[Any]:
     require_roles(ctx, (SUPERADMIN, ADMIN, MONITOR), "Listing users")
     conds: list[Any] = []
     dom = scoped_domain(ctx, domain_name, "Listing users")
     if dom is not None:
         conds.append(UserRow.domain_name == dom)
     if group_id is not None:
-        conds.append(
-            UserRow.uuid.in_(select(group_members.c.user_id).where(group_members.c.group_id == group_id))
-        )
+        conds.append(UserRow.uuid.in_(select(group_members.c.user_id).where(group_members.c.group_id == group_id)))
     if status is not None:  # status wins over the legacy is_active flag
         conds.append(UserRow.status.in_([check_choice(s.strip(), STATUSES, "status") for s in status.split(",")]))
     elif is_active is not None:
@@ -144,15 +156,22 @@ class Query:
         return await _one_user(ctx, UserRow.email == target, target == ctx.auth.email, domain_name)
 
     @strawberry.field(description="A user by UUID; without one, the caller.")
-    async def user_from_uuid(self, info: Info, domain_name: str | None = None,
-                             user_id: str | None = None) -> User | None:
+    async def user_from_uuid(
+        self, info: Info, domain_name: str | None = None, user_id: str | None = None
+    ) -> User | None:
         ctx = context(info)
         uid = check_uuid(user_id, "user_id") if user_id else ctx.auth.user_uuid
         return await _one_user(ctx, UserRow.uuid == uid, uid == ctx.auth.user_uuid, domain_name)
 
     @strawberry.field(description="Users (admins: their domain; superadmins: all).")
-    async def users(self, info: Info, domain_name: str | None = None, group_id: uuid.UUID | None = None,
-                    is_active: bool | None = None, status: str | None = None) -> list[User]:
+    async def users(
+        self,
+        info: Info,
+        domain_name: str | None = None,
+        group_id: uuid.UUID | None = None,
+        is_active: bool | None = None,
+        status: str | None = None,
+    ) -> list[User]:
         ctx = context(info)
         conds = _list_conds(ctx, domain_name, group_id, is_active, status)
         async with ctx.db() as db:
@@ -160,9 +179,18 @@ class Query:
 
     @strawberry.field(description="One page of users.")
     async def user_list(
-        self, info: Info, limit: int, offset: int, order_key: str | None = None, order_asc: bool | None = True,
-        filter: str | None = None, order: str | None = None, domain_name: str | None = None,
-        group_id: uuid.UUID | None = None, is_active: bool | None = None, status: str | None = None,
+        self,
+        info: Info,
+        limit: int,
+        offset: int,
+        order_key: str | None = None,
+        order_asc: bool | None = True,
+        filter: str | None = None,
+        order: str | None = None,
+        domain_name: str | None = None,
+        group_id: uuid.UUID | None = None,
+        is_active: bool | None = None,
+        status: str | None = None,
     ) -> UserList:
         ctx = context(info)
         check_page(limit, offset)
@@ -239,9 +267,17 @@ class Mutation:
         status = _status_of(updates_from(props, ("status", "is_active"))) or "active"
         async with ctx.db() as db:
             row, _ = await add_user(
-                db, email=email, password=props.password, domain_name=props.domain_name, role=props.role or USER,
-                status=status, username=props.username, full_name=props.full_name, description=props.description,
-                need_password_change=props.need_password_change, group_ids=props.group_ids or [],
+                db,
+                email=email,
+                password=props.password,
+                domain_name=props.domain_name,
+                role=props.role or USER,
+                status=status,
+                username=props.username,
+                full_name=props.full_name,
+                description=props.description,
+                need_password_change=props.need_password_change,
+                group_ids=props.group_ids or [],
             )
             await commit_or_conflict(db, f"User {email!r}")
             created = await load_users(db, [UserRow.uuid == row.uuid])
@@ -251,8 +287,21 @@ class Mutation:
     async def modify_user(self, info: Info, email: str, props: ModifyUserInput) -> ModifyUser:
         ctx = context(info)
         require_superadmin(ctx, "Modifying a user")
-        values = updates_from(props, ("username", "password", "need_password_change", "full_name", "description",
-                                      "is_active", "status", "domain_name", "role", "group_ids"))
+        values = updates_from(
+            props,
+            (
+                "username",
+                "password",
+                "need_password_change",
+                "full_name",
+                "description",
+                "is_active",
+                "status",
+                "domain_name",
+                "role",
+                "group_ids",
+            ),
+        )
         if not values:
             raise InvalidAPIParameters("Nothing to update: give at least one property.")
         status = _status_of(values)
@@ -265,8 +314,9 @@ class Mutation:
             row = (await db.execute(select(UserRow).where(UserRow.email == email))).scalar_one_or_none()
             if row is None:
                 raise NotFound(f"No such user: {email!r}.")
-            if row.uuid == ctx.auth.user_uuid and (values.get("role", SUPERADMIN) != SUPERADMIN
-                                                   or status not in (None, "active")):
+            if row.uuid == ctx.auth.user_uuid and (
+                values.get("role", SUPERADMIN) != SUPERADMIN or status not in (None, "active")
+            ):
                 raise Forbidden("You cannot demote or deactivate your own account.")
             new_domain = values.get("domain_name", row.domain_name)
             if new_domain != row.domain_name and await db.get(DomainRow, new_domain) is None:
@@ -283,8 +333,11 @@ class Mutation:
             for key, value in values.items():
                 setattr(row, key, value)
             if "role" in values:
-                await db.execute(update(KeyPairRow).where(KeyPairRow.user == row.uuid)
-                                 .values(is_admin=values["role"] in (SUPERADMIN, ADMIN)))
+                await db.execute(
+                    update(KeyPairRow)
+                    .where(KeyPairRow.user == row.uuid)
+                    .values(is_admin=values["role"] in (SUPERADMIN, ADMIN))
+                )
             if gids is not None or domain_changed:
                 await db.execute(delete(group_members).where(group_members.c.user_id == row.uuid))
                 if gids:

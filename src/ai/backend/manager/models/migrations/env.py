@@ -23,8 +23,7 @@ def _run(connection: Connection) -> None:
         # The sqlite3 module runs DDL outside any transaction; an explicit BEGIN makes the whole
         # migration one transaction, so a failure leaves the previous revision intact.
         connection.exec_driver_sql("BEGIN")
-    context.configure(connection=connection, target_metadata=metadata, render_as_batch=True,
-                      transactional_ddl=True)
+    context.configure(connection=connection, target_metadata=metadata, render_as_batch=True, transactional_ddl=True)
     with context.begin_transaction():
         context.run_migrations()
     if sqlite:

@@ -14,9 +14,9 @@ from typing import Any
 
 from sqlalchemy import or_, select
 
-from .models import KeyPair, KeyPairResourcePolicy, SessionRow
-from .models.base import utcnow
-from .sessions.status import SessionStatus as S
+from ..models import KeyPairResourcePolicyRow, KeyPairRow, SessionRow
+from ..models.base import utcnow
+from .status import SessionStatus as S
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +54,20 @@ async def expired_sessions(db: Any, tracker: ActivityTracker) -> list[tuple[Sess
     for the sessions found expired."""
     rows = (
         await db.execute(
-            select(SessionRow.id, SessionRow.session_type, SessionRow.status_changed, SessionRow.created_at,
-                   KeyPairResourcePolicy.idle_timeout, KeyPairResourcePolicy.max_session_lifetime)
-            .join(KeyPair, KeyPair.access_key == SessionRow.access_key)
-            .join(KeyPairResourcePolicy, KeyPairResourcePolicy.name == KeyPair.resource_policy)
-            .where(SessionRow.status == S.RUNNING,
-                   or_(KeyPairResourcePolicy.idle_timeout > 0, KeyPairResourcePolicy.max_session_lifetime > 0))
+            select(
+                SessionRow.id,
+                SessionRow.session_type,
+                SessionRow.status_changed,
+                SessionRow.created_at,
+                KeyPairResourcePolicyRow.idle_timeout,
+                KeyPairResourcePolicyRow.max_session_lifetime,
+            )
+            .join(KeyPairRow, KeyPairRow.access_key == SessionRow.access_key)
+            .join(KeyPairResourcePolicyRow, KeyPairResourcePolicyRow.name == KeyPairRow.resource_policy)
+            .where(
+                SessionRow.status == S.RUNNING,
+                or_(KeyPairResourcePolicyRow.idle_timeout > 0, KeyPairResourcePolicyRow.max_session_lifetime > 0),
+            )
         )
     ).all()
     now = utcnow()
@@ -69,7 +77,9 @@ async def expired_sessions(db: Any, tracker: ActivityTracker) -> list[tuple[Sess
         if lifetime and lifetime > 0 and running_for > lifetime:
             reasons[sid] = LIFETIME_REASON
         elif (
-            idle_timeout and idle_timeout > 0 and session_type != "batch"
+            idle_timeout
+            and idle_timeout > 0
+            and session_type != "batch"
             and tracker.idle_seconds(sid, running_for) > idle_timeout
         ):
             reasons[sid] = IDLE_REASON

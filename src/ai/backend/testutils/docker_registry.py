@@ -111,8 +111,16 @@ class TestRegistry:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, *, username: str = "", password: str = "", token_auth: bool = False,
-                 cache_dir: Path | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        username: str = "",
+        password: str = "",
+        token_auth: bool = False,
+        cache_dir: Path | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
         self.username, self.password, self.token_auth = username, password, token_auth
         self.cache_dir = cache_dir or DEFAULT_CACHE
         self.host = host
@@ -153,23 +161,32 @@ class TestRegistry:
     def _image_manifest(self, config: Blob, layers: list[Blob], oci: bool) -> tuple[str, dict[str, Any]]:
         media = OCI_MANIFEST if oci else DOCKER_MANIFEST
         return media, {
-            "schemaVersion": 2, "mediaType": media,
-            "config": {"mediaType": OCI_CONFIG if oci else DOCKER_CONFIG, "size": config.size,
-                       "digest": config.digest},
-            "layers": [{"mediaType": OCI_LAYER if oci else DOCKER_LAYER, "size": la.size, "digest": la.digest}
-                       for la in layers],
+            "schemaVersion": 2,
+            "mediaType": media,
+            "config": {"mediaType": OCI_CONFIG if oci else DOCKER_CONFIG, "size": config.size, "digest": config.digest},
+            "layers": [
+                {"mediaType": OCI_LAYER if oci else DOCKER_LAYER, "size": la.size, "digest": la.digest} for la in layers
+            ],
         }
 
-    def add_docker_image(self, local_ref: str, repository: str, tag: str, *, oci: bool = False,
-                         extra_files: dict[str, bytes] | None = None, extra_labels: dict[str, str] | None = None,
-                         ) -> str:
+    def add_docker_image(
+        self,
+        local_ref: str,
+        repository: str,
+        tag: str,
+        *,
+        oci: bool = False,
+        extra_files: dict[str, bytes] | None = None,
+        extra_labels: dict[str, str] | None = None,
+    ) -> str:
         """Serve the local Docker image ``local_ref`` as ``repository:tag``; returns the manifest digest.
 
         ``extra_files`` (path -> content) adds one layer on top and ``extra_labels`` changes the labels: the
         result is a new image (another config digest), so pulling it downloads that layer.
         """
-        info = json.loads(subprocess.run(["docker", "image", "inspect", local_ref], capture_output=True, text=True,
-                                         check=True).stdout)[0]
+        info = json.loads(
+            subprocess.run(["docker", "image", "inspect", local_ref], capture_output=True, text=True, check=True).stdout
+        )[0]
         image_id: str = info["Id"]
         diff_ids: list[str] = info["RootFS"]["Layers"]
         store = self.cache_dir / "layers"
@@ -185,8 +202,11 @@ class TestRegistry:
             for suffix in (".json", ".tar.gz"):
                 (store / f"{d.split(':')[1]}{suffix}").touch()
             meta = json.loads((store / f"{d.split(':')[1]}.json").read_text())
-            layers.append(self._add_blob(Blob(meta["digest"], meta["size"], DOCKER_LAYER,
-                                              path=store / f"{d.split(':')[1]}.tar.gz")))
+            layers.append(
+                self._add_blob(
+                    Blob(meta["digest"], meta["size"], DOCKER_LAYER, path=store / f"{d.split(':')[1]}.tar.gz")
+                )
+            )
         if extra_files or extra_labels:
             doc = json.loads(config_bytes)
             doc["config"]["Labels"] = {**(doc["config"].get("Labels") or {}), **(extra_labels or {})}
@@ -230,6 +250,7 @@ class TestRegistry:
             archive = Path(tmp) / "image.tar"
             subprocess.run(["docker", "save", "-o", str(archive), local_ref], check=True, capture_output=True)
             with tarfile.open(archive) as tar:
+
                 def _read(name: str) -> bytes:
                     f = tar.extractfile(name)
                     assert f is not None, name
@@ -248,17 +269,27 @@ class TestRegistry:
                     (store / f"{key}.json").write_text(json.dumps({"digest": digest, "size": size}))
             config_path.write_bytes(config_bytes)
 
-    def add_synthetic_image(self, repository: str, tag: str | None, labels: dict[str, str], *,
-                            architecture: str = "amd64", oci: bool = False) -> str:
+    def add_synthetic_image(
+        self,
+        repository: str,
+        tag: str | None,
+        labels: dict[str, str],
+        *,
+        architecture: str = "amd64",
+        oci: bool = False,
+    ) -> str:
         """A tiny image (one file) with ``labels``: not runnable, but fine to scan; returns the manifest digest."""
         # Same repository, labels and architecture: the same image (tags of one image share its digest).
         layer_tar, layer = self._small_layer({"hello.txt": f"{repository} {architecture}\n".encode()})
-        config_bytes = json.dumps({
-            "architecture": architecture, "os": "linux",
-            "config": {"Labels": labels, "Cmd": ["/bin/true"]},
-            "rootfs": {"type": "layers", "diff_ids": [_sha256(layer_tar)]},
-            "history": [{"created_by": "ai.backend.testutils.registry"}],
-        }).encode()
+        config_bytes = json.dumps(
+            {
+                "architecture": architecture,
+                "os": "linux",
+                "config": {"Labels": labels, "Cmd": ["/bin/true"]},
+                "rootfs": {"type": "layers", "diff_ids": [_sha256(layer_tar)]},
+                "history": [{"created_by": "ai.backend.testutils.docker_registry"}],
+            }
+        ).encode()
         config = self._add_blob(Blob(_sha256(config_bytes), len(config_bytes), DOCKER_CONFIG, data=config_bytes))
         media, doc = self._image_manifest(config, [layer], oci)
         return self.add_manifest(repository, tag, media, doc)
@@ -269,11 +300,15 @@ class TestRegistry:
         manifests = []
         for digest, arch in entries:
             m = self.manifests[digest]
-            platform = {"os": "unknown", "architecture": "unknown"} if arch == "unknown" else \
-                {"os": "linux", "architecture": arch}
+            platform = (
+                {"os": "unknown", "architecture": "unknown"}
+                if arch == "unknown"
+                else {"os": "linux", "architecture": arch}
+            )
             manifests.append({"mediaType": m.media_type, "size": len(m.data), "digest": digest, "platform": platform})
-        return self.add_manifest(repository, tag, media, {"schemaVersion": 2, "mediaType": media,
-                                                          "manifests": manifests})
+        return self.add_manifest(
+            repository, tag, media, {"schemaVersion": 2, "mediaType": media, "manifests": manifests}
+        )
 
     def remove_tag(self, repository: str, tag: str) -> None:
         """Untag (the manifest stays reachable by digest)."""
@@ -283,8 +318,11 @@ class TestRegistry:
 
     @staticmethod
     def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
-        return JSONResponse({"errors": [{"code": code, "message": message, "detail": None}]}, status_code=status,
-                            headers={**_API_HEADERS, **(headers or {})})
+        return JSONResponse(
+            {"errors": [{"code": code, "message": message, "detail": None}]},
+            status_code=status,
+            headers={**_API_HEADERS, **(headers or {})},
+        )
 
     def _authorized(self, request: Request) -> Response | None:
         header = request.headers.get("authorization", "")
@@ -300,11 +338,16 @@ class TestRegistry:
             elif "manifests" in parts or "blobs" in parts or "tags" in parts:
                 idx = max(i for i, p in enumerate(parts) if p in ("manifests", "blobs", "tags"))
                 scope = f',scope="repository:{"/".join(parts[2:idx])}:pull"'
-            return self._error(401, "UNAUTHORIZED", "authentication required", {
-                "WWW-Authenticate": f'Bearer realm="{self.url}/token",service="test-registry"{scope}'})
+            return self._error(
+                401,
+                "UNAUTHORIZED",
+                "authentication required",
+                {"WWW-Authenticate": f'Bearer realm="{self.url}/token",service="test-registry"{scope}'},
+            )
         if self.username and not self._basic_ok(header):
-            return self._error(401, "UNAUTHORIZED", "authentication required",
-                               {"WWW-Authenticate": 'Basic realm="test-registry"'})
+            return self._error(
+                401, "UNAUTHORIZED", "authentication required", {"WWW-Authenticate": 'Basic realm="test-registry"'}
+            )
         return None
 
     def _basic_ok(self, header: str) -> bool:
@@ -349,8 +392,9 @@ class TestRegistry:
         if b.path is not None:
             return FileResponse(b.path, media_type="application/octet-stream", headers=headers)
         headers["Content-Length"] = str(b.size)
-        return Response(b"" if request.method == "HEAD" else (b.data or b""), media_type="application/octet-stream",
-                        headers=headers)
+        return Response(
+            b"" if request.method == "HEAD" else (b.data or b""), media_type="application/octet-stream", headers=headers
+        )
 
     async def _v2(self, request: Request) -> Response:
         denied = self._authorized(request)
@@ -384,11 +428,13 @@ class TestRegistry:
         return self._error(404, "UNSUPPORTED", f"not supported by this test registry: {path}")
 
     def app(self) -> Starlette:
-        return Starlette(routes=[
-            Route("/v2/{path:path}", self._v2, methods=["GET", "HEAD"]),
-            Route("/v2", self._v2, methods=["GET", "HEAD"]),
-            Route("/token", self._token, methods=["GET"]),
-        ])
+        return Starlette(
+            routes=[
+                Route("/v2/{path:path}", self._v2, methods=["GET", "HEAD"]),
+                Route("/v2", self._v2, methods=["GET", "HEAD"]),
+                Route("/token", self._token, methods=["GET"]),
+            ]
+        )
 
     # ---- lifecycle ------------------------------------------------------------------------------------
 
@@ -399,11 +445,13 @@ class TestRegistry:
         sock.bind((self.host, self.port))
         self.port = int(sock.getsockname()[1])
         # "error": Docker first tries TLS on insecure registries, which uvicorn would log as invalid requests.
-        config = uvicorn.Config(self.app(), log_level="error", lifespan="off", access_log=False,
-                                timeout_graceful_shutdown=2)
+        config = uvicorn.Config(
+            self.app(), log_level="error", lifespan="off", access_log=False, timeout_graceful_shutdown=2
+        )
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True,
-                                        name=f"test-registry-{self.port}")
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True, name=f"test-registry-{self.port}"
+        )
         self._thread.start()
         deadline = time.monotonic() + 20
         while not self._server.started:

@@ -50,13 +50,18 @@ def network_name(session_id: uuid.UUID | str) -> str:
     return f"bai-cluster-{session_id}"
 
 
-def cluster_spec(session_id: uuid.UUID, mode: str, size: int, me: KernelSlot,
-                 ssh: tuple[str, str] | None) -> dict[str, Any]:
+def cluster_spec(
+    session_id: uuid.UUID, mode: str, size: int, me: KernelSlot, ssh: tuple[str, str] | None
+) -> dict[str, Any]:
     """The cluster part of one kernel's creation request to its agent."""
     layout = kernel_layout(size)
     spec: dict[str, Any] = {
-        "cluster_size": size, "cluster_mode": mode, "cluster_role": me.role, "cluster_idx": me.idx,
-        "cluster_hostname": me.hostname, "cluster_local_rank": me.local_rank,
+        "cluster_size": size,
+        "cluster_mode": mode,
+        "cluster_role": me.role,
+        "cluster_idx": me.idx,
+        "cluster_hostname": me.hostname,
+        "cluster_local_rank": me.local_rank,
         "cluster_hosts": [k.hostname for k in layout],
         "cluster_replicas": {"main": 1, **({"sub": size - 1} if size > 1 else {})},
     }
@@ -73,10 +78,10 @@ def new_ssh_keypair(comment: str) -> tuple[str, str]:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     key = Ed25519PrivateKey.generate()
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                serialization.NoEncryption()).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                           serialization.PublicFormat.OpenSSH).decode()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    ).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
     return private, f"{public} {comment}\n"
 
 
@@ -94,12 +99,18 @@ def cluster_never_fits(mode: str, size: int, per_kernel: ResourceSlot, capacitie
         room = sum(kernels_fitting(per_kernel, c) for c in capacities)
         if room >= size:
             return None
-        return (f"a multi-node cluster of {size} kernels of {per_kernel.to_json()} each needs room for "
-                f"{size} kernels; all agents together have room for {room}.")
+        return (
+            f"a multi-node cluster of {size} kernels of {per_kernel.to_json()} each needs room for "
+            f"{size} kernels; all agents together have room for {room}."
+        )
     if any(total.fits_in(c) for c in capacities):
         return None
-    biggest = max(capacities, key=lambda c: (kernels_fitting(per_kernel, c), c.get("mem", Decimal(0))),
-                  default=ResourceSlot())
-    what = f"asked {total.to_json()}" if size == 1 else (
-        f"a single-node cluster of {size} kernels needs {total.to_json()} on one agent")
+    biggest = max(
+        capacities, key=lambda c: (kernels_fitting(per_kernel, c), c.get("mem", Decimal(0))), default=ResourceSlot()
+    )
+    what = (
+        f"asked {total.to_json()}"
+        if size == 1
+        else (f"a single-node cluster of {size} kernels needs {total.to_json()} on one agent")
+    )
     return f"{what}; the largest agent has {biggest.to_json()}."

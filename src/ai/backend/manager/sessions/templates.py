@@ -34,7 +34,7 @@ import yaml
 from ai.backend.common.problems import InvalidAPIParameters
 from ai.backend.common.types import ResourceSlot, SlotTypeError
 
-from .session_params import SESSION_TYPES
+from .params import SESSION_TYPES
 
 __all__ = (
     "MAX_PAYLOAD",
@@ -191,8 +191,11 @@ def _check_git(node: Any) -> GitSpec:
     git = _mapping(node, where)
     repo = _string(_get(git, where, "repository", required=True), f"{where}.repository", max_len=2048)
     parts = urlsplit(repo)
-    if not repo.strip() or repo.startswith("-") or (parts.scheme and parts.scheme not in ("http", "https", "ssh",
-                                                                                          "git", "file")):
+    if (
+        not repo.strip()
+        or repo.startswith("-")
+        or (parts.scheme and parts.scheme not in ("http", "https", "ssh", "git", "file"))
+    ):
         raise _bad(f"{where}.repository", f"is not a repository URL: {repo!r}")
     spec = GitSpec(repository=repo, dest_dir="")
     commit = _get(git, where, "commit")
@@ -208,10 +211,12 @@ def _check_git(node: Any) -> GitSpec:
     cred = _get(git, where, "credential")
     if cred is not None:
         cred = _mapping(cred, f"{where}.credential")
-        spec.username = _string(_get(cred, f"{where}.credential", "username", required=True),
-                                f"{where}.credential.username", max_len=256)
-        spec.password = _string(_get(cred, f"{where}.credential", "password", required=True),
-                                f"{where}.credential.password", max_len=1024)
+        spec.username = _string(
+            _get(cred, f"{where}.credential", "username", required=True), f"{where}.credential.username", max_len=256
+        )
+        spec.password = _string(
+            _get(cred, f"{where}.credential", "password", required=True), f"{where}.credential.password", max_len=1024
+        )
         if parts.scheme not in ("http", "https"):
             raise _bad(f"{where}.credential", "is only supported for http(s) repository URLs")
     dest = _get(git, where, "destination_dir", "destinationDir", "dest_dir")

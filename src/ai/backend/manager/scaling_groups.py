@@ -19,39 +19,49 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ai.backend.common.types import ResourceSlot
 
 from .agents.status import AgentStatus
-from .models import Agent, ScalingGroup, sgroups_for_domains, sgroups_for_groups, sgroups_for_keypairs
+from .models import AgentRow, ScalingGroupRow, sgroups_for_domains, sgroups_for_groups, sgroups_for_keypairs
 
 
 def _allowed_query(with_group: bool, include_private: bool) -> Select[Any]:
     parts = [
-        select(sgroups_for_domains.c.scaling_group.label("name"))
-        .where(sgroups_for_domains.c.domain == bindparam("domain")),
-        select(sgroups_for_keypairs.c.scaling_group.label("name"))
-        .where(sgroups_for_keypairs.c.access_key == bindparam("access_key")),
+        select(sgroups_for_domains.c.scaling_group.label("name")).where(
+            sgroups_for_domains.c.domain == bindparam("domain")
+        ),
+        select(sgroups_for_keypairs.c.scaling_group.label("name")).where(
+            sgroups_for_keypairs.c.access_key == bindparam("access_key")
+        ),
     ]
     if with_group:
         parts.append(
-            select(sgroups_for_groups.c.scaling_group.label("name"))
-            .where(sgroups_for_groups.c.group == bindparam("group_id"))
+            select(sgroups_for_groups.c.scaling_group.label("name")).where(
+                sgroups_for_groups.c.group == bindparam("group_id")
+            )
         )
     names = union(*parts).subquery()
-    q = select(ScalingGroup.name).where(ScalingGroup.name.in_(select(names.c.name)), ScalingGroup.is_active.is_(True))
+    q = select(ScalingGroupRow.name).where(
+        ScalingGroupRow.name.in_(select(names.c.name)), ScalingGroupRow.is_active.is_(True)
+    )
     if not include_private:
-        q = q.where(ScalingGroup.is_public.is_(True))
-    return q.order_by(ScalingGroup.name)
+        q = q.where(ScalingGroupRow.is_public.is_(True))
+    return q.order_by(ScalingGroupRow.name)
 
 
 # (group given, private groups included) -> the statement
 _ALLOWED = {(g, p): _allowed_query(g, p) for g in (False, True) for p in (False, True)}
-_SLOTS_TEXT = cast(Agent.available_slots, Text)
+_SLOTS_TEXT = cast(AgentRow.available_slots, Text)
 _CAPACITIES = (
-    select(_SLOTS_TEXT, func.count()).where(Agent.scaling_group == bindparam("scaling_group")).group_by(_SLOTS_TEXT)
+    select(_SLOTS_TEXT, func.count()).where(AgentRow.scaling_group == bindparam("scaling_group")).group_by(_SLOTS_TEXT)
 )
-_OFFERED = select(_SLOTS_TEXT).where(Agent.status == AgentStatus.ALIVE).distinct()
+_OFFERED = select(_SLOTS_TEXT).where(AgentRow.status == AgentStatus.ALIVE).distinct()
 
 
 async def allowed_scaling_groups(
-    db: AsyncSession, *, domain: str, group_id: uuid.UUID | None, access_key: str, include_private: bool = False,
+    db: AsyncSession,
+    *,
+    domain: str,
+    group_id: uuid.UUID | None,
+    access_key: str,
+    include_private: bool = False,
 ) -> list[str]:
     """Names of the active scaling groups usable in this domain/group/keypair, sorted by name.
 

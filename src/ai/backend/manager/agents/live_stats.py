@@ -24,7 +24,8 @@ class AgentLiveStats:
         self._stats[agent_id] = {k: float(v) for k, v in reported.items() if k in KEYS and _number(v)}
         cores = reported.get("cpu_util_pct_cores")
         self._cores[agent_id] = {
-            str(k): float(v) for k, v in (cores.items() if isinstance(cores, dict) else ())
+            str(k): float(v)
+            for k, v in (cores.items() if isinstance(cores, dict) else ())
             if str(k).isdigit() and _number(v)
         }
 
@@ -42,8 +43,15 @@ def _number(v: Any) -> bool:
 
 #: The Container Stats Object keys (rest-api.md §2.10); all integers.
 CONTAINER_KEYS = (
-    "cpu_used", "mem_max_bytes", "mem_cur_bytes", "net_rx_bytes", "net_tx_bytes", "io_read_bytes",
-    "io_write_bytes", "io_max_scratch_size", "io_cur_scratch_size",
+    "cpu_used",
+    "mem_max_bytes",
+    "mem_cur_bytes",
+    "net_rx_bytes",
+    "net_tx_bytes",
+    "io_read_bytes",
+    "io_write_bytes",
+    "io_max_scratch_size",
+    "io_cur_scratch_size",
 )
 
 
@@ -65,7 +73,8 @@ class KernelLiveStats:
             if not isinstance(kid, str) or not isinstance(stats, dict):
                 continue
             fresh[kid] = {
-                k: int(v) for k, v in stats.items()
+                k: int(v)
+                for k, v in stats.items()
                 if k in CONTAINER_KEYS and isinstance(v, int | float) and not isinstance(v, bool)
             }
             self._agent_of[kid] = agent_id

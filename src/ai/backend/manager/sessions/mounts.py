@@ -16,33 +16,49 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ai.backend.common.problems import Conflict, Forbidden
 
-from .auth import AuthContext
-from .models import VFolder
+from ..auth import AuthContext
+from ..models import VFolderRow
+from ..vfolders import PERM_RANK, Access, accessible
 from .mount_paths import container_path
-from .vfolders import PERM_RANK, Access, accessible
 
 
 class FolderNotReady(Conflict):
     slug, title = "vfolder-not-ready", "The virtual folder is busy"
 
 
-def owner_context(ctx: AuthContext, *, access_key: str, user_uuid: uuid.UUID, email: str, role: str,
-                  domain_name: str) -> AuthContext:
+def owner_context(
+    ctx: AuthContext, *, access_key: str, user_uuid: uuid.UUID, email: str, role: str, domain_name: str
+) -> AuthContext:
     """The caller's context as seen from the session owner (an admin acting with ``owner_access_key``)."""
     if access_key == ctx.access_key:
         return ctx
-    return dataclasses.replace(ctx, access_key=access_key, user_uuid=user_uuid, email=email, role=role,
-                               domain_name=domain_name, is_admin=role in ("admin", "superadmin"))
+    return dataclasses.replace(
+        ctx,
+        access_key=access_key,
+        user_uuid=user_uuid,
+        email=email,
+        role=role,
+        domain_name=domain_name,
+        is_admin=role in ("admin", "superadmin"),
+    )
 
 
 async def resolve_mounts(
-    db: AsyncSession, owner: AuthContext, names: list[str], paths: dict[str, str], perms: dict[str, str],
+    db: AsyncSession,
+    owner: AuthContext,
+    names: list[str],
+    paths: dict[str, str],
+    perms: dict[str, str],
     group_id: uuid.UUID,
 ) -> list[dict[str, Any]]:
     """The session's mounts as ``[{vfid, name, host, mount_path, permission}]`` (4xx problems when refused)."""
     # Without folders asked for, only the owner's dot-folders (mounted automatically) matter: one query.
-    reach = await accessible(db, owner, where=VFolder.name.startswith("."), own_only=True) if not names \
+    reach = (
+        await accessible(db, owner, where=VFolderRow.name.startswith("."), own_only=True)
+        if not names
         else await accessible(db, owner)
+    )
+
     # The same preference as folder lookups: own folders, then shared ones, then the project's.
     def pick(name: str) -> Access | None:
         for bucket in (

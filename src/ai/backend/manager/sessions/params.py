@@ -24,13 +24,17 @@ from pydantic import (
 from ai.backend.common.problems import InvalidAPIParameters
 from ai.backend.common.types import ResourceSlot, SlotTypeError
 
-from .api.bodies import RequestModel, validate_body
+from ..api.bodies import RequestModel, validate_body
 from .mount_paths import parse_mounts
 
 NAME_RE = re.compile(r"^[A-Za-z0-9](?:[\w.-]{2,62})[A-Za-z0-9]$")
 SESSION_TYPES = ("interactive", "batch")
-CLUSTER_MODES = {"single-node": "single-node", "single_node": "single-node", "multi-node": "multi-node",
-                 "multi_node": "multi-node"}
+CLUSTER_MODES = {
+    "single-node": "single-node",
+    "single_node": "single-node",
+    "multi-node": "multi-node",
+    "multi_node": "multi-node",
+}
 
 
 @dataclass
@@ -88,10 +92,29 @@ def _str(name: str, value: Any, *, max_len: int = 4096) -> str:
     return value
 
 
-_DURATION_UNITS = {"w": 604800, "week": 604800, "weeks": 604800, "d": 86400, "day": 86400, "days": 86400,
-                   "h": 3600, "hr": 3600, "hrs": 3600, "hour": 3600, "hours": 3600,
-                   "m": 60, "min": 60, "mins": 60, "minute": 60, "minutes": 60,
-                   "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1}
+_DURATION_UNITS = {
+    "w": 604800,
+    "week": 604800,
+    "weeks": 604800,
+    "d": 86400,
+    "day": 86400,
+    "days": 86400,
+    "h": 3600,
+    "hr": 3600,
+    "hrs": 3600,
+    "hour": 3600,
+    "hours": 3600,
+    "m": 60,
+    "min": 60,
+    "mins": 60,
+    "minute": 60,
+    "minutes": 60,
+    "s": 1,
+    "sec": 1,
+    "secs": 1,
+    "second": 1,
+    "seconds": 1,
+}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]+)")
 MAX_START_DELAY = timedelta(days=366)
 
@@ -114,7 +137,8 @@ def parse_starts_at(value: str, now: datetime | None = None) -> datetime:
             seconds = sum(float(n) * _DURATION_UNITS[unit] for n, unit in parts)
     if seconds is None:
         raise InvalidAPIParameters(
-            f"'starts_at' must be an ISO 8601 datetime or a delay such as '30m', '1h' or '1d2h', got {value!r}.")
+            f"'starts_at' must be an ISO 8601 datetime or a delay such as '30m', '1h' or '1d2h', got {value!r}."
+        )
     if seconds > MAX_START_DELAY.total_seconds():
         raise InvalidAPIParameters(f"'starts_at' may be at most {MAX_START_DELAY.days} days ahead, got {value!r}.")
     return (now or datetime.now(UTC)) + timedelta(seconds=seconds)
@@ -137,18 +161,23 @@ class SessionConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     resources: dict[str, str | int | float] = Field(
-        default_factory=dict, description="Slot name to amount, e.g. {\"cpu\": 1, \"mem\": \"1g\"}.")
+        default_factory=dict, description='Slot name to amount, e.g. {"cpu": 1, "mem": "1g"}.'
+    )
     instanceMemory: int | None = Field(None, description="Legacy: memory in MiB (when resources lacks mem).")
     instanceCores: int | None = Field(None, description="Legacy: CPU cores (when resources lacks cpu).")
     clusterSize: int | None = Field(None, ge=1, description="Kernels of the session (the top-level field wins).")
     environ: dict[str, str] = Field(default_factory=dict)
     mounts: list[str] = Field(default_factory=list, description="Names of virtual folders to mount.")
-    mount_map: dict[str, str] = Field(default_factory=dict, description="Folder name to path in the container.",
-                                      validation_alias=AliasChoices("mount_map", "mountMap"))
-    mount_options: dict[str, Any] = Field(default_factory=dict, description="Folder name to {\"permission\": ...}.")
+    mount_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="Folder name to path in the container.",
+        validation_alias=AliasChoices("mount_map", "mountMap"),
+    )
+    mount_options: dict[str, Any] = Field(default_factory=dict, description='Folder name to {"permission": ...}.')
     scalingGroup: str | None = Field(None, validation_alias=AliasChoices("scalingGroup", "scaling_group"))
-    resource_opts: dict[str, Any] = Field(default_factory=dict,
-                                          validation_alias=AliasChoices("resource_opts", "resourceOpts"))
+    resource_opts: dict[str, Any] = Field(
+        default_factory=dict, validation_alias=AliasChoices("resource_opts", "resourceOpts")
+    )
 
 
 def _aliases(*names: str) -> Any:
@@ -156,6 +185,7 @@ def _aliases(*names: str) -> Any:
 
 
 _F = TypeVar("_F")
+
 
 def _before(*fields: str) -> Callable[[_F], _F]:
     """A "before" field validator of ``fields`` (typed, unlike pydantic's overloads seen through a wrapper)."""
@@ -166,35 +196,51 @@ class CreateSessionBody(RequestModel):
     """The ``POST /session`` body with every documented wire alias. Fields are checked in the order below
     (later ones depend on earlier ones); a bad one is a 400 problem that names it."""
 
-    image: str = Field(validation_alias=AliasChoices("image", "lang"), max_length=256,
-                       description='The image or an alias, e.g. "python" or "python:3.11-debian12".')
+    image: str = Field(
+        validation_alias=AliasChoices("image", "lang"),
+        max_length=256,
+        description='The image or an alias, e.g. "python" or "python:3.11-debian12".',
+    )
     name: str | None = _aliases("name", "session_name", "clientSessionToken", "sessId")
-    type: str = Field("interactive", validation_alias=AliasChoices("type", "sessionType", "session_type"),
-                      json_schema_extra={"enum": [*SESSION_TYPES]})
+    type: str = Field(
+        "interactive",
+        validation_alias=AliasChoices("type", "sessionType", "session_type"),
+        json_schema_extra={"enum": [*SESSION_TYPES]},
+    )
     group: str = Field("default", validation_alias=AliasChoices("group", "groupName", "group_name"), max_length=64)
-    domain: str = Field("default", validation_alias=AliasChoices("domain", "domainName", "domain_name"),
-                        max_length=64)
+    domain: str = Field("default", validation_alias=AliasChoices("domain", "domainName", "domain_name"), max_length=64)
     enqueueOnly: bool = Field(False, validation_alias=AliasChoices("enqueueOnly", "enqueue_only"))
     reuseIfExists: bool = Field(True, validation_alias=AliasChoices("reuseIfExists", "reuse_if_exists"))
     maxWaitSeconds: float = Field(0.0, validation_alias=AliasChoices("maxWaitSeconds", "max_wait_seconds"), ge=0)
     tag: str | None = Field(None, max_length=64)
     starts_at: Annotated[datetime | None, WithJsonSchema({"type": "string"})] = Field(
-        None, validation_alias=AliasChoices("starts_at", "startsAt"),
-        description="An ISO 8601 time or a delay such as 30m, 1h, 1d2h.")
-    startupCommand: str | None = Field(None, validation_alias=AliasChoices("startupCommand", "startup_command"),
-                                       max_length=65536)
-    bootstrap_script: str | None = Field(None, validation_alias=AliasChoices("bootstrap_script", "bootstrapScript"),
-                                         max_length=65536)
-    batchTimeout: float | None = Field(None, validation_alias=AliasChoices("batchTimeout", "batch_timeout"), gt=0,
-                                       validate_default=True)
-    owner_access_key: str | None = Field(None, validation_alias=AliasChoices("owner_access_key", "ownerAccessKey"),
-                                         max_length=20)
+        None,
+        validation_alias=AliasChoices("starts_at", "startsAt"),
+        description="An ISO 8601 time or a delay such as 30m, 1h, 1d2h.",
+    )
+    startupCommand: str | None = Field(
+        None, validation_alias=AliasChoices("startupCommand", "startup_command"), max_length=65536
+    )
+    bootstrap_script: str | None = Field(
+        None, validation_alias=AliasChoices("bootstrap_script", "bootstrapScript"), max_length=65536
+    )
+    batchTimeout: float | None = Field(
+        None, validation_alias=AliasChoices("batchTimeout", "batch_timeout"), gt=0, validate_default=True
+    )
+    owner_access_key: str | None = Field(
+        None, validation_alias=AliasChoices("owner_access_key", "ownerAccessKey"), max_length=20
+    )
     config: Annotated[dict[str, Any], WithJsonSchema(SessionConfig.model_json_schema(by_alias=True))] = Field(
-        default_factory=dict)
-    cluster_size: int = Field(None, validation_alias=AliasChoices("cluster_size", "clusterSize"), ge=1,
-                              validate_default=True)
-    cluster_mode: str = Field("single-node", validation_alias=AliasChoices("cluster_mode", "clusterMode"),
-                              json_schema_extra={"enum": [*sorted(CLUSTER_MODES)]})
+        default_factory=dict
+    )
+    cluster_size: int = Field(
+        None, validation_alias=AliasChoices("cluster_size", "clusterSize"), ge=1, validate_default=True
+    )
+    cluster_mode: str = Field(
+        "single-node",
+        validation_alias=AliasChoices("cluster_mode", "clusterMode"),
+        json_schema_extra={"enum": [*sorted(CLUSTER_MODES)]},
+    )
     _parsed: CreateParams | None = PrivateAttr(None)  # filled from ``config`` by the model validator
 
     @model_validator(mode="before")
@@ -203,7 +249,7 @@ class CreateSessionBody(RequestModel):
         if not isinstance(data, dict):
             raise InvalidAPIParameters("The request body must be a JSON object.")
         if _pick(data, "image", "lang") is None:
-            raise InvalidAPIParameters("'image' is required (e.g. \"python\" or \"python:3.11-debian12\").")
+            raise InvalidAPIParameters('\'image\' is required (e.g. "python" or "python:3.11-debian12").')
         return data
 
     @_before("image")
@@ -311,11 +357,24 @@ class CreateSessionBody(RequestModel):
 
 def _with_config(b: CreateSessionBody) -> CreateParams:
     """The parameters of ``b``, with the parts of ``config`` that need more than a type checked."""
-    p = CreateParams(image=b.image, name=b.name, session_type=b.type, group=b.group, domain=b.domain,
-                     enqueue_only=b.enqueueOnly, max_wait=b.maxWaitSeconds, reuse=b.reuseIfExists, tag=b.tag,
-                     starts_at=b.starts_at, startup_command=b.startupCommand, bootstrap_script=b.bootstrap_script,
-                     batch_timeout=b.batchTimeout, cluster_size=b.cluster_size, cluster_mode=b.cluster_mode,
-                     owner_access_key=b.owner_access_key)
+    p = CreateParams(
+        image=b.image,
+        name=b.name,
+        session_type=b.type,
+        group=b.group,
+        domain=b.domain,
+        enqueue_only=b.enqueueOnly,
+        max_wait=b.maxWaitSeconds,
+        reuse=b.reuseIfExists,
+        tag=b.tag,
+        starts_at=b.starts_at,
+        startup_command=b.startupCommand,
+        bootstrap_script=b.bootstrap_script,
+        batch_timeout=b.batchTimeout,
+        cluster_size=b.cluster_size,
+        cluster_mode=b.cluster_mode,
+        owner_access_key=b.owner_access_key,
+    )
     config = b.config
     try:
         p.resources = ResourceSlot.from_user_input(_pick(config, "resources", default={}))
@@ -332,9 +391,7 @@ def _with_config(b: CreateSessionBody) -> CreateParams:
             except (SlotTypeError, ValueError, TypeError):
                 raise InvalidAPIParameters(f"Malformed 'config.{key}': {config[key]!r}.") from None
     environ = _pick(config, "environ", default={})
-    if not isinstance(environ, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in environ.items()
-    ):
+    if not isinstance(environ, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in environ.items()):
         raise InvalidAPIParameters("'config.environ' must map names to string values.")
     for k in environ:
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k):

@@ -16,8 +16,23 @@ from ai.backend.common.problems import InvalidAPIParameters
 WORKDIR = "/home/work"
 #: Directories a folder may never cover or sit inside (the container's own system, and our runner).
 SYSTEM_DIRS = (
-    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/root", "/run", "/sbin",
-    "/sys", "/usr", "/var", "/opt/backend.ai", "/tmp",
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/usr",
+    "/var",
+    "/opt/backend.ai",
+    "/tmp",
 )
 _BAD_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 PERMISSIONS = ("ro", "rw", "wd")
