@@ -38,7 +38,7 @@ from bench_api import Connection, _cpu_seconds, _measure  # noqa: E402 - the sha
 from ai.backend.common.auth import sign_request_headers  # noqa: E402
 from ai.backend.manager.db import create_engine, session_factory  # noqa: E402
 from ai.backend.manager.fixtures import USER  # noqa: E402
-from ai.backend.manager.models import KeyPair  # noqa: E402
+from ai.backend.manager.models import KeyPairRow  # noqa: E402
 from ai.backend.testutils.cluster import Cluster, launch_manager  # noqa: E402
 from ai.backend.testutils.web import WebServer, launch_webserver  # noqa: E402
 
@@ -87,7 +87,7 @@ async def _unlimited(db_url: str) -> None:
     engine = create_engine(db_url)
     try:
         async with session_factory(engine)() as db:
-            await db.execute(update(KeyPair).where(KeyPair.access_key == USER["access_key"]).values(rate_limit=0))
+            await db.execute(update(KeyPairRow).where(KeyPairRow.access_key == USER["access_key"]).values(rate_limit=0))
             await db.commit()
     finally:
         await engine.dispose()

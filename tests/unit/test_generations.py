@@ -111,13 +111,13 @@ import asyncio
 from sqlalchemy import update
 from ai.backend.manager import generations
 from ai.backend.manager.db import create_engine, session_factory
-from ai.backend.manager.models import Domain, KeyPair
+from ai.backend.manager.models import KeyPairRow
 
 async def main():
     generations.configure_propagation({str(tmp_path / "state")!r}, None)
     engine = create_engine("sqlite+aiosqlite:///{tmp_path}/gen.db")
     async with session_factory(engine)() as s:
-        await s.execute(update(KeyPair).values(is_active=False))
+        await s.execute(update(KeyPairRow).values(is_active=False))
         await s.commit()
     await engine.dispose()
 
