@@ -144,11 +144,11 @@ def test_every_table_is_watched_or_declared_uncached() -> None:
     from ai.backend.manager.models import metadata
 
     tables = set(metadata.tables)
-    assert set(generations.GROUPS) | generations.UNCACHED == tables, (
-        "a table is neither in generations.GROUPS nor in UNCACHED: "
-        f"{sorted(tables - set(generations.GROUPS) - generations.UNCACHED)}"
+    assert set(generations.TABLE_GROUPS) | generations.UNCACHED == tables, (
+        "a table is neither in generations.TABLE_GROUPS nor in UNCACHED: "
+        f"{sorted(tables - set(generations.TABLE_GROUPS) - generations.UNCACHED)}"
     )
-    assert not set(generations.GROUPS) & generations.UNCACHED
+    assert not set(generations.TABLE_GROUPS) & generations.UNCACHED
 
 
 async def test_sessions_not_made_by_session_factory_move_no_generation(

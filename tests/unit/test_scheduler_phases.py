@@ -14,9 +14,9 @@ from ai.backend.manager.scheduler import (
     PREDICATES,
     QUEUE_POLICIES,
     AgentState,
-    GroupSettings,
     KeypairState,
     PendingSession,
+    ScalingGroupPolicy,
     check_predicates,
     plan_pass,
     pop_next,
@@ -102,7 +102,7 @@ def test_each_queue_policy_through_the_table(policy: str) -> None:
     pending = [PendingSession(q.name, q.access_key, "default", ONE) for q in queue]
     agents = [AgentState("i-1", "default", CAP, occupied=ResourceSlot({"cpu": Decimal(3)}))]
     usage = {("default", ak): slots for ak, slots in USAGE.items()}
-    plan = plan_pass(pending, agents, {}, {"default": GroupSettings(policy)}, usage, NOW)
+    plan = plan_pass(pending, agents, {}, {"default": ScalingGroupPolicy(policy)}, usage, NOW)
     assert plan.placements == [(EXPECTED[policy][0], "i-1")]
 
 

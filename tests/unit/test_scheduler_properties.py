@@ -26,9 +26,9 @@ from ai.backend.manager.scheduler import (
     POLICIES,
     STRATEGIES,
     AgentState,
-    GroupSettings,
     KeypairState,
     PendingSession,
+    ScalingGroupPolicy,
     dominant_share,
     plan_pass,
 )
@@ -48,7 +48,7 @@ amounts = st.tuples(st.integers(0, 6), st.integers(0, 8), st.integers(0, 2))
 class Sim:
     agents: list[AgentState]
     policies: dict[str, KeypairState]  # limits only; holdings are derived from ``running``
-    settings: GroupSettings
+    settings: ScalingGroupPolicy
     pending: list[PendingSession] = field(default_factory=list)
     # sid -> (access key, [(agent, slots) per kernel], total slots)
     running: dict[str, tuple[str, list[tuple[str, ResourceSlot]], ResourceSlot]] = field(default_factory=dict)
@@ -129,7 +129,7 @@ def test_no_sequence_overcommits_an_agent_or_a_policy(
     sim = Sim(
         [AgentState(f"i-{i}", "default", slot(c)) for i, c in enumerate(caps)],
         {f"AK{i + 1}": KeypairState(slot(lim), n) for i, (lim, n) in enumerate(limits)},
-        GroupSettings(policy, strategy),
+        ScalingGroupPolicy(policy, strategy),
     )
     for op, arg, amount in steps:
         if op == "create":
@@ -160,7 +160,7 @@ def test_drf_converges_to_fair_shares(units: list[int], size: tuple[int, int, in
     sim = Sim(
         [AgentState(f"i-{i}", "default", c) for i, c in enumerate(caps)],
         {"A": unlimited, "B": unlimited},
-        GroupSettings("drf", "dispersed"),
+        ScalingGroupPolicy("drf", "dispersed"),
     )
     total = sum(caps, ResourceSlot())
     ends: dict[str, int] = {}

@@ -14,9 +14,9 @@ from ai.backend.manager.scheduler import (
     P_RESERVED,
     P_SGROUP,
     AgentState,
-    GroupSettings,
     KeypairState,
     PendingSession,
+    ScalingGroupPolicy,
     check_predicates,
     plan_pass,
     scheduler_opts_error,
@@ -112,7 +112,7 @@ def test_plan_checks_architecture_and_keypair_totals_within_a_pass() -> None:
     pending = [PendingSession(f"p{i}", "AK", "default", slots(1, 1), architecture="arm64") for i in range(4)]
     pending.append(PendingSession("amd", "BK", "default", slots(1, 1), architecture="amd64"))
     pending.append(PendingSession("riscv", "BK", "default", slots(1, 1), architecture="riscv64"))
-    plan = plan_pass(pending, [arm, x86], kp, {"default": GroupSettings("fifo", "dispersed")}, {}, NOW)
+    plan = plan_pass(pending, [arm, x86], kp, {"default": ScalingGroupPolicy("fifo", "dispersed")}, {}, NOW)
     assert plan.placements == [("p0", "i-arm"), ("p1", "i-arm"), ("p2", "i-arm"), ("amd", "i-x86")]
     why = {w.session_id: w for w in plan.waiting}
     assert why["p3"].predicates == (P_KEYPAIR_SLOTS,) and "cpu 3 of 3 in use" in why["p3"].reason
@@ -133,7 +133,7 @@ def test_multi_node_cluster_spreads_over_agents_whole_or_not_at_all() -> None:
         ],
         agents,
         {},
-        {"default": GroupSettings("fifo", "dispersed")},
+        {"default": ScalingGroupPolicy("fifo", "dispersed")},
         {},
         NOW,
     )
@@ -159,7 +159,7 @@ def test_multi_node_cluster_waits_for_room_and_gives_back_a_partial_placement() 
         ],
         agents,
         {},
-        {"default": GroupSettings("fifo", "concentrated")},
+        {"default": ScalingGroupPolicy("fifo", "concentrated")},
         {},
         NOW,
     )
@@ -175,6 +175,11 @@ def test_multi_node_cluster_waits_for_room_and_gives_back_a_partial_placement() 
 def test_single_node_cluster_needs_one_agent_with_room_for_all() -> None:
     agents = [agent("i-a", slots(2, 8)), agent("i-b", slots(4, 8))]
     plan = plan_pass(
-        [_cluster("trio", 1, 3, "single-node")], agents, {}, {"default": GroupSettings("fifo", "dispersed")}, {}, NOW
+        [_cluster("trio", 1, 3, "single-node")],
+        agents,
+        {},
+        {"default": ScalingGroupPolicy("fifo", "dispersed")},
+        {},
+        NOW,
     )
     assert plan.placements == [("trio", "i-b")] and plan.kernel_agents == {"trio": ["i-b"] * 3}

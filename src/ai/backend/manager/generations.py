@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 # ``accounts`` also holds what decides where an owner may run sessions (projects and their members,
 # resource policies, scaling groups and their associations): all change rarely, and session creation
 # caches what it reads of them.
-GROUPS: dict[str, str] = {
+TABLE_GROUPS: dict[str, str] = {
     "keypairs": "accounts",
     "users": "accounts",
     "domains": "accounts",
@@ -153,7 +153,7 @@ def changed(groups: Iterable[str]) -> None:
 
 
 def _mark(session: Session, table_name: str | None) -> None:
-    group = GROUPS.get(table_name or "")
+    group = TABLE_GROUPS.get(table_name or "")
     if group is not None:
         session.info.setdefault(_CHANGED, set()).add(group)
 
@@ -165,7 +165,7 @@ def _after_flush(session: Session, _ctx: Any) -> None:
         _mark(session, getattr(obj, "__tablename__", None))
     for obj in session.dirty:
         name = getattr(obj, "__tablename__", None)
-        if name in GROUPS and session.is_modified(obj, include_collections=False):
+        if name in TABLE_GROUPS and session.is_modified(obj, include_collections=False):
             _mark(session, name)
 
 

@@ -31,7 +31,7 @@ from .predicates import (
 from .reasons import format_amount, shortfall_reason
 from .selectors import SELECTORS, STRATEGIES, AgentPicker, scheduler_opts_error, select_agent, selection_strategy
 from .snapshot import Snapshot, read_snapshot
-from .state import AgentState, GroupSettings, KeypairState, PassPlan, PendingSession, Waiting
+from .state import AgentState, KeypairState, PassPlan, PendingSession, ScalingGroupPolicy, Waiting
 
 __all__ = [
     "P_ARCH",
@@ -48,7 +48,7 @@ __all__ = [
     "STRATEGIES",
     "AgentPicker",
     "AgentState",
-    "GroupSettings",
+    "ScalingGroupPolicy",
     "KeypairState",
     "PassPlan",
     "PendingSession",

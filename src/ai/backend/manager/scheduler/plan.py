@@ -21,14 +21,14 @@ from .policies import pop_next
 from .predicates import P_ARCH, P_CAPACITY, architecture, check_predicates
 from .reasons import cluster_shortfall
 from .selectors import AgentPicker
-from .state import AgentState, GroupSettings, KeypairState, PassPlan, PendingSession, Waiting
+from .state import AgentState, KeypairState, PassPlan, PendingSession, ScalingGroupPolicy, Waiting
 
 
 def plan_pass(
     pending: Sequence[PendingSession],
     agents: Sequence[AgentState],
     keypairs: Mapping[str, KeypairState],
-    groups: Mapping[str, GroupSettings],
+    groups: Mapping[str, ScalingGroupPolicy],
     usage: Mapping[tuple[str, str], ResourceSlot],
     now: datetime,
 ) -> PassPlan:
@@ -42,7 +42,7 @@ def plan_pass(
     for s in pending:
         queues.setdefault(s.scaling_group, []).append(s)
     for sgroup, queue in queues.items():
-        settings = groups.get(sgroup, GroupSettings())
+        settings = groups.get(sgroup, ScalingGroupPolicy())
         members = [a for a in agents if a.scaling_group == sgroup and a.eligible]
         capacity = sum((a.available for a in members), ResourceSlot())
         group_usage = {ak: slots for (sg, ak), slots in usage.items() if sg == sgroup}

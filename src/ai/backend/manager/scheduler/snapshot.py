@@ -23,7 +23,7 @@ from ..scaling_groups import allowed_scaling_groups
 from ..sessions.status import HOLDING
 from ..sessions.status import SessionStatus as S
 from .selectors import selection_strategy
-from .state import DEFAULT_POLICY, AgentState, GroupSettings, KeypairState, PendingSession
+from .state import DEFAULT_POLICY, AgentState, KeypairState, PendingSession, ScalingGroupPolicy
 
 # What a pass reads of a pending session.
 _PENDING_COLUMNS = (
@@ -52,7 +52,7 @@ class Snapshot:
     pending: list[PendingSession]  # oldest first
     agents: list[AgentState]
     keypairs: dict[str, KeypairState]
-    groups: dict[str, GroupSettings]
+    groups: dict[str, ScalingGroupPolicy]
     usage: dict[tuple[str, str], ResourceSlot]  # (scaling group, access key) -> occupied, ``drf`` groups only
 
 
@@ -82,13 +82,13 @@ async def read_snapshot(db: AsyncSession) -> Snapshot | None:
     )
     pending = await _pending_snapshot(db, rows)
     groups = {
-        name: GroupSettings(policy or DEFAULT_POLICY, selection_strategy(opts))
+        name: ScalingGroupPolicy(policy or DEFAULT_POLICY, selection_strategy(opts))
         for name, policy, opts in (
             await db.execute(select(ScalingGroupRow.name, ScalingGroupRow.scheduler, ScalingGroupRow.scheduler_opts))
         ).all()
     }
     # Only ``drf`` orders by usage: the other groups' holdings need not be read.
-    drf = {p.scaling_group for p in pending if groups.get(p.scaling_group, GroupSettings()).policy == "drf"}
+    drf = {p.scaling_group for p in pending if groups.get(p.scaling_group, ScalingGroupPolicy()).policy == "drf"}
     return Snapshot(
         rows={str(r.id): r for r in rows},
         agent_rows={a.id: a for a in agents},

@@ -55,7 +55,7 @@ class KeypairState:
 
 
 @dataclass(frozen=True)
-class GroupSettings:
+class ScalingGroupPolicy:
     """A scaling group's queue policy (``scheduler``) and agent selection strategy (``scheduler_opts``)."""
 
     policy: str = DEFAULT_POLICY
