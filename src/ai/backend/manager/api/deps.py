@@ -76,7 +76,5 @@ async def json_body(request: Request) -> dict[str, Any]:
     return data
 
 
-# Typed dependencies for handler signatures: ``async def h(ctx: Ctx, caller: Caller, reg: Sessions)``.
+# The context as a typed dependency for handler signatures: ``async def h(request: Request, ctx: Ctx)``.
 Ctx = Annotated[ManagerContext, Depends(_context)]
-Caller = Annotated[AuthContext, Depends(auth_required)]
-Sessions = Annotated[SessionRegistry, Depends(registry)]

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import update
 
+from ai.backend.common.contracts.agent import KERNEL_PATH
 from ai.backend.common.problems import Conflict, SessionNotFound
 
 from ..agent_client import AgentRPC, RawAnswer
@@ -32,6 +33,21 @@ class KernelProxy:
         self.activity = activity
         self._query_counts: PendingCounts[uuid.UUID] = PendingCounts()
 
+    async def _main_kernel(self, session: SessionRow, *, check_status: bool, kernel: KernelRow | None) -> KernelRow:
+        """The session's main kernel with its agent's address, after counting the call as activity; a 409
+        when the session is not RUNNING (``check_status``), a 404 when the kernel has no agent."""
+        self.activity.touch(session.id)
+        if check_status and session.status != S.RUNNING:
+            raise SessionNotRunning(
+                f"Session {session.name!r} is {session.status}, not RUNNING; it cannot take this request."
+            )
+        if kernel is None:
+            async with self.store.db() as db:
+                kernel = await self.store.main_kernel(db, session)
+        if not kernel.agent_addr:
+            raise SessionNotFound(f"Session {session.name!r} has no running kernel.")
+        return kernel
+
     async def kernel_call(
         self,
         session: SessionRow,
@@ -44,19 +60,10 @@ class KernelProxy:
         kernel: KernelRow | None = None,
     ) -> Any:
         """Forward a call to the session's main kernel on its agent (``kernel``: that kernel, if already loaded)."""
-        self.activity.touch(session.id)
-        if check_status and session.status != S.RUNNING:
-            raise SessionNotRunning(
-                f"Session {session.name!r} is {session.status}, not RUNNING; it cannot take this request."
-            )
-        if kernel is None:
-            async with self.store.db() as db:
-                kernel = await self.store.main_kernel(db, session)
-        if not kernel.agent_addr:
-            raise SessionNotFound(f"Session {session.name!r} has no running kernel.")
-        return await self._rpc.call(
-            kernel.agent_addr, method, f"/v1/kernels/{kernel.id}{op}", json=json, timeout=timeout
-        )
+        kernel = await self._main_kernel(session, check_status=check_status, kernel=kernel)
+        assert kernel.agent_addr is not None
+        path = KERNEL_PATH.format(kid=kernel.id) + op
+        return await self._rpc.call(kernel.agent_addr, method, path, json=json, timeout=timeout)
 
     async def kernel_call_raw(
         self,
@@ -70,19 +77,12 @@ class KernelProxy:
         timeout: float | None = 600,
     ) -> RawAnswer:
         """Like :meth:`kernel_call`, for agent endpoints that take or answer raw bytes (session files)."""
-        self.activity.touch(session.id)
-        if session.status != S.RUNNING:
-            raise SessionNotRunning(
-                f"Session {session.name!r} is {session.status}, not RUNNING; it cannot take this request."
-            )
-        async with self.store.db() as db:
-            kernel = await self.store.main_kernel(db, session)
-        if not kernel.agent_addr:
-            raise SessionNotFound(f"Session {session.name!r} has no running kernel.")
+        kernel = await self._main_kernel(session, check_status=True, kernel=None)
+        assert kernel.agent_addr is not None
         return await self._rpc.call_raw(
             kernel.agent_addr,
             method,
-            f"/v1/kernels/{kernel.id}{op}",
+            KERNEL_PATH.format(kid=kernel.id) + op,
             params=params,
             content=content,
             content_type=content_type,

@@ -12,11 +12,20 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import select
 
-from ai.backend.common.contracts.agent import KernelSpec, RegistryAuth
+from ai.backend.common.contracts.agent import (
+    KERNEL_PATH,
+    KERNELS_PATH,
+    NETWORK_PATH,
+    NETWORKS_PATH,
+    FolderMount,
+    KernelSpec,
+    NetworkSpec,
+    RegistryAuth,
+)
 from ai.backend.common.problems import ServiceUnavailable
 
 from ..agent_client import AgentError, AgentRPC
@@ -187,21 +196,18 @@ class Launcher:
         ssh = new_ssh_keypair(f"{session.name}@backend.ai") if cluster else None
         created: dict[uuid.UUID, dict[str, Any]] = {}
         try:
-            common: dict[str, Any] = {"mounts": await self._mount_specs(session), **user_config}
+            mounts = await self._mount_specs(session)
             if cluster:
                 assert kernels[0].agent_addr is not None
-                await self._rpc.call(
-                    kernels[0].agent_addr,
-                    "POST",
-                    "/v1/networks",
-                    json={"name": network_name(session.id), "mode": session.cluster_mode},
-                    timeout=120,
-                )
+                network = NetworkSpec(name=network_name(session.id), mode=session.cluster_mode)
+                await self._rpc.call(kernels[0].agent_addr, "POST", NETWORKS_PATH, json=network.to_wire(), timeout=120)
 
             async def create(k: KernelRow) -> None:
                 assert k.agent_addr is not None
-                spec = {**self.kernel_spec(session, k, ssh), **common}
-                created[k.id] = await self._rpc.call(k.agent_addr, "POST", "/v1/kernels", json=spec, timeout=900)
+                spec = self.kernel_spec(session, k, ssh, mounts=mounts, user_config=user_config)
+                created[k.id] = await self._rpc.call(
+                    k.agent_addr, "POST", KERNELS_PATH, json=spec.to_wire(), timeout=900
+                )
 
             # The sub kernels first: main1's bootstrap script or batch task may expect them to be up.
             for group in (kernels[1:], kernels[:1]):
@@ -283,8 +289,17 @@ class Launcher:
 
         return await retry_locked(txn)
 
-    def kernel_spec(self, session: SessionRow, kernel: KernelRow, ssh: tuple[str, str] | None) -> dict[str, Any]:
-        """The creation request of one kernel for its agent. Only ``main1`` runs a batch session's task."""
+    def kernel_spec(
+        self,
+        session: SessionRow,
+        kernel: KernelRow,
+        ssh: tuple[str, str] | None,
+        *,
+        mounts: list[FolderMount],
+        user_config: dict[str, Any],
+    ) -> KernelSpec:
+        """The creation request of one kernel for its agent: the session's settings, its folder ``mounts`` and
+        the owner's dotfiles and bootstrap script (``user_config``). Only ``main1`` runs a batch session's task."""
         size = session.cluster_size or 1
         main = kernel.cluster_role == "main"
         me = KernelSlot(
@@ -293,8 +308,7 @@ class Launcher:
             kernel.cluster_hostname,
             local_rank(kernel.cluster_role, kernel.cluster_idx),
         )
-        auth = self._registry_auth(session.image)
-        spec = KernelSpec(
+        return KernelSpec(
             kernel_id=str(kernel.id),
             session_id=str(session.id),
             session_name=session.name,
@@ -303,13 +317,14 @@ class Launcher:
             environ=session.environ or {},
             session_type=session.session_type if main else "interactive",
             startup_command=session.startup_command if main else None,
-            bootstrap_script=session.bootstrap_script,
+            bootstrap_script=user_config.get("bootstrap_script"),
+            dotfiles=user_config.get("dotfiles") or [],
+            mounts=mounts,
             access_key=session.access_key,
             batch_timeout=session.batch_timeout,
-            registry_auth=RegistryAuth.model_validate(auth) if auth else None,
+            registry_auth=self._registry_auth(session.image),
             **cluster_spec(session.id, session.cluster_mode, size, me, ssh),
         )
-        return spec.to_wire()
 
     async def fail_start(self, session_id: uuid.UUID, reason: str, detail: str) -> None:
         """Record that a session could not start: ERROR, its kernels' slots given back."""
@@ -341,7 +356,7 @@ class Launcher:
         network_agent = kernels[0].agent_addr if len(kernels) > 1 else None
         if network_agent:
             try:
-                await self._rpc.call(network_agent, "DELETE", f"/v1/networks/{network_name(session_id)}")
+                await self._rpc.call(network_agent, "DELETE", NETWORK_PATH.format(name=network_name(session_id)))
             except Exception as e:  # noqa: BLE001 - the agent may be gone; it removes leftovers at start
                 log.warning("could not remove the network of session %s: %s", session_id, e)
 
@@ -359,29 +374,24 @@ class Launcher:
             await db.commit()
         self._publish("session_pulling", session)
 
-    async def _mount_specs(self, session: SessionRow) -> list[dict[str, str]]:
+    async def _mount_specs(self, session: SessionRow) -> list[FolderMount]:
         """Bind mounts of the session's folders for the agent: host paths from their storage proxies."""
         out = []
         for m in session.vfolder_mounts or []:
             if self._folder_path is None:
                 raise ServiceUnavailable("No storage proxy is configured; folders cannot be mounted.")
             host_path = await self._folder_path(m["host"], m["vfid"])
-            out.append(
-                {
-                    "host_path": host_path,
-                    "container_path": m["mount_path"],
-                    "mode": "ro" if m["permission"] == "ro" else "rw",
-                }
-            )
+            mode: Literal["ro", "rw"] = "ro" if m["permission"] == "ro" else "rw"
+            out.append(FolderMount(host_path=host_path, container_path=m["mount_path"], mode=mode))
         return out
 
-    def _registry_auth(self, image: str) -> dict[str, str] | None:
+    def _registry_auth(self, image: str) -> RegistryAuth | None:
         """Pull credentials for an image of a configured registry that has them (sent to the agent only)."""
         host, sep, _ = image.partition("/")
         cfg = self._docker_registries.get(host) if sep else None
         if cfg is None or not getattr(cfg, "username", ""):
             return None
-        return {"username": cfg.username, "password": cfg.password, "serveraddress": host}
+        return RegistryAuth(username=cfg.username, password=cfg.password, serveraddress=host)
 
     async def destroy_kernel_quietly(self, kernel: KernelRow) -> dict[str, Any]:
         """Destroy a kernel on its agent; its last stats, or ``{}`` when the agent did not answer (logged: the
@@ -389,7 +399,7 @@ class Launcher:
         if not kernel.agent_addr:
             return {}
         try:
-            res = await self._rpc.call(kernel.agent_addr, "DELETE", f"/v1/kernels/{kernel.id}")
+            res = await self._rpc.call(kernel.agent_addr, "DELETE", KERNEL_PATH.format(kid=kernel.id))
         except AgentError as e:
             if e.status != 404:  # a 404: gone already (ended by itself, or removed by reconciliation)
                 log.warning("could not destroy kernel %s: %s", kernel.id, e)

@@ -11,6 +11,8 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from ai.backend.common.contracts.agent import RESTART_PATH
+
 from ..agent_client import AgentRPC
 from ..background import Spawn
 from ..events import EventBus
@@ -277,7 +279,7 @@ class Lifecycle:
             self._activity.touch(row.id)
             await asyncio.gather(
                 *(
-                    self._rpc.call(k.agent_addr, "POST", f"/v1/kernels/{k.id}/restart", timeout=600)
+                    self._rpc.call(k.agent_addr, "POST", RESTART_PATH.format(kid=k.id), timeout=600)
                     for k in kernels
                     if k.agent_addr
                 )
