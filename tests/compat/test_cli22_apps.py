@@ -1,0 +1,151 @@
+"""The official 22.03 CLI's app commands against a real cluster: ``apps``, ``app`` (Jupyter through the
+manager's ``tcpproxy`` stream), ``ssh`` and ``scp`` (dropbear in the session, SFTP for OpenSSH's scp).
+
+One module-scoped python session serves every test; each test checks the result through the app itself
+(Jupyter's REST API and a kernel cell, a command's output over SSH, a file's bytes after a round trip).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ai.backend.testutils.cluster import Cluster
+from ai.backend.testutils.jupyter import run_cell, wait_api
+
+from .conftest import CLI, OfficialClients, client_env
+from .test_cli22_sessions import api_create, cleanup
+
+pytestmark = pytest.mark.docker
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def app_session(cluster: Cluster) -> Iterator[str]:
+    name = f"apps-{uuid.uuid4().hex[:8]}"
+    doc = api_create(cluster, name)
+    assert doc["status"] == "RUNNING", doc
+    try:
+        yield name
+    finally:
+        cleanup(cluster, name)
+
+
+def _env(clients: OfficialClients, cluster: Cluster, home: Path) -> dict[str, str]:
+    from ai.backend.manager.fixtures import USER
+
+    env = client_env(cluster, USER, home)
+    # `ssh`/`scp` run `backend.ai session download` and `backend.ai app` as subprocesses found on PATH.
+    env["PATH"] = str(Path(clients.cli("22.03")).parent) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def test_apps_lists_the_session_apps(cli22: CLI, app_session: str) -> None:
+    run = cli22("apps", "-l", app_session).ok()
+    assert "This session provides the following app services:" in run.out, run.describe()
+    for app in ("jupyter", "jupyterlab", "sshd", "ttyd"):
+        assert app in run.out, run.describe()
+
+
+def test_app_of_unknown_name_is_refused(cli22: CLI, app_session: str) -> None:
+    run = cli22("app", app_session, "no-such-app", "-b", f"127.0.0.1:{_free_port()}", timeout=60)
+    assert 'The app "no-such-app" is not supported by the session.' in run.out, run.describe()
+
+
+def test_app_jupyter_runs_a_cell(
+    clients: OfficialClients, cluster: Cluster, home: Path, app_session: str
+) -> None:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [clients.cli("22.03"), "app", app_session, "jupyter", "-b", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=_env(clients, cluster, home),
+        cwd=home,
+        text=True,
+    )
+    assert proc.stdout is not None
+    try:
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if f"127.0.0.1:{port}" in line:
+                break
+        assert any("available at" in x for x in lines), "".join(lines)
+        with httpx.Client() as client:
+            doc = wait_api(client, f"http://127.0.0.1:{port}")
+            assert "version" in doc
+            assert run_cell(client, f"http://127.0.0.1:{port}", "6 * 7") == "42"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert "has terminated" in out, out
+
+
+@pytest.mark.skipif(shutil.which("ssh") is None, reason="no ssh client on this machine")
+def test_ssh_runs_a_command(clients: OfficialClients, cluster: Cluster, home: Path, app_session: str) -> None:
+    (home / ".ssh").mkdir(mode=0o700, exist_ok=True)
+    p = subprocess.run(
+        [clients.cli("22.03"), "ssh", app_session, "-p", str(_free_port()), "echo", "hello-$((6*7))", "&&", "id", "-un"],
+        capture_output=True,
+        text=True,
+        env=_env(clients, cluster, home),
+        cwd=home,
+        timeout=120,
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "hello-42" in p.stdout and "work" in p.stdout, p.stdout + p.stderr
+
+
+@pytest.mark.skipif(shutil.which("scp") is None, reason="no scp client on this machine")
+def test_scp_round_trips_a_file(
+    clients: OfficialClients, cluster: Cluster, home: Path, app_session: str, tmp_path: Path
+) -> None:
+    (home / ".ssh").mkdir(mode=0o700, exist_ok=True)
+    payload = os.urandom(300_000)
+    src = tmp_path / "up.bin"
+    src.write_bytes(payload)
+    env = _env(clients, cluster, home)
+    up = subprocess.run(
+        [clients.cli("22.03"), "scp", app_session, "-p", str(_free_port()), str(src), "work@localhost:up.bin"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=home,
+        timeout=120,
+    )
+    assert up.returncode == 0, up.stdout + up.stderr
+    back = tmp_path / "back.bin"
+    down = subprocess.run(
+        [clients.cli("22.03"), "scp", app_session, "-p", str(_free_port()), "work@localhost:up.bin", str(back)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=home,
+        timeout=120,
+    )
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert back.read_bytes() == payload
