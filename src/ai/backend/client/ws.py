@@ -143,6 +143,11 @@ class WebSocketResponse:
         """The close code once closed."""
         return self._conn.close_code
 
+    @property
+    def close_reason(self) -> str | None:
+        """The reason the closing side gave, once closed (``None`` before, ``""`` if it gave none)."""
+        return self._conn.close_reason
+
     def exception(self) -> BaseException | None:
         """The error that broke the connection, if any."""
         return self._exception

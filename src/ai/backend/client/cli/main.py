@@ -31,6 +31,8 @@ class CommandSpec:
 
 _S = CommandSpec
 _SESSION = "ai.backend.client.cli.session"
+_APP = "ai.backend.client.cli.app"
+_SSH = "ai.backend.client.cli.ssh"
 COMMANDS: dict[str, CommandSpec] = {
     "run": _S("ai.backend.client.cli.run:run", "Run a code snippet or files in a compute session."),
     "create": _S(f"{_SESSION}:create_top", "Create a compute session without running code.", ["start"]),
@@ -43,6 +45,10 @@ COMMANDS: dict[str, CommandSpec] = {
     "ls": _S(f"{_SESSION}:ls_top", "List files in a compute session."),
     "logs": _S(f"{_SESSION}:logs_top", "Show the console log of a compute session."),
     "session": _S(f"{_SESSION}:session", "Compute session commands."),
+    "app": _S(f"{_APP}:app", "Run a local proxy to an app (service port) of a compute session."),
+    "apps": _S(f"{_APP}:apps", "List the apps of a compute session and the options they accept."),
+    "ssh": _S(f"{_SSH}:ssh", "Open an SSH connection to a compute session."),
+    "scp": _S(f"{_SSH}:scp", "Copy files between here and a compute session over SSH."),
     "admin": _S("ai.backend.client.cli.admin:admin", "Administrative commands."),
     "config": _S("ai.backend.client.cli.config:config", "Show the current client configuration."),
     "update-password": _S("ai.backend.client.cli.auth:update_password", "Change your password."),

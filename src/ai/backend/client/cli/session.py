@@ -1,4 +1,5 @@
-"""Compute session commands: ``session create|destroy|restart|info|list|upload|download|ls|logs|rename``.
+"""Compute session commands: ``session create|destroy|restart|info|list|upload|download|ls|logs|rename``
+(and ``session app|apps|ssh|scp`` from :mod:`.app` and :mod:`.ssh`).
 
 The same command objects are exposed at the top level (``create``/``start``,
 ``destroy``/``rm``/``kill``/``terminate``, ``restart``, ``info``, ``ps``, ...).
@@ -14,7 +15,7 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 import click
 
 from .core import LazyGroup, get_cli_context
-from .main import CommandSpec
+from .main import COMMANDS, CommandSpec
 from .params import (
     ENV_TYPE,
     RESOURCE_OPT_TYPE,
@@ -741,6 +742,7 @@ def rename(name: str, new_name: str) -> None:
             ["start-from-template"],
         ),
         "events": CommandSpec("ai.backend.client.cli.events:events", "Show session lifecycle events live."),
+        **{name: COMMANDS[name] for name in ("app", "apps", "ssh", "scp")},
     },
 )
 def session() -> None:

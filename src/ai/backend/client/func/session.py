@@ -16,6 +16,7 @@ from typing import IO, Any, Literal, cast
 from urllib.parse import quote
 from uuid import UUID
 
+from ..app_options import AppArgumentValue, app_option_params
 from ..exceptions import BackendClientError
 from ..naming import validate_session_name
 from ..request import AttachedFile, Request, Response
@@ -756,6 +757,124 @@ class ComputeSession(BaseFunction):
             params["app"] = app
         rqst = Request("GET", "/stream" + self._path("/pty"), params=params)
         return connect_websocket(rqst, response_cls=StreamPty)
+
+    # ---- in-session apps (service ports) ----
+
+    @api_function
+    async def stream_app_info(self) -> list[dict[str, Any]]:
+        """The apps of the session (``GET /stream/session/:id/apps``).
+
+        Each item is ``{"name", "protocol", "ports": [container ports], "url_template"?,
+        "allowed_arguments"?, "allowed_envs"?}``.
+        """
+        rqst = Request("GET", "/stream" + self._path("/apps"), params=self._owner_params())
+        async with rqst.fetch() as resp:
+            data = await resp.json()
+        if isinstance(data, dict) and isinstance(data.get("apps"), list):
+            data = data["apps"]
+        if not isinstance(data, list) or not all(isinstance(a, dict) and "name" in a for a in data):
+            raise BackendClientError(f"Unexpected app list: {data!r}")
+        return [dict(a) for a in data]
+
+    @api_function
+    async def start_service(
+        self,
+        app: str,
+        *,
+        port: int | None = None,
+        envs: Mapping[str, str] | None = None,
+        arguments: Mapping[str, AppArgumentValue | Sequence[str]] | None = None,
+        redirect: str | None = None,
+        login_session_token: str | None = None,
+    ) -> dict[str, Any]:
+        """Start *app* and get a browser link to it through the server's app proxy
+        (``POST /session/:id/start-service``).
+
+        Returns ``{"token", "wsproxy_addr", "url"}``: open ``url`` (one use, valid for a minute).
+        *port* picks one container port of a multi-port app; *envs* and *arguments* must be among
+        the app's ``allowed_envs``/``allowed_arguments`` (see :meth:`stream_app_info`); *redirect* is
+        the path the browser lands on (e.g. ``/lab``).
+        """
+        if not app:
+            raise BackendClientError("The app name must not be empty.")
+        try:
+            options = app_option_params(port=port, envs=envs, arguments=arguments)
+        except ValueError as e:
+            raise BackendClientError(str(e)) from None
+        body: dict[str, Any] = {"app": app, **options}
+        if "port" in body:
+            body["port"] = int(body["port"])
+        if redirect is not None:
+            body["redirect"] = redirect
+        if login_session_token is not None:
+            body["login_session_token"] = login_session_token
+        rqst = Request("POST", self._path("/start-service"), params=self._owner_params())
+        rqst.set_json(body)
+        async with rqst.fetch() as resp:
+            data = await resp.json()
+        if not isinstance(data, dict):
+            raise BackendClientError(f"Unexpected start-service response: {data!r}")
+        if not data.get("url") and data.get("token") and data.get("wsproxy_addr"):
+            # An app proxy that answers only the token: its auth route turns it into a circuit (ADR 0012).
+            base = str(data["wsproxy_addr"]).rstrip("/")
+            data["url"] = f"{base}/v2/proxy/auth?token={quote(str(data['token']), safe='')}"
+        return data
+
+    @api_function
+    async def shutdown_service(self, name: str) -> dict[str, Any] | None:
+        """Stop the app *name* in the session (``POST /session/:id/shutdown-service``)."""
+        rqst = Request("POST", self._path("/shutdown-service"), params=self._owner_params())
+        rqst.set_json({"service_name": name})
+        async with rqst.fetch() as resp:
+            if resp.status == 204 or not resp.content.strip():
+                return None
+            data = await resp.json()
+        return data if isinstance(data, dict) else {"result": data}
+
+    def _stream_app_proxy(
+        self,
+        route: Literal["tcpproxy", "httpproxy"],
+        app: str,
+        port: int | None,
+        envs: Mapping[str, str] | None,
+        arguments: Mapping[str, AppArgumentValue | Sequence[str]] | None,
+    ) -> WebSocketContextManager[WebSocketResponse]:
+        if not app:
+            raise BackendClientError("The app name must not be empty.")
+        try:
+            options = app_option_params(port=port, envs=envs, arguments=arguments)
+        except ValueError as e:
+            raise BackendClientError(str(e)) from None
+        params = {"app": app, **options, **self._owner_params()}
+        return connect_websocket(Request("GET", "/stream" + self._path(f"/{route}"), params=params))
+
+    def stream_tcpproxy(
+        self,
+        app: str,
+        *,
+        port: int | None = None,
+        envs: Mapping[str, str] | None = None,
+        arguments: Mapping[str, AppArgumentValue | Sequence[str]] | None = None,
+    ) -> WebSocketContextManager[WebSocketResponse]:
+        """One TCP connection to *app* in the session, as a WebSocket (``GET /stream/session/:id/tcpproxy``).
+
+        ``async with sess.stream_tcpproxy("sshd") as ws:`` then ``await ws.send_bytes(...)`` and
+        ``await ws.receive()`` (BINARY messages carry the bytes; ``CLOSED`` when the app closed the
+        connection). The server starts the app first if needed. Open one socket per TCP connection;
+        :class:`ai.backend.client.app_proxy.LocalAppProxy` does that for a local listening port.
+        """
+        return self._stream_app_proxy("tcpproxy", app, port, envs, arguments)
+
+    def stream_httpproxy(
+        self,
+        app: str,
+        *,
+        port: int | None = None,
+        envs: Mapping[str, str] | None = None,
+        arguments: Mapping[str, AppArgumentValue | Sequence[str]] | None = None,
+    ) -> WebSocketContextManager[WebSocketResponse]:
+        """Like :meth:`stream_tcpproxy` on the ``httpproxy`` route (the same wire; kept for old clients)."""
+        return self._stream_app_proxy("httpproxy", app, port, envs, arguments)
 
     @api_function
     async def get_status_history(self) -> dict[str, Any]:
