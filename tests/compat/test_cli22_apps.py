@@ -67,9 +67,7 @@ def test_app_of_unknown_name_is_refused(cli22: CLI, app_session: str) -> None:
     assert 'The app "no-such-app" is not supported by the session.' in run.out, run.describe()
 
 
-def test_app_jupyter_runs_a_cell(
-    clients: OfficialClients, cluster: Cluster, home: Path, app_session: str
-) -> None:
+def test_app_jupyter_runs_a_cell(clients: OfficialClients, cluster: Cluster, home: Path, app_session: str) -> None:
     port = _free_port()
     proc = subprocess.Popen(
         [clients.cli("22.03"), "app", app_session, "jupyter", "-b", f"127.0.0.1:{port}"],
@@ -109,7 +107,18 @@ def test_app_jupyter_runs_a_cell(
 def test_ssh_runs_a_command(clients: OfficialClients, cluster: Cluster, home: Path, app_session: str) -> None:
     (home / ".ssh").mkdir(mode=0o700, exist_ok=True)
     p = subprocess.run(
-        [clients.cli("22.03"), "ssh", app_session, "-p", str(_free_port()), "echo", "hello-$((6*7))", "&&", "id", "-un"],
+        [
+            clients.cli("22.03"),
+            "ssh",
+            app_session,
+            "-p",
+            str(_free_port()),
+            "echo",
+            "hello-$((6*7))",
+            "&&",
+            "id",
+            "-un",
+        ],
         capture_output=True,
         text=True,
         env=_env(clients, cluster, home),

@@ -78,9 +78,7 @@ def _execute(client: httpx.Client, base: str, kernel_id: str, code: str, timeout
     }
     out: list[str] = []
     deadline = time.monotonic() + timeout
-    with ws_connect(
-        f"{ws_base}/api/kernels/{kernel_id}/channels", additional_headers=headers, open_timeout=30
-    ) as ws:
+    with ws_connect(f"{ws_base}/api/kernels/{kernel_id}/channels", additional_headers=headers, open_timeout=30) as ws:
         ws.send(json.dumps(request))
         while time.monotonic() < deadline:
             raw = ws.recv(timeout=max(deadline - time.monotonic(), 0.1))
