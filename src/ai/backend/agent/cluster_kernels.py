@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ai.backend.common.contracts import parse_wire
-from ai.backend.common.contracts.agent import ClusterSpec, is_cluster_network
+from ai.backend.common.contracts.agent import ClusterSpec, SSHKeypair, is_cluster_network
 from ai.backend.common.problems import InvalidAPIParameters
 
 from .kernel_tasks import tar_archive
@@ -47,19 +47,37 @@ def cluster_environ(spec: ClusterSpec | Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-def ssh_keypair_tar(spec: ClusterSpec | Mapping[str, Any], uid: int, gid: int) -> bytes | None:
-    """A tar (extracted at ``/``) placing the session's SSH keypair as ``/home/config/ssh/id_cluster{,.pub}``
-    and ``~/.ssh/id_cluster{,.pub}`` with the public key authorized, owned by the kernel user; ``None``
-    when the spec carries no keypair."""
+def ssh_keypair_tar(
+    spec: ClusterSpec | Mapping[str, Any], uid: int, gid: int, *, user_key: SSHKeypair | None = None
+) -> bytes | None:
+    """A tar (extracted at ``/``) of the kernel's SSH files, owned by the kernel user; ``None`` when there are
+    none:
+
+    * the session's cluster keypair (``cluster_ssh``) as ``/home/config/ssh/id_cluster{,.pub}`` and
+      ``~/.ssh/id_cluster{,.pub}``;
+    * ``user_key`` (the user's keypair SSH key, for the main kernel's ``sshd`` app): the private key as
+      ``/home/work/id_container``;
+    * ``~/.ssh/authorized_keys`` authorizing both public keys (one line each).
+
+    Private keys and ``authorized_keys`` are 0600, ``~/.ssh`` 0700.
+    """
     ssh = as_cluster_spec(spec).cluster_ssh
-    if ssh is None:
+    if ssh is None and user_key is None:
         return None
-    private, public = ssh.private_key.encode(), ssh.public_key.encode()
-    files = []
-    for d in ("home/config/ssh", "home/work/.ssh"):
-        files += [(f"{d}/id_cluster", private, 0o600), (f"{d}/id_cluster.pub", public, 0o644)]
-    files.append(("home/work/.ssh/authorized_keys", public, 0o600))
-    return tar_archive(["home/config", "home/config/ssh", "home/work/.ssh"], files, uid, gid)
+    dirs: list[str | tuple[str, int]] = [("home/work/.ssh", 0o700)]
+    files: list[tuple[str, bytes, int]] = []
+    authorized: list[str] = []
+    if user_key is not None:
+        files.append(("home/work/id_container", user_key.private_key.encode(), 0o600))
+        authorized.append(user_key.public_key.strip())
+    if ssh is not None:
+        private, public = ssh.private_key.encode(), ssh.public_key.encode()
+        dirs[:0] = ["home/config", "home/config/ssh"]
+        for d in ("home/config/ssh", "home/work/.ssh"):
+            files += [(f"{d}/id_cluster", private, 0o600), (f"{d}/id_cluster.pub", public, 0o644)]
+        authorized.append(ssh.public_key.strip())
+    files.append(("home/work/.ssh/authorized_keys", "".join(f"{k}\n" for k in authorized).encode(), 0o600))
+    return tar_archive(dirs, files, uid, gid)
 
 
 def hostname_of(spec: ClusterSpec | Mapping[str, Any]) -> str:

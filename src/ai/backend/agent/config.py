@@ -55,6 +55,35 @@ class ContainerSection(_Section):
     flush_timeout: float = Field(1.0, alias="flush-timeout", gt=0)
     # Spare containers kept started per recently used image, so new sessions skip the container start.
     warm_pool_size: int = Field(1, alias="warm-pool-size", ge=0, le=8)
+    # Host ports for publishing the kernels' app ports (both ends included; ADR 0012), bound to bind-host
+    # only; the manager is told to reach them at advertised-host (default: bind-host).
+    port_range: tuple[int, int] = Field((30000, 31000), alias="port-range")
+    bind_host: str = Field("127.0.0.1", alias="bind-host")
+    advertised_host: str = Field("", alias="advertised-host")
+
+    @property
+    def kernel_host(self) -> str:
+        """The address the manager and the app proxy use to reach the published app ports."""
+        return self.advertised_host or self.bind_host
+
+    @field_validator("port_range")
+    @classmethod
+    def _port_range(cls, value: tuple[int, int]) -> tuple[int, int]:
+        low, high = value
+        if not 1024 < low <= high <= 65535:
+            raise ValueError("port-range must be [low, high] with 1024 < low <= high <= 65535")
+        return value
+
+    @field_validator("bind_host")
+    @classmethod
+    def _bind_host(cls, value: str) -> str:
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError("bind-host must be an IP address (Docker binds published ports to an address)") from None
+        return value
 
     @field_validator("scratch_size")
     @classmethod

@@ -5,7 +5,11 @@
 its own id (``<prefix><index>``, from 1) and, with ``--scaling-groups a,b``, a scaling group taken
 round-robin. One HTTP server on ``--base-port`` serves all of them: agent ``X`` answers under the path
 prefix ``/a/X`` and advertises ``http://<host>:<port>/a/X`` (the manager appends its RPC paths to the
-advertised address), so a thousand agents cost one socket, not a thousand. The agents start one after
+advertised address), so a thousand agents cost one socket, not a thousand.
+
+Each agent stands for a host of its own, so each publishes its kernels' apps on a loopback address of its
+own (agent ``i`` on ``127.1.0.0 + i``, see :func:`loopback_host`) unless ``[container] bind-host`` or
+``advertised-host`` is set: the agents hand out the same host ports, as separate hosts would. The agents start one after
 another, ``heartbeat-interval / N`` apart, which spreads their heartbeats evenly over the interval.
 """
 
@@ -17,6 +21,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -55,11 +60,19 @@ class FleetRouter:
         await app({**scope, "path": "/" + rest, "raw_path": ("/" + rest).encode()}, receive, send)
 
 
+def loopback_host(index: int) -> str:
+    """The loopback address of the ``index``-th agent (from 1) of a fleet: ``127.1.0.1``, ``127.1.0.2``, …
+    (all of 127.0.0.0/8 is the loopback interface on Linux)."""
+    n = (1 << 16) + index
+    return f"127.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
+
+
 def fleet_configs(
     base: AgentConfig, *, count: int, port: int, id_prefix: str, scaling_groups: Sequence[str] = ()
 ) -> list[AgentConfig]:
     """The configuration of each agent of a fleet, derived from ``base``."""
     host = base.agent.rpc_listen_host
+    default_apps_host = base.container.bind_host == "127.0.0.1" and not base.container.advertised_host
     out = []
     for i in range(1, count + 1):
         agent_id = f"{id_prefix}{i}"
@@ -74,7 +87,10 @@ def fleet_configs(
                 else base.agent.scaling_group,
             }
         )
-        out.append(base.model_copy(update={"agent": agent}))
+        update: dict[str, Any] = {"agent": agent}
+        if default_apps_host:
+            update["container"] = base.container.model_copy(update={"bind_host": loopback_host(i)})
+        out.append(base.model_copy(update=update))
     return out
 
 

@@ -102,15 +102,18 @@ def dotfile_path(path: str) -> PurePosixPath:
     return full
 
 
-def tar_archive(dirs: Iterable[str], files: Iterable[tuple[str, bytes, int]], uid: int, gid: int) -> bytes:
-    """A tar for the Docker archive API: directories (mode 0755) and regular files ``(name, content, mode)``,
-    all owned by ``uid:gid``; names are relative to where Docker extracts it."""
+def tar_archive(
+    dirs: Iterable[str | tuple[str, int]], files: Iterable[tuple[str, bytes, int]], uid: int, gid: int
+) -> bytes:
+    """A tar for the Docker archive API: directories (mode 0755 unless given as ``(name, mode)``) and regular
+    files ``(name, content, mode)``, all owned by ``uid:gid``; names are relative to where Docker extracts it."""
     buf = io.BytesIO()
     now = int(time.time())
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for d in dirs:
+        for entry in dirs:
+            d, mode = entry if isinstance(entry, tuple) else (entry, 0o755)
             info = tarfile.TarInfo(d + "/")
-            info.type, info.mode, info.uid, info.gid, info.mtime = tarfile.DIRTYPE, 0o755, uid, gid, now
+            info.type, info.mode, info.uid, info.gid, info.mtime = tarfile.DIRTYPE, mode, uid, gid, now
             tar.addfile(info)
         for name, data, mode in files:
             info = tarfile.TarInfo(name)

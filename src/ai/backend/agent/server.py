@@ -16,7 +16,15 @@ from fastapi.responses import JSONResponse, Response
 from ai.backend.common.config import server_setup
 from ai.backend.common.contracts import agent as api
 from ai.backend.common.contracts import parse_wire
-from ai.backend.common.contracts.agent import Heartbeat, KernelCreated, KernelEvent, KernelSpec, NetworkSpec
+from ai.backend.common.contracts.agent import (
+    Heartbeat,
+    KernelCreated,
+    KernelEvent,
+    KernelSpec,
+    NetworkSpec,
+    ServiceShutdown,
+    ServiceStart,
+)
 from ai.backend.common.problems import AuthorizationFailed, InvalidAPIParameters, ProblemError
 from ai.backend.common.web import SharedSecretMiddleware, install_problem_handlers, serve
 from ai.backend.kernel.protocol import cap_completions
@@ -166,6 +174,14 @@ class Agent:
             await asyncio.sleep(self.config.agent.heartbeat_interval)
 
 
+async def _json(request: Request) -> Any:
+    """The request's JSON body (a 400 when it is not JSON)."""
+    try:
+        return await request.json()
+    except ValueError:
+        raise InvalidAPIParameters("The body must be JSON.") from None
+
+
 class KernelCreationCancelled(ProblemError):
     status, slug, title = 409, "kernel-creation-cancelled", "The kernel was destroyed while it was being created"
 
@@ -262,6 +278,19 @@ def create_app(config: AgentConfig, accelerators: AcceleratorManager | None = No
     @app.post(api.RESTART_PATH)
     async def restart(kid: str, request: Request) -> dict[str, Any]:
         return await backend(request).runner_request(kid, "restart")
+
+    @app.post(api.SERVICE_START_PATH)
+    async def start_service(kid: str, request: Request) -> dict[str, Any]:
+        """Start an app of the kernel: ``{"name", "options": {"envs", "arguments"}}`` → ``{"status", "host",
+        "ports"}`` (ADR 0012)."""
+        body = parse_wire(ServiceStart, await _json(request))
+        return await backend(request).start_service(kid, body.name, body.options)
+
+    @app.post(api.SERVICE_SHUTDOWN_PATH)
+    async def shutdown_service(kid: str, request: Request) -> dict[str, Any]:
+        """Stop an app of the kernel: ``{"name"}`` → ``{"status": "stopped" | "not-running"}``."""
+        body = parse_wire(ServiceShutdown, await _json(request))
+        return await backend(request).shutdown_service(kid, body.name)
 
     @app.websocket(api.PTY_PATH)
     async def pty(ws: WebSocket, kid: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
-from ai.backend.common.contracts.agent import KernelCreated, KernelSpec
+from ai.backend.common.contracts.agent import KernelCreated, KernelSpec, ServiceOptions
 
 # ``on_kernel_exit(kernel_id, reason, exit_code, *, stats=None, task_log=None)``: a kernel ended by itself.
 KernelExitCallback = Callable[..., Awaitable[None]]
@@ -30,7 +30,17 @@ class KernelBackend(Protocol):
         ...
 
     async def create_kernel(self, spec: KernelSpec) -> KernelCreated:
-        """Start a kernel; answers its ``container_id``, ``service_ports`` and the ``phases`` timings."""
+        """Start a kernel; answers its ``container_id``, ``service_ports`` (its apps on host ports of
+        ``kernel_host``) and the ``phases`` timings."""
+        ...
+
+    async def start_service(self, kid: str, name: str, options: ServiceOptions) -> dict[str, Any]:
+        """Start a kernel's app unless it runs: ``{"status": "started" | "running", "host", "ports"}`` (404 for
+        an unknown kernel or app, 400 for refused options, 502 ``app-start-failed``)."""
+        ...
+
+    async def shutdown_service(self, kid: str, name: str) -> dict[str, Any]:
+        """Stop a kernel's app: ``{"status": "stopped" | "not-running"}``."""
         ...
 
     async def destroy_kernel(self, kid: str) -> dict[str, Any]:

@@ -35,6 +35,11 @@ __all__ = [
     "NetworkCreated",
     "NetworkSpec",
     "RegistryAuth",
+    "SSHKeypair",
+    "ServiceOptions",
+    "ServiceShutdown",
+    "ServiceStart",
+    "ServiceStarted",
     "is_cluster_network",
     "path",
 ]
@@ -53,6 +58,8 @@ LOGS_PATH = "/v1/kernels/{kid}/logs"
 FILES_PATH = "/v1/kernels/{kid}/files"  # PUT a tar
 ARCHIVE_PATH = "/v1/kernels/{kid}/archive"  # GET ?path=&max_bytes= → a tar
 LIST_FILES_PATH = "/v1/kernels/{kid}/list-files"
+SERVICE_START_PATH = "/v1/kernels/{kid}/services/start"  # POST a ServiceStart → ServiceStarted
+SERVICE_SHUTDOWN_PATH = "/v1/kernels/{kid}/services/shutdown"  # POST a ServiceShutdown → {"status"}
 NETWORKS_PATH = "/v1/networks"  # POST a NetworkSpec → NetworkCreated
 NETWORK_PATH = "/v1/networks/{name}"  # DELETE → {"removed": bool}
 
@@ -156,6 +163,30 @@ class RegistryAuth(WireModel):
     serveraddress: StrictStr
 
 
+class SSHKeypair(WireModel):
+    """The user's keypair SSH key (``/auth/ssh-keypair``): the main kernel authorizes the public key for the
+    intrinsic ``sshd`` app and keeps the private key at ``/home/work/id_container`` for the user to download."""
+
+    public_key: StrictStr
+    private_key: StrictStr
+
+    @field_validator("public_key")
+    @classmethod
+    def _one_line(cls, v: str) -> str:
+        v = v.strip()
+        # One authorized_keys line: a newline would authorize whatever follows it.
+        if not v or "\n" in v or "\r" in v:
+            raise ValueError("must be one OpenSSH public key line")
+        return v
+
+    @field_validator("private_key")
+    @classmethod
+    def _not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+
 class KernelSpec(ClusterSpec):
     """The manager's request to create one kernel (``POST /v1/kernels``). Only ``main1`` of a batch session
     runs its ``startup_command``."""
@@ -176,6 +207,16 @@ class KernelSpec(ClusterSpec):
     dotfiles: list[Dotfile] = Field(default_factory=list)
     mounts: list[FolderMount] = Field(default_factory=list)
     registry_auth: RegistryAuth | None = None
+    #: The user's SSH keypair (placed in the main kernel; see :class:`SSHKeypair`).
+    ssh_keypair: SSHKeypair | None = None
+    #: Container ports the user's own processes will listen on, published as ``preopen`` apps of the main
+    #: kernel (1025-65534, not reserved; see ``ai.backend.common.service_ports``).
+    preopen_ports: list[StrictInt] = Field(default_factory=list)
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this is its session's main kernel (the one that offers the session's apps)."""
+        return self.cluster_role == "main"
 
     @property
     def batch_command(self) -> str | None:
@@ -185,12 +226,56 @@ class KernelSpec(ClusterSpec):
 
 
 class KernelCreated(WireModel):
-    """The agent's answer to a kernel creation."""
+    """The agent's answer to a kernel creation.
+
+    ``service_ports`` are the kernel's apps in their stored shape (ADR 0012): ``{"name", "protocol",
+    "container_ports", "host_ports", "url_template"?, "allowed_arguments"?, "allowed_envs"?}``, the host ports
+    reachable at ``kernel_host`` (empty from an agent older than apps).
+    """
 
     container_id: StrictStr
-    service_ports: list[Any] = Field(default_factory=list)
+    service_ports: list[dict[str, Any]] = Field(default_factory=list)
+    kernel_host: StrictStr = ""
     #: Seconds spent in each phase of the creation (plus ``bootstrap_exit_code``).
     phases: dict[str, int | float | None] = Field(default_factory=dict)
+
+
+ArgumentValue = StrictStr | list[StrictStr] | None
+
+
+class ServiceOptions(WireModel):
+    """How to start an app: extra environment variables and command-line arguments (``flag`` → ``null`` for a
+    bare flag, a value, or a list of values), each allowed only if the app's service definition allows it."""
+
+    envs: dict[StrictStr, StrictStr] = Field(default_factory=dict)
+    arguments: dict[StrictStr, ArgumentValue] = Field(default_factory=dict)
+
+
+class ServiceStart(WireModel):
+    """``POST /v1/kernels/{kid}/services/start``: start an app of the kernel (if it is not running)."""
+
+    name: StrictStr = Field(min_length=1)
+    options: ServiceOptions = Field(default_factory=ServiceOptions)
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _null_is_none(cls, v: Any) -> Any:
+        return {} if v is None else v
+
+
+class ServiceStarted(WireModel):
+    """The answer: ``started`` or ``running`` (it was up already), and where the app's ports are published."""
+
+    status: Literal["started", "running"]
+    host: StrictStr
+    ports: list[StrictInt]
+
+
+class ServiceShutdown(WireModel):
+    """``POST /v1/kernels/{kid}/services/shutdown``: stop an app (answers ``{"status": "stopped" |
+    "not-running"}``)."""
+
+    name: StrictStr = Field(min_length=1)
 
 
 class NetworkSpec(_NoneIsDefault):

@@ -20,11 +20,22 @@ from typing import Any
 import aiodocker
 from aiodocker.exceptions import DockerError
 
-from ai.backend.common.contracts.agent import FolderMount, KernelCreated, KernelSpec
+from ai.backend.common.contracts.agent import FolderMount, KernelCreated, KernelSpec, ServiceOptions
 from ai.backend.common.problems import InvalidAPIParameters, NotFound, ProblemError
+from ai.backend.common.service_ports import LABEL as SERVICE_PORTS_LABEL
+from ai.backend.common.service_ports import ServicePort, kernel_service_ports, preopen_service_ports
 from ai.backend.common.types import BinarySize
 
 from ...accelerators import AcceleratorManager
+from ...apps import (
+    check_options,
+    fetch_app_info,
+    find_app,
+    host_ports,
+    publish,
+    service_answer,
+    shutdown_answer,
+)
 from ...cluster_kernels import cluster_environ, ssh_keypair_tar
 from ...config import AgentConfig
 from ...kernel_tasks import (
@@ -38,9 +49,11 @@ from ...kernel_tasks import (
     log_tail,
     parse_perm,
 )
+from ...port_pool import PortPool, PortPoolExhausted, port_is_free
 from ...runner_client import RunnerClient, RunnerConnectionError
 from ...stats import container_stats, network_stats
 from .networks import ClusterNetworks, endpoint_config
+from .publishing import bound_host_ports, is_port_conflict, port_config
 from .scratch import WRITABLE, ScratchSpace
 
 log = logging.getLogger(__name__)
@@ -57,6 +70,9 @@ LABEL_POOL = "ai.backend.pool-image"
 KernelEventCallback = Callable[..., Awaitable[None]]
 #: Longest a bootstrap script may run before the session starts anyway.
 BOOTSTRAP_TIMEOUT = 600.0
+#: Tries at starting a fresh kernel whose host ports another process took between the check and the start.
+PORT_CONFLICT_TRIES = 3
+SSH_DIR = PurePosixPath("/home/work/.ssh")
 
 
 def folder_binds(mounts: list[FolderMount]) -> list[str]:
@@ -76,6 +92,25 @@ def folder_binds(mounts: list[FolderMount]) -> list[str]:
 
 async def _ignore_event(kid: str, event: str) -> None:
     return None
+
+
+def _image_apps(labels: dict[str, str], *, main: bool) -> list[ServicePort]:
+    """The apps of a kernel of an image with ``labels`` (the image's and the intrinsic ones for a main kernel)."""
+    try:
+        return kernel_service_ports(labels.get(SERVICE_PORTS_LABEL), main=main)
+    except ValueError as e:
+        raise KernelCreationFailed(f"The image's {SERVICE_PORTS_LABEL} label is invalid: {e}") from None
+
+
+def _apps_of_records(records: list[Any]) -> list[ServicePort]:
+    """Apps from their stored records (kernel.json of a kernel taken back); malformed ones are left out."""
+    out = []
+    for record in records:
+        try:
+            out.append(ServicePort.from_record(record))
+        except ValueError:
+            log.warning("ignoring a malformed service port record %r", record)
+    return out
 
 
 def is_registry_reference(image: str) -> bool:
@@ -105,6 +140,7 @@ class KernelState:
     task_log: TaskLog = field(default_factory=TaskLog)
     batch_task: asyncio.Task[None] | None = None
     pid: int | None = None  # the container's init process, for its network counters
+    apps: list[ServicePort] = field(default_factory=list)  # its apps, published on host ports
 
 
 class DockerBackend:
@@ -136,6 +172,10 @@ class DockerBackend:
         )
         self._template_locks: dict[str, asyncio.Lock] = {}
         self.networks = ClusterNetworks(self.docker, config.agent.id)
+        # Host ports for the kernels' and the spares' apps; the ports of each container by its scratch
+        # directory (unique to a kernel or spare), given back once the container is gone (_remove).
+        self.ports = PortPool(*cc.port_range, usable=port_is_free(cc.bind_host))
+        self._scratch_ports: dict[Path, list[int]] = {}
 
     async def start(self) -> None:
         """Prepare the kernel network, re-attach to our running containers, and watch Docker events."""
@@ -224,10 +264,15 @@ class DockerBackend:
                         log.warning("could not unpause kernel %s: %s", kid, e.message)
                 state = self.kernels[kid] = KernelState(kid, c.id, scratch, pid=info["State"].get("Pid") or None)
                 log.info("re-attached to kernel %s", kid)
+                ports = bound_host_ports(info)
+                self.ports.claim(ports)
+                self._scratch_ports[scratch] = ports
                 try:
                     meta = json.loads((scratch / "kernel.json").read_text())
                 except (OSError, ValueError):
                     meta = {}
+                if isinstance(meta, dict) and isinstance(meta.get("service_ports"), list):
+                    state.apps = _apps_of_records(meta["service_ports"])
                 if isinstance(meta, dict) and meta.get("accelerators"):
                     self.accelerators.restore(kid, meta["accelerators"])
                 if isinstance(meta, dict) and isinstance(meta.get("batch_run_id"), str):
@@ -268,8 +313,10 @@ class DockerBackend:
         hostname: str,
         mounts: list[str] | None = None,
         host_extra: dict[str, Any] | None = None,
+        apps: list[ServicePort] | None = None,
     ) -> dict[str, Any]:
         cc = self.config.container
+        exposed, bindings = port_config(apps or [], cc.bind_host)
         config: dict[str, Any] = {
             "Image": image,
             "Cmd": [
@@ -291,7 +338,11 @@ class DockerBackend:
             "Hostname": hostname,
             "Env": [f"{k}={v}" for k, v in environ.items()],
             "Labels": {LABEL_AGENT: self.config.agent.id, **extra_labels},
+            "ExposedPorts": exposed,
             "HostConfig": {
+                # Each app port on its own host port, on bind-host only (ADR 0012).
+                "PortBindings": bindings,
+                "PublishAllPorts": False,
                 "Binds": [f"{KERNEL_PKG_DIR}:{RUNNER_MOUNT}:ro", f"{ipc}:{IPC_MOUNT}:rw", *(mounts or [])],
                 "NanoCpus": int(cpu * Decimal(1_000_000_000)),
                 "Memory": mem,
@@ -356,7 +407,8 @@ class DockerBackend:
             phases["container_start"] = round(time.monotonic() - t, 4)
         except DockerError as e:
             await self._remove(name, scratch)
-            raise KernelCreationFailed(f"Docker refused to run the kernel: {e.message}") from None
+            busy = {"reason": "host-port-busy"} if is_port_conflict(str(e.message)) else {}
+            raise KernelCreationFailed(f"Docker refused to run the kernel: {e.message}", **busy) from None
         t = time.monotonic()
         runner = RunnerClient()
         try:
@@ -422,19 +474,25 @@ class DockerBackend:
         scratch = self.scratch_root / f"pool-{pool_id}"
         try:
             labels = await self._image_labels(image)
+            # A spare becomes the main kernel of a session of one kernel: it offers the image's apps.
+            apps = _image_apps(labels, main=True)
             ipc = self._prepare_scratch(scratch)
             await self._make_scratch(scratch, image)
+            apps = self._publish(scratch, apps)
             # Modest limits until the container is handed to a session, which sets its own.
             config = self._container_config(
-                image, labels, Decimal("0.5"), 256 * 1024 * 1024, ipc, {}, {LABEL_POOL: image}, "main1"
+                image, labels, Decimal("0.5"), 256 * 1024 * 1024, ipc, {}, {LABEL_POOL: image}, "main1", apps=apps
             )
             cid, runner, _ = await self._launch(config, f"bai-pool-{pool_id}", scratch)
         except Exception as e:  # noqa: BLE001 - a missing spare only makes the next start slower
             log.warning("could not pre-start a container of %s: %s", image, e)
             await asyncio.to_thread(self.scratch.remove, scratch)
             shutil.rmtree(scratch, ignore_errors=True)
+            self._release_ports(scratch)
             return
-        self.pool.setdefault(image, []).append(KernelState("", cid, scratch, runner))
+        # Asked now, off the path of a session's start (the service definitions are the image's).
+        apps = await fetch_app_info(runner.request, apps)
+        self.pool.setdefault(image, []).append(KernelState("", cid, scratch, runner, apps=apps))
 
     def _schedule_refill(self, image: str) -> None:
         size = self.config.container.warm_pool_size
@@ -515,9 +573,22 @@ class DockerBackend:
         environ.update(accel_env)
         kernel_labels = {LABEL_KERNEL: kid, LABEL_SESSION: spec.session_id, LABEL_OWNER: spec.access_key}
         binds = folder_binds(spec.mounts)
+        apps = _image_apps(labels, main=spec.is_main)
+        if spec.is_main:
+            try:
+                apps += preopen_service_ports(spec.preopen_ports, apps)
+            except ValueError as e:
+                raise InvalidAPIParameters(f"preopen_ports: {e}") from None
         t = time.monotonic()
-        # A running spare cannot gain bind mounts, devices or another network: such sessions start a fresh one.
-        fresh = bool(binds) or self.accelerators.holds(kid) or networking is not None
+        # A running spare cannot gain bind mounts, devices, another network or other published ports: such
+        # sessions start a fresh one. (A spare is a main kernel with its image's apps.)
+        fresh = (
+            bool(binds)
+            or self.accelerators.holds(kid)
+            or networking is not None
+            or bool(spec.preopen_ports)
+            or not spec.is_main
+        )
         state = None if fresh else await self._take_pooled(image)
         if state is not None:
             state.kernel_id = kid
@@ -550,26 +621,77 @@ class DockerBackend:
             else:
                 phases["warm_handover"] = round(time.monotonic() - t, 4)
         if state is None:
-            scratch = self.scratch_root / kid
-            ipc = self._prepare_scratch(scratch)
-            await self._make_scratch(scratch, image)
-            config = self._container_config(
-                image, labels, cpu, mem, ipc, environ, kernel_labels, spec.cluster_hostname, binds, accel_host
-            )
-            if networking is not None:
-                config["HostConfig"]["NetworkMode"] = spec.cluster_network
-                config["NetworkingConfig"] = networking
-            cid, runner, launch_phases = await self._launch(config, f"bai-kernel-{kid}", scratch)
+
+            def build(ipc: Path, published: list[ServicePort]) -> dict[str, Any]:
+                config = self._container_config(
+                    image,
+                    labels,
+                    cpu,
+                    mem,
+                    ipc,
+                    environ,
+                    kernel_labels,
+                    spec.cluster_hostname,
+                    binds,
+                    accel_host,
+                    apps=published,
+                )
+                if networking is not None:
+                    config["HostConfig"]["NetworkMode"] = spec.cluster_network
+                    config["NetworkingConfig"] = networking
+                return config
+
+            cid, runner, launch_phases, apps = await self._start_fresh(kid, image, apps, build)
             phases.update(launch_phases)
-            state = KernelState(kid, cid, scratch, runner)
+            state = KernelState(kid, cid, scratch=self.scratch_root / kid, runner=runner, apps=apps)
             self.kernels[kid] = state
+            ask_apps = True
+        else:
+            ask_apps = False  # the spare asked its runner when it started
         self._schedule_refill(image)
         try:
+            if ask_apps and state.runner is not None:
+                state.apps = await fetch_app_info(state.runner.request, state.apps)
             phases.update(await self._prepare_session(state, spec))
         except BaseException:
             await self.destroy_kernel(kid)
             raise
-        return KernelCreated(container_id=state.container_id, service_ports=[], phases=phases)
+        return KernelCreated(
+            container_id=state.container_id,
+            service_ports=[a.to_record() for a in state.apps],
+            kernel_host=cc.kernel_host,
+            phases=phases,
+        )
+
+    async def _start_fresh(
+        self,
+        kid: str,
+        image: str,
+        apps: list[ServicePort],
+        build: Callable[[Path, list[ServicePort]], dict[str, Any]],
+    ) -> tuple[str, RunnerClient, dict[str, float], list[ServicePort]]:
+        """Start a new container for kernel ``kid`` (``build``: its config for the IPC directory and the apps
+        on their host ports); tried again on other host ports when one was taken between the check and the
+        start (another agent or process of the host)."""
+        scratch = self.scratch_root / kid
+        for attempt in range(1, PORT_CONFLICT_TRIES + 1):
+            published = self._publish(scratch, apps)
+            try:
+                ipc = self._prepare_scratch(scratch)
+                await self._make_scratch(scratch, image)
+            except BaseException:
+                self._release_ports(scratch)
+                raise
+            try:
+                cid, runner, phases = await self._launch(build(ipc, published), f"bai-kernel-{kid}", scratch)
+            except KernelCreationFailed as e:
+                # _launch removed what it made (ports given back, to the back of the queue).
+                if e.extra.get("reason") != "host-port-busy" or attempt == PORT_CONFLICT_TRIES:
+                    raise
+                log.info("a host port of kernel %s was taken meanwhile (%s); trying other ports", kid, e.detail)
+                continue
+            return cid, runner, phases, published
+        raise AssertionError("unreachable")
 
     async def _prepare_session(self, state: KernelState, spec: KernelSpec) -> dict[str, int | float | None]:
         """Place the user's dotfiles, run the bootstrap script and start a batch session's task."""
@@ -586,7 +708,10 @@ class DockerBackend:
         if script is not None and script.strip():
             files.append((PurePosixPath(BOOTSTRAP_PATH), script.encode(), 0o700))
         archives = [files_tar(files, cc.kernel_uid, cc.kernel_gid)] if files else []
-        keys = ssh_keypair_tar(spec, cc.kernel_uid, cc.kernel_gid)
+        # The user's key goes to the main kernel (its sshd app), unless the user keeps a .ssh folder of their own.
+        own_ssh = any(PurePosixPath(m.container_path) == SSH_DIR for m in spec.mounts)
+        user_key = spec.ssh_keypair if spec.is_main and not own_ssh else None
+        keys = ssh_keypair_tar(spec, cc.kernel_uid, cc.kernel_gid, user_key=user_key)
         if keys is not None:
             archives.insert(0, keys)
         if archives:
@@ -615,7 +740,7 @@ class DockerBackend:
             phases["bootstrap"] = round(time.monotonic() - t, 4)
             phases["bootstrap_exit_code"] = outcome.exit_code
             state.task_log.write(f"[bootstrap script exited with {outcome.exit_code}]\n")
-        meta: dict[str, Any] = {LABEL_KERNEL: state.kernel_id}
+        meta: dict[str, Any] = {LABEL_KERNEL: state.kernel_id, "service_ports": [a.to_record() for a in state.apps]}
         if self.accelerators.holds(state.kernel_id):
             meta["accelerators"] = self.accelerators.to_json(state.kernel_id)  # restored by _reattach
         startup = spec.batch_command
@@ -742,7 +867,14 @@ class DockerBackend:
         return state
 
     async def runner_request(self, kid: str, op: str, **fields: Any) -> dict[str, Any]:
-        """Send a request to a kernel's runner over its long-lived socket connection."""
+        """Send a request to a kernel's runner over its long-lived socket connection (an error answer is a 400)."""
+        resp = await self._runner_answer(kid, op, **fields)
+        if "error" in resp:
+            raise InvalidAPIParameters(f"The kernel refused the request: {resp['error']}")
+        return resp
+
+    async def _runner_answer(self, kid: str, op: str, **fields: Any) -> dict[str, Any]:
+        """The runner's answer to a request, error answers included."""
         state = self._get(kid)
         if state.runner is None or state.runner.closed:
             async with state.runner_lock:
@@ -757,9 +889,27 @@ class DockerBackend:
         except RunnerConnectionError as e:
             raise RunnerUnavailable(f"The runner of kernel {kid} went away: {e}.") from None
         resp.pop("id", None)
-        if "error" in resp:
-            raise InvalidAPIParameters(f"The kernel refused the request: {resp['error']}")
         return resp
+
+    async def start_service(self, kid: str, name: str, options: ServiceOptions) -> dict[str, Any]:
+        """Start the app ``name`` of kernel ``kid`` (if it is not running) through its runner; answers
+        ``{"status", "host", "ports"}`` (see :mod:`...apps`)."""
+        app = find_app(self._get(kid).apps, kid, name)
+        check_options(app, options)
+        answer = await self._runner_answer(
+            kid,
+            "start_service",
+            name=app.name,
+            ports=list(app.container_ports),
+            protocol=app.protocol,
+            options=options.model_dump(mode="json"),
+        )
+        return service_answer(app, answer, self.config.container.kernel_host)
+
+    async def shutdown_service(self, kid: str, name: str) -> dict[str, Any]:
+        """Stop the app ``name`` of kernel ``kid``; answers ``{"status": "stopped" | "not-running"}``."""
+        app = find_app(self._get(kid).apps, kid, name)
+        return shutdown_answer(app, await self._runner_answer(kid, "shutdown_service", name=app.name))
 
     async def logs(self, kid: str) -> str:
         state = self._get(kid)
@@ -790,8 +940,26 @@ class DockerBackend:
         except DockerError as e:
             if e.status != 404:
                 log.warning("removing container %s failed: %s", container_id[:12], e.message)
+        finally:
+            # Only now that Docker let go of them (a port a failed removal still holds is passed over).
+            self._release_ports(scratch)
         await asyncio.to_thread(self.scratch.remove, scratch)  # before the rmtree deletes through the mount
         await asyncio.to_thread(shutil.rmtree, scratch, True)
+
+    def _publish(self, scratch: Path, apps: list[ServicePort]) -> list[ServicePort]:
+        """``apps`` on host ports taken for the container of ``scratch`` (given back by :meth:`_remove`)."""
+        try:
+            published = publish(apps, self.ports)
+        except PortPoolExhausted as e:
+            raise KernelCreationFailed(
+                f"No host ports left for the kernel's apps: {e} ([container] port-range).", reason="no-free-ports"
+            ) from None
+        self._scratch_ports[scratch] = host_ports(published)
+        return published
+
+    def _release_ports(self, scratch: Path) -> None:
+        """Give back the host ports of the container of ``scratch`` (after Docker let go of them)."""
+        self.ports.release(self._scratch_ports.pop(scratch, ()))
 
     async def _report_exit(self, kid: str, info: dict[str, Any], state: KernelState | None = None) -> None:
         st = info.get("State", {})
