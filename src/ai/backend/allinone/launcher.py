@@ -1,7 +1,8 @@
 """Starting, stopping and checking the all-in-one cluster.
 
 State lives under one directory (default ``./.backend.ai``; ``--state-dir`` or ``BACKENDAI_HOME``):
-``manager.toml``, ``agent.toml``, ``webserver.toml``, the SQLite database, scratch directories, logs and pid files.
+``manager.toml``, ``agent.toml``, ``webserver.toml``, ``appproxy.toml``, the SQLite database, scratch directories,
+logs and pid files.
 ``up`` is idempotent: it reuses running processes and existing files.
 """
 
@@ -28,10 +29,14 @@ AGENT_PORT = 6011
 STORAGE_CLIENT_PORT = 6021
 STORAGE_MANAGER_PORT = 6022
 WEB_PORT = 8090  # the webserver: cookie logins and the /func/ proxy (session mode)
+APPPROXY_PORT = 10200  # the app proxy's API port (browsers open apps there, ADR 0012)
+APPPROXY_RANGE = (10205, 10300)  # its circuit ports, one per open app
+APPPROXY_URL = f"http://127.0.0.1:{APPPROXY_PORT}"
 #: Start order (stopped in reverse): the manager needs the storage proxy, the agent the manager.
 SERVICES = (
     ("storage-proxy", "ai.backend.storage.server"),
     ("manager", "ai.backend.manager.server"),
+    ("appproxy", "ai.backend.appproxy.server"),
     ("agent", "ai.backend.agent.server"),
     ("webserver", "ai.backend.web.server"),
 )
@@ -78,6 +83,7 @@ def _write_configs(state: Path) -> str:
                 f'\n[storage-proxies.local]\nclient-api = "http://127.0.0.1:{STORAGE_CLIENT_PORT}"\n'
                 f'manager-api = "http://127.0.0.1:{STORAGE_MANAGER_PORT}"\nsecret = "{storage_secret}"\n'
             )
+    _write_appproxy_config(state, mgr)
     ag = state / "agent.toml"
     if not ag.exists():
         ag.write_text(
@@ -96,6 +102,23 @@ def _write_configs(state: Path) -> str:
             f'[api]\nendpoint = "http://127.0.0.1:{MANAGER_PORT}"\ndomain = "default"\n'
         )
     return secret
+
+
+def _write_appproxy_config(state: Path, mgr: Path) -> None:
+    """``appproxy.toml`` (once) and the manager's ``[appproxy]`` section, sharing one secret."""
+    secret = _secret(state / "appproxy-secret")
+    ap = state / "appproxy.toml"
+    if not ap.exists():
+        ap.write_text(
+            "[appproxy]\n"
+            f'bind-host = "127.0.0.1"\napi-port = {APPPROXY_PORT}\n'
+            f"port-range = [{APPPROXY_RANGE[0]}, {APPPROXY_RANGE[1]}]\n"
+            f'secret = "{secret}"\nmanager-url = "http://127.0.0.1:{MANAGER_PORT}"\n'
+        )
+    if not any(line.strip() == "[appproxy]" for line in mgr.read_text().splitlines()):
+        # State directories made before the app proxy existed get it too.
+        with mgr.open("a") as f:
+            f.write(f'\n[appproxy]\nurl = "{APPPROXY_URL}"\nsecret = "{secret}"\n')
 
 
 def _secret(path: Path) -> str:
@@ -154,6 +177,15 @@ def _web_answers() -> bool:
         return False
 
 
+def _appproxy_answers() -> bool:
+    """Whether the app proxy answers its status call."""
+    try:
+        with urllib.request.urlopen(f"{APPPROXY_URL}/v2/status", timeout=2):
+            return True
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
 def _write_env_files(where: Path) -> None:
     endpoint = f"http://127.0.0.1:{MANAGER_PORT}"
     for fname, spec in (("env-local-admin-api.sh", ADMIN), ("env-local-user-api.sh", USER)):
@@ -187,7 +219,7 @@ def up(state: Path, env_dir: Path, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         st = _status(secret)
-        if st and st.get("agents_alive") and st.get("image_aliases") and _web_answers():
+        if st and st.get("agents_alive") and st.get("image_aliases") and _web_answers() and _appproxy_answers():
             print(
                 f"✔ The cluster is up at http://127.0.0.1:{MANAGER_PORT} "
                 f"(images: {', '.join(map(str, st['image_aliases']))}).",
@@ -201,6 +233,7 @@ def up(state: Path, env_dir: Path, timeout: float) -> int:
                 f"{env_dir / 'env-local-user-session.sh'}, then backend.ai login).",
                 file=sys.stderr,
             )
+            print(f"∙ The app proxy is at {APPPROXY_URL} (apps open in the browser from there).", file=sys.stderr)
             return 0
         for name, _ in SERVICES:
             if not _pid_alive(state / f"{name}.pid"):
@@ -216,8 +249,8 @@ def up(state: Path, env_dir: Path, timeout: float) -> int:
 
 
 def down(state: Path) -> int:
-    """Stop the webserver, the agent, the manager and the storage proxy (kernel containers keep running and
-    are re-attached on ``up``)."""
+    """Stop the webserver, the agent, the app proxy, the manager and the storage proxy (kernel containers keep
+    running and are re-attached on ``up``)."""
     for name, _ in reversed(SERVICES):
         pidfile = state / f"{name}.pid"
         pid = _pid_alive(pidfile)
@@ -249,6 +282,9 @@ def status(state: Path) -> int:
     web_ok = _web_answers()
     ok &= web_ok
     print(f"webserver: http://127.0.0.1:{WEB_PORT} ({'ready' if web_ok else 'not answering'})")
+    proxy_ok = _appproxy_answers()
+    ok &= proxy_ok
+    print(f"app proxy: {APPPROXY_URL} ({'ready' if proxy_ok else 'not answering'})")
     if st:
         print(f"agents alive: {st['agents_alive']}; images: {', '.join(map(str, st['image_aliases']))}")
     return 0 if ok and st else 1

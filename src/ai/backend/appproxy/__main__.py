@@ -1,0 +1,5 @@
+"""``python -m ai.backend.appproxy``: the same as ``python -m ai.backend.appproxy.server``."""
+
+from .server import main
+
+main()
