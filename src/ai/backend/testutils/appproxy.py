@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
-import socket
 import subprocess
 import sys
 import time
@@ -13,27 +11,16 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from .ports import free_port_block
 from .processes import stop_process
 
 __all__ = ["AppProxy", "free_port_range", "launch_appproxy"]
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def free_port_range(count: int) -> tuple[int, int]:
-    """``count`` consecutive ports that are free on 127.0.0.1 now, as ``(first, last)``."""
-    for _ in range(200):
-        base = random.randrange(20000, 60000 - count)
-        if all(_bindable(p) for p in range(base, base + count)):
-            return base, base + count - 1
-    raise RuntimeError(f"no {count} consecutive free ports found")
+    """``count`` consecutive ports that are free on 127.0.0.1 now, as ``(first, last)`` (below the ephemeral
+    range, see :mod:`ai.backend.testutils.ports`)."""
+    return free_port_block(count, "127.0.0.1")
 
 
 @dataclass
@@ -63,11 +50,13 @@ def launch_appproxy(
     alive_interval: float = 5.0,
     idle_timeout: float = 3600.0,
     circuits: int = 8,
+    ports: tuple[int, int] | None = None,
 ) -> AppProxy:
     """Write ``appproxy.toml`` under ``state`` (room for ``circuits`` circuits), start the proxy and wait until
-    its ``/v2/status`` answers."""
+    its ``/v2/status`` answers. ``ports`` (first, last) fixes its API port (first) and circuit ports (the rest),
+    e.g. when the manager's config must name the proxy before it starts."""
     state.mkdir(parents=True, exist_ok=True)
-    first, last = free_port_range(circuits + 1)
+    first, last = ports or free_port_range(circuits + 1)
     api_port, port_range = first, (first + 1, last)
     config = state / "appproxy.toml"
     config.write_text(

@@ -26,6 +26,8 @@ import httpx
 from ai.backend.common.auth import CLUSTER_SECRET_HEADER, sign_request_headers
 from ai.backend.manager.fixtures import ADMIN, USER
 
+from .appproxy import AppProxy, launch_appproxy
+from .ports import free_port_block
 from .processes import agent_containers, stop_process, unmount_under, wait_until
 from .storage import StorageProxy, launch_storage_proxy
 
@@ -56,6 +58,7 @@ class Cluster:
     db_url: str = ""
     redis_url: str | None = None
     storage: StorageProxy | None = None  # the storage proxy of this cluster, if it has one
+    appproxy: AppProxy | None = None  # the browser-facing app proxy of this cluster, if it has one
 
     def env(self, who: dict[str, Any] = USER) -> dict[str, str]:
         """Environment for the SDK/CLI acting as ``who``."""
@@ -248,6 +251,8 @@ class Cluster:
         if ids:
             subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
         unmount_under(self.state / "scratches")  # the scratch images of the containers just removed
+        if self.appproxy is not None:
+            self.appproxy.shutdown()
         if self.storage is not None:
             self.storage.shutdown()
 
@@ -340,18 +345,29 @@ def launch_cluster(
     agent_toml: str = "",
     manager_settings: dict[str, Any] | None = None,
     container_settings: dict[str, Any] | None = None,
+    appproxy: bool = False,
 ) -> Cluster:
     """Write configs under ``state``, create the schema and fixtures, start the servers and wait.
     ``manager_toml`` is appended to ``manager.toml`` (extra tables, e.g. ``[docker-registries."..."]``);
     ``agent_toml`` goes right after the ``[agent]`` keys (its leading keys extend ``[agent]``, then tables);
     ``manager_settings`` and ``container_settings`` are extra keys of ``[manager]`` and of the agent's
     ``[container]`` (e.g. ``{"warm-pool-size": 0}``);
-    with ``storage`` a storage proxy (volume host ``local:volume1``) serves the cluster's virtual folders."""
+    with ``storage`` a storage proxy (volume host ``local:volume1``) serves the cluster's virtual folders;
+    with ``appproxy`` a browser-facing app proxy runs beside the manager (``Cluster.appproxy``)."""
     proxy = launch_storage_proxy(state / "storage") if storage else None
     if proxy is not None:
         manager_toml = proxy.manager_toml() + "\n" + manager_toml
     mport, aport = _free_port(), _free_port()
     secret = secrets.token_urlsafe(24)
+    agent_ports = free_port_block(200)
+    app_ports = None
+    while appproxy and (app_ports is None or not (app_ports[1] < agent_ports[0] or app_ports[0] > agent_ports[1])):
+        app_ports = free_port_block(9, "127.0.0.1")
+    app_secret = secrets.token_urlsafe(24)
+    if app_ports is not None:
+        manager_toml += f'\n[appproxy]\nurl = "http://127.0.0.1:{app_ports[0]}"\nsecret = {_toml_str(app_secret)}\n'
+    # Each agent its own block of host ports for app ports: test clusters run side by side.
+    container_settings = {"port-range": list(agent_ports), **(container_settings or {})}
     agent_id = f"i-test-{secrets.token_hex(4)}"
     _write_manager_config(state, mport, secret, db_url, redis_url, manager_settings, manager_toml)
     container = "".join(f"{k} = {json.dumps(v)}\n" for k, v in (container_settings or {}).items())
@@ -375,6 +391,10 @@ def launch_cluster(
     c.start("agent")
     try:
         c.wait_ready()
+        if app_ports is not None:
+            c.appproxy = launch_appproxy(
+                state / "appproxy", secret=app_secret, manager_url=c.endpoint, alive_interval=2.0, ports=app_ports
+            )
     except Exception:
         c.shutdown()
         raise
