@@ -12,6 +12,7 @@ import shutil
 import socket
 import stat
 import struct
+import subprocess
 import sys
 import tempfile
 import uuid
@@ -202,7 +203,7 @@ def test_envs_allowed_refused_and_never_overriding_the_kernel() -> None:
     assert check_envs(defn, {"PASSWORD": "s3"}, {"HOME": "/home/work"}) == {"PASSWORD": "s3"}
     with pytest.raises(ServiceError, match="environment variable LD_PRELOAD is not allowed for code"):
         check_envs(defn, {"LD_PRELOAD": "/x.so"}, {})
-    with pytest.raises(ServiceError, match="HOME is already set in the kernel"):
+    with pytest.raises(ServiceError, match="HOME is not allowed for code: the kernel sets it"):
         check_envs(defn, {"HOME": "/tmp"}, {"HOME": "/home/work"})
     with pytest.raises(ServiceError, match="must be a string"):
         check_envs(defn, {"PASSWORD": 1}, {})
@@ -700,19 +701,21 @@ def test_resize_messages_are_validated() -> None:
 
 
 @pytest.fixture
-def tmux_socket() -> Iterator[str]:
+def tmux_socket(tmp_path: Path) -> Iterator[str]:
+    """A tmux server of the test's own (socket under ``TMUX_TMPDIR`` = the test's directory)."""
     if shutil.which("tmux") is None:
         pytest.skip("tmux is not installed")
     name = f"bai-test-{uuid.uuid4().hex[:8]}"
     yield name
-    os.system(f"tmux -L {name} kill-server >/dev/null 2>&1")
+    subprocess.run(["tmux", "-L", name, "kill-server"], env={**os.environ, "TMUX_TMPDIR": str(tmp_path)},
+                   capture_output=True, timeout=10)  # fmt: skip
 
 
 async def test_every_tab_shares_one_tmux_session(tmp_path: Path, xterm_dir: Path, tmux_socket: str) -> None:
     argv = webterm.terminal_command(True, tmux_socket)
     assert argv[-5:] == ["-2", "new-session", "-A", "-s", "main"]
     env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(tmp_path), "SHELL": "/bin/sh",
-           "TERM": "xterm-256color", "ENV": "", "PS1": "$ "}  # fmt: skip
+           "TERM": "xterm-256color", "ENV": "", "PS1": "$ ", "TMUX_TMPDIR": str(tmp_path)}  # fmt: skip
     wt = WebTerm(argv, env=env, cwd=str(tmp_path), xterm_dir=str(xterm_dir))
     server = await asyncio.start_server(wt.handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]

@@ -245,7 +245,8 @@ def check_envs(defn: ServiceDefinition, requested: Any, container_env: Mapping[s
         if name not in defn.allowed_envs:
             raise ServiceError(f"environment variable {name} is not allowed for {defn.name}")
         if name in container_env:
-            raise ServiceError(f"environment variable {name} is already set in the kernel")
+            # Worded as a refusal ("not allowed"): the agent answers those with a 400, not a 502.
+            raise ServiceError(f"environment variable {name} is not allowed for {defn.name}: the kernel sets it")
         if not isinstance(value, str):
             raise ServiceError(f"environment variable {name} must be a string")
         envs[name] = value
