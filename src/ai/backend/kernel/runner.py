@@ -7,8 +7,9 @@ Started inside the container as::
 
 It listens on a Unix socket and answers length-prefixed JSON requests (see
 ``protocol.py`` and ``docs/runner-protocol.md``): ``ping``, ``execute``,
-``interrupt``, ``complete``, ``restart``, ``shutdown``, ``list_files`` and ``pty_open`` (terminals,
-see ``pty_session.py``).  Query-mode code runs
+``interrupt``, ``complete``, ``restart``, ``shutdown``, ``list_files``, ``pty_open`` (terminals,
+see ``pty_session.py``) and ``get_apps``, ``start_service``, ``shutdown_service`` (the kernel's apps, see
+``services.py``).  Query-mode code runs
 in a long-lived child process (``repl.py``) so that globals persist; batch-mode
 commands run with ``/bin/sh -c``.  Runs are executed one at a time in FIFO order.
 
@@ -50,6 +51,7 @@ from ai.backend.kernel.output_files import OutputWatcher  # noqa: E402
 from ai.backend.kernel.processes import killpg_quietly, wait_process  # noqa: E402
 from ai.backend.kernel.protocol import ProtocolError, cap_completions, encode, read_message  # noqa: E402
 from ai.backend.kernel.pty_session import PtyError, PtyManager  # noqa: E402
+from ai.backend.kernel.services import SERVICE_DEFS_DIR, ServiceManager  # noqa: E402
 
 log = logging.getLogger("ai.backend.kernel.runner")
 
@@ -576,6 +578,8 @@ class Supervisor:
         flush_timeout: float,
         workdir: str,
         oom_files: list[str],
+        runtime_path: str = sys.executable,
+        service_defs_dir: str = SERVICE_DEFS_DIR,
     ) -> None:
         self.socket_path = socket_path
         self.runtime_type = runtime_type
@@ -605,8 +609,13 @@ class Supervisor:
             "shutdown": self.op_shutdown,
             "list_files": self.op_list_files,
             "pty_open": self.op_pty_open,
+            "get_apps": self.op_get_apps,
+            "start_service": self.op_start_service,
+            "shutdown_service": self.op_shutdown_service,
         }
         self.ptys = PtyManager(os.path.dirname(os.path.abspath(socket_path)), workdir)
+        # Reads self.env at each start, so a pooled container's `restart` environ reaches its apps.
+        self.services = ServiceManager(workdir, self.env, runtime_path=runtime_path, defs_dir=service_defs_dir)
 
     def _spawn_task(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
@@ -649,6 +658,7 @@ class Supervisor:
         self._stop.set()
 
     async def _cleanup(self) -> None:
+        await self.services.close()  # the apps do not outlive the runner
         fut = self._child_fut
         if fut is not None and fut.done() and not fut.cancelled() and fut.exception() is None:
             child = fut.result()
@@ -909,6 +919,18 @@ class Supervisor:
         except PtyError as e:
             raise RequestError(str(e)) from None
         return {"socket": name}
+
+    async def op_get_apps(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """The apps this kernel can start: the intrinsic ones and the image's service definitions."""
+        return {"apps": await asyncio.to_thread(self.services.list_apps)}
+
+    async def op_start_service(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Start an app unless it runs: ``{"status": "started" | "running" | "failed", "error"?}``."""
+        return await self.services.start(msg.get("name"), msg.get("ports"), msg.get("protocol"), msg.get("options"))
+
+    async def op_shutdown_service(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Stop an app: ``{"status": "stopped" | "not-running"}``."""
+        return await self.services.shutdown(msg.get("name"))
 
     async def op_list_files(self, msg: dict[str, Any]) -> dict[str, Any]:
         """List a directory under the work dir (lstat: symlinks are entries, never followed out of it)."""
@@ -1239,6 +1261,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="cgroup file with an 'oom_kill N' line (repeatable; default: cgroup v1 and v2 paths)",
     )
+    parser.add_argument(
+        "--runtime-path",
+        default=sys.executable,
+        help="the image's ai.backend.runtime-path, {runtime_path} in service definitions (default: this Python)",
+    )
+    parser.add_argument("--service-defs-dir", default=SERVICE_DEFS_DIR, help="where the image's service-defs are")
     parser.add_argument("--reaper", action="store_true", help="act as init even when not PID 1")
     parser.add_argument("--debug", action="store_true", help="verbose logging to stderr")
     return parser.parse_args(argv)
@@ -1263,6 +1291,8 @@ def main(argv: list[str] | None = None) -> int:
         flush_timeout=max(0.0, args.flush_timeout),
         workdir=workdir,
         oom_files=list(args.oom_events_file or DEFAULT_OOM_FILES),
+        runtime_path=args.runtime_path,
+        service_defs_dir=args.service_defs_dir,
     )
     return asyncio.run(supervisor.serve())
 
