@@ -135,7 +135,7 @@ DUMMY_DEFAULT_IMAGES: list[dict[str, Any]] = [
             "ai.backend.resource.min.mem": "128m",
             "ai.backend.runtime-path": "/usr/bin/python3",
             "ai.backend.runtime-type": "python",
-            "ai.backend.service-ports": "",
+            "ai.backend.service-ports": "jupyter:http:8090,jupyterlab:http:8091",
         },
     }
 ]

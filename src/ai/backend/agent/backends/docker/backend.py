@@ -327,6 +327,7 @@ class DockerBackend:
                 f"{IPC_MOUNT}/runner.sock",
                 "--runtime-type",
                 labels.get("ai.backend.runtime-type", "python"),
+                *(["--runtime-path", labels["ai.backend.runtime-path"]] if labels.get("ai.backend.runtime-path") else []),
                 "--workdir",
                 "/home/work",
                 "--flush-timeout",
