@@ -1,4 +1,5 @@
-"""WebSocket streams: ``GET /stream/session/:id/execute`` and the terminal ``GET /stream/session/:id/pty``.
+"""WebSocket streams: ``GET /stream/session/:id/execute``, the terminal ``GET /stream/session/:id/pty`` and the
+app streams ``GET /stream/session/:id/tcpproxy|httpproxy``, plus the apps list ``GET /stream/session/:id/apps``.
 
 Execute: the client sends ``{"code", "mode", "options"}`` once; the server runs the execute loop itself
 (continuing ``continued`` runs without the client asking) and sends every Execution Result
@@ -10,6 +11,10 @@ Terminal (rest-api.md §6.5): JSON text messages only. The client sends ``stdin`
 and ``error`` (a message; the terminal stays usable). The manager relays to the agent's
 ``/v1/kernels/{kid}/pty`` WebSocket (raw bytes there, see ``ai.backend.agent.pty_relay``); it never talks to
 containers itself. Closing either end closes the other and ends the shell.
+
+App streams (spec §2.1, ADR 0012): ``?app=`` (or ``service``), ``port``, ``envs`` and ``arguments`` (JSON
+object texts). The app is started through the agent, then one WebSocket carries one TCP connection to it in
+BINARY frames (:mod:`..apps.relay`); ``tcpproxy`` and ``httpproxy`` are the same relay.
 
 A refused handshake (bad signature, unknown or foreign session, session not running) is answered
 before the upgrade with the problem's HTTP status and an ``application/problem+json`` body.
@@ -26,7 +31,7 @@ import json
 import logging
 from typing import Any
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
@@ -35,6 +40,9 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 from ai.backend.common.auth import CLUSTER_SECRET_HEADER
 from ai.backend.common.problems import ProblemError, SessionNotFound
 
+from ..apps.ports import public_ports
+from ..apps.relay import relay
+from ..apps.request import AppRequest, check_running
 from ..auth import authenticate
 from ..models import KernelRow, SessionRow
 from ..ratelimit import enforce_keypair_limit
@@ -46,7 +54,7 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 
-async def _caller_session(ws: WebSocket, reg: SessionRegistry, ref: str) -> tuple[SessionRow, KernelRow]:
+async def _caller_session(ws: WebSocket | Request, reg: SessionRegistry, ref: str) -> tuple[SessionRow, KernelRow]:
     """Authenticate a stream handshake like any API call (signature, usage, rate limit, owner delegation)
     and find the session it names with its main kernel; refusals are problems."""
     mgr = manager_context(ws)
@@ -281,3 +289,50 @@ async def stream_pty(ws: WebSocket, ref: str) -> None:
         await agent.close()  # the agent closes the terminal, which kills the shell
         with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
             await ws.close()
+
+
+# ---- apps -----------------------------------------------------------------------------------------------
+
+
+@router.get("/stream/session/{ref}/apps")
+@router.get("/stream/kernel/{ref}/apps")
+async def stream_apps(request: Request, ref: str) -> JSONResponse:
+    """The apps of the session's main kernel: ``[{"name", "protocol", "ports", "url_template"?,
+    "allowed_arguments"?, "allowed_envs"?}]`` (empty until the session runs)."""
+    reg: SessionRegistry = manager_context(request).registry
+    _, kernel = await _caller_session(request, reg, ref)
+    return JSONResponse(public_ports(kernel.service_ports))
+
+
+@router.websocket("/stream/session/{ref}/tcpproxy")
+@router.websocket("/stream/session/{ref}/httpproxy")
+@router.websocket("/stream/kernel/{ref}/tcpproxy")
+@router.websocket("/stream/kernel/{ref}/httpproxy")
+async def stream_app(ws: WebSocket, ref: str) -> None:
+    """One TCP connection to an app of the caller's RUNNING session, over this WebSocket."""
+    mgr = manager_context(ws)
+    reg: SessionRegistry = mgr.registry
+    q = ws.query_params
+    try:
+        session, kernel = await _caller_session(ws, reg, ref)
+        check_running(session, kernel)
+        wanted = AppRequest.parse(
+            kernel,
+            session,
+            app=q.get("app") or q.get("service"),
+            port=q.get("port"),
+            envs=q.get("envs"),
+            arguments=q.get("arguments"),
+        )
+        reg.activity.touch(session.id)
+        endpoint = await wanted.start(reg.rpc, kernel)
+    except ProblemError as e:
+        await _refuse(ws, e)
+        return
+    try:
+        await ws.accept()
+    except (WebSocketDisconnect, RuntimeError, OSError):  # the client gave up while the app was starting
+        return
+    await relay(
+        ws, endpoint, circuits=mgr.circuits, session_id=session.id, on_packet=lambda: reg.activity.touch(session.id)
+    )
