@@ -2,12 +2,17 @@
 ``tcpproxy``/``httpproxy`` streams, ``start-service`` tokens, ``shutdown-service``, the app proxy's
 ``alive`` call and what happens to a session's app streams when it ends.
 
-A real manager runs with one dummy agent (sessions are scheduled and started as usual). The dummy backend
-publishes no apps, so each test session's main kernel row is then pointed (written directly in the
-manager's SQLite database) at apps this test serves on loopback: a TCP echo server and an HTTP server, with
-their "host ports" being the servers' ports. The kernel's ``agent_addr`` is pointed at a small HTTP server
-of this test playing the agent's ``services/start|shutdown`` API (and the kernel destroy) and, on the same
-port, the app proxy's ``DELETE /v2/sessions/{id}``; every call it gets is recorded.
+A real manager runs with one dummy agent (sessions are scheduled and started as usual). Its kernels offer
+the intrinsic apps (``sshd``: a TCP echo server, ``ttyd``: a small HTTP server, started on their host ports
+by the agent's ``services/start``): :func:`test_the_dummy_agents_apps_end_to_end` uses them as they are.
+
+The other tests need apps the dummy agent cannot play (options an app allows, an app failing to start, one
+refusing connections, an app that outlives its kernel so that only the manager can close its streams), so
+each of their sessions' main kernel row is pointed (written directly in the manager's SQLite database) at
+apps this test serves on loopback: a TCP echo server and an HTTP server, with their "host ports" being the
+servers' ports. The kernel's ``agent_addr`` is pointed at a small HTTP server of this test playing the
+agent's ``services/start|shutdown`` API (and the kernel destroy) and, on the same port, the app proxy's
+``DELETE /v2/sessions/{id}``; every call it gets is recorded.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from ai.backend.agent.fleet import loopback_host
 from ai.backend.common.app_tokens import APPPROXY_SECRET_HEADER, verify
 from ai.backend.common.auth import CLUSTER_SECRET_HEADER, sign_request_headers
 from ai.backend.testutils.cluster import Cluster, launch_manager
@@ -41,6 +47,11 @@ from ai.backend.testutils.processes import stop_process, wait_until
 from .conftest import ADMIN, USER
 
 SECRET = "the-app-proxy-secret-of-this-test"
+# The intrinsic apps of every main kernel, as clients see them.
+INTRINSIC = [
+    {"name": "sshd", "protocol": "tcp", "ports": [2200]},
+    {"name": "ttyd", "protocol": "http", "ports": [7681]},
+]
 PROXY_URL = "http://127.0.0.1:10299"  # what browsers would open; nothing needs to listen there
 
 
@@ -189,7 +200,8 @@ class Env:
         doc = self.m.create_session(name, who=who, resources={"cpu": 1, "mem": "256m"})
         with self.db() as db:
             db.execute(
-                "UPDATE kernels SET service_ports = ?, agent_addr = ? WHERE session_id = ? AND cluster_role = 'main'",
+                "UPDATE kernels SET service_ports = ?, agent_addr = ?, kernel_host = '127.0.0.1' "
+                "WHERE session_id = ? AND cluster_role = 'main'",
                 (json.dumps(self.stored_ports()), self.fake_url, doc["sessionId"]),
             )
         return doc
@@ -311,9 +323,7 @@ def name() -> str:
 def test_apps_are_listed_in_the_22_03_shape(env: Env) -> None:
     m, sname = env.m, name()
     doc = env.session(sname)
-    assert doc["servicePorts"] == []  # the dummy agent published none at the creation
-    host, _ = env.kernel_row(doc["sessionId"])
-    assert host == "127.0.0.1"  # the dummy agent advertised none: the host of its address
+    assert doc["servicePorts"] == INTRINSIC  # what the dummy agent published at the creation
     expected = [
         {
             "name": "echo",
@@ -570,3 +580,49 @@ def test_app_streams_close_when_the_session_ends(env: Env) -> None:
     status, problem = asyncio.run(after())
     assert status == 409 and problem["type"].endswith("/session-not-running")
     assert m.request("POST", f"/session/{sname}/start-service", {"app": "echo"}).status_code == 409
+
+
+def test_the_dummy_agents_apps_end_to_end(env: Env) -> None:
+    """No rows written: the apps the dummy agent published at the kernel's creation, started by the agent."""
+    m, sname = env.m, name()
+    doc = m.create_session(sname, resources={"cpu": 1, "mem": "256m"})
+    assert doc["servicePorts"] == INTRINSIC
+    assert m.request("GET", f"/stream/session/{sname}/apps").json() == INTRINSIC
+    host, stored = env.kernel_row(doc["sessionId"])
+    assert host == loopback_host(1)  # where the fleet's first agent publishes its kernels' apps
+    ports = {a["name"]: a["host_ports"][0] for a in json.loads(stored)}
+
+    async def streams() -> bytes:
+        async with open_app(m, app_path(sname, app="sshd")) as ws:
+            await ws.send(b"SSH-2.0-test\r\n")
+            assert await recv_exactly(ws, 14) == b"SSH-2.0-test\r\n"
+        async with open_app(m, app_path(sname, "httpproxy", app="ttyd")) as ws:
+            await ws.send(b"GET /x HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n")
+            got = b""
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    got += await asyncio.wait_for(ws.recv(), 10)
+            return got
+
+    response = asyncio.run(streams())
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), response
+    assert json.loads(body) == {
+        "app": "ttyd",
+        "kernel_id": m.session_info(sname)["kernelId"],
+        "container_port": 7681,
+        "path": "/x",
+    }
+    # A token for the browser names where the agent published the app; the app is up there.
+    r = m.request("POST", f"/session/{sname}/start-service", {"app": "ttyd"})
+    assert r.status_code == 200, r.text
+    grant = verify(r.json()["token"], SECRET)
+    assert (grant.host, grant.port, grant.container_port, grant.protocol) == (host, ports["ttyd"], 7681, "http")
+    assert httpx.get(f"http://{grant.host}:{grant.port}/y").json()["path"] == "/y"
+    # The intrinsic apps take no options; shutting an app down stops it.
+    r = m.request("POST", f"/session/{sname}/start-service", {"app": "ttyd", "envs": {"X": "1"}})
+    assert r.status_code == 400, r.text
+    assert m.request("POST", f"/session/{sname}/shutdown-service", {"service_name": "ttyd"}).status_code == 204
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://{grant.host}:{grant.port}/y")
+    assert m.request("DELETE", f"/session/{sname}").status_code == 200

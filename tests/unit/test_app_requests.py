@@ -22,8 +22,10 @@ from ai.backend.manager.apps.ports import (
     ServicePort,
     choose_container_port,
     find_app,
+    host_port,
     parse_port,
     public_ports,
+    service_ports,
 )
 from ai.backend.manager.config import ManagerConfig
 from ai.backend.manager.models import KernelRow, SessionRow
@@ -41,6 +43,8 @@ STORED: list[Any] = [
     },
     {"name": "sshd", "protocol": "tcp", "container_ports": [2200], "host_ports": [30003]},
     {"name": "broken", "protocol": "tcp"},  # no ports: left out, not an error
+    {"name": "empty", "protocol": "tcp", "container_ports": []},
+    {"name": "odd", "protocol": "gopher", "container_ports": [7000]},
     "junk",
 ]
 
@@ -63,12 +67,12 @@ def test_public_shape_hides_host_ports_and_skips_malformed_entries() -> None:
     ]
     assert public_ports(None) == [] and public_ports([]) == []
     # Host ports missing or short: 0 (none recorded), aligned with the container ports.
-    sp = ServicePort.from_stored({"name": "x", "protocol": "tcp", "container_ports": [5000, 5001], "host_ports": [1]})
-    assert sp is not None and sp.host_ports == (1, 0) and sp.host_port(5001) == 0
+    (sp,) = service_ports([{"name": "x", "protocol": "tcp", "container_ports": [5000, 5001], "host_ports": [1]}])
+    assert host_port(sp, 5000) == 1 and host_port(sp, 5001) == 0
 
 
 def test_app_lookup_and_ports() -> None:
-    assert app().host_port(8181) == 30002
+    assert host_port(app(), 8181) == 30002
     with pytest.raises(AppNotFound) as e:
         find_app(STORED, "jupyter", "sess")
     assert e.value.status == 404 and e.value.slug == "app-not-found" and "sess:jupyter" in str(e.value.detail)
@@ -88,8 +92,8 @@ def test_app_lookup_and_ports() -> None:
 
 def test_options_as_text_or_objects() -> None:
     opts = parse_options(app(), '{"PASSWORD": "s3cret"}', {"--auth": "none"})
-    assert opts.to_wire() == {"envs": {"PASSWORD": "s3cret"}, "arguments": {"--auth": "none"}}
-    assert parse_options(app(), None, "").to_wire() == {"envs": {}, "arguments": {}}
+    assert opts.model_dump() == {"envs": {"PASSWORD": "s3cret"}, "arguments": {"--auth": "none"}}
+    assert parse_options(app(), None, "").model_dump() == {"envs": {}, "arguments": {}}
     for value in (None, "x", ["a", "b"]):
         assert parse_options(app(), None, json.dumps({"--auth": value})).arguments == {"--auth": value}
 

@@ -15,13 +15,19 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from ai.backend.common.contracts.agent import SERVICE_SHUTDOWN_PATH, SERVICE_START_PATH, path
+from ai.backend.common.contracts.agent import (
+    SERVICE_SHUTDOWN_PATH,
+    SERVICE_START_PATH,
+    ServiceOptions,
+    ServiceShutdown,
+    ServiceStart,
+    path,
+)
 from ai.backend.common.problems import ProblemError
 
 from ..agent_client import AgentRPC
 from ..models import KernelRow
-from .options import AppOptions
-from .ports import ServicePort
+from .ports import ServicePort, host_port
 
 __all__ = ["AppEndpoint", "AppStartFailed", "AppStopFailed", "kernel_host", "shutdown_app", "start_app"]
 
@@ -66,15 +72,15 @@ def _host_port(app: ServicePort, container_port: int, answered: Any) -> int:
         value = answered[idx]
         if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536:
             return value
-    return app.host_ports[idx]
+    return host_port(app, container_port)
 
 
 async def start_app(
-    rpc: AgentRPC, kernel: KernelRow, app: ServicePort, container_port: int, options: AppOptions
+    rpc: AgentRPC, kernel: KernelRow, app: ServicePort, container_port: int, options: ServiceOptions
 ) -> AppEndpoint:
     """Have the kernel's agent start ``app`` (a no-op when it runs already) and say where to reach it."""
     assert kernel.agent_addr is not None
-    body = {"name": app.name, "options": options.to_wire()}
+    body = ServiceStart(name=app.name, options=options).to_wire()
     try:
         answer = await rpc.call(
             kernel.agent_addr, "POST", path(SERVICE_START_PATH, kid=str(kernel.id)), json=body, timeout=START_TIMEOUT
@@ -104,7 +110,7 @@ async def shutdown_app(rpc: AgentRPC, kernel: KernelRow, app: ServicePort) -> st
             kernel.agent_addr,
             "POST",
             path(SERVICE_SHUTDOWN_PATH, kid=str(kernel.id)),
-            json={"name": app.name},
+            json=ServiceShutdown(name=app.name).to_wire(),
             timeout=SHUTDOWN_TIMEOUT,
         )
     except ProblemError as e:

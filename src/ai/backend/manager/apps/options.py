@@ -9,32 +9,19 @@ The runner checks them again (ADR 0012); checking here too answers a 400 before 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
+from ai.backend.common.contracts.agent import ArgumentValue, ServiceOptions
 from ai.backend.common.problems import InvalidAPIParameters
 
 from .ports import ServicePort
 
-__all__ = ["AppOptions", "parse_options"]
+__all__ = ["parse_options"]
 
 #: Bounds on what one request may carry (each option is one command-line word or one variable).
 MAX_OPTIONS_TEXT = 64 * 1024
 MAX_ITEMS = 64
 MAX_VALUE_LEN = 8192
-
-ArgValue = str | list[str] | None
-
-
-@dataclass(frozen=True)
-class AppOptions:
-    """Checked options, as the agent takes them (``options`` of ``services/start``)."""
-
-    envs: dict[str, str] = field(default_factory=dict)
-    arguments: dict[str, ArgValue] = field(default_factory=dict)
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"envs": dict(self.envs), "arguments": dict(self.arguments)}
 
 
 def _object(raw: Any, what: str) -> dict[str, Any]:
@@ -71,15 +58,17 @@ def _allowed(app: ServicePort, key: str, allowed: tuple[str, ...] | None, kind: 
         raise InvalidAPIParameters(f"The app {app.name!r} does not accept the {kind} {key!r} (it accepts: {offer}).")
 
 
-def parse_options(app: ServicePort, envs: Any, arguments: Any) -> AppOptions:
-    """The ``envs`` and ``arguments`` of a request for ``app``, checked; a 400 problem saying what is wrong."""
+def parse_options(app: ServicePort, envs: Any, arguments: Any) -> ServiceOptions:
+    """The ``envs`` and ``arguments`` of a request for ``app``, checked, as the agent takes them; a 400 problem
+    saying what is wrong. An app whose service definition lists no allowed variables or arguments takes none
+    (as the runner would refuse them)."""
     env_doc = _object(envs, "envs")
     arg_doc = _object(arguments, "arguments")
     out_envs: dict[str, str] = {}
     for name, value in env_doc.items():
         _allowed(app, name, app.allowed_envs, "environment variable")
         out_envs[name] = _text(value, f"The value of the environment variable {name!r}")
-    out_args: dict[str, ArgValue] = {}
+    out_args: dict[str, ArgumentValue] = {}
     for flag, value in arg_doc.items():
         _allowed(app, flag, app.allowed_arguments, "argument")
         where = f"The value of the argument {flag!r}"
@@ -93,4 +82,4 @@ def parse_options(app: ServicePort, envs: Any, arguments: Any) -> AppOptions:
             out_args[flag] = _text(value, where)
         else:
             raise InvalidAPIParameters(f"{where} must be null, a string or a list of strings.")
-    return AppOptions(out_envs, out_args)
+    return ServiceOptions(envs=out_envs, arguments=out_args)

@@ -1,31 +1,31 @@
-"""A kernel's service ports as stored (``kernels.service_ports``, filled by the agent) and as clients see
-them, and how a request names an app and one of its container ports.
+"""A kernel's apps as stored (``kernels.service_ports``: :meth:`ai.backend.common.service_ports.ServicePort.to_record`,
+filled by the agent) and as clients see them, and how a request names an app and one of its container ports.
 
-Stored: ``{"name", "protocol", "container_ports": [int], "host_ports": [int], "url_template"?,
-"allowed_arguments"?, "allowed_envs"?}`` (ADR 0012). Answered by ``GET /stream/session/:id/apps`` and the
-session creation's ``servicePorts``: ``{"name", "protocol", "ports": [container ports], "url_template"?,
-"allowed_arguments"?, "allowed_envs"?}`` (the 22.03 shape); host ports are not shown there.
+Clients see ``{"name", "protocol", "ports": [container ports], "url_template"?, "allowed_arguments"?,
+"allowed_envs"?}`` (the 22.03 shape of ``GET /stream/session/:id/apps`` and the creation's ``servicePorts``);
+host ports are not shown there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from ai.backend.common.problems import InvalidAPIParameters, NotFound
+from ai.backend.common.service_ports import ServicePort
 
 __all__ = [
     "AppNotFound",
     "ServicePort",
     "choose_container_port",
     "find_app",
+    "host_port",
     "parse_port",
     "public_ports",
     "service_ports",
 ]
 
-#: The container ports a request may name (``port``): those an image may declare.
+#: The container ports a request may name (``port``).
 MIN_PORT, MAX_PORT = 1024, 65535
 
 
@@ -33,91 +33,50 @@ class AppNotFound(NotFound):
     slug, title = "app-not-found", "No such app in the session"
 
 
-def _ints(value: Any) -> tuple[int, ...] | None:
-    if not isinstance(value, list | tuple):
-        return None
-    out = []
-    for v in value:
-        if isinstance(v, bool) or not isinstance(v, int):
-            return None
-        out.append(v)
-    return tuple(out)
-
-
-def _names(value: Any) -> tuple[str, ...] | None:
-    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-        return None
-    return tuple(value)
-
-
-@dataclass(frozen=True)
-class ServicePort:
-    """One app of a kernel, read from its stored entry."""
-
-    name: str
-    protocol: str
-    container_ports: tuple[int, ...]
-    # Aligned with container_ports; 0 where the agent published none.
-    host_ports: tuple[int, ...]
-    url_template: str | None = None
-    allowed_arguments: tuple[str, ...] | None = None
-    allowed_envs: tuple[str, ...] | None = None
-
-    @classmethod
-    def from_stored(cls, doc: Any) -> ServicePort | None:
-        """The entry as a :class:`ServicePort`; ``None`` for an entry without a name, protocol or ports (an
-        agent's bug must not break the listing of the others)."""
-        if not isinstance(doc, dict):
-            return None
-        name, protocol = doc.get("name"), doc.get("protocol")
-        cports = _ints(doc.get("container_ports"))
-        if not isinstance(name, str) or not name or not isinstance(protocol, str) or not cports:
-            return None
-        raw_hosts = doc.get("host_ports")
-        hosts = [h if isinstance(h, int) and not isinstance(h, bool) else 0 for h in (raw_hosts or [])]
-        hosts = (hosts + [0] * len(cports))[: len(cports)]
-        template = doc.get("url_template")
-        return cls(
-            name=name,
-            protocol=protocol,
-            container_ports=cports,
-            host_ports=tuple(hosts),
-            url_template=template if isinstance(template, str) and template else None,
-            allowed_arguments=_names(doc.get("allowed_arguments")),
-            allowed_envs=_names(doc.get("allowed_envs")),
-        )
-
-    def public(self) -> dict[str, Any]:
-        """What clients see of the app (no host ports)."""
-        out: dict[str, Any] = {"name": self.name, "protocol": self.protocol, "ports": list(self.container_ports)}
-        if self.url_template is not None:
-            out["url_template"] = self.url_template
-        if self.allowed_arguments is not None:
-            out["allowed_arguments"] = list(self.allowed_arguments)
-        if self.allowed_envs is not None:
-            out["allowed_envs"] = list(self.allowed_envs)
-        return out
-
-    def host_port(self, container_port: int) -> int:
-        """The published host port of one of the app's container ports (0: none recorded)."""
-        return self.host_ports[self.container_ports.index(container_port)]
-
-
 def service_ports(stored: Iterable[Any] | None) -> list[ServicePort]:
-    """The well-formed entries of a kernel's stored service ports."""
-    return [sp for sp in (ServicePort.from_stored(d) for d in (stored or [])) if sp is not None]
+    """The well-formed entries of a kernel's stored service ports (an agent's malformed entry must not break
+    the listing of the others)."""
+    out = []
+    for record in stored or ():
+        if not isinstance(record, dict):
+            continue
+        try:
+            app = ServicePort.from_record(record)
+        except ValueError:
+            continue
+        if app.name and app.container_ports:
+            out.append(app)
+    return out
+
+
+def public(app: ServicePort) -> dict[str, Any]:
+    """What clients see of an app (no host ports)."""
+    out: dict[str, Any] = {"name": app.name, "protocol": app.protocol, "ports": list(app.container_ports)}
+    if app.url_template is not None:
+        out["url_template"] = app.url_template
+    if app.allowed_arguments is not None:
+        out["allowed_arguments"] = list(app.allowed_arguments)
+    if app.allowed_envs is not None:
+        out["allowed_envs"] = list(app.allowed_envs)
+    return out
 
 
 def public_ports(stored: Iterable[Any] | None) -> list[dict[str, Any]]:
     """A kernel's apps as clients see them (``servicePorts``, ``/apps``)."""
-    return [sp.public() for sp in service_ports(stored)]
+    return [public(app) for app in service_ports(stored)]
+
+
+def host_port(app: ServicePort, container_port: int) -> int:
+    """The published host port of one of the app's container ports (0: none recorded)."""
+    idx = app.container_ports.index(container_port)
+    return app.host_ports[idx] if idx < len(app.host_ports) else 0
 
 
 def find_app(stored: Iterable[Any] | None, name: str, session_name: str) -> ServicePort:
     """The app ``name`` of a kernel; a 404 ``app-not-found`` naming the session and the app otherwise."""
-    for sp in service_ports(stored):
-        if sp.name == name:
-            return sp
+    for app in service_ports(stored):
+        if app.name == name:
+            return app
     raise AppNotFound(f"{session_name}:{name}: the session has no app named {name!r}.")
 
 

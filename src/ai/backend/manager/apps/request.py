@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ai.backend.common.contracts.agent import ServiceOptions
 from ai.backend.common.problems import InvalidAPIParameters, SessionNotFound
 
 from ..agent_client import AgentRPC
@@ -13,7 +14,7 @@ from ..models import KernelRow, SessionRow
 from ..sessions.kernel_proxy import SessionNotRunning
 from ..sessions.status import SessionStatus as S
 from .launch import AppEndpoint, start_app
-from .options import AppOptions, parse_options
+from .options import parse_options
 from .ports import ServicePort, choose_container_port, find_app, parse_port
 
 __all__ = ["AppRequest", "check_running"]
@@ -27,7 +28,7 @@ class AppRequest:
 
     app: ServicePort
     container_port: int
-    options: AppOptions
+    options: ServiceOptions
 
     @classmethod
     def parse(
