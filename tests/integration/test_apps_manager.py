@@ -233,7 +233,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     secret_box[0] = m.secret
     proc = None
     try:
-        proc = start_fleet(m, state, 1, heartbeat=1.0, tables='[resource]\ncpu = 8\nmem = "8g"\n')
+        proc = start_fleet(m, state, 1, heartbeat=1.0, tables='[resource]\ncpu = 64\nmem = "64g"\n')
         wait_until(
             "the dummy agent and its python image",
             lambda: m.request("GET", "/internal/status", headers={CLUSTER_SECRET_HEADER: m.secret}).json(),
@@ -350,6 +350,11 @@ def test_apps_are_listed_in_the_22_03_shape(env: Env) -> None:
     assert httpx.get(f"{m.endpoint}/stream/session/{sname}/apps").status_code == 401
     r = m.request("GET", f"/stream/session/{sname}/apps?owner_access_key={USER['access_key']}", who=ADMIN)
     assert r.status_code == 200 and r.json() == expected
+    r = m.request("GET", f"/stream/session/{doc['sessionId']}/apps", who=ADMIN)
+    assert r.status_code == 200 and r.json() == expected
+    # ... but a user may not name another user's session by its id.
+    other = env.session(name(), who=ADMIN)
+    assert m.request("GET", f"/stream/session/{other['sessionId']}/apps").status_code == 404
     # The session's owner got an SSH keypair at its first session start.
     with env.db() as db:
         pub, priv = db.execute(
@@ -360,7 +365,7 @@ def test_apps_are_listed_in_the_22_03_shape(env: Env) -> None:
 
 def test_tcpproxy_echoes_binary_frames(env: Env) -> None:
     m, sname = env.m, name()
-    env.session(sname)
+    sid = env.session(sname)["sessionId"]
     env.fake.calls.clear()
 
     async def run() -> None:
@@ -378,11 +383,16 @@ def test_tcpproxy_echoes_binary_frames(env: Env) -> None:
         async with open_app(m, path, who=ADMIN) as ws:
             await ws.send(b"admin")
             assert await recv_exactly(ws, 5) == b"admin"
+        # An admin may also name a session of their domain by its id alone.
+        async with open_app(m, app_path(sid, app="echo"), who=ADMIN) as ws:
+            await ws.send(b"by id")
+            assert await recv_exactly(ws, 5) == b"by id"
 
     asyncio.run(run())
     starts = env.fake.called("POST", "/services/start")
     assert [c[3] for c in starts] == [
         {"name": "echo", "options": {"envs": {"PASSWORD": "s3cret"}, "arguments": {"--auth": "none"}}},
+        {"name": "echo", "options": {"envs": {}, "arguments": {}}},
         {"name": "echo", "options": {"envs": {}, "arguments": {}}},
     ]
     wait_until("the echo connections to close", lambda: env.echo.open, lambda n: n == 0, 10)

@@ -16,7 +16,7 @@ from ai.backend.common.problems import InvalidAPIParameters
 from ..apps.appproxy import NoAppProxy, app_token_answer, check_redirect
 from ..apps.launch import shutdown_app
 from ..apps.ports import find_app
-from ..apps.request import AppRequest, check_running
+from ..apps.request import AppRequest, app_session, check_running
 from ..auth import AuthContext
 from ..models import KernelRow, SessionRow
 from ..registry import SessionRegistry
@@ -48,9 +48,7 @@ class ShutdownServiceBody(RequestModel):
 async def _session_and_kernel(
     reg: SessionRegistry, ctx: AuthContext, ref: str, request: Request
 ) -> tuple[SessionRow, KernelRow]:
-    owner = await reg.resolve_owner(ctx, request.query_params.get("owner_access_key"))
-    async with reg.db() as db:
-        session, kernel = await reg.find_session_and_kernel(db, ref, owner)
+    session, kernel = await app_session(reg, ctx, ref, request.query_params.get("owner_access_key"))
     check_running(session, kernel)
     return session, kernel
 

@@ -42,8 +42,8 @@ from ai.backend.common.problems import ProblemError, SessionNotFound
 
 from ..apps.ports import public_ports
 from ..apps.relay import relay
-from ..apps.request import AppRequest, check_running
-from ..auth import authenticate
+from ..apps.request import AppRequest, app_session, check_running
+from ..auth import AuthContext, authenticate
 from ..models import KernelRow, SessionRow
 from ..ratelimit import enforce_keypair_limit
 from ..registry import SessionNotRunning, SessionRegistry
@@ -54,16 +54,31 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 
-async def _caller_session(ws: WebSocket | Request, reg: SessionRegistry, ref: str) -> tuple[SessionRow, KernelRow]:
-    """Authenticate a stream handshake like any API call (signature, usage, rate limit, owner delegation)
-    and find the session it names with its main kernel; refusals are problems."""
-    mgr = manager_context(ws)
-    ctx = await authenticate(ws, mgr)
+async def _caller(conn: WebSocket | Request) -> AuthContext:
+    """Authenticate a stream handshake like any API call (signature, usage, rate limit)."""
+    mgr = manager_context(conn)
+    ctx = await authenticate(conn, mgr)
     mgr.api_usage.count(ctx.access_key)
     await enforce_keypair_limit({}, mgr.rate_limiter, ctx.access_key, ctx.rate_limit)
+    return ctx
+
+
+async def _caller_session(ws: WebSocket, reg: SessionRegistry, ref: str) -> tuple[SessionRow, KernelRow]:
+    """Authenticate a stream handshake and find the session it names (owner delegation with
+    ``owner_access_key``) with its main kernel; refusals are problems."""
+    ctx = await _caller(ws)
     owner = await reg.resolve_owner(ctx, ws.query_params.get("owner_access_key"))
     async with reg.db() as db:
         return await reg.find_session_and_kernel(db, ref, owner)
+
+
+async def _caller_app_session(
+    conn: WebSocket | Request, reg: SessionRegistry, ref: str
+) -> tuple[SessionRow, KernelRow]:
+    """Authenticate a handshake or call on a session's apps and find the session (see
+    :func:`..apps.request.app_session`: admins may also name a session of their domain by its id)."""
+    ctx = await _caller(conn)
+    return await app_session(reg, ctx, ref, conn.query_params.get("owner_access_key"))
 
 
 async def _refuse(ws: WebSocket, e: ProblemError) -> None:
@@ -300,7 +315,7 @@ async def stream_apps(request: Request, ref: str) -> JSONResponse:
     """The apps of the session's main kernel: ``[{"name", "protocol", "ports", "url_template"?,
     "allowed_arguments"?, "allowed_envs"?}]`` (empty until the session runs)."""
     reg: SessionRegistry = manager_context(request).registry
-    _, kernel = await _caller_session(request, reg, ref)
+    _, kernel = await _caller_app_session(request, reg, ref)
     return JSONResponse(public_ports(kernel.service_ports))
 
 
@@ -314,7 +329,7 @@ async def stream_app(ws: WebSocket, ref: str) -> None:
     reg: SessionRegistry = mgr.registry
     q = ws.query_params
     try:
-        session, kernel = await _caller_session(ws, reg, ref)
+        session, kernel = await _caller_app_session(ws, reg, ref)
         check_running(session, kernel)
         wanted = AppRequest.parse(
             kernel,
