@@ -87,7 +87,6 @@ def _sdk(
 
 
 SESSION_MODE = (("BACKEND_ENDPOINT_TYPE", "session"),)
-SSH = "needs `id_container` in the session and `app sshd`: no SSH server in the images, no app proxy"
 WEB_LOGIN = (
     "19.09 session mode is not checked against the webserver (22.03's is: test_session_mode22.py); "
     "these runs point it at the manager, which has no /server/login (404)"
@@ -128,18 +127,6 @@ GID = "{gid}"
 
 NOT_OFFERED: list[NotOffered] = [
     # ---- 1. 22.03 CLI ------------------------------------------------------------------------------
-    _cli("22.03", "user", SSH, "ssh", "{session}", refusal=r"Failed to download the SSH key", tags=("session",)),
-    _cli(
-        "22.03",
-        "user",
-        SSH,
-        "scp",
-        "{session}",
-        "data.csv",
-        "{session}:data.csv",
-        refusal=r"Failed to download the SSH key",
-        tags=("session",),
-    ),
     _cli("22.03", "admin", SERVER_LOGS, "server-logs", "list"),
     _cli("22.03", "admin", SERVER_LOGS, "server-logs", "list", "--mark-read", "-l", "5", "-n", "1"),
     _cli(
@@ -409,7 +396,7 @@ CLIENT_BUGS: list[ClientBug] = [
         "19.09",
         "cli",
         "app NAME jupyter -b ADDR",
-        "`asyncio.start_server(loop=…)` fails on Python 3.11 before any request (apps are N/A anyway)",
+        "`asyncio.start_server(loop=…)` fails on Python 3.11 before any request",
     ),
     ClientBug("19.09", "cli", "vfolder cp SRC DST", "`NotImplementedError`"),
 ]
