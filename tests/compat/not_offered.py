@@ -87,8 +87,6 @@ def _sdk(
 
 
 SESSION_MODE = (("BACKEND_ENDPOINT_TYPE", "session"),)
-APPS = "service ports / app proxy not implemented (GET /stream/session/{id}/apps 404)"
-SSH = "needs `id_container` in the session and `app sshd`: no SSH server in the images, no app proxy"
 WEB_LOGIN = (
     "19.09 session mode is not checked against the webserver (22.03's is: test_session_mode22.py); "
     "these runs point it at the manager, which has no /server/login (404)"
@@ -129,21 +127,6 @@ GID = "{gid}"
 
 NOT_OFFERED: list[NotOffered] = [
     # ---- 1. 22.03 CLI ------------------------------------------------------------------------------
-    _cli("22.03", "user", APPS, "apps", "{session}", tags=("session",)),
-    _cli("22.03", "user", APPS, "apps", "-l", "{session}", "jupyter", tags=("session",)),
-    _cli("22.03", "user", APPS, "app", "{session}", "jupyter", "-b", "127.0.0.1:18099", tags=("session",)),
-    _cli("22.03", "user", SSH, "ssh", "{session}", refusal=r"Failed to download the SSH key", tags=("session",)),
-    _cli(
-        "22.03",
-        "user",
-        SSH,
-        "scp",
-        "{session}",
-        "data.csv",
-        "{session}:data.csv",
-        refusal=r"Failed to download the SSH key",
-        tags=("session",),
-    ),
     _cli("22.03", "admin", SERVER_LOGS, "server-logs", "list"),
     _cli("22.03", "admin", SERVER_LOGS, "server-logs", "list", "--mark-read", "-l", "5", "-n", "1"),
     _cli(
@@ -234,7 +217,6 @@ NOT_OFFERED: list[NotOffered] = [
     _cli("22.03", "admin", WATCHER, "admin", "watcher", "agent-stop", "{agent}"),
     _cli("22.03", "admin", WATCHER, "admin", "watcher", "agent-restart", "{agent}"),
     # ---- 2. 22.03 SDK ------------------------------------------------------------------------------
-    _sdk("22.03", "user", APPS, "session.ComputeSession('{session}').stream_app_info()", tags=("session",)),
     _sdk("22.03", "admin", VFOLDER_TYPES, "session.Resource.get_vfolder_types()"),
     _sdk("22.03", "user", USER_STATS, "session.Resource.user_monthly_stats()"),
     _sdk("22.03", "admin", ADMIN_STATS, "session.Resource.admin_monthly_stats()"),
@@ -414,7 +396,7 @@ CLIENT_BUGS: list[ClientBug] = [
         "19.09",
         "cli",
         "app NAME jupyter -b ADDR",
-        "`asyncio.start_server(loop=…)` fails on Python 3.11 before any request (apps are N/A anyway)",
+        "`asyncio.start_server(loop=…)` fails on Python 3.11 before any request",
     ),
     ClientBug("19.09", "cli", "vfolder cp SRC DST", "`NotImplementedError`"),
 ]

@@ -62,9 +62,29 @@ def test_apps_lists_the_session_apps(cli22: CLI, app_session: str) -> None:
         assert app in run.out, run.describe()
 
 
-def test_app_of_unknown_name_is_refused(cli22: CLI, app_session: str) -> None:
-    run = cli22("app", app_session, "no-such-app", "-b", f"127.0.0.1:{_free_port()}", timeout=60)
-    assert 'The app "no-such-app" is not supported by the session.' in run.out, run.describe()
+def test_app_of_unknown_name_is_refused(
+    clients: OfficialClients, cluster: Cluster, home: Path, app_session: str
+) -> None:
+    # The 22.03 CLI prints the refusal, then waits for Ctrl-C anyway (asyncio_run_forever): read, then interrupt.
+    proc = subprocess.Popen(
+        [clients.cli("22.03"), "app", app_session, "no-such-app", "-b", f"127.0.0.1:{_free_port()}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=_env(clients, cluster, home),
+        cwd=home,
+        text=True,
+    )
+    assert proc.stdout is not None
+    try:
+        line = proc.stdout.readline()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+    assert 'The app "no-such-app" is not supported by the session.' in line, line
 
 
 def test_app_jupyter_runs_a_cell(clients: OfficialClients, cluster: Cluster, home: Path, app_session: str) -> None:

@@ -33,7 +33,7 @@ from ai.backend.testutils.databases import (
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     if not docker_available():
         pytest.fail("Docker engine or the python kernel image is missing: run scripts/setup.sh first")
-    c = launch_cluster(tmp_path_factory.mktemp("cluster"))
+    c = launch_cluster(tmp_path_factory.mktemp("cluster"), appproxy=True)
     try:
         yield c
     finally:

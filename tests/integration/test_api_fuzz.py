@@ -19,7 +19,8 @@ Excluded, and why:
   test_permission_matrix.py and test_gql_modify_nulls.py.
 
 Nothing is excluded from REST: a normal user or an admin cannot delete their own keypair over REST, and the
-agent-facing ``/internal/*`` routes answer 401 to calls without the cluster secret.
+agent-facing ``/internal/*`` routes answer 401 to calls without the cluster secret (the app proxy's without its
+secret). The manager has an ``[appproxy]``, so ``start-service`` is not a 503 ("no app proxy") for every input.
 """
 
 from __future__ import annotations
@@ -101,7 +102,9 @@ def fuzz_manager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     state = tmp_path_factory.mktemp("fuzz")
     proxy = launch_storage_proxy(state / "storage")
     try:
-        m = launch_manager(state / "manager", manager_toml=proxy.manager_toml())
+        # With an [appproxy] (nothing listens there): start-service then checks its input instead of a 503.
+        appproxy = '[appproxy]\nurl = "http://127.0.0.1:9"\nsecret = "fuzzing-app-proxy-secret"\n'
+        m = launch_manager(state / "manager", manager_toml=proxy.manager_toml() + "\n" + appproxy)
         try:
             yield m
         finally:

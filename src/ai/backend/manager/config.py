@@ -126,6 +126,27 @@ class StorageProxySection(_Section):
         return v.rstrip("/")
 
 
+class AppProxySection(_Section):
+    """``[appproxy]``: the browser-facing app proxy (``python -m ai.backend.appproxy``, ADR 0012). Without this
+    table apps are reached only through the manager's ``tcpproxy``/``httpproxy`` streams (the CLI way)."""
+
+    url: str  # what browsers open (its public URL, e.g. http://127.0.0.1:10200)
+    api_url: str = Field("", alias="api-url")  # where the manager calls it; default: url
+    secret: str = Field(min_length=16)  # = the app proxy's secret: signs app tokens and authenticates both ways
+
+    @field_validator("url", "api_url")
+    @classmethod
+    def _proxy_url(cls, v: str) -> str:
+        if v and not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("must be an http:// or https:// URL of the app proxy")
+        return v.rstrip("/")
+
+    @property
+    def manager_url(self) -> str:
+        """The URL the manager calls the proxy at."""
+        return self.api_url or self.url
+
+
 class ManagerConfig(_Section):
     manager: ManagerSection = Field(default_factory=ManagerSection)  # type: ignore[arg-type]
     db: DBSection = Field(default_factory=DBSection)
@@ -134,6 +155,7 @@ class ManagerConfig(_Section):
     docker_registries: dict[str, DockerRegistrySection] = Field(default_factory=dict, alias="docker-registries")
     # Storage proxy name (the part of vfolder hosts before ":") -> how to reach it.
     storage_proxies: dict[str, StorageProxySection] = Field(default_factory=dict, alias="storage-proxies")
+    appproxy: AppProxySection | None = None
 
     @field_validator("storage_proxies")
     @classmethod

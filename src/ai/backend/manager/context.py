@@ -16,6 +16,8 @@ from . import generations
 from .agent_client import AgentRPC
 from .agents.heartbeats import AgentHeartbeats
 from .agents.live_stats import AgentLiveStats, KernelLiveStats
+from .apps.appproxy import AppProxyClient
+from .apps.circuits import CircuitRegistry
 from .auth import KeypairRecord
 from .bgtask import BackgroundTaskRegistry, make_bgtask_registry
 from .config import ManagerConfig
@@ -54,6 +56,9 @@ class ManagerContext:
     agent_stats: AgentLiveStats
     kernel_stats: KernelLiveStats
     graphql: GraphQLRuntime
+    # The app streams open in this process, and the browser-facing app proxy (None: not configured).
+    circuits: CircuitRegistry
+    appproxy: AppProxyClient | None
 
     async def close(self) -> None:
         """Release what the services hold (at shutdown, after the background loops stopped)."""
@@ -65,6 +70,8 @@ class ManagerContext:
         await self.generations.close()
         await self.rpc.close()
         await self.storage.close()
+        if self.appproxy is not None:
+            await self.appproxy.close()
         await self.engine.dispose()
 
 
@@ -124,4 +131,6 @@ async def build_context(config: ManagerConfig) -> ManagerContext:
         agent_stats=agent_stats,
         kernel_stats=kernel_stats,
         graphql=GraphQLRuntime.for_config(config),
+        circuits=CircuitRegistry(),
+        appproxy=AppProxyClient(config.appproxy) if config.appproxy is not None else None,
     )

@@ -60,9 +60,10 @@ class EventBus:
             q.put_nowait(event)
 
     @asynccontextmanager
-    async def subscribe(self) -> AsyncIterator[asyncio.Queue[Event]]:
-        """A queue that receives every event published while the context is open."""
-        q: asyncio.Queue[Event] = asyncio.Queue(self._queue_size)
+    async def subscribe(self, queue_size: int | None = None) -> AsyncIterator[asyncio.Queue[Event]]:
+        """A queue that receives every event published while the context is open (holding ``queue_size``
+        events at most, the bus's default size unless given; the oldest are dropped beyond)."""
+        q: asyncio.Queue[Event] = asyncio.Queue(queue_size or self._queue_size)
         self._subscribers.add(q)
         try:
             yield q

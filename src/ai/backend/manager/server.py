@@ -17,6 +17,7 @@ from ai.backend.common.web import install_problem_handlers
 from .agents.health import check_agents
 from .api import (
     agent_callbacks,
+    appproxy,
     auth,
     events,
     gql,
@@ -24,6 +25,7 @@ from .api import (
     resource,
     root,
     session,
+    session_apps,
     session_files,
     status,
     stream,
@@ -34,6 +36,7 @@ from .api import (
 )
 from .api.middleware import CompatPathMiddleware
 from .api.spec import serve_spec_aliases
+from .apps.endings import close_apps_of_ended_sessions
 from .body_limit import BodyLimitMiddleware
 from .config import ManagerConfig
 from .context import ManagerContext, build_context
@@ -79,6 +82,7 @@ def create_app(config: ManagerConfig) -> FastAPI:
             asyncio.create_task(
                 _periodic(config.manager.session_limit_check_interval, lambda: enforce_session_limits(ctx.registry))
             ),
+            asyncio.create_task(close_apps_of_ended_sessions(ctx.bus, ctx.circuits, ctx.appproxy, ctx.registry.spawn)),
         ]
         ctx.registry.schedule_event.set()
         try:
@@ -107,8 +111,10 @@ def create_app(config: ManagerConfig) -> FastAPI:
         template.router,
         session_files.router,
         session.router,
+        session_apps.router,
         gql.router,
         agent_callbacks.router,
+        appproxy.router,
         status.router,
         stream.router,
         resource.router,

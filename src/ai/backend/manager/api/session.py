@@ -13,6 +13,7 @@ from ai.backend.common.problems import InvalidAPIParameters, SessionNotFound
 from ai.backend.common.types import ResourceSlot
 from ai.backend.kernel.protocol import cap_completions
 
+from ..apps.ports import public_ports
 from ..auth import AuthContext
 from ..images import registry_of
 from ..models import KernelRow, SessionRow
@@ -230,7 +231,8 @@ async def create_and_respond(
         "kernelId": fresh.name,
         "status": status,
         "statusInfo": fresh.status_info,
-        "servicePorts": kernel.service_ports if status == S.RUNNING else [],
+        # The apps as the 22.03 server listed them (container ports, no host ports), once RUNNING.
+        "servicePorts": public_ports(kernel.service_ports) if status == S.RUNNING else [],
         "created": created,
     }
     if fresh.status == S.ERROR:

@@ -1,4 +1,5 @@
-"""WebSocket streams: ``GET /stream/session/:id/execute`` and the terminal ``GET /stream/session/:id/pty``.
+"""WebSocket streams: ``GET /stream/session/:id/execute``, the terminal ``GET /stream/session/:id/pty`` and the
+app streams ``GET /stream/session/:id/tcpproxy|httpproxy``, plus the apps list ``GET /stream/session/:id/apps``.
 
 Execute: the client sends ``{"code", "mode", "options"}`` once; the server runs the execute loop itself
 (continuing ``continued`` runs without the client asking) and sends every Execution Result
@@ -10,6 +11,10 @@ Terminal (rest-api.md §6.5): JSON text messages only. The client sends ``stdin`
 and ``error`` (a message; the terminal stays usable). The manager relays to the agent's
 ``/v1/kernels/{kid}/pty`` WebSocket (raw bytes there, see ``ai.backend.agent.pty_relay``); it never talks to
 containers itself. Closing either end closes the other and ends the shell.
+
+App streams (spec §2.1, ADR 0012): ``?app=`` (or ``service``), ``port``, ``envs`` and ``arguments`` (JSON
+object texts). The app is started through the agent, then one WebSocket carries one TCP connection to it in
+BINARY frames (:mod:`..apps.relay`); ``tcpproxy`` and ``httpproxy`` are the same relay.
 
 A refused handshake (bad signature, unknown or foreign session, session not running) is answered
 before the upgrade with the problem's HTTP status and an ``application/problem+json`` body.
@@ -26,7 +31,7 @@ import json
 import logging
 from typing import Any
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
@@ -35,7 +40,10 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 from ai.backend.common.auth import CLUSTER_SECRET_HEADER
 from ai.backend.common.problems import ProblemError, SessionNotFound
 
-from ..auth import authenticate
+from ..apps.ports import public_ports
+from ..apps.relay import relay
+from ..apps.request import AppRequest, app_session, check_running
+from ..auth import AuthContext, authenticate
 from ..models import KernelRow, SessionRow
 from ..ratelimit import enforce_keypair_limit
 from ..registry import SessionNotRunning, SessionRegistry
@@ -46,16 +54,31 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 
-async def _caller_session(ws: WebSocket, reg: SessionRegistry, ref: str) -> tuple[SessionRow, KernelRow]:
-    """Authenticate a stream handshake like any API call (signature, usage, rate limit, owner delegation)
-    and find the session it names with its main kernel; refusals are problems."""
-    mgr = manager_context(ws)
-    ctx = await authenticate(ws, mgr)
+async def _caller(conn: WebSocket | Request) -> AuthContext:
+    """Authenticate a stream handshake like any API call (signature, usage, rate limit)."""
+    mgr = manager_context(conn)
+    ctx = await authenticate(conn, mgr)
     mgr.api_usage.count(ctx.access_key)
     await enforce_keypair_limit({}, mgr.rate_limiter, ctx.access_key, ctx.rate_limit)
+    return ctx
+
+
+async def _caller_session(ws: WebSocket, reg: SessionRegistry, ref: str) -> tuple[SessionRow, KernelRow]:
+    """Authenticate a stream handshake and find the session it names (owner delegation with
+    ``owner_access_key``) with its main kernel; refusals are problems."""
+    ctx = await _caller(ws)
     owner = await reg.resolve_owner(ctx, ws.query_params.get("owner_access_key"))
     async with reg.db() as db:
         return await reg.find_session_and_kernel(db, ref, owner)
+
+
+async def _caller_app_session(
+    conn: WebSocket | Request, reg: SessionRegistry, ref: str
+) -> tuple[SessionRow, KernelRow]:
+    """Authenticate a handshake or call on a session's apps and find the session (see
+    :func:`..apps.request.app_session`: admins may also name a session of their domain by its id)."""
+    ctx = await _caller(conn)
+    return await app_session(reg, ctx, ref, conn.query_params.get("owner_access_key"))
 
 
 async def _refuse(ws: WebSocket, e: ProblemError) -> None:
@@ -281,3 +304,50 @@ async def stream_pty(ws: WebSocket, ref: str) -> None:
         await agent.close()  # the agent closes the terminal, which kills the shell
         with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
             await ws.close()
+
+
+# ---- apps -----------------------------------------------------------------------------------------------
+
+
+@router.get("/stream/session/{ref}/apps")
+@router.get("/stream/kernel/{ref}/apps")
+async def stream_apps(request: Request, ref: str) -> JSONResponse:
+    """The apps of the session's main kernel: ``[{"name", "protocol", "ports", "url_template"?,
+    "allowed_arguments"?, "allowed_envs"?}]`` (empty until the session runs)."""
+    reg: SessionRegistry = manager_context(request).registry
+    _, kernel = await _caller_app_session(request, reg, ref)
+    return JSONResponse(public_ports(kernel.service_ports))
+
+
+@router.websocket("/stream/session/{ref}/tcpproxy")
+@router.websocket("/stream/session/{ref}/httpproxy")
+@router.websocket("/stream/kernel/{ref}/tcpproxy")
+@router.websocket("/stream/kernel/{ref}/httpproxy")
+async def stream_app(ws: WebSocket, ref: str) -> None:
+    """One TCP connection to an app of the caller's RUNNING session, over this WebSocket."""
+    mgr = manager_context(ws)
+    reg: SessionRegistry = mgr.registry
+    q = ws.query_params
+    try:
+        session, kernel = await _caller_app_session(ws, reg, ref)
+        check_running(session, kernel)
+        wanted = AppRequest.parse(
+            kernel,
+            session,
+            app=q.get("app") or q.get("service"),
+            port=q.get("port"),
+            envs=q.get("envs"),
+            arguments=q.get("arguments"),
+        )
+        reg.activity.touch(session.id)
+        endpoint = await wanted.start(reg.rpc, kernel)
+    except ProblemError as e:
+        await _refuse(ws, e)
+        return
+    try:
+        await ws.accept()
+    except (WebSocketDisconnect, RuntimeError, OSError):  # the client gave up while the app was starting
+        return
+    await relay(
+        ws, endpoint, circuits=mgr.circuits, session_id=session.id, on_packet=lambda: reg.activity.touch(session.id)
+    )

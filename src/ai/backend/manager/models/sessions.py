@@ -64,6 +64,8 @@ class KernelRow(Base):
     terminated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     occupied_slots: Mapped[dict[str, Any]] = mapped_column(default=dict)
     service_ports: Mapped[list[Any]] = mapped_column(default=list)
+    # Where the agent published the service ports (its advertised host); empty: the host of agent_addr.
+    kernel_host: Mapped[str | None] = mapped_column(String(256))
     last_stat: Mapped[dict[str, Any]] = mapped_column(default=dict)
     exit_code: Mapped[int | None] = mapped_column(Integer)
     task_log: Mapped[str | None] = mapped_column(Text)  # console output kept for batch sessions

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 
@@ -38,6 +39,7 @@ from ..models.base import utcnow
 from ..userconfig import kernel_user_config
 from .cluster import KernelSlot, cluster_spec, local_rank, network_name, new_ssh_keypair
 from .events import publish_session_event
+from .ssh_keys import owner_ssh_keypairs
 from .status import START_SETTLED, TERMINAL, status_change
 from .status import SessionStatus as S
 from .store import (
@@ -53,10 +55,20 @@ log = logging.getLogger("ai.backend.manager.sessions")
 
 # Sessions whose kernels are being created at the same time (each waits on its agents).
 MAX_CONCURRENT_STARTS = 64
-# A started session: its row, its kernels (main1 first) and its owner's dotfiles and bootstrap script.
+# A started session: its row, its kernels (main1 first) and its owner's dotfiles, bootstrap script and SSH
+# keypair.
 Prepared = tuple[SessionRow, list[KernelRow], dict[str, Any]]
 # Where a folder lives on the hosts: (host, vfid) -> absolute path (the storage proxy answers).
 FolderPath = Callable[[str, str], Awaitable[str]]
+
+
+def advertised_host(created: dict[str, Any], agent_addr: str | None) -> str | None:
+    """Where a created kernel's service ports are published: the host its agent answered (``kernel_host``),
+    else the host of the agent's RPC address."""
+    host = created.get("kernel_host")
+    if isinstance(host, str) and host:
+        return host[:256]
+    return urlsplit(agent_addr or "").hostname or None
 
 
 class Launcher:
@@ -160,6 +172,9 @@ class Launcher:
             async with self.store.db() as db:
                 sessions, kernels = await sessions_with_kernels(db, ids)
                 users: dict[uuid.UUID, dict[str, Any]] = {}
+                ssh_keys = await owner_ssh_keypairs(
+                    db, (s.access_key for s in sessions.values() if s.status == S.SCHEDULED)
+                )
                 now = utcnow()
                 out: list[Prepared | None] = []
                 session_updates: list[dict[str, Any]] = []
@@ -174,6 +189,7 @@ class Launcher:
                     config = {
                         **users[session.user_uuid],
                         "bootstrap_script": session.bootstrap_script or users[session.user_uuid]["bootstrap_script"],
+                        "ssh_keypair": ssh_keys.get(session.access_key),
                     }
                     record_change(session, status_change(session, S.PREPARING, now), session_updates)
                     for k in kernels[sid]:
@@ -249,7 +265,7 @@ class Launcher:
     async def _running_batch(
         self, items: list[tuple[SessionRow, dict[uuid.UUID, dict[str, Any]], dict[str, Any]]]
     ) -> list[tuple[SessionRow, bool]]:
-        """One transaction for many created sessions: each kernel's container id and service ports, and the
+        """One transaction for many created sessions: each kernel's container id, service ports and host, and the
         session RUNNING with its creation phases, unless it was destroyed meanwhile (then ``False``)."""
         ids = [row.id for row, _, _ in items]
 
@@ -274,6 +290,7 @@ class Launcher:
                                 "b_id": k.id,
                                 "container_id": info.get("container_id"),
                                 "service_ports": info.get("service_ports", []),
+                                "kernel_host": advertised_host(info, k.agent_addr),
                                 "status": k.status if destroyed else S.RUNNING,
                             }
                         )
@@ -299,7 +316,8 @@ class Launcher:
         user_config: dict[str, Any],
     ) -> KernelSpec:
         """The creation request of one kernel for its agent: the session's settings, its folder ``mounts`` and
-        the owner's dotfiles and bootstrap script (``user_config``). Only ``main1`` runs a batch session's task."""
+        the owner's dotfiles, bootstrap script and SSH keypair (``user_config``). Only ``main1`` runs a batch
+        session's task and gets the owner's SSH keypair."""
         size = session.cluster_size or 1
         main = kernel.cluster_role == "main"
         me = KernelSlot(
@@ -323,6 +341,7 @@ class Launcher:
             access_key=session.access_key,
             batch_timeout=session.batch_timeout,
             registry_auth=self._registry_auth(session.image),
+            ssh_keypair=user_config.get("ssh_keypair") if main else None,
             **cluster_spec(session.id, session.cluster_mode, size, me, ssh),
         )
 
