@@ -531,6 +531,14 @@ async def test_alive_loop_closes_circuits_of_ended_sessions(proxy: AppProxy, bac
     assert body["session_ids"] == sorted(set(body["session_ids"]))
     async with client() as c:
         assert (await c.get(a.origin + "/echo", headers={"Cookie": a.cookie})).status == 200
+        # That request is reported once as activity of its session (for the manager's idle timeout), then not.
+        n = len(backends.alive_calls)
+        await wait_for("alive calls after the request", lambda: len(backends.alive_calls) >= n + 2)
+        reported = [body.get("active", []) for _, body in backends.alive_calls[n:]]
+        await wait_for("two more alive calls", lambda: len(backends.alive_calls) >= n + 4)
+        later = backends.alive_calls[-1][1].get("active")
+    assert any(live.session_id in r for r in reported), reported
+    assert later == [], later
     assert proxy.proc.poll() is None
 
 

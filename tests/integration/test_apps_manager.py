@@ -49,6 +49,9 @@ from .conftest import ADMIN, USER
 SECRET = "the-app-proxy-secret-of-this-test"
 # The intrinsic apps of every main kernel, as clients see them.
 INTRINSIC = [
+    # The python image's own apps (its label, as the dummy agent reports it), then the intrinsic ones.
+    {"name": "jupyter", "protocol": "http", "ports": [8090]},
+    {"name": "jupyterlab", "protocol": "http", "ports": [8091]},
     {"name": "sshd", "protocol": "tcp", "ports": [2200]},
     {"name": "ttyd", "protocol": "http", "ports": [7681]},
 ]

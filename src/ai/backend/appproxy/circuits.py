@@ -74,6 +74,7 @@ class Circuit:
         self.closed = False
         self._active = 0
         self._idle_since = time.monotonic()
+        self.used = False  # a request went through since the manager was last told (idle-timeout activity)
         self._requests: set[asyncio.Task[object]] = set()
         self._websockets: set[WebSocketPair] = set()
         self._client: aiohttp.ClientSession | None = None
@@ -150,6 +151,7 @@ class Circuit:
         if refused is not None:
             return refusal(request, refused)
         assert self._client is not None
+        self.used = True
         self._active += 1
         task = asyncio.current_task()
         try:
@@ -234,6 +236,16 @@ class CircuitTable:
     def sessions(self) -> set[str]:
         """The sessions that have a circuit open."""
         return {c.session_id for c in self._by_id.values()}
+
+    def take_active(self) -> set[str]:
+        """The sessions whose apps were used since the previous call (a request went through, or a
+        connection is still open), for the manager's idle timeout; resets the marks."""
+        active = set()
+        for c in self._by_id.values():
+            if c.used or c.idle_for(time.monotonic()) == 0.0:
+                active.add(c.session_id)
+            c.used = False
+        return active
 
     async def open(self, grant: AppGrant) -> tuple[Circuit, bool]:
         """The circuit for ``grant`` (made on the lowest free port, or reused) and whether it was reused."""

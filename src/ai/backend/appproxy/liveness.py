@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Set as AbstractSet
 
 import aiohttp
 
@@ -42,13 +43,13 @@ class AliveChecker:
             log.debug("manager still not answering: %s", why)
         self._failing = True
 
-    async def _ask(self, session_ids: set[str]) -> set[str] | None:
-        """The sessions among ``session_ids`` that the manager reports alive; None when it did not say."""
+    async def _ask(self, session_ids: set[str], active: AbstractSet[str] = frozenset()) -> set[str] | None:
+        """The sessions among ``session_ids`` that the manager reports alive; None when it did not say.
+        ``active`` tells it which of them were used (activity for their idle timeout)."""
         url = self.conf.manager_url + ALIVE_PATH
+        body = {"session_ids": sorted(session_ids), "active": sorted(active)}
         try:
-            async with self.client.post(
-                url, json={"session_ids": sorted(session_ids)}, headers={APPPROXY_SECRET_HEADER: self.conf.secret}
-            ) as resp:
+            async with self.client.post(url, json=body, headers={APPPROXY_SECRET_HEADER: self.conf.secret}) as resp:
                 if resp.status != 200:
                     self._failed(f"{url} answered HTTP {resp.status}")
                     return None
@@ -70,7 +71,7 @@ class AliveChecker:
         asked = self.table.sessions()
         if not asked:
             return 0
-        alive = await self._ask(asked)
+        alive = await self._ask(asked, self.table.take_active())
         if alive is None:
             return 0
         closed = 0

@@ -27,6 +27,7 @@ from .api import (
     session,
     session_apps,
     session_files,
+    ssh_keypair,
     status,
     stream,
     template,
@@ -108,6 +109,7 @@ def create_app(config: ManagerConfig) -> FastAPI:
     for r in (
         root.router,
         auth.router,
+        ssh_keypair.router,
         template.router,
         session_files.router,
         session.router,

@@ -1,9 +1,11 @@
 """The app-proxy-facing API (``/internal/appproxy/...``, the ``[appproxy]`` shared secret required).
 
-``POST /internal/appproxy/alive`` ``{"session_ids": [...]}`` → ``{"alive": [...]}``: which of the proxy's
-circuits' sessions still have their containers (RUNNING, RESTARTING or RUNNING_DEGRADED). The proxy asks
-every few seconds and closes the others' circuits, so a missed ``DELETE /v2/sessions/{id}`` cannot leave a
-circuit open onto a port a later kernel reuses (ADR 0012).
+``POST /internal/appproxy/alive`` ``{"session_ids": [...], "active": [...]}`` → ``{"alive": [...]}``: which of
+the proxy's circuits' sessions still have their containers (RUNNING, RESTARTING or RUNNING_DEGRADED). The proxy
+asks every few seconds and closes the others' circuits, so a missed ``DELETE /v2/sessions/{id}`` cannot leave a
+circuit open onto a port a later kernel reuses (ADR 0012). ``active`` (optional) names the sessions whose apps
+were used since the previous call: browser traffic bypasses the manager, so this is how it counts as activity
+for the idle timeout.
 """
 
 from __future__ import annotations
@@ -50,4 +52,14 @@ async def alive(request: Request, ctx: Ctx) -> dict[str, Any]:
         for i in range(0, len(keys), _CHUNK):
             q = select(SessionRow.id).where(SessionRow.id.in_(keys[i : i + _CHUNK]), SessionRow.status.in_(ON_AGENT))
             running.update((await db.execute(q)).scalars())
+    active = (await json_body(request)).get("active") or []
+    if not isinstance(active, list) or not all(isinstance(i, str) for i in active) or len(active) > MAX_IDS:
+        raise InvalidAPIParameters("'active' must be a list of session ids (strings).")
+    for raw in active:
+        try:
+            sid = uuid.UUID(raw)
+        except ValueError:
+            continue
+        if sid in running:
+            ctx.registry.activity.touch(sid)
     return {"alive": [raw for sid in keys if sid in running for raw in asked[sid]]}

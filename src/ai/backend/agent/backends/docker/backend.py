@@ -317,6 +317,7 @@ class DockerBackend:
     ) -> dict[str, Any]:
         cc = self.config.container
         exposed, bindings = port_config(apps or [], cc.bind_host)
+        runtime_path = labels.get("ai.backend.runtime-path")
         config: dict[str, Any] = {
             "Image": image,
             "Cmd": [
@@ -327,7 +328,7 @@ class DockerBackend:
                 f"{IPC_MOUNT}/runner.sock",
                 "--runtime-type",
                 labels.get("ai.backend.runtime-type", "python"),
-                *(["--runtime-path", labels["ai.backend.runtime-path"]] if labels.get("ai.backend.runtime-path") else []),
+                *(["--runtime-path", runtime_path] if runtime_path else []),
                 "--workdir",
                 "/home/work",
                 "--flush-timeout",
