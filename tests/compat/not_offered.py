@@ -20,7 +20,7 @@ Placeholders in ``call`` (and ``stdin``) are filled in by the test:
 so that nobody chases them on the server:
 
 * 22.03 CLI: ``run --terminal`` (``exec_terminal`` raises ``NotImplementedError``), ``ps -f resoucre_opts``
-  (typo), ``info <name>`` (UUID required), ``create-from-template`` (click 8.5 ``undefined`` defaults,
+  (typo), ``ps -f service_ports`` (formats a list as a mapping), ``info <name>`` (UUID required), ``create-from-template`` (click 8.5 ``undefined`` defaults,
   ``callback_url``), ``vfolder upload`` of several files / a directory / a relative base dir,
   ``vfolder download`` of a directory, ``vfolder request-download``, ``vfolder cp``, ``dotfile list -o``
   (``onwer_access_key``), ``admin agent|user|keypair list --limit`` (no ``type=int``),
@@ -316,6 +316,14 @@ CLIENT_BUGS: list[ClientBug] = [
         "22.03 `exec_terminal` is `raise NotImplementedError`; the CLI demands `-c` first",
     ),
     ClientBug("22.03", "cli", "ps -f resoucre_opts", "typo in the client's field list (`resoucre_opts`)"),
+    ClientBug(
+        "22.03",
+        "cli",
+        "ps -f service_ports",
+        "the client formats GraphQL `service_ports` as a mapping (`nested_dict_formatter`), but the 22.03 server "
+        "answers the stored list of apps, as this one does: `'list' object has no attribute 'items'` once a "
+        "session has apps (`--output json` and `session info`/`apps` show them)",
+    ),
     ClientBug("22.03", "cli", "info NAME", 'client refuses non-UUIDs in API v5+ ("must be given in the UUID format")'),
     ClientBug(
         "22.03",

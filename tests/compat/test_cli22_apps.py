@@ -7,6 +7,7 @@ One module-scoped python session serves every test; each test checks the result 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -16,12 +17,15 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from ai.backend.manager.fixtures import USER
 from ai.backend.testutils.cluster import Cluster
 from ai.backend.testutils.jupyter import run_cell, wait_api
+from ai.backend.testutils.web import launch_webserver
 
 from .conftest import CLI, OfficialClients, client_env
 from .test_cli22_sessions import api_create, cleanup
@@ -47,8 +51,6 @@ def app_session(cluster: Cluster) -> Iterator[str]:
 
 
 def _env(clients: OfficialClients, cluster: Cluster, home: Path) -> dict[str, str]:
-    from ai.backend.manager.fixtures import USER
-
     env = client_env(cluster, USER, home)
     # `ssh`/`scp` run `backend.ai session download` and `backend.ai app` as subprocesses found on PATH.
     env["PATH"] = str(Path(clients.cli("22.03")).parent) + os.pathsep + env.get("PATH", "")
@@ -87,13 +89,16 @@ def test_app_of_unknown_name_is_refused(
     assert 'The app "no-such-app" is not supported by the session.' in line, line
 
 
-def test_app_jupyter_runs_a_cell(clients: OfficialClients, cluster: Cluster, home: Path, app_session: str) -> None:
+@contextlib.contextmanager
+def official_app(clients: OfficialClients, env: dict[str, str], home: Path, session: str, app: str) -> Iterator[str]:
+    """``backend.ai app SESSION APP -b 127.0.0.1:PORT`` of the 22.03 CLI, running; yields its base URL and
+    checks that Ctrl-C ends it the way the CLI says."""
     port = _free_port()
     proc = subprocess.Popen(
-        [clients.cli("22.03"), "app", app_session, "jupyter", "-b", f"127.0.0.1:{port}"],
+        [clients.cli("22.03"), "app", session, app, "-b", f"127.0.0.1:{port}"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        env=_env(clients, cluster, home),
+        env=env,
         cwd=home,
         text=True,
     )
@@ -109,10 +114,7 @@ def test_app_jupyter_runs_a_cell(clients: OfficialClients, cluster: Cluster, hom
             if f"127.0.0.1:{port}" in line:
                 break
         assert any("available at" in x for x in lines), "".join(lines)
-        with httpx.Client() as client:
-            doc = wait_api(client, f"http://127.0.0.1:{port}")
-            assert "version" in doc
-            assert run_cell(client, f"http://127.0.0.1:{port}", "6 * 7") == "42"
+        yield f"http://127.0.0.1:{port}"
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -121,6 +123,33 @@ def test_app_jupyter_runs_a_cell(clients: OfficialClients, cluster: Cluster, hom
             proc.kill()
             out, _ = proc.communicate()
     assert "has terminated" in out, out
+
+
+def test_app_jupyter_runs_a_cell(clients: OfficialClients, cluster: Cluster, home: Path, app_session: str) -> None:
+    with official_app(clients, _env(clients, cluster, home), home, app_session, "jupyter") as base:
+        with httpx.Client() as client:
+            doc = wait_api(client, base)
+            assert "version" in doc
+            assert run_cell(client, base, "6 * 7") == "42"
+
+
+def test_app_through_the_webserver_in_session_mode(
+    clients: OfficialClients, cli22: CLI, cluster: Cluster, home: Path, app_session: str, tmp_path_factory: Any
+) -> None:
+    """Session mode: the CLI logs in to the webserver and its tcpproxy stream goes through ``/func/stream``."""
+    web = launch_webserver(tmp_path_factory.mktemp("web-apps"), cluster.endpoint)
+    try:
+        env = {**_env(clients, cluster, home), **web.env(), "BACKEND_ACCESS_KEY": "", "BACKEND_SECRET_KEY": ""}
+        login = cli22("login", input=f"{USER['email']}\n{USER['password']}\n", env=env)
+        assert login.rc == 0 and "Login succeeded." in login.out, login.describe()
+        try:
+            with official_app(clients, env, home, app_session, "ttyd") as base:
+                page = httpx.get(base + "/", timeout=60)
+                assert page.status_code == 200 and "xterm" in page.text.lower(), page.text[:300]
+        finally:
+            cli22("logout", env=env)
+    finally:
+        web.shutdown()
 
 
 @pytest.mark.skipif(shutil.which("ssh") is None, reason="no ssh client on this machine")

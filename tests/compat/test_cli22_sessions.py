@@ -757,7 +757,6 @@ PS_FIELDS = [
     "startup_command",
     "result",
     "scaling_group",
-    "service_ports",
     "mounts",
     "occupied_slots",
     "containers",

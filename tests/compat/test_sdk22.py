@@ -241,6 +241,22 @@ def test_get_info_and_logs(sess: dict[str, Any], sdk22: SDK) -> None:
     assert isinstance(logs["result"]["logs"], str), logs
 
 
+def test_stream_app_info(sess: dict[str, Any], sdk22: SDK) -> None:
+    got = sdk22(
+        snippet(
+            """
+        with Session() as s:
+            emit(s.ComputeSession(NAME).stream_app_info())
+    """,
+            NAME=sess["name"],
+        )
+    )
+    apps = {a["name"]: a for a in got}
+    assert set(apps) == {"jupyter", "jupyterlab", "sshd", "ttyd"}, got
+    assert apps["sshd"]["protocol"] == "tcp" and apps["sshd"]["ports"] == [2200]
+    assert apps["jupyter"]["protocol"] == "http" and apps["jupyter"]["ports"] == [8090]
+
+
 def test_upload_list_download(sess: dict[str, Any], sdk22: SDK, workdir: Path) -> None:
     (workdir / "up1.txt").write_text("uploaded by the 22.03 sdk\n")
     got = sdk22(

@@ -239,7 +239,8 @@ def test_a_circuit_without_the_permit_is_refused(cluster: Cluster, session: tupl
     client.close()
     with httpx.Client(timeout=30) as stranger:  # another browser: no permit
         assert stranger.get(base + "/").status_code == 401
-        assert stranger.get(base + "/", cookies={"bai_permit_x": "forged"}).status_code == 401
+    with httpx.Client(timeout=30, cookies={"bai_permit_x": "forged"}) as forger:  # a made-up permit
+        assert forger.get(base + "/").status_code == 401
 
 
 def test_another_kernel_cannot_reach_the_app(
@@ -363,3 +364,45 @@ def test_our_ssh_and_scp(cluster: Cluster, session: tuple[str, dict[str, Any]], 
     )  # fmt: skip
     assert down.returncode == 0, down.stdout + down.stderr
     assert (tmp_path / "back.bin").read_bytes() == payload
+
+
+# ---- preopen ports --------------------------------------------------------------------------------
+
+
+def test_preopen_port_serves_the_users_own_server(cluster: Cluster) -> None:
+    name = f"apps-pre-{uuid.uuid4().hex[:6]}"
+    doc = _create(cluster, name, config={"resources": {"cpu": "1", "mem": "1g"}, "preopen_ports": [8877]})
+    try:
+        assert {"name": "8877", "protocol": "preopen", "ports": [8877]} in doc["servicePorts"], doc["servicePorts"]
+        code = (
+            "import subprocess, time, urllib.request\n"
+            "open('hello.txt', 'w').write('preopen-42')\n"
+            "subprocess.Popen(['python3', '-m', 'http.server', '8877'], start_new_session=True,"
+            " stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+            "for _ in range(50):\n"
+            "    try:\n"
+            "        urllib.request.urlopen('http://127.0.0.1:8877/hello.txt'); break\n"
+            "    except OSError:\n"
+            "        time.sleep(0.1)\n"
+            "print('serving')\n"
+        )
+        r = cluster.request("POST", f"/session/{name}", {"mode": "query", "code": code, "runId": "p"})
+        assert r.status_code == 200, r.text
+        client, base = _open(cluster, name, "8877")
+        try:
+            page = client.get(base + "/hello.txt")
+            assert page.status_code == 200 and page.text == "preopen-42", page.text[:300]
+        finally:
+            client.close()
+    finally:
+        _destroy(cluster, name)
+
+
+@pytest.mark.parametrize("ports", [[2200], [80], [8877, 8877], ["8877"], list(range(9000, 9011))])
+def test_bad_preopen_ports_are_refused(cluster: Cluster, ports: list[Any]) -> None:
+    name = f"apps-bad-{uuid.uuid4().hex[:6]}"
+    body = {"image": "python", "name": name, "config": {"resources": {"cpu": "1", "mem": "1g"}, "preopen_ports": ports}}
+    r = cluster.request("POST", "/session", body)
+    assert r.status_code == 400, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert cluster.request("GET", f"/session/{name}").status_code == 404

@@ -49,6 +49,9 @@ def test_cli_ps_rm_info(cluster: Cluster) -> None:
     assert "cli-keep" in names
     info = _cli(cluster, "session", "info", "cli-keep")
     assert info.returncode == 0 and "RUNNING" in info.stdout
+    assert "Apps: jupyter (http), jupyterlab (http), sshd (tcp), ttyd (http)" in info.stdout, info.stdout
+    infoj = _cli(cluster, "--output", "json", "session", "info", "cli-keep")
+    assert [a["name"] for a in json.loads(infoj.stdout)["apps"]] == ["jupyter", "jupyterlab", "sshd", "ttyd"]
     rm = _cli(cluster, "rm", "cli-keep")
     assert rm.returncode == 0, rm.stderr
     dead = _cli(cluster, "ps", "--dead")

@@ -240,8 +240,9 @@ async def test_dummy_kernels_serve_their_apps_on_loopback(tmp_path: Path) -> Non
 
 
 async def test_dummy_apps_need_free_ports() -> None:
-    low, _ = free_port_block(3)
-    config = AgentConfig.model_validate({"agent": {"backend": "dummy"}, "container": {"port-range": [low, low + 2]}})
+    # Room for one kernel of the python image (jupyter, jupyterlab, sshd, ttyd) and not for two.
+    low, _ = free_port_block(6)
+    config = AgentConfig.model_validate({"agent": {"backend": "dummy"}, "container": {"port-range": [low, low + 5]}})
     backend = DummyBackend(config, on_kernel_exit=lambda *a, **k: asyncio.sleep(0))
     await backend.create_kernel(KernelSpec(kernel_id="k1", session_id="s", image="python:3.11-debian12"))
     with pytest.raises(Exception, match="No host ports left") as e:

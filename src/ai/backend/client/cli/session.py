@@ -393,7 +393,15 @@ def info(name: str, owner: str | None, stats_only: bool) -> None:
     cli = get_cli_context()
 
     async def _info(api_sess: AsyncSession) -> dict[str, Any]:
-        return await api_sess.ComputeSession(name, owner).get_info()
+        cs = api_sess.ComputeSession(name, owner)
+        doc = await cs.get_info()
+        if doc.get("status") == "RUNNING" and not stats_only:
+            # The session document carries no apps (as upstream's); they come from the apps list.
+            try:
+                doc["apps"] = await cs.stream_app_info()
+            except Exception:  # noqa: BLE001 - an older server without apps: show the rest
+                pass
+        return doc
 
     data = _run_async(_info)
     stats = data.get("stats")
@@ -401,7 +409,11 @@ def info(name: str, owner: str | None, stats_only: bool) -> None:
         _emit_json({"stats": stats} if stats_only else data)
         return
     if not stats_only:
+        apps = data.pop("apps", None)
         _print_mapping({k: v for k, v in data.items() if k != "stats"})
+        if apps:
+            listed = ", ".join(f"{a['name']} ({a.get('protocol', '?')})" for a in apps)
+            click.echo(f"Apps: {listed}  (open one with `backend.ai app {name} APP`)")
         click.echo("")
     live = data.get("status") == "RUNNING"
     if isinstance(stats, Mapping) and stats:

@@ -44,6 +44,7 @@ class SessionRow(Base):
     resource_opts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     num_queries: Mapped[int] = mapped_column(BigInteger, default=0)
     vfolder_mounts: Mapped[list[Any] | None] = mapped_column(JSON)  # [{vfid, name, host, mount_path, permission}]
+    preopen_ports: Mapped[list[int] | None] = mapped_column(JSON)  # container ports served by the user's processes
 
 
 class KernelRow(Base):

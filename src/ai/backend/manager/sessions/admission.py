@@ -257,6 +257,7 @@ class Admission:
                 requested_slots=requested.to_json(),
                 environ=p.environ,
                 resource_opts=p.resource_opts,
+                preopen_ports=p.preopen_ports or None,
             )
             kernels = [
                 KernelRow(

@@ -342,6 +342,7 @@ class Launcher:
             batch_timeout=session.batch_timeout,
             registry_auth=self._registry_auth(session.image),
             ssh_keypair=user_config.get("ssh_keypair") if main else None,
+            preopen_ports=list(session.preopen_ports or []) if main else [],
             **cluster_spec(session.id, session.cluster_mode, size, me, ssh),
         )
 

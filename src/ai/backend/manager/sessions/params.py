@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from ai.backend.common.problems import InvalidAPIParameters
+from ai.backend.common.service_ports import preopen_service_ports
 from ai.backend.common.types import ResourceSlot, SlotTypeError
 
 from ..api.bodies import RequestModel, validate_body
@@ -35,6 +36,10 @@ CLUSTER_MODES = {
     "multi-node": "multi-node",
     "multi_node": "multi-node",
 }
+
+
+#: Preopen ports one session may ask for (upstream's webserver default).
+MAX_PREOPEN_PORTS = 10
 
 
 @dataclass
@@ -64,6 +69,7 @@ class CreateParams:
     mount_perms: dict[str, str] = field(default_factory=dict)  # folder name -> ro/rw/wd asked for
     scaling_group: str | None = None
     resource_opts: dict[str, Any] = field(default_factory=dict)
+    preopen_ports: list[int] = field(default_factory=list)
 
 
 def _pick(body: dict[str, Any], *names: str, default: Any = None) -> Any:
@@ -177,6 +183,12 @@ class SessionConfig(BaseModel):
     scalingGroup: str | None = Field(None, validation_alias=AliasChoices("scalingGroup", "scaling_group"))
     resource_opts: dict[str, Any] = Field(
         default_factory=dict, validation_alias=AliasChoices("resource_opts", "resourceOpts")
+    )
+    preopen_ports: list[int] = Field(
+        default_factory=list,
+        description=f"Container ports (1025-65534, at most {MAX_PREOPEN_PORTS}) that the session's own processes "
+        "serve; each becomes an app named after its port.",
+        validation_alias=AliasChoices("preopen_ports", "preopenPorts"),
     )
 
 
@@ -404,7 +416,21 @@ def _with_config(b: CreateSessionBody) -> CreateParams:
     if not isinstance(ro, dict):
         raise InvalidAPIParameters("'config.resource_opts' must be an object.")
     p.resource_opts = ro
+    p.preopen_ports = parse_preopen_ports(_pick(config, "preopen_ports", "preopenPorts", default=[]))
     return p
+
+
+def parse_preopen_ports(value: Any) -> list[int]:
+    """``config.preopen_ports``: distinct container ports that are not reserved; a 400 naming the bad one."""
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise InvalidAPIParameters("'config.preopen_ports' must be a list of port numbers.")
+    if len(value) > MAX_PREOPEN_PORTS:
+        raise InvalidAPIParameters(f"'config.preopen_ports' may list at most {MAX_PREOPEN_PORTS} ports.")
+    try:
+        preopen_service_ports(value)
+    except ValueError as e:
+        raise InvalidAPIParameters(f"'config.preopen_ports': {e}.") from None
+    return list(value)
 
 
 def parse_create_params(body: Any) -> CreateParams:
