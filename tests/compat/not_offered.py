@@ -20,8 +20,9 @@ Placeholders in ``call`` (and ``stdin``) are filled in by the test:
 so that nobody chases them on the server:
 
 * 22.03 CLI: ``run --terminal`` (``exec_terminal`` raises ``NotImplementedError``), ``ps -f resoucre_opts``
-  (typo), ``ps -f service_ports`` (formats a list as a mapping), ``info <name>`` (UUID required), ``create-from-template`` (click 8.5 ``undefined`` defaults,
-  ``callback_url``), ``vfolder upload`` of several files / a directory / a relative base dir,
+  (typo), ``ps -f service_ports`` (formats a list as a mapping), ``info <name>`` (UUID required),
+  ``create-from-template`` (click 8.5 ``undefined`` defaults, ``callback_url``), ``vfolder upload`` of
+  several files / a directory / a relative base dir,
   ``vfolder download`` of a directory, ``vfolder request-download``, ``vfolder cp``, ``dotfile list -o``
   (``onwer_access_key``), ``admin agent|user|keypair list --limit`` (no ``type=int``),
   ``admin group info <name>``, ``admin scaling dissociate-scaling`` (prints a missing key);
