@@ -320,6 +320,15 @@ CLIENT_BUGS: list[ClientBug] = [
     ClientBug(
         "22.03",
         "cli",
+        "ssh NAME / scp NAME ... (under load, now and then)",
+        "`backend.ai app` has no signal handler, and a Ctrl-C that lands while aiohttp receives data is swallowed "
+        "(`ResponseHandler.data_received` catches BaseException): the app proxy runs on and `ssh`/`scp`, which "
+        "stop it with SIGINT when they finish, wait for it forever; a second Ctrl-C ends it "
+        "(`test_cli22_apps.run_official_ssh` sends it)",
+    ),
+    ClientBug(
+        "22.03",
+        "cli",
         "ps -f service_ports",
         "the client formats GraphQL `service_ports` as a mapping (`nested_dict_formatter`), but the 22.03 server "
         "answers the stored list of apps, as this one does: `'list' object has no attribute 'items'` once a "

@@ -398,7 +398,7 @@ def test_preopen_port_serves_the_users_own_server(cluster: Cluster) -> None:
         _destroy(cluster, name)
 
 
-@pytest.mark.parametrize("ports", [[2200], [80], [8877, 8877], ["8877"], list(range(9000, 9011))])
+@pytest.mark.parametrize("ports", [[2200], [80], [8877, 8877], ["http"], [8877.5], list(range(9000, 9011))])
 def test_bad_preopen_ports_are_refused(cluster: Cluster, ports: list[Any]) -> None:
     name = f"apps-bad-{uuid.uuid4().hex[:6]}"
     body = {"image": "python", "name": name, "config": {"resources": {"cpu": "1", "mem": "1g"}, "preopen_ports": ports}}

@@ -422,6 +422,9 @@ def _with_config(b: CreateSessionBody) -> CreateParams:
 
 def parse_preopen_ports(value: Any) -> list[int]:
     """``config.preopen_ports``: distinct container ports that are not reserved; a 400 naming the bad one."""
+    # The 22.03 CLI sends its --preopen list as strings ("8080,8081" -> ["8080", "8081"]).
+    if isinstance(value, list):
+        value = [int(v) if isinstance(v, str) and v.strip().isdigit() and len(v) < 6 else v for v in value]
     if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
         raise InvalidAPIParameters("'config.preopen_ports' must be a list of port numbers.")
     if len(value) > MAX_PREOPEN_PORTS:
