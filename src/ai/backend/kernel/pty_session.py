@@ -209,8 +209,37 @@ def _become_terminal_owner() -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
-def _set_winsize(fd: int, rows: int, cols: int) -> None:
+def set_winsize(fd: int, rows: int, cols: int) -> None:
+    """Set a terminal's size (on the master, this also sends SIGWINCH to its foreground job)."""
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def spawn_on_pty(
+    argv: list[str], env: dict[str, str], cwd: str, rows: int, cols: int
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``argv`` as the leader of a new session on a fresh pseudo-terminal of ``rows`` x ``cols``, the
+    terminal being its controlling terminal; returns the process and the (non-blocking) master fd."""
+    master, slave = os.openpty()
+    try:
+        set_winsize(slave, rows, cols)
+        os.set_blocking(master, False)
+        proc = subprocess.Popen(
+            argv,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            cwd=cwd,
+            env=env,
+            close_fds=True,
+            start_new_session=True,
+            preexec_fn=_become_terminal_owner,
+        )
+    except BaseException:
+        os.close(master)
+        raise
+    finally:
+        os.close(slave)  # the child holds the only copies: EIO on the master once they are all gone
+    return proc, master
 
 
 def find_shell() -> list[str]:
@@ -228,27 +257,7 @@ class _Shell:
     """One shell on one pseudo-terminal (a restart makes a new one)."""
 
     def __init__(self, argv: list[str], env: dict[str, str], workdir: str, rows: int, cols: int) -> None:
-        master, slave = os.openpty()
-        try:
-            _set_winsize(slave, rows, cols)
-            os.set_blocking(master, False)
-            self.proc = subprocess.Popen(
-                argv,
-                stdin=slave,
-                stdout=slave,
-                stderr=slave,
-                cwd=workdir,
-                env=env,
-                close_fds=True,
-                start_new_session=True,
-                preexec_fn=_become_terminal_owner,
-            )
-        except BaseException:
-            os.close(master)
-            raise
-        finally:
-            os.close(slave)  # the shell holds the only copies: EIO on the master once they are all gone
-        self.master = master
+        self.proc, self.master = spawn_on_pty(argv, env, workdir, rows, cols)
         self.closed = False
 
     def kill(self) -> None:
@@ -355,7 +364,7 @@ class PtySession:
                     continue
                 if self.shell is not None and not self.shell.closed:
                     with contextlib.suppress(OSError):
-                        _set_winsize(self.shell.master, self.rows, self.cols)  # also SIGWINCH to the foreground
+                        set_winsize(self.shell.master, self.rows, self.cols)  # also SIGWINCH to the foreground
             elif kind == KIND_RESTART:
                 await self.restart()
             elif kind == KIND_CLOSE:

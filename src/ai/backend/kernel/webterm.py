@@ -28,7 +28,6 @@ import asyncio
 import base64
 import contextlib
 import errno
-import fcntl
 import hashlib
 import logging
 import os
@@ -37,9 +36,13 @@ import signal
 import struct
 import subprocess
 import sys
-import termios
 from pathlib import Path
 from urllib.parse import urlsplit
+
+# `python3 -I` does not put the script's directory on sys.path; the tree it lives in holds its siblings.
+sys.path.insert(0, str(Path(__file__).absolute().parents[3]))
+
+from ai.backend.kernel.pty_session import set_winsize, spawn_on_pty  # noqa: E402
 
 __all__ = [
     "MAX_MESSAGE",
@@ -366,40 +369,11 @@ def terminal_command(use_tmux: bool = True, tmux_socket: str | None = None) -> l
     return ["sh", "-l"]
 
 
-def _become_terminal_owner() -> None:
-    # In the child, after setsid(): the pty (fd 0) becomes its controlling terminal (job control, Ctrl-C).
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-
-def _set_size(fd: int, rows: int, cols: int) -> None:
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-
-
 class Terminal:
     """One process on a fresh pseudo-terminal."""
 
     def __init__(self, argv: list[str], env: dict[str, str], cwd: str, rows: int = 24, cols: int = 80) -> None:
-        master, slave = os.openpty()
-        try:
-            _set_size(slave, rows, cols)
-            os.set_blocking(master, False)
-            self.proc = subprocess.Popen(
-                argv,
-                stdin=slave,
-                stdout=slave,
-                stderr=slave,
-                cwd=cwd,
-                env=env,
-                close_fds=True,
-                start_new_session=True,
-                preexec_fn=_become_terminal_owner,
-            )
-        except BaseException:
-            os.close(master)
-            raise
-        finally:
-            os.close(slave)  # the child holds the only copies: EIO on the master once it is gone
-        self.master = master
+        self.proc, self.master = spawn_on_pty(argv, env, cwd, rows, cols)
 
     async def _wait_fd(self, writable: bool) -> None:
         loop = asyncio.get_running_loop()
@@ -439,7 +413,7 @@ class Terminal:
                 await self._wait_fd(writable=True)
 
     def resize(self, rows: int, cols: int) -> None:
-        _set_size(self.master, rows, cols)
+        set_winsize(self.master, rows, cols)
 
     async def close(self) -> None:
         """Hang up: closing the master sends SIGHUP (a tmux client detaches, a shell ends its jobs);
