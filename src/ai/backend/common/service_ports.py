@@ -57,14 +57,9 @@ class ServicePort:
     allowed_arguments: tuple[str, ...] | None = None
     allowed_envs: tuple[str, ...] | None = None
 
-    def to_record(self) -> dict[str, Any]:
-        """The stored shape (kernel row ``service_ports``, ``KernelCreated.service_ports``)."""
-        out: dict[str, Any] = {
-            "name": self.name,
-            "protocol": self.protocol,
-            "container_ports": list(self.container_ports),
-            "host_ports": list(self.host_ports),
-        }
+    def extras(self) -> dict[str, Any]:
+        """What the runner said of the app (``url_template``, ``allowed_arguments``, ``allowed_envs``), where set."""
+        out: dict[str, Any] = {}
         if self.url_template is not None:
             out["url_template"] = self.url_template
         if self.allowed_arguments is not None:
@@ -72,6 +67,16 @@ class ServicePort:
         if self.allowed_envs is not None:
             out["allowed_envs"] = list(self.allowed_envs)
         return out
+
+    def to_record(self) -> dict[str, Any]:
+        """The stored shape (kernel row ``service_ports``, ``KernelCreated.service_ports``)."""
+        return {
+            "name": self.name,
+            "protocol": self.protocol,
+            "container_ports": list(self.container_ports),
+            "host_ports": list(self.host_ports),
+            **self.extras(),
+        }
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> ServicePort:

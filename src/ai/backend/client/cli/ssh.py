@@ -172,6 +172,19 @@ def _run_with_sshd_proxy(
     return code if code >= 0 else 128 - code  # killed by a signal: the shell's convention
 
 
+# The options ssh and scp share.
+_port_option = click.option(
+    "-p",
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=DEFAULT_PORT,
+    show_default=True,
+    help="The local port of the temporary proxy (0 picks a free one).",
+)
+_owner_option = click.option(
+    "--owner", "--owner-access-key", "owner", metavar="ACCESS_KEY", help="The session's owner (admins)."
+)
+
 _PASS_THROUGH = {
     "ignore_unknown_options": True,
     "allow_interspersed_args": False,
@@ -180,15 +193,8 @@ _PASS_THROUGH = {
 
 
 @click.command(context_settings=_PASS_THROUGH)
-@click.option(
-    "-p",
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=DEFAULT_PORT,
-    show_default=True,
-    help="The local port of the temporary proxy (0 picks a free one).",
-)
-@click.option("--owner", "--owner-access-key", "owner", metavar="ACCESS_KEY", help="The session's owner (admins).")
+@_port_option
+@_owner_option
 @click.argument("session_ref", metavar="SESSION")
 @click.argument("ssh_args", metavar="[SSH ARGS]...", nargs=-1, type=click.UNPROCESSED)
 def ssh(port: int, owner: str | None, session_ref: str, ssh_args: tuple[str, ...]) -> None:
@@ -218,16 +224,9 @@ def ssh(port: int, owner: str | None, session_ref: str, ssh_args: tuple[str, ...
 @click.command()
 @click.argument("session_ref", metavar="SESSION")
 @click.argument("paths", metavar="SRC... DST", nargs=-1, required=True)
-@click.option(
-    "-p",
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=DEFAULT_PORT,
-    show_default=True,
-    help="The local port of the temporary proxy (0 picks a free one).",
-)
+@_port_option
 @click.option("-r", "--recursive", is_flag=True, help="Copy directories recursively.")
-@click.option("--owner", "--owner-access-key", "owner", metavar="ACCESS_KEY", help="The session's owner (admins).")
+@_owner_option
 def scp(session_ref: str, paths: tuple[str, ...], port: int, recursive: bool, owner: str | None) -> None:
     """Copy files between here and a compute session over SSH.
 

@@ -51,14 +51,7 @@ def service_ports(stored: Iterable[Any] | None) -> list[ServicePort]:
 
 def public(app: ServicePort) -> dict[str, Any]:
     """What clients see of an app (no host ports)."""
-    out: dict[str, Any] = {"name": app.name, "protocol": app.protocol, "ports": list(app.container_ports)}
-    if app.url_template is not None:
-        out["url_template"] = app.url_template
-    if app.allowed_arguments is not None:
-        out["allowed_arguments"] = list(app.allowed_arguments)
-    if app.allowed_envs is not None:
-        out["allowed_envs"] = list(app.allowed_envs)
-    return out
+    return {"name": app.name, "protocol": app.protocol, "ports": list(app.container_ports), **app.extras()}
 
 
 def public_ports(stored: Iterable[Any] | None) -> list[dict[str, Any]]:
