@@ -15,6 +15,8 @@ say() { echo "[setup] $*" >&2; }
 
 # 1. Debian packages
 pkgs=(docker.io debootstrap python3-venv ca-certificates iproute2)
+# The browser tests of the web console drive Debian's Chromium (headless) through Playwright.
+((want_test)) && pkgs+=(chromium)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
@@ -56,13 +58,16 @@ if [[ ! -f "$stamp" ]] || { ((want_test)) && [[ "$(cat "$stamp")" != test ]]; };
   if ((want_test)); then echo test >"$stamp"; else echo base >"$stamp"; fi
 fi
 
-# 4. Kernel images
+# 4. The web console's browser libraries (htmx, xterm.js, tus-js-client) from the npm registry
+.venv/bin/python scripts/fetch-console-assets.py >&2 || { say "fetching the console's libraries failed"; exit 1; }
+
+# 5. Kernel images
 for recipe in images/*/recipe.env; do
   img=$(basename "$(dirname "$recipe")")
   bash scripts/build-image.sh "$img" || { say "building the $img kernel image failed (see above)"; exit 1; }
 done
 
-# 5. PostgreSQL and Redis for the tests and benchmarks; the official 22.03 and 19.09 clients (from PyPI,
+# 6. PostgreSQL and Redis for the tests and benchmarks; the official 22.03 and 19.09 clients (from PyPI,
 #    each in a venv of its own under ~/.cache/backend.ai-compat) for the compatibility suite
 if ((want_test)); then
   bash scripts/test-services.sh

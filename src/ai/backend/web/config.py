@@ -95,8 +95,19 @@ class SecuritySection(_Section):
     allowed_origins: list[str] = Field(default_factory=list, alias="allowed-origins")
 
 
+class UISection(_Section):
+    """The web console (``ai.backend.web.console``)."""
+
+    enabled: bool = True
+    # Shown in the page titles and the top bar.
+    brand: str = "Backend.AI"
+    # The image preselected in the session launcher.
+    default_environment: str = Field("python", alias="default-environment")
+
+
 class WebConfig(_Section):
     service: ServiceSection = Field(default_factory=ServiceSection)  # type: ignore[arg-type]
     api: APISection = Field(default_factory=APISection)  # type: ignore[arg-type]
     session: SessionSection = Field(default_factory=SessionSection)  # type: ignore[arg-type]
     security: SecuritySection = Field(default_factory=SecuritySection)
+    ui: UISection = Field(default_factory=UISection)

@@ -310,6 +310,10 @@ def create_app(config: WebConfig) -> web.Application:
     app.router.add_post("/server/login-check", login_check)
     app.router.add_route("*", "/func", func)
     app.router.add_route("*", "/func/{tail:.*}", func)
+    if config.ui.enabled:
+        from .console import setup_console
+
+        setup_console(app)
     return app
 
 
@@ -339,4 +343,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the imported module's main, not this __main__ copy's: the console imports
+    # ai.backend.web.server, and its app keys must be the ones the application was built with.
+    from ai.backend.web.server import main as _main
+
+    _main()

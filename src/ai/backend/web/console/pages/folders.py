@@ -1,0 +1,9 @@
+"""Console pages: folders (to be written)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+
+def register(app: web.Application) -> None:
+    """Add this area's routes to ``app``."""
