@@ -110,4 +110,4 @@ class WebConfig(_Section):
     api: APISection = Field(default_factory=APISection)  # type: ignore[arg-type]
     session: SessionSection = Field(default_factory=SessionSection)  # type: ignore[arg-type]
     security: SecuritySection = Field(default_factory=SecuritySection)
-    ui: UISection = Field(default_factory=UISection)
+    ui: UISection = Field(default_factory=UISection)  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 __all__ = ["STATIC_DIR", "VENDOR_DIR", "add_static_routes", "missing_vendor_files", "vendor_files"]
 
@@ -28,7 +29,7 @@ def missing_vendor_files() -> list[str]:
 
 
 @web.middleware
-async def _static_cache(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def _static_cache(request: web.Request, handler: Handler) -> web.StreamResponse:
     resp = await handler(request)
     if request.path.startswith("/static/") and resp.status == 200:
         # Revalidated each day: an upgrade changes our files, and their names stay the same.

@@ -336,7 +336,7 @@ def check_csrf(request: web.Request, login: Login, submitted: str | None) -> Non
         )
 
 
-async def read_form(request: web.Request, login: Login) -> MultiDictProxy[str | bytes | web.FileField]:
+async def read_form(request: web.Request, login: Login) -> MultiDictProxy[Any]:
     """The POSTed form, after the CSRF check (field ``_csrf`` or header ``X-CSRF-Token``)."""
     if request.content_length is not None and request.content_length > MAX_FORM:
         raise ConsoleError(413, "Form too large", f"A console form may hold at most {MAX_FORM // 1024} KiB.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 __all__ = ["CONTENT_SECURITY_POLICY", "security_headers"]
 
@@ -17,7 +18,7 @@ CONTENT_SECURITY_POLICY = (
 
 
 @web.middleware
-async def security_headers(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
     resp = await handler(request)
     if not request.path.startswith("/func") and not resp.prepared:
         resp.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
