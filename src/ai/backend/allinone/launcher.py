@@ -229,6 +229,11 @@ def up(state: Path, env_dir: Path, timeout: float) -> int:
                 f"∙ source {env_dir / 'env-local-user-api.sh'} (or env-local-admin-api.sh) to use it.", file=sys.stderr
             )
             print(
+                f"∙ The web console is at http://127.0.0.1:{WEB_PORT}/ (log in as {USER['email']} / "
+                f"{USER['password']}, or {ADMIN['email']} / {ADMIN['password']} for the admin pages).",
+                file=sys.stderr,
+            )
+            print(
                 f"∙ The webserver is at http://127.0.0.1:{WEB_PORT} (session mode: source "
                 f"{env_dir / 'env-local-user-session.sh'}, then backend.ai login).",
                 file=sys.stderr,
@@ -281,7 +286,7 @@ def status(state: Path) -> int:
     print(f"endpoint: http://127.0.0.1:{MANAGER_PORT} ({'ready' if st else 'not answering'})")
     web_ok = _web_answers()
     ok &= web_ok
-    print(f"webserver: http://127.0.0.1:{WEB_PORT} ({'ready' if web_ok else 'not answering'})")
+    print(f"webserver: http://127.0.0.1:{WEB_PORT} ({'ready' if web_ok else 'not answering'}; the web console is at /)")
     proxy_ok = _appproxy_answers()
     ok &= proxy_ok
     print(f"app proxy: {APPPROXY_URL} ({'ready' if proxy_ok else 'not answering'})")
