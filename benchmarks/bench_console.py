@@ -33,10 +33,10 @@ from typing import Any
 
 from sqlalchemy import update
 
-from ai.backend.manager.models.base import utcnow
 from ai.backend.manager.db import create_engine, session_factory
 from ai.backend.manager.fixtures import ADMIN, USER
 from ai.backend.manager.models import KernelRow, SessionRow
+from ai.backend.manager.models.base import utcnow
 from ai.backend.testutils.cluster import launch_manager
 from ai.backend.testutils.scheduler_rows import insert_pending, unlimit_fixture_user
 from ai.backend.testutils.web import launch_webserver
