@@ -78,3 +78,14 @@ def test_pages_send_security_headers(console: WebServer) -> None:
     # The API keeps its own answers (problem+json, no console headers).
     r = httpx.get(console.url + "/func/no-such", headers={"X-Requested-With": "x"})
     assert r.status_code == 401 and r.headers["Content-Type"].startswith("application/problem+json")
+
+
+def test_expired_login_says_so(new_page: PageFactory, console: WebServer) -> None:
+    page = new_page(USER)
+    sid = next(c["value"] for c in page.context.cookies() if c["name"] == "AIOHTTP_SESSION")
+    # Logging out through the API ends the login behind the browser's back: its cookie is now stale.
+    with httpx.Client(base_url=console.url, cookies={"AIOHTTP_SESSION": sid}) as http:
+        assert http.post("/server/logout", headers={"X-Requested-With": "x"}).status_code == 201
+    page.goto("/sessions")
+    page.wait_for_url("**/login?next=**")
+    assert "expired" in page.locator("main").inner_text()

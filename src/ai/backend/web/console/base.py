@@ -294,7 +294,12 @@ def page(*, admin: bool = False) -> Callable[[PageHandler], Callable[[web.Reques
                 if is_fragment_request(request) or request.method not in ("GET", "HEAD"):
                     return render_error(request, None, 401, "Not logged in", "Your login has expired; log in again.")
                 target = request.path_qs
-                raise web.HTTPSeeOther(f"/login?next={quote(target, safe='')}")
+                from ..server import CONFIG_KEY
+
+                # A cookie that is no longer a login (expired, logged out elsewhere, server restarted) is
+                # said so on the login page, rather than a bare login form.
+                stale = bool(request.cookies.get(request.app[CONFIG_KEY].session.cookie_name))
+                raise web.HTTPSeeOther(f"/login?next={quote(target, safe='')}" + ("&expired=1" if stale else ""))
             if admin and not login.is_admin:
                 return render_error(request, login, 403, "Administrators only", "This page is for administrators.")
             try:

@@ -26,7 +26,14 @@ async def login_page(request: web.Request) -> web.StreamResponse:
     target = safe_next(request.query.get("next"))
     if await get_login(request) is not None:
         raise web.HTTPSeeOther(target)
-    return render(request, None, "login.html", next=target, bye=bool(request.query.get("bye")))
+    return render(
+        request,
+        None,
+        "login.html",
+        next=target,
+        bye=bool(request.query.get("bye")),
+        expired=bool(request.query.get("expired")),
+    )
 
 
 @page()
