@@ -207,7 +207,9 @@ def test_admins_filter_by_user_and_project(manager: Cluster, history: dict[str, 
     assert _stats(manager, ADMIN)["total"]["cpu_hours"] < 17.0
 
 
-@pytest.mark.parametrize("query", ["?days=0", "?days=93", "?days=many", "?bin=month", "?user=" + "x" * 200])
+@pytest.mark.parametrize(
+    "query", ["?days=0", "?days=93", "?days=many", "?bin=month", "?user=" + "x" * 200, "?user=a%00b", "?group=%01"]
+)
 def test_bad_parameters_are_400(manager: Cluster, history: dict[str, Any], query: str) -> None:
     doc = _stats(manager, history["alice"], query, status=400)
     assert doc["detail"]

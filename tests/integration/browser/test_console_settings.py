@@ -311,5 +311,6 @@ def test_usage_charts_show_the_managers_numbers(
     assert weeks.count() in (12, 13)
     assert (weeks.last.locator("title").text_content() or "").endswith(": 1 session")
 
-    resp = page.goto("/usage?view=month")
-    assert resp is not None and resp.status == 400
+    for bad in ("/usage?view=month", "/usage?group=not-my-project"):
+        resp = page.goto(bad)
+        assert resp is not None and resp.status == 400, bad

@@ -29,6 +29,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
+from pydantic import field_validator
 from sqlalchemy import and_, or_, select
 
 from ai.backend.common.problems import Forbidden
@@ -58,6 +59,14 @@ class UsageStatsParams(RequestModel):
     bin: Literal["day", "week"] = Field("day", description="Bin width: a UTC day, or a Monday-to-Sunday week.")
     user: str | None = Field(None, max_length=128, description="An e-mail address or user UUID (admins).")
     group: str | None = Field(None, max_length=128, description="A project (group) name or ID.")
+
+    @field_validator("user", "group")
+    @classmethod
+    def _printable(cls, v: str | None) -> str | None:
+        # PostgreSQL refuses NUL in text (a 500 if it got that far); no name or e-mail has control characters.
+        if v is not None and any(ord(c) < 32 or ord(c) == 127 for c in v):
+            raise ValueError("must not contain control characters")
+        return v
 
 
 @dataclass
