@@ -2,7 +2,7 @@
 serving the console, and Debian's Chromium driven headless by Playwright (sync API).
 
 * ``console``: the webserver (module :mod:`ai.backend.testutils.web`), one per test session.
-* ``browser``: one Chromium per test session.
+* ``browser``: one Chromium for this package's tests (stopped after them: see the fixture).
 * ``user_page`` / ``admin_page``: a fresh browser context logged in as the fixture user / admin through the
   login form; the test fails if the page raised a JavaScript error.
 * ``new_page(who=None)``: a fresh, not-logged-in page (``who`` = a dict with ``email`` and ``password``
@@ -40,7 +40,9 @@ def console(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
         w.shutdown()
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: while the sync Playwright runs, asyncio.run() fails in this process, and the
+# rest of tests/integration (run after this package, in the same process) needs it.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"Chromium is missing at {CHROMIUM}: run scripts/setup.sh --test (it installs Debian's)")
