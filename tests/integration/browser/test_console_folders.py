@@ -234,8 +234,8 @@ def test_an_interrupted_upload_resumes(
     keys = page.evaluate("() => Object.keys(localStorage).filter((k) => k.startsWith('tus::'))")
     assert len(keys) == 1 and folder["id"] in keys[0]  # the fingerprint that lets a retry resume
     # Leave the page mid-upload: the proxy keeps what it received (at least the first chunk).
-    page.reload()
     page.unroute_all(behavior="ignoreErrors")
+    page.reload()
 
     # The same file again: tus-js-client finds the stored upload and goes on from the proxy's offset.
     sent: list[int] = []
@@ -304,10 +304,13 @@ def test_directory_upload_and_file_operations(user_page: Any, folders: Folders, 
     assert [e.get_attribute("data-entry") for e in page.locator("#file-table tbody tr[data-entry]").all()] == ["c.txt"]
 
 
-def test_invitation_is_accepted_in_the_page(
-    new_page: PageFactory, folders: Folders, friend: dict[str, Any], shot: Any
+def test_invitations_are_answered_in_the_page(
+    new_page: PageFactory, folders: Folders, friend: dict[str, Any], cluster: Cluster, shot: Any
 ) -> None:
     folder = folders.make("shared")
+    unwanted = folders.make("unwanted")
+    r = cluster.request("POST", f"/folders/{unwanted['name']}/invite", {"emails": [friend["email"]], "perm": "rw"})
+    assert r.status_code == 200 and r.json()["invited_ids"] == [friend["email"]], r.text
     owner = new_page(USER)
     owner.goto(f"/folders/{folder['name']}")
     assert owner.locator("#no-shares").is_visible()
@@ -319,14 +322,22 @@ def test_invitation_is_accepted_in_the_page(
 
     guest = new_page(friend)
     guest.goto("/folders")
-    invitation = guest.locator("#invitations tr[data-invitation]")
-    assert folder["name"] in invitation.inner_text() and USER["email"] in invitation.inner_text()
+    invitations = guest.locator("#invitations tr[data-invitation]")
+    assert invitations.count() == 2
+    mine = invitations.filter(has_text=folder["name"])
+    assert USER["email"] in mine.inner_text() and "Read only" in mine.inner_text()
     assert guest.locator(f'tr[data-folder="{folder["name"]}"]').count() == 0
     shot(guest, "folders-invitations")
-    invitation.get_by_role("button", name=re.compile("^Accept")).click()
+    # Reject one (confirmed), accept the other.
+    invitations.filter(has_text=unwanted["name"]).get_by_role("button", name=re.compile("^Reject")).click()
+    guest.locator("#confirm-dialog").get_by_role("button", name="Yes, go ahead").click()
+    guest.wait_for_url("**done=rejected")
+    assert guest.locator("#invitations tr[data-invitation]").count() == 1
+    mine.get_by_role("button", name=re.compile("^Accept")).click()
     guest.wait_for_url("**done=accepted")
     row = guest.locator(f'tr[data-folder="{folder["name"]}"]')
     assert "shared with you" in row.inner_text() and "Read only" in row.inner_text()
+    assert guest.locator(f'tr[data-folder="{unwanted["name"]}"]').count() == 0
     assert guest.locator("#invitations").count() == 0
     row.get_by_role("link", name=folder["name"]).click()
     guest.wait_for_url(f"**/folders/{folder['name']}")
@@ -336,6 +347,28 @@ def test_invitation_is_accepted_in_the_page(
     owner.reload()
     assert friend["email"] in owner.locator("#share-table").inner_text()
     assert owner.locator("#sent-table").count() == 0
+
+
+def test_admin_creates_a_project_folder(admin_page: Any, folders: Folders, cluster: Cluster) -> None:
+    page = admin_page
+    page.goto("/folders")
+    name = f"con-project-{TAG}"
+    page.get_by_label("Folder name").fill(name)
+    page.get_by_label("Type").select_option("project")
+    page.get_by_label("Project (for project folders)").select_option(label="default (default)")
+    page.get_by_role("button", name="Create folder").click()
+    page.wait_for_url("**/folders?done=created")
+    row = page.locator(f'tr[data-folder="{name}"]')
+    assert "Project" in row.inner_text() and "default" in row.inner_text()
+    found = [f for f in cluster.request("GET", "/folders", who=ADMIN).json() if f["name"] == name]
+    assert len(found) == 1 and found[0]["type"] == "group"
+    folders.track(found[0]["id"], ADMIN)
+    # A project folder without a project is refused on the form.
+    page.get_by_label("Folder name").fill(f"con-noproject-{TAG}")
+    page.get_by_label("Type").select_option("project")
+    with page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith("/folders")) as resp:
+        page.get_by_role("button", name="Create folder").click()
+    assert resp.value.status == 400 and "Choose the project" in page.locator("#create-error").inner_text()
 
 
 def test_another_users_folder_is_not_found(
