@@ -180,8 +180,48 @@ async def _list_context(request: web.Request, login: Login) -> dict[str, Any]:
 @page()
 async def folders_page(request: web.Request, login: Login) -> web.StreamResponse:
     """``GET /folders``."""
+    return await _render_list(request, login)
+
+
+async def _render_list(
+    request: web.Request,
+    login: Login,
+    *,
+    status: int = 200,
+    error: str | None = None,
+    action_error: str | None = None,
+    form: dict[str, str] | None = None,
+) -> web.Response:
+    """The list page; ``error`` belongs to the create form, ``action_error`` to an action on a listed folder."""
     ctx = await _list_context(request, login)
-    return render(request, login, "folders/list.html", done=_done(request), error=None, form={}, **ctx)
+    return render(
+        request,
+        login,
+        "folders/list.html",
+        status=status,
+        done="" if status != 200 else _done(request),
+        error=error,
+        action_error=action_error,
+        form=form or {},
+        **ctx,
+    )
+
+
+async def _list_act(request: web.Request, login: Login, done: str, action: Any) -> web.StreamResponse:
+    """Run ``action(api)`` for a form of the list page; then the list with ``done``, or the list again with the
+    refusal and its 4xx status (a folder still mounted by a session, an invitation already answered...)."""
+    await read_form(request, login)
+    try:
+        await action(api(request, login))
+    except (ConsoleError, ManagerError) as e:
+        if e.status >= 500:
+            raise
+        return await _render_list(request, login, status=e.status, action_error=_message(e))
+    raise web.HTTPSeeOther(f"/folders?done={done}")
+
+
+def _message(e: ConsoleError | ManagerError) -> str:
+    return f"{e.title}: {e.detail}" if e.detail else e.title
 
 
 def _create_body(form: MultiDictProxy[Any], login: Login) -> dict[str, Any]:
@@ -216,44 +256,45 @@ async def create_folder(request: web.Request, login: Login) -> web.StreamRespons
         body = _create_body(form, login)
         await api(request, login).post("/folders", body)
     except (ConsoleError, ManagerError) as e:
-        ctx = await _list_context(request, login)
-        fields = {k: form_str(form, k, max_len=256) for k in ("name", "host", "usage_mode", "permission", "quota")}
-        fields["type"], fields["group"] = form_str(form, "type"), form_str(form, "group")
-        fields["cloneable"] = "on" if form.get("cloneable") == "on" else ""
-        error = f"{e.title}: {e.detail}" if e.detail else e.title
-        return render(
-            request, login, "folders/list.html", status=_status_of(e), done="", error=error, form=fields, **ctx
-        )
+        # The form comes back as it was typed (cut short: it is only shown again).
+        keys = ("name", "host", "usage_mode", "permission", "quota", "type", "group", "cloneable")
+        fields = {k: v[:256] for k in keys if isinstance(v := form.get(k, ""), str)}
+        return await _render_list(request, login, status=_status_of(e), error=_message(e), form=fields)
     raise web.HTTPSeeOther("/folders?done=created")
 
 
 @page()
 async def delete_folder(request: web.Request, login: Login) -> web.StreamResponse:
     """``POST /folders/{name}/delete``."""
-    await read_form(request, login)
-    await api(request, login).delete(f"/folders/{_ref(_folder_name(request))}")
-    raise web.HTTPSeeOther("/folders?done=deleted")
+    name = _folder_name(request)
+
+    async def run(m: ManagerAPI) -> None:
+        await m.delete(f"/folders/{_ref(name)}")
+
+    return await _list_act(request, login, "deleted", run)
 
 
 @page()
 async def leave_folder(request: web.Request, login: Login) -> web.StreamResponse:
     """``POST /folders/{name}/leave``: stop sharing a folder someone shared with this user."""
-    await read_form(request, login)
-    await api(request, login).post(f"/folders/{_ref(_folder_name(request))}/leave")
-    raise web.HTTPSeeOther("/folders?done=left")
+    name = _folder_name(request)
+
+    async def run(m: ManagerAPI) -> None:
+        await m.post(f"/folders/{_ref(name)}/leave")
+
+    return await _list_act(request, login, "left", run)
 
 
 @page()
 async def answer_invitation(request: web.Request, login: Login) -> web.StreamResponse:
     """``POST /folders/invitations/{id}/accept`` or ``/reject``."""
-    await read_form(request, login)
     inv_id, action = request.match_info["inv_id"], request.match_info["action"]
-    m = api(request, login)
-    if action == "accept":
-        await m.post("/folders/invitations/accept", {"inv_id": inv_id})
-        raise web.HTTPSeeOther("/folders?done=accepted")
-    await m.post("/folders/invitations/delete", {"inv_id": inv_id})
-    raise web.HTTPSeeOther("/folders?done=rejected")
+
+    async def run(m: ManagerAPI) -> None:
+        path = "/folders/invitations/accept" if action == "accept" else "/folders/invitations/delete"
+        await m.post(path, {"inv_id": inv_id})
+
+    return await _list_act(request, login, "accepted" if action == "accept" else "rejected", run)
 
 
 # --------------------------------------------------------------------------------------- file browser
@@ -350,8 +391,7 @@ async def _act(
     except (ConsoleError, ManagerError) as e:
         if e.status >= 500:
             raise  # the manager or a storage proxy is down: the error page (502)
-        error = f"{e.title}: {e.detail}" if e.detail else e.title
-        return await _render_browser(request, login, name, cwd, status=_status_of(e), error=error)
+        return await _render_browser(request, login, name, cwd, status=_status_of(e), error=_message(e))
     raise web.HTTPSeeOther(_url(name, cwd, done=result or done))
 
 
