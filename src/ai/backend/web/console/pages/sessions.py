@@ -33,6 +33,7 @@ import math
 import re
 import tarfile
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -97,7 +98,7 @@ query($id: UUID!) {{
     io_cur_scratch_size io_max_scratch_size
     containers {{
       id role idx hostname status status_info created_at terminated_at occupied_slots agent container_id
-      exit_code live_stat
+      exit_code
     }}
   }}
 }}
@@ -313,6 +314,7 @@ class LauncherChoices:
     groups: list[dict[str, Any]] = field(default_factory=list)
     scaling_groups: list[str] = field(default_factory=list)
     default_image: str = ""
+    problems: list[str] = field(default_factory=list)  # what could not be listed, said on the form
 
     @property
     def accelerators(self) -> dict[str, str]:
@@ -320,33 +322,51 @@ class LauncherChoices:
         return {k: v for k, v in self.slot_types.items() if k not in ("cpu", "mem")}
 
 
+async def _optional(call: Awaitable[Any], what: str, problems: list[str]) -> Any:
+    """The answer of ``call``, or None with a note in ``problems`` when the manager refuses it (the launcher
+    still works without presets, folders or resource groups; the manager then picks or refuses)."""
+    try:
+        return await call
+    except ManagerError as e:
+        if e.status == 401:
+            raise
+        problems.append(f"{what} could not be listed ({e.title}).")
+        return None
+
+
 async def _choices(request: web.Request, login: Login) -> LauncherChoices:
     """Everything the launcher offers, asked of the manager at once."""
     from ...server import CONFIG_KEY
 
     m = api(request, login)
-    gql, presets, slots, folders = await asyncio.gather(
-        m.graphql(LAUNCHER_QUERY), m.get("/resource/presets"), m.get("/config/resource-slots"), m.get("/folders")
+    problems: list[str] = []
+    gql, presets, slots, folders, sgroups = await asyncio.gather(
+        m.graphql(LAUNCHER_QUERY),
+        _optional(m.get("/resource/presets"), "Resource presets", problems),
+        _optional(m.get("/config/resource-slots"), "Resource types", problems),
+        _optional(m.get("/folders"), "Folders", problems),
+        # Most users start sessions in the "default" project; asked now rather than after the groups.
+        _optional(m.get("/scaling-groups", group="default"), "Resource groups", problems),
     )
-    groups = list(((gql.get("user") or {}).get("groups")) or [])
+    groups = [g for g in ((gql.get("user") or {}).get("groups")) or [] if isinstance(g, dict) and g.get("name")]
+    names = [str(g["name"]) for g in groups]
+    if names and "default" not in names:
+        problems = [p for p in problems if not p.startswith("Resource groups")]
+        sgroups = await _optional(m.get("/scaling-groups", group=names[0]), "Resource groups", problems)
     c = LauncherChoices(
         images=[i for i in gql.get("images") or [] if isinstance(i, dict)],
         presets=[p for p in (presets or {}).get("presets", []) if isinstance(p, dict)],
-        slot_types={str(k): str(v) for k, v in (slots or {}).items()},
-        # Dot-folders are mounted into every session by themselves; deleted ones cannot be.
+        slot_types={str(k): str(v) for k, v in (slots or {"cpu": "count", "mem": "bytes"}).items()},
+        # Dot-folders are mounted into every session by themselves; folders being deleted or cloned cannot be.
         folders=[
             f
             for f in folders or []
             if isinstance(f, dict) and not str(f.get("name", "")).startswith(".") and f.get("status") == "ready"
         ],
         groups=groups,
+        scaling_groups=[str(sg["name"]) for sg in (sgroups or {}).get("scaling_groups", []) if isinstance(sg, dict)],
+        problems=problems,
     )
-    group = next((g["name"] for g in groups if g.get("name") == "default"), groups[0]["name"] if groups else "default")
-    try:
-        sg = await m.get("/scaling-groups", group=group)
-        c.scaling_groups = [str(s["name"]) for s in (sg or {}).get("scaling_groups", [])]
-    except ManagerError:
-        c.scaling_groups = []  # the launcher still works: the manager picks one
     wanted = request.app[CONFIG_KEY].ui.default_environment
     for img in c.images:
         if wanted == img.get("reference") or wanted in (img.get("aliases") or []):
