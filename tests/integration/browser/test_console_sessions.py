@@ -121,6 +121,18 @@ def test_list_is_paginated_and_shows_why_sessions_wait(
     assert resp is not None and resp.status == 400
     assert "whole number" in page.locator("main").inner_text()
 
+    # Terminating from the list (a queued session is cancelled) comes back to the same list without it.
+    finished = _count(cluster, USER, "TERMINATED,CANCELLED,ERROR")
+    page.goto("/sessions?size=2")
+    page.on("dialog", lambda d: d.accept())
+    with page.expect_response(lambda r: r.url.endswith("/terminate")) as answer:
+        page.get_by_role("button", name=f"Terminate {PREFIX}-r{RESERVED - 1}").click()
+    assert answer.value.status == 303
+    page.wait_for_load_state()
+    assert urlsplit(page.url).query == "size=2"
+    assert page.locator(f"#session-{reserved[-1]}").count() == 0
+    assert page.locator('.tabs [data-count="finished"]').inner_text() == f"({finished + 1})"
+
 
 def test_admin_may_list_every_users_sessions(
     new_page: PageFactory, other_user: dict[str, Any], reserved: list[str]
@@ -301,7 +313,7 @@ def test_terminate_from_the_session_page(
     with page.expect_response(lambda r: r.url.endswith("/rename")) as answer:
         page.get_by_role("button", name="Rename").click()
     assert answer.value.status == 400
-    page.go_back()
+    page.goto(f"/sessions/{launched['id']}")
     page.get_by_label("New name").fill(renamed)
     page.get_by_role("button", name="Rename").click()
     page.get_by_role("heading", name=f"Session {renamed}").wait_for()

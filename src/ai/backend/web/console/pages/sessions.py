@@ -81,15 +81,19 @@ SESSION_FIELDS = """
   id name type image status status_info status_data status_changed created_at terminated_at starts_at
   occupied_slots requested_slots access_key user_email group_name scaling_group
 """
+#: What a row of the list shows (fewer fields: the page of 50 is resolved field by field).
+ROW_FIELDS = """
+  id name image status status_info status_data created_at occupied_slots requested_slots access_key user_email
+"""
 LIST_QUERY = f"""
 query($limit: Int!, $offset: Int!, $status: String!, $other: String!, $ak: String) {{
   page: compute_session_list(limit: $limit, offset: $offset, status: $status, access_key: $ak) {{
-    total_count items {{ {SESSION_FIELDS} }}
+    total_count items {{ {ROW_FIELDS} }}
   }}
   other: compute_session_list(limit: 1, offset: 0, status: $other, access_key: $ak) {{ total_count }}
 }}
 """
-ROW_QUERY = f"query($id: UUID!) {{ compute_session(id: $id) {{ {SESSION_FIELDS} }} }}"
+ROW_QUERY = f"query($id: UUID!) {{ compute_session(id: $id) {{ {ROW_FIELDS} }} }}"
 DETAIL_QUERY = f"""
 query($id: UUID!) {{
   compute_session(id: $id) {{

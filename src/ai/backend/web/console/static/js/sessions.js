@@ -42,19 +42,27 @@
   }
 
   // Subscribe to session events; onEvent(name, data). After a reconnection (events may have been missed)
-  // onResync() runs. The server's "server_close" ends the stream for good.
+  // onResync() runs. The server's "server_close" ends the stream for good. The stream is closed when the
+  // page is hidden (so it can enter the back/forward cache) and opened again when it is shown from there.
   function subscribe(path, onEvent, onResync) {
-    const handlers = {};
-    for (const name of EVENTS) handlers[name] = (data) => onEvent(name, data || {});
-    handlers.server_close = () => es.close();
-    const es = window.BAI.events(path, handlers);
-    let lost = false;
-    es.addEventListener("error", () => { lost = true; });
-    es.addEventListener("open", () => {
-      if (lost) { lost = false; onResync(); }
+    let es = null;
+    function open() {
+      const handlers = {};
+      for (const name of EVENTS) handlers[name] = (data) => onEvent(name, data || {});
+      const stream = window.BAI.events(path, handlers);
+      stream.addEventListener("server_close", () => stream.close());
+      let lost = false;
+      stream.addEventListener("error", () => { lost = true; });
+      stream.addEventListener("open", () => {
+        if (lost) { lost = false; onResync(); }
+      });
+      es = stream;
+    }
+    open();
+    window.addEventListener("pagehide", () => { if (es) es.close(); });
+    window.addEventListener("pageshow", (ev) => {
+      if (ev.persisted) { open(); onResync(); }
     });
-    window.addEventListener("pagehide", () => es.close());
-    return es;
   }
 
   // ---- the list: a changed row is re-rendered; a new or ended session refreshes the table fragment.
@@ -164,9 +172,10 @@
     sync();
   }
 
+  // A form (or the button that submits it) with data-confirm asks first.
   document.addEventListener("submit", (ev) => {
-    const form = ev.target.closest("form[data-confirm]");
-    if (form && !window.confirm(form.dataset.confirm)) ev.preventDefault();
+    const question = (ev.submitter && ev.submitter.dataset.confirm) || ev.target.dataset.confirm;
+    if (question && !window.confirm(question)) ev.preventDefault();
   });
   document.addEventListener("click", (ev) => {
     const btn = ev.target.closest("[data-open-app]");
