@@ -81,9 +81,7 @@ async def _populate(db_url: str, count: int) -> None:
             for status, chunk in (("RUNNING", names[:third]), ("TERMINATED", names[third : 2 * third])):
                 sids = [
                     r[0]
-                    for r in (
-                        await db.execute(SessionRow.__table__.select().where(SessionRow.name.in_(chunk)))
-                    ).all()
+                    for r in (await db.execute(SessionRow.__table__.select().where(SessionRow.name.in_(chunk)))).all()
                 ]
                 values: dict[str, Any] = {"status": status, "occupying_slots": SLOTS if status == "RUNNING" else {}}
                 if status == "TERMINATED":
