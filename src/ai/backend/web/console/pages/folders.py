@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -207,7 +207,9 @@ async def _render_list(
     )
 
 
-async def _list_act(request: web.Request, login: Login, done: str, action: Any) -> web.StreamResponse:
+async def _list_act(
+    request: web.Request, login: Login, done: str, action: Callable[[ManagerAPI], Awaitable[Any]]
+) -> web.StreamResponse:
     """Run ``action(api)`` for a form of the list page; then the list with ``done``, or the list again with the
     refusal and its 4xx status (a folder still mounted by a session, an invitation already answered...)."""
     await read_form(request, login)
@@ -267,34 +269,24 @@ async def create_folder(request: web.Request, login: Login) -> web.StreamRespons
 async def delete_folder(request: web.Request, login: Login) -> web.StreamResponse:
     """``POST /folders/{name}/delete``."""
     name = _folder_name(request)
-
-    async def run(m: ManagerAPI) -> None:
-        await m.delete(f"/folders/{_ref(name)}")
-
-    return await _list_act(request, login, "deleted", run)
+    return await _list_act(request, login, "deleted", lambda m: m.delete(f"/folders/{_ref(name)}"))
 
 
 @page()
 async def leave_folder(request: web.Request, login: Login) -> web.StreamResponse:
     """``POST /folders/{name}/leave``: stop sharing a folder someone shared with this user."""
     name = _folder_name(request)
-
-    async def run(m: ManagerAPI) -> None:
-        await m.post(f"/folders/{_ref(name)}/leave")
-
-    return await _list_act(request, login, "left", run)
+    return await _list_act(request, login, "left", lambda m: m.post(f"/folders/{_ref(name)}/leave"))
 
 
 @page()
 async def answer_invitation(request: web.Request, login: Login) -> web.StreamResponse:
     """``POST /folders/invitations/{id}/accept`` or ``/reject``."""
-    inv_id, action = request.match_info["inv_id"], request.match_info["action"]
-
-    async def run(m: ManagerAPI) -> None:
-        path = "/folders/invitations/accept" if action == "accept" else "/folders/invitations/delete"
-        await m.post(path, {"inv_id": inv_id})
-
-    return await _list_act(request, login, "accepted" if action == "accept" else "rejected", run)
+    inv_id, accept = request.match_info["inv_id"], request.match_info["action"] == "accept"
+    path = "/folders/invitations/accept" if accept else "/folders/invitations/delete"
+    return await _list_act(
+        request, login, "accepted" if accept else "rejected", lambda m: m.post(path, {"inv_id": inv_id})
+    )
 
 
 # --------------------------------------------------------------------------------------- file browser
@@ -380,7 +372,11 @@ async def browse(request: web.Request, login: Login) -> web.StreamResponse:
 
 
 async def _act(
-    request: web.Request, login: Login, form: MultiDictProxy[Any], done: str, action: Any
+    request: web.Request,
+    login: Login,
+    form: MultiDictProxy[Any],
+    done: str,
+    action: Callable[[ManagerAPI, str, str], Awaitable[str | None]],
 ) -> web.StreamResponse:
     """Run ``action(api, name, cwd)``; then back to the browser at ``cwd`` with ``done``, or the page again with
     the refusal and its 4xx status."""
@@ -512,11 +508,8 @@ async def update_share(request: web.Request, login: Login) -> web.StreamResponse
 async def cancel_invitation(request: web.Request, login: Login) -> web.StreamResponse:
     """``POST /folders/{name}/invitations/{inv_id}/cancel``: withdraw an invitation this user sent."""
     form = await read_form(request, login)
-
-    async def run(m: ManagerAPI, name: str, cwd: str) -> None:
-        await m.post("/folders/invitations/delete", {"inv_id": request.match_info["inv_id"]})
-
-    return await _act(request, login, form, "canceled", run)
+    cancel = {"inv_id": request.match_info["inv_id"]}
+    return await _act(request, login, form, "canceled", lambda m, *_: m.post("/folders/invitations/delete", cancel))
 
 
 def register(app: web.Application) -> None:

@@ -26,54 +26,59 @@ from .common import SECTIONS
 
 __all__ = ["SECTIONS", "register"]
 
-_UUID = "{%s:[0-9a-fA-F-]{36}}"
+_USER = "/admin/users/{uid:[0-9a-fA-F-]{36}}"
+_PROJECT = "/admin/projects/{gid:[0-9a-fA-F-]{36}}"
+
+#: The routes, in registration order (``web.get`` also answers HEAD, as ``add_get`` does).
+ROUTES = [
+    web.get("/admin", overview.overview),
+    web.get("/admin/users", users.users),
+    web.post("/admin/users", users.user_create),
+    web.get("/admin/users/new", users.user_new),
+    web.get(_USER, users.user_detail),
+    web.post(_USER, users.user_update),
+    web.post(_USER + "/status", users.user_set_status),
+    web.post(_USER + "/delete", users.user_delete),
+    web.get("/admin/keypairs", keypairs.keypairs),
+    web.post("/admin/keypairs", keypairs.keypair_create),
+    web.post("/admin/keypairs/{ak}", keypairs.keypair_update),
+    web.post("/admin/keypairs/{ak}/delete", keypairs.keypair_delete),
+    web.get("/admin/projects", projects.projects),
+    web.post("/admin/projects", projects.project_create),
+    web.get(_PROJECT, projects.project_detail),
+    web.post(_PROJECT, projects.project_update),
+    web.post(_PROJECT + "/members", projects.project_members),
+    web.post(_PROJECT + "/delete", projects.project_delete),
+    web.get("/admin/domains", domains.domains),
+    web.post("/admin/domains", domains.domain_create),
+    web.get("/admin/domains/{name}", domains.domain_detail),
+    web.post("/admin/domains/{name}", domains.domain_update),
+    web.post("/admin/domains/{name}/delete", domains.domain_delete),
+    web.get("/admin/policies", policies.policies),
+    web.post("/admin/policies", policies.policy_create),
+    web.get("/admin/policies/{name}", policies.policy_detail),
+    web.post("/admin/policies/{name}", policies.policy_update),
+    web.post("/admin/policies/{name}/delete", policies.policy_delete),
+    web.get("/admin/presets", presets.presets),
+    web.post("/admin/presets", presets.preset_create),
+    web.get("/admin/presets/{name}", presets.preset_detail),
+    web.post("/admin/presets/{name}", presets.preset_update),
+    web.post("/admin/presets/{name}/delete", presets.preset_delete),
+    web.get("/admin/agents", agents.agents),
+    web.get("/admin/images", images.images),
+    web.post("/admin/images/alias", images.image_alias),
+    web.post("/admin/images/dealias", images.image_dealias),
+    web.post("/admin/images/rescan", images.image_rescan),
+    web.post("/admin/images/forget", images.image_forget),
+    web.get("/admin/scaling-groups", scaling_groups.sgroups),
+    web.post("/admin/scaling-groups", scaling_groups.sgroup_create),
+    web.get("/admin/scaling-groups/{name}", scaling_groups.sgroup_detail),
+    web.post("/admin/scaling-groups/{name}", scaling_groups.sgroup_update),
+    web.post("/admin/scaling-groups/{name}/associations", scaling_groups.sgroup_associate),
+    web.post("/admin/scaling-groups/{name}/delete", scaling_groups.sgroup_delete),
+]
 
 
 def register(app: web.Application) -> None:
     """Add this area's routes to ``app``."""
-    r = app.router
-    r.add_get("/admin", overview.overview)
-    r.add_get("/admin/users", users.users)
-    r.add_post("/admin/users", users.user_create)
-    r.add_get("/admin/users/new", users.user_new)
-    r.add_get("/admin/users/" + _UUID % "uid", users.user_detail)
-    r.add_post("/admin/users/" + _UUID % "uid", users.user_update)
-    r.add_post("/admin/users/" + _UUID % "uid" + "/status", users.user_set_status)
-    r.add_post("/admin/users/" + _UUID % "uid" + "/delete", users.user_delete)
-    r.add_get("/admin/keypairs", keypairs.keypairs)
-    r.add_post("/admin/keypairs", keypairs.keypair_create)
-    r.add_post("/admin/keypairs/{ak}", keypairs.keypair_update)
-    r.add_post("/admin/keypairs/{ak}/delete", keypairs.keypair_delete)
-    r.add_get("/admin/projects", projects.projects)
-    r.add_post("/admin/projects", projects.project_create)
-    r.add_get("/admin/projects/" + _UUID % "gid", projects.project_detail)
-    r.add_post("/admin/projects/" + _UUID % "gid", projects.project_update)
-    r.add_post("/admin/projects/" + _UUID % "gid" + "/members", projects.project_members)
-    r.add_post("/admin/projects/" + _UUID % "gid" + "/delete", projects.project_delete)
-    r.add_get("/admin/domains", domains.domains)
-    r.add_post("/admin/domains", domains.domain_create)
-    r.add_get("/admin/domains/{name}", domains.domain_detail)
-    r.add_post("/admin/domains/{name}", domains.domain_update)
-    r.add_post("/admin/domains/{name}/delete", domains.domain_delete)
-    r.add_get("/admin/policies", policies.policies)
-    r.add_post("/admin/policies", policies.policy_create)
-    r.add_get("/admin/policies/{name}", policies.policy_detail)
-    r.add_post("/admin/policies/{name}", policies.policy_update)
-    r.add_post("/admin/policies/{name}/delete", policies.policy_delete)
-    r.add_get("/admin/presets", presets.presets)
-    r.add_post("/admin/presets", presets.preset_create)
-    r.add_get("/admin/presets/{name}", presets.preset_detail)
-    r.add_post("/admin/presets/{name}", presets.preset_update)
-    r.add_post("/admin/presets/{name}/delete", presets.preset_delete)
-    r.add_get("/admin/agents", agents.agents)
-    r.add_get("/admin/images", images.images)
-    r.add_post("/admin/images/alias", images.image_alias)
-    r.add_post("/admin/images/dealias", images.image_dealias)
-    r.add_post("/admin/images/rescan", images.image_rescan)
-    r.add_post("/admin/images/forget", images.image_forget)
-    r.add_get("/admin/scaling-groups", scaling_groups.sgroups)
-    r.add_post("/admin/scaling-groups", scaling_groups.sgroup_create)
-    r.add_get("/admin/scaling-groups/{name}", scaling_groups.sgroup_detail)
-    r.add_post("/admin/scaling-groups/{name}", scaling_groups.sgroup_update)
-    r.add_post("/admin/scaling-groups/{name}/associations", scaling_groups.sgroup_associate)
-    r.add_post("/admin/scaling-groups/{name}/delete", scaling_groups.sgroup_delete)
+    app.router.add_routes(ROUTES)

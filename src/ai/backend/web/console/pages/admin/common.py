@@ -1,10 +1,13 @@
 """The admin pages' shared plumbing: the sub-navigation, rendering with the notice of a redirect, redirects
-after a change, refused input as a status and message, GraphQL calls, paging and search filters."""
+after a change, refused input as a status and message, GraphQL calls (a record or a 404), paging and search
+filters."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn
 from urllib.parse import urlencode
@@ -74,10 +77,31 @@ def _sections(login: Login) -> list[Section]:
     return [s for s in SECTIONS if login.is_superadmin or not s.superadmin_only]
 
 
+@dataclass
+class Refusal:
+    """Why a form was refused: the 4xx status and the message to show above the form again (false while unset)."""
+
+    status: int = 0
+    message: str = ""
+
+    def __bool__(self) -> bool:
+        return self.status != 0
+
+
 def render_page(
-    request: web.Request, login: Login, template: str, section: str, *, status: int = 200, **context: Any
+    request: web.Request,
+    login: Login,
+    template: str,
+    section: str,
+    *,
+    status: int = 200,
+    refused: Refusal | None = None,
+    **context: Any,
 ) -> web.Response:
-    """An admin page: ``template`` with the sub-navigation, the notice of a redirect and ``context``."""
+    """An admin page: ``template`` with the sub-navigation, the notice of a redirect and ``context``; a form's
+    ``refused`` gives the page its status and its ``error``."""
+    if refused:
+        status, context["error"] = refused.status, refused.message
     context.setdefault("error", "")
     return render(
         request,
@@ -101,6 +125,17 @@ def problem(e: Exception) -> tuple[int, str]:
     raise e
 
 
+@contextmanager
+def refusal() -> Iterator[Refusal]:
+    """Catch the refusal of a form: ``with refusal() as refused:`` read the form and call the manager; then
+    ``if refused:`` render the form again with ``refused=refused`` (see :func:`problem`: a 5xx propagates)."""
+    refused = Refusal()
+    try:
+        yield refused
+    except (ConsoleError, ManagerError) as e:
+        refused.status, refused.message = problem(e)
+
+
 async def gql(request: web.Request, login: Login, doc: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``data`` of a GraphQL query or mutation, called as the logged-in admin (errors as :class:`ManagerError`)."""
     return await api(request, login).graphql(doc, variables)
@@ -113,6 +148,25 @@ async def mutate(request: web.Request, login: Login, doc: str, variables: dict[s
     if not payload.get("ok", False):
         raise ConsoleError(400, "Refused", str(payload.get("msg") or "The manager refused the change."))
     return dict(payload)
+
+
+async def load_one(
+    request: web.Request, login: Login, doc: str, variables: dict[str, Any], field: str, missing: tuple[str, str]
+) -> dict[str, Any]:
+    """The record the query ``doc`` answers as ``field``, or the 404 page (``missing``: its title and message)."""
+    record = (await gql(request, login, doc, variables)).get(field)
+    if not record:
+        raise ConsoleError(404, *missing)
+    return dict(record)
+
+
+def uuid_or_404(value: str, what: str) -> str:
+    """``value``, the id of a ``what`` in a URL; the 404 page if it is not a UUID."""
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        raise ConsoleError(404, f"No such {what}", f"{value!r} is not a {what} id.") from None
+    return value
 
 
 def filter_literal(text: str) -> str:
@@ -146,6 +200,11 @@ def page_number(request: web.Request) -> int:
     except ValueError:
         return 1
     return min(max(n, 1), 100_000)
+
+
+def page_window(page_no: int) -> dict[str, int]:
+    """The ``limit`` and ``offset`` of a paged list query, for page ``page_no``."""
+    return {"limit": PAGE_SIZE, "offset": (page_no - 1) * PAGE_SIZE}
 
 
 def pager(request: web.Request, page_no: int, total: int) -> dict[str, Any]:

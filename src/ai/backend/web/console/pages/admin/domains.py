@@ -8,8 +8,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from ...base import ConsoleError, Login, ManagerError, page, read_form
-from .common import gql, mutate, problem, redirect_done, render_page
+from ...base import Login, page, read_form
+from .common import Refusal, gql, load_one, mutate, redirect_done, refusal, render_page
 from .forms import (
     form_checked,
     form_names,
@@ -39,12 +39,7 @@ async def domains(request: web.Request, login: Login) -> web.StreamResponse:
 
 
 async def _domains_page(
-    request: web.Request,
-    login: Login,
-    form: Mapping[str, str] | None = None,
-    *,
-    error: str = "",
-    status: int = 200,
+    request: web.Request, login: Login, form: Mapping[str, str] | None = None, *, refused: Refusal | None = None
 ) -> web.Response:
     if login.is_superadmin:
         rows = (await gql(request, login, "query { domains { " + DOMAIN_FIELDS + " } }"))["domains"]
@@ -57,8 +52,7 @@ async def _domains_page(
         login,
         "admin/domains.html",
         "domains",
-        status=status,
-        error=error,
+        refused=refused,
         rows=[_domain_row(d) for d in rows],
         form=form or {},
         slot_fields=slot_fields(types, {}, form),
@@ -79,30 +73,21 @@ async def domain_create(request: web.Request, login: Login) -> web.StreamRespons
     """``POST /admin/domains``: a new domain (superadmins)."""
     form = await read_form(request, login)
     values = form_values(form)
-    try:
+    doc = "mutation($name: String!, $props: DomainInput!) { create_domain(name: $name, props: $props) { ok msg } }"
+    with refusal() as refused:
         name = form_slug(values, "name", "Domain name")
         props = {**_domain_props(values, await slot_types(request, login)), "is_active": True}
-        await mutate(
-            request,
-            login,
-            "mutation($name: String!, $props: DomainInput!) { create_domain(name: $name, props: $props) { ok msg } }",
-            {"name": name, "props": props},
-            "create_domain",
-        )
-    except (ConsoleError, ManagerError) as e:
-        code, message = problem(e)
-        return await _domains_page(request, login, values, error=message, status=code)
+        await mutate(request, login, doc, {"name": name, "props": props}, "create_domain")
+    if refused:
+        return await _domains_page(request, login, values, refused=refused)
     redirect_done(f"/admin/domains/{quote(name)}", "created", f"Domain {name}")
 
 
 async def _load_domain(request: web.Request, login: Login) -> dict[str, Any]:
     name = request.match_info["name"]
-    data = await gql(
-        request, login, "query($name: String) { domain(name: $name) { " + DOMAIN_FIELDS + " } }", {"name": name}
-    )
-    if not data.get("domain"):
-        raise ConsoleError(404, "No such domain", f"There is no domain named {name!r}.")
-    return _domain_row(data["domain"])
+    doc = "query($name: String) { domain(name: $name) { " + DOMAIN_FIELDS + " } }"
+    missing = ("No such domain", f"There is no domain named {name!r}.")
+    return _domain_row(await load_one(request, login, doc, {"name": name}, "domain", missing))
 
 
 @page(admin=True)
@@ -117,11 +102,9 @@ async def _domain_page(
     domain: dict[str, Any],
     form: Mapping[str, str] | None = None,
     *,
-    error: str = "",
-    status: int = 200,
+    refused: Refusal | None = None,
 ) -> web.Response:
-    types = await slot_types(request, login)
-    slot_form = form
+    slots = slot_fields(await slot_types(request, login), domain["total_resource_slots"], form)
     if form is None:
         form = {
             "name": domain["name"],
@@ -135,11 +118,10 @@ async def _domain_page(
         login,
         "admin/domain_detail.html",
         "domains",
-        status=status,
-        error=error,
+        refused=refused,
         domain=domain,
         form=form,
-        slot_fields=slot_fields(types, domain["total_resource_slots"], slot_form),
+        slot_fields=slots,
     )
 
 
@@ -149,7 +131,10 @@ async def domain_update(request: web.Request, login: Login) -> web.StreamRespons
     form = await read_form(request, login)
     domain = await _load_domain(request, login)
     values = form_values(form)
-    try:
+    doc = (
+        "mutation($name: String!, $props: ModifyDomainInput!) { modify_domain(name: $name, props: $props) { ok msg } }"
+    )
+    with refusal() as refused:
         new_name = form_slug(values, "name", "Domain name")
         props = {
             **_domain_props(values, await slot_types(request, login)),
@@ -157,17 +142,9 @@ async def domain_update(request: web.Request, login: Login) -> web.StreamRespons
         }
         if new_name != domain["name"]:
             props["name"] = new_name
-        await mutate(
-            request,
-            login,
-            "mutation($name: String!, $props: ModifyDomainInput!) { modify_domain(name: $name, props: $props) "
-            "{ ok msg } }",
-            {"name": domain["name"], "props": props},
-            "modify_domain",
-        )
-    except (ConsoleError, ManagerError) as e:
-        code, message = problem(e)
-        return await _domain_page(request, login, domain, values, error=message, status=code)
+        await mutate(request, login, doc, {"name": domain["name"], "props": props}, "modify_domain")
+    if refused:
+        return await _domain_page(request, login, domain, values, refused=refused)
     redirect_done(f"/admin/domains/{quote(new_name)}", "updated", f"Domain {new_name}")
 
 
@@ -176,15 +153,9 @@ async def domain_delete(request: web.Request, login: Login) -> web.StreamRespons
     """``POST /admin/domains/{name}/delete``: deactivate a domain (the manager keeps its data)."""
     await read_form(request, login)
     domain = await _load_domain(request, login)
-    try:
-        await mutate(
-            request,
-            login,
-            "mutation($name: String!) { delete_domain(name: $name) { ok msg } }",
-            {"name": domain["name"]},
-            "delete_domain",
-        )
-    except (ConsoleError, ManagerError) as e:
-        code, message = problem(e)
-        return await _domain_page(request, login, domain, error=message, status=code)
+    doc = "mutation($name: String!) { delete_domain(name: $name) { ok msg } }"
+    with refusal() as refused:
+        await mutate(request, login, doc, {"name": domain["name"]}, "delete_domain")
+    if refused:
+        return await _domain_page(request, login, domain, refused=refused)
     redirect_done("/admin/domains", "deactivated", f"Domain {domain['name']}")

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
-from ...base import ConsoleError, Login, ManagerError, page, read_form
-from .common import gql, mutate, problem, redirect_done, render_page
+from ...base import Login, page, read_form
+from .common import Refusal, gql, mutate, redirect_done, refusal, render_page
 from .forms import form_text, form_values
 
 
@@ -18,7 +18,7 @@ async def images(request: web.Request, login: Login) -> web.StreamResponse:
 
 
 async def _images_page(
-    request: web.Request, login: Login, form: Mapping[str, str] | None = None, *, error: str = "", status: int = 200
+    request: web.Request, login: Login, form: Mapping[str, str] | None = None, *, refused: Refusal | None = None
 ) -> web.Response:
     data = await gql(
         request,
@@ -34,8 +34,7 @@ async def _images_page(
         login,
         "admin/images.html",
         "images",
-        status=status,
-        error=error,
+        refused=refused,
         rows=rows,
         form=form or {},
         references=sorted({i["reference"] for i in rows}),
@@ -47,19 +46,13 @@ async def image_alias(request: web.Request, login: Login) -> web.StreamResponse:
     """``POST /admin/images/alias``: make an alias point to an image."""
     form = await read_form(request, login)
     values = form_values(form)
-    try:
+    doc = "mutation($alias: String!, $target: String!) { alias_image(alias: $alias, target: $target) { ok msg } }"
+    with refusal() as refused:
         alias = form_text(values, "alias", "Alias", required=True, max_len=256)
         target = form_text(values, "target", "Image", required=True, max_len=512)
-        await mutate(
-            request,
-            login,
-            "mutation($alias: String!, $target: String!) { alias_image(alias: $alias, target: $target) { ok msg } }",
-            {"alias": alias, "target": target},
-            "alias_image",
-        )
-    except (ConsoleError, ManagerError) as e:
-        code, message = problem(e)
-        return await _images_page(request, login, values, error=message, status=code)
+        await mutate(request, login, doc, {"alias": alias, "target": target}, "alias_image")
+    if refused:
+        return await _images_page(request, login, values, refused=refused)
     redirect_done("/admin/images", "aliased", f"{alias} → {target}")
 
 
@@ -67,18 +60,12 @@ async def image_alias(request: web.Request, login: Login) -> web.StreamResponse:
 async def image_dealias(request: web.Request, login: Login) -> web.StreamResponse:
     """``POST /admin/images/dealias``: remove an alias."""
     form = await read_form(request, login)
-    try:
+    doc = "mutation($alias: String!) { dealias_image(alias: $alias) { ok msg } }"
+    with refusal() as refused:
         alias = form_text(form, "alias", "Alias", required=True, max_len=256)
-        await mutate(
-            request,
-            login,
-            "mutation($alias: String!) { dealias_image(alias: $alias) { ok msg } }",
-            {"alias": alias},
-            "dealias_image",
-        )
-    except (ConsoleError, ManagerError) as e:
-        code, message = problem(e)
-        return await _images_page(request, login, error=message, status=code)
+        await mutate(request, login, doc, {"alias": alias}, "dealias_image")
+    if refused:
+        return await _images_page(request, login, refused=refused)
     redirect_done("/admin/images", "dealiased", alias)
 
 
@@ -86,11 +73,10 @@ async def image_dealias(request: web.Request, login: Login) -> web.StreamRespons
 async def image_rescan(request: web.Request, login: Login) -> web.StreamResponse:
     """``POST /admin/images/rescan``: re-register the images the agents report (a background task)."""
     await read_form(request, login)
-    try:
+    with refusal() as refused:
         payload = await mutate(request, login, "mutation { rescan_images { ok msg task_id } }", {}, "rescan_images")
-    except (ConsoleError, ManagerError) as e:
-        code, message = problem(e)
-        return await _images_page(request, login, error=message, status=code)
+    if refused:
+        return await _images_page(request, login, refused=refused)
     redirect_done("/admin/images", "rescan", f"task {payload.get('task_id') or '?'}")
 
 
@@ -98,16 +84,10 @@ async def image_rescan(request: web.Request, login: Login) -> web.StreamResponse
 async def image_forget(request: web.Request, login: Login) -> web.StreamResponse:
     """``POST /admin/images/forget``: forget an image no alive agent has any more."""
     form = await read_form(request, login)
-    try:
+    doc = "mutation($ref: String!) { forget_image(reference: $ref) { ok msg } }"
+    with refusal() as refused:
         reference = form_text(form, "reference", "Image", required=True, max_len=512)
-        await mutate(
-            request,
-            login,
-            "mutation($ref: String!) { forget_image(reference: $ref) { ok msg } }",
-            {"ref": reference},
-            "forget_image",
-        )
-    except (ConsoleError, ManagerError) as e:
-        code, message = problem(e)
-        return await _images_page(request, login, error=message, status=code)
+        await mutate(request, login, doc, {"ref": reference}, "forget_image")
+    if refused:
+        return await _images_page(request, login, refused=refused)
     redirect_done("/admin/images", "forgotten", reference)

@@ -9,8 +9,19 @@ from typing import Any
 
 from aiohttp import web
 
-from ...base import ConsoleError, Login, ManagerError, page, read_form
-from .common import PAGE_SIZE, gql, mutate, page_number, pager, problem, redirect_done, render_page, search_filter
+from ...base import ConsoleError, Login, page, read_form
+from .common import (
+    Refusal,
+    gql,
+    mutate,
+    page_number,
+    page_window,
+    pager,
+    redirect_done,
+    refusal,
+    render_page,
+    search_filter,
+)
 from .forms import form_checked, form_choice, form_count, form_email, form_text, form_values
 
 KEYPAIR_FIELDS = (
@@ -29,12 +40,7 @@ async def keypairs(request: web.Request, login: Login) -> web.StreamResponse:
 
 
 async def _keypairs_page(
-    request: web.Request,
-    login: Login,
-    form: Mapping[str, str] | None = None,
-    *,
-    error: str = "",
-    status: int = 200,
+    request: web.Request, login: Login, form: Mapping[str, str] | None = None, *, refused: Refusal | None = None
 ) -> web.Response:
     q = request.query.get("q", "").strip()[:100]
     active = request.query.get("active", "")
@@ -50,8 +56,7 @@ async def _keypairs_page(
           keypair_resource_policies { name }
         }""",
         {
-            "limit": PAGE_SIZE,
-            "offset": (page_no - 1) * PAGE_SIZE,
+            **page_window(page_no),
             "filter": search_filter(q, ("user_id", "access_key")),
             "active": {"yes": True, "no": False}.get(active),
         },
@@ -62,8 +67,7 @@ async def _keypairs_page(
         login,
         "admin/keypairs.html",
         "keypairs",
-        status=status,
-        error=error,
+        refused=refused,
         rows=listing["items"],
         policies=[p["name"] for p in data["keypair_resource_policies"]],
         q=q,
@@ -78,7 +82,12 @@ async def keypair_create(request: web.Request, login: Login) -> web.StreamRespon
     """``POST /admin/keypairs``: a new keypair for a user; the answer shows its secret key, once."""
     form = await read_form(request, login)
     values = form_values(form)
-    try:
+    doc = """mutation($email: String!, $props: KeyPairInput!) {
+      create_keypair(user_id: $email, props: $props) {
+        ok msg keypair { access_key secret_key user_id resource_policy is_admin }
+      }
+    }"""
+    with refusal() as refused:
         email = form_email(values)
         props = {
             "is_active": True,
@@ -86,20 +95,9 @@ async def keypair_create(request: web.Request, login: Login) -> web.StreamRespon
             "resource_policy": form_text(values, "resource_policy", "Resource policy", required=True, max_len=256),
             "rate_limit": form_count(values, "rate_limit", "Rate limit", default=10000),
         }
-        payload = await mutate(
-            request,
-            login,
-            """mutation($email: String!, $props: KeyPairInput!) {
-              create_keypair(user_id: $email, props: $props) {
-                ok msg keypair { access_key secret_key user_id resource_policy is_admin }
-              }
-            }""",
-            {"email": email, "props": props},
-            "create_keypair",
-        )
-    except (ConsoleError, ManagerError) as e:
-        code, message = problem(e)
-        return await _keypairs_page(request, login, values, error=message, status=code)
+        payload = await mutate(request, login, doc, {"email": email, "props": props}, "create_keypair")
+    if refused:
+        return await _keypairs_page(request, login, values, refused=refused)
     # Rendered, not redirected: the secret key must not go into a URL or come back on reload.
     return render_page(request, login, "admin/keypair_created.html", "keypairs", status=201, keypair=payload["keypair"])
 
@@ -116,7 +114,11 @@ async def keypair_update(request: web.Request, login: Login) -> web.StreamRespon
     """``POST /admin/keypairs/{ak}``: (de)activate, grant or revoke admin, or change the resource policy."""
     form = await read_form(request, login)
     ak = _access_key(request)
-    try:
+    doc = (
+        "mutation($ak: String!, $props: ModifyKeyPairInput!) { modify_keypair(access_key: $ak, props: $props) "
+        "{ ok msg } }"
+    )
+    with refusal() as refused:
         action = form_choice(form, "action", "Action", KEYPAIR_ACTIONS)
         props: dict[str, Any] = {
             "activate": {"is_active": True},
@@ -127,17 +129,9 @@ async def keypair_update(request: web.Request, login: Login) -> web.StreamRespon
         }[action]
         if action == "policy":
             props["resource_policy"] = form_text(form, "resource_policy", "Resource policy", required=True, max_len=256)
-        await mutate(
-            request,
-            login,
-            "mutation($ak: String!, $props: ModifyKeyPairInput!) { modify_keypair(access_key: $ak, props: $props) "
-            "{ ok msg } }",
-            {"ak": ak, "props": props},
-            "modify_keypair",
-        )
-    except (ConsoleError, ManagerError) as e:
-        code, message = problem(e)
-        return await _keypairs_page(request, login, error=message, status=code)
+        await mutate(request, login, doc, {"ak": ak, "props": props}, "modify_keypair")
+    if refused:
+        return await _keypairs_page(request, login, refused=refused)
     verb = {"activate": "activated", "deactivate": "deactivated"}.get(action, "updated")
     redirect_done("/admin/keypairs", verb, f"Keypair {ak}")
 
@@ -147,15 +141,9 @@ async def keypair_delete(request: web.Request, login: Login) -> web.StreamRespon
     """``POST /admin/keypairs/{ak}/delete``: delete a keypair that never ran sessions (else deactivate it)."""
     await read_form(request, login)
     ak = _access_key(request)
-    try:
-        await mutate(
-            request,
-            login,
-            "mutation($ak: String!) { delete_keypair(access_key: $ak) { ok msg } }",
-            {"ak": ak},
-            "delete_keypair",
-        )
-    except (ConsoleError, ManagerError) as e:
-        code, message = problem(e)
-        return await _keypairs_page(request, login, error=message, status=code)
+    doc = "mutation($ak: String!) { delete_keypair(access_key: $ak) { ok msg } }"
+    with refusal() as refused:
+        await mutate(request, login, doc, {"ak": ak}, "delete_keypair")
+    if refused:
+        return await _keypairs_page(request, login, refused=refused)
     redirect_done("/admin/keypairs", "deleted", f"Keypair {ak}")

@@ -25,64 +25,37 @@ async def overview(request: web.Request, login: Login) -> web.StreamResponse:
     if login.is_superadmin:
         parts += ["domains { name is_active }", "agents { id status }", "scaling_groups { name is_active }"]
     data = await gql(request, login, "query { " + " ".join(parts) + " }")
-    cards: list[dict[str, Any]] = [
-        {
-            "label": "Users",
-            "count": data["users"]["total_count"],
-            "detail": f"{data['inactive_users']['total_count']} inactive",
-            "path": "/admin/users",
-        },
-        {"label": "Keypairs", "count": data["keypairs"]["total_count"], "detail": "", "path": "/admin/keypairs"},
-        {
-            "label": "Projects",
-            "count": len(data["groups"]),
-            "detail": f"{sum(1 for g in data['groups'] if g['is_active'])} active",
-            "path": "/admin/projects",
-        },
+    users, inactive = data["users"]["total_count"], data["inactive_users"]["total_count"]
+    cards = [
+        _card("Users", users, "/admin/users", f"{inactive} inactive"),
+        _card("Keypairs", data["keypairs"]["total_count"], "/admin/keypairs"),
+        _card("Projects", len(data["groups"]), "/admin/projects", f"{_count(data['groups'], 'is_active')} active"),
     ]
     if login.is_superadmin:
-        cards.append(
-            {
-                "label": "Domains",
-                "count": len(data["domains"]),
-                "detail": f"{sum(1 for d in data['domains'] if d['is_active'])} active",
-                "path": "/admin/domains",
-            }
-        )
+        domains = data["domains"]
+        cards.append(_card("Domains", len(domains), "/admin/domains", f"{_count(domains, 'is_active')} active"))
     cards += [
-        {
-            "label": "Resource policies",
-            "count": len(data["keypair_resource_policies"]),
-            "detail": "",
-            "path": "/admin/policies",
-        },
-        {"label": "Resource presets", "count": len(data["resource_presets"]), "detail": "", "path": "/admin/presets"},
+        _card("Resource policies", len(data["keypair_resource_policies"]), "/admin/policies"),
+        _card("Resource presets", len(data["resource_presets"]), "/admin/presets"),
     ]
     if login.is_superadmin:
-        agents = data["agents"]
-        cards.append(
-            {
-                "label": "Agents",
-                "count": sum(1 for a in agents if a["status"] == "ALIVE"),
-                "detail": f"alive, {sum(1 for a in agents if a['status'] != 'ALIVE')} not",
-                "path": "/admin/agents",
-            }
-        )
-    cards.append(
-        {
-            "label": "Images",
-            "count": len(data["images"]),
-            "detail": f"{sum(1 for i in data['images'] if i['installed'])} installed",
-            "path": "/admin/images",
-        }
-    )
+        alive = sum(1 for a in data["agents"] if a["status"] == "ALIVE")
+        cards.append(_card("Agents", alive, "/admin/agents", f"alive, {len(data['agents']) - alive} not"))
+    images = data["images"]
+    cards.append(_card("Images", len(images), "/admin/images", f"{_count(images, 'installed')} installed"))
     if login.is_superadmin:
+        sgroups = data["scaling_groups"]
         cards.append(
-            {
-                "label": "Scaling groups",
-                "count": len(data["scaling_groups"]),
-                "detail": f"{sum(1 for s in data['scaling_groups'] if s['is_active'])} active",
-                "path": "/admin/scaling-groups",
-            }
+            _card("Scaling groups", len(sgroups), "/admin/scaling-groups", f"{_count(sgroups, 'is_active')} active")
         )
     return render_page(request, login, "admin/overview.html", "overview", cards=cards)
+
+
+def _card(label: str, count: int, path: str, detail: str = "") -> dict[str, Any]:
+    """One card of the overview: what, how many, a detail line and the section's page."""
+    return {"label": label, "count": count, "detail": detail, "path": path}
+
+
+def _count(rows: list[dict[str, Any]], flag: str) -> int:
+    """How many of ``rows`` have ``flag`` set."""
+    return sum(1 for r in rows if r[flag])

@@ -9,8 +9,8 @@ from aiohttp import web
 
 from ai.backend.common.types import BinarySize
 
-from ...base import ConsoleError, Login, ManagerError, page, read_form
-from .common import gql, mutate, problem, redirect_done, render_page
+from ...base import Login, page, read_form
+from .common import Refusal, gql, load_one, mutate, redirect_done, refusal, render_page
 from .forms import (
     form_choice,
     form_count,
@@ -73,12 +73,7 @@ async def policies(request: web.Request, login: Login) -> web.StreamResponse:
 
 
 async def _policies_page(
-    request: web.Request,
-    login: Login,
-    form: Mapping[str, str] | None = None,
-    *,
-    error: str = "",
-    status: int = 200,
+    request: web.Request, login: Login, form: Mapping[str, str] | None = None, *, refused: Refusal | None = None
 ) -> web.Response:
     data = await gql(request, login, "query { keypair_resource_policies { " + POLICY_FIELDS + " } }")
     types = await slot_types(request, login)
@@ -87,8 +82,7 @@ async def _policies_page(
         login,
         "admin/policies.html",
         "policies",
-        status=status,
-        error=error,
+        refused=refused,
         rows=[_policy_row(p) for p in data["keypair_resource_policies"]],
         form=form or POLICY_DEFAULTS,
         slot_fields=slot_fields(types, {}, form),
@@ -101,34 +95,24 @@ async def policy_create(request: web.Request, login: Login) -> web.StreamRespons
     """``POST /admin/policies``: a new keypair resource policy."""
     form = await read_form(request, login)
     values = form_values(form)
-    try:
+    doc = (
+        "mutation($name: String!, $props: CreateKeyPairResourcePolicyInput!) "
+        "{ create_keypair_resource_policy(name: $name, props: $props) { ok msg } }"
+    )
+    with refusal() as refused:
         name = form_slug(values, "name", "Policy name", 256)
         props = _policy_props(values, await slot_types(request, login))
-        await mutate(
-            request,
-            login,
-            "mutation($name: String!, $props: CreateKeyPairResourcePolicyInput!) "
-            "{ create_keypair_resource_policy(name: $name, props: $props) { ok msg } }",
-            {"name": name, "props": props},
-            "create_keypair_resource_policy",
-        )
-    except (ConsoleError, ManagerError) as e:
-        code, message = problem(e)
-        return await _policies_page(request, login, values, error=message, status=code)
+        await mutate(request, login, doc, {"name": name, "props": props}, "create_keypair_resource_policy")
+    if refused:
+        return await _policies_page(request, login, values, refused=refused)
     redirect_done("/admin/policies", "created", f"Policy {name}")
 
 
 async def _load_policy(request: web.Request, login: Login) -> dict[str, Any]:
     name = request.match_info["name"]
-    data = await gql(
-        request,
-        login,
-        "query($name: String) { keypair_resource_policy(name: $name) { " + POLICY_FIELDS + " } }",
-        {"name": name},
-    )
-    if not data.get("keypair_resource_policy"):
-        raise ConsoleError(404, "No such policy", f"There is no resource policy named {name!r}.")
-    return _policy_row(data["keypair_resource_policy"])
+    doc = "query($name: String) { keypair_resource_policy(name: $name) { " + POLICY_FIELDS + " } }"
+    missing = ("No such policy", f"There is no resource policy named {name!r}.")
+    return _policy_row(await load_one(request, login, doc, {"name": name}, "keypair_resource_policy", missing))
 
 
 @page(admin=True)
@@ -143,11 +127,9 @@ async def _policy_page(
     policy: dict[str, Any],
     form: Mapping[str, str] | None = None,
     *,
-    error: str = "",
-    status: int = 200,
+    refused: Refusal | None = None,
 ) -> web.Response:
-    types = await slot_types(request, login)
-    slot_form = form
+    slots = slot_fields(await slot_types(request, login), policy["total_resource_slots"], form)
     if form is None:
         form = {k: str(policy[k]) for k in POLICY_DEFAULTS}
         form["max_vfolder_size"] = str(BinarySize(int(policy["max_vfolder_size"] or 0)))
@@ -157,11 +139,10 @@ async def _policy_page(
         login,
         "admin/policy_detail.html",
         "policies",
-        status=status,
-        error=error,
+        refused=refused,
         policy=policy,
         form=form,
-        slot_fields=slot_fields(types, policy["total_resource_slots"], slot_form),
+        slot_fields=slots,
         choices=DEFAULT_FOR_UNSPECIFIED,
     )
 
@@ -172,19 +153,15 @@ async def policy_update(request: web.Request, login: Login) -> web.StreamRespons
     form = await read_form(request, login)
     policy = await _load_policy(request, login)
     values = form_values(form)
-    try:
+    doc = (
+        "mutation($name: String!, $props: ModifyKeyPairResourcePolicyInput!) "
+        "{ modify_keypair_resource_policy(name: $name, props: $props) { ok msg } }"
+    )
+    with refusal() as refused:
         props = _policy_props(values, await slot_types(request, login))
-        await mutate(
-            request,
-            login,
-            "mutation($name: String!, $props: ModifyKeyPairResourcePolicyInput!) "
-            "{ modify_keypair_resource_policy(name: $name, props: $props) { ok msg } }",
-            {"name": policy["name"], "props": props},
-            "modify_keypair_resource_policy",
-        )
-    except (ConsoleError, ManagerError) as e:
-        code, message = problem(e)
-        return await _policy_page(request, login, policy, values, error=message, status=code)
+        await mutate(request, login, doc, {"name": policy["name"], "props": props}, "modify_keypair_resource_policy")
+    if refused:
+        return await _policy_page(request, login, policy, values, refused=refused)
     redirect_done("/admin/policies", "updated", f"Policy {policy['name']}")
 
 
@@ -193,15 +170,9 @@ async def policy_delete(request: web.Request, login: Login) -> web.StreamRespons
     """``POST /admin/policies/{name}/delete``: delete a policy no keypair uses."""
     await read_form(request, login)
     policy = await _load_policy(request, login)
-    try:
-        await mutate(
-            request,
-            login,
-            "mutation($name: String!) { delete_keypair_resource_policy(name: $name) { ok msg } }",
-            {"name": policy["name"]},
-            "delete_keypair_resource_policy",
-        )
-    except (ConsoleError, ManagerError) as e:
-        code, message = problem(e)
-        return await _policy_page(request, login, policy, error=message, status=code)
+    doc = "mutation($name: String!) { delete_keypair_resource_policy(name: $name) { ok msg } }"
+    with refusal() as refused:
+        await mutate(request, login, doc, {"name": policy["name"]}, "delete_keypair_resource_policy")
+    if refused:
+        return await _policy_page(request, login, policy, refused=refused)
     redirect_done("/admin/policies", "deleted", f"Policy {policy['name']}")

@@ -9,8 +9,8 @@ from aiohttp import web
 
 from ai.backend.common.types import BinarySize, SlotTypeError
 
-from ...base import ConsoleError, Login, ManagerError, page, read_form
-from .common import gql, mutate, problem, redirect_done, render_page
+from ...base import ConsoleError, Login, page, read_form
+from .common import Refusal, gql, load_one, mutate, redirect_done, refusal, render_page
 from .forms import form_slots, form_slug, form_text, form_values, json_field, slot_fields, slot_types
 
 
@@ -25,12 +25,7 @@ async def presets(request: web.Request, login: Login) -> web.StreamResponse:
 
 
 async def _presets_page(
-    request: web.Request,
-    login: Login,
-    form: Mapping[str, str] | None = None,
-    *,
-    error: str = "",
-    status: int = 200,
+    request: web.Request, login: Login, form: Mapping[str, str] | None = None, *, refused: Refusal | None = None
 ) -> web.Response:
     data = await gql(request, login, "query { resource_presets { name resource_slots shared_memory } }")
     types = await slot_types(request, login)
@@ -39,8 +34,7 @@ async def _presets_page(
         login,
         "admin/presets.html",
         "presets",
-        status=status,
-        error=error,
+        refused=refused,
         rows=[_preset_row(p) for p in data["resource_presets"]],
         form=form or {},
         slot_fields=slot_fields(types, {}, form),
@@ -69,37 +63,27 @@ async def preset_create(request: web.Request, login: Login) -> web.StreamRespons
     """``POST /admin/presets``: a new resource preset."""
     form = await read_form(request, login)
     values = form_values(form)
-    try:
+    doc = (
+        "mutation($name: String!, $props: CreateResourcePresetInput!) "
+        "{ create_resource_preset(name: $name, props: $props) { ok msg } }"
+    )
+    with refusal() as refused:
         name = form_slug(values, "name", "Preset name", 256)
         props = {
             "resource_slots": _preset_slots(values, await slot_types(request, login)),
             "shared_memory": _shared_memory(values) or None,
         }
-        await mutate(
-            request,
-            login,
-            "mutation($name: String!, $props: CreateResourcePresetInput!) "
-            "{ create_resource_preset(name: $name, props: $props) { ok msg } }",
-            {"name": name, "props": props},
-            "create_resource_preset",
-        )
-    except (ConsoleError, ManagerError) as e:
-        code, message = problem(e)
-        return await _presets_page(request, login, values, error=message, status=code)
+        await mutate(request, login, doc, {"name": name, "props": props}, "create_resource_preset")
+    if refused:
+        return await _presets_page(request, login, values, refused=refused)
     redirect_done("/admin/presets", "created", f"Preset {name}")
 
 
 async def _load_preset(request: web.Request, login: Login) -> dict[str, Any]:
     name = request.match_info["name"]
-    data = await gql(
-        request,
-        login,
-        "query($name: String!) { resource_preset(name: $name) { name resource_slots shared_memory } }",
-        {"name": name},
-    )
-    if not data.get("resource_preset"):
-        raise ConsoleError(404, "No such preset", f"There is no resource preset named {name!r}.")
-    return _preset_row(data["resource_preset"])
+    doc = "query($name: String!) { resource_preset(name: $name) { name resource_slots shared_memory } }"
+    missing = ("No such preset", f"There is no resource preset named {name!r}.")
+    return _preset_row(await load_one(request, login, doc, {"name": name}, "resource_preset", missing))
 
 
 @page(admin=True)
@@ -114,11 +98,9 @@ async def _preset_page(
     preset: dict[str, Any],
     form: Mapping[str, str] | None = None,
     *,
-    error: str = "",
-    status: int = 200,
+    refused: Refusal | None = None,
 ) -> web.Response:
-    types = await slot_types(request, login)
-    slot_form = form
+    slots = slot_fields(await slot_types(request, login), preset["resource_slots"], form)
     if form is None:
         shm = preset["shared_memory"]
         form = {"shared_memory": "" if shm is None else str(BinarySize(int(shm)))}
@@ -127,11 +109,10 @@ async def _preset_page(
         login,
         "admin/preset_detail.html",
         "presets",
-        status=status,
-        error=error,
+        refused=refused,
         preset=preset,
         form=form,
-        slot_fields=slot_fields(types, preset["resource_slots"], slot_form),
+        slot_fields=slots,
     )
 
 
@@ -141,22 +122,18 @@ async def preset_update(request: web.Request, login: Login) -> web.StreamRespons
     form = await read_form(request, login)
     preset = await _load_preset(request, login)
     values = form_values(form)
-    try:
+    doc = (
+        "mutation($name: String!, $props: ModifyResourcePresetInput!) "
+        "{ modify_resource_preset(name: $name, props: $props) { ok msg } }"
+    )
+    with refusal() as refused:
         props = {
             "resource_slots": _preset_slots(values, await slot_types(request, login)),
             "shared_memory": _shared_memory(values),  # "" clears it
         }
-        await mutate(
-            request,
-            login,
-            "mutation($name: String!, $props: ModifyResourcePresetInput!) "
-            "{ modify_resource_preset(name: $name, props: $props) { ok msg } }",
-            {"name": preset["name"], "props": props},
-            "modify_resource_preset",
-        )
-    except (ConsoleError, ManagerError) as e:
-        code, message = problem(e)
-        return await _preset_page(request, login, preset, values, error=message, status=code)
+        await mutate(request, login, doc, {"name": preset["name"], "props": props}, "modify_resource_preset")
+    if refused:
+        return await _preset_page(request, login, preset, values, refused=refused)
     redirect_done("/admin/presets", "updated", f"Preset {preset['name']}")
 
 
@@ -165,15 +142,9 @@ async def preset_delete(request: web.Request, login: Login) -> web.StreamRespons
     """``POST /admin/presets/{name}/delete``: delete a preset."""
     await read_form(request, login)
     preset = await _load_preset(request, login)
-    try:
-        await mutate(
-            request,
-            login,
-            "mutation($name: String!) { delete_resource_preset(name: $name) { ok msg } }",
-            {"name": preset["name"]},
-            "delete_resource_preset",
-        )
-    except (ConsoleError, ManagerError) as e:
-        code, message = problem(e)
-        return await _presets_page(request, login, error=message, status=code)
+    doc = "mutation($name: String!) { delete_resource_preset(name: $name) { ok msg } }"
+    with refusal() as refused:
+        await mutate(request, login, doc, {"name": preset["name"]}, "delete_resource_preset")
+    if refused:
+        return await _presets_page(request, login, refused=refused)
     redirect_done("/admin/presets", "deleted", f"Preset {preset['name']}")

@@ -8,8 +8,18 @@ from typing import Any
 
 from aiohttp import web
 
-from ...base import ConsoleError, Login, ManagerError, page, read_form
-from .common import domains_and_groups, gql, mutate, problem, redirect_done, render_page
+from ...base import ConsoleError, Login, page, read_form
+from .common import (
+    Refusal,
+    domains_and_groups,
+    gql,
+    load_one,
+    mutate,
+    redirect_done,
+    refusal,
+    render_page,
+    uuid_or_404,
+)
 from .forms import (
     EMAIL_RE,
     form_checked,
@@ -33,6 +43,10 @@ GROUP_FIELDS = (
 )
 
 
+#: A project's change: its fields, or its members (``user_update_mode`` and ``user_uuids``).
+MODIFY_GROUP = "mutation($gid: UUID!, $props: ModifyGroupInput!) { modify_group(gid: $gid, props: $props) { ok msg } }"
+
+
 def _group_row(g: dict[str, Any]) -> dict[str, Any]:
     return {**g, "total_resource_slots": json_field(g.get("total_resource_slots"))}
 
@@ -44,12 +58,7 @@ async def projects(request: web.Request, login: Login) -> web.StreamResponse:
 
 
 async def _projects_page(
-    request: web.Request,
-    login: Login,
-    form: Mapping[str, str] | None = None,
-    *,
-    error: str = "",
-    status: int = 200,
+    request: web.Request, login: Login, form: Mapping[str, str] | None = None, *, refused: Refusal | None = None
 ) -> web.Response:
     domain = request.query.get("domain", "").strip()[:64] or None
     domains, _ = await domains_and_groups(request, login)
@@ -65,8 +74,7 @@ async def _projects_page(
         login,
         "admin/projects.html",
         "projects",
-        status=status,
-        error=error,
+        refused=refused,
         rows=[_group_row(g) for g in data["groups"]],
         domains=domains,
         domain=domain or "",
@@ -80,7 +88,11 @@ async def project_create(request: web.Request, login: Login) -> web.StreamRespon
     """``POST /admin/projects``: a new project in a domain."""
     form = await read_form(request, login)
     values = form_values(form)
-    try:
+    doc = (
+        "mutation($name: String!, $props: GroupInput!) { create_group(name: $name, props: $props) "
+        "{ ok msg group { id } } }"
+    )
+    with refusal() as refused:
         name = form_slug(values, "name", "Project name")
         types = await slot_types(request, login)
         props = {
@@ -90,30 +102,17 @@ async def project_create(request: web.Request, login: Login) -> web.StreamRespon
             "total_resource_slots": form_slots(values, types),
             "allowed_vfolder_hosts": form_names(values, "allowed_vfolder_hosts", "Storage hosts"),
         }
-        payload = await mutate(
-            request,
-            login,
-            "mutation($name: String!, $props: GroupInput!) { create_group(name: $name, props: $props) "
-            "{ ok msg group { id } } }",
-            {"name": name, "props": props},
-            "create_group",
-        )
-    except (ConsoleError, ManagerError) as e:
-        code, message = problem(e)
-        return await _projects_page(request, login, values, error=message, status=code)
+        payload = await mutate(request, login, doc, {"name": name, "props": props}, "create_group")
+    if refused:
+        return await _projects_page(request, login, values, refused=refused)
     redirect_done(f"/admin/projects/{payload['group']['id']}", "created", f"Project {name}")
 
 
 async def _load_project(request: web.Request, login: Login) -> dict[str, Any]:
-    gid = request.match_info["gid"]
-    try:
-        uuid.UUID(gid)
-    except ValueError:
-        raise ConsoleError(404, "No such project", f"{gid!r} is not a project id.") from None
-    data = await gql(request, login, "query($id: UUID!) { group(id: $id) { " + GROUP_FIELDS + " } }", {"id": gid})
-    if not data.get("group"):
-        raise ConsoleError(404, "No such project", f"There is no project with id {gid}.")
-    return _group_row(data["group"])
+    gid = uuid_or_404(request.match_info["gid"], "project")
+    doc = "query($id: UUID!) { group(id: $id) { " + GROUP_FIELDS + " } }"
+    missing = ("No such project", f"There is no project with id {gid}.")
+    return _group_row(await load_one(request, login, doc, {"id": gid}, "group", missing))
 
 
 @page(admin=True)
@@ -128,8 +127,7 @@ async def _project_page(
     group: dict[str, Any],
     form: Mapping[str, str] | None = None,
     *,
-    error: str = "",
-    status: int = 200,
+    refused: Refusal | None = None,
 ) -> web.Response:
     data = await gql(
         request,
@@ -138,7 +136,7 @@ async def _project_page(
         "{ id email username full_name role status } }",
         {"id": group["id"]},
     )
-    types = await slot_types(request, login)
+    slots = slot_fields(await slot_types(request, login), group["total_resource_slots"], form)
     if form is None:
         form = {
             "name": group["name"],
@@ -146,20 +144,16 @@ async def _project_page(
             "is_active": "on" if group["is_active"] else "",
             "allowed_vfolder_hosts": ", ".join(group["allowed_vfolder_hosts"]),
         }
-        slot_form = None
-    else:
-        slot_form = form
     return render_page(
         request,
         login,
         "admin/project_detail.html",
         "projects",
-        status=status,
-        error=error,
+        refused=refused,
         group=group,
         members=data["users"],
         form=form,
-        slot_fields=slot_fields(types, group["total_resource_slots"], slot_form),
+        slot_fields=slots,
     )
 
 
@@ -169,7 +163,7 @@ async def project_update(request: web.Request, login: Login) -> web.StreamRespon
     form = await read_form(request, login)
     group = await _load_project(request, login)
     values = form_values(form)
-    try:
+    with refusal() as refused:
         types = await slot_types(request, login)
         props = {
             "name": form_slug(values, "name", "Project name"),
@@ -178,16 +172,9 @@ async def project_update(request: web.Request, login: Login) -> web.StreamRespon
             "total_resource_slots": form_slots(values, types),
             "allowed_vfolder_hosts": form_names(values, "allowed_vfolder_hosts", "Storage hosts"),
         }
-        await mutate(
-            request,
-            login,
-            "mutation($gid: UUID!, $props: ModifyGroupInput!) { modify_group(gid: $gid, props: $props) { ok msg } }",
-            {"gid": group["id"], "props": props},
-            "modify_group",
-        )
-    except (ConsoleError, ManagerError) as e:
-        code, message = problem(e)
-        return await _project_page(request, login, group, values, error=message, status=code)
+        await mutate(request, login, MODIFY_GROUP, {"gid": group["id"], "props": props}, "modify_group")
+    if refused:
+        return await _project_page(request, login, group, values, refused=refused)
     redirect_done(f"/admin/projects/{group['id']}", "updated", f"Project {props['name']}")
 
 
@@ -196,7 +183,7 @@ async def project_members(request: web.Request, login: Login) -> web.StreamRespo
     """``POST /admin/projects/{gid}/members``: add users (by e-mail) to a project, or remove one."""
     form = await read_form(request, login)
     group = await _load_project(request, login)
-    try:
+    with refusal() as refused:
         mode = form_choice(form, "mode", "Action", ("add", "remove"))
         if mode == "add":
             emails = form_names(form, "emails", "E-mail addresses")
@@ -212,16 +199,10 @@ async def project_members(request: web.Request, login: Login) -> web.StreamRespo
             except ValueError:
                 raise ConsoleError(400, "Invalid form", f"{uid!r} is not a user id.") from None
             uuids = [uid]
-        await mutate(
-            request,
-            login,
-            "mutation($gid: UUID!, $props: ModifyGroupInput!) { modify_group(gid: $gid, props: $props) { ok msg } }",
-            {"gid": group["id"], "props": {"user_update_mode": mode, "user_uuids": uuids}},
-            "modify_group",
-        )
-    except (ConsoleError, ManagerError) as e:
-        code, message = problem(e)
-        return await _project_page(request, login, group, error=message, status=code)
+        props = {"user_update_mode": mode, "user_uuids": uuids}
+        await mutate(request, login, MODIFY_GROUP, {"gid": group["id"], "props": props}, "modify_group")
+    if refused:
+        return await _project_page(request, login, group, refused=refused)
     redirect_done(f"/admin/projects/{group['id']}", "members", f"project {group['name']}")
 
 
@@ -244,15 +225,9 @@ async def project_delete(request: web.Request, login: Login) -> web.StreamRespon
     """``POST /admin/projects/{gid}/delete``: deactivate a project (the manager keeps its data)."""
     await read_form(request, login)
     group = await _load_project(request, login)
-    try:
-        await mutate(
-            request,
-            login,
-            "mutation($gid: UUID!) { delete_group(gid: $gid) { ok msg } }",
-            {"gid": group["id"]},
-            "delete_group",
-        )
-    except (ConsoleError, ManagerError) as e:
-        code, message = problem(e)
-        return await _project_page(request, login, group, error=message, status=code)
+    doc = "mutation($gid: UUID!) { delete_group(gid: $gid) { ok msg } }"
+    with refusal() as refused:
+        await mutate(request, login, doc, {"gid": group["id"]}, "delete_group")
+    if refused:
+        return await _project_page(request, login, group, refused=refused)
     redirect_done("/admin/projects", "deactivated", f"Project {group['name']}")

@@ -9,8 +9,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from ...base import ConsoleError, Login, ManagerError, page, read_form
-from .common import gql, mutate, problem, redirect_done, render_page
+from ...base import ConsoleError, Login, page, read_form
+from .common import Refusal, gql, load_one, mutate, redirect_done, refusal, render_page
 from .forms import form_checked, form_choice, form_slug, form_text, form_values, json_field
 
 #: The scheduler orders and agent-selection strategies the manager implements (it checks them again).
@@ -42,12 +42,7 @@ async def sgroups(request: web.Request, login: Login) -> web.StreamResponse:
 
 
 async def _sgroups_page(
-    request: web.Request,
-    login: Login,
-    form: Mapping[str, str] | None = None,
-    *,
-    error: str = "",
-    status: int = 200,
+    request: web.Request, login: Login, form: Mapping[str, str] | None = None, *, refused: Refusal | None = None
 ) -> web.Response:
     data = await gql(
         request,
@@ -67,8 +62,7 @@ async def _sgroups_page(
         login,
         "admin/sgroups.html",
         "scaling-groups",
-        status=status,
-        error=error,
+        refused=refused,
         rows=rows,
         form=form or {"scheduler": "fifo", "strategy": "dispersed", "is_active": "on", "is_public": "on"},
         schedulers=SCHEDULERS,
@@ -101,34 +95,27 @@ async def sgroup_create(request: web.Request, login: Login) -> web.StreamRespons
     """``POST /admin/scaling-groups``: a new scaling group (static driver: agents join by heartbeat)."""
     form = await read_form(request, login)
     values = form_values(form)
-    try:
+    doc = (
+        "mutation($name: String!, $props: ScalingGroupInput!) { create_scaling_group(name: $name, props: $props) "
+        "{ ok msg } }"
+    )
+    with refusal() as refused:
         name = form_slug(values, "name", "Scaling group name")
         props = {**_sgroup_props(values, {}), "driver": "static"}
         if not props["wsproxy_addr"]:
             props["wsproxy_addr"] = None
-        await mutate(
-            request,
-            login,
-            "mutation($name: String!, $props: ScalingGroupInput!) { create_scaling_group(name: $name, props: $props) "
-            "{ ok msg } }",
-            {"name": name, "props": props},
-            "create_scaling_group",
-        )
-    except (ConsoleError, ManagerError) as e:
-        code, message = problem(e)
+        await mutate(request, login, doc, {"name": name, "props": props}, "create_scaling_group")
+    if refused:
         values.pop("wsproxy_api_token", None)
-        return await _sgroups_page(request, login, values, error=message, status=code)
+        return await _sgroups_page(request, login, values, refused=refused)
     redirect_done(f"/admin/scaling-groups/{quote(name)}", "created", f"Scaling group {name}")
 
 
 async def _load_sgroup(request: web.Request, login: Login) -> dict[str, Any]:
     name = request.match_info["name"]
-    data = await gql(
-        request, login, "query($name: String) { scaling_group(name: $name) { " + SGROUP_FIELDS + " } }", {"name": name}
-    )
-    if not data.get("scaling_group"):
-        raise ConsoleError(404, "No such scaling group", f"There is no scaling group named {name!r}.")
-    return _sgroup_row(dict(data["scaling_group"]))
+    doc = "query($name: String) { scaling_group(name: $name) { " + SGROUP_FIELDS + " } }"
+    missing = ("No such scaling group", f"There is no scaling group named {name!r}.")
+    return _sgroup_row(await load_one(request, login, doc, {"name": name}, "scaling_group", missing))
 
 
 @page(admin=True)
@@ -143,8 +130,7 @@ async def _sgroup_page(
     sgroup: dict[str, Any],
     form: Mapping[str, str] | None = None,
     *,
-    error: str = "",
-    status: int = 200,
+    refused: Refusal | None = None,
 ) -> web.Response:
     data = await gql(
         request,
@@ -166,8 +152,7 @@ async def _sgroup_page(
         login,
         "admin/sgroup_detail.html",
         "scaling-groups",
-        status=status,
-        error=error,
+        refused=refused,
         sgroup=sgroup,
         form=form,
         domains=data["domains"],
@@ -183,20 +168,16 @@ async def sgroup_update(request: web.Request, login: Login) -> web.StreamRespons
     form = await read_form(request, login)
     sgroup = await _load_sgroup(request, login)
     values = form_values(form)
-    try:
+    doc = (
+        "mutation($name: String!, $props: ModifyScalingGroupInput!) "
+        "{ modify_scaling_group(name: $name, props: $props) { ok msg } }"
+    )
+    with refusal() as refused:
         props = _sgroup_props(values, sgroup["scheduler_opts"])
-        await mutate(
-            request,
-            login,
-            "mutation($name: String!, $props: ModifyScalingGroupInput!) "
-            "{ modify_scaling_group(name: $name, props: $props) { ok msg } }",
-            {"name": sgroup["name"], "props": props},
-            "modify_scaling_group",
-        )
-    except (ConsoleError, ManagerError) as e:
-        code, message = problem(e)
+        await mutate(request, login, doc, {"name": sgroup["name"], "props": props}, "modify_scaling_group")
+    if refused:
         values.pop("wsproxy_api_token", None)
-        return await _sgroup_page(request, login, sgroup, values, error=message, status=code)
+        return await _sgroup_page(request, login, sgroup, values, refused=refused)
     redirect_done(f"/admin/scaling-groups/{quote(sgroup['name'])}", "updated", f"Scaling group {sgroup['name']}")
 
 
@@ -205,7 +186,7 @@ async def sgroup_associate(request: web.Request, login: Login) -> web.StreamResp
     """``POST /admin/scaling-groups/{name}/associations``: associate with (or remove from) a domain or project."""
     form = await read_form(request, login)
     sgroup = await _load_sgroup(request, login)
-    try:
+    with refusal() as refused:
         kind = form_choice(form, "kind", "Kind", ("domain", "project"))
         op = form_choice(form, "op", "Action", ("add", "remove"))
         target = form_text(form, "target", "Domain or project", required=True, max_len=64)
@@ -217,9 +198,8 @@ async def sgroup_associate(request: web.Request, login: Login) -> web.StreamResp
             field = f"{verb}_scaling_group_with_user_group"
             doc = f"mutation($sg: String!, $t: String!) {{ {field}(scaling_group: $sg, user_group: $t) {{ ok msg }} }}"
         await mutate(request, login, doc, {"sg": sgroup["name"], "t": target}, field)
-    except (ConsoleError, ManagerError) as e:
-        code, message = problem(e)
-        return await _sgroup_page(request, login, sgroup, error=message, status=code)
+    if refused:
+        return await _sgroup_page(request, login, sgroup, refused=refused)
     label = form_text(form, "label", "Label", max_len=200) or target
     redirect_done(
         f"/admin/scaling-groups/{quote(sgroup['name'])}",
@@ -233,15 +213,9 @@ async def sgroup_delete(request: web.Request, login: Login) -> web.StreamRespons
     """``POST /admin/scaling-groups/{name}/delete``: delete a scaling group without agents or sessions."""
     await read_form(request, login)
     sgroup = await _load_sgroup(request, login)
-    try:
-        await mutate(
-            request,
-            login,
-            "mutation($name: String!) { delete_scaling_group(name: $name) { ok msg } }",
-            {"name": sgroup["name"]},
-            "delete_scaling_group",
-        )
-    except (ConsoleError, ManagerError) as e:
-        code, message = problem(e)
-        return await _sgroup_page(request, login, sgroup, error=message, status=code)
+    doc = "mutation($name: String!) { delete_scaling_group(name: $name) { ok msg } }"
+    with refusal() as refused:
+        await mutate(request, login, doc, {"name": sgroup["name"]}, "delete_scaling_group")
+    if refused:
+        return await _sgroup_page(request, login, sgroup, refused=refused)
     redirect_done("/admin/scaling-groups", "deleted", f"Scaling group {sgroup['name']}")

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
-from ...base import ConsoleError, Login, ManagerError, page, read_form
+from ...base import ConsoleError, Login, page, read_form
 from .common import (
-    PAGE_SIZE,
+    Refusal,
     domains_and_groups,
     gql,
+    load_one,
     mutate,
     page_number,
+    page_window,
     pager,
-    problem,
     redirect_done,
+    refusal,
     render_page,
     search_filter,
+    uuid_or_404,
 )
 from .forms import form_checked, form_choice, form_email, form_text, form_values
 
@@ -35,6 +37,12 @@ MIN_PASSWORD = 8
 USER_FIELDS = (
     "id email username full_name description role status status_info domain_name need_password_change "
     "created_at groups { id name }"
+)
+
+
+#: A user's change (of the edit form, or of the list's (de)activate buttons).
+MODIFY_USER = (
+    "mutation($email: String!, $props: ModifyUserInput!) { modify_user(email: $email, props: $props) { ok msg } }"
 )
 
 
@@ -54,7 +62,7 @@ async def users(request: web.Request, login: Login) -> web.StreamResponse:
     return await _users_page(request, login)
 
 
-async def _users_page(request: web.Request, login: Login, *, error: str = "", status: int = 200) -> web.Response:
+async def _users_page(request: web.Request, login: Login, *, refused: Refusal | None = None) -> web.Response:
     q = request.query.get("q", "").strip()[:100]
     state = request.query.get("status", "")
     if state not in USER_STATUS_FILTERS:
@@ -69,8 +77,7 @@ async def _users_page(request: web.Request, login: Login, *, error: str = "", st
         + USER_FIELDS
         + " } } }",
         {
-            "limit": PAGE_SIZE,
-            "offset": (page_no - 1) * PAGE_SIZE,
+            **page_window(page_no),
             "filter": search_filter(q, ("email", "username", "full_name")),
             "status": USER_STATUS_FILTERS[state],
         },
@@ -81,8 +88,7 @@ async def _users_page(request: web.Request, login: Login, *, error: str = "", st
         login,
         "admin/users.html",
         "users",
-        status=status,
-        error=error,
+        refused=refused,
         rows=listing["items"],
         q=q,
         state=state,
@@ -103,8 +109,7 @@ async def _user_new_page(
     form: Mapping[str, str],
     selected: list[str] | None,
     *,
-    error: str = "",
-    status: int = 200,
+    refused: Refusal | None = None,
 ) -> web.Response:
     domains, groups = await domains_and_groups(request, login)
     if selected is None:  # a new form: the domain's default project, as the manager's fixtures have it
@@ -114,8 +119,7 @@ async def _user_new_page(
         login,
         "admin/user_new.html",
         "users",
-        status=status,
-        error=error,
+        refused=refused,
         form=form,
         selected=selected,
         domains=domains,
@@ -131,7 +135,8 @@ async def user_create(request: web.Request, login: Login) -> web.StreamResponse:
     form = await read_form(request, login)
     values = form_values(form)
     chosen = [g for g in form.getall("group_ids", []) if isinstance(g, str)]
-    try:
+    doc = "mutation($email: String!, $props: UserInput!) { create_user(email: $email, props: $props) { ok msg } }"
+    with refusal() as refused:
         email = form_email(values)
         password = values.get("password", "")
         if len(password) < MIN_PASSWORD:
@@ -147,35 +152,19 @@ async def user_create(request: web.Request, login: Login) -> web.StreamResponse:
             "domain_name": form_text(values, "domain", "Domain", required=True, max_len=64),
             "group_ids": chosen,
         }
-        await mutate(
-            request,
-            login,
-            "mutation($email: String!, $props: UserInput!) { create_user(email: $email, props: $props) { ok msg } }",
-            {"email": email, "props": props},
-            "create_user",
-        )
-    except (ConsoleError, ManagerError) as e:
-        code, message = problem(e)
+        await mutate(request, login, doc, {"email": email, "props": props}, "create_user")
+    if refused:
         values.pop("password", None)  # never sent back to the browser
-        return await _user_new_page(request, login, values, chosen, error=message, status=code)
+        return await _user_new_page(request, login, values, chosen, refused=refused)
     redirect_done("/admin/users", "created", f"User {email}", q=email)
 
 
 async def _load_user(request: web.Request, login: Login, uid: str) -> dict[str, Any]:
-    try:
-        uuid.UUID(uid)
-    except ValueError:
-        raise ConsoleError(404, "No such user", f"{uid!r} is not a user id.") from None
-    data = await gql(
-        request,
-        login,
-        "query($id: String) { user_from_uuid(user_id: $id) { " + USER_FIELDS + " } }",
-        {"id": uid},
+    uuid_or_404(uid, "user")
+    doc = "query($id: String) { user_from_uuid(user_id: $id) { " + USER_FIELDS + " } }"
+    return await load_one(
+        request, login, doc, {"id": uid}, "user_from_uuid", ("No such user", f"There is no user with id {uid}.")
     )
-    user = data.get("user_from_uuid")
-    if not user:
-        raise ConsoleError(404, "No such user", f"There is no user with id {uid}.")
-    return dict(user)
 
 
 @page(admin=True)
@@ -192,8 +181,7 @@ async def _user_page(
     form: Mapping[str, str] | None = None,
     selected: list[str] | None = None,
     *,
-    error: str = "",
-    status: int = 200,
+    refused: Refusal | None = None,
 ) -> web.Response:
     data = await gql(
         request,
@@ -218,8 +206,7 @@ async def _user_page(
         login,
         "admin/user_detail.html",
         "users",
-        status=status,
-        error=error,
+        refused=refused,
         user=user,
         form=form,
         selected=selected if selected is not None else [g["id"] for g in user["groups"]],
@@ -237,7 +224,7 @@ async def user_update(request: web.Request, login: Login) -> web.StreamResponse:
     user = await _load_user(request, login, request.match_info["uid"])
     values = form_values(form)
     chosen = [g for g in form.getall("group_ids", []) if isinstance(g, str)]
-    try:
+    with refusal() as refused:
         props: dict[str, Any] = {
             "username": form_text(values, "username", "User name", required=True, max_len=64),
             "full_name": form_text(values, "full_name", "Full name", max_len=64),
@@ -254,18 +241,10 @@ async def user_update(request: web.Request, login: Login) -> web.StreamResponse:
                     400, "Invalid form", f"The new password must have at least {MIN_PASSWORD} characters."
                 )
             props["password"] = password
-        await mutate(
-            request,
-            login,
-            "mutation($email: String!, $props: ModifyUserInput!) { modify_user(email: $email, props: $props) "
-            "{ ok msg } }",
-            {"email": user["email"], "props": props},
-            "modify_user",
-        )
-    except (ConsoleError, ManagerError) as e:
-        code, message = problem(e)
+        await mutate(request, login, MODIFY_USER, {"email": user["email"], "props": props}, "modify_user")
+    if refused:
         values.pop("password", None)
-        return await _user_page(request, login, user, values, chosen, error=message, status=code)
+        return await _user_page(request, login, user, values, chosen, refused=refused)
     redirect_done(f"/admin/users/{user['id']}", "updated", f"User {user['email']}")
 
 
@@ -274,19 +253,11 @@ async def user_set_status(request: web.Request, login: Login) -> web.StreamRespo
     """``POST /admin/users/{uid}/status``: activate or deactivate a user (buttons of the list)."""
     form = await read_form(request, login)
     user = await _load_user(request, login, request.match_info["uid"])
-    try:
+    with refusal() as refused:
         state = form_choice(form, "status", "Status", ("active", "inactive"))
-        await mutate(
-            request,
-            login,
-            "mutation($email: String!, $props: ModifyUserInput!) { modify_user(email: $email, props: $props) "
-            "{ ok msg } }",
-            {"email": user["email"], "props": {"status": state}},
-            "modify_user",
-        )
-    except (ConsoleError, ManagerError) as e:
-        code, message = problem(e)
-        return await _users_page(request, login, error=message, status=code)
+        await mutate(request, login, MODIFY_USER, {"email": user["email"], "props": {"status": state}}, "modify_user")
+    if refused:
+        return await _users_page(request, login, refused=refused)
     redirect_done("/admin/users", "activated" if state == "active" else "deactivated", f"User {user['email']}")
 
 
@@ -295,15 +266,9 @@ async def user_delete(request: web.Request, login: Login) -> web.StreamResponse:
     """``POST /admin/users/{uid}/delete``: the manager's soft delete (status ``deleted``, keypairs off)."""
     await read_form(request, login)
     user = await _load_user(request, login, request.match_info["uid"])
-    try:
-        await mutate(
-            request,
-            login,
-            "mutation($email: String!) { delete_user(email: $email) { ok msg } }",
-            {"email": user["email"]},
-            "delete_user",
-        )
-    except (ConsoleError, ManagerError) as e:
-        code, message = problem(e)
-        return await _user_page(request, login, user, error=message, status=code)
+    doc = "mutation($email: String!) { delete_user(email: $email) { ok msg } }"
+    with refusal() as refused:
+        await mutate(request, login, doc, {"email": user["email"]}, "delete_user")
+    if refused:
+        return await _user_page(request, login, user, refused=refused)
     redirect_done("/admin/users", "deleted", f"User {user['email']}")
