@@ -1,11 +1,12 @@
-"""The admin pages' form helpers: search literals for the manager's filter language, slot and size inputs."""
+"""The admin pages' form helpers: search literals for the manager's filter language, slot and size inputs, and
+what a form handler does with a refusal."""
 
 from __future__ import annotations
 
 import pytest
 
 from ai.backend.manager.api.gql.filters import filter_clause
-from ai.backend.web.console.base import ConsoleError
+from ai.backend.web.console.base import ConsoleError, ManagerError
 from ai.backend.web.console.pages.admin import common, forms
 
 
@@ -45,3 +46,19 @@ def test_counts_and_sizes() -> None:
 def test_slot_fields_show_bytes_as_sizes() -> None:
     fields = forms.slot_fields({"cpu": "count", "mem": "bytes"}, {"mem": "4294967296", "cuda.device": "1"}, None)
     assert [(f["name"], f["value"]) for f in fields] == [("cpu", ""), ("mem", "4g"), ("cuda.device", "1")]
+
+
+def test_refusal_keeps_4xx_and_lets_server_errors_through() -> None:
+    with common.refusal() as refused:
+        pass
+    assert not refused
+    with common.refusal() as refused:
+        raise ConsoleError(400, "Invalid form", "Name is required.")
+    assert refused and (refused.status, refused.message) == (400, "Name is required.")
+    with common.refusal() as refused:
+        raise ManagerError(409, "Conflict")  # no detail: the title is the message
+    assert (refused.status, refused.message) == (409, "Conflict")
+    with pytest.raises(ManagerError), common.refusal():
+        raise ManagerError(502, "Bad gateway", "The manager is down.")
+    with pytest.raises(KeyError), common.refusal():
+        raise KeyError("a bug is not a refusal")

@@ -26,6 +26,7 @@ from .common import SECTIONS
 
 __all__ = ["SECTIONS", "register"]
 
+#: A user's and a project's page (their ids are UUIDs).
 _USER = "/admin/users/{uid:[0-9a-fA-F-]{36}}"
 _PROJECT = "/admin/projects/{gid:[0-9a-fA-F-]{36}}"
 

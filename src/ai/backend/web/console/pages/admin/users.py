@@ -162,9 +162,8 @@ async def user_create(request: web.Request, login: Login) -> web.StreamResponse:
 async def _load_user(request: web.Request, login: Login, uid: str) -> dict[str, Any]:
     uuid_or_404(uid, "user")
     doc = "query($id: String) { user_from_uuid(user_id: $id) { " + USER_FIELDS + " } }"
-    return await load_one(
-        request, login, doc, {"id": uid}, "user_from_uuid", ("No such user", f"There is no user with id {uid}.")
-    )
+    missing = ("No such user", f"There is no user with id {uid}.")
+    return await load_one(request, login, doc, {"id": uid}, "user_from_uuid", missing)
 
 
 @page(admin=True)
