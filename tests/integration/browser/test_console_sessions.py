@@ -23,7 +23,12 @@ import pytest
 from ai.backend.manager.fixtures import ADMIN, DEFAULT_GROUP_ID, USER
 from ai.backend.testutils.cluster import Cluster
 from ai.backend.testutils.web import WebServer
-from ai.backend.web.console.pages.sessions import InvalidLaunch, LauncherChoices, _launcher_defaults, launch_body
+from ai.backend.web.console.pages.sessions.launcher import (
+    InvalidLaunch,
+    LauncherChoices,
+    launch_body,
+    launcher_defaults,
+)
 
 from .conftest import PageFactory
 
@@ -348,7 +353,7 @@ def _choices() -> LauncherChoices:
 
 def test_launch_body_from_the_form_values() -> None:
     c = _choices()
-    v = {**_launcher_defaults(c), "name": "my-run"}
+    v = {**launcher_defaults(c), "name": "my-run"}
     assert v["resource_mode"] == "preset" and v["preset"] == "small"
     body = launch_body(v, c)
     assert body["image"] == "python:3.11-debian12" and body["name"] == "my-run" and body["enqueueOnly"] is True

@@ -132,7 +132,7 @@ class ManagerAPI:
     def __init__(self, upstream: Upstream, login: Login, client_ip: str = "") -> None:
         self.upstream, self.login, self.client_ip = upstream, login, client_ip
 
-    async def call(
+    async def call_raw(
         self,
         method: str,
         path: str,
@@ -140,11 +140,11 @@ class ManagerAPI:
         *,
         params: dict[str, Any] | None = None,
         timeout: float = 60,
-    ) -> Any:
-        """``method path`` with a JSON ``body``; the decoded JSON answer (None for an empty one).
+    ) -> tuple[int, str, bytes]:
+        """``method path`` with a JSON ``body``, signed; the answer as it came: status, content type and bytes.
 
-        ``path`` starts with ``/`` and is sent as given (percent-encode names yourself: :func:`quote`).
-        Raises :class:`ManagerError` for answers of 400 or more and for an unreachable manager (502).
+        For answers that are not JSON (a file download). ``path`` and ``params`` as for :meth:`call`; raises
+        :class:`ManagerError` (502) only for an unreachable manager, whatever the status.
         """
         endpoint = self.upstream.endpoints[0]
         parts = urlsplit(endpoint)
@@ -173,10 +173,25 @@ class ManagerAPI:
             async with self.upstream.client.request(
                 method, url, data=data or None, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
             ) as resp:
-                raw = await resp.read()
-                status = resp.status
+                return resp.status, resp.headers.get("Content-Type", ""), await resp.read()
         except (aiohttp.ClientError, TimeoutError) as e:
             raise ManagerError(502, "The manager cannot be reached", str(e) or type(e).__name__) from None
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        params: dict[str, Any] | None = None,
+        timeout: float = 60,
+    ) -> Any:
+        """``method path`` with a JSON ``body``; the decoded JSON answer (None for an empty one).
+
+        ``path`` starts with ``/`` and is sent as given (percent-encode names yourself: :func:`quote`).
+        Raises :class:`ManagerError` for answers of 400 or more and for an unreachable manager (502).
+        """
+        status, _, raw = await self.call_raw(method, path, body, params=params, timeout=timeout)
         answer: Any = None
         if raw:
             try:
