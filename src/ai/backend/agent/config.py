@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
+from ai.backend.common.logs import LoggingSection
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -173,6 +175,7 @@ class AgentConfig(_Section):
     resource: ResourceSection = Field(default_factory=ResourceSection)  # type: ignore[arg-type]
     plugins: PluginsSection = Field(default_factory=PluginsSection)  # type: ignore[arg-type]
     dummy: DummySection = Field(default_factory=DummySection)  # type: ignore[arg-type]
+    logging: LoggingSection = Field(default_factory=LoggingSection)
 
     def rpc_addr(self) -> str:
         if self.agent.advertised_addr:

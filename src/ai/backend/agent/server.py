@@ -25,6 +25,7 @@ from ai.backend.common.contracts.agent import (
     ServiceShutdown,
     ServiceStart,
 )
+from ai.backend.common.logs import RequestIdMiddleware, bind_process
 from ai.backend.common.problems import AuthorizationFailed, InvalidAPIParameters, ProblemError
 from ai.backend.common.web import SharedSecretMiddleware, install_problem_handlers, serve
 from ai.backend.kernel.protocol import cap_completions
@@ -220,6 +221,7 @@ def create_app(config: AgentConfig, accelerators: AcceleratorManager | None = No
         secret=config.agent.cluster_secret,
         refusal=AuthorizationFailed("Bad or missing cluster secret."),
     )
+    app.add_middleware(RequestIdMiddleware)  # the manager's request id (X-Request-ID) on this agent's logs
 
     def backend(request: Request) -> KernelBackend:
         b: KernelBackend = request.app.state.agent.backend
@@ -330,6 +332,7 @@ def create_app(config: AgentConfig, accelerators: AcceleratorManager | None = No
 def main(argv: list[str] | None = None) -> None:
     """Run the agent: ``python -m ai.backend.agent.server [-f agent.toml]``."""
     config, debug = server_setup(AgentConfig, "agent", "agent", argv)
+    bind_process(agent_id=config.agent.id)
     try:
         accelerators = load_plugins(config)
     except PluginError as e:

@@ -6,6 +6,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ai.backend.common.logs import LoggingSection
+
 __all__ = ["AppProxyConfig", "AppProxySection"]
 
 _WILDCARDS = frozenset({"0.0.0.0", "::", ""})
@@ -66,3 +68,4 @@ class AppProxySection(_Section):
 
 class AppProxyConfig(_Section):
     appproxy: AppProxySection
+    logging: LoggingSection = Field(default_factory=LoggingSection)

@@ -27,6 +27,7 @@ from aiohttp import web
 
 from ai.backend.common.app_tokens import APPPROXY_SECRET_HEADER, BadAppToken, verify
 from ai.backend.common.config import server_setup
+from ai.backend.common.logs import install_request_ids
 from ai.backend.common.problems import ProblemError
 
 from .circuits import SETUP_PATH, CircuitTable
@@ -140,6 +141,7 @@ def create_app(config: AppProxyConfig) -> web.Application:
     conf = config.appproxy
     app = web.Application(middlewares=[problem_middleware])
     app[CONF_KEY] = conf
+    install_request_ids(app)
     app[TABLE_KEY] = CircuitTable(conf, NonceBook())
 
     async def on_startup(app: web.Application) -> None:

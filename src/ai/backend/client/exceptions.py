@@ -87,6 +87,13 @@ class BackendAPIError(BackendError):
             return " ".join(content.split())[:200]
         return None
 
+    @property
+    def request_id(self) -> str | None:
+        """The server's id of the failed request (``request_id`` of the problem body; this project's servers
+        send it): the key to the request's lines in the server logs. None when the server sent none."""
+        value = self.args[2].get("request_id")
+        return value if isinstance(value, str) and value else None
+
     def __str__(self) -> str:
         detail = self.detail
         if detail and detail != self.title:

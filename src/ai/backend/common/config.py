@@ -9,7 +9,6 @@ underscores; values are parsed as TOML scalars when they can be, else kept as st
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import tomllib
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+
+from .logs import LoggingSection, setup_logging
 
 __all__ = ["ConfigError", "check_tls_files", "config_search_paths", "load_config", "read_config_dict", "server_setup"]
 
@@ -113,15 +114,15 @@ def load_config(
 def server_setup(model: type[M], name: str, prog: str, argv: list[str] | None) -> tuple[M, bool]:
     """The start of a server's ``main``: ``-f NAME.toml`` and ``--debug`` parsed, the config loaded (a bad one
     is one line and exit 2, see :func:`load_config_or_exit`) and logging set up. Returns the config and
-    whether ``--debug`` was given."""
+    whether ``--debug`` was given. Logging follows the config's ``[logging]`` section (a ``logging`` field of
+    type :class:`~ai.backend.common.logs.LoggingSection`) when it has one."""
     parser = argparse.ArgumentParser(prog=f"backend.ai-{prog}")
     parser.add_argument("-f", "--config", help=f"path to {name}.toml")
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
     config = load_config_or_exit(model, name, args.config, prog)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    section = getattr(config, "logging", None)
+    setup_logging(section if isinstance(section, LoggingSection) else None, debug=args.debug)
     return config, bool(args.debug)
 
 

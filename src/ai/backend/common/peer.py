@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 import aiohttp
 
+from .logs import REQUEST_ID_HEADER, request_id_var
 from .problems import BadGateway, ProblemError, ServiceUnavailable
 
 __all__ = ["CONNECT_TIMEOUT", "PeerAnswer", "PeerClient", "PeerProblem", "problem_fields"]
@@ -66,6 +67,14 @@ def problem_fields(body: bytes) -> dict[str, Any]:
     except (ValueError, UnicodeDecodeError):
         return {}
     return doc if isinstance(doc, dict) else {}
+
+
+def _with_request_id(headers: Mapping[str, str] | None) -> Mapping[str, str] | None:
+    """``headers`` plus the current request's id, so the peer logs the call under the same id."""
+    rid = request_id_var.get()
+    if rid is None:
+        return headers
+    return {**headers, REQUEST_ID_HEADER: rid} if headers else {REQUEST_ID_HEADER: rid}
 
 
 def _timeout(seconds: float | None) -> aiohttp.ClientTimeout:
@@ -152,7 +161,12 @@ class PeerClient:
     ) -> PeerAnswer:
         try:
             async with self._http().request(
-                method, self.base_url + path, data=data, headers=headers, params=params, timeout=_timeout(timeout)
+                method,
+                self.base_url + path,
+                data=data,
+                headers=_with_request_id(headers),
+                params=params,
+                timeout=_timeout(timeout),
             ) as resp:
                 ctype = resp.headers.get("Content-Type", "")
                 if limit is None or (resp.content_length is not None and resp.content_length <= limit):
@@ -258,7 +272,11 @@ class PeerClient:
         who = target or self.base_url or path
         try:
             async with self._http().request(
-                method, self.base_url + path, params=params, headers=headers, timeout=_timeout(timeout)
+                method,
+                self.base_url + path,
+                params=params,
+                headers=_with_request_id(headers),
+                timeout=_timeout(timeout),
             ) as resp:
                 if resp.status >= 400:
                     body = await resp.read()

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from .logs import request_id_var
+
 PROBLEM_BASE = "https://api.backend.ai/probs/"
 
 
 def problem_document(status: int, slug: str, title: str, detail: str | None = None, **extra: Any) -> dict[str, Any]:
-    """An RFC 7807 problem body (``type``, ``title``, ``status``, ``detail``) plus upstream's ``msg``.
+    """An RFC 7807 problem body (``type``, ``title``, ``status``, ``detail``) plus upstream's ``msg`` and, while
+    a request is handled, its ``request_id`` (the id its log lines carry, see :mod:`ai.backend.common.logs`).
 
     ``msg`` repeats ``detail``: the official clients print a problem's ``title`` and ``msg`` (and ``data``)
     but never ``detail``, so without it their users would see only the title.
@@ -18,6 +21,9 @@ def problem_document(status: int, slug: str, title: str, detail: str | None = No
         doc["detail"] = detail
         doc["msg"] = detail
     doc.update(extra)
+    rid = request_id_var.get()
+    if rid is not None:
+        doc.setdefault("request_id", rid)
     return doc
 
 

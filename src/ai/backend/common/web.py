@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .logs import REQUEST_ID_HEADER, request_id_var
 from .problems import ProblemError, problem_document
 
 __all__ = ["PROBLEM_JSON", "SharedSecretMiddleware", "install_problem_handlers", "problem_response", "serve"]
@@ -60,29 +61,44 @@ def install_problem_handlers(
     that fails FastAPI's parameter validation with 400 ``invalid-api-params``; an unknown route or method with
     404 ``not-found`` / 405 ``method-not-allowed``; anything else with a 500 (``internal_*``; logged to
     ``logger`` with its traceback). The defaults are the manager's answers.
+
+    Each problem answered is logged to ``logger`` with the request's context (its request id): a raised 5xx
+    problem (a peer's failure, no capacity) at ``warning``, the others at ``debug``, so a 4xx costs nothing
+    unless ``[logging] level = "debug"``.
     """
 
+    def logged(request: Request, status: int, slug: str, detail: str | None) -> None:
+        level = logging.WARNING if status >= 500 else logging.DEBUG
+        if logger.isEnabledFor(level):
+            logger.log(level, "%s %s: %d %s: %s", request.method, request.url.path, status, slug, detail or "")
+
     @app.exception_handler(ProblemError)
-    async def _problem(_: Request, exc: ProblemError) -> JSONResponse:
+    async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
+        logged(request, exc.status, exc.slug, exc.detail)
         return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         loc = ".".join(str(p) for p in first.get("loc", ()))
-        return problem_response(
-            400, "invalid-api-params", "Invalid API parameters", f"{loc}: {first.get('msg', 'invalid value')}"
-        )
+        detail = f"{loc}: {first.get('msg', 'invalid value')}"
+        logged(request, 400, "invalid-api-params", detail)
+        return problem_response(400, "invalid-api-params", "Invalid API parameters", detail)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         slug, title = _HTTP_ERRORS.get(exc.status_code, ("http-error", "HTTP error"))
+        logged(request, exc.status_code, slug, str(exc.detail))
         return problem_response(exc.status_code, slug, title, str(exc.detail))
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem_response(500, internal_slug, internal_title, internal_detail(exc))
+        # Answered from outside every middleware (Starlette's error middleware): the request id header is
+        # added here, the id itself is still set (RequestIdMiddleware leaves it when the app raises).
+        rid = request_id_var.get()
+        headers = {REQUEST_ID_HEADER: rid} if rid is not None else None
+        return problem_response(500, internal_slug, internal_title, internal_detail(exc), headers)
 
 
 class SharedSecretMiddleware:
@@ -118,7 +134,8 @@ def serve(
 ) -> None:
     """Run ``app`` under uvicorn until it is stopped: on ``host:port``, or on already bound ``sockets``.
 
-    Logs at ``warning`` (``debug``: at ``debug`` with the access log); ``options`` are passed to
+    Logs at ``warning`` (``debug``: at ``debug`` with the access log) through the root logger's handler (see
+    :func:`~ai.backend.common.logs.setup_logging`: JSON lines stay JSON); ``options`` are passed to
     ``uvicorn.Config`` (``timeout_keep_alive``, ``loop``, ``ssl_certfile``…).
     """
     import uvicorn  # the servers' mains only: importing this module must not need uvicorn loaded
@@ -127,6 +144,7 @@ def serve(
         options["host"] = host
     if port is not None:
         options["port"] = port
+    options.setdefault("log_config", None)  # no handlers of uvicorn's own: its records go to the root logger
     config = uvicorn.Config(app, log_level="debug" if debug else "warning", access_log=debug, **options)
     server = uvicorn.Server(config)
     with contextlib.suppress(KeyboardInterrupt):

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection, Request
 
 from ai.backend.common.auth import BODY_HASH_HEADER, AuthHeaderError, make_signature, parse_authorization
+from ai.backend.common.logs import access_key_var
 from ai.backend.common.problems import AuthorizationFailed, InvalidAuthParameters
 
 from .generations import GenerationCache, GenerationReader
@@ -199,6 +200,7 @@ async def authenticate(request: HTTPConnection, mgr: ManagerContext) -> AuthCont
     # Admin powers need both an admin user and a privileged keypair; an admin's plain keypair acts as a user.
     role = user_role if kp_admin or user_role not in ("superadmin", "admin") else "user"
     is_admin = role in ("superadmin", "admin")
+    access_key_var.set(parsed.access_key)  # on this request's log lines from now on
     return AuthContext(
         access_key=parsed.access_key,
         user_uuid=user_uuid,

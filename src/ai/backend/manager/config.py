@@ -8,6 +8,7 @@ import re
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ai.backend.common.config import check_tls_files
+from ai.backend.common.logs import LoggingSection
 
 
 class _Section(BaseModel):
@@ -156,6 +157,7 @@ class ManagerConfig(_Section):
     # Storage proxy name (the part of vfolder hosts before ":") -> how to reach it.
     storage_proxies: dict[str, StorageProxySection] = Field(default_factory=dict, alias="storage-proxies")
     appproxy: AppProxySection | None = None
+    logging: LoggingSection = Field(default_factory=LoggingSection)
 
     @field_validator("storage_proxies")
     @classmethod

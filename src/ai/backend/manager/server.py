@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from ai.backend.common.config import server_setup
+from ai.backend.common.logs import RequestIdMiddleware
 from ai.backend.common.types import BinarySize
 from ai.backend.common.web import install_problem_handlers
 
@@ -139,6 +140,8 @@ def create_app(config: ManagerConfig) -> FastAPI:
     )
     app.add_middleware(CompatPathMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit=int(BinarySize.parse(config.manager.max_request_body)))
+    # Outermost: the problems of the other middlewares (413, 429, 404 of a version prefix) carry the id too.
+    app.add_middleware(RequestIdMiddleware)
 
     return app
 
@@ -154,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
         port=config.manager.service_addr_port,
         log_level="debug" if debug else "warning",
         access_log=debug,
+        log_config=None,  # uvicorn's records go through the root logger's handler (JSON stays JSON)
         loop="auto",
         http="auto",
         # Open SSE streams never end by themselves: cut them (clients reconnect) instead of hanging.

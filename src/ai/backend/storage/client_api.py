@@ -23,6 +23,7 @@ from urllib.parse import quote
 from aiohttp import web
 from aiohttp.web_exceptions import HTTPException
 
+from ai.backend.common.logs import install_request_ids
 from ai.backend.common.problems import (
     AuthorizationFailed,
     Conflict,
@@ -71,6 +72,7 @@ _CORS_EXPOSE = ", ".join(
         "Content-Disposition",
         "ETag",
         "Last-Modified",
+        "X-Request-ID",
     )
 )
 _CTX: web.AppKey[StorageContext] = web.AppKey("ctx", StorageContext)
@@ -571,6 +573,7 @@ def create_client_app(ctx: StorageContext) -> web.Application:
     app = web.Application(middlewares=[_cors_preflight, _errors])
     app[_CTX] = ctx
     app.on_response_prepare.append(_cors_headers)
+    install_request_ids(app)
     app.router.add_get("/", status)  # add_get also answers HEAD
     app.router.add_get("/download", download)
     app.router.add_route("OPTIONS", "/upload", upload_options)

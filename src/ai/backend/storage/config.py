@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ai.backend.common.logs import LoggingSection
 from ai.backend.common.types import BinarySize, SlotTypeError
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
@@ -88,12 +89,13 @@ class VolumeConfig(_Section):
 
 
 class StorageProxyConfig(BaseModel):
-    """The whole ``storage-proxy.toml``; unknown top-level tables (``etcd``, ``logging``, ``debug``) are ignored."""
+    """The whole ``storage-proxy.toml``; unknown top-level tables (``etcd``, ``debug``) are ignored."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     storage_proxy: ProxySection = Field(default_factory=ProxySection, alias="storage-proxy")  # type: ignore[arg-type]
     api: APISection = Field(default_factory=APISection)  # type: ignore[arg-type]
+    logging: LoggingSection = Field(default_factory=LoggingSection)
     volume: dict[str, VolumeConfig] = Field(
         default_factory=lambda: {"volume1": VolumeConfig(path="./.backend.ai/vfroot/volume1")}
     )

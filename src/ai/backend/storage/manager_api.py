@@ -29,6 +29,7 @@ from ai.backend.common.contracts.storage import (
     SetQuota,
     UploadBody,
 )
+from ai.backend.common.logs import RequestIdMiddleware
 from ai.backend.common.problems import Forbidden, InvalidAPIParameters
 from ai.backend.common.web import SharedSecretMiddleware, install_problem_handlers
 
@@ -80,6 +81,7 @@ def create_manager_app(ctx: StorageContext) -> FastAPI:
         secret=ctx.config.api.manager.secret,
         refusal=Forbidden(f"missing or wrong {AUTH_HEADER} header"),
     )
+    app.add_middleware(RequestIdMiddleware)
     sp = ctx.config.storage_proxy
 
     @app.get("/")

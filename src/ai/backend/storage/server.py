@@ -24,6 +24,7 @@ from aiohttp import web
 from starlette.types import Receive, Scope, Send
 
 from ai.backend.common.config import ConfigError, load_config
+from ai.backend.common.logs import setup_logging
 from ai.backend.common.web import serve
 
 from .client_api import start_client_server
@@ -154,9 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     except (ConfigError, ValueError) as e:
         print(f"storage-proxy: {e}", file=sys.stderr)
         sys.exit(2)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(config.logging, debug=args.debug)
     _raise_fd_limit()
     try:
         socks = app.bind()

@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ai.backend.common.config import check_tls_files
+from ai.backend.common.logs import LoggingSection
 
 
 class _Section(BaseModel):
@@ -111,3 +112,4 @@ class WebConfig(_Section):
     session: SessionSection = Field(default_factory=SessionSection)  # type: ignore[arg-type]
     security: SecuritySection = Field(default_factory=SecuritySection)
     ui: UISection = Field(default_factory=UISection)  # type: ignore[arg-type]
+    logging: LoggingSection = Field(default_factory=LoggingSection)

@@ -19,6 +19,7 @@ from aiohttp import WSMsgType, web
 from yarl import URL
 
 from ai.backend.common.auth import sign_request_headers
+from ai.backend.common.logs import forward_request_id
 from ai.backend.common.problems import BadGateway, problem_document
 
 from .config import APISection
@@ -114,6 +115,8 @@ class Upstream:
                 cookie_jar=aiohttp.DummyCookieJar(),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.conf.connect_timeout),
                 skip_auto_headers=("User-Agent", "Content-Type"),
+                # Every call to the manager (the proxy's, the console's, WebSockets) carries this request's id.
+                middlewares=(forward_request_id,),
             )
         return self._client
 

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from ai.backend.common.config import server_setup
+from ai.backend.common.logs import install_request_ids
 from ai.backend.common.problems import (
     AuthorizationFailed,
     BadGateway,
@@ -290,6 +291,7 @@ def create_app(config: WebConfig) -> web.Application:
     """The aiohttp application (the store and the manager connection are made at start-up)."""
     app = web.Application(middlewares=[problem_middleware], client_max_size=1024**4)
     app[CONFIG_KEY] = config
+    install_request_ids(app)  # forwarded to the manager by the Upstream client: one id for both logs
 
     async def on_startup(app: web.Application) -> None:
         store = make_store(config.session.redis_url)

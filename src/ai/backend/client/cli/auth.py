@@ -57,7 +57,7 @@ def login(username: str | None, password_stdin: bool) -> None:
     import sys
 
     from ..exceptions import BackendAPIError
-    from .pretty import print_done, print_fail
+    from .pretty import print_done, print_fail, with_request_id
 
     _require_session_mode("log in")
     if username is None:
@@ -69,7 +69,7 @@ def login(username: str | None, password_stdin: bool) -> None:
     try:
         answer = run_api(lambda api: api.Auth.login(username, password))
     except BackendAPIError as e:
-        print_fail(f"Login failed: {e}")
+        print_fail(with_request_id(f"Login failed: {e}", e))
         sys.exit(1)
     if not answer.get("authenticated"):
         print_fail("Login failed.")

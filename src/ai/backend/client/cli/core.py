@@ -139,6 +139,9 @@ def _handle_exception(exc: BaseException) -> int:
         return 130
     if isinstance(exc, BackendAPIError):
         _echo_error(str(exc))
+        if exc.request_id:
+            # Its own line, under the error: what to quote when asking an operator to look in the logs.
+            click.echo(f"  request id: {exc.request_id}", err=True)
         from .hints import no_project_hint_sync
         from .pretty import print_hint
 

@@ -23,6 +23,7 @@ __all__ = (
     "print_info",
     "print_wait",
     "print_warn",
+    "with_request_id",
 )
 
 _MARKS = {
@@ -96,6 +97,13 @@ def print_fail(msg: str) -> None:
 def print_hint(msg: str) -> None:
     """``∙ Hint: msg`` (after a failure)."""
     print_pretty(f"Hint: {msg}", "warn")
+
+
+def with_request_id(msg: str, exc: BaseException) -> str:
+    """``msg`` and, when ``exc`` is a server's answer that names its request id, a second line
+    ``request id: ...`` (what an operator looks up in the server logs)."""
+    rid = getattr(exc, "request_id", None)
+    return f"{msg}\nrequest id: {rid}" if isinstance(rid, str) and rid else msg
 
 
 class Printer:

@@ -30,7 +30,7 @@ from .params import (
     pairs_to_dict,
     prepare_mount_arg,
 )
-from .pretty import Printer
+from .pretty import Printer, with_request_id
 from .waiting import WaitProgress, create_with_progress, format_max_wait_message, state_after_timeout
 
 if TYPE_CHECKING:
@@ -285,7 +285,7 @@ async def _run_case(
         else:
             compute_session = await create_with_progress(_create, session.ComputeSession(name).get_info, progress)
     except BackendError as e:
-        printer.fail(f"[{idx}] {e}")
+        printer.fail(with_request_id(f"[{idx}] {e}", e))
         hint = await no_project_hint(session, e)
         if hint:
             printer.hint(hint)
@@ -365,7 +365,7 @@ async def _run_case(
             )
         exit_code = normalize_exit_code(code)
     except BackendError as e:
-        printer.fail(f"[{idx}] {e}")
+        printer.fail(with_request_id(f"[{idx}] {e}", e))
         exit_code = 1
     finally:
         for f in log_files:

@@ -27,7 +27,7 @@ from .params import (
     pairs_to_dict,
     prepare_mount_arg,
 )
-from .pretty import print_done, print_fail, print_info, print_wait, print_warn
+from .pretty import print_done, print_fail, print_info, print_wait, print_warn, with_request_id
 
 if TYPE_CHECKING:
     from ..session import AsyncSession
@@ -310,7 +310,11 @@ def destroy(names: tuple[str, ...], forced: bool, owner: str | None, stats: bool
             try:
                 ret = await api_sess.ComputeSession(name, owner).destroy(forced=forced)
             except BackendError as e:
-                results.append({"name": name, "ok": False, "error": str(e)})
+                failure: dict[str, Any] = {"name": name, "ok": False, "error": str(e)}
+                rid = getattr(e, "request_id", None)
+                if rid:
+                    failure["request_id"] = rid
+                results.append(failure)
             else:
                 results.append({"name": name, "ok": True, "stats": (ret or {}).get("stats")})
         return results
@@ -322,7 +326,7 @@ def destroy(names: tuple[str, ...], forced: bool, owner: str | None, stats: bool
         sys.exit(1 if failed else 0)
     for r in results:
         if not r["ok"]:
-            print_fail(r["error"])
+            print_fail(r["error"] + (f"\nrequest id: {r['request_id']}" if r.get("request_id") else ""))
         elif stats:
             if r["stats"]:
                 print_info(f"Statistics of {r['name']}:\n{format_stats(r['stats'])}")
@@ -352,7 +356,7 @@ def restart(names: tuple[str, ...], owner: str | None) -> None:
             try:
                 await api_sess.ComputeSession(name, owner).restart()
             except BackendError as e:
-                errors.append(str(e))
+                errors.append(with_request_id(str(e), e))
         return errors
 
     errors = _run_async(_restart)

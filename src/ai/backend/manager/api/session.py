@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
+from ai.backend.common.logs import session_id_var
 from ai.backend.common.problems import InvalidAPIParameters, SessionNotFound
 from ai.backend.common.types import ResourceSlot
 from ai.backend.kernel.protocol import cap_completions
@@ -197,6 +198,7 @@ async def create_and_respond(
 ) -> JSONResponse:
     """Create (or reuse) the session, wait as asked and answer the creation response (shared with templates)."""
     created, row = await reg.create_session(ctx, params)
+    session_id_var.set(str(row.id))
     status = row.status
     if created and params.enqueue_only:
         # Just written and not waited for: the row says all there is (PENDING, no service ports yet).

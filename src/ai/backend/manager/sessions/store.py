@@ -15,6 +15,7 @@ from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 
+from ai.backend.common.logs import session_id_var
 from ai.backend.common.problems import Forbidden, NotFound, SessionAlreadyExists, SessionNotFound
 from ai.backend.common.types import ResourceSlot
 
@@ -141,6 +142,7 @@ class SessionStore:
         row = (await db.execute(q)).scalar_one_or_none()
         if row is None or (alive_only and row.status not in ACTIVE):
             raise SessionNotFound(f"Session {ref!r} does not exist or is not yours.")
+        session_id_var.set(str(row.id))  # the request's log lines name the session from here on
         return row
 
     async def find_session_and_kernel(
@@ -151,6 +153,7 @@ class SessionStore:
         row = (await db.execute(q)).first()
         if row is None:
             raise SessionNotFound(f"Session {ref!r} does not exist or is not yours.")
+        session_id_var.set(str(row[0].id))
         if row[1] is None:
             raise SessionNotFound(f"Session {row[0].name!r} has no main kernel.")
         return row[0], row[1]
@@ -163,6 +166,7 @@ class SessionStore:
         gen = await gens.current("sessions")
         hit = self._hot_sessions.get((ref, access_key), gen)
         if hit is not None:
+            session_id_var.set(str(hit[0].id))
             return hit
         async with self.db() as db:
             found = await self.find_session_and_kernel(db, ref, access_key)
