@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from ai.backend.common.logs import LoggingSection
+from ai.backend.common.metrics import MetricsSection
 
 
 class _Section(BaseModel):
@@ -176,6 +177,7 @@ class AgentConfig(_Section):
     plugins: PluginsSection = Field(default_factory=PluginsSection)  # type: ignore[arg-type]
     dummy: DummySection = Field(default_factory=DummySection)  # type: ignore[arg-type]
     logging: LoggingSection = Field(default_factory=LoggingSection)
+    metrics: MetricsSection = Field(default_factory=MetricsSection)  # who may scrape GET /metrics
 
     def rpc_addr(self) -> str:
         if self.agent.advertised_addr:

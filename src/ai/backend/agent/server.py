@@ -6,6 +6,7 @@ import asyncio
 import logging
 import platform
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -38,6 +39,7 @@ from .backends.dummy import DummyBackend
 from .cluster_kernels import check_network_name
 from .config import AgentConfig
 from .manager_client import EXIT_REPORT_TRIES, ManagerClient
+from .metrics import AgentMetrics, install_metrics
 from .pty_relay import serve_pty
 from .resources import detect_capacity
 from .stats import HostStats
@@ -53,8 +55,11 @@ RPC_KEEP_ALIVE = 75
 class Agent:
     """Glue between the backend, the manager and the RPC app."""
 
-    def __init__(self, config: AgentConfig, accelerators: AcceleratorManager | None = None) -> None:
+    def __init__(
+        self, config: AgentConfig, accelerators: AcceleratorManager | None = None, metrics: AgentMetrics | None = None
+    ) -> None:
         self.config = config
+        self.metrics = metrics if metrics is not None else AgentMetrics(process=False)
         self.accelerators = accelerators if accelerators is not None else load_plugins(config)
         self.capacity = detect_capacity(config.resource) + self.accelerators.available_slots()
         self.manager = ManagerClient(config.agent.manager_url, config.agent.cluster_secret)
@@ -73,6 +78,7 @@ class Agent:
         self.cancelled: set[str] = set()
         # Whether the manager has reconciled this process's kernels yet (asked for in the heartbeats until then).
         self.reconciled = False
+        self.metrics.watch(lambda: len(self.backend.kernels), lambda: len(self.creating))
 
     async def create_kernel(self, spec: KernelSpec) -> KernelCreated:
         """Create a kernel; one destroyed while it was being created is removed, and the creation fails."""
@@ -80,8 +86,10 @@ class Agent:
         if kid in self.creating:
             raise InvalidAPIParameters(f"Kernel {kid} is already being created on this agent.")
         self.creating.add(kid)
+        started = time.monotonic()
         try:
             result = await self.backend.create_kernel(spec)
+            self.metrics.kernel_created(result.phases, time.monotonic() - started)
         finally:
             self.creating.discard(kid)
             cancelled = kid in self.cancelled
@@ -192,7 +200,7 @@ def create_app(config: AgentConfig, accelerators: AcceleratorManager | None = No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        agent = Agent(config, accelerators)
+        agent = Agent(config, accelerators, metrics)
         app.state.agent = agent
         await agent.backend.start()
         hb = asyncio.create_task(agent.heartbeat_loop())
@@ -222,6 +230,7 @@ def create_app(config: AgentConfig, accelerators: AcceleratorManager | None = No
         refusal=AuthorizationFailed("Bad or missing cluster secret."),
     )
     app.add_middleware(RequestIdMiddleware)  # the manager's request id (X-Request-ID) on this agent's logs
+    metrics = install_metrics(app, config)  # after (outside) the secret check: see agent/metrics.py
 
     def backend(request: Request) -> KernelBackend:
         b: KernelBackend = request.app.state.agent.backend

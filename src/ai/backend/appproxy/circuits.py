@@ -28,6 +28,7 @@ from ai.backend.common.problems import ProblemError
 from .config import AppProxySection
 from .errors import NoFreePort, PermitMissing, PermitRefused, refusal
 from .forward import Target, WebSocketPair, forward_http, forward_websocket
+from .metrics import AppProxyMetrics
 from .permits import PERMIT_MAX_AGE, BadTicket, NonceBook, permit_name, permit_value, safe_redirect, verify_ticket
 
 __all__ = ["SETUP_PATH", "Circuit", "CircuitKey", "CircuitTable"]
@@ -155,11 +156,14 @@ class Circuit:
         self._active += 1
         task = asyncio.current_task()
         try:
+            metrics = self.table.metrics
             if request.headers.get("Upgrade", "").lower() == "websocket" and request.method == "GET":
-                return await forward_websocket(request, self._client, self.target, self._track_websocket)
+                return await forward_websocket(
+                    request, self._client, self.target, self._track_websocket, metrics=metrics
+                )
             if task is not None:
                 self._requests.add(task)
-            return await forward_http(request, self._client, self.target)
+            return await forward_http(request, self._client, self.target, metrics=metrics)
         except ProblemError as e:
             return refusal(request, e, open_again=False)
         finally:
@@ -226,6 +230,12 @@ class CircuitTable:
         self._by_id: dict[str, Circuit] = {}
         self._by_key: dict[CircuitKey, Circuit] = {}
         self._lock = asyncio.Lock()
+        self.metrics: AppProxyMetrics | None = None
+
+    def watch(self, metrics: AppProxyMetrics) -> None:
+        """Report the open circuits and the bytes they relay to ``metrics``."""
+        self.metrics = metrics
+        metrics.watch(lambda: len(self))
 
     def __len__(self) -> int:
         return len(self._by_id)

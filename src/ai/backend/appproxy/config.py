@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ai.backend.common.logs import LoggingSection
+from ai.backend.common.metrics import MetricsSection
 
 __all__ = ["AppProxyConfig", "AppProxySection"]
 
@@ -69,3 +70,4 @@ class AppProxySection(_Section):
 class AppProxyConfig(_Section):
     appproxy: AppProxySection
     logging: LoggingSection = Field(default_factory=LoggingSection)
+    metrics: MetricsSection = Field(default_factory=MetricsSection)  # who may scrape GET /metrics

@@ -14,6 +14,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -22,6 +23,16 @@ from yarl import URL
 
 from .errors import BadRequest, UpstreamDown
 from .permits import is_permit_cookie
+
+if TYPE_CHECKING:
+    from .metrics import AppProxyMetrics
+
+
+class Counted(Protocol):
+    """A counter child (``prometheus_client``): what the relay adds the bytes to."""
+
+    def inc(self, amount: float = 1) -> None: ...
+
 
 __all__ = ["MAX_WS_MESSAGE", "Target", "WebSocketPair", "forward_http", "forward_websocket", "strip_permits"]
 
@@ -123,8 +134,11 @@ def _keep_response_header(name: str, value: str) -> bool:
     return True
 
 
-async def forward_http(request: web.Request, client: aiohttp.ClientSession, target: Target) -> web.StreamResponse:
-    """Send ``request`` to the app and stream its answer back; 502 when the app cannot be reached."""
+async def forward_http(
+    request: web.Request, client: aiohttp.ClientSession, target: Target, *, metrics: AppProxyMetrics | None = None
+) -> web.StreamResponse:
+    """Send ``request`` to the app and stream its answer back; 502 when the app cannot be reached (``metrics``:
+    where the bytes relayed are counted)."""
     url = target.url(_raw_path(request))
     headers = _request_headers(request, websocket=False)
     data: aiohttp.StreamReader | None = None
@@ -149,6 +163,8 @@ async def forward_http(request: web.Request, client: aiohttp.ClientSession, targ
         # is slower than the app, so memory stays at a few buffers whatever the size.
         async for chunk in resp.content.iter_any():
             await out.write(chunk)
+            if metrics is not None:
+                metrics.bytes_down.inc(len(chunk))
         await out.write_eof()
         return out
     except (TimeoutError, aiohttp.ClientError, ConnectionResetError) as e:
@@ -160,6 +176,8 @@ async def forward_http(request: web.Request, client: aiohttp.ClientSession, targ
             request.transport.close()
         return out
     finally:
+        if metrics is not None and data is not None:
+            metrics.bytes_up.inc(data.total_bytes)  # what the body streamed to the app so far
         await ctx.__aexit__(None, None, None)
 
 
@@ -189,14 +207,19 @@ def _sendable(code: int | None) -> int:
     return 1001
 
 
-async def _pump(src: WebSocketEnd, dst: WebSocketEnd) -> tuple[int | None, str]:
-    """Copy messages from ``src`` to ``dst`` until ``src`` closes; returns the close code and reason seen."""
+async def _pump(src: WebSocketEnd, dst: WebSocketEnd, relayed: Counted | None) -> tuple[int | None, str]:
+    """Copy messages from ``src`` to ``dst`` until ``src`` closes; returns the close code and reason seen.
+    ``relayed`` counts the payload bytes (a text message's UTF-8 bytes)."""
     while True:
         msg = await src.receive()
         if msg.type is WSMsgType.TEXT:
             await dst.send_str(msg.data)
+            if relayed is not None:
+                relayed.inc(len(msg.data.encode()))
         elif msg.type is WSMsgType.BINARY:
             await dst.send_bytes(msg.data)
+            if relayed is not None:
+                relayed.inc(len(msg.data))
         elif msg.type is WSMsgType.CLOSE:
             return int(msg.data), str(msg.extra or "")
         elif msg.type in (WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
@@ -204,9 +227,9 @@ async def _pump(src: WebSocketEnd, dst: WebSocketEnd) -> tuple[int | None, str]:
         # PING and PONG are answered by each end itself (autoping).
 
 
-async def _relay(pair: WebSocketPair) -> None:
-    to_app = asyncio.ensure_future(_pump(pair.browser, pair.app))
-    to_browser = asyncio.ensure_future(_pump(pair.app, pair.browser))
+async def _relay(pair: WebSocketPair, metrics: AppProxyMetrics | None) -> None:
+    to_app = asyncio.ensure_future(_pump(pair.browser, pair.app, metrics.bytes_up if metrics else None))
+    to_browser = asyncio.ensure_future(_pump(pair.app, pair.browser, metrics.bytes_down if metrics else None))
     done, pending = await asyncio.wait((to_app, to_browser), return_when=asyncio.FIRST_COMPLETED)
     for t in pending:
         t.cancel()
@@ -225,6 +248,8 @@ async def forward_websocket(
     client: aiohttp.ClientSession,
     target: Target,
     track: Callable[[WebSocketPair], Callable[[], None]],
+    *,
+    metrics: AppProxyMetrics | None = None,
 ) -> web.StreamResponse:
     """Open the same WebSocket on the app, then accept the browser's and relay until either end closes.
     ``track`` registers the pair with its circuit (which may close it) and returns the unregistering call."""
@@ -249,7 +274,7 @@ async def forward_websocket(
     try:
         untrack = track(pair)
         await browser_ws.prepare(request)
-        await _relay(pair)
+        await _relay(pair, metrics)
     finally:
         if untrack is not None:
             untrack()

@@ -34,6 +34,7 @@ from .circuits import SETUP_PATH, CircuitTable
 from .config import AppProxyConfig, AppProxySection
 from .errors import AppTokenRefused, BadRequest, MissingSecret, WrongSecret, refusal
 from .liveness import AliveChecker, liveness_loop
+from .metrics import install_metrics
 from .permits import NonceBook, issue_ticket, safe_redirect
 
 __all__ = ["API_VERSION", "create_app", "main"]
@@ -143,6 +144,7 @@ def create_app(config: AppProxyConfig) -> web.Application:
     app[CONF_KEY] = conf
     install_request_ids(app)
     app[TABLE_KEY] = CircuitTable(conf, NonceBook())
+    app[TABLE_KEY].watch(install_metrics(app, config))
 
     async def on_startup(app: web.Application) -> None:
         client = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=max(10.0, conf.alive_interval)))

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ai.backend.common.config import check_tls_files
 from ai.backend.common.logs import LoggingSection
+from ai.backend.common.metrics import MetricsSection
 
 
 class _Section(BaseModel):
@@ -158,6 +159,7 @@ class ManagerConfig(_Section):
     storage_proxies: dict[str, StorageProxySection] = Field(default_factory=dict, alias="storage-proxies")
     appproxy: AppProxySection | None = None
     logging: LoggingSection = Field(default_factory=LoggingSection)
+    metrics: MetricsSection = Field(default_factory=MetricsSection)  # who may scrape GET /metrics
 
     @field_validator("storage_proxies")
     @classmethod

@@ -25,6 +25,7 @@ from .db import create_engine, session_factory
 from .events import EventBus, make_event_bus
 from .generations import GenerationCache, GenerationReader
 from .images import ImageInventory
+from .metrics import ManagerMetrics
 from .ratelimit import ApiUsage, RateLimiter, make_rate_limiter
 from .registry import SessionRegistry
 from .storage_client import StorageClient
@@ -59,6 +60,8 @@ class ManagerContext:
     # The app streams open in this process, and the browser-facing app proxy (None: not configured).
     circuits: CircuitRegistry
     appproxy: AppProxyClient | None
+    # The Prometheus registry of this manager (GET /metrics; see metrics.py).
+    metrics: ManagerMetrics
 
     async def close(self) -> None:
         """Release what the services hold (at shutdown, after the background loops stopped)."""
@@ -81,6 +84,7 @@ async def build_context(config: ManagerConfig) -> ManagerContext:
 
     engine = create_engine(config.db_url())
     db = session_factory(engine)
+    metrics = ManagerMetrics(db)
     # Before anything commits: changes must reach the other managers' caches (generations.py).
     gens = generations.propagating_reader(config.manager.state_dir, config.redis.url or None)
     rpc = AgentRPC(config.manager.cluster_secret)
@@ -124,7 +128,9 @@ async def build_context(config: ManagerConfig) -> ManagerContext:
         storage=storage,
         registry=registry,
         heartbeats=heartbeats,
-        rate_limiter=make_rate_limiter(config.redis.url or None, config.manager.rate_limit_window),
+        rate_limiter=make_rate_limiter(
+            config.redis.url or None, config.manager.rate_limit_window, on_refusal=metrics.rate_limited
+        ),
         api_usage=ApiUsage(),
         keypairs=GenerationCache(),
         images=images,
@@ -133,4 +139,5 @@ async def build_context(config: ManagerConfig) -> ManagerContext:
         graphql=GraphQLRuntime.for_config(config),
         circuits=CircuitRegistry(),
         appproxy=AppProxyClient(config.appproxy) if config.appproxy is not None else None,
+        metrics=metrics,
     )

@@ -51,8 +51,14 @@ class Verdict:
         ]
 
 
+def _not_counted(scope: str) -> None:
+    pass
+
+
 class RateLimiter(Protocol):
     window: int
+    # Called with "ip", "keypair" or "login" whenever a call is refused for its limit (the metrics).
+    on_refusal: Callable[[str], None]
 
     async def hit(self, key: str, limit: int) -> Verdict:
         """Count one call for ``key`` and say whether it is within ``limit`` (≤ 0: unlimited)."""
@@ -66,6 +72,7 @@ class MemoryRateLimiter:
 
     def __init__(self, window: int = WINDOW_SECONDS) -> None:
         self.window = window
+        self.on_refusal: Callable[[str], None] = _not_counted
         self._hits: dict[str, deque[float]] = defaultdict(deque)
         self._calls = 0
 
@@ -114,6 +121,7 @@ class RedisRateLimiter:
 
         self.window = window
         self.prefix = prefix
+        self.on_refusal: Callable[[str], None] = _not_counted
         # A pool that waits for a free connection instead of failing a burst of calls.
         pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=10)
         self._redis: Any = aioredis.Redis(connection_pool=pool)
@@ -128,8 +136,12 @@ class RedisRateLimiter:
         await self._redis.aclose()
 
 
-def make_rate_limiter(redis_url: str | None, window: int = WINDOW_SECONDS) -> RateLimiter:
-    return RedisRateLimiter(redis_url, window) if redis_url else MemoryRateLimiter(window)
+def make_rate_limiter(
+    redis_url: str | None, window: int = WINDOW_SECONDS, on_refusal: Callable[[str], None] = _not_counted
+) -> RateLimiter:
+    limiter: RateLimiter = RedisRateLimiter(redis_url, window) if redis_url else MemoryRateLimiter(window)
+    limiter.on_refusal = on_refusal
+    return limiter
 
 
 class ApiUsage:
@@ -192,6 +204,7 @@ class RateLimitMiddleware:
         if not has_credentials:
             verdict = await limiter.hit("ip:" + ip, self._anon_limit())
             if verdict.exceeded:
+                limiter.on_refusal("ip")
                 await _too_many(verdict)(scope, receive, send)
                 return
         state = scope.setdefault("state", {})
@@ -232,6 +245,7 @@ async def enforce_keypair_limit(
     verdict = await limiter.hit("ak:" + access_key, limit)
     state["ratelimit"] = verdict
     if verdict.exceeded:
+        limiter.on_refusal("keypair")
         raise TooManyRequests(
             f"Access key {access_key} made more than {limit} calls in the last "
             f"{verdict.window // 60} minutes; slow down and retry later."

@@ -43,6 +43,7 @@ from .apps.endings import close_apps_of_ended_sessions
 from .body_limit import BodyLimitMiddleware
 from .config import ManagerConfig
 from .context import ManagerContext, build_context
+from .metrics import install_metrics
 from .ratelimit import RateLimiter, RateLimitMiddleware
 from .scheduler import Scheduler
 from .sessions.limits import enforce_session_limits
@@ -73,7 +74,10 @@ def create_app(config: ManagerConfig) -> FastAPI:
             asyncio.create_task(_periodic(2.0, lambda: ctx.api_usage.flush(ctx.db))),
             asyncio.create_task(
                 Scheduler(
-                    ctx.db, ctx.registry.schedule_event, lambda sid: ctx.registry.spawn(ctx.registry.start_session(sid))
+                    ctx.db,
+                    ctx.registry.schedule_event,
+                    lambda sid: ctx.registry.spawn(ctx.registry.start_session(sid)),
+                    on_pass=ctx.metrics.scheduler_pass_seconds.observe,
                 ).run()
             ),
             asyncio.create_task(_periodic(2.0, ctx.registry.flush_query_counts)),
@@ -138,6 +142,7 @@ def create_app(config: ManagerConfig) -> FastAPI:
     app.add_middleware(
         RateLimitMiddleware, get_limiter=limiter, anonymous_limit=lambda: config.manager.anonymous_rate_limit
     )
+    install_metrics(app, config)  # between these two: sees the rate limiter's 429s and the rewritten routes
     app.add_middleware(CompatPathMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit=int(BinarySize.parse(config.manager.max_request_body)))
     # Outermost: the problems of the other middlewares (413, 429, 404 of a version prefix) carry the id too.

@@ -24,6 +24,7 @@ from aiohttp import web
 from aiohttp.web_exceptions import HTTPException
 
 from ai.backend.common.logs import install_request_ids
+from ai.backend.common.metrics import aiohttp_metrics_middleware
 from ai.backend.common.problems import (
     AuthorizationFailed,
     Conflict,
@@ -219,6 +220,7 @@ async def _send_file(
                 await asyncio.get_running_loop().sendfile(transport, f, offset, length)
             except ConnectionError:
                 return resp  # the client went away
+            request.app[_CTX].metrics.bytes_down.inc(length)
     await resp.write_eof()
     return resp
 
@@ -229,8 +231,10 @@ async def _send_zip(request: web.Request, fd: int, headers: dict[str, str]) -> w
         resp = web.StreamResponse(status=200, headers=headers)
         resp.enable_chunked_encoding()
         await resp.prepare(request)
+        sent = request.app[_CTX].metrics.bytes_down
         async for chunk in chunks:
             await resp.write(chunk)
+            sent.inc(len(chunk))
         await resp.write_eof()
         return resp
     except ConnectionError:
@@ -393,6 +397,7 @@ async def upload_patch(request: web.Request) -> web.Response:
         if clen is not None and offset + clen > size:
             raise PayloadTooLarge(f"this upload is {size} bytes; {offset + clen} would be too many")
         new_offset = await _append(request, vol, session, offset, size)
+        ctx.metrics.bytes_up.inc(new_offset - offset)
         if new_offset == size:
             await vol.finish_upload(vfid, relpath, session, size)
             ctx.mark_completed(session, size)
@@ -570,7 +575,7 @@ async def status(request: web.Request) -> web.Response:
 
 def create_client_app(ctx: StorageContext) -> web.Application:
     """The client-facing application (routes: see docs/storage-proxy.md)."""
-    app = web.Application(middlewares=[_cors_preflight, _errors])
+    app = web.Application(middlewares=[aiohttp_metrics_middleware(ctx.metrics, None), _cors_preflight, _errors])
     app[_CTX] = ctx
     app.on_response_prepare.append(_cors_headers)
     install_request_ids(app)

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ai.backend.common.logs import LoggingSection
+from ai.backend.common.metrics import MetricsSection
 from ai.backend.common.types import BinarySize, SlotTypeError
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
@@ -99,6 +100,9 @@ class StorageProxyConfig(BaseModel):
     volume: dict[str, VolumeConfig] = Field(
         default_factory=lambda: {"volume1": VolumeConfig(path="./.backend.ai/vfroot/volume1")}
     )
+    metrics: MetricsSection = Field(
+        default_factory=MetricsSection
+    )  # who may scrape GET /metrics (on the manager API's port)
 
     @field_validator("volume")
     @classmethod

@@ -13,6 +13,7 @@ from fastapi import Request
 from ai.backend.common.problems import NotFound
 
 from .config import StorageProxyConfig
+from .metrics import StorageMetrics
 from .volumes.base import AbstractVolume
 from .volumes.safepath import Owner
 from .volumes.vfs import VfsVolume
@@ -42,6 +43,7 @@ class StorageContext:
         # Upload sessions completed recently (session -> size), so that HEAD after the last PATCH still says
         # "complete" instead of starting over.
         self.completed: OrderedDict[str, int] = OrderedDict()
+        self.metrics = StorageMetrics()
 
     async def open(self) -> None:
         for vol in self.volumes.values():

@@ -30,6 +30,7 @@ from ai.backend.common.contracts.storage import (
     UploadBody,
 )
 from ai.backend.common.logs import RequestIdMiddleware
+from ai.backend.common.metrics import MetricsMiddleware
 from ai.backend.common.problems import Forbidden, InvalidAPIParameters
 from ai.backend.common.web import SharedSecretMiddleware, install_problem_handlers
 
@@ -82,6 +83,9 @@ def create_manager_app(ctx: StorageContext) -> FastAPI:
         refusal=Forbidden(f"missing or wrong {AUTH_HEADER} header"),
     )
     app.add_middleware(RequestIdMiddleware)
+    # Outside the secret check, which would refuse a scraper from an allowed address without it.
+    access = ctx.config.metrics.access(ctx.config.api.manager.secret)
+    app.add_middleware(MetricsMiddleware, metrics=lambda: ctx.metrics, access=access)
     sp = ctx.config.storage_proxy
 
     @app.get("/")

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ai.backend.common.config import check_tls_files
 from ai.backend.common.logs import LoggingSection
+from ai.backend.common.metrics import MetricsSection
 
 
 class _Section(BaseModel):
@@ -113,3 +114,4 @@ class WebConfig(_Section):
     security: SecuritySection = Field(default_factory=SecuritySection)
     ui: UISection = Field(default_factory=UISection)  # type: ignore[arg-type]
     logging: LoggingSection = Field(default_factory=LoggingSection)
+    metrics: MetricsSection = Field(default_factory=MetricsSection)  # who may scrape GET /metrics

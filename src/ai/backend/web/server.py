@@ -31,6 +31,7 @@ from ai.backend.common.problems import (
 )
 
 from .config import WebConfig
+from .metrics import METRICS_KEY, install_metrics
 from .proxy import Upstream, proxy_func, proxy_root
 from .store import Store, make_store
 
@@ -200,6 +201,7 @@ async def login(request: web.Request) -> web.StreamResponse:
             await store.touch_failures(account_key, sconf.login_block_time)
         if ip_fails >= sconf.login_allowed_fail_count_per_ip:
             await store.touch_failures(ip_key, sconf.login_block_time)
+        app[METRICS_KEY].login_blocked.inc()
         minutes = max(1, sconf.login_block_time // 60)
         raise TooManyRequests(
             f"Too many failed login attempts; this account or address is blocked for "
@@ -210,6 +212,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         await store.add_failure(account_key, sconf.login_block_time)
         await store.add_failure(ip_key, sconf.login_block_time)
     if status != 200:
+        app[METRICS_KEY].login_failed.inc()
         # The manager's problem document (wrong password, inactive account, its own rate limit) goes back as
         # is, with the upstream-style "authenticated": false for consoles that look at that field.
         doc = answer if isinstance(answer, dict) else {"title": "Login failed", "status": status}
@@ -237,6 +240,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         "expires": time.time() + sconf.max_age,
     }
     await store.put_session(sid, session, sconf.max_age)
+    app[METRICS_KEY].login_ok.inc()
     resp = web.json_response({"authenticated": True, "data": _public_data(session)})
     resp.set_cookie(sconf.cookie_name, sid, max_age=sconf.max_age, **_cookie_kwargs(request))
     log.info("login of %s from %s", username, _client_ip(request))
@@ -278,6 +282,7 @@ async def func(request: web.Request) -> web.StreamResponse:
     else:
         check_csrf(request)
     session = await require_login(request)
+    (request.app[METRICS_KEY].func_websocket if is_ws else request.app[METRICS_KEY].func_http).inc()
     token = session["token"]
     return await proxy_func(
         request, request.app[UPSTREAM_KEY], tail, token["access_key"], token["secret_key"], websocket=is_ws
@@ -292,6 +297,7 @@ def create_app(config: WebConfig) -> web.Application:
     app = web.Application(middlewares=[problem_middleware], client_max_size=1024**4)
     app[CONFIG_KEY] = config
     install_request_ids(app)  # forwarded to the manager by the Upstream client: one id for both logs
+    install_metrics(app, config)  # its middleware goes first (outermost)
 
     async def on_startup(app: web.Application) -> None:
         store = make_store(config.session.redis_url)

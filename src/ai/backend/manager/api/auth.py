@@ -83,6 +83,7 @@ async def _check_credentials(request: Request, domain: str, username: str, passw
     limiter = manager_context(request).rate_limiter
     verdict = await limiter.hit(f"login:{domain}:{username.lower()}", LOGIN_ATTEMPTS)
     if verdict.exceeded:
+        limiter.on_refusal("login")
         # Per account, not per IP: the web server logs everyone in from one address.
         raise TooManyRequests(
             f"Too many login attempts for this account; wait up to {verdict.window // 60} minutes and try again."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -315,9 +316,11 @@ async def execute(
     owner = await reg.resolve_owner(ctx, request.query_params.get("owner_access_key"))
     session, kernel = await reg.find_session_and_kernel_cached(manager_context(request).generations, ref, owner)
     reg.count_query(session)
+    started = time.perf_counter()
     result = await reg.kernel_call(
         session, "POST", "/execute", json={"mode": mode, "code": code, "run_id": run_id, "opts": opts}, kernel=kernel
     )
+    manager_context(request).metrics.execute_seconds.labels(mode).observe(time.perf_counter() - started)
     killed = result.pop("killed", None) if isinstance(result, dict) else None
     if killed and killed.get("oom"):
         # The kernel's memory limit was hit: the session ends and says so.

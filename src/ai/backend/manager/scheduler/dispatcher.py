@@ -45,11 +45,14 @@ class Scheduler:
         wake: asyncio.Event,
         start: Callable[[uuid.UUID], None],
         interval: float = 5.0,
+        on_pass: Callable[[float], None] | None = None,
     ) -> None:
         self.db = db
         self.wake = wake
         self.start = start
         self.interval = interval
+        # Told the duration of every pass, failed ones included (the manager's metrics).
+        self.on_pass = on_pass
 
     async def run(self) -> None:
         """Run passes when triggered (``wake``) or every ``interval`` seconds, one at a time; triggers during
@@ -76,11 +79,14 @@ class Scheduler:
         about a third of its time; what other tasks leave to collect meanwhile waits until the pass ends."""
         paused = gc.isenabled()
         gc.disable()
+        started = time.perf_counter()
         try:
             return await self._pass()
         finally:
             if paused:
                 gc.enable()
+            if self.on_pass is not None:
+                self.on_pass(time.perf_counter() - started)
 
     async def _pass(self) -> list[str]:
         now = utcnow()
