@@ -315,3 +315,54 @@ def test_agent_phase_histogram_skips_what_is_no_duration() -> None:
     assert value(m, "backendai_agent_kernels_running") == 2
     kernels.add("c")
     assert value(m, "backendai_agent_kernels_running") == 3
+
+
+# ----------------------------------------------------------------------------------- app proxy relay
+
+
+async def test_appproxy_counts_relayed_bytes_both_ways() -> None:
+    from ai.backend.appproxy.forward import Target, forward_http, forward_websocket
+    from ai.backend.appproxy.metrics import AppProxyMetrics
+
+    async def echo(request: web.Request) -> web.Response:
+        return web.Response(body=(await request.read()) * 2)
+
+    async def ws_echo(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            await ws.send_str(msg.data + "!")
+        return ws
+
+    upstream = web.Application()
+    upstream.router.add_post("/echo", echo)
+    upstream.router.add_get("/ws", ws_echo)
+    app_server = TestServer(upstream, host="127.0.0.1")
+    await app_server.start_server()
+    metrics = AppProxyMetrics(process=False)
+    target = Target("127.0.0.1", app_server.port or 0)
+
+    async def relay(request: web.Request) -> web.StreamResponse:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as client:
+            if request.path == "/ws":
+                return await forward_websocket(request, client, target, lambda pair: lambda: None, metrics=metrics)
+            return await forward_http(request, client, target, metrics=metrics)
+
+    proxy = web.Application()
+    proxy.router.add_route("*", "/{tail:.*}", relay)
+    client: TestClient[Any, Any] = TestClient(TestServer(proxy, host="127.0.0.1"))
+    await client.start_server()
+    try:
+        r = await client.post("/echo", data=b"x" * 1000)
+        assert await r.read() == b"x" * 2000
+        ws = await client.ws_connect("/ws")
+        await ws.send_str("hello")
+        assert (await ws.receive()).data == "hello!"
+        await ws.close()
+    finally:
+        await client.close()
+        await app_server.close()
+    assert value(metrics, "backendai_appproxy_relayed_bytes_total", direction="up") == 1000 + 5
+    assert value(metrics, "backendai_appproxy_relayed_bytes_total", direction="down") == 2000 + 6
