@@ -161,6 +161,6 @@ def test_cli_shows_the_request_id_found_in_the_log(manager: Cluster) -> None:
         timeout=60,
     )
     assert out.returncode != 0, out
-    m = re.search(r"^\s*request id: ([A-Za-z0-9._-]+)$", out.stderr, re.M)
+    m = re.search(r"\[request id: ([A-Za-z0-9._-]+)\]$", out.stderr, re.M)
     assert m, out.stderr
     assert _log_lines(manager.state / "manager.log", m.group(1)), "the CLI's request id is not in the manager log"

@@ -138,10 +138,9 @@ def _handle_exception(exc: BaseException) -> int:
     if isinstance(exc, KeyboardInterrupt):
         return 130
     if isinstance(exc, BackendAPIError):
-        _echo_error(str(exc))
-        if exc.request_id:
-            # Its own line, under the error: what to quote when asking an operator to look in the logs.
-            click.echo(f"  request id: {exc.request_id}", err=True)
+        # The request id ends the same line (errors stay one line): what to quote when asking an operator
+        # to look in the logs.
+        _echo_error(f"{exc} [request id: {exc.request_id}]" if exc.request_id else str(exc))
         from .hints import no_project_hint_sync
         from .pretty import print_hint
 

@@ -100,10 +100,10 @@ def print_hint(msg: str) -> None:
 
 
 def with_request_id(msg: str, exc: BaseException) -> str:
-    """``msg`` and, when ``exc`` is a server's answer that names its request id, a second line
-    ``request id: ...`` (what an operator looks up in the server logs)."""
+    """``msg`` and, when ``exc`` is a server's answer that names its request id, `` [request id: ...]`` on the
+    same line (what an operator looks up in the server logs; errors stay one line)."""
     rid = getattr(exc, "request_id", None)
-    return f"{msg}\nrequest id: {rid}" if isinstance(rid, str) and rid else msg
+    return f"{msg} [request id: {rid}]" if isinstance(rid, str) and rid else msg
 
 
 class Printer:

@@ -326,7 +326,7 @@ def destroy(names: tuple[str, ...], forced: bool, owner: str | None, stats: bool
         sys.exit(1 if failed else 0)
     for r in results:
         if not r["ok"]:
-            print_fail(r["error"] + (f"\nrequest id: {r['request_id']}" if r.get("request_id") else ""))
+            print_fail(r["error"] + (f" [request id: {r['request_id']}]" if r.get("request_id") else ""))
         elif stats:
             if r["stats"]:
                 print_info(f"Statistics of {r['name']}:\n{format_stats(r['stats'])}")
