@@ -26,6 +26,7 @@ from .events import EventBus, make_event_bus
 from .generations import GenerationCache, GenerationReader
 from .images import ImageInventory
 from .metrics import ManagerMetrics
+from .presence import Presence, make_presence, new_manager_id
 from .ratelimit import ApiUsage, RateLimiter, make_rate_limiter
 from .registry import SessionRegistry
 from .storage_client import StorageClient
@@ -62,9 +63,12 @@ class ManagerContext:
     appproxy: AppProxyClient | None
     # The Prometheus registry of this manager (GET /metrics; see metrics.py).
     metrics: ManagerMetrics
+    # This manager among the others of its database: its id, the leader election (ADR 0014).
+    presence: Presence
 
     async def close(self) -> None:
         """Release what the services hold (at shutdown, after the background loops stopped)."""
+        await self.presence.close()
         await self.registry.flush_query_counts()
         await self.api_usage.flush(self.db)
         await self.bgtasks.shutdown()
@@ -81,6 +85,7 @@ class ManagerContext:
 async def build_context(config: ManagerConfig) -> ManagerContext:
     """Build every shared service for ``config`` (connections are opened here or on first use)."""
     from .api.gql import GraphQLRuntime
+    from .api.root import MANAGER_VERSION
 
     engine = create_engine(config.db_url())
     db = session_factory(engine)
@@ -95,6 +100,7 @@ async def build_context(config: ManagerConfig) -> ManagerContext:
     async def folder_path(host: str, vfid: str) -> str:
         return await storage.mount_path(host, uuid.UUID(str(vfid)))
 
+    manager_id = new_manager_id()
     registry = SessionRegistry(
         db,
         rpc,
@@ -102,6 +108,7 @@ async def build_context(config: ManagerConfig) -> ManagerContext:
         generations=gens,
         docker_registries=dict(config.docker_registries),
         folder_path=folder_path if config.storage_proxies else None,
+        manager_id=manager_id,
     )
     images = ImageInventory()
     agent_stats, kernel_stats = AgentLiveStats(), KernelLiveStats()
@@ -140,4 +147,13 @@ async def build_context(config: ManagerConfig) -> ManagerContext:
         circuits=CircuitRegistry(),
         appproxy=AppProxyClient(config.appproxy) if config.appproxy is not None else None,
         metrics=metrics,
+        presence=make_presence(
+            db,
+            config.db_url(),
+            config.redis.url or None,
+            manager_id=manager_id,
+            address=config.manager.public_address(),
+            version=MANAGER_VERSION,
+            on_wake=registry.schedule_event.set,
+        ),
     )

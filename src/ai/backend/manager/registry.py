@@ -48,8 +48,11 @@ class SessionRegistry:
         generations: GenerationReader | None = None,
         docker_registries: Mapping[str, Any] | None = None,
         folder_path: FolderPath | None = None,
+        manager_id: str | None = None,
     ) -> None:
         self.db = db
+        # This manager process (ADR 0014): recorded on the sessions whose start or end it carries out.
+        self.manager_id = manager_id
         self.rpc = rpc
         self.bus = bus
         # Set when sessions wait for the scheduler (new ones, freed slots, agents joining).
@@ -67,8 +70,18 @@ class SessionRegistry:
             self.spawn,
             folder_path=folder_path,
             docker_registries=docker_registries,
+            manager_id=manager_id,
         )
-        self.lifecycle = Lifecycle(self.store, self.launcher, rpc, bus, self.schedule_event, self.spawn, self.activity)
+        self.lifecycle = Lifecycle(
+            self.store,
+            self.launcher,
+            rpc,
+            bus,
+            self.schedule_event,
+            self.spawn,
+            self.activity,
+            manager_id=manager_id,
+        )
         self.kernels = KernelProxy(self.store, rpc, self.activity)
         # Lookups (store).
         self.resolve_owner = self.store.resolve_owner
@@ -89,6 +102,7 @@ class SessionRegistry:
         self.mark_terminated = self.lifecycle.mark_terminated
         self.restart = self.lifecycle.restart
         self.recover_after_restart = self.lifecycle.recover_after_restart
+        self.recover_orphans = self.lifecycle.recover_orphans
         self.reconcile_agents = self.lifecycle.reconcile_agents
         # Calls into kernels (kernel proxy).
         self.kernel_call = self.kernels.kernel_call
