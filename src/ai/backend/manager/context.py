@@ -7,6 +7,7 @@ attached to the application later. Handlers get it through the ``Ctx`` dependenc
 from __future__ import annotations
 
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,7 @@ from .metrics import ManagerMetrics
 from .presence import Presence, make_presence, new_manager_id
 from .ratelimit import ApiUsage, RateLimiter, make_rate_limiter
 from .registry import SessionRegistry
+from .sessions.limits import RedisActivityStore
 from .storage_client import StorageClient
 
 if TYPE_CHECKING:  # the GraphQL layer imports the API dependencies, which import this module
@@ -70,8 +72,11 @@ class ManagerContext:
         """Release what the services hold (at shutdown, after the background loops stopped)."""
         await self.presence.close()
         await self.registry.flush_query_counts()
+        with suppress(Exception):  # Redis may be gone at shutdown: the uses of the last seconds are lost
+            await self.registry.activity.flush()
         await self.api_usage.flush(self.db)
         await self.bgtasks.shutdown()
+        await self.registry.activity.close()
         await self.bus.close()
         await self.rate_limiter.close()
         await self.generations.close()
@@ -109,6 +114,17 @@ async def build_context(config: ManagerConfig) -> ManagerContext:
         docker_registries=dict(config.docker_registries),
         folder_path=folder_path if config.storage_proxies else None,
         manager_id=manager_id,
+        # Idle timeouts see the use of a session on every manager (checked by the leader only).
+        activity_store=RedisActivityStore(config.redis.url) if config.redis.url else None,
+    )
+    presence = make_presence(
+        db,
+        config.db_url(),
+        config.redis.url or None,
+        manager_id=manager_id,
+        address=config.manager.public_address(),
+        version=MANAGER_VERSION,
+        on_wake=registry.schedule_event.set,
     )
     images = ImageInventory()
     agent_stats, kernel_stats = AgentLiveStats(), KernelLiveStats()
@@ -130,7 +146,12 @@ async def build_context(config: ManagerConfig) -> ManagerContext:
         db=db,
         generations=gens,
         bus=bus,
-        bgtasks=make_bgtask_registry(bus, config.redis.url or None),
+        bgtasks=make_bgtask_registry(
+            bus,
+            config.redis.url or None,
+            manager_id=manager_id,
+            alive=presence.alive if presence.shared else None,
+        ),
         rpc=rpc,
         storage=storage,
         registry=registry,
@@ -147,13 +168,5 @@ async def build_context(config: ManagerConfig) -> ManagerContext:
         circuits=CircuitRegistry(),
         appproxy=AppProxyClient(config.appproxy) if config.appproxy is not None else None,
         metrics=metrics,
-        presence=make_presence(
-            db,
-            config.db_url(),
-            config.redis.url or None,
-            manager_id=manager_id,
-            address=config.manager.public_address(),
-            version=MANAGER_VERSION,
-            on_wake=registry.schedule_event.set,
-        ),
+        presence=presence,
     )

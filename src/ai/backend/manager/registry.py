@@ -22,7 +22,7 @@ from .sessions.admission import Admission, new_session_name
 from .sessions.kernel_proxy import KernelProxy, SessionNotRunning, session_age_ms
 from .sessions.launcher import FolderPath, Launcher
 from .sessions.lifecycle import CONTAINER_LOST, CREATION_INTERRUPTED, MANAGER_RESTARTED, Lifecycle
-from .sessions.limits import ActivityTracker
+from .sessions.limits import ActivityStore, ActivityTracker
 from .sessions.store import SessionStore
 
 __all__ = [
@@ -49,6 +49,7 @@ class SessionRegistry:
         docker_registries: Mapping[str, Any] | None = None,
         folder_path: FolderPath | None = None,
         manager_id: str | None = None,
+        activity_store: ActivityStore | None = None,
     ) -> None:
         self.db = db
         # This manager process (ADR 0014): recorded on the sessions whose start or end it carries out.
@@ -57,7 +58,7 @@ class SessionRegistry:
         self.bus = bus
         # Set when sessions wait for the scheduler (new ones, freed slots, agents joining).
         self.schedule_event = asyncio.Event()
-        self.activity = ActivityTracker()
+        self.activity = ActivityTracker(activity_store)
         self._background = BackgroundTasks()
         self.spawn = self._background.spawn
         self.store = SessionStore(db, generations)

@@ -107,6 +107,7 @@ def create_app(config: ManagerConfig) -> FastAPI:
         tasks = [
             asyncio.create_task(_periodic(2.0, lambda: ctx.api_usage.flush(ctx.db))),
             asyncio.create_task(_periodic(2.0, registry.flush_query_counts)),
+            asyncio.create_task(_periodic(2.0, registry.activity.flush)),  # no-op without Redis
             asyncio.create_task(close_apps_of_ended_sessions(ctx.bus, ctx.circuits, ctx.appproxy, registry.spawn)),
             asyncio.create_task(presence.run(roles)),
         ]
