@@ -20,6 +20,7 @@ from .api import (
     agent_callbacks,
     appproxy,
     auth,
+    cluster,
     events,
     gql,
     registries,
@@ -152,6 +153,7 @@ def create_app(config: ManagerConfig) -> FastAPI:
         registries.router,
         vfolders.router,
         vfolder_legacy.router,
+        cluster.router,
     ):
         app.include_router(r)
 
