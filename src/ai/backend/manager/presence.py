@@ -43,8 +43,9 @@ LEADER_KEY = 0
 CLUSTER_KEY = 1
 #: Seconds between the liveness writes, the leader-lock tries and the checks for vanished managers.
 TICK = 1.0
-#: How long a start retries the locks (PostgreSQL may not have noticed a just-killed predecessor yet).
-LOCK_WAIT = 10.0
+#: How long a start retries the locks: PostgreSQL may not have noticed yet that a predecessor was just killed (the
+#: kernel closes a dead process's connections at once, so this is short).
+LOCK_WAIT = 3.0
 #: The NOTIFY channel a follower wakes the leader's scheduler with.
 WAKE_CHANNEL = "bai_scheduler_wake"
 #: Rows of managers dead for this long are deleted by the leader (seconds).
@@ -341,6 +342,7 @@ class PgPresence(Presence):
             try:
                 async with self.db() as db:
                     await db.execute(text("SELECT pg_notify(:ch, '')"), {"ch": WAKE_CHANNEL})
+                    await db.commit()  # a notification is sent when its transaction commits
             except Exception as e:  # noqa: BLE001 - the leader's safety pass still runs
                 log.warning("could not wake the leader's scheduler: %s", e)
             await asyncio.sleep(0.02)  # wakes of a burst travel together
