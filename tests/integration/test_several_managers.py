@@ -29,8 +29,17 @@ from ai.backend.client.session import Session
 from ai.backend.client.sse import SSEMessage, SSEParser
 from ai.backend.common.auth import sign_request_headers
 from ai.backend.manager.fixtures import ADMIN, USER
+from ai.backend.manager.sessions.limits import RedisActivityStore
 from ai.backend.testutils.cluster import Cluster, _free_port, _write_manager_config, launch_cluster, launch_manager
-from ai.backend.testutils.databases import ServiceUnavailable, check_pg, check_redis, fresh_database, fresh_redis
+from ai.backend.testutils.databases import (
+    ServiceUnavailable,
+    check_pg,
+    check_redis,
+    claim_redis_db_async,
+    fresh_database,
+    fresh_redis,
+    release_redis_db_async,
+)
 from ai.backend.testutils.fleet import start_fleet
 from ai.backend.testutils.processes import stop_process, wait_until
 
@@ -287,3 +296,24 @@ def test_killing_the_leader_under_load(pair: Cluster) -> None:
     follow.create_session(name, **DUMMY)
     assert follow.exec(name, "print(1)")["status"] == "finished"
     assert follow.request("DELETE", f"/session/{name}").status_code == 200
+
+
+async def test_the_redis_activity_store_keeps_the_latest_use() -> None:
+    try:
+        await asyncio.to_thread(check_redis)
+    except ServiceUnavailable as e:
+        pytest.fail(str(e), pytrace=False)
+    url = await claim_redis_db_async()
+    store = RedisActivityStore(url)
+    try:
+        now = float(int(time.time()))
+        await store.push({"s1": now, "s2": now - 100, "old": now - 40 * 86400})
+        await store.push({"s1": now - 50})  # a slower manager's older report does not move it back
+        assert await store.last(["s1", "s2", "s3"]) == {"s1": now, "s2": now - 100}
+        assert await store.last([]) == {}
+        for _ in range(100):  # the first push and every hundredth drop the entries past the retention
+            await store.push({"s2": now})
+        assert await store.last(["old", "s2"]) == {"s2": now}
+    finally:
+        await store.close()
+        await release_redis_db_async(url)
