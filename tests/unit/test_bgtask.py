@@ -122,3 +122,34 @@ async def test_bus_drops_oldest_for_slow_subscribers_and_unsubscribes() -> None:
             bus.publish(Event(f"e{i}", "s"))
         assert [q.get_nowait().name, q.get_nowait().name] == ["e2", "e3"]
     assert bus.subscriber_count == 0
+
+
+async def test_a_running_task_of_a_gone_manager_reads_as_failed() -> None:
+    """Several managers (ADR 0014): the task's record says who runs it; once that manager is gone, a read on
+    another manager records and announces the failure (its watchers would otherwise wait for ever)."""
+    bus, store = EventBus(), MemoryTaskStore()
+    alive = {"m-a", "m-b"}
+
+    async def managers() -> set[str]:
+        return set(alive)
+
+    a = BackgroundTaskRegistry(bus, store, manager_id="m-a", alive=managers)
+    b = BackgroundTaskRegistry(bus, store, manager_id="m-b", alive=managers)
+    gate = asyncio.Event()
+
+    async def work(p: ProgressReporter) -> str:
+        await gate.wait()
+        return "done"
+
+    tid = await a.start(work, name="demo", owner_access_key="AK", owner_user="u1")
+    info = await b.get(tid)
+    assert info is not None and (info.status, info.manager) == ("running", "m-a")  # m-a lives: left alone
+    alive.discard("m-a")
+    async with bus.subscribe() as q:
+        info = await b.get(tid)
+        assert info is not None and info.status == "failed" and "stopped" in (info.message or "")
+        assert [e.name for e in await _collect(q, tid, "bgtask_failed")] == ["bgtask_failed"]
+    stored = await store.get(tid)
+    assert stored is not None and stored.finished_at is not None and stored.status == "failed"
+    gate.set()
+    await a.shutdown()

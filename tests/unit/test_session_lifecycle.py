@@ -3,13 +3,14 @@ product calls over HTTP): destroy, cancel, restart refusal and an end reported w
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 
 from ai.backend.manager.db import create_engine, session_factory
 from ai.backend.manager.events import EventBus
@@ -174,3 +175,69 @@ async def test_an_end_reported_while_the_kernels_start_is_recorded_once_the_star
     session, _ = await _row(reg, sid)
     assert session.status == "TERMINATED" and session.status_info == "self-terminated"
     assert session.status_data.get("exit_code") == 0
+
+
+# ---- several managers (ADR 0014): recovery takes over only what gone managers left -------------------------
+
+
+async def _owned(reg: SessionRegistry, status: str, owner: str | None) -> uuid.UUID:
+    sid = await _session(reg, status)
+    async with reg.db() as db:
+        await db.execute(update(SessionRow).where(SessionRow.id == sid).values(manager_id=owner))
+        await db.commit()
+    return sid
+
+
+async def test_recovery_leaves_the_sessions_of_live_managers_alone(
+    services: tuple[SessionRegistry, FakeAgentRPC, EventBus],
+) -> None:
+    reg, rpc, _ = services
+    reg.lifecycle.manager_id = "m-me"
+    theirs = await _owned(reg, "PREPARING", "m-live")
+    dead_destroy = await _owned(reg, "TERMINATING", "m-dead")
+    dead_start = await _owned(reg, "PREPARING", "m-dead")
+    unknown = await _owned(reg, "RESTARTING", None)
+    counts = await reg.recover_orphans({"m-live", "m-me"})
+    assert counts == {"TERMINATING": 1, "PREPARING": 1, "RESTARTING": 1}
+    statuses = {sid: (await _row(reg, sid))[0] for sid in (theirs, dead_destroy, dead_start, unknown)}
+    assert (statuses[theirs].status, statuses[theirs].manager_id) == ("PREPARING", "m-live")
+    assert statuses[dead_destroy].status == "TERMINATED"
+    assert (statuses[dead_start].status, statuses[dead_start].status_info) == ("ERROR", "creation-interrupted")
+    assert statuses[unknown].status == "RUNNING"
+    assert {s.manager_id for sid, s in statuses.items() if sid != theirs} == {"m-me"}  # claimed before acting
+    assert not any(str(theirs) in path for _, _, path in rpc.calls)  # its kernels were not touched
+
+
+async def test_two_managers_recovering_at_once_act_on_each_session_once(
+    services: tuple[SessionRegistry, FakeAgentRPC, EventBus], tmp_path: Path
+) -> None:
+    reg, _, bus = services
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'manager.db'}")  # a second manager, same database
+    other = SessionRegistry(session_factory(engine), FakeAgentRPC(), bus, manager_id="m-b")  # type: ignore[arg-type]
+    reg.lifecycle.manager_id = "m-a"
+    orphans = [await _owned(reg, "PREPARING", "m-dead") for _ in range(3)]
+    try:
+        async with bus.subscribe() as q:
+            first, second = await asyncio.gather(
+                reg.recover_orphans({"m-a", "m-b"}), other.recover_orphans({"m-a", "m-b"})
+            )
+            failures = [e for e in (q.get_nowait() for _ in range(q.qsize())) if e.name == "session_failure"]
+    finally:
+        await engine.dispose()
+    assert first.get("PREPARING", 0) + second.get("PREPARING", 0) == 3, (first, second)
+    assert sorted(e.session_id for e in failures) == sorted(map(str, orphans))  # one failure per session
+
+
+async def test_destroy_and_restart_record_the_manager_carrying_them_out(
+    services: tuple[SessionRegistry, FakeAgentRPC, EventBus],
+) -> None:
+    reg, _, _ = services
+    reg.lifecycle.manager_id = "m-me"
+    sid = await _owned(reg, "RUNNING", "m-old")
+    await reg.restart((await _row(reg, sid))[0])
+    assert (await _row(reg, sid))[0].manager_id == "m-me"
+    # A TERMINATING session of this manager is its own: recovery by a manager that sees it alive keeps off.
+    async with reg.db() as db:
+        await db.execute(update(SessionRow).where(SessionRow.id == sid).values(status="TERMINATING"))
+        await db.commit()
+    assert await reg.recover_orphans({"m-me"}) == {}

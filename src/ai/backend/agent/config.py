@@ -22,6 +22,8 @@ class AgentSection(_Section):
     # The address the manager uses to reach this agent (defaults to the listen address).
     advertised_addr: str = Field("", alias="advertised-addr")
     scaling_group: str = Field("default", alias="scaling-group")
+    # The manager, or several (a list, or "a,b"): heartbeats and kernel events go to one and move on to the next
+    # when it cannot be reached (ADR 0014).
     manager_url: str = Field("http://127.0.0.1:8081", alias="manager-url")
     cluster_secret: str = Field("change-me-cluster-secret", alias="cluster-secret", min_length=8)
     heartbeat_interval: float = Field(3.0, alias="heartbeat-interval", gt=0)
@@ -33,6 +35,23 @@ class AgentSection(_Section):
         default_factory=list,
         validation_alias=AliasChoices("allow-compute-plugins", "allowed-compute-plugins"),
     )
+
+    @field_validator("manager_url", mode="before")
+    @classmethod
+    def _manager_urls(cls, v: Any) -> Any:
+        items = v.split(",") if isinstance(v, str) else v
+        if not isinstance(items, list) or not all(isinstance(u, str) for u in items):
+            return v  # pydantic names the type error
+        urls = [u.strip().rstrip("/") for u in items if u.strip()]
+        bad = [u for u in urls if not u.startswith(("http://", "https://"))]
+        if not urls or bad:
+            raise ValueError(f"must be one or more http(s):// URLs of managers, got {v!r}")
+        return ",".join(urls)
+
+    @property
+    def manager_urls(self) -> list[str]:
+        """The managers, in the order they are tried."""
+        return self.manager_url.split(",")
 
     @field_validator("allow_compute_plugins")
     @classmethod

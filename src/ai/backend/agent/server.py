@@ -62,7 +62,7 @@ class Agent:
         self.metrics = metrics if metrics is not None else AgentMetrics(process=False)
         self.accelerators = accelerators if accelerators is not None else load_plugins(config)
         self.capacity = detect_capacity(config.resource) + self.accelerators.available_slots()
-        self.manager = ManagerClient(config.agent.manager_url, config.agent.cluster_secret)
+        self.manager = ManagerClient(config.agent.manager_urls, config.agent.cluster_secret)
         self.backend: KernelBackend
         # File transfers go through Docker; a dummy agent has no container to read from.
         self.files: KernelFiles | None = None
@@ -177,9 +177,7 @@ class Agent:
             try:
                 await self.heartbeat_once()
             except ProblemError as e:
-                log.warning(
-                    "heartbeat to the manager at %s failed (%s): %s", self.config.agent.manager_url, e.status, e.detail
-                )
+                log.warning("heartbeat to the manager at %s failed (%s): %s", self.manager.base_url, e.status, e.detail)
             await asyncio.sleep(self.config.agent.heartbeat_interval)
 
 

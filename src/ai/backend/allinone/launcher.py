@@ -4,6 +4,12 @@ State lives under one directory (default ``./.backend.ai``; ``--state-dir`` or `
 ``manager.toml``, ``agent.toml``, ``webserver.toml``, ``appproxy.toml``, the SQLite database, scratch directories,
 logs and pid files.
 ``up`` is idempotent: it reuses running processes and existing files.
+
+``up --managers N --db postgresql`` starts N managers on one PostgreSQL database and one Redis database (those of
+``scripts/test-services.sh``, started with it when they do not answer; ADR 0014) on ports 8091, 8092, ...
+There is no load balancer in front: the agent, the app proxy, the webserver and the env files list every manager,
+and each fails over to the next when one cannot be reached (client-side failover). The state directory remembers
+its shape (``manager.toml`` and ``manager-2.toml``...; ``db-url`` and ``redis-url``).
 """
 
 from __future__ import annotations
@@ -42,12 +48,38 @@ SERVICES = (
 )
 
 
+def _manager_names(count: int) -> list[str]:
+    """``manager``, ``manager-2``, ... (their configs, pid files and logs)."""
+    return ["manager"] + [f"manager-{i}" for i in range(2, count + 1)]
+
+
+def _manager_count(state: Path) -> int:
+    """How many managers the state directory was set up with."""
+    n = 1
+    while (state / f"manager-{n + 1}.toml").exists():
+        n += 1
+    return n
+
+
+def _manager_urls(count: int) -> list[str]:
+    return [f"http://127.0.0.1:{MANAGER_PORT + i}" for i in range(count)]
+
+
+def _services(count: int) -> list[tuple[str, str]]:
+    """:data:`SERVICES` with ``count`` managers."""
+    out: list[tuple[str, str]] = []
+    for name, module in SERVICES:
+        out += [(m, module) for m in _manager_names(count)] if name == "manager" else [(name, module)]
+    return out
+
+
 def _state_dir(arg: str | None) -> Path:
     return Path(arg or os.environ.get("BACKENDAI_HOME") or ".backend.ai").resolve()
 
 
-def _write_configs(state: Path) -> str:
-    """Write manager.toml/agent.toml once; returns the cluster secret (kept across runs)."""
+def _write_configs(state: Path, *, managers: int = 1, db_url: str = "", redis_url: str = "") -> str:
+    """Write manager.toml/agent.toml once (with ``db_url`` and ``redis_url`` when given: several managers) and
+    manager-2.toml... for ``managers`` > 1; returns the cluster secret (kept across runs)."""
     state.mkdir(parents=True, exist_ok=True)
     secret_file = state / "cluster-secret"
     if not secret_file.exists():
@@ -60,7 +92,8 @@ def _write_configs(state: Path) -> str:
             "[manager]\n"
             f'service-addr-host = "127.0.0.1"\nservice-addr-port = {MANAGER_PORT}\n'
             f'cluster-secret = "{secret}"\nstate-dir = "{state}"\n\n'
-            f'[db]\nurl = "sqlite+aiosqlite:///{state}/manager.db"\n'
+            f'[db]\nurl = "{db_url or f"sqlite+aiosqlite:///{state}/manager.db"}"\n'
+            + (f'\n[redis]\nurl = "{redis_url}"\n' if redis_url else "")
         )
     storage_secret = _secret(state / "storage-secret")
     sp = state / "storage-proxy.toml"
@@ -83,13 +116,24 @@ def _write_configs(state: Path) -> str:
                 f'\n[storage-proxies.local]\nclient-api = "http://127.0.0.1:{STORAGE_CLIENT_PORT}"\n'
                 f'manager-api = "http://127.0.0.1:{STORAGE_MANAGER_PORT}"\nsecret = "{storage_secret}"\n'
             )
-    _write_appproxy_config(state, mgr)
+    _write_appproxy_config(state, mgr, managers)
+    # The other managers: the first one's configuration on the next ports (same database, Redis and secrets).
+    for i, name in enumerate(_manager_names(managers)[1:], start=1):
+        other = state / f"{name}.toml"
+        if not other.exists():
+            other.write_text(
+                mgr.read_text().replace(
+                    f"service-addr-port = {MANAGER_PORT}\n", f"service-addr-port = {MANAGER_PORT + i}\n", 1
+                )
+            )
+    urls = _manager_urls(managers)
     ag = state / "agent.toml"
     if not ag.exists():
         ag.write_text(
             "[agent]\n"
             f'id = "i-local"\nrpc-listen-host = "127.0.0.1"\nrpc-listen-port = {AGENT_PORT}\n'
-            f'manager-url = "http://127.0.0.1:{MANAGER_PORT}"\ncluster-secret = "{secret}"\n'
+            f"manager-url = {json.dumps(urls if managers > 1 else urls[0])}\n"
+            f'cluster-secret = "{secret}"\n'
             "heartbeat-interval = 3.0\n\n"
             f'[container]\nscratch-root = "{state}/scratches"\n'
             'scratch-size = "2g"            # each session\'s writable space (ADR 0009)\n'
@@ -99,12 +143,12 @@ def _write_configs(state: Path) -> str:
         # Sessions in memory: one webserver, and a restart only asks its users to log in again.
         web.write_text(
             f'[service]\nhost = "127.0.0.1"\nport = {WEB_PORT}\n\n'
-            f'[api]\nendpoint = "http://127.0.0.1:{MANAGER_PORT}"\ndomain = "default"\n'
+            f'[api]\nendpoint = {json.dumps(urls if managers > 1 else urls[0])}\ndomain = "default"\n'
         )
     return secret
 
 
-def _write_appproxy_config(state: Path, mgr: Path) -> None:
+def _write_appproxy_config(state: Path, mgr: Path, managers: int = 1) -> None:
     """``appproxy.toml`` (once) and the manager's ``[appproxy]`` section, sharing one secret."""
     secret = _secret(state / "appproxy-secret")
     ap = state / "appproxy.toml"
@@ -113,7 +157,7 @@ def _write_appproxy_config(state: Path, mgr: Path) -> None:
             "[appproxy]\n"
             f'bind-host = "127.0.0.1"\napi-port = {APPPROXY_PORT}\n'
             f"port-range = [{APPPROXY_RANGE[0]}, {APPPROXY_RANGE[1]}]\n"
-            f'secret = "{secret}"\nmanager-url = "http://127.0.0.1:{MANAGER_PORT}"\n'
+            f'secret = "{secret}"\nmanager-url = "{",".join(_manager_urls(managers))}"\n'
         )
     if not any(line.strip() == "[appproxy]" for line in mgr.read_text().splitlines()):
         # State directories made before the app proxy existed get it too.
@@ -157,8 +201,8 @@ def _spawn(state: Path, name: str, module: str, config: Path) -> None:
     print(f"∙ started {name} (pid {proc.pid}, log {logdir / f'{name}.log'})", file=sys.stderr)
 
 
-def _status(secret: str) -> dict[str, Any] | None:
-    url = f"http://127.0.0.1:{MANAGER_PORT}/internal/status"
+def _status(secret: str, port: int = MANAGER_PORT) -> dict[str, Any] | None:
+    url = f"http://127.0.0.1:{port}/internal/status"
     req = urllib.request.Request(url, headers={CLUSTER_SECRET_HEADER: secret})
     try:
         with urllib.request.urlopen(req, timeout=2) as resp:
@@ -186,8 +230,9 @@ def _appproxy_answers() -> bool:
         return False
 
 
-def _write_env_files(where: Path) -> None:
-    endpoint = f"http://127.0.0.1:{MANAGER_PORT}"
+def _write_env_files(where: Path, managers: int = 1) -> None:
+    # Several managers: the SDK and CLI fail over between them (client-side; there is no load balancer).
+    endpoint = ",".join(_manager_urls(managers))
     for fname, spec in (("env-local-admin-api.sh", ADMIN), ("env-local-user-api.sh", USER)):
         (where / fname).write_text(
             f"# Source this file to use the local cluster as {spec['email']}.\n"
@@ -202,9 +247,88 @@ def _write_env_files(where: Path) -> None:
     )
 
 
-def up(state: Path, env_dir: Path, timeout: float) -> int:
-    """Start the cluster (or reuse the running one) and wait until it can run a session."""
-    secret = _write_configs(state)
+def _shape(state: Path, managers: int | None, db: str | None) -> tuple[int, str, str, str] | str:
+    """``(managers, db kind, db url, redis url)`` for ``up``, or why not: a state directory keeps the shape it
+    was first set up with (``None`` arguments: that shape)."""
+    mgr = state / "manager.toml"
+    if mgr.exists():
+        have_db = "postgresql" if "postgresql" in mgr.read_text() else "sqlite"
+        have = _manager_count(state)
+        if (db or have_db) != have_db or (managers or have) != have:
+            return (
+                f"{state} holds a cluster of {have} manager(s) on {have_db}; run `backend.ai server down` and use "
+                "another --state-dir for another shape"
+            )
+        urls = [(state / f).read_text().strip() if (state / f).exists() else "" for f in ("db-url", "redis-url")]
+        return have, have_db, urls[0], urls[1]
+    kind, count = db or "sqlite", managers or 1
+    if kind == "sqlite" and count > 1:
+        return "several managers need PostgreSQL and Redis: add --db postgresql (SQLite allows one manager)"
+    if kind == "sqlite":
+        return count, kind, "", ""
+    try:
+        db_url, redis_url = _prepare_postgresql(state)
+    except RuntimeError as e:
+        return str(e)
+    return count, kind, db_url, redis_url
+
+
+def _prepare_postgresql(state: Path) -> tuple[str, str]:
+    """A PostgreSQL database and a Redis database for this state directory, on the servers of
+    ``scripts/test-services.env`` (``BACKENDAI_TEST_PG``/``BACKENDAI_TEST_REDIS`` override it); when they do not
+    answer, ``scripts/test-services.sh`` starts them (Debian packages, loopback only)."""
+    import asyncio
+
+    from ai.backend.testutils import databases as dbs
+
+    if not (dbs.pg_available() and dbs.redis_available()):
+        script = dbs.REPO / "scripts" / "test-services.sh"
+        if not script.exists():
+            raise RuntimeError("PostgreSQL or Redis does not answer; set BACKENDAI_TEST_PG and BACKENDAI_TEST_REDIS")
+        print(f"∙ starting PostgreSQL and Redis with {script}", file=sys.stderr)
+        if subprocess.run(["bash", str(script)]).returncode != 0:
+            raise RuntimeError(f"{script} failed: PostgreSQL and Redis could not be started")
+    name = "backendai_" + secrets.token_hex(4)
+
+    async def create() -> str:
+        conn = await dbs._pg_connect()
+        try:
+            await conn.execute(f"CREATE DATABASE \"{name}\" TEMPLATE template0 ENCODING 'UTF8'")
+        finally:
+            await conn.close()
+        return dbs._sqlalchemy_url(name)
+
+    async def claim_redis() -> str:
+        # A database number of its own, claimed for good (the tests' claims expire, this one must not).
+        import redis.asyncio as aioredis
+
+        r: Any = aioredis.Redis.from_url(dbs._redis_url(0), socket_connect_timeout=5)
+        try:
+            count = int((await r.config_get("databases")).get("databases") or 16)
+            for n in range(count - 1, 0, -1):
+                if await r.set(f"{dbs.CLAIM_PREFIX}{n}", f"allinone:{state}", nx=True):
+                    return dbs._redis_url(n)
+        finally:
+            await r.aclose()
+        raise RuntimeError("every Redis database is claimed")
+
+    db_url = asyncio.run(create())
+    redis_url = asyncio.run(claim_redis())
+    state.mkdir(parents=True, exist_ok=True)
+    for fname, value in (("db-url", db_url), ("redis-url", redis_url)):
+        (state / fname).write_text(value + "\n")
+    return db_url, redis_url
+
+
+def up(state: Path, env_dir: Path, timeout: float, *, managers: int | None = None, db: str | None = None) -> int:
+    """Start the cluster (or reuse the running one) and wait until it can run a session; ``managers`` and
+    ``db`` choose the shape of a new state directory (several managers need ``db="postgresql"``)."""
+    shape = _shape(state, managers, db)
+    if isinstance(shape, str):
+        print(f"✘ {shape}", file=sys.stderr)
+        return 1
+    count, _kind, db_url, redis_url = shape
+    secret = _write_configs(state, managers=count, db_url=db_url, redis_url=redis_url)
     from ai.backend.manager.cli import main as mgr
 
     for args in (["schema", "oneshot"], ["fixture", "populate"]):
@@ -213,18 +337,33 @@ def up(state: Path, env_dir: Path, timeout: float) -> int:
         except Exception as e:  # noqa: BLE001 - report one line, not a traceback
             print(f"✘ manager {' '.join(args)} failed: {e}", file=sys.stderr)
             return 1
-    for name, module in SERVICES:
+    services = _services(count)
+    for name, module in services:
         _spawn(state, name, module, state / f"{name}.toml")
-    _write_env_files(env_dir)
+    _write_env_files(env_dir, count)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         st = _status(secret)
-        if st and st.get("agents_alive") and st.get("image_aliases") and _web_answers() and _appproxy_answers():
+        others = all(_status(secret, MANAGER_PORT + i) for i in range(1, count))
+        if (
+            st
+            and others
+            and st.get("agents_alive")
+            and st.get("image_aliases")
+            and _web_answers()
+            and _appproxy_answers()
+        ):
             print(
-                f"✔ The cluster is up at http://127.0.0.1:{MANAGER_PORT} "
+                f"✔ The cluster is up at {', '.join(_manager_urls(count))} "
                 f"(images: {', '.join(map(str, st['image_aliases']))}).",
                 file=sys.stderr,
             )
+            if count > 1:
+                print(
+                    f"∙ {count} managers on PostgreSQL and Redis, no load balancer: clients, the agent, the webserver "
+                    "and the app proxy fail over between them (backend.ai admin cluster status shows the leader).",
+                    file=sys.stderr,
+                )
             print(
                 f"∙ source {env_dir / 'env-local-user-api.sh'} (or env-local-admin-api.sh) to use it.", file=sys.stderr
             )
@@ -240,7 +379,7 @@ def up(state: Path, env_dir: Path, timeout: float) -> int:
             )
             print(f"∙ The app proxy is at {APPPROXY_URL} (apps open in the browser from there).", file=sys.stderr)
             return 0
-        for name, _ in SERVICES:
+        for name, _ in services:
             if not _pid_alive(state / f"{name}.pid"):
                 tail = (state / "logs" / f"{name}.log").read_text(errors="replace").splitlines()[-15:]
                 print(f"✘ the {name} exited during start-up; last log lines:\n" + "\n".join(tail), file=sys.stderr)
@@ -256,7 +395,7 @@ def up(state: Path, env_dir: Path, timeout: float) -> int:
 def down(state: Path) -> int:
     """Stop the webserver, the agent, the app proxy, the manager and the storage proxy (kernel containers keep
     running and are re-attached on ``up``)."""
-    for name, _ in reversed(SERVICES):
+    for name, _ in reversed(_services(_manager_count(state))):
         pidfile = state / f"{name}.pid"
         pid = _pid_alive(pidfile)
         if pid is None:
@@ -277,13 +416,18 @@ def down(state: Path) -> int:
 def status(state: Path) -> int:
     """Print whether the processes run and what the manager reports; exit 0 only if all is up."""
     ok = True
-    for name, _ in SERVICES:
+    count = _manager_count(state)
+    for name, _ in _services(count):
         pid = _pid_alive(state / f"{name}.pid")
         ok &= pid is not None
         print(f"{name}: {f'running (pid {pid})' if pid else 'stopped'}")
     secret_file = state / "cluster-secret"
-    st = _status(secret_file.read_text().strip()) if secret_file.exists() else None
-    print(f"endpoint: http://127.0.0.1:{MANAGER_PORT} ({'ready' if st else 'not answering'})")
+    secret = secret_file.read_text().strip() if secret_file.exists() else None
+    st = None
+    for i, url in enumerate(_manager_urls(count)):
+        answer = _status(secret, MANAGER_PORT + i) if secret else None
+        st = st or answer
+        print(f"endpoint: {url} ({'ready' if answer else 'not answering'})")
     web_ok = _web_answers()
     ok &= web_ok
     print(f"webserver: http://127.0.0.1:{WEB_PORT} ({'ready' if web_ok else 'not answering'}; the web console is at /)")
@@ -301,10 +445,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--state-dir", default=None, help="where state lives (default ./.backend.ai)")
     parser.add_argument("--env-dir", default=".", help="where env-local-*.sh are written (default .)")
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument(
+        "--managers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="up: how many managers (default 1; several need --db postgresql)",
+    )
+    parser.add_argument(
+        "--db",
+        choices=["sqlite", "postgresql"],
+        default=None,
+        help="up: the database of a new state directory (postgresql: with Redis, from scripts/test-services.sh)",
+    )
     args = parser.parse_args(argv)
+    if args.managers is not None and not 1 <= args.managers <= 9:
+        parser.error("--managers must be between 1 and 9")
     state = _state_dir(args.state_dir)
     if args.command == "up":
-        sys.exit(up(state, Path(args.env_dir).resolve(), args.timeout))
+        sys.exit(up(state, Path(args.env_dir).resolve(), args.timeout, managers=args.managers, db=args.db))
     elif args.command == "down":
         sys.exit(down(state))
     else:

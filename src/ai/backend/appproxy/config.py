@@ -28,7 +28,8 @@ class AppProxySection(_Section):
     port_range: tuple[int, int] = Field((10205, 10300), alias="port-range")
     # Shared with the manager ([appproxy] secret there): signs app tokens, permits and the manager's calls.
     secret: str = Field(min_length=16)
-    # The manager, asked every alive-interval seconds which sessions still run.
+    # The manager, asked every alive-interval seconds which sessions still run; several (a list, or "a,b") are
+    # asked in turn until one answers (ADR 0014).
     manager_url: str = Field("http://127.0.0.1:8091", alias="manager-url")
     alive_interval: float = Field(5.0, alias="alive-interval", gt=0, le=3600)
     # A circuit with no open connection for this many seconds is closed.
@@ -42,13 +43,23 @@ class AppProxySection(_Section):
             raise ValueError("must be [first, last] with 1 <= first <= last <= 65535")
         return v
 
-    @field_validator("manager_url")
+    @field_validator("manager_url", mode="before")
     @classmethod
-    def _url(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"{v!r} is not an http(s):// URL")
-        return v.rstrip("/")
+    def _url(cls, v: object) -> object:
+        items = v.split(",") if isinstance(v, str) else v
+        if not isinstance(items, list) or not all(isinstance(u, str) for u in items):
+            return v  # pydantic names the type error
+        urls = [u.strip().rstrip("/") for u in items if u.strip()]
+        for u in urls or [""]:
+            parts = urlsplit(u)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"{u!r} is not an http(s):// URL")
+        return ",".join(urls)
+
+    @property
+    def manager_urls(self) -> list[str]:
+        """The managers, in the order they are first asked."""
+        return self.manager_url.split(",")
 
     @model_validator(mode="after")
     def _consistent(self) -> AppProxySection:

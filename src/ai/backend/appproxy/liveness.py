@@ -4,7 +4,8 @@ the circuits of the others, so a missed ``DELETE /v2/sessions/{id}`` cannot leav
 that a later kernel reuses; circuits with no connection for ``idle-timeout`` seconds close too.
 
 A manager that cannot be reached or answers nonsense closes nothing (it is logged once, and its recovery):
-an outage of the manager must not cut the apps users are working in.
+an outage of the manager must not cut the apps users are working in. With several managers the next one is
+asked when one cannot be reached, and the one that answered is asked first the next time.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class AliveChecker:
         self.table = table
         self.client = client
         self._failing = False
+        self._urls = list(conf.manager_urls)
 
     def _failed(self, why: str) -> None:
         if not self._failing:
@@ -46,17 +48,21 @@ class AliveChecker:
     async def _ask(self, session_ids: set[str], active: AbstractSet[str] = frozenset()) -> set[str] | None:
         """The sessions among ``session_ids`` that the manager reports alive; None when it did not say.
         ``active`` tells it which of them were used (activity for their idle timeout)."""
-        url = self.conf.manager_url + ALIVE_PATH
         body = {"session_ids": sorted(session_ids), "active": sorted(active)}
-        try:
-            async with self.client.post(url, json=body, headers={APPPROXY_SECRET_HEADER: self.conf.secret}) as resp:
-                if resp.status != 200:
-                    self._failed(f"{url} answered HTTP {resp.status}")
+        for turn in range(len(self._urls)):
+            url = self._urls[0] + ALIVE_PATH
+            try:
+                async with self.client.post(url, json=body, headers={APPPROXY_SECRET_HEADER: self.conf.secret}) as resp:
+                    if resp.status != 200:
+                        self._failed(f"{url} answered HTTP {resp.status}")
+                        return None
+                    doc = await resp.json(content_type=None)
+                break
+            except (TimeoutError, aiohttp.ClientError, ValueError) as e:
+                self._failed(f"{url}: {e or type(e).__name__}")
+                if isinstance(e, ValueError) or turn + 1 == len(self._urls):
                     return None
-                doc = await resp.json(content_type=None)
-        except (TimeoutError, aiohttp.ClientError, ValueError) as e:
-            self._failed(f"{url}: {e or type(e).__name__}")
-            return None
+                self._urls.append(self._urls.pop(0))  # the next manager; the one that answers stays first
         alive = doc.get("alive") if isinstance(doc, dict) else None
         if not isinstance(alive, list) or not all(isinstance(s, str) for s in alive):
             self._failed(f'{url} answered without an "alive" list of session ids')

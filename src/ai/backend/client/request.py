@@ -57,6 +57,11 @@ class AttachedFile(NamedTuple):
     content_type: str
 
 
+# Methods whose repetition has the effect of one request (RFC 9110, 9.2.2): sent again on another endpoint when
+# the connection broke before the answer.
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, (Path, Decimal, UUID)):
         return str(obj)
@@ -335,7 +340,11 @@ class FetchContextManager:
     """Sends a :class:`Request` on entry and closes the response on exit.
 
     Connection failures fail over to the next configured endpoint; when every
-    endpoint fails, :class:`BackendClientError` names the last one tried.
+    endpoint fails, :class:`BackendClientError` names the last one tried. An idempotent
+    request (GET, HEAD, OPTIONS, PUT, DELETE) with a body held in memory is also sent
+    again to the next endpoint when its connection breaks before the answer arrives (a
+    manager that died under it); other requests are not repeated, since the server may
+    have acted on them.
     """
 
     def __init__(
@@ -361,6 +370,11 @@ class FetchContextManager:
                     config.rotate_endpoints()
                     continue
                 raise BackendClientError(f"Cannot connect to the API endpoint {endpoint}: {_describe(e)}") from e
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as e:
+                if attempt + 1 < attempts and self._repeatable():
+                    config.rotate_endpoints()
+                    continue
+                raise BackendClientError(f"Request to the API endpoint {endpoint} failed: {_describe(e)}") from e
             except httpx.TimeoutException as e:
                 raise BackendClientError(
                     f"Timed out while waiting for the API endpoint {endpoint}: {_describe(e)}"
@@ -368,6 +382,16 @@ class FetchContextManager:
             except httpx.HTTPError as e:
                 raise BackendClientError(f"Request to the API endpoint {endpoint} failed: {_describe(e)}") from e
         raise BackendClientError("No API endpoint is configured")
+
+    def _repeatable(self) -> bool:
+        """Whether sending the request again cannot do anything twice: an idempotent method with a body
+        that can be read again."""
+        req = self.request
+        return (
+            req.method.upper() in _IDEMPOTENT
+            and req._attached_files is None
+            and isinstance(req.content, (bytes, bytearray))
+        )
 
     async def __aenter__(self) -> Response:
         raw = await self._send()

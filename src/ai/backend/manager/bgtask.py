@@ -5,7 +5,8 @@ manager that started it, keeps its state (progress ``current``/``total``, ``mess
 in a :class:`TaskStore` and publishes ``bgtask_updated`` and one final ``bgtask_done`` /
 ``bgtask_failed`` / ``bgtask_cancelled`` event on the :class:`~.events.EventBus`, whose subject is
 the task id. Finished tasks are kept for 24 hours. With ``[redis] url`` the state is stored in Redis
-and the events travel over Redis, so any manager can answer ``GET /events/background-task``.
+and the events travel over Redis, so any manager can answer ``GET /events/background-task``; a task records
+the manager running it, and one whose manager is gone is reported failed when it is read (ADR 0014).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class TaskInfo:
     message: str | None = None
     created_at: float = 0.0
     finished_at: float | None = None
+    manager: str = ""  # the id of the manager process running it ("" in records of older versions)
 
     @property
     def finished(self) -> bool:
@@ -155,10 +157,20 @@ TaskFunc = Callable[[ProgressReporter], Awaitable[str | None]]
 class BackgroundTaskRegistry:
     """Starts background tasks, records their progress and announces their end."""
 
-    def __init__(self, bus: EventBus, store: TaskStore) -> None:
+    def __init__(
+        self,
+        bus: EventBus,
+        store: TaskStore,
+        *,
+        manager_id: str = "",
+        alive: Callable[[], Awaitable[set[str]]] | None = None,
+    ) -> None:
         self.bus = bus
         self.store = store
         self._running: dict[str, asyncio.Task[None]] = {}
+        # This manager, and the managers alive now (several managers only): a task of a gone one never ends.
+        self.manager_id = manager_id
+        self._alive = alive
 
     async def start(self, fn: TaskFunc, *, name: str, owner_access_key: str, owner_user: str) -> str:
         """Record a new task, run ``fn`` in the background and return the task id (a UUID string)."""
@@ -168,6 +180,7 @@ class BackgroundTaskRegistry:
             owner_access_key=owner_access_key,
             owner_user=owner_user,
             created_at=time.time(),
+            manager=self.manager_id,
         )
         await self.store.put(info)
         task = asyncio.get_running_loop().create_task(self._run(fn, info), name=f"bgtask:{name}:{info.task_id}")
@@ -176,8 +189,22 @@ class BackgroundTaskRegistry:
         return info.task_id
 
     async def get(self, task_id: str) -> TaskInfo | None:
-        """The task's state, or ``None`` if unknown or expired."""
-        return await self.store.get(task_id)
+        """The task's state, or ``None`` if unknown or expired; a running task of a manager that is gone is
+        recorded (and announced) failed first."""
+        info = await self.store.get(task_id)
+        if (
+            info is None
+            or info.finished
+            or self._alive is None
+            or not info.manager
+            or info.manager == self.manager_id
+            or info.manager in await self._alive()
+        ):
+            return info
+        info.status, info.message = FAILED, "The manager running the task stopped before it ended."
+        info.finished_at = time.time()
+        await self._save_and_publish(info, FINAL_EVENTS[FAILED])
+        return info
 
     async def _run(self, fn: TaskFunc, info: TaskInfo) -> None:
         try:
@@ -213,7 +240,14 @@ class BackgroundTaskRegistry:
         await self.store.close()
 
 
-def make_bgtask_registry(bus: EventBus, redis_url: str | None) -> BackgroundTaskRegistry:
-    """The registry of a manager: task states in Redis when ``[redis] url`` is set, else in memory."""
+def make_bgtask_registry(
+    bus: EventBus,
+    redis_url: str | None,
+    *,
+    manager_id: str = "",
+    alive: Callable[[], Awaitable[set[str]]] | None = None,
+) -> BackgroundTaskRegistry:
+    """The registry of a manager: task states in Redis when ``[redis] url`` is set, else in memory;
+    ``alive`` tells which managers run (several managers)."""
     store: TaskStore = RedisTaskStore(redis_url) if redis_url else MemoryTaskStore()
-    return BackgroundTaskRegistry(bus, store)
+    return BackgroundTaskRegistry(bus, store, manager_id=manager_id, alive=alive)

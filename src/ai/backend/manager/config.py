@@ -66,6 +66,17 @@ class ManagerSection(_Section):
                 raise ValueError(f"{item!r} is not an IP address or network") from None
         return v
 
+    def public_address(self) -> str:
+        """Where this manager answers, as other hosts see it (shown in ``admin cluster status``)."""
+        host = self.service_addr_host
+        if host in ("0.0.0.0", "::", ""):
+            import socket
+
+            host = socket.gethostname()
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"{'https' if self.ssl_cert else 'http'}://{host}:{self.service_addr_port}"
+
     def is_trusted_proxy(self, host: str | None) -> bool:
         """Whether a request from ``host`` (the direct peer's address) may set X-Forwarded-URL."""
         if not self.trusted_proxies or not host:

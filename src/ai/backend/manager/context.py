@@ -7,6 +7,7 @@ attached to the application later. Handlers get it through the ``Ctx`` dependenc
 from __future__ import annotations
 
 import uuid
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,8 +27,10 @@ from .events import EventBus, make_event_bus
 from .generations import GenerationCache, GenerationReader
 from .images import ImageInventory
 from .metrics import ManagerMetrics
+from .presence import Presence, make_presence, new_manager_id
 from .ratelimit import ApiUsage, RateLimiter, make_rate_limiter
 from .registry import SessionRegistry
+from .sessions.limits import RedisActivityStore
 from .storage_client import StorageClient
 
 if TYPE_CHECKING:  # the GraphQL layer imports the API dependencies, which import this module
@@ -62,12 +65,18 @@ class ManagerContext:
     appproxy: AppProxyClient | None
     # The Prometheus registry of this manager (GET /metrics; see metrics.py).
     metrics: ManagerMetrics
+    # This manager among the others of its database: its id, the leader election (ADR 0014).
+    presence: Presence
 
     async def close(self) -> None:
         """Release what the services hold (at shutdown, after the background loops stopped)."""
+        await self.presence.close()
         await self.registry.flush_query_counts()
+        with suppress(Exception):  # Redis may be gone at shutdown: the uses of the last seconds are lost
+            await self.registry.activity.flush()
         await self.api_usage.flush(self.db)
         await self.bgtasks.shutdown()
+        await self.registry.activity.close()
         await self.bus.close()
         await self.rate_limiter.close()
         await self.generations.close()
@@ -81,6 +90,7 @@ class ManagerContext:
 async def build_context(config: ManagerConfig) -> ManagerContext:
     """Build every shared service for ``config`` (connections are opened here or on first use)."""
     from .api.gql import GraphQLRuntime
+    from .api.root import MANAGER_VERSION
 
     engine = create_engine(config.db_url())
     db = session_factory(engine)
@@ -95,6 +105,7 @@ async def build_context(config: ManagerConfig) -> ManagerContext:
     async def folder_path(host: str, vfid: str) -> str:
         return await storage.mount_path(host, uuid.UUID(str(vfid)))
 
+    manager_id = new_manager_id()
     registry = SessionRegistry(
         db,
         rpc,
@@ -102,6 +113,18 @@ async def build_context(config: ManagerConfig) -> ManagerContext:
         generations=gens,
         docker_registries=dict(config.docker_registries),
         folder_path=folder_path if config.storage_proxies else None,
+        manager_id=manager_id,
+        # Idle timeouts see the use of a session on every manager (checked by the leader only).
+        activity_store=RedisActivityStore(config.redis.url) if config.redis.url else None,
+    )
+    presence = make_presence(
+        db,
+        config.db_url(),
+        config.redis.url or None,
+        manager_id=manager_id,
+        address=config.manager.public_address(),
+        version=MANAGER_VERSION,
+        on_wake=registry.schedule_event.set,
     )
     images = ImageInventory()
     agent_stats, kernel_stats = AgentLiveStats(), KernelLiveStats()
@@ -123,7 +146,12 @@ async def build_context(config: ManagerConfig) -> ManagerContext:
         db=db,
         generations=gens,
         bus=bus,
-        bgtasks=make_bgtask_registry(bus, config.redis.url or None),
+        bgtasks=make_bgtask_registry(
+            bus,
+            config.redis.url or None,
+            manager_id=manager_id,
+            alive=presence.alive if presence.shared else None,
+        ),
         rpc=rpc,
         storage=storage,
         registry=registry,
@@ -140,4 +168,5 @@ async def build_context(config: ManagerConfig) -> ManagerContext:
         circuits=CircuitRegistry(),
         appproxy=AppProxyClient(config.appproxy) if config.appproxy is not None else None,
         metrics=metrics,
+        presence=presence,
     )

@@ -63,9 +63,9 @@ TABLE_GROUPS: dict[str, str] = {
     "kernels": "sessions",
 }
 # Tables no hot-path cache reads, so their changes move no generation: agents (heartbeats write them many
-# times a second), dotfiles, resource presets and session templates (read per request). A new table must
-# go into one of the two (a unit test checks).
-UNCACHED = frozenset({"agents", "dotfiles", "resource_presets", "session_templates"})
+# times a second), dotfiles, resource presets and session templates (read per request), managers (the
+# registry of manager processes, ADR 0014). A new table must go into one of the two (a unit test checks).
+UNCACHED = frozenset({"agents", "dotfiles", "managers", "resource_presets", "session_templates"})
 REDIS_PREFIX = "generation:"
 MARKER_PREFIX = "generation."
 _CHANGED = "changed_generation_groups"  # Session.info key: the groups this transaction changed

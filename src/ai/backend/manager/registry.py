@@ -22,7 +22,7 @@ from .sessions.admission import Admission, new_session_name
 from .sessions.kernel_proxy import KernelProxy, SessionNotRunning, session_age_ms
 from .sessions.launcher import FolderPath, Launcher
 from .sessions.lifecycle import CONTAINER_LOST, CREATION_INTERRUPTED, MANAGER_RESTARTED, Lifecycle
-from .sessions.limits import ActivityTracker
+from .sessions.limits import ActivityStore, ActivityTracker
 from .sessions.store import SessionStore
 
 __all__ = [
@@ -48,13 +48,17 @@ class SessionRegistry:
         generations: GenerationReader | None = None,
         docker_registries: Mapping[str, Any] | None = None,
         folder_path: FolderPath | None = None,
+        manager_id: str | None = None,
+        activity_store: ActivityStore | None = None,
     ) -> None:
         self.db = db
+        # This manager process (ADR 0014): recorded on the sessions whose start or end it carries out.
+        self.manager_id = manager_id
         self.rpc = rpc
         self.bus = bus
         # Set when sessions wait for the scheduler (new ones, freed slots, agents joining).
         self.schedule_event = asyncio.Event()
-        self.activity = ActivityTracker()
+        self.activity = ActivityTracker(activity_store)
         self._background = BackgroundTasks()
         self.spawn = self._background.spawn
         self.store = SessionStore(db, generations)
@@ -67,8 +71,18 @@ class SessionRegistry:
             self.spawn,
             folder_path=folder_path,
             docker_registries=docker_registries,
+            manager_id=manager_id,
         )
-        self.lifecycle = Lifecycle(self.store, self.launcher, rpc, bus, self.schedule_event, self.spawn, self.activity)
+        self.lifecycle = Lifecycle(
+            self.store,
+            self.launcher,
+            rpc,
+            bus,
+            self.schedule_event,
+            self.spawn,
+            self.activity,
+            manager_id=manager_id,
+        )
         self.kernels = KernelProxy(self.store, rpc, self.activity)
         # Lookups (store).
         self.resolve_owner = self.store.resolve_owner
@@ -89,6 +103,7 @@ class SessionRegistry:
         self.mark_terminated = self.lifecycle.mark_terminated
         self.restart = self.lifecycle.restart
         self.recover_after_restart = self.lifecycle.recover_after_restart
+        self.recover_orphans = self.lifecycle.recover_orphans
         self.reconcile_agents = self.lifecycle.reconcile_agents
         # Calls into kernels (kernel proxy).
         self.kernel_call = self.kernels.kernel_call

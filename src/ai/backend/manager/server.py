@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
@@ -20,6 +20,7 @@ from .api import (
     agent_callbacks,
     appproxy,
     auth,
+    cluster,
     events,
     gql,
     registries,
@@ -44,6 +45,7 @@ from .body_limit import BodyLimitMiddleware
 from .config import ManagerConfig
 from .context import ManagerContext, build_context
 from .metrics import install_metrics
+from .presence import ManagerRefused, Roles, watch_orphans
 from .ratelimit import RateLimiter, RateLimitMiddleware
 from .scheduler import Scheduler
 from .sessions.limits import enforce_session_limits
@@ -68,30 +70,48 @@ def create_app(config: ManagerConfig) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx = await build_context(config)
         app.state.ctx = ctx
-        # Before serving: sessions a crashed predecessor left half started or half destroyed move on now.
-        await ctx.registry.recover_after_restart()
-        tasks = [
-            asyncio.create_task(_periodic(2.0, lambda: ctx.api_usage.flush(ctx.db))),
-            asyncio.create_task(
+        presence, registry = ctx.presence, ctx.registry
+        try:
+            await presence.start()
+        except ManagerRefused as e:
+            log.error("%s", e)
+            await ctx.close()
+            raise
+        # Before serving: sessions that gone managers (a crashed predecessor) left half started or half
+        # destroyed move on now; those of other live managers are theirs (ADR 0014).
+        if presence.shared:
+            await registry.recover_orphans(await presence.alive())
+        else:
+            await registry.recover_after_restart()
+
+        def leader_loops() -> list[Coroutine[Any, Any, Any]]:
+            """What one manager of the database runs: the leader (the only manager without PostgreSQL+Redis)."""
+            registry.schedule_event.set()  # a first pass at once
+            loops = [
                 Scheduler(
                     ctx.db,
-                    ctx.registry.schedule_event,
-                    lambda sid: ctx.registry.spawn(ctx.registry.start_session(sid)),
+                    registry.schedule_event,
+                    lambda sid: registry.spawn(registry.start_session(sid)),
                     on_pass=ctx.metrics.scheduler_pass_seconds.observe,
-                ).run()
-            ),
-            asyncio.create_task(_periodic(2.0, ctx.registry.flush_query_counts)),
-            asyncio.create_task(
+                    owner=presence.manager_id,
+                ).run(),
                 _periodic(
-                    5.0, lambda: check_agents(ctx.db, ctx.registry.mark_terminated, config.manager.heartbeat_timeout)
-                )
-            ),
-            asyncio.create_task(
-                _periodic(config.manager.session_limit_check_interval, lambda: enforce_session_limits(ctx.registry))
-            ),
-            asyncio.create_task(close_apps_of_ended_sessions(ctx.bus, ctx.circuits, ctx.appproxy, ctx.registry.spawn)),
+                    5.0, lambda: check_agents(ctx.db, registry.mark_terminated, config.manager.heartbeat_timeout)
+                ),
+                _periodic(config.manager.session_limit_check_interval, lambda: enforce_session_limits(registry)),
+            ]
+            if presence.shared:
+                loops.append(watch_orphans(presence, registry.recover_orphans))
+            return loops
+
+        roles = Roles(leader_loops, lambda: [presence.forward_wakes(registry.schedule_event)])
+        tasks = [
+            asyncio.create_task(_periodic(2.0, lambda: ctx.api_usage.flush(ctx.db))),
+            asyncio.create_task(_periodic(2.0, registry.flush_query_counts)),
+            asyncio.create_task(_periodic(2.0, registry.activity.flush)),  # no-op without Redis
+            asyncio.create_task(close_apps_of_ended_sessions(ctx.bus, ctx.circuits, ctx.appproxy, registry.spawn)),
+            asyncio.create_task(presence.run(roles)),
         ]
-        ctx.registry.schedule_event.set()
         try:
             yield
         finally:
@@ -100,6 +120,7 @@ def create_app(config: ManagerConfig) -> FastAPI:
             for t in tasks:
                 with suppress(asyncio.CancelledError):
                     await t
+            await roles.stop()
             await ctx.close()
 
     app = FastAPI(
@@ -132,6 +153,7 @@ def create_app(config: ManagerConfig) -> FastAPI:
         registries.router,
         vfolders.router,
         vfolder_legacy.router,
+        cluster.router,
     ):
         app.include_router(r)
 

@@ -3,7 +3,9 @@
 Each instance gets its own state directory, free ports, agent id and database (an SQLite file in the
 state directory unless a ``db_url`` is given, e.g. a PostgreSQL database from
 ``ai.backend.testutils.databases``), so it never touches a cluster started with ``make demo``.
-:func:`launch_manager` starts the manager alone (no agent, no Docker needed).
+:func:`launch_manager` starts the manager alone (no agent, no Docker needed). With ``managers=2`` (on PostgreSQL
+and Redis) :func:`launch_cluster` starts several managers sharing the database, and an agent that knows them all
+(ADR 0014); :meth:`Cluster.at` addresses one of them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,17 @@ class Cluster:
     redis_url: str | None = None
     storage: StorageProxy | None = None  # the storage proxy of this cluster, if it has one
     appproxy: AppProxy | None = None  # the browser-facing app proxy of this cluster, if it has one
+    # Every manager's endpoint when there are several ("manager", "manager-2", ...: the processes' names).
+    endpoints: list[str] = field(default_factory=list)
+
+    def at(self, index: int) -> Cluster:
+        """This cluster as seen through its ``index``-th manager (the processes are shared)."""
+        return replace(self, endpoint=(self.endpoints or [self.endpoint])[index])
+
+    @staticmethod
+    def manager_name(index: int) -> str:
+        """The process (and config) name of the ``index``-th manager: ``manager``, ``manager-2``, ..."""
+        return "manager" if index == 0 else f"manager-{index + 1}"
 
     def env(self, who: dict[str, Any] = USER) -> dict[str, str]:
         """Environment for the SDK/CLI acting as ``who``."""
@@ -180,7 +193,7 @@ class Cluster:
         )
 
     def start(self, name: str) -> None:
-        module = {"manager": "ai.backend.manager.server", "agent": "ai.backend.agent.server"}[name]
+        module = "ai.backend.manager.server" if name.startswith("manager") else "ai.backend.agent.server"
         log = open(self.state / f"{name}.log", "ab")
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", module, "-f", str(self.state / f"{name}.toml")],
@@ -246,7 +259,8 @@ class Cluster:
     def shutdown(self) -> None:
         """Stop the servers and remove this cluster's containers."""
         self.stop("agent")
-        self.stop("manager")
+        for name in [n for n in self.procs if n.startswith("manager")]:
+            self.stop(name)
         ids = self.containers()
         if ids:
             subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
@@ -269,6 +283,7 @@ def _write_manager_config(
     redis_url: str | None,
     settings: dict[str, Any] | None,
     extra_toml: str = "",
+    name: str = "manager",
 ) -> None:
     lines = [
         "[manager]",
@@ -286,7 +301,7 @@ def _write_manager_config(
         lines += ["", "[redis]", f"url = {_toml_str(redis_url)}"]
     if extra_toml:
         lines += ["", extra_toml]
-    (state / "manager.toml").write_text("\n".join(lines) + "\n")
+    (state / f"{name}.toml").write_text("\n".join(lines) + "\n")
 
 
 def prepare_database(config_path: Path) -> None:
@@ -346,6 +361,7 @@ def launch_cluster(
     manager_settings: dict[str, Any] | None = None,
     container_settings: dict[str, Any] | None = None,
     appproxy: bool = False,
+    managers: int = 1,
 ) -> Cluster:
     """Write configs under ``state``, create the schema and fixtures, start the servers and wait.
     ``manager_toml`` is appended to ``manager.toml`` (extra tables, e.g. ``[docker-registries."..."]``);
@@ -353,7 +369,10 @@ def launch_cluster(
     ``manager_settings`` and ``container_settings`` are extra keys of ``[manager]`` and of the agent's
     ``[container]`` (e.g. ``{"warm-pool-size": 0}``);
     with ``storage`` a storage proxy (volume host ``local:volume1``) serves the cluster's virtual folders;
-    with ``appproxy`` a browser-facing app proxy runs beside the manager (``Cluster.appproxy``)."""
+    with ``appproxy`` a browser-facing app proxy runs beside the manager (``Cluster.appproxy``); ``managers`` > 1
+    starts that many managers on the same ``db_url`` and ``redis_url`` (PostgreSQL and Redis), the agent knowing
+    them all (``Cluster.endpoints``, ``Cluster.at``)."""
+    state.mkdir(parents=True, exist_ok=True)
     proxy = launch_storage_proxy(state / "storage") if storage else None
     if proxy is not None:
         manager_toml = proxy.manager_toml() + "\n" + manager_toml
@@ -369,10 +388,15 @@ def launch_cluster(
     # Each agent its own block of host ports for app ports: test clusters run side by side.
     container_settings = {"port-range": list(agent_ports), **(container_settings or {})}
     agent_id = f"i-test-{secrets.token_hex(4)}"
-    _write_manager_config(state, mport, secret, db_url, redis_url, manager_settings, manager_toml)
+    mports = [mport] + [_free_port() for _ in range(managers - 1)]
+    for i, port in enumerate(mports):
+        _write_manager_config(
+            state, port, secret, db_url, redis_url, manager_settings, manager_toml, name=Cluster.manager_name(i)
+        )
+    manager_urls = ",".join(f"http://127.0.0.1:{p}" for p in mports)
     container = "".join(f"{k} = {json.dumps(v)}\n" for k, v in (container_settings or {}).items())
     (state / "agent.toml").write_text(
-        f'[agent]\nid = "{agent_id}"\nrpc-listen-port = {aport}\nmanager-url = "http://127.0.0.1:{mport}"\n'
+        f'[agent]\nid = "{agent_id}"\nrpc-listen-port = {aport}\nmanager-url = "{manager_urls}"\n'
         f'cluster-secret = "{secret}"\nheartbeat-interval = 1.0\n{agent_toml}\n\n'
         f'[container]\nscratch-root = "{state}/scratches"\n{container}\n[resource]\ncpu = {cpu}\nmem = "{mem}"\n'
     )
@@ -386,11 +410,15 @@ def launch_cluster(
         db_url or f"sqlite+aiosqlite:///{state}/manager.db",
         redis_url,
         storage=proxy,
+        endpoints=[f"http://127.0.0.1:{p}" for p in mports] if managers > 1 else [],
     )
-    c.start("manager")
+    for i in range(managers):
+        c.start(Cluster.manager_name(i))
     c.start("agent")
     try:
         c.wait_ready()
+        for i in range(1, managers):
+            c.at(i).wait_ready(agents=False)
         if app_ports is not None:
             c.appproxy = launch_appproxy(
                 state / "appproxy", secret=app_secret, manager_url=c.endpoint, alive_interval=2.0, ports=app_ports

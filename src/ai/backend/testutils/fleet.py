@@ -18,12 +18,15 @@ def start_fleet(
     tables: str,
     id_prefix: str | None = None,
     scaling_groups: str | None = None,
+    manager_urls: list[str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``count`` dummy agents of manager ``m`` in one process, configured by ``state/fleet.toml``
     (``tables``: its ``[resource]``/``[dummy]`` tables) and logging to ``state/fleet.log``; the caller waits
-    for them to join and stops the process (``testutils.processes.stop_process``)."""
+    for them to join and stops the process (``testutils.processes.stop_process``). ``manager_urls``: the managers
+    the agents fail over between (default: ``m``'s endpoint)."""
+    urls = ",".join(manager_urls or [m.endpoint])
     (state / "fleet.toml").write_text(
-        f'[agent]\nbackend = "dummy"\nmanager-url = "{m.endpoint}"\ncluster-secret = "{m.secret}"\n'
+        f'[agent]\nbackend = "dummy"\nmanager-url = "{urls}"\ncluster-secret = "{m.secret}"\n'
         f"heartbeat-interval = {heartbeat}\n\n{tables}"
     )
     args = ["--count", str(count), "--base-port", str(_free_port())]

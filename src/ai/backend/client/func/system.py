@@ -34,3 +34,12 @@ class System(BaseFunction):
         """Return the server's API version string."""
         async with Request("GET", "/").fetch() as resp:
             return str((await resp.json())["version"])
+
+    @api_function
+    @classmethod
+    async def get_cluster_status(cls) -> dict[str, Any]:
+        """Return the cluster as the managers see it (``GET /admin/cluster``, superadmins): managers and leader,
+        agents, queue depth, storage volumes and versions."""
+        async with Request("GET", "/admin/cluster").fetch() as resp:
+            data = await resp.json()
+            return dict(data) if isinstance(data, dict) else {}

@@ -123,6 +123,13 @@ class CompleteBody(RequestModel):
         return v
 
 
+def _cpu_used(stats: dict[str, Any] | None) -> int:
+    """``cpu_used`` of a Container Stats Object; 0 when absent or not a number (the last stats an agent gave
+    at a kernel's end are stored as they came, e.g. the dummy backend's ``{"current": ...}`` objects)."""
+    value = (stats or {}).get("cpu_used", 0)
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
 def session_info(
     session: SessionRow, kernel: KernelRow | None = None, queries: int = 0, live: dict[str, int] | None = None
 ) -> dict[str, Any]:
@@ -161,7 +168,7 @@ def session_info(
         "requestedSlots": session.requested_slots,
         "environ": session.environ,
         "numQueriesExecuted": session.num_queries + queries,
-        "cpuCreditUsed": int((stats or {}).get("cpu_used", 0)),
+        "cpuCreditUsed": _cpu_used(stats),
         "stats": stats,
         "batchTimeout": session.batch_timeout,
         "result": session.result,

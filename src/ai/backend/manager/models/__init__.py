@@ -10,6 +10,7 @@ from .accounts import (
     group_members,
 )
 from .base import Base, metadata
+from .managers import ManagerRow
 from .resources import (
     AgentRow,
     ImageAliasRow,
@@ -35,6 +36,7 @@ __all__ = [
     "KernelRow",
     "KeyPairRow",
     "KeyPairResourcePolicyRow",
+    "ManagerRow",
     "ResourcePresetRow",
     "ScalingGroupRow",
     "SessionRow",

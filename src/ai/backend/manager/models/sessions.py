@@ -45,6 +45,9 @@ class SessionRow(Base):
     num_queries: Mapped[int] = mapped_column(BigInteger, default=0)
     vfolder_mounts: Mapped[list[Any] | None] = mapped_column(JSON)  # [{vfid, name, host, mount_path, permission}]
     preopen_ports: Mapped[list[int] | None] = mapped_column(JSON)  # container ports served by the user's processes
+    # The manager process that moved the session into SCHEDULED, PREPARING, TERMINATING or RESTARTING and so will
+    # move it on; crash recovery takes over only the sessions of managers that are gone (ADR 0014).
+    manager_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class KernelRow(Base):

@@ -28,13 +28,20 @@ REWRITE_WAITING_AFTER = 10.0
 
 
 async def apply_plan(
-    db: AsyncSession, plan: PassPlan, rows: dict[str, Any], agents: dict[str, AgentRow], now: datetime
+    db: AsyncSession,
+    plan: PassPlan,
+    rows: dict[str, Any],
+    agents: dict[str, AgentRow],
+    now: datetime,
+    *,
+    owner: str | None = None,
 ) -> None:
     """Write the plan: placements (SCHEDULED, reasons cleared, as ``registry.set_status`` would) and
     the reasons of those left waiting, as plain table statements (the ORM's per-row bookkeeping costs
     more than the database for 10,000 rows): one UPDATE per kind of placement and chunk of sessions
     (their status history and data are changed by the database, see :mod:`..json_sql`), one per agent
-    and kind of kernel, and one executemany for the reasons. ``rows`` and ``agents`` are the snapshot's."""
+    and kind of kernel, and one executemany for the reasons. ``rows`` and ``agents`` are the snapshot's;
+    ``owner``: the scheduling manager, recorded as the placed sessions' ``manager_id`` (ADR 0014)."""
     # Occupied slots summed per agent and written once, not re-serialized per placement.
     occupied: dict[str, ResourceSlot] = {}
     # Placed sessions by the slots they now occupy: one UPDATE per group (and chunk).
@@ -100,6 +107,8 @@ async def apply_plan(
             "status_history": json_with_key(sessions.c.status_history, S.SCHEDULED, stamp.isoformat(), dialect),
             "status_data": json_without_key(sessions.c.status_data, "scheduler", dialect),
         }
+        if owner is not None:
+            values["manager_id"] = owner
         for chunk in _chunks(ids):
             await db.execute(update(sessions).where(sessions.c.id.in_(chunk)).values(**values))
     if kernel_updates:

@@ -4,7 +4,8 @@ agents locked so an agent is never overcommitted; the sessions it placed are the
 
 Passes are triggered by events (a new session, a session ending, an agent joining: whoever sets the ``wake``
 event) with a periodic safety pass. The scheduler knows nothing else of the manager: a session factory, the
-event and a callable that starts a placed session.
+event and a callable that starts a placed session. With several managers only the elected leader runs it
+(``presence.py``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class Scheduler:
         start: Callable[[uuid.UUID], None],
         interval: float = 5.0,
         on_pass: Callable[[float], None] | None = None,
+        *,
+        owner: str | None = None,
     ) -> None:
         self.db = db
         self.wake = wake
@@ -53,6 +56,8 @@ class Scheduler:
         self.interval = interval
         # Told the duration of every pass, failed ones included (the manager's metrics).
         self.on_pass = on_pass
+        # The manager that runs the passes: recorded on the sessions it places, whose starts are its own.
+        self.owner = owner
 
     async def run(self) -> None:
         """Run passes when triggered (``wake``) or every ``interval`` seconds, one at a time; triggers during
@@ -95,7 +100,7 @@ class Scheduler:
             if snap is None:
                 return []
             plan = plan_pass(snap.pending, snap.agents, snap.keypairs, snap.groups, snap.usage, now)
-            await apply_plan(db, plan, snap.rows, snap.agent_rows, now)
+            await apply_plan(db, plan, snap.rows, snap.agent_rows, now, owner=self.owner)
             await db.commit()
         placed = [sid for sid, _ in plan.placements]
         for sid in placed:

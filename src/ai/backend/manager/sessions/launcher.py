@@ -84,8 +84,10 @@ class Launcher:
         *,
         folder_path: FolderPath | None = None,
         docker_registries: Mapping[str, Any] | None = None,
+        manager_id: str | None = None,
     ) -> None:
         self.store = store
+        self.manager_id = manager_id
         self._rpc = rpc
         self._bus = bus
         self._wake = wake
@@ -191,7 +193,12 @@ class Launcher:
                         "bootstrap_script": session.bootstrap_script or users[session.user_uuid]["bootstrap_script"],
                         "ssh_keypair": ssh_keys.get(session.access_key),
                     }
-                    record_change(session, status_change(session, S.PREPARING, now), session_updates)
+                    # This manager carries the start out: recovery leaves the session alone while it lives.
+                    record_change(
+                        session,
+                        {**status_change(session, S.PREPARING, now), "manager_id": self.manager_id},
+                        session_updates,
+                    )
                     for k in kernels[sid]:
                         record_change(k, {"status": S.PREPARING}, kernel_updates)
                     out.append((session, kernels[sid], config))
@@ -282,7 +289,9 @@ class Launcher:
                     if session is None:  # purged meanwhile: nothing to record, its kernels to remove
                         out.append((row, False))
                         continue
-                    destroyed = session.status in (S.TERMINATING, S.TERMINATED, S.CANCELLED)
+                    # Ended meanwhile: destroyed, or failed by the recovery of a manager that took this one for
+                    # dead (ADR 0014).
+                    destroyed = session.status == S.TERMINATING or session.status in TERMINAL
                     for k in kernels.get(sid, []):
                         info = created.get(k.id) or {}
                         kernel_updates.append(

@@ -32,6 +32,8 @@ log = logging.getLogger("ai.backend.manager.sessions")
 CREATION_INTERRUPTED = "creation-interrupted"
 MANAGER_RESTARTED = "manager-restarted"
 CONTAINER_LOST = "container-lost"
+# The statuses only the manager that entered them moves on (``SessionRow.manager_id``): recovered when it is gone.
+TRANSITIONAL = (S.SCHEDULED, S.PREPARING, S.PULLING, S.TERMINATING, S.RESTARTING)
 
 
 class Lifecycle:
@@ -46,8 +48,11 @@ class Lifecycle:
         wake: asyncio.Event,
         spawn: Spawn,
         activity: ActivityTracker,
+        *,
+        manager_id: str | None = None,
     ) -> None:
         self.store = store
+        self.manager_id = manager_id
         self._launcher = launcher
         self._rpc = rpc
         self._bus = bus
@@ -92,6 +97,7 @@ class Lifecycle:
                 return stats
             was_preparing = session.status in STARTING
             set_status(session, S.TERMINATING, reason)
+            session.manager_id = self.manager_id
             for kernel in kernels:
                 kernel.status = S.TERMINATING
             await db.commit()
@@ -157,22 +163,45 @@ class Lifecycle:
     # ---- crash recovery and reconciliation -------------------------------------------------------
 
     async def recover_after_restart(self) -> dict[str, int]:
-        """Finish what a previous manager process left half done (run at start, before serving).
+        """Finish what a previous manager process left half done (run at start, before serving), when this
+        manager is the only one of its database: every session in progress is an orphan."""
+        return await self.recover_orphans(None)
 
-        The starts and destroys in progress died with that process, and only it would ever have moved
-        their sessions on: SCHEDULED sessions (no agent was called yet) are started again; PREPARING and
-        PULLING ones end in ERROR (``creation-interrupted``) and TERMINATING ones are recorded TERMINATED,
-        their slots given back and their kernels destroyed (what an agent does not hear now it removes
-        at its next reconciliation); RESTARTING ones are RUNNING again. One manager per database is
-        assumed (see ``docs/architecture.md``). Returns how many sessions of each status were handled."""
+    async def recover_orphans(self, alive: set[str] | None) -> dict[str, int]:
+        """Finish what managers that are gone left half done: the sessions in a transitional status whose
+        owner (``manager_id``) is not in ``alive`` (``None``: every owner is gone, as after the restart of the
+        only manager), or unknown.
+
+        The starts and destroys in progress died with their manager, and only it would ever have moved their
+        sessions on: SCHEDULED sessions (no agent was called yet) are started again; PREPARING and PULLING
+        ones end in ERROR (``creation-interrupted``) and TERMINATING ones are recorded TERMINATED, their slots
+        given back and their kernels destroyed (what an agent does not hear now it removes at its next
+        reconciliation); RESTARTING ones are RUNNING again. Each session is first claimed (its owner set to
+        this manager where it is still the one read), so two managers recovering at once never both act on
+        it. Returns how many sessions of each status were handled."""
         async with self.store.db() as db:
-            rows = (
+            found = (
                 await db.execute(
-                    select(SessionRow.id, SessionRow.status, SessionRow.status_info).where(
-                        SessionRow.status.in_((S.SCHEDULED, S.PREPARING, S.PULLING, S.TERMINATING, S.RESTARTING))
+                    select(SessionRow.id, SessionRow.status, SessionRow.status_info, SessionRow.manager_id).where(
+                        SessionRow.status.in_(TRANSITIONAL)
                     )
                 )
             ).all()
+            rows: list[tuple[uuid.UUID, str, str | None]] = []
+            for sid, status, info, owner in found:
+                if alive is not None and owner is not None and owner in alive:
+                    continue
+                claimed = await db.execute(
+                    update(SessionRow)
+                    .where(
+                        SessionRow.id == sid,
+                        SessionRow.status == status,
+                        SessionRow.manager_id.is_not_distinct_from(owner),
+                    )
+                    .values(manager_id=self.manager_id)
+                )
+                if claimed.rowcount == 1:  # type: ignore[attr-defined]
+                    rows.append((sid, status, info))
             restarting = [sid for sid, st, _ in rows if st == S.RESTARTING]
             if restarting:
                 back = check_transition(S.RESTARTING, S.RUNNING)
@@ -181,7 +210,7 @@ class Lifecycle:
                     .where(SessionRow.id.in_(restarting), SessionRow.status == S.RESTARTING)
                     .values(status=back)
                 )
-                await db.commit()
+            await db.commit()
         counts: dict[str, int] = {}
         for sid, status, info in rows:
             counts[status] = counts.get(status, 0) + 1
@@ -197,12 +226,14 @@ class Lifecycle:
                 await self.mark_terminated(sid, info or MANAGER_RESTARTED)
             else:
                 await self._launcher.fail_start(
-                    sid, CREATION_INTERRUPTED, "The manager restarted while the session was being created."
+                    sid,
+                    CREATION_INTERRUPTED,
+                    "The manager creating the session stopped (crashed or restarted) before it was created.",
                 )
             if kernels:
                 self._spawn(self._launcher.teardown(sid, kernels, kernels))
         if rows:
-            log.warning("recovered the sessions a previous manager process left in progress: %s", counts)
+            log.warning("recovered the sessions that gone manager processes left in progress: %s", counts)
         return counts
 
     async def reconcile_agents(self, reports: list[tuple[str, list[str]]], grace: float) -> list[list[str]]:
@@ -271,6 +302,7 @@ class Lifecycle:
                 status = row.status if row is not None else "gone"
                 raise SessionNotRunning(f"Session {session.name!r} is {status}, not RUNNING; it cannot restart.")
             set_status(row, S.RESTARTING)
+            row.manager_id = self.manager_id
             await db.commit()
         self._publish("session_restarting", row)
         try:

@@ -21,6 +21,7 @@ _P = "ai.backend.client.cli.admin"
 ADMIN_COMMANDS: dict[str, CommandSpec] = {
     "agent": CommandSpec(f"{_P}.agent:agent", "Agent (compute node) commands."),
     "agents": CommandSpec(f"{_P}.agent:list_", 'List agents (= "agent list", the 19.09 spelling).'),
+    "cluster": CommandSpec(f"{_P}.cluster:cluster", "The cluster as a whole: managers, leader, agents, queue."),
     "domain": CommandSpec(f"{_P}.domain:domain", "Domain administration commands."),
     "group": CommandSpec(f"{_P}.group:group", "Group (project) administration commands."),
     "image": CommandSpec(f"{_P}.image:image", "Image administration commands."),
