@@ -17,6 +17,7 @@ follower's (the wake forwarding) otherwise.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import fcntl
 import logging
@@ -90,7 +91,7 @@ class Roles:
         self.leading = None
 
 
-class Presence:
+class Presence(abc.ABC):
     """The common interface (see the module docstring)."""
 
     #: Whether other managers may share the database (then the leader is elected).
@@ -103,9 +104,9 @@ class Presence:
         self.version = version
         self.is_leader = False
 
+    @abc.abstractmethod
     async def start(self) -> None:
         """Register, taking the locks; raises :class:`ManagerRefused` if this manager may not run."""
-        raise NotImplementedError
 
     async def alive(self) -> set[str]:
         """The ids of the managers alive now (this one included)."""
@@ -115,14 +116,15 @@ class Presence:
         """The id of the manager that leads now, if any."""
         return self.manager_id if self.is_leader else None
 
+    @abc.abstractmethod
     async def run(self, roles: Roles) -> None:
         """Keep the registration and the role up to date until cancelled."""
-        raise NotImplementedError
 
     async def forward_wakes(self, wake: asyncio.Event) -> None:
         """A follower's loop: pass the scheduler wakes set here on to the leader."""
         await asyncio.Event().wait()
 
+    @abc.abstractmethod
     async def close(self) -> None:
         """Leave (the row goes, the locks are released)."""
 
