@@ -208,8 +208,8 @@ class ManagerAPI:
             )
         return answer
 
-    async def get(self, path: str, **params: Any) -> Any:
-        """``GET path?params``."""
+    async def get(self, path: str, /, **params: Any) -> Any:
+        """``GET path?params`` (``path`` is positional-only, so a query parameter may be called ``path``)."""
         return await self.call("GET", path, params=params or None)
 
     async def post(self, path: str, body: Any = None) -> Any:

@@ -314,7 +314,7 @@ async def _browse_context(request: web.Request, login: Login, name: str, subpath
     if manages:
         try:
             found, out = await asyncio.gather(
-                m.call("GET", "/folders/_/shared", params={"vfolder_id": fid}), m.get("/folders/invitations/list-sent")
+                m.get("/folders/_/shared", vfolder_id=fid), m.get("/folders/invitations/list-sent")
             )
         except ManagerError as e:
             log.info("folder %s: sharing details unavailable: %s", fid, e)

@@ -256,9 +256,7 @@ async def edit_dotfile(request: web.Request, login: Login) -> web.StreamResponse
     path = request.query.get("path", "")
     if not path:
         raise ConsoleError(400, "Which dotfile?", "The 'path' parameter is missing.")
-    m = api(request, login)
-    # (Not m.get(..., path=...): its first parameter is called path too.)
-    one = await m.call("GET", "/user-config/dotfiles", params={"path": path})
+    one = await api(request, login).get("/user-config/dotfiles", path=path)
     editing = {
         "path": str(one.get("path", path)),
         "permission": str(one.get("permission", "644")),
