@@ -24,7 +24,7 @@ from ai.backend.common.problems import BadGateway, problem_document
 
 from .config import APISection
 
-__all__ = ["API_VERSION", "Upstream", "proxy_func", "proxy_root"]
+__all__ = ["API_VERSION", "Upstream", "manager_url", "proxy_func", "proxy_root"]
 
 log = logging.getLogger("ai.backend.web.proxy")
 
@@ -165,7 +165,7 @@ def _response_headers(upstream: aiohttp.ClientResponse) -> dict[str, str]:
     return out
 
 
-def _target(endpoint: str, tail: str, query: str) -> tuple[URL, str, str]:
+def manager_url(endpoint: str, tail: str, query: str) -> tuple[URL, str, str]:
     """The manager URL (exactly as it goes on the wire), its path with query, and its Host header value."""
     parts = urlsplit(endpoint)
     path = parts.path.rstrip("/") + "/" + tail
@@ -183,7 +183,7 @@ def _raw_tail(request: web.Request) -> tuple[str, str]:
 
 async def proxy_root(request: web.Request, upstream: Upstream) -> web.StreamResponse:
     """``GET /func/``: the manager's root (its API version), with no login needed."""
-    url, _, _ = _target(upstream.endpoints[0], "", "")
+    url, _, _ = manager_url(upstream.endpoints[0], "", "")
     try:
         async with upstream.client.get(url) as resp:
             body = await resp.read()
@@ -214,7 +214,7 @@ async def proxy_func(
         if length is not None:
             headers["Content-Length"] = str(length)
     in_memory = isinstance(body, bytes)
-    url, path_with_query, host = _target(upstream.endpoints[0], raw_tail, query)
+    url, path_with_query, host = manager_url(upstream.endpoints[0], raw_tail, query)
     headers.update(
         sign_request_headers(
             method=method,
@@ -264,7 +264,7 @@ async def proxy_func(
 async def _proxy_websocket(
     request: web.Request, upstream: Upstream, raw_tail: str, query: str, version: str, access_key: str, secret_key: str
 ) -> web.StreamResponse:
-    url, path_with_query, host = _target(upstream.endpoints[0], raw_tail, query)
+    url, path_with_query, host = manager_url(upstream.endpoints[0], raw_tail, query)
     url = url.with_scheme("wss" if url.scheme == "https" else "ws")
     headers = _forward_headers(request)
     # The manager reads a handshake without Content-Type as application/octet-stream; none is sent.

@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import aiohttp
 import jinja2
@@ -33,7 +33,7 @@ from multidict import MultiDictProxy
 
 from ai.backend.common.auth import sign_request_headers
 
-from ..proxy import API_VERSION, Upstream
+from ..proxy import API_VERSION, Upstream, manager_url
 
 __all__ = [
     "ConsoleError",
@@ -146,17 +146,15 @@ class ManagerAPI:
         For answers that are not JSON (a file download). ``path`` and ``params`` as for :meth:`call`; raises
         :class:`ManagerError` (502) only for an unreachable manager, whatever the status.
         """
-        endpoint = self.upstream.endpoints[0]
-        parts = urlsplit(endpoint)
         query = ""
         if params:
             query = "&".join(f"{quote(str(k), safe='')}={quote(str(v), safe='')}" for k, v in params.items())
-        path_with_query = parts.path.rstrip("/") + path + (f"?{query}" if query else "")
+        url, path_with_query, host = manager_url(self.upstream.endpoints[0], path.lstrip("/"), query)
         data = b"" if body is None else json.dumps(body).encode("utf-8")
         headers = sign_request_headers(
             method=method,
             path_with_query=path_with_query,
-            host=parts.netloc,
+            host=host,
             content_type="application/json",
             version=API_VERSION,
             access_key=self.login.access_key,
@@ -166,9 +164,6 @@ class ManagerAPI:
         )
         if self.client_ip:
             headers["X-Forwarded-For"] = self.client_ip
-        from yarl import URL
-
-        url = URL(f"{parts.scheme}://{parts.netloc}{path_with_query}", encoded=True)
         try:
             async with self.upstream.client.request(
                 method, url, data=data or None, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
